@@ -1,0 +1,7 @@
+"""``python -m pylvs`` is the same as the ``pylvs`` command."""
+
+import sys
+
+from pylvs.cli import main
+
+sys.exit(main())

@@ -1,0 +1,5 @@
+/* _api.h — the functions Python calls through cffi (mirrors _core.cdef). */
+#ifndef PYLVS_API_H
+#define PYLVS_API_H
+#include "_core.h"
+#endif

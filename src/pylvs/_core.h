@@ -1,0 +1,122 @@
+/*
+ * _core.h — types shared by the files of pylvs's C core.
+ *
+ * The core is sans-IO except for the dataplane pump (_tunio.c), which lives in the same
+ * extension module only so the per-packet loop never returns to Python.  Everything here is
+ * IPv4.  Addresses and ports inside these structs are in HOST byte order; the packet code
+ * converts at parse time, so schedulers can hash and compare without byte swapping.
+ *
+ * Ownership:
+ *   lvs_engine  owns services, the connection table and the dest "trash".
+ *   lvs_service owns its dest list and its scheduler's private state (sched_data).
+ *   lvs_dest    is reference counted by the connections bound to it; a removed dest leaves
+ *               the service list (AVAILABLE cleared) and is freed when its last conn expires,
+ *               exactly like the kernel's dest trash.
+ */
+#ifndef PYLVS_CORE_H
+#define PYLVS_CORE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#define LVS_PROTO_TCP 6
+#define LVS_PROTO_UDP 17
+
+/* dest flags (ip_vs.h IP_VS_DEST_F_*) */
+#define LVS_DEST_F_AVAILABLE 0x0001u
+#define LVS_DEST_F_OVERLOAD 0x0002u
+
+/* service flags (ip_vs.h IP_VS_SVC_F_*) */
+#define LVS_SVC_F_PERSISTENT 0x0001u
+#define LVS_SVC_F_HASHED 0x0002u
+#define LVS_SVC_F_ONEPACKET 0x0004u
+#define LVS_SVC_F_SCHED1 0x0008u /* sh-fallback, mh-fallback */
+#define LVS_SVC_F_SCHED2 0x0010u /* sh-port, mh-port */
+#define LVS_SVC_F_SCHED3 0x0020u
+
+typedef struct lvs_stats {
+    uint64_t conns;
+    uint64_t inpkts;
+    uint64_t outpkts;
+    uint64_t inbytes;
+    uint64_t outbytes;
+} lvs_stats;
+
+typedef struct lvs_dest lvs_dest;
+typedef struct lvs_service lvs_service;
+typedef struct lvs_engine lvs_engine;
+
+struct lvs_dest {
+    lvs_dest *next;          /* service list; the newest dest is at the head (kernel order) */
+    lvs_service *svc;        /* NULL once the service itself is gone */
+    uint32_t addr;           /* host order */
+    uint16_t port;           /* host order */
+    int32_t weight;
+    int32_t last_weight;     /* most recent non-zero weight; mh builds its table from it */
+    uint32_t u_threshold;    /* -x, 0 = none */
+    uint32_t l_threshold;    /* -y, 0 = none */
+    uint32_t flags;          /* LVS_DEST_F_* */
+    uint32_t activeconns;
+    uint32_t inactconns;
+    uint32_t persistconns;   /* templates bound to this dest */
+    uint32_t refcnt;         /* connections + templates pointing here */
+    lvs_stats stats;
+    void *sched_slot;        /* free for the scheduler's per-dest use */
+};
+
+/* What a scheduler may look at for a new connection. Host order. */
+typedef struct lvs_sched_key {
+    uint32_t saddr;
+    uint32_t daddr;
+    uint16_t sport;
+    uint16_t dport;
+    uint8_t proto;
+} lvs_sched_key;
+
+/* Pluggable scheduler (ip_vs_scheduler). Every callback gets the owning service. */
+typedef struct lvs_scheduler {
+    const char *name;
+    int (*init_service)(lvs_service *svc);       /* allocate svc->sched_data; 0 or -errno */
+    void (*done_service)(lvs_service *svc);      /* free svc->sched_data */
+    int (*add_dest)(lvs_service *svc, lvs_dest *dest);   /* after the dest is linked */
+    int (*del_dest)(lvs_service *svc, lvs_dest *dest);   /* before the dest is unlinked */
+    int (*upd_dest)(lvs_service *svc, lvs_dest *dest);   /* after weight/threshold edit */
+    lvs_dest *(*schedule)(lvs_service *svc, const lvs_sched_key *key, double now);
+    void (*tick)(lvs_service *svc, double now);  /* periodic work (lblc/lblcr GC); may be NULL */
+} lvs_scheduler;
+
+/* Scheduler parameters a service can carry (beyond the flags). */
+typedef struct lvs_sched_params {
+    uint32_t mh_table_size;       /* prime; 0 = kernel default 4093 */
+    double lblc_expiration;       /* seconds; 0 = kernel default 86400 */
+} lvs_sched_params;
+
+struct lvs_service {
+    lvs_service *hnext;      /* engine's service hash chain */
+    uint8_t proto;
+    uint32_t addr;           /* VIP, host order */
+    uint16_t port;           /* host order */
+    uint32_t flags;          /* LVS_SVC_F_* */
+    uint32_t timeout;        /* persistence, seconds */
+    uint32_t netmask;        /* persistence netmask, host order */
+    const lvs_scheduler *sched;
+    void *sched_data;
+    lvs_sched_params sched_params;
+    lvs_dest *destinations;  /* newest first */
+    uint32_t num_dests;
+    lvs_stats stats;
+    uint64_t rng_state;      /* for randomised schedulers (twos); seeded by the engine */
+};
+
+/* ---- scheduler registry (_sched.c) ---- */
+const lvs_scheduler *lvs_sched_find(const char *name);
+/* NULL-terminated list of every registered scheduler name, in a stable order. */
+const char *const *lvs_sched_names(void);
+
+/* Overhead used by lc/wlc and friends (ip_vs_dest_conn_overhead). */
+static inline uint32_t lvs_dest_overhead(const lvs_dest *d)
+{
+    return (d->activeconns << 8) + d->inactconns;
+}
+
+#endif /* PYLVS_CORE_H */
