@@ -12,6 +12,9 @@ import pytest
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    for item in items:
+        if "/tests/netns/" in str(item.path):
+            item.add_marker(pytest.mark.netns)
     if os.geteuid() == 0:
         return
     needs_root = [item for item in items if item.get_closest_marker("netns")]
