@@ -1,0 +1,192 @@
+"""The configuration model: frozen dataclasses, one per TOML section.
+
+``config.py`` turns a TOML file into a :class:`Config`; everything above reads only these
+values.  Defaults here are the defaults a user gets when a key is left out, so each one is the
+choice an LVS/keepalived operator would expect (noted where it is not obvious).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from ipaddress import IPv4Address
+from typing import Literal
+
+__all__ = [
+    "ApiConfig",
+    "CheckConfig",
+    "Config",
+    "DirectorConfig",
+    "Endpoint",
+    "HaConfig",
+    "LoadMonitorConfig",
+    "RealServerConfig",
+    "TimeoutsConfig",
+    "VirtualServerConfig",
+]
+
+Protocol = Literal["tcp", "udp"]
+CheckType = Literal["none", "tcp", "send_expect", "http", "https", "exec", "udp"]
+DownAction = Literal["quiesce", "remove"]
+LoadMonitorType = Literal["none", "agent", "exec", "loadavg"]
+
+SCHEDULERS = (
+    "rr", "wrr", "lc", "wlc", "sed", "nq", "lblc", "lblcr", "dh", "sh", "mh", "fo", "ovf", "twos",
+)
+SCHEDULER_FLAGS = ("sh-fallback", "sh-port", "mh-fallback", "mh-port")
+
+
+@dataclass(frozen=True, slots=True, order=True)
+class Endpoint:
+    """An IPv4 address and port, written ``a.b.c.d:port`` in the config."""
+
+    address: IPv4Address
+    port: int
+
+    def __str__(self) -> str:
+        return f"{self.address}:{self.port}"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class DirectorConfig:
+    """``[director]``: where the director sits and how it moves packets."""
+
+    public_interface: str
+    private_interface: str
+    nat_router: str | None = None  # "198.19.0.1/24": the real servers' gateway; floats with HA
+    dataplane: Literal["tun"] = "tun"
+    tun_name: str = "pylvs0"
+    offload: bool = True  # IFF_VNET_HDR + TUNSETOFFLOAD: 64 KB GSO super-packets
+    batch_size: int = 64
+    loop: Literal["uvloop", "asyncio"] = "uvloop"
+    max_connections: int = 1 << 20
+    log_format: Literal["text", "json"] = "text"
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class TimeoutsConfig:
+    """``[timeouts]``: ipvsadm ``--set tcp tcpfin udp`` (seconds)."""
+
+    tcp: int = 900
+    tcpfin: int = 120
+    udp: int = 300
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ApiConfig:
+    """``[api]``: the control API (Unix socket always; TCP only when ``listen`` is set)."""
+
+    socket: str = "/run/pylvs/pylvs.sock"
+    socket_mode: int = 0o600
+    listen: str | None = None  # "127.0.0.1:9180"; requires token_file
+    token_file: str | None = None
+    write_config: bool = False  # allow PUT /config/save to rewrite the TOML file
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class HaConfig:
+    """``[ha]``: active/backup failover between two directors."""
+
+    enabled: bool = False
+    node_id: str = "lvs1"
+    priority: int = 100  # 1..254; higher wins; 255 is reserved as "owner" like VRRP
+    peer_public: IPv4Address | None = None
+    peer_private: IPv4Address | None = None
+    port: int = 5405
+    interval: float = 0.2  # seconds between heartbeats
+    dead_time: float | None = None  # None: 3 * interval + skew, skew = (256 - priority)/256 * interval
+    preempt: bool = True
+    preempt_delay: float = 0.0
+    secret_file: str | None = None  # required when enabled
+    sync: bool = True
+    sync_port: int = 5406
+    notify: str | None = None  # command run as: notify <new-role> <old-role>
+    garp_count: int = 5
+    garp_repeat_delay: float = 5.0  # second burst after this many seconds
+    garp_refresh: float = 0.0  # 0 = no periodic refresh
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class CheckConfig:
+    """``[virtual_server.check]``: how each real server's health is probed."""
+
+    type: CheckType = "tcp"
+    port: int | None = None  # None: the real server's port
+    interval: float = 2.0
+    timeout: float = 1.0
+    rise: int = 2
+    fall: int = 3
+    initial_state: Literal["up", "down"] = "down"
+    send: str | None = None  # send_expect/udp; escapes like \r\n allowed
+    expect: str | None = None
+    expect_regex: bool = False
+    path: str = "/"
+    method: str = "GET"
+    status: tuple[int, ...] = (200,)
+    body_regex: str | None = None
+    digest: str | None = None  # md5 hex of the body, like keepalived's HTTP_GET digest
+    host: str | None = None
+    verify_tls: bool = True
+    client_cert: str | None = None
+    client_key: str | None = None
+    command: str | None = None  # exec: "%h" and "%p" are replaced by address and port
+    dynamic_weight: bool = False  # exec: exit codes 2..255 set weight code-2 (keepalived misc_dynamic)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class LoadMonitorConfig:
+    """``[virtual_server.load_monitor]``: adjust weights up and down from live load."""
+
+    type: LoadMonitorType = "none"
+    port: int | None = None  # agent: the agent-check port
+    command: str | None = None  # exec/loadavg: "%h" "%p" replaced; prints a load or a weight
+    interval: float = 5.0
+    timeout: float = 2.0
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RealServerConfig:
+    """``[[virtual_server.real_server]]``."""
+
+    address: Endpoint
+    weight: int = 1
+    upper_threshold: int = 0  # -x
+    lower_threshold: int = 0  # -y
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class VirtualServerConfig:
+    """``[[virtual_server]]``: one virtual service and its real servers."""
+
+    address: Endpoint
+    protocol: Protocol = "tcp"
+    scheduler: str = "wlc"
+    flags: tuple[str, ...] = ()
+    persistence: int = 0  # seconds; 0 = off
+    netmask: IPv4Address = IPv4Address("255.255.255.255")
+    mh_table_size: int = 0  # 0 = kernel default (4093)
+    down_action: DownAction = "quiesce"
+    sorry_server: Endpoint | None = None
+    quorum: int = 1  # minimum total weight of healthy servers before the sorry server is used
+    quorum_hysteresis: int = 0
+    slow_start: float = 0.0  # seconds for a recovered server to ramp up to its weight
+    check: CheckConfig = field(default_factory=CheckConfig)
+    load_monitor: LoadMonitorConfig = field(default_factory=LoadMonitorConfig)
+    real_servers: tuple[RealServerConfig, ...] = ()
+
+    @property
+    def key(self) -> tuple[Protocol, IPv4Address, int]:
+        """Identity of the service across reloads: (protocol, VIP, port)."""
+        return (self.protocol, self.address.address, self.address.port)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Config:
+    """A whole configuration file."""
+
+    director: DirectorConfig
+    timeouts: TimeoutsConfig = field(default_factory=TimeoutsConfig)
+    api: ApiConfig = field(default_factory=ApiConfig)
+    ha: HaConfig = field(default_factory=HaConfig)
+    virtual_servers: tuple[VirtualServerConfig, ...] = ()
+    source: str = "<memory>"  # the file it came from, for error messages and SIGHUP
