@@ -33,6 +33,7 @@ SCHEDULERS = (
     "rr", "wrr", "lc", "wlc", "sed", "nq", "lblc", "lblcr", "dh", "sh", "mh", "fo", "ovf", "twos",
 )
 SCHEDULER_FLAGS = ("sh-fallback", "sh-port", "mh-fallback", "mh-port")
+HOST_NETMASK = IPv4Address("255.255.255.255")
 
 
 @dataclass(frozen=True, slots=True, order=True)
@@ -94,7 +95,8 @@ class HaConfig:
     peer_private: IPv4Address | None = None
     port: int = 5405
     interval: float = 0.2  # seconds between heartbeats
-    dead_time: float | None = None  # None: 3 * interval + skew, skew = (256 - priority)/256 * interval
+    # None: 3 * interval + skew, skew = (256 - priority) / 256 * interval (as VRRP)
+    dead_time: float | None = None
     preempt: bool = True
     preempt_delay: float = 0.0
     secret_file: str | None = None  # required when enabled
@@ -130,7 +132,8 @@ class CheckConfig:
     client_cert: str | None = None
     client_key: str | None = None
     command: str | None = None  # exec: "%h" and "%p" are replaced by address and port
-    dynamic_weight: bool = False  # exec: exit codes 2..255 set weight code-2 (keepalived misc_dynamic)
+    # exec: exit codes 2..255 set the weight to code - 2 (keepalived's misc_dynamic)
+    dynamic_weight: bool = False
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -163,7 +166,7 @@ class VirtualServerConfig:
     scheduler: str = "wlc"
     flags: tuple[str, ...] = ()
     persistence: int = 0  # seconds; 0 = off
-    netmask: IPv4Address = IPv4Address("255.255.255.255")
+    netmask: IPv4Address = HOST_NETMASK
     mh_table_size: int = 0  # 0 = kernel default (4093)
     down_action: DownAction = "quiesce"
     sorry_server: Endpoint | None = None
