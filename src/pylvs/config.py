@@ -1,0 +1,510 @@
+"""TOML configuration file -> :class:`pylvs.model.Config`, and back.
+
+The conversion is driven by the dataclasses in :mod:`pylvs.model`: every field's annotation says
+what the TOML value must be, so adding a key to the model adds it to the file format.  Problems
+are collected rather than raised one at a time, and each one names the file, the key path as the
+operator wrote it (``virtual_server[0].real_server[2].weight``) and what was expected.
+
+* :func:`load` / :func:`parse` read a file or text and validate it.
+* :func:`validate` does the checks a single key cannot (duplicate services, unknown schedulers,
+  HA settings that belong together ...).  It runs on every parsed file and on configs built in
+  code (the API builds one per request).
+* :func:`dump_toml` writes a config that :func:`parse` reads back equal.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import json
+import math
+import re
+import tomllib
+import types
+import typing
+from collections.abc import Iterator
+from ipaddress import AddressValueError, IPv4Address, IPv4Interface, IPv4Network
+from pathlib import Path
+from typing import Any, Literal
+
+from pylvs import model
+from pylvs.errors import ConfigError
+from pylvs.model import Config, Endpoint
+
+__all__ = ["ConfigFileError", "dump_toml", "load", "parse", "validate"]
+
+# Model field name -> TOML key where they differ (the file uses singular array-of-table names,
+# like keepalived's virtual_server / real_server blocks).
+_TOML_NAME = {"virtual_servers": "virtual_server", "real_servers": "real_server"}
+_SKIP_FIELDS = {"source"}  # set by the loader, never written in the file
+_ALWAYS_WRITTEN = {"protocol", "scheduler", "weight"}  # defaults worth seeing in a dump
+_IFNAME = re.compile(r"^[A-Za-z0-9_.:@-]{1,15}$")  # IFNAMSIZ - 1, no slash or space
+
+
+class ConfigFileError(ConfigError):
+    """One or more problems in a configuration; ``problems`` lists them, one line each."""
+
+    def __init__(self, problems: list[str]) -> None:
+        self.problems = tuple(problems)
+        super().__init__("\n".join(self.problems))
+
+
+class _Problems:
+    """Collects ``source: path: message`` lines while a file is converted."""
+
+    def __init__(self, source: str) -> None:
+        self.source = source
+        self.items: list[str] = []
+
+    def add(self, path: str, message: str) -> None:
+        where = f"{self.source}: {path}" if path else self.source
+        self.items.append(f"{where}: {message}")
+
+    def raise_if_any(self) -> None:
+        if self.items:
+            raise ConfigFileError(self.items)
+
+
+class _Invalid(Exception):
+    """A single value did not convert; the message says what was expected."""
+
+    def __init__(self, message: str, path: str | None = None) -> None:
+        super().__init__(message)
+        self.path = path  # set when the failure is deeper than the key (an array item)
+
+
+def _show(value: object) -> str:
+    text = json.dumps(value, default=str) if not isinstance(value, str) else repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+# ---------------------------------------------------------------------------------------------
+# TOML -> model
+
+
+def _endpoint(value: object, default_port: int | None = None) -> Endpoint:
+    if not isinstance(value, str):
+        raise _Invalid(f'expected a string "a.b.c.d:port", got {_show(value)}')
+    host, sep, port_text = value.rpartition(":")
+    if not sep:
+        if default_port is None:
+            raise _Invalid(f'expected "a.b.c.d:port", got {_show(value)} (no port)')
+        host, port_text = value, str(default_port)
+    try:
+        address = IPv4Address(host)
+    except AddressValueError:
+        expected = 'expected "a.b.c.d:port" with an IPv4 address'
+        raise _Invalid(f"{expected}, got {_show(value)}") from None
+    if not port_text.isdigit() or not 0 <= int(port_text) <= 65535:
+        raise _Invalid(f"expected a port 0..65535 after ':', got {_show(value)}")
+    return Endpoint(address, int(port_text))
+
+
+def _scalar(value: object, tp: Any) -> Any:
+    """Convert one non-container TOML value to ``tp`` or raise :class:`_Invalid`."""
+    if typing.get_origin(tp) is Literal:
+        choices = typing.get_args(tp)
+        if value not in choices:
+            raise _Invalid(f"expected one of {', '.join(map(repr, choices))}, got {_show(value)}")
+        return value
+    if tp is bool:
+        if not isinstance(value, bool):
+            raise _Invalid(f"expected true or false, got {_show(value)}")
+        return value
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise _Invalid(f"expected an integer, got {_show(value)}")
+        return value
+    if tp is float:
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise _Invalid(f"expected a number, got {_show(value)}")
+        if not math.isfinite(value):
+            raise _Invalid(f"expected a finite number, got {value}")
+        return float(value)
+    if tp is str:
+        if not isinstance(value, str):
+            raise _Invalid(f"expected a string, got {_show(value)}")
+        return value
+    if tp is IPv4Address:
+        try:
+            if isinstance(value, str):
+                return IPv4Address(value)
+        except AddressValueError:
+            pass
+        raise _Invalid(f'expected an IPv4 address "a.b.c.d", got {_show(value)}')
+    if tp is Endpoint:
+        return _endpoint(value)
+    raise TypeError(f"config: no converter for {tp!r}")  # a model change this file must follow
+
+
+class _Reader:
+    """Builds model dataclasses from TOML tables, recording every problem it finds."""
+
+    def __init__(self, problems: _Problems) -> None:
+        self.problems = problems
+
+    def value(self, value: object, tp: Any, path: str) -> Any:
+        origin = typing.get_origin(tp)
+        if origin in (typing.Union, types.UnionType):
+            inner = [a for a in typing.get_args(tp) if a is not type(None)]
+            return self.value(value, inner[0], path)
+        if dataclasses.is_dataclass(tp) and isinstance(tp, type) and tp is not Endpoint:
+            return self.table(value, tp, path)
+        if origin is tuple:
+            item_tp = typing.get_args(tp)[0]
+            if not isinstance(value, list):
+                kind = "tables" if dataclasses.is_dataclass(item_tp) else "values"
+                raise _Invalid(f"expected an array of {kind}, got {_show(value)}")
+            items = []
+            for i, item in enumerate(value):
+                try:
+                    items.append(self.value(item, item_tp, f"{path}[{i}]"))
+                except _Invalid as exc:
+                    raise _Invalid(str(exc), exc.path or f"{path}[{i}]") from None
+            return tuple(items)
+        return _scalar(value, tp)
+
+    def table(self, table: object, cls: type[Any], path: str, **given: Any) -> Any:
+        """Build ``cls`` from ``table``; returns None (after recording why) when it cannot."""
+        if not isinstance(table, dict):
+            self.problems.add(path, f"expected a table, got {_show(table)}")
+            return None
+        hints = typing.get_type_hints(cls, vars(model))
+        fields = {_TOML_NAME.get(f.name, f.name): f for f in dataclasses.fields(cls)}
+        for skipped in _SKIP_FIELDS:
+            fields.pop(skipped, None)
+        ok = True
+        for key in table:
+            if key not in fields and key not in given:
+                hint = difflib.get_close_matches(key, list(fields), n=1)
+                also = f" (did you mean {hint[0]!r}?)" if hint else ""
+                valid = ", ".join(sorted(fields))
+                self.problems.add(_join(path, key), f"unknown key{also}; valid keys: {valid}")
+                ok = False
+        kwargs: dict[str, Any] = dict(given)
+        for key, f in fields.items():
+            if f.name in given:
+                continue
+            sub = _join(path, key)
+            if key not in table:
+                no_default = f.default is dataclasses.MISSING
+                if no_default and f.default_factory is dataclasses.MISSING:
+                    self.problems.add(sub, "required key is missing")
+                    ok = False
+                continue
+            try:
+                if cls is model.VirtualServerConfig and key == "real_server":
+                    converted = self.real_servers(table, sub)
+                else:
+                    converted = self.value(table[key], hints[f.name], sub)
+            except _Invalid as exc:
+                self.problems.add(exc.path or sub, str(exc))
+                ok = False
+                continue
+            if converted is None or (isinstance(converted, tuple) and None in converted):
+                ok = False  # the nested table already recorded its problem
+            kwargs[f.name] = converted
+        return cls(**kwargs) if ok else None
+
+    def real_servers(self, vs_table: dict[str, Any], path: str) -> tuple[Any, ...]:
+        # A real server written without ":port" takes the virtual server's port (ipvsadm -r).
+        servers = vs_table["real_server"]
+        if not isinstance(servers, list):
+            raise _Invalid(f"expected an array of tables [[...real_server]], got {_show(servers)}")
+        try:
+            port: int | None = _endpoint(vs_table.get("address")).port
+        except _Invalid:
+            port = None
+        return tuple(
+            self.real_server(rs, f"{path}[{i}]", port) for i, rs in enumerate(servers)
+        )
+
+    def real_server(self, table: object, path: str, port: int | None) -> Any:
+        if not isinstance(table, dict):
+            self.problems.add(path, f"expected a table, got {_show(table)}")
+            return None
+        before = len(self.problems.items)
+        built = self.table({k: v for k, v in table.items() if k != "address"},
+                           _RealServerShape, path)
+        if "address" not in table:
+            self.problems.add(_join(path, "address"), "required key is missing")
+            return None
+        try:
+            address = _endpoint(table["address"], port)
+        except _Invalid as exc:
+            self.problems.add(_join(path, "address"), str(exc))
+            return None
+        if built is None or len(self.problems.items) != before:
+            return None
+        return model.RealServerConfig(address=address, **dataclasses.asdict(built))
+
+
+@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
+class _RealServerShape:
+    # RealServerConfig without its address, so the generic reader checks the other keys and
+    # the address gets the virtual server's port as its default.
+    weight: int = 1
+    upper_threshold: int = 0
+    lower_threshold: int = 0
+
+
+def _join(path: str, key: str) -> str:
+    return f"{path}.{key}" if path else key
+
+
+def parse(text: str, source: str = "<string>") -> Config:
+    """Parse TOML ``text`` into a validated :class:`Config`; ``source`` names it in errors."""
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigFileError([f"{source}: TOML syntax error: {exc}"]) from None
+    problems = _Problems(source)
+    cfg = _Reader(problems).table(data, Config, "", source=source)
+    problems.raise_if_any()
+    validate(cfg)
+    return typing.cast(Config, cfg)
+
+
+def load(path: str | Path) -> Config:
+    """Read and validate the configuration file at ``path``."""
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigFileError([f"{path}: cannot read: {exc.strerror or exc}"]) from None
+    except UnicodeDecodeError as exc:
+        raise ConfigFileError([f"{path}: not UTF-8 text: {exc}"]) from None
+    return parse(text, str(path))
+
+
+# ---------------------------------------------------------------------------------------------
+# Semantic checks
+
+
+def _is_prime(n: int) -> bool:
+    return n >= 2 and all(n % d for d in range(2, math.isqrt(n) + 1))
+
+
+def _checks(cfg: Config) -> Iterator[tuple[str, str]]:
+    d = cfg.director
+    for key in ("public_interface", "private_interface", "tun_name"):
+        if not _IFNAME.match(getattr(d, key)):
+            yield f"director.{key}", "expected an interface name of 1..15 characters"
+    if d.public_interface == d.private_interface:
+        yield "director.private_interface", "expected an interface other than public_interface"
+    nat_router: IPv4Interface | None = None
+    if d.nat_router is not None:
+        try:
+            nat_router = IPv4Interface(d.nat_router)
+        except ValueError:
+            yield "director.nat_router", f'expected "a.b.c.d/len", got {d.nat_router!r}'
+        else:
+            if "/" not in d.nat_router:
+                yield "director.nat_router", f'expected a prefix length "a.b.c.d/len", got ' \
+                    f"{d.nat_router!r}"
+    if not 1 <= d.batch_size <= 1024:
+        yield "director.batch_size", f"expected 1..1024, got {d.batch_size}"
+    if not 1 <= d.max_connections <= 1 << 26:
+        yield "director.max_connections", f"expected 1..{1 << 26}, got {d.max_connections}"
+    for key in ("tcp", "tcpfin", "udp"):
+        value = getattr(cfg.timeouts, key)
+        if not 1 <= value <= 31 * 86400:
+            yield f"timeouts.{key}", f"expected 1..{31 * 86400} seconds, got {value}"
+    api = cfg.api
+    if not 0 <= api.socket_mode <= 0o777:
+        yield "api.socket_mode", f"expected a mode 0o000..0o777, got {oct(api.socket_mode)}"
+    if api.listen is not None:
+        try:
+            _endpoint(api.listen)
+        except _Invalid as exc:
+            yield "api.listen", str(exc)
+        if api.token_file is None:
+            yield "api.token_file", "required when api.listen is set (TCP needs a bearer token)"
+    yield from _ha_checks(cfg)
+    seen: dict[tuple[str, IPv4Address, int], int] = {}
+    for i, vs in enumerate(cfg.virtual_servers):
+        path = f"virtual_server[{i}]"
+        if vs.key in seen:
+            yield path, f"duplicate service {vs.protocol} {vs.address} " \
+                f"(also virtual_server[{seen[vs.key]}])"
+        seen.setdefault(vs.key, i)
+        if nat_router is not None and vs.address.address in nat_router.network:
+            net = nat_router.network
+            yield f"{path}.address", f"expected a VIP outside the private network {net}"
+        yield from _vs_checks(vs, path)
+
+
+def _ha_checks(cfg: Config) -> Iterator[tuple[str, str]]:
+    ha = cfg.ha
+    if not 1 <= ha.priority <= 254:
+        yield "ha.priority", f"expected 1..254 (255 is reserved), got {ha.priority}"
+    for key in ("port", "sync_port"):
+        if not 1 <= getattr(ha, key) <= 65535:
+            yield f"ha.{key}", f"expected a port 1..65535, got {getattr(ha, key)}"
+    if ha.interval <= 0:
+        yield "ha.interval", f"expected a number > 0, got {ha.interval}"
+    if ha.dead_time is not None and ha.dead_time <= ha.interval:
+        yield "ha.dead_time", f"expected more than ha.interval ({ha.interval}), got {ha.dead_time}"
+    for key in ("preempt_delay", "garp_repeat_delay", "garp_refresh"):
+        if getattr(ha, key) < 0:
+            yield f"ha.{key}", f"expected a number >= 0, got {getattr(ha, key)}"
+    if ha.garp_count < 0:
+        yield "ha.garp_count", f"expected an integer >= 0, got {ha.garp_count}"
+    if ha.enabled:
+        if ha.secret_file is None:
+            yield "ha.secret_file", "required when ha.enabled = true (heartbeats are signed)"
+        if ha.peer_public is None and ha.peer_private is None:
+            yield "ha.peer_public", "expected peer_public and/or peer_private when ha.enabled"
+        if cfg.director.nat_router is None:
+            yield "director.nat_router", "required when ha.enabled (the real servers' gateway " \
+                "must move with the VIPs)"
+
+
+def _vs_checks(vs: model.VirtualServerConfig, path: str) -> Iterator[tuple[str, str]]:
+    if vs.scheduler not in model.SCHEDULERS:
+        hint = difflib.get_close_matches(vs.scheduler, model.SCHEDULERS, n=1)
+        also = f" (did you mean {hint[0]!r}?)" if hint else ""
+        yield f"{path}.scheduler", f"unknown scheduler {vs.scheduler!r}{also}; expected one " \
+            f"of {' '.join(model.SCHEDULERS)}"
+    for j, flag in enumerate(vs.flags):
+        if flag not in model.SCHEDULER_FLAGS:
+            yield f"{path}.flags[{j}]", f"unknown flag {flag!r}; expected one of " \
+                f"{', '.join(model.SCHEDULER_FLAGS)}"
+    if len(set(vs.flags)) != len(vs.flags):
+        yield f"{path}.flags", "expected each flag at most once"
+    if vs.address.port == 0 and vs.persistence == 0:
+        # ipvsadm's rule: an all-ports service only makes sense with persistence.
+        yield f"{path}.address", "expected a port 1..65535 (port 0 needs persistence > 0)"
+    if not 0 <= vs.persistence <= 2678400:
+        yield f"{path}.persistence", f"expected 0..2678400 seconds, got {vs.persistence}"
+    try:
+        IPv4Network(f"0.0.0.0/{vs.netmask}")
+    except ValueError:
+        yield f"{path}.netmask", f"expected a contiguous netmask like 255.255.255.0, got " \
+            f"{vs.netmask}"
+    if vs.mh_table_size and not (_is_prime(vs.mh_table_size) and vs.mh_table_size < 1 << 20):
+        yield f"{path}.mh_table_size", f"expected 0 or a prime below {1 << 20}, got " \
+            f"{vs.mh_table_size}"
+    for key in ("quorum", "quorum_hysteresis"):
+        if getattr(vs, key) < 0:
+            yield f"{path}.{key}", f"expected an integer >= 0, got {getattr(vs, key)}"
+    if vs.slow_start < 0:
+        yield f"{path}.slow_start", f"expected a number >= 0, got {vs.slow_start}"
+    yield from _check_checks(vs, f"{path}.check")
+    lm = vs.load_monitor
+    if lm.type in ("exec", "loadavg") and lm.command is None:
+        yield f"{path}.load_monitor.command", f"required for load_monitor type {lm.type!r}"
+    if lm.type == "agent" and lm.port is None:
+        yield f"{path}.load_monitor.port", "required for load_monitor type 'agent'"
+    if lm.interval <= 0 or lm.timeout <= 0:
+        yield f"{path}.load_monitor", "expected interval and timeout > 0"
+    seen: dict[Endpoint, int] = {}
+    for j, rs in enumerate(vs.real_servers):
+        rpath = f"{path}.real_server[{j}]"
+        if rs.address in seen:
+            yield f"{rpath}.address", f"duplicate real server {rs.address} (also " \
+                f"real_server[{seen[rs.address]}])"
+        seen.setdefault(rs.address, j)
+        if rs.address.port == 0 and vs.address.port != 0:
+            yield f"{rpath}.address", "expected a port 1..65535 (port 0 only on port-0 services)"
+        if not 0 <= rs.weight <= 65535:
+            yield f"{rpath}.weight", f"expected an integer 0..65535, got {rs.weight}"
+        for key in ("upper_threshold", "lower_threshold"):
+            if getattr(rs, key) < 0:
+                yield f"{rpath}.{key}", f"expected an integer >= 0, got {getattr(rs, key)}"
+        if rs.upper_threshold and rs.lower_threshold > rs.upper_threshold:
+            yield f"{rpath}.lower_threshold", "expected at most upper_threshold"
+
+
+def _check_checks(vs: model.VirtualServerConfig, path: str) -> Iterator[tuple[str, str]]:
+    c = vs.check
+    if c.port is not None and not 1 <= c.port <= 65535:
+        yield f"{path}.port", f"expected a port 1..65535, got {c.port}"
+    if c.interval <= 0:
+        yield f"{path}.interval", f"expected a number > 0, got {c.interval}"
+    if c.timeout <= 0:
+        yield f"{path}.timeout", f"expected a number > 0, got {c.timeout}"
+    if c.rise < 1 or c.fall < 1:
+        yield f"{path}.rise", "expected rise and fall >= 1"
+    if c.type == "send_expect" and c.expect is None:
+        yield f"{path}.expect", "required for check type 'send_expect'"
+    if c.type == "exec" and c.command is None:
+        yield f"{path}.command", "required for check type 'exec'"
+    if c.type in ("http", "https") and not c.path.startswith("/"):
+        yield f"{path}.path", f"expected a path starting with '/', got {c.path!r}"
+    if any(not 100 <= s <= 599 for s in c.status):
+        yield f"{path}.status", "expected HTTP status codes 100..599"
+    if c.digest is not None and not re.fullmatch(r"[0-9a-fA-F]{32}", c.digest):
+        yield f"{path}.digest", "expected 32 hex digits (an md5 digest)"
+    if (c.client_cert is None) != (c.client_key is None):
+        yield f"{path}.client_key", "expected client_cert and client_key together"
+    for key in ("body_regex", "expect"):
+        pattern = getattr(c, key)
+        if pattern is not None and (key == "body_regex" or c.expect_regex):
+            try:
+                re.compile(pattern)
+            except re.error as exc:
+                yield f"{path}.{key}", f"expected a valid regular expression: {exc}"
+
+
+def validate(cfg: Config) -> None:
+    """Check what single keys cannot; raise :class:`ConfigFileError` listing every problem."""
+    problems = _Problems(cfg.source)
+    for path, message in _checks(cfg):
+        problems.add(path, message)
+    problems.raise_if_any()
+
+
+# ---------------------------------------------------------------------------------------------
+# model -> TOML
+
+
+def _toml_value(value: object, key: str) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int):
+        return oct(value) if key == "socket_mode" else str(value)
+    if isinstance(value, float):
+        return repr(value)
+    if isinstance(value, tuple):
+        return "[" + ", ".join(_toml_value(v, key) for v in value) + "]"
+    # Strings, addresses and endpoints: a JSON string is a valid TOML basic string.
+    return json.dumps(str(value), ensure_ascii=False)
+
+
+def _emit_table(obj: Any, header: str | None, out: list[str], defaults: bool) -> None:
+    """Append ``[header]`` and the scalar keys of ``obj`` that differ from their defaults."""
+    lines = []
+    for f in dataclasses.fields(obj):
+        if f.name in _SKIP_FIELDS:
+            continue
+        value = getattr(obj, f.name)
+        nested = value[0] if value and isinstance(value, tuple) else value
+        if dataclasses.is_dataclass(nested) and not isinstance(nested, Endpoint):
+            continue  # nested tables are written by the caller
+        if f.name not in _ALWAYS_WRITTEN and f.default is not dataclasses.MISSING \
+                and value == f.default and not defaults:
+            continue
+        if f.default_factory is not dataclasses.MISSING and value == f.default_factory():
+            continue
+        if value is None:
+            continue
+        lines.append(f"{_TOML_NAME.get(f.name, f.name)} = {_toml_value(value, f.name)}")
+    if header is not None and (lines or header.startswith("[[")):
+        out.extend(["", header])
+    out.extend(lines)
+
+
+def dump_toml(cfg: Config) -> str:
+    """Write ``cfg`` as TOML that :func:`parse` reads back equal; default values are left out."""
+    out: list[str] = [f"# pylvs configuration (written from {cfg.source})"]
+    _emit_table(cfg.director, "[director]", out, defaults=False)
+    for name in ("timeouts", "api", "ha"):
+        _emit_table(getattr(cfg, name), f"[{name}]", out, defaults=False)
+    for vs in cfg.virtual_servers:
+        _emit_table(vs, "[[virtual_server]]", out, defaults=False)
+        _emit_table(vs.check, "[virtual_server.check]", out, defaults=False)
+        _emit_table(vs.load_monitor, "[virtual_server.load_monitor]", out, defaults=False)
+        for rs in vs.real_servers:
+            _emit_table(rs, "[[virtual_server.real_server]]", out, defaults=False)
+    return "\n".join(out) + "\n"
+
