@@ -1,0 +1,12 @@
+"""Active/backup failover between two directors.
+
+* ``messages``: the authenticated wire format and replay protection (sans-IO).
+* ``state``: the role state machine INIT/BACKUP/ACTIVE/FAULT as a transition table (sans-IO).
+* ``transport``: the asyncio UDP adapter that drives the state machine over both networks.
+* ``takeover``: what changing role does: addresses via netconf, gratuitous ARP, notify hooks.
+* ``sync``: streaming the engine's connection table to the backup.
+"""
+
+from __future__ import annotations
+
+__all__: list[str] = []
