@@ -1,0 +1,142 @@
+"""A tiny real server for the test and demo topology: ``python -m pylvs.realserver --name rs1``.
+
+It runs inside a real-server namespace (started by :meth:`pylvs.topology.Topology.
+start_http_servers`) and answers with its own name so that a client can tell which real
+server the director picked:
+
+* HTTP on TCP ``--http`` (default 80):
+  ``GET /`` (any other path not listed below too) → ``<name>\\n``;
+  ``GET /bytes/<n>`` → ``n`` bytes of the pattern ``bytes(i % 251)`` (bulk transfers whose
+  content the client can check); ``POST /sha256`` → hex SHA-256 of the request body;
+  ``GET /sleep/<seconds>`` → waits (at most 600 s), then ``<name>\\n`` (long-lived connections).
+  Every response carries ``X-Server: <name>``.
+* UDP on ``--udp`` (default 53; 0 disables): every datagram is answered with ``<name>\\n``.
+
+When both sockets are bound it prints ``ready`` on stdout, which is what the topology waits for.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import hashlib
+import signal
+import sys
+from collections.abc import Sequence
+from typing import cast
+
+from aiohttp import web
+
+__all__ = ["main", "make_app", "pattern_bytes"]
+
+_MAX_SLEEP = 600.0
+_CHUNK = 1 << 16
+
+
+def pattern_bytes(offset: int, length: int) -> bytes:
+    """Return ``length`` bytes of the ``/bytes`` pattern starting at byte ``offset``."""
+    return bytes((offset + i) % 251 for i in range(length))
+
+
+def make_app(name: str) -> web.Application:
+    """Build the aiohttp application that answers as real server ``name``."""
+    reply = f"{name}\n"
+    headers = {"X-Server": name}
+    # One period of the pattern, repeated: 251 does not divide 64 KiB, so slice per offset.
+    period = pattern_bytes(0, 251)
+
+    async def hello(_request: web.Request) -> web.Response:
+        return web.Response(text=reply, headers=headers)
+
+    async def data(request: web.Request) -> web.StreamResponse:
+        total = int(request.match_info["n"])
+        resp = web.StreamResponse(headers=headers)
+        resp.content_length = total
+        resp.content_type = "application/octet-stream"
+        await resp.prepare(request)
+        sent = 0
+        while sent < total:
+            n = min(_CHUNK, total - sent)
+            start = sent % 251
+            reps = (start + n) // 251 + 1
+            await resp.write((period * reps)[start : start + n])
+            sent += n
+        await resp.write_eof()
+        return resp
+
+    async def digest(request: web.Request) -> web.Response:
+        h = hashlib.sha256()
+        async for chunk in request.content.iter_chunked(_CHUNK):
+            h.update(chunk)
+        return web.Response(text=h.hexdigest() + "\n", headers=headers)
+
+    async def sleep(request: web.Request) -> web.Response:
+        await asyncio.sleep(min(float(request.match_info["s"]), _MAX_SLEEP))
+        return web.Response(text=reply, headers=headers)
+
+    app = web.Application()
+    app.router.add_get(r"/bytes/{n:\d+}", data)
+    app.router.add_post("/sha256", digest)
+    app.router.add_get(r"/sleep/{s:[0-9.]+}", sleep)
+    app.router.add_get("/{tail:.*}", hello)
+    return app
+
+
+class _NameEcho(asyncio.DatagramProtocol):
+    def __init__(self, name: str) -> None:
+        self._reply = f"{name}\n".encode()
+        self._transport: asyncio.DatagramTransport | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        # uvloop's UDP transport does not subclass asyncio.DatagramTransport; it quacks alike.
+        self._transport = cast(asyncio.DatagramTransport, transport)
+
+    def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
+        if self._transport is not None:
+            self._transport.sendto(self._reply, addr)
+
+
+async def _serve(name: str, host: str, http_port: int, udp_port: int) -> None:
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    runner = web.AppRunner(make_app(name), access_log=None, handle_signals=False)
+    await runner.setup()
+    # A big backlog: the benchmark opens hundreds of connections at once.
+    site = web.TCPSite(runner, host, http_port, backlog=4096, reuse_address=True)
+    await site.start()
+    udp: asyncio.DatagramTransport | None = None
+    if udp_port:
+        udp, _ = await loop.create_datagram_endpoint(
+            lambda: _NameEcho(name), local_addr=(host, udp_port)
+        )
+    print("ready", flush=True)
+    try:
+        await stop.wait()
+    finally:
+        if udp is not None:
+            udp.close()
+        await runner.cleanup()
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the real server until SIGTERM or SIGINT; return the exit status."""
+    parser = argparse.ArgumentParser(prog="python -m pylvs.realserver", description=__doc__)
+    parser.add_argument("--name", required=True, help="the name it answers with, e.g. rs1")
+    parser.add_argument("--host", default="0.0.0.0", help="address to bind (default: all)")
+    parser.add_argument("--http", type=int, default=80, help="HTTP port (default 80)")
+    parser.add_argument("--udp", type=int, default=53, help="UDP name-echo port; 0 disables")
+    args = parser.parse_args(argv)
+    coro = _serve(args.name, args.host, args.http, args.udp)
+    try:
+        import uvloop
+    except ImportError:
+        asyncio.run(coro)
+    else:
+        uvloop.run(coro)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

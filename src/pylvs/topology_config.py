@@ -1,0 +1,94 @@
+"""Render ``pylvs serve`` TOML files for the namespace topology (see :mod:`pylvs.topology`).
+
+Kept apart from the namespace builder: this is pure text generation and is unit-testable
+without root.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+__all__ = ["ServiceSpec", "render_director_config"]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ServiceSpec:
+    """One virtual service of a rendered config.
+
+    ``servers`` are 0-based indexes into the topology's real servers (None: all of them);
+    ``weights`` pairs with ``servers`` (None: weight 1 each); ``real_port`` None means the
+    service's own port (no port translation).
+    """
+
+    port: int = 80
+    protocol: str = "tcp"
+    scheduler: str = "rr"
+    real_port: int | None = None
+    servers: tuple[int, ...] | None = None
+    weights: tuple[int, ...] | None = None
+    persistence: int = 0
+    flags: tuple[str, ...] = ()
+    check: str = "none"  # a [virtual_server.check] type; "none" makes runs deterministic
+
+
+def _q(text: str) -> str:
+    return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def render_director_config(
+    *,
+    services: Sequence[ServiceSpec],
+    vip: str,
+    real_servers: Sequence[str],
+    public_interface: str,
+    private_interface: str,
+    nat_router: str | None,
+    socket: str,
+    ha_node: str | None = None,
+    ha_priority: int = 100,
+    peer_public: str | None = None,
+    peer_private: str | None = None,
+    secret_file: str | None = None,
+    extra: str = "",
+) -> str:
+    """Return the TOML text of a director config for the given services and servers."""
+    lines = [
+        "# Rendered by pylvs.topology for a namespace topology.",
+        "[director]",
+        f"public_interface = {_q(public_interface)}",
+        f"private_interface = {_q(private_interface)}",
+    ]
+    if nat_router is not None:
+        lines.append(f"nat_router = {_q(nat_router)}")
+    lines += ['dataplane = "tun"', "", "[api]", f"socket = {_q(socket)}"]
+    if ha_node is not None:
+        lines += ["", "[ha]", "enabled = true", f"node_id = {_q(ha_node)}",
+                  f"priority = {ha_priority}"]
+        if peer_public:
+            lines.append(f"peer_public = {_q(peer_public)}")
+        if peer_private:
+            lines.append(f"peer_private = {_q(peer_private)}")
+        if secret_file:
+            lines.append(f"secret_file = {_q(secret_file)}")
+    for svc in services:
+        indexes = svc.servers if svc.servers is not None else tuple(range(len(real_servers)))
+        weights = svc.weights if svc.weights is not None else (1,) * len(indexes)
+        if len(weights) != len(indexes):
+            raise ValueError("ServiceSpec.weights must pair with ServiceSpec.servers")
+        lines += ["", "[[virtual_server]]", f"address = {_q(f'{vip}:{svc.port}')}",
+                  f"protocol = {_q(svc.protocol)}", f"scheduler = {_q(svc.scheduler)}"]
+        if svc.persistence:
+            lines.append(f"persistence = {svc.persistence}")
+        if svc.flags:
+            lines.append("flags = [" + ", ".join(_q(f) for f in svc.flags) + "]")
+        lines += ["", "  [virtual_server.check]", f"  type = {_q(svc.check)}"]
+        port = svc.real_port if svc.real_port is not None else svc.port
+        for idx, weight in zip(indexes, weights, strict=True):
+            lines += ["", "  [[virtual_server.real_server]]",
+                      f"  address = {_q(f'{real_servers[idx]}:{port}')}",
+                      f"  weight = {weight}"]
+    text = "\n".join(lines) + "\n"
+    if extra:
+        text += "\n" + extra.rstrip("\n") + "\n"
+    return text
