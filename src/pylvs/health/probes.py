@@ -1,0 +1,135 @@
+"""Socket probes (``tcp``, ``send_expect``, ``udp``) and the error classification they share.
+
+The probes here raise on failure to connect; ``check.run_probe`` puts each under its total
+deadline and turns every exception into a failed result with :func:`classify_error`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import errno
+import re
+import socket
+import ssl
+
+from pylvs.health.result import ProbeResult, Reason, show_bytes
+from pylvs.health.spec import ProbeSpec
+
+__all__ = [
+    "classify_error",
+    "match_reply",
+    "probe_send_expect",
+    "probe_tcp",
+    "probe_udp",
+    "to_bytes",
+]
+
+# Regex mode reads at most this much before giving up (nanny read 254 bytes; a status line or
+# banner is rarely longer than a few hundred).
+_REGEX_READ_LIMIT = 4096
+_UNREACHABLE = {errno.EHOSTUNREACH, errno.ENETUNREACH, errno.EHOSTDOWN, errno.ENETDOWN}
+
+
+def to_bytes(text: str) -> bytes:
+    """Encode a send/expect string: latin-1 when possible, else UTF-8."""
+    # latin-1 keeps \xHH escapes as the raw byte the operator wrote.
+    try:
+        return text.encode("latin-1")
+    except UnicodeEncodeError:
+        return text.encode("utf-8")
+
+
+def classify_error(exc: BaseException) -> ProbeResult:
+    """Map a connect/read/TLS exception to a failed result with a precise reason."""
+    if isinstance(exc, TimeoutError):
+        return ProbeResult.failure(Reason.TIMEOUT)
+    if isinstance(exc, ConnectionRefusedError):
+        return ProbeResult.failure(Reason.REFUSED)
+    if isinstance(exc, ConnectionResetError | BrokenPipeError | ConnectionAbortedError):
+        return ProbeResult.failure(Reason.RESET, str(exc))
+    if isinstance(exc, ssl.SSLError | ssl.CertificateError):
+        return ProbeResult.failure(Reason.TLS, str(exc))
+    if isinstance(exc, OSError) and exc.errno in _UNREACHABLE:
+        return ProbeResult.failure(Reason.UNREACHABLE, exc.strerror or str(exc))
+    return ProbeResult.failure(Reason.ERROR, f"{type(exc).__name__}: {exc}")
+
+
+def match_reply(spec: ProbeSpec, data: bytes) -> ProbeResult:
+    """Check a reply against ``spec.expect`` (prefix, ``*`` = anything, or regex)."""
+    if spec.expect is None:
+        return ProbeResult.success(show_bytes(data))
+    if spec.expect_regex:
+        if re.search(to_bytes(spec.expect), data):
+            return ProbeResult.success(show_bytes(data))
+        return ProbeResult.failure(Reason.WRONG_REPLY, show_bytes(data))
+    ok = len(data) > 0 if spec.expect == "*" else data.startswith(to_bytes(spec.expect))
+    if ok:
+        return ProbeResult.success(show_bytes(data))
+    return ProbeResult.failure(Reason.WRONG_REPLY, show_bytes(data) if data else "<empty>")
+
+
+async def probe_tcp(spec: ProbeSpec) -> ProbeResult:
+    """Connect and close (keepalived ``TCP_CHECK``, ldirectord ``connect``)."""
+    _, writer = await asyncio.open_connection(str(spec.address), spec.port)
+    writer.close()
+    await writer.wait_closed()
+    return ProbeResult.success()
+
+
+async def _read_reply(spec: ProbeSpec, reader: asyncio.StreamReader) -> bytes:
+    assert spec.expect is not None
+    if spec.expect_regex:
+        pattern = re.compile(to_bytes(spec.expect))
+        data = b""
+        # Read until the regex matches, the peer closes, or the limit: a reply may come in
+        # several segments and the match may only be complete after the last one.
+        while len(data) < _REGEX_READ_LIMIT and not pattern.search(data):
+            chunk = await reader.read(_REGEX_READ_LIMIT - len(data))
+            if not chunk:
+                break
+            data += chunk
+        return data
+    if spec.expect == "*":
+        return await reader.read(1)
+    want = len(to_bytes(spec.expect))
+    try:
+        return await reader.readexactly(want)
+    except asyncio.IncompleteReadError as short:
+        return short.partial
+
+
+async def probe_send_expect(spec: ProbeSpec) -> ProbeResult:
+    """Connect, send ``spec.send`` (may be empty), read and match ``spec.expect`` (nanny)."""
+    reader, writer = await asyncio.open_connection(str(spec.address), spec.port)
+    try:
+        if spec.send:
+            writer.write(to_bytes(spec.send))
+            await writer.drain()
+        if spec.expect is None:
+            return ProbeResult.success()
+        return match_reply(spec, await _read_reply(spec, reader))
+    finally:
+        writer.close()
+        # The verdict is already made; a reset on close changes nothing.
+        with contextlib.suppress(OSError):
+            await writer.wait_closed()
+
+
+async def probe_udp(spec: ProbeSpec) -> ProbeResult:
+    """Send one datagram and wait for a reply; an ICMP port unreachable means refused.
+
+    Like nanny (and unlike keepalived's default) a reply is always required: silence from a
+    UDP service proves nothing.
+    """
+    loop = asyncio.get_running_loop()
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    try:
+        sock.setblocking(False)
+        # A connected UDP socket receives the ICMP errors for its peer as ECONNREFUSED.
+        sock.connect((str(spec.address), spec.port))
+        sock.send(to_bytes(spec.send or ""))
+        data = await loop.sock_recv(sock, 65535)
+        return match_reply(spec, data)
+    finally:
+        sock.close()
