@@ -1,0 +1,542 @@
+"""A small pure-Python reference model of the IPVS NAT engine, written from ipvs.md §2 to §5.
+
+It is deliberately slow and plain: one dict per lookup direction, lists for dest order, no
+timers (``expire`` scans everything).  The property tests drive it and the real C engine with
+the same operations and compare what comes out.  Every rule cites the section of
+``shared/reference/ipvs.md`` it comes from.
+
+Deliberate choices where the reference leaves room (each one a kernel default):
+* ``conn_reuse_mode = 1``, no conntrack: a SYN that finds a TIME_WAIT conn without a template
+  expires it and is scheduled afresh (§2.6 step 2).
+* ``expire_nodest_conn = 0``, ``expire_quiescent_template = 0``, ``nat_icmp_send = 0``,
+  ``schedule_icmp = 0``, ``sloppy_tcp = 0``, no ``secure_tcp``.
+* A conn is expired when ``now >= expires`` (the kernel timer fires at its deadline).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from dataclasses import dataclass, field, replace
+from typing import Literal
+
+from .helpers_packets import ICMP_ERROR_TYPES, Pkt
+
+__all__ = [
+    "ACTIVE_STATES",
+    "TCP_TIMEOUTS",
+    "Conn",
+    "Dest",
+    "Model",
+    "Service",
+    "Stats",
+    "Verdict",
+    "tcp_transition",
+]
+
+# ---- TCP state table (§2.4) -----------------------------------------------------------------
+
+STATES = ("NONE", "ESTABLISHED", "SYN_SENT", "SYN_RECV", "FIN_WAIT", "TIME_WAIT", "CLOSE",
+          "CLOSE_WAIT", "LAST_ACK", "LISTEN", "SYNACK")
+_ABBR = dict(zip(("NO", "ES", "SS", "SR", "FW", "TW", "CL", "CW", "LA", "LI", "SA"), STATES,
+                 strict=True))
+
+# Rows copied from the modern table in ipvs.md §2.4; columns in STATES order.
+_TABLE_TEXT = {
+    ("in", "syn"): "SR ES ES SR SR SR SR SR SR SR SR",
+    ("in", "fin"): "CL CW SS TW TW TW CL CW LA LI TW",
+    ("in", "ack"): "ES ES SS ES FW TW CL CW CL LI ES",
+    ("in", "rst"): "CL CL CL SR CL CL CL CL LA LI SR",
+    ("out", "syn"): "SS ES SS SR SS SS SS SS SS LI SR",
+    ("out", "fin"): "TW FW SS TW FW TW CL TW LA LI TW",
+    ("out", "ack"): "ES ES SS ES FW TW CL CW LA ES ES",
+    ("out", "rst"): "CL CL SS CL CL TW CL CL CL CL CL",
+}
+_TABLE = {
+    key: dict(zip(STATES, (_ABBR[a] for a in row.split()), strict=True))
+    for key, row in _TABLE_TEXT.items()
+}
+
+# Default per-state timeouts (§2.4, tcp_timeouts); "--set tcp tcpfin" rewrite two cells.
+TCP_TIMEOUTS = {
+    "NONE": 2, "ESTABLISHED": 900, "SYN_SENT": 120, "SYN_RECV": 60, "FIN_WAIT": 120,
+    "TIME_WAIT": 120, "CLOSE": 10, "CLOSE_WAIT": 60, "LAST_ACK": 30, "LISTEN": 120, "SYNACK": 120,
+}
+# Modern kernels' tcp_state_active_table (§2.4).
+ACTIVE_STATES = frozenset({"ESTABLISHED", "SYN_SENT", "SYN_RECV", "SYNACK"})
+UDP_STATE = "UDP"
+TEMPLATE_STATE = "NONE"
+TEMPLATE_REARM = 60  # §2.8: a template that still controls conns is re-armed 60 s at a time
+
+
+def tcp_transition(state: str, direction: Literal["in", "out"], flags: str) -> str:
+    """Next TCP state: the flag row is chosen rst > syn > fin > ack; no such flag -> CLOSE."""
+    for letter, row in (("R", "rst"), ("S", "syn"), ("F", "fin"), ("A", "ack")):
+        if letter in flags:
+            return _TABLE[(direction, row)][state]
+    return "CLOSE"
+
+
+# ---- objects --------------------------------------------------------------------------------
+
+
+@dataclass(slots=True)
+class Stats:
+    """The IPVS counters (§5); bytes are IP total lengths."""
+
+    conns: int = 0
+    inpkts: int = 0
+    outpkts: int = 0
+    inbytes: int = 0
+    outbytes: int = 0
+
+    def as_tuple(self) -> tuple[int, int, int, int, int]:
+        """(conns, inpkts, outpkts, inbytes, outbytes)."""
+        return (self.conns, self.inpkts, self.outpkts, self.inbytes, self.outbytes)
+
+
+@dataclass(eq=False, slots=True)
+class Dest:
+    """A real server (ip_vs_dest)."""
+
+    addr: str
+    port: int
+    weight: int
+    u_threshold: int = 0
+    l_threshold: int = 0
+    available: bool = True
+    overload: bool = False
+    active: int = 0
+    inactive: int = 0
+    persist: int = 0
+    refcnt: int = 0
+    svc: Service | None = None  # the service it serves (or last served, while in the trash)
+    stats: Stats = field(default_factory=Stats)
+
+    @property
+    def overhead(self) -> int:
+        """ip_vs_dest_conn_overhead: active * 256 + inactive (§1)."""
+        return self.active * 256 + self.inactive
+
+
+@dataclass(eq=False, slots=True)
+class Service:
+    """A virtual service (ip_vs_service)."""
+
+    proto: str
+    addr: str
+    port: int
+    scheduler: str
+    persistence: int = 0
+    netmask: str = "255.255.255.255"
+    dests: list[Dest] = field(default_factory=list)  # newest first (kernel order)
+    rr_last: Dest | None = None  # None = the list head
+    stats: Stats = field(default_factory=Stats)
+
+
+@dataclass(eq=False, slots=True)
+class Conn:
+    """A connection entry or a persistence template (ip_vs_conn)."""
+
+    proto: str
+    caddr: str
+    cport: int
+    vaddr: str
+    vport: int
+    daddr: str
+    dport: int
+    dest: Dest
+    svc: Service
+    state: str
+    expires: float
+    inactive: bool = True  # conns bind as INACTIVE (§2.5)
+    template: bool = False
+    control: Conn | None = None
+    n_control: int = 0
+    in_key: tuple[object, ...] = ()
+    out_key: tuple[object, ...] = ()
+
+
+VerdictKind = Literal["forward", "pass", "drop", "icmp_unreach"]
+
+
+@dataclass(frozen=True, slots=True)
+class Verdict:
+    """What the engine must do with one packet.
+
+    ``forward``: emit ``packet`` (the rewritten input; TTL policy is the caller's); ``pass``:
+    emit the input unchanged; ``drop``: emit nothing, counted under ``reason``;
+    ``icmp_unreach``: emit an ICMP port unreachable to the sender (§2.6 step 5).
+    """
+
+    kind: VerdictKind
+    packet: Pkt | None = None
+    reason: str = ""
+    direction: Literal["in", "out", ""] = ""
+
+
+# ---- the model ------------------------------------------------------------------------------
+
+
+class Model:
+    """The IPVS NAT semantics for the subset the property test exercises (IPv4, TCP, UDP)."""
+
+    def __init__(self, tcp: int = 900, tcpfin: int = 120, udp: int = 300) -> None:
+        self.tcp_timeouts = dict(TCP_TIMEOUTS, ESTABLISHED=tcp, FIN_WAIT=tcpfin)
+        self.udp_timeout = udp
+        self.services: dict[tuple[str, str, int], Service] = {}
+        self.by_in: dict[tuple[object, ...], Conn] = {}
+        self.by_out: dict[tuple[object, ...], Conn] = {}
+        self.templates: dict[tuple[object, ...], Conn] = {}
+        self.all_conns: list[Conn] = []  # every live entry, neutralised templates included
+        # Removed dests still referenced by conns, keyed like the kernel's trash lookup:
+        # (proto, vaddr, vport, addr, port).
+        self.trash: dict[tuple[str, str, int, str, int], Dest] = {}
+        self.total = Stats()
+        self.drops: dict[str, int] = {}
+
+    # ---- configuration (§4) ----
+
+    def set_timeouts(self, tcp: int = 0, tcpfin: int = 0, udp: int = 0) -> None:
+        """ipvsadm --set: three cells; 0 keeps the current value (§2.4)."""
+        if tcp:
+            self.tcp_timeouts["ESTABLISHED"] = tcp
+        if tcpfin:
+            self.tcp_timeouts["FIN_WAIT"] = tcpfin
+        if udp:
+            self.udp_timeout = udp
+
+    def add_service(self, proto: str, addr: str, port: int, scheduler: str = "wlc",
+                    persistence: int = 0, netmask: str = "255.255.255.255") -> Service:
+        """-A."""
+        svc = Service(proto, addr, port, scheduler, persistence, netmask)
+        self.services[(proto, addr, port)] = svc
+        return svc
+
+    def edit_service(self, svc: Service, scheduler: str | None = None,
+                     persistence: int | None = None, netmask: str | None = None) -> None:
+        """-E: binding a different scheduler starts it fresh (rr's cursor at the head)."""
+        if scheduler is not None and scheduler != svc.scheduler:
+            svc.scheduler = scheduler
+            svc.rr_last = None
+        if persistence is not None:
+            svc.persistence = persistence
+        if netmask is not None:
+            svc.netmask = netmask
+
+    def remove_service(self, svc: Service) -> None:
+        """-D: the dests leave like -d; their conns live on (and get dropped) until expiry."""
+        for d in list(svc.dests):
+            self.remove_server(svc, d)
+        del self.services[(svc.proto, svc.addr, svc.port)]
+
+    def add_server(self, svc: Service, addr: str, port: int, weight: int = 1,
+                   upper_threshold: int = 0, lower_threshold: int = 0) -> Dest:
+        """-a: new dests go to the list head; a dest still in the trash is revived (§4)."""
+        d = self.trash.pop((svc.proto, svc.addr, svc.port, addr, port), None)
+        if d is None:
+            d = Dest(addr, port, weight)
+        d.available = True
+        d.svc = svc
+        self._update_dest(d, weight, upper_threshold, lower_threshold)
+        svc.dests.insert(0, d)
+        return d
+
+    def edit_server(self, svc: Service, d: Dest, weight: int | None = None,
+                    upper_threshold: int | None = None, lower_threshold: int | None = None) -> None:
+        """-e."""
+        self._update_dest(
+            d,
+            d.weight if weight is None else weight,
+            d.u_threshold if upper_threshold is None else upper_threshold,
+            d.l_threshold if lower_threshold is None else lower_threshold,
+        )
+
+    @staticmethod
+    def _update_dest(d: Dest, weight: int, upper: int, lower: int) -> None:
+        # __ip_vs_update_dest: OVERLOAD clears when u becomes 0 or grows.
+        if upper == 0 or upper > d.u_threshold:
+            d.overload = False
+        d.weight, d.u_threshold, d.l_threshold = weight, upper, lower
+
+    def remove_server(self, svc: Service, d: Dest) -> None:
+        """-d: unlink, clear AVAILABLE, keep in the trash while conns reference it (§4)."""
+        if svc.rr_last is d:
+            # ip_vs_rr_del_dest: the cursor moves to the previous entry (or the head).
+            i = svc.dests.index(d)
+            svc.rr_last = svc.dests[i - 1] if i > 0 else None
+        svc.dests.remove(d)
+        d.available = False
+        if d.refcnt:
+            self.trash[(svc.proto, svc.addr, svc.port, d.addr, d.port)] = d
+
+    # ---- schedulers (§1) ----
+
+    @staticmethod
+    def _eligible(d: Dest) -> bool:
+        return d.weight > 0 and not d.overload
+
+    def _schedule(self, svc: Service) -> Dest | None:
+        dests = svc.dests
+        if not dests:
+            return None
+        if svc.scheduler == "rr":
+            start = dests.index(svc.rr_last) + 1 if svc.rr_last is not None else 0
+            for i in range(len(dests)):
+                d = dests[(start + i) % len(dests)]
+                if self._eligible(d):
+                    svc.rr_last = d
+                    return d
+            return None
+        if svc.scheduler == "wlc":
+            least = next((d for d in dests if self._eligible(d)), None)
+            if least is None:
+                return None
+            for d in dests[dests.index(least) + 1 :]:
+                if d.overload:
+                    continue
+                if least.overhead * d.weight > d.overhead * least.weight:
+                    least = d
+            return least
+        raise NotImplementedError(svc.scheduler)
+
+    # ---- connection table (§2.1, §2.2) ----
+
+    @staticmethod
+    def _in_key(proto: str, caddr: str, cport: int, vaddr: str, vport: int) -> tuple[object, ...]:
+        return (proto, caddr, cport, vaddr, vport)
+
+    @staticmethod
+    def _out_key(proto: str, caddr: str, cport: int, daddr: str, dport: int) -> tuple[object, ...]:
+        return (proto, caddr, cport, daddr, dport)
+
+    def _bind(self, c: Conn) -> None:
+        """ip_vs_bind_dest: count the conn, then the upper-threshold check (§4)."""
+        d = c.dest
+        d.refcnt += 1
+        if c.template:
+            d.persist += 1
+        elif c.inactive:
+            d.inactive += 1
+        else:
+            d.active += 1
+        if d.u_threshold and d.active + d.inactive >= d.u_threshold:
+            d.overload = True
+
+    def _unbind(self, c: Conn) -> None:
+        """ip_vs_unbind_dest: uncount, then the lower-threshold rule (§4)."""
+        d = c.dest
+        if c.template:
+            d.persist -= 1
+        elif c.inactive:
+            d.inactive -= 1
+        else:
+            d.active -= 1
+        total = d.active + d.inactive
+        if d.l_threshold:
+            if total < d.l_threshold:
+                d.overload = False
+        elif d.u_threshold:
+            if total * 4 < d.u_threshold * 3:
+                d.overload = False
+        else:
+            d.overload = False
+        d.refcnt -= 1
+        if d.refcnt == 0 and d.svc is not None:
+            key = (d.svc.proto, d.svc.addr, d.svc.port, d.addr, d.port)
+            if self.trash.get(key) is d:
+                del self.trash[key]
+
+    def _new_conn(self, svc: Service, d: Dest, caddr: str, cport: int, dport: int,
+                  now: float, template: bool = False) -> Conn:
+        c = Conn(svc.proto, caddr, cport, svc.addr, 0 if template else svc.port, d.addr, dport,
+                 d, svc, TEMPLATE_STATE if template else "NONE", now + 3, template=template)
+        self._bind(c)
+        self.all_conns.append(c)
+        return c
+
+    def _hash(self, c: Conn) -> None:
+        c.in_key = self._in_key(c.proto, c.caddr, c.cport, c.vaddr, c.vport)
+        c.out_key = self._out_key(c.proto, c.caddr, c.cport, c.daddr, c.dport)
+        self.by_in[c.in_key] = c
+        self.by_out[c.out_key] = c
+
+    def _free(self, c: Conn) -> None:
+        if not c.template:
+            if self.by_in.get(c.in_key) is c:
+                del self.by_in[c.in_key]
+            if self.by_out.get(c.out_key) is c:
+                del self.by_out[c.out_key]
+        elif self.templates.get(c.in_key) is c:
+            del self.templates[c.in_key]
+        self.all_conns.remove(c)
+        self._unbind(c)
+        if c.control is not None:
+            c.control.n_control -= 1
+
+    def _rearm(self, c: Conn, now: float) -> None:
+        c.expires = now + self._timeout_of(c)
+
+    def _timeout_of(self, c: Conn) -> float:
+        if c.template:
+            return c.svc.persistence
+        if c.proto == "udp":
+            return self.udp_timeout
+        return self.tcp_timeouts[c.state]
+
+    def _set_state(self, c: Conn, state: str) -> None:
+        """Move the conn and its dest's active/inactive counts across the boundary (§2.5)."""
+        if state != c.state:
+            now_active = state in ACTIVE_STATES
+            if c.inactive and now_active:
+                c.dest.inactive -= 1
+                c.dest.active += 1
+                c.inactive = False
+            elif not c.inactive and not now_active:
+                c.dest.active -= 1
+                c.dest.inactive += 1
+                c.inactive = True
+        c.state = state
+
+    def expire(self, now: float) -> int:
+        """Fire every due timer; returns how many entries were freed (§2.8)."""
+        freed = 0
+        # Plain conns first so that a template due at the same instant sees n_control drop.
+        for c in sorted(self.all_conns, key=lambda c: (c.template, c.expires)):
+            if c.expires > now or c not in self.all_conns:
+                continue
+            if c.n_control > 0:
+                c.expires = now + TEMPLATE_REARM
+                continue
+            self._free(c)
+            freed += 1
+        return freed
+
+    def _expire_now(self, c: Conn) -> None:
+        """ip_vs_conn_expire_now, as used by conn reuse: the entry goes at once."""
+        self._free(c)
+
+    # ---- packets (§2.3, §2.6, §2.7) ----
+
+    def _drop(self, reason: str, direction: Literal["in", "out", ""] = "") -> Verdict:
+        self.drops[reason] = self.drops.get(reason, 0) + 1
+        return Verdict("drop", reason=reason, direction=direction)
+
+    @staticmethod
+    def _count(st: Stats, direction: str, nbytes: int) -> None:
+        if direction == "in":
+            st.inpkts += 1
+            st.inbytes += nbytes
+        else:
+            st.outpkts += 1
+            st.outbytes += nbytes
+
+    def _count_stats(self, c: Conn, direction: str, nbytes: int) -> None:
+        # ip_vs_in_stats/ip_vs_out_stats count only while the dest is AVAILABLE (§5).
+        if not c.dest.available or c.dest.svc is None:
+            return
+        for st in (c.dest.stats, c.dest.svc.stats, self.total):
+            self._count(st, direction, nbytes)
+
+    def process(self, p: Pkt, length: int, now: float) -> Verdict:
+        """The engine's verdict for packet ``p`` of ``length`` bytes at time ``now``."""
+        if p.proto == "icmp":
+            return self._icmp(p, length)
+        c = self.by_in.get(self._in_key(p.proto, p.src, p.sport, p.dst, p.dport))
+        if c is not None or (p.proto, p.dst, p.dport) in self.services:
+            return self._inbound(p, length, now, c)
+        c = self.by_out.get(self._out_key(p.proto, p.dst, p.dport, p.src, p.sport))
+        if c is not None:
+            return self._outbound(p, length, now, c)
+        return Verdict("pass")  # §2.6: neither a service nor a reply of a conn
+
+    def _inbound(self, p: Pkt, length: int, now: float, c: Conn | None) -> Verdict:
+        syn = p.proto == "tcp" and "S" in p.flags
+        # §2.6 step 2: conn_reuse_mode 1 (is_new_conn tests only the SYN bit).
+        if c is not None and syn and c.state == "TIME_WAIT" and c.control is None:
+            self._expire_now(c)
+            c = None
+        if c is None:
+            svc = self.services.get((p.proto, p.dst, p.dport))
+            if svc is None:
+                return Verdict("pass")
+            if p.proto == "tcp" and (not syn or "R" in p.flags):
+                return self._drop("no_conn", "in")  # §2.6 step 3: nothing is forwarded
+            c = self._schedule_conn(svc, p, now)
+            if c is None:
+                return Verdict("icmp_unreach", reason="no_dest", direction="in")
+        elif not c.dest.available:
+            return self._drop("dest_unavailable", "in")  # §2.6 step 6
+        self._count_stats(c, "in", length)
+        if c.proto == "tcp":
+            self._set_state(c, tcp_transition(c.state, "in", p.flags))
+        else:
+            self._set_state(c, UDP_STATE)
+        self._rearm(c, now)
+        return Verdict("forward", replace(p, dst=c.daddr, dport=c.dport), direction="in")
+
+    def _schedule_conn(self, svc: Service, p: Pkt, now: float) -> Conn | None:
+        """ip_vs_schedule / ip_vs_sched_persist (§3)."""
+        if svc.persistence:
+            mask = int(ipaddress.IPv4Address(svc.netmask))
+            snet = str(ipaddress.IPv4Address(int(ipaddress.IPv4Address(p.src)) & mask))
+            tkey = self._in_key(svc.proto, snet, 0, svc.addr, svc.port)
+            t = self.templates.get(tkey)
+            if t is not None and not t.dest.available:
+                del self.templates[tkey]  # neutralised: lives on unmatched until it expires
+                t = None
+            if t is None:
+                d = self._schedule(svc)
+                if d is None:
+                    return None
+                t = self._new_conn(svc, d, snet, 0, d.port, now, template=True)
+                t.vport = svc.port
+                t.in_key = tkey
+                self.templates[tkey] = t
+            c = self._new_conn(svc, t.dest, p.src, p.sport, t.dest.port, now)
+            c.control = t
+            t.n_control += 1
+            t.expires = now + svc.persistence  # ip_vs_conn_put(template): full timeout again
+        else:
+            d = self._schedule(svc)
+            if d is None:
+                return None
+            c = self._new_conn(svc, d, p.src, p.sport, d.port, now)
+        self._hash(c)
+        for st in (c.dest.stats, svc.stats, self.total):
+            st.conns += 1
+        return c
+
+    def _outbound(self, p: Pkt, length: int, now: float, c: Conn) -> Verdict:
+        """Reply from the real server: SNAT back to VIP:vport, state OUTPUT (§2.2, §2.3)."""
+        self._count_stats(c, "out", length)
+        if c.proto == "tcp":
+            self._set_state(c, tcp_transition(c.state, "out", p.flags))
+        else:
+            self._set_state(c, UDP_STATE)
+        self._rearm(c, now)
+        return Verdict("forward", replace(p, src=c.vaddr, sport=c.vport), direction="out")
+
+    def _icmp(self, p: Pkt, length: int) -> Verdict:
+        """ICMP errors quoting a conn are translated both ways; timers untouched (§2.7)."""
+        q = p.inner
+        if p.icmp_type not in ICMP_ERROR_TYPES or q is None or q.proto == "icmp":
+            return Verdict("pass")
+        # Inbound: the quote is VIP -> client.
+        c = self.by_in.get(self._in_key(q.proto, q.dst, q.dport, q.src, q.sport))
+        if c is not None:
+            self._count_stats(c, "in", length)
+            inner = replace(q, src=c.daddr, sport=c.dport)
+            return Verdict("forward", replace(p, dst=c.daddr, inner=inner), direction="in")
+        # Outbound: the quote is client -> real server.
+        c = self.by_out.get(self._out_key(q.proto, q.src, q.sport, q.dst, q.dport))
+        if c is not None:
+            self._count_stats(c, "out", length)
+            inner = replace(q, dst=c.vaddr, dport=c.vport)
+            return Verdict("forward", replace(p, src=c.vaddr, inner=inner), direction="out")
+        return Verdict("pass")
+
+    # ---- views ----
+
+    def connections(self) -> list[Conn]:
+        """Every entry, templates included."""
+        return list(self.all_conns)

@@ -1,0 +1,257 @@
+"""Shared packet descriptions and scapy builders for the engine tests.
+
+A test describes a packet once, as a :class:`Pkt`, and from it gets both the wire bytes (built by
+scapy, so every checksum is scapy's own computation) and the input of the reference model in
+``engine_model.py``.  The model answers with the *expected* output as another :class:`Pkt`;
+:func:`expected_bytes` turns that back into bytes for an exact comparison with the engine.
+"""
+
+from __future__ import annotations
+
+import struct
+from dataclasses import dataclass, replace
+from typing import Any, Literal
+
+import pytest
+from scapy.layers.inet import ICMP, IP, TCP, UDP
+from scapy.packet import Raw
+
+__all__ = [
+    "CLIENT_NET",
+    "ICMP_ERROR_TYPES",
+    "RS_NET",
+    "TTL_DELTA",
+    "VIP",
+    "EngineView",
+    "Pkt",
+    "build",
+    "checksum16",
+    "engine_or_skip",
+    "expected_bytes",
+    "icmp_error",
+    "ip_header_ok",
+    "l4_checksum_ok",
+    "tcp",
+    "ttl_delta",
+    "udp",
+]
+
+Proto = Literal["tcp", "udp", "icmp"]
+
+# Addresses from the test-topology conventions (benchmarking range only).
+VIP = "198.18.0.100"
+CLIENT_NET = "198.18.0."
+RS_NET = "198.19.0."
+
+# ICMP types IPVS relates to a connection (ipvs.md §2.7): unreachable, source quench, time exceeded.
+ICMP_ERROR_TYPES = (3, 4, 11)
+
+
+@dataclass(frozen=True, slots=True)
+class Pkt:
+    """One IPv4 packet, described by the fields the NAT engine reads or writes.
+
+    For ``proto == "icmp"`` the ports are unused and ``inner`` is the quoted packet (for an
+    error) whose first ``quote_len`` bytes past its IP header are carried (RFC 792: 8).
+    """
+
+    proto: Proto
+    src: str
+    dst: str
+    sport: int = 0
+    dport: int = 0
+    flags: str = ""  # TCP flags in scapy's letters, e.g. "S", "SA", "FA", "R", ""
+    payload: bytes = b""
+    ttl: int = 64
+    ip_id: int = 1
+    seq: int = 1000
+    udp_csum_zero: bool = False  # UDP sent without a checksum (field 0)
+    icmp_type: int = 0
+    icmp_code: int = 0
+    inner: Pkt | None = None
+    quote_len: int = 8
+
+    @property
+    def flipped(self) -> Pkt:
+        """The same packet with source and destination swapped (a reply's addressing)."""
+        return replace(self, src=self.dst, dst=self.src, sport=self.dport, dport=self.sport)
+
+
+def tcp(src: str, sport: int, dst: str, dport: int, flags: str = "S", **kw: object) -> Pkt:
+    """A TCP segment description."""
+    return Pkt("tcp", src, dst, sport, dport, flags, **kw)  # type: ignore[arg-type]
+
+
+def udp(src: str, sport: int, dst: str, dport: int, **kw: object) -> Pkt:
+    """A UDP datagram description."""
+    return Pkt("udp", src, dst, sport, dport, **kw)  # type: ignore[arg-type]
+
+
+def icmp_error(src: str, dst: str, quoted: Pkt, icmp_type: int = 3, icmp_code: int = 1) -> Pkt:
+    """An ICMP error from ``src`` to ``dst`` quoting the packet ``quoted``."""
+    return Pkt("icmp", src, dst, icmp_type=icmp_type, icmp_code=icmp_code, inner=quoted)
+
+
+def _quoted_bytes(p: Pkt) -> bytes:
+    """The quoted part of an ICMP error: the inner packet's IP header plus quote_len bytes."""
+    full = build(p)
+    ihl = (full[0] & 0x0F) * 4
+    return full[: ihl + p.quote_len]
+
+
+def build(p: Pkt) -> bytes:
+    """Wire bytes for ``p``; every checksum and length is computed by scapy."""
+    ip = IP(src=p.src, dst=p.dst, ttl=p.ttl, id=p.ip_id)
+    if p.proto == "tcp":
+        return bytes(ip / TCP(sport=p.sport, dport=p.dport, flags=p.flags, seq=p.seq,
+                              window=8192) / Raw(p.payload))
+    if p.proto == "udp":
+        if p.udp_csum_zero:
+            return bytes(ip / UDP(sport=p.sport, dport=p.dport, chksum=0) / Raw(p.payload))
+        return bytes(ip / UDP(sport=p.sport, dport=p.dport) / Raw(p.payload))
+    body = _quoted_bytes(p.inner) if p.inner is not None else p.payload
+    return bytes(ip / ICMP(type=p.icmp_type, code=p.icmp_code) / Raw(body))
+
+
+def checksum16(data: bytes) -> int:
+    """RFC 1071 Internet checksum of ``data`` (what a receiver sums to verify)."""
+    if len(data) % 2:
+        data += b"\0"
+    s = sum(struct.unpack(f"!{len(data) // 2}H", data))
+    while s >> 16:
+        s = (s & 0xFFFF) + (s >> 16)
+    return ~s & 0xFFFF
+
+
+def ip_header_ok(pkt: bytes) -> bool:
+    """True when the IPv4 header checksum of ``pkt`` verifies."""
+    ihl = (pkt[0] & 0x0F) * 4
+    return len(pkt) >= ihl and checksum16(pkt[:ihl]) == 0
+
+
+def l4_checksum_ok(pkt: bytes) -> bool:
+    """True when the TCP/UDP/ICMP checksum of a complete IPv4 packet verifies.
+
+    A UDP checksum of 0 means "none" and counts as valid.
+    """
+    ihl = (pkt[0] & 0x0F) * 4
+    total = struct.unpack("!H", pkt[2:4])[0]
+    proto = pkt[9]
+    seg = pkt[ihl:total]
+    if proto == 1:
+        return checksum16(seg) == 0
+    if proto == 17 and len(seg) >= 8 and seg[6:8] == b"\0\0":
+        return True
+    pseudo = pkt[12:20] + struct.pack("!BBH", 0, proto, len(seg))
+    return checksum16(pseudo + seg) == 0
+
+
+def expected_bytes(p: Pkt, ttl_delta: int = 0, inner_l4_from: Pkt | None = None) -> bytes:
+    """Bytes the engine should emit for the model's expected packet ``p``.
+
+    ``ttl_delta`` is subtracted from the TTL (the engine's documented TTL handling).  For an ICMP
+    error, the quoted IP header gets a fresh checksum but the quoted L4 checksum is the one of
+    ``inner_l4_from`` (the quoted packet as received): IPVS (``ip_vs_nat_icmp``) rewrites the
+    quoted port without touching the quoted TCP/UDP checksum.
+    """
+    q = replace(p, ttl=p.ttl - ttl_delta)
+    if q.proto != "icmp" or q.inner is None or inner_l4_from is None:
+        return build(q)
+    quoted = bytearray(_quoted_bytes(q.inner))
+    original = _quoted_bytes(inner_l4_from)
+    ihl = (quoted[0] & 0x0F) * 4
+    csum_at = ihl + (16 if q.inner.proto == "tcp" else 6)
+    if csum_at + 2 <= len(quoted):
+        quoted[csum_at : csum_at + 2] = original[csum_at : csum_at + 2]
+    ip = IP(src=q.src, dst=q.dst, ttl=q.ttl, id=q.ip_id)
+    return bytes(ip / ICMP(type=q.icmp_type, code=q.icmp_code) / Raw(bytes(quoted)))
+
+
+# ---- the engine under test, seen through the documented API --------------------------------
+# The model tests compare plain tuples; this adapter is the one place that knows the shape of
+# the engine's info objects.
+
+# TTL handling of the engine (its documented choice), per direction of the rewrite.
+TTL_DELTA = {"in": 0, "out": 0, "": 0}
+
+
+def ttl_delta(direction: str) -> int:
+    """How much the engine lowers the TTL of a packet it rewrites in ``direction``."""
+    return TTL_DELTA[direction]
+
+
+def engine_or_skip() -> Any:
+    """A fresh ``pylvs.Engine``, or skip the test when the engine is not built yet."""
+    try:
+        from pylvs.engine import Engine
+    except ImportError as exc:  # pragma: no cover - only before the engine lands
+        pytest.skip(f"pylvs.engine not available: {exc}")
+    return Engine()
+
+
+class EngineView:
+    """Drives a real engine with the model's vocabulary and reads it back as tuples."""
+
+    def __init__(self, eng: Any) -> None:
+        self.eng = eng
+
+    def add_service(self, proto: str, vip: str, vport: int, sched: str, persistence: int,
+                    netmask: str) -> Any:
+        return self.eng.add_service(proto, vip, vport, scheduler=sched,
+                                    persistence=persistence, netmask=netmask)
+
+    def edit_service(self, svc: Any, sched: str, persistence: int) -> None:
+        self.eng.edit_service(svc, scheduler=sched, persistence=persistence)
+
+    def remove_service(self, svc: Any) -> None:
+        self.eng.remove_service(svc)
+
+    def add_server(self, svc: Any, addr: str, port: int, weight: int, upper: int,
+                   lower: int) -> Any:
+        return self.eng.add_server(svc, addr, port, weight=weight, upper_threshold=upper,
+                                   lower_threshold=lower)
+
+    def edit_server(self, srv: Any, weight: int, upper: int, lower: int) -> None:
+        self.eng.edit_server(srv, weight=weight, upper_threshold=upper, lower_threshold=lower)
+
+    def remove_server(self, srv: Any) -> None:
+        self.eng.remove_server(srv)
+
+    def set_timeouts(self, tcp: int, tcpfin: int, udp: int) -> None:
+        self.eng.set_timeouts(tcp=tcp, tcpfin=tcpfin, udp=udp)
+
+    def expire(self, now: float) -> int:
+        return int(self.eng.expire(now))
+
+    def process(self, data: bytes, now: float) -> bytes | None:
+        out = self.eng.process(data, now)
+        return None if out is None else bytes(out)
+
+    def connections(self, include_templates: bool = True) -> list[tuple[Any, ...]]:
+        raise NotImplementedError
+
+    def service_stats(self, svc: Any) -> tuple[int, ...]:
+        raise NotImplementedError
+
+    def server_counts(self, srv: Any) -> tuple[Any, ...]:
+        raise NotImplementedError
+
+    def total_stats(self) -> tuple[int, ...]:
+        raise NotImplementedError
+
+    def drops(self) -> dict[str, int]:
+        raise NotImplementedError
+
+    @staticmethod
+    def same_but_inner_l4_csum(got: bytes, want: bytes) -> bool:
+        """True when an ICMP error differs from ``want`` only because the quoted TCP/UDP
+        checksum was also (correctly) translated, which RFC 5508 allows and IPVS skips."""
+        if len(got) != len(want) or got[9] != 1 or want[9] != 1:
+            return False
+        ihl = (want[0] & 0x0F) * 4
+        inner = ihl + 8
+        iihl = (want[inner] & 0x0F) * 4
+        at = inner + iihl + (16 if want[inner + 9] == 6 else 6)
+        if got[:ihl] != want[:ihl] or got[ihl + 4 : at] != want[ihl + 4 : at]:
+            return False
+        return got[at + 2 :] == want[at + 2 :] and checksum16(got[ihl:]) == 0

@@ -1,0 +1,347 @@
+"""The C engine against the reference model (engine_model.py), step by step.
+
+A hypothesis rule-based machine drives both with the same random sequence of configuration
+changes, packets in both directions (every TCP flag combination, UDP, ICMP errors quoting a
+conn) and time jumps, and after every step compares verdicts, rewritten bytes, the connection
+table (states, expiry), the active/inactive/persistent counts and every counter.
+
+Time advances in whole seconds and both sides get ``expire(now)`` once a second, the engine's
+documented contract, so expiry instants line up exactly.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, settings
+from hypothesis import strategies as st
+from hypothesis.stateful import (
+    RuleBasedStateMachine,
+    initialize,
+    invariant,
+    precondition,
+    rule,
+)
+
+from .engine_model import ACTIVE_STATES, Conn, Dest, Model, Service, tcp_transition
+from .helpers_packets import (
+    VIP,
+    EngineView,
+    Pkt,
+    build,
+    engine_or_skip,
+    expected_bytes,
+    icmp_error,
+    ip_header_ok,
+    l4_checksum_ok,
+    tcp,
+    ttl_delta,
+    udp,
+)
+
+# ---- a fixed little universe ----------------------------------------------------------------
+
+VIP2 = "198.18.0.101"
+# (proto, vip, vport): slot 2 is the one that usually gets persistence.
+SERVICE_SLOTS = (("tcp", VIP, 80), ("udp", VIP, 53), ("tcp", VIP2, 443))
+DESTS_PER_SLOT = 3
+CLIENTS = ("198.18.0.9", "198.18.0.10", "198.18.0.13")  # .9/.10 share a /30, .13 does not
+CPORTS = (40000, 40001, 40002)
+TCP_FLAG_SETS = ["", "S", "SA", "A", "PA", "F", "FA", "R", "RA", "SR", "SF", "FR", "SFRA", "U",
+                 "PU", "E", "C"]
+NETMASKS = ("255.255.255.255", "255.255.255.252")
+
+
+def dest_endpoint(slot: int, j: int) -> tuple[str, int]:
+    """Real servers of different slots never share an address, so out-lookups are unambiguous;
+    ports differ from the service port so translation is always exercised."""
+    return f"198.19.0.{11 + 10 * slot + j}", 8000 + j
+
+
+# ---- model self-checks: the table and life cycles quoted in ipvs.md §2.4 ----------------------
+
+
+def test_model_nat_life_cycle_client_closes() -> None:
+    seq = [("in", "S", "SYN_RECV"), ("out", "SA", "SYN_RECV"), ("in", "A", "ESTABLISHED"),
+           ("in", "FA", "CLOSE_WAIT"), ("out", "FA", "TIME_WAIT")]
+    state = "NONE"
+    for direction, flags, want in seq:
+        state = tcp_transition(state, direction, flags)  # type: ignore[arg-type]
+        assert state == want
+
+
+def test_model_flag_priority_and_no_flag_close() -> None:
+    assert tcp_transition("ESTABLISHED", "out", "FA") == "FIN_WAIT"
+    assert tcp_transition("FIN_WAIT", "in", "FA") == "TIME_WAIT"
+    assert tcp_transition("ESTABLISHED", "in", "RA") == "CLOSE"
+    assert tcp_transition("ESTABLISHED", "in", "SR") == "CLOSE"  # rst beats syn
+    assert tcp_transition("ESTABLISHED", "in", "") == "CLOSE"
+    assert tcp_transition("ESTABLISHED", "in", "PU") == "CLOSE"
+    assert "SYN_RECV" in ACTIVE_STATES and "FIN_WAIT" not in ACTIVE_STATES
+
+
+def test_model_counts_and_quiesce() -> None:
+    m = Model()
+    svc = m.add_service("tcp", VIP, 80, scheduler="rr")
+    a = m.add_server(svc, "198.19.0.11", 80)
+    b = m.add_server(svc, "198.19.0.12", 80)
+    v1 = m.process(tcp("198.18.0.9", 1000, VIP, 80, "S"), 40, 0.0)
+    v2 = m.process(tcp("198.18.0.9", 1001, VIP, 80, "S"), 40, 0.0)
+    # newest first: b then a
+    assert v1.packet is not None and v1.packet.dst == b.addr
+    assert v2.packet is not None and v2.packet.dst == a.addr
+    assert (a.active, a.inactive, b.active, b.inactive) == (1, 0, 1, 0)
+    m.edit_server(svc, a, weight=0)
+    m.edit_server(svc, b, weight=0)
+    assert m.process(tcp("198.18.0.9", 1002, VIP, 80, "S"), 40, 0.0).kind == "icmp_unreach"
+    assert m.process(tcp("198.18.0.9", 1000, VIP, 80, "A"), 40, 1.0).kind == "forward"
+    assert m.process(tcp("198.18.0.9", 1003, VIP, 80, "A"), 40, 1.0).kind == "drop"
+
+
+# ---- the machine -------------------------------------------------------------------------------
+
+
+class EngineVsModel(RuleBasedStateMachine):
+    """Random operations applied to the C engine and the model in lockstep."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.now = 0
+        self.model = Model()
+        self.eng = EngineView(engine_or_skip())
+        self.svcs: dict[int, tuple[Service, Any]] = {}
+        self.dests: dict[tuple[int, int], tuple[Dest, Any]] = {}
+        self.sent = 0
+
+    @initialize(sched=st.sampled_from(["rr", "wlc"]))
+    def first_service(self, sched: str) -> None:
+        self.add_service(0, sched, 0, 0)
+        self.add_server(0, 0, 1, False)
+        self.add_server(0, 1, 1, False)
+
+    # ---- configuration ----
+
+    @rule(slot=st.integers(0, 2), sched=st.sampled_from(["rr", "wlc"]),
+          persistent=st.sampled_from([0, 0, 30]), mask=st.integers(0, 1))
+    def add_service(self, slot: int, sched: str, persistent: int, mask: int) -> None:
+        if slot in self.svcs:
+            return
+        proto, vip, vport = SERVICE_SLOTS[slot]
+        netmask = NETMASKS[mask]
+        m = self.model.add_service(proto, vip, vport, sched, persistent, netmask)
+        e = self.eng.add_service(proto, vip, vport, sched, persistent, netmask)
+        self.svcs[slot] = (m, e)
+
+    @rule(slot=st.integers(0, 2), sched=st.sampled_from(["rr", "wlc"]),
+          persistent=st.sampled_from([0, 30, 100]))
+    def edit_service(self, slot: int, sched: str, persistent: int) -> None:
+        if slot not in self.svcs:
+            return
+        m, e = self.svcs[slot]
+        self.model.edit_service(m, scheduler=sched, persistence=persistent)
+        self.eng.edit_service(e, sched, persistent)
+
+    @rule(slot=st.integers(0, 2))
+    def remove_service(self, slot: int) -> None:
+        if slot not in self.svcs:
+            return
+        m, e = self.svcs.pop(slot)
+        self.model.remove_service(m)
+        self.eng.remove_service(e)
+        for key in [k for k in self.dests if k[0] == slot]:
+            del self.dests[key]
+
+    @rule(slot=st.integers(0, 2), j=st.integers(0, DESTS_PER_SLOT - 1),
+          weight=st.integers(0, 3), thresholds=st.booleans())
+    def add_server(self, slot: int, j: int, weight: int, thresholds: bool) -> None:
+        if slot not in self.svcs or (slot, j) in self.dests:
+            return
+        m, e = self.svcs[slot]
+        addr, port = dest_endpoint(slot, j)
+        upper, lower = (2, 1) if thresholds else (0, 0)
+        md = self.model.add_server(m, addr, port, weight, upper, lower)
+        ed = self.eng.add_server(e, addr, port, weight, upper, lower)
+        self.dests[(slot, j)] = (md, ed)
+
+    @rule(slot=st.integers(0, 2), j=st.integers(0, DESTS_PER_SLOT - 1),
+          weight=st.integers(0, 3), upper=st.sampled_from([0, 0, 1, 3]))
+    def edit_server(self, slot: int, j: int, weight: int, upper: int) -> None:
+        if (slot, j) not in self.dests:
+            return
+        md, ed = self.dests[(slot, j)]
+        self.model.edit_server(self.svcs[slot][0], md, weight=weight, upper_threshold=upper,
+                               lower_threshold=0)
+        self.eng.edit_server(ed, weight, upper, 0)
+
+    @rule(slot=st.integers(0, 2), j=st.integers(0, DESTS_PER_SLOT - 1))
+    def remove_server(self, slot: int, j: int) -> None:
+        if (slot, j) not in self.dests:
+            return
+        md, ed = self.dests.pop((slot, j))
+        self.model.remove_server(self.svcs[slot][0], md)
+        self.eng.remove_server(ed)
+
+    @rule(tcp_=st.sampled_from([0, 0, 5, 30]), tcpfin=st.sampled_from([0, 0, 3, 20]),
+          udp_=st.sampled_from([0, 0, 7, 40]))
+    def set_timeouts(self, tcp_: int, tcpfin: int, udp_: int) -> None:
+        self.model.set_timeouts(tcp_, tcpfin, udp_)
+        self.eng.set_timeouts(tcp_, tcpfin, udp_)
+
+    # ---- time ----
+
+    @rule(seconds=st.sampled_from([1, 2, 3, 9, 11, 31, 59, 61, 121, 301, 901]))
+    def time_passes(self, seconds: int) -> None:
+        for _ in range(seconds):
+            self.now += 1
+            freed_m = self.model.expire(self.now)
+            freed_e = self.eng.expire(self.now)
+            assert freed_e == freed_m, f"expire({self.now}) freed {freed_e}, model {freed_m}"
+
+    # ---- packets ----
+
+    def send(self, p: Pkt) -> None:
+        data = build(p)
+        verdict = self.model.process(p, len(data), self.now)
+        out = self.eng.process(data, self.now)
+        self.sent += 1
+        where = f"{p} at t={self.now}"
+        if verdict.kind == "pass":
+            assert out == data, f"expected pass-through of {where}"
+        elif verdict.kind == "drop":
+            assert out is None, f"expected drop ({verdict.reason}) of {where}"
+        elif verdict.kind == "icmp_unreach":
+            assert out is not None and out != data, f"expected ICMP unreachable for {where}"
+            assert out[9] == 1 and out[20] == 3 and out[21] == 3, f"not port-unreachable: {where}"
+            assert out[16:20] == data[12:16], "the ICMP must go back to the sender"
+            assert ip_header_ok(out) and l4_checksum_ok(out)
+        else:
+            assert verdict.packet is not None
+            want = expected_bytes(verdict.packet, ttl_delta(verdict.direction),
+                                  inner_l4_from=p.inner)
+            assert out is not None, f"expected forward of {where}, got drop"
+            assert out == want or self.eng.same_but_inner_l4_csum(out, want), (
+                f"rewrite of {where}:\n got {out.hex()}\nwant {want.hex()}")
+
+    @rule(slot=st.integers(0, 2), client=st.sampled_from(CLIENTS), cport=st.sampled_from(CPORTS),
+          flags=st.sampled_from(TCP_FLAG_SETS), size=st.sampled_from([0, 1, 100]),
+          zero_csum=st.booleans())
+    def client_sends(self, slot: int, client: str, cport: int, flags: str, size: int,
+                     zero_csum: bool) -> None:
+        proto, vip, vport = SERVICE_SLOTS[slot]
+        payload = bytes(range(size % 256)) * (size // 256 + 1)
+        if proto == "tcp":
+            self.send(tcp(client, cport, vip, vport, flags, payload=payload[:size]))
+        else:
+            self.send(udp(client, cport, vip, vport, payload=payload[:size],
+                          udp_csum_zero=zero_csum))
+
+    def live_conns(self) -> list[Conn]:
+        return [c for c in self.model.connections() if not c.template]
+
+    @precondition(lambda self: any(not c.template for c in self.model.connections()))
+    @rule(pick=st.integers(0, 1000), flags=st.sampled_from(TCP_FLAG_SETS),
+          size=st.sampled_from([0, 7, 60]))
+    def server_replies(self, pick: int, flags: str, size: int) -> None:
+        conns = self.live_conns()
+        c = conns[pick % len(conns)]
+        if c.proto == "tcp":
+            self.send(tcp(c.daddr, c.dport, c.caddr, c.cport, flags, payload=bytes(size)))
+        else:
+            self.send(udp(c.daddr, c.dport, c.caddr, c.cport, payload=bytes(size)))
+
+    @precondition(lambda self: any(not c.template for c in self.model.connections()))
+    @rule(pick=st.integers(0, 1000), flags=st.sampled_from(TCP_FLAG_SETS))
+    def client_continues(self, pick: int, flags: str) -> None:
+        """A client packet on a live conn (also reaches conns of removed services/dests)."""
+        conns = self.live_conns()
+        c = conns[pick % len(conns)]
+        if c.proto == "tcp":
+            self.send(tcp(c.caddr, c.cport, c.vaddr, c.vport, flags, payload=b"x"))
+        else:
+            self.send(udp(c.caddr, c.cport, c.vaddr, c.vport, payload=b"x"))
+
+    @rule(slot=st.integers(0, 2), j=st.integers(0, DESTS_PER_SLOT - 1),
+          client=st.sampled_from(CLIENTS), cport=st.sampled_from(CPORTS))
+    def stray_reply(self, slot: int, j: int, client: str, cport: int) -> None:
+        """A real-server packet that may match no conn: it must pass untouched (§2.6)."""
+        proto = SERVICE_SLOTS[slot][0]
+        addr, port = dest_endpoint(slot, j)
+        if proto == "tcp":
+            self.send(tcp(addr, port, client, cport + 7, "A"))
+        else:
+            self.send(udp(addr, port, client, cport + 7))
+
+    @precondition(lambda self: any(not c.template for c in self.model.connections()))
+    @rule(pick=st.integers(0, 1000), outbound=st.booleans(),
+          kind=st.sampled_from([(3, 1), (3, 4), (4, 0), (11, 0), (0, 0), (8, 0)]))
+    def icmp_about_conn(self, pick: int, outbound: bool, kind: tuple[int, int]) -> None:
+        conns = self.live_conns()
+        c = conns[pick % len(conns)]
+        make = tcp if c.proto == "tcp" else udp
+        if outbound:
+            # The real server (or a router behind it) complains about a client->RS packet.
+            quoted = make(c.caddr, c.cport, c.daddr, c.dport, ttl=1)
+            p = icmp_error(c.daddr, c.caddr, quoted, *kind)
+        else:
+            # A router on the client side complains about a VIP->client packet.
+            quoted = make(c.vaddr, c.vport, c.caddr, c.cport, ttl=1)
+            p = icmp_error("198.18.0.254", c.vaddr, quoted, *kind)
+        self.send(p)
+
+    # ---- comparisons after every step ----
+
+    @invariant()
+    def tables_agree(self) -> None:
+        want = sorted(
+            (c.proto, c.caddr, c.cport, c.vaddr, c.vport, c.daddr, c.dport,
+             "TEMPLATE" if c.template else c.state, c.expires)
+            for c in self.model.connections()
+        )
+        got = self.eng.connections(include_templates=True)
+        assert got == want
+
+    @invariant()
+    def counters_agree(self) -> None:
+        for slot, (m, e) in self.svcs.items():
+            assert self.eng.service_stats(e) == m.stats.as_tuple(), f"service slot {slot}"
+        for key, (md, ed) in self.dests.items():
+            got = self.eng.server_counts(ed)
+            want = (md.active, md.inactive, md.persist, md.stats.as_tuple())
+            assert got == want, f"server {key}: (active, inactive, persist, stats)"
+        assert self.eng.total_stats() == self.model.total.as_tuple()
+        assert self.eng.drops() == self.model.drops
+
+
+EngineVsModel.TestCase.settings = settings(
+    max_examples=60,
+    stateful_step_count=40,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much],
+)
+test_engine_vs_model = EngineVsModel.TestCase
+
+
+def test_model_thresholds_persistence_and_trash() -> None:
+    """The model alone through thresholds, a template, a removed dest and full expiry."""
+    m = Model(tcp=5, tcpfin=3, udp=7)
+    svc = m.add_service("tcp", VIP, 80, scheduler="wlc")
+    d = m.add_server(svc, "198.19.0.11", 8000, upper_threshold=2, lower_threshold=1)
+    kinds = [m.process(tcp("198.18.0.9", 1000 + i, VIP, 80, "S"), 40, 0.0).kind
+             for i in range(3)]
+    assert kinds == ["forward", "forward", "icmp_unreach"] and d.overload
+    m.edit_service(svc, persistence=30, netmask="255.255.255.252")
+    m.edit_server(svc, d, upper_threshold=0)  # clears OVERLOAD
+    assert m.process(tcp("198.18.0.10", 1, VIP, 80, "S"), 40, 0.0).kind == "forward"
+    assert d.persist == 1 and d.active == 3
+    m.remove_server(svc, d)
+    assert m.process(tcp("198.18.0.9", 1000, VIP, 80, "A"), 40, 1.0).reason == "dest_unavailable"
+    for t in range(1, 200):
+        m.expire(float(t))
+    assert m.connections() == [] and m.trash == {}
+
+
+@pytest.mark.parametrize("flags", TCP_FLAG_SETS)
+def test_model_every_flag_set_has_a_row(flags: str) -> None:
+    assert tcp_transition("ESTABLISHED", "in", flags) in ACTIVE_STATES | {
+        "CLOSE", "CLOSE_WAIT", "FIN_WAIT", "TIME_WAIT", "LAST_ACK"}
