@@ -35,7 +35,7 @@ import signal
 import subprocess
 import sys
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from types import TracebackType
 
@@ -50,6 +50,7 @@ __all__ = [
     "ServiceSpec",
     "Topology",
     "TopologyError",
+    "child_env",
     "list_namespaces",
 ]
 
@@ -283,7 +284,7 @@ class Topology:
             argv = [sys.executable, "-m", "pylvs.realserver", "--name", rs.name,
                     "--http", str(http_port), "--udp", str(udp_port)]
             procs.append(self.popen(rs.ns, argv, stdout=subprocess.PIPE,
-                                    stderr=subprocess.PIPE, env=_child_env()))
+                                    stderr=subprocess.PIPE, env=child_env()))
             if iperf:
                 self.popen(rs.ns, ["iperf3", "-s", "-p", "5201"], stdout=subprocess.DEVNULL,
                            stderr=subprocess.DEVNULL)
@@ -308,11 +309,13 @@ class Topology:
 
     # -- configuration ---------------------------------------------------------------------
     def director_config(self, services: Sequence[ServiceSpec] | None = None, *,
-                        director: int = 0, ha: bool | None = None, extra: str = "") -> str:
+                        director: int = 0, ha: bool | None = None, extra: str = "",
+                        director_options: Mapping[str, str | int | bool] | None = None) -> str:
         """Render a ``pylvs serve`` TOML for director ``director`` (0-based) of this topology.
 
         ``services`` defaults to one TCP service VIP:80, ``rr``, over every real server on :80
-        with health checks off.  The control socket lives in :attr:`workdir` (unique per
+        with health checks off.  ``director_options`` adds keys to ``[director]``
+        (e.g. ``{"offload": False}``).  The control socket lives in :attr:`workdir` (unique per
         topology).  ``ha`` (default: when there are two directors) adds an ``[ha]`` section
         with the peer's addresses and a shared secret file.  ``extra`` is appended verbatim.
         """
@@ -336,7 +339,7 @@ class Topology:
             ha_node=me.name if ha else None, ha_priority=100 - 10 * director,
             peer_public=peer.address if peer else None,
             peer_private=peer.private_address if peer else None,
-            secret_file=secret or None, extra=extra)
+            secret_file=secret or None, director_options=director_options, extra=extra)
 
     def write_director_config(self, text: str, director: int = 0) -> str:
         """Write ``text`` to ``<workdir>/<dirN>.toml`` and return the path."""
@@ -346,8 +349,8 @@ class Topology:
         return path
 
 
-def _child_env() -> dict[str, str]:
-    # The children must import this very pylvs, also when it runs from a source checkout.
+def child_env() -> dict[str, str]:
+    """The environment for child Pythons: they must import this very pylvs (source checkout)."""
     env = dict(os.environ)
     src = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     env["PYTHONPATH"] = os.pathsep.join(p for p in (src, env.get("PYTHONPATH", "")) if p)

@@ -6,7 +6,7 @@ without root.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 __all__ = ["ServiceSpec", "render_director_config"]
@@ -36,6 +36,12 @@ def _q(text: str) -> str:
     return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
+def _toml_scalar(value: str | int | bool) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value) if isinstance(value, int) else _q(value)
+
+
 def render_director_config(
     *,
     services: Sequence[ServiceSpec],
@@ -50,9 +56,13 @@ def render_director_config(
     peer_public: str | None = None,
     peer_private: str | None = None,
     secret_file: str | None = None,
+    director_options: Mapping[str, str | int | bool] | None = None,
     extra: str = "",
 ) -> str:
-    """Return the TOML text of a director config for the given services and servers."""
+    """Return the TOML text of a director config for the given services and servers.
+
+    ``director_options`` adds keys to ``[director]`` (e.g. ``{"offload": False}``).
+    """
     lines = [
         "# Rendered by pylvs.topology for a namespace topology.",
         "[director]",
@@ -61,7 +71,10 @@ def render_director_config(
     ]
     if nat_router is not None:
         lines.append(f"nat_router = {_q(nat_router)}")
-    lines += ['dataplane = "tun"', "", "[api]", f"socket = {_q(socket)}"]
+    lines.append('dataplane = "tun"')
+    for key, value in (director_options or {}).items():
+        lines.append(f"{key} = {_toml_scalar(value)}")
+    lines += ["", "[api]", f"socket = {_q(socket)}"]
     if ha_node is not None:
         lines += ["", "[ha]", "enabled = true", f"node_id = {_q(ha_node)}",
                   f"priority = {ha_priority}"]
