@@ -1,0 +1,364 @@
+"""The aiohttp application: JSON REST under ``/api/v1``, ``/metrics`` and the status page.
+
+Every change is a pure edit of the current :class:`~pylvs.model.Config` (see
+:mod:`pylvs.api.mutations`) handed to ``director.apply_config``; the director validates the whole
+new configuration before touching anything, so a rejected request changes nothing.  Mutations
+are serialised by one lock so two concurrent edits cannot lose each other's change.
+
+Errors are JSON ``{"error": "<field path>: <what is wrong>"}`` with 400 (invalid), 404 (no such
+service or server), 409 (already exists) or 403 (writing the file is not enabled).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import tempfile
+from collections.abc import Awaitable, Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+from aiohttp import web
+
+from pylvs import config as config_mod
+from pylvs import model
+from pylvs.api import codec, metrics, mutations, views
+from pylvs.api.protocol import DirectorLike
+from pylvs.errors import ConfigError
+
+__all__ = ["DIRECTOR_KEY", "STATIC_DIR", "make_app"]
+
+STATIC_DIR = Path(__file__).with_name("static")
+DIRECTOR_KEY = web.AppKey("director", DirectorLike)
+_LOCK_KEY = web.AppKey("mutation_lock", asyncio.Lock)
+_TOKEN_KEY = web.AppKey("token", str)
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+def make_app(director: DirectorLike, *, token: str | None = None) -> web.Application:
+    """Build the application; with *token*, every data route needs ``Authorization: Bearer``.
+
+    The status page's HTML and JavaScript carry no data, so they stay reachable without the
+    token; the page sends the token (taken from the URL fragment) with its API calls.
+    """
+    app = web.Application(middlewares=[_errors_middleware, _auth_middleware])
+    app[DIRECTOR_KEY] = director
+    app[_LOCK_KEY] = asyncio.Lock()
+    if token is not None:
+        app[_TOKEN_KEY] = token
+    r = app.router
+    r.add_get("/", _index)
+    r.add_static("/static/", STATIC_DIR, append_version=False)
+    r.add_get("/metrics", _metrics)
+    r.add_get("/api/v1/status", _status)
+    r.add_get("/api/v1/services", _list_services)
+    r.add_post("/api/v1/services", _add_service)
+    r.add_delete("/api/v1/services", _clear)
+    svc = "/api/v1/services/{proto}/{vip}"
+    r.add_get(svc, _get_service)
+    r.add_patch(svc, _edit_service)
+    r.add_delete(svc, _delete_service)
+    r.add_post(svc + "/servers", _add_server)
+    r.add_patch(svc + "/servers/{rip}", _edit_server)
+    r.add_delete(svc + "/servers/{rip}", _delete_server)
+    r.add_post("/api/v1/batch", _batch)
+    r.add_get("/api/v1/connections", _connections)
+    r.add_get("/api/v1/stats", _stats)
+    r.add_post("/api/v1/zero", _zero)
+    r.add_get("/api/v1/timeouts", _get_timeouts)
+    r.add_put("/api/v1/timeouts", _set_timeouts)
+    r.add_get("/api/v1/config", _get_config)
+    r.add_post("/api/v1/config/save", _save_config)
+    return app
+
+
+# ---------------------------------------------------------------------------------------------
+# middlewares
+
+
+@web.middleware
+async def _errors_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    try:
+        return await handler(request)
+    except mutations.NotFound as exc:
+        return _error(404, str(exc))
+    except _Forbidden as exc:
+        return _error(403, str(exc))
+    except mutations.Conflict as exc:
+        return _error(409, str(exc))
+    except ConfigError as exc:
+        return _error(400, str(exc))
+
+
+@web.middleware
+async def _auth_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    token = request.app.get(_TOKEN_KEY)
+    public = request.path == "/" or request.path.startswith("/static/")
+    if token is not None and not public:
+        got = request.headers.get("Authorization", "")
+        scheme, _, value = got.partition(" ")
+        if scheme.lower() != "bearer" or not _same(value.strip(), token):
+            return web.json_response(
+                {"error": "Authorization: a valid bearer token is required"},
+                status=401,
+                headers={"WWW-Authenticate": 'Bearer realm="pylvs"'},
+            )
+    return await handler(request)
+
+
+def _same(a: str, b: str) -> bool:
+    import hmac
+
+    return hmac.compare_digest(a.encode(), b.encode())
+
+
+def _error(status: int, message: str) -> web.Response:
+    return web.json_response({"error": message}, status=status)
+
+
+# ---------------------------------------------------------------------------------------------
+# helpers
+
+
+def _director(request: web.Request) -> DirectorLike:
+    return request.app[DIRECTOR_KEY]
+
+
+async def _body(request: web.Request) -> dict[str, Any]:
+    if not request.can_read_body:
+        return {}
+    try:
+        data = await request.json(loads=json.loads)
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"body: not valid JSON ({exc})") from None
+    if not isinstance(data, dict):
+        raise ConfigError("body: expected a JSON object")
+    return data
+
+
+def _service_key(request: web.Request) -> mutations.ServiceKey:
+    proto = request.match_info["proto"]
+    if proto not in ("tcp", "udp"):
+        raise ConfigError(f"protocol: {proto!r} is not one of 'tcp', 'udp'")
+    return (proto, codec.parse_endpoint(request.match_info["vip"], "address"))
+
+
+async def _apply(
+    request: web.Request, edit: Callable[[model.Config], model.Config]
+) -> model.Config:
+    """Build the new config from the current one and apply it; optionally save it."""
+    director = _director(request)
+    async with request.app[_LOCK_KEY]:
+        new = edit(director.config)
+        config_mod.validate(new)
+        await director.apply_config(new)
+        views.sync_timeouts(director)
+        if request.query.get("save") in ("1", "true", "yes"):
+            _write_config(director.config)
+        return director.config
+
+
+def _write_config(cfg: model.Config) -> str:
+    if not cfg.api.write_config:
+        raise _Forbidden("api.write_config: writing the config file is not enabled")
+    if cfg.source.startswith("<"):
+        raise ConfigError(f"source: the configuration has no file to write ({cfg.source})")
+    path = Path(cfg.source)
+    text = config_mod.dump_toml(cfg)
+    # Write beside the target and rename, so a crash never leaves a half-written file.
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+        if path.exists():
+            os.chmod(tmp, path.stat().st_mode & 0o777)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return str(path)
+
+
+class _Forbidden(ConfigError):
+    """The request is valid but not allowed by the configuration (HTTP 403)."""
+
+
+def _json(data: Any, status: int = 200) -> web.Response:
+    return web.json_response(data, status=status, dumps=lambda d: json.dumps(d, indent=1))
+
+
+# ---------------------------------------------------------------------------------------------
+# handlers
+
+
+async def _index(request: web.Request) -> web.StreamResponse:
+    return web.FileResponse(STATIC_DIR / "index.html")
+
+
+async def _metrics(request: web.Request) -> web.Response:
+    text = metrics.render(_director(request))
+    return web.Response(text=text, content_type="text/plain", charset="utf-8",
+                        headers={"X-Content-Type-Options": "nosniff"})
+
+
+async def _status(request: web.Request) -> web.Response:
+    return _json(views.status(_director(request)))
+
+
+async def _list_services(request: web.Request) -> web.Response:
+    return _json({"services": views.services(_director(request))})
+
+
+async def _get_service(request: web.Request) -> web.Response:
+    key = _service_key(request)
+    for svc in views.services(_director(request)):
+        if (svc["protocol"], svc["address"]) == (key[0], str(key[1])):
+            return _json(svc)
+    raise mutations.NotFound(f"service {codec.service_id(*key)}: no such service")
+
+
+async def _add_service(request: web.Request) -> web.Response:
+    vs = codec.decode_service(await _body(request))
+    await _apply(request, lambda cfg: mutations.add_service(cfg, vs))
+    return _json(_one_service(request, (vs.protocol, vs.address)), status=201)
+
+
+async def _edit_service(request: web.Request) -> web.Response:
+    key = _service_key(request)
+    changes = await _body(request)
+    await _apply(request, lambda cfg: mutations.edit_service(cfg, key, changes))
+    return _json(_one_service(request, key))
+
+
+async def _delete_service(request: web.Request) -> web.Response:
+    key = _service_key(request)
+    await _apply(request, lambda cfg: mutations.delete_service(cfg, key))
+    return _json({"deleted": codec.service_id(*key)})
+
+
+async def _clear(request: web.Request) -> web.Response:
+    await _apply(request, mutations.clear)
+    return _json({"deleted": "all"})
+
+
+async def _add_server(request: web.Request) -> web.Response:
+    key = _service_key(request)
+    body = await _body(request)
+    if "address" in body and isinstance(body["address"], str) and ":" not in body["address"]:
+        body["address"] = f"{body['address']}:{key[1].port}"  # ipvsadm: port defaults to VIP's
+    rs = codec.decode_server(body)
+    await _apply(request, lambda cfg: mutations.add_server(cfg, key, rs))
+    return _json(_one_service(request, key), status=201)
+
+
+async def _edit_server(request: web.Request) -> web.Response:
+    key = _service_key(request)
+    rip = codec.parse_endpoint(request.match_info["rip"], "real_server.address",
+                               default_port=key[1].port)
+    changes = await _body(request)
+    await _apply(request, lambda cfg: mutations.edit_server(cfg, key, rip, changes))
+    return _json(_one_service(request, key))
+
+
+async def _delete_server(request: web.Request) -> web.Response:
+    key = _service_key(request)
+    rip = codec.parse_endpoint(request.match_info["rip"], "real_server.address",
+                               default_port=key[1].port)
+    await _apply(request, lambda cfg: mutations.delete_server(cfg, key, rip))
+    return _json(_one_service(request, key))
+
+
+def _one_service(request: web.Request, key: mutations.ServiceKey) -> dict[str, Any]:
+    for svc in views.services(_director(request)):
+        if (svc["protocol"], svc["address"]) == (key[0], str(key[1])):
+            return svc
+    return {}
+
+
+async def _batch(request: web.Request) -> web.Response:
+    """Apply a list of ipvsadm-like operations as one change (``pylvs ctl -R``)."""
+    ops = (await _body(request)).get("operations")
+    if not isinstance(ops, list):
+        raise ConfigError("operations: expected a list")
+
+    def edit(cfg: model.Config) -> model.Config:
+        for i, op in enumerate(ops):
+            try:
+                cfg = _one_op(cfg, op)
+            except ConfigError as exc:
+                raise type(exc)(f"operations[{i}]: {exc}") from None
+        return cfg
+
+    await _apply(request, edit)
+    return _json({"applied": len(ops)})
+
+
+def _one_op(cfg: model.Config, op: object) -> model.Config:
+    if not isinstance(op, Mapping):
+        raise ConfigError("expected an object with an 'op' key")
+    kind = op.get("op")
+    if kind == "clear":
+        return mutations.clear(cfg)
+    if kind == "set_timeouts":
+        return mutations.set_timeouts(cfg, op.get("timeouts", {}))
+    if kind == "add_service":
+        return mutations.add_service(cfg, codec.decode_service(op.get("service")))
+    proto = op.get("protocol")
+    if proto not in ("tcp", "udp"):
+        raise ConfigError(f"protocol: {proto!r} is not one of 'tcp', 'udp'")
+    key = (str(proto), codec.parse_endpoint(op.get("address"), "address"))
+    if kind == "edit_service":
+        return mutations.edit_service(cfg, key, op.get("changes", {}))
+    if kind == "delete_service":
+        return mutations.delete_service(cfg, key)
+    if kind == "add_server":
+        return mutations.add_server(cfg, key, codec.decode_server(op.get("server")))
+    rip = codec.parse_endpoint(op.get("server_address"), "real_server.address")
+    if kind == "edit_server":
+        return mutations.edit_server(cfg, key, rip, op.get("changes", {}))
+    if kind == "delete_server":
+        return mutations.delete_server(cfg, key, rip)
+    raise ConfigError(f"op: unknown operation {kind!r}")
+
+
+async def _connections(request: web.Request) -> web.Response:
+    return _json({"connections": views.connections(_director(request), request.query)})
+
+
+async def _stats(request: web.Request) -> web.Response:
+    return _json(views.engine_stats(_director(request)))
+
+
+async def _zero(request: web.Request) -> web.Response:
+    body = await _body(request)
+    service = body.get("service")
+    key: mutations.ServiceKey | None = None
+    if service is not None:
+        proto, _, addr = str(service).partition("/")
+        if proto not in ("tcp", "udp"):
+            raise ConfigError(f"service: {service!r} is not 'tcp/a.b.c.d:port' or 'udp/…'")
+        key = (proto, codec.parse_endpoint(addr, "service"))
+        mutations.find_service(_director(request).config, key)
+    views.zero(_director(request), key)
+    return _json({"zeroed": "all" if key is None else codec.service_id(*key)})
+
+
+async def _get_timeouts(request: web.Request) -> web.Response:
+    return _json(views.timeouts(_director(request)))
+
+
+async def _set_timeouts(request: web.Request) -> web.Response:
+    changes = await _body(request)
+    await _apply(request, lambda cfg: mutations.set_timeouts(cfg, changes))
+    return _json(views.timeouts(_director(request)))
+
+
+async def _get_config(request: web.Request) -> web.Response:
+    return _json(codec.encode(_director(request).config))
+
+
+async def _save_config(request: web.Request) -> web.Response:
+    path = _write_config(_director(request).config)
+    return _json({"written": path})

@@ -1,0 +1,161 @@
+"""``GET /metrics``: the Prometheus text exposition format (version 0.0.4).
+
+Names follow node_exporter's IPVS collector with a ``pylvs_ipvs_`` prefix in place of
+``node_ipvs_`` (``…_backend_connections_active``, ``…_incoming_bytes_total`` …) and the same
+labels (``local_address``, ``local_port``, ``proto``, ``remote_address``, ``remote_port``), so a
+dashboard written for a kernel director needs only the prefix changed.  The rest (health, HA,
+drops, dataplane) is ``pylvs_*``.  Written by hand: the format is small and the daemon should
+not need prometheus_client at run time.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from pylvs.api import views
+from pylvs.api.protocol import DirectorLike
+
+__all__ = ["MetricFamily", "render"]
+
+_ROLES = ("INIT", "BACKUP", "ACTIVE", "FAULT")
+
+
+def _escape(value: str) -> str:
+    return value.replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
+
+
+def _number(value: float) -> str:
+    if isinstance(value, bool):
+        return "1" if value else "0"
+    if isinstance(value, int) or float(value).is_integer():
+        return str(int(value))
+    return repr(float(value))
+
+
+class MetricFamily:
+    """One metric name with its HELP, TYPE and samples."""
+
+    def __init__(self, name: str, kind: str, help_text: str) -> None:
+        self.name = name
+        self.kind = kind
+        self.help = help_text
+        self.samples: list[tuple[str, dict[str, str], float]] = []
+
+    def add(self, labels: Mapping[str, str], value: float, suffix: str = "") -> None:
+        """Add a sample; *suffix* is ``_bucket``/``_sum``/``_count`` for histograms."""
+        self.samples.append((suffix, dict(labels), value))
+
+    def render(self) -> list[str]:
+        """The family's lines."""
+        lines = [f"# HELP {self.name} {self.help}", f"# TYPE {self.name} {self.kind}"]
+        for suffix, labels, value in self.samples:
+            label_text = ",".join(f'{k}="{_escape(v)}"' for k, v in labels.items())
+            lines.append(f"{self.name}{suffix}{{{label_text}}} {_number(value)}"
+                         if label_text else f"{self.name}{suffix} {_number(value)}")
+        return lines
+
+
+_SERVICE_COUNTERS = (
+    ("connections_total", "conns", "connections scheduled"),
+    ("incoming_packets_total", "inpkts", "packets from clients to real servers"),
+    ("outgoing_packets_total", "outpkts", "packets from real servers to clients"),
+    ("incoming_bytes_total", "inbytes", "bytes from clients to real servers (IP length)"),
+    ("outgoing_bytes_total", "outbytes", "bytes from real servers to clients (IP length)"),
+)
+
+
+def _service_labels(svc: Mapping[str, Any]) -> dict[str, str]:
+    host, _, port = str(svc["address"]).rpartition(":")
+    return {"local_address": host, "local_port": port, "proto": str(svc["protocol"]).upper()}
+
+
+def _families(director: DirectorLike) -> Iterable[MetricFamily]:
+    services = views.services(director)
+    fams: dict[str, MetricFamily] = {}
+
+    def fam(name: str, kind: str, help_text: str) -> MetricFamily:
+        if name not in fams:
+            fams[name] = MetricFamily(name, kind, help_text)
+        return fams[name]
+
+    for svc in services:
+        labels = _service_labels(svc)
+        for suffix, key, text in _SERVICE_COUNTERS:
+            fam(f"pylvs_ipvs_service_{suffix}", "counter", f"Per virtual service: {text}.").add(
+                labels, svc["stats"][key])
+        for rs in svc["real_servers"]:
+            host, _, port = str(rs["address"]).rpartition(":")
+            rl = {**labels, "remote_address": host, "remote_port": port}
+            for suffix, key, text in _SERVICE_COUNTERS:
+                fam(f"pylvs_ipvs_backend_{suffix}", "counter",
+                    f"Per real server: {text}.").add(rl, rs["stats"][key])
+            fam("pylvs_ipvs_backend_connections_active", "gauge",
+                "Connections in an active TCP state.").add(rl, rs["active_conns"])
+            fam("pylvs_ipvs_backend_connections_inactive", "gauge",
+                "Connections in any other state (UDP is always inactive).").add(
+                    rl, rs["inactive_conns"])
+            fam("pylvs_ipvs_backend_weight", "gauge",
+                "Weight the scheduler uses now (0 while quiesced).").add(
+                    rl, rs["effective_weight"])
+            fam("pylvs_backend_configured_weight", "gauge",
+                "Weight set in the configuration.").add(rl, rs["weight"])
+            fam("pylvs_backend_up", "gauge",
+                "Health verdict: 1 up, 0 down (absent while unknown).")
+            if rs["health"] in ("up", "down"):
+                fams["pylvs_backend_up"].add(rl, 1 if rs["health"] == "up" else 0)
+
+    stats = views.engine_stats(director)
+    totals = stats["totals"]
+    for suffix, key, text in _SERVICE_COUNTERS:
+        fam(f"pylvs_ipvs_{suffix}", "counter", f"All services: {text}.").add({}, totals[key])
+    fam("pylvs_engine_connections", "gauge", "Entries in the connection table.").add(
+        {}, stats["connections"])
+    drops = fam("pylvs_engine_drops_total", "counter", "Packets the engine dropped, by reason.")
+    for reason, count in sorted(stats["drops"].items()):
+        drops.add({"reason": reason}, count)
+
+    ha = views.ha(director)
+    role_fam = fam("pylvs_ha_role", "gauge", "HA role of this node: 1 for the current role.")
+    role = str(ha.get("role", "")).upper()
+    for name in _ROLES:
+        role_fam.add({"role": name.lower()}, 1 if role == name else 0)
+    fam("pylvs_ha_transitions_total", "counter", "HA role changes since start.").add(
+        {}, int(ha.get("transitions") or 0))
+    fam("pylvs_ha_enabled", "gauge", "1 when failover is configured.").add({}, bool(ha["enabled"]))
+
+    _dataplane(director.status().get("dataplane"), fam)
+    return fams.values()
+
+
+def _dataplane(dp: Any, fam: Any) -> None:
+    """Batch sizes and packet counts, when the dataplane reports them."""
+    if not isinstance(dp, Mapping):
+        return
+    for key, name, text in (
+        ("batches", "pylvs_dataplane_batches_total", "Batches handed to the engine."),
+        ("packets", "pylvs_dataplane_packets_total", "Packets handed to the engine."),
+    ):
+        if isinstance(dp.get(key), int | float):
+            fam(name, "counter", text).add({}, dp[key])
+    hist = dp.get("batch_sizes")
+    if isinstance(hist, Mapping) and hist:
+        # {upper bound: count of batches of at most that size}, non-cumulative.
+        h = fam("pylvs_dataplane_batch_size", "histogram", "Packets per batch.")
+        running = 0
+        total_count = 0
+        for bound, count in sorted(((float(b), int(c)) for b, c in hist.items())):
+            running += count
+            total_count = running
+            h.add({"le": _number(bound)}, running, "_bucket")
+        h.add({"le": "+Inf"}, total_count, "_bucket")
+        h.add({}, float(dp.get("packets", 0) or 0), "_sum")
+        h.add({}, total_count, "_count")
+
+
+def render(director: DirectorLike) -> str:
+    """The whole exposition."""
+    lines: list[str] = []
+    for family in _families(director):
+        lines.extend(family.render())
+    return "\n".join(lines) + "\n"

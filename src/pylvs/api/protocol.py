@@ -1,0 +1,56 @@
+"""What the control API needs from a director: a small structural type.
+
+The real :class:`pylvs.director.Director` satisfies it, and so does any object with these
+attributes, which lets the API be tested against a real engine without root or a network.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any, Protocol
+
+from pylvs import model
+
+__all__ = ["DirectorLike", "EngineLike"]
+
+
+class EngineLike(Protocol):
+    """The read and counter side of :class:`pylvs.engine.Engine` that the API uses."""
+
+    def services(self) -> Sequence[Any]:
+        """Services with their servers, counters and rates."""
+        ...
+
+    def connections(self) -> Sequence[Any]:
+        """The connection table."""
+        ...
+
+    def stats(self) -> Any:
+        """Engine-wide totals and drops by reason."""
+        ...
+
+    def zero_stats(self) -> None:
+        """Take the current counters as the new zero (ipvsadm ``-Z``)."""
+        ...
+
+
+class DirectorLike(Protocol):
+    """The composition root as the API sees it."""
+
+    @property
+    def config(self) -> model.Config:
+        """The configuration currently applied."""
+        ...
+
+    @property
+    def engine(self) -> EngineLike:
+        """The packet engine."""
+        ...
+
+    async def apply_config(self, new_config: model.Config) -> None:
+        """Validate *new_config* whole and apply it live; ConfigError changes nothing."""
+        ...
+
+    def status(self) -> Mapping[str, Any]:
+        """A JSON-able snapshot: health verdicts, HA role and peer, dataplane counters."""
+        ...

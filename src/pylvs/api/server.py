@@ -1,0 +1,109 @@
+"""Run the control API: always on a Unix socket, optionally on TCP behind a bearer token.
+
+The Unix socket gets its mode (0600 by default) *before* ``listen()``, so there is no moment
+where another user could connect.  The TCP listener serves a second application instance that
+demands ``Authorization: Bearer <token>``; the token is read from ``[api] token_file``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import socket
+import stat
+from pathlib import Path
+
+from aiohttp import web
+
+from pylvs import model
+from pylvs.api.app import make_app
+from pylvs.api.codec import parse_endpoint
+from pylvs.api.protocol import DirectorLike
+from pylvs.errors import ConfigError
+
+__all__ = ["ApiServer", "read_token"]
+
+log = logging.getLogger("pylvs.api")
+
+
+def read_token(path: str) -> str:
+    """The bearer token in *path* (surrounding whitespace dropped); ConfigError if unusable."""
+    try:
+        token = Path(path).read_text(encoding="utf-8").strip()
+    except OSError as exc:
+        raise ConfigError(f"api.token_file: cannot read {path}: {exc.strerror or exc}") from None
+    if len(token) < 16:
+        raise ConfigError(f"api.token_file: the token in {path} is shorter than 16 characters")
+    return token
+
+
+def _unix_listener(path: str, mode: int) -> socket.socket:
+    p = Path(path)
+    p.parent.mkdir(parents=True, exist_ok=True, mode=0o755)
+    with contextlib.suppress(FileNotFoundError):
+        if stat.S_ISSOCK(p.lstat().st_mode):
+            p.unlink()  # a stale socket from a previous run; anything else is left alone
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        sock.bind(path)
+        os.chmod(path, mode)
+        sock.listen(128)
+    except OSError:
+        sock.close()
+        raise
+    sock.setblocking(False)
+    return sock
+
+
+class ApiServer:
+    """The API's listeners for one director; ``start()`` then ``stop()``."""
+
+    def __init__(self, director: DirectorLike, api: model.ApiConfig | None = None) -> None:
+        self.director = director
+        self.api = api if api is not None else director.config.api
+        self._runners: list[web.AppRunner] = []
+        self.tcp_address: tuple[str, int] | None = None
+
+    async def start(self) -> None:
+        """Open the Unix socket and, if configured, the TCP listener."""
+        token = None
+        if self.api.listen is not None:
+            if self.api.token_file is None:
+                raise ConfigError("api.token_file: required when api.listen is set")
+            token = read_token(self.api.token_file)
+            endpoint = parse_endpoint(self.api.listen, "api.listen")
+        try:
+            unix_runner = web.AppRunner(make_app(self.director), access_log=None)
+            await unix_runner.setup()
+            self._runners.append(unix_runner)
+            sock = _unix_listener(self.api.socket, self.api.socket_mode)
+            await web.SockSite(unix_runner, sock).start()
+            log.info("control API on unix:%s (mode %o)", self.api.socket, self.api.socket_mode)
+            if token is not None:
+                tcp_runner = web.AppRunner(make_app(self.director, token=token),
+                                           access_log=None)
+                await tcp_runner.setup()
+                self._runners.append(tcp_runner)
+                site = web.TCPSite(tcp_runner, str(endpoint.address), endpoint.port)
+                await site.start()
+                # aiohttp has no public accessor for the bound port (needed for port 0).
+                sockets = getattr(site._server, "sockets", None) or ()
+                if sockets:
+                    host, port = sockets[0].getsockname()[:2]
+                    self.tcp_address = (str(host), int(port))
+                log.info("control API on http://%s:%s (bearer token required)",
+                         *(self.tcp_address or (endpoint.address, endpoint.port)))
+        except BaseException:
+            await self.stop()
+            raise
+
+    async def stop(self) -> None:
+        """Close every listener and remove the socket file."""
+        runners, self._runners = self._runners, []
+        for runner in reversed(runners):
+            await runner.cleanup()
+        with contextlib.suppress(FileNotFoundError):
+            p = Path(self.api.socket)
+            if stat.S_ISSOCK(p.lstat().st_mode):
+                p.unlink()

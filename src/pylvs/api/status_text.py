@@ -1,0 +1,71 @@
+"""``pylvs status``: the status document as a few lines a person reads at a glance."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+__all__ = ["human_bytes", "render_status"]
+
+
+def human_bytes(value: float) -> str:
+    """``1536`` -> ``1.5K``: powers of 1024, one decimal below 10."""
+    units = ("B", "K", "M", "G", "T")
+    v = float(value)
+    for unit in units:
+        if v < 1024 or unit == units[-1]:
+            return f"{v:.1f}{unit}" if v < 10 and unit != "B" else f"{v:.0f}{unit}"
+        v /= 1024
+    return f"{v:.0f}T"
+
+
+def _peer(ha: Mapping[str, Any]) -> str:
+    peer = ha.get("peer")
+    if not peer:
+        return "none"
+    if isinstance(peer, Mapping):
+        parts = [str(peer.get("node_id") or peer.get("address") or "?")]
+        if peer.get("role"):
+            parts.append(str(peer["role"]).lower())
+        if peer.get("alive") is not None:
+            parts.append("alive" if peer["alive"] else "silent")
+        return " ".join(parts)
+    return str(peer)
+
+
+def render_status(status: Mapping[str, Any]) -> str:
+    """The summary: role and peer, then each service and its servers."""
+    ha = status.get("ha") or {}
+    eng = status.get("engine") or {}
+    lines = [
+        f"pylvs {status.get('version', '?')}  node {ha.get('node_id', '?')}  "
+        f"role {str(ha.get('role', '?')).upper()}  peer {_peer(ha)}  "
+        f"transitions {ha.get('transitions', 0)}",
+        f"connections {eng.get('connections', 0)}  "
+        f"drops {sum(int(v) for v in (eng.get('drops') or {}).values())}  "
+        f"config {status.get('source', '?')}",
+    ]
+    services = status.get("services") or []
+    if not services:
+        lines.append("no virtual services")
+    for svc in services:
+        servers = svc.get("real_servers") or []
+        up = sum(1 for rs in servers if rs.get("health") == "up")
+        r = svc.get("rates") or {}
+        persist = f" persistent {svc['persistence']}" if svc.get("persistence") else ""
+        lines.append("")
+        lines.append(
+            f"{str(svc['protocol']).upper()} {svc['address']}  {svc['scheduler']}{persist}  "
+            f"servers {up}/{len(servers)} up  {r.get('cps', 0)} conn/s  "
+            f"in {r.get('inpps', 0)} pkt/s {human_bytes(r.get('inbps', 0))}/s  "
+            f"out {r.get('outpps', 0)} pkt/s {human_bytes(r.get('outbps', 0))}/s"
+        )
+        for rs in servers:
+            rr = rs.get("rates") or {}
+            weight = f"{rs.get('effective_weight', 0)}/{rs.get('weight', 0)}"
+            lines.append(
+                f"  {rs['address']:<21} {rs.get('health', '?')!s:<7} weight {weight:<9} "
+                f"active {rs.get('active_conns', 0):<6} inactive {rs.get('inactive_conns', 0):<6}"
+                f" {rr.get('cps', 0)} conn/s  {human_bytes(rr.get('inbps', 0))}/s in"
+            )
+    return "\n".join(lines) + "\n"

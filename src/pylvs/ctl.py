@@ -1,0 +1,558 @@
+"""``pylvs ctl``: ipvsadm's command line against a running director; ``pylvs status``.
+
+The options, their checks and their messages follow ipvsadm 1.2x (``ipvsadm.c``): the first
+command wins, options are checked against the same command/option table, and listings print
+ipvsadm's layouts (:mod:`pylvs.api.layouts`).  Differences, all deliberate:
+
+* pylvs is a NAT director, so ``-m`` is the only forwarding method: ``-g`` and ``-i`` are refused,
+  and a server added without any of them is masqueraded.
+* firewall-mark services (``-f``), one-packet scheduling (``-o``) and the kernel sync daemon
+  (``--start-daemon``/``--stop-daemon``; pylvs syncs through ``[ha]``) are refused with a reason.
+* ``-R`` applies all the lines it reads as one change: if any line is invalid, none is applied.
+* ``-S`` saves the configured weights, not the ones a failing health check has lowered.
+* ``--socket PATH`` picks the daemon's control socket (default: ``[api] socket``).
+"""
+
+from __future__ import annotations
+
+import shlex
+import socket
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from ipaddress import AddressValueError, IPv4Address
+from typing import Any
+
+from pylvs import __version__, model
+from pylvs.api import layouts
+from pylvs.api.client import ApiClient, ApiError, path_for
+from pylvs.api.status_text import render_status
+
+__all__ = ["CtlError", "Request", "main", "parse_args", "status_main"]
+
+DEFAULT_SCHEDULER = "wlc"
+DEFAULT_PERSISTENCE = 360  # IPVS_SVC_PERSISTENT_TIMEOUT
+MAX_TIMEOUT = 86400 * 31
+
+# ipvsadm's command and option names (cmdnames / optnames), in table order.
+COMMANDS = (
+    "add-service", "edit-service", "delete-service", "flush", "list", "add-server",
+    "delete-server", "edit-server", "set", "restore", "save", "zero",
+)
+OPTIONS = (
+    "numeric", "connection", "service-address", "scheduler", "persistent", "netmask",
+    "real-server", "forwarding-method", "weight", "u-threshold", "l-threshold", "timeout",
+    "daemon", "stats", "rate", "thresholds", "persistent-conn", "nosort", "exact",
+    "sched-flags",
+)
+# commands_v_options, one character per option in OPTIONS order: '+' required, 'x' illegal,
+# '1' at most one of them, '.' optional.
+_TABLE = {
+    #                  ncSspMrfwxyTdSRtPNeb
+    "add-service":    "xx+...xxxxxxxxxxxxx.",
+    "edit-service":   "xx+...xxxxxxxxxxxxx.",
+    "delete-service": "xx+xxxxxxxxxxxxxxxxx",
+    "flush":          "xxxxxxxxxxxxxxxxxxxx",
+    "list":           ".11xxxxxxxx11......x",
+    "add-server":     "xx+xxx+....xxxxxxxxx",
+    "delete-server":  "xx+xxx+xxxxxxxxxxxxx",
+    "edit-server":    "xx+xxx+....xxxxxxxxx",
+    "set":            "xxxxxxxxxxxxxxxxxxxx",
+    "restore":        "xxxxxxxxxxxxxxxxxxxx",
+    "save":           ".xxxxxxxxxxxxxxxxxxx",
+    "zero":           "xx.xxxxxxxxxxxxxxxxx",
+}
+assert all(len(row) == len(OPTIONS) for row in _TABLE.values())
+
+COMMAND_OPTIONS = {cmd: dict(zip(OPTIONS, row, strict=True)) for cmd, row in _TABLE.items()}
+
+_SHORT_COMMANDS = {"A": "add-service", "E": "edit-service", "D": "delete-service", "C": "flush",
+                   "L": "list", "l": "list", "a": "add-server", "e": "edit-server",
+                   "d": "delete-server", "R": "restore", "S": "save", "Z": "zero"}
+_LONG_COMMANDS = {"add-service": "add-service", "edit-service": "edit-service",
+                  "delete-service": "delete-service", "clear": "flush", "list": "list",
+                  "add-server": "add-server", "edit-server": "edit-server",
+                  "delete-server": "delete-server", "restore": "restore", "save": "save",
+                  "zero": "zero", "set": "set"}
+# option letter/long name -> (option name in the table, takes an argument)
+_SHORT_OPTIONS = {"t": ("tcp", True), "u": ("udp", True), "f": ("fwmark", True),
+                  "s": ("scheduler", True), "p": ("persistent", None), "M": ("netmask", True),
+                  "r": ("real-server", True), "m": ("masquerading", False),
+                  "g": ("gatewaying", False), "i": ("ipip", False), "w": ("weight", True),
+                  "x": ("u-threshold", True), "y": ("l-threshold", True),
+                  "n": ("numeric", False), "c": ("connection", False), "X": ("exact", False),
+                  "b": ("sched-flags", True), "o": ("ops", False), "6": ("ipv6", False),
+                  "h": ("help", False), "v": ("version", False)}
+_LONG_OPTIONS = {"tcp-service": ("tcp", True), "udp-service": ("udp", True),
+                 "fwmark-service": ("fwmark", True), "scheduler": ("scheduler", True),
+                 "persistent": ("persistent", None), "netmask": ("netmask", True),
+                 "real-server": ("real-server", True), "masquerading": ("masquerading", False),
+                 "gatewaying": ("gatewaying", False), "ipip": ("ipip", False),
+                 "weight": ("weight", True), "u-threshold": ("u-threshold", True),
+                 "l-threshold": ("l-threshold", True), "numeric": ("numeric", False),
+                 "connection": ("connection", False), "timeout": ("timeout", False),
+                 "daemon": ("daemon", False), "stats": ("stats", False),
+                 "rate": ("rate", False), "thresholds": ("thresholds", False),
+                 "persistent-conn": ("persistent-conn", False), "nosort": ("nosort", False),
+                 "sort": ("sort", False), "exact": ("exact", False),
+                 "sched-flags": ("sched-flags", True), "ops": ("ops", False),
+                 "ipv6": ("ipv6", False), "help": ("help", False), "version": ("version", False),
+                 "start-daemon": ("start-daemon", True), "stop-daemon": ("stop-daemon", True),
+                 "mcast-interface": ("mcast-interface", True), "syncid": ("syncid", True),
+                 "socket": ("socket", True)}
+_REFUSED = {
+    "gatewaying": "-g (direct routing) is not supported: pylvs is a NAT director; use -m",
+    "ipip": "-i (IPIP tunnelling) is not supported: pylvs is a NAT director; use -m",
+    "fwmark": "-f (firewall-mark services) is not supported: use -t or -u with an address",
+    "ipv6": "-6 is not supported: pylvs handles IPv4 only",
+    "ops": "-o (one-packet scheduling) is not supported",
+    "start-daemon": "--start-daemon is not supported: connection sync runs with [ha] sync = true",
+    "stop-daemon": "--stop-daemon is not supported: connection sync runs with [ha] sync = true",
+    "mcast-interface": "--mcast-interface is not supported: see [ha] in the config file",
+    "syncid": "--syncid is not supported: see [ha] in the config file",
+}
+
+
+class CtlError(Exception):
+    """A command-line mistake; ``status`` is the exit code (2, like ipvsadm's ``fail(2, …)``)."""
+
+    def __init__(self, message: str, status: int = 2) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+@dataclass
+class Request:
+    """One parsed ipvsadm command line."""
+
+    command: str = "list"
+    options: set[str] = field(default_factory=set)
+    protocol: str = "tcp"
+    service: model.Endpoint | None = None
+    server: model.Endpoint | None = None
+    scheduler: str = DEFAULT_SCHEDULER
+    persistence: int = 0
+    netmask: str = "255.255.255.255"
+    flags: list[str] = field(default_factory=list)
+    weight: int = 1
+    upper_threshold: int = 0
+    lower_threshold: int = 0
+    timeouts: tuple[int, int, int] | None = None
+    socket: str | None = None
+    help: bool = False
+    version: bool = False
+
+
+def _number(text: str, low: int, high: int, what: str) -> int:
+    if not text.isdigit() or not low <= int(text) <= high:
+        raise CtlError(f"illegal {what} specified")
+    return int(text)
+
+
+def _endpoint(
+    text: str, protocol: str, what: str, default_port: int
+) -> tuple[model.Endpoint, bool]:
+    """``parse_service``: host[:port], names resolved; returns (endpoint, port given)."""
+    host, sep, port_text = text.rpartition(":")
+    if not sep:
+        host, port_text = text, ""
+    if not host or host.isdigit():
+        raise CtlError(f"illegal {what} address[:port] specified")
+    try:
+        address = IPv4Address(host)
+    except AddressValueError:
+        try:
+            address = IPv4Address(socket.gethostbyname(host))
+        except (OSError, UnicodeError):
+            raise CtlError(f"illegal {what} address[:port] specified") from None
+    if not port_text:
+        return model.Endpoint(address, default_port), False
+    if port_text.isdigit() and int(port_text) <= 65535:
+        return model.Endpoint(address, int(port_text)), True
+    try:
+        return model.Endpoint(address, socket.getservbyname(port_text, protocol)), True
+    except OSError:
+        raise CtlError(f"illegal {what} address[:port] specified") from None
+
+
+def _tokens(argv: Sequence[str]) -> list[tuple[str, str | None, bool]]:
+    """Split argv into (name, value, is_short) items, expanding ``-Ln`` and ``--opt=value``."""
+    out: list[tuple[str, str | None, bool]] = []
+    i = 0
+    args = list(argv)
+    while i < len(args):
+        arg = args[i]
+        i += 1
+        if arg.startswith("--") and len(arg) > 2:
+            name, eq, value = arg[2:].partition("=")
+            spec = _LONG_OPTIONS.get(name)
+            if name in _LONG_COMMANDS:
+                out.append((_LONG_COMMANDS[name], None, False))
+                continue
+            if spec is None:
+                raise CtlError(f"invalid option `{arg}'")
+            takes = spec[1]
+            if eq:
+                out.append((spec[0], value, False))
+            elif takes or (takes is None and i < len(args) and not args[i].startswith("-")):
+                if takes and i >= len(args):
+                    raise CtlError(f"{arg}: missing argument")
+                out.append((spec[0], args[i] if i < len(args) else None, False))
+                i += 1
+            else:
+                out.append((spec[0], None, False))
+        elif arg.startswith("-") and len(arg) > 1:
+            letters = arg[1:]
+            j = 0
+            while j < len(letters):
+                ch = letters[j]
+                j += 1
+                if ch in _SHORT_COMMANDS:
+                    out.append((_SHORT_COMMANDS[ch], None, True))
+                    continue
+                spec = _SHORT_OPTIONS.get(ch)
+                if spec is None:
+                    raise CtlError(f"invalid option `-{ch}'")
+                name, takes = spec
+                if takes is False:
+                    out.append((name, None, True))
+                    continue
+                rest = letters[j:]
+                j = len(letters)
+                if rest:
+                    out.append((name, rest, True))
+                elif takes or (i < len(args) and not args[i].startswith("-")):
+                    if i >= len(args):
+                        raise CtlError(f"-{ch}: missing argument")
+                    out.append((name, args[i], True))
+                    i += 1
+                else:
+                    out.append((name, None, True))
+        else:
+            out.append(("", arg, False))  # positional (only --set takes them)
+    return out
+
+
+def parse_args(argv: Sequence[str]) -> Request:
+    """Parse an ipvsadm command line into a :class:`Request`; :class:`CtlError` on mistakes."""
+    req = Request()
+    command: str | None = None
+    positional: list[str] = []
+    pending_server: str | None = None
+    for name, value, _ in _tokens(argv):
+        if name in COMMAND_OPTIONS:
+            if command is not None:
+                raise CtlError("multiple commands specified")
+            command = name
+            continue
+        if name in _REFUSED:
+            raise CtlError(_REFUSED[name])
+        if name == "":
+            positional.append(str(value))
+            continue
+        if name == "help":
+            req.help = True
+            continue
+        if name == "version":
+            req.version = True
+            continue
+        if name == "socket":
+            req.socket = value
+            continue
+        if name == "sort":
+            continue
+        option = {"tcp": "service-address", "udp": "service-address",
+                  "masquerading": "forwarding-method"}.get(name, name)
+        if option in req.options:
+            raise CtlError(f"multiple '{option}' options specified")
+        req.options.add(option)
+        text = value or ""
+        if name in ("tcp", "udp"):
+            req.protocol = name
+            req.service, _ = _endpoint(text, name, "virtual server", 0)
+        elif name == "scheduler":
+            req.scheduler = text
+        elif name == "persistent":
+            req.persistence = (DEFAULT_PERSISTENCE if value is None
+                               else _timeout(text, 1))
+        elif name == "netmask":
+            try:
+                req.netmask = str(IPv4Address(text))
+            except AddressValueError:
+                raise CtlError("illegal virtual server persistent mask specified") from None
+        elif name == "real-server":
+            pending_server = text
+        elif name == "weight":
+            req.weight = _number(text, 0, 65535, "weight")
+        elif name == "u-threshold":
+            req.upper_threshold = _number(text, 0, 2**31 - 1, "u_threshold")
+        elif name == "l-threshold":
+            req.lower_threshold = _number(text, 0, 2**31 - 1, "l_threshold")
+        elif name == "sched-flags":
+            req.flags = [f for f in text.split(",") if f]
+    if command is None:
+        if req.help or req.version:
+            command = "list"
+        elif not req.options and not positional:
+            command = "list"  # ipvsadm with no arguments lists the table
+        else:
+            raise CtlError("no command specified (try -h)")
+    req.command = command
+    if pending_server is not None:
+        port = req.service.port if req.service else 0
+        req.server, _ = _endpoint(pending_server, req.protocol, "real server", port)
+    if command == "set":
+        if len(positional) != 3:
+            raise CtlError("--set option requires 3 timeout values")
+        tcp, tcpfin, udp = (_timeout(v, 0) for v in positional)
+        req.timeouts = (tcp, tcpfin, udp)
+    elif positional:
+        raise CtlError(f"unexpected argument {positional[0]}")
+    if not (req.help or req.version):
+        _check_table(command, req.options)
+    if (command in ("add-service", "edit-service") and req.service is not None
+            and req.service.port == 0 and not req.persistence):
+            raise CtlError("Zero port specified for non-persistent service")
+    return req
+
+
+def _timeout(text: str, low: int) -> int:
+    if not text.isdigit() or not low <= int(text) <= MAX_TIMEOUT:
+        raise CtlError(f"invalid timeout value `{text}' specified")
+    return int(text)
+
+
+def _check_table(command: str, options: set[str]) -> None:
+    """``generic_opt_check``: the command/option compatibility table."""
+    row = COMMAND_OPTIONS[command]
+    exclusive: str | None = None
+    for opt in OPTIONS:
+        rule = row[opt]
+        if opt not in options:
+            if rule == "+":
+                raise CtlError(f"You need to supply the '{opt}' option for the '{command}' command")
+            continue
+        if rule == "x":
+            raise CtlError(f"Illegal '{opt}' option with the '{command}' command")
+        if rule == "1":
+            if exclusive is not None:
+                raise CtlError(f"The option '{opt}' conflicts with the '{exclusive}' option "
+                               f"in the '{command}' command")
+            exclusive = opt
+    if command == "list" and options & {"connection", "timeout", "daemon"} and options & {
+        "stats", "rate", "thresholds", "persistent-conn"
+    }:
+        raise CtlError("options conflicts in the list command")
+
+
+# ---------------------------------------------------------------------------------------------
+# requests to the daemon
+
+
+def _service_body(req: Request) -> dict[str, Any]:
+    assert req.service is not None
+    return {"protocol": req.protocol, "address": str(req.service), "scheduler": req.scheduler,
+            "persistence": req.persistence, "netmask": req.netmask, "flags": req.flags}
+
+
+def _server_body(req: Request) -> dict[str, Any]:
+    return {"weight": req.weight, "upper_threshold": req.upper_threshold,
+            "lower_threshold": req.lower_threshold}
+
+
+def to_operation(req: Request) -> dict[str, Any]:
+    """The ``/api/v1/batch`` operation for a mutating command (used by ``-R``)."""
+    svc = {"protocol": req.protocol, "address": str(req.service)}
+    if req.command == "add-service":
+        return {"op": "add_service", "service": _service_body(req)}
+    if req.command == "edit-service":
+        changes = _service_body(req)
+        return {"op": "edit_service", **svc, "changes": changes}
+    if req.command == "delete-service":
+        return {"op": "delete_service", **svc}
+    if req.command == "flush":
+        return {"op": "clear"}
+    if req.command == "add-server":
+        return {"op": "add_server", **svc,
+                "server": {"address": str(req.server), **_server_body(req)}}
+    if req.command == "edit-server":
+        return {"op": "edit_server", **svc, "server_address": str(req.server),
+                "changes": _server_body(req)}
+    if req.command == "delete-server":
+        return {"op": "delete_server", **svc, "server_address": str(req.server)}
+    if req.command == "set":
+        assert req.timeouts is not None
+        return {"op": "set_timeouts",
+                "timeouts": dict(zip(("tcp", "tcpfin", "udp"), req.timeouts, strict=True))}
+    raise CtlError(f"the '{req.command}' command cannot be restored")
+
+
+def _format(req: Request) -> layouts.Format:
+    o = req.options
+    return layouts.Format(numeric="numeric" in o, stats="stats" in o, rate="rate" in o,
+                          thresholds="thresholds" in o, persistent_conn="persistent-conn" in o,
+                          exact="exact" in o, nosort="nosort" in o)
+
+
+def run(req: Request, client: ApiClient, stdin: Any = None) -> str:
+    """Carry out *req* against the daemon and return what ipvsadm would print."""
+    cmd = req.command
+    if cmd == "list":
+        return _list(req, client)
+    if cmd == "save":
+        services = client.get("/api/v1/services")["services"]
+        return layouts.rules(services, numeric="numeric" in req.options)
+    if cmd == "restore":
+        return _restore(client, sys.stdin if stdin is None else stdin)
+    if cmd == "zero":
+        body = {} if req.service is None else {"service": f"{req.protocol}/{req.service}"}
+        client.post("/api/v1/zero", body)
+        return ""
+    if cmd == "set":
+        assert req.timeouts is not None
+        client.put("/api/v1/timeouts", dict(zip(("tcp", "tcpfin", "udp"), req.timeouts,
+                                                strict=True)))
+        return ""
+    if cmd == "flush":
+        client.delete("/api/v1/services")
+        return ""
+    assert req.service is not None
+    svc_path = path_for(req.protocol, str(req.service))
+    if cmd == "add-service":
+        client.post("/api/v1/services", _service_body(req))
+    elif cmd == "edit-service":
+        client.patch(svc_path, _service_body(req))
+    elif cmd == "delete-service":
+        client.delete(svc_path)
+    elif cmd == "add-server":
+        client.post(svc_path + "/servers", {"address": str(req.server), **_server_body(req)})
+    elif cmd == "edit-server":
+        client.patch(path_for(req.protocol, str(req.service), str(req.server)),
+                     _server_body(req))
+    elif cmd == "delete-server":
+        client.delete(path_for(req.protocol, str(req.service), str(req.server)))
+    return ""
+
+
+def _list(req: Request, client: ApiClient) -> str:
+    o = req.options
+    if "connection" in o:
+        conns = client.get("/api/v1/connections")["connections"]
+        return layouts.connections(conns, numeric="numeric" in o)
+    if "timeout" in o:
+        return layouts.timeouts(client.get("/api/v1/timeouts"))
+    if "daemon" in o:
+        return _daemon_lines(client.get("/api/v1/status"))
+    fmt = _format(req)
+    if req.service is not None:
+        svc = client.get(path_for(req.protocol, str(req.service)))
+        return layouts.listing([svc], fmt, single=True)
+    services = client.get("/api/v1/services")["services"]
+    size = int(client.get("/api/v1/stats").get("table_size", 4096))
+    return layouts.listing(services, fmt, table_size=size)
+
+
+def _daemon_lines(status: dict[str, Any]) -> str:
+    """``--daemon``: the HA connection sync stands in for the kernel's sync daemon."""
+    ha = status.get("ha") or {}
+    if not ha.get("enabled") or not ha.get("sync"):
+        return ""
+    role = str(ha.get("role", "")).lower()
+    iface = status.get("director", {}).get("public_interface", "eth0")
+    kind = "master" if role in ("master", "active") else "backup"
+    return f"{kind} sync daemon (mcast={iface}, syncid=0)\n"
+
+
+def _restore(client: ApiClient, stream: Any) -> str:
+    ops = []
+    for lineno, line in enumerate(stream, 1):
+        words = shlex.split(line, comments=True)
+        if words[:1] == ["ipvsadm"]:
+            words = words[1:]
+        elif words[:2] == ["pylvs", "ctl"]:
+            words = words[2:]
+        if not words:
+            continue
+        try:
+            sub = parse_args(words)
+            ops.append(to_operation(sub))
+        except CtlError as exc:
+            raise CtlError(f"line {lineno}: {exc}", exc.status) from None
+    client.post("/api/v1/batch", {"operations": ops})
+    return ""
+
+
+USAGE = """\
+pylvs ctl {version} (ipvsadm-compatible; IPVS v{ipvs})
+Usage:
+  pylvs ctl -A|E -t|u service-address [-s scheduler] [-p [timeout]] [-M netmask] [-b sched-flags]
+  pylvs ctl -D -t|u service-address
+  pylvs ctl -C
+  pylvs ctl -R
+  pylvs ctl -S [-n]
+  pylvs ctl -a|e -t|u service-address -r server-address [-m] [-w weight] [-x upper] [-y lower]
+  pylvs ctl -d -t|u service-address -r server-address
+  pylvs ctl -L|l [-t|u service-address] [-n] [-c] [--timeout] [--daemon] [--stats] [--rate]
+            [--thresholds] [--persistent-conn] [--exact] [--nosort]
+  pylvs ctl -Z [-t|u service-address]
+  pylvs ctl --set tcp tcpfin udp
+  pylvs ctl -h
+Every form also takes --socket PATH (default {socket}).
+Schedulers: {schedulers}. Forwarding is always NAT (-m); -g and -i are refused.
+"""
+
+
+def _usage() -> str:
+    return USAGE.format(version=__version__, ipvs=layouts.IPVS_VERSION,
+                        socket=model.ApiConfig().socket, schedulers=" ".join(model.SCHEDULERS))
+
+
+def main(argv: Sequence[str]) -> int:
+    """Run ``pylvs ctl`` with ipvsadm's *argv*; return the exit status."""
+    try:
+        req = parse_args(argv)
+    except CtlError as exc:
+        print(exc, file=sys.stderr)
+        return exc.status
+    if req.help:
+        print(_usage(), end="")
+        return 0
+    if req.version:
+        print(f"pylvs ctl {__version__} (ipvsadm-compatible; IPVS v{layouts.IPVS_VERSION})")
+        return 0
+    client = ApiClient(req.socket or model.ApiConfig().socket)
+    try:
+        out = run(req, client)
+    except CtlError as exc:
+        print(exc, file=sys.stderr)
+        return exc.status
+    except ApiError as exc:
+        print(exc.message, file=sys.stderr)
+        return 1
+    sys.stdout.write(out)
+    return 0
+
+
+def status_main(argv: Sequence[str]) -> int:
+    """``pylvs status [--socket PATH]``: a human summary of a running director."""
+    path = model.ApiConfig().socket
+    args = list(argv)
+    while args:
+        arg = args.pop(0)
+        if arg in ("-h", "--help"):
+            print("usage: pylvs status [--socket PATH]")
+            return 0
+        if arg == "--socket" and args:
+            path = args.pop(0)
+        elif arg.startswith("--socket="):
+            path = arg.partition("=")[2]
+        else:
+            print(f"pylvs status: unexpected argument {arg!r}", file=sys.stderr)
+            return 2
+    try:
+        status = ApiClient(path).get("/api/v1/status")
+    except ApiError as exc:
+        print(f"pylvs status: {exc.message}", file=sys.stderr)
+        return 1
+    sys.stdout.write(render_status(status))
+    return 0
