@@ -1,0 +1,205 @@
+"""What a role change does on this host: claim or release the addresses, GARP, notify.
+
+Becoming ACTIVE, in this order (each step as fast as the kernel allows, since the clients are
+waiting):
+
+1. ``AddressOwner.claim()``: the VIP routes into the TUN device and the proxy-ARP entries on the
+   public interface, and the ``nat_router`` address on the private interface (netconf does it,
+   idempotently).
+2. A burst of ``garp_count`` gratuitous ARPs for every VIP (public interface) and for the
+   nat_router address (private interface), so clients, routers and real servers move their
+   ARP entries to our MAC at once.  Sent from a raw ``AF_PACKET`` socket: no scapy import on
+   the takeover path.
+3. A second burst ``garp_repeat_delay`` seconds later for neighbours that missed the first one
+   (keepalived's garp_master_delay), then, if ``garp_refresh`` > 0, one GARP per address every
+   ``garp_refresh`` seconds for switches and routers that age entries out (failover-health.md
+   §4 row 2).
+4. The notify command, as ``notify <new-role> <old-role>``.
+
+Leaving ACTIVE cancels the pending bursts and releases the addresses *before* anything else, so
+the two nodes never both answer ARP for long.  Notify commands run one at a time in the order of
+the changes (a FIFO, as keepalived guarantees), each bounded by a timeout.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import shlex
+import socket
+import struct
+from collections.abc import Sequence
+from dataclasses import dataclass
+from ipaddress import IPv4Address
+from typing import Protocol
+
+from pylvs.ha.messages import Role
+
+__all__ = [
+    "AddressOwner",
+    "GarpTarget",
+    "Takeover",
+    "build_garp",
+    "send_garp",
+]
+
+log = logging.getLogger("pylvs.ha")
+
+ETH_P_ARP = 0x0806
+NOTIFY_TIMEOUT = 30.0
+
+
+class AddressOwner(Protocol):
+    """Adds and removes the floating addresses (implemented over pylvs.netconf)."""
+
+    def claim(self) -> None:
+        """Route the VIPs here, answer ARP for them, own the nat_router address."""
+
+    def release(self) -> None:
+        """Undo :meth:`claim`; a no-op when nothing is claimed."""
+
+
+@dataclass(frozen=True, slots=True)
+class GarpTarget:
+    """One address to announce and the interface to announce it on."""
+
+    interface: str
+    address: IPv4Address
+
+
+def build_garp(mac: bytes, address: IPv4Address) -> bytes:
+    """An Ethernet broadcast ARP request with sender = target = ``address`` (a gratuitous ARP).
+
+    A request rather than a reply: Linux, BSD and most routers update an existing entry from
+    either, and some switches only snoop requests.
+    """
+    ip = address.packed
+    eth = b"\xff" * 6 + mac + struct.pack("!H", ETH_P_ARP)
+    arp = struct.pack("!HHBBH", 1, 0x0800, 6, 4, 1) + mac + ip + b"\x00" * 6 + ip
+    return (eth + arp).ljust(60, b"\x00")
+
+
+def send_garp(targets: Sequence[GarpTarget], count: int) -> int:
+    """Send ``count`` gratuitous ARPs for each target now; return how many went out."""
+    sent = 0
+    by_iface: dict[str, list[IPv4Address]] = {}
+    for t in targets:
+        by_iface.setdefault(t.interface, []).append(t.address)
+    for iface, addresses in by_iface.items():
+        try:
+            with socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(ETH_P_ARP)) as s:
+                s.bind((iface, ETH_P_ARP))
+                mac: bytes = s.getsockname()[4]
+                frames = [build_garp(mac, a) for a in addresses]
+                for _ in range(count):
+                    for frame in frames:
+                        s.send(frame)
+                        sent += 1
+        except OSError as exc:
+            log.warning("ha: gratuitous ARP on %s failed: %s", iface, exc)
+    return sent
+
+
+class Takeover:
+    """Carries out role changes for the transport; one instance per director."""
+
+    def __init__(
+        self,
+        owner: AddressOwner,
+        targets: Sequence[GarpTarget],
+        *,
+        garp_count: int = 5,
+        garp_repeat_delay: float = 5.0,
+        garp_refresh: float = 0.0,
+        notify: str | None = None,
+    ) -> None:
+        self.owner = owner
+        self.targets = tuple(targets)
+        self.garp_count = garp_count
+        self.garp_repeat_delay = garp_repeat_delay
+        self.garp_refresh = garp_refresh
+        self.notify_cmd = shlex.split(notify) if notify else None
+        self.role = Role.INIT
+        self.garps_sent = 0
+        self.notify_runs = 0
+        self.notify_failures = 0
+        self._announcer: asyncio.Task[None] | None = None
+        self._notify_queue: asyncio.Queue[tuple[str, str]] = asyncio.Queue()
+        self._notifier: asyncio.Task[None] | None = None
+
+    async def role_changed(self, new: Role, old: Role) -> None:
+        """Claim or release the addresses; raises what the owner raises (the caller faults)."""
+        self._cancel_announcer()
+        if new is Role.ACTIVE:
+            # Inline, not in a thread: a few netlink calls, and the clients are waiting.
+            self.owner.claim()
+            self.role = new
+            self.garps_sent += send_garp(self.targets, self.garp_count)
+            self._announcer = asyncio.get_running_loop().create_task(self._announce_later())
+        else:
+            self.role = new
+            self.owner.release()
+        self._queue_notify(new, old)
+
+    async def reannounce(self) -> None:
+        """Split brain won: announce the addresses and run notify again."""
+        if self.role is not Role.ACTIVE:
+            return
+        self.garps_sent += send_garp(self.targets, self.garp_count)
+        self._queue_notify(Role.ACTIVE, Role.ACTIVE)
+
+    async def close(self) -> None:
+        """Stop the timers and wait for queued notify commands (bounded)."""
+        self._cancel_announcer()
+        if self._notifier is not None:
+            try:
+                await asyncio.wait_for(self._notify_queue.join(), NOTIFY_TIMEOUT)
+            except TimeoutError:
+                log.warning("ha: notify commands still pending at shutdown")
+            self._notifier.cancel()
+            self._notifier = None
+
+    def _cancel_announcer(self) -> None:
+        if self._announcer is not None:
+            self._announcer.cancel()
+            self._announcer = None
+
+    async def _announce_later(self) -> None:
+        if self.garp_repeat_delay > 0:
+            await asyncio.sleep(self.garp_repeat_delay)
+            self.garps_sent += send_garp(self.targets, self.garp_count)
+        # Bounded: each refresh is one sleep of >= garp_refresh seconds; cancelled on any
+        # role change.
+        while self.garp_refresh > 0:
+            await asyncio.sleep(self.garp_refresh)
+            self.garps_sent += send_garp(self.targets, 1)
+
+    def _queue_notify(self, new: Role, old: Role) -> None:
+        if self.notify_cmd is None:
+            return
+        self._notify_queue.put_nowait((new.name.lower(), old.name.lower()))
+        if self._notifier is None:
+            self._notifier = asyncio.get_running_loop().create_task(self._run_notifies())
+
+    async def _run_notifies(self) -> None:
+        assert self.notify_cmd is not None
+        while True:
+            new, old = await self._notify_queue.get()
+            try:
+                proc = await asyncio.create_subprocess_exec(
+                    *self.notify_cmd, new, old, stdin=asyncio.subprocess.DEVNULL)
+                try:
+                    rc = await asyncio.wait_for(proc.wait(), NOTIFY_TIMEOUT)
+                except TimeoutError:
+                    proc.kill()
+                    await proc.wait()
+                    rc = -1
+                self.notify_runs += 1
+                if rc != 0:
+                    self.notify_failures += 1
+                    log.warning("ha: notify %s %s exited %s", new, old, rc)
+            except OSError as exc:
+                self.notify_failures += 1
+                log.warning("ha: notify could not run: %s", exc)
+            finally:
+                self._notify_queue.task_done()

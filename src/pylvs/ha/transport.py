@@ -1,0 +1,351 @@
+"""The asyncio adapter around :class:`~pylvs.ha.state.HaStateMachine`: UDP on both networks.
+
+It holds no policy.  It reads datagrams, authenticates them (``messages.Receiver``), feeds
+heartbeats to the state machine and sync batches to the sync handler, keeps one timer in step
+with ``next_deadline()``, and carries out the returned actions.
+
+Sockets: one UDP socket per path (public, private, and the sync port), each bound with
+``SO_BINDTODEVICE`` to its interface, so a heartbeat's path is known from the socket it arrived
+on and a cut cable silences exactly one path.  Datagrams go out with TTL 255 and are accepted
+only with TTL 255 (RFC 5082, as VRRP): nothing routed from off-link gets in even before the
+HMAC check.  They are marked DSCP CS6 and socket priority 6 so that a busy dataplane on the same
+interface does not queue heartbeats behind bulk traffic.
+
+Late timers (failover-health.md §4 row 5): when the loop wakes late, heartbeats may already be
+sitting in the socket buffers; uvloop runs timers before polling for I/O, so the timer callback
+first drains every socket and only then lets the state machine decide that the peer is dead.
+
+Role changes are carried out in order by one worker task (claiming the addresses must finish
+before releasing them can start).  If carrying one out fails, the node goes to FAULT (the peer
+then takes over) and tries to recover after ``fault_hold`` seconds.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import socket
+import struct
+import time
+from collections import Counter
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from ipaddress import IPv4Address
+from typing import Any, Protocol
+
+from pylvs.ha.messages import Kind, Message, PathId, Receiver, Role, Sender
+from pylvs.ha.state import (
+    Action,
+    ConfigMismatch,
+    HaStateMachine,
+    PathChanged,
+    PeerSeen,
+    Reannounce,
+    RoleChanged,
+    SendHeartbeat,
+)
+
+__all__ = ["HaTransport", "Link", "RoleHandler"]
+
+log = logging.getLogger("pylvs.ha")
+
+SO_BINDTODEVICE = getattr(socket, "SO_BINDTODEVICE", 25)
+IP_RECVTTL = getattr(socket, "IP_RECVTTL", 12)
+SO_PRIORITY = getattr(socket, "SO_PRIORITY", 12)
+TTL = 255
+DSCP_CS6 = 0xC0
+MAX_DATAGRAM = 2048
+DRAIN_LIMIT = 256  # datagrams read per wake-up and socket: bounded, the rest waits a turn
+
+
+class RoleHandler(Protocol):
+    """What carries out role changes (``takeover.Takeover``)."""
+
+    async def role_changed(self, new: Role, old: Role) -> None:
+        """Claim (ACTIVE) or release (anything else) the addresses; raise on failure."""
+
+    async def reannounce(self) -> None:
+        """Announce the addresses again after winning a split brain."""
+
+
+@dataclass(frozen=True, slots=True)
+class Link:
+    """One path to the peer: our interface and the peer's address on that network."""
+
+    path: PathId
+    interface: str
+    peer: IPv4Address
+    port: int
+
+
+def _open(link: Link) -> socket.socket:
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    try:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        s.setsockopt(socket.SOL_SOCKET, SO_BINDTODEVICE, link.interface.encode())
+        s.setsockopt(socket.IPPROTO_IP, socket.IP_TTL, TTL)
+        s.setsockopt(socket.IPPROTO_IP, IP_RECVTTL, 1)
+        s.setsockopt(socket.IPPROTO_IP, socket.IP_TOS, DSCP_CS6)
+        s.setsockopt(socket.SOL_SOCKET, SO_PRIORITY, 6)
+        s.setblocking(False)
+        s.bind(("0.0.0.0", link.port))
+    except OSError:
+        s.close()
+        raise
+    return s
+
+
+def _ttl(ancdata: list[tuple[int, int, bytes]]) -> int | None:
+    for level, kind, data in ancdata:
+        if level == socket.IPPROTO_IP and kind == socket.IP_TTL and len(data) >= 4:
+            ttl: int = struct.unpack("=i", data[:4])[0]
+            return ttl
+    return None
+
+
+class HaTransport:
+    """Runs one node's heartbeat protocol over real sockets."""
+
+    def __init__(
+        self,
+        machine: HaStateMachine,
+        sender: Sender,
+        receiver: Receiver,
+        links: Sequence[Link],
+        handler: RoleHandler,
+        *,
+        sync_link: Link | None = None,
+        on_sync: Callable[[Message, float], None] | None = None,
+        on_peer_seen: Callable[[PeerSeen], None] | None = None,
+        fault_hold: float = 5.0,
+        clock: Callable[[], float] = time.monotonic,
+        wall: Callable[[], float] = time.time,
+    ) -> None:
+        self.machine = machine
+        self.sender = sender
+        self.receiver = receiver
+        self.links = tuple(links)
+        self.sync_link = sync_link
+        self.handler = handler
+        self.on_sync = on_sync
+        self.on_peer_seen = on_peer_seen
+        self.fault_hold = fault_hold
+        self.clock = clock
+        self.wall = wall
+        self.counters: Counter[str] = Counter()
+        self.last_change: RoleChanged | None = None
+        self._socks: dict[PathId, tuple[socket.socket, Link]] = {}
+        self._timer: asyncio.TimerHandle | None = None
+        self._timer_due = 0.0
+        self._changes: asyncio.Queue[RoleChanged] = asyncio.Queue()
+        self._worker: asyncio.Task[None] | None = None
+        self._recover: asyncio.TimerHandle | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    # ---- lifecycle ---------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Open the sockets and start as BACKUP."""
+        self._loop = asyncio.get_running_loop()
+        try:
+            for link in (*self.links, *((self.sync_link,) if self.sync_link else ())):
+                sock = _open(link)
+                self._socks[link.path] = (sock, link)
+                self._loop.add_reader(sock.fileno(), self._readable, link.path)
+        except OSError:
+            self._close_sockets()
+            raise
+        self._worker = self._loop.create_task(self._work())
+        self._run(self.machine.start(self.clock()))
+
+    async def stop(self, handover: bool = True) -> None:
+        """Leave: release the addresses, then (``handover``) tell the peer with priority 0."""
+        actions = self.machine.stop(self.clock())
+        for act in actions:
+            if isinstance(act, RoleChanged):
+                self._changes.put_nowait(act)
+        if self._worker is not None:
+            # Release first: the peer must not see our priority 0 while we still answer ARP.
+            await self._changes.join()
+        if handover:
+            for act in actions:
+                if isinstance(act, SendHeartbeat):
+                    for _ in range(2):  # one lost datagram must not cost a full dead time
+                        self._send_heartbeat(act)
+        if self._timer is not None:
+            self._timer.cancel()
+        if self._recover is not None:
+            self._recover.cancel()
+        if self._worker is not None:
+            self._worker.cancel()
+            self._worker = None
+        self._close_sockets()
+
+    def _close_sockets(self) -> None:
+        for sock, _ in self._socks.values():
+            if self._loop is not None:
+                self._loop.remove_reader(sock.fileno())
+            sock.close()
+        self._socks.clear()
+
+    # ---- sending -----------------------------------------------------------------------------
+
+    def send_sync(self, payload: bytes) -> bool:
+        """Send one sync batch to the peer; False if it could not be sent."""
+        entry = self._socks.get(PathId.SYNC)
+        if entry is None:
+            return False
+        sock, link = entry
+        data = self.sender.build(Kind.SYNC, PathId.SYNC, self.machine.role,
+                                 self.machine.priority, self.wall(), payload)
+        try:
+            sock.sendto(data, (str(link.peer), link.port))
+        except OSError:
+            self.counters["sync_send_errors"] += 1
+            return False
+        self.counters["sync_sent"] += 1
+        return True
+
+    def _send_heartbeat(self, act: SendHeartbeat) -> None:
+        wall = self.wall()
+        for path in self.machine.paths:
+            entry = self._socks.get(path)
+            if entry is None:
+                continue
+            sock, link = entry
+            data = self.sender.build(Kind.HEARTBEAT, path, act.role, act.priority, wall)
+            try:
+                sock.sendto(data, (str(link.peer), link.port))
+                self.counters[f"sent_{path.name.lower()}"] += 1
+            except OSError:
+                # a cut link: ENETUNREACH or a full queue; the other path carries on
+                self.counters[f"send_errors_{path.name.lower()}"] += 1
+
+    # ---- receiving and timers ----------------------------------------------------------------
+
+    def _readable(self, path: PathId) -> None:
+        self._drain(path)
+        self._reschedule()
+
+    def _drain(self, path: PathId) -> None:
+        entry = self._socks.get(path)
+        if entry is None:
+            return
+        sock = entry[0]
+        for _ in range(DRAIN_LIMIT):
+            try:
+                data, anc, _flags, _addr = sock.recvmsg(MAX_DATAGRAM, socket.CMSG_SPACE(4))
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError:
+                self.counters["recv_errors"] += 1
+                return
+            if _ttl(anc) != TTL:
+                self.receiver.dropped["ttl"] += 1
+                continue
+            msg = self.receiver.accept(data, path, self.wall())
+            if msg is None:
+                continue
+            now = self.clock()
+            if msg.kind is Kind.SYNC:
+                if self.on_sync is not None and self.machine.role is not Role.ACTIVE:
+                    self.on_sync(msg, now)
+                continue
+            self._run(self.machine.receive(msg, now))
+
+    def _on_timer(self) -> None:
+        self._timer = None
+        now = self.clock()
+        if now - self._timer_due > self.machine.interval / 2:
+            self.counters["late_timers"] += 1
+            log.warning("ha: timer ran %.0f ms late", (now - self._timer_due) * 1000)
+        for path in list(self._socks):
+            self._drain(path)
+        self._run(self.machine.handle_timer(self.clock()))
+        self._reschedule()
+
+    def _reschedule(self) -> None:
+        if self._loop is None:
+            return
+        due = self.machine.next_deadline()
+        if due is None:
+            if self._timer is not None:
+                self._timer.cancel()
+                self._timer = None
+            return
+        if self._timer is not None and due == self._timer_due:
+            return
+        if self._timer is not None:
+            self._timer.cancel()
+        self._timer_due = due
+        self._timer = self._loop.call_later(max(0.0, due - self.clock()), self._on_timer)
+
+    # ---- actions -----------------------------------------------------------------------------
+
+    def _run(self, actions: list[Action]) -> None:
+        for act in actions:
+            if isinstance(act, SendHeartbeat):
+                self._send_heartbeat(act)
+            elif isinstance(act, RoleChanged):
+                log.warning("ha: %s -> %s (%s)", act.old.name, act.new.name, act.reason)
+                self.last_change = act
+                self._changes.put_nowait(act)
+            elif isinstance(act, Reannounce):
+                log.warning("ha: split brain, staying ACTIVE and re-announcing (%s)", act.reason)
+                if self._loop is not None:
+                    self._loop.create_task(self.handler.reannounce())
+            elif isinstance(act, ConfigMismatch):
+                if act.matches:
+                    log.warning("ha: peer %s config digest matches ours again", act.peer)
+                else:
+                    log.error("ha: CONFIG MISMATCH: peer %s runs services digest %s, ours is %s;"
+                              " a failover would change the service", act.peer,
+                              act.peer_digest.hex(), self.machine.digest.hex())
+            elif isinstance(act, PeerSeen):
+                log.info("ha: peer %s (run %016x) is %s", act.peer, act.epoch, act.role.name)
+                if self.on_peer_seen is not None:
+                    self.on_peer_seen(act)
+            elif isinstance(act, PathChanged):
+                log.warning("ha: %s path to peer is %s", act.path.name.lower(),
+                            "up" if act.alive else "SILENT")
+        self._reschedule()
+
+    async def _work(self) -> None:
+        while True:
+            change = await self._changes.get()
+            try:
+                await self.handler.role_changed(change.new, change.old)
+            except Exception as exc:  # netconf/OS failure: this node cannot serve
+                log.error("ha: becoming %s failed: %s", change.new.name, exc)
+                if change.new is not Role.FAULT and self.machine.role is not Role.INIT:
+                    self._run(self.machine.fault(self.clock(), f"{change.new.name}: {exc}"))
+                    if self._loop is not None:
+                        self._recover = self._loop.call_later(self.fault_hold, self._try_recover)
+            finally:
+                self._changes.task_done()
+
+    def _try_recover(self) -> None:
+        self._recover = None
+        self._run(self.machine.recover(self.clock()))
+
+    def status(self) -> dict[str, Any]:
+        """A JSON-able snapshot for the API and ``pylvs status``."""
+        m = self.machine
+        now = self.clock()
+        return {
+            "role": m.role.name.lower(),
+            "node_id": m.node_id,
+            "priority": m.priority,
+            "peer": None if m.peer is None else {
+                "node_id": m.peer.node_id, "role": m.peer.role.name.lower(),
+                "priority": m.peer.priority,
+            },
+            "paths": {p.name.lower(): {"alive": m.path_alive.get(p, False),
+                                       "last_heard_ago": (round(now - m.last_heard[p], 3)
+                                                          if p in m.last_heard else None)}
+                      for p in m.paths},
+            "transitions": m.transitions,
+            "accepted": self.receiver.accepted,
+            "dropped": dict(self.receiver.dropped),
+            "counters": dict(self.counters),
+        }
