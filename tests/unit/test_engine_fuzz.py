@@ -145,13 +145,20 @@ def check_icmp_rewrite(data: bytes, out: bytes, ihl: int) -> None:
     iihl = (data[inner] & 0x0F) * 4
     assert ip_header_ok(out[inner:]), "quoted IP header checksum"
     inbound = addr(data[16:20]) == VIP
+    ports = inner + iihl
     if inbound:
-        # outer dst and quoted src become the real server's
+        # outer dst and quoted src become the real server's, quoted sport its port
         assert out[12:16] == data[12:16] and out[16:20] == out[inner + 12 : inner + 16]
         assert out[inner + 16 : inner + 20] == data[inner + 16 : inner + 20]
+        rs = (addr(out[16:20]), struct.unpack("!H", out[ports : ports + 2])[0])
+        assert rs in (TCP_RS | UDP_RS), f"quoted source rewritten to unknown {rs}"
+        assert out[ports + 2 : ports + 4] == data[ports + 2 : ports + 4]
     else:
         assert addr(out[12:16]) == VIP and addr(out[inner + 16 : inner + 20]) == VIP
         assert out[16:20] == data[16:20]
+        vport = struct.unpack("!H", out[ports + 2 : ports + 4])[0]
+        assert vport == (80 if data[inner + 9] == 6 else 53)
+        assert out[ports : ports + 2] == data[ports : ports + 2]
 
 
 def mutations(seed: bytes) -> st.SearchStrategy[bytes]:
