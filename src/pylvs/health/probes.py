@@ -77,30 +77,30 @@ async def probe_tcp(spec: ProbeSpec) -> ProbeResult:
     return ProbeResult.success()
 
 
-async def _read_reply(spec: ProbeSpec, reader: asyncio.StreamReader) -> bytes:
+async def _read_reply(spec: ProbeSpec, reader: asyncio.StreamReader, got: bytearray) -> bytes:
     assert spec.expect is not None
-    if spec.expect_regex:
-        pattern = re.compile(to_bytes(spec.expect))
-        data = b""
-        # Read until the regex matches, the peer closes, or the limit: a reply may come in
-        # several segments and the match may only be complete after the last one.
-        while len(data) < _REGEX_READ_LIMIT and not pattern.search(data):
-            chunk = await reader.read(_REGEX_READ_LIMIT - len(data))
-            if not chunk:
-                break
-            data += chunk
-        return data
-    if spec.expect == "*":
-        return await reader.read(1)
-    want = len(to_bytes(spec.expect))
-    try:
-        return await reader.readexactly(want)
-    except asyncio.IncompleteReadError as short:
-        return short.partial
+    pattern = re.compile(to_bytes(spec.expect)) if spec.expect_regex else None
+    want = 1 if spec.expect == "*" else len(to_bytes(spec.expect))
+    # Read until the reply can be judged, the peer closes, or the limit: a reply may come in
+    # several segments.  ``got`` is the caller's, so a timeout can still say what came back.
+    while len(got) < _REGEX_READ_LIMIT:
+        if pattern is not None and pattern.search(got):
+            break
+        if pattern is None and len(got) >= want:
+            break
+        chunk = await reader.read(_REGEX_READ_LIMIT - len(got))
+        if not chunk:
+            break
+        got += chunk
+    return bytes(got) if pattern is not None else bytes(got[:want])
 
 
-async def probe_send_expect(spec: ProbeSpec) -> ProbeResult:
-    """Connect, send ``spec.send`` (may be empty), read and match ``spec.expect`` (nanny)."""
+async def probe_send_expect(spec: ProbeSpec, got: bytearray | None = None) -> ProbeResult:
+    """Connect, send ``spec.send`` (may be empty), read and match ``spec.expect`` (nanny).
+
+    The reply read so far accumulates in ``got`` (when given) for the caller's error report.
+    """
+    got = bytearray() if got is None else got
     reader, writer = await asyncio.open_connection(str(spec.address), spec.port)
     try:
         if spec.send:
@@ -108,7 +108,7 @@ async def probe_send_expect(spec: ProbeSpec) -> ProbeResult:
             await writer.drain()
         if spec.expect is None:
             return ProbeResult.success()
-        return match_reply(spec, await _read_reply(spec, reader))
+        return match_reply(spec, await _read_reply(spec, reader, got))
     finally:
         writer.close()
         # The verdict is already made; a reset on close changes nothing.
