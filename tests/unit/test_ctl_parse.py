@@ -1,0 +1,122 @@
+"""``pylvs ctl`` option parsing: ipvsadm's commands, defaults, checks and messages."""
+
+from __future__ import annotations
+
+from ipaddress import IPv4Address
+
+import pytest
+
+from pylvs import ctl
+from pylvs.model import Endpoint
+
+
+def test_list_numeric_clustered() -> None:
+    req = ctl.parse_args(["-Ln"])
+    assert req.command == "list"
+    assert req.options == {"numeric"}
+
+
+def test_no_arguments_lists() -> None:
+    assert ctl.parse_args([]).command == "list"
+
+
+def test_add_service_defaults_like_ipvsadm() -> None:
+    req = ctl.parse_args(["-A", "-t", "198.18.0.100:80"])
+    assert (req.command, req.protocol, req.service) == (
+        "add-service", "tcp", Endpoint(IPv4Address("198.18.0.100"), 80))
+    assert req.scheduler == "wlc"
+    assert req.persistence == 0
+
+
+def test_persistent_takes_optional_value() -> None:
+    assert ctl.parse_args(["-A", "-t", "198.18.0.100:80", "-p"]).persistence == 360
+    assert ctl.parse_args(["-A", "-t", "198.18.0.100:80", "-p", "60"]).persistence == 60
+    assert ctl.parse_args(["-A", "-t", "198.18.0.100:80", "-p60"]).persistence == 60
+    assert ctl.parse_args(["-A", "-p", "-t", "198.18.0.100:80"]).persistence == 360
+    assert ctl.parse_args(["--add-service", "--tcp-service=198.18.0.100:80",
+                           "--persistent=90"]).persistence == 90
+
+
+def test_real_server_port_defaults_to_service_port() -> None:
+    req = ctl.parse_args(["-a", "-t", "198.18.0.100:80", "-r", "198.19.0.11", "-m", "-w", "3"])
+    assert req.server == Endpoint(IPv4Address("198.19.0.11"), 80)
+    assert req.weight == 3
+
+
+def test_edit_server_resets_unset_fields_to_defaults() -> None:
+    req = ctl.parse_args(["-e", "-t", "198.18.0.100:80", "-r", "198.19.0.11:80"])
+    assert (req.weight, req.upper_threshold, req.lower_threshold) == (1, 0, 0)
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["-a", "-t", "198.18.0.100:80", "-r", "198.19.0.11", "-g"], "-g (direct routing)"),
+        (["-a", "-t", "198.18.0.100:80", "-r", "198.19.0.11", "-i"], "-i (IPIP"),
+        (["-A", "-f", "1"], "-f (firewall-mark"),
+        (["-A", "-t", "198.18.0.100:0"], "Zero port specified for non-persistent service"),
+        (["-A", "-t", "198.18.0.100:80", "-w", "2"],
+         "Illegal 'weight' option with the 'add-service' command"),
+        (["-a", "-t", "198.18.0.100:80"],
+         "You need to supply the 'real-server' option for the 'add-server' command"),
+        (["-L", "-c", "--timeout"],
+         "The option 'timeout' conflicts with the 'connection' option in the 'list' command"),
+        (["-L", "-c", "--stats"], "options conflicts in the list command"),
+        (["-A", "-L"], "multiple commands specified"),
+        (["-A", "-t", "198.18.0.100:80", "-t", "198.18.0.100:81"],
+         "multiple 'service-address' options specified"),
+        (["--set", "900", "120"], "--set option requires 3 timeout values"),
+        (["--set", "900", "x", "300"], "invalid timeout value `x' specified"),
+        (["-a", "-t", "198.18.0.100:80", "-r", "198.19.0.11", "-w", "65536"],
+         "illegal weight specified"),
+        (["-a", "-t", "198.18.0.100:80", "-r", "198.19.0.11", "-w", "-1"],
+         "illegal weight specified"),
+        (["-A", "-t", "not an address!:80"], "illegal virtual server address[:port] specified"),
+        (["-L", "--bogus"], "invalid option `--bogus'"),
+        (["-L", "extra"], "unexpected argument extra"),
+    ],
+)
+def test_refusals(argv: list[str], message: str) -> None:
+    with pytest.raises(ctl.CtlError) as info:
+        ctl.parse_args(argv)
+    assert message in str(info.value)
+    assert info.value.status == 2
+
+
+def test_main_reports_refusal_on_stderr(capsys: pytest.CaptureFixture[str]) -> None:
+    status = ctl.main(["-a", "-t", "198.18.0.100:80", "-r", "198.19.0.11", "-g"])
+    assert status == 2
+    assert "NAT director" in capsys.readouterr().err
+
+
+def test_set_timeouts() -> None:
+    req = ctl.parse_args(["--set", "900", "0", "300"])
+    assert req.command == "set"
+    assert req.timeouts == (900, 0, 300)
+
+
+def test_save_line_round_trips_to_operation() -> None:
+    op = ctl.to_operation(ctl.parse_args(
+        "-A -t 198.18.0.100:80 -s sh -p 360 -M 255.255.255.0 -b sh-port".split()))
+    assert op == {"op": "add_service", "service": {
+        "protocol": "tcp", "address": "198.18.0.100:80", "scheduler": "sh", "persistence": 360,
+        "netmask": "255.255.255.0", "flags": ["sh-port"]}}
+    op = ctl.to_operation(ctl.parse_args(
+        "-a -t 198.18.0.100:80 -r 198.19.0.11:8080 -m -w 3".split()))
+    assert op == {"op": "add_server", "protocol": "tcp", "address": "198.18.0.100:80",
+                  "server": {"address": "198.19.0.11:8080", "weight": 3, "upper_threshold": 0,
+                             "lower_threshold": 0}}
+
+
+def test_help_and_version(capsys: pytest.CaptureFixture[str]) -> None:
+    assert ctl.main(["-h"]) == 0
+    assert "--set tcp tcpfin udp" in capsys.readouterr().out
+    assert ctl.main(["--version"]) == 0
+    assert "ipvsadm-compatible" in capsys.readouterr().out
+
+
+def test_unreachable_socket_is_a_clear_error(
+    tmp_path: object, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert ctl.main(["-Ln", "--socket", f"{tmp_path}/absent.sock"]) == 1
+    assert "no such socket" in capsys.readouterr().err
