@@ -1,0 +1,219 @@
+"""Side-by-side network benchmark: direct path, nft DNAT, HAProxy (TCP, 1 thread) and pylvs.
+
+Run as root: ``python3 bench/network.py`` (``--help`` for durations and contenders).  Every
+contender gets a freshly built :class:`pylvs.topology.Topology` (client, director, three real
+servers), so no state (conntrack entries, nft tables, local VIPs) leaks from one into the next;
+see bench/README.md for the method and the pitfalls it guards against.
+"""
+
+from __future__ import annotations
+
+import argparse
+import random
+import shlex
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+
+from netbench_tools import (
+    WrkResult,
+    backend_sessions,
+    cpu_sample,
+    run_iperf,
+    run_wrk,
+    start_haproxy_backends,
+    start_haproxy_lb,
+)
+from results_md import render_section, write_section
+
+from pylvs.topology import ServiceSpec, Topology, TopologyError
+from pylvs.topology_serve import start_pylvs, vip_answers, wait_until
+
+__all__ = ["Measurement", "main"]
+
+CONTENDERS = ("direct", "nft", "haproxy", "pylvs", "pylvs-plain")
+LB_CPU, LOAD_CPU = 1, 0  # the balancer on CPU1, wrk/iperf3 on CPU0 (real servers float)
+
+
+@dataclass
+class Measurement:
+    """Everything measured for one contender in one round."""
+
+    contender: str
+    metrics: dict[str, float] = field(default_factory=dict)
+    errors: list[str] = field(default_factory=list)
+
+
+def _nft_setup(topo: Topology) -> None:
+    d = topo.director.ns
+    topo.run(d, ["ip", "addr", "add", f"{topo.vip}/32", "dev", "lo"])
+    rs = ", ".join(f"{i} : {r.address}" for i, r in enumerate(topo.real_servers))
+    n = len(topo.real_servers)
+    ruleset = (
+        "table ip bench {\n  chain pre {\n    type nat hook prerouting priority dstnat;\n"
+        f"    ip daddr {topo.vip} tcp dport 80 dnat to numgen inc mod {n} map {{ {rs} }}\n"
+        f"    ip daddr {topo.vip} tcp dport 5201 dnat to {topo.real_servers[0].address}\n"
+        "  }\n}\n"
+    )
+    topo.run(d, ["nft", "-f", "-"], input=ruleset)
+
+
+def _pylvs_setup(topo: Topology, offload: bool) -> int:
+    services = [ServiceSpec(port=80, scheduler="rr"),
+                ServiceSpec(port=5201, scheduler="rr", servers=(0,))]
+    toml = topo.director_config(services, director_options={"offload": offload})
+    daemon = start_pylvs(topo, toml, argv_prefix=("taskset", "-c", str(LB_CPU)))
+    return daemon.proc.pid
+
+
+def _setup(name: str, topo: Topology) -> tuple[str | None, int | None]:
+    """Configure the contender; return (the host wrk and iperf3 target, the LB's pid)."""
+    if name == "direct":
+        return None, None
+    if name == "nft":
+        _nft_setup(topo)
+        return topo.vip, None
+    if name == "haproxy":
+        topo.run(topo.director.ns, ["ip", "addr", "add", f"{topo.vip}/32", "dev", "lo"])
+        return topo.vip, start_haproxy_lb(topo, LB_CPU).pid
+    if name.startswith("pylvs"):
+        return topo.vip, _pylvs_setup(topo, offload=name == "pylvs")
+    raise ValueError(name)
+
+
+def _proc_cpu_seconds(pid: int | None) -> float:
+    if pid is None:
+        return 0.0
+    with open(f"/proc/{pid}/stat", encoding="ascii") as fh:
+        fields = fh.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / 100.0  # utime + stime, in clock ticks
+
+
+def _wrk_direct(topo: Topology, conns: int, seconds: int, close: bool) -> WrkResult:
+    """The no-balancer baseline: one wrk per real server, the connections split evenly."""
+    urls = [f"http://{rs.address}/" for rs in topo.real_servers]
+    share = max(1, conns // len(urls))
+    with ThreadPoolExecutor(len(urls)) as pool:
+        parts = list(pool.map(lambda u: run_wrk(topo, u, connections=share, seconds=seconds,
+                                                close=close, cpu=LOAD_CPU), urls))
+    total = WrkResult(requests=sum(p.requests for p in parts), seconds=parts[0].seconds,
+                      rps=sum(p.rps for p in parts), non_2xx=sum(p.non_2xx for p in parts))
+    for p in parts:
+        for k, v in p.errors.items():
+            total.errors[k] = total.errors.get(k, 0) + v
+    return total
+
+
+def _measure(name: str, args: argparse.Namespace) -> Measurement:
+    m = Measurement(name)
+    with Topology("bn", n_real_servers=3) as topo:
+        start_haproxy_backends(topo)
+        for rs in topo.real_servers:
+            topo.popen(rs.ns, ["iperf3", "-s", "-p", "5201"], stdout=subprocess.DEVNULL,
+                       stderr=subprocess.DEVNULL)
+            topo.wait_listening(rs.ns, 5201)
+        target, lb_pid = _setup(name, topo)
+        if target is not None:
+            wait_until(lambda: vip_answers(topo, 80), 10, "the VIP to answer")
+        url = f"http://{target or topo.real_servers[0].address}/"
+        bulk_host = target or topo.real_servers[0].address
+
+        def wrk(conns: int, close: bool, seconds: int, latency: bool = False) -> WrkResult:
+            if target is None and not latency:
+                return _wrk_direct(topo, conns, seconds, close)
+            return run_wrk(topo, url, connections=conns, seconds=seconds, close=close,
+                           latency=latency, cpu=LOAD_CPU)
+
+        def timed(key: str, fn: Callable[[], WrkResult]) -> WrkResult:
+            cpu0, lb0 = cpu_sample(), _proc_cpu_seconds(lb_pid)
+            res = fn()
+            cpu1, lb1 = cpu_sample(), _proc_cpu_seconds(lb_pid)
+            m.metrics[f"{key}.busy_cores"] = cpu0.busy_cores(cpu1, 2)
+            if lb_pid is not None:
+                m.metrics[f"{key}.lb_cpu"] = (lb1 - lb0) / max(res.seconds, 1e-9)
+            if res.error_total:
+                m.errors.append(f"{key}: {res.error_total} errors {res.errors} "
+                                f"non-2xx {res.non_2xx} of {res.requests}")
+            return res
+
+        if args.warmup:
+            wrk(args.connections[0], True, args.warmup)
+        for conns in args.connections:
+            before = backend_sessions(topo)
+            res = timed(f"close.c{conns}", lambda c=conns: wrk(c, True, args.duration))
+            m.metrics[f"close.c{conns}.rps"] = res.rps
+            got = {k: v - before[k] for k, v in backend_sessions(topo).items()}
+            spread = max(got.values()) - min(got.values())
+            m.metrics[f"close.c{conns}.spread"] = spread
+            if target is not None and spread > max(2, 0.005 * statistics.mean(got.values())):
+                m.errors.append(f"close.c{conns}: uneven round robin {got}")
+        res = timed("keepalive", lambda: wrk(args.connections[-1], False, args.duration))
+        m.metrics["keepalive.rps"] = res.rps
+        for close, key in ((False, "lat.keepalive"), (True, "lat.close")):
+            res = timed(key, lambda cl=close: wrk(1, cl, args.duration, latency=True))
+            m.metrics[f"{key}.p50_ms"] = res.p50_ms or float("nan")
+            m.metrics[f"{key}.p99_ms"] = res.p99_ms or float("nan")
+        for streams in args.streams:
+            bulk = run_iperf(topo, bulk_host, streams=streams, seconds=args.bulk_duration,
+                             cpu=LOAD_CPU)
+            m.metrics[f"bulk.P{streams}.gbps"] = bulk.gbps
+            m.metrics[f"bulk.P{streams}.retr"] = bulk.retransmits
+    return m
+
+
+def _int_list(text: str) -> list[int]:
+    return [int(x) for x in text.split(",") if x]
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the benchmark; print a table; with ``--record`` update bench/RESULTS.md."""
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--contenders", default=",".join(CONTENDERS),
+                   help=f"comma-separated subset of {','.join(CONTENDERS)}")
+    p.add_argument("--duration", type=int, default=5, help="seconds per wrk run (default 5)")
+    p.add_argument("--bulk-duration", type=int, default=5, help="seconds per iperf3 run")
+    p.add_argument("--warmup", type=int, default=1, help="warm-up seconds before measuring")
+    p.add_argument("--connections", type=_int_list, default=[64],
+                   help="wrk -c values for the Connection: close runs, e.g. 16,64,256")
+    p.add_argument("--streams", type=_int_list, default=[1, 4], help="iperf3 -P values")
+    p.add_argument("--runs", type=int, default=1, help="rounds; contenders shuffled per round")
+    p.add_argument("--record", action="store_true", help="write the network section of "
+                   "bench/RESULTS.md")
+    p.add_argument("--seed", type=int, default=None, help="seed for the contender order")
+    args = p.parse_args(argv)
+    names = [n for n in args.contenders.split(",") if n]
+    unknown = set(names) - set(CONTENDERS)
+    if unknown:
+        p.error(f"unknown contenders: {sorted(unknown)}")
+    rng = random.Random(args.seed)
+    results: dict[str, list[Measurement]] = {n: [] for n in names}
+    failures: dict[str, str] = {}
+    started = time.time()
+    for rnd in range(args.runs):
+        order = names[:]
+        rng.shuffle(order)
+        for name in order:
+            if name in failures:
+                continue
+            print(f"[round {rnd + 1}/{args.runs}] {name} ...", file=sys.stderr, flush=True)
+            try:
+                results[name].append(_measure(name, args))
+            except (TopologyError, ValueError, OSError) as exc:
+                failures[name] = " ".join(str(exc).split())[:300]
+                print(f"  {name} failed: {exc}", file=sys.stderr)
+    command = "python3 bench/network.py " + " ".join(shlex.quote(a) for a in
+                                                     (argv if argv is not None else sys.argv[1:]))
+    text = render_section(command, results, failures, time.time() - started)
+    print(text)
+    if args.record:
+        write_section(text)
+    gates_ok = not failures and all(not m.errors for ms in results.values() for m in ms)
+    return 0 if gates_ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

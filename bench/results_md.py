@@ -1,0 +1,108 @@
+"""Markdown for bench/network.py: the results table and the network section of RESULTS.md.
+
+Other benchmarks own other sections of bench/RESULTS.md; this module only replaces the text
+between its own markers (or appends them), re-reading the file right before writing.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import statistics
+import subprocess
+import time
+from collections.abc import Mapping, Sequence
+from typing import Protocol
+
+__all__ = ["render_section", "write_section"]
+
+BEGIN, END = "<!-- network:begin -->", "<!-- network:end -->"
+RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "RESULTS.md")
+
+
+class _Measurement(Protocol):
+    contender: str
+    metrics: dict[str, float]
+    errors: list[str]
+
+
+def _cell(values: Sequence[float], fmt: str) -> str:
+    vals = [v for v in values if v == v]  # drop NaN
+    if not vals:
+        return "n/a"
+    med = format(statistics.median(vals), fmt)
+    if len(vals) == 1:
+        return med
+    return f"{med} ({format(min(vals), fmt)}..{format(max(vals), fmt)})"
+
+
+def _tool_versions() -> str:
+    def first_line(argv: list[str]) -> str:
+        try:
+            res = subprocess.run(argv, capture_output=True, text=True, timeout=5)
+        except OSError:
+            return "?"
+        return (res.stdout or res.stderr).strip().splitlines()[0]
+
+    return "; ".join([
+        f"kernel {platform.release()}", f"{os.cpu_count()} CPUs",
+        first_line(["haproxy", "-v"]).split(" - ")[0],
+        first_line(["wrk", "-v"]).split(" Copyright")[0],
+        first_line(["iperf3", "-v"]).split(" (")[0],
+        first_line(["nft", "--version"]),
+    ])
+
+
+def render_section(command: str, results: Mapping[str, Sequence[_Measurement]],
+                   failures: Mapping[str, str], elapsed: float) -> str:
+    """The network section: command, environment, one table row per contender, gate notes."""
+    keys = sorted({k for ms in results.values() for m in ms for k in m.metrics})
+    close_keys = sorted((k for k in keys if k.startswith("close.") and k.endswith(".rps")),
+                        key=lambda k: int(k.split(".")[1][1:]))
+    bulk_keys = sorted(k for k in keys if k.startswith("bulk.") and k.endswith(".gbps"))
+    cols = [(k, f"conn/s {k.split('.')[1]} (close)", ".0f") for k in close_keys]
+    cols.append(("keepalive.rps", "req/s keep-alive", ".0f"))
+    cols += [(k, f"Gbit/s {k.split('.')[1]}", ".2f") for k in bulk_keys]
+    cols += [("lat.keepalive.p50_ms", "p50 ms c1 k-a", ".3f"),
+             ("lat.keepalive.p99_ms", "p99 ms c1 k-a", ".3f"),
+             ("lat.close.p50_ms", "p50 ms c1 close", ".3f"),
+             ("lat.close.p99_ms", "p99 ms c1 close", ".3f")]
+    if close_keys:
+        first = close_keys[0].rsplit(".", 1)[0]
+        cols += [(f"{first}.lb_cpu", f"LB cores ({first})", ".2f"),
+                 (f"{first}.busy_cores", f"busy cores ({first})", ".2f")]
+    lines = [BEGIN, "## network (bench/network.py)", "",
+             f"Recorded {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, "
+             f"whole run {elapsed:.0f} s. Command (as root, from the repository root):", "",
+             f"    {command}", "", f"Environment: {_tool_versions()}.", "",
+             "| contender | " + " | ".join(c[1] for c in cols) + " | gates |",
+             "|---|" + "---|" * (len(cols) + 1)]
+    for name, ms in results.items():
+        if name in failures or not ms:
+            why = failures.get(name, "no result")
+            lines.append(f"| {name} | " + " | ".join("-" for _ in cols) + f" | FAILED: {why} |")
+            continue
+        cells = [_cell([m.metrics.get(k, float("nan")) for m in ms], fmt) for k, _, fmt in cols]
+        errs = [e for m in ms for e in m.errors]
+        gate = "ok" if not errs else "FAIL: " + "; ".join(errs)[:300]
+        lines.append(f"| {name} | " + " | ".join(cells) + f" | {gate} |")
+    lines += ["", "Cells: median (min..max) over the rounds. \"LB cores\": CPU time of the "
+              "balancer process per wall second (n/a for the kernel paths, whose work is "
+              "softirq); \"busy cores\": all CPUs from /proc/stat (of 2). Everything shares "
+              "2 cores with the client and the three real servers.", END]
+    return "\n".join(lines) + "\n"
+
+
+def write_section(text: str) -> None:
+    """Replace the network section of bench/RESULTS.md (or append it)."""
+    old = ""
+    if os.path.exists(RESULTS):
+        with open(RESULTS, encoding="utf-8") as fh:
+            old = fh.read()
+    if BEGIN in old and END in old:
+        head, rest = old.split(BEGIN, 1)
+        new = head + text.rstrip("\n") + rest.split(END, 1)[1]
+    else:
+        new = (old.rstrip("\n") + "\n\n" if old else "# Benchmark results\n\n") + text
+    with open(RESULTS, "w", encoding="utf-8") as fh:
+        fh.write(new)
