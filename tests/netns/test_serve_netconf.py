@@ -47,7 +47,6 @@ def _run(ns: str, state: Path, body: str) -> dict[str, Any]:
         import json, os, sys
         from ipaddress import IPv4Address as A, IPv4Interface as I
         from pathlib import Path
-from typing import Any
         from pylvs.dataplane.tun import open_tun
         from pylvs.netconf import NetConf, NetPlan, Steer
         fd = open_tun("srvtun0", offload=True)
