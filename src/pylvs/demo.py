@@ -1,0 +1,138 @@
+"""``pylvs demo``: the two-tier LVS-NAT topology in network namespaces, shown working.
+
+As root it builds a client, one director and three real servers (aiohttp servers that answer
+with their name), prints the director's TOML, starts ``pylvs serve`` with it inside the director
+namespace, sends requests from the client to the VIP, prints how the director spread them and
+its statistics, and removes everything it made — also on error or Ctrl-C.  The exit status is
+0 only if every request got an answer from a real server.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+from collections import Counter
+from collections.abc import Sequence
+
+from pylvs.model import SCHEDULERS
+from pylvs.topology import ServiceSpec, Topology, TopologyError, child_env
+from pylvs.topology_serve import PylvsProcess, start_pylvs
+
+__all__ = ["main"]
+
+# Runs in the client namespace: one fresh TCP connection per request (so the scheduler decides
+# every time), then one UDP datagram per request to the UDP service; prints a JSON summary.
+_CLIENT = r"""
+import json, socket, sys
+vip, n = sys.argv[1], int(sys.argv[2])
+tcp, udp, errors = [], [], []
+for i in range(n):
+    try:
+        with socket.create_connection((vip, 80), timeout=3) as s:
+            s.settimeout(3)
+            s.sendall(b"GET / HTTP/1.0\r\nHost: demo\r\n\r\n")
+            data = b""
+            while chunk := s.recv(4096):
+                data += chunk
+        head, _, body = data.partition(b"\r\n\r\n")
+        if not head.startswith(b"HTTP/1.") or b" 200 " not in head.split(b"\r\n")[0]:
+            raise ValueError("bad reply %r" % head[:40])
+        tcp.append(body.decode().strip())
+    except Exception as exc:
+        errors.append("tcp #%d: %s" % (i + 1, exc))
+    try:
+        u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        u.settimeout(2)
+        u.sendto(b"who?", (vip, 53))
+        udp.append(u.recv(100).decode().strip())
+        u.close()
+    except Exception as exc:
+        errors.append("udp #%d: %s" % (i + 1, exc))
+print(json.dumps({"tcp": tcp, "udp": udp, "errors": errors}))
+"""
+
+
+def _bar(count: int, total: int, width: int = 30) -> str:
+    return "#" * round(width * count / total) if total else ""
+
+
+def _print_spread(title: str, names: Sequence[str], servers: Sequence[str]) -> None:
+    counts = Counter(names)
+    print(f"\n{title}: {len(names)} answered")
+    for rs in servers:
+        print(f"  {rs:<4} {counts.get(rs, 0):>4}  {_bar(counts.get(rs, 0), len(names))}")
+    strangers = sorted(set(counts) - set(servers))
+    if strangers:
+        print(f"  unexpected answers: {strangers}")
+
+
+def _show_stats(socket_path: str) -> None:
+    argv = [sys.executable, "-m", "pylvs", "ctl", "-L", "-n", "--stats", "--socket", socket_path]
+    res = subprocess.run(argv, capture_output=True, text=True, timeout=15, env=child_env())
+    print("\n$ pylvs ctl -L -n --stats")
+    print(res.stdout.rstrip() if res.returncode == 0 else
+          f"(pylvs ctl failed with status {res.returncode}: {res.stderr.strip()})")
+
+
+def _run(args: argparse.Namespace) -> int:
+    with Topology("demo", n_real_servers=3) as topo:
+        print(f"Namespaces: {', '.join(topo.namespaces)}", flush=True)
+        print(f"client {topo.client.address} -> VIP {topo.vip} -> director eth0 "
+              f"{topo.director.address} / eth1 {topo.nat_router} -> real servers "
+              + ", ".join(f"{rs.name} {rs.address}" for rs in topo.real_servers))
+        topo.start_http_servers()
+        services = [ServiceSpec(port=80, scheduler=args.scheduler),
+                    ServiceSpec(port=53, protocol="udp", scheduler=args.scheduler)]
+        toml = topo.director_config(services)
+        print(f"\nDirector configuration ({topo.director.ns}):\n")
+        print(toml)
+        daemon: PylvsProcess = start_pylvs(topo, toml, timeout=args.timeout)
+        try:
+            res = topo.run(topo.client.ns, [sys.executable, "-c", _CLIENT, topo.vip,
+                                            str(args.requests)], timeout=30 + 6 * args.requests)
+            report = json.loads(res.stdout)
+            names = [rs.name for rs in topo.real_servers]
+            _print_spread(f"HTTP through {topo.vip}:80 ({args.scheduler})", report["tcp"], names)
+            _print_spread(f"UDP through {topo.vip}:53 ({args.scheduler})", report["udp"], names)
+            for err in report["errors"][:10]:
+                print(f"  error: {err}")
+            sock = os.path.join(topo.workdir, f"{topo.director.name}.sock")
+            _show_stats(sock)
+        finally:
+            status = daemon.stop()
+            if args.verbose or status not in (0, -15):
+                print(f"\n--- pylvs serve output (exit status {status}) ---\n{daemon.log()}")
+        failed = len(report["errors"]) + sum(
+            1 for n in [*report["tcp"], *report["udp"]] if n not in names)
+        print(f"\n{2 * args.requests - failed}/{2 * args.requests} requests answered; "
+              "removing the namespaces.")
+    return 0 if failed == 0 else 1
+
+
+def main(argv: Sequence[str]) -> int:
+    """Entry point of ``pylvs demo``; returns the exit status."""
+    p = argparse.ArgumentParser(prog="pylvs demo", description=__doc__.splitlines()[0])
+    p.add_argument("-n", "--requests", type=int, default=30,
+                   help="requests per service (HTTP and UDP), 1..1000 (default 30)")
+    p.add_argument("-s", "--scheduler", default="rr", choices=SCHEDULERS,
+                   help="scheduler of the demo services (default rr)")
+    p.add_argument("--timeout", type=float, default=20.0,
+                   help="seconds to wait for the director to answer (default 20)")
+    p.add_argument("-v", "--verbose", action="store_true", help="print the daemon's log")
+    args = p.parse_args(list(argv))
+    if not 1 <= args.requests <= 1000:
+        p.error("--requests must be 1..1000")
+    if os.geteuid() != 0:
+        print("pylvs demo: needs root (it creates network namespaces)", file=sys.stderr)
+        return 2
+    try:
+        return _run(args)
+    except KeyboardInterrupt:
+        print("\ninterrupted; everything the demo made has been removed", file=sys.stderr)
+        return 130
+    except (TopologyError, subprocess.TimeoutExpired, ValueError) as exc:
+        print(f"pylvs demo: {exc}", file=sys.stderr)
+        return 1
