@@ -361,3 +361,19 @@ def test_path_changed_reported() -> None:
     assert PathChanged(path=PathId.PRIVATE, alive=True) in out
     out = sm.handle_timer(0.1 + default_dead_time(IV, 100))
     assert PathChanged(path=PathId.PRIVATE, alive=False) in out
+
+
+def test_active_reannounces_when_peer_returns_after_silence() -> None:
+    sm = _sm(priority=200)
+    sm.start(0.0)
+    sm.handle_timer(1.0)
+    assert sm.role is Role.ACTIVE
+    # the peer is heard for the first time (it may have served while we could not hear it)
+    out = sm.receive(_msg(role=Role.BACKUP), 1.1)
+    assert any(isinstance(a, Reannounce) for a in out)
+    out = sm.receive(_msg(role=Role.BACKUP), 1.2)  # steady state: nothing
+    assert not any(isinstance(a, Reannounce) for a in out)
+    sm.handle_timer(5.0)  # silent on every path again
+    assert not any(sm.path_alive.values())
+    out = sm.receive(_msg(role=Role.BACKUP, path=PathId.PRIVATE), 5.1)
+    assert any(isinstance(a, Reannounce) for a in out)

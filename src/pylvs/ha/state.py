@@ -40,7 +40,9 @@ Ranking: higher priority wins; on a tie the higher node id wins (the lower one s
   ``preempt``.  The loser steps down; the winner re-announces (heartbeat now, gratuitous ARP
   burst and notify again) because the loser's ARP replies may have moved the neighbours' caches
   (§4 row 1).  Re-announcements are spaced at least one dead time apart so a one-way partition
-  cannot make us flood.
+  cannot make us flood.  An ACTIVE node also re-announces when the peer is heard again after
+  being silent on every path, because the peer may have served during the partition and
+  stepped down before we ever heard it as ACTIVE.
 * A peer whose config digest differs from ours is reported once per distinct digest.
 
 The machine is a table: ``TRANSITIONS[(role, trigger)] -> (new role, effects)``.  Entering a
@@ -297,6 +299,8 @@ class HaStateMachine:
         if msg.kind is not Kind.HEARTBEAT:
             return []
         out: list[Action] = []
+        # Silent on every path until now: the peer may have served during a partition.
+        returned = not any(self.path_alive.values())
         if msg.path in self.paths:
             self.last_heard[msg.path] = now
             if not self.path_alive.get(msg.path, False):
@@ -313,7 +317,10 @@ class HaStateMachine:
             self._mismatch = None
             out.append(ConfigMismatch(peer=msg.node_id, peer_digest=msg.digest, matches=True))
         trigger = classify(msg, self.priority, self.node_id, self.preempt)
-        out += self._fire(trigger, now, f"heard {msg.node_id} {msg.role.name} prio {msg.priority}")
+        reason = f"heard {msg.node_id} {msg.role.name} prio {msg.priority}"
+        out += self._fire(trigger, now, reason)
+        if returned and self.role is Role.ACTIVE:
+            out += self._apply(E.REANNOUNCE, now, f"peer back after silence, {reason}")
         return out
 
     def next_deadline(self) -> float | None:

@@ -1,0 +1,160 @@
+"""Connection-table sync: the active node streams entries to the backup, which installs them.
+
+The engine decides *what* to sync, with IPVS-like thresholds (reference ipvs.md §6: a
+connection is recorded at its 3rd packet, then every 50th, and on every state change that
+matters, templates with their controlled connections), and hands out fixed-size binary records:
+``Engine.sync_collect()`` drains what is pending, ``Engine.sync_full()`` returns every entry
+(for a peer that has just started), ``Engine.sync_apply(blob, now)`` installs records.
+
+This module only moves those records: on the active node it drains the engine every
+``flush_interval`` seconds (IPVS waits 20 ms after the first buffered record before sending),
+cuts the bytes into datagrams of whole records that fit one Ethernet frame, and hands each to
+the transport, which signs it like a heartbeat (same HMAC, same replay protection, its own
+port).  On the backup the transport passes authenticated batches to :meth:`SyncChannel.apply`.
+
+Loss is tolerated as IPVS tolerates it: a busy connection is re-recorded every 50 packets, and a
+peer that restarts gets a full dump.  The backlog is bounded (``max_backlog`` bytes); beyond it
+the oldest records are dropped and counted, because fresher records of the same connections
+will follow.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+from typing import Any, Protocol
+
+from pylvs.ha.messages import MAX_PAYLOAD, Message
+
+__all__ = ["SyncChannel", "SyncEngine"]
+
+log = logging.getLogger("pylvs.ha")
+
+RECORD_SIZE = 36  # LVS_SYNC_RECORD_SIZE in _api.h
+MAX_DATAGRAMS_PER_FLUSH = 512  # bounded work per tick; the rest waits for the next one
+
+
+class SyncEngine(Protocol):
+    """The engine's sync surface (``pylvs.engine.Engine``)."""
+
+    def sync_collect(self) -> bytes:
+        """Drain the records pending since the last call."""
+
+    def sync_full(self) -> bytes:
+        """Every connection and template, as records."""
+
+    def sync_apply(self, blob: bytes, now: float) -> int:
+        """Install records; return how many were applied."""
+
+
+class SyncChannel:
+    """Both ends of the sync stream for one director."""
+
+    def __init__(
+        self,
+        engine: SyncEngine,
+        send: Callable[[bytes], bool],
+        *,
+        record_size: int = RECORD_SIZE,
+        flush_interval: float = 0.02,
+        max_backlog: int = 4 << 20,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.engine = engine
+        self.send = send
+        self.record_size = record_size
+        self.flush_interval = flush_interval
+        self.max_backlog = max_backlog - max_backlog % record_size
+        self.clock = clock
+        self.per_datagram = (MAX_PAYLOAD // record_size) * record_size
+        self.active = False
+        self.backlog = bytearray()
+        self.stats: dict[str, int] = {
+            "records_sent": 0, "datagrams_sent": 0, "send_failures": 0, "records_dropped": 0,
+            "records_applied": 0, "records_received": 0, "batches_rejected": 0, "full_dumps": 0,
+        }
+        self._task: asyncio.Task[None] | None = None
+
+    # ---- active side -------------------------------------------------------------------------
+
+    def set_active(self, active: bool) -> None:
+        """Start (ACTIVE) or stop streaming; a stopping node keeps nothing queued."""
+        self.active = active
+        if not active:
+            self.backlog.clear()
+
+    def queue_full(self) -> None:
+        """Queue a dump of the whole table (the peer just started, or asked by the operator)."""
+        if not self.active:
+            return
+        self.stats["full_dumps"] += 1
+        self._queue(self.engine.sync_full())
+
+    def flush(self) -> int:
+        """Drain the engine and send what fits in one bounded tick; return datagrams sent."""
+        if not self.active:
+            return 0
+        self._queue(self.engine.sync_collect())
+        sent = 0
+        while self.backlog and sent < MAX_DATAGRAMS_PER_FLUSH:
+            chunk = bytes(self.backlog[: self.per_datagram])
+            if not self.send(chunk):
+                self.stats["send_failures"] += 1
+                break  # keep it; the link may be back next tick
+            del self.backlog[: len(chunk)]
+            sent += 1
+            self.stats["datagrams_sent"] += 1
+            self.stats["records_sent"] += len(chunk) // self.record_size
+        return sent
+
+    def _queue(self, blob: bytes) -> None:
+        if len(blob) % self.record_size:
+            log.error("ha sync: engine returned %d bytes, not whole %d-byte records",
+                      len(blob), self.record_size)
+            return
+        self.backlog += blob
+        excess = len(self.backlog) - self.max_backlog
+        if excess > 0:
+            del self.backlog[:excess]
+            self.stats["records_dropped"] += excess // self.record_size
+
+    async def run(self) -> None:
+        """Flush every ``flush_interval`` seconds until cancelled."""
+        while True:
+            await asyncio.sleep(self.flush_interval)
+            try:
+                self.flush()
+            except Exception:  # an engine bug must not kill the heartbeat's event loop
+                log.exception("ha sync: flush failed")
+
+    def start(self) -> None:
+        """Start the flush task on the running loop."""
+        if self._task is None:
+            self._task = asyncio.get_running_loop().create_task(self.run())
+
+    async def close(self) -> None:
+        """Stop the flush task."""
+        if self._task is not None:
+            self._task.cancel()
+            self._task = None
+
+    # ---- backup side -------------------------------------------------------------------------
+
+    def apply(self, msg: Message, now: float) -> int:
+        """Install one authenticated batch from the active peer; return records applied."""
+        if self.active:
+            return 0  # split brain: our own table is the one serving traffic
+        payload = msg.payload
+        if not payload or len(payload) % self.record_size:
+            self.stats["batches_rejected"] += 1
+            return 0
+        self.stats["records_received"] += len(payload) // self.record_size
+        applied = self.engine.sync_apply(payload, now)
+        self.stats["records_applied"] += applied
+        return applied
+
+    def status(self) -> dict[str, Any]:
+        """Counters for the API."""
+        return {"active": self.active, "backlog_bytes": len(self.backlog), **self.stats}
