@@ -8,12 +8,12 @@ waiting):
    idempotently).
 2. A burst of ``garp_count`` gratuitous ARPs for every VIP (public interface) and for the
    nat_router address (private interface), so clients, routers and real servers move their
-   ARP entries to our MAC at once.  Sent from a raw ``AF_PACKET`` socket: no scapy import on
-   the takeover path.
+   ARP entries to our MAC at once.
 3. A second burst ``garp_repeat_delay`` seconds later for neighbours that missed the first one
    (keepalived's garp_master_delay), then, if ``garp_refresh`` > 0, one GARP per address every
    ``garp_refresh`` seconds for switches and routers that age entries out (failover-health.md
-   §4 row 2).
+   §4 row 2).  The frames themselves are netconf's ``send_gratuitous_arp`` (a raw
+   ``AF_PACKET`` socket: no scapy import on the takeover path).
 4. The notify command, as ``notify <new-role> <old-role>``.
 
 Leaving ACTIVE cancels the pending bursts and releases the addresses *before* anything else, so
@@ -26,26 +26,24 @@ from __future__ import annotations
 import asyncio
 import logging
 import shlex
-import socket
-import struct
 from collections.abc import Sequence
 from dataclasses import dataclass
-from ipaddress import IPv4Address
+from ipaddress import IPv4Address, IPv4Interface
 from typing import Protocol
 
 from pylvs.ha.messages import Role
+from pylvs.netconf import NetConf, send_gratuitous_arp
 
 __all__ = [
     "AddressOwner",
     "GarpTarget",
+    "NetconfOwner",
     "Takeover",
-    "build_garp",
     "send_garp",
 ]
 
 log = logging.getLogger("pylvs.ha")
 
-ETH_P_ARP = 0x0806
 NOTIFY_TIMEOUT = 30.0
 
 
@@ -61,43 +59,47 @@ class AddressOwner(Protocol):
 
 @dataclass(frozen=True, slots=True)
 class GarpTarget:
-    """One address to announce and the interface to announce it on."""
+    """The addresses to announce on one interface."""
 
     interface: str
-    address: IPv4Address
-
-
-def build_garp(mac: bytes, address: IPv4Address) -> bytes:
-    """An Ethernet broadcast ARP request with sender = target = ``address`` (a gratuitous ARP).
-
-    A request rather than a reply: Linux, BSD and most routers update an existing entry from
-    either, and some switches only snoop requests.
-    """
-    ip = address.packed
-    eth = b"\xff" * 6 + mac + struct.pack("!H", ETH_P_ARP)
-    arp = struct.pack("!HHBBH", 1, 0x0800, 6, 4, 1) + mac + ip + b"\x00" * 6 + ip
-    return (eth + arp).ljust(60, b"\x00")
+    addresses: tuple[IPv4Address, ...]
 
 
 def send_garp(targets: Sequence[GarpTarget], count: int) -> int:
-    """Send ``count`` gratuitous ARPs for each target now; return how many went out."""
+    """Send ``count`` gratuitous ARPs per address now; return how many went out.
+
+    A failure on one interface is logged and does not stop the others: the addresses are
+    already claimed, and neighbours that miss this burst get the next one.
+    """
     sent = 0
-    by_iface: dict[str, list[IPv4Address]] = {}
     for t in targets:
-        by_iface.setdefault(t.interface, []).append(t.address)
-    for iface, addresses in by_iface.items():
         try:
-            with socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(ETH_P_ARP)) as s:
-                s.bind((iface, ETH_P_ARP))
-                mac: bytes = s.getsockname()[4]
-                frames = [build_garp(mac, a) for a in addresses]
-                for _ in range(count):
-                    for frame in frames:
-                        s.send(frame)
-                        sent += 1
+            sent += send_gratuitous_arp(t.interface, t.addresses, count)
         except OSError as exc:
-            log.warning("ha: gratuitous ARP on %s failed: %s", iface, exc)
+            log.warning("ha: gratuitous ARP on %s failed: %s", t.interface, exc)
     return sent
+
+
+class NetconfOwner:
+    """:class:`AddressOwner` over :class:`pylvs.netconf.NetConf`'s takeover/release steps."""
+
+    def __init__(self, netconf: NetConf, vips: Sequence[IPv4Address],
+                 nat_router: IPv4Interface | None) -> None:
+        self.netconf = netconf
+        self.vips = tuple(vips)  # the director updates these on a reload
+        self.nat_router = nat_router
+
+    def claim(self) -> None:
+        """Add the VIP routes and proxy-ARP entries, then the nat_router address."""
+        self.netconf.add_vips(self.vips)
+        if self.nat_router is not None:
+            self.netconf.add_nat_router(self.nat_router)
+
+    def release(self) -> None:
+        """Remove the nat_router address and the VIPs (netconf tolerates absent ones)."""
+        if self.nat_router is not None:
+            self.netconf.remove_nat_router()
+        self.netconf.remove_vips(self.netconf.plan.vips)
 
 
 class Takeover:
@@ -131,14 +133,14 @@ class Takeover:
         """Claim or release the addresses; raises what the owner raises (the caller faults)."""
         self._cancel_announcer()
         if new is Role.ACTIVE:
-            # Inline, not in a thread: a few netlink calls, and the clients are waiting.
-            self.owner.claim()
+            # netconf blocks on netlink; its own lock orders calls from worker threads
+            await asyncio.to_thread(self.owner.claim)
             self.role = new
             self.garps_sent += send_garp(self.targets, self.garp_count)
             self._announcer = asyncio.get_running_loop().create_task(self._announce_later())
         else:
             self.role = new
-            self.owner.release()
+            await asyncio.to_thread(self.owner.release)
         self._queue_notify(new, old)
 
     async def reannounce(self) -> None:

@@ -1,0 +1,174 @@
+"""One director's HA node: builds the state machine, transport, takeover and sync from a Config.
+
+The director creates it only when ``[ha] enabled = true``; then the director must not put the
+VIPs or the nat_router address up itself (``netconf.plan_from_config(cfg, active=False)``): the
+node claims them when, and only when, the state machine says ACTIVE.
+
+::
+
+    node = HaNode(config, netconf=nc, engine=eng)   # engine: None when sync is off
+    await node.start()                              # BACKUP; ACTIVE after a dead time alone
+    node.update_config(new_config)                  # on SIGHUP / API edits
+    await node.stop(handover=True)                  # SIGTERM: release, then priority 0
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from ipaddress import IPv4Interface
+from typing import Any
+
+from pylvs.ha.messages import Message, PathId, Receiver, Role, Sender, config_digest, load_secret
+from pylvs.ha.state import HaStateMachine, PeerSeen
+from pylvs.ha.sync import SyncChannel, SyncEngine
+from pylvs.ha.takeover import GarpTarget, NetconfOwner, Takeover
+from pylvs.ha.transport import HaTransport, Link
+from pylvs.model import Config
+from pylvs.netconf import NetConf
+
+__all__ = ["HaNode", "services_digest"]
+
+log = logging.getLogger("pylvs.ha")
+
+
+def services_digest(config: Config) -> bytes:
+    """Digest of what both directors must agree on: the services and the timeouts.
+
+    Interfaces, priorities and node ids legitimately differ between the two, so they are left
+    out.  ``repr`` of the frozen dataclasses is deterministic and covers every field.
+    """
+    return config_digest(repr((config.virtual_servers, config.timeouts)))
+
+
+def _targets(config: Config) -> list[GarpTarget]:
+    d = config.director
+    vips = tuple(sorted({vs.address.address for vs in config.virtual_servers}))
+    targets = [GarpTarget(d.public_interface, vips)]
+    if d.nat_router is not None:
+        targets.append(GarpTarget(d.private_interface, (IPv4Interface(d.nat_router).ip,)))
+    return targets
+
+
+class HaNode:
+    """The HA side of one director."""
+
+    def __init__(
+        self,
+        config: Config,
+        *,
+        netconf: NetConf,
+        engine: SyncEngine | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        ha, d = config.ha, config.director
+        if ha.secret_file is None:
+            raise ValueError("ha.secret_file is required")
+        secret = load_secret(ha.secret_file)
+        digest = services_digest(config)
+        links: list[Link] = []
+        if ha.peer_public is not None:
+            links.append(Link(PathId.PUBLIC, d.public_interface, ha.peer_public, ha.port))
+        if ha.peer_private is not None:
+            links.append(Link(PathId.PRIVATE, d.private_interface, ha.peer_private, ha.port))
+        if not links:
+            raise ValueError("ha needs peer_public and/or peer_private")
+        sync_on = ha.sync and engine is not None
+        # A preempting node waits at least two heartbeats, time for the active peer to see it
+        # and send it the whole connection table, so a failback does not cut connections.
+        preempt_delay = max(ha.preempt_delay, 2 * ha.interval) if sync_on else ha.preempt_delay
+        self.machine = HaStateMachine(
+            node_id=ha.node_id, priority=ha.priority, interval=ha.interval, digest=digest,
+            paths=tuple(link.path for link in links), preempt=ha.preempt,
+            preempt_delay=preempt_delay, dead_time=ha.dead_time,
+        )
+        self.owner = NetconfOwner(netconf, _targets(config)[0].addresses,
+                                  IPv4Interface(d.nat_router) if d.nat_router else None)
+        self.takeover = Takeover(
+            self.owner, _targets(config), garp_count=ha.garp_count,
+            garp_repeat_delay=ha.garp_repeat_delay, garp_refresh=ha.garp_refresh,
+            notify=ha.notify,
+        )
+        self.sync: SyncChannel | None = None
+        sync_link = None
+        if sync_on:
+            via = links[-1]  # the private network when there is one
+            sync_link = Link(PathId.SYNC, via.interface, via.peer, ha.sync_port)
+        self.transport = HaTransport(
+            self.machine, Sender(node_id=ha.node_id, secret=secret, digest=digest,
+                                 interval=ha.interval),
+            Receiver(secret=secret, own_node_id=ha.node_id), links, self,
+            sync_link=sync_link, on_sync=self._on_sync, on_peer_seen=self._on_peer_seen,
+            clock=clock,
+        )
+        if sync_on:
+            assert engine is not None
+            self.sync = SyncChannel(engine, self.transport.send_sync, clock=clock)
+
+    @property
+    def role(self) -> Role:
+        """The current role."""
+        return self.machine.role
+
+    @property
+    def active(self) -> bool:
+        """True while this node owns (or is claiming) the VIPs and the nat_router address."""
+        return self.machine.role is Role.ACTIVE
+
+    async def start(self) -> None:
+        """Open the sockets and start as BACKUP."""
+        if self.sync is not None:
+            self.sync.start()
+        await self.transport.start()
+
+    async def stop(self, handover: bool = True) -> None:
+        """Release the addresses; with ``handover`` the peer takes over at once (priority 0)."""
+        await self.transport.stop(handover=handover)
+        if self.sync is not None:
+            await self.sync.close()
+        await self.takeover.close()
+
+    def update_config(self, config: Config) -> None:
+        """Take a reloaded config: new VIP set and digest (interfaces/peers need a restart)."""
+        targets = _targets(config)
+        old_vips = set(self.owner.vips)
+        self.owner.vips = targets[0].addresses
+        self.takeover.targets = tuple(targets)
+        digest = services_digest(config)
+        self.machine.digest = digest
+        self.transport.sender.digest = digest
+        if self.active:
+            gone = old_vips - set(self.owner.vips)
+            self.owner.netconf.remove_vips(gone)
+            self.owner.netconf.add_vips(self.owner.vips)
+
+    # ---- RoleHandler (called by the transport) -----------------------------------------------
+
+    async def role_changed(self, new: Role, old: Role) -> None:
+        """Carry out a role change: sync direction first, then the addresses."""
+        if self.sync is not None:
+            self.sync.set_active(new is Role.ACTIVE)
+        await self.takeover.role_changed(new, old)
+
+    async def reannounce(self) -> None:
+        """Split brain won: announce again."""
+        await self.takeover.reannounce()
+
+    def _on_sync(self, msg: Message, now: float) -> None:
+        if self.sync is not None:
+            self.sync.apply(msg, now)
+
+    def _on_peer_seen(self, seen: PeerSeen) -> None:
+        if self.sync is not None and self.active:
+            log.info("ha sync: sending the whole table to %s", seen.peer)
+            self.sync.queue_full()
+
+    def status(self) -> dict[str, Any]:
+        """JSON-able snapshot: role, peer, paths, counters, sync."""
+        out = self.transport.status()
+        out["garps_sent"] = self.takeover.garps_sent
+        out["notify"] = {"runs": self.takeover.notify_runs,
+                         "failures": self.takeover.notify_failures}
+        out["sync"] = None if self.sync is None else self.sync.status()
+        return out
