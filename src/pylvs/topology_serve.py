@@ -2,19 +2,24 @@
 
 Shared by ``pylvs demo``, the netns test fixtures and the network benchmark: start the daemon
 with a TOML file, wait until it is ready, and stop it with SIGTERM.  "Ready" means the daemon
-routes the VIP somewhere other than the public interface (its TUN device) and, when asked, a TCP
-connection from the client to ``VIP:port`` gets an answer.
+routes the VIP somewhere other than the public interface (its TUN device) — or, for a director
+that is not expected to own the VIP (an HA backup: ``wait_routed=False``), that its control
+socket exists — and, when asked, a TCP connection from the client to ``VIP:port`` gets an
+answer.
 """
 
 from __future__ import annotations
 
+import os
 import signal
 import subprocess
 import sys
 import time
+import tomllib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from pylvs.model import ApiConfig
 from pylvs.topology import Topology, TopologyError, child_env
 
 __all__ = ["PylvsProcess", "start_pylvs", "vip_answers", "wait_until"]
@@ -87,12 +92,14 @@ def vip_answers(topo: Topology, port: int = 80, client: int = 0) -> bool:
 
 def start_pylvs(topo: Topology, toml: str | None = None, director: int = 0,
                 wait_tcp_port: int | None = 80, timeout: float = 20.0,
-                argv_prefix: tuple[str, ...] = ()) -> PylvsProcess:
+                argv_prefix: tuple[str, ...] = (), wait_routed: bool = True) -> PylvsProcess:
     """Write ``toml`` (default: :meth:`Topology.director_config`) and start ``pylvs serve``.
 
     Waits until the VIP is routed by the daemon and, unless ``wait_tcp_port`` is None, until the
-    VIP answers on that TCP port.  ``argv_prefix`` wraps the command (e.g. ``("taskset", "-c",
-    "1")``).  On failure the daemon is stopped and the error carries its output.
+    VIP answers on that TCP port; with ``wait_routed=False`` (an HA backup) it waits for the
+    control socket instead of the VIP route.  ``argv_prefix`` wraps the command (e.g.
+    ``("taskset", "-c", "1")``).  On failure the daemon is stopped and the error carries its
+    output.
     """
     text = toml if toml is not None else topo.director_config(director=director)
     path = topo.write_director_config(text, director)
@@ -103,13 +110,16 @@ def start_pylvs(topo: Topology, toml: str | None = None, director: int = 0,
                           stdout=log, stderr=subprocess.STDOUT, env=child_env())
     daemon = PylvsProcess(topo, director, path, log_path, proc)
 
-    def routed() -> bool:
+    sock = tomllib.loads(text).get("api", {}).get("socket", ApiConfig().socket)
+
+    def ready() -> bool:
         if proc.poll() is not None:
             raise TopologyError(f"pylvs serve exited with status {proc.returncode}")
-        return _vip_routed(topo, director)
+        return _vip_routed(topo, director) if wait_routed else os.path.exists(sock)
 
     try:
-        wait_until(routed, timeout, "pylvs serve to route the VIP")
+        what = "pylvs serve to route the VIP" if wait_routed else f"the control socket {sock}"
+        wait_until(ready, timeout, what)
         if wait_tcp_port is not None:
             wait_until(lambda: vip_answers(topo, wait_tcp_port), timeout,
                        f"the VIP to answer on TCP {wait_tcp_port}", interval=0.2)

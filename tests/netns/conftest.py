@@ -9,7 +9,9 @@
   <file>`` inside a director namespace (:func:`pylvs.topology_serve.start_pylvs`), waits until
   it routes the VIP and the VIP answers on ``wait_tcp_port`` (None: do not wait for that), and
   returns a :class:`pylvs.topology_serve.PylvsProcess` (``.reload()``, ``.stop()``, ``.kill()``,
-  ``.log()``).  At teardown it gets SIGTERM; when the test failed its output is printed.
+  ``.log()``).  For an HA backup pass ``wait_routed=False, wait_tcp_port=None``: it then waits
+  for the control socket only.  At teardown it gets SIGTERM; when the test failed its output
+  is printed.
 """
 
 from __future__ import annotations
@@ -65,12 +67,14 @@ def topology(make_topology: Callable[..., Topology]) -> Topology:
 
 @pytest.fixture
 def pylvs_serve(request: pytest.FixtureRequest) -> Iterator[Callable[..., PylvsProcess]]:
-    """Factory: ``pylvs_serve(topo, toml=None, director=0, wait_tcp_port=80)``."""
+    """Factory: ``pylvs_serve(topo, toml=None, director=0, wait_tcp_port=80, wait_routed=True)``."""
     started: list[PylvsProcess] = []
 
     def start(topo: Topology, toml: str | None = None, director: int = 0,
-              wait_tcp_port: int | None = 80, timeout: float = 20.0) -> PylvsProcess:
-        daemon = start_pylvs(topo, toml, director, wait_tcp_port, timeout)
+              wait_tcp_port: int | None = 80, timeout: float = 20.0,
+              wait_routed: bool = True) -> PylvsProcess:
+        daemon = start_pylvs(topo, toml, director, wait_tcp_port, timeout,
+                             wait_routed=wait_routed)
         started.append(daemon)
         return daemon
 
