@@ -1,0 +1,98 @@
+"""The sync channel: whole records per datagram, bounded backlog, direction by role."""
+
+from __future__ import annotations
+
+from pylvs.ha.messages import MAX_PAYLOAD, Kind, Message, PathId, Role, config_digest
+from pylvs.ha.sync import RECORD_SIZE, SyncChannel
+
+
+class TableEngine:
+    """Holds records as bytes; collect drains 'pending', full returns everything."""
+
+    def __init__(self) -> None:
+        self.pending = bytearray()
+        self.table: dict[bytes, bytes] = {}
+        self.applied: list[bytes] = []
+
+    def add(self, n: int, start: int = 0) -> None:
+        for i in range(start, start + n):
+            rec = i.to_bytes(4, "big") * (RECORD_SIZE // 4)
+            self.table[rec[:4]] = rec
+            self.pending += rec
+
+    def sync_collect(self) -> bytes:
+        out, self.pending = bytes(self.pending), bytearray()
+        return out
+
+    def sync_full(self) -> bytes:
+        return b"".join(self.table.values())
+
+    def sync_apply(self, blob: bytes, now: float) -> int:
+        self.applied.append(blob)
+        return len(blob) // RECORD_SIZE
+
+
+def _msg(payload: bytes) -> Message:
+    return Message(kind=Kind.SYNC, path=PathId.SYNC, node_id="lvs1", role=Role.ACTIVE,
+                   priority=100, interval=0.2, epoch=1, seq=1, timestamp=0.0,
+                   digest=config_digest("x"), payload=payload)
+
+
+def test_active_streams_whole_records_that_fit_a_frame() -> None:
+    eng, sent = TableEngine(), []
+    ch = SyncChannel(eng, lambda b: sent.append(b) or True)
+    eng.add(100)
+    assert ch.flush() == 0  # not active: nothing leaves
+    ch.set_active(True)
+    n = ch.flush()
+    assert n == len(sent) == -(-100 * RECORD_SIZE // ch.per_datagram)
+    assert all(len(d) % RECORD_SIZE == 0 and len(d) <= MAX_PAYLOAD for d in sent)
+    assert b"".join(sent) == b"".join(eng.table.values())
+    assert ch.stats["records_sent"] == 100
+
+
+def test_send_failure_keeps_the_backlog_and_it_is_bounded() -> None:
+    eng, ok = TableEngine(), [False]
+    ch = SyncChannel(eng, lambda b: ok[0], max_backlog=50 * RECORD_SIZE)
+    ch.set_active(True)
+    eng.add(80)
+    ch.flush()
+    assert len(ch.backlog) == 50 * RECORD_SIZE and ch.stats["records_dropped"] == 30
+    assert ch.backlog[:4] == (30).to_bytes(4, "big")  # the oldest went first
+    ok[0] = True
+    ch.flush()
+    assert not ch.backlog and ch.stats["records_sent"] == 50
+
+
+def test_full_dump_only_when_active_and_stopping_clears() -> None:
+    eng, sent = TableEngine(), []
+    ch = SyncChannel(eng, lambda b: sent.append(b) or True)
+    eng.add(10)
+    eng.sync_collect()
+    ch.queue_full()
+    assert not ch.backlog
+    ch.set_active(True)
+    ch.queue_full()
+    assert len(ch.backlog) == 10 * RECORD_SIZE
+    ch.set_active(False)
+    assert not ch.backlog
+
+
+def test_backup_applies_and_rejects_partial_records() -> None:
+    eng = TableEngine()
+    ch = SyncChannel(eng, lambda b: True)
+    assert ch.apply(_msg(b"\x01" * RECORD_SIZE * 3), 5.0) == 3
+    assert ch.apply(_msg(b"\x01" * (RECORD_SIZE + 1)), 5.0) == 0
+    assert ch.stats["batches_rejected"] == 1
+    ch.set_active(True)
+    assert ch.apply(_msg(b"\x01" * RECORD_SIZE), 5.0) == 0  # an active node keeps its table
+    assert len(eng.applied) == 1
+
+
+def test_engine_returning_partial_records_is_refused() -> None:
+    eng = TableEngine()
+    ch = SyncChannel(eng, lambda b: True)
+    ch.set_active(True)
+    eng.pending += b"\x00" * (RECORD_SIZE - 1)
+    ch.flush()
+    assert not ch.backlog
