@@ -24,6 +24,15 @@ def script(tmp_path: Path, name: str, body: str) -> str:
     return str(path)
 
 
+def _alive(pid: int) -> bool:
+    """Running, as opposed to gone or a zombie waiting for init to reap it."""
+    try:
+        stat_line = Path(f"/proc/{pid}/stat").read_text()
+    except FileNotFoundError:
+        return False
+    return stat_line.rsplit(")", 1)[1].split()[0] != "Z"
+
+
 def spec(command: str, **kw: object) -> ProbeSpec:
     args: dict[str, object] = {"type": "exec", "interval": 1.0, "timeout": 2.0}
     args.update(kw)
@@ -53,13 +62,9 @@ async def test_hanging_program_times_out_and_is_killed(tmp_path: Path) -> None:
     assert time.monotonic() - started < 2.0
     child = int(pid_file.read_text())
     deadline = time.monotonic() + 2.0
-    while time.monotonic() < deadline:
-        try:
-            os.kill(child, 0)
-        except ProcessLookupError:
-            break
+    while time.monotonic() < deadline and _alive(child):
         time.sleep(0.05)
-    else:
+    if _alive(child):
         os.kill(child, signal.SIGKILL)
         raise AssertionError("the hung check program's child survived the timeout")
 
