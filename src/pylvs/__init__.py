@@ -5,6 +5,33 @@ The supported public names are listed in ``__all__``; everything else is interna
 
 from __future__ import annotations
 
+from pylvs.engine import (
+    ConnectionInfo,
+    Engine,
+    EngineStats,
+    Rates,
+    ServerInfo,
+    ServerKey,
+    ServiceInfo,
+    ServiceKey,
+    Stats,
+    Timeouts,
+    Verdict,
+)
+
 __version__ = "0.1.0"
 
-__all__ = ["__version__"]
+__all__ = [
+    "ConnectionInfo",
+    "Engine",
+    "EngineStats",
+    "Rates",
+    "ServerInfo",
+    "ServerKey",
+    "ServiceInfo",
+    "ServiceKey",
+    "Stats",
+    "Timeouts",
+    "Verdict",
+    "__version__",
+]

@@ -1,5 +1,251 @@
-/* _api.h — the functions Python calls through cffi (mirrors _core.cdef). */
+/*
+ * _api.h — the engine functions callable from C (the dataplane) and, mirrored in _core.cdef,
+ * from Python (engine.py only).  Addresses and ports in every struct here are HOST order.
+ *
+ * Return codes of the control functions: 0 or a negative errno (LVS_E* below).
+ */
 #ifndef PYLVS_API_H
 #define PYLVS_API_H
 #include "_core.h"
-#endif
+
+#define LVS_E_NOENT 2    /* no such dest */
+#define LVS_E_SRCH 3     /* no such service */
+#define LVS_E_NOMEM 12
+#define LVS_E_EXIST 17   /* duplicate service / dest */
+#define LVS_E_INVAL 22   /* bad argument (unknown scheduler, bad flags, ...) */
+#define LVS_E_RANGE 34   /* weight < 0, l_threshold > u_threshold, ... */
+
+/* ---- the dataplane contract ----------------------------------------------------------------
+ *
+ * Packet i of a batch is the IPv4 packet at data + i*stride, len[i] bytes long.  Rewriting is
+ * done in place.  meta[i] bits (input):
+ *   LVS_META_CSUM_PARTIAL  the L4 checksum field holds only the non-inverted pseudo-header sum
+ *                          (virtio NEEDS_CSUM).  An address change updates it with no outer
+ *                          complement; a port change leaves it alone (the device sums the L4
+ *                          header later).
+ *   LVS_META_GSO           a TCP super-packet: headers are rewritten once, lengths unchanged.
+ * verdict[i] (output):
+ *   LVS_VERDICT_FORWARD    rewritten; send it on
+ *   LVS_VERDICT_PASS       unchanged, not ours (no VIP, no connection)
+ *   LVS_VERDICT_DROP       drop it (the reason is counted, see lvs_counter_names)
+ *   LVS_VERDICT_REPLY      the slot now holds a generated packet (ICMP port unreachable) to be
+ *                          written back towards the sender; len[i] is updated.
+ * stride must be >= LVS_MIN_STRIDE (a reply is built in place).  Returns the number of
+ * FORWARD + REPLY verdicts.
+ */
+#define LVS_META_CSUM_PARTIAL 0x01
+#define LVS_META_GSO 0x02
+
+#define LVS_VERDICT_FORWARD 0
+#define LVS_VERDICT_PASS 1
+#define LVS_VERDICT_DROP 2
+#define LVS_VERDICT_REPLY 3
+
+#define LVS_MIN_STRIDE 256
+
+typedef struct lvs_batch {
+    uint32_t count;
+    uint32_t stride;
+    uint8_t *data;
+    uint32_t *len;
+    uint8_t *meta;
+    uint8_t *verdict;
+} lvs_batch;
+
+int lvs_engine_process_batch(lvs_engine *e, lvs_batch *b, double now);
+
+/* ---- engine lifetime and options ---- */
+
+/* max_conns bounds connections + templates; seed keys the connection hash. NULL on ENOMEM. */
+lvs_engine *lvs_engine_new(uint32_t max_conns, uint64_t seed);
+void lvs_engine_free(lvs_engine *e);
+
+/* Options (sysctl-like).  Values are 0/1 except conn_reuse_mode (0..3). */
+#define LVS_OPT_EXPIRE_NODEST_CONN 1
+#define LVS_OPT_EXPIRE_QUIESCENT_TEMPLATE 2
+#define LVS_OPT_CONN_REUSE_MODE 3
+#define LVS_OPT_SYNC_MASTER 4    /* collect sync records on the packet path */
+#define LVS_OPT_SYNC_THRESHOLD 5
+#define LVS_OPT_SYNC_PERIOD 6
+int lvs_engine_set_option(lvs_engine *e, int opt, int64_t value);
+int64_t lvs_engine_get_option(lvs_engine *e, int opt);
+
+/* Run due timers; returns the number of entries removed (conns and templates). */
+uint32_t lvs_engine_expire(lvs_engine *e, double now);
+
+/* ipvsadm --set: 0 keeps the current value. */
+void lvs_engine_set_timeouts(lvs_engine *e, uint32_t tcp, uint32_t tcpfin, uint32_t udp);
+void lvs_engine_get_timeouts(lvs_engine *e, uint32_t *tcp, uint32_t *tcpfin, uint32_t *udp);
+
+/* ---- services and dests ---- */
+
+typedef struct lvs_svc_conf {
+    uint8_t proto;
+    uint32_t addr;
+    uint16_t port;
+    const char *sched;       /* registry name */
+    uint32_t flags;          /* LVS_SVC_F_SCHED1/2/3 (PERSISTENT is derived from timeout) */
+    uint32_t timeout;        /* persistence seconds, 0 = not persistent */
+    uint32_t netmask;        /* persistence netmask, host order */
+    uint32_t mh_table_size;  /* 0 = default */
+} lvs_svc_conf;
+
+typedef struct lvs_dest_conf {
+    uint8_t proto;
+    uint32_t vaddr;
+    uint16_t vport;
+    uint32_t addr;
+    uint16_t port;
+    int32_t weight;
+    uint32_t u_threshold;
+    uint32_t l_threshold;
+} lvs_dest_conf;
+
+int lvs_svc_add(lvs_engine *e, const lvs_svc_conf *c);
+int lvs_svc_edit(lvs_engine *e, const lvs_svc_conf *c);
+int lvs_svc_del(lvs_engine *e, uint8_t proto, uint32_t addr, uint16_t port);
+int lvs_dest_add(lvs_engine *e, const lvs_dest_conf *c);
+int lvs_dest_edit(lvs_engine *e, const lvs_dest_conf *c);
+/* expire_conns: also expire every connection bound to the dest now (expire_nodest_conn). */
+int lvs_dest_del(lvs_engine *e, const lvs_dest_conf *c, int expire_conns);
+/* Expire every conn and template bound to the dest now; returns how many (or -errno). */
+int lvs_dest_expire_conns(lvs_engine *e, const lvs_dest_conf *c);
+
+/* ---- inspection ---- */
+
+typedef struct lvs_stats_info {
+    uint64_t conns, inpkts, outpkts, inbytes, outbytes;  /* since the last zero */
+    uint64_t cps, inpps, outpps, inbps, outbps;          /* rounded estimator values */
+} lvs_stats_info;
+
+typedef struct lvs_svc_info {
+    uint8_t proto;
+    uint32_t addr;
+    uint16_t port;
+    char sched[16];
+    uint32_t flags;
+    uint32_t timeout;
+    uint32_t netmask;
+    uint32_t mh_table_size;
+    uint32_t num_dests;
+    lvs_stats_info stats;
+} lvs_svc_info;
+
+typedef struct lvs_dest_info {
+    uint32_t addr;
+    uint16_t port;
+    int32_t weight;
+    int32_t last_weight;
+    uint32_t u_threshold, l_threshold;
+    uint32_t flags;
+    uint32_t activeconns, inactconns, persistconns, refcnt;
+    lvs_stats_info stats;
+} lvs_dest_info;
+
+typedef struct lvs_conn_info {
+    uint8_t proto;
+    uint8_t state;
+    uint16_t flags;
+    uint32_t caddr, vaddr, daddr;
+    uint16_t cport, vport, dport;
+    double expires;          /* absolute time */
+    uint32_t in_pkts;
+    uint32_t n_control;
+    int32_t index;           /* this entry's table slot */
+    int32_t control_index;   /* the controlling template's slot, -1 = none */
+} lvs_conn_info;
+
+#define LVS_TCP_S_NONE 0
+#define LVS_TCP_S_ESTABLISHED 1
+#define LVS_TCP_S_SYN_SENT 2
+#define LVS_TCP_S_SYN_RECV 3
+#define LVS_TCP_S_FIN_WAIT 4
+#define LVS_TCP_S_TIME_WAIT 5
+#define LVS_TCP_S_CLOSE 6
+#define LVS_TCP_S_CLOSE_WAIT 7
+#define LVS_TCP_S_LAST_ACK 8
+#define LVS_TCP_S_LISTEN 9
+#define LVS_TCP_S_SYNACK 10
+#define LVS_TCP_S_LAST 11
+#define LVS_UDP_S_NORMAL 0
+
+/* conn flags (kernel IP_VS_CONN_F_* values) */
+#define LVS_CONN_F_SYNC 0x0020
+#define LVS_CONN_F_HASHED 0x0040
+#define LVS_CONN_F_NOOUTPUT 0x0080
+#define LVS_CONN_F_INACTIVE 0x0100
+#define LVS_CONN_F_TEMPLATE 0x1000
+
+typedef struct lvs_engine_info {
+    lvs_stats_info stats;    /* global (tot_stats) */
+    uint32_t connections;    /* entries in the table, templates included */
+    uint32_t templates;
+    uint32_t max_connections;
+    uint32_t conn_entry_size;    /* sizeof the connection entry */
+    uint32_t bytes_per_conn;     /* entry + both hash buckets at a full table */
+    uint32_t num_services;
+    uint32_t trash_dests;
+} lvs_engine_info;
+
+uint32_t lvs_svc_count(lvs_engine *e);
+/* idx in insertion order; -LVS_E_SRCH past the end. */
+int lvs_svc_info_get(lvs_engine *e, uint32_t idx, lvs_svc_info *out);
+/* The service's dests in kernel list order (newest first); returns the count (may exceed cap). */
+int lvs_dest_info_list(lvs_engine *e, uint8_t proto, uint32_t addr, uint16_t port,
+                       lvs_dest_info *out, uint32_t cap);
+/* Every conn and template; returns the count (may exceed cap; call again with more room). */
+uint32_t lvs_conn_list(lvs_engine *e, lvs_conn_info *out, uint32_t cap);
+void lvs_engine_info_get(lvs_engine *e, lvs_engine_info *out);
+
+/* Drop/pass counters by reason: names index the values. */
+const char *const *lvs_counter_names(void);
+uint32_t lvs_counter_values(lvs_engine *e, uint64_t *out, uint32_t cap);
+
+/* -Z: baseline every counter (all services, or one when proto != 0) and reset estimators. */
+int lvs_engine_zero_stats(lvs_engine *e, uint8_t proto, uint32_t addr, uint16_t port);
+/* Run the 2 s estimator for every stats object whose period has elapsed. */
+void lvs_engine_update_rates(lvs_engine *e, double now);
+
+/* ---- connection sync (see engine.py for the record format) ---- */
+
+#define LVS_SYNC_RECORD_SIZE 36
+/* Copy out and clear the pending records; returns bytes written (<= cap) . */
+uint32_t lvs_sync_collect(lvs_engine *e, uint8_t *out, uint32_t cap);
+uint32_t lvs_sync_pending(lvs_engine *e);
+/* Every entry; returns the bytes needed (writes only when <= cap). */
+uint32_t lvs_sync_full(lvs_engine *e, uint8_t *out, uint32_t cap, double now);
+/* Install/refresh entries; returns the number applied; *skipped counts unknown svc/dest. */
+int lvs_sync_apply(lvs_engine *e, const uint8_t *data, uint32_t len, double now,
+                   uint32_t *skipped);
+
+/* ---- schedulers (owned by the scheduler developer): the standalone test harness of
+ * _schedtest.c, for property tests and the scheduler benchmark; never used by the engine ---- */
+typedef struct lvs_schedtest lvs_schedtest;
+lvs_schedtest *lvs_st_new(const char *sched, uint32_t flags, uint32_t mh_table_size,
+                          double lblc_expiration, uint64_t seed, int *err);
+void lvs_st_free(lvs_schedtest *t);
+int lvs_st_set_sched(lvs_schedtest *t, const char *sched);
+int32_t lvs_st_add(lvs_schedtest *t, uint32_t addr, uint16_t port, int32_t weight, uint32_t u,
+                   uint32_t l);
+int lvs_st_edit(lvs_schedtest *t, int32_t id, int32_t weight, uint32_t u, uint32_t l);
+int lvs_st_del(lvs_schedtest *t, int32_t id);
+int32_t lvs_st_schedule(lvs_schedtest *t, uint32_t saddr, uint32_t daddr, uint16_t sport,
+                        uint16_t dport, uint8_t proto, double now);
+void lvs_st_tick(lvs_schedtest *t, double now);
+int lvs_st_conn_open(lvs_schedtest *t, int32_t id, int active);
+int lvs_st_conn_close(lvs_schedtest *t, int32_t id, int active);
+int lvs_st_dest_info(const lvs_schedtest *t, int32_t id, int32_t *out);
+int32_t lvs_st_order(const lvs_schedtest *t, int32_t *out, int32_t max);
+uint32_t lvs_st_table_size(const lvs_schedtest *t);
+int32_t lvs_st_table_slot(const lvs_schedtest *t, uint32_t i);
+uint32_t lvs_st_cache_entries(const lvs_schedtest *t);
+int32_t lvs_st_cache_lookup(const lvs_schedtest *t, uint32_t daddr, int32_t *out, int32_t max);
+uint32_t lvs_st_hsiphash(uint32_t v, uint64_t k0, uint64_t k1);
+uint64_t lvs_st_bench(lvs_schedtest *t, uint64_t n, double now);
+/* ---- end schedulers ---- */
+
+/* ---- dataplane (serve developer): the TUN pump, declared in dataplane/_tunio.h ---- */
+#include "dataplane/_tunio.h"
+/* ---- end dataplane ---- */
+
+#endif /* PYLVS_API_H */

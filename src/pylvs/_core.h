@@ -42,6 +42,13 @@ typedef struct lvs_stats {
     uint64_t outbytes;
 } lvs_stats;
 
+/* IPVS rate estimator state (ip_vs_est.c): last raw counters and the fixed-point averages
+ * (cps/pps scaled by 2^10, bytes/s by 2^5). */
+typedef struct lvs_est {
+    lvs_stats last;
+    int64_t cps, inpps, outpps, inbps, outbps;
+} lvs_est;
+
 typedef struct lvs_dest lvs_dest;
 typedef struct lvs_service lvs_service;
 typedef struct lvs_engine lvs_engine;
@@ -60,8 +67,14 @@ struct lvs_dest {
     uint32_t inactconns;
     uint32_t persistconns;   /* templates bound to this dest */
     uint32_t refcnt;         /* connections + templates pointing here */
-    lvs_stats stats;
+    lvs_stats stats;         /* raw counters, never zeroed (-Z keeps a baseline) */
     void *sched_slot;        /* free for the scheduler's per-dest use */
+    /* ---- engine-private from here on (schedulers must not touch) ---- */
+    lvs_stats zero;          /* -Z baseline */
+    lvs_est est;
+    uint8_t vproto;          /* the owning service's key, kept for trash revival */
+    uint16_t vport;
+    uint32_t vaddr;
 };
 
 /* What a scheduler may look at for a new connection. Host order. */
@@ -106,6 +119,10 @@ struct lvs_service {
     uint32_t num_dests;
     lvs_stats stats;
     uint64_t rng_state;      /* for randomised schedulers (twos); seeded by the engine */
+    /* ---- engine-private from here on (schedulers must not touch) ---- */
+    lvs_stats zero;          /* -Z baseline */
+    lvs_est est;
+    uint32_t index;          /* position in the engine's service vector */
 };
 
 /* ---- scheduler registry (_sched.c) ---- */

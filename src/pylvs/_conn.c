@@ -1,0 +1,401 @@
+/*
+ * _conn.c — the connection table: slab allocation, two hash tables (in and out direction, so
+ * both lookups are O(1)), dest binding with the active/inactive counters and thresholds, and a
+ * timer wheel for expiry (ipvs.md §2.1, §2.5, §2.8, §4).
+ *
+ * Timers are lazy: re-arming on a packet only moves `expires` forward; the entry stays in its
+ * wheel slot and is moved when that slot comes up.  A shrinking deadline (e.g. ESTABLISHED ->
+ * CLOSE) relinks at once, so nothing ever expires late.  lvs_engine_expire visits only the
+ * slots between the last call and now, so no O(n) scan ever happens.
+ */
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "_engine.h"
+
+/* ---- hashing ---- */
+
+static inline uint32_t in_hash(const lvs_engine *e, uint8_t proto, uint32_t caddr,
+                               uint16_t cport, uint32_t vaddr, uint16_t vport)
+{
+    uint64_t h = ((uint64_t)caddr << 32 | vaddr) ^ e->seed;
+    h = lvs_hash_mix(h ^ ((uint64_t)cport << 24 | (uint64_t)vport << 8 | proto) *
+                             0x9E3779B97F4A7C15ULL);
+    return (uint32_t)h & e->tab_mask;
+}
+
+static inline uint32_t out_hash(const lvs_engine *e, uint8_t proto, uint32_t daddr,
+                                uint16_t dport, uint32_t caddr, uint16_t cport)
+{
+    uint64_t h = ((uint64_t)daddr << 32 | caddr) ^ (e->seed * 31);
+    h = lvs_hash_mix(h ^ ((uint64_t)dport << 24 | (uint64_t)cport << 8 | proto) *
+                             0xC2B2AE3D27D4EB4FULL);
+    return (uint32_t)h & e->tab_mask;
+}
+
+lvs_conn *lvs_conn_in_get(lvs_engine *e, uint8_t proto, uint32_t caddr, uint16_t cport,
+                          uint32_t vaddr, uint16_t vport)
+{
+    lvs_conn *c = e->in_tab[in_hash(e, proto, caddr, cport, vaddr, vport)];
+    for (; c; c = c->in_next) {
+        if (c->caddr == caddr && c->vaddr == vaddr && c->cport == cport && c->vport == vport &&
+            c->proto == proto && !(c->flags & LVS_CONN_F_TEMPLATE))
+            return c;
+    }
+    return NULL;
+}
+
+lvs_conn *lvs_conn_out_get(lvs_engine *e, uint8_t proto, uint32_t daddr, uint16_t dport,
+                           uint32_t caddr, uint16_t cport)
+{
+    lvs_conn *c = e->out_tab[out_hash(e, proto, daddr, dport, caddr, cport)];
+    for (; c; c = c->out_next) {
+        if (c->daddr == daddr && c->caddr == caddr && c->dport == dport && c->cport == cport &&
+            c->proto == proto)
+            return c;
+    }
+    return NULL;
+}
+
+lvs_conn *lvs_tmpl_get(lvs_engine *e, uint8_t proto, uint32_t snet, uint32_t vaddr,
+                       uint16_t vport)
+{
+    lvs_conn *c = e->in_tab[in_hash(e, proto, snet, 0, vaddr, vport)];
+    for (; c; c = c->in_next) {
+        if (c->caddr == snet && c->vaddr == vaddr && c->cport == 0 && c->vport == vport &&
+            c->proto == proto && (c->flags & LVS_CONN_F_TEMPLATE))
+            return c;
+    }
+    return NULL;
+}
+
+static void in_unlink(lvs_engine *e, lvs_conn *c)
+{
+    if (!(c->flags & LVS_CONN_F_INHASH))
+        return;
+    lvs_conn **pp = &e->in_tab[in_hash(e, c->proto, c->caddr, c->cport, c->vaddr, c->vport)];
+    while (*pp && *pp != c)
+        pp = &(*pp)->in_next;
+    if (*pp)
+        *pp = c->in_next;
+    c->flags &= (uint16_t)~LVS_CONN_F_INHASH;
+}
+
+static void out_unlink(lvs_engine *e, lvs_conn *c)
+{
+    lvs_conn **pp = &e->out_tab[out_hash(e, c->proto, c->daddr, c->dport, c->caddr, c->cport)];
+    while (*pp && *pp != c)
+        pp = &(*pp)->out_next;
+    if (*pp)
+        *pp = c->out_next;
+}
+
+void lvs_conn_unhash_template(lvs_engine *e, lvs_conn *c)
+{
+    in_unlink(e, c);
+}
+
+/* ---- timer wheel ---- */
+
+static inline int64_t tick_of(double t)
+{
+    return (int64_t)floor(t * LVS_WHEEL_TPS);
+}
+
+static inline void wheel_unlink(lvs_conn *c)
+{
+    if (!c->t_pprev)
+        return;
+    *c->t_pprev = c->t_next;
+    if (c->t_next)
+        c->t_next->t_pprev = c->t_pprev;
+    c->t_next = NULL;
+    c->t_pprev = NULL;
+}
+
+static inline void wheel_link(lvs_engine *e, lvs_conn *c)
+{
+    lvs_conn **head = &e->wheel[(uint64_t)tick_of(c->expires) & (LVS_WHEEL_SIZE - 1)];
+    c->wexp = c->expires;
+    c->t_next = *head;
+    if (*head)
+        (*head)->t_pprev = &c->t_next;
+    c->t_pprev = head;
+    *head = c;
+}
+
+void lvs_conn_arm(lvs_engine *e, lvs_conn *c, double now)
+{
+    c->expires = now + (double)c->timeout;
+    if (c->expires < c->wexp || !c->t_pprev) {
+        wheel_unlink(c);
+        wheel_link(e, c);
+    }
+}
+
+/* ---- dest binding (ip_vs_bind_dest / ip_vs_unbind_dest) ---- */
+
+static void bind_dest(lvs_conn *c, lvs_dest *d)
+{
+    c->dest = d;
+    d->refcnt++;
+    if (c->flags & LVS_CONN_F_TEMPLATE)
+        d->persistconns++;
+    else if (c->flags & LVS_CONN_F_INACTIVE)
+        d->inactconns++;
+    else
+        d->activeconns++;
+    if (d->u_threshold != 0 && d->activeconns + d->inactconns >= d->u_threshold)
+        d->flags |= LVS_DEST_F_OVERLOAD;
+}
+
+static void unbind_dest(lvs_engine *e, lvs_conn *c)
+{
+    lvs_dest *d = c->dest;
+    if (!d)
+        return;
+    if (c->flags & LVS_CONN_F_TEMPLATE)
+        d->persistconns--;
+    else if (c->flags & LVS_CONN_F_INACTIVE)
+        d->inactconns--;
+    else
+        d->activeconns--;
+    uint32_t total = d->activeconns + d->inactconns;
+    if (d->l_threshold != 0) {
+        if (total < d->l_threshold)
+            d->flags &= ~LVS_DEST_F_OVERLOAD;
+    } else if (d->u_threshold != 0) {
+        if ((uint64_t)total * 4 < (uint64_t)d->u_threshold * 3)
+            d->flags &= ~LVS_DEST_F_OVERLOAD;
+    } else {
+        d->flags &= ~LVS_DEST_F_OVERLOAD;
+    }
+    c->dest = NULL;
+    lvs_dest_put(e, d);
+}
+
+void lvs_dest_put(lvs_engine *e, lvs_dest *d)
+{
+    if (--d->refcnt > 0 || (d->flags & LVS_DEST_F_AVAILABLE))
+        return;
+    /* last reference to a removed dest: take it out of the trash and free it */
+    lvs_dest **pp = &e->trash;
+    while (*pp && *pp != d)
+        pp = &(*pp)->next;
+    if (*pp) {
+        *pp = d->next;
+        e->ntrash--;
+    }
+    free(d);
+}
+
+void lvs_conn_set_active(lvs_conn *c, int active)
+{
+    int is_inactive = (c->flags & LVS_CONN_F_INACTIVE) != 0;
+    if (active == !is_inactive)
+        return;
+    lvs_dest *d = c->dest;
+    if (active) {
+        c->flags &= (uint16_t)~LVS_CONN_F_INACTIVE;
+        if (d) {
+            d->inactconns--;
+            d->activeconns++;
+        }
+    } else {
+        c->flags |= LVS_CONN_F_INACTIVE;
+        if (d) {
+            d->activeconns--;
+            d->inactconns++;
+        }
+    }
+}
+
+/* ---- allocation ---- */
+
+static lvs_conn *conn_alloc(lvs_engine *e)
+{
+    if (e->nconns >= e->max_conns)
+        return NULL;
+    if (!e->free_list) {
+        if (e->nslabs == e->slabs_cap) {
+            uint32_t ncap = e->slabs_cap ? e->slabs_cap * 2 : 16;
+            lvs_conn **ns = realloc(e->slabs, ncap * sizeof(*ns));
+            if (!ns)
+                return NULL;
+            e->slabs = ns;
+            e->slabs_cap = ncap;
+        }
+        lvs_conn *slab = calloc(LVS_SLAB_SIZE, sizeof(lvs_conn));
+        if (!slab)
+            return NULL;
+        e->slabs[e->nslabs++] = slab;
+        for (uint32_t i = LVS_SLAB_SIZE; i-- > 0;) {
+            slab[i].out_next = e->free_list;
+            e->free_list = &slab[i];
+        }
+    }
+    lvs_conn *c = e->free_list;
+    e->free_list = c->out_next;
+    memset(c, 0, sizeof(*c));
+    e->nconns++;
+    return c;
+}
+
+lvs_conn *lvs_conn_new(lvs_engine *e, uint8_t proto, uint32_t caddr, uint16_t cport,
+                       uint32_t vaddr, uint16_t vport, uint32_t daddr, uint16_t dport,
+                       uint16_t flags, lvs_dest *dest, double now)
+{
+    lvs_conn *c = conn_alloc(e);
+    if (!c)
+        return NULL;
+    c->proto = proto;
+    c->caddr = caddr;
+    c->cport = cport;
+    c->vaddr = vaddr;
+    c->vport = vport;
+    c->daddr = daddr;
+    c->dport = dport;
+    c->flags = (uint16_t)(flags | LVS_CONN_F_INUSE | LVS_CONN_F_INHASH);
+    c->state = 0;
+    c->old_state = 0;
+    c->timeout = 3; /* ip_vs_conn_new: until the first state transition */
+    if (dest)
+        bind_dest(c, dest);
+    uint32_t h = in_hash(e, proto, caddr, cport, vaddr, vport);
+    c->in_next = e->in_tab[h];
+    e->in_tab[h] = c;
+    if (!(flags & LVS_CONN_F_TEMPLATE)) {
+        uint32_t o = out_hash(e, proto, daddr, dport, caddr, cport);
+        c->out_next = e->out_tab[o];
+        e->out_tab[o] = c;
+    } else {
+        c->out_next = NULL;
+        e->ntemplates++;
+    }
+    c->expires = now + c->timeout;
+    wheel_link(e, c);
+    return c;
+}
+
+/* Unlink and free (ip_vs_conn_expire once the timer is really done with it). */
+static void conn_free(lvs_engine *e, lvs_conn *c)
+{
+    wheel_unlink(c);
+    in_unlink(e, c);
+    if (c->flags & LVS_CONN_F_TEMPLATE)
+        e->ntemplates--;
+    else
+        out_unlink(e, c);
+    if (c->control) {
+        c->control->n_control--;
+        c->control = NULL;
+    }
+    unbind_dest(e, c);
+    c->flags = 0;
+    c->out_next = e->free_list;
+    e->free_list = c;
+    e->nconns--;
+}
+
+/* The timer fired (or expire-now): a template still in control lives on 60 s at a time. */
+static int conn_expire(lvs_engine *e, lvs_conn *c, double now)
+{
+    if (c->n_control > 0) {
+        c->timeout = 60;
+        wheel_unlink(c);
+        c->expires = now + 60.0;
+        wheel_link(e, c);
+        if (e->sync_master)
+            lvs_sync_conn(e, c, e->sync_threshold);
+        return 0;
+    }
+    conn_free(e, c);
+    return 1;
+}
+
+void lvs_conn_expire_now(lvs_engine *e, lvs_conn *c, double now)
+{
+    conn_expire(e, c, now);
+}
+
+uint32_t lvs_engine_expire(lvs_engine *e, double now)
+{
+    int64_t target = tick_of(now);
+    uint32_t expired = 0;
+    if (!e->wheel_started) {
+        /* nothing older than the first call can be pending in a fresh engine's slots except
+         * entries created with earlier times; start far enough back to cover them */
+        e->wheel_started = 1;
+        e->wheel_tick = target - (int64_t)LVS_WHEEL_SIZE + 1;
+    }
+    int64_t from = e->wheel_tick;
+    if (target - from >= (int64_t)LVS_WHEEL_SIZE)
+        from = target - (int64_t)LVS_WHEEL_SIZE + 1;
+    for (int64_t t = from; t <= target; t++) {
+        lvs_conn **head = &e->wheel[(uint64_t)t & (LVS_WHEEL_SIZE - 1)];
+        lvs_conn *c = *head;
+        while (c) {
+            lvs_conn *next = c->t_next;
+            if (c->expires <= now) {
+                expired += (uint32_t)conn_expire(e, c, now);
+            } else if (tick_of(c->expires) != tick_of(c->wexp)) {
+                /* a lazily extended deadline: move to its real slot */
+                wheel_unlink(c);
+                wheel_link(e, c);
+            }
+            c = next;
+        }
+    }
+    /* keep the current (partial) tick: entries due later in it are revisited next call */
+    if (target > e->wheel_tick)
+        e->wheel_tick = target;
+    return expired;
+}
+
+/* ---- whole-table helpers ---- */
+
+int lvs_conn_table_init(lvs_engine *e, uint32_t max_conns)
+{
+    uint32_t n = 256;
+    while (n < max_conns && n < (1u << 24))
+        n <<= 1;
+    e->in_tab = calloc(n, sizeof(lvs_conn *));
+    e->out_tab = calloc(n, sizeof(lvs_conn *));
+    if (!e->in_tab || !e->out_tab)
+        return -LVS_E_NOMEM;
+    e->tab_mask = n - 1;
+    e->max_conns = max_conns;
+    return 0;
+}
+
+void lvs_conn_table_free(lvs_engine *e)
+{
+    for (uint32_t i = 0; i < e->nslabs; i++)
+        free(e->slabs[i]);
+    free(e->slabs);
+    free(e->in_tab);
+    free(e->out_tab);
+    e->slabs = NULL;
+    e->in_tab = e->out_tab = NULL;
+}
+
+void lvs_conn_for_each(lvs_engine *e, void (*fn)(lvs_engine *, lvs_conn *, void *), void *arg)
+{
+    for (uint32_t s = 0; s < e->nslabs; s++) {
+        lvs_conn *slab = e->slabs[s];
+        for (uint32_t i = 0; i < LVS_SLAB_SIZE; i++)
+            if (slab[i].flags & LVS_CONN_F_INUSE)
+                fn(e, &slab[i], arg);
+    }
+}
+
+uint32_t lvs_conn_index_of(lvs_engine *e, const lvs_conn *c)
+{
+    for (uint32_t s = 0; s < e->nslabs; s++) {
+        const lvs_conn *slab = e->slabs[s];
+        if (c >= slab && c < slab + LVS_SLAB_SIZE)
+            return s * LVS_SLAB_SIZE + (uint32_t)(c - slab);
+    }
+    return UINT32_MAX;
+}

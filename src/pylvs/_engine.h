@@ -1,0 +1,174 @@
+/*
+ * _engine.h — internals shared by the engine files (_conn.c, _nat.c, _engine.c).
+ * Schedulers and the dataplane never include this; they use _core.h and _api.h.
+ */
+#ifndef PYLVS_ENGINE_H
+#define PYLVS_ENGINE_H
+
+#include <stdint.h>
+
+#include "_api.h"
+#include "_core.h"
+
+/* Internal conn flag bits (not in the kernel's set; masked out of sync records). */
+#define LVS_CONN_F_INUSE 0x0001    /* slab slot holds a live entry */
+#define LVS_CONN_F_INHASH 0x0002   /* linked in the in-hash (a neutralised template is not) */
+#define LVS_CONN_F_SYNC_MASK                                                                  \
+    (LVS_CONN_F_NOOUTPUT | LVS_CONN_F_INACTIVE | LVS_CONN_F_TEMPLATE)
+
+/*
+ * One connection or persistence template.  Kept at <= 104 bytes: with the two hash buckets
+ * per entry at a full table that is <= 120 bytes per connection.
+ */
+typedef struct lvs_conn lvs_conn;
+struct lvs_conn {
+    lvs_conn *in_next;       /* in-hash chain: (proto, caddr, cport, vaddr, vport) */
+    lvs_conn *out_next;      /* out-hash chain: (proto, daddr, dport, caddr, cport); free list */
+    lvs_conn *t_next;        /* timer wheel slot list */
+    lvs_conn **t_pprev;
+    lvs_dest *dest;
+    lvs_conn *control;       /* persistence template, or NULL */
+    double expires;          /* absolute deadline; may be later than the wheel slot (lazy) */
+    double wexp;             /* the deadline the wheel slot was chosen for */
+    uint32_t caddr, vaddr, daddr;
+    uint16_t cport, vport, dport;
+    uint8_t proto;
+    uint8_t state;
+    uint16_t flags;
+    uint8_t old_state;       /* state at the last sync record */
+    uint8_t pad_[3];
+    uint32_t timeout;        /* seconds, for the current state */
+    uint32_t in_pkts;        /* for the sync thresholds */
+    uint32_t n_control;      /* conns controlled by this template */
+};
+
+#define LVS_WHEEL_BITS 12
+#define LVS_WHEEL_SIZE (1u << LVS_WHEEL_BITS)
+#define LVS_WHEEL_TPS 8.0    /* wheel ticks per second */
+#define LVS_SLAB_BITS 12
+#define LVS_SLAB_SIZE (1u << LVS_SLAB_BITS)
+
+/* Drop/pass reasons; names in lvs_counter_names (same order). */
+enum {
+    LVS_CNT_TRUNCATED,
+    LVS_CNT_BAD_VERSION,
+    LVS_CNT_BAD_IHL,
+    LVS_CNT_BAD_TOTAL_LENGTH,
+    LVS_CNT_BAD_IP_CHECKSUM,
+    LVS_CNT_FRAGMENT,
+    LVS_CNT_UNKNOWN_PROTO,
+    LVS_CNT_NO_SERVICE,
+    LVS_CNT_TCP_NO_SYN,
+    LVS_CNT_TABLE_FULL,
+    LVS_CNT_NO_DEST,
+    LVS_CNT_DEST_UNAVAILABLE,
+    LVS_CNT_TTL_EXCEEDED,
+    LVS_CNT_BAD_ICMP_CHECKSUM,
+    LVS_CNT_ICMP_NO_CONN,
+    LVS_CNT_ICMP_OTHER,
+    LVS_CNT_PASS_NOT_OURS,
+    LVS_CNT_REPLY_SHORT_STRIDE,
+    LVS_CNT_SYNC_OVERFLOW,
+    LVS_CNT_MAX
+};
+
+struct lvs_engine {
+    /* connection table */
+    lvs_conn **in_tab;
+    lvs_conn **out_tab;
+    uint32_t tab_mask;
+    uint64_t seed;
+    uint32_t max_conns;
+    uint32_t nconns;         /* live entries, templates included */
+    uint32_t ntemplates;
+    lvs_conn **slabs;
+    uint32_t nslabs, slabs_cap;
+    lvs_conn *free_list;
+
+    /* timer wheel */
+    lvs_conn *wheel[LVS_WHEEL_SIZE];
+    int64_t wheel_tick;      /* next tick to process (kept at the current one) */
+    int wheel_started;
+
+    /* services: a small hash by (proto, addr, port), a vector in insertion order, a VIP set */
+    lvs_service *svc_tab[256];
+    lvs_service **svcs;
+    uint32_t nsvcs, svcs_cap;
+    uint32_t *vip_set;       /* open addressing, 0 = empty; addresses + 1 never 0 in practice */
+    uint32_t *vip_cnt;
+    uint32_t vip_mask;
+
+    lvs_dest *trash;         /* removed dests still referenced (linked through ->next) */
+    uint32_t ntrash;
+
+    /* timeouts in seconds */
+    uint32_t tcp_timeouts[LVS_TCP_S_LAST];
+    uint32_t udp_timeout;
+
+    /* options */
+    int expire_nodest_conn;
+    int expire_quiescent_template;
+    int conn_reuse_mode;
+
+    /* stats */
+    lvs_stats stats;
+    lvs_stats zero;
+    lvs_est est;
+    double est_last;
+    int est_started;
+    uint64_t counters[LVS_CNT_MAX];
+    uint16_t ip_id;          /* IP id of generated ICMP packets */
+
+    /* sync */
+    int sync_master;
+    uint32_t sync_threshold;
+    uint32_t sync_period;
+    uint8_t *sync_buf;
+    uint32_t sync_len, sync_cap;
+};
+
+/* ---- _conn.c ---- */
+lvs_conn *lvs_conn_in_get(lvs_engine *e, uint8_t proto, uint32_t caddr, uint16_t cport,
+                          uint32_t vaddr, uint16_t vport);
+lvs_conn *lvs_conn_out_get(lvs_engine *e, uint8_t proto, uint32_t daddr, uint16_t dport,
+                           uint32_t caddr, uint16_t cport);
+lvs_conn *lvs_tmpl_get(lvs_engine *e, uint8_t proto, uint32_t snet, uint32_t vaddr,
+                       uint16_t vport);
+/* Allocate, bind to dest (counters, thresholds) and hash; NULL when the table is full. */
+lvs_conn *lvs_conn_new(lvs_engine *e, uint8_t proto, uint32_t caddr, uint16_t cport,
+                       uint32_t vaddr, uint16_t vport, uint32_t daddr, uint16_t dport,
+                       uint16_t flags, lvs_dest *dest, double now);
+void lvs_conn_unhash_template(lvs_engine *e, lvs_conn *c);
+/* Re-arm to now + c->timeout (lazy: the wheel slot moves only when the deadline shrinks). */
+void lvs_conn_arm(lvs_engine *e, lvs_conn *c, double now);
+/* ip_vs_conn_expire_now: a template that controls conns is re-armed 60 s instead. */
+void lvs_conn_expire_now(lvs_engine *e, lvs_conn *c, double now);
+void lvs_conn_set_active(lvs_conn *c, int active);
+void lvs_dest_put(lvs_engine *e, lvs_dest *d);
+int lvs_conn_table_init(lvs_engine *e, uint32_t max_conns);
+void lvs_conn_table_free(lvs_engine *e);
+/* Call fn on every live entry (safe against fn expiring the entry). */
+void lvs_conn_for_each(lvs_engine *e, void (*fn)(lvs_engine *, lvs_conn *, void *), void *arg);
+uint32_t lvs_conn_index_of(lvs_engine *e, const lvs_conn *c);
+
+/* ---- _nat.c ---- */
+int lvs_tcp_state_is_active(uint8_t state);
+void lvs_sync_conn(lvs_engine *e, lvs_conn *c, uint32_t pkts);
+void lvs_sync_append(lvs_engine *e, const lvs_conn *c, double now);
+
+/* ---- _engine.c ---- */
+lvs_service *lvs_svc_lookup(lvs_engine *e, uint8_t proto, uint32_t addr, uint16_t port);
+int lvs_is_vip(const lvs_engine *e, uint32_t addr);
+lvs_dest *lvs_dest_lookup(lvs_service *svc, uint32_t addr, uint16_t port);
+
+static inline uint64_t lvs_hash_mix(uint64_t h)
+{
+    h ^= h >> 33;
+    h *= 0xff51afd7ed558ccdULL;
+    h ^= h >> 33;
+    h *= 0xc4ceb9fe1a85ec53ULL;
+    h ^= h >> 33;
+    return h;
+}
+
+#endif /* PYLVS_ENGINE_H */

@@ -1,0 +1,735 @@
+/*
+ * _nat.c — the per-packet path: parse, look up, schedule, TCP state, NAT rewrite with RFC 1624
+ * incremental checksums, ICMP error translation, ICMP port-unreachable generation
+ * (ipvs.md §2.2–§2.7, §3; performance.md §6).
+ *
+ * What happens to every kind of input (counter names as in lvs_counter_names):
+ *
+ *  input                                              verdict  counter
+ *  -------------------------------------------------  -------  --------------------------
+ *  shorter than 20 bytes                              DROP     truncated
+ *  IP version != 4                                    DROP     bad_version
+ *  IHL < 5                                            DROP     bad_ihl
+ *  IHL*4 > packet length                              DROP     truncated
+ *  total length < IHL*4 or > packet length            DROP     bad_total_length
+ *  IP header checksum wrong                           DROP     bad_ip_checksum
+ *  fragment (MF set or offset != 0)                   DROP     fragment
+ *  TCP/UDP header cut short (or TCP doff < 5)         DROP     truncated
+ *  IP options                                         handled (L4 found through IHL)
+ *  bytes after the IP total length                    kept as they are, not counted
+ *  other protocol, to a VIP                           DROP     unknown_proto
+ *  other protocol, elsewhere                          PASS     not_ours
+ *  TCP/UDP to a VIP, no conn, no service on the port  DROP     no_service
+ *  TCP to a service, no conn, not SYN (or SYN+RST)    DROP     tcp_no_syn
+ *  new conn, table full                               DROP     table_full
+ *  new conn, scheduler finds no dest                  REPLY    no_dest (ICMP port unreach)
+ *    ... but stride too small for the reply           DROP     reply_short_stride
+ *  conn whose dest was removed (in direction)         DROP     dest_unavailable
+ *  in direction, TTL <= 1                             DROP     ttl_exceeded
+ *  TCP/UDP not to a VIP and no out conn               PASS     not_ours
+ *  ICMP error (3, 4, 11) matching a conn              FORWARD  (translated both ways)
+ *    ... with a wrong ICMP checksum                   DROP     bad_icmp_checksum
+ *  ICMP error to a VIP without a conn / unparsable    DROP     icmp_no_conn
+ *  other ICMP to a VIP (echo ...)                     DROP     icmp_other
+ *  any ICMP not to a VIP and not matching             PASS     not_ours
+ *
+ * VIP traffic never passes unchanged: the TUN routes VIPs into the engine, so a passed packet
+ * would come straight back.  Out-direction packets with no conn pass, as in the kernel.
+ */
+#include <string.h>
+
+#include "_engine.h"
+
+/* ---- byte access ---- */
+
+static inline uint16_t ld16(const uint8_t *p)
+{
+    return (uint16_t)(p[0] << 8 | p[1]);
+}
+
+static inline uint32_t ld32(const uint8_t *p)
+{
+    return (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 | p[3];
+}
+
+static inline void st16(uint8_t *p, uint16_t v)
+{
+    p[0] = (uint8_t)(v >> 8);
+    p[1] = (uint8_t)v;
+}
+
+static inline void st32(uint8_t *p, uint32_t v)
+{
+    p[0] = (uint8_t)(v >> 24);
+    p[1] = (uint8_t)(v >> 16);
+    p[2] = (uint8_t)(v >> 8);
+    p[3] = (uint8_t)v;
+}
+
+/* ---- checksums ---- */
+
+static inline uint16_t fold(uint64_t s)
+{
+    while (s >> 16)
+        s = (s & 0xffff) + (s >> 16);
+    return (uint16_t)s;
+}
+
+/* One's-complement sum of 16-bit big-endian words (odd tail padded with zero). */
+static uint64_t sum16(const uint8_t *p, uint32_t n)
+{
+    uint64_t s = 0;
+    while (n >= 8) {
+        s += (uint32_t)ld16(p) + ld16(p + 2) + ld16(p + 4) + ld16(p + 6);
+        p += 8;
+        n -= 8;
+    }
+    while (n >= 2) {
+        s += ld16(p);
+        p += 2;
+        n -= 2;
+    }
+    if (n)
+        s += (uint32_t)p[0] << 8;
+    return s;
+}
+
+/* Contribution of replacing 32-bit `o` by `n` to an RFC 1624 sum (~m + m'); 0 if equal. */
+static inline uint64_t diff32(uint32_t o, uint32_t n)
+{
+    if (o == n)
+        return 0;
+    return (uint64_t)(~o >> 16 & 0xffff) + (~o & 0xffff) + (n >> 16) + (n & 0xffff);
+}
+
+static inline uint64_t diff16(uint16_t o, uint16_t n)
+{
+    if (o == n)
+        return 0;
+    return (uint64_t)(uint16_t)~o + n;
+}
+
+/* RFC 1624 eqn 3: HC' = ~(~HC + sum(~m + m')).  No-op when nothing changed (erratum 4782). */
+static inline void csum_apply(uint8_t *field, uint64_t delta)
+{
+    if (!delta)
+        return;
+    uint16_t hc = ld16(field);
+    st16(field, (uint16_t)~fold((uint64_t)(uint16_t)~hc + delta));
+}
+
+/* Partial checksum (pseudo-header sum, not inverted): field' = fold(field + ~m + m'). */
+static inline void csum_apply_partial(uint8_t *field, uint64_t delta)
+{
+    if (!delta)
+        return;
+    st16(field, fold((uint64_t)ld16(field) + delta));
+}
+
+static inline uint16_t ip_csum(const uint8_t *h, uint32_t ihl)
+{
+    return (uint16_t)~fold(sum16(h, ihl));
+}
+
+/* ---- TCP state machine (ipvs.md §2.4, modern rows; columns NO ES SS SR FW TW CL CW LA LI SA).
+ * Rows: (direction offset 0 = INPUT, 4 = OUTPUT, 8 = INPUT-ONLY) + flag index
+ * (0 syn, 1 fin, 2 ack, 3 rst). */
+enum { NO = LVS_TCP_S_NONE, ES = LVS_TCP_S_ESTABLISHED, SS = LVS_TCP_S_SYN_SENT,
+       SR = LVS_TCP_S_SYN_RECV, FW = LVS_TCP_S_FIN_WAIT, TW = LVS_TCP_S_TIME_WAIT,
+       CL = LVS_TCP_S_CLOSE, CW = LVS_TCP_S_CLOSE_WAIT, LA = LVS_TCP_S_LAST_ACK,
+       LI = LVS_TCP_S_LISTEN, SA = LVS_TCP_S_SYNACK };
+
+static const uint8_t tcp_states[12][LVS_TCP_S_LAST] = {
+    /*        NO  ES  SS  SR  FW  TW  CL  CW  LA  LI  SA */
+    /* in  syn */ {SR, ES, ES, SR, SR, SR, SR, SR, SR, SR, SR},
+    /* in  fin */ {CL, CW, SS, TW, TW, TW, CL, CW, LA, LI, TW},
+    /* in  ack */ {ES, ES, SS, ES, FW, TW, CL, CW, CL, LI, ES},
+    /* in  rst */ {CL, CL, CL, SR, CL, CL, CL, CL, LA, LI, SR},
+    /* out syn */ {SS, ES, SS, SR, SS, SS, SS, SS, SS, LI, SR},
+    /* out fin */ {TW, FW, SS, TW, FW, TW, CL, TW, LA, LI, TW},
+    /* out ack */ {ES, ES, SS, ES, FW, TW, CL, CW, LA, ES, ES},
+    /* out rst */ {CL, CL, SS, CL, CL, TW, CL, CL, CL, CL, CL},
+    /* ionly syn */ {SR, ES, ES, SR, SR, SR, SR, SR, SR, SR, SR},
+    /* ionly fin */ {CL, FW, SS, TW, FW, TW, CL, CW, LA, LI, TW},
+    /* ionly ack */ {ES, ES, SS, ES, FW, TW, CL, CW, CL, LI, ES},
+    /* ionly rst */ {CL, CL, CL, SR, CL, CL, CL, CL, LA, LI, CL},
+};
+
+/* tcp_state_active_table (5.x): ES, SYN_SENT, SYN_RECV, SYNACK count as active. */
+int lvs_tcp_state_is_active(uint8_t state)
+{
+    return state == ES || state == SS || state == SR || state == SA;
+}
+
+#define TH_FIN 0x01
+#define TH_SYN 0x02
+#define TH_RST 0x04
+#define TH_ACK 0x10
+
+enum { DIR_IN = 0, DIR_OUT = 4 };
+
+static void tcp_transition(lvs_engine *e, lvs_conn *c, int dir, uint8_t th_flags)
+{
+    int idx;
+    uint8_t ns;
+    if (th_flags & TH_RST)
+        idx = 3;
+    else if (th_flags & TH_SYN)
+        idx = 0;
+    else if (th_flags & TH_FIN)
+        idx = 1;
+    else if (th_flags & TH_ACK)
+        idx = 2;
+    else
+        idx = -1;
+    if (idx < 0) {
+        ns = CL;
+    } else {
+        int off = dir;
+        if (c->flags & LVS_CONN_F_NOOUTPUT) {
+            if (dir == DIR_OUT)
+                c->flags &= (uint16_t)~LVS_CONN_F_NOOUTPUT;
+            else
+                off = 8;
+        }
+        ns = tcp_states[off + idx][c->state < LVS_TCP_S_LAST ? c->state : 0];
+    }
+    if (ns != c->state)
+        lvs_conn_set_active(c, lvs_tcp_state_is_active(ns));
+    c->state = ns;
+    c->timeout = e->tcp_timeouts[ns];
+}
+
+static inline void state_transition(lvs_engine *e, lvs_conn *c, int dir, uint8_t th_flags)
+{
+    if (c->proto == LVS_PROTO_TCP) {
+        tcp_transition(e, c, dir, th_flags);
+    } else {
+        c->state = LVS_UDP_S_NORMAL;
+        c->timeout = e->udp_timeout;
+    }
+}
+
+/* ---- stats ---- */
+
+static inline void stats_in(lvs_engine *e, lvs_conn *c, uint32_t bytes)
+{
+    lvs_dest *d = c->dest;
+    if (!d || !(d->flags & LVS_DEST_F_AVAILABLE))
+        return;
+    d->stats.inpkts++;
+    d->stats.inbytes += bytes;
+    if (d->svc) {
+        d->svc->stats.inpkts++;
+        d->svc->stats.inbytes += bytes;
+    }
+    e->stats.inpkts++;
+    e->stats.inbytes += bytes;
+}
+
+static inline void stats_out(lvs_engine *e, lvs_conn *c, uint32_t bytes)
+{
+    lvs_dest *d = c->dest;
+    if (!d || !(d->flags & LVS_DEST_F_AVAILABLE))
+        return;
+    d->stats.outpkts++;
+    d->stats.outbytes += bytes;
+    if (d->svc) {
+        d->svc->stats.outpkts++;
+        d->svc->stats.outbytes += bytes;
+    }
+    e->stats.outpkts++;
+    e->stats.outbytes += bytes;
+}
+
+static inline void stats_conn(lvs_engine *e, lvs_dest *d)
+{
+    d->stats.conns++;
+    if (d->svc)
+        d->svc->stats.conns++;
+    e->stats.conns++;
+}
+
+/* ---- connection sync hooks (records are written in _engine.c) ---- */
+
+/* ip_vs_sync_conn_needed + ip_vs_sync_conn: decide on the input path, templates follow. */
+void lvs_sync_conn(lvs_engine *e, lvs_conn *c, uint32_t pkts)
+{
+    if (!(c->flags & LVS_CONN_F_TEMPLATE) && c->proto == LVS_PROTO_TCP) {
+        static const uint32_t synced = 1u << ES | 1u << FW | 1u << CL | 1u << CW | 1u << TW;
+        if (!((1u << c->state) & synced))
+            return;
+        int force = c->state != c->old_state;
+        if (!(force && c->state != ES)) {
+            if (e->sync_period > 0) {
+                if (pkts % e->sync_period != e->sync_threshold)
+                    return;
+            } else if (pkts != e->sync_threshold) {
+                return;
+            }
+        }
+    } else if (!(c->flags & LVS_CONN_F_TEMPLATE)) {
+        if (e->sync_period > 0) {
+            if (pkts % e->sync_period != e->sync_threshold)
+                return;
+        } else if (pkts != e->sync_threshold) {
+            return;
+        }
+    }
+    c->old_state = c->state;
+    lvs_sync_append(e, c, -1.0);
+    /* the template travels with its conn, with its own packet count bumped */
+    lvs_conn *ct = c->control;
+    if (ct && (ct->flags & LVS_CONN_F_TEMPLATE)) {
+        ct->in_pkts++;
+        lvs_sync_append(e, ct, -1.0);
+    }
+}
+
+/* ---- scheduling (ip_vs_schedule, ip_vs_sched_persist) ---- */
+
+enum { SCHED_OK, SCHED_NODEST, SCHED_FULL };
+
+static int schedule(lvs_engine *e, lvs_service *svc, uint8_t proto, uint32_t saddr,
+                    uint16_t sport, uint32_t daddr, uint16_t dport, double now,
+                    lvs_conn **out)
+{
+    lvs_sched_key key = {saddr, daddr, sport, dport, proto};
+    lvs_dest *dest;
+    lvs_conn *ct = NULL;
+    if (svc->flags & LVS_SVC_F_PERSISTENT) {
+        uint32_t snet = saddr & svc->netmask;
+        uint16_t tport = (svc->port != 0 && dport == svc->port) ? svc->port : 0;
+        ct = lvs_tmpl_get(e, proto, snet, daddr, tport);
+        if (ct) {
+            lvs_dest *td = ct->dest;
+            int valid = td && (td->flags & LVS_DEST_F_AVAILABLE) &&
+                        !(e->expire_quiescent_template && td->weight == 0);
+            if (!valid) {
+                /* neutralise: it stops matching and dies on its own timer */
+                lvs_conn_unhash_template(e, ct);
+                ct = NULL;
+            }
+        }
+        if (!ct) {
+            dest = svc->sched && svc->sched->schedule ? svc->sched->schedule(svc, &key, now)
+                                                      : NULL;
+            if (!dest)
+                return SCHED_NODEST;
+            uint16_t tdport = svc->port != 0 ? dest->port : 0;
+            ct = lvs_conn_new(e, proto, snet, 0, daddr, tport, dest->addr, tdport,
+                              LVS_CONN_F_TEMPLATE | LVS_CONN_F_INACTIVE, dest, now);
+            if (!ct)
+                return SCHED_FULL;
+            ct->timeout = svc->timeout;
+        } else {
+            dest = ct->dest;
+        }
+    } else {
+        dest = svc->sched && svc->sched->schedule ? svc->sched->schedule(svc, &key, now) : NULL;
+        if (!dest)
+            return SCHED_NODEST;
+    }
+    uint16_t rport = dport;
+    if (dest->port != 0 && (svc->port == 0 ? 0 : dport == svc->port))
+        rport = dest->port;
+    lvs_conn *c = lvs_conn_new(e, proto, saddr, sport, daddr, dport, dest->addr, rport,
+                               LVS_CONN_F_INACTIVE, dest, now);
+    if (!c)
+        return SCHED_FULL;
+    if (ct) {
+        c->control = ct;
+        ct->n_control++;
+        lvs_conn_arm(e, ct, now);
+    }
+    stats_conn(e, dest);
+    *out = c;
+    return SCHED_OK;
+}
+
+/* ---- generated ICMP port unreachable (icmp_send, quoting at most 576 bytes in all) ---- */
+
+static int build_port_unreach(lvs_engine *e, uint8_t *p, uint32_t *plen, uint32_t cap,
+                              uint32_t tot)
+{
+    if (cap < 28 + 28)
+        return -1;
+    uint32_t quote = tot;
+    if (quote > 576 - 28)
+        quote = 576 - 28;
+    if (quote > cap - 28)
+        quote = cap - 28;
+    uint32_t src = ld32(p + 16), dst = ld32(p + 12);
+    memmove(p + 28, p, quote);
+    uint8_t *ip = p;
+    memset(ip, 0, 28);
+    ip[0] = 0x45;
+    ip[1] = 0xc0; /* IPTOS_PREC_INTERNETCONTROL, as Linux's icmp_send */
+    st16(ip + 2, (uint16_t)(28 + quote));
+    st16(ip + 4, e->ip_id++);
+    ip[8] = 64;
+    ip[9] = 1;
+    st32(ip + 12, src);
+    st32(ip + 16, dst);
+    st16(ip + 10, ip_csum(ip, 20));
+    uint8_t *ic = p + 20;
+    ic[0] = 3; /* destination unreachable */
+    ic[1] = 3; /* port unreachable */
+    st16(ic + 2, (uint16_t)~fold(sum16(ic, 8 + quote)));
+    *plen = 28 + quote;
+    return 0;
+}
+
+/* ---- the TCP/UDP path ---- */
+
+typedef struct pkt {
+    uint8_t *p;
+    uint8_t *l4;
+    uint32_t tot;
+    uint32_t ihl;
+    uint32_t l4len;
+    uint32_t saddr, daddr;
+    uint16_t sport, dport;
+    uint8_t proto;
+    uint8_t th_flags;
+    uint8_t meta;
+} pkt;
+
+static inline uint32_t l4_csum_off(uint8_t proto)
+{
+    return proto == LVS_PROTO_TCP ? 16 : 6;
+}
+
+/* Full UDP checksum for a datagram that carried none (ip_vs_proto_udp: 0 -> computed). */
+static void udp_full_csum(const pkt *k)
+{
+    uint32_t ulen = ld16(k->l4 + 4);
+    if (ulen < 8 || ulen > k->l4len)
+        ulen = k->l4len;
+    st16(k->l4 + 6, 0);
+    uint64_t s = sum16(k->l4, ulen);
+    s += (ld32(k->p + 12) >> 16) + (ld32(k->p + 12) & 0xffff);
+    s += (ld32(k->p + 16) >> 16) + (ld32(k->p + 16) & 0xffff);
+    s += LVS_PROTO_UDP + ulen;
+    uint16_t cs = (uint16_t)~fold(s);
+    st16(k->l4 + 6, cs ? cs : 0xffff);
+}
+
+/* Rewrite one address (IP offset 12 = src, 16 = dst) and one port (L4 offset 0 / 2). */
+static void nat_rewrite(pkt *k, uint32_t ip_off, uint32_t naddr, uint32_t port_off,
+                        uint16_t nport)
+{
+    uint8_t *p = k->p;
+    uint32_t oaddr = ld32(p + ip_off);
+    uint16_t oport = ld16(k->l4 + port_off);
+    uint64_t da = diff32(oaddr, naddr);
+    uint64_t dp = diff16(oport, nport);
+    st32(p + ip_off, naddr);
+    csum_apply(p + 10, da);
+    st16(k->l4 + port_off, nport);
+    uint8_t *cf = k->l4 + l4_csum_off(k->proto);
+    if (k->meta & LVS_META_CSUM_PARTIAL) {
+        csum_apply_partial(cf, da);
+    } else if (k->proto == LVS_PROTO_UDP && ld16(cf) == 0) {
+        udp_full_csum(k);
+    } else {
+        csum_apply(cf, da + dp);
+        if (k->proto == LVS_PROTO_UDP && ld16(cf) == 0)
+            st16(cf, 0xffff);
+    }
+}
+
+static int do_in(lvs_engine *e, pkt *k, uint32_t *plen, uint32_t cap, double now)
+{
+    lvs_conn *c = lvs_conn_in_get(e, k->proto, k->saddr, k->sport, k->daddr, k->dport);
+    int syn = k->proto == LVS_PROTO_TCP && (k->th_flags & TH_SYN);
+    if (c && syn && e->conn_reuse_mode) {
+        /* conn_reuse_mode: a new SYN on a TIME_WAIT entry (or one whose dest is quiesced
+         * under expire_nodest_conn) is scheduled afresh (§2.6 step 2) */
+        int resched = 0;
+        if (e->expire_nodest_conn && c->dest && c->dest->weight == 0)
+            resched = 1;
+        else if (!c->control && (c->state == TW || ((e->conn_reuse_mode & 2) && c->state == FW &&
+                                                     (c->flags & LVS_CONN_F_NOOUTPUT))))
+            resched = 1;
+        if (resched && c->n_control == 0) {
+            lvs_conn_expire_now(e, c, now);
+            c = NULL;
+        }
+    }
+    if (!c) {
+        lvs_service *svc = lvs_svc_lookup(e, k->proto, k->daddr, k->dport);
+        if (!svc)
+            svc = lvs_svc_lookup(e, k->proto, k->daddr, 0);
+        if (!svc || (svc->port == 0 && !(svc->flags & LVS_SVC_F_PERSISTENT))) {
+            e->counters[LVS_CNT_NO_SERVICE]++;
+            return LVS_VERDICT_DROP;
+        }
+        if (k->proto == LVS_PROTO_TCP && (!syn || (k->th_flags & TH_RST))) {
+            e->counters[LVS_CNT_TCP_NO_SYN]++;
+            return LVS_VERDICT_DROP;
+        }
+        int r = schedule(e, svc, k->proto, k->saddr, k->sport, k->daddr, k->dport, now, &c);
+        if (r == SCHED_FULL) {
+            e->counters[LVS_CNT_TABLE_FULL]++;
+            return LVS_VERDICT_DROP;
+        }
+        if (r == SCHED_NODEST) {
+            e->counters[LVS_CNT_NO_DEST]++;
+            if (build_port_unreach(e, k->p, plen, cap, k->tot) < 0) {
+                e->counters[LVS_CNT_REPLY_SHORT_STRIDE]++;
+                return LVS_VERDICT_DROP;
+            }
+            return LVS_VERDICT_REPLY;
+        }
+    }
+    if (!c->dest || !(c->dest->flags & LVS_DEST_F_AVAILABLE)) {
+        e->counters[LVS_CNT_DEST_UNAVAILABLE]++;
+        if (e->expire_nodest_conn)
+            lvs_conn_expire_now(e, c, now);
+        return LVS_VERDICT_DROP;
+    }
+    stats_in(e, c, k->tot);
+    state_transition(e, c, DIR_IN, k->th_flags);
+    int verdict = LVS_VERDICT_FORWARD;
+    uint8_t *p = k->p;
+    if (p[8] <= 1) {
+        /* decrement_ttl in ip_vs_nat_xmit: the kernel sends time exceeded; we count it */
+        e->counters[LVS_CNT_TTL_EXCEEDED]++;
+        verdict = LVS_VERDICT_DROP;
+    } else {
+        p[8]--;
+        csum_apply(p + 10, diff16((uint16_t)((p[8] + 1) << 8 | p[9]),
+                                  (uint16_t)(p[8] << 8 | p[9])));
+        nat_rewrite(k, 16, c->daddr, 2, c->dport);
+    }
+    uint32_t pkts = ++c->in_pkts;
+    if (e->sync_master)
+        lvs_sync_conn(e, c, pkts);
+    lvs_conn_arm(e, c, now);
+    return verdict;
+}
+
+static int do_out(lvs_engine *e, pkt *k, double now)
+{
+    lvs_conn *c = lvs_conn_out_get(e, k->proto, k->saddr, k->sport, k->daddr, k->dport);
+    if (!c) {
+        e->counters[LVS_CNT_PASS_NOT_OURS]++;
+        return LVS_VERDICT_PASS;
+    }
+    nat_rewrite(k, 12, c->vaddr, 0, c->vport);
+    stats_out(e, c, k->tot);
+    state_transition(e, c, DIR_OUT, k->th_flags);
+    lvs_conn_arm(e, c, now);
+    return LVS_VERDICT_FORWARD;
+}
+
+/* ---- ICMP errors (ip_vs_in_icmp / ip_vs_out_icmp with ip_vs_nat_icmp) ---- */
+
+static int icmp_csum_ok(const uint8_t *ic, uint32_t n)
+{
+    return fold(sum16(ic, n)) == 0xffff;
+}
+
+/*
+ * Translate an ICMP error about a connection.  Outer IP, quoted IP and the whole ICMP checksum
+ * are recomputed as the kernel does; the quoted TCP/UDP checksum is also updated incrementally
+ * when the quote holds it (UDP: always; TCP: 20 bytes quoted), as netfilter's NAT does, so the
+ * quote stays a faithful copy of the packet the client or server really sent.
+ */
+static int do_icmp(lvs_engine *e, pkt *k, int to_vip)
+{
+    uint8_t *ic = k->l4;
+    uint32_t n = k->l4len;
+    if (n < 8) {
+        if (!to_vip)
+            goto not_ours;
+        e->counters[LVS_CNT_TRUNCATED]++;
+        return LVS_VERDICT_DROP;
+    }
+    uint8_t type = ic[0];
+    if (type != 3 && type != 4 && type != 11) {
+        if (!to_vip)
+            goto not_ours;
+        e->counters[LVS_CNT_ICMP_OTHER]++;
+        return LVS_VERDICT_DROP;
+    }
+    uint8_t *q = ic + 8;
+    uint32_t qn = n - 8;
+    if (qn < 20 || (q[0] >> 4) != 4 || (q[0] & 15) < 5 || (uint32_t)(q[0] & 15) * 4 + 8 > qn ||
+        (ld16(q + 6) & 0x1fff) != 0 || (q[9] != LVS_PROTO_TCP && q[9] != LVS_PROTO_UDP))
+        goto no_conn;
+    uint32_t qihl = (uint32_t)(q[0] & 15) * 4;
+    uint8_t qproto = q[9];
+    uint8_t *ql4 = q + qihl;
+    uint32_t ql4n = qn - qihl;
+    uint32_t qsrc = ld32(q + 12), qdst = ld32(q + 16);
+    uint16_t qsport = ld16(ql4), qdport = ld16(ql4 + 2);
+    lvs_conn *c;
+    if (to_vip)
+        c = lvs_conn_in_get(e, qproto, qdst, qdport, qsrc, qsport);
+    else
+        c = lvs_conn_out_get(e, qproto, qdst, qdport, qsrc, qsport);
+    if (!c)
+        goto no_conn;
+    if (!icmp_csum_ok(ic, n)) {
+        e->counters[LVS_CNT_BAD_ICMP_CHECKSUM]++;
+        return LVS_VERDICT_DROP;
+    }
+    if (to_vip && (!c->dest || !(c->dest->flags & LVS_DEST_F_AVAILABLE))) {
+        e->counters[LVS_CNT_DEST_UNAVAILABLE]++;
+        return LVS_VERDICT_DROP;
+    }
+    uint32_t oaddr, naddr;
+    uint16_t oport, nport;
+    uint32_t q_ip_off, q_port_off;
+    if (to_vip) {
+        /* quoted packet went VIP -> client: it becomes RS -> client */
+        oaddr = c->vaddr;
+        naddr = c->daddr;
+        oport = c->vport;
+        nport = c->dport;
+        q_ip_off = 12;
+        q_port_off = 0;
+        st32(k->p + 16, naddr);
+    } else {
+        /* quoted packet went client -> RS: it becomes client -> VIP */
+        oaddr = c->daddr;
+        naddr = c->vaddr;
+        oport = c->dport;
+        nport = c->vport;
+        q_ip_off = 16;
+        q_port_off = 2;
+        st32(k->p + 12, naddr);
+    }
+    (void)oaddr;
+    (void)oport;
+    st16(k->p + 10, 0);
+    st16(k->p + 10, ip_csum(k->p, k->ihl));
+    uint64_t da = diff32(ld32(q + q_ip_off), naddr);
+    uint64_t dp = diff16(ld16(ql4 + q_port_off), nport);
+    st32(q + q_ip_off, naddr);
+    st16(q + 10, 0);
+    st16(q + 10, ip_csum(q, qihl));
+    st16(ql4 + q_port_off, nport);
+    if (qproto == LVS_PROTO_UDP && ql4n >= 8) {
+        if (ld16(ql4 + 6) != 0) {
+            csum_apply(ql4 + 6, da + dp);
+            if (ld16(ql4 + 6) == 0)
+                st16(ql4 + 6, 0xffff);
+        }
+    } else if (qproto == LVS_PROTO_TCP && ql4n >= 20) {
+        csum_apply(ql4 + 16, da + dp);
+    }
+    st16(ic + 2, 0);
+    st16(ic + 2, (uint16_t)~fold(sum16(ic, n)));
+    if (to_vip)
+        stats_in(e, c, k->tot);
+    else
+        stats_out(e, c, k->tot);
+    return LVS_VERDICT_FORWARD;
+
+no_conn:
+    if (!to_vip)
+        goto not_ours;
+    e->counters[LVS_CNT_ICMP_NO_CONN]++;
+    return LVS_VERDICT_DROP;
+not_ours:
+    e->counters[LVS_CNT_PASS_NOT_OURS]++;
+    return LVS_VERDICT_PASS;
+}
+
+/* ---- one packet ---- */
+
+static int process_one(lvs_engine *e, uint8_t *p, uint32_t *plen, uint32_t cap, uint8_t meta,
+                       double now)
+{
+    uint32_t len = *plen;
+    if (len < 20) {
+        e->counters[LVS_CNT_TRUNCATED]++;
+        return LVS_VERDICT_DROP;
+    }
+    if ((p[0] >> 4) != 4) {
+        e->counters[LVS_CNT_BAD_VERSION]++;
+        return LVS_VERDICT_DROP;
+    }
+    uint32_t ihl = (uint32_t)(p[0] & 15) * 4;
+    if (ihl < 20) {
+        e->counters[LVS_CNT_BAD_IHL]++;
+        return LVS_VERDICT_DROP;
+    }
+    if (ihl > len) {
+        e->counters[LVS_CNT_TRUNCATED]++;
+        return LVS_VERDICT_DROP;
+    }
+    uint32_t tot = ld16(p + 2);
+    if (tot < ihl || tot > len) {
+        e->counters[LVS_CNT_BAD_TOTAL_LENGTH]++;
+        return LVS_VERDICT_DROP;
+    }
+    if (fold(sum16(p, ihl)) != 0xffff) {
+        e->counters[LVS_CNT_BAD_IP_CHECKSUM]++;
+        return LVS_VERDICT_DROP;
+    }
+    if (ld16(p + 6) & 0x3fff) {
+        e->counters[LVS_CNT_FRAGMENT]++;
+        return LVS_VERDICT_DROP;
+    }
+    pkt k;
+    k.p = p;
+    k.ihl = ihl;
+    k.tot = tot;
+    k.l4 = p + ihl;
+    k.l4len = tot - ihl;
+    k.proto = p[9];
+    k.saddr = ld32(p + 12);
+    k.daddr = ld32(p + 16);
+    k.meta = meta;
+    k.th_flags = 0;
+    int to_vip = lvs_is_vip(e, k.daddr);
+    if (k.proto == LVS_PROTO_TCP) {
+        if (k.l4len < 20 || (k.l4[12] >> 4) < 5 || (uint32_t)(k.l4[12] >> 4) * 4 > k.l4len) {
+            e->counters[LVS_CNT_TRUNCATED]++;
+            return LVS_VERDICT_DROP;
+        }
+        k.th_flags = k.l4[13];
+    } else if (k.proto == LVS_PROTO_UDP) {
+        if (k.l4len < 8) {
+            e->counters[LVS_CNT_TRUNCATED]++;
+            return LVS_VERDICT_DROP;
+        }
+    } else if (k.proto == 1) {
+        return do_icmp(e, &k, to_vip);
+    } else {
+        if (to_vip) {
+            e->counters[LVS_CNT_UNKNOWN_PROTO]++;
+            return LVS_VERDICT_DROP;
+        }
+        e->counters[LVS_CNT_PASS_NOT_OURS]++;
+        return LVS_VERDICT_PASS;
+    }
+    k.sport = ld16(k.l4);
+    k.dport = ld16(k.l4 + 2);
+    if (to_vip)
+        return do_in(e, &k, plen, cap, now);
+    return do_out(e, &k, now);
+}
+
+int lvs_engine_process_batch(lvs_engine *e, lvs_batch *b, double now)
+{
+    int sent = 0;
+    for (uint32_t i = 0; i < b->count; i++) {
+        uint8_t *p = b->data + (size_t)i * b->stride;
+        if (i + 1 < b->count)
+            __builtin_prefetch(b->data + (size_t)(i + 1) * b->stride);
+        uint32_t len = b->len[i];
+        if (len > b->stride)
+            len = b->stride;
+        int v = process_one(e, p, &len, b->stride, b->meta ? b->meta[i] : 0, now);
+        b->len[i] = len;
+        b->verdict[i] = (uint8_t)v;
+        if (v == LVS_VERDICT_FORWARD || v == LVS_VERDICT_REPLY)
+            sent++;
+    }
+    return sent;
+}

@@ -1,0 +1,745 @@
+"""The NAT engine: a typed, sans-IO façade over the C core.
+
+Packets go in as bytes together with the current time; rewritten packets (or ``None`` for a
+drop) come out.  Nothing here reads a clock, a socket or a file, and nothing returns cdata
+(except :meth:`Engine._c_handle`, which exists only for the C dataplane).
+
+Behaviour follows Linux IPVS in NAT mode (``shared/reference/ipvs.md`` §2 to §6); the table of
+what happens to malformed or foreign input is at the top of ``_nat.c``.
+
+Connection sync records
+-----------------------
+:meth:`Engine.sync_collect`, :meth:`Engine.sync_full` and :meth:`Engine.sync_apply` exchange a
+concatenation of fixed 36-byte records, the IPv4 connection entry of IPVS sync protocol
+version 1 (no message header; the HA layer adds its own).  All fields are big-endian::
+
+    off size field
+      0    1 type       0 (IPv4)
+      1    1 protocol   6 TCP, 17 UDP
+      2    2 ver_size   version 0 in the top 4 bits, entry size (36) in the low 12
+      4    4 flags      0x0080 NOOUTPUT, 0x0100 INACTIVE, 0x1000 TEMPLATE
+      8    2 state      TCP state index (0 NONE ... 10 SYNACK), 0 for UDP and templates
+     10    2 cport      client port (0 for a template)
+     12    2 vport      virtual port (0 for a template of a port-zero service)
+     14    2 dport      real-server port
+     16    4 fwmark     always 0
+     20    4 timeout    seconds: the state's timeout (collect) or the time left (full)
+     24    4 caddr      client address (the masked client network for a template)
+     28    4 vaddr      virtual address
+     32    4 daddr      real-server address
+
+A record is produced as IPVS's master does (§6): for TCP only in ESTABLISHED, FIN_WAIT,
+CLOSE, CLOSE_WAIT and TIME_WAIT, at once on a change to a state other than ESTABLISHED, and
+otherwise when the conn's incoming packet count ``pkts % sync_period == sync_threshold``;
+templates travel with their conns.  :meth:`Engine.sync_full` lists templates first.
+"""
+
+from __future__ import annotations
+
+import enum
+import ipaddress
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from types import MappingProxyType
+from typing import Any, Literal
+
+from pylvs._core import ffi as _ffi
+from pylvs._core import lib as _lib
+from pylvs.errors import ConfigError, CoreError
+
+__all__ = [
+    "SYNC_RECORD_SIZE",
+    "ConnectionInfo",
+    "Engine",
+    "EngineStats",
+    "Rates",
+    "ServerInfo",
+    "ServerKey",
+    "ServiceInfo",
+    "ServiceKey",
+    "Stats",
+    "Timeouts",
+    "Verdict",
+    "scheduler_names",
+]
+
+Protocol = Literal["tcp", "udp"]
+_PROTO_NUM = {"tcp": 6, "udp": 17}
+_PROTO_NAME = {6: "tcp", 17: "udp"}
+
+SYNC_RECORD_SIZE: int = int(_lib.LVS_SYNC_RECORD_SIZE)
+
+_TCP_STATES = ("NONE", "ESTABLISHED", "SYN_SENT", "SYN_RECV", "FIN_WAIT", "TIME_WAIT", "CLOSE",
+               "CLOSE_WAIT", "LAST_ACK", "LISTEN", "SYNACK")
+
+_SVC_F_PERSISTENT = 0x0001
+_SVC_F_SCHED1 = 0x0008
+_SVC_F_SCHED2 = 0x0010
+_SVC_F_SCHED3 = 0x0020
+_SVC_FLAG_BITS = {
+    "sh-fallback": _SVC_F_SCHED1,
+    "mh-fallback": _SVC_F_SCHED1,
+    "flag-1": _SVC_F_SCHED1,
+    "sh-port": _SVC_F_SCHED2,
+    "mh-port": _SVC_F_SCHED2,
+    "flag-2": _SVC_F_SCHED2,
+    "flag-3": _SVC_F_SCHED3,
+}
+_DEST_F_AVAILABLE = 0x1
+_DEST_F_OVERLOAD = 0x2
+_CONN_F_INACTIVE = 0x0100
+_CONN_F_TEMPLATE = 0x1000
+_CONN_F_SYNC = 0x0020
+
+_ERRNO_TEXT = {
+    2: "no such real server",
+    3: "no such virtual service",
+    12: "out of memory",
+    17: "already exists",
+    22: "invalid argument",
+    34: "value out of range",
+}
+
+
+class Verdict(enum.IntEnum):
+    """What the engine did with one packet (``LVS_VERDICT_*``)."""
+
+    FORWARD = 0
+    PASS = 1
+    DROP = 2
+    REPLY = 3
+
+
+@dataclass(frozen=True, slots=True)
+class ServiceKey:
+    """Identifies a virtual service: protocol, VIP and port."""
+
+    protocol: Protocol
+    address: str
+    port: int
+
+    def __str__(self) -> str:
+        return f"{self.protocol.upper()} {self.address}:{self.port}"
+
+
+@dataclass(frozen=True, slots=True)
+class ServerKey:
+    """Identifies a real server inside one virtual service."""
+
+    service: ServiceKey
+    address: str
+    port: int
+
+    def __str__(self) -> str:
+        return f"{self.service} -> {self.address}:{self.port}"
+
+
+@dataclass(frozen=True, slots=True)
+class Timeouts:
+    """The three timeouts ``ipvsadm --set tcp tcpfin udp`` controls, in seconds."""
+
+    tcp: int = 900
+    tcpfin: int = 120
+    udp: int = 300
+
+
+@dataclass(frozen=True, slots=True)
+class Stats:
+    """Counters since the last :meth:`Engine.zero_stats` (bytes = IP length)."""
+
+    conns: int = 0
+    inpkts: int = 0
+    outpkts: int = 0
+    inbytes: int = 0
+    outbytes: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class Rates:
+    """IPVS estimator output: per second, rounded; ``*bps`` are bytes per second."""
+
+    cps: int = 0
+    inpps: int = 0
+    outpps: int = 0
+    inbps: int = 0
+    outbps: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class ServerInfo:
+    """A real server as listed by :meth:`Engine.services`."""
+
+    key: ServerKey
+    weight: int
+    last_weight: int
+    upper_threshold: int
+    lower_threshold: int
+    available: bool
+    overloaded: bool
+    active_conns: int
+    inactive_conns: int
+    persist_conns: int
+    stats: Stats
+    rates: Rates
+
+
+@dataclass(frozen=True, slots=True)
+class ServiceInfo:
+    """A virtual service with its configuration, counters and real servers."""
+
+    key: ServiceKey
+    scheduler: str
+    persistence: int
+    netmask: str
+    flags: tuple[str, ...]
+    mh_table_size: int
+    servers: tuple[ServerInfo, ...]
+    stats: Stats
+    rates: Rates
+
+
+@dataclass(frozen=True, slots=True)
+class ConnectionInfo:
+    """One connection-table entry (``ipvsadm -Lc``).  Templates have ``template=True``."""
+
+    protocol: Protocol
+    client_address: str
+    client_port: int
+    virtual_address: str
+    virtual_port: int
+    server_address: str
+    server_port: int
+    state: str
+    expires: float
+    template: bool
+    active: bool
+    synced: bool
+    in_pkts: int
+    controlled: int
+    control: int | None
+
+    def remaining(self, now: float) -> float:
+        """Seconds until the entry expires, seen at time *now*."""
+        return max(0.0, self.expires - now)
+
+
+@dataclass(frozen=True, slots=True)
+class EngineStats:
+    """Engine-wide totals, table occupancy and per-reason drop/pass counters."""
+
+    totals: Stats
+    rates: Rates
+    connections: int
+    templates: int
+    max_connections: int
+    entry_size: int
+    bytes_per_connection: int
+    services: int
+    trash_servers: int
+    drops: Mapping[str, int] = field(default_factory=dict)
+    passes: Mapping[str, int] = field(default_factory=dict)
+
+
+def scheduler_names() -> tuple[str, ...]:
+    """Every scheduler the C registry knows, in registry order."""
+    names = _lib.lvs_sched_names()
+    out: list[str] = []
+    i = 0
+    while names[i] != _ffi.NULL:
+        out.append(_ffi.string(names[i]).decode())
+        i += 1
+    return tuple(out)
+
+
+def _counter_names() -> tuple[str, ...]:
+    names = _lib.lvs_counter_names()
+    out: list[str] = []
+    i = 0
+    while names[i] != _ffi.NULL:
+        out.append(_ffi.string(names[i]).decode())
+        i += 1
+    return tuple(out)
+
+
+_COUNTERS = _counter_names()
+_PASS_COUNTERS = frozenset({"not_ours"})
+
+
+def _ip(addr: str, what: str) -> int:
+    try:
+        return int(ipaddress.IPv4Address(addr))
+    except (ipaddress.AddressValueError, ValueError, TypeError) as exc:
+        raise ConfigError(f"{what}: {addr!r} is not an IPv4 address") from exc
+
+
+def _ipstr(v: int) -> str:
+    return str(ipaddress.IPv4Address(v))
+
+
+def _port(port: int, what: str) -> int:
+    if isinstance(port, bool) or not isinstance(port, int) or not 0 <= port <= 65535:
+        raise ConfigError(f"{what}: port {port!r} is not in 0..65535")
+    return port
+
+
+def _proto(protocol: str) -> int:
+    try:
+        return _PROTO_NUM[protocol]
+    except KeyError:
+        raise ConfigError(f"protocol {protocol!r}: expected 'tcp' or 'udp'") from None
+
+
+def _netmask(netmask: str | int) -> int:
+    if isinstance(netmask, int) and not isinstance(netmask, bool):
+        if not 0 <= netmask <= 32:
+            raise ConfigError(f"netmask: prefix length {netmask} is not in 0..32")
+        return (0xFFFFFFFF << (32 - netmask)) & 0xFFFFFFFF
+    return _ip(str(netmask), "netmask")
+
+
+def _u32(value: int, what: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= 0x7FFFFFFF:
+        raise ConfigError(f"{what}: {value!r} is not an integer in 0..{0x7FFFFFFF}")
+    return value
+
+
+def _check(rc: int, what: str) -> int:
+    if rc >= 0:
+        return rc
+    if -rc == 12:
+        raise CoreError(f"{what}: out of memory")
+    raise ConfigError(f"{what}: {_ERRNO_TEXT.get(-rc, f'error {-rc}')}")
+
+
+def _stats(s: Any) -> tuple[Stats, Rates]:
+    return (
+        Stats(int(s.conns), int(s.inpkts), int(s.outpkts), int(s.inbytes), int(s.outbytes)),
+        Rates(int(s.cps), int(s.inpps), int(s.outpps), int(s.inbps), int(s.outbps)),
+    )
+
+
+class Engine:
+    """The IPVS-like NAT engine (sans-IO).  See the module docstring and docs/ARCHITECTURE.md.
+
+    ``max_connections`` bounds connections plus persistence templates; a full table drops
+    new connections (counted as ``table_full``).  ``seed`` keys the connection hash.
+    The remaining keywords mirror IPVS sysctls of the same names.
+    """
+
+    def __init__(self, max_connections: int = 1 << 20, timeouts: Timeouts | None = None, *,
+                 seed: int = 0, expire_nodest_conn: bool = False,
+                 expire_quiescent_template: bool = False, conn_reuse_mode: int = 1) -> None:
+        if not 1 <= max_connections <= 1 << 26:
+            raise ConfigError(f"max_connections: {max_connections} is not in 1..{1 << 26}")
+        ptr = _lib.lvs_engine_new(max_connections, seed & 0xFFFFFFFFFFFFFFFF)
+        if ptr == _ffi.NULL:
+            raise CoreError("cannot allocate the engine")
+        self._e: Any = _ffi.gc(ptr, _lib.lvs_engine_free)
+        self._scratch: Any = None
+        self._scratch_size = 0
+        self.sync_skipped = 0
+        self.set_option("expire_nodest_conn", expire_nodest_conn)
+        self.set_option("expire_quiescent_template", expire_quiescent_template)
+        self.set_option("conn_reuse_mode", conn_reuse_mode)
+        if timeouts is not None:
+            self.set_timeouts(tcp=timeouts.tcp, tcpfin=timeouts.tcpfin, udp=timeouts.udp)
+
+    def _c_handle(self) -> Any:
+        """The ``lvs_engine *`` cdata, for the C dataplane only; valid while self lives."""
+        return self._e
+
+    # ---- options and timeouts ----
+
+    _OPTIONS = {
+        "expire_nodest_conn": 1,
+        "expire_quiescent_template": 2,
+        "conn_reuse_mode": 3,
+        "sync_master": 4,
+        "sync_threshold": 5,
+        "sync_period": 6,
+    }
+
+    def set_option(self, name: str, value: int | bool) -> None:
+        """Set an IPVS-sysctl-like option (names as in :attr:`_OPTIONS`)."""
+        opt = self._OPTIONS.get(name)
+        if opt is None:
+            raise ConfigError(f"unknown engine option {name!r}")
+        _check(_lib.lvs_engine_set_option(self._e, opt, int(value)), name)
+
+    def option(self, name: str) -> int:
+        """Current value of an option."""
+        opt = self._OPTIONS.get(name)
+        if opt is None:
+            raise ConfigError(f"unknown engine option {name!r}")
+        return int(_lib.lvs_engine_get_option(self._e, opt))
+
+    def set_timeouts(self, tcp: int = 0, tcpfin: int = 0, udp: int = 0) -> None:
+        """``ipvsadm --set tcp tcpfin udp``: 0 keeps the current value."""
+        for name, v in (("tcp", tcp), ("tcpfin", tcpfin), ("udp", udp)):
+            _u32(v, f"timeout {name}")
+        _lib.lvs_engine_set_timeouts(self._e, tcp, tcpfin, udp)
+
+    def timeouts(self) -> Timeouts:
+        """The current ``tcp tcpfin udp`` timeouts."""
+        out = _ffi.new("uint32_t[3]")
+        _lib.lvs_engine_get_timeouts(self._e, out, out + 1, out + 2)
+        return Timeouts(int(out[0]), int(out[1]), int(out[2]))
+
+    # ---- services ----
+
+    def _svc_conf(self, key: ServiceKey, scheduler: str, persistence: int, netmask: str | int,
+                  flags: Iterable[str], mh_table_size: int) -> tuple[Any, Any]:
+        if scheduler not in scheduler_names():
+            raise ConfigError(f"{key}: unknown scheduler {scheduler!r} "
+                              f"(known: {' '.join(scheduler_names())})")
+        bits = 0
+        for f in flags:
+            if f not in _SVC_FLAG_BITS:
+                raise ConfigError(f"{key}: unknown service flag {f!r}")
+            bits |= _SVC_FLAG_BITS[f]
+        persistence = _u32(persistence, f"{key}: persistence")
+        if persistence > 2678400:
+            raise ConfigError(f"{key}: persistence {persistence} exceeds 31 days")
+        if key.port == 0 and persistence == 0:
+            raise ConfigError(f"{key}: a port-zero service must be persistent")
+        c = _ffi.new("lvs_svc_conf *")
+        name = _ffi.new("char[]", scheduler.encode())
+        c.proto = _proto(key.protocol)
+        c.addr = _ip(key.address, "service address")
+        c.port = key.port
+        c.sched = name
+        c.flags = bits
+        c.timeout = persistence
+        c.netmask = _netmask(netmask)
+        c.mh_table_size = _u32(mh_table_size, f"{key}: mh_table_size")
+        return c, name
+
+    def add_service(self, protocol: Protocol, address: str, port: int, *,
+                    scheduler: str = "wlc", persistence: int = 0,
+                    netmask: str | int = "255.255.255.255", flags: Iterable[str] = (),
+                    mh_table_size: int = 0) -> ServiceKey:
+        """``ipvsadm -A``: add a virtual service; returns its key."""
+        _proto(protocol)
+        key = ServiceKey(protocol, str(ipaddress.IPv4Address(_ip(address, "service address"))),
+                         _port(port, "service"))
+        c, _keep = self._svc_conf(key, scheduler, persistence, netmask, tuple(flags),
+                                  mh_table_size)
+        _check(_lib.lvs_svc_add(self._e, c), f"add service {key}")
+        return key
+
+    def edit_service(self, service: ServiceKey, *, scheduler: str | None = None,
+                     persistence: int | None = None, netmask: str | int | None = None,
+                     flags: Iterable[str] | None = None,
+                     mh_table_size: int | None = None) -> None:
+        """``ipvsadm -E``: change what is given, keep the rest."""
+        cur = self._service_info(service)
+        c, _keep = self._svc_conf(
+            service,
+            cur.scheduler if scheduler is None else scheduler,
+            cur.persistence if persistence is None else persistence,
+            cur.netmask if netmask is None else netmask,
+            cur.flags if flags is None else tuple(flags),
+            cur.mh_table_size if mh_table_size is None else mh_table_size,
+        )
+        _check(_lib.lvs_svc_edit(self._e, c), f"edit service {service}")
+
+    def remove_service(self, service: ServiceKey) -> None:
+        """``ipvsadm -D``: its servers go to the trash while connections still use them."""
+        _check(_lib.lvs_svc_del(self._e, _proto(service.protocol),
+                                _ip(service.address, "service address"), service.port),
+               f"remove service {service}")
+
+    # ---- servers ----
+
+    def _dest_conf(self, server: ServerKey, weight: int, upper: int, lower: int) -> Any:
+        if isinstance(weight, bool) or not isinstance(weight, int) or weight < 0 \
+                or weight > 0x7FFFFFFF:
+            raise ConfigError(f"{server}: weight {weight!r} must be an integer >= 0")
+        upper = _u32(upper, f"{server}: upper_threshold")
+        lower = _u32(lower, f"{server}: lower_threshold")
+        if lower > upper:
+            raise ConfigError(f"{server}: lower_threshold {lower} > upper_threshold {upper}")
+        c = _ffi.new("lvs_dest_conf *")
+        svc = server.service
+        c.proto = _proto(svc.protocol)
+        c.vaddr = _ip(svc.address, "service address")
+        c.vport = svc.port
+        c.addr = _ip(server.address, "server address")
+        c.port = _port(server.port, "server")
+        c.weight = weight
+        c.u_threshold = upper
+        c.l_threshold = lower
+        return c
+
+    def add_server(self, service: ServiceKey, address: str, port: int, *, weight: int = 1,
+                   upper_threshold: int = 0, lower_threshold: int = 0) -> ServerKey:
+        """``ipvsadm -a``: add a real server (at the head of the list, like the kernel)."""
+        key = ServerKey(service, str(ipaddress.IPv4Address(_ip(address, "server address"))),
+                        _port(port, "server"))
+        c = self._dest_conf(key, weight, upper_threshold, lower_threshold)
+        _check(_lib.lvs_dest_add(self._e, c), f"add server {key}")
+        return key
+
+    def edit_server(self, server: ServerKey, *, weight: int | None = None,
+                    upper_threshold: int | None = None,
+                    lower_threshold: int | None = None) -> None:
+        """``ipvsadm -e``: change what is given, keep the rest."""
+        cur = self._server_info(server)
+        c = self._dest_conf(
+            server,
+            cur.weight if weight is None else weight,
+            cur.upper_threshold if upper_threshold is None else upper_threshold,
+            cur.lower_threshold if lower_threshold is None else lower_threshold,
+        )
+        _check(_lib.lvs_dest_edit(self._e, c), f"edit server {server}")
+
+    def remove_server(self, server: ServerKey, *, expire_connections: bool = False) -> None:
+        """``ipvsadm -d``.  Its connections stay (packets dropped) until they time out, or
+        are expired at once with ``expire_connections=True`` (expire_nodest_conn)."""
+        c = self._dest_conf(server, 0, 0, 0)
+        _check(_lib.lvs_dest_del(self._e, c, int(expire_connections)),
+               f"remove server {server}")
+
+    def expire_server_connections(self, server: ServerKey) -> int:
+        """Expire every connection (and unused template) bound to a server; returns how many."""
+        c = self._dest_conf(server, 0, 0, 0)
+        return _check(_lib.lvs_dest_expire_conns(self._e, c), f"expire {server}")
+
+    # ---- listing ----
+
+    def _servers(self, key: ServiceKey, n: int) -> tuple[ServerInfo, ...]:
+        cap = max(n, 1)
+        while True:
+            buf = _ffi.new("lvs_dest_info[]", cap)
+            got = _check(_lib.lvs_dest_info_list(self._e, _proto(key.protocol),
+                                                 _ip(key.address, "service address"), key.port,
+                                                 buf, cap), f"list {key}")
+            if got <= cap:
+                break
+            cap = got
+        out = []
+        for i in range(got):
+            d = buf[i]
+            st, rt = _stats(d.stats)
+            out.append(ServerInfo(
+                key=ServerKey(key, _ipstr(d.addr), int(d.port)),
+                weight=int(d.weight), last_weight=int(d.last_weight),
+                upper_threshold=int(d.u_threshold), lower_threshold=int(d.l_threshold),
+                available=bool(d.flags & _DEST_F_AVAILABLE),
+                overloaded=bool(d.flags & _DEST_F_OVERLOAD),
+                active_conns=int(d.activeconns), inactive_conns=int(d.inactconns),
+                persist_conns=int(d.persistconns), stats=st, rates=rt))
+        return tuple(out)
+
+    def services(self) -> list[ServiceInfo]:
+        """Every service in the order added, each with its servers in kernel list order."""
+        out = []
+        info = _ffi.new("lvs_svc_info *")
+        for i in range(int(_lib.lvs_svc_count(self._e))):
+            if _lib.lvs_svc_info_get(self._e, i, info) < 0:
+                break
+            key = ServiceKey(_PROTO_NAME[info.proto], _ipstr(info.addr),  # type: ignore[arg-type]
+                             int(info.port))
+            sched = _ffi.string(info.sched).decode()
+            st, rt = _stats(info.stats)
+            out.append(ServiceInfo(
+                key=key, scheduler=sched,
+                persistence=int(info.timeout) if info.flags & _SVC_F_PERSISTENT else 0,
+                netmask=_ipstr(info.netmask), flags=_flag_names(int(info.flags), sched),
+                mh_table_size=int(info.mh_table_size),
+                servers=self._servers(key, int(info.num_dests)), stats=st, rates=rt))
+        return out
+
+    def _service_info(self, key: ServiceKey) -> ServiceInfo:
+        for s in self.services():
+            if s.key == key:
+                return s
+        raise ConfigError(f"{key}: no such virtual service")
+
+    def _server_info(self, key: ServerKey) -> ServerInfo:
+        for d in self._service_info(key.service).servers:
+            if d.key == key:
+                return d
+        raise ConfigError(f"{key}: no such real server")
+
+    def connections(self) -> list[ConnectionInfo]:
+        """Every connection and persistence template (``ipvsadm -Lc``), in table order."""
+        cap = max(int(self._info().connections), 1)
+        while True:
+            buf = _ffi.new("lvs_conn_info[]", cap)
+            n = int(_lib.lvs_conn_list(self._e, buf, cap))
+            if n <= cap:
+                break
+            cap = n
+        raw = [buf[i] for i in range(n)]
+        out = []
+        for c in raw:
+            tmpl = bool(c.flags & _CONN_F_TEMPLATE)
+            proto = _PROTO_NAME.get(int(c.proto), "tcp")
+            if tmpl or proto == "udp":
+                state = "NONE" if tmpl else "UDP"
+            else:
+                state = _TCP_STATES[c.state] if c.state < len(_TCP_STATES) else "NONE"
+            out.append(ConnectionInfo(
+                protocol=proto,  # type: ignore[arg-type]
+                client_address=_ipstr(c.caddr), client_port=int(c.cport),
+                virtual_address=_ipstr(c.vaddr), virtual_port=int(c.vport),
+                server_address=_ipstr(c.daddr), server_port=int(c.dport),
+                state=state, expires=float(c.expires), template=tmpl,
+                active=not (c.flags & _CONN_F_INACTIVE) and not tmpl,
+                synced=bool(c.flags & _CONN_F_SYNC), in_pkts=int(c.in_pkts),
+                controlled=int(c.n_control), control=None))
+        return _link_templates(out, raw)
+
+    def _info(self) -> Any:
+        info = _ffi.new("lvs_engine_info *")
+        _lib.lvs_engine_info_get(self._e, info)
+        return info
+
+    def stats(self) -> EngineStats:
+        """Global totals (since the last zero), rates, occupancy and drop/pass reasons."""
+        info = self._info()
+        vals = _ffi.new("uint64_t[]", len(_COUNTERS))
+        _lib.lvs_counter_values(self._e, vals, len(_COUNTERS))
+        counts = {name: int(vals[i]) for i, name in enumerate(_COUNTERS)}
+        st, rt = _stats(info.stats)
+        return EngineStats(
+            totals=st, rates=rt, connections=int(info.connections),
+            templates=int(info.templates), max_connections=int(info.max_connections),
+            entry_size=int(info.conn_entry_size), bytes_per_connection=int(info.bytes_per_conn),
+            services=int(info.num_services), trash_servers=int(info.trash_dests),
+            drops=MappingProxyType({k: v for k, v in counts.items()
+                                    if k not in _PASS_COUNTERS}),
+            passes=MappingProxyType({k: v for k, v in counts.items() if k in _PASS_COUNTERS}))
+
+    def zero_stats(self, service: ServiceKey | None = None) -> None:
+        """``ipvsadm -Z``: take the current counters as the baseline, reset the estimators."""
+        if service is None:
+            _lib.lvs_engine_zero_stats(self._e, 0, 0, 0)
+            return
+        _check(_lib.lvs_engine_zero_stats(self._e, _proto(service.protocol),
+                                          _ip(service.address, "service address"),
+                                          service.port), f"zero {service}")
+
+    def update_rates(self, now: float) -> None:
+        """Run the IPVS rate estimator once per elapsed 2 s (call at least every 2 s)."""
+        _lib.lvs_engine_update_rates(self._e, float(now))
+
+    # ---- packets ----
+
+    def process(self, packet: bytes, now: float) -> bytes | None:
+        """One IPv4 packet: the rewritten or passed packet, a generated ICMP reply, or None."""
+        verdict, out = self.process_detailed(packet, now)
+        return None if verdict == Verdict.DROP else out
+
+    def process_detailed(self, packet: bytes, now: float,
+                         meta: int = 0) -> tuple[Verdict, bytes]:
+        """Like :meth:`process` but with the verdict; ``meta`` takes ``LVS_META_*`` bits."""
+        v, out = self._run([packet], now, [meta])
+        return v[0], out[0]
+
+    def process_batch(self, packets: Sequence[bytes], now: float,
+                      meta: Sequence[int] | None = None) -> list[bytes | None]:
+        """Many packets through one C call; each result as for :meth:`process`."""
+        verdicts, outs = self._run(packets, now, meta)
+        return [None if v == Verdict.DROP else o for v, o in zip(verdicts, outs, strict=True)]
+
+    def _run(self, packets: Sequence[bytes], now: float,
+             meta: Sequence[int] | None) -> tuple[list[Verdict], list[bytes]]:
+        n = len(packets)
+        if n == 0:
+            return [], []
+        if meta is not None and len(meta) != n:
+            raise ConfigError("meta must have one entry per packet")
+        stride = max(int(_lib.LVS_MIN_STRIDE), max(len(p) for p in packets))
+        size = stride * n
+        if self._scratch_size < size:
+            self._scratch = _ffi.new("uint8_t[]", size)
+            self._scratch_size = size
+        data = self._scratch
+        lens = _ffi.new("uint32_t[]", n)
+        metas = _ffi.new("uint8_t[]", n)
+        verdicts = _ffi.new("uint8_t[]", n)
+        for i, p in enumerate(packets):
+            _ffi.memmove(data + i * stride, p, len(p))
+            lens[i] = len(p)
+            if meta is not None:
+                metas[i] = meta[i] & 0xFF
+        b = _ffi.new("lvs_batch *")
+        b.count = n
+        b.stride = stride
+        b.data = data
+        b.len = lens
+        b.meta = metas
+        b.verdict = verdicts
+        _lib.lvs_engine_process_batch(self._e, b, float(now))
+        vs: list[Verdict] = []
+        outs: list[bytes] = []
+        for i in range(n):
+            v = Verdict(verdicts[i])
+            vs.append(v)
+            if v == Verdict.PASS:
+                outs.append(bytes(packets[i]))
+            else:
+                outs.append(bytes(_ffi.buffer(data + i * stride, lens[i])))
+        return vs, outs
+
+    def expire(self, now: float) -> int:
+        """Run due timers (call at least once a second); returns entries removed."""
+        return int(_lib.lvs_engine_expire(self._e, float(now)))
+
+    # ---- connection sync ----
+
+    def set_sync_master(self, enabled: bool = True, *, threshold: int = 3,
+                        period: int = 50) -> None:
+        """Collect sync records on the packet path, with IPVS's sync_threshold/sync_period."""
+        self.set_option("sync_threshold", threshold)
+        self.set_option("sync_period", period)
+        self.set_option("sync_master", enabled)
+
+    def sync_collect(self) -> bytes:
+        """Records produced since the last call (empty unless :meth:`set_sync_master`)."""
+        n = int(_lib.lvs_sync_pending(self._e))
+        if n == 0:
+            return b""
+        buf = _ffi.new("uint8_t[]", n)
+        got = int(_lib.lvs_sync_collect(self._e, buf, n))
+        return bytes(_ffi.buffer(buf, got))
+
+    def sync_full(self, now: float | None = None) -> bytes:
+        """A record for every entry, templates first.  With *now*, timeouts are time left."""
+        t = -1.0 if now is None else float(now)
+        need = int(_lib.lvs_sync_full(self._e, _ffi.NULL, 0, t))
+        buf = _ffi.new("uint8_t[]", max(need, 1))
+        got = int(_lib.lvs_sync_full(self._e, buf, need, t))
+        return bytes(_ffi.buffer(buf, min(got, need)))
+
+    def sync_apply(self, blob: bytes, now: float) -> int:
+        """Install or refresh entries from records; returns how many were applied.  Records
+        for an unknown service or server are skipped and counted in :attr:`sync_skipped`."""
+        if len(blob) % SYNC_RECORD_SIZE:
+            raise ConfigError(f"sync blob of {len(blob)} bytes is not whole "
+                              f"{SYNC_RECORD_SIZE}-byte records")
+        skipped = _ffi.new("uint32_t *")
+        applied = int(_lib.lvs_sync_apply(self._e, blob, len(blob), float(now), skipped))
+        self.sync_skipped += int(skipped[0])
+        return applied
+
+
+def _flag_names(flags: int, sched: str) -> tuple[str, ...]:
+    prefix = "mh" if sched == "mh" else "sh" if sched == "sh" else None
+    out = []
+    if flags & _SVC_F_SCHED1:
+        out.append(f"{prefix}-fallback" if prefix else "flag-1")
+    if flags & _SVC_F_SCHED2:
+        out.append(f"{prefix}-port" if prefix else "flag-2")
+    if flags & _SVC_F_SCHED3:
+        out.append("flag-3")
+    return tuple(out)
+
+
+def _link_templates(out: list[ConnectionInfo], raw: list[Any]) -> list[ConnectionInfo]:
+    """Fill ``control``: the position of the controlling template in the same listing."""
+    pos = {int(c.index): i for i, c in enumerate(raw)}
+    return [replace(info, control=pos.get(int(c.control_index)))
+            if c.control_index >= 0 else info for info, c in zip(out, raw, strict=True)]
