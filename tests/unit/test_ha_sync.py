@@ -13,6 +13,7 @@ class TableEngine:
         self.pending = bytearray()
         self.table: dict[bytes, bytes] = {}
         self.applied: list[bytes] = []
+        self.master = False
 
     def add(self, n: int, start: int = 0) -> None:
         for i in range(start, start + n):
@@ -24,8 +25,12 @@ class TableEngine:
         out, self.pending = bytes(self.pending), bytearray()
         return out
 
-    def sync_full(self) -> bytes:
+    def sync_full(self, now: float | None = None) -> bytes:
         return b"".join(self.table.values())
+
+    def set_sync_master(self, enabled: bool = True, *, threshold: int = 3,
+                        period: int = 50) -> None:
+        self.master = enabled
 
     def sync_apply(self, blob: bytes, now: float) -> int:
         self.applied.append(blob)
@@ -44,6 +49,7 @@ def test_active_streams_whole_records_that_fit_a_frame() -> None:
     eng.add(100)
     assert ch.flush() == 0  # not active: nothing leaves
     ch.set_active(True)
+    assert eng.master
     n = ch.flush()
     assert n == len(sent) == -(-100 * RECORD_SIZE // ch.per_datagram)
     assert all(len(d) % RECORD_SIZE == 0 and len(d) <= MAX_PAYLOAD for d in sent)

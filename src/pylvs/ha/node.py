@@ -16,9 +16,9 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from ipaddress import IPv4Interface
-from typing import Any
+from typing import Any, Protocol
 
 from pylvs.ha.messages import Message, PathId, Receiver, Role, Sender, config_digest, load_secret
 from pylvs.ha.state import HaStateMachine, PeerSeen
@@ -28,7 +28,7 @@ from pylvs.ha.transport import HaTransport, Link
 from pylvs.model import Config
 from pylvs.netconf import NetConf
 
-__all__ = ["HaNode", "services_digest"]
+__all__ = ["DirectorSurface", "HaComponent", "HaNode", "services_digest"]
 
 log = logging.getLogger("pylvs.ha")
 
@@ -105,6 +105,7 @@ class HaNode:
         if sync_on:
             assert engine is not None
             self.sync = SyncChannel(engine, self.transport.send_sync, clock=clock)
+        self.role_listeners: list[Callable[[Role], None]] = []
 
     @property
     def role(self) -> Role:
@@ -130,18 +131,17 @@ class HaNode:
         await self.takeover.close()
 
     def update_config(self, config: Config) -> None:
-        """Take a reloaded config: new VIP set and digest (interfaces/peers need a restart)."""
+        """Take a reloaded config: new VIP set and digest (interfaces/peers need a restart).
+
+        The director re-applies its network plan itself; on the active node that plan holds
+        the new VIPs, so this only changes what a later takeover claims and announces.
+        """
         targets = _targets(config)
-        old_vips = set(self.owner.vips)
         self.owner.vips = targets[0].addresses
         self.takeover.targets = tuple(targets)
         digest = services_digest(config)
         self.machine.digest = digest
         self.transport.sender.digest = digest
-        if self.active:
-            gone = old_vips - set(self.owner.vips)
-            self.owner.netconf.remove_vips(gone)
-            self.owner.netconf.add_vips(self.owner.vips)
 
     # ---- RoleHandler (called by the transport) -----------------------------------------------
 
@@ -150,6 +150,8 @@ class HaNode:
         if self.sync is not None:
             self.sync.set_active(new is Role.ACTIVE)
         await self.takeover.role_changed(new, old)
+        for listener in self.role_listeners:
+            listener(new)
 
     async def reannounce(self) -> None:
         """Split brain won: announce again."""
@@ -172,3 +174,52 @@ class HaNode:
                          "failures": self.takeover.notify_failures}
         out["sync"] = None if self.sync is None else self.sync.status()
         return out
+
+
+class DirectorSurface(Protocol):
+    """What :class:`HaComponent` uses of ``pylvs.director.Director`` (no upward import)."""
+
+    active: bool
+    netconf: NetConf
+    status_providers: dict[str, Callable[[], Any]]
+    config_listeners: list[Callable[[Config], Awaitable[None]]]
+
+    @property
+    def config(self) -> Config:
+        """The configuration currently applied."""
+
+
+class HaComponent:
+    """The director component: an :class:`HaNode` wired to the director.
+
+    ``director.active`` follows the role, so a reload puts the VIPs up only on the active
+    node; the status gets an ``ha`` section; reloads reach the node.  ``stop`` always hands
+    over: the director stops its components only when the whole process stops.
+    """
+
+    def __init__(self, director: DirectorSurface, *, engine: SyncEngine | None,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.director = director
+        cfg = director.config
+        self.node = HaNode(cfg, netconf=director.netconf,
+                           engine=engine if cfg.ha.sync else None, clock=clock)
+        self.node.role_listeners.append(self._on_role)
+        director.status_providers["ha"] = self.node.status
+        director.config_listeners.append(self._on_config)
+
+    def _on_role(self, role: Role) -> None:
+        self.director.active = role is Role.ACTIVE
+
+    async def _on_config(self, config: Config) -> None:
+        self.node.update_config(config)
+
+    async def start(self) -> None:
+        """Start as BACKUP."""
+        await self.node.start()
+
+    async def stop(self) -> None:
+        """Release the addresses and hand over with priority 0."""
+        try:
+            await self.node.stop(handover=True)
+        except Exception:
+            log.exception("ha: stopping failed")

@@ -42,11 +42,15 @@ class SyncEngine(Protocol):
     def sync_collect(self) -> bytes:
         """Drain the records pending since the last call."""
 
-    def sync_full(self) -> bytes:
-        """Every connection and template, as records."""
+    def sync_full(self, now: float | None = None) -> bytes:
+        """Every connection and template, as records (timeouts = time left at ``now``)."""
 
     def sync_apply(self, blob: bytes, now: float) -> int:
         """Install records; return how many were applied."""
+
+    def set_sync_master(self, enabled: bool = True, *, threshold: int = 3,
+                        period: int = 50) -> None:
+        """Record connections on the packet path (only the active node needs to)."""
 
 
 class SyncChannel:
@@ -82,6 +86,7 @@ class SyncChannel:
     def set_active(self, active: bool) -> None:
         """Start (ACTIVE) or stop streaming; a stopping node keeps nothing queued."""
         self.active = active
+        self.engine.set_sync_master(active)
         if not active:
             self.backlog.clear()
 
@@ -90,7 +95,7 @@ class SyncChannel:
         if not self.active:
             return
         self.stats["full_dumps"] += 1
-        self._queue(self.engine.sync_full())
+        self._queue(self.engine.sync_full(self.clock()))
 
     def flush(self) -> int:
         """Drain the engine and send what fits in one bounded tick; return datagrams sent."""
