@@ -1,0 +1,178 @@
+"""``pylvs serve`` and ``pylvs check``.
+
+``serve`` runs the director in the foreground and logs to stderr (text, or one JSON object a
+line with ``director.log_format = "json"``).  Signals:
+
+* ``SIGHUP``: re-read the file and apply it live; a bad file is logged and the running state
+  kept.
+* ``SIGTERM`` / ``SIGINT``: stop (the HA component hands over first) and remove every route,
+  rule, address and proxy entry pylvs added; exit 0.
+
+The loop is chosen with a loop factory (``--loop`` or ``director.loop``), never a policy.
+``check`` validates a file and prints every problem, without touching the network.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import signal
+import sys
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from pylvs import config as config_mod
+from pylvs.errors import ConfigError, PylvsError
+from pylvs.model import Config
+
+__all__ = ["JsonFormatter", "check_main", "serve_main", "setup_logging"]
+
+log = logging.getLogger("pylvs")
+
+EXIT_OK = 0
+EXIT_RUNTIME = 1
+EXIT_CONFIG = 2
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object per record: time, level, logger, message (and the exception)."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        doc: dict[str, Any] = {
+            "ts": round(record.created, 6),
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "msg": record.getMessage(),
+        }
+        if record.exc_info:
+            doc["exc"] = self.formatException(record.exc_info)
+        return json.dumps(doc, ensure_ascii=False)
+
+
+def setup_logging(fmt: str, level: str, verbose: bool = False) -> None:
+    """Send pylvs's log records to stderr in ``fmt`` ("text" or "json")."""
+    handler = logging.StreamHandler(sys.stderr)
+    if fmt == "json":
+        handler.setFormatter(JsonFormatter())
+    else:
+        fmt_text = "%(asctime)s %(levelname)-7s %(name)s: %(message)s"
+        handler.setFormatter(logging.Formatter(fmt_text))
+    root = logging.getLogger()
+    for old in list(root.handlers):
+        root.removeHandler(old)
+    root.addHandler(handler)
+    root.setLevel(logging.DEBUG if verbose else getattr(logging, level.upper()))
+
+
+def _parser(prog: str, serve: bool) -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog=prog)
+    p.add_argument("-c", "--config", required=True, metavar="FILE", help="the TOML file")
+    if serve:
+        p.add_argument("--loop", choices=("uvloop", "asyncio"),
+                       help="event loop (default: director.loop from the file)")
+        p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    return p
+
+
+def check_main(argv: Sequence[str]) -> int:
+    """``pylvs check -c FILE``: print every problem (exit 2) or a one-line summary (exit 0)."""
+    args = _parser("pylvs check", serve=False).parse_args(argv)
+    try:
+        cfg = config_mod.load(args.config)
+    except ConfigError as exc:
+        print(str(exc), file=sys.stderr)
+        return EXIT_CONFIG
+    n_rs = sum(len(vs.real_servers) for vs in cfg.virtual_servers)
+    print(f"{cfg.source}: OK ({len(cfg.virtual_servers)} virtual servers, {n_rs} real servers)")
+    return EXIT_OK
+
+
+def serve_main(argv: Sequence[str]) -> int:
+    """``pylvs serve -c FILE [--loop uvloop|asyncio] [-v]``: run until SIGTERM/SIGINT."""
+    args = _parser("pylvs serve", serve=True).parse_args(argv)
+    try:
+        cfg = config_mod.load(args.config)
+    except ConfigError as exc:
+        print(str(exc), file=sys.stderr)
+        return EXIT_CONFIG
+    setup_logging(cfg.director.log_format, cfg.director.log_level, args.verbose)
+    loop_name = args.loop or cfg.director.loop
+    factory = _loop_factory(loop_name)
+    log.info("pylvs serve: %s, %s loop", cfg.source, loop_name if factory else "asyncio")
+    with asyncio.Runner(loop_factory=factory) as runner:
+        return runner.run(_serve(cfg, args.config, args.verbose))
+
+
+def _loop_factory(name: str) -> Callable[[], asyncio.AbstractEventLoop] | None:
+    if name != "uvloop":
+        return None
+    try:
+        import uvloop
+    except ImportError:
+        log.warning("uvloop is not installed; using the asyncio loop")
+        return None
+    factory: Callable[[], asyncio.AbstractEventLoop] = uvloop.new_event_loop
+    return factory
+
+
+async def _serve(cfg: Config, path: str, verbose: bool) -> int:
+    from pylvs.director import Director  # the dataplane needs the C core; check does not
+
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    reloads: asyncio.Queue[None] = asyncio.Queue(maxsize=1)
+
+    def on_stop(signame: str) -> None:
+        log.info("%s: stopping", signame)
+        stop.set()
+
+    def on_hup() -> None:
+        if reloads.empty():
+            reloads.put_nowait(None)
+
+    try:
+        director = Director(cfg)
+    except PylvsError as exc:
+        log.error("cannot build the director: %s", exc)
+        return EXIT_CONFIG
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, on_stop, sig.name)
+    loop.add_signal_handler(signal.SIGHUP, on_hup)
+    try:
+        try:
+            await director.start()
+        except (PylvsError, OSError) as exc:
+            log.error("start failed: %s", exc)
+            return EXIT_RUNTIME
+        log.info("ready: %s", ", ".join(f"{vs.protocol} {vs.address}"
+                                        for vs in cfg.virtual_servers) or "no services")
+        reloader = asyncio.create_task(_reload_loop(director, path, reloads, verbose))
+        await stop.wait()
+        reloader.cancel()
+        await asyncio.gather(reloader, return_exceptions=True)
+        await director.stop(handover=True)
+        return EXIT_OK
+    finally:
+        for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+            loop.remove_signal_handler(sig)
+
+
+async def _reload_loop(director: Any, path: str, reloads: asyncio.Queue[None],
+                       verbose: bool) -> None:
+    while True:
+        await reloads.get()
+        started = time.monotonic()
+        try:
+            new = await asyncio.to_thread(config_mod.load, path)
+            await director.apply_config(new)
+        except ConfigError as exc:
+            log.error("SIGHUP: reload refused, keeping the running configuration:\n%s", exc)
+            continue
+        except PylvsError as exc:
+            log.error("SIGHUP: reload failed: %s", exc)
+            continue
+        setup_logging(new.director.log_format, new.director.log_level, verbose)
+        log.info("SIGHUP: reloaded %s in %.1f ms", path, (time.monotonic() - started) * 1000)

@@ -1,0 +1,33 @@
+/* _tunio.h — the TUN pump (dataplane/_tunio.c); mirrored in the "dataplane" block of
+ * _core.cdef and _api.h. */
+#ifndef PYLVS_TUNIO_H
+#define PYLVS_TUNIO_H
+#include <stdint.h>
+
+#include "_core.h"
+
+#define LVS_TUNIO_BUCKETS 12 /* batch sizes 1, 2-3, 4-7, ... 1024-2047, >= 2048 */
+
+typedef struct lvs_tunio_stats {
+    uint64_t reads, read_bytes;      /* packets and bytes read from the TUN */
+    uint64_t writes, write_bytes;    /* packets and bytes written back */
+    uint64_t forwarded, passed, replies, dropped;  /* engine verdicts */
+    uint64_t write_eagain;           /* writes that would block: packet dropped */
+    uint64_t write_errors, read_errors, short_reads;
+    uint64_t csum_partial, gso_packets;  /* offload metadata seen on reads */
+    uint64_t batches, empty_wakeups;
+    uint32_t max_batch;
+    uint64_t batch_hist[LVS_TUNIO_BUCKETS];
+} lvs_tunio_stats;
+
+typedef struct lvs_tunio lvs_tunio;
+
+lvs_tunio *lvs_tunio_new(int fd, int vnet_hdr, uint32_t batch_max, uint32_t stride);
+void lvs_tunio_free(lvs_tunio *io);
+/* Read up to max_rounds full batches (stopping at EAGAIN), run the engine (an lvs_engine *;
+ * NULL drops everything) and write back.  Returns packets read, or -errno on a read error. */
+int lvs_tunio_pump(lvs_tunio *io, void *engine, double now, uint32_t max_rounds);
+void lvs_tunio_get_stats(const lvs_tunio *io, lvs_tunio_stats *out);
+void lvs_tunio_zero_stats(lvs_tunio *io);
+
+#endif

@@ -1,0 +1,203 @@
+"""The TUN dataplane: open the device and pump packet batches through the engine.
+
+Python's part is small on purpose.  :class:`TunDataplane` opens ``/dev/net/tun`` (creating the
+device; it is not persistent, so it disappears with the process), registers the fd with the
+running event loop, and on each readiness calls *one* C function, ``lvs_tunio_pump``, which
+reads packets until the queue is empty or the batch is full, runs the engine's batch call and
+writes the results back.  No Python runs per packet.
+
+With ``offload`` the device is opened with ``IFF_VNET_HDR`` and ``TUNSETOFFLOAD(TUN_F_CSUM |
+TUN_F_TSO4 | TUN_F_TSO6)``: the kernel then hands over 64 KB TCP super-packets with partial
+checksums instead of segmenting them first (performance.md §4, §6).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import fcntl
+import logging
+import os
+import struct
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from pylvs.errors import CoreError, NetConfigError
+
+__all__ = ["TunDataplane", "TunStats", "open_tun"]
+
+log = logging.getLogger(__name__)
+
+# linux/if_tun.h
+TUNSETIFF = 0x400454CA
+TUNSETOFFLOAD = 0x400454D0
+TUNSETVNETHDRSZ = 0x400454D8
+IFF_TUN = 0x0001
+IFF_NO_PI = 0x1000
+IFF_VNET_HDR = 0x4000
+TUN_F_CSUM = 0x01
+TUN_F_TSO4 = 0x02
+TUN_F_TSO6 = 0x04
+VNET_HDR_LEN = 10
+# A slot holds the largest packet a read can return: a 64 KB GSO super-packet.  Plain mode
+# reads at most the device MTU, but a larger slot costs only address space.
+OFFLOAD_STRIDE = 65536 + 256
+PLAIN_STRIDE = 16384
+MAX_ROUNDS = 4  # full batches per wakeup before yielding to the event loop
+
+_STAT_FIELDS = (
+    "reads", "read_bytes", "writes", "write_bytes", "forwarded", "passed", "replies", "dropped",
+    "write_eagain", "write_errors", "read_errors", "short_reads", "csum_partial", "gso_packets",
+    "batches", "empty_wakeups", "max_batch",
+)
+
+
+def _core() -> tuple[Any, Any]:
+    # Imported on first use: open_tun (and `pylvs check`) must work without the C core.
+    from pylvs._core import ffi, lib
+
+    return ffi, lib
+
+
+def open_tun(name: str, offload: bool) -> int:
+    """Open (creating if needed) TUN device ``name``; return its non-blocking fd."""
+    fd = os.open("/dev/net/tun", os.O_RDWR | os.O_NONBLOCK | os.O_CLOEXEC)
+    try:
+        flags = IFF_TUN | IFF_NO_PI | (IFF_VNET_HDR if offload else 0)
+        fcntl.ioctl(fd, TUNSETIFF, struct.pack("16sH22x", name.encode(), flags))
+        if offload:
+            fcntl.ioctl(fd, TUNSETVNETHDRSZ, struct.pack("i", VNET_HDR_LEN))
+            fcntl.ioctl(fd, TUNSETOFFLOAD, TUN_F_CSUM | TUN_F_TSO4 | TUN_F_TSO6)
+    except OSError as exc:
+        os.close(fd)
+        raise NetConfigError(f"cannot open TUN device {name!r}: {exc.strerror}") from exc
+    return fd
+
+
+@dataclass(frozen=True, slots=True)
+class TunStats:
+    """Counters of the pump plus the kernel's view of the device queue."""
+
+    reads: int
+    read_bytes: int
+    writes: int
+    write_bytes: int
+    forwarded: int
+    passed: int
+    replies: int
+    dropped: int  # engine verdict DROP
+    write_eagain: int  # written back while the kernel would block: lost
+    write_errors: int
+    read_errors: int
+    short_reads: int
+    csum_partial: int
+    gso_packets: int
+    batches: int
+    empty_wakeups: int
+    max_batch: int
+    batch_hist: tuple[int, ...]  # batches of size 1, 2-3, 4-7, ...
+    queue_dropped: int | None  # the device's tx_dropped: the kernel -> pylvs queue overflowed
+
+    def as_dict(self) -> dict[str, Any]:
+        """A JSON-able dict (for ``status()``)."""
+        return {name: getattr(self, name) for name in self.__slots__}
+
+
+class TunDataplane:
+    """One TUN device pumped through an engine on the running event loop.
+
+    ``engine_ptr`` returns the engine's ``lvs_engine *`` cdata (or None to drop everything,
+    e.g. before the engine exists); ``clock`` is the time base the engine's timers use.
+    """
+
+    def __init__(self, name: str, *, offload: bool = True, batch_size: int = 64,
+                 engine_ptr: Callable[[], Any] | None = None,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.name = name
+        self.offload = offload
+        self.batch_size = batch_size
+        self._engine_ptr = engine_ptr or (lambda: None)
+        self._clock = clock
+        self.fd: int | None = None
+        self._io: Any = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._failed: str | None = None
+        self._pump: Any = None
+        self._null: Any = None
+
+    def open(self) -> None:
+        """Create the device and the C pump (the device is down until netconf sets it up)."""
+        if self.fd is not None:
+            return
+        ffi, lib = _core()
+        fd = open_tun(self.name, self.offload)
+        stride = OFFLOAD_STRIDE if self.offload else PLAIN_STRIDE
+        io = lib.lvs_tunio_new(fd, int(self.offload), self.batch_size, stride)
+        if io == ffi.NULL:
+            os.close(fd)
+            raise CoreError("lvs_tunio_new failed (out of memory?)")
+        self.fd = fd
+        self._io = ffi.gc(io, lib.lvs_tunio_free)
+        self._pump = lib.lvs_tunio_pump  # bound once: the readiness callback is hot
+        self._null = ffi.NULL
+
+    def start(self, loop: asyncio.AbstractEventLoop | None = None) -> None:
+        """Start pumping on ``loop`` (default: the running loop)."""
+        if self.fd is None:
+            self.open()
+        assert self.fd is not None
+        self._loop = loop or asyncio.get_running_loop()
+        self._loop.add_reader(self.fd, self._on_readable)
+
+    def stop(self) -> None:
+        """Stop pumping; the device stays until :meth:`close`."""
+        if self._loop is not None and self.fd is not None:
+            self._loop.remove_reader(self.fd)
+        self._loop = None
+
+    def close(self) -> None:
+        """Stop and close the fd, which removes the device (and every route into it)."""
+        self.stop()
+        if self.fd is not None:
+            os.close(self.fd)
+            self.fd = None
+        self._io = None
+
+    def _on_readable(self) -> None:
+        n = self._pump(self._io, self._engine_ptr() or self._null, self._clock(), MAX_ROUNDS)
+        if n < 0 and self._failed is None:
+            # A read error on a TUN fd is not transient (the device went away): stop pumping
+            # rather than spin on a readable-but-failing fd.
+            self._failed = os.strerror(-n)
+            log.error("TUN %s: read failed (%s); dataplane stopped", self.name, self._failed)
+            self.stop()
+
+    @property
+    def failed(self) -> str | None:
+        """Why the pump stopped on its own, if it did."""
+        return self._failed
+
+    def stats(self) -> TunStats:
+        """A snapshot of the pump's counters and the device's queue drops."""
+        if self._io is None:
+            raise CoreError("the TUN dataplane is not open")
+        ffi, lib = _core()
+        st = ffi.new("lvs_tunio_stats *")
+        lib.lvs_tunio_get_stats(self._io, st)
+        values = {name: int(getattr(st, name)) for name in _STAT_FIELDS}
+        return TunStats(**values, batch_hist=tuple(int(x) for x in st.batch_hist),
+                        queue_dropped=_read_counter(self.name, "tx_dropped"))
+
+    def zero_stats(self) -> None:
+        """Reset the pump's counters (ipvsadm -Z)."""
+        if self._io is not None:
+            _core()[1].lvs_tunio_zero_stats(self._io)
+
+
+def _read_counter(ifname: str, counter: str) -> int | None:
+    path = f"/sys/class/net/{ifname}/statistics/{counter}"
+    with contextlib.suppress(OSError, ValueError), open(path, encoding="ascii") as fh:
+        return int(fh.read())
+    return None

@@ -1,0 +1,322 @@
+"""The composition root: one :class:`Director` builds and runs everything from a ``Config``.
+
+Order of things (docs/ARCHITECTURE.md "Director"):
+
+* ``Director(config)`` validates the config and builds the engine, the TUN dataplane and the
+  network configuration, but touches neither the kernel nor the loop.
+* ``await start()``: services and servers into the engine, open the TUN, apply the network
+  configuration, start pumping, start the timers (expire every 1 s, rates every 2 s), then
+  start the extra :attr:`components` (health, HA, API add themselves there).
+* ``await apply_config(new)``: validate, then diff services and servers and apply them live.
+  Connections in the engine are never flushed by a reload.
+* ``set_server_state(...)``: runtime inputs (health verdicts, load weights) -> weights.
+* ``await stop()``: components in reverse, timers, pump, then remove everything netconf added;
+  closing the TUN removes the device.
+
+Every change of a service or server goes through :meth:`_sync_engine`, which compares what the
+engine holds with what the config and the runtime state say it should hold.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from ipaddress import IPv4Interface
+from typing import Any, Protocol
+
+from pylvs import config as config_mod
+from pylvs.dataplane.tun import TunDataplane
+from pylvs.engine import Engine, Timeouts, scheduler_names
+from pylvs.errors import ConfigError
+from pylvs.model import Config, Endpoint, RealServerConfig, VirtualServerConfig
+from pylvs.netconf import NetConf, NetPlan, plan_from_config
+
+__all__ = ["Component", "Director", "ServiceId"]
+
+log = logging.getLogger("pylvs.director")
+
+ServiceId = tuple[str, Any, int]  # VirtualServerConfig.key: (protocol, VIP, port)
+EXPIRE_INTERVAL = 1.0
+RATES_INTERVAL = 2.0
+# [director] keys that shape objects built once; a reload that changes them is refused.
+_FIXED_DIRECTOR_KEYS = ("public_interface", "private_interface", "dataplane", "tun_name",
+                        "offload", "batch_size", "max_connections", "loop")
+
+
+class Component(Protocol):
+    """Something the director starts after the packet path is up and stops before it goes."""
+
+    async def start(self) -> None:
+        """Start; may raise to abort the director's start."""
+
+    async def stop(self) -> None:
+        """Stop; must not raise."""
+
+
+@dataclasses.dataclass
+class _ServerState:
+    healthy: bool
+    load_weight: int | None = None
+
+
+class Director:
+    """Engine + TUN dataplane + netconf (+ components) for one config."""
+
+    def __init__(self, config: Config, *, clock: Callable[[], float] = time.monotonic,
+                 active: bool | None = None) -> None:
+        config_mod.validate(config)
+        self._config = config
+        self._clock = clock
+        d = config.director
+        t = config.timeouts
+        self.engine = Engine(max_connections=d.max_connections,
+                             timeouts=Timeouts(tcp=t.tcp, tcpfin=t.tcpfin, udp=t.udp))
+        self.dataplane = TunDataplane(d.tun_name, offload=d.offload, batch_size=d.batch_size,
+                                      engine_ptr=self._engine_ptr, clock=clock)
+        self.netconf = NetConf(d.public_interface, d.private_interface, d.tun_name)
+        # Without HA this node owns the VIPs from the start; with HA the HA component claims
+        # them (netconf.add_vips / add_nat_router) when it becomes active.
+        self.active = (not config.ha.enabled) if active is None else active
+        self.components: list[Component] = []
+        self.status_providers: dict[str, Callable[[], Any]] = {}  # extra sections of status()
+        self.config_listeners: list[Callable[[Config], Awaitable[None]]] = []
+        self.health_managed = False  # set by the health component: verdicts start unknown
+        self._svc_keys: dict[ServiceId, Any] = {}
+        self._srv_keys: dict[tuple[ServiceId, Endpoint], Any] = {}
+        self._applied_weight: dict[tuple[ServiceId, Endpoint], int] = {}
+        self._state: dict[tuple[ServiceId, Endpoint], _ServerState] = {}
+        self._timers: list[asyncio.Task[None]] = []
+        self._lock = asyncio.Lock()
+        self._started = False
+        self._build_components()
+
+    def _build_components(self) -> None:
+        """Attach health probes, HA and the control API (each owner wires its part here)."""
+
+    # -- properties --------------------------------------------------------------------------
+    @property
+    def config(self) -> Config:
+        """The configuration currently applied."""
+        return self._config
+
+    def _engine_ptr(self) -> Any:
+        return self.engine._c_handle()
+
+    # -- lifecycle ---------------------------------------------------------------------------
+    async def start(self) -> None:
+        """Bring the packet path up, then the components; on failure undo what was done."""
+        self._sync_engine(self._config)
+        try:
+            self.dataplane.open()
+            await asyncio.to_thread(self.netconf.setup)
+            await asyncio.to_thread(self.netconf.apply, self._plan(self._config))
+            self.dataplane.start()
+            self._started = True
+            self._timers = [
+                asyncio.create_task(self._every(EXPIRE_INTERVAL, self.engine.expire),
+                                    name="expire"),
+                asyncio.create_task(self._every(RATES_INTERVAL, self.engine.update_rates),
+                                    name="rates"),
+            ]
+            for component in self.components:
+                await component.start()
+        except BaseException:
+            await self.stop()
+            raise
+        log.info("director started: %d services, TUN %s (offload %s, batch %d)",
+                 len(self._config.virtual_servers), self.dataplane.name,
+                 "on" if self.dataplane.offload else "off", self.dataplane.batch_size)
+
+    async def stop(self, handover: bool = True) -> None:
+        """Stop components (HA hands over first when ``handover``), the pump, the network."""
+        for component in reversed(self.components):
+            try:
+                await component.stop()
+            except Exception:
+                log.exception("stopping %r failed", component)
+        for task in self._timers:
+            task.cancel()
+        for task in self._timers:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        self._timers = []
+        self.dataplane.stop()
+        await asyncio.to_thread(self.netconf.remove)
+        self.dataplane.close()
+        if self._started:
+            log.info("director stopped; network configuration removed")
+        self._started = False
+
+    async def _every(self, interval: float, fn: Callable[[float], object]) -> None:
+        # Drift-free ticks on the engine's clock; a slow tick is not repeated to catch up.
+        loop = asyncio.get_running_loop()
+        next_at = loop.time() + interval
+        while True:
+            await asyncio.sleep(max(0.0, next_at - loop.time()))
+            next_at = max(next_at + interval, loop.time())
+            try:
+                fn(self._clock())
+            except Exception:
+                log.exception("timer %s failed", getattr(fn, "__name__", fn))
+
+    # -- configuration ---------------------------------------------------------------------
+    async def apply_config(self, new: Config) -> None:
+        """Validate ``new`` whole, then apply it live; ConfigError means nothing changed."""
+        async with self._lock:
+            config_mod.validate(new)
+            old = self._config
+            for key in _FIXED_DIRECTOR_KEYS:
+                if getattr(old.director, key) != getattr(new.director, key):
+                    raise ConfigError(f"{new.source}: director.{key}: cannot change while "
+                                      f"running (was {getattr(old.director, key)!r}); restart")
+            self._check_engine_accepts(new)
+            if new.timeouts != old.timeouts:
+                t = new.timeouts
+                self.engine.set_timeouts(tcp=t.tcp, tcpfin=t.tcpfin, udp=t.udp)
+            self._sync_engine(new)
+            self._config = new
+            if self._started:
+                await asyncio.to_thread(self.netconf.apply, self._plan(new))
+            for listener in self.config_listeners:
+                await listener(new)
+            log.info("configuration applied from %s: %d services", new.source,
+                     len(new.virtual_servers))
+
+    def _plan(self, cfg: Config) -> NetPlan:
+        plan = plan_from_config(cfg)
+        if self.active:
+            return plan
+        # A backup keeps the steering rules current (takeover is then only VIPs + nat_router)
+        # and leaves whatever the HA component has claimed as it is.
+        current = self.netconf.plan
+        return NetPlan(vips=current.vips, steering=plan.steering, nat_router=current.nat_router)
+
+    def _check_engine_accepts(self, new: Config) -> None:
+        known = set(scheduler_names())
+        for i, vs in enumerate(new.virtual_servers):
+            if vs.scheduler not in known:
+                raise ConfigError(f"{new.source}: virtual_server[{i}].scheduler: "
+                                  f"{vs.scheduler!r} is not built into this engine "
+                                  f"(have: {' '.join(sorted(known))})")
+
+    # -- runtime state -----------------------------------------------------------------------
+    def set_server_state(self, service_key: ServiceId, endpoint: Endpoint, *,
+                         healthy: bool | None = None, load_weight: int | None = None) -> None:
+        """Record a health verdict and/or a load monitor's weight and update the engine."""
+        vs = self._service(service_key)
+        if vs is None:
+            raise ConfigError(f"no service {service_key!r}")
+        state = self._state.setdefault((service_key, endpoint), self._initial_state(vs))
+        if healthy is not None:
+            state.healthy = healthy
+        if load_weight is not None:
+            state.load_weight = max(0, load_weight)
+        self._sync_engine(self._config)
+
+    def effective_weight(self, vs: VirtualServerConfig, rs: RealServerConfig) -> int | None:
+        """The weight the engine should use; None when the server must not be in the engine."""
+        # TODO(weights): use pylvs.weights (slow start, quorum) once it is committed.
+        state = self._state.get((vs.key, rs.address)) or self._initial_state(vs)
+        if not state.healthy:
+            return None if vs.down_action == "remove" else 0
+        return rs.weight if state.load_weight is None else min(rs.weight, state.load_weight)
+
+    def _initial_state(self, vs: VirtualServerConfig) -> _ServerState:
+        if vs.check.type == "none" or not self.health_managed:
+            return _ServerState(healthy=True)
+        return _ServerState(healthy=vs.check.initial_state == "up")
+
+    def _service(self, key: ServiceId) -> VirtualServerConfig | None:
+        return next((vs for vs in self._config.virtual_servers if vs.key == key), None)
+
+    # -- the engine diff ---------------------------------------------------------------------
+    def _sync_engine(self, cfg: Config) -> None:
+        """Make the engine hold exactly the services and servers ``cfg`` (+ state) asks for."""
+        wanted = {vs.key: vs for vs in cfg.virtual_servers}
+        for key in [k for k in self._svc_keys if k not in wanted]:
+            for srv in [s for s in self._srv_keys if s[0] == key]:
+                self._drop_server(srv)
+            self.engine.remove_service(self._svc_keys.pop(key))
+            log.info("service %s %s:%d removed", *key)
+        for key, vs in wanted.items():
+            opts: dict[str, Any] = dict(scheduler=vs.scheduler, persistence=vs.persistence,
+                        netmask=str(vs.netmask), flags=vs.flags, mh_table_size=vs.mh_table_size)
+            if key not in self._svc_keys:
+                self._svc_keys[key] = self.engine.add_service(
+                    vs.protocol, str(vs.address.address), vs.address.port, **opts)
+                log.info("service %s %s added (%s)", vs.protocol, vs.address, vs.scheduler)
+            else:
+                self.engine.edit_service(self._svc_keys[key], **opts)
+            self._sync_servers(vs)
+        for srv in [s for s in self._state if s[0] not in wanted]:
+            del self._state[srv]
+
+    def _sync_servers(self, vs: VirtualServerConfig) -> None:
+        svc = self._svc_keys[vs.key]
+        configured = {rs.address: rs for rs in vs.real_servers}
+        for srv in [s for s in self._srv_keys if s[0] == vs.key and s[1] not in configured]:
+            self._drop_server(srv)
+            self._state.pop(srv, None)
+        for endpoint, rs in configured.items():
+            srv = (vs.key, endpoint)
+            weight = self.effective_weight(vs, rs)
+            if weight is None:
+                self._drop_server(srv)
+                continue
+            opts: dict[str, Any] = dict(weight=weight, upper_threshold=rs.upper_threshold,
+                        lower_threshold=rs.lower_threshold)
+            if srv not in self._srv_keys:
+                self._srv_keys[srv] = self.engine.add_server(
+                    svc, str(endpoint.address), endpoint.port, **opts)
+                log.info("server %s added to %s %s (weight %d)", endpoint, vs.protocol,
+                         vs.address, weight)
+            else:
+                self.engine.edit_server(self._srv_keys[srv], **opts)
+                if self._applied_weight.get(srv) != weight:
+                    log.info("server %s of %s %s: weight %d", endpoint, vs.protocol,
+                             vs.address, weight)
+            self._applied_weight[srv] = weight
+
+    def _drop_server(self, srv: tuple[ServiceId, Endpoint]) -> None:
+        key = self._srv_keys.pop(srv, None)
+        self._applied_weight.pop(srv, None)
+        if key is not None:
+            self.engine.remove_server(key)
+            log.info("server %s removed from %s %s:%d", srv[1], *srv[0])
+
+    # -- status ------------------------------------------------------------------------------
+    def status(self) -> dict[str, Any]:
+        """A JSON-able snapshot for the API, ``pylvs status`` and ``/metrics``."""
+        out: dict[str, Any] = {
+            "source": self._config.source,
+            "active": self.active,
+            "running": self._started,
+            "weights": [
+                {"service": f"{k[0]} {k[1]}:{k[2]}", "server": str(ep), "weight": w}
+                for (k, ep), w in sorted(self._applied_weight.items(), key=str)
+            ],
+            "network": {
+                "vips": sorted(map(str, self.netconf.plan.vips)),
+                "nat_router": _text(self.netconf.plan.nat_router),
+                "steering": len(self.netconf.plan.steering),
+            },
+        }
+        if self.dataplane.fd is not None:
+            dp = self.dataplane.stats().as_dict()
+            dp["packets"] = dp["reads"]
+            dp["failed"] = self.dataplane.failed
+            out["dataplane"] = dp
+        for name, provider in self.status_providers.items():
+            try:
+                out[name] = provider()
+            except Exception as exc:
+                out[name] = {"error": str(exc)}
+        return out
+
+
+def _text(value: IPv4Interface | None) -> str | None:
+    return None if value is None else str(value)
