@@ -128,29 +128,42 @@ def _families(director: DirectorLike) -> Iterable[MetricFamily]:
     return fams.values()
 
 
+_DATAPLANE_COUNTERS = (
+    ("reads", "packets read from the TUN device"),
+    ("writes", "packets written back to the TUN device"),
+    ("forwarded", "packets the engine rewrote and forwarded"),
+    ("passed", "packets that matched nothing and passed unchanged"),
+    ("replies", "packets the engine answered itself (e.g. ICMP)"),
+    ("dropped", "packets the engine dropped"),
+    ("write_eagain", "packets lost because the kernel queue was full on write"),
+    ("write_errors", "write errors"),
+    ("read_errors", "read errors"),
+    ("batches", "batches handed to the engine"),
+)
+
+
 def _dataplane(dp: Any, fam: Any) -> None:
-    """Batch sizes and packet counts, when the dataplane reports them."""
+    """TUN pump counters and the batch-size histogram, when a dataplane runs."""
     if not isinstance(dp, Mapping):
         return
-    for key, name, text in (
-        ("batches", "pylvs_dataplane_batches_total", "Batches handed to the engine."),
-        ("packets", "pylvs_dataplane_packets_total", "Packets handed to the engine."),
-    ):
-        if isinstance(dp.get(key), int | float):
-            fam(name, "counter", text).add({}, dp[key])
-    hist = dp.get("batch_sizes")
-    if isinstance(hist, Mapping) and hist:
-        # {upper bound: count of batches of at most that size}, non-cumulative.
-        h = fam("pylvs_dataplane_batch_size", "histogram", "Packets per batch.")
+    for key, text in _DATAPLANE_COUNTERS:
+        if isinstance(dp.get(key), int):
+            fam(f"pylvs_dataplane_{key}_total", "counter", f"Dataplane: {text}.").add({}, dp[key])
+    if isinstance(dp.get("queue_dropped"), int):
+        fam("pylvs_dataplane_queue_dropped_total", "counter",
+            "Packets the kernel dropped because the TUN queue to pylvs was full.").add(
+                {}, dp["queue_dropped"])
+    hist = dp.get("batch_hist")
+    if isinstance(hist, list | tuple) and hist:
+        # Bucket i holds batches of 2**i .. 2**(i+1)-1 packets (non-cumulative).
+        h = fam("pylvs_dataplane_batch_size", "histogram", "Packets per batch read from TUN.")
         running = 0
-        total_count = 0
-        for bound, count in sorted(((float(b), int(c)) for b, c in hist.items())):
-            running += count
-            total_count = running
-            h.add({"le": _number(bound)}, running, "_bucket")
-        h.add({"le": "+Inf"}, total_count, "_bucket")
-        h.add({}, float(dp.get("packets", 0) or 0), "_sum")
-        h.add({}, total_count, "_count")
+        for i, count in enumerate(hist):
+            running += int(count)
+            h.add({"le": str(2 ** (i + 1) - 1)}, running, "_bucket")
+        h.add({"le": "+Inf"}, running, "_bucket")
+        h.add({}, int(dp.get("reads", 0) or 0), "_sum")
+        h.add({}, running, "_count")
 
 
 def render(director: DirectorLike) -> str:

@@ -10,6 +10,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any, Protocol
 
 from pylvs import model
+from pylvs.engine import ConnectionInfo, EngineStats, ServiceInfo, ServiceKey, Timeouts
 
 __all__ = ["DirectorLike", "EngineLike"]
 
@@ -17,20 +18,28 @@ __all__ = ["DirectorLike", "EngineLike"]
 class EngineLike(Protocol):
     """The read and counter side of :class:`pylvs.engine.Engine` that the API uses."""
 
-    def services(self) -> Sequence[Any]:
+    def services(self) -> Sequence[ServiceInfo]:
         """Services with their servers, counters and rates."""
         ...
 
-    def connections(self) -> Sequence[Any]:
+    def connections(self) -> Sequence[ConnectionInfo]:
         """The connection table."""
         ...
 
-    def stats(self) -> Any:
+    def stats(self) -> EngineStats:
         """Engine-wide totals and drops by reason."""
         ...
 
-    def zero_stats(self) -> None:
+    def zero_stats(self, service: ServiceKey | None = None) -> None:
         """Take the current counters as the new zero (ipvsadm ``-Z``)."""
+        ...
+
+    def timeouts(self) -> Timeouts:
+        """The connection timeouts in force."""
+        ...
+
+    def set_timeouts(self, tcp: int = 0, tcpfin: int = 0, udp: int = 0) -> None:
+        """Change timeouts; 0 keeps a value."""
         ...
 
 

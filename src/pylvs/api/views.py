@@ -16,6 +16,7 @@ from typing import Any
 from pylvs import __version__, model
 from pylvs.api import codec
 from pylvs.api.protocol import DirectorLike
+from pylvs.engine import Rates, ServiceInfo, ServiceKey, Stats
 
 __all__ = [
     "RATE_KEYS",
@@ -37,41 +38,13 @@ RATE_KEYS = ("cps", "inpps", "outpps", "inbps", "outbps")
 Json = dict[str, Any]
 
 
-def _attr(obj: Any, *names: str, default: Any = None) -> Any:
-    """First attribute (or mapping key) of *obj* among *names*."""
-    for name in names:
-        if isinstance(obj, Mapping):
-            if name in obj:
-                return obj[name]
-        elif hasattr(obj, name):
-            return getattr(obj, name)
-    return default
+def _counters(obj: Stats | Rates | None, keys: Iterable[str]) -> Json:
+    return {k: int(getattr(obj, k)) if obj is not None else 0 for k in keys}
 
 
-def _counters(obj: Any, keys: Iterable[str]) -> Json:
-    return {k: int(_attr(obj, k, default=0) or 0) for k in keys}
-
-
-def _zero_counters(keys: Iterable[str]) -> Json:
-    return dict.fromkeys(keys, 0)
-
-
-def _endpoint_text(obj: Any, addr_names: tuple[str, ...], port_names: tuple[str, ...]) -> str:
-    address = _attr(obj, *addr_names)
-    port = _attr(obj, *port_names)
-    if isinstance(address, model.Endpoint):
-        return str(address)
-    if port is None and isinstance(address, str) and ":" in address:
-        return address
-    return f"{address}:{port}"
-
-
-def _engine_index(director: DirectorLike) -> dict[tuple[str, str], Any]:
-    out: dict[tuple[str, str], Any] = {}
-    for info in director.engine.services():
-        protocol = str(_attr(info, "protocol", default="tcp")).lower()
-        out[(protocol, _endpoint_text(info, ("address", "vip"), ("port", "vport")))] = info
-    return out
+def _engine_index(director: DirectorLike) -> dict[tuple[str, str], ServiceInfo]:
+    return {(info.key.protocol, f"{info.key.address}:{info.key.port}"): info
+            for info in director.engine.services()}
 
 
 def health_index(director: DirectorLike) -> dict[tuple[str, str], dict[str, Any]]:
@@ -103,13 +76,10 @@ def services(director: DirectorLike) -> list[Json]:
         body.pop("real_server", None)
         info = engine.get((vs.protocol, str(vs.address)))
         body["id"] = sid
-        body["stats"] = _counters(_attr(info, "stats"), STAT_KEYS) if info else \
-            _zero_counters(STAT_KEYS)
-        body["rates"] = _counters(_attr(info, "rates"), RATE_KEYS) if info else \
-            _zero_counters(RATE_KEYS)
-        live = {}
-        for srv in _attr(info, "servers", "dests", default=()) or ():
-            live[_endpoint_text(srv, ("address", "rip"), ("port", "rport"))] = srv
+        body["in_engine"] = info is not None
+        body["stats"] = _counters(info.stats if info else None, STAT_KEYS)
+        body["rates"] = _counters(info.rates if info else None, RATE_KEYS)
+        live = {f"{srv.key.address}:{srv.key.port}": srv for srv in (info.servers if info else ())}
         servers = []
         for rs in vs.real_servers:
             key = str(rs.address)
@@ -118,18 +88,17 @@ def services(director: DirectorLike) -> list[Json]:
             entry = codec.encode(rs)
             entry.update(
                 forward="Masq",
-                effective_weight=int(_attr(srv, "weight", default=0)) if srv else 0,
-                active_conns=int(_attr(srv, "active_conns", "activeconns", default=0) or 0),
-                inactive_conns=int(_attr(srv, "inactive_conns", "inactconns", default=0) or 0),
-                persist_conns=int(_attr(srv, "persist_conns", "persistconns", default=0) or 0),
-                overloaded=bool(_attr(srv, "overloaded", default=False)),
+                # Not in the engine: a server taken out by health ("remove") or not applied yet.
                 in_engine=srv is not None,
+                effective_weight=srv.weight if srv else 0,
+                active_conns=srv.active_conns if srv else 0,
+                inactive_conns=srv.inactive_conns if srv else 0,
+                persist_conns=srv.persist_conns if srv else 0,
+                overloaded=srv.overloaded if srv else False,
                 health=_health_word(record, vs),
                 health_reason=None if record is None else record.get("reason"),
-                stats=_counters(_attr(srv, "stats"), STAT_KEYS) if srv else
-                _zero_counters(STAT_KEYS),
-                rates=_counters(_attr(srv, "rates"), RATE_KEYS) if srv else
-                _zero_counters(RATE_KEYS),
+                stats=_counters(srv.stats if srv else None, STAT_KEYS),
+                rates=_counters(srv.rates if srv else None, RATE_KEYS),
             )
             servers.append(entry)
         body["real_servers"] = servers
@@ -141,20 +110,24 @@ _CONN_FILTERS = ("protocol", "client", "virtual", "server", "state")
 
 
 def connections(director: DirectorLike, query: Mapping[str, str]) -> list[Json]:
-    """The connection table, filtered by exact ``protocol``/``state`` or address prefixes."""
+    """The connection table, filtered by exact ``protocol``/``state`` or address prefixes.
+
+    ``expires`` is the seconds left, on the director's clock (``time.monotonic``).
+    """
     limit = int(query["limit"]) if query.get("limit", "").isdigit() else None
+    now = time.monotonic()
     out: list[Json] = []
     for c in director.engine.connections():
         row = {
-            "protocol": str(_attr(c, "protocol", default="tcp")).lower(),
-            "client": _endpoint_text(c, ("client_address", "caddr", "client"),
-                                     ("client_port", "cport")),
-            "virtual": _endpoint_text(c, ("virtual_address", "vaddr", "vip", "virtual"),
-                                      ("virtual_port", "vport")),
-            "server": _endpoint_text(c, ("server_address", "daddr", "rip", "server"),
-                                     ("server_port", "dport", "rport")),
-            "state": str(_attr(c, "state", default="NONE")),
-            "expires": int(float(_attr(c, "expires", "expires_in", default=0) or 0)),
+            "protocol": c.protocol,
+            "client": f"{c.client_address}:{c.client_port}",
+            "virtual": f"{c.virtual_address}:{c.virtual_port}",
+            "server": f"{c.server_address}:{c.server_port}",
+            "state": c.state,
+            "expires": int(c.remaining(now)),
+            "template": c.template,
+            "active": c.active,
+            "synced": c.synced,
         }
         if not _matches(row, query):
             continue
@@ -179,45 +152,41 @@ def _matches(row: Mapping[str, Any], query: Mapping[str, str]) -> bool:
 
 
 def engine_stats(director: DirectorLike) -> Json:
-    """Engine-wide totals, drops by reason and table size."""
+    """Engine-wide totals, drops by reason and table occupancy."""
     s = director.engine.stats()
-    drops = _attr(s, "drops", default={}) or {}
     return {
-        "totals": _counters(_attr(s, "totals", default=s), STAT_KEYS),
-        "rates": _counters(_attr(s, "rates", default=s), RATE_KEYS),
-        "drops": {str(k): int(v) for k, v in dict(drops).items()},
-        "connections": int(_attr(s, "connections", "table_entries", default=0) or 0),
-        "table_size": int(_attr(s, "table_size", "size", default=4096) or 4096),
-        "max_connections": int(_attr(s, "max_connections", default=0) or 0),
+        "totals": _counters(s.totals, STAT_KEYS),
+        "rates": _counters(s.rates, RATE_KEYS),
+        "drops": dict(s.drops),
+        "passes": dict(s.passes),
+        "connections": s.connections,
+        "templates": s.templates,
+        "max_connections": s.max_connections,
+        "bytes_per_connection": s.bytes_per_connection,
+        "table_size": s.max_connections,
     }
 
 
 def zero(director: DirectorLike, key: tuple[str, model.Endpoint] | None) -> None:
     """ipvsadm ``-Z``: new baseline for one service or all (the engine keeps the raw count)."""
-    engine: Any = director.engine
     if key is None:
-        engine.zero_stats()
-        return
-    try:
-        engine.zero_stats(key[0], str(key[1].address), key[1].port)
-    except TypeError:
-        # An engine that can only zero everything: zeroing more than asked beats refusing.
-        engine.zero_stats()
+        director.engine.zero_stats()
+    else:
+        protocol: model.Protocol = "udp" if key[0] == "udp" else "tcp"
+        director.engine.zero_stats(ServiceKey(protocol, str(key[1].address), key[1].port))
 
 
 def timeouts(director: DirectorLike) -> Json:
     """The connection timeouts in force (the engine's, which is what expires connections)."""
-    getter = getattr(director.engine, "timeouts", None)
-    t: Any = getter() if getter is not None else director.config.timeouts
-    return {k: int(_attr(t, k, default=0)) for k in ("tcp", "tcpfin", "udp")}
+    t = director.engine.timeouts()
+    return {"tcp": t.tcp, "tcpfin": t.tcpfin, "udp": t.udp}
 
 
 def sync_timeouts(director: DirectorLike) -> None:
     """Make the engine's timeouts follow the configuration (a no-op if they already do)."""
-    setter = getattr(director.engine, "set_timeouts", None)
     want = director.config.timeouts
-    if setter is not None and timeouts(director) != codec.encode(want):
-        setter(tcp=want.tcp, tcpfin=want.tcpfin, udp=want.udp)
+    if timeouts(director) != codec.encode(want):
+        director.engine.set_timeouts(tcp=want.tcp, tcpfin=want.tcpfin, udp=want.udp)
 
 
 def ha(director: DirectorLike) -> Json:

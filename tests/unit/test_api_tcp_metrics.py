@@ -1,0 +1,151 @@
+"""The TCP listener's bearer token, /metrics (parsed by prometheus_client) and live counters."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+from scapy.layers.inet import IP, TCP
+
+from pylvs.api.server import read_token
+from pylvs.errors import ConfigError
+
+from .test_api_support import base_config, running_api, service
+
+__all__ = ["running_api"]
+
+TOKEN = "s3cret-token-for-tests-0123456789"
+VIP = "198.18.0.100:80"
+
+
+async def _tcp_api(tmp_path: Path, running_api: Any) -> tuple[Any, str]:
+    token_file = tmp_path / "token"
+    token_file.write_text(TOKEN + "\n")
+    cfg = base_config(str(tmp_path / "t.sock"), (service(VIP, "198.19.0.11:80"),),
+                      listen="127.0.0.1:0", token_file=str(token_file))
+    director, server = await running_api(cfg)
+    host, port = server.tcp_address
+    return director, f"http://{host}:{port}"
+
+
+@pytest.mark.parametrize("auth", [None, "Bearer wrong-token-wrong-token", f"Basic {TOKEN}",
+                                  f"Bearer {TOKEN}x"])
+async def test_tcp_refuses_without_the_token(tmp_path: Path, running_api: Any,
+                                             auth: str | None) -> None:
+    _, base = await _tcp_api(tmp_path, running_api)
+    headers = {} if auth is None else {"Authorization": auth}
+    async with aiohttp.ClientSession() as session:
+        for method, url in (("GET", "/api/v1/services"), ("GET", "/metrics"),
+                            ("DELETE", "/api/v1/services"), ("GET", "/api/v1/status")):
+            async with session.request(method, base + url, headers=headers) as resp:
+                assert resp.status == 401, (method, url)
+                assert "bearer token" in (await resp.json())["error"]
+
+
+async def test_tcp_accepts_the_token_and_serves_the_page_without_it(
+    tmp_path: Path, running_api: Any
+) -> None:
+    _, base = await _tcp_api(tmp_path, running_api)
+    async with aiohttp.ClientSession() as session:
+        async with session.get(base + "/api/v1/services",
+                               headers={"Authorization": f"Bearer {TOKEN}"}) as resp:
+            assert resp.status == 200
+            assert (await resp.json())["services"][0]["address"] == VIP
+        async with session.get(base + "/") as resp:  # HTML carries no data
+            assert resp.status == 200
+            assert "pylvs" in await resp.text()
+
+
+async def test_unix_socket_needs_no_token(tmp_path: Path, running_api: Any) -> None:
+    await _tcp_api(tmp_path, running_api)
+    conn = aiohttp.UnixConnector(path=str(tmp_path / "t.sock"))
+    async with aiohttp.ClientSession(connector=conn) as session, \
+            session.get("http://pylvs/api/v1/services") as resp:
+        assert resp.status == 200
+
+
+def test_short_or_missing_token_file_is_refused(tmp_path: Path) -> None:
+    (tmp_path / "short").write_text("abc")
+    with pytest.raises(ConfigError, match="shorter than 16"):
+        read_token(str(tmp_path / "short"))
+    with pytest.raises(ConfigError, match="cannot read"):
+        read_token(str(tmp_path / "absent"))
+
+
+def _syn(sport: int) -> bytes:
+    return bytes(IP(src="198.18.0.50", dst="198.18.0.100") / TCP(sport=sport, dport=80,
+                                                                  flags="S", seq=1000))
+
+
+async def test_metrics_parse_and_count_real_traffic(tmp_path: Path, running_api: Any) -> None:
+    sock = str(tmp_path / "m.sock")
+    cfg = base_config(sock, (service(VIP, "198.19.0.11:80", "198.19.0.12:80"),))
+    director, _ = await running_api(cfg)
+    for sport in range(40000, 40006):
+        out = director.engine.process(_syn(sport), now=1.0)
+        assert out is not None  # scheduled and rewritten
+    conn = aiohttp.UnixConnector(path=sock)
+    async with aiohttp.ClientSession(connector=conn) as session:
+        async with session.get("http://pylvs/metrics") as resp:
+            assert resp.status == 200
+            assert resp.headers["Content-Type"].startswith("text/plain")
+            text = await resp.text()
+        async with session.get("http://pylvs/api/v1/connections?state=SYN_RECV") as resp:
+            conns = (await resp.json())["connections"]
+        async with session.get("http://pylvs/api/v1/connections?client=198.18.0.99") as resp:
+            assert (await resp.json())["connections"] == []
+    families = {f.name: f for f in text_string_to_metric_families(text)}
+    svc_conns = families["pylvs_ipvs_service_connections"]  # the parser drops "_total"
+    assert svc_conns.type == "counter"
+    [sample] = [s for s in svc_conns.samples if s.name.endswith("_total")]
+    assert sample.labels == {"local_address": "198.18.0.100", "local_port": "80",
+                             "proto": "TCP"}
+    assert sample.value == 6
+    backend = [s for s in families["pylvs_ipvs_backend_connections_inactive"].samples
+               + families["pylvs_ipvs_backend_connections_active"].samples]
+    assert sum(s.value for s in backend) == 6
+    assert {s.labels["remote_address"] for s in backend} == {"198.19.0.11", "198.19.0.12"}
+    weights = {s.labels["remote_address"]: s.value
+               for s in families["pylvs_ipvs_backend_weight"].samples}
+    assert weights == {"198.19.0.11": 1, "198.19.0.12": 1}
+    roles = {s.labels["role"]: s.value for s in families["pylvs_ha_role"].samples}
+    assert roles["active"] == 1 and sum(roles.values()) == 1
+    assert "pylvs_engine_drops" in families
+    assert len(conns) == 6
+    assert {c["virtual"] for c in conns} == {VIP}
+    assert all(c["client"].startswith("198.18.0.50:") for c in conns)
+
+
+async def test_zero_takes_a_baseline(tmp_path: Path, running_api: Any) -> None:
+    sock = str(tmp_path / "z.sock")
+    director, _ = await running_api(base_config(sock, (service(VIP, "198.19.0.11:80"),)))
+    director.engine.process(_syn(41000), now=1.0)
+    conn = aiohttp.UnixConnector(path=sock)
+    async with aiohttp.ClientSession(connector=conn, base_url="http://pylvs") as session:
+        async with session.get("/api/v1/services") as resp:
+            assert (await resp.json())["services"][0]["stats"]["conns"] == 1
+        async with session.post("/api/v1/zero", json={"service": f"tcp/{VIP}"}) as resp:
+            assert resp.status == 200
+        async with session.get("/api/v1/services") as resp:
+            svc = (await resp.json())["services"][0]
+        assert svc["stats"]["conns"] == 0
+        assert svc["real_servers"][0]["inactive_conns"] + \
+            svc["real_servers"][0]["active_conns"] == 1  # zeroing counts keeps connections
+        async with session.post("/api/v1/zero", json={"service": "tcp/198.18.0.1:1"}) as resp:
+            assert resp.status == 404
+
+
+async def test_api_config_fields_are_all_exposed(tmp_path: Path, running_api: Any) -> None:
+    sock = str(tmp_path / "c.sock")
+    director, _ = await running_api(base_config(sock, (service(VIP, "198.19.0.11:80"),)))
+    conn = aiohttp.UnixConnector(path=sock)
+    async with aiohttp.ClientSession(connector=conn) as session, \
+            session.get("http://pylvs/api/v1/services") as resp:
+        svc = (await resp.json())["services"][0]
+    names = {f.name for f in dataclasses.fields(director.config.virtual_servers[0])}
+    assert names - {"real_servers"} <= set(svc)
+    assert {"check", "load_monitor", "sorry_server", "quorum", "slow_start"} <= set(svc)
