@@ -69,7 +69,8 @@ def render_section(command: str, results: Mapping[str, Sequence[_Measurement]],
              ("lat.close.p99_ms", "p99 ms c1 close", ".3f")]
     if close_keys:
         first = close_keys[0].rsplit(".", 1)[0]
-        cols += [(f"{first}.lb_cpu", f"LB cores ({first})", ".2f"),
+        cols += [(f"{first}.spread", f"rr spread ({first})", ".0f"),
+                 (f"{first}.lb_cpu", f"LB cores ({first})", ".2f"),
                  (f"{first}.busy_cores", f"busy cores ({first})", ".2f")]
     lines = [BEGIN, "## network (bench/network.py)", "",
              f"Recorded {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, "
@@ -88,8 +89,10 @@ def render_section(command: str, results: Mapping[str, Sequence[_Measurement]],
         lines.append(f"| {name} | " + " | ".join(cells) + f" | {gate} |")
     lines += ["", "Cells: median (min..max) over the rounds. \"LB cores\": CPU time of the "
               "balancer process per wall second (n/a for the kernel paths, whose work is "
-              "softirq); \"busy cores\": all CPUs from /proc/stat (of 2). Everything shares "
-              "2 cores with the client and the three real servers.", END]
+              "softirq); \"busy cores\": all CPUs from /proc/stat (of 2); \"rr spread\": "
+              "most minus fewest connections a real server accepted in that run (by "
+              "construction for direct). Everything shares 2 cores with the client and the "
+              "three real servers, and with whatever else runs on the machine.", END]
     return "\n".join(lines) + "\n"
 
 
