@@ -4,7 +4,9 @@
 * :mod:`.probes`, :mod:`.http_probe`, :mod:`.program`: tcp, send/expect, udp, http(s), exec;
 * :mod:`.check`: :func:`run_probe`, one probe under one total deadline;
 * :mod:`.state`: sans-IO rise/fall, quorum and sorry-server bookkeeping;
-* :mod:`.manager`: the asyncio runner the director embeds.
+* :mod:`.manager`: the asyncio runner;
+* :mod:`.component`: ``attach_health``, the glue the director calls (imported on its own:
+  it needs the engine and so the C core).
 """
 
 from __future__ import annotations

@@ -1,0 +1,155 @@
+"""Glue between :class:`HealthManager` and the director: the only file that knows both.
+
+:func:`attach_health` is all the director calls (from its ``_build_components``)::
+
+    attach_health(director)
+
+It marks verdicts as health-managed (servers with a check start in their ``initial_state``),
+registers a component the director starts after the packet path is up and stops before it goes,
+a ``health`` section for ``status()``, and a listener that follows ``apply_config``.
+
+Events become engine changes like this:
+
+* :class:`ServerEvent` -> ``director.set_server_state(service, endpoint, healthy=in_pool,
+  load_weight=weight)``; the director turns that into weight 0 (quiesce) or removal
+  (``down_action = "remove"``) and back.
+* :class:`SorryEvent` -> the sorry server is added to the engine service with weight 1 when it
+  takes over; when the pool recovers it is set to weight 0 so its open connections finish
+  (``down_action = "quiesce"``, keepalived's ``sorry_server_inhibit``) or removed
+  (``"remove"``, like ldirectord's fallback).  It is not a configured real server, so the
+  director's own diff never touches it.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any, Protocol
+
+from pylvs.engine import Engine, ServerKey
+from pylvs.engine import ServiceKey as EngineServiceKey
+from pylvs.errors import PylvsError
+from pylvs.health.manager import HealthManager
+from pylvs.health.state import HealthEvent, ServerEvent, ServiceKey, SorryEvent
+from pylvs.model import Config, Endpoint, VirtualServerConfig
+
+__all__ = ["DirectorLike", "HealthComponent", "attach_health"]
+
+log = logging.getLogger("pylvs.health")
+
+
+class DirectorLike(Protocol):
+    """The part of :class:`pylvs.director.Director` health uses (health sits below it)."""
+
+    engine: Engine
+    components: list[Any]
+    status_providers: dict[str, Callable[[], Any]]
+    config_listeners: list[Callable[[Config], Awaitable[None]]]
+    health_managed: bool
+
+    @property
+    def config(self) -> Config:
+        """The configuration currently applied."""
+
+    def set_server_state(
+        self,
+        service_key: Any,
+        endpoint: Endpoint,
+        *,
+        healthy: bool | None = None,
+        load_weight: int | None = None,
+    ) -> None:
+        """Record a health verdict and/or weight and update the engine."""
+
+
+class HealthComponent:
+    """Runs the health manager for a director and applies its events."""
+
+    def __init__(self, director: DirectorLike, *, jitter: float = 1.0,
+                 ca_file: str | None = None) -> None:
+        self._director = director
+        self.manager = HealthManager(director.config, self.on_event, jitter=jitter,
+                                     ca_file=ca_file)
+        # Sorry servers this component put into the engine: (service, endpoint) -> key.
+        self._sorry: dict[tuple[ServiceKey, Endpoint], ServerKey] = {}
+
+    async def start(self) -> None:
+        """Publish initial verdicts, then probe."""
+        await self.manager.start()
+
+    async def stop(self) -> None:
+        """Stop probing; the pool stays as it was last set."""
+        await self.manager.stop()
+
+    async def on_config(self, config: Config) -> None:
+        """Follow ``apply_config``: keep state of servers that stay, drop stale sorry servers."""
+        await self.manager.apply_config(config)
+        services: dict[ServiceKey, VirtualServerConfig] = {
+            vs.key: vs for vs in config.virtual_servers
+        }
+        for (key, endpoint), srv in list(self._sorry.items()):
+            vs = services.get(key)
+            if vs is None:
+                del self._sorry[(key, endpoint)]  # the director removed the whole service
+            elif vs.sorry_server != endpoint:
+                self._remove_sorry(key, endpoint, srv)
+
+    def snapshot(self) -> dict[str, object]:
+        """The manager's snapshot plus the sorry servers present in the engine."""
+        snap = self.manager.snapshot()
+        snap["sorry_in_engine"] = sorted(f"{k[0]} {k[1]}:{k[2]} -> {ep}" for k, ep in self._sorry)
+        return snap
+
+    def on_event(self, event: HealthEvent) -> None:
+        """Apply one event to the director/engine."""
+        if isinstance(event, ServerEvent):
+            self._director.set_server_state(
+                event.service, event.endpoint, healthy=event.in_pool, load_weight=event.weight
+            )
+        else:
+            self._apply_sorry(event)
+
+    def _service(self, key: ServiceKey) -> VirtualServerConfig | None:
+        return next((vs for vs in self._director.config.virtual_servers if vs.key == key), None)
+
+    def _apply_sorry(self, event: SorryEvent) -> None:
+        vs = self._service(event.service)
+        if vs is None:
+            return
+        if any(rs.address == event.endpoint for rs in vs.real_servers):
+            log.warning("sorry server %s is also a real server of %s; left alone",
+                        event.endpoint, vs.address)
+            return
+        engine = self._director.engine
+        slot = (event.service, event.endpoint)
+        srv = self._sorry.get(slot)
+        if event.active:
+            if srv is None:
+                svc = EngineServiceKey(vs.protocol, str(vs.address.address), vs.address.port)
+                self._sorry[slot] = engine.add_server(
+                    svc, str(event.endpoint.address), event.endpoint.port, weight=1
+                )
+            else:
+                engine.edit_server(srv, weight=1)
+        elif srv is not None:
+            if vs.down_action == "remove":
+                self._remove_sorry(event.service, event.endpoint, srv)
+            else:
+                engine.edit_server(srv, weight=0)
+
+    def _remove_sorry(self, key: ServiceKey, endpoint: Endpoint, srv: ServerKey) -> None:
+        del self._sorry[(key, endpoint)]
+        try:
+            self._director.engine.remove_server(srv)
+        except PylvsError as exc:
+            log.warning("removing sorry server %s failed: %s", endpoint, exc)
+
+
+def attach_health(director: DirectorLike, **options: Any) -> HealthComponent:
+    """Create the health component for ``director`` and register it; return it."""
+    component = HealthComponent(director, **options)
+    director.health_managed = True
+    director.components.append(component)
+    director.status_providers["health"] = component.snapshot
+    director.config_listeners.append(component.on_config)
+    return component
