@@ -105,6 +105,10 @@ def _run(args: argparse.Namespace) -> int:
             status = daemon.stop()
             if args.verbose or status not in (0, -15):
                 print(f"\n--- pylvs serve output (exit status {status}) ---\n{daemon.log()}")
+        totals = [line.split(": ", 1)[-1] for line in daemon.log().splitlines()
+                  if "totals" in line]
+        if totals:
+            print("\npylvs serve, on exit: " + "\n".join(totals))
         failed = len(report["errors"]) + sum(
             1 for n in [*report["tcp"], *report["udp"]] if n not in names)
         print(f"\n{2 * args.requests - failed}/{2 * args.requests} requests answered; "
