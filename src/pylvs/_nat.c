@@ -27,7 +27,9 @@
  *  conn whose dest was removed (in direction)         DROP     dest_unavailable
  *  in direction, TTL <= 1                             DROP     ttl_exceeded
  *  TCP/UDP not to a VIP and no out conn               PASS     not_ours
- *  ICMP error (3, 4, 11) matching a conn              FORWARD  (translated both ways)
+ *  ICMP error (3, 4, 11) matching a conn              FORWARD  (translated both ways; the
+ *                                                              in direction also takes the
+ *                                                              TTL step, as ip_vs_icmp_xmit)
  *    ... with a wrong ICMP checksum                   DROP     bad_icmp_checksum
  *  ICMP error to a VIP without a conn / unparsable    DROP     icmp_no_conn
  *  other ICMP to a VIP (echo ...)                     DROP     icmp_other
@@ -576,34 +578,35 @@ static int do_icmp(lvs_engine *e, pkt *k, int to_vip)
         e->counters[LVS_CNT_BAD_ICMP_CHECKSUM]++;
         return LVS_VERDICT_DROP;
     }
-    if (to_vip && (!c->dest || !(c->dest->flags & LVS_DEST_F_AVAILABLE))) {
-        e->counters[LVS_CNT_DEST_UNAVAILABLE]++;
-        return LVS_VERDICT_DROP;
+    if (to_vip) {
+        stats_in(e, c, k->tot);
+        /* ip_vs_icmp_xmit routes through __ip_vs_get_out_rt, which decrements the TTL */
+        if (k->p[8] <= 1) {
+            e->counters[LVS_CNT_TTL_EXCEEDED]++;
+            return LVS_VERDICT_DROP;
+        }
+        k->p[8]--;
+    } else {
+        stats_out(e, c, k->tot);
     }
-    uint32_t oaddr, naddr;
-    uint16_t oport, nport;
+    uint32_t naddr;
+    uint16_t nport;
     uint32_t q_ip_off, q_port_off;
     if (to_vip) {
         /* quoted packet went VIP -> client: it becomes RS -> client */
-        oaddr = c->vaddr;
         naddr = c->daddr;
-        oport = c->vport;
         nport = c->dport;
         q_ip_off = 12;
         q_port_off = 0;
         st32(k->p + 16, naddr);
     } else {
         /* quoted packet went client -> RS: it becomes client -> VIP */
-        oaddr = c->daddr;
         naddr = c->vaddr;
-        oport = c->dport;
         nport = c->vport;
         q_ip_off = 16;
         q_port_off = 2;
         st32(k->p + 12, naddr);
     }
-    (void)oaddr;
-    (void)oport;
     st16(k->p + 10, 0);
     st16(k->p + 10, ip_csum(k->p, k->ihl));
     uint64_t da = diff32(ld32(q + q_ip_off), naddr);
@@ -623,10 +626,6 @@ static int do_icmp(lvs_engine *e, pkt *k, int to_vip)
     }
     st16(ic + 2, 0);
     st16(ic + 2, (uint16_t)~fold(sum16(ic, n)));
-    if (to_vip)
-        stats_in(e, c, k->tot);
-    else
-        stats_out(e, c, k->tot);
     return LVS_VERDICT_FORWARD;
 
 no_conn:

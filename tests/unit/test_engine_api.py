@@ -1,0 +1,208 @@
+"""Engine API beyond the basics: offload metadata, thresholds, stats, rates, sync, listing."""
+
+from __future__ import annotations
+
+import socket
+import struct
+
+import pytest
+from scapy.layers.inet import ICMP, IP, TCP, UDP, IPerror
+from scapy.packet import Raw
+
+from pylvs import Engine, ServiceKey, Verdict
+from pylvs.engine import SYNC_RECORD_SIZE, scheduler_names
+from pylvs.errors import ConfigError
+
+VIP = "198.18.0.100"
+CLIENT = "198.18.0.5"
+RS1 = "198.19.0.11"
+RS2 = "198.19.0.12"
+META_CSUM_PARTIAL = 1
+META_GSO = 2
+
+
+def syn(sport: int = 40000, flags: str = "S", dport: int = 80, ttl: int = 64) -> bytes:
+    return bytes(IP(src=CLIENT, dst=VIP, ttl=ttl) / TCP(sport=sport, dport=dport, flags=flags))
+
+
+def pseudo_sum(src: str, dst: str, proto: int, length: int) -> int:
+    """Folded, non-inverted pseudo-header sum: what CHECKSUM_PARTIAL leaves in the field."""
+    words = struct.unpack("!4H", socket.inet_aton(src) + socket.inet_aton(dst))
+    s = sum(words) + proto + length
+    while s >> 16:
+        s = (s & 0xFFFF) + (s >> 16)
+    return s
+
+
+@pytest.fixture
+def eng() -> Engine:
+    return Engine(max_connections=4096)
+
+
+@pytest.fixture
+def svc(eng: Engine) -> ServiceKey:
+    s = eng.add_service("tcp", VIP, 80, scheduler="rr")
+    eng.add_server(s, RS1, 8080)
+    return s
+
+
+def test_partial_checksum_updates_address_only(eng: Engine, svc: ServiceKey) -> None:
+    pkt = IP(src=CLIENT, dst=VIP) / TCP(sport=40000, dport=80, flags="S") / Raw(b"x" * 100)
+    b = bytearray(bytes(pkt))
+    tcp_len = len(b) - 20
+    struct.pack_into("!H", b, 36, pseudo_sum(CLIENT, VIP, 6, tcp_len))
+    verdict, out = eng.process_detailed(bytes(b), 1.0, META_CSUM_PARTIAL | META_GSO)
+    assert verdict == Verdict.FORWARD
+    got = struct.unpack_from("!H", out, 36)[0]
+    assert got == pseudo_sum(CLIENT, RS1, 6, tcp_len)
+    assert IP(out)[TCP].dport == 8080
+    # the reply direction: source address changes
+    rep = bytearray(bytes(IP(src=RS1, dst=CLIENT) / TCP(sport=8080, dport=40000, flags="SA")))
+    struct.pack_into("!H", rep, 36, pseudo_sum(RS1, CLIENT, 6, 20))
+    verdict, back = eng.process_detailed(bytes(rep), 1.0, META_CSUM_PARTIAL)
+    assert verdict == Verdict.FORWARD
+    assert struct.unpack_from("!H", back, 36)[0] == pseudo_sum(VIP, CLIENT, 6, 20)
+
+
+def test_ttl_one_is_dropped_and_counted(eng: Engine, svc: ServiceKey) -> None:
+    assert eng.process(syn(ttl=1), 1.0) is None
+    assert eng.stats().drops["ttl_exceeded"] == 1
+
+
+def test_upper_threshold_sets_overload_lower_clears(eng: Engine) -> None:
+    s = eng.add_service("udp", VIP, 53, scheduler="wlc")
+    srv = eng.add_server(s, RS1, 53, upper_threshold=2, lower_threshold=1)
+
+    def overloaded() -> bool:
+        return eng.services()[0].servers[0].overloaded
+
+    for port in (1, 2):
+        assert eng.process(bytes(IP(src=CLIENT, dst=VIP) / UDP(sport=port, dport=53)), 0.0)
+    assert overloaded()
+    # overloaded and alone: nothing to schedule -> ICMP port unreachable
+    v, _ = eng.process_detailed(bytes(IP(src=CLIENT, dst=VIP) / UDP(sport=3, dport=53)), 0.0)
+    assert v == Verdict.REPLY
+    eng.expire(301.0)
+    assert not overloaded()
+    eng.edit_server(srv, upper_threshold=0, lower_threshold=0)
+    assert eng.services()[0].servers[0].upper_threshold == 0
+
+
+def test_stats_zero_is_a_baseline_and_rates_follow_ipvs(eng: Engine, svc: ServiceKey) -> None:
+    eng.update_rates(0.0)
+    eng.process(syn(), 0.5)
+    for _ in range(99):
+        eng.process(syn(flags="A"), 1.0)
+    eng.update_rates(2.0)
+    st = eng.stats()
+    assert st.totals.inpkts == 100 and st.totals.conns == 1
+    # avg = (100 << 9) >> 2 = 12800; shown (12800 + 511) >> 10 = 12
+    assert st.rates.inpps == 12
+    assert st.rates.inbps == ((4000 << 4) >> 2) + 15 >> 5
+    eng.zero_stats()
+    st = eng.stats()
+    assert st.totals.inpkts == 0 and st.rates.inpps == 0
+    eng.process(syn(flags="A"), 3.0)
+    assert eng.stats().totals.inpkts == 1
+    assert eng.services()[0].servers[0].stats.inpkts == 1
+
+
+def test_sync_threshold_then_apply_on_backup(svc: ServiceKey, eng: Engine) -> None:
+    eng.set_sync_master(True)
+    eng.process(syn(), 0.0)
+    eng.process(syn(flags="A"), 0.1)
+    assert eng.sync_collect() == b""          # ESTABLISHED reached at pkts=2: no sync yet
+    eng.process(syn(flags="A"), 0.2)          # pkts == sync_threshold (3)
+    blob = eng.sync_collect()
+    assert len(blob) == SYNC_RECORD_SIZE
+    assert eng.sync_collect() == b""
+    backup = Engine(max_connections=64)
+    bs = backup.add_service("tcp", VIP, 80, scheduler="rr")
+    backup.add_server(bs, RS2, 8080)
+    backup.add_server(bs, RS1, 8080)
+    assert backup.sync_apply(blob, 5.0) == 1
+    (c,) = backup.connections()
+    assert (c.state, c.server_address, c.server_port, c.synced) == (
+        "ESTABLISHED", RS1, 8080, True)
+    assert c.expires == pytest.approx(5.0 + 900)
+    out = backup.process(syn(flags="A"), 6.0)
+    assert out is not None and IP(out).dst == RS1
+    # unknown service on the receiver: skipped and counted
+    other = Engine(max_connections=64)
+    assert other.sync_apply(blob, 5.0) == 0
+    assert other.sync_skipped == 1
+    with pytest.raises(ConfigError):
+        other.sync_apply(blob[:-1], 5.0)
+
+
+def test_sync_full_lists_templates_first(eng: Engine) -> None:
+    s = eng.add_service("tcp", VIP, 443, scheduler="wlc", persistence=600)
+    eng.add_server(s, RS1, 443)
+    eng.process(syn(dport=443), 10.0)
+    blob = eng.sync_full(now=20.0)
+    assert len(blob) == 2 * SYNC_RECORD_SIZE
+    flags0 = struct.unpack_from("!I", blob, 4)[0]
+    assert flags0 & 0x1000
+    timeout0 = struct.unpack_from("!I", blob, 20)[0]
+    assert timeout0 == 600 - 10
+    backup = Engine(max_connections=64)
+    b = backup.add_service("tcp", VIP, 443, scheduler="wlc", persistence=600)
+    backup.add_server(b, RS1, 443)
+    assert backup.sync_apply(blob, 20.0) == 2
+    conns = backup.connections()
+    tmpl = next(c for c in conns if c.template)
+    conn = next(c for c in conns if not c.template)
+    assert tmpl.controlled == 1
+    assert conn.control == conns.index(tmpl)
+    assert backup.services()[0].servers[0].persist_conns == 1
+
+
+def test_icmp_in_direction_takes_ttl_step(eng: Engine, svc: ServiceKey) -> None:
+    eng.process(syn(), 0.0)
+    quoted = IP(src=VIP, dst=CLIENT) / TCP(sport=80, dport=40000, flags="SA")
+    err = IP(src="198.18.0.254", dst=VIP, ttl=9) / ICMP(type=3, code=1) / bytes(quoted)[:28]
+    out = eng.process(bytes(err), 1.0)
+    assert out is not None
+    p = IP(out)
+    assert (p.dst, p.ttl, p[IPerror].src) == (RS1, 8, RS1)
+    # a bad ICMP checksum on a matching error is dropped
+    bad = bytearray(bytes(err))
+    bad[22] ^= 0x55
+    assert eng.process(bytes(bad), 1.0) is None
+    assert eng.stats().drops["bad_icmp_checksum"] == 1
+
+
+def test_listing_and_edits(eng: Engine) -> None:
+    assert {"rr", "wlc"} <= set(scheduler_names())
+    s = eng.add_service("tcp", VIP, 80, scheduler="rr")
+    a = eng.add_server(s, RS1, 80, weight=3)
+    eng.add_server(s, RS2, 80, weight=0)
+    (info,) = eng.services()
+    assert [d.key.address for d in info.servers] == [RS2, RS1]  # newest first
+    assert info.servers[0].weight == 0
+    eng.edit_server(a, weight=0)
+    eng.edit_server(a, weight=5)
+    d = next(d for d in eng.services()[0].servers if d.key == a)
+    assert (d.weight, d.last_weight) == (5, 5)
+    eng.edit_service(s, scheduler="wlc", persistence=100, netmask=24)
+    info = eng.services()[0]
+    assert (info.scheduler, info.persistence, info.netmask) == ("wlc", 100, "255.255.255.0")
+    eng.remove_server(a)
+    assert [d.key for d in eng.services()[0].servers] != [a]
+    with pytest.raises(ConfigError):
+        eng.remove_server(a)
+    eng.remove_service(s)
+    assert eng.services() == []
+    with pytest.raises(ConfigError):
+        eng.edit_service(s, scheduler="rr")
+
+
+def test_batch_mixed_verdicts(eng: Engine, svc: ServiceKey) -> None:
+    other = bytes(IP(src=CLIENT, dst="198.18.0.200") / UDP(sport=1, dport=2))
+    outs = eng.process_batch([syn(), b"\x45", other, syn(dport=81)], 1.0)
+    assert outs[0] is not None and IP(outs[0]).dst == RS1
+    assert outs[1] is None
+    assert outs[2] == other
+    assert outs[3] is None
+    assert eng.stats().drops["no_service"] == 1
+    assert eng.stats().passes["not_ours"] == 1
