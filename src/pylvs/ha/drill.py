@@ -1,0 +1,356 @@
+"""Failover drills in network namespaces: the tools the failover tests and benchmark share.
+
+* :class:`HaPair`: the two-director topology (``pylvs.topology``) with echo servers on the real
+  servers and ``pylvs serve`` on both directors; kill, stop and restart a director, and tell
+  which one owns the VIP (the ground truth: who routes it into its TUN device).
+* ``python -m pylvs.ha.drill echo --port P``: a TCP and UDP echo server (run on real servers).
+* ``python -m pylvs.ha.drill probe ...``: a UDP prober (run on a client) that sends a numbered
+  datagram every ``--gap`` seconds and prints, as JSON, when each was sent and when its echo
+  came back, on the shared ``CLOCK_MONOTONIC`` (namespaces do not virtualise it), so the caller
+  can line the answers up with the moment it killed a director.
+* ``python -m pylvs.ha.drill stream ...``: one long-lived TCP connection that sends numbered
+  blocks and checks every echoed byte; prints bytes verified, the longest stall and any error.
+* ``python -m pylvs.ha.drill shorts ...``: short TCP connections back to back from a few
+  workers; prints when each started and whether it succeeded.
+
+Every loop is bounded by a duration and a count.  Root only (namespaces).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import os
+import selectors
+import socket
+import struct
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+__all__ = ["ECHO_PORT", "HaPair", "main"]
+
+ECHO_PORT = 7000
+_PROBE = struct.Struct("!Qd")
+_BLOCK = 1024
+
+
+# ---- the programs run inside namespaces ------------------------------------------------------
+
+class _UdpEcho(asyncio.DatagramProtocol):
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport
+
+    def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
+        self.transport.sendto(data, addr)  # type: ignore[attr-defined]
+
+
+async def _echo(port: int) -> None:
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            while data := await reader.read(65536):
+                writer.write(data)
+                await writer.drain()
+        except ConnectionError:
+            pass
+        finally:
+            writer.close()
+
+    loop = asyncio.get_running_loop()
+    server = await asyncio.start_server(handle, "0.0.0.0", port, backlog=1024)
+    await loop.create_datagram_endpoint(_UdpEcho, local_addr=("0.0.0.0", port))
+    print("ready", flush=True)
+    async with server:
+        await server.serve_forever()
+
+
+def probe(host: str, port: int, gap: float, duration: float) -> list[tuple[int, float, float]]:
+    """Send numbered datagrams for ``duration`` s; return (seq, sent, echoed or -1)."""
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    s.connect((host, port))
+    s.setblocking(False)
+    sent: dict[int, float] = {}
+    got: dict[int, float] = {}
+    sel = selectors.DefaultSelector()
+    sel.register(s, selectors.EVENT_READ)
+    start = time.monotonic()
+    end = start + duration
+    nxt, seq = start, 0
+    while (now := time.monotonic()) < end and seq < 10_000_000:
+        if now >= nxt:
+            seq += 1
+            sent[seq] = now
+            # no route or an ICMP error while the VIP moves: that probe is simply lost
+            with contextlib.suppress(OSError):
+                s.send(_PROBE.pack(seq, now))
+            nxt += gap
+        for _ in sel.select(max(0.0, min(nxt, end) - time.monotonic())):
+            for _ in range(1000):
+                try:
+                    data = s.recv(64)
+                except (BlockingIOError, ConnectionRefusedError):
+                    break
+                if len(data) == _PROBE.size:
+                    got.setdefault(_PROBE.unpack(data)[0], time.monotonic())
+    return [(q, t, got.get(q, -1.0)) for q, t in sent.items()]
+
+
+def stream(host: str, port: int, duration: float, gap: float) -> dict[str, Any]:
+    """One TCP connection: send numbered 1 KiB blocks every ``gap`` s, verify the echo."""
+    out: dict[str, Any] = {"sent": 0, "verified": 0, "max_stall": 0.0, "error": None}
+    try:
+        s = socket.create_connection((host, port), timeout=5)
+    except OSError as exc:
+        out["error"] = f"connect: {exc}"
+        return out
+    s.settimeout(0.05)
+    pending = bytearray()
+    n = 0
+    end = time.monotonic() + duration
+    last_rx = time.monotonic()
+    nxt = time.monotonic()
+    try:
+        while time.monotonic() < end:
+            now = time.monotonic()
+            if now >= nxt:
+                block = struct.pack("!Q", n) * (_BLOCK // 8)
+                s.sendall(block)
+                pending += block
+                out["sent"] += len(block)
+                n += 1
+                nxt += gap
+            try:
+                data = s.recv(65536)
+            except TimeoutError:
+                data = None
+            now = time.monotonic()
+            if data is None:
+                if pending:
+                    out["max_stall"] = max(out["max_stall"], now - last_rx)
+                else:
+                    last_rx = now
+                continue
+            if not data:
+                raise ConnectionError("closed by peer")
+            if pending[: len(data)] != data:
+                raise ValueError(f"echo differs at byte {out['verified']}")
+            del pending[: len(data)]
+            out["verified"] += len(data)
+            out["max_stall"] = max(out["max_stall"], now - last_rx)
+            last_rx = now
+        # drain what is still on its way back (bounded)
+        drain_end = time.monotonic() + 10
+        while pending and time.monotonic() < drain_end:
+            try:
+                data = s.recv(65536)
+            except TimeoutError:
+                continue
+            if not data or pending[: len(data)] != data:
+                raise ValueError("echo differs or closed while draining")
+            del pending[: len(data)]
+            out["verified"] += len(data)
+    except (OSError, ValueError) as exc:
+        out["error"] = f"{type(exc).__name__}: {exc}"
+    finally:
+        s.close()
+    return out
+
+
+def shorts(host: str, port: int, duration: float, workers: int,
+           timeout: float) -> list[tuple[float, float, bool]]:
+    """Short connections (connect, 64 bytes echoed, close) from ``workers`` threads."""
+    import threading
+
+    results: list[tuple[float, float, bool]] = []
+    lock = threading.Lock()
+    end = time.monotonic() + duration
+
+    def work() -> None:
+        count = 0
+        while time.monotonic() < end and count < 100_000:
+            count += 1
+            t0 = time.monotonic()
+            ok = True
+            try:
+                with socket.create_connection((host, port), timeout=timeout) as s:
+                    s.settimeout(timeout)
+                    s.sendall(b"x" * 64)
+                    got = b""
+                    while len(got) < 64:
+                        chunk = s.recv(64)
+                        if not chunk:
+                            raise ConnectionError("closed early")
+                        got += chunk
+            except OSError:
+                ok = False
+            with lock:
+                results.append((t0, time.monotonic(), ok))
+
+    threads = [threading.Thread(target=work) for _ in range(workers)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(duration + 3 * timeout)
+    return results
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m pylvs.ha.drill echo|probe|stream|shorts ...``."""
+    ap = argparse.ArgumentParser(prog="python -m pylvs.ha.drill")
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    e = sub.add_parser("echo")
+    e.add_argument("--port", type=int, default=ECHO_PORT)
+    for name in ("probe", "stream", "shorts"):
+        p = sub.add_parser(name)
+        p.add_argument("--host", required=True)
+        p.add_argument("--port", type=int, default=ECHO_PORT)
+        p.add_argument("--duration", type=float, default=5.0)
+        p.add_argument("--gap", type=float, default=0.001)
+        p.add_argument("--workers", type=int, default=4)
+        p.add_argument("--timeout", type=float, default=5.0)
+    a = ap.parse_args(argv)
+    if a.cmd == "echo":
+        asyncio.run(_echo(a.port))
+        return 0
+    if a.cmd == "probe":
+        res: Any = probe(a.host, a.port, a.gap, min(a.duration, 120))
+    elif a.cmd == "stream":
+        res = stream(a.host, a.port, min(a.duration, 120), a.gap)
+    else:
+        res = shorts(a.host, a.port, min(a.duration, 120), min(a.workers, 64), a.timeout)
+    json.dump(res, sys.stdout)
+    return 0
+
+
+# ---- the two-director topology -------------------------------------------------------------
+
+@dataclass
+class HaPair:
+    """Two directors running ``pylvs serve`` with HA; echo servers on three real servers.
+
+    ``ha`` holds extra ``[ha]`` keys (``{"interval": 0.1, "preempt": False}``).  Use as a
+    context manager; everything is removed on exit.
+    """
+
+    ha: dict[str, Any] = field(default_factory=dict)
+    n_real_servers: int = 3
+    prefix: str = "ha"
+    topo: Any = None
+    procs: dict[int, subprocess.Popen[str]] = field(default_factory=dict)
+    logs: dict[int, str] = field(default_factory=dict)
+
+    def __enter__(self) -> HaPair:
+        from pylvs.topology import Topology
+
+        self.topo = Topology(self.prefix, n_real_servers=self.n_real_servers, n_directors=2)
+        try:
+            self.topo.create()
+            self._start_echo()
+        except BaseException:
+            self.topo.destroy()
+            raise
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.topo.destroy()
+
+    def _start_echo(self) -> None:
+        from pylvs.topology import child_env
+
+        procs = [self.topo.popen(rs.ns, [sys.executable, "-m", "pylvs.ha.drill", "echo"],
+                                 stdout=subprocess.PIPE, env=child_env())
+                 for rs in self.topo.real_servers]
+        for p in procs:
+            assert p.stdout is not None
+            sel = selectors.DefaultSelector()
+            sel.register(p.stdout, selectors.EVENT_READ)
+            if not sel.select(15) or p.stdout.readline().strip() != "ready":
+                raise RuntimeError("echo server did not start")
+
+    def config(self, i: int) -> str:
+        """The TOML of director ``i``: TCP and UDP echo services, HA with :attr:`ha`."""
+        from pylvs.topology import ServiceSpec
+
+        text: str = self.topo.director_config(
+            [ServiceSpec(port=ECHO_PORT, protocol="tcp", scheduler="rr"),
+             ServiceSpec(port=ECHO_PORT, protocol="udp", scheduler="rr")], director=i)
+        lines = "".join(f"{k} = {json.dumps(v)}\n" for k, v in self.ha.items())
+        return text.replace("[ha]\n", "[ha]\n" + lines, 1)
+
+    def start(self, i: int) -> None:
+        """Start ``pylvs serve`` on director ``i`` (0 = primary, priority 100; 1 = 90)."""
+        from pylvs.topology import child_env
+
+        path = self.topo.write_director_config(self.config(i), i)
+        self.logs[i] = path + ".log"
+        with open(self.logs[i], "a", encoding="utf-8") as log:
+            self.procs[i] = self.topo.popen(
+                self.topo.directors[i].ns, [sys.executable, "-m", "pylvs", "serve", "-c", path],
+                stdout=log, stderr=subprocess.STDOUT, env=child_env())
+
+    def log(self, i: int) -> str:
+        """Director ``i``'s output so far."""
+        with open(self.logs[i], encoding="utf-8", errors="replace") as fh:
+            return fh.read()
+
+    def owns_vip(self, i: int) -> bool:
+        """True if director ``i`` routes the VIP into its TUN device (it is ACTIVE)."""
+        res = self.topo.run(self.topo.directors[i].ns, ["ip", "-o", "route", "get", self.topo.vip],
+                            check=False)
+        return res.returncode == 0 and " dev eth0 " not in res.stdout and " dev " in res.stdout
+
+    def is_backup(self, i: int) -> bool:
+        """True if director ``i`` runs, does not own the VIP, and has logged BACKUP."""
+        p = self.procs.get(i)
+        return (p is not None and p.poll() is None and not self.owns_vip(i)
+                and "-> BACKUP" in self.log(i))
+
+    def wait(self, pred: Any, timeout: float, what: str) -> float:
+        """Poll ``pred`` (bounded); return the monotonic time it became true."""
+        end = time.monotonic() + timeout
+        while time.monotonic() < end:
+            if pred():
+                return time.monotonic()
+            time.sleep(0.01)
+        logs = "\n".join(f"--- dir{i + 1} ---\n{self.log(i)[-3000:]}" for i in self.logs)
+        raise AssertionError(f"timed out after {timeout} s waiting for {what}\n{logs}")
+
+    def kill(self, i: int) -> float:
+        """SIGKILL director ``i``; return the monotonic time of the kill."""
+        p = self.procs.pop(i)
+        t = time.monotonic()
+        p.kill()
+        p.wait(5)
+        return t
+
+    def terminate(self, i: int) -> float:
+        """SIGTERM director ``i`` (clean stop, hands over); return when the signal went."""
+        p = self.procs.pop(i)
+        t = time.monotonic()
+        p.terminate()
+        p.wait(15)
+        return t
+
+    def client(self, cmd: str, *args: str, **kw: Any) -> subprocess.Popen[str]:
+        """Start ``drill <cmd>`` against the VIP in the client namespace (stdout piped)."""
+        from pylvs.topology import child_env
+
+        argv = [sys.executable, "-m", "pylvs.ha.drill", cmd, "--host", self.topo.vip, *args]
+        proc: subprocess.Popen[str] = self.topo.popen(self.topo.client.ns, argv,
+                                                      stdout=subprocess.PIPE, env=child_env(),
+                                                      **kw)
+        return proc
+
+    def cut(self, i: int, network: str, up: bool = False) -> None:
+        """Take director ``i``'s link on ``network`` ("public"/"private") down or up."""
+        port = f"d{i + 1}{'pub' if network == 'public' else 'priv'}"
+        self.topo.run(self.topo.switch_ns, ["ip", "link", "set", port, "up" if up else "down"])
+
+
+if __name__ == "__main__":
+    os.environ.setdefault("PYTHONUNBUFFERED", "1")
+    sys.exit(main())
