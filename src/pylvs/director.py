@@ -145,6 +145,13 @@ class Director:
                 await task
         self._timers = []
         self.dataplane.stop()
+        if self.dataplane.fd is not None:
+            st = self.dataplane.stats()
+            log.info("dataplane totals: read %d, written %d, forwarded %d, passed %d, dropped %d, "
+                     "write EAGAIN %d, GSO %d, partial csum %d, batches %d (max %d), "
+                     "queue drops %s", st.reads, st.writes, st.forwarded, st.passed, st.dropped,
+                     st.write_eagain, st.gso_packets, st.csum_partial, st.batches, st.max_batch,
+                     st.queue_dropped)
         await asyncio.to_thread(self.netconf.remove)
         self.dataplane.close()
         if self._started:

@@ -25,10 +25,6 @@
 #include "_api.h"
 #include "_tunio.h"
 
-/* Weak until the engine's batch entry point is always linked in: a build without it still
- * loads, and lvs_tunio_pump() reports -ENOSYS instead of crashing. */
-#pragma weak lvs_engine_process_batch
-
 #define VNET_HDR_LEN 10
 #define VNET_F_NEEDS_CSUM 1
 #define VNET_GSO_NONE 0
@@ -193,8 +189,6 @@ int lvs_tunio_pump(lvs_tunio *io, void *engine, double now, uint32_t max_rounds)
 {
     lvs_engine *eng = engine;
     int total = 0;
-    if (eng && !lvs_engine_process_batch)
-        return -ENOSYS;
     if (max_rounds == 0)
         max_rounds = 1;
     for (uint32_t round = 0; round < max_rounds; round++) {

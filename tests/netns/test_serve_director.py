@@ -1,0 +1,334 @@
+"""``pylvs serve`` as a real process in a director namespace, clients and real servers around it.
+
+Every request is answered by a real server's name (``rs1``..``rs3``), so each test can check that
+the server the scheduler should pick is the one that answered.  Namespaces are named
+``srv<random>-<role>`` and removed after every test, also when it fails.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+import textwrap
+import time
+from collections import Counter
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+
+from pylvs.topology import ServiceSpec, Topology
+from pylvs.topology_serve import PylvsProcess, start_pylvs
+
+VIP = "198.18.0.100"
+
+# A client library, run inside a client namespace with `python -c`.
+CLIENT_LIB = textwrap.dedent("""
+    import json, socket, sys, time
+    VIP = "198.18.0.100"
+
+    def http(port=80, path="/", sock=None, timeout=5.0):
+        own = sock is None
+        if own:
+            sock = socket.create_connection((VIP, port), timeout=timeout)
+        sock.sendall(f"GET {path} HTTP/1.{0 if own else 1}\\r\\nHost: x\\r\\n\\r\\n".encode())
+        data = b""
+        while b"\\r\\n\\r\\n" not in data:
+            chunk = sock.recv(65536)
+            if not chunk:
+                break
+            data += chunk
+        head, _, body = data.partition(b"\\r\\n\\r\\n")
+        length = int(next(l.split(b":")[1] for l in head.split(b"\\r\\n")
+                          if l.lower().startswith(b"content-length")))
+        while len(body) < length:
+            chunk = sock.recv(65536)
+            if not chunk:
+                break
+            body += chunk
+        if own:
+            sock.close()
+        return body.decode().strip()
+
+    def udp(port=53, timeout=2.0):
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+            s.settimeout(timeout)
+            s.sendto(b"who", (VIP, port))
+            return s.recv(100).decode().strip()
+
+    out = {}
+""")
+
+
+def client(topo: Topology, body: str, index: int = 0, timeout: float = 60.0) -> dict[str, Any]:
+    """Run ``body`` (with CLIENT_LIB) in client ``index``; return the ``out`` dict it fills."""
+    code = CLIENT_LIB + textwrap.dedent(body) + "\nprint(json.dumps(out))\n"
+    res = topo.run(topo.clients[index].ns, [sys.executable, "-c", code], check=False,
+                   timeout=timeout)
+    assert res.returncode == 0, f"client failed:\n{res.stderr[-3000:]}"
+    return dict(json.loads(res.stdout.strip().splitlines()[-1]))
+
+
+def names(topo: Topology, n: int, port: int = 80, index: int = 0) -> list[str]:
+    """``n`` sequential HTTP/1.0 requests to VIP:port; the names that answered."""
+    return list(client(topo, f"out['n'] = [http({port}) for _ in range({n})]", index)["n"])
+
+
+def wait_log(daemon: PylvsProcess, pattern: str, count: int = 1, timeout: float = 10.0) -> None:
+    """Wait until ``pattern`` occurs ``count`` times in the daemon's log."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if len(re.findall(pattern, daemon.log())) >= count:
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"no {pattern!r} x{count} in the log:\n{daemon.log()[-3000:]}")
+
+
+class Srv:
+    """A topology with its real servers up, and a way to start ``pylvs serve`` in it."""
+
+    def __init__(self, topo: Topology) -> None:
+        self.topo = topo
+        self.daemon: PylvsProcess | None = None
+
+    def config(self, *services: ServiceSpec, extra: str = "") -> str:
+        return self.topo.director_config(list(services) or None, extra=extra)
+
+    def serve(self, toml: str | None = None, wait_tcp_port: int | None = 80) -> PylvsProcess:
+        self.daemon = start_pylvs(self.topo, toml, wait_tcp_port=wait_tcp_port, timeout=20.0)
+        return self.daemon
+
+    def reload(self, toml: str, count: int = 1) -> None:
+        assert self.daemon is not None
+        self.daemon.reload(toml)
+        wait_log(self.daemon, r"SIGHUP: reloaded", count)
+
+
+@pytest.fixture
+def make_srv() -> Iterator[Callable[..., Srv]]:
+    """Factory for :class:`Srv` topologies (kwargs go to :class:`Topology`)."""
+    made: list[Srv] = []
+
+    def make(**kwargs: Any) -> Srv:
+        topo = Topology("srv", **kwargs)
+        srv = Srv(topo)
+        made.append(srv)
+        topo.create()
+        topo.start_http_servers()
+        return srv
+
+    try:
+        yield make
+    finally:
+        for srv in reversed(made):
+            try:
+                if srv.daemon is not None and not srv.daemon.stopped:
+                    srv.daemon.stop()
+                    print(f"--- pylvs serve output ---\n{srv.daemon.log()[-5000:]}")
+            finally:
+                srv.topo.destroy()
+
+
+@pytest.fixture
+def srv(make_srv: Callable[..., Srv]) -> Srv:
+    """One client, one director, three real servers."""
+    return make_srv()
+
+
+def test_rr_exact_rotation_tcp(srv: Srv) -> None:
+    srv.serve(srv.config(ServiceSpec(scheduler="rr")))
+    got = names(srv.topo, 12)
+    assert sorted(got[:3]) == ["rs1", "rs2", "rs3"]
+    assert got == got[:3] * 4, got
+
+
+def test_udp_service_with_port_translation(srv: Srv) -> None:
+    toml = srv.config(ServiceSpec(scheduler="rr"),
+                      ServiceSpec(port=5300, protocol="udp", scheduler="rr", real_port=53))
+    srv.serve(toml)
+    out = client(srv.topo, "out['n'] = [udp(5300) for _ in range(9)]")
+    got = out["n"]
+    assert sorted(got[:3]) == ["rs1", "rs2", "rs3"] and got == got[:3] * 3, got
+
+
+def test_tcp_port_translation(srv: Srv) -> None:
+    srv.serve(srv.config(ServiceSpec(port=8080, scheduler="rr", real_port=80)),
+              wait_tcp_port=8080)
+    got = names(srv.topo, 6, port=8080)
+    assert sorted(got[:3]) == ["rs1", "rs2", "rs3"] and got == got[:3] * 2
+
+
+def test_wrr_proportions(srv: Srv) -> None:
+    srv.serve(srv.config(ServiceSpec(scheduler="wrr", weights=(3, 2, 1))))
+    counts = Counter(names(srv.topo, 60))
+    assert counts == {"rs1": 30, "rs2": 20, "rs3": 10}, counts
+
+
+def test_sh_sticks_per_client(make_srv: Callable[..., Srv]) -> None:
+    srv = make_srv(n_clients=3)
+    srv.serve(srv.config(ServiceSpec(scheduler="sh")))
+    for i in range(3):
+        got = names(srv.topo, 8, index=i)
+        assert len(set(got)) == 1, (i, got)
+
+
+def test_persistence_sticks_with_rr(make_srv: Callable[..., Srv]) -> None:
+    srv = make_srv(n_clients=2)
+    srv.serve(srv.config(ServiceSpec(scheduler="rr", persistence=60)))
+    first = names(srv.topo, 9, index=0)
+    second = names(srv.topo, 9, index=1)
+    assert len(set(first)) == 1 and len(set(second)) == 1, (first, second)
+    assert first[0] != second[0]  # rr gave the second client's template the next server
+
+
+def test_weight_zero_keeps_open_connections_and_takes_no_new(srv: Srv) -> None:
+    srv.serve(srv.config(ServiceSpec(scheduler="rr")))
+    out = _keepalive_across_reload(srv, zero_weight=True)
+    assert out["again"] == [out["first"]] * 3, out
+    assert out["first"] not in out["new"] and len(set(out["new"])) == 2, out
+
+
+def _keepalive_across_reload(srv: Srv, zero_weight: bool) -> dict[str, Any]:
+    """Open a keep-alive connection, reload (weight 0 or removal of its server), reuse it."""
+    assert srv.daemon is not None
+    code = CLIENT_LIB + textwrap.dedent("""
+        s = socket.create_connection((VIP, 80), timeout=5)
+        out["first"] = http(sock=s)
+        print(out["first"], flush=True)
+        sys.stdin.readline()
+        try:
+            s.settimeout(1.5)
+            out["again"] = [http(sock=s) for _ in range(3)]
+        except OSError as exc:
+            out["again"] = type(exc).__name__
+        s.close()
+        out["new"] = [http() for _ in range(12)]
+        print(json.dumps(out), flush=True)
+    """)
+    proc = srv.topo.popen(srv.topo.client.ns, [sys.executable, "-c", code],
+                          stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        assert proc.stdout is not None and proc.stdin is not None
+        first = proc.stdout.readline().strip()
+        assert re.fullmatch(r"rs[123]", first), first
+        idx = int(first[2:]) - 1
+        weights = [1, 1, 1]
+        servers = [0, 1, 2]
+        if zero_weight:
+            weights[idx] = 0
+        else:
+            servers.remove(idx)
+            weights = [1, 1]
+        reloads = len(re.findall("SIGHUP: reloaded", srv.daemon.log()))
+        srv.reload(srv.config(ServiceSpec(scheduler="rr", servers=tuple(servers),
+                                          weights=tuple(weights))), reloads + 1)
+        proc.stdin.write("go\n")
+        proc.stdin.flush()
+        out, err = proc.communicate(timeout=30)
+        assert proc.returncode == 0, err
+        return dict(json.loads(out.strip().splitlines()[-1]))
+    finally:
+        srv.topo.stop(proc)
+
+
+def test_removed_server_takes_no_new_connections(srv: Srv) -> None:
+    srv.serve(srv.config(ServiceSpec(scheduler="rr")))
+    out = _keepalive_across_reload(srv, zero_weight=False)
+    # As in IPVS, packets of a connection whose server was removed are dropped silently
+    # (drain with weight 0 first, see the test above); new connections avoid it.
+    assert out["again"] == "TimeoutError", out
+    assert out["first"] not in out["new"] and len(set(out["new"])) == 2, out
+    assert srv.daemon is not None
+    wait_log(srv.daemon, rf"server 198\.19\.0\.1{out['first'][2]}:80 removed")
+
+
+def test_sighup_under_traffic_and_bad_file_keeps_state(srv: Srv) -> None:
+    daemon = srv.serve(srv.config(ServiceSpec(scheduler="rr", servers=(0, 1))))
+    code = CLIENT_LIB + textwrap.dedent("""
+        from collections import Counter
+        errors, seen, t0 = [], Counter(), time.monotonic()
+        while time.monotonic() - t0 < 6.0 and sum(seen.values()) < 3000:
+            try:
+                seen[http(timeout=2)] += 1
+            except Exception as exc:
+                errors.append(repr(exc))
+        out["seen"] = dict(seen); out["errors"] = errors[:20]; out["n_errors"] = len(errors)
+        print(json.dumps(out), flush=True)
+    """)
+    proc = srv.topo.popen(srv.topo.client.ns, [sys.executable, "-c", code],
+                          stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        time.sleep(0.8)
+        srv.reload(srv.config(ServiceSpec(scheduler="rr")), 1)  # rs3 joins
+        time.sleep(0.8)
+        srv.reload(srv.config(ServiceSpec(scheduler="wrr", weights=(1, 2, 3))), 2)
+        time.sleep(0.5)
+        daemon.reload("[director]\npublic_interface = 1\n")  # a broken file
+        wait_log(daemon, r"reload refused, keeping the running configuration")
+        time.sleep(0.5)
+        srv.reload(srv.config(ServiceSpec(scheduler="rr", servers=(1, 2))), 3)  # rs1 leaves
+        out, err = proc.communicate(timeout=30)
+    finally:
+        srv.topo.stop(proc)
+    assert proc.returncode == 0, err
+    result = json.loads(out.strip().splitlines()[-1])
+    assert result["n_errors"] == 0, result["errors"]
+    assert set(result["seen"]) == {"rs1", "rs2", "rs3"}
+    assert sum(result["seen"].values()) > 100
+    assert "public_interface: expected a string" in daemon.log()
+    # After the last reload only rs2 and rs3 take new connections.
+    assert sorted(names(srv.topo, 4)) == ["rs2", "rs2", "rs3", "rs3"]
+
+
+def _leftovers(topo: Topology) -> dict[str, str]:
+    ns = topo.director.ns
+    run: Callable[..., str] = lambda *a: topo.run(ns, ["ip", *a]).stdout  # noqa: E731
+    return {
+        "links": run("-o", "link", "show", "pylvs0") if "pylvs0" in run("-o", "link") else "",
+        "rules": "\n".join(line for line in run("rule").splitlines() if "lookup 201" in line),
+        "routes": run("route", "show", "table", "all", "proto", "201"),
+        "proxy": run("neigh", "show", "proxy"),
+        "nat_router": "\n".join(line for line in run("-4", "addr").splitlines()
+                                if "198.19.0.1/24" in line),
+    }
+
+
+def test_clean_exit_leaves_nothing_behind(make_srv: Callable[..., Srv]) -> None:
+    srv = make_srv(static_nat_router=False)  # pylvs itself adds the nat_router address
+    before = _leftovers(srv.topo)
+    assert not any(before.values()), before
+    daemon = srv.serve(srv.config(ServiceSpec(scheduler="rr"),
+                                  ServiceSpec(port=53, protocol="udp")))
+    during = _leftovers(srv.topo)
+    assert during["links"] and during["proxy"] and during["nat_router"], during
+    assert during["rules"].count("lookup 201") == 6, during["rules"]
+    assert sorted(names(srv.topo, 3)) == ["rs1", "rs2", "rs3"]
+    assert daemon.stop() == 0
+    assert _leftovers(srv.topo) == before
+    assert "network configuration removed" in daemon.log()
+    assert "Traceback" not in daemon.log()
+
+
+def test_crash_and_restart_converges(srv: Srv) -> None:
+    before = _leftovers(srv.topo)  # the topology's own nat_router address is there
+    daemon = srv.serve(srv.config(ServiceSpec(scheduler="rr")))
+    daemon.kill()
+    assert "lookup 201" in srv.topo.run(srv.topo.director.ns, ["ip", "rule"]).stdout
+    again = srv.serve(srv.config(ServiceSpec(scheduler="rr", servers=(0,))))
+    assert "previous run did not clean up" in again.log()
+    assert names(srv.topo, 3) == ["rs1"] * 3
+    assert again.stop() == 0
+    assert _leftovers(srv.topo) == before
+
+
+def test_check_command_reports_errors_without_network(tmp_path: Any) -> None:
+    bad = tmp_path / "bad.toml"
+    bad.write_text('[director]\npublic_interface = "eth0"\nprivate_interface = "eth1"\n'
+                   '[[virtual_server]]\naddress = "198.18.0.100:80"\nschedulr = "rr"\n')
+    res = subprocess.run([sys.executable, "-m", "pylvs", "check", "-c", str(bad)],
+                         capture_output=True, text=True, timeout=30)
+    assert res.returncode == 2
+    assert f"{bad}: virtual_server[0].schedulr: unknown key (did you mean 'scheduler'?)" \
+        in res.stderr
