@@ -14,30 +14,10 @@
 
 #include "_engine.h"
 
-/* ---- hashing ---- */
-
-static inline uint32_t in_hash(const lvs_engine *e, uint8_t proto, uint32_t caddr,
-                               uint16_t cport, uint32_t vaddr, uint16_t vport)
-{
-    uint64_t h = ((uint64_t)caddr << 32 | vaddr) ^ e->seed;
-    h = lvs_hash_mix(h ^ ((uint64_t)cport << 24 | (uint64_t)vport << 8 | proto) *
-                             0x9E3779B97F4A7C15ULL);
-    return (uint32_t)h & e->tab_mask;
-}
-
-static inline uint32_t out_hash(const lvs_engine *e, uint8_t proto, uint32_t daddr,
-                                uint16_t dport, uint32_t caddr, uint16_t cport)
-{
-    uint64_t h = ((uint64_t)daddr << 32 | caddr) ^ (e->seed * 31);
-    h = lvs_hash_mix(h ^ ((uint64_t)dport << 24 | (uint64_t)cport << 8 | proto) *
-                             0xC2B2AE3D27D4EB4FULL);
-    return (uint32_t)h & e->tab_mask;
-}
-
 lvs_conn *lvs_conn_in_get(lvs_engine *e, uint8_t proto, uint32_t caddr, uint16_t cport,
                           uint32_t vaddr, uint16_t vport)
 {
-    lvs_conn *c = e->in_tab[in_hash(e, proto, caddr, cport, vaddr, vport)];
+    lvs_conn *c = e->in_tab[lvs_in_hash(e, proto, caddr, cport, vaddr, vport)];
     for (; c; c = c->in_next) {
         if (c->caddr == caddr && c->vaddr == vaddr && c->cport == cport && c->vport == vport &&
             c->proto == proto && !(c->flags & LVS_CONN_F_TEMPLATE))
@@ -49,7 +29,7 @@ lvs_conn *lvs_conn_in_get(lvs_engine *e, uint8_t proto, uint32_t caddr, uint16_t
 lvs_conn *lvs_conn_out_get(lvs_engine *e, uint8_t proto, uint32_t daddr, uint16_t dport,
                            uint32_t caddr, uint16_t cport)
 {
-    lvs_conn *c = e->out_tab[out_hash(e, proto, daddr, dport, caddr, cport)];
+    lvs_conn *c = e->out_tab[lvs_out_hash(e, proto, daddr, dport, caddr, cport)];
     for (; c; c = c->out_next) {
         if (c->daddr == daddr && c->caddr == caddr && c->dport == dport && c->cport == cport &&
             c->proto == proto)
@@ -61,7 +41,7 @@ lvs_conn *lvs_conn_out_get(lvs_engine *e, uint8_t proto, uint32_t daddr, uint16_
 lvs_conn *lvs_tmpl_get(lvs_engine *e, uint8_t proto, uint32_t snet, uint32_t vaddr,
                        uint16_t vport)
 {
-    lvs_conn *c = e->in_tab[in_hash(e, proto, snet, 0, vaddr, vport)];
+    lvs_conn *c = e->in_tab[lvs_in_hash(e, proto, snet, 0, vaddr, vport)];
     for (; c; c = c->in_next) {
         if (c->caddr == snet && c->vaddr == vaddr && c->cport == 0 && c->vport == vport &&
             c->proto == proto && (c->flags & LVS_CONN_F_TEMPLATE))
@@ -74,7 +54,8 @@ static void in_unlink(lvs_engine *e, lvs_conn *c)
 {
     if (!(c->flags & LVS_CONN_F_INHASH))
         return;
-    lvs_conn **pp = &e->in_tab[in_hash(e, c->proto, c->caddr, c->cport, c->vaddr, c->vport)];
+    lvs_conn **pp =
+        &e->in_tab[lvs_in_hash(e, c->proto, c->caddr, c->cport, c->vaddr, c->vport)];
     while (*pp && *pp != c)
         pp = &(*pp)->in_next;
     if (*pp)
@@ -84,7 +65,8 @@ static void in_unlink(lvs_engine *e, lvs_conn *c)
 
 static void out_unlink(lvs_engine *e, lvs_conn *c)
 {
-    lvs_conn **pp = &e->out_tab[out_hash(e, c->proto, c->daddr, c->dport, c->caddr, c->cport)];
+    lvs_conn **pp =
+        &e->out_tab[lvs_out_hash(e, c->proto, c->daddr, c->dport, c->caddr, c->cport)];
     while (*pp && *pp != c)
         pp = &(*pp)->out_next;
     if (*pp)
@@ -262,11 +244,11 @@ lvs_conn *lvs_conn_new(lvs_engine *e, uint8_t proto, uint32_t caddr, uint16_t cp
     c->timeout = 3; /* ip_vs_conn_new: until the first state transition */
     if (dest)
         bind_dest(c, dest);
-    uint32_t h = in_hash(e, proto, caddr, cport, vaddr, vport);
+    uint32_t h = lvs_in_hash(e, proto, caddr, cport, vaddr, vport);
     c->in_next = e->in_tab[h];
     e->in_tab[h] = c;
     if (!(flags & LVS_CONN_F_TEMPLATE)) {
-        uint32_t o = out_hash(e, proto, daddr, dport, caddr, cport);
+        uint32_t o = lvs_out_hash(e, proto, daddr, dport, caddr, cport);
         c->out_next = e->out_tab[o];
         e->out_tab[o] = c;
     } else {

@@ -171,4 +171,24 @@ static inline uint64_t lvs_hash_mix(uint64_t h)
     return h;
 }
 
+/* Bucket of the in-hash (client side + VIP) and of the out-hash (server side + client). */
+
+static inline uint32_t lvs_in_hash(const lvs_engine *e, uint8_t proto, uint32_t caddr,
+                                   uint16_t cport, uint32_t vaddr, uint16_t vport)
+{
+    uint64_t h = ((uint64_t)caddr << 32 | vaddr) ^ e->seed;
+    h = lvs_hash_mix(h ^ ((uint64_t)cport << 24 | (uint64_t)vport << 8 | proto) *
+                             0x9E3779B97F4A7C15ULL);
+    return (uint32_t)h & e->tab_mask;
+}
+
+static inline uint32_t lvs_out_hash(const lvs_engine *e, uint8_t proto, uint32_t daddr,
+                                    uint16_t dport, uint32_t caddr, uint16_t cport)
+{
+    uint64_t h = ((uint64_t)daddr << 32 | caddr) ^ (e->seed * 31);
+    h = lvs_hash_mix(h ^ ((uint64_t)dport << 24 | (uint64_t)cport << 8 | proto) *
+                             0xC2B2AE3D27D4EB4FULL);
+    return (uint32_t)h & e->tab_mask;
+}
+
 #endif /* PYLVS_ENGINE_H */

@@ -714,21 +714,65 @@ static int process_one(lvs_engine *e, uint8_t *p, uint32_t *plen, uint32_t cap, 
     return do_out(e, &k, now);
 }
 
+/* The bucket a well-formed TCP/UDP packet will look up first, or NULL.  Only a hint for
+ * prefetching: process_one re-validates everything. */
+static lvs_conn **bucket_hint(lvs_engine *e, const uint8_t *p, uint32_t len)
+{
+    if (len < 28 || (p[0] >> 4) != 4)
+        return NULL;
+    uint32_t ihl = (uint32_t)(p[0] & 15) * 4;
+    if (ihl < 20 || ihl + 4 > len || (p[9] != LVS_PROTO_TCP && p[9] != LVS_PROTO_UDP))
+        return NULL;
+    uint32_t saddr = ld32(p + 12), daddr = ld32(p + 16);
+    uint16_t sport = ld16(p + ihl), dport = ld16(p + ihl + 2);
+    if (lvs_is_vip(e, daddr))
+        return &e->in_tab[lvs_in_hash(e, p[9], saddr, sport, daddr, dport)];
+    return &e->out_tab[lvs_out_hash(e, p[9], saddr, sport, daddr, dport)];
+}
+
+#define PREFETCH_CHUNK 256
+#define PREFETCH_AHEAD 6
+
+static inline void prefetch_conn(const lvs_conn *c)
+{
+    /* an entry straddles up to three cache lines and the packet path touches all of them */
+    __builtin_prefetch(c);
+    __builtin_prefetch((const char *)c + 64);
+    __builtin_prefetch((const char *)c + sizeof(lvs_conn) - 1);
+}
+
+/*
+ * Lookups are memory-latency bound (a bucket and an entry, both random), so the batch is a
+ * software pipeline: hash and prefetch every bucket of a chunk first, then, while packet i
+ * is processed, prefetch the chain head of packet i + PREFETCH_AHEAD.
+ */
 int lvs_engine_process_batch(lvs_engine *e, lvs_batch *b, double now)
 {
     int sent = 0;
-    for (uint32_t i = 0; i < b->count; i++) {
-        uint8_t *p = b->data + (size_t)i * b->stride;
-        if (i + 1 < b->count)
-            __builtin_prefetch(b->data + (size_t)(i + 1) * b->stride);
-        uint32_t len = b->len[i];
-        if (len > b->stride)
-            len = b->stride;
-        int v = process_one(e, p, &len, b->stride, b->meta ? b->meta[i] : 0, now);
-        b->len[i] = len;
-        b->verdict[i] = (uint8_t)v;
-        if (v == LVS_VERDICT_FORWARD || v == LVS_VERDICT_REPLY)
-            sent++;
+    lvs_conn **hint[PREFETCH_CHUNK];
+    for (uint32_t g = 0; g < b->count; g += PREFETCH_CHUNK) {
+        uint32_t n = b->count - g < PREFETCH_CHUNK ? b->count - g : PREFETCH_CHUNK;
+        for (uint32_t j = 0; j < n; j++) {
+            uint32_t len = b->len[g + j] < b->stride ? b->len[g + j] : b->stride;
+            hint[j] = bucket_hint(e, b->data + (size_t)(g + j) * b->stride, len);
+            if (hint[j])
+                __builtin_prefetch(hint[j]);
+        }
+        for (uint32_t j = 0; j < n && j < PREFETCH_AHEAD; j++)
+            if (hint[j] && *hint[j])
+                prefetch_conn(*hint[j]);
+        for (uint32_t j = 0; j < n; j++) {
+            if (j + PREFETCH_AHEAD < n && hint[j + PREFETCH_AHEAD] && *hint[j + PREFETCH_AHEAD])
+                prefetch_conn(*hint[j + PREFETCH_AHEAD]);
+            uint32_t i = g + j;
+            uint8_t *p = b->data + (size_t)i * b->stride;
+            uint32_t len = b->len[i] < b->stride ? b->len[i] : b->stride;
+            int v = process_one(e, p, &len, b->stride, b->meta ? b->meta[i] : 0, now);
+            b->len[i] = len;
+            b->verdict[i] = (uint8_t)v;
+            if (v == LVS_VERDICT_FORWARD || v == LVS_VERDICT_REPLY)
+                sent++;
+        }
     }
     return sent;
 }
