@@ -12,8 +12,8 @@ waiting):
 3. A second burst ``garp_repeat_delay`` seconds later for neighbours that missed the first one
    (keepalived's garp_master_delay), then, if ``garp_refresh`` > 0, one GARP per address every
    ``garp_refresh`` seconds for switches and routers that age entries out (failover-health.md
-   §4 row 2).  The frames themselves are netconf's ``send_gratuitous_arp`` (a raw
-   ``AF_PACKET`` socket: no scapy import on the takeover path).
+   §4 row 2).  The frames go out of raw ``AF_PACKET`` sockets kept open (:class:`GarpSender`):
+   no scapy import and no socket set-up on the takeover path.
 4. The notify command, as ``notify <new-role> <old-role>``.
 
 Leaving ACTIVE cancels the pending bursts and releases the addresses *before* anything else, so
@@ -26,6 +26,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import shlex
+import socket
+import struct
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -33,19 +35,20 @@ from ipaddress import IPv4Address, IPv4Interface
 from typing import Protocol
 
 from pylvs.ha.messages import Role
-from pylvs.netconf import NetConf, send_gratuitous_arp
+from pylvs.netconf import NetConf, NetPlan
 
 __all__ = [
     "AddressOwner",
+    "GarpSender",
     "GarpTarget",
     "NetconfOwner",
     "Takeover",
-    "send_garp",
 ]
 
 log = logging.getLogger("pylvs.ha")
 
 NOTIFY_TIMEOUT = 30.0
+ETH_P_ARP = 0x0806
 
 
 class AddressOwner(Protocol):
@@ -66,19 +69,69 @@ class GarpTarget:
     addresses: tuple[IPv4Address, ...]
 
 
-def send_garp(targets: Sequence[GarpTarget], count: int) -> int:
-    """Send ``count`` gratuitous ARPs per address now; return how many went out.
+class GarpSender:
+    """Gratuitous ARP from raw ``AF_PACKET`` sockets kept open between bursts.
 
-    A failure on one interface is logged and does not stop the others: the addresses are
-    already claimed, and neighbours that miss this burst get the next one.
+    Why not open one per burst (as ``netconf.send_gratuitous_arp`` does): binding a packet
+    socket to a protocol and closing it each wait for an RCU grace period, 10-15 ms apiece,
+    which a takeover would pay on its critical path.  A socket made with protocol 0 never
+    receives, so it registers no hook and opens in microseconds; it stays open until
+    :meth:`close`, and is reopened after an error (the interface may have been re-created).
     """
-    sent = 0
-    for t in targets:
-        try:
-            sent += send_gratuitous_arp(t.interface, t.addresses, count)
-        except OSError as exc:
-            log.warning("ha: gratuitous ARP on %s failed: %s", t.interface, exc)
-    return sent
+
+    def __init__(self) -> None:
+        self._socks: dict[str, tuple[socket.socket, bytes]] = {}
+        self.errors = 0
+
+    def _sock(self, iface: str) -> tuple[socket.socket, bytes]:
+        entry = self._socks.get(iface)
+        if entry is None:
+            s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, 0)
+            try:
+                s.bind((iface, 0))
+                mac: bytes = s.getsockname()[4]
+            except OSError:
+                s.close()
+                raise
+            entry = self._socks[iface] = (s, mac)
+        return entry
+
+    def send(self, targets: Sequence[GarpTarget], count: int) -> int:
+        """Send ``count`` gratuitous ARPs per address now; return how many went out.
+
+        A failure on one interface is logged and does not stop the others: the addresses are
+        already claimed, and neighbours that miss this burst get the next one.
+        """
+        sent = 0
+        for t in targets:
+            try:
+                s, mac = self._sock(t.interface)
+                frames = [_garp_frame(mac, a) for a in t.addresses]
+                for _ in range(count):
+                    for frame in frames:
+                        s.send(frame)
+                        sent += 1
+            except OSError as exc:
+                self.errors += 1
+                log.warning("ha: gratuitous ARP on %s failed: %s", t.interface, exc)
+                entry = self._socks.pop(t.interface, None)
+                if entry is not None:
+                    entry[0].close()
+        return sent
+
+    def close(self) -> None:
+        """Close the sockets."""
+        for s, _ in self._socks.values():
+            s.close()
+        self._socks.clear()
+
+
+def _garp_frame(mac: bytes, address: IPv4Address) -> bytes:
+    # An ARP *request* with sender = target = the address: every OS updates an existing
+    # entry from it, and some switches only snoop requests.
+    ip = address.packed
+    return (b"\xff" * 6 + mac + struct.pack("!H", ETH_P_ARP)
+            + struct.pack("!HHBBH", 1, 0x0800, 6, 4, 1) + mac + ip + b"\x00" * 6 + ip)
 
 
 class NetconfOwner:
@@ -91,16 +144,20 @@ class NetconfOwner:
         self.nat_router = nat_router
 
     def claim(self) -> None:
-        """Add the VIP routes and proxy-ARP entries, then the nat_router address."""
-        self.netconf.add_vips(self.vips)
-        if self.nat_router is not None:
-            self.netconf.add_nat_router(self.nat_router)
+        """Add the VIP routes and proxy-ARP entries and the nat_router address.
+
+        One ``apply`` (one netlink session, one state-file write) rather than one call per
+        kind of address: the clients are waiting.
+        """
+        plan = self.netconf.plan
+        self.netconf.apply(NetPlan(vips=plan.vips | frozenset(self.vips), steering=plan.steering,
+                                   nat_router=self.nat_router or plan.nat_router))
 
     def release(self) -> None:
-        """Remove the nat_router address and the VIPs (netconf tolerates absent ones)."""
-        if self.nat_router is not None:
-            self.netconf.remove_nat_router()
-        self.netconf.remove_vips(self.netconf.plan.vips)
+        """Remove the VIPs and the nat_router address (netconf tolerates absent ones)."""
+        plan = self.netconf.plan
+        self.netconf.apply(NetPlan(vips=frozenset(), steering=plan.steering,
+                                   nat_router=None if self.nat_router else plan.nat_router))
 
 
 class Takeover:
@@ -123,6 +180,7 @@ class Takeover:
         self.garp_refresh = garp_refresh
         self.notify_cmd = shlex.split(notify) if notify else None
         self.role = Role.INIT
+        self.garp = GarpSender()
         self.garps_sent = 0
         self.last_takeover: float | None = None  # seconds from "become active" to GARP sent
         self.notify_runs = 0
@@ -139,7 +197,7 @@ class Takeover:
             # netconf blocks on netlink; its own lock orders calls from worker threads
             await asyncio.to_thread(self.owner.claim)
             self.role = new
-            self.garps_sent += send_garp(self.targets, self.garp_count)
+            self.garps_sent += self.garp.send(self.targets, self.garp_count)
             self.last_takeover = time.monotonic() - t0
             log.warning("ha: addresses claimed and announced in %.1f ms",
                         self.last_takeover * 1000)
@@ -153,12 +211,13 @@ class Takeover:
         """Split brain won: announce the addresses and run notify again."""
         if self.role is not Role.ACTIVE:
             return
-        self.garps_sent += send_garp(self.targets, self.garp_count)
+        self.garps_sent += self.garp.send(self.targets, self.garp_count)
         self._queue_notify(Role.ACTIVE, Role.ACTIVE)
 
     async def close(self) -> None:
         """Stop the timers and wait for queued notify commands (bounded)."""
         self._cancel_announcer()
+        self.garp.close()
         if self._notifier is not None:
             try:
                 await asyncio.wait_for(self._notify_queue.join(), NOTIFY_TIMEOUT)
@@ -175,12 +234,12 @@ class Takeover:
     async def _announce_later(self) -> None:
         if self.garp_repeat_delay > 0:
             await asyncio.sleep(self.garp_repeat_delay)
-            self.garps_sent += send_garp(self.targets, self.garp_count)
+            self.garps_sent += self.garp.send(self.targets, self.garp_count)
         # Bounded: each refresh is one sleep of >= garp_refresh seconds; cancelled on any
         # role change.
         while self.garp_refresh > 0:
             await asyncio.sleep(self.garp_refresh)
-            self.garps_sent += send_garp(self.targets, 1)
+            self.garps_sent += self.garp.send(self.targets, 1)
 
     def _queue_notify(self, new: Role, old: Role) -> None:
         if self.notify_cmd is None:

@@ -291,7 +291,7 @@ class HaTransport:
                 self.last_change = act
                 self._changes.put_nowait(act)
             elif isinstance(act, Reannounce):
-                log.warning("ha: split brain, staying ACTIVE and re-announcing (%s)", act.reason)
+                log.warning("ha: staying ACTIVE and re-announcing (%s)", act.reason)
                 if self._loop is not None:
                     self._loop.create_task(self.handler.reannounce())
             elif isinstance(act, ConfigMismatch):
