@@ -1,0 +1,136 @@
+"""Load through ``pylvs serve``: a burst of short connections and bulk transfers, bounded.
+
+* Burst: a few thousand HTTP/1.0 connections from one client whose ephemeral port range is
+  narrowed to 400 ports, so every port is reused several times while the director still holds
+  the previous connection on it in TIME_WAIT.  A new SYN must be rescheduled at once; a drop
+  would show as a 1 s SYN retransmit (a stall) or an error.
+* Bulk: 64 MB down and 32 MB up through the VIP with the content checked end to end, with TUN
+  offload on, and a check that the kernel really handed the dataplane GSO super-packets.
+"""
+
+from __future__ import annotations
+
+import re
+import textwrap
+
+import pytest
+
+from pylvs.topology import ServiceSpec
+from tests.netns.test_serve_director import Srv, client, make_srv, srv
+
+__all__ = ["make_srv", "srv"]  # fixtures, re-exported so pytest finds them here
+
+BURST = 3000
+CONCURRENCY = 16
+BURST_SECONDS = 60.0
+
+
+def test_burst_of_short_connections_with_port_reuse(srv: Srv) -> None:
+    srv.topo.run(srv.topo.client.ns, ["sysctl", "-qw", "net.ipv4.ip_local_port_range=40000 40399"])
+    daemon = srv.serve(srv.config(ServiceSpec(scheduler="rr")))
+    out = client(srv.topo, f"""
+        import asyncio
+        async def one(lat, errors, seen):
+            t = time.monotonic()
+            try:
+                r, w = await asyncio.wait_for(asyncio.open_connection(VIP, 80), 5)
+                w.write(b"GET / HTTP/1.0\\r\\n\\r\\n")
+                data = await asyncio.wait_for(r.read(), 5)
+                w.close()
+                name = data.rsplit(b"\\r\\n\\r\\n", 1)[1].strip().decode()
+                seen[name] = seen.get(name, 0) + 1
+                port = w.get_extra_info("sockname")[1]
+                ports.add(port)
+            except Exception as exc:
+                errors.append(repr(exc))
+            lat.append(time.monotonic() - t)
+        async def main():
+            lat, errors, seen = [], [], {{}}
+            t0 = time.monotonic()
+            sem = asyncio.Semaphore({CONCURRENCY})
+            async def guarded():
+                async with sem:
+                    if time.monotonic() - t0 < {BURST_SECONDS}:
+                        await one(lat, errors, seen)
+            await asyncio.gather(*(guarded() for _ in range({BURST})))
+            out.update(n=len(lat), errors=errors[:10], n_errors=len(errors), seen=seen,
+                       slow=sum(1 for x in lat if x > 0.9), max=max(lat),
+                       seconds=time.monotonic() - t0, ports=len(ports))
+        ports = set()
+        asyncio.run(main())
+    """, timeout=BURST_SECONDS + 30)
+    print(f"burst: {out['n']} connections in {out['seconds']:.2f} s "
+          f"({out['n'] / out['seconds']:.0f}/s), max {out['max'] * 1000:.0f} ms, "
+          f"{out['ports']} distinct client ports")
+    assert out["n"] == BURST, "the burst did not finish within its time bound"
+    assert out["n_errors"] == 0, out["errors"]
+    assert out["ports"] <= 400  # so each port carried ~7 connections
+    assert out["slow"] == 0, f"{out['slow']} connections stalled (max {out['max']:.2f} s)"
+    # rr over three servers: every server within one of BURST / 3.
+    assert all(abs(v - BURST / 3) <= 1 for v in out["seen"].values()), out["seen"]
+    daemon.stop()
+    totals = re.search(r"dataplane totals: .*", daemon.log())
+    assert totals is not None and "write EAGAIN 0" in totals.group(0), totals
+
+
+@pytest.mark.parametrize("offload", [True, False], ids=["offload", "plain"])
+def test_bulk_transfer_checked_end_to_end(srv: Srv, offload: bool) -> None:
+    toml = srv.config(ServiceSpec(scheduler="rr"))
+    if not offload:
+        toml = toml.replace('dataplane = "tun"', 'dataplane = "tun"\noffload = false')
+        assert "offload = false" in toml
+    daemon = srv.serve(toml)
+    down = 64 << 20
+    up = 32 << 20
+    out = client(srv.topo, textwrap.dedent(f"""
+        import hashlib
+        def pattern_sha(n):
+            period = bytes(i % 251 for i in range(251)) * 270
+            h = hashlib.sha256(); done = 0
+            while done < n:
+                k = min(65536, n - done); start = done % 251
+                h.update(period[start:start + k]); done += k
+            return h.hexdigest()
+        t = time.monotonic()
+        s = socket.create_connection((VIP, 80), timeout=20)
+        s.sendall(b"GET /bytes/{down} HTTP/1.0\\r\\n\\r\\n")
+        h = hashlib.sha256(); head = b""; got = 0
+        while b"\\r\\n\\r\\n" not in head:
+            head += s.recv(65536)
+        head, _, body = head.partition(b"\\r\\n\\r\\n")
+        h.update(body); got += len(body)
+        while True:
+            chunk = s.recv(1 << 20)
+            if not chunk:
+                break
+            h.update(chunk); got += len(chunk)
+        s.close()
+        out["down_seconds"] = time.monotonic() - t
+        out["down_ok"] = got == {down} and h.hexdigest() == pattern_sha({down})
+        out["down_got"] = got
+        blob = os.urandom(1 << 20) * {up >> 20}
+        t = time.monotonic()
+        s = socket.create_connection((VIP, 80), timeout=20)
+        s.sendall(b"POST /sha256 HTTP/1.0\\r\\nContent-Length: {up}\\r\\n\\r\\n" + blob)
+        reply = b""
+        while True:
+            chunk = s.recv(65536)
+            if not chunk:
+                break
+            reply += chunk
+        out["up_seconds"] = time.monotonic() - t
+        out["up_ok"] = reply.rsplit(b"\\r\\n\\r\\n", 1)[1].strip().decode() == \\
+            hashlib.sha256(blob).hexdigest()
+    """).replace("import hashlib", "import hashlib, os"), timeout=120)
+    print(f"bulk: {down >> 20} MB down in {out['down_seconds']:.2f} s "
+          f"({down * 8 / out['down_seconds'] / 1e9:.2f} Gbit/s), {up >> 20} MB up in "
+          f"{out['up_seconds']:.2f} s ({up * 8 / out['up_seconds'] / 1e9:.2f} Gbit/s)")
+    assert out["down_ok"], f"download corrupted or short ({out['down_got']} bytes)"
+    assert out["up_ok"], "upload hash differs"
+    daemon.stop()
+    totals = re.search(r"GSO (\d+), partial csum (\d+)", daemon.log())
+    assert totals is not None, daemon.log()
+    if offload:
+        assert int(totals.group(1)) > 0, "offload on, but no GSO super-packet reached pylvs"
+    else:
+        assert totals.group(1) == "0" and totals.group(2) == "0", totals.group(0)
