@@ -145,6 +145,11 @@ class NetConf:
                 ipr.link("set", index=tun, state="up", txqlen=self.txqueuelen)
                 ipr.route("replace", dst="0.0.0.0/0", oif=tun, table=self.table,
                           proto=RTPROT_PYLVS)
+                # If this process dies, the TUN and its route vanish; steered replies must
+                # then be dropped, not forwarded un-NATed (the client would answer with RSTs
+                # that kill the connections the HA backup is about to take over).
+                ipr.route("replace", dst="0.0.0.0/0", type="blackhole", table=self.table,
+                          priority=0xFFFFFFFF, proto=RTPROT_PYLVS)
             self._sysctl("net/ipv4/ip_forward", "1")
             self._sysctl(f"net/ipv4/conf/{self.tun}/rp_filter", "2")
             self._sysctl(f"net/ipv4/conf/{self.tun}/send_redirects", "0")
