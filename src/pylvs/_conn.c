@@ -339,8 +339,10 @@ uint32_t lvs_engine_expire(lvs_engine *e, double now)
 
 int lvs_conn_table_init(lvs_engine *e, uint32_t max_conns)
 {
+    /* the largest power of two <= max_conns: at a full table chains average 1..2 entries,
+     * and the buckets cost at most 16 bytes per connection */
     uint32_t n = 256;
-    while (n < max_conns && n < (1u << 24))
+    while (n * 2 <= max_conns && n < (1u << 24))
         n <<= 1;
     e->in_tab = calloc(n, sizeof(lvs_conn *));
     e->out_tab = calloc(n, sizeof(lvs_conn *));
