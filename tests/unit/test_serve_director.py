@@ -1,0 +1,111 @@
+"""The director's config diff and weight inputs, against a real engine (no network, no root).
+
+Before ``start()`` the director touches neither the kernel nor the loop, so ``apply_config``
+and ``set_server_state`` can be driven here and checked through ``engine.services()``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from ipaddress import IPv4Address
+
+import pytest
+from scapy.layers.inet import IP, TCP
+
+from pylvs import config
+from pylvs.director import Director
+from pylvs.errors import ConfigError
+from pylvs.model import Config, Endpoint
+
+BASE = """\
+[director]
+public_interface = "eth0"
+private_interface = "eth1"
+
+[[virtual_server]]
+address = "198.18.0.100:80"
+scheduler = "rr"
+  [virtual_server.check]
+  type = "none"
+  [[virtual_server.real_server]]
+  address = "198.19.0.11:80"
+  [[virtual_server.real_server]]
+  address = "198.19.0.12:80"
+  weight = 2
+"""
+
+
+def _servers(d: Director) -> dict[str, dict[str, int]]:
+    return {
+        f"{s.key.protocol} {s.key.address}:{s.key.port} {s.scheduler}": {
+            f"{r.key.address}:{r.key.port}": r.weight for r in s.servers
+        }
+        for s in d.engine.services()
+    }
+
+
+def _cfg(text: str = BASE) -> Config:
+    return config.parse(text, "t.toml")
+
+
+async def test_initial_services_and_live_diff() -> None:
+    d = Director(_cfg())
+    d._sync_engine(d.config)  # what start() does first
+    assert _servers(d) == {"tcp 198.18.0.100:80 rr": {"198.19.0.11:80": 1, "198.19.0.12:80": 2}}
+    new = BASE.replace('weight = 2', 'weight = 5').replace('scheduler = "rr"', 'scheduler = "wrr"')
+    new += '  [[virtual_server.real_server]]\n  address = "198.19.0.13:80"\n'
+    new += '\n[[virtual_server]]\naddress = "198.18.0.100:53"\nprotocol = "udp"\n'
+    new += '  [[virtual_server.real_server]]\n  address = "198.19.0.11:5353"\n'
+    await d.apply_config(_cfg(new))
+    assert _servers(d) == {
+        "tcp 198.18.0.100:80 wrr": {"198.19.0.11:80": 1, "198.19.0.12:80": 5,
+                                    "198.19.0.13:80": 1},
+        "udp 198.18.0.100:53 wlc": {"198.19.0.11:5353": 1},
+    }
+    await d.apply_config(_cfg(BASE.replace('  [[virtual_server.real_server]]\n  address = '
+                                           '"198.19.0.11:80"\n', "")))
+    assert _servers(d) == {"tcp 198.18.0.100:80 rr": {"198.19.0.12:80": 2}}
+
+
+async def test_bad_config_changes_nothing() -> None:
+    d = Director(_cfg())
+    d._sync_engine(d.config)
+    before = _servers(d)
+    good = _cfg()
+    vs = dataclasses.replace(good.virtual_servers[0], scheduler="nope")
+    with pytest.raises(ConfigError, match="scheduler"):
+        await d.apply_config(dataclasses.replace(good, virtual_servers=(vs,)))
+    moved = dataclasses.replace(good.director, tun_name="other0")
+    with pytest.raises(ConfigError, match=r"director\.tun_name: cannot change"):
+        await d.apply_config(dataclasses.replace(good, director=moved))
+    assert _servers(d) == before and d.config.virtual_servers[0].scheduler == "rr"
+
+
+async def test_reload_keeps_connections() -> None:
+    d = Director(_cfg())
+    d._sync_engine(d.config)
+    syn = bytes(IP(src="198.18.0.2", dst="198.18.0.100") / TCP(sport=40000, dport=80, flags="S"))
+    out = d.engine.process(syn, now=1.0)
+    assert out is not None and IP(out).dst in ("198.19.0.11", "198.19.0.12")
+    await d.apply_config(_cfg(BASE.replace("weight = 2", "weight = 0")))
+    conns = [c for c in d.engine.connections() if not c.template]
+    assert [(c.client_port, c.server_address) for c in conns] == [(40000, IP(out).dst)]
+
+
+async def test_health_verdicts_quiesce_or_remove() -> None:
+    d = Director(_cfg())
+    d._sync_engine(d.config)
+    key = d.config.virtual_servers[0].key
+    rs2 = Endpoint(IPv4Address("198.19.0.12"), 80)
+    d.set_server_state(key, rs2, healthy=False)
+    assert _servers(d)["tcp 198.18.0.100:80 rr"]["198.19.0.12:80"] == 0
+    d.set_server_state(key, rs2, healthy=True, load_weight=1)
+    assert _servers(d)["tcp 198.18.0.100:80 rr"]["198.19.0.12:80"] == 1
+    await d.apply_config(_cfg(BASE.replace('scheduler = "rr"',
+                                           'scheduler = "rr"\ndown_action = "remove"')))
+    d.set_server_state(key, rs2, healthy=False)
+    assert _servers(d) == {"tcp 198.18.0.100:80 rr": {"198.19.0.11:80": 1}}
+    d.set_server_state(key, rs2, healthy=True)
+    assert "198.19.0.12:80" in _servers(d)["tcp 198.18.0.100:80 rr"]
+    with pytest.raises(ConfigError):
+        d.set_server_state(("udp", IPv4Address("198.18.0.100"), 9), rs2, healthy=True)
