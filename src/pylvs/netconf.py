@@ -32,6 +32,7 @@ import logging
 import os
 import socket
 import struct
+import sys
 import threading
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
@@ -58,6 +59,7 @@ log = logging.getLogger(__name__)
 
 RTPROT_PYLVS = 201  # route protocol number marking routes pylvs owns (ip route ... proto 201)
 NTF_PROXY = 0x08
+SO_NETNS_COOKIE = 71  # asm-generic/socket.h; not exported by Python 3.11's socket module
 _IPPROTO = {"tcp": socket.IPPROTO_TCP, "udp": socket.IPPROTO_UDP}
 _STATE_DIR = Path(os.environ.get("PYLVS_STATE_DIR", "/run/pylvs"))
 
@@ -127,8 +129,7 @@ class NetConf:
         self.table = table
         self.rule_priority = rule_priority
         self.txqueuelen = txqueuelen
-        netns = os.stat("/proc/self/ns/net").st_ino  # /run is shared between namespaces
-        self._state_path = (state_dir or _STATE_DIR) / f"netconf-{netns}-{tun_name}.json"
+        self._state_path = (state_dir or _STATE_DIR) / f"netconf-{_netns_id()}-{tun_name}.json"
         self._state = _State()
         self._plan = NetPlan()
         self._lock = threading.Lock()  # calls may come from different worker threads
@@ -357,6 +358,19 @@ class NetConf:
             tmp.replace(self._state_path)
         except OSError as exc:
             log.warning("netconf: cannot save state to %s: %s", self._state_path, exc)
+
+
+def _netns_id() -> str:
+    """An identifier of this network namespace that is never reused while the host is up.
+
+    /run is shared by every namespace, so the state file must say whose it is.  The namespace
+    inode is reused after a namespace is deleted (a stale file would then "recover" a fresh
+    namespace and remove addresses that are not ours); the netns cookie never is.
+    """
+    with contextlib.suppress(OSError), socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        return "c" + str(int.from_bytes(s.getsockopt(socket.SOL_SOCKET, SO_NETNS_COOKIE, 8),
+                                        sys.byteorder))
+    return "i" + str(os.stat("/proc/self/ns/net").st_ino)  # kernels before 5.14
 
 
 def _ignore(method: Any, code: int, *args: Any, **kwargs: Any) -> None:
