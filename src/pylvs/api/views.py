@@ -190,20 +190,30 @@ def sync_timeouts(director: DirectorLike) -> None:
 
 
 def ha(director: DirectorLike) -> Json:
-    """The HA role, peer and transitions as the director reports them (config as fallback)."""
+    """The HA role, peer and transitions as the HA component reports them.
+
+    Without HA the node serves alone: its role is ACTIVE (or BACKUP if the director was told
+    not to own the VIPs).  ``peer.alive`` is true while heartbeats arrive on any path.
+    """
     cfg = director.config.ha
-    snap = director.status().get("ha") or {}
+    raw = director.status()
+    snap = raw.get("ha")
     base: Json = {
         "enabled": cfg.enabled,
         "node_id": cfg.node_id,
         "priority": cfg.priority,
         "sync": cfg.sync,
-        "role": "ACTIVE" if not cfg.enabled else "INIT",
+        "role": "active" if raw.get("active", True) else "backup",
         "peer": None,
         "transitions": 0,
     }
     if isinstance(snap, Mapping):
         base.update(snap)
+        paths = snap.get("paths")
+        if isinstance(base.get("peer"), Mapping) and isinstance(paths, Mapping):
+            alive = any(isinstance(p, Mapping) and p.get("alive") for p in paths.values())
+            base["peer"] = {**base["peer"], "alive": alive}
+    base["role"] = str(base.get("role") or "init").upper()
     return base
 
 
