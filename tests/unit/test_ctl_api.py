@@ -1,0 +1,160 @@
+"""``pylvs ctl`` and ``pylvs status`` end to end against the API on a real Unix socket.
+
+The API runs on this test's event loop; ctl is blocking, so it runs in a worker thread, exactly
+as a separate process would talk to the daemon.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import io
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+from scapy.layers.inet import IP, TCP
+
+from pylvs import ctl
+from pylvs.api.client import ApiClient
+
+from .test_api_support import MiniDirector, base_config, running_api, service
+
+__all__ = ["running_api"]
+
+VIP = "198.18.0.100"
+
+
+async def run_ctl(sock: str, *args: str, stdin: str = "") -> tuple[int, str, str]:
+    def call() -> tuple[int, str, str]:
+        out, err = io.StringIO(), io.StringIO()
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            real_stdin = ctl.sys.stdin
+            ctl.sys.stdin = io.StringIO(stdin)
+            try:
+                status = ctl.main(["--socket", sock, *args])
+            finally:
+                ctl.sys.stdin = real_stdin
+        return status, out.getvalue(), err.getvalue()
+
+    return await asyncio.to_thread(call)
+
+
+@pytest.fixture
+async def daemon(tmp_path: Path, running_api: Any) -> tuple[MiniDirector, str]:
+    sock = str(tmp_path / "ctl.sock")
+    director, _ = await running_api(base_config(sock))
+    return director, sock
+
+
+async def ok(sock: str, *args: str, stdin: str = "") -> str:
+    status, out, err = await run_ctl(sock, *args, stdin=stdin)
+    assert status == 0, (args, err)
+    return out
+
+
+async def test_build_a_service_and_list_it(daemon: Any) -> None:
+    _, sock = daemon
+    await ok(sock, "-A", "-t", f"{VIP}:80", "-s", "rr")
+    await ok(sock, "-a", "-t", f"{VIP}:80", "-r", "198.19.0.12", "-m", "-w", "2")
+    await ok(sock, "-a", "-t", f"{VIP}:80", "-r", "198.19.0.11:8080", "-m")
+    # ctl made the service with the default tcp check (nothing answers here): turn it off so
+    # the weights are the configured ones
+    await asyncio.to_thread(ApiClient(sock).patch, f"/api/v1/services/tcp/{VIP}:80",
+                            {"check": {"type": "none"}})
+    out = await ok(sock, "-Ln")
+    lines = out.splitlines()
+    assert lines[0] == f"IP Virtual Server version 1.2.1 (size={1 << 20})"
+    assert lines[1:4] == [
+        "Prot LocalAddress:Port Scheduler Flags",
+        "  -> RemoteAddress:Port           Forward Weight ActiveConn InActConn",
+        f"TCP  {VIP}:80 rr",
+    ]
+    assert lines[4:] == [
+        "  -> 198.19.0.11:8080             Masq    1      0          0         ",
+        "  -> 198.19.0.12:80               Masq    2      0          0         ",
+    ]
+    assert await ok(sock, "-Sn") == (
+        f"-A -t {VIP}:80 -s rr\n"
+        f"-a -t {VIP}:80 -r 198.19.0.11:8080 -m -w 1\n"
+        f"-a -t {VIP}:80 -r 198.19.0.12:80 -m -w 2\n"
+    )
+
+
+async def test_save_clear_restore(daemon: Any) -> None:
+    director, sock = daemon
+    rules = (f"-A -t {VIP}:80 -s wlc -p 300 -M 255.255.255.0\n"
+             f"-a -t {VIP}:80 -r 198.19.0.11:80 -m -w 3\n"
+             f"-A -u {VIP}:53 -s sh -b sh-port\n"
+             f"-a -u {VIP}:53 -r 198.19.0.11:53 -m -w 1\n")
+    await ok(sock, "-R", stdin=rules)
+    assert await ok(sock, "-Sn") == f"-A -t {VIP}:80 -s wlc -p 300 -M 255.255.255.0\n" \
+        f"-a -t {VIP}:80 -r 198.19.0.11:80 -m -w 3\n" \
+        f"-A -u {VIP}:53 -s sh -b sh-port\n-a -u {VIP}:53 -r 198.19.0.11:53 -m -w 1\n"
+    saved = await ok(sock, "-Sn")
+    await ok(sock, "-C")
+    assert director.config.virtual_servers == ()
+    await ok(sock, "-R", stdin=saved)
+    assert await ok(sock, "-Sn") == saved
+    status, _, err = await run_ctl(sock, "-R", stdin=f"-D -t {VIP}:80\n-D -t {VIP}:80\n")
+    assert status == 1 and "no such service" in err
+    assert await ok(sock, "-Sn") == saved  # the first line was not applied either
+
+
+async def test_edit_and_delete(daemon: Any) -> None:
+    director, sock = daemon
+    await ok(sock, "-A", "-t", f"{VIP}:443", "-s", "sh", "-p")
+    await ok(sock, "-a", "-t", f"{VIP}:443", "-r", "198.19.0.11", "-w", "4", "-x", "9", "-y", "3")
+    await ok(sock, "-E", "-t", f"{VIP}:443", "-s", "lc")  # -E without -p: not persistent
+    vs = director.config.virtual_servers[0]
+    assert (vs.scheduler, vs.persistence) == ("lc", 0)
+    await ok(sock, "-e", "-t", f"{VIP}:443", "-r", "198.19.0.11:443", "-w", "6")
+    rs = director.config.virtual_servers[0].real_servers[0]
+    assert (rs.weight, rs.upper_threshold, rs.lower_threshold) == (6, 0, 0)
+    status, _, err = await run_ctl(sock, "-e", "-t", f"{VIP}:443", "-r", "198.19.0.99")
+    assert status == 1 and "no such real server" in err
+    await ok(sock, "-d", "-t", f"{VIP}:443", "-r", "198.19.0.11:443")
+    await ok(sock, "-D", "-t", f"{VIP}:443")
+    assert director.config.virtual_servers == ()
+    status, _, err = await run_ctl(sock, "-A", "-t", f"{VIP}:443", "-s", "fastest")
+    assert status == 1 and "unknown scheduler 'fastest'" in err
+
+
+async def test_timeouts_and_zero_and_connections(daemon: Any, tmp_path: Path) -> None:
+    director, sock = daemon
+    assert await ok(sock, "-L", "--timeout") == "Timeout (tcp tcpfin udp): 900 120 300\n"
+    await ok(sock, "--set", "60", "0", "20")
+    assert await ok(sock, "-L", "--timeout") == "Timeout (tcp tcpfin udp): 60 120 20\n"
+    assert director.config.timeouts.tcp == 60  # the config follows, so a save keeps it
+
+    await director.apply_config(base_config(sock, (service(f"{VIP}:80", "198.19.0.11:80"),)))
+    syn = IP(src="198.18.0.50", dst=VIP) / TCP(sport=40001, dport=80, flags="S")
+    assert director.engine.process(bytes(syn), now=time.monotonic()) is not None
+    table = (await ok(sock, "-Lcn")).splitlines()
+    assert table[2].startswith("TCP 00:")
+    assert table[2][11:] == ("SYN_RECV    198.18.0.50:40001  198.18.0.100:80    "
+                             "198.19.0.11:80")
+    stats = (await ok(sock, "-Ln", "--stats", "-t", f"{VIP}:80")).splitlines()
+    assert stats[2] == f"{'TCP  ' + VIP + ':80':<33}        1        1        0       40        0"
+    await ok(sock, "-Z")
+    stats = (await ok(sock, "-Ln", "--stats", "--exact")).splitlines()
+    assert stats[3] == f"{'TCP  ' + VIP + ':80':<33}" + "        0" * 5
+
+
+async def test_status_summary(daemon: Any) -> None:
+    director, sock = daemon
+    await director.apply_config(base_config(sock, (service(f"{VIP}:80", "198.19.0.11:80",
+                                                           "198.19.0.12:80"),)))
+
+    def call() -> tuple[int, str]:
+        out = io.StringIO()
+        with contextlib.redirect_stdout(out):
+            status = ctl.status_main(["--socket", sock])
+        return status, out.getvalue()
+
+    status, text = await asyncio.to_thread(call)
+    assert status == 0
+    assert "role ACTIVE" in text
+    assert f"TCP {VIP}:80  wlc  servers 2/2 up" in text
+    assert "  198.19.0.11:80        up      weight 1/1 " in text
