@@ -16,7 +16,8 @@
  *  fragment (MF set or offset != 0)                   DROP     fragment
  *  TCP/UDP header cut short (or TCP doff < 5)         DROP     truncated
  *  IP options                                         handled (L4 found through IHL)
- *  bytes after the IP total length                    kept as they are, not counted
+ *  bytes after the IP total length (padding)          trimmed (len = total length), as the
+ *                                                     kernel's ip_rcv does
  *  other protocol, to a VIP                           DROP     unknown_proto
  *  other protocol, elsewhere                          PASS     not_ours
  *  TCP/UDP to a VIP, no conn, no service on the port  DROP     no_service
@@ -674,6 +675,8 @@ static int process_one(lvs_engine *e, uint8_t *p, uint32_t *plen, uint32_t cap, 
         e->counters[LVS_CNT_FRAGMENT]++;
         return LVS_VERDICT_DROP;
     }
+    /* link-layer padding (an AF_PACKET frame of 60 bytes) is cut off, as ip_rcv trims */
+    *plen = tot;
     pkt k;
     k.p = p;
     k.ihl = ihl;
