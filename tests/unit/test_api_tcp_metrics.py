@@ -149,3 +149,16 @@ async def test_api_config_fields_are_all_exposed(tmp_path: Path, running_api: An
     names = {f.name for f in dataclasses.fields(director.config.virtual_servers[0])}
     assert names - {"real_servers"} <= set(svc)
     assert {"check", "load_monitor", "sorry_server", "quorum", "slow_start"} <= set(svc)
+
+
+async def test_a_live_socket_is_not_taken_over(tmp_path: Path, running_api: Any) -> None:
+    from pylvs.api.server import ApiServer
+
+    sock = str(tmp_path / "busy.sock")
+    director, _ = await running_api(base_config(sock))
+    with pytest.raises(ConfigError, match="in use"):
+        await ApiServer(director).start()
+    conn = aiohttp.UnixConnector(path=sock)  # the first server still answers
+    async with aiohttp.ClientSession(connector=conn) as session, \
+            session.get("http://pylvs/api/v1/timeouts") as resp:
+        assert resp.status == 200

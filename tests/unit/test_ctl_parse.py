@@ -97,12 +97,13 @@ def test_set_timeouts() -> None:
 
 def test_save_line_round_trips_to_operation() -> None:
     op = ctl.to_operation(ctl.parse_args(
-        "-A -t 198.18.0.100:80 -s sh -p 360 -M 255.255.255.0 -b sh-port".split()))
+        ["-A", "-t", "198.18.0.100:80", "-s", "sh", "-p", "360", "-M", "255.255.255.0",
+         "-b", "sh-port"]))
     assert op == {"op": "add_service", "service": {
         "protocol": "tcp", "address": "198.18.0.100:80", "scheduler": "sh", "persistence": 360,
         "netmask": "255.255.255.0", "flags": ["sh-port"]}}
     op = ctl.to_operation(ctl.parse_args(
-        "-a -t 198.18.0.100:80 -r 198.19.0.11:8080 -m -w 3".split()))
+        ["-a", "-t", "198.18.0.100:80", "-r", "198.19.0.11:8080", "-m", "-w", "3"]))
     assert op == {"op": "add_server", "protocol": "tcp", "address": "198.18.0.100:80",
                   "server": {"address": "198.19.0.11:8080", "weight": 3, "upper_threshold": 0,
                              "lower_threshold": 0}}

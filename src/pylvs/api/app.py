@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import os
 import tempfile
 from collections.abc import Awaitable, Callable, Mapping
@@ -33,6 +34,8 @@ STATIC_DIR = Path(__file__).with_name("static")
 DIRECTOR_KEY = web.AppKey("director", DirectorLike)
 _LOCK_KEY = web.AppKey("mutation_lock", asyncio.Lock)
 _TOKEN_KEY = web.AppKey("token", str)
+
+log = logging.getLogger("pylvs.api")
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -155,6 +158,7 @@ async def _apply(
         config_mod.validate(new)
         await director.apply_config(new)
         views.sync_timeouts(director)
+        log.info("api: %s %s applied", request.method, request.path)
         if request.query.get("save") in ("1", "true", "yes"):
             _write_config(director.config)
         return director.config

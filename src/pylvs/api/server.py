@@ -38,11 +38,25 @@ def read_token(path: str) -> str:
     return token
 
 
+def _answers(path: str) -> bool:
+    probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        probe.settimeout(1.0)
+        probe.connect(path)
+    except OSError:
+        return False
+    finally:
+        probe.close()
+    return True
+
+
 def _unix_listener(path: str, mode: int) -> socket.socket:
     p = Path(path)
     p.parent.mkdir(parents=True, exist_ok=True, mode=0o755)
     with contextlib.suppress(FileNotFoundError):
         if stat.S_ISSOCK(p.lstat().st_mode):
+            if _answers(path):
+                raise ConfigError(f"api.socket: {path} is in use (is another pylvs running?)")
             p.unlink()  # a stale socket from a previous run; anything else is left alone
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     try:
@@ -63,6 +77,7 @@ class ApiServer:
         self.director = director
         self.api = api if api is not None else director.config.api
         self._runners: list[web.AppRunner] = []
+        self._owns_socket = False
         self.tcp_address: tuple[str, int] | None = None
 
     async def start(self) -> None:
@@ -78,6 +93,7 @@ class ApiServer:
             await unix_runner.setup()
             self._runners.append(unix_runner)
             sock = _unix_listener(self.api.socket, self.api.socket_mode)
+            self._owns_socket = True
             await web.SockSite(unix_runner, sock).start()
             log.info("control API on unix:%s (mode %o)", self.api.socket, self.api.socket_mode)
             if token is not None:
@@ -103,7 +119,9 @@ class ApiServer:
         runners, self._runners = self._runners, []
         for runner in reversed(runners):
             await runner.cleanup()
-        with contextlib.suppress(FileNotFoundError):
-            p = Path(self.api.socket)
-            if stat.S_ISSOCK(p.lstat().st_mode):
-                p.unlink()
+        if self._owns_socket:
+            self._owns_socket = False
+            with contextlib.suppress(FileNotFoundError):
+                p = Path(self.api.socket)
+                if stat.S_ISSOCK(p.lstat().st_mode):
+                    p.unlink()
