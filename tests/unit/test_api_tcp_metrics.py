@@ -162,3 +162,44 @@ async def test_a_live_socket_is_not_taken_over(tmp_path: Path, running_api: Any)
     async with aiohttp.ClientSession(connector=conn) as session, \
             session.get("http://pylvs/api/v1/timeouts") as resp:
         assert resp.status == 200
+
+
+async def test_health_and_ha_endpoints(tmp_path: Path, running_api: Any) -> None:
+    sock = str(tmp_path / "h.sock")
+    await running_api(base_config(sock, (service(VIP, "198.19.0.11:80", check="tcp"),)))
+    conn = aiohttp.UnixConnector(path=sock)
+    async with aiohttp.ClientSession(connector=conn, base_url="http://pylvs") as session:
+        async with session.get("/api/v1/health") as resp:
+            health = await resp.json()
+        async with session.get("/api/v1/ha") as resp:
+            ha = await resp.json()
+    assert health["running"] is True
+    [svc] = health["services"]
+    assert svc["service"] == "tcp 198.18.0.100:80"
+    assert list(svc["servers"]) == ["198.19.0.11:80"]
+    assert ha["role"] == "ACTIVE" and ha["enabled"] is False
+
+
+def test_dataplane_batch_histogram_is_valid_exposition() -> None:
+    from pylvs.api.metrics import MetricFamily, _dataplane
+    from pylvs.dataplane.tun import TunStats
+
+    stats = TunStats(reads=70, read_bytes=7000, writes=69, write_bytes=6900, forwarded=60,
+                     passed=9, replies=0, dropped=1, write_eagain=0, write_errors=0,
+                     read_errors=0, short_reads=0, csum_partial=0, gso_packets=0, batches=12,
+                     empty_wakeups=0, max_batch=9, batch_hist=(5, 4, 2, 1) + (0,) * 8,
+                     queue_dropped=None)
+    fams: dict[str, MetricFamily] = {}
+
+    def fam(name: str, kind: str, text: str) -> MetricFamily:
+        return fams.setdefault(name, MetricFamily(name, kind, text))
+
+    _dataplane(stats.as_dict(), fam)
+    text = "\n".join(line for f in fams.values() for line in f.render()) + "\n"
+    parsed = {f.name: f for f in text_string_to_metric_families(text)}
+    hist = parsed["pylvs_dataplane_batch_size"]
+    assert hist.type == "histogram"
+    buckets = {s.labels["le"]: s.value for s in hist.samples if s.name.endswith("_bucket")}
+    assert buckets["1"] == 5 and buckets["3"] == 9 and buckets["7"] == 11
+    assert buckets["15"] == 12 and buckets["+Inf"] == 12
+    assert parsed["pylvs_dataplane_dropped"].samples[0].value == 1

@@ -56,6 +56,8 @@ def make_app(director: DirectorLike, *, token: str | None = None) -> web.Applica
     r.add_static("/static/", STATIC_DIR, append_version=False)
     r.add_get("/metrics", _metrics)
     r.add_get("/api/v1/status", _status)
+    r.add_get("/api/v1/health", _health)
+    r.add_get("/api/v1/ha", _ha)
     r.add_get("/api/v1/services", _list_services)
     r.add_post("/api/v1/services", _add_service)
     r.add_delete("/api/v1/services", _clear)
@@ -209,6 +211,16 @@ async def _metrics(request: web.Request) -> web.Response:
 
 async def _status(request: web.Request) -> web.Response:
     return _json(views.status(_director(request)))
+
+
+async def _health(request: web.Request) -> web.Response:
+    """The health component's own snapshot (probes, streaks, last results, quorum)."""
+    snap = _director(request).status().get("health")
+    return _json(snap if snap is not None else {"running": False, "services": [], "probes": []})
+
+
+async def _ha(request: web.Request) -> web.Response:
+    return _json(views.ha(_director(request)))
 
 
 async def _list_services(request: web.Request) -> web.Response:
