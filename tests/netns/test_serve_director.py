@@ -50,7 +50,7 @@ CLIENT_LIB = textwrap.dedent("""
             body += chunk
         if own:
             sock.close()
-        return body.decode().strip()
+        return body.decode("latin-1").strip()
 
     def udp(port=53, timeout=2.0):
         with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
@@ -332,3 +332,21 @@ def test_check_command_reports_errors_without_network(tmp_path: Any) -> None:
     assert res.returncode == 2
     assert f"{bad}: virtual_server[0].schedulr: unknown key (did you mean 'scheduler'?)" \
         in res.stderr
+
+
+def test_conntrack_in_the_director_sees_no_invalid_packets(srv: Srv) -> None:
+    # A gateway host often runs a stateful firewall.  Rewritten packets re-enter the stack from
+    # the TUN; conntrack must see consistent flows (two per connection), never INVALID.
+    srv.topo.run(srv.topo.director.ns, ["nft", "-f", "-"], input=textwrap.dedent("""
+        table inet srvct {
+          chain forwardchk {
+            type filter hook forward priority 0; policy accept;
+            ct state invalid counter drop
+          }
+        }
+    """))
+    srv.serve(srv.config(ServiceSpec(scheduler="rr")))
+    out = client(srv.topo, "out['n'] = [len(http(path='/bytes/200000')) for _ in range(30)]")
+    assert out["n"] == [200000] * 30
+    rules = srv.topo.run(srv.topo.director.ns, ["nft", "list", "table", "inet", "srvct"]).stdout
+    assert "counter packets 0 bytes 0 drop" in rules, rules
