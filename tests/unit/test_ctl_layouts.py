@@ -168,3 +168,18 @@ def test_save_rules() -> None:
         "-a -t 198.18.0.100:80 -r 198.19.0.12:8080 -m -w 3\n"
         "-A -u 198.18.0.100:53 -s sh -b sh-port\n"
     )
+
+
+def test_without_numeric_names_are_resolved_like_ipvsadm() -> None:
+    import socket
+
+    try:
+        host = socket.gethostbyaddr("127.0.0.1")[0]
+        port = socket.getservbyport(80, "tcp")
+    except OSError:
+        pytest.skip("no name for 127.0.0.1 or port 80 on this machine")
+    services = [_svc("127.0.0.1:80", [_rs("127.0.0.1:81")])]
+    lines = layouts.listing(services, layouts.Format()).splitlines()
+    assert lines[3] == f"TCP  {host}:{port}"[:33] + " wlc"  # svc_name is cut at 33
+    assert lines[4].startswith(f"  -> {host}:")
+    assert layouts.rules(services).startswith(f"-A -t {host}:{port} -s wlc\n")

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import socket
 from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from functools import lru_cache
 from ipaddress import IPv4Address
 from typing import Any
@@ -30,27 +31,17 @@ _PROTO_NUMBER = {"tcp": 6, "udp": 17}
 Json = Mapping[str, Any]
 
 
+@dataclass(frozen=True, kw_only=True)
 class Format:
     """The listing modifiers of ``-L``: which table and how numbers and names are shown."""
 
-    def __init__(
-        self,
-        *,
-        numeric: bool = False,
-        stats: bool = False,
-        rate: bool = False,
-        thresholds: bool = False,
-        persistent_conn: bool = False,
-        exact: bool = False,
-        nosort: bool = False,
-    ) -> None:
-        self.numeric = numeric
-        self.stats = stats
-        self.rate = rate
-        self.thresholds = thresholds
-        self.persistent_conn = persistent_conn
-        self.exact = exact
-        self.nosort = nosort
+    numeric: bool = False
+    stats: bool = False
+    rate: bool = False
+    thresholds: bool = False
+    persistent_conn: bool = False
+    exact: bool = False
+    nosort: bool = False
 
 
 def largenum(value: int, exact: bool = False) -> str:
@@ -189,14 +180,19 @@ def _weight(rs: Json) -> int:
     return int(rs.get("effective_weight", rs.get("weight", 0)))
 
 
-def _plain_service(name: str, svc: Json) -> str:
-    line = f"{name} {svc['scheduler']}"
+def _persistence(svc: Json, timeout_word: str, mask_word: str) -> str:
+    """`` persistent 360 mask 255.255.255.0`` (listing) or `` -p 360 -M …`` (save)."""
     persistence = int(svc.get("persistence", 0))
-    if persistence:
-        line += f" persistent {persistence}"
-        if str(svc.get("netmask", "255.255.255.255")) != "255.255.255.255":
-            line += f" mask {svc['netmask']}"
-    return line
+    if not persistence:
+        return ""
+    text = f" {timeout_word} {persistence}"
+    if str(svc.get("netmask", "255.255.255.255")) != "255.255.255.255":
+        text += f" {mask_word} {svc['netmask']}"
+    return text
+
+
+def _plain_service(name: str, svc: Json) -> str:
+    return f"{name} {svc['scheduler']}" + _persistence(svc, "persistent", "mask")
 
 
 def listing(
@@ -222,12 +218,7 @@ def rules(services: Iterable[Json], *, numeric: bool = False) -> str:
         protocol = str(svc["protocol"])
         switch = "-t" if protocol == "tcp" else "-u"
         name = f"{switch} {_name(str(svc['address']), protocol, numeric)}"
-        line = f"-A {name} -s {svc['scheduler']}"
-        persistence = int(svc.get("persistence", 0))
-        if persistence:
-            line += f" -p {persistence}"
-            if str(svc.get("netmask", "255.255.255.255")) != "255.255.255.255":
-                line += f" -M {svc['netmask']}"
+        line = f"-A {name} -s {svc['scheduler']}" + _persistence(svc, "-p", "-M")
         flags = svc.get("flags") or ()
         if flags:
             line += f" -b {','.join(flags)}"
