@@ -847,7 +847,9 @@ uint32_t lvs_sync_full(lvs_engine *e, uint8_t *out, uint32_t cap, double now)
     return x.n;
 }
 
-/* ip_vs_proc_conn: find or create, bind to the local dest by address:port. */
+/* ip_vs_proc_conn: find or create, bind to the local dest by address:port.  Unlike the
+ * kernel, a record whose service or dest is unknown here is skipped (and counted), not kept
+ * unbound. */
 int lvs_sync_apply(lvs_engine *e, const uint8_t *data, uint32_t len, double now,
                    uint32_t *skipped)
 {
@@ -865,11 +867,17 @@ int lvs_sync_apply(lvs_engine *e, const uint8_t *data, uint32_t len, double now,
         int tmpl = (flags & LVS_CONN_F_TEMPLATE) != 0;
         if (r[0] != 0 || size != LVS_SYNC_RECORD_SIZE ||
             (proto != LVS_PROTO_TCP && proto != LVS_PROTO_UDP) ||
-            (proto == LVS_PROTO_TCP ? state >= LVS_TCP_S_LAST : state != 0) ||
-            timeout > 2678400) {
+            (!tmpl && (proto == LVS_PROTO_TCP ? state >= LVS_TCP_S_LAST : state != 0))) {
             (*skipped)++;
             continue;
         }
+        if (tmpl)
+            state = 0; /* ip_vs_proc_sync_conn: a template's state is not used */
+        if (timeout > 2678400)
+            timeout = 2678400;
+        if (timeout == 0) /* ip_vs_proc_conn: the state's default, 180 s for a template */
+            timeout = tmpl ? 180
+                           : proto == LVS_PROTO_TCP ? e->tcp_timeouts[state] : e->udp_timeout;
         lvs_conn *c = tmpl ? lvs_tmpl_get(e, proto, caddr, vaddr, vport)
                            : lvs_conn_in_get(e, proto, caddr, cport, vaddr, vport);
         if (c && (c->daddr != daddr || c->dport != dport)) {
@@ -901,14 +909,8 @@ int lvs_sync_apply(lvs_engine *e, const uint8_t *data, uint32_t len, double now,
                 (*skipped)++;
                 continue;
             }
-            if (!tmpl && svc && (svc->flags & LVS_SVC_F_PERSISTENT)) {
-                uint16_t tport = (svc->port != 0 && vport == svc->port) ? svc->port : 0;
-                lvs_conn *ct = lvs_tmpl_get(e, proto, caddr & svc->netmask, vaddr, tport);
-                if (ct) {
-                    c->control = ct;
-                    ct->n_control++;
-                }
-            }
+            /* like ip_vs_proc_conn, a synced conn is not linked to its template: the
+             * template lives on its own timer, refreshed by its own records */
         } else {
             /* update only the INACTIVE bit and move the counters accordingly */
             if (!tmpl)

@@ -255,37 +255,41 @@ static inline void stats_conn(lvs_engine *e, lvs_dest *d)
 
 /* ---- connection sync hooks (records are written in _engine.c) ---- */
 
-/* ip_vs_sync_conn_needed + ip_vs_sync_conn: decide on the input path, templates follow. */
-void lvs_sync_conn(lvs_engine *e, lvs_conn *c, uint32_t pkts)
+/* ip_vs_sync_conn_needed (sync_refresh_period = 0): TCP only in the states a backup needs,
+ * at once on a change to one of them other than ESTABLISHED, otherwise when the incoming
+ * packet count hits the threshold within the period.  Templates skip the count check. */
+static int sync_needed(const lvs_engine *e, lvs_conn *c, uint32_t pkts)
 {
-    if (!(c->flags & LVS_CONN_F_TEMPLATE) && c->proto == LVS_PROTO_TCP) {
+    int tmpl = (c->flags & LVS_CONN_F_TEMPLATE) != 0;
+    if (!tmpl && c->proto == LVS_PROTO_TCP) {
         static const uint32_t synced = 1u << ES | 1u << FW | 1u << CL | 1u << CW | 1u << TW;
         if (!((1u << c->state) & synced))
-            return;
-        int force = c->state != c->old_state;
-        if (!(force && c->state != ES)) {
-            if (e->sync_period > 0) {
-                if (pkts % e->sync_period != e->sync_threshold)
-                    return;
-            } else if (pkts != e->sync_threshold) {
-                return;
-            }
-        }
-    } else if (!(c->flags & LVS_CONN_F_TEMPLATE)) {
-        if (e->sync_period > 0) {
-            if (pkts % e->sync_period != e->sync_threshold)
-                return;
-        } else if (pkts != e->sync_threshold) {
-            return;
-        }
+            return 0;
+        if (c->state != c->old_state && c->state != ES)
+            goto set;
     }
+    if (e->sync_period > 0) {
+        if (!tmpl && pkts % e->sync_period != e->sync_threshold)
+            return 0;
+    } else if (pkts != e->sync_threshold) {
+        return 0;
+    }
+set:
     c->old_state = c->state;
-    lvs_sync_append(e, c, -1.0);
-    /* the template travels with its conn, with its own packet count bumped */
-    lvs_conn *ct = c->control;
-    if (ct && (ct->flags & LVS_CONN_F_TEMPLATE)) {
-        ct->in_pkts++;
-        lvs_sync_append(e, ct, -1.0);
+    return 1;
+}
+
+/* ip_vs_sync_conn: the conn, then its controller (a template's own packet count goes up
+ * every time, whether or not the conn itself was sent). */
+void lvs_sync_conn(lvs_engine *e, lvs_conn *c, uint32_t pkts)
+{
+    for (;;) {
+        if (sync_needed(e, c, pkts))
+            lvs_sync_append(e, c, -1.0);
+        c = c->control;
+        if (!c)
+            return;
+        pkts = (c->flags & LVS_CONN_F_TEMPLATE) ? ++c->in_pkts : e->sync_threshold;
     }
 }
 

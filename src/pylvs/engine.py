@@ -28,10 +28,16 @@ version 1 (no message header; the HA layer adds its own).  All fields are big-en
      28    4 vaddr      virtual address
      32    4 daddr      real-server address
 
-A record is produced as IPVS's master does (§6): for TCP only in ESTABLISHED, FIN_WAIT,
-CLOSE, CLOSE_WAIT and TIME_WAIT, at once on a change to a state other than ESTABLISHED, and
-otherwise when the conn's incoming packet count ``pkts % sync_period == sync_threshold``;
-templates travel with their conns.  :meth:`Engine.sync_full` lists templates first.
+A record is produced as IPVS's master does (§6, ``ip_vs_sync_conn``): on each incoming packet
+of a conn, for TCP only in ESTABLISHED, FIN_WAIT, CLOSE, CLOSE_WAIT and TIME_WAIT, at once on a
+change to one of those other than ESTABLISHED, otherwise when the conn's incoming packet count
+``pkts % sync_period == sync_threshold`` (``pkts == sync_threshold`` with a period of 0).  The
+conn's persistence template follows on every incoming packet of the conn (templates skip the
+count check), and again whenever it outlives its timeout while still in control.
+:meth:`Engine.sync_full` lists templates first.  :meth:`Engine.sync_apply` works like
+``ip_vs_proc_conn``: it creates or refreshes entries (state, INACTIVE bit, ``in_pkts =
+sync_threshold``, timer = the record's timeout, or the state's default when 0), never links a
+conn to its template, and skips records whose service or real server is unknown here.
 """
 
 from __future__ import annotations

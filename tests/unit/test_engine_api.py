@@ -152,9 +152,27 @@ def test_sync_full_lists_templates_first(eng: Engine) -> None:
     conns = backup.connections()
     tmpl = next(c for c in conns if c.template)
     conn = next(c for c in conns if not c.template)
-    assert tmpl.controlled == 1
-    assert conn.control == conns.index(tmpl)
+    # as in ip_vs_proc_conn, the backup does not link conns to templates
+    assert (tmpl.controlled, conn.control) == (0, None)
+    assert tmpl.expires == pytest.approx(20.0 + 590)
     assert backup.services()[0].servers[0].persist_conns == 1
+
+
+def test_templates_travel_with_their_conns(eng: Engine) -> None:
+    s = eng.add_service("tcp", VIP, 443, scheduler="wlc", persistence=600)
+    eng.add_server(s, RS1, 443)
+    eng.set_sync_master(True)
+    eng.process(syn(dport=443), 0.0)  # SYN_RECV: not synced, but the template is
+    blob = eng.sync_collect()
+    assert len(blob) == SYNC_RECORD_SIZE
+    assert struct.unpack_from("!I", blob, 4)[0] & 0x1000
+    assert struct.unpack_from("!I", blob, 20)[0] == 600
+    eng.process(syn(dport=443, flags="A"), 0.1)   # ES, pkts 2: template only
+    eng.process(syn(dport=443, flags="A"), 0.2)   # pkts 3: conn and template
+    blob = eng.sync_collect()
+    assert len(blob) == 3 * SYNC_RECORD_SIZE
+    flags = [struct.unpack_from("!I", blob, i * SYNC_RECORD_SIZE + 4)[0] for i in range(3)]
+    assert [bool(f & 0x1000) for f in flags] == [True, False, True]
 
 
 def test_icmp_in_direction_takes_ttl_step(eng: Engine, svc: ServiceKey) -> None:
