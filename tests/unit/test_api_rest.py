@@ -210,6 +210,11 @@ async def test_write_back_needs_permission(
         status, body = await _call(session, "POST", "/api/v1/config/save")
         assert status == 403
         assert "api.write_config" in body["error"]
+        before = await _call(session, "GET", "/api/v1/services")
+        status, body = await _call(session, "POST", SVC + "/servers?save=1",
+                                   {"address": "198.19.0.12:80"})
+        assert status == 403  # refused before anything is applied
+        assert await _call(session, "GET", "/api/v1/services") == before
 
     sock2 = str(tmp_path / "w2.sock")
     cfg2 = dataclasses.replace(cfg, api=dataclasses.replace(cfg.api, socket=sock2,

@@ -153,24 +153,35 @@ def _service_key(request: web.Request) -> mutations.ServiceKey:
 async def _apply(
     request: web.Request, edit: Callable[[model.Config], model.Config]
 ) -> model.Config:
-    """Build the new config from the current one and apply it; optionally save it."""
+    """Build the new config from the current one and apply it; optionally save it.
+
+    With ``?save=1`` the file is written after the change is live; whether writing is allowed
+    is checked first, so a refused save never leaves an applied-but-reported-failed change.
+    """
     director = _director(request)
+    save = request.query.get("save") in ("1", "true", "yes")
     async with request.app[_LOCK_KEY]:
+        if save:
+            _check_writable(director.config)
         new = edit(director.config)
         config_mod.validate(new)
         await director.apply_config(new)
         views.sync_timeouts(director)
         log.info("api: %s %s applied", request.method, request.path)
-        if request.query.get("save") in ("1", "true", "yes"):
+        if save:
             _write_config(director.config)
         return director.config
 
 
-def _write_config(cfg: model.Config) -> str:
+def _check_writable(cfg: model.Config) -> None:
     if not cfg.api.write_config:
         raise _Forbidden("api.write_config: writing the config file is not enabled")
     if cfg.source.startswith("<"):
         raise ConfigError(f"source: the configuration has no file to write ({cfg.source})")
+
+
+def _write_config(cfg: model.Config) -> str:
+    _check_writable(cfg)
     path = Path(cfg.source)
     text = config_mod.dump_toml(cfg)
     # Write beside the target and rename, so a crash never leaves a half-written file.
