@@ -98,7 +98,12 @@ static inline void wheel_unlink(lvs_conn *c)
 
 static inline void wheel_link(lvs_engine *e, lvs_conn *c)
 {
-    lvs_conn **head = &e->wheel[(uint64_t)tick_of(c->expires) & (LVS_WHEEL_SIZE - 1)];
+    int64_t t = tick_of(c->expires);
+    /* a deadline in a tick already swept (a caller's clock slightly behind the last expire)
+     * goes into the current tick, which the next sweep revisits */
+    if (e->wheel_started && t < e->wheel_tick)
+        t = e->wheel_tick;
+    lvs_conn **head = &e->wheel[(uint64_t)t & (LVS_WHEEL_SIZE - 1)];
     c->wexp = c->expires;
     c->t_next = *head;
     if (*head)

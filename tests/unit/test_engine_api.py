@@ -224,3 +224,24 @@ def test_batch_mixed_verdicts(eng: Engine, svc: ServiceKey) -> None:
     assert outs[3] is None
     assert eng.stats().drops["no_service"] == 1
     assert eng.stats().passes["not_ours"] == 1
+
+
+def test_timer_wheel_matches_brute_force() -> None:
+    """Random UDP traffic and expire() calls: exactly the due entries go, none late."""
+    import random
+
+    rng = random.Random(7)
+    e = Engine(max_connections=4096)
+    s = e.add_service("udp", VIP, 53)
+    e.add_server(s, RS1, 53)
+    e.set_timeouts(udp=rng.choice([5, 17, 300]))
+    pkts = [bytes(IP(src=CLIENT, dst=VIP) / UDP(sport=port, dport=53)) for port in range(1, 300)]
+    now = 1000.0
+    for _ in range(60):
+        e.process_batch(rng.sample(pkts, rng.randrange(1, 40)), now)
+        if rng.random() < 0.2:
+            e.set_timeouts(udp=rng.choice([1, 5, 17, 300, 1000]))
+        now += rng.choice([0.01, 0.3, 1.0, 4.0, 30.0, 700.0])
+        due = sum(1 for c in e.connections() if c.expires <= now)
+        assert e.expire(now) == due
+        assert all(c.expires > now for c in e.connections())
