@@ -158,3 +158,14 @@ async def test_status_summary(daemon: Any) -> None:
     assert "role ACTIVE" in text
     assert f"TCP {VIP}:80  wlc  servers 2/2 up" in text
     assert "  198.19.0.11:80        up      weight 1/1 " in text
+
+
+async def test_sorry_server_is_listed_but_not_saved(daemon: Any) -> None:
+    director, sock = daemon
+    await director.apply_config(base_config(sock, (service(f"{VIP}:80", "198.19.0.11:80"),)))
+    # what the health component does when the pool loses quorum
+    svc = next(iter(director._svc_keys.values()))
+    director.engine.add_server(svc, "198.19.0.99", 80, weight=1)
+    _, dests = (await ok(sock, "-Ln")).split("InActConn\n", 1)
+    assert "  -> 198.19.0.99:80               Masq    1      " in dests
+    assert "198.19.0.99" not in await ok(sock, "-Sn")

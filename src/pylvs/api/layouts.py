@@ -224,6 +224,8 @@ def rules(services: Iterable[Json], *, numeric: bool = False) -> str:
             line += f" -b {','.join(flags)}"
         out.append(line)
         for rs in _servers(svc, fmt):
+            if rs.get("sorry"):
+                continue  # put there by the health checker, not by the operator
             dname = _name(str(rs["address"]), protocol, numeric)
             out.append(f"-a {name} -r {dname} -m -w {int(rs.get('weight', 1))}")
     return "".join(line + "\n" for line in out)

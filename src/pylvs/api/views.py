@@ -101,6 +101,20 @@ def services(director: DirectorLike) -> list[Json]:
                 rates=_counters(srv.rates if srv else None, RATE_KEYS),
             )
             servers.append(entry)
+        configured = {str(rs.address) for rs in vs.real_servers}
+        for key, srv in live.items():
+            if key in configured:
+                continue
+            # In the engine but not configured: the sorry server standing in for the pool.
+            servers.append({
+                "address": key, "weight": srv.weight, "upper_threshold": srv.upper_threshold,
+                "lower_threshold": srv.lower_threshold, "forward": "Masq", "in_engine": True,
+                "effective_weight": srv.weight, "active_conns": srv.active_conns,
+                "inactive_conns": srv.inactive_conns, "persist_conns": srv.persist_conns,
+                "overloaded": srv.overloaded, "health": "sorry", "health_reason": None,
+                "sorry": True, "stats": _counters(srv.stats, STAT_KEYS),
+                "rates": _counters(srv.rates, RATE_KEYS),
+            })
         body["real_servers"] = servers
         out.append(body)
     return out
