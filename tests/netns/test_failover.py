@@ -25,6 +25,7 @@ from ipaddress import IPv4Address
 
 import pytest
 
+from pylvs.ha.drill import HaPair
 from pylvs.ha.messages import (
     Kind,
     PathId,
@@ -334,3 +335,144 @@ async def test_mismatched_secret_is_loud_not_silent(pair: Pair) -> None:
     finally:
         await a.transport.stop()
         await b.transport.stop()
+
+
+# ---- part B: two `pylvs serve` directors --------------------------------------------------------
+
+def _json(proc: subprocess.Popen[str], timeout: float) -> object:
+    import json
+
+    out, _ = proc.communicate(timeout=timeout)
+    return json.loads(out)
+
+
+def _up(pair: HaPair, preempt: bool = True) -> None:
+    """Primary first, then the backup; wait for ACTIVE/BACKUP (bounded)."""
+    pair.start(0)
+    pair.wait(lambda: pair.owns_vip(0), 15, "the primary to own the VIP")
+    pair.start(1)
+    pair.wait(lambda: pair.is_backup(1), 15, "the backup to run as BACKUP")
+    time.sleep(0.5)
+    assert pair.owns_vip(0) and not pair.owns_vip(1)
+
+
+def _dead_time(interval: float, priority: int) -> float:
+    return default_dead_time(interval, priority)
+
+
+@pytest.fixture
+def ha_pair() -> Iterator[HaPair]:
+    with HaPair(ha={"preempt": False}) as pair:
+        yield pair
+
+
+def test_primary_active_backup_backup_and_a_client_is_served(ha_pair: HaPair) -> None:
+    _up(ha_pair)
+    res = _json(ha_pair.client("stream", "--duration", "1", "--gap", "0.01"), 30)
+    assert isinstance(res, dict) and res["error"] is None and res["verified"] == res["sent"] > 0
+    assert "CONFIG MISMATCH" not in ha_pair.log(0) + ha_pair.log(1)
+
+
+def test_kill9_during_long_stream_takes_over_and_stream_survives(ha_pair: HaPair) -> None:
+    _up(ha_pair)
+    stream = ha_pair.client("stream", "--duration", "6", "--gap", "0.01")
+    probe = ha_pair.client("probe", "--duration", "4", "--gap", "0.002")
+    time.sleep(2.0)  # the stream is ESTABLISHED and synced (3rd packet, then every 50th)
+    t_kill = ha_pair.kill(0)
+    took = ha_pair.wait(lambda: ha_pair.owns_vip(1), 5, "the backup to take over") - t_kill
+    res = _json(stream, 40)
+    assert isinstance(res, dict)
+    assert res["error"] is None, res
+    assert res["verified"] == res["sent"] > 500_000
+    probes = _json(probe, 30)
+    assert isinstance(probes, list)
+    first = min((r for _, s, r in probes if s >= t_kill and r > 0), default=None)
+    assert first is not None, "no probe answered after the kill"
+    # within 3 intervals plus skew of the last heartbeat, plus the takeover itself
+    limit = _dead_time(0.2, 90) + 0.15
+    assert took <= limit + 0.1  # `owns_vip` is polled every 10 ms via `ip route`
+    assert first - t_kill <= limit, f"first answer {first - t_kill:.3f} s after the kill"
+    status = ha_pair.log(1)
+    assert "BACKUP -> ACTIVE (peer silent on every path)" in status
+
+
+def test_kill9_during_short_connections_fails_at_most_those_in_flight(ha_pair: HaPair) -> None:
+    _up(ha_pair)
+    workers = 4
+    timeout = 3.0
+    shorts = ha_pair.client("shorts", "--duration", "9", "--workers", str(workers),
+                            "--timeout", str(timeout))
+    time.sleep(2.0)
+    t_kill = ha_pair.kill(0)
+    ha_pair.wait(lambda: ha_pair.owns_vip(1), 5, "the backup to take over")
+    res = _json(shorts, 60)
+    assert isinstance(res, list)
+    failed = [(t0, t1) for t0, t1, ok in res if not ok]
+    before = [r for r in res if r[1] < t_kill]
+    # a connection open at the kill and too young to be synced waits out its timeout
+    after = [r for r in res if r[0] > t_kill + timeout + 1.0]
+    assert len(before) > 50 and all(ok for *_, ok in before)
+    assert len(after) > 50 and all(ok for *_, ok in after)
+    # only a connection open at the kill may fail (one per worker at most)
+    assert len(failed) <= workers
+    assert all(t0 <= t_kill for t0, _ in failed)
+
+
+def test_sigterm_hands_over_faster_than_a_crash(ha_pair: HaPair) -> None:
+    _up(ha_pair)
+    probe = ha_pair.client("probe", "--duration", "3", "--gap", "0.001")
+    time.sleep(1.0)
+    t_term = ha_pair.terminate(0)
+    probes = _json(probe, 30)
+    assert isinstance(probes, list)
+    first = min((r for _, s, r in probes if s >= t_term and r > 0), default=None)
+    assert first is not None and ha_pair.owns_vip(1)
+    # no dead time: release + priority 0 + takeover; a crash costs at least 3 intervals
+    assert first - t_term < 3 * 0.2, f"{first - t_term:.3f} s"
+    assert "heard dir1 INIT prio 0" in ha_pair.log(1)
+
+
+@pytest.mark.parametrize("preempt", [True, False])
+def test_returning_primary_preempts_or_not(preempt: bool) -> None:
+    with HaPair(ha={"preempt": preempt}) as pair:
+        _up(pair)
+        pair.kill(0)
+        pair.wait(lambda: pair.owns_vip(1), 5, "the backup to take over")
+        pair.start(0)
+        if preempt:
+            pair.wait(lambda: pair.owns_vip(0) and not pair.owns_vip(1), 10,
+                      "the primary to preempt")
+        else:
+            pair.wait(lambda: pair.is_backup(0), 10,
+                      "the returning primary to come up as BACKUP")
+            time.sleep(2.0)
+            assert pair.owns_vip(1) and not pair.owns_vip(0)
+        res = _json(pair.client("stream", "--duration", "1", "--gap", "0.01"), 30)
+        assert isinstance(res, dict) and res["error"] is None and res["verified"] > 0
+
+
+def test_cutting_only_the_public_link_causes_no_failover(ha_pair: HaPair) -> None:
+    _up(ha_pair)
+    ha_pair.cut(0, "public")  # the active can no longer serve clients, but is alive:
+    time.sleep(3.0)          # one cut cable is not a failover (issue: "one cut cable")
+    assert ha_pair.owns_vip(0) and not ha_pair.owns_vip(1)
+    assert "-> ACTIVE" not in ha_pair.log(1)
+    assert "public path to peer is SILENT" in ha_pair.log(1)
+    ha_pair.cut(0, "public", up=True)
+
+
+def test_serve_partition_heals_to_exactly_one_active(ha_pair: HaPair) -> None:
+    _up(ha_pair)
+    ha_pair.cut(0, "public")
+    ha_pair.cut(0, "private")
+    ha_pair.wait(lambda: ha_pair.owns_vip(1), 5, "the backup to take over in the partition")
+    assert ha_pair.owns_vip(0)  # both serve while they cannot hear each other
+    ha_pair.cut(0, "public", up=True)
+    ha_pair.cut(0, "private", up=True)
+    ha_pair.wait(lambda: ha_pair.owns_vip(0) != ha_pair.owns_vip(1), 5, "one node to step down")
+    time.sleep(2.0)
+    assert ha_pair.owns_vip(0) != ha_pair.owns_vip(1)
+    assert "split brain" in ha_pair.log(0) + ha_pair.log(1) or \
+        "peer back after silence" in ha_pair.log(0) + ha_pair.log(1)
+    res = _json(ha_pair.client("stream", "--duration", "1", "--gap", "0.01"), 30)
+    assert isinstance(res, dict) and res["error"] is None and res["verified"] > 0

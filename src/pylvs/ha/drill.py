@@ -242,6 +242,7 @@ class HaPair:
     topo: Any = None
     procs: dict[int, subprocess.Popen[str]] = field(default_factory=dict)
     logs: dict[int, str] = field(default_factory=dict)
+    offsets: dict[int, int] = field(default_factory=dict)
 
     def __enter__(self) -> HaPair:
         from pylvs.topology import Topology
@@ -287,14 +288,17 @@ class HaPair:
 
         path = self.topo.write_director_config(self.config(i), i)
         self.logs[i] = path + ".log"
+        self.offsets[i] = os.path.getsize(self.logs[i]) if os.path.exists(self.logs[i]) else 0
         with open(self.logs[i], "a", encoding="utf-8") as log:
             self.procs[i] = self.topo.popen(
                 self.topo.directors[i].ns, [sys.executable, "-m", "pylvs", "serve", "-c", path],
                 stdout=log, stderr=subprocess.STDOUT, env=child_env())
 
-    def log(self, i: int) -> str:
-        """Director ``i``'s output so far."""
+    def log(self, i: int, current: bool = False) -> str:
+        """Director ``i``'s output so far (``current``: only since its latest start)."""
         with open(self.logs[i], encoding="utf-8", errors="replace") as fh:
+            if current:
+                fh.seek(self.offsets.get(i, 0))
             return fh.read()
 
     def owns_vip(self, i: int) -> bool:
@@ -307,7 +311,7 @@ class HaPair:
         """True if director ``i`` runs, does not own the VIP, and has logged BACKUP."""
         p = self.procs.get(i)
         return (p is not None and p.poll() is None and not self.owns_vip(i)
-                and "-> BACKUP" in self.log(i))
+                and "-> BACKUP" in self.log(i, current=True))
 
     def wait(self, pred: Any, timeout: float, what: str) -> float:
         """Poll ``pred`` (bounded); return the monotonic time it became true."""

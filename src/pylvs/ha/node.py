@@ -9,7 +9,7 @@ node claims them when, and only when, the state machine says ACTIVE.
     node = HaNode(config, netconf=nc, engine=eng)   # engine: None when sync is off
     await node.start()                              # BACKUP; ACTIVE after a dead time alone
     node.update_config(new_config)                  # on SIGHUP / API edits
-    await node.stop(handover=True)                  # SIGTERM: release, then priority 0
+    await node.stop(handover=True)                  # SIGTERM: priority 0, then release
 """
 
 from __future__ import annotations
@@ -124,7 +124,7 @@ class HaNode:
         await self.transport.start()
 
     async def stop(self, handover: bool = True) -> None:
-        """Release the addresses; with ``handover`` the peer takes over at once (priority 0)."""
+        """With ``handover`` the peer takes over at once (priority 0); release the addresses."""
         await self.transport.stop(handover=handover)
         if self.sync is not None:
             await self.sync.close()

@@ -16,9 +16,9 @@ waiting):
    no scapy import and no socket set-up on the takeover path.
 4. The notify command, as ``notify <new-role> <old-role>``.
 
-Leaving ACTIVE cancels the pending bursts and releases the addresses *before* anything else, so
-the two nodes never both answer ARP for long.  Notify commands run one at a time in the order of
-the changes (a FIFO, as keepalived guarantees), each bounded by a timeout.
+Leaving ACTIVE cancels the pending bursts and releases the addresses before the notify command
+runs, so the two nodes never both answer ARP for long.  Notify commands run one at a time in the
+order of the changes (a FIFO, as keepalived guarantees), each bounded by a timeout.
 """
 
 from __future__ import annotations

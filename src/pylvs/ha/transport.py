@@ -159,19 +159,24 @@ class HaTransport:
         self._run(self.machine.start(self.clock()))
 
     async def stop(self, handover: bool = True) -> None:
-        """Leave: release the addresses, then (``handover``) tell the peer with priority 0."""
+        """Leave: (``handover``) tell the peer with priority 0, then release the addresses.
+
+        Priority 0 goes out first: the peer needs tens of milliseconds to claim the addresses,
+        and meanwhile we keep forwarding what still reaches us, so the clients see one gap
+        (the peer's claim) instead of two in a row (our release, then its claim).  Both nodes
+        answer ARP for that short overlap; the peer's gratuitous ARP settles it.
+        """
         actions = self.machine.stop(self.clock())
-        for act in actions:
-            if isinstance(act, RoleChanged):
-                self._changes.put_nowait(act)
-        if self._worker is not None:
-            # Release first: the peer must not see our priority 0 while we still answer ARP.
-            await self._changes.join()
         if handover:
             for act in actions:
                 if isinstance(act, SendHeartbeat):
                     for _ in range(2):  # one lost datagram must not cost a full dead time
                         self._send_heartbeat(act)
+        for act in actions:
+            if isinstance(act, RoleChanged):
+                self._changes.put_nowait(act)
+        if self._worker is not None:
+            await self._changes.join()
         if self._timer is not None:
             self._timer.cancel()
         if self._recover is not None:
