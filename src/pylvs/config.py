@@ -411,8 +411,10 @@ def _vs_checks(vs: model.VirtualServerConfig, path: str) -> Iterator[tuple[str, 
         for key in ("upper_threshold", "lower_threshold"):
             if getattr(rs, key) < 0:
                 yield f"{rpath}.{key}", f"expected an integer >= 0, got {getattr(rs, key)}"
-        if rs.upper_threshold and rs.lower_threshold > rs.upper_threshold:
-            yield f"{rpath}.lower_threshold", "expected at most upper_threshold"
+        if rs.lower_threshold > rs.upper_threshold:
+            # The kernel's rule (ip_vs_add_dest: -ERANGE), also when upper_threshold is 0.
+            yield f"{rpath}.lower_threshold", f"expected at most upper_threshold " \
+                f"({rs.upper_threshold}), got {rs.lower_threshold}"
 
 
 def _check_checks(vs: model.VirtualServerConfig, path: str) -> Iterator[tuple[str, str]]:

@@ -184,7 +184,13 @@ class Director:
             if new.timeouts != old.timeouts:
                 t = new.timeouts
                 self.engine.set_timeouts(tcp=t.tcp, tcpfin=t.tcpfin, udp=t.udp)
-            self._sync_engine(new)
+            try:
+                self._sync_engine(new)
+            except Exception:
+                # The engine refused something validate() let through: put back the old
+                # services and servers so a refused reload really changes nothing.
+                self._sync_engine(old)
+                raise
             self._config = new
             if self._started:
                 await asyncio.to_thread(self.netconf.apply, self._plan(new))

@@ -148,6 +148,8 @@ def test_load_missing_file() -> None:
         ('address = "198.18.0.100:80"', 'address = "198.18.0.100:0"', r"port 0 needs persist"),
         ('address = "198.18.0.100:80"', 'address = "198.18.0.100:65536"', r"port 0\.\.65535"),
         ('address = "198.19.0.11:80"', 'address = "198.19.0.11:0"', r"port 0 only on port-0"),
+        ('weight = 1\n\n  [[', 'weight = 1\n  lower_threshold = 5\n\n  [[',
+         r"real_server\[0\]\.lower_threshold: expected at most upper_threshold \(0\), got 5"),
         ('address = "198.18.0.100:80"', 'address = "198.18.0.100"', r"no port"),
     ],
 )
