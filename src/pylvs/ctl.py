@@ -175,9 +175,9 @@ def _endpoint(
         raise CtlError(f"illegal {what} address[:port] specified") from None
 
 
-def _tokens(argv: Sequence[str]) -> list[tuple[str, str | None, bool]]:
-    """Split argv into (name, value, is_short) items, expanding ``-Ln`` and ``--opt=value``."""
-    out: list[tuple[str, str | None, bool]] = []
+def _tokens(argv: Sequence[str]) -> list[tuple[str, str | None]]:
+    """Split argv into (name, value) items, expanding ``-Ln`` and ``--opt=value``."""
+    out: list[tuple[str, str | None]] = []
     i = 0
     args = list(argv)
     while i < len(args):
@@ -187,20 +187,20 @@ def _tokens(argv: Sequence[str]) -> list[tuple[str, str | None, bool]]:
             name, eq, value = arg[2:].partition("=")
             spec = _LONG_OPTIONS.get(name)
             if name in _LONG_COMMANDS:
-                out.append((_LONG_COMMANDS[name], None, False))
+                out.append((_LONG_COMMANDS[name], None))
                 continue
             if spec is None:
                 raise CtlError(f"invalid option `{arg}'")
             takes = spec[1]
             if eq:
-                out.append((spec[0], value, False))
+                out.append((spec[0], value))
             elif takes or (takes is None and i < len(args) and not args[i].startswith("-")):
                 if takes and i >= len(args):
                     raise CtlError(f"{arg}: missing argument")
-                out.append((spec[0], args[i] if i < len(args) else None, False))
+                out.append((spec[0], args[i] if i < len(args) else None))
                 i += 1
             else:
-                out.append((spec[0], None, False))
+                out.append((spec[0], None))
         elif arg.startswith("-") and len(arg) > 1:
             letters = arg[1:]
             j = 0
@@ -208,28 +208,28 @@ def _tokens(argv: Sequence[str]) -> list[tuple[str, str | None, bool]]:
                 ch = letters[j]
                 j += 1
                 if ch in _SHORT_COMMANDS:
-                    out.append((_SHORT_COMMANDS[ch], None, True))
+                    out.append((_SHORT_COMMANDS[ch], None))
                     continue
                 spec = _SHORT_OPTIONS.get(ch)
                 if spec is None:
                     raise CtlError(f"invalid option `-{ch}'")
                 name, takes = spec
                 if takes is False:
-                    out.append((name, None, True))
+                    out.append((name, None))
                     continue
                 rest = letters[j:]
                 j = len(letters)
                 if rest:
-                    out.append((name, rest, True))
+                    out.append((name, rest))
                 elif takes or (i < len(args) and not args[i].startswith("-")):
                     if i >= len(args):
                         raise CtlError(f"-{ch}: missing argument")
-                    out.append((name, args[i], True))
+                    out.append((name, args[i]))
                     i += 1
                 else:
-                    out.append((name, None, True))
+                    out.append((name, None))
         else:
-            out.append(("", arg, False))  # positional (only --set takes them)
+            out.append(("", arg))  # positional (only --set takes them)
     return out
 
 
@@ -239,7 +239,7 @@ def parse_args(argv: Sequence[str]) -> Request:
     command: str | None = None
     positional: list[str] = []
     pending_server: str | None = None
-    for name, value, _ in _tokens(argv):
+    for name, value in _tokens(argv):
         if name in COMMAND_OPTIONS:
             if command is not None:
                 raise CtlError("multiple commands specified")
