@@ -316,8 +316,11 @@ def test_crash_and_restart_converges(srv: Srv) -> None:
     daemon = srv.serve(srv.config(ServiceSpec(scheduler="rr")))
     daemon.kill()
     assert "lookup 201" in srv.topo.run(srv.topo.director.ns, ["ip", "rule"]).stdout
-    again = srv.serve(srv.config(ServiceSpec(scheduler="rr", servers=(0,))))
-    assert "previous run did not clean up" in again.log()
+    toml = srv.config(ServiceSpec(scheduler="rr", servers=(0,)))
+    toml = toml.replace('dataplane = "tun"', 'dataplane = "tun"\nlog_format = "json"')
+    again = srv.serve(toml)
+    logged = [json.loads(line) for line in again.log().splitlines()]
+    assert any("previous run did not clean up" in doc["msg"] for doc in logged), logged
     assert names(srv.topo, 3) == ["rs1"] * 3
     assert again.stop() == 0
     assert _leftovers(srv.topo) == before

@@ -253,3 +253,30 @@ def test_dump_round_trip_property(weights: list[int], scheduler: str, persistenc
                        virtual_servers=(vs,), source="p.toml")
     config.validate(cfg)
     assert config.parse(config.dump_toml(cfg), "p.toml") == cfg
+
+
+def test_check_command(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from pylvs.daemon import check_main
+
+    good = tmp_path / "good.toml"
+    good.write_text(MINIMAL)
+    assert check_main(["-c", str(good)]) == 0
+    assert capsys.readouterr().out.strip() == f"{good}: OK (1 virtual servers, 2 real servers)"
+    bad = tmp_path / "bad.toml"
+    bad.write_text(MINIMAL.replace("weight = 1", "weight = -2", 1))
+    assert check_main(["-c", str(bad)]) == 2
+    err = capsys.readouterr().err
+    assert f"{bad}: virtual_server[0].real_server[0].weight: expected an integer 0..65535" in err
+
+
+def test_json_log_lines() -> None:
+    import json
+    import logging
+
+    from pylvs.daemon import JsonFormatter
+
+    record = logging.LogRecord("pylvs.director", logging.WARNING, __file__, 1,
+                               "server %s down: %s", ("198.19.0.11:80", 'said "no"'), None)
+    doc = json.loads(JsonFormatter().format(record))
+    assert doc["level"] == "warning" and doc["logger"] == "pylvs.director"
+    assert doc["msg"] == 'server 198.19.0.11:80 down: said "no"'
