@@ -102,3 +102,54 @@ def test_engine_returning_partial_records_is_refused() -> None:
     eng.pending += b"\x00" * (RECORD_SIZE - 1)
     ch.flush()
     assert not ch.backlog
+
+
+def test_real_engines_connection_survives_the_trip_through_the_wire_format() -> None:
+    from scapy.layers.inet import IP, TCP
+
+    from pylvs.engine import Engine
+    from pylvs.ha.messages import Receiver, Sender
+
+    vip, client, servers = "198.18.0.100", "198.18.0.2", ["198.19.0.11", "198.19.0.12"]
+    active, backup = Engine(), Engine()
+    for eng, order in ((active, servers), (backup, servers[::-1])):  # rr would pick differently
+        svc = eng.add_service("tcp", vip, 80, scheduler="rr")
+        for rs in order:
+            eng.add_server(svc, rs, 80)
+    secret, wall = b"k" * 32, 1_800_000_000.0
+    sender = Sender(node_id="dir1", secret=secret, digest=config_digest("x"), interval=0.2)
+    wire: list[bytes] = []
+    ch_a = SyncChannel(active, lambda p: wire.append(
+        sender.build(Kind.SYNC, PathId.SYNC, Role.ACTIVE, 100, wall, p)) is None)
+    ch_a.set_active(True)
+    picked = {}
+    for port in (40000, 40001):
+        syn = IP(src=client, dst=vip) / TCP(sport=port, dport=80, flags="S", seq=1000)
+        out = active.process(bytes(syn), now=1.0)
+        assert out is not None
+        rs = IP(out).dst
+        picked[port] = rs
+        synack = IP(src=rs, dst=client) / TCP(sport=80, dport=port, flags="SA", seq=5000,
+                                               ack=1001)
+        assert active.process(bytes(synack), now=1.0) is not None
+        for i in range(3):  # ESTABLISHED, and the 3rd incoming packet triggers the record
+            data = IP(src=client, dst=vip) / TCP(sport=port, dport=80, flags="PA",
+                                                 seq=1001 + 10 * i, ack=5001) / (b"x" * 10)
+            assert active.process(bytes(data), now=1.0 + i / 100) is not None
+    assert sorted(picked.values()) == servers
+    assert ch_a.flush() >= 1 and wire
+    receiver = Receiver(secret=secret, own_node_id="dir2")
+    ch_b = SyncChannel(backup, lambda p: True)
+    applied = 0
+    for d in wire:
+        msg = receiver.accept(d, PathId.SYNC, wall)
+        assert msg is not None
+        applied += ch_b.apply(msg, 2.0)
+    assert applied >= 2
+    assert {(c.client_port, str(c.server_address)) for c in backup.connections()} >= {
+        (port, rs) for port, rs in picked.items()}
+    for port, rs in picked.items():  # after a takeover: same real server, no reset
+        data = IP(src=client, dst=vip) / TCP(sport=port, dport=80, flags="PA", seq=1031,
+                                             ack=5001) / (b"y" * 10)
+        out = backup.process(bytes(data), now=2.5)
+        assert out is not None and IP(out).dst == rs
