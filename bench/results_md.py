@@ -44,8 +44,9 @@ def _tool_versions() -> str:
             return "?"
         return (res.stdout or res.stderr).strip().splitlines()[0]
 
+    load = "/".join(f"{x:.1f}" for x in os.getloadavg())
     return "; ".join([
-        f"kernel {platform.release()}", f"{os.cpu_count()} CPUs",
+        f"kernel {platform.release()}", f"{os.cpu_count()} CPUs", f"load average {load} at the end",
         first_line(["haproxy", "-v"]).split(" - ")[0],
         first_line(["wrk", "-v"]).split(" Copyright")[0],
         first_line(["iperf3", "-v"]).split(" (")[0],

@@ -26,7 +26,6 @@ also when the body raised or the user pressed Ctrl-C.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import os
 import secrets
@@ -232,11 +231,9 @@ class Topology:
         self.destroy()
 
     async def __aenter__(self) -> Topology:
-        try:
-            return await asyncio.to_thread(self.create)
-        except asyncio.CancelledError:
-            self.destroy()
-            raise
+        # Synchronous on purpose (a fraction of a second): a create() still running in a worker
+        # thread after a cancellation would race the cleanup and leak namespaces.
+        return self.create()
 
     async def __aexit__(self, et: type[BaseException] | None, ev: BaseException | None,
                         tb: TracebackType | None) -> None:

@@ -24,6 +24,14 @@ def _udp_ask(topo: Topology, ns: str, addr: str, port: int) -> str:
     return topo.run(ns, [sys.executable, "-c", code], timeout=15).stdout
 
 
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat", encoding="ascii") as fh:
+            return fh.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
+
+
 def test_client_reaches_each_real_server_through_the_director(topology: Topology) -> None:
     for rs in topology.real_servers:
         res = _http_get(topology, topology.client.ns, f"http://{rs.address}/")
@@ -80,10 +88,13 @@ def test_cleanup_after_exception_kills_processes_and_namespaces() -> None:
         topo.start_http_servers()
         # A process the topology did not start itself must not keep anything alive either.
         topo.run(topo.real_servers[0].ns, ["sh", "-c", "sleep 300 >/dev/null 2>&1 &"])
+        pids = [int(p) for ns in names
+                for p in subprocess.run(["ip", "netns", "pids", ns], capture_output=True,
+                                        text=True, check=True).stdout.split()]
+        assert len(pids) >= 4  # three real servers and the sleep
         raise RuntimeError("boom")
     assert list_namespaces(topo.tag) == []
-    left = subprocess.run(["pgrep", "-f", f"pylvs-{topo.tag}"], capture_output=True, text=True)
-    assert left.stdout == ""
+    assert [pid for pid in pids if _alive(pid)] == []
 
 
 def test_cleanup_after_keyboard_interrupt() -> None:
