@@ -476,3 +476,33 @@ def test_serve_partition_heals_to_exactly_one_active(ha_pair: HaPair) -> None:
         "peer back after silence" in ha_pair.log(0) + ha_pair.log(1)
     res = _json(ha_pair.client("stream", "--duration", "1", "--gap", "0.01"), 30)
     assert isinstance(res, dict) and res["error"] is None and res["verified"] > 0
+
+
+async def test_takeover_gratuitous_arp_reaches_the_segment(pair: Pair) -> None:
+    from pylvs.ha.takeover import GarpSender, GarpTarget
+
+    vips = (IPv4Address("198.18.0.100"), IPv4Address("198.18.0.101"))
+    with in_netns(pair.b):
+        cap = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(0x0806))
+        cap.bind(("eth0", 0))
+    with in_netns(pair.a):
+        garp = GarpSender()
+        t0 = time.perf_counter()
+        sent = garp.send([GarpTarget("eth0", vips)], 3)
+        took = time.perf_counter() - t0
+    with cap:
+        cap.settimeout(0.2)
+        seen: list[tuple[bytes, bytes, bytes]] = []
+        for _ in range(50):
+            try:
+                frame = cap.recv(128)
+            except TimeoutError:
+                break
+            arp = frame[14:42]
+            seen.append((frame[:6], arp[14:18], arp[24:28]))  # dst MAC, sender IP, target IP
+    garp.close()
+    assert sent == 6
+    assert took < 0.01  # no RCU waits: the socket is protocol 0
+    assert len(seen) == 6
+    assert all(dst == b"\xff" * 6 and spa == tpa for dst, spa, tpa in seen)
+    assert {spa for _, spa, _ in seen} == {v.packed for v in vips}
