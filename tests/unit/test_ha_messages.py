@@ -144,10 +144,15 @@ def test_message_validates_fields() -> None:
                 priority=256, interval=0.2, epoch=1, seq=1, timestamp=WALL, digest=DIGEST)
 
 
-def test_load_secret(tmp_path) -> None:  # type: ignore[no-untyped-def]
+def test_load_secret(tmp_path, caplog) -> None:  # type: ignore[no-untyped-def]
     good = tmp_path / "secret"
     good.write_bytes(b"  a-long-enough-secret\n")
+    good.chmod(0o600)
     assert load_secret(good) == b"a-long-enough-secret"
+    assert "readable by others" not in caplog.text
+    good.chmod(0o644)
+    assert load_secret(good) == b"a-long-enough-secret"
+    assert "readable by others" in caplog.text
     short = tmp_path / "short"
     short.write_bytes(b"short")
     with pytest.raises(ConfigError, match="need >= 16"):

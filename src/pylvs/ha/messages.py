@@ -48,6 +48,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import logging
 import os
 import struct
 from collections import Counter
@@ -75,6 +76,8 @@ __all__ = [
     "encode",
     "load_secret",
 ]
+
+log = logging.getLogger("pylvs.ha")
 
 MAGIC = b"PLHA"
 VERSION = 1
@@ -209,11 +212,19 @@ def decode(data: bytes, secret: bytes) -> Message:
 
 
 def load_secret(path: str | Path) -> bytes:
-    """Read the shared secret; at least 16 bytes after stripping surrounding whitespace."""
+    """Read the shared secret; at least 16 bytes after stripping surrounding whitespace.
+
+    A file that others than its owner may read is used, with a warning: refusing it would turn
+    a permissions slip into an outage.
+    """
     try:
         secret = Path(path).read_bytes().strip()
+        mode = Path(path).stat().st_mode
     except OSError as exc:
         raise ConfigError(f"ha.secret_file: cannot read {path}: {exc.strerror}") from exc
+    if mode & 0o077:
+        log.warning("ha.secret_file: %s is readable by others (mode %o); use chmod 600",
+                    path, mode & 0o777)
     if len(secret) < MIN_SECRET:
         raise ConfigError(f"ha.secret_file: {path} holds {len(secret)} bytes, need >= {MIN_SECRET}")
     return secret
