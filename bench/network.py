@@ -31,7 +31,7 @@ from netbench_tools import (
 from results_md import render_section, write_section
 
 from pylvs.topology import ServiceSpec, Topology, TopologyError
-from pylvs.topology_serve import start_pylvs, vip_answers, wait_until
+from pylvs.topology_serve import PylvsProcess, start_pylvs, vip_answers, wait_until
 
 __all__ = ["Measurement", "main"]
 
@@ -46,6 +46,7 @@ class Measurement:
     contender: str
     metrics: dict[str, float] = field(default_factory=dict)
     errors: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
 
 
 def _nft_setup(topo: Topology) -> None:
@@ -62,26 +63,26 @@ def _nft_setup(topo: Topology) -> None:
     topo.run(d, ["nft", "-f", "-"], input=ruleset)
 
 
-def _pylvs_setup(topo: Topology, offload: bool) -> int:
+def _pylvs_setup(topo: Topology, offload: bool) -> PylvsProcess:
     services = [ServiceSpec(port=80, scheduler="rr"),
                 ServiceSpec(port=5201, scheduler="rr", servers=(0,))]
     toml = topo.director_config(services, director_options={"offload": offload})
-    daemon = start_pylvs(topo, toml, argv_prefix=("taskset", "-c", str(LB_CPU)))
-    return daemon.proc.pid
+    return start_pylvs(topo, toml, argv_prefix=("taskset", "-c", str(LB_CPU)))
 
 
-def _setup(name: str, topo: Topology) -> tuple[str | None, int | None]:
-    """Configure the contender; return (the host wrk and iperf3 target, the LB's pid)."""
+def _setup(name: str, topo: Topology) -> tuple[str | None, int | None, PylvsProcess | None]:
+    """Configure the contender; return (wrk and iperf3 target host, the LB's pid, pylvs)."""
     if name == "direct":
-        return None, None
+        return None, None, None
     if name == "nft":
         _nft_setup(topo)
-        return topo.vip, None
+        return topo.vip, None, None
     if name == "haproxy":
         topo.run(topo.director.ns, ["ip", "addr", "add", f"{topo.vip}/32", "dev", "lo"])
-        return topo.vip, start_haproxy_lb(topo, LB_CPU).pid
+        return topo.vip, start_haproxy_lb(topo, LB_CPU).pid, None
     if name.startswith("pylvs"):
-        return topo.vip, _pylvs_setup(topo, offload=name == "pylvs")
+        daemon = _pylvs_setup(topo, offload=name == "pylvs")
+        return topo.vip, daemon.proc.pid, daemon
     raise ValueError(name)
 
 
@@ -116,7 +117,7 @@ def _measure(name: str, args: argparse.Namespace) -> Measurement:
             topo.popen(rs.ns, ["iperf3", "-s", "-p", "5201"], stdout=subprocess.DEVNULL,
                        stderr=subprocess.DEVNULL)
             topo.wait_listening(rs.ns, 5201)
-        target, lb_pid = _setup(name, topo)
+        target, lb_pid, daemon = _setup(name, topo)
         if target is not None:
             wait_until(lambda: vip_answers(topo, 80), 10, "the VIP to answer")
         url = f"http://{target or topo.real_servers[0].address}/"
@@ -162,6 +163,11 @@ def _measure(name: str, args: argparse.Namespace) -> Measurement:
                              cpu=LOAD_CPU)
             m.metrics[f"bulk.P{streams}.gbps"] = bulk.gbps
             m.metrics[f"bulk.P{streams}.retr"] = bulk.retransmits
+        if daemon is not None:
+            # Its drop counters: a TUN queue overflow shows here, not as a wrk error.
+            daemon.stop()
+            m.notes += [line.split(": ", 1)[-1] for line in daemon.log().splitlines()
+                        if "totals" in line]
     return m
 
 
@@ -193,18 +199,23 @@ def main(argv: Sequence[str] | None = None) -> int:
     results: dict[str, list[Measurement]] = {n: [] for n in names}
     failures: dict[str, str] = {}
     started = time.time()
-    for rnd in range(args.runs):
-        order = names[:]
-        rng.shuffle(order)
-        for name in order:
-            if name in failures:
-                continue
-            print(f"[round {rnd + 1}/{args.runs}] {name} ...", file=sys.stderr, flush=True)
-            try:
-                results[name].append(_measure(name, args))
-            except (TopologyError, ValueError, OSError) as exc:
-                failures[name] = " ".join(str(exc).split())[:300]
-                print(f"  {name} failed: {exc}", file=sys.stderr)
+    try:
+        for rnd in range(args.runs):
+            order = names[:]
+            rng.shuffle(order)
+            for name in order:
+                if name in failures:
+                    continue
+                print(f"[round {rnd + 1}/{args.runs}] {name} ...", file=sys.stderr, flush=True)
+                try:
+                    results[name].append(_measure(name, args))
+                except (TopologyError, ValueError, OSError) as exc:
+                    failures[name] = " ".join(str(exc).split())[:300]
+                    print(f"  {name} failed: {exc}", file=sys.stderr)
+    except KeyboardInterrupt:
+        print("interrupted; the namespaces of the running contender were removed",
+              file=sys.stderr)
+        return 130
     command = "python3 bench/network.py " + " ".join(shlex.quote(a) for a in
                                                      (argv if argv is not None else sys.argv[1:]))
     text = render_section(command, results, failures, time.time() - started)

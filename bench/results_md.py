@@ -14,7 +14,7 @@ import time
 from collections.abc import Mapping, Sequence
 from typing import Protocol
 
-__all__ = ["render_section", "write_section"]
+__all__ = ["name_failed", "render_section", "write_section"]
 
 BEGIN, END = "<!-- network:begin -->", "<!-- network:end -->"
 RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "RESULTS.md")
@@ -24,6 +24,7 @@ class _Measurement(Protocol):
     contender: str
     metrics: dict[str, float]
     errors: list[str]
+    notes: list[str]
 
 
 def _cell(values: Sequence[float], fmt: str) -> str:
@@ -88,6 +89,20 @@ def render_section(command: str, results: Mapping[str, Sequence[_Measurement]],
         errs = [e for m in ms for e in m.errors]
         gate = "ok" if not errs else "FAIL: " + "; ".join(errs)[:300]
         lines.append(f"| {name} | " + " | ".join(cells) + f" | {gate} |")
+    direct = results.get("direct", ())
+    lines.append("")
+    for key, label in (("lat.keepalive.p50_ms", "keep-alive"), ("lat.close.p50_ms", "close")):
+        base = [m.metrics.get(key, float("nan")) for m in direct]
+        if not base or name_failed(failures, "direct"):
+            break
+        ref = statistics.median(base)
+        added = [f"{n} {1000 * (statistics.median([m.metrics[key] for m in ms]) - ref):+.0f} us"
+                 for n, ms in results.items() if n != "direct" and ms and n not in failures]
+        lines.append(f"* Added p50 latency vs direct, c1 {label}: " + ", ".join(added) + ".")
+    notes = [f"{name} round {i + 1}: {note}" for name, ms in results.items()
+             for i, m in enumerate(ms) for note in m.notes]
+    if notes:
+        lines += ["", "Director-side counters at exit:", ""] + [f"* {n}" for n in notes]
     lines += ["", "Cells: median (min..max) over the rounds. \"LB cores\": CPU time of the "
               "balancer process per wall second (n/a for the kernel paths, whose work is "
               "softirq); \"busy cores\": all CPUs from /proc/stat (of 2); \"rr spread\": "
@@ -95,6 +110,11 @@ def render_section(command: str, results: Mapping[str, Sequence[_Measurement]],
               "construction for direct). Everything shares 2 cores with the client and the "
               "three real servers, and with whatever else runs on the machine.", END]
     return "\n".join(lines) + "\n"
+
+
+def name_failed(failures: Mapping[str, str], name: str) -> bool:
+    """True if contender ``name`` failed to run."""
+    return name in failures
 
 
 def write_section(text: str) -> None:
