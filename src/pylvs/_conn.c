@@ -337,6 +337,12 @@ uint32_t lvs_engine_expire(lvs_engine *e, double now)
     /* keep the current (partial) tick: entries due later in it are revisited next call */
     if (target > e->wheel_tick)
         e->wheel_tick = target;
+    /* periodic scheduler work (lblc/lblcr garbage collection) rides on the same call */
+    for (uint32_t i = 0; i < e->nsvcs; i++) {
+        lvs_service *svc = e->svcs[i];
+        if (svc->sched && svc->sched->tick)
+            svc->sched->tick(svc, now);
+    }
     return expired;
 }
 

@@ -309,6 +309,12 @@ def _u32(value: int, what: str) -> int:
     return value
 
 
+def _is_prime(n: int) -> bool:
+    if n < 2:
+        return False
+    return all(n % d for d in range(2, int(n ** 0.5) + 1))
+
+
 def _check(rc: int, what: str) -> int:
     if rc >= 0:
         return rc
@@ -418,6 +424,8 @@ class Engine:
         c.timeout = persistence
         c.netmask = _netmask(netmask)
         c.mh_table_size = _u32(mh_table_size, f"{key}: mh_table_size")
+        if mh_table_size and not _is_prime(mh_table_size):
+            raise ConfigError(f"{key}: mh_table_size {mh_table_size} is not a prime")
         return c, name
 
     def add_service(self, protocol: Protocol, address: str, port: int, *,
@@ -691,7 +699,8 @@ class Engine:
         return vs, outs
 
     def expire(self, now: float) -> int:
-        """Run due timers (call at least once a second); returns entries removed."""
+        """Run due timers and the schedulers' periodic work (call at least once a second);
+        returns the entries removed."""
         return int(_lib.lvs_engine_expire(self._e, float(now)))
 
     # ---- connection sync ----
