@@ -156,7 +156,7 @@ class Conn:
     out_key: tuple[object, ...] = ()
 
 
-VerdictKind = Literal["forward", "pass", "drop", "icmp_unreach"]
+VerdictKind = Literal["forward", "pass", "drop", "icmp_unreach", "time_exceeded"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -165,7 +165,8 @@ class Verdict:
 
     ``forward``: emit ``packet`` (the rewritten input; TTL policy is the caller's); ``pass``:
     emit the input unchanged; ``drop``: emit nothing, counted under ``reason``;
-    ``icmp_unreach``: emit an ICMP port unreachable to the sender (§2.6 step 5).
+    ``icmp_unreach``: emit an ICMP port unreachable to the sender (§2.6 step 5);
+    ``time_exceeded``: the packet dies at TTL <= 1 (IPVS answers ICMP time exceeded).
     """
 
     kind: VerdictKind
@@ -437,17 +438,42 @@ class Model:
         for st in (c.dest.stats, c.dest.svc.stats, self.total):
             self._count(st, direction, nbytes)
 
+    def vips(self) -> set[str]:
+        """Addresses of the configured services."""
+        return {addr for (_, addr, _) in self.services}
+
     def process(self, p: Pkt, length: int, now: float) -> Verdict:
-        """The engine's verdict for packet ``p`` of ``length`` bytes at time ``now``."""
+        """The engine's verdict for packet ``p`` of ``length`` bytes at time ``now``.
+
+        Traffic IPVS would leave to the director's own stack (no service on the port, a TCP
+        segment that may not create a conn, ICMP to the VIP that is no error about a conn) is
+        dropped and counted instead: in pylvs the VIP is routed into the engine, so passing
+        it would loop (the engine's documented choice, _nat.c).  For the same reason an address
+        is a VIP only while a service uses it: once the last service of a VIP is gone (and its
+        route with it), packets to it are not the engine's, even for conns still in the table.
+        In the kernel the address stays local and IPVS would drop them (§2.6 step 6).
+        """
         if p.proto == "icmp":
             return self._icmp(p, length)
-        c = self.by_in.get(self._in_key(p.proto, p.src, p.sport, p.dst, p.dport))
-        if c is not None or (p.proto, p.dst, p.dport) in self.services:
+        if p.dst in self.vips():
+            c = self.by_in.get(self._in_key(p.proto, p.src, p.sport, p.dst, p.dport))
             return self._inbound(p, length, now, c)
         c = self.by_out.get(self._out_key(p.proto, p.dst, p.dport, p.src, p.sport))
         if c is not None:
             return self._outbound(p, length, now, c)
-        return Verdict("pass")  # §2.6: neither a service nor a reply of a conn
+        return self._pass()  # §2.6: neither for a VIP nor a reply of a conn
+
+    def _pass(self) -> Verdict:
+        self.drops["not_ours"] = self.drops.get("not_ours", 0) + 1
+        return Verdict("pass")
+
+    def _transmit_in(self, c: Conn, p: Pkt, out: Pkt) -> Verdict:
+        """ip_vs_nat_xmit: the TTL is decremented; at TTL <= 1 the packet dies with an ICMP
+        time exceeded, after the conn, its stats and its state were updated (§2.3)."""
+        if p.ttl <= 1:
+            self.drops["ttl_exceeded"] = self.drops.get("ttl_exceeded", 0) + 1
+            return Verdict("time_exceeded", reason="ttl_exceeded", direction="in")
+        return Verdict("forward", out, direction="in")
 
     def _inbound(self, p: Pkt, length: int, now: float, c: Conn | None) -> Verdict:
         syn = p.proto == "tcp" and "S" in p.flags
@@ -458,11 +484,12 @@ class Model:
         if c is None:
             svc = self.services.get((p.proto, p.dst, p.dport))
             if svc is None:
-                return Verdict("pass")
+                return self._drop("no_service", "in")
             if p.proto == "tcp" and (not syn or "R" in p.flags):
-                return self._drop("no_conn", "in")  # §2.6 step 3: nothing is forwarded
+                return self._drop("tcp_no_syn", "in")  # §2.6 step 3: nothing is forwarded
             c = self._schedule_conn(svc, p, now)
             if c is None:
+                self.drops["no_dest"] = self.drops.get("no_dest", 0) + 1
                 return Verdict("icmp_unreach", reason="no_dest", direction="in")
         elif not c.dest.available:
             return self._drop("dest_unavailable", "in")  # §2.6 step 6
@@ -472,7 +499,9 @@ class Model:
         else:
             self._set_state(c, UDP_STATE)
         self._rearm(c, now)
-        return Verdict("forward", replace(p, dst=c.daddr, dport=c.dport), direction="in")
+        # A UDP checksum of 0 is fully computed on the way through (§2.3).
+        out = replace(p, dst=c.daddr, dport=c.dport, udp_csum_zero=False)
+        return self._transmit_in(c, p, out)
 
     def _schedule_conn(self, svc: Service, p: Pkt, now: float) -> Conn | None:
         """ip_vs_schedule / ip_vs_sched_persist (§3)."""
@@ -514,26 +543,30 @@ class Model:
         else:
             self._set_state(c, UDP_STATE)
         self._rearm(c, now)
-        return Verdict("forward", replace(p, src=c.vaddr, sport=c.vport), direction="out")
+        out = replace(p, src=c.vaddr, sport=c.vport, udp_csum_zero=False)
+        return Verdict("forward", out, direction="out")
 
     def _icmp(self, p: Pkt, length: int) -> Verdict:
         """ICMP errors quoting a conn are translated both ways; timers untouched (§2.7)."""
         q = p.inner
-        if p.icmp_type not in ICMP_ERROR_TYPES or q is None or q.proto == "icmp":
-            return Verdict("pass")
-        # Inbound: the quote is VIP -> client.
-        c = self.by_in.get(self._in_key(q.proto, q.dst, q.dport, q.src, q.sport))
-        if c is not None:
-            self._count_stats(c, "in", length)
-            inner = replace(q, src=c.daddr, sport=c.dport)
-            return Verdict("forward", replace(p, dst=c.daddr, inner=inner), direction="in")
-        # Outbound: the quote is client -> real server.
-        c = self.by_out.get(self._out_key(q.proto, q.src, q.sport, q.dst, q.dport))
-        if c is not None:
-            self._count_stats(c, "out", length)
-            inner = replace(q, dst=c.vaddr, dport=c.vport)
-            return Verdict("forward", replace(p, src=c.vaddr, inner=inner), direction="out")
-        return Verdict("pass")
+        error = p.icmp_type in ICMP_ERROR_TYPES and q is not None and q.proto != "icmp"
+        to_vip = p.dst in self.vips()
+        if error and q is not None:
+            # Inbound: the quote is VIP -> client.
+            c = self.by_in.get(self._in_key(q.proto, q.dst, q.dport, q.src, q.sport))
+            if c is not None and to_vip:
+                self._count_stats(c, "in", length)
+                inner = replace(q, src=c.daddr, sport=c.dport)
+                return self._transmit_in(c, p, replace(p, dst=c.daddr, inner=inner))
+            # Outbound: the quote is client -> real server.
+            c = self.by_out.get(self._out_key(q.proto, q.src, q.sport, q.dst, q.dport))
+            if c is not None and not to_vip:
+                self._count_stats(c, "out", length)
+                inner = replace(q, dst=c.vaddr, dport=c.vport)
+                return Verdict("forward", replace(p, src=c.vaddr, inner=inner), direction="out")
+        if to_vip:
+            return self._drop("icmp_no_conn" if error else "icmp_other", "in")
+        return self._pass()
 
     # ---- views ----
 

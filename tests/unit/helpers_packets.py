@@ -171,8 +171,9 @@ def expected_bytes(p: Pkt, ttl_delta: int = 0, inner_l4_from: Pkt | None = None)
 # The model tests compare plain tuples; this adapter is the one place that knows the shape of
 # the engine's info objects.
 
-# TTL handling of the engine (its documented choice), per direction of the rewrite.
-TTL_DELTA = {"in": 0, "out": 0, "": 0}
+# TTL handling as IPVS: the in direction is transmitted by IPVS itself, which decrements the
+# TTL (ip_vs_xmit.c decrement_ttl); replies are only de-NATed, the forward path does the rest.
+TTL_DELTA = {"in": 1, "out": 0, "": 0}
 
 
 def ttl_delta(direction: str) -> int:
@@ -187,6 +188,10 @@ def engine_or_skip() -> Any:
     except ImportError as exc:  # pragma: no cover - only before the engine lands
         pytest.skip(f"pylvs.engine not available: {exc}")
     return Engine()
+
+
+def _stats_tuple(s: Any) -> tuple[int, int, int, int, int]:
+    return (s.conns, s.inpkts, s.outpkts, s.inbytes, s.outbytes)
 
 
 class EngineView:
@@ -228,19 +233,39 @@ class EngineView:
         return None if out is None else bytes(out)
 
     def connections(self, include_templates: bool = True) -> list[tuple[Any, ...]]:
-        raise NotImplementedError
+        """Sorted (proto, caddr, cport, vaddr, vport, daddr, dport, state, expires) tuples;
+        a template's state reads "TEMPLATE"."""
+        return sorted(
+            (c.protocol, c.client_address, c.client_port, c.virtual_address, c.virtual_port,
+             c.server_address, c.server_port, "TEMPLATE" if c.template else c.state, c.expires)
+            for c in self.eng.connections()
+            if include_templates or not c.template
+        )
 
     def service_stats(self, svc: Any) -> tuple[int, ...]:
-        raise NotImplementedError
+        """(conns, inpkts, outpkts, inbytes, outbytes) of one service."""
+        for info in self.eng.services():
+            if info.key == svc:
+                return _stats_tuple(info.stats)
+        raise KeyError(svc)
 
     def server_counts(self, srv: Any) -> tuple[Any, ...]:
-        raise NotImplementedError
+        """(active, inactive, persistent, stats tuple) of one listed real server."""
+        for info in self.eng.services():
+            for d in info.servers:
+                if d.key == srv:
+                    return (d.active_conns, d.inactive_conns, d.persist_conns,
+                            _stats_tuple(d.stats))
+        raise KeyError(srv)
 
     def total_stats(self) -> tuple[int, ...]:
-        raise NotImplementedError
+        """Engine-wide (conns, inpkts, outpkts, inbytes, outbytes)."""
+        return _stats_tuple(self.eng.stats().totals)
 
     def drops(self) -> dict[str, int]:
-        raise NotImplementedError
+        """Non-zero drop and pass counters by reason."""
+        st = self.eng.stats()
+        return {k: v for k, v in (*st.drops.items(), *st.passes.items()) if v}
 
     @staticmethod
     def same_but_inner_l4_csum(got: bytes, want: bytes) -> bool:
