@@ -2,7 +2,8 @@
 
 What the TUN packet path needs (DESIGN.md "The packet path"):
 
-* the TUN device up, with a long transmit queue (the kernel -> pylvs queue; 500 drops bursts);
+* the TUN device up, with a long transmit queue (the kernel -> pylvs queue; 500 drops bursts)
+  and no qdisc in front of it;
 * ``VIP/32 dev <tun>`` routes, so client packets for a VIP reach the dataplane (the VIP is *not*
   a local address);
 * a proxy-neighbour entry per VIP on the public interface, so the director answers ARP for it,
@@ -144,6 +145,9 @@ class NetConf:
                 self._index(ipr, self.public)
                 self._index(ipr, self.private)
                 ipr.link("set", index=tun, state="up", txqlen=self.txqueuelen)
+                # No qdisc in front of the TUN (as on veth): the TUN's own ring of txqlen
+                # packets is the queue, and pfifo_fast only adds a lock and a requeue path.
+                ipr.tc("replace", kind="noqueue", index=tun, handle="0:")
                 ipr.route("replace", dst="0.0.0.0/0", oif=tun, table=self.table,
                           proto=RTPROT_PYLVS)
                 # If this process dies, the TUN and its route vanish; steered replies must
