@@ -225,12 +225,43 @@ def test_icmp_error_with_bad_checksum_is_dropped(rig: Rig) -> None:
     assert rig.process(bytes(err)) is None
 
 
-def test_icmp_not_about_a_conn_passes(rig: Rig) -> None:
-    for p in (icmp_error(ROUTER, VIP, tcp(VIP, 80, CLIENT, 1, "A")),  # no such conn
-              replace(icmp_error(ROUTER, VIP, tcp(VIP, 80, CLIENT, 1, "A")), icmp_type=8,
-                      inner=None, payload=b"ping")):  # echo request to the VIP
+def test_icmp_not_about_a_conn(rig: Rig) -> None:
+    """ICMP to the VIP that is no error about a conn is dropped and counted (the engine's
+    documented choice: the VIP is routed into the engine, so passing it would loop); ICMP
+    elsewhere that matches nothing passes untouched."""
+    no_conn = icmp_error(ROUTER, VIP, tcp(VIP, 80, CLIENT, 1, "A"))
+    echo = replace(no_conn, icmp_type=8, inner=None, payload=b"ping")
+    for p, reason in ((no_conn, "icmp_no_conn"), (echo, "icmp_other")):
+        before = rig.view.drops().get(reason, 0)
+        assert rig.process(p) is None
+        assert rig.view.drops().get(reason, 0) == before + 1
+    for p in (replace(no_conn, dst=CLIENT), replace(echo, dst=CLIENT)):
         data = build(p)
         assert rig.process(data) == data
+
+
+# ---- TTL (ipvs.md §2.3: decrement_ttl in ip_vs_xmit.c) --------------------------------------
+
+
+@pytest.mark.parametrize("ttl", [1, 0])
+def test_ttl_expiring_in_the_director(rig: Rig, ttl: int) -> None:
+    """At TTL <= 1 IPVS drops the packet and answers ICMP time exceeded (type 11, code 0) to
+    the sender; the conn is still created and counted, as xmit runs after scheduling."""
+    syn = build(tcp(CLIENT, 6000, VIP, 80, "S", ttl=ttl))
+    out = rig.process(syn)
+    assert rig.view.connections() != [], "the conn exists: xmit fails after scheduling"
+    assert rig.view.drops().get("ttl_exceeded") == 1
+    assert out is not None, "IPVS answers ICMP time exceeded; the engine dropped silently"
+    assert out[9] == 1 and out[20:22] == b"\x0b\x00" and out[16:20] == syn[12:16]
+    assert ip_header_ok(out) and l4_checksum_ok(out) and syn.startswith(out[28:])
+
+
+def test_replies_keep_their_ttl(rig: Rig) -> None:
+    """Replies are only de-NATed by IPVS; the TTL is the forwarding path's business."""
+    rig.open_tcp(6001)
+    for ttl in (1, 0):
+        p = tcp(*RS_TCP, CLIENT, 6001, "A", ttl=ttl)
+        rig.expect_rewrite(p, from_vip(p, 80), "out")
 
 
 # ---- no destination: ICMP port unreachable (§2.6 step 5) ------------------------------------
