@@ -9,6 +9,7 @@ see bench/README.md for the method and the pitfalls it guards against.
 from __future__ import annotations
 
 import argparse
+import json
 import random
 import shlex
 import statistics
@@ -94,6 +95,13 @@ def _proc_cpu_seconds(pid: int | None) -> float:
     return (int(fields[11]) + int(fields[12])) / 100.0  # utime + stime, in clock ticks
 
 
+def _director_rx_packets(topo: Topology) -> int:
+    """Packets the director received on both sides: every packet that crossed it, once."""
+    out = topo.run(topo.director.ns, ["ip", "-s", "-j", "link", "show"]).stdout
+    return sum(int(link["stats64"]["rx"]["packets"]) for link in json.loads(out)
+               if link["ifname"] in (topo.public_interface, topo.private_interface))
+
+
 def _wrk_direct(topo: Topology, conns: int, seconds: int, close: bool) -> WrkResult:
     """The no-balancer baseline: one wrk per real server, the connections split evenly."""
     urls = [f"http://{rs.address}/" for rs in topo.real_servers]
@@ -112,6 +120,8 @@ def _wrk_direct(topo: Topology, conns: int, seconds: int, close: bool) -> WrkRes
 def _measure(name: str, args: argparse.Namespace) -> Measurement:
     m = Measurement(name)
     with Topology("bn", n_real_servers=3) as topo:
+        if args.veth_offloads == "off":
+            topo.set_offloads(False)
         start_haproxy_backends(topo)
         for rs in topo.real_servers:
             topo.popen(rs.ns, ["iperf3", "-s", "-p", "5201"], stdout=subprocess.DEVNULL,
@@ -130,12 +140,16 @@ def _measure(name: str, args: argparse.Namespace) -> Measurement:
                            latency=latency, cpu=LOAD_CPU)
 
         def timed(key: str, fn: Callable[[], WrkResult]) -> WrkResult:
-            cpu0, lb0 = cpu_sample(), _proc_cpu_seconds(lb_pid)
+            cpu0, lb0, rx0 = cpu_sample(), _proc_cpu_seconds(lb_pid), _director_rx_packets(topo)
             res = fn()
-            cpu1, lb1 = cpu_sample(), _proc_cpu_seconds(lb_pid)
+            cpu1, lb1, rx1 = cpu_sample(), _proc_cpu_seconds(lb_pid), _director_rx_packets(topo)
+            secs = max(res.seconds, 1e-9)
             m.metrics[f"{key}.busy_cores"] = cpu0.busy_cores(cpu1, 2)
+            m.metrics[f"{key}.kpps"] = (rx1 - rx0) / secs / 1000
             if lb_pid is not None:
-                m.metrics[f"{key}.lb_cpu"] = (lb1 - lb0) / max(res.seconds, 1e-9)
+                m.metrics[f"{key}.lb_cpu"] = (lb1 - lb0) / secs
+                if rx1 > rx0:
+                    m.metrics[f"{key}.lb_us_per_pkt"] = 1e6 * (lb1 - lb0) / (rx1 - rx0)
             if res.error_total:
                 m.errors.append(f"{key}: {res.error_total} errors {res.errors} "
                                 f"non-2xx {res.non_2xx} of {res.requests}")
@@ -186,6 +200,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--connections", type=_int_list, default=[64],
                    help="wrk -c values for the Connection: close runs, e.g. 16,64,256")
     p.add_argument("--streams", type=_int_list, default=[1, 4], help="iperf3 -P values")
+    p.add_argument("--veth-offloads", choices=("on", "off"), default="on",
+                   help="TSO/GSO/GRO on every veth (off: the levelled per-MSS comparison)")
     p.add_argument("--runs", type=int, default=1, help="rounds; contenders shuffled per round")
     p.add_argument("--record", action="store_true", help="write the network section of "
                    "bench/RESULTS.md")

@@ -72,7 +72,9 @@ def render_section(command: str, results: Mapping[str, Sequence[_Measurement]],
     if close_keys:
         first = close_keys[0].rsplit(".", 1)[0]
         cols += [(f"{first}.spread", f"rr spread ({first})", ".0f"),
+                 (f"{first}.kpps", f"kpps via director ({first})", ".1f"),
                  (f"{first}.lb_cpu", f"LB cores ({first})", ".2f"),
+                 (f"{first}.lb_us_per_pkt", f"LB us/pkt ({first})", ".2f"),
                  (f"{first}.busy_cores", f"busy cores ({first})", ".2f")]
     lines = [BEGIN, "## network (bench/network.py)", "",
              f"Recorded {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, "
@@ -105,7 +107,9 @@ def render_section(command: str, results: Mapping[str, Sequence[_Measurement]],
         lines += ["", "Director-side counters at exit:", ""] + [f"* {n}" for n in notes]
     lines += ["", "Cells: median (min..max) over the rounds. \"LB cores\": CPU time of the "
               "balancer process per wall second (n/a for the kernel paths, whose work is "
-              "softirq); \"busy cores\": all CPUs from /proc/stat (of 2); \"rr spread\": "
+              "softirq); \"kpps via director\": packets the director received on eth0 and "
+              "eth1 per second; \"LB us/pkt\": balancer process CPU per such packet; "
+              "\"busy cores\": all CPUs from /proc/stat (of 2); \"rr spread\": "
               "most minus fewest connections a real server accepted in that run (by "
               "construction for direct). Everything shares 2 cores with the client and the "
               "three real servers, and with whatever else runs on the machine.", END]

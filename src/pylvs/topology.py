@@ -304,6 +304,21 @@ class Topology:
             time.sleep(0.05)
         raise TopologyError(f"[{ns}] nothing listens on TCP {port} after {timeout} s")
 
+    def set_offloads(self, enabled: bool) -> None:
+        """Switch TSO, GSO and GRO on or off on every veth end of the topology (ethtool).
+
+        With them off, every path pays per MSS-sized packet: the levelled comparison of the
+        benchmark method (reference/performance.md §7, pitfall 1).
+        """
+        state = "on" if enabled else "off"
+        ends = [(h.ns, "eth0") for h in [*self.clients, *self.directors, *self.real_servers]]
+        ends += [(d.ns, PRIVATE_INTERFACE) for d in self.directors]
+        out = self.run(self.switch_ns, ["ip", "-o", "link", "show", "type", "veth"]).stdout
+        ends += [(self.switch_ns, line.split(": ")[1].split("@")[0])
+                 for line in out.splitlines()]
+        for ns, ifname in ends:
+            self.run(ns, ["ethtool", "-K", ifname, "tso", state, "gso", state, "gro", state])
+
     # -- configuration ---------------------------------------------------------------------
     def director_config(self, services: Sequence[ServiceSpec] | None = None, *,
                         director: int = 0, ha: bool | None = None, extra: str = "",
