@@ -150,11 +150,19 @@ async def _serve(cfg: Config, path: str, verbose: bool) -> int:
         log.info("ready: %s", ", ".join(f"{vs.protocol} {vs.address}"
                                         for vs in cfg.virtual_servers) or "no services")
         reloader = asyncio.create_task(_reload_loop(director, path, reloads, verbose))
-        await stop.wait()
-        reloader.cancel()
-        await asyncio.gather(reloader, return_exceptions=True)
+        stopper = asyncio.create_task(stop.wait())
+        assert director.failed is not None
+        waiters: list[asyncio.Future[Any]] = [stopper, director.failed]
+        await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
+        status = EXIT_OK
+        if director.failed.done():
+            log.error("%s; exiting", director.failed.result())
+            status = EXIT_RUNTIME
+        for task in (reloader, stopper):
+            task.cancel()
+        await asyncio.gather(reloader, stopper, return_exceptions=True)
         await director.stop(handover=True)
-        return EXIT_OK
+        return status
     finally:
         for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
             loop.remove_signal_handler(sig)

@@ -76,7 +76,8 @@ class Director:
         self.engine = Engine(max_connections=d.max_connections,
                              timeouts=Timeouts(tcp=t.tcp, tcpfin=t.tcpfin, udp=t.udp))
         self.dataplane = TunDataplane(d.tun_name, offload=d.offload, batch_size=d.batch_size,
-                                      engine_ptr=self._engine_ptr, clock=clock)
+                                      engine_ptr=self._engine_ptr, clock=clock,
+                                      on_failure=self._dataplane_failed)
         self.netconf = NetConf(d.public_interface, d.private_interface, d.tun_name)
         # Without HA this node owns the VIPs from the start; with HA the HA component claims
         # them (netconf.add_vips / add_nat_router) when it becomes active.
@@ -92,6 +93,7 @@ class Director:
         self._timers: list[asyncio.Task[None]] = []
         self._lock = asyncio.Lock()
         self._started = False
+        self.failed: asyncio.Future[str] | None = None  # set by start(); resolves on a fatal error
         self._build_components()
 
     def _build_components(self) -> None:
@@ -110,6 +112,7 @@ class Director:
     async def start(self) -> None:
         """Bring the packet path up, then the components; on failure undo what was done."""
         self._sync_engine(self._config)
+        self.failed = asyncio.get_running_loop().create_future()
         try:
             self.dataplane.open()
             await asyncio.to_thread(self.netconf.setup)
@@ -157,6 +160,10 @@ class Director:
         if self._started:
             log.info("director stopped; network configuration removed")
         self._started = False
+
+    def _dataplane_failed(self, reason: str) -> None:
+        if self.failed is not None and not self.failed.done():
+            self.failed.set_result(f"dataplane stopped: {reason}")
 
     async def _every(self, interval: float, fn: Callable[[float], object]) -> None:
         # Drift-free ticks on the engine's clock; a slow tick is not repeated to catch up.

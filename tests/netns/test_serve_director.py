@@ -137,8 +137,11 @@ def srv(make_srv: Callable[..., Srv]) -> Srv:
     return make_srv()
 
 
-def test_rr_exact_rotation_tcp(srv: Srv) -> None:
-    srv.serve(srv.config(ServiceSpec(scheduler="rr")))
+@pytest.mark.parametrize("loop", ["uvloop", "asyncio"])
+def test_rr_exact_rotation_tcp(srv: Srv, loop: str) -> None:
+    toml = srv.config(ServiceSpec(scheduler="rr"))
+    daemon = srv.serve(toml.replace('dataplane = "tun"', f'dataplane = "tun"\nloop = "{loop}"'))
+    assert f", {loop} loop" in daemon.log()
     got = names(srv.topo, 12)
     assert sorted(got[:3]) == ["rs1", "rs2", "rs3"]
     assert got == got[:3] * 4, got
@@ -353,3 +356,13 @@ def test_conntrack_in_the_director_sees_no_invalid_packets(srv: Srv) -> None:
     assert out["n"] == [200000] * 30
     rules = srv.topo.run(srv.topo.director.ns, ["nft", "list", "table", "inet", "srvct"]).stdout
     assert "counter packets 0 bytes 0 drop" in rules, rules
+
+
+def test_losing_the_tun_device_exits_nonzero_and_cleans_up(srv: Srv) -> None:
+    before = _leftovers(srv.topo)
+    daemon = srv.serve(srv.config(ServiceSpec(scheduler="rr")))
+    srv.topo.run(srv.topo.director.ns, ["ip", "link", "del", "pylvs0"])
+    assert daemon.proc.wait(15) == 1
+    daemon.stopped = True
+    assert "dataplane stopped" in daemon.log()
+    assert _leftovers(srv.topo) == before

@@ -109,12 +109,14 @@ class TunDataplane:
     """One TUN device pumped through an engine on the running event loop.
 
     ``engine_ptr`` returns the engine's ``lvs_engine *`` cdata (or None to drop everything,
-    e.g. before the engine exists); ``clock`` is the time base the engine's timers use.
+    e.g. before the engine exists); ``clock`` is the time base the engine's timers use;
+    ``on_failure`` is called once if the pump stops on its own (the device went away).
     """
 
     def __init__(self, name: str, *, offload: bool = True, batch_size: int = 64,
                  engine_ptr: Callable[[], Any] | None = None,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+                 clock: Callable[[], float] = time.monotonic,
+                 on_failure: Callable[[str], None] | None = None) -> None:
         self.name = name
         self.offload = offload
         self.batch_size = batch_size
@@ -124,6 +126,7 @@ class TunDataplane:
         self._io: Any = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._failed: str | None = None
+        self._on_failure = on_failure
         self._pump: Any = None
         self._null: Any = None
 
@@ -173,6 +176,8 @@ class TunDataplane:
             self._failed = os.strerror(-n)
             log.error("TUN %s: read failed (%s); dataplane stopped", self.name, self._failed)
             self.stop()
+            if self._on_failure is not None:
+                self._on_failure(self._failed)
 
     @property
     def failed(self) -> str | None:
