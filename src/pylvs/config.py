@@ -469,8 +469,9 @@ def _toml_value(value: object, key: str) -> str:
         return repr(value)
     if isinstance(value, tuple):
         return "[" + ", ".join(_toml_value(v, key) for v in value) + "]"
-    # Strings, addresses and endpoints: a JSON string is a valid TOML basic string.
-    return json.dumps(str(value), ensure_ascii=False)
+    # Strings, addresses and endpoints: a JSON string is a TOML basic string, except that
+    # TOML also forbids a raw DEL, which JSON leaves alone.
+    return json.dumps(str(value), ensure_ascii=False).replace("\x7f", "\\u007f")
 
 
 def _emit_table(obj: Any, header: str | None, out: list[str], defaults: bool) -> None:
