@@ -114,3 +114,16 @@ async def test_async_context_manager() -> None:
                 "assert b == bytes(i % 251 for i in range(1000)), b[:20]")
         topo.run(topo.client.ns, [sys.executable, "-c", code], timeout=15)
     assert list_namespaces(tag) == []
+
+
+def test_offloads_can_be_switched_off_everywhere(make_topology: Callable[..., Topology]) -> None:
+    topo = make_topology(n_real_servers=1, servers=False)
+
+    def tso(ns: str, ifname: str) -> str:
+        out = topo.run(ns, ["ethtool", "-k", ifname]).stdout
+        return out.split("tcp-segmentation-offload: ", 1)[1].split()[0]
+
+    ends = [(topo.client.ns, "eth0"), (topo.director.ns, "eth1"), (topo.switch_ns, "r1")]
+    assert {tso(ns, i) for ns, i in ends} == {"on"}
+    topo.set_offloads(False)
+    assert {tso(ns, i) for ns, i in ends} == {"off"}
