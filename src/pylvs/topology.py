@@ -29,11 +29,13 @@ from __future__ import annotations
 import contextlib
 import os
 import secrets
+import selectors
 import shutil
 import signal
 import subprocess
 import sys
 import tempfile
+import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from types import TracebackType
@@ -294,8 +296,6 @@ class Topology:
 
     def wait_listening(self, ns: str, port: int, timeout: float = 10.0) -> None:
         """Wait until something listens on TCP ``port`` in ``ns``."""
-        import time
-
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             out = self.run(ns, ["ss", "-Hltn", f"sport = :{port}"], check=False).stdout
@@ -370,8 +370,6 @@ def child_env() -> dict[str, str]:
 
 
 def _wait_ready(name: str, proc: subprocess.Popen[str]) -> None:
-    import selectors
-
     assert proc.stdout is not None
     with selectors.DefaultSelector() as sel:
         sel.register(proc.stdout, selectors.EVENT_READ)
