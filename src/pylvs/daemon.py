@@ -77,13 +77,20 @@ def _parser(prog: str, serve: bool) -> argparse.ArgumentParser:
     return p
 
 
+def _load(path: str) -> Config | None:
+    """The config at ``path``, or None after printing every problem to stderr."""
+    try:
+        return config_mod.load(path)
+    except ConfigError as exc:
+        print(str(exc), file=sys.stderr)
+        return None
+
+
 def check_main(argv: Sequence[str]) -> int:
     """``pylvs check -c FILE``: print every problem (exit 2) or a one-line summary (exit 0)."""
     args = _parser("pylvs check", serve=False).parse_args(argv)
-    try:
-        cfg = config_mod.load(args.config)
-    except ConfigError as exc:
-        print(str(exc), file=sys.stderr)
+    cfg = _load(args.config)
+    if cfg is None:
         return EXIT_CONFIG
     n_rs = sum(len(vs.real_servers) for vs in cfg.virtual_servers)
     print(f"{cfg.source}: OK ({len(cfg.virtual_servers)} virtual servers, {n_rs} real servers)")
@@ -93,10 +100,8 @@ def check_main(argv: Sequence[str]) -> int:
 def serve_main(argv: Sequence[str]) -> int:
     """``pylvs serve -c FILE [--loop uvloop|asyncio] [-v]``: run until SIGTERM/SIGINT."""
     args = _parser("pylvs serve", serve=True).parse_args(argv)
-    try:
-        cfg = config_mod.load(args.config)
-    except ConfigError as exc:
-        print(str(exc), file=sys.stderr)
+    cfg = _load(args.config)
+    if cfg is None:
         return EXIT_CONFIG
     setup_logging(cfg.director.log_format, cfg.director.log_level, args.verbose)
     loop_name = args.loop or cfg.director.loop
