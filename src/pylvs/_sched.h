@@ -1,0 +1,42 @@
+/*
+ * _sched.h — internal to the scheduler files (_sched.c, _sched_hash.c, _sched_lblc.c) and the
+ * scheduler test harness (_schedtest.c).  The engine only needs _core.h.
+ */
+#ifndef PYLVS_SCHED_H
+#define PYLVS_SCHED_H
+
+#include <stdint.h>
+
+#include "_core.h"
+
+#define LVS_ENOMEM 12
+#define LVS_EINVAL 22
+
+/* Every scheduler of the registry, defined in the file that implements it. */
+extern const lvs_scheduler lvs_sched_rr, lvs_sched_wrr, lvs_sched_lc, lvs_sched_wlc,
+    lvs_sched_sed, lvs_sched_nq, lvs_sched_fo, lvs_sched_ovf, lvs_sched_twos;
+extern const lvs_scheduler lvs_sched_dh, lvs_sched_sh, lvs_sched_mh;
+extern const lvs_scheduler lvs_sched_lblc, lvs_sched_lblcr;
+
+/* hash_32 of include/linux/hash.h: multiply by GOLDEN_RATIO_32, keep the high bits. */
+static inline uint32_t lvs_hash_32(uint32_t v, unsigned bits)
+{
+    return (uint32_t)(v * 0x61C88647u) >> (32 - bits);
+}
+
+/* The kernel's hsiphash_1u32 on a 64-bit build (SipHash-1-3 truncated to 32 bits). */
+uint32_t lvs_hsiphash_1u32(uint32_t v, uint64_t k0, uint64_t k1);
+
+/* The wlc pick used by wlc itself and by lblc/lblcr to choose a new dest: first dest with
+ * weight > 0 and OVERLOAD clear, then a strict overhead/weight comparison. */
+lvs_dest *lvs_wlc_pick(lvs_service *svc);
+
+/* Inspection for tests and the harness (NULL/0 when the scheduler has no such table). */
+/* dh/sh bucket i (0..255) or mh slot i (0..M-1). */
+lvs_dest *lvs_sched_table_slot(const lvs_service *svc, uint32_t i);
+uint32_t lvs_sched_table_size(const lvs_service *svc);
+/* lblc/lblcr: entries in the table; the dests cached for one destination address (set order). */
+uint32_t lvs_lblc_entries(const lvs_service *svc);
+int lvs_lblc_lookup(const lvs_service *svc, uint32_t daddr, lvs_dest **out, int max);
+
+#endif /* PYLVS_SCHED_H */

@@ -1,0 +1,325 @@
+/*
+ * _schedtest.c — a standalone service for exercising the schedulers without the engine.
+ *
+ * It plays the engine's part of the scheduler contract (_core.h) the way ip_vs_ctl.c and
+ * ip_vs_conn.c do: new dests are linked at the list head, del_dest runs before the unlink, a
+ * removed dest goes to a trash and is revived by re-adding the same address:port, last_weight
+ * keeps the latest non-zero weight, and connection bind/unbind maintain the active/inactive
+ * counters and the OVERLOAD flag from the -x/-y thresholds (reference ipvs.md §2.5, §4).
+ * Dests are named by small integer ids so Python never holds a pointer.
+ */
+#include <stdlib.h>
+#include <string.h>
+
+#include "_api.h"
+#include "_sched.h"
+
+struct lvs_schedtest {
+    lvs_service svc;
+    lvs_dest **dests; /* by id; NULL once freed */
+    int32_t n_ids;
+    int32_t cap;
+};
+
+static int32_t dest_id(const lvs_schedtest *t, const lvs_dest *d)
+{
+    if (!d)
+        return -1;
+    for (int32_t i = 0; i < t->n_ids; i++)
+        if (t->dests[i] == d)
+            return i;
+    return -1;
+}
+
+static lvs_dest *get_dest(const lvs_schedtest *t, int32_t id)
+{
+    return (id >= 0 && id < t->n_ids) ? t->dests[id] : NULL;
+}
+
+/* Free removed dests nobody references any more (the kernel's trash expiry). */
+static void sweep_trash(lvs_schedtest *t)
+{
+    for (int32_t i = 0; i < t->n_ids; i++) {
+        lvs_dest *d = t->dests[i];
+        if (d && !(d->flags & LVS_DEST_F_AVAILABLE) && d->refcnt == 0) {
+            free(d);
+            t->dests[i] = NULL;
+        }
+    }
+}
+
+lvs_schedtest *lvs_st_new(const char *sched, uint32_t flags, uint32_t mh_table_size,
+                          double lblc_expiration, uint64_t seed, int *err)
+{
+    const lvs_scheduler *s = lvs_sched_find(sched);
+    *err = 0;
+    if (!s) {
+        *err = -LVS_EINVAL;
+        return NULL;
+    }
+    lvs_schedtest *t = calloc(1, sizeof(*t));
+    if (!t) {
+        *err = -LVS_ENOMEM;
+        return NULL;
+    }
+    t->svc.proto = LVS_PROTO_TCP;
+    t->svc.flags = flags;
+    t->svc.sched = s;
+    t->svc.sched_params.mh_table_size = mh_table_size;
+    t->svc.sched_params.lblc_expiration = lblc_expiration;
+    t->svc.rng_state = seed;
+    if (s->init_service) {
+        int rc = s->init_service(&t->svc);
+        if (rc < 0) {
+            free(t);
+            *err = rc;
+            return NULL;
+        }
+    }
+    return t;
+}
+
+int lvs_st_set_sched(lvs_schedtest *t, const char *sched)
+{
+    /* the engine's scheduler change: done_service on the old one, init_service on the new */
+    const lvs_scheduler *s = lvs_sched_find(sched);
+    if (!s)
+        return -LVS_EINVAL;
+    if (t->svc.sched->done_service)
+        t->svc.sched->done_service(&t->svc);
+    t->svc.sched_data = NULL;
+    t->svc.sched = s;
+    sweep_trash(t);
+    int rc = s->init_service ? s->init_service(&t->svc) : 0;
+    if (rc < 0)
+        t->svc.sched = &lvs_sched_wlc; /* stateless, so the harness stays usable */
+    return rc;
+}
+
+void lvs_st_free(lvs_schedtest *t)
+{
+    if (!t)
+        return;
+    if (t->svc.sched->done_service)
+        t->svc.sched->done_service(&t->svc);
+    for (int32_t i = 0; i < t->n_ids; i++)
+        free(t->dests[i]);
+    free(t->dests);
+    free(t);
+}
+
+static void set_thresholds(lvs_dest *d, uint32_t u, uint32_t l)
+{
+    /* __ip_vs_update_dest: a lower or removed upper threshold keeps OVERLOAD */
+    if (u == 0 || u > d->u_threshold)
+        d->flags &= ~LVS_DEST_F_OVERLOAD;
+    d->u_threshold = u;
+    d->l_threshold = l;
+}
+
+int32_t lvs_st_add(lvs_schedtest *t, uint32_t addr, uint16_t port, int32_t weight, uint32_t u,
+                   uint32_t l)
+{
+    if (weight < 0 || (u && l > u))
+        return -LVS_EINVAL;
+    int32_t id = -1;
+    lvs_dest *d = NULL;
+    for (int32_t i = 0; i < t->n_ids; i++) {
+        lvs_dest *x = t->dests[i];
+        if (x && x->addr == addr && x->port == port) {
+            if (x->flags & LVS_DEST_F_AVAILABLE)
+                return -17; /* EEXIST */
+            d = x; /* revive from the trash, counters and all */
+            id = i;
+        }
+    }
+    if (!d) {
+        if (t->n_ids == t->cap) {
+            int32_t cap = t->cap ? t->cap * 2 : 16;
+            lvs_dest **nd = realloc(t->dests, (size_t)cap * sizeof(*nd));
+            if (!nd)
+                return -LVS_ENOMEM;
+            t->dests = nd;
+            t->cap = cap;
+        }
+        d = calloc(1, sizeof(*d));
+        if (!d)
+            return -LVS_ENOMEM;
+        d->addr = addr;
+        d->port = port;
+        id = t->n_ids++;
+        t->dests[id] = d;
+    }
+    d->last_weight = weight; /* add: always, even 0 */
+    d->weight = weight;
+    d->svc = &t->svc;
+    d->flags |= LVS_DEST_F_AVAILABLE;
+    set_thresholds(d, u, l);
+    d->next = t->svc.destinations;
+    t->svc.destinations = d;
+    t->svc.num_dests++;
+    if (t->svc.sched->add_dest) {
+        int rc = t->svc.sched->add_dest(&t->svc, d);
+        if (rc < 0)
+            return rc;
+    }
+    return id;
+}
+
+int lvs_st_edit(lvs_schedtest *t, int32_t id, int32_t weight, uint32_t u, uint32_t l)
+{
+    lvs_dest *d = get_dest(t, id);
+    if (!d || !(d->flags & LVS_DEST_F_AVAILABLE) || weight < 0 || (u && l > u))
+        return -LVS_EINVAL;
+    if (weight != 0)
+        d->last_weight = weight;
+    d->weight = weight;
+    set_thresholds(d, u, l);
+    if (t->svc.sched->upd_dest)
+        return t->svc.sched->upd_dest(&t->svc, d);
+    return 0;
+}
+
+int lvs_st_del(lvs_schedtest *t, int32_t id)
+{
+    lvs_dest *d = get_dest(t, id);
+    if (!d || !(d->flags & LVS_DEST_F_AVAILABLE))
+        return -LVS_EINVAL;
+    if (t->svc.sched->del_dest)
+        t->svc.sched->del_dest(&t->svc, d);
+    lvs_dest **pp = &t->svc.destinations;
+    while (*pp != d)
+        pp = &(*pp)->next;
+    *pp = d->next;
+    d->next = NULL;
+    t->svc.num_dests--;
+    d->flags &= ~LVS_DEST_F_AVAILABLE;
+    sweep_trash(t);
+    return 0;
+}
+
+int32_t lvs_st_schedule(lvs_schedtest *t, uint32_t saddr, uint32_t daddr, uint16_t sport,
+                        uint16_t dport, uint8_t proto, double now)
+{
+    lvs_sched_key key = {saddr, daddr, sport, dport, proto};
+    lvs_dest *d = t->svc.sched->schedule(&t->svc, &key, now);
+    sweep_trash(t);
+    return dest_id(t, d);
+}
+
+void lvs_st_tick(lvs_schedtest *t, double now)
+{
+    if (t->svc.sched->tick)
+        t->svc.sched->tick(&t->svc, now);
+    sweep_trash(t);
+}
+
+int lvs_st_conn_open(lvs_schedtest *t, int32_t id, int active)
+{
+    lvs_dest *d = get_dest(t, id);
+    if (!d)
+        return -LVS_EINVAL;
+    /* ip_vs_bind_dest: a new conn counts as inactive, then the upper threshold is checked */
+    d->refcnt++;
+    d->inactconns++;
+    if (d->u_threshold && d->activeconns + d->inactconns >= d->u_threshold)
+        d->flags |= LVS_DEST_F_OVERLOAD;
+    if (active) {
+        /* the TCP state change that makes it active moves one count, no threshold check */
+        d->inactconns--;
+        d->activeconns++;
+    }
+    return 0;
+}
+
+int lvs_st_conn_close(lvs_schedtest *t, int32_t id, int active)
+{
+    lvs_dest *d = get_dest(t, id);
+    if (!d || (active ? d->activeconns : d->inactconns) == 0)
+        return -LVS_EINVAL;
+    if (active)
+        d->activeconns--;
+    else
+        d->inactconns--;
+    /* ip_vs_unbind_dest: clear OVERLOAD below l, or below 3/4 of u, or unconditionally */
+    uint64_t total = (uint64_t)d->activeconns + d->inactconns;
+    if (d->l_threshold) {
+        if (total < d->l_threshold)
+            d->flags &= ~LVS_DEST_F_OVERLOAD;
+    } else if (d->u_threshold) {
+        if (total * 4 < (uint64_t)d->u_threshold * 3)
+            d->flags &= ~LVS_DEST_F_OVERLOAD;
+    } else {
+        d->flags &= ~LVS_DEST_F_OVERLOAD;
+    }
+    d->refcnt--;
+    sweep_trash(t);
+    return 0;
+}
+
+int lvs_st_dest_info(const lvs_schedtest *t, int32_t id, int32_t *out)
+{
+    const lvs_dest *d = get_dest(t, id);
+    if (!d)
+        return -LVS_EINVAL;
+    out[0] = d->weight;
+    out[1] = (int32_t)d->activeconns;
+    out[2] = (int32_t)d->inactconns;
+    out[3] = (int32_t)d->flags;
+    out[4] = (int32_t)d->refcnt;
+    out[5] = d->last_weight;
+    return 0;
+}
+
+int32_t lvs_st_order(const lvs_schedtest *t, int32_t *out, int32_t max)
+{
+    int32_t n = 0;
+    for (const lvs_dest *d = t->svc.destinations; d; d = d->next, n++)
+        if (n < max)
+            out[n] = dest_id(t, d);
+    return n;
+}
+
+uint32_t lvs_st_table_size(const lvs_schedtest *t)
+{
+    return lvs_sched_table_size(&t->svc);
+}
+
+int32_t lvs_st_table_slot(const lvs_schedtest *t, uint32_t i)
+{
+    return dest_id(t, lvs_sched_table_slot(&t->svc, i));
+}
+
+uint32_t lvs_st_cache_entries(const lvs_schedtest *t)
+{
+    return lvs_lblc_entries(&t->svc);
+}
+
+int32_t lvs_st_cache_lookup(const lvs_schedtest *t, uint32_t daddr, int32_t *out, int32_t max)
+{
+    lvs_dest *buf[64];
+    int n = lvs_lblc_lookup(&t->svc, daddr, buf, 64);
+    for (int i = 0; i < n && i < max && i < 64; i++)
+        out[i] = dest_id(t, buf[i]);
+    return n;
+}
+
+uint32_t lvs_st_hsiphash(uint32_t v, uint64_t k0, uint64_t k1)
+{
+    return lvs_hsiphash_1u32(v, k0, k1);
+}
+
+uint64_t lvs_st_bench(lvs_schedtest *t, uint64_t n, double now)
+{
+    /* picks only: no connection is bound, so the counters stay as the caller left them */
+    uint64_t hits = 0;
+    lvs_sched_key key = {0, 0xC6120064u, 0, 80, LVS_PROTO_TCP};
+    const lvs_scheduler *s = t->svc.sched;
+    for (uint64_t i = 0; i < n; i++) {
+        key.saddr = 0xC6000000u + (uint32_t)(i * 2654435761u >> 8);
+        key.sport = (uint16_t)(1024 + (i & 0x7fff));
+        key.daddr = 0xC6120000u + (uint32_t)(i & 0xff);
+        hits += s->schedule(&t->svc, &key, now) != NULL;
+    }
+    return hits;
+}
