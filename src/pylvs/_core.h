@@ -86,7 +86,14 @@ typedef struct lvs_sched_key {
     uint8_t proto;
 } lvs_sched_key;
 
-/* Pluggable scheduler (ip_vs_scheduler). Every callback gets the owning service. */
+/* Pluggable scheduler (ip_vs_scheduler). Every callback gets the owning service.
+ * (scheduler developer) References: lblc/lblcr hold dest->refcnt for every cache entry that
+ * names a dest, like the kernel's ip_vs_dest_hold, so a removed dest they cache stays in the
+ * trash and is revived intact.  Their releases happen inside schedule/tick/done_service and can
+ * leave a trashed dest at refcnt 0 without freeing it: the engine may free such dests in a
+ * periodic sweep (until then they are only memory, reused on revival).  del_dest is called
+ * before the unlink (the kernel calls it after); every scheduler here accounts for that.
+ * mh's init_service returns -22 for an mh_table_size that is not a prime in 3..131071. */
 typedef struct lvs_scheduler {
     const char *name;
     int (*init_service)(lvs_service *svc);       /* allocate svc->sched_data; 0 or -errno */
