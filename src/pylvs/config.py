@@ -427,8 +427,9 @@ def _check_checks(vs: model.VirtualServerConfig, path: str) -> Iterator[tuple[st
         yield f"{path}.timeout", f"expected a number > 0, got {c.timeout}"
     if c.rise < 1 or c.fall < 1:
         yield f"{path}.rise", "expected rise and fall >= 1"
-    if c.type == "send_expect" and c.expect is None:
-        yield f"{path}.expect", "required for check type 'send_expect'"
+    # Neither send nor expect: piranha's default (GET / HTTP/1.0 -> "HTTP" on port 80).
+    if c.type == "send_expect" and c.expect is None and c.send is not None:
+        yield f"{path}.expect", "required for check type 'send_expect' when send is set"
     if c.type == "exec" and c.command is None:
         yield f"{path}.command", "required for check type 'exec'"
     if c.type in ("http", "https") and not c.path.startswith("/"):

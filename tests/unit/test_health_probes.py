@@ -241,3 +241,27 @@ def test_socket_probes_under_uvloop() -> None:
     assert uvloop.run(main()) == [
         Reason.OK, Reason.OK, Reason.WRONG_REPLY, Reason.OK, Reason.REFUSED, Reason.REFUSED
     ]
+
+
+def test_config_file_with_bare_send_expect_gets_the_piranha_default() -> None:
+    from pylvs import config as config_mod
+
+    cfg = config_mod.parse(
+        """
+[director]
+public_interface = "eth0"
+private_interface = "br0"
+
+[[virtual_server]]
+address = "198.18.0.100:80"
+
+  [virtual_server.check]
+  type = "send_expect"
+
+  [[virtual_server.real_server]]
+  address = "198.19.0.11:80"
+"""
+    )
+    vs = cfg.virtual_servers[0]
+    s = ProbeSpec.from_check(vs.check, vs.real_servers[0].address)
+    assert s is not None and (s.send, s.expect) == (PIRANHA_HTTP_SEND, PIRANHA_HTTP_EXPECT)
