@@ -10,7 +10,7 @@ What the TUN packet path needs (DESIGN.md "The packet path"):
   with ``proxy_delay`` 0 (the kernel otherwise delays proxy ARP replies by up to 0.8 s);
 * reply steering: ``iif <private> from <RIP> ipproto <proto> sport <rport> lookup <table>`` and
   ``default dev <tun>`` in that table, so real servers' replies go through pylvs, not around it;
-* sysctls: ``ip_forward = 1``; ``rp_filter = 2`` on the TUN (rewritten client packets come *in*
+* sysctls: ``ip_forward = 1``; ``rp_filter`` 2 or 0 on the TUN (rewritten client packets come *in*
   on the TUN with the client's source, which strict mode would drop as a martian);
 * the ``nat_router`` address (the real servers' gateway) on the private interface.
 
@@ -156,7 +156,10 @@ class NetConf:
                 ipr.route("replace", dst="0.0.0.0/0", type="blackhole", table=self.table,
                           priority=0xFFFFFFFF, proto=RTPROT_PYLVS)
             self._sysctl("net/ipv4/ip_forward", "1")
-            self._sysctl(f"net/ipv4/conf/{self.tun}/rp_filter", "2")
+            # The kernel applies max(all, <dev>): 2 (loose) is enough whatever "all" says, and
+            # 0 when "all" is 0 saves a reverse-path FIB lookup per rewritten packet.
+            loose = Path("/proc/sys/net/ipv4/conf/all/rp_filter").read_text().strip() != "0"
+            self._sysctl(f"net/ipv4/conf/{self.tun}/rp_filter", "2" if loose else "0")
             self._sysctl(f"net/ipv4/conf/{self.tun}/send_redirects", "0")
             self._sysctl(f"net/ipv4/neigh/{self.public}/proxy_delay", "0")
             self._save()

@@ -366,3 +366,16 @@ def test_losing_the_tun_device_exits_nonzero_and_cleans_up(srv: Srv) -> None:
     daemon.stopped = True
     assert "dataplane stopped" in daemon.log()
     assert _leftovers(srv.topo) == before
+
+
+def test_strict_rp_filter_on_the_host(srv: Srv) -> None:
+    # Many hosts run with rp_filter = 1.  Rewritten client packets enter from the TUN with the
+    # client's source address; pylvs must make that pass (loose mode on its device).
+    srv.topo.run(srv.topo.director.ns, ["sysctl", "-qw", "net.ipv4.conf.all.rp_filter=1",
+                                        "net.ipv4.conf.eth0.rp_filter=1",
+                                        "net.ipv4.conf.eth1.rp_filter=1"])
+    srv.serve(srv.config(ServiceSpec(scheduler="rr"),
+                         ServiceSpec(port=53, protocol="udp", scheduler="rr")))
+    assert sorted(names(srv.topo, 3)) == ["rs1", "rs2", "rs3"]
+    assert sorted(client(srv.topo, "out['n'] = [udp(53) for _ in range(3)]")["n"]) == \
+        ["rs1", "rs2", "rs3"]

@@ -85,8 +85,8 @@ def _sysctl(ns: str, key: str) -> str:
 
 
 def test_apply_is_idempotent_and_remove_restores(ns: str, tmp_path: Path) -> None:
-    subprocess.run(["ip", "netns", "exec", ns, "sysctl", "-qw", "net.ipv4.ip_forward=0"],
-                   check=True)
+    subprocess.run(["ip", "netns", "exec", ns, "sysctl", "-qw", "net.ipv4.ip_forward=0",
+                    "net.ipv4.conf.all.rp_filter=1"], check=True)
     before = _snapshot(ns)
     out = _run(ns, tmp_path, PLAN + """
 nc.setup(); nc.apply(plan)
@@ -117,7 +117,7 @@ out["after_files"] = os.listdir(sys.argv[1])
     assert "default dev srvtun0 table 201 proto 201" in applied["routes"]
     assert "198.18.0.100 dev pub0 proxy" in applied["proxy"]
     assert "inet 198.19.0.1/24" in applied["addrs"]
-    assert (out["forward"], out["rp"], out["delay"]) == ("1", "2", "0")
+    assert (out["forward"], out["rp"], out["delay"]) == ("1", "2", "0")  # all.rp_filter is 1
     assert len(out["state_files"]) == 1 and out["after_files"] == []
     after = _snapshot(ns)
     assert after == before  # the TUN is gone too: the program exited
