@@ -128,7 +128,7 @@ class TunDataplane:
         self._failed: str | None = None
         self._on_failure = on_failure
         self._pump: Any = None
-        self._null: Any = None
+        self._engine: Any = None  # the cdata handed to every pump call (resolved at start)
 
     def open(self) -> None:
         """Create the device and the C pump (the device is down until netconf sets it up)."""
@@ -144,13 +144,13 @@ class TunDataplane:
         self.fd = fd
         self._io = ffi.gc(io, lib.lvs_tunio_free)
         self._pump = lib.lvs_tunio_pump  # bound once: the readiness callback is hot
-        self._null = ffi.NULL
 
     def start(self, loop: asyncio.AbstractEventLoop | None = None) -> None:
         """Start pumping on ``loop`` (default: the running loop)."""
         if self.fd is None:
             self.open()
         assert self.fd is not None
+        self._engine = self._engine_ptr() or _core()[0].NULL
         self._loop = loop or asyncio.get_running_loop()
         self._loop.add_reader(self.fd, self._on_readable)
 
@@ -169,7 +169,7 @@ class TunDataplane:
         self._io = None
 
     def _on_readable(self) -> None:
-        n = self._pump(self._io, self._engine_ptr() or self._null, self._clock(), MAX_ROUNDS)
+        n = self._pump(self._io, self._engine, self._clock(), MAX_ROUNDS)
         if n < 0 and self._failed is None:
             # A read error on a TUN fd is not transient (the device went away): stop pumping
             # rather than spin on a readable-but-failing fd.
