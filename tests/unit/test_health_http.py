@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import hashlib
 import ssl
@@ -38,6 +39,10 @@ def make_app(seen: list[tuple[str, str, str]]) -> web.Application:
     async def moved(request: web.Request) -> web.Response:
         raise web.HTTPFound("/healthz")
 
+    async def slow(request: web.Request) -> web.Response:
+        await asyncio.sleep(float(request.query.get("s", "5")))
+        return web.Response(text="late")
+
     async def vhost(request: web.Request) -> web.Response:
         ok = request.headers.get("Host") == "shop.example"
         return web.Response(status=200 if ok else 404, text="vhost")
@@ -47,6 +52,7 @@ def make_app(seen: list[tuple[str, str, str]]) -> web.Application:
     app.router.add_get("/broken", broken)
     app.router.add_get("/moved", moved)
     app.router.add_get("/vhost", vhost)
+    app.router.add_get("/slow", slow)
     return app
 
 
@@ -120,6 +126,14 @@ async def test_http_body_regex_and_digest() -> None:
     assert rx_bad.reason is Reason.WRONG_REPLY and "all good" in rx_bad.detail
     assert md5_ok.ok
     assert md5_bad.reason is Reason.WRONG_REPLY and good_md5 in md5_bad.detail
+
+
+async def test_http_slow_answer_is_a_timeout() -> None:
+    async with serve([]) as port:
+        res = await run_probe(spec(port, path="/slow?s=1", timeout=0.3))
+        ok = await run_probe(spec(port, path="/slow?s=0.05", status=(200,), timeout=0.3))
+    assert res.reason is Reason.TIMEOUT and 0.25 < res.duration < 1.0, res
+    assert ok.ok
 
 
 async def test_http_refused() -> None:

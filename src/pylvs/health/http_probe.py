@@ -91,6 +91,9 @@ async def probe_http(spec: ProbeSpec) -> ProbeResult:
             need_body = spec.body_regex is not None or spec.digest is not None
             body = await _read_body(resp) if need_body else None
             return _judge(spec, resp.status, body)
+    except TimeoutError:
+        # aiohttp's own timeouts (ServerTimeoutError …) are ClientErrors too: name them right.
+        return ProbeResult.failure(Reason.TIMEOUT)
     except aiohttp.ClientConnectorCertificateError as exc:
         return ProbeResult.failure(Reason.TLS, clip(str(exc.certificate_error)))
     except aiohttp.ClientSSLError as exc:
