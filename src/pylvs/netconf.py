@@ -133,7 +133,9 @@ class NetConf:
         self._state_path = (state_dir or _STATE_DIR) / f"netconf-{_netns_id()}-{tun_name}.json"
         self._state = _State()
         self._plan = NetPlan()
-        self._lock = threading.Lock()  # calls may come from different worker threads
+        # Calls come from worker threads (director reloads, HA takeovers): an RLock so that a
+        # read-modify-apply (_update) is atomic against other applies.
+        self._lock = threading.RLock()
 
     # -- lifecycle -------------------------------------------------------------------------
     def setup(self) -> None:
@@ -191,11 +193,13 @@ class NetConf:
     # -- HA takeover / release -------------------------------------------------------------
     def add_vips(self, vips: Iterable[IPv4Address]) -> None:
         """Route ``vips`` into the TUN and answer ARP for them (keeps the ones already up)."""
-        self._update(vips=self._plan.vips | frozenset(vips))
+        with self._lock:
+            self._update(vips=self._plan.vips | frozenset(vips))
 
     def remove_vips(self, vips: Iterable[IPv4Address]) -> None:
         """Stop routing and answering ARP for ``vips``."""
-        self._update(vips=self._plan.vips - frozenset(vips))
+        with self._lock:
+            self._update(vips=self._plan.vips - frozenset(vips))
 
     def add_nat_router(self, address: IPv4Interface) -> None:
         """Put the real servers' gateway address on the private interface."""
@@ -215,10 +219,11 @@ class NetConf:
         return self._plan
 
     def _update(self, **changes: Any) -> None:
-        plan = self._plan
-        self.apply(NetPlan(vips=changes.get("vips", plan.vips),
-                           steering=changes.get("steering", plan.steering),
-                           nat_router=changes.get("nat_router", plan.nat_router)))
+        with self._lock:
+            plan = self._plan
+            self.apply(NetPlan(vips=changes.get("vips", plan.vips),
+                               steering=changes.get("steering", plan.steering),
+                               nat_router=changes.get("nat_router", plan.nat_router)))
 
     # -- pieces ------------------------------------------------------------------------------
     @contextlib.contextmanager
