@@ -248,3 +248,28 @@ async def test_check_none_is_always_up_without_a_probe() -> None:
     assert [(e.endpoint, e.in_pool) for _, e in rec.events if isinstance(e, ServerEvent)] == [
         (ep, True)
     ]
+
+
+async def test_first_runs_are_spread_over_the_interval() -> None:
+    backends = [await Backend().start() for _ in range(8)]
+    firsts: dict[int, float] = {}
+    check = CheckConfig(type="tcp", interval=0.5, timeout=0.2, rise=1, fall=1)
+
+    def on_event(event: HealthEvent) -> None:
+        if isinstance(event, ServerEvent) and event.healthy:
+            firsts.setdefault(event.endpoint.port, time.monotonic())
+
+    mgr = HealthManager(config(vs(80, backends, check=check)), on_event, jitter=1.0)
+    started = time.monotonic()
+    try:
+        await mgr.start()
+        rec = Recorder()
+        await rec.wait(lambda: len(firsts) == len(backends), 3.0)
+    finally:
+        await mgr.stop()
+        for b in backends:
+            await b.stop()
+    offsets = sorted(t - started for t in firsts.values())
+    # All within the first interval, and not all at once (8 uniform draws in 0.5 s).
+    assert offsets[-1] < 0.5 + 0.2, offsets
+    assert offsets[-1] - offsets[0] > 0.1, offsets
