@@ -116,7 +116,7 @@ class Director:
         try:
             self.dataplane.open()
             await asyncio.to_thread(self.netconf.setup)
-            await asyncio.to_thread(self.netconf.apply, self._plan(self._config))
+            await asyncio.to_thread(self.netconf.update, lambda cur: self._plan(self._config, cur))
             self.dataplane.start()
             self._started = True
             self._timers = [
@@ -200,19 +200,18 @@ class Director:
                 raise
             self._config = new
             if self._started:
-                await asyncio.to_thread(self.netconf.apply, self._plan(new))
+                await asyncio.to_thread(self.netconf.update, lambda cur: self._plan(new, cur))
             for listener in self.config_listeners:
                 await listener(new)
             log.info("configuration applied from %s: %d services", new.source,
                      len(new.virtual_servers))
 
-    def _plan(self, cfg: Config) -> NetPlan:
+    def _plan(self, cfg: Config, current: NetPlan) -> NetPlan:
         plan = plan_from_config(cfg)
         if self.active:
             return plan
         # A backup keeps the steering rules current (takeover is then only VIPs + nat_router)
         # and leaves whatever the HA component has claimed as it is.
-        current = self.netconf.plan
         return NetPlan(vips=current.vips, steering=plan.steering, nat_router=current.nat_router)
 
     def _check_engine_accepts(self, new: Config) -> None:

@@ -35,7 +35,7 @@ import socket
 import struct
 import sys
 import threading
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from ipaddress import IPv4Address, IPv4Interface
 from pathlib import Path
@@ -212,6 +212,11 @@ class NetConf:
     def set_steering(self, steering: Iterable[Steer]) -> None:
         """Replace the reply-steering rules (a backup keeps them, so takeover is instant)."""
         self._update(steering=frozenset(steering))
+
+    def update(self, change: Callable[[NetPlan], NetPlan]) -> None:
+        """Apply ``change(current plan)`` atomically against every other apply."""
+        with self._lock:
+            self.apply(change(self._plan))
 
     @property
     def plan(self) -> NetPlan:
