@@ -19,16 +19,19 @@ struct lvs_schedtest {
     lvs_dest **dests; /* by id; NULL once freed */
     int32_t n_ids;
     int32_t cap;
+    int32_t n_trash; /* removed but not yet freed */
 };
+
+/* A dest plus its harness id, so mapping a scheduler's answer back to an id is O(1). */
+typedef struct st_dest {
+    lvs_dest d;
+    int32_t id;
+} st_dest;
 
 static int32_t dest_id(const lvs_schedtest *t, const lvs_dest *d)
 {
-    if (!d)
-        return -1;
-    for (int32_t i = 0; i < t->n_ids; i++)
-        if (t->dests[i] == d)
-            return i;
-    return -1;
+    (void)t;
+    return d ? ((const st_dest *)(const void *)d)->id : -1;
 }
 
 static lvs_dest *get_dest(const lvs_schedtest *t, int32_t id)
@@ -39,11 +42,14 @@ static lvs_dest *get_dest(const lvs_schedtest *t, int32_t id)
 /* Free removed dests nobody references any more (the kernel's trash expiry). */
 static void sweep_trash(lvs_schedtest *t)
 {
+    if (t->n_trash == 0)
+        return;
     for (int32_t i = 0; i < t->n_ids; i++) {
         lvs_dest *d = t->dests[i];
         if (d && !(d->flags & LVS_DEST_F_AVAILABLE) && d->refcnt == 0) {
             free(d);
             t->dests[i] = NULL;
+            t->n_trash--;
         }
     }
 }
@@ -131,6 +137,7 @@ int32_t lvs_st_add(lvs_schedtest *t, uint32_t addr, uint16_t port, int32_t weigh
                 return -17; /* EEXIST */
             d = x; /* revive from the trash, counters and all */
             id = i;
+            t->n_trash--;
         }
     }
     if (!d) {
@@ -142,12 +149,14 @@ int32_t lvs_st_add(lvs_schedtest *t, uint32_t addr, uint16_t port, int32_t weigh
             t->dests = nd;
             t->cap = cap;
         }
-        d = calloc(1, sizeof(*d));
-        if (!d)
+        st_dest *sd = calloc(1, sizeof(*sd));
+        if (!sd)
             return -LVS_ENOMEM;
+        d = &sd->d;
         d->addr = addr;
         d->port = port;
         id = t->n_ids++;
+        sd->id = id;
         t->dests[id] = d;
     }
     d->last_weight = weight; /* add: always, even 0 */
@@ -194,6 +203,7 @@ int lvs_st_del(lvs_schedtest *t, int32_t id)
     d->next = NULL;
     t->svc.num_dests--;
     d->flags &= ~LVS_DEST_F_AVAILABLE;
+    t->n_trash++;
     sweep_trash(t);
     return 0;
 }
