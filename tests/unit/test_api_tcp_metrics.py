@@ -203,3 +203,34 @@ def test_dataplane_batch_histogram_is_valid_exposition() -> None:
     assert buckets["1"] == 5 and buckets["3"] == 9 and buckets["7"] == 11
     assert buckets["15"] == 12 and buckets["+Inf"] == 12
     assert parsed["pylvs_dataplane_dropped"].samples[0].value == 1
+
+
+def test_ha_view_reads_the_ha_component_section(tmp_path: Path) -> None:
+    from pylvs.api import views
+    from pylvs.api.metrics import render
+    from pylvs.api.status_text import render_status
+
+    from .test_api_support import MiniDirector
+
+    class HaDirector(MiniDirector):
+        def status(self) -> dict[str, Any]:
+            out = super().status()
+            # the shape pylvs.ha's HaNode.status() reports (role names in lower case)
+            out["ha"] = {"role": "backup", "node_id": "dir2", "priority": 90,
+                         "peer": {"node_id": "dir1", "role": "active", "priority": 100},
+                         "paths": {"public": {"alive": False, "last_heard_ago": 3.1},
+                                   "private": {"alive": True, "last_heard_ago": 0.1}},
+                         "transitions": 3}
+            return out
+
+    director = HaDirector(base_config(str(tmp_path / "x.sock")))
+    ha = views.ha(director)
+    assert ha["role"] == "BACKUP" and ha["transitions"] == 3
+    assert ha["peer"] == {"node_id": "dir1", "role": "active", "priority": 100, "alive": True}
+    text = render_status(views.status(director))
+    assert "node dir2  role BACKUP  peer dir1 active alive  transitions 3" in text
+    families = {f.name: f for f in text_string_to_metric_families(render(director))}
+    roles = {s.labels["role"]: s.value for s in families["pylvs_ha_role"].samples}
+    assert roles == {"init": 0, "backup": 1, "active": 0, "fault": 0}
+    [transitions] = families["pylvs_ha_transitions"].samples
+    assert transitions.value == 3
