@@ -379,3 +379,15 @@ def test_strict_rp_filter_on_the_host(srv: Srv) -> None:
     assert sorted(names(srv.topo, 3)) == ["rs1", "rs2", "rs3"]
     assert sorted(client(srv.topo, "out['n'] = [udp(53) for _ in range(3)]")["n"]) == \
         ["rs1", "rs2", "rs3"]
+
+
+def test_missing_interface_fails_cleanly(srv: Srv) -> None:
+    before = _leftovers(srv.topo)
+    toml = srv.config(ServiceSpec(scheduler="rr")).replace('public_interface = "eth0"',
+                                                          'public_interface = "nosuch0"')
+    path = srv.topo.write_director_config(toml)
+    res = srv.topo.run(srv.topo.director.ns, [sys.executable, "-m", "pylvs", "serve", "-c", path],
+                       check=False, timeout=30)
+    assert res.returncode == 1, res.stderr
+    assert "start failed: interface 'nosuch0' does not exist" in res.stderr
+    assert _leftovers(srv.topo) == before
