@@ -64,6 +64,30 @@ for port in range(20000, 60000):
     time.sleep(0.005)
 """
 
+# The same for a UDP service on port 53: one datagram, one reply within 0.5 s.
+UDP_LOADER = r"""
+import json, socket, sys, time
+vip, duration = sys.argv[1], float(sys.argv[2])
+end = time.time() + duration
+for port in range(20000, 60000):
+    if time.time() >= end:
+        break
+    t = time.time()
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    try:
+        s.settimeout(0.5)
+        s.bind(("0.0.0.0", port))
+        s.connect((vip, 53))
+        s.send(b"who")
+        out = s.recv(100).decode().strip()
+    except OSError as exc:
+        out = "fail:" + type(exc).__name__
+    finally:
+        s.close()
+    print(json.dumps([t, out, port]), flush=True)
+    time.sleep(0.005)
+"""
+
 NFT_RULES = """
 table inet hc {
   set blocked { type ipv4_addr; }
@@ -111,8 +135,8 @@ def reuse_report(load: Load, since: float) -> list[object]:
     return out
 
 
-def start_load(topo: Topology, duration: float) -> Load:
-    proc = topo.popen(topo.client.ns, [sys.executable, "-c", LOADER, topo.vip, str(duration)],
+def start_load(topo: Topology, duration: float, loader: str = LOADER) -> Load:
+    proc = topo.popen(topo.client.ns, [sys.executable, "-c", loader, topo.vip, str(duration)],
                       stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
     records: list[tuple[float, str]] = []
     ports: list[int] = []
@@ -131,7 +155,7 @@ def start_load(topo: Topology, duration: float) -> Load:
 
 def start_real_server(topo: Topology, rs: Host) -> subprocess.Popen[str]:
     argv = [sys.executable, "-m", "pylvs.realserver", "--name", rs.name, "--http", "80",
-            "--udp", "0"]
+            "--udp", "53"]
     proc = topo.popen(rs.ns, argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                       env=child_env())
     assert proc.stdout is not None
@@ -159,10 +183,7 @@ def rejected_probes(topo: Topology, rs: Host) -> int:
 
 
 def config(topo: Topology) -> str:
-    servers = "".join(
-        f'\n  [[virtual_server.real_server]]\n  address = "{rs.address}:80"\n  weight = 1\n'
-        for rs in topo.real_servers[:3]
-    )
+    servers = real_servers(topo.real_servers[:3], 80)
     return f"""
 [director]
 public_interface = "{topo.public_interface}"
@@ -188,10 +209,48 @@ sorry_server = "{topo.real_servers[3].address}:80"
 {servers}"""
 
 
+def real_servers(hosts: list[Host], port: int) -> str:
+    return "".join(
+        f'\n  [[virtual_server.real_server]]\n  address = "{rs.address}:{port}"\n  weight = 1\n'
+        for rs in hosts
+    )
+
+
+def udp_config(topo: Topology) -> str:
+    return f"""
+[director]
+public_interface = "{topo.public_interface}"
+private_interface = "{topo.private_interface}"
+dataplane = "tun"
+
+[api]
+socket = "{os.path.join(topo.workdir, 'dir1.sock')}"
+
+[[virtual_server]]
+address = "{topo.vip}:53"
+protocol = "udp"
+scheduler = "rr"
+
+  [virtual_server.check]
+  type = "udp"
+  send = "health?"
+  expect = "rs"
+  interval = {INTERVAL}
+  timeout = {TIMEOUT}
+  rise = {RISE}
+  fall = {FALL}
+{real_servers(topo.real_servers[:2], 53)}"""
+
+
 def serve(topo: Topology, text: str) -> PylvsProcess:
     prefix = tuple(os.environ.get("HC_SERVE_PREFIX", "").split())
     # Any answer will do for "ready": the sorry server answers before the first probes pass.
     return start_pylvs(topo, text, 0, wait_tcp_port=80, timeout=30, argv_prefix=prefix)
+
+
+def serve_udp(topo: Topology, text: str) -> PylvsProcess:
+    prefix = tuple(os.environ.get("HC_SERVE_PREFIX", "").split())
+    return start_pylvs(topo, text, 0, wait_tcp_port=None, timeout=30, argv_prefix=prefix)
 
 
 @pytest.fixture
@@ -291,3 +350,28 @@ def test_down_up_sorry_and_flapping_under_traffic(topo: Topology) -> None:
         if daemon.proc.poll() is None:
             daemon.stop()
         print(daemon.log()[-4000:])
+
+
+def test_udp_service_drops_a_dead_server(topo: Topology) -> None:
+    rs1, rs2 = topo.real_servers[:2]
+    procs = {rs.name: start_real_server(topo, rs) for rs in (rs1, rs2)}
+    daemon = serve_udp(topo, udp_config(topo))
+    load = start_load(topo, duration=30.0, loader=UDP_LOADER)
+    try:
+        load.wait(lambda: set(load.since(time.time() - 1.0)) == {"rs1", "rs2"}, 15,
+                  "both UDP servers answering")
+        topo.stop(procs["rs1"])
+        # The UDP probe hears ICMP port unreachable from rs1 at once: "refused".
+        cutoff = time.time() + DETECT + SLACK
+        time.sleep(cutoff + 2.0 - time.time())
+        after = load.since(cutoff)
+        assert len(after) > 30 and set(after) == {"rs2"}, after
+        assert re.search(rf"{rs1.address}:53: DOWN, out of pool \(refused", daemon.log())
+        procs["rs1"] = start_real_server(topo, rs1)
+        back = time.time()
+        load.wait(lambda: "rs1" in load.since(back), 10, "rs1 answering UDP again")
+        assert not [w for w in load.since(back) if not w.startswith("rs")]
+    finally:
+        topo.stop(load.proc)
+        if daemon.proc.poll() is None:
+            daemon.stop()
