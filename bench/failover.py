@@ -16,8 +16,10 @@ the two directors (priorities 100 and 90: their skews differ).
 ``--term N`` adds N runs with SIGTERM instead of SIGKILL (clean handover, priority 0); for
 those the number is the longest time the client went without any echo, because the stopping
 node forwards until it has released the addresses.
-``--soak S`` finally leaves the pair alone under traffic for S seconds and counts role changes
-(a flap is any): the fastest interval with none is the one to recommend.
+``--soak S`` finally leaves the pair alone for S seconds under traffic (a verified stream, the
+prober, and eight workers opening short connections as fast as they can, which keeps the
+directors' event loops busy) and counts role changes: any is a flap.  The fastest interval
+with none is the fastest one to recommend.
 
     python bench/failover.py --runs 20 --intervals 0.2,0.1,0.05 --term 5 --soak 20
 """
@@ -103,10 +105,11 @@ def run_interval(interval: float, runs: int, term: int, soak: float) -> dict[str
         if soak > 0:
             time.sleep(1.0)
             before = _transitions(pair, 0) + _transitions(pair, 1)
-            load = pair.client("stream", "--duration", str(soak), "--gap", "0.001")
-            probe = pair.client("probe", "--duration", str(soak), "--gap", "0.001")
-            load.communicate(timeout=soak + 60)
-            probe.communicate(timeout=soak + 60)
+            load = [pair.client("stream", "--duration", str(soak), "--gap", "0.001"),
+                    pair.client("probe", "--duration", str(soak), "--gap", "0.001"),
+                    pair.client("shorts", "--duration", str(soak), "--workers", "8")]
+            for proc in load:
+                proc.communicate(timeout=soak + 60)
             res["soak_transitions"] = _transitions(pair, 0) + _transitions(pair, 1) - before
     return res
 

@@ -100,59 +100,57 @@ def probe(host: str, port: int, gap: float, duration: float) -> list[tuple[int, 
 
 
 def stream(host: str, port: int, duration: float, gap: float) -> dict[str, Any]:
-    """One TCP connection: send numbered 1 KiB blocks every ``gap`` s, verify the echo."""
+    """One TCP connection: queue a numbered 1 KiB block every ``gap`` s, verify the echo.
+
+    Non-blocking both ways, so a stall (the failover) never makes the sender give up or lose
+    track of what was written: every byte queued must come back, in order, once.
+    """
     out: dict[str, Any] = {"sent": 0, "verified": 0, "max_stall": 0.0, "error": None}
     try:
         s = socket.create_connection((host, port), timeout=5)
     except OSError as exc:
         out["error"] = f"connect: {exc}"
         return out
-    s.settimeout(0.05)
-    pending = bytearray()
+    s.setblocking(False)
+    sel = selectors.DefaultSelector()
+    sel.register(s, selectors.EVENT_READ)
+    unsent, unechoed = bytearray(), bytearray()
     n = 0
-    end = time.monotonic() + duration
-    last_rx = time.monotonic()
-    nxt = time.monotonic()
+    start = time.monotonic()
+    end = start + duration
+    drain_end = end + 10  # bounded wait for the echoes still on their way
+    last_rx = nxt = start
     try:
-        while time.monotonic() < end:
-            now = time.monotonic()
-            if now >= nxt:
+        while (now := time.monotonic()) < drain_end and (now < end or unechoed):
+            while now < end and now >= nxt:
                 block = struct.pack("!Q", n) * (_BLOCK // 8)
-                s.sendall(block)
-                pending += block
+                unsent += block
+                unechoed += block
                 out["sent"] += len(block)
                 n += 1
                 nxt += gap
-            try:
-                data = s.recv(65536)
-            except TimeoutError:
-                data = None
-            now = time.monotonic()
-            if data is None:
-                if pending:
-                    out["max_stall"] = max(out["max_stall"], now - last_rx)
-                else:
-                    last_rx = now
-                continue
-            if not data:
-                raise ConnectionError("closed by peer")
-            if pending[: len(data)] != data:
-                raise ValueError(f"echo differs at byte {out['verified']}")
-            del pending[: len(data)]
-            out["verified"] += len(data)
-            out["max_stall"] = max(out["max_stall"], now - last_rx)
-            last_rx = now
-        # drain what is still on its way back (bounded)
-        drain_end = time.monotonic() + 10
-        while pending and time.monotonic() < drain_end:
-            try:
-                data = s.recv(65536)
-            except TimeoutError:
-                continue
-            if not data or pending[: len(data)] != data:
-                raise ValueError("echo differs or closed while draining")
-            del pending[: len(data)]
-            out["verified"] += len(data)
+            if unsent:
+                with contextlib.suppress(BlockingIOError):
+                    del unsent[: s.send(unsent)]
+            sel.select(min(0.01, max(0.0, nxt - time.monotonic())))
+            while True:
+                try:
+                    data = s.recv(65536)
+                except BlockingIOError:
+                    break
+                if not data:
+                    raise ConnectionError("closed by peer")
+                if unechoed[: len(data)] != data:
+                    raise ValueError(f"echo differs at byte {out['verified']}")
+                del unechoed[: len(data)]
+                out["verified"] += len(data)
+                now = time.monotonic()
+                out["max_stall"] = max(out["max_stall"], now - last_rx)
+                last_rx = now
+            if not unechoed:
+                last_rx = time.monotonic()  # nothing owed: waiting is not a stall
+        if unechoed:
+            raise TimeoutError(f"{len(unechoed)} bytes never echoed")
     except (OSError, ValueError) as exc:
         out["error"] = f"{type(exc).__name__}: {exc}"
     finally:
