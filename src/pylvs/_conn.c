@@ -285,13 +285,16 @@ static void conn_free(lvs_engine *e, lvs_conn *c)
     e->nconns--;
 }
 
-/* The timer fired (or expire-now): a template still in control lives on 60 s at a time. */
-static int conn_expire(lvs_engine *e, lvs_conn *c, double now)
+/* The timer fired (its sweep runs at `when`) or expire-now: a template still in control lives
+ * on 60 s at a time, and keeps 60 s as its timeout from then on (ip_vs_conn_expire sets
+ * cp->timeout).  Re-arming counts from the sweep, so expire() should run every second or so,
+ * as the kernel's timers would. */
+static int conn_expire(lvs_engine *e, lvs_conn *c, double when)
 {
     if (c->n_control > 0) {
         c->timeout = 60;
         wheel_unlink(c);
-        c->expires = now + 60.0;
+        c->expires = when + 60.0;
         wheel_link(e, c);
         if (e->sync_master)
             lvs_sync_conn(e, c, e->sync_threshold);
@@ -320,23 +323,30 @@ uint32_t lvs_engine_expire(lvs_engine *e, double now)
     if (target - from >= (int64_t)LVS_WHEEL_SIZE)
         from = target - (int64_t)LVS_WHEEL_SIZE + 1;
     for (int64_t t = from; t <= target; t++) {
+        /* a deadline re-armed into the past lands in this slot, revisited next call */
+        e->wheel_tick = t;
         lvs_conn **head = &e->wheel[(uint64_t)t & (LVS_WHEEL_SIZE - 1)];
-        lvs_conn *c = *head;
-        while (c) {
-            lvs_conn *next = c->t_next;
-            if (c->expires <= now) {
-                expired += (uint32_t)conn_expire(e, c, now);
-            } else if (tick_of(c->expires) != tick_of(c->wexp)) {
-                /* a lazily extended deadline: move to its real slot */
-                wheel_unlink(c);
-                wheel_link(e, c);
+        /* plain conns first, so a template due in the same tick sees its n_control drop */
+        for (int templates = 0; templates < 2; templates++) {
+            lvs_conn *c = *head;
+            while (c) {
+                lvs_conn *next = c->t_next;
+                if (((c->flags & LVS_CONN_F_TEMPLATE) != 0) != templates) {
+                    c = next;
+                    continue;
+                }
+                if (c->expires <= now) {
+                    expired += (uint32_t)conn_expire(e, c, now);
+                } else if (tick_of(c->expires) != tick_of(c->wexp)) {
+                    /* a lazily extended deadline: move to its real slot */
+                    wheel_unlink(c);
+                    wheel_link(e, c);
+                }
+                c = next;
             }
-            c = next;
         }
     }
-    /* keep the current (partial) tick: entries due later in it are revisited next call */
-    if (target > e->wheel_tick)
-        e->wheel_tick = target;
+    /* the current (partial) tick stays current: entries due later in it are revisited */
     /* periodic scheduler work (lblc/lblcr garbage collection) rides on the same call */
     for (uint32_t i = 0; i < e->nsvcs; i++) {
         lvs_service *svc = e->svcs[i];

@@ -329,6 +329,8 @@ static int schedule(lvs_engine *e, lvs_service *svc, uint8_t proto, uint32_t sad
             if (!ct)
                 return SCHED_FULL;
             ct->timeout = svc->timeout;
+            /* armed at once: if the conn below fails, ip_vs_conn_put(ct) still re-arms it */
+            lvs_conn_arm(e, ct, now);
         } else {
             dest = ct->dest;
         }
@@ -342,8 +344,11 @@ static int schedule(lvs_engine *e, lvs_service *svc, uint8_t proto, uint32_t sad
         rport = dest->port;
     lvs_conn *c = lvs_conn_new(e, proto, saddr, sport, daddr, dport, dest->addr, rport,
                                LVS_CONN_F_INACTIVE, dest, now);
-    if (!c)
+    if (!c) {
+        if (ct)
+            lvs_conn_arm(e, ct, now);
         return SCHED_FULL;
+    }
     if (ct) {
         c->control = ct;
         ct->n_control++;
