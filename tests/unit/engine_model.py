@@ -152,6 +152,7 @@ class Conn:
     template: bool = False
     control: Conn | None = None
     n_control: int = 0
+    tmpl_timeout: float = 0  # a template's own timeout: svc persistence, 60 s once delayed
     in_key: tuple[object, ...] = ()
     out_key: tuple[object, ...] = ()
 
@@ -181,7 +182,11 @@ class Verdict:
 class Model:
     """The IPVS NAT semantics for the subset the property test exercises (IPv4, TCP, UDP)."""
 
-    def __init__(self, tcp: int = 900, tcpfin: int = 120, udp: int = 300) -> None:
+    def __init__(self, tcp: int = 900, tcpfin: int = 120, udp: int = 300,
+                 max_connections: int = 1 << 20) -> None:
+        # pylvs bounds the table (entries and templates); a failed allocation behaves like
+        # the kernel's ip_vs_conn_new() returning NULL: after scheduling, packet dropped.
+        self.max_connections = max_connections
         self.tcp_timeouts = dict(TCP_TIMEOUTS, ESTABLISHED=tcp, FIN_WAIT=tcpfin)
         self.udp_timeout = udp
         self.services: dict[tuple[str, str, int], Service] = {}
@@ -348,7 +353,9 @@ class Model:
                 del self.trash[key]
 
     def _new_conn(self, svc: Service, d: Dest, caddr: str, cport: int, dport: int,
-                  now: float, template: bool = False) -> Conn:
+                  now: float, template: bool = False) -> Conn | None:
+        if len(self.all_conns) >= self.max_connections:
+            return None
         c = Conn(svc.proto, caddr, cport, svc.addr, 0 if template else svc.port, d.addr, dport,
                  d, svc, TEMPLATE_STATE if template else "NONE", now + 3, template=template)
         self._bind(c)
@@ -379,7 +386,7 @@ class Model:
 
     def _timeout_of(self, c: Conn) -> float:
         if c.template:
-            return c.svc.persistence
+            return c.tmpl_timeout
         if c.proto == "udp":
             return self.udp_timeout
         return self.tcp_timeouts[c.state]
@@ -406,6 +413,9 @@ class Model:
             if c.expires > now or c not in self.all_conns:
                 continue
             if c.n_control > 0:
+                # ip_vs_conn_expire, expire_later: the timeout itself becomes 60 s, so every
+                # later ip_vs_conn_put(template) re-arms 60 s, not the persistence timeout.
+                c.tmpl_timeout = TEMPLATE_REARM
                 c.expires = now + TEMPLATE_REARM
                 continue
             self._free(c)
@@ -487,10 +497,13 @@ class Model:
                 return self._drop("no_service", "in")
             if p.proto == "tcp" and (not syn or "R" in p.flags):
                 return self._drop("tcp_no_syn", "in")  # §2.6 step 3: nothing is forwarded
-            c = self._schedule_conn(svc, p, now)
-            if c is None:
+            got = self._schedule_conn(svc, p, now)
+            if got == "full":
+                return self._drop("table_full", "in")
+            if got is None:
                 self.drops["no_dest"] = self.drops.get("no_dest", 0) + 1
                 return Verdict("icmp_unreach", reason="no_dest", direction="in")
+            c = got
         elif not c.dest.available:
             return self._drop("dest_unavailable", "in")  # §2.6 step 6
         self._count_stats(c, "in", length)
@@ -503,8 +516,8 @@ class Model:
         out = replace(p, dst=c.daddr, dport=c.dport, udp_csum_zero=False)
         return self._transmit_in(c, p, out)
 
-    def _schedule_conn(self, svc: Service, p: Pkt, now: float) -> Conn | None:
-        """ip_vs_schedule / ip_vs_sched_persist (§3)."""
+    def _schedule_conn(self, svc: Service, p: Pkt, now: float) -> Conn | Literal["full"] | None:
+        """ip_vs_schedule / ip_vs_sched_persist (§3); "full" when an entry cannot be had."""
         if svc.persistence:
             mask = int(ipaddress.IPv4Address(svc.netmask))
             snet = str(ipaddress.IPv4Address(int(ipaddress.IPv4Address(p.src)) & mask))
@@ -518,18 +531,25 @@ class Model:
                 if d is None:
                     return None
                 t = self._new_conn(svc, d, snet, 0, d.port, now, template=True)
+                if t is None:
+                    return "full"
                 t.vport = svc.port
                 t.in_key = tkey
+                t.tmpl_timeout = svc.persistence
                 self.templates[tkey] = t
             c = self._new_conn(svc, t.dest, p.src, p.sport, t.dest.port, now)
+            self._rearm(t, now)  # ip_vs_conn_put(template): its whole timeout again
+            if c is None:
+                return "full"
             c.control = t
             t.n_control += 1
-            t.expires = now + svc.persistence  # ip_vs_conn_put(template): full timeout again
         else:
             d = self._schedule(svc)
             if d is None:
                 return None
             c = self._new_conn(svc, d, p.src, p.sport, d.port, now)
+            if c is None:
+                return "full"
         self._hash(c)
         for st in (c.dest.stats, svc.stats, self.total):
             st.conns += 1

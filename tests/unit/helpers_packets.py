@@ -181,13 +181,13 @@ def ttl_delta(direction: str) -> int:
     return TTL_DELTA[direction]
 
 
-def engine_or_skip() -> Any:
-    """A fresh ``pylvs.Engine``, or skip the test when the engine is not built yet."""
+def engine_or_skip(**kw: Any) -> Any:
+    """A fresh ``pylvs.Engine(**kw)``, or skip the test when the engine is not built yet."""
     try:
         from pylvs.engine import Engine
     except ImportError as exc:  # pragma: no cover - only before the engine lands
         pytest.skip(f"pylvs.engine not available: {exc}")
-    return Engine()
+    return Engine(**kw)
 
 
 def _stats_tuple(s: Any) -> tuple[int, int, int, int, int]:

@@ -109,11 +109,13 @@ def test_model_counts_and_quiesce() -> None:
 class EngineVsModel(RuleBasedStateMachine):
     """Random operations applied to the C engine and the model in lockstep."""
 
+    max_connections = 1 << 20
+
     def __init__(self) -> None:
         super().__init__()
         self.now = 0
-        self.model = Model()
-        self.eng = EngineView(engine_or_skip())
+        self.model = Model(max_connections=self.max_connections)
+        self.eng = EngineView(engine_or_skip(max_connections=self.max_connections))
         self.svcs: dict[int, tuple[Service, Any]] = {}
         self.dests: dict[tuple[int, int], tuple[Dest, Any]] = {}
         self.sent = 0
@@ -363,6 +365,16 @@ EngineVsModel.TestCase.settings = settings(
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much],
 )
 test_engine_vs_model = EngineVsModel.TestCase
+
+
+class SmallTableVsModel(EngineVsModel):
+    """The same with a table of 5 entries: new conns (and templates) meet ``table_full``."""
+
+    max_connections = 5
+
+
+SmallTableVsModel.TestCase.settings = EngineVsModel.TestCase.settings
+test_small_table_vs_model = SmallTableVsModel.TestCase
 
 
 def test_model_thresholds_persistence_and_trash() -> None:
