@@ -168,10 +168,12 @@ def render(rows: list[Row], command: str, elapsed: float) -> str:
             f"{_fmt(worst.c_wall)}/wall s).",
         ]
     out += [
-        "Growth with the server count: the list-walking schedulers (rr excepted when the next "
-        "server is eligible; lc wlc sed nq fo ovf twos) scan every server per pick, so they "
-        "slow down linearly; dh, sh and mh look up a table and stay flat; lblc/lblcr cost a "
-        "hash lookup plus the half-load scan over the servers.",
+        "Growth with the server count: lc, wlc, sed, fo, ovf and twos scan every server per "
+        "pick (a few ns a server: a pointer chase through the kernel-style linked list), so "
+        "they slow down linearly; rr, wrr and nq stop at the first fit (nq returns the first "
+        "idle server, and no connection is bound here); dh, sh and mh look up a table and stay "
+        "flat (mh's cost is its SipHash); lblc and lblcr hit their cache, flat while the "
+        "cached server is not above its weight.",
         END,
     ]
     return "\n".join(out) + "\n"
