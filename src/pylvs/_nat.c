@@ -32,6 +32,7 @@
  *                                                              in direction also takes the
  *                                                              TTL step, as ip_vs_icmp_xmit)
  *    ... with a wrong ICMP checksum                   DROP     bad_icmp_checksum
+ *        (not checked under LVS_META_CSUM_PARTIAL, where the field is left 0 for the device)
  *  ICMP error to a VIP without a conn / unparsable    DROP     icmp_no_conn
  *  other ICMP to a VIP (echo ...)                     DROP     icmp_other
  *  any ICMP not to a VIP and not matching             PASS     not_ours
@@ -584,7 +585,9 @@ static int do_icmp(lvs_engine *e, pkt *k, int to_vip)
         c = lvs_conn_out_get(e, qproto, qdst, qdport, qsrc, qsport);
     if (!c)
         goto no_conn;
-    if (!icmp_csum_ok(ic, n)) {
+    /* a CHECKSUM_PARTIAL ICMP message has no checksum yet: nothing to verify */
+    int partial = (k->meta & LVS_META_CSUM_PARTIAL) != 0;
+    if (!partial && !icmp_csum_ok(ic, n)) {
         e->counters[LVS_CNT_BAD_ICMP_CHECKSUM]++;
         return LVS_VERDICT_DROP;
     }
@@ -635,7 +638,9 @@ static int do_icmp(lvs_engine *e, pkt *k, int to_vip)
         csum_apply(ql4 + 16, da + dp);
     }
     st16(ic + 2, 0);
-    st16(ic + 2, (uint16_t)~fold(sum16(ic, n)));
+    /* partial: the field stays the (empty) seed the device sums from; else a full checksum */
+    if (!partial)
+        st16(ic + 2, (uint16_t)~fold(sum16(ic, n)));
     return LVS_VERDICT_FORWARD;
 
 no_conn:

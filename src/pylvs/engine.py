@@ -336,6 +336,9 @@ class Engine:
     ``max_connections`` bounds connections plus persistence templates; a full table drops
     new connections (counted as ``table_full``).  ``seed`` keys the connection hash.
     The remaining keywords mirror IPVS sysctls of the same names.
+
+    Not thread-safe: cffi releases the GIL around C calls, so every method (and the C
+    dataplane's batch calls) must come from one thread, e.g. the event loop's.
     """
 
     def __init__(self, max_connections: int = 1 << 20, timeouts: Timeouts | None = None, *,
