@@ -209,6 +209,17 @@ sorry_server = "{topo.real_servers[3].address}:80"
 {servers}"""
 
 
+def logged_at(log: str, pattern: str, after: float) -> float | None:
+    """Wall time of the first daemon log line matching ``pattern`` stamped after ``after``."""
+    for line in log.splitlines():
+        m = re.match(r"(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d),(\d{3}) ", line)
+        if m and re.search(pattern, line):
+            at = time.mktime(time.strptime(m.group(1), "%Y-%m-%d %H:%M:%S")) + int(m.group(2)) / 1e3
+            if at >= after - 0.001:
+                return at
+    return None
+
+
 def real_servers(hosts: list[Host], port: int) -> str:
     return "".join(
         f'\n  [[virtual_server.real_server]]\n  address = "{rs.address}:{port}"\n  weight = 1\n'
@@ -277,8 +288,10 @@ def test_down_up_sorry_and_flapping_under_traffic(topo: Topology) -> None:
 
         # 1. rs2 stops: after fall x interval + timeout no client SYN reaches it, and no
         #    request fails.
-        topo.stop(procs["rs2"])
+        # Measured from the moment the stop begins: the listener may close before the
+        # process has finished exiting, never before this.
         stopped = time.time()
+        topo.stop(procs["rs2"])
         cutoff = stopped + DETECT + SLACK
         time.sleep(cutoff - time.time())
         syn_at_cutoff = syn_count(topo, rs2)
@@ -290,7 +303,10 @@ def test_down_up_sorry_and_flapping_under_traffic(topo: Topology) -> None:
         assert not [w for w in after if not w.startswith("rs")], after
         assert set(after) == {"rs1", "rs3"}
         lost = [w for w in load.since(stopped, cutoff) if not w.startswith("rs")]
-        print(f"rs2 stopped: {len(lost)} requests failed within the detection bound")
+        down_at = logged_at(daemon.log(), rf"{rs2.address}:80: DOWN", stopped)
+        assert down_at is not None and down_at - stopped <= DETECT + SLACK
+        print(f"rs2 stopped: out of the pool after {down_at - stopped:.2f} s (bound {DETECT:.2f}"
+              f" s); {len(lost)} requests failed before that")
 
         # 2. rs2 back: traffic again after rise successful probes, not before.
         launched = time.time()
@@ -324,9 +340,9 @@ def test_down_up_sorry_and_flapping_under_traffic(topo: Topology) -> None:
         assert not went_down, daemon.log()[-3000:]
 
         # 4. All down: the sorry server answers.
+        all_down = time.time()
         for name in ("rs1", "rs2", "rs3"):
             topo.stop(procs[name])
-        all_down = time.time()
         load.wait(lambda: load.since(time.time() - 0.5)[-5:] == ["rs4"] * 5, 10,
                   "the sorry server answering")
         sorry_cutoff = all_down + DETECT + SLACK
