@@ -265,3 +265,18 @@ address = "198.18.0.100:80"
     vs = cfg.virtual_servers[0]
     s = ProbeSpec.from_check(vs.check, vs.real_servers[0].address)
     assert s is not None and (s.send, s.expect) == (PIRANHA_HTTP_SEND, PIRANHA_HTTP_EXPECT)
+
+
+def test_spec_rejects_what_can_never_work() -> None:
+    from pylvs.errors import ConfigError
+
+    for bad in (
+        {"interval": 0.0},
+        {"timeout": -1.0},
+        {"expect": "(", "expect_regex": True},
+        {"body_regex": "[", "type": "http"},
+        {"type": "exec"},
+    ):
+        with pytest.raises(ConfigError):
+            spec(80, **bad)
+    spec(80, expect="(", expect_regex=False)  # a literal prefix may contain anything
