@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import dataclasses
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -34,6 +33,7 @@ from pylvs.engine import Engine, Timeouts, scheduler_names
 from pylvs.errors import ConfigError
 from pylvs.model import Config, Endpoint, RealServerConfig, VirtualServerConfig
 from pylvs.netconf import NetConf, NetPlan, plan_from_config
+from pylvs.weights import LoadReport, ServerWeight
 
 __all__ = ["Component", "Director", "ServiceId"]
 
@@ -55,12 +55,6 @@ class Component(Protocol):
 
     async def stop(self) -> None:
         """Stop; must not raise."""
-
-
-@dataclasses.dataclass
-class _ServerState:
-    healthy: bool
-    load_weight: int | None = None
 
 
 class Director:
@@ -88,8 +82,11 @@ class Director:
         self.health_managed = False  # set by the health component: verdicts start unknown
         self._svc_keys: dict[ServiceId, Any] = {}
         self._srv_keys: dict[tuple[ServiceId, Endpoint], Any] = {}
-        self._applied_weight: dict[tuple[ServiceId, Endpoint], int] = {}
-        self._state: dict[tuple[ServiceId, Endpoint], _ServerState] = {}
+        # What the engine was last given, so only real changes reach it (an edit may reset a
+        # scheduler's state, e.g. rebuild an mh table).
+        self._applied_svc: dict[ServiceId, dict[str, Any]] = {}
+        self._applied_srv: dict[tuple[ServiceId, Endpoint], dict[str, Any]] = {}
+        self._weights: dict[tuple[ServiceId, Endpoint], ServerWeight] = {}
         self._timers: list[asyncio.Task[None]] = []
         self._lock = asyncio.Lock()
         self._started = False
@@ -120,8 +117,7 @@ class Director:
             self.dataplane.start()
             self._started = True
             self._timers = [
-                asyncio.create_task(self._every(EXPIRE_INTERVAL, self.engine.expire),
-                                    name="expire"),
+                asyncio.create_task(self._every(EXPIRE_INTERVAL, self._tick), name="expire"),
                 asyncio.create_task(self._every(RATES_INTERVAL, self.engine.update_rates),
                                     name="rates"),
             ]
@@ -224,30 +220,55 @@ class Director:
 
     # -- runtime state -----------------------------------------------------------------------
     def set_server_state(self, service_key: ServiceId, endpoint: Endpoint, *,
-                         healthy: bool | None = None, load_weight: int | None = None) -> None:
-        """Record a health verdict and/or a load monitor's weight and update the engine."""
+                         healthy: bool | None = None, load_weight: int | None = None,
+                         load: LoadReport | None = None) -> None:
+        """Record a health verdict and/or a load reading and update the engine.
+
+        ``load_weight`` is an absolute weight from a load monitor (shorthand for
+        ``load=LoadReport(weight=...)``); the policy is :class:`pylvs.weights.ServerWeight`.
+        """
         vs = self._service(service_key)
-        if vs is None:
-            raise ConfigError(f"no service {service_key!r}")
-        state = self._state.setdefault((service_key, endpoint), self._initial_state(vs))
+        rs = None if vs is None else next(
+            (r for r in vs.real_servers if r.address == endpoint), None)
+        if vs is None or rs is None:
+            raise ConfigError(f"no real server {endpoint} in service {service_key!r}")
+        now = self._clock()
+        sw = self._weight_of(vs, rs, now)
         if healthy is not None:
-            state.healthy = healthy
+            sw.set_health(healthy, now)
         if load_weight is not None:
-            state.load_weight = max(0, load_weight)
+            sw.set_load(LoadReport(weight=load_weight), now)
+        if load is not None:
+            sw.set_load(load, now)
         self._sync_engine(self._config)
 
     def effective_weight(self, vs: VirtualServerConfig, rs: RealServerConfig) -> int | None:
         """The weight the engine should use; None when the server must not be in the engine."""
-        # TODO(weights): use pylvs.weights (slow start, quorum) once it is committed.
-        state = self._state.get((vs.key, rs.address)) or self._initial_state(vs)
-        if not state.healthy:
-            return None if vs.down_action == "remove" else 0
-        return rs.weight if state.load_weight is None else min(rs.weight, state.load_weight)
+        now = self._clock()
+        return self._weight_of(vs, rs, now).weight(now)
 
-    def _initial_state(self, vs: VirtualServerConfig) -> _ServerState:
-        if vs.check.type == "none" or not self.health_managed:
-            return _ServerState(healthy=True)
-        return _ServerState(healthy=vs.check.initial_state == "up")
+    def _weight_of(self, vs: VirtualServerConfig, rs: RealServerConfig,
+                   now: float) -> ServerWeight:
+        key = (vs.key, rs.address)
+        sw = self._weights.get(key)
+        if sw is None:
+            healthy = (vs.check.type == "none" or not self.health_managed
+                       or vs.check.initial_state == "up")
+            # A server that appears on a running director ramps up like a recovered one.
+            sw = ServerWeight(rs.weight, slow_start=vs.slow_start, down_action=vs.down_action,
+                              healthy=healthy, ramp_from=now if self._started else None)
+            self._weights[key] = sw
+        elif (sw.configured, sw.slow_start, sw.down_action) != \
+                (rs.weight, vs.slow_start, vs.down_action):
+            sw.reconfigure(rs.weight, vs.slow_start, vs.down_action)
+        return sw
+
+    def _tick(self, now: float) -> None:
+        """The 1 s timer: connection expiry, and weights of servers in a slow-start ramp."""
+        self.engine.expire(now)
+        if any((end := sw.ramp_until()) is not None and now <= end + EXPIRE_INTERVAL
+               for sw in self._weights.values()):
+            self._sync_engine(self._config)
 
     def _service(self, key: ServiceId) -> VirtualServerConfig | None:
         return next((vs for vs in self._config.virtual_servers if vs.key == key), None)
@@ -260,26 +281,31 @@ class Director:
             for srv in [s for s in self._srv_keys if s[0] == key]:
                 self._drop_server(srv)
             self.engine.remove_service(self._svc_keys.pop(key))
+            self._applied_svc.pop(key, None)
             log.info("service %s %s:%d removed", *key)
         for key, vs in wanted.items():
-            opts: dict[str, Any] = dict(scheduler=vs.scheduler, persistence=vs.persistence,
-                        netmask=str(vs.netmask), flags=vs.flags, mh_table_size=vs.mh_table_size)
+            opts: dict[str, Any] = dict(
+                scheduler=vs.scheduler, persistence=vs.persistence, netmask=str(vs.netmask),
+                flags=vs.flags, mh_table_size=vs.mh_table_size)
             if key not in self._svc_keys:
                 self._svc_keys[key] = self.engine.add_service(
                     vs.protocol, str(vs.address.address), vs.address.port, **opts)
                 log.info("service %s %s added (%s)", vs.protocol, vs.address, vs.scheduler)
-            else:
+            elif self._applied_svc.get(key) != opts:
                 self.engine.edit_service(self._svc_keys[key], **opts)
+                log.info("service %s %s edited (%s)", vs.protocol, vs.address, vs.scheduler)
+            self._applied_svc[key] = opts
             self._sync_servers(vs)
-        for srv in [s for s in self._state if s[0] not in wanted]:
-            del self._state[srv]
+        for srv in [s for s in self._weights if s[0] not in wanted]:
+            del self._weights[srv]
 
     def _sync_servers(self, vs: VirtualServerConfig) -> None:
         svc = self._svc_keys[vs.key]
         configured = {rs.address: rs for rs in vs.real_servers}
         for srv in [s for s in self._srv_keys if s[0] == vs.key and s[1] not in configured]:
             self._drop_server(srv)
-            self._state.pop(srv, None)
+        for srv in [s for s in self._weights if s[0] == vs.key and s[1] not in configured]:
+            del self._weights[srv]
         for endpoint, rs in configured.items():
             srv = (vs.key, endpoint)
             weight = self.effective_weight(vs, rs)
@@ -287,22 +313,21 @@ class Director:
                 self._drop_server(srv)
                 continue
             opts: dict[str, Any] = dict(weight=weight, upper_threshold=rs.upper_threshold,
-                        lower_threshold=rs.lower_threshold)
+                                        lower_threshold=rs.lower_threshold)
             if srv not in self._srv_keys:
                 self._srv_keys[srv] = self.engine.add_server(
                     svc, str(endpoint.address), endpoint.port, **opts)
                 log.info("server %s added to %s %s (weight %d)", endpoint, vs.protocol,
                          vs.address, weight)
-            else:
+            elif self._applied_srv.get(srv) != opts:
                 self.engine.edit_server(self._srv_keys[srv], **opts)
-                if self._applied_weight.get(srv) != weight:
-                    log.info("server %s of %s %s: weight %d", endpoint, vs.protocol,
-                             vs.address, weight)
-            self._applied_weight[srv] = weight
+                log.info("server %s of %s %s: weight %d", endpoint, vs.protocol, vs.address,
+                         weight)
+            self._applied_srv[srv] = opts
 
     def _drop_server(self, srv: tuple[ServiceId, Endpoint]) -> None:
         key = self._srv_keys.pop(srv, None)
-        self._applied_weight.pop(srv, None)
+        self._applied_srv.pop(srv, None)
         if key is not None:
             self.engine.remove_server(key)
             log.info("server %s removed from %s %s:%d", srv[1], *srv[0])
@@ -315,8 +340,8 @@ class Director:
             "active": self.active,
             "running": self._started,
             "weights": [
-                {"service": f"{k[0]} {k[1]}:{k[2]}", "server": str(ep), "weight": w}
-                for (k, ep), w in sorted(self._applied_weight.items(), key=str)
+                {"service": f"{k[0]} {k[1]}:{k[2]}", "server": str(ep), "weight": o["weight"]}
+                for (k, ep), o in sorted(self._applied_srv.items(), key=str)
             ],
             "network": {
                 "vips": sorted(map(str, self.netconf.plan.vips)),

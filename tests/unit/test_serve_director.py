@@ -109,3 +109,24 @@ async def test_health_verdicts_quiesce_or_remove() -> None:
     assert "198.19.0.12:80" in _servers(d)["tcp 198.18.0.100:80 rr"]
     with pytest.raises(ConfigError):
         d.set_server_state(("udp", IPv4Address("198.18.0.100"), 9), rs2, healthy=True)
+
+
+async def test_slow_start_ramps_on_the_timer() -> None:
+    now = [100.0]
+    text = BASE.replace('scheduler = "rr"', 'scheduler = "wrr"\nslow_start = 10.0')
+    d = Director(_cfg(text.replace("weight = 2", "weight = 21")), clock=lambda: now[0])
+    d._sync_engine(d.config)
+    key = d.config.virtual_servers[0].key
+    rs2 = Endpoint(IPv4Address("198.19.0.12"), 80)
+    weight = lambda: _servers(d)["tcp 198.18.0.100:80 wrr"]["198.19.0.12:80"]  # noqa: E731
+    assert weight() == 21  # present from the start: no ramp
+    d.set_server_state(key, rs2, healthy=False)
+    assert weight() == 0
+    d.set_server_state(key, rs2, healthy=True)  # recovered at t=100: ramps from 1
+    assert weight() == 1
+    now[0] = 105.0
+    d._tick(now[0])
+    assert weight() == 11
+    now[0] = 111.0
+    d._tick(now[0])
+    assert weight() == 21
