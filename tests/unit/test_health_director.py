@@ -115,7 +115,10 @@ async def test_remove_action_takes_servers_and_sorry_out() -> None:
 
 async def test_dynamic_weight_from_exec_reaches_the_engine(tmp_path: Path) -> None:
     prog = tmp_path / "w.sh"
-    prog.write_text("#!/bin/sh\nexit 4\n")  # misc_dynamic: weight 2
+    # misc_dynamic: exit 4 = weight 2 while the flag file exists, then exit 0 = configured (3).
+    flag = tmp_path / "dynamic"
+    flag.touch()
+    prog.write_text(f"#!/bin/sh\n[ -e {flag} ] && exit 4\nexit 0\n")
     prog.chmod(0o755)
     check = CheckConfig(type="exec", command=f"{prog} %h %p", dynamic_weight=True,
                         interval=0.05, timeout=1.0, rise=1, fall=1)
@@ -125,6 +128,8 @@ async def test_dynamic_weight_from_exec_reaches_the_engine(tmp_path: Path) -> No
     d, comp = await start(dataclasses.replace(cfg, virtual_servers=(vs,)))
     try:
         await wait_for(lambda: weights(d).get(a.port) == 2)
+        flag.unlink()
+        await wait_for(lambda: weights(d).get(a.port) == 3)
     finally:
         await comp.stop()
         await a.stop()

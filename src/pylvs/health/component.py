@@ -103,8 +103,16 @@ class HealthComponent:
     def on_event(self, event: HealthEvent) -> None:
         """Apply one event to the director/engine."""
         if isinstance(event, ServerEvent):
+            weight = event.weight
+            vs = self._service(event.service)
+            if weight is None and vs is not None and vs.check.dynamic_weight:
+                # Exit 0 after a dynamic weight: back to the configured weight.  "None" would
+                # leave the director's last weight in place.
+                weight = next(
+                    (rs.weight for rs in vs.real_servers if rs.address == event.endpoint), None
+                )
             self._director.set_server_state(
-                event.service, event.endpoint, healthy=event.in_pool, load_weight=event.weight
+                event.service, event.endpoint, healthy=event.in_pool, load_weight=weight
             )
         else:
             self._apply_sorry(event)
