@@ -26,7 +26,10 @@
  *  new conn, scheduler finds no dest                  REPLY    no_dest (ICMP port unreach)
  *    ... but stride too small for the reply           DROP     reply_short_stride
  *  conn whose dest was removed (in direction)         DROP     dest_unavailable
- *  in direction, TTL <= 1                             DROP     ttl_exceeded
+ *  in direction, TTL <= 1                             REPLY    ttl_exceeded (ICMP time
+ *                                                              exceeded from the VIP)
+ *    ... an ICMP error with TTL <= 1                  DROP     ttl_exceeded (no error about
+ *                                                              an error)
  *  TCP/UDP not to a VIP and no out conn               PASS     not_ours
  *  ICMP error (3, 4, 11) matching a conn              FORWARD  (translated both ways; the
  *                                                              in direction also takes the
@@ -360,10 +363,11 @@ static int schedule(lvs_engine *e, lvs_service *svc, uint8_t proto, uint32_t sad
     return SCHED_OK;
 }
 
-/* ---- generated ICMP port unreachable (icmp_send, quoting at most 576 bytes in all) ---- */
+/* ---- generated ICMP errors (icmp_send, quoting at most 576 bytes in all).  The source is
+ * the address the packet was sent to (the VIP): the engine knows no interface address. ---- */
 
-static int build_port_unreach(lvs_engine *e, uint8_t *p, uint32_t *plen, uint32_t cap,
-                              uint32_t tot)
+static int build_icmp_error(lvs_engine *e, uint8_t *p, uint32_t *plen, uint32_t cap,
+                            uint32_t tot, uint8_t type, uint8_t code)
 {
     if (cap < 28 + 28)
         return -1;
@@ -386,8 +390,8 @@ static int build_port_unreach(lvs_engine *e, uint8_t *p, uint32_t *plen, uint32_
     st32(ip + 16, dst);
     st16(ip + 10, ip_csum(ip, 20));
     uint8_t *ic = p + 20;
-    ic[0] = 3; /* destination unreachable */
-    ic[1] = 3; /* port unreachable */
+    ic[0] = type;
+    ic[1] = code;
     st16(ic + 2, (uint16_t)~fold(sum16(ic, 8 + quote)));
     *plen = 28 + quote;
     return 0;
@@ -489,7 +493,7 @@ static int do_in(lvs_engine *e, pkt *k, uint32_t *plen, uint32_t cap, double now
         }
         if (r == SCHED_NODEST) {
             e->counters[LVS_CNT_NO_DEST]++;
-            if (build_port_unreach(e, k->p, plen, cap, k->tot) < 0) {
+            if (build_icmp_error(e, k->p, plen, cap, k->tot, 3, 3) < 0) {
                 e->counters[LVS_CNT_REPLY_SHORT_STRIDE]++;
                 return LVS_VERDICT_DROP;
             }
@@ -507,9 +511,11 @@ static int do_in(lvs_engine *e, pkt *k, uint32_t *plen, uint32_t cap, double now
     int verdict = LVS_VERDICT_FORWARD;
     uint8_t *p = k->p;
     if (p[8] <= 1) {
-        /* decrement_ttl in ip_vs_nat_xmit: the kernel sends time exceeded; we count it */
+        /* decrement_ttl (via ip_vs_nat_xmit): ICMP time exceeded to the sender, about the
+         * packet as it arrived (the kernel checks the TTL before mangling) */
         e->counters[LVS_CNT_TTL_EXCEEDED]++;
-        verdict = LVS_VERDICT_DROP;
+        verdict = build_icmp_error(e, p, plen, cap, k->tot, 11, 0) < 0 ? LVS_VERDICT_DROP
+                                                                       : LVS_VERDICT_REPLY;
     } else {
         p[8]--;
         csum_apply(p + 10, diff16((uint16_t)((p[8] + 1) << 8 | p[9]),

@@ -64,9 +64,20 @@ def test_partial_checksum_updates_address_only(eng: Engine, svc: ServiceKey) -> 
     assert struct.unpack_from("!H", back, 36)[0] == pseudo_sum(VIP, CLIENT, 6, 20)
 
 
-def test_ttl_one_is_dropped_and_counted(eng: Engine, svc: ServiceKey) -> None:
-    assert eng.process(syn(ttl=1), 1.0) is None
+def test_ttl_one_answers_time_exceeded(eng: Engine, svc: ServiceKey) -> None:
+    inp = syn(ttl=1)
+    verdict, out = eng.process_detailed(inp, 1.0)
+    assert verdict == Verdict.REPLY
+    p = IP(out)
+    assert (p.src, p.dst, p[ICMP].type, p[ICMP].code) == (VIP, CLIENT, 11, 0)
+    assert out[28:] == inp
+    r = IP(out)
+    del r.chksum
+    del r[ICMP].chksum
+    assert bytes(IP(bytes(r))) == out
     assert eng.stats().drops["ttl_exceeded"] == 1
+    # the state moved anyway, as in the kernel (xmit comes after ip_vs_set_state)
+    assert eng.connections()[0].state == "SYN_RECV"
 
 
 def test_upper_threshold_sets_overload_lower_clears(eng: Engine) -> None:
