@@ -645,7 +645,9 @@ class Engine:
     # ---- packets ----
 
     def process(self, packet: bytes, now: float) -> bytes | None:
-        """One IPv4 packet: the rewritten or passed packet, a generated ICMP reply, or None."""
+        """One IPv4 packet in; out comes the rewritten packet, the packet unchanged (not
+        ours), a generated ICMP error for the sender (port unreachable when no server can take
+        a new connection, time exceeded at TTL <= 1), or None for a drop."""
         verdict, out = self.process_detailed(packet, now)
         return None if verdict == Verdict.DROP else out
 
