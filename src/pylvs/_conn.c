@@ -233,6 +233,11 @@ lvs_conn *lvs_conn_new(lvs_engine *e, uint8_t proto, uint32_t caddr, uint16_t cp
                        uint32_t vaddr, uint16_t vport, uint32_t daddr, uint16_t dport,
                        uint16_t flags, lvs_dest *dest, double now)
 {
+    int tmpl = (flags & LVS_CONN_F_TEMPLATE) != 0;
+    uint32_t o = tmpl ? 0 : lvs_out_hash(e, proto, daddr, dport, caddr, cport);
+    /* the out bucket is a cold line nobody prefetched: start loading it now */
+    if (!tmpl)
+        __builtin_prefetch(&e->out_tab[o], 1);
     lvs_conn *c = conn_alloc(e);
     if (!c)
         return NULL;
@@ -252,8 +257,7 @@ lvs_conn *lvs_conn_new(lvs_engine *e, uint8_t proto, uint32_t caddr, uint16_t cp
     uint32_t h = lvs_in_hash(e, proto, caddr, cport, vaddr, vport);
     c->in_next = e->in_tab[h];
     e->in_tab[h] = c;
-    if (!(flags & LVS_CONN_F_TEMPLATE)) {
-        uint32_t o = lvs_out_hash(e, proto, daddr, dport, caddr, cport);
+    if (!tmpl) {
         c->out_next = e->out_tab[o];
         e->out_tab[o] = c;
     } else {
