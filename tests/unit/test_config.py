@@ -281,3 +281,9 @@ def test_json_log_lines() -> None:
     doc = json.loads(JsonFormatter().format(record))
     assert doc["level"] == "warning" and doc["logger"] == "pylvs.director"
     assert doc["msg"] == 'server 198.19.0.11:80 down: said "no"'
+
+
+def test_real_server_shape_follows_the_model() -> None:
+    # config reads real servers through a copy of RealServerConfig without its address.
+    shape = {f.name for f in dataclasses.fields(config._RealServerShape)}
+    assert shape == {f.name for f in dataclasses.fields(model.RealServerConfig)} - {"address"}

@@ -7,8 +7,8 @@ reads packets until the queue is empty or the batch is full, runs the engine's b
 writes the results back.  No Python runs per packet.
 
 With ``offload`` the device is opened with ``IFF_VNET_HDR`` and ``TUNSETOFFLOAD(TUN_F_CSUM |
-TUN_F_TSO4 | TUN_F_TSO6)``: the kernel then hands over 64 KB TCP super-packets with partial
-checksums instead of segmenting them first (performance.md §4, §6).
+TUN_F_TSO4 | TUN_F_TSO6 | TUN_F_TSO_ECN)``: the kernel then hands over 64 KB TCP
+super-packets with partial checksums instead of segmenting them first (performance.md §4, §6).
 """
 
 from __future__ import annotations
@@ -40,6 +40,7 @@ IFF_VNET_HDR = 0x4000
 TUN_F_CSUM = 0x01
 TUN_F_TSO4 = 0x02
 TUN_F_TSO6 = 0x04
+TUN_F_TSO_ECN = 0x08
 VNET_HDR_LEN = 10
 # A slot holds the largest packet a read can return: a 64 KB GSO super-packet.  Plain mode
 # reads at most the device MTU, but a larger slot costs only address space.
@@ -69,7 +70,7 @@ def open_tun(name: str, offload: bool) -> int:
         fcntl.ioctl(fd, TUNSETIFF, struct.pack("16sH22x", name.encode(), flags))
         if offload:
             fcntl.ioctl(fd, TUNSETVNETHDRSZ, struct.pack("i", VNET_HDR_LEN))
-            fcntl.ioctl(fd, TUNSETOFFLOAD, TUN_F_CSUM | TUN_F_TSO4 | TUN_F_TSO6)
+            fcntl.ioctl(fd, TUNSETOFFLOAD, TUN_F_CSUM | TUN_F_TSO4 | TUN_F_TSO6 | TUN_F_TSO_ECN)
     except OSError as exc:
         os.close(fd)
         raise NetConfigError(f"cannot open TUN device {name!r}: {exc.strerror}") from exc
