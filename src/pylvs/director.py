@@ -184,9 +184,6 @@ class Director:
                     raise ConfigError(f"{new.source}: director.{key}: cannot change while "
                                       f"running (was {getattr(old.director, key)!r}); restart")
             self._check_engine_accepts(new)
-            if new.timeouts != old.timeouts:
-                t = new.timeouts
-                self.engine.set_timeouts(tcp=t.tcp, tcpfin=t.tcpfin, udp=t.udp)
             try:
                 self._sync_engine(new)
             except Exception:
@@ -194,6 +191,9 @@ class Director:
                 # services and servers so a refused reload really changes nothing.
                 self._sync_engine(old)
                 raise
+            if new.timeouts != old.timeouts:
+                t = new.timeouts
+                self.engine.set_timeouts(tcp=t.tcp, tcpfin=t.tcpfin, udp=t.udp)
             self._config = new
             if self._started:
                 await asyncio.to_thread(self.netconf.update, lambda cur: self._plan(new, cur))
