@@ -304,3 +304,23 @@ def test_config_errors(eng: Engine) -> None:
         eng.add_service("sctp", VIP, 80)  # type: ignore[arg-type]
     with pytest.raises(ConfigError):
         eng.add_service("tcp", "::1", 80)
+
+
+def test_ip_options_are_kept_and_checksummed(eng: Engine, svc: ServiceKey) -> None:
+    from scapy.layers.inet import IPOption_NOP
+
+    inp = raw(IP(src=CLIENT, dst=VIP, options=[IPOption_NOP()] * 4) /
+              TCP(sport=40000, dport=80, flags="S"))
+    out = eng.process(inp, 1.0)
+    assert out is not None
+    p = IP(out)
+    assert p.ihl == 6 and p.dst == RS1 and p[TCP].dport == 8080
+    assert out[20:24] == inp[20:24]
+    assert_checksums_ok(out)
+
+
+def test_padding_after_total_length_is_trimmed(eng: Engine, svc: ServiceKey) -> None:
+    inp = syn()
+    out = eng.process(inp + b"\x00" * 6, 1.0)
+    assert out is not None and len(out) == len(inp)
+    assert_checksums_ok(out)
