@@ -130,3 +130,11 @@ async def test_slow_start_ramps_on_the_timer() -> None:
     now[0] = 111.0
     d._tick(now[0])
     assert weight() == 21
+
+
+async def test_reload_sets_timeouts() -> None:
+    d = Director(_cfg(BASE + "\n[timeouts]\ntcp = 100\n"))
+    assert d.engine.timeouts().tcp == 100
+    await d.apply_config(_cfg(BASE + "\n[timeouts]\ntcp = 200\nudp = 30\n"))
+    t = d.engine.timeouts()
+    assert (t.tcp, t.tcpfin, t.udp) == (200, 120, 30)
