@@ -292,9 +292,15 @@ def main(argv: list[str] | None = None) -> int:
         eng.process_batch(api_pkts[j:j + bsz], 4.0)
     api_rate = len(api_pkts) / (time.perf_counter() - t0)
 
+    st = eng.stats()
+    # expiry: one sweep at t=1000 s removes every entry (ESTABLISHED, 900 s)
+    t0, c0 = time.perf_counter(), time.process_time()
+    expired = eng.expire(1000.0)
+    t_exp = (time.perf_counter() - t0, time.process_time() - c0)
+    assert expired == flows and eng.stats().connections == 0
+
     print("running the pure-Python loop ...", file=sys.stderr)
     py_new, py_est = bench_python(rips, args.py_flows, args.py_flows * 2)
-    st = eng.stats()
 
     print(f"engine bench: {flows} flows, {args.servers} servers, batch {bsz}, "
           f"{PKT_LEN}-byte TCP packets, table max {st.max_connections}")
@@ -302,6 +308,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"  C   established pkts/s     {_rate(n_est, t_gross)}  incl. batch restore")
     print(f"  C   established pkts/s     {_rate(n_est, t_gross, t_copy)}  net of restore")
     print(f"  API Engine.process_batch   {api_rate:>14,.0f}  pkts/s (Python copies in/out)")
+    print(f"  C   expired entries/s      {_rate(expired, t_exp)}  one sweep")
     print(f"  Py  new connections/s      {py_new:>14,.0f}")
     print(f"  Py  established pkts/s     {py_est:>14,.0f}")
     print(f"  speed-up C/Python: new x{new_rate / py_new:,.0f}, "
