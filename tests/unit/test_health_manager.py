@@ -8,6 +8,9 @@ import time
 from collections.abc import Callable
 from ipaddress import IPv4Address
 
+import pytest
+
+from pylvs.errors import ConfigError
 from pylvs.health import HealthEvent, HealthManager, ServerEvent, SorryEvent
 from pylvs.model import (
     CheckConfig,
@@ -273,3 +276,21 @@ async def test_first_runs_are_spread_over_the_interval() -> None:
     # All within the first interval, and not all at once (8 uniform draws in 0.5 s).
     assert offsets[-1] < 0.5 + 0.2, offsets
     assert offsets[-1] - offsets[0] > 0.1, offsets
+
+
+async def test_a_bad_reload_changes_nothing() -> None:
+    a = await Backend().start()
+    mgr = HealthManager(config(vs(80, [a])), None, jitter=0)
+    try:
+        bad_check = CheckConfig(type="exec", command=None)
+        bad = vs(81, [a], check=bad_check)
+        with pytest.raises(ConfigError):
+            await mgr.apply_config(config(vs(80, []), bad))
+        assert [s["service"] for s in mgr.snapshot()["services"]] == [  # type: ignore[attr-defined]
+            "tcp 198.18.0.100:80"
+        ]
+        assert mgr.service(vs(80, []).key).endpoints == [a.endpoint]
+        assert mgr.probe_count == 1
+    finally:
+        await mgr.stop()
+        await a.stop()

@@ -163,8 +163,13 @@ class HealthManager:
     def _configure(self, config: Config) -> list[asyncio.Task[None]]:
         """Reshape services and runners for ``config``; return the tasks no longer needed."""
         now = self._clock()
+        # Build every spec first: a ConfigError then leaves the running state untouched.
+        specs: dict[_Sub, ProbeSpec | None] = {
+            (vs.key, rs.address): ProbeSpec.from_check(vs.check, rs.address, ca_file=self._ca_file)
+            for vs in config.virtual_servers
+            for rs in vs.real_servers
+        }
         wanted: dict[ProbeSpec, list[_Sub]] = {}
-        specs: dict[_Sub, ProbeSpec | None] = {}
         services: dict[ServiceKey, ServiceHealth] = {}
         for vs in config.virtual_servers:
             svc = self._services.get(vs.key) or ServiceHealth(vs.key)
@@ -177,10 +182,9 @@ class HealthManager:
                 if endpoint not in keep:
                     svc.remove_server(endpoint)
             for rs in vs.real_servers:
-                spec = ProbeSpec.from_check(vs.check, rs.address, ca_file=self._ca_file)
+                spec = specs[(vs.key, rs.address)]
                 health = self._health_for(svc, vs, rs.address, spec, now)
                 svc.set_server(rs.address, weight=rs.weight, health=health)
-                specs[(vs.key, rs.address)] = spec
                 if spec is not None:
                     wanted.setdefault(spec, []).append((vs.key, rs.address))
         self._services = services
