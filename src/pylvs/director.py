@@ -24,7 +24,7 @@ import contextlib
 import logging
 import time
 from collections.abc import Awaitable, Callable
-from ipaddress import IPv4Interface
+from ipaddress import IPv4Address, IPv4Interface
 from typing import Any, Protocol
 
 from pylvs import config as config_mod
@@ -32,7 +32,7 @@ from pylvs.dataplane.tun import TunDataplane
 from pylvs.engine import Engine, Timeouts, scheduler_names
 from pylvs.errors import ConfigError
 from pylvs.model import Config, Endpoint, RealServerConfig, VirtualServerConfig
-from pylvs.netconf import NetConf, NetPlan, plan_from_config
+from pylvs.netconf import NetConf, NetPlan, plan_from_config, send_gratuitous_arp
 from pylvs.weights import LoadReport, ServerWeight
 
 __all__ = ["Component", "Director", "ServiceId"]
@@ -115,6 +115,8 @@ class Director:
             await asyncio.to_thread(self.netconf.setup)
             await asyncio.to_thread(self.netconf.update, lambda cur: self._plan(self._config, cur))
             self.dataplane.start()
+            if self.active and not self._config.ha.enabled:
+                await self._announce(self.netconf.plan.vips)
             self._started = True
             self._timers = [
                 asyncio.create_task(self._every(EXPIRE_INTERVAL, self._tick), name="expire"),
@@ -157,6 +159,17 @@ class Director:
             log.info("director stopped; network configuration removed")
         self._started = False
 
+    async def _announce(self, vips: frozenset[IPv4Address]) -> None:
+        # Neighbours that cached another MAC for a VIP (a previous director) learn ours now
+        # instead of when their entry goes stale.  With HA the takeover does this.
+        if not vips:
+            return
+        try:
+            await asyncio.to_thread(send_gratuitous_arp, self._config.director.public_interface,
+                                    sorted(vips), 1)
+        except OSError as exc:
+            log.warning("gratuitous ARP for %s failed: %s", ", ".join(map(str, vips)), exc)
+
     def _dataplane_failed(self, reason: str) -> None:
         if self.failed is not None and not self.failed.done():
             self.failed.set_result(f"dataplane stopped: {reason}")
@@ -196,7 +209,10 @@ class Director:
                 self.engine.set_timeouts(tcp=t.tcp, tcpfin=t.tcpfin, udp=t.udp)
             self._config = new
             if self._started:
+                before = self.netconf.plan.vips
                 await asyncio.to_thread(self.netconf.update, lambda cur: self._plan(new, cur))
+                if self.active and not new.ha.enabled:
+                    await self._announce(self.netconf.plan.vips - before)
             for listener in self.config_listeners:
                 await listener(new)
             log.info("configuration applied from %s: %d services", new.source,

@@ -391,3 +391,16 @@ def test_missing_interface_fails_cleanly(srv: Srv) -> None:
     assert res.returncode == 1, res.stderr
     assert "start failed: interface 'nosuch0' does not exist" in res.stderr
     assert _leftovers(srv.topo) == before
+
+
+def test_start_announces_the_vips_with_gratuitous_arp(srv: Srv) -> None:
+    topo = srv.topo
+    topo.run(topo.client.ns, ["sysctl", "-qw", "net.ipv4.conf.eth0.arp_accept=1"])
+    srv.serve(srv.config(ServiceSpec(scheduler="rr")), wait_tcp_port=None)  # no traffic yet
+    mac = topo.run(topo.director.ns, ["cat", "/sys/class/net/eth0/address"]).stdout.strip()
+    deadline = time.monotonic() + 5
+    neigh = ""
+    while time.monotonic() < deadline and mac not in neigh:
+        neigh = topo.run(topo.client.ns, ["ip", "neigh", "show", VIP]).stdout
+        time.sleep(0.05)
+    assert f"lladdr {mac}" in neigh, neigh
