@@ -30,6 +30,7 @@ __all__ = [
     "expected_bytes",
     "icmp_error",
     "ip_header_ok",
+    "is_icmp_reply_to",
     "l4_checksum_ok",
     "tcp",
     "ttl_delta",
@@ -280,3 +281,20 @@ class EngineView:
         if got[:ihl] != want[:ihl] or got[ihl + 4 : at] != want[ihl + 4 : at]:
             return False
         return got[at + 2 :] == want[at + 2 :] and checksum16(got[ihl:]) == 0
+
+
+def is_icmp_reply_to(data: bytes, out: bytes | None, icmp_type: int, icmp_code: int) -> bool:
+    """True when ``out`` is an ICMP error of that type/code the engine generated about
+    ``data``: sent back to ``data``'s source, quoting ``data``'s IP header and at least 8 bytes
+    of it, with valid IP and ICMP checksums."""
+    if out is None or len(out) < 48 or out[9] != 1 or not ip_header_ok(out):
+        return False
+    ihl = (out[0] & 0x0F) * 4
+    quoted = out[ihl + 8 :]
+    return (
+        out[ihl] == icmp_type and out[ihl + 1] == icmp_code
+        and out[16:20] == data[12:16]
+        and len(quoted) >= min(len(data), (data[0] & 0x0F) * 4 + 8)
+        and data.startswith(quoted)
+        and checksum16(out[ihl:]) == 0
+    )

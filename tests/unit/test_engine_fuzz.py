@@ -25,6 +25,7 @@ from .helpers_packets import (
     engine_or_skip,
     icmp_error,
     ip_header_ok,
+    is_icmp_reply_to,
     l4_checksum_ok,
     tcp,
     udp,
@@ -88,21 +89,9 @@ class FuzzRig:
         if out == data:
             return
         assert len(out) >= 20 and out[0] >> 4 == 4 and ip_header_ok(out), "emitted bad IPv4"
-        if is_port_unreachable_reply(data, out):
+        if is_icmp_reply_to(data, out, 3, 3) or is_icmp_reply_to(data, out, 11, 0):
             return
         check_rewrite(data, out)
-
-
-def is_port_unreachable_reply(data: bytes, out: bytes) -> bool:
-    """True for an ICMP port unreachable the engine generated about ``data`` (a translated
-    error from a real server can be type 3 code 3 too: that one quotes another packet)."""
-    if not (out[9] == 1 and len(out) >= 28 and out[20:22] == b"\x03\x03"):
-        return False
-    if out[16:20] != data[12:16] or not data.startswith(out[28:]):
-        return False
-    assert checksum16(out[20:]) == 0, "ICMP checksum"
-    assert len(out) - 28 >= 28, "must quote the IP header and 8 bytes"
-    return True
 
 
 def check_rewrite(data: bytes, out: bytes) -> None:
