@@ -119,3 +119,38 @@ def test_node_is_built_from_config(tmp_path: Path) -> None:
     changed = parse(CONFIG.format(secret=secret).replace('"rr"', '"wlc"'))
     assert services_digest(cfg) != services_digest(changed)
 
+
+
+def test_component_registers_with_the_director_and_follows_the_role(tmp_path: Path) -> None:
+    import asyncio
+    from dataclasses import dataclass, field
+    from typing import Any
+
+    from pylvs.ha.node import HaComponent
+    from pylvs.model import Config
+
+    secret = tmp_path / "secret"
+    secret.write_text("s" * 40)
+    cfg = parse(CONFIG.format(secret=secret))
+
+    @dataclass
+    class Surface:
+        config: Config
+        netconf: NetConf
+        active: bool = False
+        status_providers: dict[str, Any] = field(default_factory=dict)
+        config_listeners: list[Any] = field(default_factory=list)
+
+    d = Surface(cfg, NetConf("eth0", "eth1", "pylvs0"))
+    comp = HaComponent(d, engine=None)
+    assert d.status_providers["ha"]()["role"] == "init"
+    for listener in comp.node.role_listeners:
+        listener(Role.ACTIVE)
+    assert d.active
+    for listener in comp.node.role_listeners:
+        listener(Role.BACKUP)
+    assert not d.active
+    new = parse(CONFIG.format(secret=secret).replace("198.18.0.100:80", "198.18.0.101:80"))
+    asyncio.run(d.config_listeners[0](new))
+    assert comp.node.owner.vips == (IPv4Address("198.18.0.101"),)
+    assert comp.node.machine.digest == comp.node.transport.sender.digest == services_digest(new)
