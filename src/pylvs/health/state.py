@@ -279,8 +279,7 @@ class ServiceHealth:
         self._quorum_held = new
         self.quorum_changed_at = now
         verb = "regained" if new else "lost"
-        return f"quorum {verb}: healthy weight {total}, quorum {self.quorum}"\
-            f" ± {self.hysteresis}"
+        return f"quorum {verb}: healthy weight {total}, quorum {self.quorum} ± {self.hysteresis}"
 
     def evaluate(self, now: float) -> list[HealthEvent]:
         """Recompute quorum and the pool; return the events not yet published."""
