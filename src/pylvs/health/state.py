@@ -32,7 +32,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from ipaddress import IPv4Address
 
-from pylvs.health.result import ProbeResult
+from pylvs.health.result import ProbeResult, Reason
 from pylvs.model import Endpoint
 
 __all__ = [
@@ -86,7 +86,7 @@ class ServerHealth:
     fall: int
     healthy: bool
     last_change: float
-    reason: str = "initial"
+    reason: str = Reason.INITIAL.value
     ok_streak: int = 0
     fail_streak: int = 0
     probed: bool = False
