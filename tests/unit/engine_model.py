@@ -275,6 +275,19 @@ class Model:
         if d.refcnt:
             self.trash[(svc.proto, svc.addr, svc.port, d.addr, d.port)] = d
 
+    def zero_stats(self, svc: Service | None = None) -> None:
+        """-Z: one service and its listed dests, or every service, dest and the totals (§5).
+
+        The kernel keeps a baseline and shows differences; counters only grow, so clearing
+        them reads the same.  Dests in the trash are not listed and keep their counters.
+        """
+        for s in (self.services.values() if svc is None else [svc]):
+            s.stats = Stats()
+            for d in s.dests:
+                d.stats = Stats()
+        if svc is None:
+            self.total = Stats()
+
     # ---- schedulers (§1) ----
 
     @staticmethod

@@ -194,6 +194,16 @@ class EngineVsModel(RuleBasedStateMachine):
         self.model.set_timeouts(tcp_, tcpfin, udp_)
         self.eng.set_timeouts(tcp_, tcpfin, udp_)
 
+    @rule(slot=st.sampled_from([None, 0, 1, 2]))
+    def zero_stats(self, slot: int | None) -> None:
+        if slot is None:
+            self.model.zero_stats()
+            self.eng.eng.zero_stats()
+        elif slot in self.svcs:
+            m, e = self.svcs[slot]
+            self.model.zero_stats(m)
+            self.eng.eng.zero_stats(e)
+
     # ---- time ----
 
     @rule(seconds=st.sampled_from([1, 1, 2, 3, 9, 11, 31, 59, 61, 121, 301, 901]))
