@@ -1,5 +1,6 @@
 /*
- * _engine.h — internals shared by the engine files (_conn.c, _nat.c, _engine.c).
+ * _engine.h — internals shared by the engine files (_conn.c, _nat.c, _engine.c, _stats.c,
+ * _sync.c).
  * Schedulers and the dataplane never include this; they use _core.h and _api.h.
  */
 #ifndef PYLVS_ENGINE_H
@@ -153,6 +154,8 @@ uint32_t lvs_conn_index_of(lvs_engine *e, const lvs_conn *c);
 
 /* ---- _nat.c ---- */
 int lvs_tcp_state_is_active(uint8_t state);
+
+/* ---- _sync.c ---- */
 void lvs_sync_conn(lvs_engine *e, lvs_conn *c, uint32_t pkts);
 void lvs_sync_append(lvs_engine *e, const lvs_conn *c, double now);
 

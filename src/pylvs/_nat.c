@@ -1,7 +1,7 @@
 /*
- * _nat.c — the per-packet path: parse, look up, schedule, TCP state, NAT rewrite with RFC 1624
- * incremental checksums, ICMP error translation, ICMP port-unreachable generation
- * (ipvs.md §2.2–§2.7, §3; performance.md §6).
+ * _nat.c — the per-packet path: parse, look up, schedule (with persistence), TCP state, NAT
+ * rewrite with RFC 1624 incremental checksums, and the batch loop the dataplane calls
+ * (ipvs.md §2.2-§2.6, §3; performance.md §6).  ICMP lives in _icmp.c.
  *
  * What happens to every kind of input (counter names as in lvs_counter_names):
  *
@@ -45,98 +45,7 @@
  */
 #include <string.h>
 
-#include "_engine.h"
-
-/* ---- byte access ---- */
-
-static inline uint16_t ld16(const uint8_t *p)
-{
-    return (uint16_t)(p[0] << 8 | p[1]);
-}
-
-static inline uint32_t ld32(const uint8_t *p)
-{
-    return (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 | p[3];
-}
-
-static inline void st16(uint8_t *p, uint16_t v)
-{
-    p[0] = (uint8_t)(v >> 8);
-    p[1] = (uint8_t)v;
-}
-
-static inline void st32(uint8_t *p, uint32_t v)
-{
-    p[0] = (uint8_t)(v >> 24);
-    p[1] = (uint8_t)(v >> 16);
-    p[2] = (uint8_t)(v >> 8);
-    p[3] = (uint8_t)v;
-}
-
-/* ---- checksums ---- */
-
-static inline uint16_t fold(uint64_t s)
-{
-    while (s >> 16)
-        s = (s & 0xffff) + (s >> 16);
-    return (uint16_t)s;
-}
-
-/* One's-complement sum of 16-bit big-endian words (odd tail padded with zero). */
-static uint64_t sum16(const uint8_t *p, uint32_t n)
-{
-    uint64_t s = 0;
-    while (n >= 8) {
-        s += (uint32_t)ld16(p) + ld16(p + 2) + ld16(p + 4) + ld16(p + 6);
-        p += 8;
-        n -= 8;
-    }
-    while (n >= 2) {
-        s += ld16(p);
-        p += 2;
-        n -= 2;
-    }
-    if (n)
-        s += (uint32_t)p[0] << 8;
-    return s;
-}
-
-/* Contribution of replacing 32-bit `o` by `n` to an RFC 1624 sum (~m + m'); 0 if equal. */
-static inline uint64_t diff32(uint32_t o, uint32_t n)
-{
-    if (o == n)
-        return 0;
-    return (uint64_t)(~o >> 16 & 0xffff) + (~o & 0xffff) + (n >> 16) + (n & 0xffff);
-}
-
-static inline uint64_t diff16(uint16_t o, uint16_t n)
-{
-    if (o == n)
-        return 0;
-    return (uint64_t)(uint16_t)~o + n;
-}
-
-/* RFC 1624 eqn 3: HC' = ~(~HC + sum(~m + m')).  No-op when nothing changed (erratum 4782). */
-static inline void csum_apply(uint8_t *field, uint64_t delta)
-{
-    if (!delta)
-        return;
-    uint16_t hc = ld16(field);
-    st16(field, (uint16_t)~fold((uint64_t)(uint16_t)~hc + delta));
-}
-
-/* Partial checksum (pseudo-header sum, not inverted): field' = fold(field + ~m + m'). */
-static inline void csum_apply_partial(uint8_t *field, uint64_t delta)
-{
-    if (!delta)
-        return;
-    st16(field, fold((uint64_t)ld16(field) + delta));
-}
-
-static inline uint16_t ip_csum(const uint8_t *h, uint32_t ihl)
-{
-    return (uint16_t)~fold(sum16(h, ihl));
-}
+#include "_packet.h"
 
 /* ---- TCP state machine (ipvs.md §2.4, modern rows; columns NO ES SS SR FW TW CL CW LA LI SA).
  * Rows: (direction offset 0 = INPUT, 4 = OUTPUT, 8 = INPUT-ONLY) + flag index
@@ -217,86 +126,6 @@ static inline void state_transition(lvs_engine *e, lvs_conn *c, int dir, uint8_t
     }
 }
 
-/* ---- stats ---- */
-
-static inline void stats_in(lvs_engine *e, lvs_conn *c, uint32_t bytes)
-{
-    lvs_dest *d = c->dest;
-    if (!d || !(d->flags & LVS_DEST_F_AVAILABLE))
-        return;
-    d->stats.inpkts++;
-    d->stats.inbytes += bytes;
-    if (d->svc) {
-        d->svc->stats.inpkts++;
-        d->svc->stats.inbytes += bytes;
-    }
-    e->stats.inpkts++;
-    e->stats.inbytes += bytes;
-}
-
-static inline void stats_out(lvs_engine *e, lvs_conn *c, uint32_t bytes)
-{
-    lvs_dest *d = c->dest;
-    if (!d || !(d->flags & LVS_DEST_F_AVAILABLE))
-        return;
-    d->stats.outpkts++;
-    d->stats.outbytes += bytes;
-    if (d->svc) {
-        d->svc->stats.outpkts++;
-        d->svc->stats.outbytes += bytes;
-    }
-    e->stats.outpkts++;
-    e->stats.outbytes += bytes;
-}
-
-static inline void stats_conn(lvs_engine *e, lvs_dest *d)
-{
-    d->stats.conns++;
-    if (d->svc)
-        d->svc->stats.conns++;
-    e->stats.conns++;
-}
-
-/* ---- connection sync hooks (records are written in _engine.c) ---- */
-
-/* ip_vs_sync_conn_needed (sync_refresh_period = 0): TCP only in the states a backup needs,
- * at once on a change to one of them other than ESTABLISHED, otherwise when the incoming
- * packet count hits the threshold within the period.  Templates skip the count check. */
-static int sync_needed(const lvs_engine *e, lvs_conn *c, uint32_t pkts)
-{
-    int tmpl = (c->flags & LVS_CONN_F_TEMPLATE) != 0;
-    if (!tmpl && c->proto == LVS_PROTO_TCP) {
-        static const uint32_t synced = 1u << ES | 1u << FW | 1u << CL | 1u << CW | 1u << TW;
-        if (!((1u << c->state) & synced))
-            return 0;
-        if (c->state != c->old_state && c->state != ES)
-            goto set;
-    }
-    if (e->sync_period > 0) {
-        if (!tmpl && pkts % e->sync_period != e->sync_threshold)
-            return 0;
-    } else if (pkts != e->sync_threshold) {
-        return 0;
-    }
-set:
-    c->old_state = c->state;
-    return 1;
-}
-
-/* ip_vs_sync_conn: the conn, then its controller (a template's own packet count goes up
- * every time, whether or not the conn itself was sent). */
-void lvs_sync_conn(lvs_engine *e, lvs_conn *c, uint32_t pkts)
-{
-    for (;;) {
-        if (sync_needed(e, c, pkts))
-            lvs_sync_append(e, c, -1.0);
-        c = c->control;
-        if (!c)
-            return;
-        pkts = (c->flags & LVS_CONN_F_TEMPLATE) ? ++c->in_pkts : e->sync_threshold;
-    }
-}
-
 /* ---- scheduling (ip_vs_schedule, ip_vs_sched_persist) ---- */
 
 enum { SCHED_OK, SCHED_NODEST, SCHED_FULL };
@@ -363,54 +192,8 @@ static int schedule(lvs_engine *e, lvs_service *svc, uint8_t proto, uint32_t sad
     return SCHED_OK;
 }
 
-/* ---- generated ICMP errors (icmp_send, quoting at most 576 bytes in all).  The source is
- * the address the packet was sent to (the VIP): the engine knows no interface address. ---- */
-
-static int build_icmp_error(lvs_engine *e, uint8_t *p, uint32_t *plen, uint32_t cap,
-                            uint32_t tot, uint8_t type, uint8_t code)
-{
-    if (cap < 28 + 28)
-        return -1;
-    uint32_t quote = tot;
-    if (quote > 576 - 28)
-        quote = 576 - 28;
-    if (quote > cap - 28)
-        quote = cap - 28;
-    uint32_t src = ld32(p + 16), dst = ld32(p + 12);
-    memmove(p + 28, p, quote);
-    uint8_t *ip = p;
-    memset(ip, 0, 28);
-    ip[0] = 0x45;
-    ip[1] = 0xc0; /* IPTOS_PREC_INTERNETCONTROL, as Linux's icmp_send */
-    st16(ip + 2, (uint16_t)(28 + quote));
-    st16(ip + 4, e->ip_id++);
-    ip[8] = 64;
-    ip[9] = 1;
-    st32(ip + 12, src);
-    st32(ip + 16, dst);
-    st16(ip + 10, ip_csum(ip, 20));
-    uint8_t *ic = p + 20;
-    ic[0] = type;
-    ic[1] = code;
-    st16(ic + 2, (uint16_t)~fold(sum16(ic, 8 + quote)));
-    *plen = 28 + quote;
-    return 0;
-}
-
 /* ---- the TCP/UDP path ---- */
 
-typedef struct pkt {
-    uint8_t *p;
-    uint8_t *l4;
-    uint32_t tot;
-    uint32_t ihl;
-    uint32_t l4len;
-    uint32_t saddr, daddr;
-    uint16_t sport, dport;
-    uint8_t proto;
-    uint8_t th_flags;
-    uint8_t meta;
-} pkt;
 
 static inline uint32_t l4_csum_off(uint8_t proto)
 {
@@ -493,7 +276,7 @@ static int do_in(lvs_engine *e, pkt *k, uint32_t *plen, uint32_t cap, double now
         }
         if (r == SCHED_NODEST) {
             e->counters[LVS_CNT_NO_DEST]++;
-            if (build_icmp_error(e, k->p, plen, cap, k->tot, 3, 3) < 0) {
+            if (lvs_icmp_error_build(e, k->p, plen, cap, k->tot, 3, 3) < 0) {
                 e->counters[LVS_CNT_REPLY_SHORT_STRIDE]++;
                 return LVS_VERDICT_DROP;
             }
@@ -514,7 +297,7 @@ static int do_in(lvs_engine *e, pkt *k, uint32_t *plen, uint32_t cap, double now
         /* decrement_ttl (via ip_vs_nat_xmit): ICMP time exceeded to the sender, about the
          * packet as it arrived (the kernel checks the TTL before mangling) */
         e->counters[LVS_CNT_TTL_EXCEEDED]++;
-        verdict = build_icmp_error(e, p, plen, cap, k->tot, 11, 0) < 0 ? LVS_VERDICT_DROP
+        verdict = lvs_icmp_error_build(e, p, plen, cap, k->tot, 11, 0) < 0 ? LVS_VERDICT_DROP
                                                                        : LVS_VERDICT_REPLY;
     } else {
         p[8]--;
@@ -541,122 +324,6 @@ static int do_out(lvs_engine *e, pkt *k, double now)
     state_transition(e, c, DIR_OUT, k->th_flags);
     lvs_conn_arm(e, c, now);
     return LVS_VERDICT_FORWARD;
-}
-
-/* ---- ICMP errors (ip_vs_in_icmp / ip_vs_out_icmp with ip_vs_nat_icmp) ---- */
-
-static int icmp_csum_ok(const uint8_t *ic, uint32_t n)
-{
-    return fold(sum16(ic, n)) == 0xffff;
-}
-
-/*
- * Translate an ICMP error about a connection.  Outer IP, quoted IP and the whole ICMP checksum
- * are recomputed as the kernel does; the quoted TCP/UDP checksum is also updated incrementally
- * when the quote holds it (UDP: always; TCP: 20 bytes quoted), as netfilter's NAT does, so the
- * quote stays a faithful copy of the packet the client or server really sent.
- */
-static int do_icmp(lvs_engine *e, pkt *k, int to_vip)
-{
-    uint8_t *ic = k->l4;
-    uint32_t n = k->l4len;
-    if (n < 8) {
-        if (!to_vip)
-            goto not_ours;
-        e->counters[LVS_CNT_TRUNCATED]++;
-        return LVS_VERDICT_DROP;
-    }
-    uint8_t type = ic[0];
-    if (type != 3 && type != 4 && type != 11) {
-        if (!to_vip)
-            goto not_ours;
-        e->counters[LVS_CNT_ICMP_OTHER]++;
-        return LVS_VERDICT_DROP;
-    }
-    uint8_t *q = ic + 8;
-    uint32_t qn = n - 8;
-    if (qn < 20 || (q[0] >> 4) != 4 || (q[0] & 15) < 5 || (uint32_t)(q[0] & 15) * 4 + 8 > qn ||
-        (ld16(q + 6) & 0x1fff) != 0 || (q[9] != LVS_PROTO_TCP && q[9] != LVS_PROTO_UDP))
-        goto no_conn;
-    uint32_t qihl = (uint32_t)(q[0] & 15) * 4;
-    uint8_t qproto = q[9];
-    uint8_t *ql4 = q + qihl;
-    uint32_t ql4n = qn - qihl;
-    uint32_t qsrc = ld32(q + 12), qdst = ld32(q + 16);
-    uint16_t qsport = ld16(ql4), qdport = ld16(ql4 + 2);
-    lvs_conn *c;
-    if (to_vip)
-        c = lvs_conn_in_get(e, qproto, qdst, qdport, qsrc, qsport);
-    else
-        c = lvs_conn_out_get(e, qproto, qdst, qdport, qsrc, qsport);
-    if (!c)
-        goto no_conn;
-    /* a CHECKSUM_PARTIAL ICMP message has no checksum yet: nothing to verify */
-    int partial = (k->meta & LVS_META_CSUM_PARTIAL) != 0;
-    if (!partial && !icmp_csum_ok(ic, n)) {
-        e->counters[LVS_CNT_BAD_ICMP_CHECKSUM]++;
-        return LVS_VERDICT_DROP;
-    }
-    if (to_vip) {
-        stats_in(e, c, k->tot);
-        /* ip_vs_icmp_xmit routes through __ip_vs_get_out_rt, which decrements the TTL */
-        if (k->p[8] <= 1) {
-            e->counters[LVS_CNT_TTL_EXCEEDED]++;
-            return LVS_VERDICT_DROP;
-        }
-        k->p[8]--;
-    } else {
-        stats_out(e, c, k->tot);
-    }
-    uint32_t naddr;
-    uint16_t nport;
-    uint32_t q_ip_off, q_port_off;
-    if (to_vip) {
-        /* quoted packet went VIP -> client: it becomes RS -> client */
-        naddr = c->daddr;
-        nport = c->dport;
-        q_ip_off = 12;
-        q_port_off = 0;
-        st32(k->p + 16, naddr);
-    } else {
-        /* quoted packet went client -> RS: it becomes client -> VIP */
-        naddr = c->vaddr;
-        nport = c->vport;
-        q_ip_off = 16;
-        q_port_off = 2;
-        st32(k->p + 12, naddr);
-    }
-    st16(k->p + 10, 0);
-    st16(k->p + 10, ip_csum(k->p, k->ihl));
-    uint64_t da = diff32(ld32(q + q_ip_off), naddr);
-    uint64_t dp = diff16(ld16(ql4 + q_port_off), nport);
-    st32(q + q_ip_off, naddr);
-    st16(q + 10, 0);
-    st16(q + 10, ip_csum(q, qihl));
-    st16(ql4 + q_port_off, nport);
-    if (qproto == LVS_PROTO_UDP && ql4n >= 8) {
-        if (ld16(ql4 + 6) != 0) {
-            csum_apply(ql4 + 6, da + dp);
-            if (ld16(ql4 + 6) == 0)
-                st16(ql4 + 6, 0xffff);
-        }
-    } else if (qproto == LVS_PROTO_TCP && ql4n >= 20) {
-        csum_apply(ql4 + 16, da + dp);
-    }
-    st16(ic + 2, 0);
-    /* partial: the field stays the (empty) seed the device sums from; else a full checksum */
-    if (!partial)
-        st16(ic + 2, (uint16_t)~fold(sum16(ic, n)));
-    return LVS_VERDICT_FORWARD;
-
-no_conn:
-    if (!to_vip)
-        goto not_ours;
-    e->counters[LVS_CNT_ICMP_NO_CONN]++;
-    return LVS_VERDICT_DROP;
-not_ours:
-    e->counters[LVS_CNT_PASS_NOT_OURS]++;
-    return LVS_VERDICT_PASS;
 }
 
 /* ---- one packet ---- */
@@ -721,7 +388,7 @@ static int process_one(lvs_engine *e, uint8_t *p, uint32_t *plen, uint32_t cap, 
             return LVS_VERDICT_DROP;
         }
     } else if (k.proto == 1) {
-        return do_icmp(e, &k, to_vip);
+        return lvs_icmp_process(e, &k, to_vip);
     } else {
         if (to_vip) {
             e->counters[LVS_CNT_UNKNOWN_PROTO]++;

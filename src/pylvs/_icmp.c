@@ -1,0 +1,158 @@
+/*
+ * _icmp.c — ICMP: errors about a connection translated in both directions (ip_vs_in_icmp /
+ * ip_vs_out_icmp with ip_vs_nat_icmp, ipvs.md §2.7) and the errors the engine generates
+ * itself (port unreachable, time exceeded).
+ */
+#include <string.h>
+
+#include "_packet.h"
+
+/* ---- generated ICMP errors (icmp_send, quoting at most 576 bytes in all).  The source is
+ * the address the packet was sent to (the VIP): the engine knows no interface address. ---- */
+
+int lvs_icmp_error_build(lvs_engine *e, uint8_t *p, uint32_t *plen, uint32_t cap, uint32_t tot,
+                         uint8_t type, uint8_t code)
+{
+    if (cap < 28 + 28)
+        return -1;
+    uint32_t quote = tot;
+    if (quote > 576 - 28)
+        quote = 576 - 28;
+    if (quote > cap - 28)
+        quote = cap - 28;
+    uint32_t src = ld32(p + 16), dst = ld32(p + 12);
+    memmove(p + 28, p, quote);
+    uint8_t *ip = p;
+    memset(ip, 0, 28);
+    ip[0] = 0x45;
+    ip[1] = 0xc0; /* IPTOS_PREC_INTERNETCONTROL, as Linux's icmp_send */
+    st16(ip + 2, (uint16_t)(28 + quote));
+    st16(ip + 4, e->ip_id++);
+    ip[8] = 64;
+    ip[9] = 1;
+    st32(ip + 12, src);
+    st32(ip + 16, dst);
+    st16(ip + 10, ip_csum(ip, 20));
+    uint8_t *ic = p + 20;
+    ic[0] = type;
+    ic[1] = code;
+    st16(ic + 2, (uint16_t)~fold(sum16(ic, 8 + quote)));
+    *plen = 28 + quote;
+    return 0;
+}
+
+/* ---- ICMP errors (ip_vs_in_icmp / ip_vs_out_icmp with ip_vs_nat_icmp) ---- */
+
+static int icmp_csum_ok(const uint8_t *ic, uint32_t n)
+{
+    return fold(sum16(ic, n)) == 0xffff;
+}
+
+/*
+ * Translate an ICMP error about a connection.  Outer IP, quoted IP and the whole ICMP checksum
+ * are recomputed as the kernel does; the quoted TCP/UDP checksum is also updated incrementally
+ * when the quote holds it (UDP: always; TCP: 20 bytes quoted), as netfilter's NAT does, so the
+ * quote stays a faithful copy of the packet the client or server really sent.
+ */
+int lvs_icmp_process(lvs_engine *e, pkt *k, int to_vip)
+{
+    uint8_t *ic = k->l4;
+    uint32_t n = k->l4len;
+    if (n < 8) {
+        if (!to_vip)
+            goto not_ours;
+        e->counters[LVS_CNT_TRUNCATED]++;
+        return LVS_VERDICT_DROP;
+    }
+    uint8_t type = ic[0];
+    if (type != 3 && type != 4 && type != 11) {
+        if (!to_vip)
+            goto not_ours;
+        e->counters[LVS_CNT_ICMP_OTHER]++;
+        return LVS_VERDICT_DROP;
+    }
+    uint8_t *q = ic + 8;
+    uint32_t qn = n - 8;
+    if (qn < 20 || (q[0] >> 4) != 4 || (q[0] & 15) < 5 || (uint32_t)(q[0] & 15) * 4 + 8 > qn ||
+        (ld16(q + 6) & 0x1fff) != 0 || (q[9] != LVS_PROTO_TCP && q[9] != LVS_PROTO_UDP))
+        goto no_conn;
+    uint32_t qihl = (uint32_t)(q[0] & 15) * 4;
+    uint8_t qproto = q[9];
+    uint8_t *ql4 = q + qihl;
+    uint32_t ql4n = qn - qihl;
+    uint32_t qsrc = ld32(q + 12), qdst = ld32(q + 16);
+    uint16_t qsport = ld16(ql4), qdport = ld16(ql4 + 2);
+    lvs_conn *c;
+    if (to_vip)
+        c = lvs_conn_in_get(e, qproto, qdst, qdport, qsrc, qsport);
+    else
+        c = lvs_conn_out_get(e, qproto, qdst, qdport, qsrc, qsport);
+    if (!c)
+        goto no_conn;
+    /* a CHECKSUM_PARTIAL ICMP message has no checksum yet: nothing to verify */
+    int partial = (k->meta & LVS_META_CSUM_PARTIAL) != 0;
+    if (!partial && !icmp_csum_ok(ic, n)) {
+        e->counters[LVS_CNT_BAD_ICMP_CHECKSUM]++;
+        return LVS_VERDICT_DROP;
+    }
+    if (to_vip) {
+        stats_in(e, c, k->tot);
+        /* ip_vs_icmp_xmit routes through __ip_vs_get_out_rt, which decrements the TTL */
+        if (k->p[8] <= 1) {
+            e->counters[LVS_CNT_TTL_EXCEEDED]++;
+            return LVS_VERDICT_DROP;
+        }
+        k->p[8]--;
+    } else {
+        stats_out(e, c, k->tot);
+    }
+    uint32_t naddr;
+    uint16_t nport;
+    uint32_t q_ip_off, q_port_off;
+    if (to_vip) {
+        /* quoted packet went VIP -> client: it becomes RS -> client */
+        naddr = c->daddr;
+        nport = c->dport;
+        q_ip_off = 12;
+        q_port_off = 0;
+        st32(k->p + 16, naddr);
+    } else {
+        /* quoted packet went client -> RS: it becomes client -> VIP */
+        naddr = c->vaddr;
+        nport = c->vport;
+        q_ip_off = 16;
+        q_port_off = 2;
+        st32(k->p + 12, naddr);
+    }
+    st16(k->p + 10, 0);
+    st16(k->p + 10, ip_csum(k->p, k->ihl));
+    uint64_t da = diff32(ld32(q + q_ip_off), naddr);
+    uint64_t dp = diff16(ld16(ql4 + q_port_off), nport);
+    st32(q + q_ip_off, naddr);
+    st16(q + 10, 0);
+    st16(q + 10, ip_csum(q, qihl));
+    st16(ql4 + q_port_off, nport);
+    if (qproto == LVS_PROTO_UDP && ql4n >= 8) {
+        if (ld16(ql4 + 6) != 0) {
+            csum_apply(ql4 + 6, da + dp);
+            if (ld16(ql4 + 6) == 0)
+                st16(ql4 + 6, 0xffff);
+        }
+    } else if (qproto == LVS_PROTO_TCP && ql4n >= 20) {
+        csum_apply(ql4 + 16, da + dp);
+    }
+    st16(ic + 2, 0);
+    /* partial: the field stays the (empty) seed the device sums from; else a full checksum */
+    if (!partial)
+        st16(ic + 2, (uint16_t)~fold(sum16(ic, n)));
+    return LVS_VERDICT_FORWARD;
+
+no_conn:
+    if (!to_vip)
+        goto not_ours;
+    e->counters[LVS_CNT_ICMP_NO_CONN]++;
+    return LVS_VERDICT_DROP;
+not_ours:
+    e->counters[LVS_CNT_PASS_NOT_OURS]++;
+    return LVS_VERDICT_PASS;
+}

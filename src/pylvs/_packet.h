@@ -1,0 +1,167 @@
+/*
+ * _packet.h — what the packet files (_nat.c, _icmp.c) share: byte access, RFC 1624 checksum
+ * arithmetic (performance.md §6), the parsed-packet view and the per-direction counters.
+ */
+#ifndef PYLVS_PACKET_H
+#define PYLVS_PACKET_H
+
+#include <stdint.h>
+
+#include "_engine.h"
+
+/* ---- byte access ---- */
+
+static inline uint16_t ld16(const uint8_t *p)
+{
+    return (uint16_t)(p[0] << 8 | p[1]);
+}
+
+static inline uint32_t ld32(const uint8_t *p)
+{
+    return (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 | p[3];
+}
+
+static inline void st16(uint8_t *p, uint16_t v)
+{
+    p[0] = (uint8_t)(v >> 8);
+    p[1] = (uint8_t)v;
+}
+
+static inline void st32(uint8_t *p, uint32_t v)
+{
+    p[0] = (uint8_t)(v >> 24);
+    p[1] = (uint8_t)(v >> 16);
+    p[2] = (uint8_t)(v >> 8);
+    p[3] = (uint8_t)v;
+}
+
+/* ---- checksums ---- */
+
+static inline uint16_t fold(uint64_t s)
+{
+    while (s >> 16)
+        s = (s & 0xffff) + (s >> 16);
+    return (uint16_t)s;
+}
+
+/* One's-complement sum of 16-bit big-endian words (odd tail padded with zero). */
+static inline uint64_t sum16(const uint8_t *p, uint32_t n)
+{
+    uint64_t s = 0;
+    while (n >= 8) {
+        s += (uint32_t)ld16(p) + ld16(p + 2) + ld16(p + 4) + ld16(p + 6);
+        p += 8;
+        n -= 8;
+    }
+    while (n >= 2) {
+        s += ld16(p);
+        p += 2;
+        n -= 2;
+    }
+    if (n)
+        s += (uint32_t)p[0] << 8;
+    return s;
+}
+
+/* Contribution of replacing 32-bit `o` by `n` to an RFC 1624 sum (~m + m'); 0 if equal. */
+static inline uint64_t diff32(uint32_t o, uint32_t n)
+{
+    if (o == n)
+        return 0;
+    return (uint64_t)(~o >> 16 & 0xffff) + (~o & 0xffff) + (n >> 16) + (n & 0xffff);
+}
+
+static inline uint64_t diff16(uint16_t o, uint16_t n)
+{
+    if (o == n)
+        return 0;
+    return (uint64_t)(uint16_t)~o + n;
+}
+
+/* RFC 1624 eqn 3: HC' = ~(~HC + sum(~m + m')).  No-op when nothing changed (erratum 4782). */
+static inline void csum_apply(uint8_t *field, uint64_t delta)
+{
+    if (!delta)
+        return;
+    uint16_t hc = ld16(field);
+    st16(field, (uint16_t)~fold((uint64_t)(uint16_t)~hc + delta));
+}
+
+/* Partial checksum (pseudo-header sum, not inverted): field' = fold(field + ~m + m'). */
+static inline void csum_apply_partial(uint8_t *field, uint64_t delta)
+{
+    if (!delta)
+        return;
+    st16(field, fold((uint64_t)ld16(field) + delta));
+}
+
+static inline uint16_t ip_csum(const uint8_t *h, uint32_t ihl)
+{
+    return (uint16_t)~fold(sum16(h, ihl));
+}
+
+/* ---- a parsed IPv4 TCP/UDP/ICMP packet (addresses and ports host order) ---- */
+
+typedef struct pkt {
+    uint8_t *p;
+    uint8_t *l4;
+    uint32_t tot;
+    uint32_t ihl;
+    uint32_t l4len;
+    uint32_t saddr, daddr;
+    uint16_t sport, dport;
+    uint8_t proto;
+    uint8_t th_flags;
+    uint8_t meta;
+} pkt;
+
+/* ---- stats (ip_vs_in_stats / ip_vs_out_stats / ip_vs_conn_stats) ---- */
+
+static inline void stats_in(lvs_engine *e, lvs_conn *c, uint32_t bytes)
+{
+    lvs_dest *d = c->dest;
+    if (!d || !(d->flags & LVS_DEST_F_AVAILABLE))
+        return;
+    d->stats.inpkts++;
+    d->stats.inbytes += bytes;
+    if (d->svc) {
+        d->svc->stats.inpkts++;
+        d->svc->stats.inbytes += bytes;
+    }
+    e->stats.inpkts++;
+    e->stats.inbytes += bytes;
+}
+
+static inline void stats_out(lvs_engine *e, lvs_conn *c, uint32_t bytes)
+{
+    lvs_dest *d = c->dest;
+    if (!d || !(d->flags & LVS_DEST_F_AVAILABLE))
+        return;
+    d->stats.outpkts++;
+    d->stats.outbytes += bytes;
+    if (d->svc) {
+        d->svc->stats.outpkts++;
+        d->svc->stats.outbytes += bytes;
+    }
+    e->stats.outpkts++;
+    e->stats.outbytes += bytes;
+}
+
+static inline void stats_conn(lvs_engine *e, lvs_dest *d)
+{
+    d->stats.conns++;
+    if (d->svc)
+        d->svc->stats.conns++;
+    e->stats.conns++;
+}
+
+/* ---- _icmp.c ---- */
+
+/* Turn the packet in place into an ICMP error about it for its sender; -1 if cap is too
+ * small.  Returns 0 and sets *plen. */
+int lvs_icmp_error_build(lvs_engine *e, uint8_t *p, uint32_t *plen, uint32_t cap, uint32_t tot,
+                         uint8_t type, uint8_t code);
+/* An ICMP packet (k->l4 is the ICMP header): translate an error about a conn; a verdict. */
+int lvs_icmp_process(lvs_engine *e, pkt *k, int to_vip);
+
+#endif /* PYLVS_PACKET_H */
