@@ -24,7 +24,9 @@ SADDRS = [_rng.randrange(1 << 32) for _ in range(24)]  # clients
 DADDRS = [0xC6120000 + _rng.randrange(1 << 16) for _ in range(6)]  # lblc keys
 
 
-def random_ops(seed: int, length: int) -> list[tuple[object, ...]]:
+def random_ops(
+    seed: int, length: int, palette: tuple[int, ...] = (0, 1, 1, 2, 3, 4, 5, 6)
+) -> list[tuple[object, ...]]:
     """A reproducible operation sequence: a few servers, then mostly new connections.
 
     Hypothesis draws the seed and the length (and shrinks the length); drawing every operation
@@ -35,7 +37,7 @@ def random_ops(seed: int, length: int) -> list[tuple[object, ...]]:
     def add_or_edit(kind: str) -> tuple[object, ...]:
         upper = r.choice([0, 0, 0, r.randint(1, 5)])
         lower = r.randint(0, upper) if upper and r.random() < 0.5 else 0
-        weight = r.choice([0, 1, 1, 2, 3, 4, 5, 6])
+        weight = r.choice(palette)
         return (kind, r.randrange(8), weight, (upper, lower))
 
     seq = [add_or_edit("add") for _ in range(r.randint(1, 6))]
@@ -175,4 +177,23 @@ def test_scheduler_change_midway(name: str, seq: list[tuple[object, ...]], switc
         if i == switch_at:
             pair.c.set_scheduler(name)
             pair.m.set_scheduler(name)
+        pair.run(op)
+
+
+# Large weights reach the paths small ones never do: mh's weight shift (turns = weight/gcd
+# >> rshift), sh's weights beyond the 256 buckets, wrr's long cycles.
+BIG = (0, 1, 7, 64, 100, 255, 300, 1000, 65535)
+
+
+@pytest.mark.parametrize(
+    ("name", "flags", "mh_size"),
+    [("mh", 0, 251), ("mh", SVC_F_SCHED1, 4093), ("sh", 0, 0), ("wrr", 0, 0), ("twos", 0, 0)],
+)
+@settings(max_examples=20, deadline=None)
+@given(seed=st.integers(0, 2**32 - 1), length=st.integers(1, 200))
+def test_c_matches_model_large_weights(
+    name: str, flags: int, mh_size: int, seed: int, length: int
+) -> None:
+    pair = Pair(name, flags, mh_size, 0.0)
+    for op in random_ops(seed, length, BIG):
         pair.run(op)
