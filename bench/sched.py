@@ -120,6 +120,17 @@ def measure(name: str, servers: int, budget: float) -> Row:
     return Row(name, servers, c_wall, c_cpu, cffi_wall, model_wall)
 
 
+def mh_rebuild_ms(servers: int, size: int, edits: int = 20) -> float:
+    """Milliseconds of one mh table rebuild (an upd_dest) with `servers` servers."""
+    c = CSched("wlc", mh_table_size=size)  # the size waits in the service's parameters
+    ids = [c.add(addr, 80, w) for addr, w in _servers(servers)]
+    c.set_scheduler("mh")
+    t0 = time.process_time()
+    for i in range(edits):
+        c.edit(ids[i % len(ids)], 1 + (i % 7))
+    return (time.process_time() - t0) / edits * 1e3
+
+
 def _fmt(x: float) -> str:
     if x >= 1e6:
         return f"{x / 1e6:.2f} M"
@@ -128,7 +139,9 @@ def _fmt(x: float) -> str:
     return f"{x:.0f}"
 
 
-def render(rows: list[Row], command: str, elapsed: float) -> str:
+def render(
+    rows: list[Row], command: str, elapsed: float, rebuild: dict[tuple[int, int], float]
+) -> str:
     """The schedulers section of RESULTS.md."""
     load = "/".join(f"{x:.1f}" for x in os.getloadavg())
     out = [
@@ -174,6 +187,11 @@ def render(rows: list[Row], command: str, elapsed: float) -> str:
         "idle server, and no connection is bound here); dh, sh and mh look up a table and stay "
         "flat (mh's cost is its SipHash); lblc and lblcr hit their cache, flat while the "
         "cached server is not above its weight.",
+        "",
+        "mh table rebuild (every add, edit or removal of a server; CPU ms, in C on the event "
+        "loop's thread): "
+        + "; ".join(f"{n} servers, M = {m}: {ms:.2f} ms" for (n, m), ms in rebuild.items())
+        + ".",
         END,
     ]
     return "\n".join(out) + "\n"
@@ -211,8 +229,9 @@ def main(argv: list[str] | None = None) -> int:
                 f"model {_fmt(row.model_wall):>9}/s",
                 flush=True,
             )
+    rebuild = {(n, m): mh_rebuild_ms(n, m) for n in (100, 1000) for m in (4093, 131071)}
     command = "python bench/sched.py" + (" " + " ".join(argv or sys.argv[1:])).rstrip()
-    text = render(rows, command, time.perf_counter() - t0)
+    text = render(rows, command, time.perf_counter() - t0, rebuild)
     print(text)
     if args.record:
         write_section(text)
