@@ -42,15 +42,27 @@ conn to its template, and skips records whose service or real server is unknown 
 
 from __future__ import annotations
 
-import enum
 import ipaddress
-from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from collections.abc import Iterable, Sequence
+from dataclasses import replace
 from types import MappingProxyType
-from typing import Any, Literal
+from typing import Any
 
 from pylvs._core import ffi as _ffi
 from pylvs._core import lib as _lib
+from pylvs.engine_types import (
+    ConnectionInfo,
+    EngineStats,
+    Protocol,
+    Rates,
+    ServerInfo,
+    ServerKey,
+    ServiceInfo,
+    ServiceKey,
+    Stats,
+    Timeouts,
+    Verdict,
+)
 from pylvs.errors import ConfigError, CoreError
 
 __all__ = [
@@ -69,7 +81,6 @@ __all__ = [
     "scheduler_names",
 ]
 
-Protocol = Literal["tcp", "udp"]
 _PROTO_NUM = {"tcp": 6, "udp": 17}
 _PROTO_NAME = {6: "tcp", 17: "udp"}
 
@@ -105,145 +116,6 @@ _ERRNO_TEXT = {
     22: "invalid argument",
     34: "value out of range",
 }
-
-
-class Verdict(enum.IntEnum):
-    """What the engine did with one packet (``LVS_VERDICT_*``)."""
-
-    FORWARD = 0
-    PASS = 1
-    DROP = 2
-    REPLY = 3
-
-
-@dataclass(frozen=True, slots=True)
-class ServiceKey:
-    """Identifies a virtual service: protocol, VIP and port."""
-
-    protocol: Protocol
-    address: str
-    port: int
-
-    def __str__(self) -> str:
-        return f"{self.protocol.upper()} {self.address}:{self.port}"
-
-
-@dataclass(frozen=True, slots=True)
-class ServerKey:
-    """Identifies a real server inside one virtual service."""
-
-    service: ServiceKey
-    address: str
-    port: int
-
-    def __str__(self) -> str:
-        return f"{self.service} -> {self.address}:{self.port}"
-
-
-@dataclass(frozen=True, slots=True)
-class Timeouts:
-    """The three timeouts ``ipvsadm --set tcp tcpfin udp`` controls, in seconds."""
-
-    tcp: int = 900
-    tcpfin: int = 120
-    udp: int = 300
-
-
-@dataclass(frozen=True, slots=True)
-class Stats:
-    """Counters since the last :meth:`Engine.zero_stats` (bytes = IP length)."""
-
-    conns: int = 0
-    inpkts: int = 0
-    outpkts: int = 0
-    inbytes: int = 0
-    outbytes: int = 0
-
-
-@dataclass(frozen=True, slots=True)
-class Rates:
-    """IPVS estimator output: per second, rounded; ``*bps`` are bytes per second."""
-
-    cps: int = 0
-    inpps: int = 0
-    outpps: int = 0
-    inbps: int = 0
-    outbps: int = 0
-
-
-@dataclass(frozen=True, slots=True)
-class ServerInfo:
-    """A real server as listed by :meth:`Engine.services`."""
-
-    key: ServerKey
-    weight: int
-    last_weight: int
-    upper_threshold: int
-    lower_threshold: int
-    available: bool
-    overloaded: bool
-    active_conns: int
-    inactive_conns: int
-    persist_conns: int
-    stats: Stats
-    rates: Rates
-
-
-@dataclass(frozen=True, slots=True)
-class ServiceInfo:
-    """A virtual service with its configuration, counters and real servers."""
-
-    key: ServiceKey
-    scheduler: str
-    persistence: int
-    netmask: str
-    flags: tuple[str, ...]
-    mh_table_size: int
-    servers: tuple[ServerInfo, ...]
-    stats: Stats
-    rates: Rates
-
-
-@dataclass(frozen=True, slots=True)
-class ConnectionInfo:
-    """One connection-table entry (``ipvsadm -Lc``).  Templates have ``template=True``."""
-
-    protocol: Protocol
-    client_address: str
-    client_port: int
-    virtual_address: str
-    virtual_port: int
-    server_address: str
-    server_port: int
-    state: str
-    expires: float
-    template: bool
-    active: bool
-    synced: bool
-    in_pkts: int
-    controlled: int
-    control: int | None
-
-    def remaining(self, now: float) -> float:
-        """Seconds until the entry expires, seen at time *now*."""
-        return max(0.0, self.expires - now)
-
-
-@dataclass(frozen=True, slots=True)
-class EngineStats:
-    """Engine-wide totals, table occupancy and per-reason drop/pass counters."""
-
-    totals: Stats
-    rates: Rates
-    connections: int
-    templates: int
-    max_connections: int
-    entry_size: int
-    bytes_per_connection: int
-    services: int
-    trash_servers: int
-    drops: Mapping[str, int] = field(default_factory=dict)
-    passes: Mapping[str, int] = field(default_factory=dict)
 
 
 def scheduler_names() -> tuple[str, ...]:
