@@ -391,6 +391,9 @@ int lvs_dest_add(lvs_engine *e, const lvs_dest_conf *c)
             *pp = t->next;
             e->ntrash--;
             d = t;
+            /* its estimator stopped in the trash: restart from the current counters */
+            memset(&d->est, 0, sizeof(d->est));
+            d->est.last = d->stats;
             break;
         }
     }
