@@ -94,6 +94,34 @@ class Stats:
         return (self.conns, self.inpkts, self.outpkts, self.inbytes, self.outbytes)
 
 
+@dataclass(slots=True)
+class Estimator:
+    """ip_vs_est.c in the kernel's fixed point (§5): every 2 s, avg += (sample - avg) / 4,
+    with pps/cps samples scaled by 2^10 (delta << 9 over 2 s) and byte rates by 2^5."""
+
+    last: tuple[int, int, int, int, int] = (0, 0, 0, 0, 0)
+    avg: list[int] = field(default_factory=lambda: [0] * 5)
+
+    def tick(self, st: Stats) -> None:
+        """One 2-second estimation step from the current counters."""
+        now = st.as_tuple()
+        for i, (new, old) in enumerate(zip(now, self.last, strict=True)):
+            sample = (new - old) << (9 if i < 3 else 4)
+            self.avg[i] += (sample - self.avg[i]) >> 2
+        self.last = now
+
+    def reset(self, st: Stats) -> None:
+        """ip_vs_zero_estimator: start again from the current counters."""
+        self.last = st.as_tuple()
+        self.avg = [0] * 5
+
+    def rates(self) -> tuple[int, int, int, int, int]:
+        """(cps, inpps, outpps, inbps, outbps) rounded as the kernel reads them."""
+        a = self.avg
+        return ((a[0] + 0x1FF) >> 10, (a[1] + 0x1FF) >> 10, (a[2] + 0x1FF) >> 10,
+                (a[3] + 0xF) >> 5, (a[4] + 0xF) >> 5)
+
+
 @dataclass(eq=False, slots=True)
 class Dest:
     """A real server (ip_vs_dest)."""

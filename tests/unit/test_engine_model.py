@@ -15,7 +15,7 @@ import os
 from typing import Any
 
 import pytest
-from hypothesis import HealthCheck, event, settings
+from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import (
     RuleBasedStateMachine,
@@ -25,7 +25,16 @@ from hypothesis.stateful import (
     rule,
 )
 
-from .engine_model import ACTIVE_STATES, Conn, Dest, Model, Service, tcp_transition
+from .engine_model import (
+    ACTIVE_STATES,
+    Conn,
+    Dest,
+    Estimator,
+    Model,
+    Service,
+    Stats,
+    tcp_transition,
+)
 from .helpers_packets import (
     VIP,
     EngineView,
@@ -403,3 +412,61 @@ def test_model_thresholds_persistence_and_trash() -> None:
 def test_model_every_flag_set_has_a_row(flags: str) -> None:
     assert tcp_transition("ESTABLISHED", "in", flags) in ACTIVE_STATES | {
         "CLOSE", "CLOSE_WAIT", "FIN_WAIT", "TIME_WAIT", "LAST_ACK"}
+
+
+# ---- rate estimation (ipvs.md §5) --------------------------------------------------------------
+
+
+@settings(max_examples=25, deadline=None)
+@given(intervals=st.lists(st.tuples(st.integers(0, 30), st.integers(0, 40),
+                                    st.sampled_from([0, 100, 1400])), min_size=1, max_size=8),
+       zero_after=st.integers(0, 8))
+def test_rates_follow_the_ipvs_estimator(intervals: list[tuple[int, int, int]],
+                                         zero_after: int) -> None:
+    """Per 2 s interval: some new conns, some data packets both ways; after each tick the
+    service, server and engine rates equal the kernel's fixed-point EWMA, and -Z restarts it."""
+    eng = engine_or_skip(max_connections=4096)
+    svc = eng.add_service("tcp", VIP, 80, scheduler="rr")
+    eng.add_server(svc, "198.19.0.11", 8000)
+    eng.update_rates(0.0)
+    total, est_svc, est_srv, est_tot = Stats(), Estimator(), Estimator(), Estimator()
+    cport = 1024
+    for k, (new_conns, packets, size) in enumerate(intervals):
+        t = 2.0 * k + 1
+        for _ in range(new_conns):
+            cport += 1
+            data = build(tcp("198.18.0.9", cport, VIP, 80, "S"))
+            assert eng.process(data, t) is not None
+            total.conns += 1
+            total.inpkts += 1
+            total.inbytes += len(data)
+        for i in range(packets if cport > 1024 else 0):
+            inbound = i % 2 == 0
+            p = (tcp("198.18.0.9", cport, VIP, 80, "A", payload=bytes(size)) if inbound
+                 else tcp("198.19.0.11", 8000, "198.18.0.9", cport, "A", payload=bytes(size)))
+            data = build(p)
+            assert eng.process(data, t) is not None
+            if inbound:
+                total.inpkts += 1
+                total.inbytes += len(data)
+            else:
+                total.outpkts += 1
+                total.outbytes += len(data)
+        eng.update_rates(2.0 * k + 2)
+        for est in (est_svc, est_srv, est_tot):
+            est.tick(total)
+        info = eng.services()[0]
+        assert _rates(info.rates) == est_svc.rates(), f"service after tick {k}"
+        assert _rates(info.servers[0].rates) == est_srv.rates(), f"server after tick {k}"
+        assert _rates(eng.stats().rates) == est_tot.rates(), f"engine after tick {k}"
+        if k == zero_after:
+            eng.zero_stats()
+            zeroed = Stats()
+            total = zeroed
+            for est in (est_svc, est_srv, est_tot):
+                est.reset(zeroed)
+            assert _rates(eng.services()[0].rates) == (0, 0, 0, 0, 0)
+
+
+def _rates(r: Any) -> tuple[int, int, int, int, int]:
+    return (r.cps, r.inpps, r.outpps, r.inbps, r.outbps)
