@@ -30,6 +30,7 @@ import argparse
 import itertools
 import json
 import random
+import re
 import statistics
 import subprocess
 import sys
@@ -67,10 +68,17 @@ def _transitions(pair: HaPair, i: int) -> int:
     return pair.log(i).count("-> ACTIVE") + pair.log(i).count("ACTIVE -> BACKUP")
 
 
+def _near_misses(pair: HaPair, i: int) -> int:
+    # heartbeat timers that ran late, and paths that went silent: how close it came to a flap
+    text = pair.log(i, current=True)
+    late = re.findall(r"late timers so far: (\d+)", text)
+    return (int(late[-1]) if late else 0) + text.count("path to peer is SILENT")
+
+
 def run_interval(interval: float, runs: int, term: int, soak: float) -> dict[str, Any]:
     """Measure one heartbeat interval; return the numbers."""
     res: dict[str, Any] = {"interval": interval, "kill": [], "term": [], "lost": [],
-                           "bound": {}, "soak_transitions": None}
+                           "bound": {}, "soak_transitions": None, "soak_near_misses": None}
     for prio, node in ((100, "dir1"), (90, "dir2")):
         res["bound"][node] = default_dead_time(interval, prio)
     with HaPair(ha={"interval": interval, "preempt": False}) as pair:
@@ -105,12 +113,14 @@ def run_interval(interval: float, runs: int, term: int, soak: float) -> dict[str
         if soak > 0:
             time.sleep(1.0)
             before = _transitions(pair, 0) + _transitions(pair, 1)
+            near = _near_misses(pair, 0) + _near_misses(pair, 1)
             load = [pair.client("stream", "--duration", str(soak), "--gap", "0.001"),
                     pair.client("probe", "--duration", str(soak), "--gap", "0.001"),
                     pair.client("shorts", "--duration", str(soak), "--workers", "8")]
             for proc in load:
                 proc.communicate(timeout=soak + 60)
             res["soak_transitions"] = _transitions(pair, 0) + _transitions(pair, 1) - before
+            res["soak_near_misses"] = _near_misses(pair, 0) + _near_misses(pair, 1) - near
     return res
 
 
@@ -124,18 +134,21 @@ def report(results: list[dict[str, Any]], argv: list[str]) -> str:
         f"`python bench/failover.py {' '.join(argv)}`",
         "",
         "| interval | dead time (prio 100 / 90) | kill -9 runs | median | worst | best "
-        "| lost probes (median) | SIGTERM: longest silence, median / worst | flaps in soak |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| lost probes (median) | SIGTERM: longest silence, median / worst | flaps in soak "
+        "| late timers + silent paths in soak |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in results:
         kills = [t for _, t in r["kill"]]
         terms = [t for _, t in r["term"]]
         term = f"{_ms(statistics.median(terms))} / {_ms(max(terms))} ms" if terms else "-"
         soak = "-" if r["soak_transitions"] is None else str(r["soak_transitions"])
+        near = "-" if r["soak_near_misses"] is None else str(r["soak_near_misses"])
         lines.append(
             f"| {r['interval']} s | {_ms(r['bound']['dir1'])} / {_ms(r['bound']['dir2'])} ms "
             f"| {len(kills)} | {_ms(statistics.median(kills))} ms | {_ms(max(kills))} ms "
-            f"| {_ms(min(kills))} ms | {statistics.median(r['lost']):.0f} | {term} | {soak} |")
+            f"| {_ms(min(kills))} ms | {statistics.median(r['lost']):.0f} | {term} | {soak} "
+            f"| {near} |")
     return "\n".join(lines)
 
 

@@ -137,6 +137,7 @@ class HaTransport:
         self._socks: dict[PathId, tuple[socket.socket, Link]] = {}
         self._timer: asyncio.TimerHandle | None = None
         self._timer_due = 0.0
+        self._late_logged = float("-inf")
         self._changes: asyncio.Queue[RoleChanged] = asyncio.Queue()
         self._worker: asyncio.Task[None] | None = None
         self._recover: asyncio.TimerHandle | None = None
@@ -263,7 +264,11 @@ class HaTransport:
         now = self.clock()
         if now - self._timer_due > self.machine.interval / 2:
             self.counters["late_timers"] += 1
-            log.warning("ha: timer ran %.0f ms late", (now - self._timer_due) * 1000)
+            if now - self._late_logged >= 1.0:  # at most once a second: a hint, not a flood
+                self._late_logged = now
+                log.warning("ha: timer ran %.0f ms late (late timers so far: %d); a busy host "
+                            "needs a longer interval", (now - self._timer_due) * 1000,
+                            self.counters["late_timers"])
         for path in list(self._socks):
             self._drain(path)
         self._run(self.machine.handle_timer(self.clock()))
