@@ -287,3 +287,29 @@ def test_every_scheduler_through_the_engine(sched: str) -> None:
     e.remove_service(s)
     assert e.expire(10_000.0) == live
     assert e.stats().connections == 0 and e.stats().trash_servers == 0
+
+
+def test_c_batch_contract_through_the_handle(eng: Engine, svc: ServiceKey) -> None:
+    """The dataplane's view: lvs_engine_process_batch on a strided buffer, in place."""
+    from pylvs._core import ffi, lib
+
+    eng.add_service("udp", VIP, 53)                       # no servers: REPLY
+    pkts = [syn(), bytes(IP(src=CLIENT, dst=VIP) / UDP(sport=7, dport=53) / Raw(b"q" * 300)),
+            bytes(IP(src=CLIENT, dst="198.18.0.7") / UDP(sport=7, dport=9)), b"\x45\x00"]
+    stride = 512
+    data = ffi.new("uint8_t[]", stride * len(pkts))
+    lens = ffi.new("uint32_t[]", [len(p) for p in pkts])
+    meta = ffi.new("uint8_t[]", len(pkts))
+    verdict = ffi.new("uint8_t[]", len(pkts))
+    for i, p in enumerate(pkts):
+        ffi.memmove(data + i * stride, p, len(p))
+    b = ffi.new("lvs_batch *", {"count": len(pkts), "stride": stride, "data": data,
+                                "len": lens, "meta": meta, "verdict": verdict})
+    sent = lib.lvs_engine_process_batch(eng._c_handle(), b, 1.0)
+    assert list(verdict) == [lib.LVS_VERDICT_FORWARD, lib.LVS_VERDICT_REPLY,
+                             lib.LVS_VERDICT_PASS, lib.LVS_VERDICT_DROP]
+    assert sent == 2
+    fwd = bytes(ffi.buffer(data, lens[0]))
+    assert IP(fwd).dst == RS1
+    reply = IP(bytes(ffi.buffer(data + stride, lens[1])))
+    assert lens[1] == 28 + len(pkts[1]) and reply[ICMP].type == 3 and reply.dst == CLIENT
