@@ -13,7 +13,7 @@ from dataclasses import dataclass, replace
 from typing import Any, Literal
 
 import pytest
-from scapy.layers.inet import ICMP, IP, TCP, UDP
+from scapy.layers.inet import ICMP, IP, TCP, UDP, IPOption
 from scapy.packet import Raw
 
 __all__ = [
@@ -71,6 +71,7 @@ class Pkt:
     icmp_code: int = 0
     inner: Pkt | None = None
     quote_len: int = 8
+    ip_options: bytes = b""  # raw IPv4 options, a multiple of 4 bytes
 
     @property
     def flipped(self) -> Pkt:
@@ -102,7 +103,8 @@ def _quoted_bytes(p: Pkt) -> bytes:
 
 def build(p: Pkt) -> bytes:
     """Wire bytes for ``p``; every checksum and length is computed by scapy."""
-    ip = IP(src=p.src, dst=p.dst, ttl=p.ttl, id=p.ip_id)
+    ip = IP(src=p.src, dst=p.dst, ttl=p.ttl, id=p.ip_id,
+            options=[IPOption(p.ip_options)] if p.ip_options else [])
     if p.proto == "tcp":
         return bytes(ip / TCP(sport=p.sport, dport=p.dport, flags=p.flags, seq=p.seq,
                               window=8192) / Raw(p.payload))

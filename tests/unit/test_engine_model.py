@@ -367,6 +367,10 @@ class EngineVsModel(RuleBasedStateMachine):
             assert got == want, f"server {key}: (active, inactive, persist, stats)"
         assert self.eng.total_stats() == self.model.total.as_tuple()
         assert self.eng.drops() == self.model.drops
+        st_ = self.eng.eng.stats()
+        entries = self.model.connections()
+        assert (st_.connections, st_.templates) == (
+            len(entries), sum(c.template for c in entries)), "(entries, templates) in the table"
 
 
 # PYLVS_ENGT_EXAMPLES=2000 gives a deep run; the default keeps the unit suite fast.
@@ -470,3 +474,10 @@ def test_rates_follow_the_ipvs_estimator(intervals: list[tuple[int, int, int]],
 
 def _rates(r: Any) -> tuple[int, int, int, int, int]:
     return (r.cps, r.inpps, r.outpps, r.inbps, r.outbps)
+
+
+def test_memory_per_connection_within_budget() -> None:
+    """Issue 2: at most 128 bytes per connection, measured by the engine itself."""
+    eng = engine_or_skip(max_connections=1 << 16)
+    st_ = eng.stats()
+    assert 0 < st_.entry_size <= st_.bytes_per_connection <= 128

@@ -100,6 +100,19 @@ def test_tcp_both_directions(cport: int, payload: bytes, flags: str, ttl: int, i
     r.expect_rewrite(data_out, from_vip(data_out, 80), "out")
 
 
+@pytest.mark.parametrize("options", [b"\x94\x04\x00\x00", b"\x01\x01\x01\x00",
+                                     b"\x07\x07\x04" + bytes(4) + b"\x00"])
+def test_ip_options_are_kept_and_skipped(rig: Rig, options: bytes) -> None:
+    """IPVS finds L4 through the IHL: options (router alert, NOPs, record route) stay as they
+    are and the ports behind them are rewritten."""
+    syn = tcp(CLIENT, 7100, VIP, 80, "S", ip_options=options)
+    rig.expect_rewrite(syn, to_rs(syn, RS_TCP), "in")
+    reply = tcp(*RS_TCP, CLIENT, 7100, "SA", ip_options=options)
+    rig.expect_rewrite(reply, from_vip(reply, 80), "out")
+    query = udp(CLIENT, 7100, VIP, 53, ip_options=options, payload=b"q")
+    rig.expect_rewrite(query, to_rs(query, RS_UDP), "in")
+
+
 @FAST
 @given(cport=st.integers(1, 65535), payload=st.binary(max_size=64), zero_in=st.booleans(),
        zero_out=st.booleans(), ttl=st.integers(2, 255))
