@@ -66,6 +66,8 @@ from pylvs.engine_types import (
 from pylvs.errors import ConfigError, CoreError
 
 __all__ = [
+    "META_CSUM_PARTIAL",
+    "META_GSO",
     "SYNC_RECORD_SIZE",
     "ConnectionInfo",
     "Engine",
@@ -85,6 +87,10 @@ _PROTO_NUM = {"tcp": 6, "udp": 17}
 _PROTO_NAME = {6: "tcp", 17: "udp"}
 
 SYNC_RECORD_SIZE: int = int(_lib.LVS_SYNC_RECORD_SIZE)
+#: per-packet metadata bits of the batch API (see _api.h): the L4 checksum field holds only the
+#: pseudo-header sum (virtio NEEDS_CSUM) / the packet is a TCP GSO super-packet
+META_CSUM_PARTIAL: int = int(_lib.LVS_META_CSUM_PARTIAL)
+META_GSO: int = int(_lib.LVS_META_GSO)
 
 _TCP_STATES = ("NONE", "ESTABLISHED", "SYN_SENT", "SYN_RECV", "FIN_WAIT", "TIME_WAIT", "CLOSE",
                "CLOSE_WAIT", "LAST_ACK", "LISTEN", "SYNACK")
@@ -525,7 +531,8 @@ class Engine:
 
     def process_detailed(self, packet: bytes, now: float,
                          meta: int = 0) -> tuple[Verdict, bytes]:
-        """Like :meth:`process` but with the verdict; ``meta`` takes ``LVS_META_*`` bits."""
+        """Like :meth:`process` but with the verdict; ``meta`` takes :data:`META_CSUM_PARTIAL`
+        and :data:`META_GSO` bits.  A PASS returns the packet as given."""
         v, out = self._run([packet], now, [meta])
         return v[0], out[0]
 
