@@ -36,6 +36,7 @@
  *                                                              TTL step, as ip_vs_icmp_xmit)
  *    ... with a wrong ICMP checksum                   DROP     bad_icmp_checksum
  *        (not checked under LVS_META_CSUM_PARTIAL, where the field is left 0 for the device)
+ *  ICMP shorter than its 8-byte header, to a VIP      DROP     truncated
  *  ICMP error to a VIP without a conn / unparsable    DROP     icmp_no_conn
  *  other ICMP to a VIP (echo ...)                     DROP     icmp_other
  *  any ICMP not to a VIP and not matching             PASS     not_ours
