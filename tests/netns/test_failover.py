@@ -506,3 +506,18 @@ async def test_takeover_gratuitous_arp_reaches_the_segment(pair: Pair) -> None:
     assert len(seen) == 6
     assert all(dst == b"\xff" * 6 and spa == tpa for dst, spa, tpa in seen)
     assert {spa for _, spa, _ in seen} == {v.packed for v in vips}
+
+
+def test_persistence_templates_survive_the_failover() -> None:
+    with HaPair(ha={"preempt": False}, n_clients=2, names=True) as pair:
+        _up(pair)
+        other = pair.ask(1)  # the other client takes the first real server of the rotation
+        pinned = pair.ask(0)
+        assert pinned != other and pinned.startswith("rs")
+        assert [pair.ask(0) for _ in range(3)] == [pinned] * 3  # sticky on the primary
+        time.sleep(0.5)  # a sync flush is 20 ms; leave the batches time to arrive
+        pair.kill(0)
+        pair.wait(lambda: pair.owns_vip(1), 5, "the backup to take over")
+        # a fresh rr decision on the backup would start the rotation again at `other`
+        assert [pair.ask(0) for _ in range(4)] == [pinned] * 4
+        assert pair.ask(1) == other

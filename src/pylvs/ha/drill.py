@@ -236,6 +236,8 @@ class HaPair:
 
     ha: dict[str, Any] = field(default_factory=dict)
     n_real_servers: int = 3
+    n_clients: int = 1
+    names: bool = False  # also run pylvs.realserver (HTTP :80 answers its name), VIP:80 sticky
     prefix: str = "ha"
     topo: Any = None
     procs: dict[int, subprocess.Popen[str]] = field(default_factory=dict)
@@ -245,10 +247,13 @@ class HaPair:
     def __enter__(self) -> HaPair:
         from pylvs.topology import Topology
 
-        self.topo = Topology(self.prefix, n_real_servers=self.n_real_servers, n_directors=2)
+        self.topo = Topology(self.prefix, n_real_servers=self.n_real_servers, n_directors=2,
+                             n_clients=self.n_clients)
         try:
             self.topo.create()
             self._start_echo()
+            if self.names:
+                self.topo.start_http_servers(http_port=80, udp_port=0)
         except BaseException:
             self.topo.destroy()
             raise
@@ -274,9 +279,12 @@ class HaPair:
         """The TOML of director ``i``: TCP and UDP echo services, HA with :attr:`ha`."""
         from pylvs.topology import ServiceSpec
 
-        text: str = self.topo.director_config(
-            [ServiceSpec(port=ECHO_PORT, protocol="tcp", scheduler="rr"),
-             ServiceSpec(port=ECHO_PORT, protocol="udp", scheduler="rr")], director=i)
+        services = [ServiceSpec(port=ECHO_PORT, protocol="tcp", scheduler="rr"),
+                    ServiceSpec(port=ECHO_PORT, protocol="udp", scheduler="rr")]
+        if self.names:
+            services.append(ServiceSpec(port=80, protocol="tcp", scheduler="rr",
+                                        persistence=300))
+        text: str = self.topo.director_config(services, director=i)
         lines = "".join(f"{k} = {json.dumps(v)}\n" for k, v in self.ha.items())
         return text.replace("[ha]\n", "[ha]\n" + lines, 1)
 
@@ -346,6 +354,17 @@ class HaPair:
                                                       stdout=subprocess.PIPE, env=child_env(),
                                                       **kw)
         return proc
+
+    def ask(self, client: int = 0) -> str:
+        """``GET /`` on VIP:80 from client ``client``; the name of the real server that answered."""
+        code = (f"import socket; s = socket.create_connection(('{self.topo.vip}', 80), timeout=5);"
+                "s.settimeout(5); s.sendall(b'GET / HTTP/1.0\\r\\n\\r\\n'); d = b''\n"
+                "while (c := s.recv(4096)): d += c\n"
+                "print(d.split(b'\\r\\n\\r\\n', 1)[1].decode().strip())")
+        res = self.topo.run(self.topo.clients[client].ns, [sys.executable, "-c", code],
+                            timeout=20)
+        name: str = res.stdout.strip()
+        return name
 
     def cut(self, i: int, network: str, up: bool = False) -> None:
         """Take director ``i``'s link on ``network`` ("public"/"private") down or up."""
