@@ -521,3 +521,21 @@ def test_persistence_templates_survive_the_failover() -> None:
         # a fresh rr decision on the backup would start the rotation again at `other`
         assert [pair.ask(0) for _ in range(4)] == [pinned] * 4
         assert pair.ask(1) == other
+
+
+async def test_differing_config_digest_is_logged_loudly(pair: Pair,
+                                                        caplog: pytest.LogCaptureFixture) -> None:
+    a, b = _nodes(pair)
+    b.transport.machine.digest = b.transport.sender.digest = config_digest("other services")
+    await a.start()
+    await b.start()
+    try:
+        await _until(lambda: a.role is Role.ACTIVE, 2.0)
+        await asyncio.sleep(5 * IV)
+        loud = [r for r in caplog.records if "CONFIG MISMATCH" in r.getMessage()]
+        assert len(loud) == 2  # once on each side, not once per heartbeat
+        assert all(r.levelname == "ERROR" for r in loud)
+        assert (a.role, b.role) == (Role.ACTIVE, Role.BACKUP)  # reported, not acted on
+    finally:
+        await a.transport.stop()
+        await b.transport.stop()
