@@ -522,6 +522,9 @@ class Model:
         """ip_vs_nat_xmit: the TTL is decremented; at TTL <= 1 the packet dies with an ICMP
         time exceeded, after the conn, its stats and its state were updated (§2.3)."""
         if p.ttl <= 1:
+            if p.proto == "icmp":
+                # icmp_send never answers an ICMP error with another (RFC 1122 3.2.2)
+                return self._drop("ttl_exceeded", "in")
             self.drops["ttl_exceeded"] = self.drops.get("ttl_exceeded", 0) + 1
             return Verdict("time_exceeded", reason="ttl_exceeded", direction="in")
         return Verdict("forward", out, direction="in")

@@ -12,6 +12,7 @@ documented contract, so expiry instants line up exactly.
 from __future__ import annotations
 
 import os
+from dataclasses import replace
 from typing import Any
 
 import pytest
@@ -328,8 +329,10 @@ class EngineVsModel(RuleBasedStateMachine):
 
     @precondition(lambda self: any(not c.template for c in self.model.connections()))
     @rule(pick=st.integers(0, 1000), outbound=st.booleans(),
-          kind=st.sampled_from([(3, 1), (3, 4), (4, 0), (11, 0), (0, 0), (8, 0)]))
-    def icmp_about_conn(self, pick: int, outbound: bool, kind: tuple[int, int]) -> None:
+          kind=st.sampled_from([(3, 1), (3, 4), (4, 0), (11, 0), (0, 0), (8, 0)]),
+          ttl=st.sampled_from([64, 64, 1]))
+    def icmp_about_conn(self, pick: int, outbound: bool, kind: tuple[int, int],
+                        ttl: int) -> None:
         conns = self.live_conns()
         c = conns[pick % len(conns)]
         make = tcp if c.proto == "tcp" else udp
@@ -341,7 +344,7 @@ class EngineVsModel(RuleBasedStateMachine):
             # A router on the client side complains about a VIP->client packet.
             quoted = make(c.vaddr, c.vport, c.caddr, c.cport, ttl=1)
             p = icmp_error("198.18.0.254", c.vaddr, quoted, *kind)
-        self.send(p)
+        self.send(replace(p, ttl=ttl))
 
     # ---- comparisons after every step ----
 

@@ -268,6 +268,14 @@ def test_ttl_expiring_in_the_director(rig: Rig, ttl: int) -> None:
     assert is_icmp_reply_to(syn, out, 11, 0), "IPVS answers ICMP time exceeded (type 11)"
 
 
+def test_icmp_error_expiring_in_the_director_gets_no_answer(rig: Rig) -> None:
+    """An ICMP error is never answered with another (RFC 1122 3.2.2; icmp_send checks)."""
+    rig.open_tcp(6002)
+    err = replace(icmp_error(ROUTER, VIP, tcp(VIP, 80, CLIENT, 6002, "A"), 11, 0), ttl=1)
+    assert rig.process(err) is None
+    assert rig.view.drops().get("ttl_exceeded") == 1
+
+
 def test_replies_keep_their_ttl(rig: Rig) -> None:
     """Replies are only de-NATed by IPVS; the TTL is the forwarding path's business."""
     rig.open_tcp(6001)
