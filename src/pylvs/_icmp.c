@@ -10,9 +10,18 @@
 /* ---- generated ICMP errors (icmp_send, quoting at most 576 bytes in all).  The source is
  * the address the packet was sent to (the VIP): the engine knows no interface address. ---- */
 
+/* icmp_send never answers a sender that cannot receive it: 0.0.0.0, limited broadcast,
+ * multicast and class E. */
+static int bad_icmp_target(uint32_t a)
+{
+    return a == 0 || a == 0xffffffffu || (a >> 28) >= 0xe;
+}
+
 int lvs_icmp_error_build(lvs_engine *e, uint8_t *p, uint32_t *plen, uint32_t cap, uint32_t tot,
                          uint8_t type, uint8_t code)
 {
+    if (bad_icmp_target(ld32(p + 12)))
+        return -2;
     if (cap < 28 + 28)
         return -1;
     uint32_t quote = tot;

@@ -25,6 +25,7 @@
  *  new conn, table full                               DROP     table_full
  *  new conn, scheduler finds no dest                  REPLY    no_dest (ICMP port unreach)
  *    ... but stride too small for the reply           DROP     reply_short_stride
+ *    ... from 0.0.0.0, broadcast, multicast, class E  DROP     (no_dest only; no ICMP)
  *  conn whose dest was removed (in direction)         DROP     dest_unavailable
  *  in direction, TTL <= 1                             REPLY    ttl_exceeded (ICMP time
  *                                                              exceeded from the VIP)
@@ -277,8 +278,10 @@ static int do_in(lvs_engine *e, pkt *k, uint32_t *plen, uint32_t cap, double now
         }
         if (r == SCHED_NODEST) {
             e->counters[LVS_CNT_NO_DEST]++;
-            if (lvs_icmp_error_build(e, k->p, plen, cap, k->tot, 3, 3) < 0) {
-                e->counters[LVS_CNT_REPLY_SHORT_STRIDE]++;
+            int built = lvs_icmp_error_build(e, k->p, plen, cap, k->tot, 3, 3);
+            if (built < 0) {
+                if (built == -1)
+                    e->counters[LVS_CNT_REPLY_SHORT_STRIDE]++;
                 return LVS_VERDICT_DROP;
             }
             return LVS_VERDICT_REPLY;

@@ -157,8 +157,8 @@ static inline void stats_conn(lvs_engine *e, lvs_dest *d)
 
 /* ---- _icmp.c ---- */
 
-/* Turn the packet in place into an ICMP error about it for its sender; -1 if cap is too
- * small.  Returns 0 and sets *plen. */
+/* Turn the packet in place into an ICMP error about it for its sender and set *plen;
+ * returns 0, -1 if cap is too small, -2 if the sender may not get one (broadcast ...). */
 int lvs_icmp_error_build(lvs_engine *e, uint8_t *p, uint32_t *plen, uint32_t cap, uint32_t tot,
                          uint8_t type, uint8_t code);
 /* An ICMP packet (k->l4 is the ICMP header): translate an error about a conn; a verdict. */

@@ -324,3 +324,11 @@ def test_padding_after_total_length_is_trimmed(eng: Engine, svc: ServiceKey) -> 
     out = eng.process(inp + b"\x00" * 6, 1.0)
     assert out is not None and len(out) == len(inp)
     assert_checksums_ok(out)
+
+
+def test_no_icmp_to_unanswerable_sources(eng: Engine) -> None:
+    eng.add_service("udp", VIP, 53)
+    for src in ("0.0.0.0", "224.0.0.5", "255.255.255.255"):
+        assert eng.process(raw(IP(src=src, dst=VIP) / UDP(sport=1, dport=53)), 1.0) is None
+    d = eng.stats().drops
+    assert (d["no_dest"], d["reply_short_stride"]) == (3, 0)
