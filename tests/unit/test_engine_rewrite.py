@@ -167,6 +167,44 @@ def test_udp_computed_zero_is_sent_as_ffff(rig: Rig, direction: str) -> None:
     assert out[26:28] == b"\xff\xff"
 
 
+def pseudo_sum(pkt: bytes) -> int:
+    """The folded, *not* complemented pseudo-header sum a CHECKSUM_PARTIAL packet carries."""
+    ihl = (pkt[0] & 0x0F) * 4
+    length = len(pkt) - ihl
+    return 0xFFFF & ~checksum16(pkt[12:20] + bytes([0, pkt[9]]) + length.to_bytes(2, "big"))
+
+
+@pytest.mark.parametrize("proto", ["tcp", "udp"])
+@pytest.mark.parametrize("direction", ["in", "out"])
+def test_partial_checksum_gets_the_pseudo_header_update_only(rig: Rig, proto: str,
+                                                             direction: str) -> None:
+    """performance.md §6: under CHECKSUM_PARTIAL the L4 field holds the pseudo-header sum; an
+    address change updates it without the outer complement and a port change not at all, so
+    the device that completes the checksum later ends up with a correct one."""
+    from pylvs.engine import META_CSUM_PARTIAL
+
+    rs, vport = (RS_TCP, 80) if proto == "tcp" else (RS_UDP, 53)
+    make = tcp if proto == "tcp" else udp
+    if direction == "in":
+        p = make(CLIENT, 8100, VIP, vport, payload=b"partial!")
+        want = to_rs(p, rs)
+    else:
+        rig.process(make(CLIENT, 8100, VIP, vport, payload=b"x"))
+        p = make(*rs, CLIENT, 8100, payload=b"partial!")
+        want = from_vip(p, vport)
+    at = 20 + (16 if proto == "tcp" else 6)
+    data = bytearray(build(p))
+    data[at : at + 2] = pseudo_sum(bytes(data)).to_bytes(2, "big")
+    _verdict, out = rig.view.eng.process_detailed(bytes(data), rig.now, META_CSUM_PARTIAL)
+    exp = bytearray(expected_bytes(want, ttl_delta(direction)))
+    exp[at : at + 2] = pseudo_sum(bytes(exp)).to_bytes(2, "big")
+    assert out == bytes(exp)
+    # Completing it as a NIC would (sum over L4 with the field as seed) gives scapy's checksum.
+    done = bytearray(out)
+    done[at : at + 2] = checksum16(bytes(out[20:])).to_bytes(2, "big")
+    assert bytes(done) == expected_bytes(want, ttl_delta(direction))
+
+
 def test_reply_without_conn_passes_untouched(rig: Rig) -> None:
     for p in (tcp(*RS_TCP, CLIENT, 999, "SA"), udp(*RS_UDP, CLIENT, 999)):
         data = build(p)
