@@ -19,7 +19,7 @@ import secrets
 import socket
 import subprocess
 import time
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 from ipaddress import IPv4Address
 
@@ -148,6 +148,16 @@ def _nodes(pair: Pair, preempt: bool = True) -> tuple[Node, Node]:
     return a, b
 
 
+@contextlib.asynccontextmanager
+async def stopping(*nodes: Node) -> AsyncIterator[None]:
+    """Stop every node's transport on the way out, whatever the body did (stop is idempotent)."""
+    try:
+        yield
+    finally:
+        for node in nodes:
+            await node.transport.stop()
+
+
 async def _until(pred: object, timeout: float) -> float:
     """Wait (bounded) until ``pred()`` is true; return the time it became true."""
     assert callable(pred)
@@ -161,9 +171,9 @@ async def _until(pred: object, timeout: float) -> float:
 
 async def test_primary_active_backup_stays_and_one_cut_path_changes_nothing(pair: Pair) -> None:
     a, b = _nodes(pair)
-    await b.start()  # the backup first: it must still defer to the primary
-    await a.start()
-    try:
+    async with stopping(a, b):
+        await b.start()  # the backup first: it must still defer to the primary
+        await a.start()
         await _until(lambda: a.role is Role.ACTIVE, 2.0)
         await asyncio.sleep(1.0)
         assert (a.role, b.role) == (Role.ACTIVE, Role.BACKUP)
@@ -177,65 +187,53 @@ async def test_primary_active_backup_stays_and_one_cut_path_changes_nothing(pair
             pair.link(pair.a, ifname, True)  # ... and back
             await asyncio.sleep(5 * IV)
         assert b.transport.machine.transitions == 1
-    finally:
-        await a.transport.stop()
-        await b.transport.stop()
 
 
 async def test_silence_on_every_path_fails_over_within_dead_time(pair: Pair) -> None:
     a, b = _nodes(pair)
-    await a.start()
-    await b.start()
-    try:
+    async with stopping(a, b):
+        await a.start()
+        await b.start()
         await _until(lambda: a.role is Role.ACTIVE, 2.0)
         await asyncio.sleep(3 * IV)
-        # a crash as the backup sees it: the active stops sending on every path at once
-        a.transport._socks.clear()
+        # a crash as the backup sees it: the active goes silent on every path at once
+        a.transport._close_sockets()
         t0 = time.monotonic()
         took = await _until(lambda: b.role is Role.ACTIVE, 2.0) - t0
         assert took <= default_dead_time(IV, 100) + 0.05
-    finally:
-        await a.transport.stop(handover=False)
-        await b.transport.stop()
 
 
 async def test_clean_stop_hands_over_at_once_and_primary_preempts_on_return(pair: Pair) -> None:
     a, b = _nodes(pair)
-    await a.start()
-    await b.start()
-    try:
+    a2 = _nodes(pair)[0]  # the primary's next run
+    async with stopping(a, b, a2):
+        await a.start()
+        await b.start()
         await _until(lambda: a.role is Role.ACTIVE and b.role is Role.BACKUP, 2.0)
         await asyncio.sleep(2 * IV)
         t0 = time.monotonic()
         await a.transport.stop(handover=True)
         took = await _until(lambda: b.role is Role.ACTIVE, 1.0) - t0
         assert took < 0.05  # no dead time: the priority-0 heartbeat arrives in microseconds
-        a2 = _nodes(pair)[0]
         await a2.start()
         await _until(lambda: a2.role is Role.ACTIVE and b.role is Role.BACKUP, 2.0)
-        await a2.transport.stop()
-    finally:
-        await b.transport.stop()
 
 
 async def test_no_preempt_keeps_the_backup_active(pair: Pair) -> None:
     a, b = _nodes(pair, preempt=False)
-    await b.start()
-    try:
+    async with stopping(a, b):
+        await b.start()
         await _until(lambda: b.role is Role.ACTIVE, 2.0)
         await a.start()
         await asyncio.sleep(15 * IV)
         assert (a.role, b.role) == (Role.BACKUP, Role.ACTIVE)
-    finally:
-        await a.transport.stop()
-        await b.transport.stop()
 
 
 async def test_partition_heals_to_exactly_one_active(pair: Pair) -> None:
     a, b = _nodes(pair)
-    await a.start()
-    await b.start()
-    try:
+    async with stopping(a, b):
+        await a.start()
+        await b.start()
         await _until(lambda: a.role is Role.ACTIVE, 2.0)
         pair.link(pair.a, "eth0", False)
         pair.link(pair.a, "eth1", False)
@@ -247,9 +245,6 @@ async def test_partition_heals_to_exactly_one_active(pair: Pair) -> None:
         await asyncio.sleep(5 * IV)
         assert (a.role, b.role) == (Role.ACTIVE, Role.BACKUP)
         assert a.rec.reannounces >= 1  # the winner re-announced
-    finally:
-        await a.transport.stop()
-        await b.transport.stop()
 
 
 def _sniff_one(ns: str, ifname: str, port: int, timeout: float) -> bytes:
@@ -283,9 +278,9 @@ def _inject(ns: str, ifname: str, dst: str, datagrams: list[bytes], ttl: int = 2
 
 async def test_forged_replayed_and_wrongly_signed_heartbeats_change_nothing(pair: Pair) -> None:
     a, b = _nodes(pair)
-    await a.start()
-    await b.start()
-    try:
+    async with stopping(a, b):
+        await a.start()
+        await b.start()
         await _until(lambda: a.role is Role.ACTIVE and b.role is Role.BACKUP, 2.0)
         captured = await asyncio.to_thread(_sniff_one, pair.b, "eth0", 5405, 2.0)
         wall = time.time()
@@ -307,9 +302,6 @@ async def test_forged_replayed_and_wrongly_signed_heartbeats_change_nothing(pair
         assert gained["replay"] == 20
         assert gained["bad_mac"] == 40
         assert gained["ttl"] == 1
-    finally:
-        await a.transport.stop()
-        await b.transport.stop()
 
 
 def encode_resign(wall: float) -> bytes:
@@ -324,17 +316,14 @@ def encode_resign(wall: float) -> bytes:
 async def test_mismatched_secret_is_loud_not_silent(pair: Pair) -> None:
     a = _node(pair.a, "lvs1", 200, "198.18.0.3", "198.19.0.3")
     b = _node(pair.b, "lvs2", 100, "198.18.0.1", "198.19.0.2", secret=b"x" * 32)
-    await a.start()
-    await b.start()
-    try:
+    async with stopping(a, b):
+        await a.start()
+        await b.start()
         await asyncio.sleep(15 * IV)
         # each refuses the other, so both serve - and each counts why, for the operator
         assert (a.role, b.role) == (Role.ACTIVE, Role.ACTIVE)
         assert a.transport.receiver.dropped["bad_mac"] > 10
         assert b.transport.receiver.dropped["bad_mac"] > 10
-    finally:
-        await a.transport.stop()
-        await b.transport.stop()
 
 
 # ---- part B: two `pylvs serve` directors --------------------------------------------------------
@@ -527,15 +516,12 @@ async def test_differing_config_digest_is_logged_loudly(pair: Pair,
                                                         caplog: pytest.LogCaptureFixture) -> None:
     a, b = _nodes(pair)
     b.transport.machine.digest = b.transport.sender.digest = config_digest("other services")
-    await a.start()
-    await b.start()
-    try:
+    async with stopping(a, b):
+        await a.start()
+        await b.start()
         await _until(lambda: a.role is Role.ACTIVE, 2.0)
         await asyncio.sleep(5 * IV)
         loud = [r for r in caplog.records if "CONFIG MISMATCH" in r.getMessage()]
         assert len(loud) == 2  # once on each side, not once per heartbeat
         assert all(r.levelname == "ERROR" for r in loud)
         assert (a.role, b.role) == (Role.ACTIVE, Role.BACKUP)  # reported, not acted on
-    finally:
-        await a.transport.stop()
-        await b.transport.stop()
