@@ -37,7 +37,7 @@ import sys
 import time
 from typing import Any
 
-from pylvs.ha.drill import HaPair
+from pylvs.ha.pair import HaPair
 from pylvs.ha.state import default_dead_time
 
 

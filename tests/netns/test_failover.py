@@ -25,7 +25,6 @@ from ipaddress import IPv4Address
 
 import pytest
 
-from pylvs.ha.drill import HaPair
 from pylvs.ha.messages import (
     Kind,
     PathId,
@@ -35,6 +34,7 @@ from pylvs.ha.messages import (
     config_digest,
     encode,
 )
+from pylvs.ha.pair import HaPair
 from pylvs.ha.state import HaStateMachine, default_dead_time
 from pylvs.ha.transport import HaTransport, Link
 
