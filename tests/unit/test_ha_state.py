@@ -159,6 +159,7 @@ def test_split_brain_loser_steps_down_winner_reannounces_rate_limited() -> None:
     assert _roles(out) == [(Role.ACTIVE, Role.BACKUP)]
     out = winner.receive(_msg("lvs1", Role.ACTIVE, 100), 2.0)
     assert _roles(out) == [] and any(isinstance(a, Reannounce) for a in out)
+    assert next(a.reason for a in out if isinstance(a, Reannounce)).startswith("split brain")
     out = winner.receive(_msg("lvs1", Role.ACTIVE, 100, epoch=1), 2.1)
     assert not any(isinstance(a, Reannounce) for a in out)
     assert SendHeartbeat(role=Role.ACTIVE, priority=100) in out

@@ -318,6 +318,8 @@ class HaStateMachine:
             out.append(ConfigMismatch(peer=msg.node_id, peer_digest=msg.digest, matches=True))
         trigger = classify(msg, self.priority, self.node_id, self.preempt)
         reason = f"heard {msg.node_id} {msg.role.name} prio {msg.priority}"
+        if self.role is Role.ACTIVE and msg.role is Role.ACTIVE:
+            reason = f"split brain, {reason}"
         out += self._fire(trigger, now, reason)
         if returned and self.role is Role.ACTIVE:
             out += self._apply(E.REANNOUNCE, now, f"peer back after silence, {reason}")
