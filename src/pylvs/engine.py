@@ -84,7 +84,7 @@ __all__ = [
 ]
 
 _PROTO_NUM = {"tcp": 6, "udp": 17}
-_PROTO_NAME = {6: "tcp", 17: "udp"}
+_PROTO_NAME: dict[int, Protocol] = {6: "tcp", 17: "udp"}
 
 SYNC_RECORD_SIZE: int = int(_lib.LVS_SYNC_RECORD_SIZE)
 #: per-packet metadata bits of the batch API (see _api.h): the L4 checksum field holds only the
@@ -433,8 +433,7 @@ class Engine:
         for i in range(int(_lib.lvs_svc_count(self._e))):
             if _lib.lvs_svc_info_get(self._e, i, info) < 0:
                 break
-            key = ServiceKey(_PROTO_NAME[info.proto], _ipstr(info.addr),  # type: ignore[arg-type]
-                             int(info.port))
+            key = ServiceKey(_PROTO_NAME[int(info.proto)], _ipstr(info.addr), int(info.port))
             sched = _ffi.string(info.sched).decode()
             st, rt = _stats(info.stats)
             out.append(ServiceInfo(
@@ -476,7 +475,7 @@ class Engine:
             else:
                 state = _TCP_STATES[c.state] if c.state < len(_TCP_STATES) else "NONE"
             out.append(ConnectionInfo(
-                protocol=proto,  # type: ignore[arg-type]
+                protocol=proto,
                 client_address=_ipstr(c.caddr), client_port=int(c.cport),
                 virtual_address=_ipstr(c.vaddr), virtual_port=int(c.vport),
                 server_address=_ipstr(c.daddr), server_port=int(c.dport),
