@@ -332,3 +332,15 @@ def test_no_icmp_to_unanswerable_sources(eng: Engine) -> None:
         assert eng.process(raw(IP(src=src, dst=VIP) / UDP(sport=1, dport=53)), 1.0) is None
     d = eng.stats().drops
     assert (d["no_dest"], d["reply_short_stride"]) == (3, 0)
+
+
+def test_embed_example_runs() -> None:
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    example = Path(__file__).resolve().parents[2] / "examples" / "embed_engine.py"
+    res = subprocess.run([sys.executable, str(example), "--servers", "3", "--scheduler", "wlc"],
+                         capture_output=True, text=True, timeout=120, check=False)
+    assert res.returncode == 0, res.stderr
+    assert "port-unreachable" in res.stdout and "TIME_WAIT" in res.stdout
