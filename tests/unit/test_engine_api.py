@@ -313,3 +313,28 @@ def test_c_batch_contract_through_the_handle(eng: Engine, svc: ServiceKey) -> No
     assert IP(fwd).dst == RS1
     reply = IP(bytes(ffi.buffer(data + stride, lens[1])))
     assert lens[1] == 28 + len(pkts[1]) and reply[ICMP].type == 3 and reply.dst == CLIENT
+
+
+def test_sync_refresh_moves_state_and_counters(svc: ServiceKey, eng: Engine) -> None:
+    eng.set_sync_master(True)
+    for flags in ("S", "A", "A"):
+        eng.process(syn(flags=flags), 0.0)
+    first = eng.sync_collect()
+    eng.process(syn(flags="FA"), 1.0)           # CLOSE_WAIT: a non-ES change syncs at once
+    second = eng.sync_collect()
+    assert len(first) == len(second) == SYNC_RECORD_SIZE
+    backup = Engine(max_connections=64)
+    bs = backup.add_service("tcp", VIP, 80, scheduler="rr")
+    backup.add_server(bs, RS1, 8080)
+
+    def counts() -> tuple[int, int]:
+        d = backup.services()[0].servers[0]
+        return d.active_conns, d.inactive_conns
+
+    backup.sync_apply(first, 10.0)
+    assert backup.connections()[0].state == "ESTABLISHED" and counts() == (1, 0)
+    backup.sync_apply(second, 11.0)
+    (c,) = backup.connections()
+    assert (c.state, c.expires) == ("CLOSE_WAIT", pytest.approx(11.0 + 60))
+    assert counts() == (0, 1)
+    assert backup.stats().totals.conns == 0     # synced conns are not counted as scheduled
