@@ -142,6 +142,10 @@ class NetConf:
         """Undo a crashed run's leftovers, then set sysctls, the TUN link and the table."""
         with self._lock:
             self._recover()
+            if Path(f"/proc/sys/net/ipv6/conf/{self.tun}").is_dir():
+                # pylvs is IPv4; without this the TUN's own router solicitations and MLD
+                # reports (sent when it goes up) would be read and passed back by the pump.
+                self._sysctl(f"net/ipv6/conf/{self.tun}/disable_ipv6", "1")
             with self._ipr() as ipr:
                 tun = self._index(ipr, self.tun)
                 self._index(ipr, self.public)

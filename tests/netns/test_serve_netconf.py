@@ -102,6 +102,7 @@ out["applied"] = first
 out["forward"] = Path("/proc/sys/net/ipv4/ip_forward").read_text().strip()
 out["rp"] = Path("/proc/sys/net/ipv4/conf/srvtun0/rp_filter").read_text().strip()
 out["delay"] = Path("/proc/sys/net/ipv4/neigh/pub0/proxy_delay").read_text().strip()
+out["v6off"] = Path("/proc/sys/net/ipv6/conf/srvtun0/disable_ipv6").read_text().strip()
 out["state_files"] = os.listdir(sys.argv[1])
 nc.remove()
 out["after_files"] = os.listdir(sys.argv[1])
@@ -118,6 +119,7 @@ out["after_files"] = os.listdir(sys.argv[1])
     assert "198.18.0.100 dev pub0 proxy" in applied["proxy"]
     assert "inet 198.19.0.1/24" in applied["addrs"]
     assert (out["forward"], out["rp"], out["delay"]) == ("1", "2", "0")  # all.rp_filter is 1
+    assert out["v6off"] == "1"
     assert len(out["state_files"]) == 1 and out["after_files"] == []
     after = _snapshot(ns)
     assert after == before  # the TUN is gone too: the program exited
