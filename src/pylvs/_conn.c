@@ -76,6 +76,10 @@ static void out_unlink(lvs_engine *e, lvs_conn *c)
 void lvs_conn_unhash_template(lvs_engine *e, lvs_conn *c)
 {
     in_unlink(e, c);
+    /* ip_vs_check_template: a neutralised template shows ports 0xffff (ipvsadm -Lc, sync).
+     * Safe: it is out of the in-hash for good and templates are never in the out-hash. */
+    c->vport = 0xffff;
+    c->dport = 0xffff;
 }
 
 /* ---- timer wheel ---- */

@@ -211,10 +211,14 @@ class Model:
     """The IPVS NAT semantics for the subset the property test exercises (IPv4, TCP, UDP)."""
 
     def __init__(self, tcp: int = 900, tcpfin: int = 120, udp: int = 300,
-                 max_connections: int = 1 << 20) -> None:
+                 max_connections: int = 1 << 20, *, expire_nodest_conn: bool = False,
+                 expire_quiescent_template: bool = False, conn_reuse_mode: int = 1) -> None:
         # pylvs bounds the table (entries and templates); a failed allocation behaves like
         # the kernel's ip_vs_conn_new() returning NULL: after scheduling, packet dropped.
         self.max_connections = max_connections
+        self.expire_nodest_conn = expire_nodest_conn  # sysctls of the same names (§4, §2.6)
+        self.expire_quiescent_template = expire_quiescent_template
+        self.conn_reuse_mode = conn_reuse_mode
         self.tcp_timeouts = dict(TCP_TIMEOUTS, ESTABLISHED=tcp, FIN_WAIT=tcpfin)
         self.udp_timeout = udp
         self.services: dict[tuple[str, str, int], Service] = {}
@@ -531,8 +535,12 @@ class Model:
 
     def _inbound(self, p: Pkt, length: int, now: float, c: Conn | None) -> Verdict:
         syn = p.proto == "tcp" and "S" in p.flags
-        # §2.6 step 2: conn_reuse_mode 1 (is_new_conn tests only the SYN bit).
-        if c is not None and syn and c.state == "TIME_WAIT" and c.control is None:
+        # §2.6 step 2 (is_new_conn tests only the SYN bit): a SYN on a TIME_WAIT conn without
+        # a template, or on a conn of a quiesced dest under expire_nodest_conn, starts afresh.
+        if c is not None and syn and self.conn_reuse_mode and (
+            (self.expire_nodest_conn and c.dest.weight == 0)
+            or (c.state == "TIME_WAIT" and c.control is None)
+        ):
             self._expire_now(c)
             c = None
         if c is None:
@@ -549,6 +557,8 @@ class Model:
                 return Verdict("icmp_unreach", reason="no_dest", direction="in")
             c = got
         elif not c.dest.available:
+            if self.expire_nodest_conn:
+                self._expire_now(c)
             return self._drop("dest_unavailable", "in")  # §2.6 step 6
         self._count_stats(c, "in", length)
         if c.proto == "tcp":
@@ -567,8 +577,11 @@ class Model:
             snet = str(ipaddress.IPv4Address(int(ipaddress.IPv4Address(p.src)) & mask))
             tkey = self._in_key(svc.proto, snet, 0, svc.addr, svc.port)
             t = self.templates.get(tkey)
-            if t is not None and not t.dest.available:
-                del self.templates[tkey]  # neutralised: lives on unmatched until it expires
+            if t is not None and (not t.dest.available or (
+                    self.expire_quiescent_template and t.dest.weight == 0)):
+                # ip_vs_check_template: neutralised (ports 0xffff), unmatched until it expires
+                del self.templates[tkey]
+                t.vport = t.dport = 0xFFFF
                 t = None
             if t is None:
                 d = self._schedule(svc)

@@ -119,12 +119,14 @@ class EngineVsModel(RuleBasedStateMachine):
     """Random operations applied to the C engine and the model in lockstep."""
 
     max_connections = 1 << 20
+    options: dict[str, Any] = {}  # IPVS sysctls given to both sides
 
     def __init__(self) -> None:
         super().__init__()
         self.now = 0
-        self.model = Model(max_connections=self.max_connections)
-        self.eng = EngineView(engine_or_skip(max_connections=self.max_connections))
+        self.model = Model(max_connections=self.max_connections, **self.options)
+        self.eng = EngineView(engine_or_skip(max_connections=self.max_connections,
+                                             **self.options))
         self.svcs: dict[int, tuple[Service, Any]] = {}
         self.dests: dict[tuple[int, int], tuple[Dest, Any]] = {}
         self.sent = 0
@@ -394,6 +396,26 @@ class SmallTableVsModel(EngineVsModel):
 
 SmallTableVsModel.TestCase.settings = EngineVsModel.TestCase.settings
 test_small_table_vs_model = SmallTableVsModel.TestCase
+
+
+class SysctlsVsModel(EngineVsModel):
+    """The same with the non-default sysctls a health-checked director uses."""
+
+    options = {"expire_nodest_conn": True, "expire_quiescent_template": True}
+
+
+SysctlsVsModel.TestCase.settings = EngineVsModel.TestCase.settings
+test_sysctls_vs_model = SysctlsVsModel.TestCase
+
+
+class NoReuseVsModel(EngineVsModel):
+    """conn_reuse_mode 0: a SYN on a TIME_WAIT conn just moves it (TW -> SYN_RECV)."""
+
+    options = {"conn_reuse_mode": 0}
+
+
+NoReuseVsModel.TestCase.settings = EngineVsModel.TestCase.settings
+test_no_reuse_vs_model = NoReuseVsModel.TestCase
 
 
 def test_model_thresholds_persistence_and_trash() -> None:
