@@ -63,7 +63,12 @@ TCP_FLAG_SETS = ["", "S", "SA", "A", "PA", "F", "FA", "R", "RA", "SR", "SF", "FR
 NETMASKS = ("255.255.255.255", "255.255.255.252")
 # Half the draws come from the flags real TCP stacks send, so conns live long enough to reach
 # ESTABLISHED, FIN_WAIT, TIME_WAIT...; the other half from every combination above.
-FLAGS = st.one_of(st.sampled_from(["S", "A", "PA", "FA", "A", "R"]), st.sampled_from(TCP_FLAG_SETS))
+FLAGS = st.one_of(
+    st.sampled_from(["S", "A", "PA", "FA", "A", "R"]),
+    st.sampled_from(TCP_FLAG_SETS),
+    # any of the 256 combinations of the flag byte, in scapy's letters (bit 0 = F ... 7 = C)
+    st.integers(0, 255).map(lambda b: "".join(c for i, c in enumerate("FSRPAUEC") if b >> i & 1)),
+)
 
 
 def dest_endpoint(slot: int, j: int) -> tuple[str, int]:
