@@ -361,6 +361,18 @@ uint32_t lvs_engine_expire(lvs_engine *e, double now)
         if (svc->sched && svc->sched->tick)
             svc->sched->tick(svc, now);
     }
+    /* lblc/lblcr drop their dest references without lvs_dest_put, so a removed dest can
+     * reach refcnt 0 in the trash unnoticed: free those here */
+    for (lvs_dest **pp = &e->trash; *pp;) {
+        lvs_dest *d = *pp;
+        if (d->refcnt == 0) {
+            *pp = d->next;
+            e->ntrash--;
+            free(d);
+        } else {
+            pp = &d->next;
+        }
+    }
     return expired;
 }
 

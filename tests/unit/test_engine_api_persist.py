@@ -168,3 +168,20 @@ def test_no_dest_reply_for_udp_and_quote(eng: Engine) -> None:
     assert v == Verdict.REPLY
     p = IP(out)
     assert len(out) == 576 and p[ICMP].type == 3 and out[28:] == pkt[:548]
+
+
+def test_lblc_references_keep_a_removed_dest_until_released() -> None:
+    """lblc caches dests with a reference: removed, the dest waits in the trash; once nothing
+    refers to it any more, expire() frees it."""
+    e = Engine(max_connections=64)
+    s = e.add_service("tcp", VIP, 443, scheduler="lblc")
+    a = e.add_server(s, RS1, 443)
+    e.process(syn(sport=1), 0.0)
+    e.remove_server(a, expire_connections=True)
+    assert e.connections() == []
+    e.expire(1.0)
+    assert e.stats().trash_servers == 1  # still named by lblc's cache entry for the VIP
+    e.remove_service(s)                  # done_service drops the cache and its references
+    assert e.stats().trash_servers == 1
+    e.expire(2.0)
+    assert e.stats().trash_servers == 0
