@@ -85,14 +85,17 @@ class Batch:
         self.restore()
 
     def restore(self) -> None:
+        """Copy the pristine packets and lengths back over the rewritten ones."""
         ffi.memmove(self.data, self.pristine, self.n * STRIDE)
         ffi.memmove(self.lens, self.lens0, self.n * 4)
 
     def verdicts(self) -> list[int]:
+        """The verdicts of the last call."""
         return list(ffi.unpack(self.verdict, self.n))
 
 
 def build_engine(max_conns: int, servers: int) -> tuple[Engine, list[int]]:
+    """An engine with one rr TCP service on the VIP and *servers* real servers."""
     eng = Engine(max_connections=max_conns)
     svc = eng.add_service("tcp", VIP, 80, scheduler="rr")
     rips = []
@@ -119,6 +122,7 @@ Timing = tuple[float, float]
 
 
 def time_c(e: Any, batches: list[Batch], now: float, restore: bool) -> Timing:
+    """Run every batch through the C function (restoring each first when asked)."""
     t0, c0 = time.perf_counter(), time.process_time()
     for b in batches:
         if restore:
@@ -128,6 +132,7 @@ def time_c(e: Any, batches: list[Batch], now: float, restore: bool) -> Timing:
 
 
 def time_restore(batches: list[Batch]) -> Timing:
+    """The restore copies alone, to subtract from the gross timing."""
     t0, c0 = time.perf_counter(), time.process_time()
     for b in batches:
         b.restore()
@@ -157,6 +162,7 @@ class PyNat:
         struct.pack_into("!H", buf, off, ~_fold(s) & 0xFFFF)
 
     def process(self, buf: bytearray) -> bool:
+        """Rewrite one packet in place; False when it is not forwarded."""
         src, dst = struct.unpack_from("!II", buf, 12)
         sport, dport = struct.unpack_from("!HH", buf, 20)
         flags = buf[33]
@@ -191,6 +197,7 @@ class PyNat:
 
 
 def bench_python(rips: list[int], n_new: int, n_est: int) -> tuple[float, float]:
+    """New connections/s and established packets/s of :class:`PyNat`."""
     vip = int.from_bytes(socket.inet_aton(VIP), "big")
     nat = PyNat(vip, rips)
     syns = [bytearray(_syn(i, vip)) for i in range(n_new)]
