@@ -397,11 +397,11 @@ class Model:
             if self.trash.get(key) is d:
                 del self.trash[key]
 
-    def _new_conn(self, svc: Service, d: Dest, caddr: str, cport: int, dport: int,
+    def _new_conn(self, svc: Service, d: Dest, caddr: str, cport: int, vport: int, dport: int,
                   now: float, template: bool = False) -> Conn | None:
         if len(self.all_conns) >= self.max_connections:
             return None
-        c = Conn(svc.proto, caddr, cport, svc.addr, 0 if template else svc.port, d.addr, dport,
+        c = Conn(svc.proto, caddr, cport, svc.addr, vport, d.addr, dport,
                  d, svc, TEMPLATE_STATE if template else "NONE", now + 3, template=template)
         self._bind(c)
         self.all_conns.append(c)
@@ -544,8 +544,10 @@ class Model:
             self._expire_now(c)
             c = None
         if c is None:
-            svc = self.services.get((p.proto, p.dst, p.dport))
-            if svc is None:
+            # ip_vs_service_find: the exact port first, then the VIP's port-zero service (§3)
+            svc = self.services.get((p.proto, p.dst, p.dport)) or self.services.get(
+                (p.proto, p.dst, 0))
+            if svc is None or (svc.port == 0 and not svc.persistence):
                 return self._drop("no_service", "in")
             if p.proto == "tcp" and (not syn or "R" in p.flags):
                 return self._drop("tcp_no_syn", "in")  # §2.6 step 3: nothing is forwarded
@@ -575,7 +577,11 @@ class Model:
         if svc.persistence:
             mask = int(ipaddress.IPv4Address(svc.netmask))
             snet = str(ipaddress.IPv4Address(int(ipaddress.IPv4Address(p.src)) & mask))
-            tkey = self._in_key(svc.proto, snet, 0, svc.addr, svc.port)
+            # A port-zero service keeps one template per client net for every port; the
+            # template names the dest port only for an exact-port service.
+            exact = svc.port != 0 and p.dport == svc.port
+            tport = svc.port if exact else 0
+            tkey = self._in_key(svc.proto, snet, 0, svc.addr, tport)
             t = self.templates.get(tkey)
             if t is not None and (not t.dest.available or (
                     self.expire_quiescent_template and t.dest.weight == 0)):
@@ -587,14 +593,17 @@ class Model:
                 d = self._schedule(svc)
                 if d is None:
                     return None
-                t = self._new_conn(svc, d, snet, 0, d.port, now, template=True)
+                t = self._new_conn(svc, d, snet, 0, tport, d.port if exact else 0, now,
+                                   template=True)
                 if t is None:
                     return "full"
-                t.vport = svc.port
                 t.in_key = tkey
                 t.tmpl_timeout = svc.persistence
                 self.templates[tkey] = t
-            c = self._new_conn(svc, t.dest, p.src, p.sport, t.dest.port, now)
+            # The conn goes to the dest port only when the packet hit the service port and
+            # the dest has one; otherwise the packet's port is kept (§3 step 5).
+            dport = t.dest.port if exact and t.dest.port else p.dport
+            c = self._new_conn(svc, t.dest, p.src, p.sport, p.dport, dport, now)
             self._rearm(t, now)  # ip_vs_conn_put(template): its whole timeout again
             if c is None:
                 return "full"
@@ -604,7 +613,7 @@ class Model:
             d = self._schedule(svc)
             if d is None:
                 return None
-            c = self._new_conn(svc, d, p.src, p.sport, d.port, now)
+            c = self._new_conn(svc, d, p.src, p.sport, p.dport, d.port, now)
             if c is None:
                 return "full"
         self._hash(c)

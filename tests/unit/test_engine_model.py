@@ -53,8 +53,11 @@ from .helpers_packets import (
 # ---- a fixed little universe ----------------------------------------------------------------
 
 VIP2 = "198.18.0.101"
-# (proto, vip, vport): slot 2 is the one that usually gets persistence.
-SERVICE_SLOTS = (("tcp", VIP, 80), ("udp", VIP, 53), ("tcp", VIP2, 443))
+# (proto, vip, vport): slot 2 is the one that usually gets persistence; slot 3 is the VIP2
+# port-zero service (always persistent), reached on any port that slot 2 does not take.
+SERVICE_SLOTS = (("tcp", VIP, 80), ("udp", VIP, 53), ("tcp", VIP2, 443), ("tcp", VIP2, 0))
+SLOT = st.integers(0, len(SERVICE_SLOTS) - 1)
+OTHER_PORT = 8443  # what clients of the port-zero service connect to
 DESTS_PER_SLOT = 3
 CLIENTS = ("198.18.0.9", "198.18.0.10", "198.18.0.13")  # .9/.10 share a /30, .13 does not
 CPORTS = (40000, 40001, 40002)
@@ -73,8 +76,9 @@ FLAGS = st.one_of(
 
 def dest_endpoint(slot: int, j: int) -> tuple[str, int]:
     """Real servers of different slots never share an address, so out-lookups are unambiguous;
-    ports differ from the service port so translation is always exercised."""
-    return f"198.19.0.{11 + 10 * slot + j}", 8000 + j
+    ports differ from the service port so translation is always exercised, except the port-0
+    dest of the port-zero service, which keeps the client's port."""
+    return f"198.19.0.{11 + 10 * slot + j}", 0 if slot == 3 and j == 0 else 8000 + j
 
 
 # ---- model self-checks: the table and life cycles quoted in ipvs.md §2.4 ----------------------
@@ -136,36 +140,41 @@ class EngineVsModel(RuleBasedStateMachine):
         self.dests: dict[tuple[int, int], tuple[Dest, Any]] = {}
         self.sent = 0
 
-    @initialize(sched=st.sampled_from(["rr", "wlc"]), persistent=st.sampled_from([0, 30]))
-    def first_services(self, sched: str, persistent: int) -> None:
-        for slot in (0, 1, 2):
+    @initialize(sched=st.sampled_from(["rr", "wlc"]), persistent=st.sampled_from([0, 30]),
+                port_zero=st.booleans())
+    def first_services(self, sched: str, persistent: int, port_zero: bool) -> None:
+        for slot in (0, 1, 2, 3) if port_zero else (0, 1, 2):
             self.add_service(slot, sched, persistent if slot == 2 else 0, 1)
             self.add_server(slot, 0, 1, False)
             self.add_server(slot, 1, 2, False)
 
     # ---- configuration ----
 
-    @rule(slot=st.integers(0, 2), sched=st.sampled_from(["rr", "wlc"]),
+    @rule(slot=SLOT, sched=st.sampled_from(["rr", "wlc"]),
           persistent=st.sampled_from([0, 0, 30]), mask=st.integers(0, 1))
     def add_service(self, slot: int, sched: str, persistent: int, mask: int) -> None:
         if slot in self.svcs:
             return
         proto, vip, vport = SERVICE_SLOTS[slot]
         netmask = NETMASKS[mask]
+        if vport == 0:
+            persistent = persistent or 30  # a port-zero service must be persistent
         m = self.model.add_service(proto, vip, vport, sched, persistent, netmask)
         e = self.eng.add_service(proto, vip, vport, sched, persistent, netmask)
         self.svcs[slot] = (m, e)
 
-    @rule(slot=st.integers(0, 2), sched=st.sampled_from(["rr", "wlc"]),
+    @rule(slot=SLOT, sched=st.sampled_from(["rr", "wlc"]),
           persistent=st.sampled_from([0, 30, 100]))
     def edit_service(self, slot: int, sched: str, persistent: int) -> None:
         if slot not in self.svcs:
             return
         m, e = self.svcs[slot]
+        if SERVICE_SLOTS[slot][2] == 0:
+            persistent = persistent or 30
         self.model.edit_service(m, scheduler=sched, persistence=persistent)
         self.eng.edit_service(e, sched, persistent)
 
-    @rule(slot=st.integers(0, 2))
+    @rule(slot=SLOT)
     def remove_service(self, slot: int) -> None:
         if slot not in self.svcs:
             return
@@ -175,7 +184,7 @@ class EngineVsModel(RuleBasedStateMachine):
         for key in [k for k in self.dests if k[0] == slot]:
             del self.dests[key]
 
-    @rule(slot=st.integers(0, 2), j=st.integers(0, DESTS_PER_SLOT - 1),
+    @rule(slot=SLOT, j=st.integers(0, DESTS_PER_SLOT - 1),
           weight=st.integers(0, 3), thresholds=st.booleans())
     def add_server(self, slot: int, j: int, weight: int, thresholds: bool) -> None:
         if slot not in self.svcs or (slot, j) in self.dests:
@@ -187,7 +196,7 @@ class EngineVsModel(RuleBasedStateMachine):
         ed = self.eng.add_server(e, addr, port, weight, upper, lower)
         self.dests[(slot, j)] = (md, ed)
 
-    @rule(slot=st.integers(0, 2), j=st.integers(0, DESTS_PER_SLOT - 1),
+    @rule(slot=SLOT, j=st.integers(0, DESTS_PER_SLOT - 1),
           weight=st.integers(0, 3), upper=st.sampled_from([0, 0, 1, 3]))
     def edit_server(self, slot: int, j: int, weight: int, upper: int) -> None:
         if (slot, j) not in self.dests:
@@ -197,7 +206,7 @@ class EngineVsModel(RuleBasedStateMachine):
                                lower_threshold=0)
         self.eng.edit_server(ed, weight, upper, 0)
 
-    @rule(slot=st.integers(0, 2), j=st.integers(0, DESTS_PER_SLOT - 1))
+    @rule(slot=SLOT, j=st.integers(0, DESTS_PER_SLOT - 1))
     def remove_server(self, slot: int, j: int) -> None:
         if (slot, j) not in self.dests:
             return
@@ -262,9 +271,10 @@ class EngineVsModel(RuleBasedStateMachine):
     def client_sends(self, pick: int, client: str, cport: int, flags: str, size: int,
                      zero_csum: bool, ttl: int) -> None:
         """A client packet to a service slot; pick 3 means any slot, configured or not."""
-        slots = sorted(self.svcs) if pick < 3 and self.svcs else [0, 1, 2]
+        slots = sorted(self.svcs) if pick < 3 and self.svcs else range(len(SERVICE_SLOTS))
         slot = slots[pick % len(slots)]
         proto, vip, vport = SERVICE_SLOTS[slot]
+        vport = vport or OTHER_PORT
         payload = bytes(range(size))
         if proto == "tcp":
             self.send(tcp(client, cport, vip, vport, flags, payload=payload, ttl=ttl))
@@ -273,12 +283,13 @@ class EngineVsModel(RuleBasedStateMachine):
                           ttl=ttl))
 
     @precondition(lambda self: bool(self.svcs))
-    @rule(pick=st.integers(0, 2), client=st.sampled_from(CLIENTS), cport=st.sampled_from(CPORTS),
+    @rule(pick=st.integers(0, 3), client=st.sampled_from(CLIENTS), cport=st.sampled_from(CPORTS),
           closes=st.sampled_from(["", "client", "server", "reset"]))
     def conversation(self, pick: int, client: str, cport: int, closes: str) -> None:
         """A whole exchange: SYN, SYN-ACK, ACK, data both ways, then maybe a close."""
         slots = sorted(self.svcs)
         proto, vip, vport = SERVICE_SLOTS[slots[pick % len(slots)]]
+        vport = vport or OTHER_PORT
         if proto == "udp":
             self.send(udp(client, cport, vip, vport, payload=b"q"))
         else:
@@ -323,7 +334,7 @@ class EngineVsModel(RuleBasedStateMachine):
         else:
             self.send(udp(c.caddr, c.cport, c.vaddr, c.vport, payload=b"x"))
 
-    @rule(slot=st.integers(0, 2), j=st.integers(0, DESTS_PER_SLOT - 1),
+    @rule(slot=SLOT, j=st.integers(0, DESTS_PER_SLOT - 1),
           client=st.sampled_from(CLIENTS), cport=st.sampled_from(CPORTS))
     def stray_reply(self, slot: int, j: int, client: str, cport: int) -> None:
         """A real-server packet that may match no conn: it must pass untouched (§2.6)."""
@@ -359,6 +370,8 @@ class EngineVsModel(RuleBasedStateMachine):
     def tables_agree(self) -> None:
         for c in self.model.connections():
             event(f"state {'TEMPLATE' if c.template else c.state}")
+            if c.svc.port == 0:
+                event(f"port-zero service {'template' if c.template else 'conn'}")
         want = sorted(
             (c.proto, c.caddr, c.cport, c.vaddr, c.vport, c.daddr, c.dport,
              "TEMPLATE" if c.template else c.state, c.expires)
