@@ -124,7 +124,7 @@ def _loop_factory(name: str) -> Callable[[], asyncio.AbstractEventLoop] | None:
 
 
 async def _serve(cfg: Config, path: str, verbose: bool) -> int:
-    from pylvs.director import Director  # the dataplane needs the C core; check does not
+    from pylvs.director import Director, attach_components  # check needs neither
 
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
@@ -140,6 +140,7 @@ async def _serve(cfg: Config, path: str, verbose: bool) -> int:
 
     try:
         director = Director(cfg)
+        attach_components(director)
     except PylvsError as exc:
         log.error("cannot build the director: %s", exc)
         return EXIT_CONFIG

@@ -6,7 +6,7 @@ Order of things (docs/ARCHITECTURE.md "Director"):
   network configuration, but touches neither the kernel nor the loop.
 * ``await start()``: services and servers into the engine, open the TUN, apply the network
   configuration, start pumping, start the timers (expire every 1 s, rates every 2 s), then
-  start the extra :attr:`components` (health, HA, API add themselves there).
+  start the extra :attr:`components` (:func:`attach_components` adds the API, health and HA).
 * ``await apply_config(new)``: validate, then diff services and servers and apply them live.
   Connections in the engine are never flushed by a reload.
 * ``set_server_state(...)``: runtime inputs (health verdicts, load weights) -> weights.
@@ -35,7 +35,7 @@ from pylvs.model import Config, Endpoint, RealServerConfig, VirtualServerConfig
 from pylvs.netconf import NetConf, NetPlan, plan_from_config, send_gratuitous_arp
 from pylvs.weights import LoadReport, ServerWeight
 
-__all__ = ["Component", "Director", "ServiceId"]
+__all__ = ["Component", "Director", "ServiceId", "attach_components"]
 
 log = logging.getLogger("pylvs.director")
 
@@ -91,10 +91,6 @@ class Director:
         self._lock = asyncio.Lock()
         self._started = False
         self.failed: asyncio.Future[str] | None = None  # set by start(); resolves on a fatal error
-        self._build_components()
-
-    def _build_components(self) -> None:
-        """Attach health probes, HA and the control API (each owner wires its part here)."""
 
     # -- properties --------------------------------------------------------------------------
     @property
@@ -380,3 +376,22 @@ class Director:
 
 def _text(value: IPv4Interface | None) -> str | None:
     return None if value is None else str(value)
+
+
+def attach_components(director: Director) -> None:
+    """Attach the control API, health probes and HA (``pylvs serve`` does this).
+
+    They start in this order once the packet path is up and stop in reverse: HA hands over
+    first, then the probes, then the API.  A bare ``Director`` (embedding, unit tests) has
+    none of them until this is called.
+    """
+    # Imported here: these layers sit above the packet path, and a program that never builds
+    # a full director should not pay for aiohttp.
+    from pylvs.api.server import ApiServer
+    from pylvs.ha.node import HaComponent
+    from pylvs.health.component import attach_health
+
+    director.components.append(ApiServer(director))
+    attach_health(director)
+    if director.config.ha.enabled:
+        director.components.append(HaComponent(director, engine=director.engine))
