@@ -5,12 +5,18 @@ timers (``expire`` scans everything).  The property tests drive it and the real 
 the same operations and compare what comes out.  Every rule cites the section of
 ``shared/reference/ipvs.md`` it comes from.
 
-Deliberate choices where the reference leaves room (each one a kernel default):
-* ``conn_reuse_mode = 1``, no conntrack: a SYN that finds a TIME_WAIT conn without a template
-  expires it and is scheduled afresh (§2.6 step 2).
-* ``expire_nodest_conn = 0``, ``expire_quiescent_template = 0``, ``nat_icmp_send = 0``,
-  ``schedule_icmp = 0``, ``sloppy_tcp = 0``, no ``secure_tcp``.
+Choices where the reference leaves room:
+* Kernel defaults unless a test asks otherwise: ``conn_reuse_mode = 1`` without conntrack (a
+  SYN that finds a TIME_WAIT conn without a template expires it and is scheduled afresh,
+  §2.6 step 2), ``expire_nodest_conn = 0`` and ``expire_quiescent_template = 0`` (all three
+  are constructor options), ``nat_icmp_send = 0``, ``schedule_icmp = 0``, ``sloppy_tcp = 0``,
+  no ``secure_tcp``.
 * A conn is expired when ``now >= expires`` (the kernel timer fires at its deadline).
+* Where the kernel would hand a packet to the director's own stack, pylvs drops and counts it
+  (see :meth:`Model.process`); the counter names are the engine's (``_nat.c``).
+* Where the kernel source is more precise than ipvs.md, the source wins and the code says
+  where (template timeout after a delayed expiry, neutralised template ports, ICMP errors
+  never answered by ICMP errors).
 """
 
 from __future__ import annotations
@@ -26,6 +32,7 @@ __all__ = [
     "TCP_TIMEOUTS",
     "Conn",
     "Dest",
+    "Estimator",
     "Model",
     "Service",
     "Stats",
@@ -208,7 +215,8 @@ class Verdict:
 
 
 class Model:
-    """The IPVS NAT semantics for the subset the property test exercises (IPv4, TCP, UDP)."""
+    """The IPVS NAT semantics for the subset the property tests exercise: IPv4 TCP and UDP
+    services (exact port or persistent port-zero), rr and wlc, NAT dests only."""
 
     def __init__(self, tcp: int = 900, tcpfin: int = 120, udp: int = 300,
                  max_connections: int = 1 << 20, *, expire_nodest_conn: bool = False,
