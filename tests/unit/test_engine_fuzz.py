@@ -156,6 +156,17 @@ def check_icmp_rewrite(data: bytes, out: bytes, ihl: int) -> None:
         assert out[ports : ports + 2] == data[ports : ports + 2]
 
 
+def fix_ip_csum(b: bytes) -> bytes:
+    """``b`` with a correct IP header checksum, when it has a header to sum."""
+    ihl = (b[0] & 0x0F) * 4 if b else 0
+    if len(b) < 20 or ihl < 20 or len(b) < ihl:
+        return b
+    h = bytearray(b)
+    h[10:12] = b"\0\0"
+    h[10:12] = checksum16(bytes(h[:ihl])).to_bytes(2, "big")
+    return bytes(h)
+
+
 def mutations(seed: bytes) -> st.SearchStrategy[bytes]:
     """Targeted header damage plus random byte flips, truncation and extension."""
     n = len(seed)
@@ -165,15 +176,6 @@ def mutations(seed: bytes) -> st.SearchStrategy[bytes]:
         if i < n:
             b[i] = v
         return bytes(b)
-
-    def fix_ip_csum(b: bytes) -> bytes:
-        ihl = (b[0] & 0x0F) * 4
-        if len(b) < 20 or ihl < 20 or len(b) < ihl:
-            return b
-        h = bytearray(b)
-        h[10:12] = b"\0\0"
-        h[10:12] = checksum16(bytes(h[:ihl])).to_bytes(2, "big")
-        return bytes(h)
 
     flips = st.lists(st.tuples(st.integers(0, max(n - 1, 0)), st.integers(0, 255)),
                      min_size=1, max_size=4)
@@ -261,14 +263,26 @@ CASES: dict[str, Callable[[bytes], bytes]] = {
     "truncated": lambda b: b[:12],
     "bad_version": lambda b: bytes([0x65]) + b[1:],
     "bad_ihl": lambda b: bytes([0x44]) + b[1:],
-    "bad_total_length": lambda b: b[:2] + (len(b) + 10).to_bytes(2, "big") + b[4:],
+    "bad_total_length": lambda b: fix_ip_csum(b[:2] + (len(b) + 10).to_bytes(2, "big") + b[4:]),
+    "bad_ip_checksum": lambda b: b[:10] + bytes([b[10] ^ 0xFF]) + b[11:],
+    "fragment": lambda b: fix_ip_csum(b[:6] + b"\x20\x00" + b[8:]),
+    "unknown_proto": lambda b: fix_ip_csum(b[:9] + bytes([47]) + b[10:]),
 }
 
 
 def test_drop_reasons_by_name() -> None:
+    """Each kind of bad input to the VIP is dropped and counted under its own reason."""
     seed = build(rig().seeds[0])
     for reason, damage in CASES.items():
         assert _reason_after(damage(seed)) == {reason: 1}, reason
+
+
+def test_unknown_protocol_elsewhere_passes() -> None:
+    r = rig()
+    gre = CASES["unknown_proto"](build(udp(CLIENT, 1, "198.18.0.77", 2)))
+    before = r.view.drops().get("not_ours", 0)
+    assert r.view.process(gre, r.now) == gre
+    assert r.view.drops().get("not_ours", 0) == before + 1
 
 
 @settings(max_examples=60, deadline=None,
