@@ -304,6 +304,8 @@ def test_ttl_expiring_in_the_director(rig: Rig, ttl: int) -> None:
     assert rig.view.connections() != [], "the conn exists: xmit fails after scheduling"
     assert rig.view.drops().get("ttl_exceeded") == 1
     assert is_icmp_reply_to(syn, out, 11, 0), "IPVS answers ICMP time exceeded (type 11)"
+    # icmp_send answers from the packet's local destination address, here the VIP
+    assert out is not None and out[12:16] == syn[16:20]
 
 
 def test_icmp_error_expiring_in_the_director_gets_no_answer(rig: Rig) -> None:
