@@ -54,6 +54,7 @@ class FuzzRig:
         u = eng.add_service("udp", VIP, 53, scheduler="wlc")
         for rs in sorted(UDP_RS):
             eng.add_server(u, *rs, weight=1)
+        eng.add_service("udp", VIP, 54, scheduler="rr")  # no servers: port unreachable
         self.now = 1.0
         for cport in (1000, 1001):
             self.view.process(build(tcp(CLIENT, cport, VIP, 80, "S")), self.now)
@@ -67,6 +68,7 @@ class FuzzRig:
             tcp(*rs1000, CLIENT, 1000, "SA"),
             tcp(*rs1000, CLIENT, 1000, "PA", payload=b"HTTP/1.0 200 OK\r\n"),
             udp(CLIENT, 2000, VIP, 53, payload=b"\x12\x34query"),
+            udp(CLIENT, 2001, VIP, 54),  # the answer is bigger than the question
             udp(*rs_udp, CLIENT, 2000, payload=b"\x12\x34answer"),
             udp(*rs_udp, CLIENT, 2000, udp_csum_zero=True),
             icmp_error("198.18.0.254", VIP, tcp(VIP, 80, CLIENT, 1000, "A"), 3, 4),
