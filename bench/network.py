@@ -234,10 +234,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
     command = "python3 bench/network.py " + " ".join(shlex.quote(a) for a in
                                                      (argv if argv is not None else sys.argv[1:]))
-    text = render_section(command, results, failures, time.time() - started)
+    variant = "veth offloads off" if args.veth_offloads == "off" else ""
+    text = render_section(command, results, failures, time.time() - started, variant)
     print(text)
     if args.record:
-        write_section(text)
+        write_section(text, variant)
     gates_ok = not failures and all(not m.errors for ms in results.values() for m in ms)
     return 0 if gates_ok else 1
 

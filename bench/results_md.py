@@ -17,6 +17,13 @@ from typing import Protocol
 __all__ = ["name_failed", "render_section", "write_section"]
 
 BEGIN, END = "<!-- network:begin -->", "<!-- network:end -->"
+
+
+def _markers(variant: str) -> tuple[str, str]:
+    if not variant:
+        return BEGIN, END
+    tag = "network-" + "-".join(variant.split())
+    return f"<!-- {tag}:begin -->", f"<!-- {tag}:end -->"
 RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "RESULTS.md")
 
 
@@ -56,7 +63,7 @@ def _tool_versions() -> str:
 
 
 def render_section(command: str, results: Mapping[str, Sequence[_Measurement]],
-                   failures: Mapping[str, str], elapsed: float) -> str:
+                   failures: Mapping[str, str], elapsed: float, variant: str = "") -> str:
     """The network section: command, environment, one table row per contender, gate notes."""
     keys = sorted({k for ms in results.values() for m in ms for k in m.metrics})
     close_keys = sorted((k for k in keys if k.startswith("close.") and k.endswith(".rps")),
@@ -76,7 +83,9 @@ def render_section(command: str, results: Mapping[str, Sequence[_Measurement]],
                  (f"{first}.lb_cpu", f"LB cores ({first})", ".2f"),
                  (f"{first}.lb_us_per_pkt", f"LB us/pkt ({first})", ".2f"),
                  (f"{first}.busy_cores", f"busy cores ({first})", ".2f")]
-    lines = [BEGIN, "## network (bench/network.py)", "",
+    begin, end = _markers(variant)
+    title = "## network (bench/network.py)" + (f", {variant}" if variant else "")
+    lines = [begin, title, "",
              f"Recorded {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, "
              f"whole run {elapsed:.0f} s. Command (as root, from the repository root):", "",
              f"    {command}", "", f"Environment: {_tool_versions()}.", "",
@@ -112,7 +121,7 @@ def render_section(command: str, results: Mapping[str, Sequence[_Measurement]],
               "\"busy cores\": all CPUs from /proc/stat (of 2); \"rr spread\": "
               "most minus fewest connections a real server accepted in that run (by "
               "construction for direct). Everything shares 2 cores with the client and the "
-              "three real servers, and with whatever else runs on the machine.", END]
+              "three real servers, and with whatever else runs on the machine.", end]
     return "\n".join(lines) + "\n"
 
 
@@ -121,15 +130,16 @@ def name_failed(failures: Mapping[str, str], name: str) -> bool:
     return name in failures
 
 
-def write_section(text: str) -> None:
+def write_section(text: str, variant: str = "") -> None:
     """Replace the network section of bench/RESULTS.md (or append it)."""
     old = ""
     if os.path.exists(RESULTS):
         with open(RESULTS, encoding="utf-8") as fh:
             old = fh.read()
-    if BEGIN in old and END in old:
-        head, rest = old.split(BEGIN, 1)
-        new = head + text.rstrip("\n") + rest.split(END, 1)[1]
+    begin, end = _markers(variant)
+    if begin in old and end in old:
+        head, rest = old.split(begin, 1)
+        new = head + text.rstrip("\n") + rest.split(end, 1)[1]
     else:
         new = (old.rstrip("\n") + "\n\n" if old else "# Benchmark results\n\n") + text
     with open(RESULTS, "w", encoding="utf-8") as fh:
