@@ -254,14 +254,12 @@ scheduler = "rr"
 
 
 def serve(topo: Topology, text: str) -> PylvsProcess:
-    prefix = tuple(os.environ.get("HC_SERVE_PREFIX", "").split())
     # Any answer will do for "ready": the sorry server answers before the first probes pass.
-    return start_pylvs(topo, text, 0, wait_tcp_port=80, timeout=30, argv_prefix=prefix)
+    return start_pylvs(topo, text, 0, wait_tcp_port=80, timeout=30)
 
 
 def serve_udp(topo: Topology, text: str) -> PylvsProcess:
-    prefix = tuple(os.environ.get("HC_SERVE_PREFIX", "").split())
-    return start_pylvs(topo, text, 0, wait_tcp_port=None, timeout=30, argv_prefix=prefix)
+    return start_pylvs(topo, text, 0, wait_tcp_port=None, timeout=30)
 
 
 @pytest.fixture
