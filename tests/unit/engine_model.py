@@ -570,12 +570,7 @@ class Model:
             if self.expire_nodest_conn:
                 self._expire_now(c)
             return self._drop("dest_unavailable", "in")  # §2.6 step 6
-        self._count_stats(c, "in", length)
-        if c.proto == "tcp":
-            self._set_state(c, tcp_transition(c.state, "in", p.flags))
-        else:
-            self._set_state(c, UDP_STATE)
-        self._rearm(c, now)
+        self._handled(c, "in", p, length, now)
         # A UDP checksum of 0 is fully computed on the way through (§2.3).
         out = replace(p, dst=c.daddr, dport=c.dport, udp_csum_zero=False)
         return self._transmit_in(c, p, out)
@@ -629,14 +624,19 @@ class Model:
             st.conns += 1
         return c
 
-    def _outbound(self, p: Pkt, length: int, now: float, c: Conn) -> Verdict:
-        """Reply from the real server: SNAT back to VIP:vport, state OUTPUT (§2.2, §2.3)."""
-        self._count_stats(c, "out", length)
+    def _handled(self, c: Conn, direction: Literal["in", "out"], p: Pkt, length: int,
+                 now: float) -> None:
+        """What every packet handled on a conn does: stats, state transition, timer re-arm."""
+        self._count_stats(c, direction, length)
         if c.proto == "tcp":
-            self._set_state(c, tcp_transition(c.state, "out", p.flags))
+            self._set_state(c, tcp_transition(c.state, direction, p.flags))
         else:
             self._set_state(c, UDP_STATE)
         self._rearm(c, now)
+
+    def _outbound(self, p: Pkt, length: int, now: float, c: Conn) -> Verdict:
+        """Reply from the real server: SNAT back to VIP:vport, state OUTPUT (§2.2, §2.3)."""
+        self._handled(c, "out", p, length, now)
         out = replace(p, src=c.vaddr, sport=c.vport, udp_csum_zero=False)
         return Verdict("forward", out, direction="out")
 
