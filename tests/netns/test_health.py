@@ -220,6 +220,15 @@ def logged_at(log: str, pattern: str, after: float) -> float | None:
     return None
 
 
+def pylvs_status(topo: Topology) -> str:
+    """What ``pylvs status`` prints for the daemon of this topology."""
+    sock = os.path.join(topo.workdir, "dir1.sock")
+    res = subprocess.run([sys.executable, "-m", "pylvs", "status", "--socket", sock],
+                         capture_output=True, text=True, timeout=30, env=child_env())
+    assert res.returncode == 0, res.stderr
+    return res.stdout
+
+
 def real_servers(hosts: list[Host], port: int) -> str:
     return "".join(
         f'\n  [[virtual_server.real_server]]\n  address = "{rs.address}:{port}"\n  weight = 1\n'
@@ -301,6 +310,9 @@ def test_down_up_sorry_and_flapping_under_traffic(topo: Topology) -> None:
         assert not [w for w in after if not w.startswith("rs")], after
         assert set(after) == {"rs1", "rs3"}
         lost = [w for w in load.since(stopped, cutoff) if not w.startswith("rs")]
+        status = pylvs_status(topo)
+        assert re.search(rf"^  {rs2.address}:80 +down ", status, re.M), status
+        assert re.search(rf"^  {rs1.address}:80 +up ", status, re.M), status
         down_at = logged_at(daemon.log(), rf"{rs2.address}:80: DOWN", stopped)
         assert down_at is not None and down_at - stopped <= DETECT + SLACK
         print(f"rs2 stopped: out of the pool after {down_at - stopped:.2f} s (bound {DETECT:.2f}"
