@@ -99,6 +99,9 @@ def test_list_numeric(daemon: Any) -> None:
 def test_service_and_server_commands(daemon: Any) -> None:
     _, _, sock = daemon
     ok(sock, "-A", "-u", f"{VIP}:53", "-s", "sh", "-b", "sh-port")
+    # ctl made it with the default tcp check, which UDP-only servers fail (weight 0): turn the
+    # check off so the listing shows the configured weights
+    ApiClient(sock).patch(f"/api/v1/services/udp/{VIP}:53", {"check": {"type": "none"}})
     ok(sock, "-a", "-u", f"{VIP}:53", "-r", "198.19.0.12", "-m", "-w", "3")
     ok(sock, "-a", "-u", f"{VIP}:53", "-r", "198.19.0.11:53", "-w", "2", "-x", "10", "-y", "5")
     out = ok(sock, "-L", "-n", "-u", f"{VIP}:53")
