@@ -412,7 +412,10 @@ class SmallTableVsModel(EngineVsModel):
     max_connections = 5
 
 
-SmallTableVsModel.TestCase.settings = EngineVsModel.TestCase.settings
+# The variants share most paths with the main machine: half its examples each.
+VARIANT_SETTINGS = settings(EngineVsModel.TestCase.settings,
+                            max_examples=max(10, EngineVsModel.TestCase.settings.max_examples // 2))
+SmallTableVsModel.TestCase.settings = VARIANT_SETTINGS
 test_small_table_vs_model = SmallTableVsModel.TestCase
 
 
@@ -422,7 +425,7 @@ class SysctlsVsModel(EngineVsModel):
     options = {"expire_nodest_conn": True, "expire_quiescent_template": True}
 
 
-SysctlsVsModel.TestCase.settings = EngineVsModel.TestCase.settings
+SysctlsVsModel.TestCase.settings = VARIANT_SETTINGS
 test_sysctls_vs_model = SysctlsVsModel.TestCase
 
 
@@ -432,7 +435,7 @@ class NoReuseVsModel(EngineVsModel):
     options = {"conn_reuse_mode": 0}
 
 
-NoReuseVsModel.TestCase.settings = EngineVsModel.TestCase.settings
+NoReuseVsModel.TestCase.settings = VARIANT_SETTINGS
 test_no_reuse_vs_model = NoReuseVsModel.TestCase
 
 
