@@ -527,3 +527,34 @@ def test_memory_per_connection_within_budget() -> None:
     eng = engine_or_skip(max_connections=1 << 16)
     st_ = eng.stats()
     assert 0 < st_.entry_size <= st_.bytes_per_connection <= 128
+
+
+@pytest.mark.parametrize("how", ["removed", "quiesced"])
+def test_neutralised_template_as_ip_vs_check_template(how: str) -> None:
+    """An invalid template stops matching, shows ports 0xffff and lives out its timer; the
+    scheduler picks again and a fresh template is made (ipvs.md §3 step 3)."""
+    opts = {"expire_quiescent_template": how == "quiesced"}
+    m = Model(**opts)
+    view = EngineView(engine_or_skip(max_connections=64, **opts))
+    msvc = m.add_service("tcp", VIP, 80, scheduler="rr", persistence=300)
+    esvc = view.add_service("tcp", VIP, 80, "rr", 300, "255.255.255.255")
+    servers = [(m.add_server(msvc, f"198.19.0.1{i}", 8000), view.add_server(
+        esvc, f"198.19.0.1{i}", 8000, 1, 0, 0)) for i in (1, 2)]
+    first = tcp("198.18.0.9", 1000, VIP, 80, "S")
+    for t, p in ((0, first), (5, replace(first, sport=1001))):
+        if t == 5:
+            md, ed = servers[1]  # rr: the newest dest took the first conn
+            if how == "removed":
+                m.remove_server(msvc, md)
+                view.remove_server(ed)
+            else:
+                m.edit_server(msvc, md, weight=0)
+                view.edit_server(ed, 0, 0, 0)
+        data = build(p)
+        verdict = m.process(p, len(data), t)
+        assert verdict.packet is not None
+        assert view.process(data, t) == expected_bytes(verdict.packet, ttl_delta("in"))
+    want = sorted((c.proto, c.caddr, c.cport, c.vaddr, c.vport, c.daddr, c.dport,
+                   "TEMPLATE" if c.template else c.state, c.expires) for c in m.connections())
+    assert view.connections() == want
+    assert sum(1 for c in want if c[4] == 0xFFFF and c[6] == 0xFFFF) == 1
