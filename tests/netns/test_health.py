@@ -182,8 +182,8 @@ def rejected_probes(topo: Topology, rs: Host) -> int:
     return int(m.group(1))
 
 
-def config(topo: Topology) -> str:
-    servers = real_servers(topo.real_servers[:3], 80)
+def config(topo: Topology, hosts: list[Host] | None = None) -> str:
+    servers = real_servers(topo.real_servers[:3] if hosts is None else hosts, 80)
     return f"""
 [director]
 public_interface = "{topo.public_interface}"
@@ -397,6 +397,35 @@ def test_udp_service_drops_a_dead_server(topo: Topology) -> None:
         back = time.time()
         load.wait(lambda: "rs1" in load.since(back), 10, "rs1 answering UDP again")
         assert not [w for w in load.since(back) if not w.startswith("rs")]
+    finally:
+        topo.stop(load.proc)
+        if daemon.proc.poll() is None:
+            daemon.stop()
+
+
+def test_reload_keeps_health_state(topo: Topology) -> None:
+    rs1, rs2, rs3, _ = topo.real_servers
+    for rs in topo.real_servers:
+        start_real_server(topo, rs)
+    daemon = serve(topo, config(topo, [rs1, rs2]))
+    load = start_load(topo, duration=30.0)
+    try:
+        load.wait(lambda: set(load.since(time.time() - 1.0)) == {"rs1", "rs2"}, 15,
+                  "rs1 and rs2 answering")
+        log_before = len(daemon.log().splitlines())
+        reloaded = time.time()
+        daemon.reload(config(topo, [rs1, rs2, rs3]))
+        took = load.wait(lambda: "rs3" in load.since(reloaded), 10, "rs3 answering after reload")
+        time.sleep(1.0)
+        assert not [w for w in load.since(reloaded) if not w.startswith("rs")]
+        new_lines = "\n".join(daemon.log().splitlines()[log_before:])
+        # The servers that stayed keep their verdicts: nothing is re-published for them, and
+        # the sorry server is not called in while the new one is checked.
+        for rs in (rs1, rs2):
+            assert f"{rs.address}:80: " not in new_lines, new_lines
+        assert "sorry server" not in new_lines, new_lines
+        assert f"{rs3.address}:80: UP" in new_lines, new_lines
+        print(f"reload: rs3 in service {took:.2f} s after SIGHUP")
     finally:
         topo.stop(load.proc)
         if daemon.proc.poll() is None:
