@@ -120,7 +120,7 @@ def checksum16(data: bytes) -> int:
     """RFC 1071 Internet checksum of ``data`` (what a receiver sums to verify)."""
     if len(data) % 2:
         data += b"\0"
-    s = sum(struct.unpack(f"!{len(data) // 2}H", data))
+    s: int = sum(struct.unpack(f"!{len(data) // 2}H", data))
     while s >> 16:
         s = (s & 0xFFFF) + (s >> 16)
     return ~s & 0xFFFF
