@@ -7,6 +7,12 @@ table (states, expiry), the active/inactive/persistent counts and every counter.
 
 Time advances in whole seconds and both sides get ``expire(now)`` once a second, the engine's
 documented contract, so expiry instants line up exactly.
+
+Variants of the machine run with a five-entry table (``table_full``), with the sysctls a
+health-checked director sets (``expire_nodest_conn``, ``expire_quiescent_template``) and with
+``conn_reuse_mode 0``.  ``PYLVS_ENGT_EXAMPLES=1000`` makes a deep run.  Below the machines:
+scripted checks of the model itself, the rate estimator against the kernel's fixed point, the
+memory budget and template neutralisation.
 """
 
 from __future__ import annotations
