@@ -208,8 +208,8 @@ class EngineView:
         return self.eng.add_service(proto, vip, vport, scheduler=sched,
                                     persistence=persistence, netmask=netmask)
 
-    def edit_service(self, svc: Any, sched: str, persistence: int) -> None:
-        self.eng.edit_service(svc, scheduler=sched, persistence=persistence)
+    def edit_service(self, svc: Any, sched: str, persistence: int, netmask: str) -> None:
+        self.eng.edit_service(svc, scheduler=sched, persistence=persistence, netmask=netmask)
 
     def remove_service(self, svc: Any) -> None:
         self.eng.remove_service(svc)

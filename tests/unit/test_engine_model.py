@@ -170,15 +170,17 @@ class EngineVsModel(RuleBasedStateMachine):
         self.svcs[slot] = (m, e)
 
     @rule(slot=SLOT, sched=st.sampled_from(["rr", "wlc"]),
-          persistent=st.sampled_from([0, 30, 100]))
-    def edit_service(self, slot: int, sched: str, persistent: int) -> None:
+          persistent=st.sampled_from([0, 30, 100]), mask=st.integers(0, 1))
+    def edit_service(self, slot: int, sched: str, persistent: int, mask: int) -> None:
+        """-E; templates made under the old netmask keep their key until they expire."""
         if slot not in self.svcs:
             return
         m, e = self.svcs[slot]
         if SERVICE_SLOTS[slot][2] == 0:
             persistent = persistent or 30
-        self.model.edit_service(m, scheduler=sched, persistence=persistent)
-        self.eng.edit_service(e, sched, persistent)
+        self.model.edit_service(m, scheduler=sched, persistence=persistent,
+                                netmask=NETMASKS[mask])
+        self.eng.edit_service(e, sched, persistent, NETMASKS[mask])
 
     @rule(slot=SLOT)
     def remove_service(self, slot: int) -> None:
