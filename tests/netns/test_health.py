@@ -430,3 +430,50 @@ def test_reload_keeps_health_state(topo: Topology) -> None:
         topo.stop(load.proc)
         if daemon.proc.poll() is None:
             daemon.stop()
+
+
+EXEC_CHECK = """#!/bin/sh
+# A check program as an operator would write one: is the port open?  rs2 also reports a
+# dynamic weight (exit 5 = weight 3, keepalived's misc_dynamic).
+PYTHON -c "import socket, sys; socket.create_connection((sys.argv[1], int(sys.argv[2])), 1)" \\
+    "$1" "$2" 2>/dev/null || exit 1
+[ "$1" = "198.19.0.12" ] && exit 5
+exit 0
+"""
+
+
+def test_exec_check_with_dynamic_weight(topo: Topology) -> None:
+    rs1, rs2 = topo.real_servers[:2]
+    procs = {rs.name: start_real_server(topo, rs) for rs in (rs1, rs2)}
+    program = os.path.join(topo.workdir, "check.sh")
+    with open(program, "w", encoding="ascii") as fh:
+        fh.write(EXEC_CHECK.replace("PYTHON", sys.executable))
+    os.chmod(program, 0o755)
+    text = config(topo, [rs1, rs2]).replace(
+        'type = "http"\n  path = "/health"',
+        f'type = "exec"\n  command = "{program} %h %p"\n  dynamic_weight = true',
+    )
+    assert 'type = "exec"' in text
+    daemon = serve(topo, text)
+    try:
+        def status_has(pattern: str) -> bool:
+            return re.search(pattern, pylvs_status(topo), re.M) is not None
+
+        weighted = rf"^  {rs2.address}:80 +up +weight 3/"
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and not status_has(weighted):
+            time.sleep(0.1)
+        status = pylvs_status(topo)
+        assert re.search(rf"^  {rs1.address}:80 +up +weight 1/1 ", status, re.M), status
+        assert re.search(rf"^  {rs2.address}:80 +up +weight 3/1 ", status, re.M), status
+        stopped = time.time()
+        topo.stop(procs["rs1"])
+        while time.monotonic() < deadline + 10 and not status_has(rf"^  {rs1.address}:80 +down "):
+            time.sleep(0.1)
+        down_at = logged_at(daemon.log(), rf"{rs1.address}:80: DOWN", stopped)
+        assert down_at is not None and down_at - stopped <= DETECT + SLACK, daemon.log()[-2000:]
+        assert re.search(rf"{rs1.address}:80: DOWN, out of pool \(exit status: exit 1",
+                         daemon.log())
+    finally:
+        if daemon.proc.poll() is None:
+            daemon.stop()
