@@ -124,7 +124,9 @@ def _loop_factory(name: str) -> Callable[[], asyncio.AbstractEventLoop] | None:
 
 
 async def _serve(cfg: Config, path: str, verbose: bool) -> int:
-    from pylvs.director import Director, attach_components  # check needs neither
+    # Imported here: `pylvs check` needs neither the C core nor aiohttp.
+    from pylvs.components import attach_components
+    from pylvs.director import Director
 
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()

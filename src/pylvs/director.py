@@ -6,7 +6,8 @@ Order of things (docs/ARCHITECTURE.md "Director"):
   network configuration, but touches neither the kernel nor the loop.
 * ``await start()``: services and servers into the engine, open the TUN, apply the network
   configuration, start pumping, start the timers (expire every 1 s, rates every 2 s), then
-  start the extra :attr:`components` (:func:`attach_components` adds the API, health and HA).
+  start the extra :attr:`components` (:func:`pylvs.components.attach_components` adds the
+  control API, health probes, load monitors and HA).
 * ``await apply_config(new)``: validate, then diff services and servers and apply them live.
   Connections in the engine are never flushed by a reload.
 * ``set_server_state(...)``: runtime inputs (health verdicts, load weights) -> weights.
@@ -35,7 +36,7 @@ from pylvs.model import Config, Endpoint, RealServerConfig, VirtualServerConfig
 from pylvs.netconf import NetConf, NetPlan, plan_from_config, send_gratuitous_arp
 from pylvs.weights import LoadReport, ServerWeight
 
-__all__ = ["Component", "Director", "ServiceId", "attach_components"]
+__all__ = ["Component", "Director", "ServiceId"]
 
 log = logging.getLogger("pylvs.director")
 
@@ -254,6 +255,15 @@ class Director:
             sw.set_load(load, now)
         self._sync_engine(self._config)
 
+    def reset_load(self, service_key: ServiceId) -> None:
+        """Forget load readings of a service's servers (its load monitor went away)."""
+        for key, sw in list(self._weights.items()):
+            if key[0] == service_key:
+                self._weights[key] = ServerWeight(sw.configured, slow_start=sw.slow_start,
+                                                  down_action=sw.down_action,
+                                                  healthy=sw.healthy)
+        self._sync_engine(self._config)
+
     def effective_weight(self, vs: VirtualServerConfig, rs: RealServerConfig) -> int | None:
         """The weight the engine should use; None when the server must not be in the engine."""
         now = self._clock()
@@ -376,22 +386,3 @@ class Director:
 
 def _text(value: IPv4Interface | None) -> str | None:
     return None if value is None else str(value)
-
-
-def attach_components(director: Director) -> None:
-    """Attach the control API, health probes and HA (``pylvs serve`` does this).
-
-    They start in this order once the packet path is up and stop in reverse: HA hands over
-    first, then the probes, then the API.  A bare ``Director`` (embedding, unit tests) has
-    none of them until this is called.
-    """
-    # Imported here: these layers sit above the packet path, and a program that never builds
-    # a full director should not pay for aiohttp.
-    from pylvs.api.server import ApiServer
-    from pylvs.ha.node import HaComponent
-    from pylvs.health.component import attach_health
-
-    director.components.append(ApiServer(director))
-    attach_health(director)
-    if director.config.ha.enabled:
-        director.components.append(HaComponent(director, engine=director.engine))

@@ -138,3 +138,31 @@ async def test_reload_sets_timeouts() -> None:
     await d.apply_config(_cfg(BASE + "\n[timeouts]\ntcp = 200\nudp = 30\n"))
     t = d.engine.timeouts()
     assert (t.tcp, t.tcpfin, t.udp) == (200, 120, 30)
+
+
+async def test_load_monitor_readings_reach_the_engine() -> None:
+    import asyncio
+
+    from pylvs.components import LoadMonitors
+
+    text = BASE.replace('  type = "none"\n', '  type = "none"\n  [virtual_server.load_monitor]\n'
+                        '  type = "exec"\n  command = "echo 50%"\n  interval = 0.05\n')
+    d = Director(_cfg(text.replace("weight = 2", "weight = 8")))
+    d._sync_engine(d.config)
+    monitors = LoadMonitors(d)
+    await monitors.start()
+    try:
+        for _ in range(100):
+            if _servers(d)["tcp 198.18.0.100:80 rr"] == {"198.19.0.11:80": 1,
+                                                         "198.19.0.12:80": 4}:
+                break
+            await asyncio.sleep(0.05)
+        assert _servers(d)["tcp 198.18.0.100:80 rr"] == {"198.19.0.11:80": 1,
+                                                         "198.19.0.12:80": 4}
+        # A reload that drops the monitor stops it; weights follow the config again.
+        await d.apply_config(_cfg(BASE))
+        assert not monitors._running
+        assert _servers(d)["tcp 198.18.0.100:80 rr"] == {"198.19.0.11:80": 1,
+                                                         "198.19.0.12:80": 2}
+    finally:
+        await asyncio.wait_for(monitors.stop(), 10)
