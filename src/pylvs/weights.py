@@ -149,6 +149,12 @@ class ServerWeight:
             last = self.configured if self._dynamic is None else self._dynamic
             self._dynamic = piranha_adjust(last, self.configured, report.loadavg)
 
+    def clear_load(self) -> None:
+        """Forget every load reading and agent state (the load monitor went away); health and
+        any slow-start ramp in progress stay."""
+        self._admin, self._oper = "ready", "up"
+        self._load_weight = self._percent = self._dynamic = None
+
     @property
     def up(self) -> bool:
         """Healthy and not held down by the agent (``down``/``maint``)."""

@@ -141,3 +141,14 @@ def test_reconfigure_keeps_agent_state() -> None:
     sw.set_load(LoadReport(percent=50), 0.0)
     sw.reconfigure(20, 0.0, "quiesce")
     assert sw.weight(0.0) == 10
+
+
+def test_clear_load_keeps_health_and_the_ramp() -> None:
+    sw = ServerWeight(10, slow_start=10.0, ramp_from=0.0)
+    sw.set_load(LoadReport(admin="drain", percent=30), 0.0)
+    assert sw.weight(5.0) == 0
+    sw.clear_load()
+    assert sw.weight(5.0) == 5  # back to the configured weight, still ramping
+    sw.set_health(False, 6.0)
+    sw.clear_load()
+    assert sw.weight(6.0) == 0  # health is not the load monitor's to clear
