@@ -20,6 +20,7 @@ Usage (one :class:`ServerWeight` per real server)::
     sw.set_load(LoadReport(percent=50), now)
     w = sw.weight(now)                  # int, or None = take the server out of the service
     sw.ramp_until()                     # re-evaluate until then (e.g. every second)
+    sw.clear_load()                     # the service's load monitor was removed
 
 Nothing here reads a clock: every method that depends on time takes ``now``.
 """
