@@ -1,7 +1,8 @@
 """Health checks through a running ``pylvs serve`` under client traffic, in namespaces.
 
 One client, one director, four real servers (rs1..rs3 in the pool, rs4 the sorry server), HTTP
-checks every 0.2 s.  A load generator in the client namespace makes one request at a time
+checks every 0.2 s; then a UDP service with a udp check, a SIGHUP reload, and an exec check
+with a dynamic weight.  A load generator in the client namespace makes one request at a time
 through the VIP for the whole test and records who answered and what failed; nft counters in
 the real servers' namespaces count the SYNs that arrive from clients (not from the director's
 probes), so "no new connection reaches it" is measured where it happens.
@@ -165,25 +166,27 @@ def start_real_server(topo: Topology, rs: Host) -> subprocess.Popen[str]:
     return proc
 
 
-def syn_count(topo: Topology, rs: Host) -> int:
-    """SYNs from the client network that reached ``rs`` (its nft counter)."""
+def nft_counter(topo: Topology, rs: Host, marker: str) -> int:
+    """Packets counted by the rule of ``rs``'s input chain whose text contains ``marker``."""
     out = topo.run(rs.ns, ["nft", "list", "chain", "inet", "hc", "input"]).stdout
-    line = next(ln for ln in out.splitlines() if CLIENT_NET in ln)
+    line = next(ln for ln in out.splitlines() if marker in ln)
     m = re.search(r"counter packets (\d+)", line)
     assert m is not None, line
     return int(m.group(1))
+
+
+def syn_count(topo: Topology, rs: Host) -> int:
+    """SYNs from the client network that reached ``rs`` (not the director's probes)."""
+    return nft_counter(topo, rs, CLIENT_NET)
 
 
 def rejected_probes(topo: Topology, rs: Host) -> int:
-    out = topo.run(rs.ns, ["nft", "list", "chain", "inet", "hc", "input"]).stdout
-    line = next(ln for ln in out.splitlines() if "@blocked" in ln)
-    m = re.search(r"counter packets (\d+)", line)
-    assert m is not None, line
-    return int(m.group(1))
+    """Probe SYNs that ``rs`` answered with a reset while the director was blocked."""
+    return nft_counter(topo, rs, "@blocked")
 
 
-def config(topo: Topology, hosts: list[Host] | None = None) -> str:
-    servers = real_servers(topo.real_servers[:3] if hosts is None else hosts, 80)
+def director_toml(topo: Topology) -> str:
+    """The ``[director]`` and ``[api]`` sections for this topology."""
     return f"""
 [director]
 public_interface = "{topo.public_interface}"
@@ -192,21 +195,32 @@ dataplane = "tun"
 
 [api]
 socket = "{os.path.join(topo.workdir, 'dir1.sock')}"
+"""
 
+
+def check_toml(type_lines: str) -> str:
+    """A ``[virtual_server.check]`` table with this test's timing."""
+    return f"""
+  [virtual_server.check]
+  {type_lines}
+  interval = {INTERVAL}
+  timeout = {TIMEOUT}
+  rise = {RISE}
+  fall = {FALL}
+"""
+
+
+def config(topo: Topology, hosts: list[Host] | None = None,
+           check: str = 'type = "http"\n  path = "/health"') -> str:
+    """HTTP service VIP:80 over ``hosts`` (default rs1..rs3) with rs4 as its sorry server."""
+    servers = real_servers(topo.real_servers[:3] if hosts is None else hosts, 80)
+    return f"""{director_toml(topo)}
 [[virtual_server]]
 address = "{topo.vip}:80"
 protocol = "tcp"
 scheduler = "rr"
 sorry_server = "{topo.real_servers[3].address}:80"
-
-  [virtual_server.check]
-  type = "http"
-  path = "/health"
-  interval = {INTERVAL}
-  timeout = {TIMEOUT}
-  rise = {RISE}
-  fall = {FALL}
-{servers}"""
+{check_toml(check)}{servers}"""
 
 
 def logged_at(log: str, pattern: str, after: float) -> float | None:
@@ -237,29 +251,14 @@ def real_servers(hosts: list[Host], port: int) -> str:
 
 
 def udp_config(topo: Topology) -> str:
-    return f"""
-[director]
-public_interface = "{topo.public_interface}"
-private_interface = "{topo.private_interface}"
-dataplane = "tun"
-
-[api]
-socket = "{os.path.join(topo.workdir, 'dir1.sock')}"
-
+    """UDP service VIP:53 over rs1 and rs2 with a udp send/expect check."""
+    check = check_toml('type = "udp"\n  send = "health?"\n  expect = "rs"')
+    return f"""{director_toml(topo)}
 [[virtual_server]]
 address = "{topo.vip}:53"
 protocol = "udp"
 scheduler = "rr"
-
-  [virtual_server.check]
-  type = "udp"
-  send = "health?"
-  expect = "rs"
-  interval = {INTERVAL}
-  timeout = {TIMEOUT}
-  rise = {RISE}
-  fall = {FALL}
-{real_servers(topo.real_servers[:2], 53)}"""
+{check}{real_servers(topo.real_servers[:2], 53)}"""
 
 
 def serve(topo: Topology, text: str) -> PylvsProcess:
@@ -432,11 +431,10 @@ def test_reload_keeps_health_state(topo: Topology) -> None:
             daemon.stop()
 
 
-EXEC_CHECK = """#!/bin/sh
-# A check program as an operator would write one: is the port open?  rs2 also reports a
-# dynamic weight (exit 5 = weight 3, keepalived's misc_dynamic).
-PYTHON -c "import socket, sys; socket.create_connection((sys.argv[1], int(sys.argv[2])), 1)" \\
-    "$1" "$2" 2>/dev/null || exit 1
+EXEC_CHECK = """#!/bin/bash
+# A check program as an operator would write one: is the port open (bash's /dev/tcp)?  rs2
+# also reports a dynamic weight (exit 5 = weight 3, keepalived's misc_dynamic).
+(exec 3<>"/dev/tcp/$1/$2") 2>/dev/null || exit 1
 [ "$1" = "198.19.0.12" ] && exit 5
 exit 0
 """
@@ -447,12 +445,10 @@ def test_exec_check_with_dynamic_weight(topo: Topology) -> None:
     procs = {rs.name: start_real_server(topo, rs) for rs in (rs1, rs2)}
     program = os.path.join(topo.workdir, "check.sh")
     with open(program, "w", encoding="ascii") as fh:
-        fh.write(EXEC_CHECK.replace("PYTHON", sys.executable))
+        fh.write(EXEC_CHECK)
     os.chmod(program, 0o755)
-    text = config(topo, [rs1, rs2]).replace(
-        'type = "http"\n  path = "/health"',
-        f'type = "exec"\n  command = "{program} %h %p"\n  dynamic_weight = true',
-    )
+    text = config(topo, [rs1, rs2],
+                  f'type = "exec"\n  command = "{program} %h %p"\n  dynamic_weight = true')
     assert 'type = "exec"' in text
     daemon = serve(topo, text)
     try:
@@ -464,7 +460,8 @@ def test_exec_check_with_dynamic_weight(topo: Topology) -> None:
         while time.monotonic() < deadline and not status_has(weighted):
             time.sleep(0.1)
         status = pylvs_status(topo)
-        assert re.search(rf"^  {rs1.address}:80 +up +weight 1/1 ", status, re.M), status
+        assert re.search(rf"^  {rs1.address}:80 +up +weight 1/1 ", status, re.M), (
+            status, daemon.log()[-3000:])
         assert re.search(rf"^  {rs2.address}:80 +up +weight 3/1 ", status, re.M), status
         stopped = time.time()
         topo.stop(procs["rs1"])
