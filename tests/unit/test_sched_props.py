@@ -69,7 +69,7 @@ def random_ops(
     return seq
 
 
-sequences = st.builds(random_ops, st.integers(0, 2**32 - 1), st.integers(1, 300))
+sequences = st.builds(random_ops, st.integers(0, 2**32 - 1), st.integers(1, 200))
 
 
 class Pair:
@@ -157,7 +157,7 @@ CASES = [(name, 0, 0, 0.0) for name in MODELS if name not in ("sh", "mh", "lblc"
 
 
 @pytest.mark.parametrize(("name", "flags", "mh_size", "expiration"), CASES)
-@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(seq=sequences)
 def test_c_matches_model(
     name: str, flags: int, mh_size: int, expiration: float, seq: list[tuple[object, ...]]
