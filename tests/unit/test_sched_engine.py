@@ -94,7 +94,7 @@ CASES = [
 
 
 @pytest.mark.parametrize(("name", "flags"), CASES)
-@settings(max_examples=8, deadline=None)
+@settings(max_examples=5, deadline=None)
 @given(seed=st.integers(0, 2**32 - 1))
 def test_engine_schedules_like_the_model(name: str, flags: int, seed: int) -> None:
     run(name, flags, seed, 60)
