@@ -7,8 +7,10 @@ real subprocess, and its output is compared with ipvsadm's layouts written out l
 
 from __future__ import annotations
 
+import http.client
 import json
 import re
+import socket
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -247,15 +249,11 @@ def test_tcp_listener_requires_the_token(daemon: Any) -> None:
     assert status == 200 and "pylvs_ipvs_backend_weight" in text
 
 
-def test_metrics_scrape_parses(daemon: Any) -> None:
-    topo, _, sock = daemon
-    assert vip_answers(topo)
-    import http.client
-    import socket as socket_mod
-
+def _scrape(sock: str) -> dict[str, Any]:
+    """GET /metrics over the Unix socket, parsed by prometheus_client."""
     class Conn(http.client.HTTPConnection):
         def connect(self) -> None:
-            self.sock = socket_mod.socket(socket_mod.AF_UNIX, socket_mod.SOCK_STREAM)
+            self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
             self.sock.connect(sock)
 
     conn = Conn("localhost", timeout=10)
@@ -263,7 +261,14 @@ def test_metrics_scrape_parses(daemon: Any) -> None:
     resp = conn.getresponse()
     text = resp.read().decode()
     assert resp.status == 200
-    families = {f.name: f for f in text_string_to_metric_families(text)}
+    assert resp.getheader("Content-Type", "").startswith("text/plain")
+    return {f.name: f for f in text_string_to_metric_families(text)}
+
+
+def test_metrics_scrape_parses(daemon: Any) -> None:
+    topo, _, sock = daemon
+    assert vip_answers(topo)
+    families = _scrape(sock)
     weights = {s.labels["remote_address"]: s.value
                for s in families["pylvs_ipvs_backend_weight"].samples}
     assert weights == {"198.19.0.11": 1, "198.19.0.12": 1, "198.19.0.13": 1}
@@ -284,3 +289,38 @@ def test_status_summary(daemon: Any) -> None:
     assert f"TCP {VIP}:80  rr" in res.stdout
     for rs in ("198.19.0.11:80", "198.19.0.12:80", "198.19.0.13:80"):
         assert re.search(rf"^  {re.escape(rs)} +up +weight 1/1 ", res.stdout, re.M), res.stdout
+
+
+def _status(sock: str) -> str:
+    res = subprocess.run([sys.executable, "-m", "pylvs", "status", "--socket", sock],
+                         capture_output=True, text=True, timeout=30, env=child_env())
+    assert res.returncode == 0, res.stderr
+    return res.stdout
+
+
+def test_status_and_metrics_follow_ha_roles() -> None:
+    from pylvs.ha.pair import HaPair
+
+    with HaPair(prefix="ctl", ha={"interval": 0.1}) as pair:
+        socks = [str(Path(pair.topo.workdir) / f"{d.name}.sock") for d in pair.topo.directors]
+        pair.start(0)
+        pair.wait(lambda: pair.owns_vip(0), 15, "the primary to own the VIP")
+        pair.start(1)
+        pair.wait(lambda: pair.is_backup(1), 15, "the backup to run as BACKUP")
+        pair.wait(lambda: "peer dir2 backup alive" in _status(socks[0]), 10,
+                  "the primary to see the backup")
+        first = _status(socks[0]).splitlines()[0]
+        assert "node dir1  role ACTIVE  peer dir2 backup alive" in first
+        second = _status(socks[1]).splitlines()[0]
+        assert "node dir2  role BACKUP  peer dir1 active alive" in second
+        assert ok(socks[0], "-L", "--daemon") == "master sync daemon (mcast=eth0, syncid=0)\n"
+        assert ok(socks[1], "-L", "--daemon") == "backup sync daemon (mcast=eth0, syncid=0)\n"
+
+        pair.kill(0)
+        pair.wait(lambda: pair.owns_vip(1), 10, "the backup to take over")
+        pair.wait(lambda: "role ACTIVE" in _status(socks[1]), 10, "dir2 to report ACTIVE")
+        families = _scrape(socks[1])
+        roles = {s.labels["role"]: s.value for s in families["pylvs_ha_role"].samples}
+        assert roles["active"] == 1 and roles["backup"] == 0
+        [transitions] = families["pylvs_ha_transitions"].samples
+        assert transitions.value >= 2  # INIT -> BACKUP -> ACTIVE
