@@ -246,12 +246,14 @@ static int do_in(lvs_engine *e, pkt *k, uint32_t *plen, uint32_t cap, double now
     lvs_conn *c = lvs_conn_in_get(e, k->proto, k->saddr, k->sport, k->daddr, k->dport);
     int syn = k->proto == LVS_PROTO_TCP && (k->th_flags & TH_SYN);
     if (c && syn && e->conn_reuse_mode) {
-        /* conn_reuse_mode: a new SYN on a TIME_WAIT entry (or one whose dest is quiesced
-         * under expire_nodest_conn) is scheduled afresh (§2.6 step 2) */
+        /* conn_reuse_mode: a new SYN on a TIME_WAIT or CLOSE entry (or one whose dest is
+         * quiesced under expire_nodest_conn) is scheduled afresh (§2.6 step 2; CLOSE is in the
+         * kernel's is_new_conn_expected since 4.x: after an RST the port is soon reused) */
         int resched = 0;
         if (e->expire_nodest_conn && c->dest && c->dest->weight == 0)
             resched = 1;
-        else if (!c->control && (c->state == TW || ((e->conn_reuse_mode & 2) && c->state == FW &&
+        else if (!c->control && (c->state == TW || c->state == CL ||
+                                 ((e->conn_reuse_mode & 2) && c->state == FW &&
                                                      (c->flags & LVS_CONN_F_NOOUTPUT))))
             resched = 1;
         if (resched && c->n_control == 0) {

@@ -543,11 +543,12 @@ class Model:
 
     def _inbound(self, p: Pkt, length: int, now: float, c: Conn | None) -> Verdict:
         syn = p.proto == "tcp" and "S" in p.flags
-        # §2.6 step 2 (is_new_conn tests only the SYN bit): a SYN on a TIME_WAIT conn without
-        # a template, or on a conn of a quiesced dest under expire_nodest_conn, starts afresh.
+        # §2.6 step 2 (is_new_conn tests only the SYN bit): a SYN on a TIME_WAIT or CLOSE conn
+        # without a template (the kernel's is_new_conn_expected), or on a conn of a quiesced
+        # dest under expire_nodest_conn, starts afresh.
         if c is not None and syn and self.conn_reuse_mode and (
             (self.expire_nodest_conn and c.dest.weight == 0)
-            or (c.state == "TIME_WAIT" and c.control is None)
+            or (c.state in ("TIME_WAIT", "CLOSE") and c.control is None)
         ):
             self._expire_now(c)
             c = None

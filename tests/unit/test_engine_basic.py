@@ -189,6 +189,24 @@ def test_syn_on_time_wait_is_rescheduled(eng: Engine, svc: ServiceKey) -> None:
     assert first in (RS1, RS2)
 
 
+def test_syn_on_close_entry_goes_to_a_live_server(eng: Engine, svc: ServiceKey) -> None:
+    # After an RST the client soon reuses the port; the kernel's is_new_conn_expected also
+    # reschedules from CLOSE, so a quiesced (or failed) server is not picked again.
+    rs2 = eng.add_server(svc, RS2, 8080)
+    eng.process(syn(), 0.0)
+    first = eng.connections()[0]
+    # the server refuses: its RST (OUT rst) moves the entry to CLOSE
+    eng.process(raw(IP(src=first.server_address, dst=CLIENT) /
+                    TCP(sport=8080, dport=40000, flags="R")), 0.5)
+    assert eng.connections()[0].state == "CLOSE"
+    server = rs2 if first.server_address == RS2 else eng.services()[0].servers[-1].key
+    eng.edit_server(server, weight=0)
+    assert eng.process(syn(), 1.0) is not None
+    again = eng.connections()[0]
+    assert again.state == "SYN_RECV"
+    assert again.server_address != first.server_address
+
+
 def test_quiesced_server_keeps_connections(eng: Engine, svc: ServiceKey) -> None:
     rs1 = eng.services()[0].servers[0].key
     eng.process(syn(), 0.0)
