@@ -10,6 +10,8 @@ ipvsadm's layouts (:mod:`pylvs.api.layouts`).  Differences, all deliberate:
   (``--start-daemon``/``--stop-daemon``; pylvs syncs through ``[ha]``) are refused with a reason.
 * ``-R`` applies all the lines it reads as one change: if any line is invalid, none is applied.
 * ``-S`` saves the configured weights, not the ones a failing health check has lowered.
+* ``-L`` shows the weight the scheduler uses now (0 while a health check has the server down),
+  like the kernel's; ``(size=N)`` is the engine's connection limit (``max_connections``).
 * ``--socket PATH`` picks the daemon's control socket (default: ``[api] socket``).
 """
 
