@@ -257,11 +257,9 @@ class Director:
 
     def reset_load(self, service_key: ServiceId) -> None:
         """Forget load readings of a service's servers (its load monitor went away)."""
-        for key, sw in list(self._weights.items()):
+        for key, sw in self._weights.items():
             if key[0] == service_key:
-                self._weights[key] = ServerWeight(sw.configured, slow_start=sw.slow_start,
-                                                  down_action=sw.down_action,
-                                                  healthy=sw.healthy)
+                sw.clear_load()  # keeps health and any slow-start ramp in progress
         self._sync_engine(self._config)
 
     def effective_weight(self, vs: VirtualServerConfig, rs: RealServerConfig) -> int | None:
