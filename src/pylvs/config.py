@@ -204,7 +204,13 @@ class _Reader:
             if converted is None or (isinstance(converted, tuple) and None in converted):
                 ok = False  # the nested table already recorded its problem
             kwargs[f.name] = converted
-        return cls(**kwargs) if ok else None
+        if not ok:
+            return None
+        built = cls(**kwargs)
+        if cls is model.VirtualServerConfig:
+            check = table.get("check")
+            built = model.apply_default_check(built, isinstance(check, dict) and "type" in check)
+        return built
 
     def real_servers(self, vs_table: dict[str, Any], path: str) -> tuple[Any, ...]:
         # A real server written without ":port" takes the virtual server's port (ipvsadm -r).

@@ -7,7 +7,7 @@ choice an LVS/keepalived operator would expect (noted where it is not obvious).
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from ipaddress import IPv4Address
 from typing import Literal
 
@@ -22,6 +22,7 @@ __all__ = [
     "RealServerConfig",
     "TimeoutsConfig",
     "VirtualServerConfig",
+    "apply_default_check",
 ]
 
 Protocol = Literal["tcp", "udp"]
@@ -193,3 +194,15 @@ class Config:
     ha: HaConfig = field(default_factory=HaConfig)
     virtual_servers: tuple[VirtualServerConfig, ...] = ()
     source: str = "<memory>"  # the file it came from, for error messages and SIGHUP
+
+
+def apply_default_check(vs: VirtualServerConfig, check_type_given: bool) -> VirtualServerConfig:
+    """Give a service whose config names no probe type the default for its protocol.
+
+    TCP services get a TCP connect.  For UDP a connect can never succeed, so the servers run
+    unchecked (``none``), as keepalived does for a real server without a checker; a UDP
+    service that wants probing names ``udp`` (or e.g. ``tcp`` for DNS over both) itself.
+    """
+    if check_type_given or vs.protocol != "udp" or vs.check.type != "tcp":
+        return vs
+    return replace(vs, check=replace(vs.check, type="none"))

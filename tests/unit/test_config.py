@@ -287,3 +287,15 @@ def test_real_server_shape_follows_the_model() -> None:
     # config reads real servers through a copy of RealServerConfig without its address.
     shape = {f.name for f in dataclasses.fields(config._RealServerShape)}
     assert shape == {f.name for f in dataclasses.fields(model.RealServerConfig)} - {"address"}
+
+
+def test_udp_service_without_probe_type_runs_unchecked() -> None:
+    # A TCP connect can never succeed against a UDP port; an unnamed probe would keep every
+    # server down forever.  Naming a type (TCP for DNS over both, say) is respected.
+    udp = MINIMAL.replace('protocol = "tcp"', 'protocol = "udp"')
+    assert config.parse(udp).virtual_servers[0].check.type == "none"
+    named = udp.replace('scheduler = "rr"', 'scheduler = "rr"\n  check = { type = "tcp" }')
+    assert config.parse(named).virtual_servers[0].check.type == "tcp"
+    assert config.parse(MINIMAL).virtual_servers[0].check.type == "tcp"
+    cfg = config.parse(udp)
+    assert config.parse(config.dump_toml(cfg)) == dataclasses.replace(cfg, source="<string>")

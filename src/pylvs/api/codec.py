@@ -82,7 +82,9 @@ def encode(value: Any) -> Any:
 
 def decode_service(data: object, where: str = "virtual_server") -> model.VirtualServerConfig:
     """Decode one virtual service (with its real servers) from JSON."""
-    return decode_dataclass(model.VirtualServerConfig, data, where)
+    vs = decode_dataclass(model.VirtualServerConfig, data, where)
+    check = data.get("check") if isinstance(data, Mapping) else None
+    return model.apply_default_check(vs, isinstance(check, Mapping) and "type" in check)
 
 
 def decode_server(data: object, where: str = "real_server") -> model.RealServerConfig:
