@@ -124,28 +124,22 @@ _ERRNO_TEXT = {
 }
 
 
+def _c_strings(names: Any) -> tuple[str, ...]:
+    """A NULL-terminated ``const char *const *`` from the core as Python strings."""
+    out: list[str] = []
+    i = 0
+    while names[i] != _ffi.NULL:
+        out.append(_ffi.string(names[i]).decode())
+        i += 1
+    return tuple(out)
+
+
 def scheduler_names() -> tuple[str, ...]:
     """Every scheduler the C registry knows, in registry order."""
-    names = _lib.lvs_sched_names()
-    out: list[str] = []
-    i = 0
-    while names[i] != _ffi.NULL:
-        out.append(_ffi.string(names[i]).decode())
-        i += 1
-    return tuple(out)
+    return _c_strings(_lib.lvs_sched_names())
 
 
-def _counter_names() -> tuple[str, ...]:
-    names = _lib.lvs_counter_names()
-    out: list[str] = []
-    i = 0
-    while names[i] != _ffi.NULL:
-        out.append(_ffi.string(names[i]).decode())
-        i += 1
-    return tuple(out)
-
-
-_COUNTERS = _counter_names()
+_COUNTERS = _c_strings(_lib.lvs_counter_names())
 _PASS_COUNTERS = frozenset({"not_ours"})
 
 
