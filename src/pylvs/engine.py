@@ -43,6 +43,7 @@ conn to its template, and skips records whose service or real server is unknown 
 from __future__ import annotations
 
 import ipaddress
+import math
 from collections.abc import Iterable, Sequence
 from dataclasses import replace
 from types import MappingProxyType
@@ -511,7 +512,7 @@ class Engine:
 
     def update_rates(self, now: float) -> None:
         """Run the IPVS rate estimator once per elapsed 2 s (call at least every 2 s)."""
-        _lib.lvs_engine_update_rates(self._e, float(now))
+        _lib.lvs_engine_update_rates(self._e, _clock(now))
 
     # ---- packets ----
 
@@ -563,7 +564,7 @@ class Engine:
         b.len = lens
         b.meta = metas
         b.verdict = verdicts
-        _lib.lvs_engine_process_batch(self._e, b, float(now))
+        _lib.lvs_engine_process_batch(self._e, b, _clock(now))
         vs: list[Verdict] = []
         outs: list[bytes] = []
         for i in range(n):
@@ -578,7 +579,7 @@ class Engine:
     def expire(self, now: float) -> int:
         """Run due timers and the schedulers' periodic work (call at least once a second);
         returns the entries removed."""
-        return int(_lib.lvs_engine_expire(self._e, float(now)))
+        return int(_lib.lvs_engine_expire(self._e, _clock(now)))
 
     # ---- connection sync ----
 
@@ -600,7 +601,7 @@ class Engine:
 
     def sync_full(self, now: float | None = None) -> bytes:
         """A record for every entry, templates first.  With *now*, timeouts are time left."""
-        t = -1.0 if now is None else float(now)
+        t = -1.0 if now is None else _clock(now)
         need = int(_lib.lvs_sync_full(self._e, _ffi.NULL, 0, t))
         buf = _ffi.new("uint8_t[]", max(need, 1))
         got = int(_lib.lvs_sync_full(self._e, buf, need, t))
@@ -613,9 +614,17 @@ class Engine:
             raise ConfigError(f"sync blob of {len(blob)} bytes is not whole "
                               f"{SYNC_RECORD_SIZE}-byte records")
         skipped = _ffi.new("uint32_t *")
-        applied = int(_lib.lvs_sync_apply(self._e, blob, len(blob), float(now), skipped))
+        applied = int(_lib.lvs_sync_apply(self._e, blob, len(blob), _clock(now), skipped))
         self.sync_skipped += int(skipped[0])
         return applied
+
+
+def _clock(now: float) -> float:
+    """``now`` as the core takes it; the C time arithmetic is undefined for inf and NaN."""
+    t = float(now)
+    if not math.isfinite(t) or t < 0.0:
+        raise ConfigError(f"now must be a finite, non-negative number of seconds, got {now!r}")
+    return t
 
 
 def _flag_names(flags: int, sched: str) -> tuple[str, ...]:

@@ -338,3 +338,12 @@ def test_sync_refresh_moves_state_and_counters(svc: ServiceKey, eng: Engine) -> 
     assert (c.state, c.expires) == ("CLOSE_WAIT", pytest.approx(11.0 + 60))
     assert counts() == (0, 1)
     assert backup.stats().totals.conns == 0     # synced conns are not counted as scheduled
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), -1.0])
+def test_non_finite_or_negative_time_is_refused(bad: float) -> None:
+    eng = Engine()
+    with pytest.raises(ConfigError, match="now must be"):
+        eng.process(b"\x45" + bytes(19), bad)
+    with pytest.raises(ConfigError, match="now must be"):
+        eng.expire(bad)
