@@ -107,9 +107,13 @@ class Recorder:
 
     changes: list[tuple[float, Role, Role]] = field(default_factory=list)
     reannounces: int = 0
+    claim_fails: int = 0  # this many claims raise, as a netlink failure would
 
     async def role_changed(self, new: Role, old: Role) -> None:
         self.changes.append((time.monotonic(), old, new))
+        if new is Role.ACTIVE and self.claim_fails > 0:
+            self.claim_fails -= 1
+            raise OSError("netlink: no buffer space")
 
     async def reannounce(self) -> None:
         self.reannounces += 1
@@ -524,3 +528,19 @@ async def test_differing_config_digest_is_logged_loudly(pair: Pair,
         assert len(loud) == 2  # once on each side, not once per heartbeat
         assert all(r.levelname == "ERROR" for r in loud)
         assert (a.role, b.role) == (Role.ACTIVE, Role.BACKUP)  # reported, not acted on
+
+
+async def test_failed_claim_faults_peer_takes_over_then_recovers(pair: Pair) -> None:
+    a, b = _nodes(pair)
+    a.rec.claim_fails = 1
+    a.transport.fault_hold = 0.5
+    async with stopping(a, b):
+        await a.start()
+        await b.start()
+        # the primary wins, fails to claim, goes FAULT: the backup must serve instead
+        await _until(lambda: b.role is Role.ACTIVE, 3.0)
+        assert a.role is Role.FAULT
+        assert [c[2] for c in a.rec.changes][:3] == [Role.BACKUP, Role.ACTIVE, Role.FAULT]
+        # after fault_hold it recovers to BACKUP, then preempts the lower-priority backup
+        await _until(lambda: a.role is Role.ACTIVE and b.role is Role.BACKUP, 5.0)
+        assert a.transport.machine.transitions >= 4
