@@ -170,6 +170,8 @@ class HaNode:
         """JSON-able snapshot: role, peer, paths, counters, sync."""
         out = self.transport.status()
         out["garps_sent"] = self.takeover.garps_sent
+        last = self.takeover.last_takeover
+        out["last_takeover_ms"] = None if last is None else round(last * 1000, 1)
         out["notify"] = {"runs": self.takeover.notify_runs,
                          "failures": self.takeover.notify_failures}
         out["sync"] = None if self.sync is None else self.sync.status()
