@@ -17,14 +17,18 @@ from pylvs.engine import (
     Stats,
     Timeouts,
     Verdict,
+    scheduler_names,
 )
+from pylvs.errors import ConfigError, PylvsError
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "ConfigError",
     "ConnectionInfo",
     "Engine",
     "EngineStats",
+    "PylvsError",
     "Rates",
     "ServerInfo",
     "ServerKey",
@@ -34,4 +38,5 @@ __all__ = [
     "Timeouts",
     "Verdict",
     "__version__",
+    "scheduler_names",
 ]
