@@ -58,6 +58,7 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
+RTN_BLACKHOLE = 6  # rtnetlink route type
 RTPROT_PYLVS = 201  # route protocol number marking routes pylvs owns (ip route ... proto 201)
 NTF_PROXY = 0x08
 SO_NETNS_COOKIE = 71  # asm-generic/socket.h; not exported by Python 3.11's socket module
@@ -253,16 +254,27 @@ class NetConf:
     def _set_vips(self, ipr: Any, vips: frozenset[IPv4Address]) -> None:
         tun = self._index(ipr, self.tun)
         public = self._index(ipr, self.public)
-        current = {
-            IPv4Address(r.get("dst")) for r in ipr.route("dump", table=254, proto=RTPROT_PYLVS)
-            if r.get("oif") == tun and r["dst_len"] == 32
-        }
+        routes = [r for r in ipr.route("dump", table=254, proto=RTPROT_PYLVS)
+                  if r["dst_len"] == 32]
+        current = {IPv4Address(r.get("dst")) for r in routes if r.get("oif") == tun}
+        fallbacks = {IPv4Address(r.get("dst")) for r in routes if r["type"] == RTN_BLACKHOLE}
         for vip in sorted(current - vips):
             _ignore(ipr.route, errno.ESRCH, "del", dst=f"{vip}/32", oif=tun, proto=RTPROT_PYLVS)
+        for vip in sorted(fallbacks - vips):
+            _ignore(ipr.route, errno.ESRCH, "del", dst=f"{vip}/32", type="blackhole",
+                    proto=RTPROT_PYLVS)
         for vip in sorted(set(map(IPv4Address, self._state.proxies)) - vips):
             _ignore(ipr.neigh, errno.ENOENT, "del", dst=str(vip), ifindex=public, flags=NTF_PROXY)
         for vip in sorted(vips):
             ipr.route("replace", dst=f"{vip}/32", oif=tun, proto=RTPROT_PYLVS)
+            # If this process dies the TUN route vanishes with the device; this fallback then
+            # drops the VIP's packets silently.  Without it the dead node's kernel would route
+            # them on (often back out the public side) or answer "host unreachable", failing
+            # clients whose SYN arrives before the backup has taken the VIP over; a dropped
+            # SYN is simply retransmitted to the new active node.  A blackhole route is not
+            # RTN_UNICAST, so the proxy-ARP entry stops answering too.
+            ipr.route("replace", dst=f"{vip}/32", type="blackhole", priority=0xFFFFFFFF,
+                      proto=RTPROT_PYLVS)
             ipr.neigh("replace", dst=str(vip), ifindex=public, flags=NTF_PROXY)
         self._state.proxies = sorted(map(str, vips))
 
@@ -332,7 +344,7 @@ class NetConf:
             for route in ipr.route("dump", table=table, proto=RTPROT_PYLVS):
                 _ignore(ipr.route, errno.ESRCH, "del", dst=f"{route.get('dst') or '0.0.0.0'}/"
                         f"{route['dst_len']}", table=table, oif=route.get("oif"),
-                        proto=RTPROT_PYLVS)
+                        type=route["type"], proto=RTPROT_PYLVS)
         for rule in list(self._rules(ipr)):
             self._del_rule(ipr, rule)
         if self._state.nat_router is not None:

@@ -319,6 +319,9 @@ def test_crash_and_restart_converges(srv: Srv) -> None:
     daemon = srv.serve(srv.config(ServiceSpec(scheduler="rr")))
     daemon.kill()
     assert "lookup 201" in srv.topo.run(srv.topo.director.ns, ["ip", "rule"]).stdout
+    # the dead node drops VIP packets silently instead of routing them on without pylvs
+    vip_routes = srv.topo.run(srv.topo.director.ns, ["ip", "route", "show", "198.18.0.100/32"])
+    assert vip_routes.stdout.split()[:2] == ["blackhole", "198.18.0.100"], vip_routes.stdout
     toml = srv.config(ServiceSpec(scheduler="rr", servers=(0,)))
     toml = toml.replace('dataplane = "tun"', 'dataplane = "tun"\nlog_format = "json"')
     again = srv.serve(toml)
