@@ -401,7 +401,7 @@ def test_kill9_during_short_connections_fails_at_most_those_in_flight(ha_pair: H
                             "--timeout", str(timeout))
     time.sleep(2.0)
     t_kill = ha_pair.kill(0)
-    ha_pair.wait(lambda: ha_pair.owns_vip(1), 5, "the backup to take over")
+    t_takeover = ha_pair.wait(lambda: ha_pair.owns_vip(1), 5, "the backup to take over")
     res = _json(shorts, 60)
     assert isinstance(res, list)
     failed = [(t0, t1) for t0, t1, ok in res if not ok]
@@ -410,9 +410,11 @@ def test_kill9_during_short_connections_fails_at_most_those_in_flight(ha_pair: H
     after = [r for r in res if r[0] > t_kill + timeout + 1.0]
     assert len(before) > 50 and all(ok for *_, ok in before)
     assert len(after) > 50 and all(ok for *_, ok in after)
-    # only a connection open at the kill may fail (one per worker at most)
+    # only a connection in flight during the failover may fail (one per worker at most): open
+    # at the kill, or opened into the dead director before the backup claimed the VIP (seen
+    # once in a full CI run: its SYN met the dead node's kernel, not pylvs)
     assert len(failed) <= workers
-    assert all(t0 <= t_kill for t0, _ in failed)
+    assert all(t0 <= t_takeover for t0, _ in failed), (t_kill, t_takeover, failed)
 
 
 def test_sigterm_hands_over_faster_than_a_crash(ha_pair: HaPair) -> None:
