@@ -186,7 +186,16 @@ class Director:
     # -- configuration ---------------------------------------------------------------------
     async def apply_config(self, new: Config) -> None:
         """Validate ``new`` whole, then apply it live; ConfigError means nothing changed."""
+        await self.edit_config(lambda _current: new)
+
+    async def edit_config(self, edit: Callable[[Config], Config]) -> Config:
+        """Apply ``edit(current config)`` as one step and return what was applied.
+
+        Nothing else lands between reading the current config and applying the edit, so an
+        API change racing a SIGHUP reload builds on the reloaded config instead of undoing it.
+        """
         async with self._lock:
+            new = edit(self._config)
             config_mod.validate(new)
             old = self._config
             for key in _FIXED_DIRECTOR_KEYS:
@@ -214,6 +223,7 @@ class Director:
                 await listener(new)
             log.info("configuration applied from %s: %d services", new.source,
                      len(new.virtual_servers))
+        return new
 
     def _plan(self, cfg: Config, current: NetPlan) -> NetPlan:
         plan = plan_from_config(cfg)

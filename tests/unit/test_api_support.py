@@ -70,6 +70,14 @@ class MiniDirector:
         """Stop the health checks."""
         await self.health.stop()
 
+    async def edit_config(
+        self, edit: Callable[[model.Config], model.Config]
+    ) -> model.Config:
+        """``Director.edit_config``'s contract: one step, validated whole."""
+        new = edit(self.config)
+        await self.apply_config(new)
+        return new
+
     async def apply_config(self, new: model.Config) -> None:
         """Validate whole, then apply the difference (``Director.apply_config``'s contract)."""
         config_mod.validate(new)

@@ -6,6 +6,7 @@ and ``set_server_state`` can be driven here and checked through ``engine.service
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 from ipaddress import IPv4Address
 
@@ -166,3 +167,30 @@ async def test_load_monitor_readings_reach_the_engine() -> None:
                                                          "198.19.0.12:80": 2}
     finally:
         await asyncio.wait_for(monitors.stop(), 10)
+
+
+async def test_an_edit_racing_a_reload_builds_on_the_reload() -> None:
+    # The API edits through edit_config; a SIGHUP reload applying at the same moment must not
+    # be undone by an edit computed from the config as it was before the reload.
+    d = Director(_cfg())
+    d._sync_engine(d.config)
+    reload_in_progress, let_reload_finish = asyncio.Event(), asyncio.Event()
+
+    async def slow_listener(cfg: Config) -> None:
+        if len(cfg.virtual_servers) == 2 and not let_reload_finish.is_set():
+            reload_in_progress.set()
+            await let_reload_finish.wait()
+
+    d.config_listeners.append(slow_listener)
+    reloaded = BASE + '\n[[virtual_server]]\naddress = "198.18.0.100:443"\n' \
+        '  [[virtual_server.real_server]]\n  address = "198.19.0.11:443"\n'
+    reload = asyncio.create_task(d.apply_config(_cfg(reloaded)))
+    await reload_in_progress.wait()
+    edit = asyncio.create_task(d.edit_config(
+        lambda cur: dataclasses.replace(cur, timeouts=dataclasses.replace(cur.timeouts, tcp=60))))
+    await asyncio.sleep(0)
+    let_reload_finish.set()
+    await asyncio.wait_for(asyncio.gather(reload, edit), 5)
+    assert len(d.config.virtual_servers) == 2  # the reload's service survived the edit
+    assert d.config.timeouts.tcp == 60
+    assert d.engine.timeouts().tcp == 60

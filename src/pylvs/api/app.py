@@ -163,9 +163,7 @@ async def _apply(
     async with request.app[_LOCK_KEY]:
         if save:
             _check_writable(director.config)
-        new = edit(director.config)
-        config_mod.validate(new)
-        await director.apply_config(new)
+        await director.edit_config(edit)
         views.sync_timeouts(director)
         log.info("api: %s %s applied", request.method, request.path)
         if save:

@@ -6,7 +6,7 @@ attributes, which lets the API be tested against a real engine without root or a
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Protocol
 
 from pylvs import model
@@ -56,8 +56,11 @@ class DirectorLike(Protocol):
         """The packet engine."""
         ...
 
-    async def apply_config(self, new_config: model.Config) -> None:
-        """Validate *new_config* whole and apply it live; ConfigError changes nothing."""
+    async def edit_config(
+        self, edit: Callable[[model.Config], model.Config]
+    ) -> model.Config:
+        """Apply ``edit(current config)`` as one step (validated whole; ConfigError changes
+        nothing) and return the config applied."""
         ...
 
     def status(self) -> Mapping[str, Any]:
