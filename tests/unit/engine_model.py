@@ -26,6 +26,7 @@ from dataclasses import dataclass, field, replace
 from typing import Literal
 
 from .helpers_packets import ICMP_ERROR_TYPES, Pkt
+from .sched_model import clear_overload_on_unbind
 
 __all__ = [
     "ACTIVE_STATES",
@@ -390,15 +391,7 @@ class Model:
             d.inactive -= 1
         else:
             d.active -= 1
-        total = d.active + d.inactive
-        if d.l_threshold:
-            if total < d.l_threshold:
-                d.overload = False
-        elif d.u_threshold:
-            if total * 4 < d.u_threshold * 3:
-                d.overload = False
-        else:
-            d.overload = False
+        clear_overload_on_unbind(d)
         d.refcnt -= 1
         if d.refcnt == 0 and d.svc is not None:
             key = (d.svc.proto, d.svc.addr, d.svc.port, d.addr, d.port)

@@ -17,12 +17,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from math import gcd
+from typing import Protocol
 
 __all__ = [
     "MODELS",
     "Dest",
     "Key",
     "Service",
+    "clear_overload_on_unbind",
     "hash_32",
     "hsiphash_1u32",
     "siphash",
@@ -225,15 +227,31 @@ class Service:
             d.active -= 1
         else:
             d.inactive -= 1
-        total = d.active + d.inactive
-        if d.l_threshold:
-            if total < d.l_threshold:
-                d.overload = False
-        elif d.u_threshold:
-            if total * 4 < d.u_threshold * 3:
-                d.overload = False
-        else:
+        clear_overload_on_unbind(d)
+
+
+class ThresholdDest(Protocol):
+    """What the threshold rules read and write on a dest (both models' dests have it)."""
+
+    active: int
+    inactive: int
+    u_threshold: int
+    l_threshold: int
+    overload: bool
+
+
+def clear_overload_on_unbind(d: ThresholdDest) -> None:
+    """ip_vs_unbind_dest's rule (§4): OVERLOAD clears below -y when set, else below 3/4 of
+    -x when that is set, else at once."""
+    total = d.active + d.inactive
+    if d.l_threshold:
+        if total < d.l_threshold:
             d.overload = False
+    elif d.u_threshold:
+        if total * 4 < d.u_threshold * 3:
+            d.overload = False
+    else:
+        d.overload = False
 
 
 def _eligible(d: Dest) -> bool:
