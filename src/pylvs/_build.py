@@ -17,7 +17,7 @@ HERE = Path(__file__).resolve().parent
 # setuptools runs this from the project root and insists on relative paths.
 SOURCES = sorted(
     os.path.relpath(p)
-    for p in [*HERE.glob("*.c"), *HERE.glob("dataplane/*.c")]
+    for p in [*HERE.glob("*.c"), *HERE.glob("core/*.c"), *HERE.glob("dataplane/*.c")]
     if p.name != "_core.c"
 )
 
@@ -25,7 +25,7 @@ ffibuilder = FFI()
 ffibuilder.cdef((HERE / "_core.cdef").read_text())
 ffibuilder.set_source(
     "pylvs._core",
-    '#include "_core.h"\n#include "_api.h"\n',
+    '#include "core/lvs.h"\n#include "core/api.h"\n',
     sources=SOURCES,
     include_dirs=[os.path.relpath(HERE)],
     extra_compile_args=[

@@ -7,7 +7,7 @@
 
 #include <stdint.h>
 
-#include "_core.h"
+#include "core/lvs.h"
 
 #define LVS_ENOMEM 12
 #define LVS_EINVAL 22

@@ -11,7 +11,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "_api.h"
+#include "core/api.h"
 #include "_sched.h"
 
 struct lvs_schedtest {

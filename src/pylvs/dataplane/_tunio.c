@@ -21,8 +21,8 @@
 #include <sys/uio.h>
 #include <unistd.h>
 
-#include "_core.h"
-#include "_api.h"
+#include "core/lvs.h"
+#include "core/api.h"
 #include "_tunio.h"
 
 #define VNET_HDR_LEN 10

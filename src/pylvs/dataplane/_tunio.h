@@ -4,7 +4,7 @@
 #define PYLVS_TUNIO_H
 #include <stdint.h>
 
-#include "_core.h"
+#include "core/lvs.h"
 
 #define LVS_TUNIO_BUCKETS 12 /* batch sizes 1, 2-3, 4-7, ... 1024-2047, >= 2048 */
 

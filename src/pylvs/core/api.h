@@ -6,7 +6,7 @@
  */
 #ifndef PYLVS_API_H
 #define PYLVS_API_H
-#include "_core.h"
+#include "lvs.h"
 
 #define LVS_E_NOENT 2    /* no such dest */
 #define LVS_E_SRCH 3     /* no such service */

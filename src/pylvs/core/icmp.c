@@ -5,7 +5,7 @@
  */
 #include <string.h>
 
-#include "_packet.h"
+#include "packet.h"
 
 /* ---- generated ICMP errors (icmp_send, quoting at most 576 bytes in all).  The source is
  * the address the packet was sent to (the VIP): the engine knows no interface address. ---- */

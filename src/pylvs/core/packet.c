@@ -47,7 +47,7 @@
  */
 #include <string.h>
 
-#include "_packet.h"
+#include "packet.h"
 
 /* ---- TCP state machine (ipvs.md §2.4, modern rows; columns NO ES SS SR FW TW CL CW LA LI SA).
  * Rows: (direction offset 0 = INPUT, 4 = OUTPUT, 8 = INPUT-ONLY) + flag index

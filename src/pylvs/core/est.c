@@ -4,7 +4,7 @@
  */
 #include <string.h>
 
-#include "_engine.h"
+#include "engine.h"
 
 /* ---- inspection ---- */
 

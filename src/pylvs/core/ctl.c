@@ -6,7 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "_engine.h"
+#include "engine.h"
 
 /* ---- services ---- */
 

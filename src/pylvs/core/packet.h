@@ -7,7 +7,7 @@
 
 #include <stdint.h>
 
-#include "_engine.h"
+#include "engine.h"
 
 /* ---- byte access ---- */
 

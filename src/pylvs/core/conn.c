@@ -12,7 +12,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "_engine.h"
+#include "engine.h"
 
 lvs_conn *lvs_conn_in_get(lvs_engine *e, uint8_t proto, uint32_t caddr, uint16_t cport,
                           uint32_t vaddr, uint16_t vport)

@@ -8,8 +8,8 @@
 
 #include <stdint.h>
 
-#include "_api.h"
-#include "_core.h"
+#include "api.h"
+#include "lvs.h"
 
 /* Internal conn flag bits (not in the kernel's set; masked out of sync records). */
 #define LVS_CONN_F_INUSE 0x0001    /* slab slot holds a live entry */

@@ -6,7 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "_packet.h"
+#include "packet.h"
 
 /* ip_vs_sync_conn_needed (sync_refresh_period = 0): TCP only in the states a backup needs,
  * at once on a change to one of them other than ESTABLISHED, otherwise when the incoming
