@@ -11,7 +11,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "core/api.h"
 #include "_sched.h"
 
 struct lvs_schedtest {
