@@ -103,7 +103,7 @@ _PROTO_NUM: dict[str, int] = {"tcp": _lib.LVS_PROTO_TCP, "udp": _lib.LVS_PROTO_U
 _PROTO_NAME: dict[int, Protocol] = {_lib.LVS_PROTO_TCP: "tcp", _lib.LVS_PROTO_UDP: "udp"}
 
 SYNC_RECORD_SIZE: int = int(_lib.LVS_SYNC_RECORD_SIZE)
-#: per-packet metadata bits of the batch API (see _api.h): the L4 checksum field holds only the
+#: per-packet metadata bits of the batch API (see core/api.h): the L4 checksum field holds only the
 #: pseudo-header sum (virtio NEEDS_CSUM) / the packet is a TCP GSO super-packet
 META_CSUM_PARTIAL: int = int(_lib.LVS_META_CSUM_PARTIAL)
 META_GSO: int = int(_lib.LVS_META_GSO)
