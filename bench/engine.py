@@ -26,9 +26,8 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from pylvs._core import ffi, lib
-
 from pylvs import Engine
+from pylvs._core import ffi, lib
 
 __all__ = ["main"]
 

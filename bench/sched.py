@@ -31,9 +31,10 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from pylvs._core import lib  # noqa: E402
 from tests.unit.sched_harness import CSched  # noqa: E402
 from tests.unit.sched_model import MODELS, Key, Service  # noqa: E402
+
+from pylvs._core import lib  # noqa: E402
 
 __all__ = ["Row", "main", "measure"]
 

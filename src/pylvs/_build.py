@@ -1,8 +1,10 @@
 """cffi build script for ``pylvs._core`` (out-of-line API mode).
 
-This is the only Python file that knows about C.  Every ``*.c`` file beside it (and under
-``dataplane/``) is compiled into the one extension module; ``_core.cdef`` declares the few
-functions Python calls.  Run ``python src/pylvs/_build.py`` to rebuild in place during
+This is the only Python file that knows about C.  One extension module holds the packet
+engine (``core/*.c``), the schedulers beside this file (``_sched*.c``) and the dataplane
+(``dataplane/*.c``).  The cdef is assembled from its parts: ``_core.cdef`` (the engine and
+the scheduler harness) and ``dataplane/_tunio.cdef`` (the TUN pump).  ``_core.pyi`` is the
+typed surface of the result.  Run ``python src/pylvs/_build.py`` to rebuild in place during
 development; ``pip install .`` runs it through setuptools.
 """
 
@@ -14,18 +16,22 @@ from pathlib import Path
 from cffi import FFI
 
 HERE = Path(__file__).resolve().parent
+CDEF_PARTS = ("_core.cdef", "dataplane/_tunio.cdef")
+# Headers the generated module includes so it sees every declaration of the cdef.
+HEADERS = ("core/api.h", "_sched.h", "dataplane/_tunio.h")
 # setuptools runs this from the project root and insists on relative paths.
 SOURCES = sorted(
     os.path.relpath(p)
-    for p in [*HERE.glob("*.c"), *HERE.glob("dataplane/*.c")]
-    if p.name != "_core.c"
+    for p in [*HERE.glob("core/*.c"), *HERE.glob("*.c"), *HERE.glob("dataplane/*.c")]
+    if p.name != "_core.c"  # cffi's own output, when built in place
 )
+DEBUG = bool(os.environ.get("PYLVS_DEBUG"))  # ASan + UBSan, unoptimised
 
 ffibuilder = FFI()
-ffibuilder.cdef((HERE / "_core.cdef").read_text())
+ffibuilder.cdef("\n".join((HERE / part).read_text() for part in CDEF_PARTS))
 ffibuilder.set_source(
     "pylvs._core",
-    '#include "_core.h"\n#include "_api.h"\n',
+    "".join(f'#include "{h}"\n' for h in HEADERS),
     sources=SOURCES,
     include_dirs=[os.path.relpath(HERE)],
     extra_compile_args=[
@@ -34,9 +40,9 @@ ffibuilder.set_source(
         "-Wall",
         "-Wextra",
         "-Wno-unused-parameter",
-        *(["-g", "-O0", "-fsanitize=address,undefined"] if os.environ.get("PYLVS_DEBUG") else []),
+        *(["-g", "-O0", "-fsanitize=address,undefined"] if DEBUG else []),
     ],
-    extra_link_args=["-fsanitize=address,undefined"] if os.environ.get("PYLVS_DEBUG") else [],
+    extra_link_args=["-fsanitize=address,undefined"] if DEBUG else [],
 )
 
 if __name__ == "__main__":

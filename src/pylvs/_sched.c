@@ -7,7 +7,7 @@
  * recently added dest first.  "Eligible" means weight > 0 and OVERLOAD clear, unless a
  * scheduler's comment says otherwise.
  *
- * Call order (engine contract, see _core.h): add_dest after the dest is linked, del_dest BEFORE
+ * Call order (engine contract, see core/lvs.h): add_dest after the dest is linked, del_dest BEFORE
  * it is unlinked (the kernel calls it after; every del_dest here therefore skips `dest`),
  * upd_dest after an edit.
  */

@@ -1,13 +1,14 @@
 /*
  * _sched.h — internal to the scheduler files (_sched.c, _sched_hash.c, _sched_lblc.c) and the
- * scheduler test harness (_schedtest.c).  The engine only needs _core.h.
+ * scheduler test harness (_schedtest.c), whose API closes this file.  The engine only needs
+ * core/lvs.h.
  */
 #ifndef PYLVS_SCHED_H
 #define PYLVS_SCHED_H
 
 #include <stdint.h>
 
-#include "_core.h"
+#include "core/lvs.h"
 
 #define LVS_ENOMEM 12
 #define LVS_EINVAL 22
@@ -38,5 +39,32 @@ uint32_t lvs_sched_table_size(const lvs_service *svc);
 /* lblc/lblcr: entries in the table; the dests cached for one destination address (set order). */
 uint32_t lvs_lblc_entries(const lvs_service *svc);
 int lvs_lblc_lookup(const lvs_service *svc, uint32_t daddr, lvs_dest **out, int max);
+
+/* ---- the standalone test harness of _schedtest.c (owned by the scheduler developer), for
+ * property tests and the scheduler benchmark; never used by the engine.  Mirrored in the
+ * schedulers block of _core.cdef. ---- */
+typedef struct lvs_schedtest lvs_schedtest;
+lvs_schedtest *lvs_st_new(const char *sched, uint32_t flags, uint32_t mh_table_size,
+                          double lblc_expiration, uint64_t seed, int *err);
+void lvs_st_free(lvs_schedtest *t);
+int lvs_st_set_sched(lvs_schedtest *t, const char *sched);
+int32_t lvs_st_add(lvs_schedtest *t, uint32_t addr, uint16_t port, int32_t weight, uint32_t u,
+                   uint32_t l);
+int lvs_st_edit(lvs_schedtest *t, int32_t id, int32_t weight, uint32_t u, uint32_t l);
+int lvs_st_del(lvs_schedtest *t, int32_t id);
+int32_t lvs_st_schedule(lvs_schedtest *t, uint32_t saddr, uint32_t daddr, uint16_t sport,
+                        uint16_t dport, uint8_t proto, double now);
+void lvs_st_tick(lvs_schedtest *t, double now);
+int lvs_st_conn_open(lvs_schedtest *t, int32_t id, int active);
+int lvs_st_conn_close(lvs_schedtest *t, int32_t id, int active);
+int lvs_st_dest_info(const lvs_schedtest *t, int32_t id, int32_t *out);
+int32_t lvs_st_order(const lvs_schedtest *t, int32_t *out, int32_t max);
+uint32_t lvs_st_table_size(const lvs_schedtest *t);
+int32_t lvs_st_table_slot(const lvs_schedtest *t, uint32_t i);
+uint32_t lvs_st_cache_entries(const lvs_schedtest *t);
+int32_t lvs_st_cache_lookup(const lvs_schedtest *t, uint32_t daddr, int32_t *out, int32_t max);
+uint32_t lvs_st_hsiphash(uint32_t v, uint64_t k0, uint64_t k1);
+uint64_t lvs_st_bench(lvs_schedtest *t, uint64_t n, double now);
+/* ---- end schedulers ---- */
 
 #endif /* PYLVS_SCHED_H */

@@ -221,7 +221,7 @@ typedef struct mh_state {
     uint32_t cap;
 } mh_state;
 
-static int is_prime(uint32_t n)
+int lvs_is_prime(uint32_t n)
 {
     if (n < 2)
         return 0;
@@ -346,7 +346,7 @@ static int mh_init(lvs_service *svc)
 {
     uint32_t m = svc->sched_params.mh_table_size ? svc->sched_params.mh_table_size
                                                  : MH_DEFAULT_SIZE;
-    if (m < 3 || m > MH_MAX_SIZE || !is_prime(m))
+    if (m < 3 || m > MH_MAX_SIZE || !lvs_is_prime(m))
         return -LVS_EINVAL;
     mh_state *s = calloc(1, sizeof(*s));
     if (!s)

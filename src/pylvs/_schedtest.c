@@ -1,7 +1,7 @@
 /*
  * _schedtest.c — a standalone service for exercising the schedulers without the engine.
  *
- * It plays the engine's part of the scheduler contract (_core.h) the way ip_vs_ctl.c and
+ * It plays the engine's part of the scheduler contract (core/lvs.h) the way ip_vs_ctl.c and
  * ip_vs_conn.c do: new dests are linked at the list head, del_dest runs before the unlink, a
  * removed dest goes to a trash and is revived by re-adding the same address:port, last_weight
  * keeps the latest non-zero weight, and connection bind/unbind maintain the active/inactive
@@ -11,7 +11,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "_api.h"
 #include "_sched.h"
 
 struct lvs_schedtest {

@@ -5,7 +5,9 @@ drop) come out.  Nothing here reads a clock, a socket or a file, and nothing ret
 (except :meth:`Engine._c_handle`, which exists only for the C dataplane).
 
 Behaviour follows Linux IPVS in NAT mode (``shared/reference/ipvs.md`` §2 to §6); the table of
-what happens to malformed or foreign input is at the top of ``_nat.c``.
+what happens to malformed or foreign input is at the top of ``core/packet.c``.  Every number
+shared with C (option ids, flag bits, verdicts, error texts, state names) is read from the
+compiled module, never retyped here.
 
 Connection sync records
 -----------------------
@@ -42,12 +44,13 @@ conn to its template, and skips records whose service or real server is unknown 
 
 from __future__ import annotations
 
+import enum
 import ipaddress
 import math
 from collections.abc import Iterable, Sequence
 from dataclasses import replace
 from types import MappingProxyType
-from typing import Any
+from typing import TYPE_CHECKING
 
 from pylvs._core import ffi as _ffi
 from pylvs._core import lib as _lib
@@ -62,9 +65,21 @@ from pylvs.engine_types import (
     ServiceKey,
     Stats,
     Timeouts,
-    Verdict,
 )
 from pylvs.errors import ConfigError, CoreError
+
+if TYPE_CHECKING:
+    from pylvs._core import (
+        CharArray,
+        IntArray,
+        StringArray,
+        lvs_conn_info,
+        lvs_dest_conf,
+        lvs_engine,
+        lvs_engine_info,
+        lvs_stats_info,
+        lvs_svc_conf,
+    )
 
 __all__ = [
     "META_CSUM_PARTIAL",
@@ -84,22 +99,30 @@ __all__ = [
     "scheduler_names",
 ]
 
-_PROTO_NUM = {"tcp": 6, "udp": 17}
-_PROTO_NAME: dict[int, Protocol] = {6: "tcp", 17: "udp"}
+_PROTO_NUM: dict[str, int] = {"tcp": _lib.LVS_PROTO_TCP, "udp": _lib.LVS_PROTO_UDP}
+_PROTO_NAME: dict[int, Protocol] = {_lib.LVS_PROTO_TCP: "tcp", _lib.LVS_PROTO_UDP: "udp"}
 
 SYNC_RECORD_SIZE: int = int(_lib.LVS_SYNC_RECORD_SIZE)
-#: per-packet metadata bits of the batch API (see _api.h): the L4 checksum field holds only the
+#: per-packet metadata bits of the batch API (see core/api.h): the L4 checksum field holds only the
 #: pseudo-header sum (virtio NEEDS_CSUM) / the packet is a TCP GSO super-packet
 META_CSUM_PARTIAL: int = int(_lib.LVS_META_CSUM_PARTIAL)
 META_GSO: int = int(_lib.LVS_META_GSO)
 
-_TCP_STATES = ("NONE", "ESTABLISHED", "SYN_SENT", "SYN_RECV", "FIN_WAIT", "TIME_WAIT", "CLOSE",
-               "CLOSE_WAIT", "LAST_ACK", "LISTEN", "SYNACK")
 
-_SVC_F_PERSISTENT = 0x0001
-_SVC_F_SCHED1 = 0x0008
-_SVC_F_SCHED2 = 0x0010
-_SVC_F_SCHED3 = 0x0020
+
+class Verdict(enum.IntEnum):
+    """What the engine did with one packet (``LVS_VERDICT_*``)."""
+
+    FORWARD = _lib.LVS_VERDICT_FORWARD
+    PASS = _lib.LVS_VERDICT_PASS
+    DROP = _lib.LVS_VERDICT_DROP
+    REPLY = _lib.LVS_VERDICT_REPLY
+
+
+_SVC_F_PERSISTENT = _lib.LVS_SVC_F_PERSISTENT
+_SVC_F_SCHED1 = _lib.LVS_SVC_F_SCHED1
+_SVC_F_SCHED2 = _lib.LVS_SVC_F_SCHED2
+_SVC_F_SCHED3 = _lib.LVS_SVC_F_SCHED3
 _SVC_FLAG_BITS = {
     "sh-fallback": _SVC_F_SCHED1,
     "mh-fallback": _SVC_F_SCHED1,
@@ -109,23 +132,14 @@ _SVC_FLAG_BITS = {
     "flag-2": _SVC_F_SCHED2,
     "flag-3": _SVC_F_SCHED3,
 }
-_DEST_F_AVAILABLE = 0x1
-_DEST_F_OVERLOAD = 0x2
-_CONN_F_INACTIVE = 0x0100
-_CONN_F_TEMPLATE = 0x1000
-_CONN_F_SYNC = 0x0020
-
-_ERRNO_TEXT = {
-    2: "no such real server",
-    3: "no such virtual service",
-    12: "out of memory",
-    17: "already exists",
-    22: "invalid argument",
-    34: "value out of range",
-}
+_DEST_F_AVAILABLE = _lib.LVS_DEST_F_AVAILABLE
+_DEST_F_OVERLOAD = _lib.LVS_DEST_F_OVERLOAD
+_CONN_F_INACTIVE = _lib.LVS_CONN_F_INACTIVE
+_CONN_F_TEMPLATE = _lib.LVS_CONN_F_TEMPLATE
+_CONN_F_SYNC = _lib.LVS_CONN_F_SYNC
 
 
-def _c_strings(names: Any) -> tuple[str, ...]:
+def _c_strings(names: StringArray) -> tuple[str, ...]:
     """A NULL-terminated ``const char *const *`` from the core as Python strings."""
     out: list[str] = []
     i = 0
@@ -141,6 +155,7 @@ def scheduler_names() -> tuple[str, ...]:
 
 
 _COUNTERS = _c_strings(_lib.lvs_counter_names())
+_TCP_STATES = _c_strings(_lib.lvs_tcp_state_names())
 _PASS_COUNTERS = frozenset({"not_ours"})
 
 
@@ -182,21 +197,18 @@ def _u32(value: int, what: str) -> int:
     return value
 
 
-def _is_prime(n: int) -> bool:
-    if n < 2:
-        return False
-    return all(n % d for d in range(2, int(n ** 0.5) + 1))
-
-
 def _check(rc: int, what: str) -> int:
+    """*rc* if it is not an error; a negative ``LVS_E*`` raises with the core's text."""
     if rc >= 0:
         return rc
-    if -rc == 12:
-        raise CoreError(f"{what}: out of memory")
-    raise ConfigError(f"{what}: {_ERRNO_TEXT.get(-rc, f'error {-rc}')}")
+    text = _lib.lvs_strerror(-rc)
+    reason = f"error {-rc}" if text == _ffi.NULL else _ffi.string(text).decode()
+    if -rc == _lib.LVS_E_NOMEM:
+        raise CoreError(f"{what}: {reason}")
+    raise ConfigError(f"{what}: {reason}")
 
 
-def _stats(s: Any) -> tuple[Stats, Rates]:
+def _stats(s: lvs_stats_info) -> tuple[Stats, Rates]:
     return (
         Stats(int(s.conns), int(s.inpkts), int(s.outpkts), int(s.inbytes), int(s.outbytes)),
         Rates(int(s.cps), int(s.inpps), int(s.outpps), int(s.inbps), int(s.outbps)),
@@ -222,8 +234,8 @@ class Engine:
         ptr = _lib.lvs_engine_new(max_connections, seed & 0xFFFFFFFFFFFFFFFF)
         if ptr == _ffi.NULL:
             raise CoreError("cannot allocate the engine")
-        self._e: Any = _ffi.gc(ptr, _lib.lvs_engine_free)
-        self._scratch: Any = None
+        self._e: lvs_engine = _ffi.gc(ptr, _lib.lvs_engine_free)
+        self._scratch: IntArray | None = None
         self._scratch_size = 0
         self.sync_skipped = 0
         self.set_option("expire_nodest_conn", expire_nodest_conn)
@@ -232,19 +244,19 @@ class Engine:
         if timeouts is not None:
             self.set_timeouts(tcp=timeouts.tcp, tcpfin=timeouts.tcpfin, udp=timeouts.udp)
 
-    def _c_handle(self) -> Any:
+    def _c_handle(self) -> lvs_engine:
         """The ``lvs_engine *`` cdata, for the C dataplane only; valid while self lives."""
         return self._e
 
     # ---- options and timeouts ----
 
     _OPTIONS = {
-        "expire_nodest_conn": 1,
-        "expire_quiescent_template": 2,
-        "conn_reuse_mode": 3,
-        "sync_master": 4,
-        "sync_threshold": 5,
-        "sync_period": 6,
+        "expire_nodest_conn": _lib.LVS_OPT_EXPIRE_NODEST_CONN,
+        "expire_quiescent_template": _lib.LVS_OPT_EXPIRE_QUIESCENT_TEMPLATE,
+        "conn_reuse_mode": _lib.LVS_OPT_CONN_REUSE_MODE,
+        "sync_master": _lib.LVS_OPT_SYNC_MASTER,
+        "sync_threshold": _lib.LVS_OPT_SYNC_THRESHOLD,
+        "sync_period": _lib.LVS_OPT_SYNC_PERIOD,
     }
 
     def set_option(self, name: str, value: int | bool) -> None:
@@ -276,7 +288,7 @@ class Engine:
     # ---- services ----
 
     def _svc_conf(self, key: ServiceKey, scheduler: str, persistence: int, netmask: str | int,
-                  flags: Iterable[str], mh_table_size: int) -> tuple[Any, Any]:
+                  flags: Iterable[str], mh_table_size: int) -> tuple[lvs_svc_conf, CharArray]:
         if scheduler not in scheduler_names():
             raise ConfigError(f"{key}: unknown scheduler {scheduler!r} "
                               f"(known: {' '.join(scheduler_names())})")
@@ -300,7 +312,7 @@ class Engine:
         c.timeout = persistence
         c.netmask = _netmask(netmask)
         c.mh_table_size = _u32(mh_table_size, f"{key}: mh_table_size")
-        if mh_table_size and not _is_prime(mh_table_size):
+        if mh_table_size and not _lib.lvs_is_prime(mh_table_size):
             raise ConfigError(f"{key}: mh_table_size {mh_table_size} is not a prime")
         return c, name
 
@@ -341,7 +353,8 @@ class Engine:
 
     # ---- servers ----
 
-    def _dest_conf(self, server: ServerKey, weight: int, upper: int, lower: int) -> Any:
+    def _dest_conf(self, server: ServerKey, weight: int, upper: int,
+                   lower: int) -> lvs_dest_conf:
         if isinstance(weight, bool) or not isinstance(weight, int) or weight < 0 \
                 or weight > 0x7FFFFFFF:
             raise ConfigError(f"{server}: weight {weight!r} must be an integer >= 0")
@@ -480,7 +493,7 @@ class Engine:
                 controlled=int(c.n_control), control=None))
         return _link_templates(out, raw)
 
-    def _info(self) -> Any:
+    def _info(self) -> lvs_engine_info:
         info = _ffi.new("lvs_engine_info *")
         _lib.lvs_engine_info_get(self._e, info)
         return info
@@ -545,10 +558,10 @@ class Engine:
             raise ConfigError("meta must have one entry per packet")
         stride = max(int(_lib.LVS_MIN_STRIDE), max(len(p) for p in packets))
         size = stride * n
-        if self._scratch_size < size:
-            self._scratch = _ffi.new("uint8_t[]", size)
-            self._scratch_size = size
         data = self._scratch
+        if data is None or self._scratch_size < size:
+            data = self._scratch = _ffi.new("uint8_t[]", size)
+            self._scratch_size = size
         lens = _ffi.new("uint32_t[]", n)
         metas = _ffi.new("uint8_t[]", n)
         verdicts = _ffi.new("uint8_t[]", n)
@@ -639,7 +652,8 @@ def _flag_names(flags: int, sched: str) -> tuple[str, ...]:
     return tuple(out)
 
 
-def _link_templates(out: list[ConnectionInfo], raw: list[Any]) -> list[ConnectionInfo]:
+def _link_templates(out: list[ConnectionInfo],
+                    raw: list[lvs_conn_info]) -> list[ConnectionInfo]:
     """Fill ``control``: the position of the controlling template in the same listing."""
     pos = {int(c.index): i for i, c in enumerate(raw)}
     return [replace(info, control=pos.get(int(c.control_index)))

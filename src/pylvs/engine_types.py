@@ -1,11 +1,11 @@
-"""The engine's value types: keys, configuration and listing records, counters, verdicts.
+"""The engine's value types: keys, configuration and listing records, counters.
 
 All frozen and hashable; :mod:`pylvs.engine` builds them from the C core and re-exports them.
+(``Verdict`` is defined in :mod:`pylvs.engine`: its values come from the C core.)
 """
 
 from __future__ import annotations
 
-import enum
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Literal
@@ -21,19 +21,9 @@ __all__ = [
     "ServiceKey",
     "Stats",
     "Timeouts",
-    "Verdict",
 ]
 
 Protocol = Literal["tcp", "udp"]
-
-
-class Verdict(enum.IntEnum):
-    """What the engine did with one packet (``LVS_VERDICT_*``)."""
-
-    FORWARD = 0
-    PASS = 1
-    DROP = 2
-    REPLY = 3
 
 
 @dataclass(frozen=True, slots=True)

@@ -21,8 +21,6 @@
 #include <sys/uio.h>
 #include <unistd.h>
 
-#include "_core.h"
-#include "_api.h"
 #include "_tunio.h"
 
 #define VNET_HDR_LEN 10
@@ -185,9 +183,8 @@ static void write_one(lvs_tunio *io, uint32_t i, int fresh)
     }
 }
 
-int lvs_tunio_pump(lvs_tunio *io, void *engine, double now, uint32_t max_rounds)
+int lvs_tunio_pump(lvs_tunio *io, lvs_engine *eng, double now, uint32_t max_rounds)
 {
-    lvs_engine *eng = engine;
     int total = 0;
     if (max_rounds == 0)
         max_rounds = 1;

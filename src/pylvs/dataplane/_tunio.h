@@ -1,10 +1,10 @@
-/* _tunio.h — the TUN pump (dataplane/_tunio.c); mirrored in the "dataplane" block of
- * _core.cdef and _api.h. */
+/* _tunio.h — the TUN pump (dataplane/_tunio.c), a backend of the engine: it includes the
+ * core's API, never the other way round.  Mirrored in _tunio.cdef beside it. */
 #ifndef PYLVS_TUNIO_H
 #define PYLVS_TUNIO_H
 #include <stdint.h>
 
-#include "_core.h"
+#include "core/api.h"
 
 #define LVS_TUNIO_BUCKETS 12 /* batch sizes 1, 2-3, 4-7, ... 1024-2047, >= 2048 */
 
@@ -24,9 +24,9 @@ typedef struct lvs_tunio lvs_tunio;
 
 lvs_tunio *lvs_tunio_new(int fd, int vnet_hdr, uint32_t batch_max, uint32_t stride);
 void lvs_tunio_free(lvs_tunio *io);
-/* Read up to max_rounds full batches (stopping at EAGAIN), run the engine (an lvs_engine *;
- * NULL drops everything) and write back.  Returns packets read, or -errno on a read error. */
-int lvs_tunio_pump(lvs_tunio *io, void *engine, double now, uint32_t max_rounds);
+/* Read up to max_rounds full batches (stopping at EAGAIN), run the engine (NULL drops
+ * everything) and write back.  Returns packets read, or -errno on a read error. */
+int lvs_tunio_pump(lvs_tunio *io, lvs_engine *engine, double now, uint32_t max_rounds);
 void lvs_tunio_get_stats(const lvs_tunio *io, lvs_tunio_stats *out);
 void lvs_tunio_zero_stats(lvs_tunio *io);
 

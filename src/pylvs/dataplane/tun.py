@@ -22,9 +22,12 @@ import struct
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pylvs.errors import CoreError, NetConfigError
+
+if TYPE_CHECKING:
+    from pylvs._core import FFI, Lib, lvs_engine, lvs_tunio
 
 __all__ = ["TunDataplane", "TunStats", "open_tun"]
 
@@ -55,7 +58,7 @@ _STAT_FIELDS = (
 )
 
 
-def _core() -> tuple[Any, Any]:
+def _core() -> tuple[FFI, Lib]:
     # Imported on first use: open_tun (and `pylvs check`) must work without the C core.
     from pylvs._core import ffi, lib
 
@@ -109,13 +112,14 @@ class TunStats:
 class TunDataplane:
     """One TUN device pumped through an engine on the running event loop.
 
-    ``engine_ptr`` returns the engine's ``lvs_engine *`` cdata (or None to drop everything,
-    e.g. before the engine exists); ``clock`` is the time base the engine's timers use;
-    ``on_failure`` is called once if the pump stops on its own (the device went away).
+    ``engine_ptr`` returns the engine's typed ``lvs_engine *`` (``Engine._c_handle()``), or
+    None to drop everything, e.g. before the engine exists; ``clock`` is the time base the
+    engine's timers use; ``on_failure`` is called once if the pump stops on its own (the device
+    went away).
     """
 
     def __init__(self, name: str, *, offload: bool = True, batch_size: int = 64,
-                 engine_ptr: Callable[[], Any] | None = None,
+                 engine_ptr: Callable[[], lvs_engine | None] | None = None,
                  clock: Callable[[], float] = time.monotonic,
                  on_failure: Callable[[str], None] | None = None) -> None:
         self.name = name
@@ -124,12 +128,12 @@ class TunDataplane:
         self._engine_ptr = engine_ptr or (lambda: None)
         self._clock = clock
         self.fd: int | None = None
-        self._io: Any = None
+        self._io: lvs_tunio | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._failed: str | None = None
         self._on_failure = on_failure
-        self._pump: Any = None
-        self._engine: Any = None  # the cdata handed to every pump call (resolved at start)
+        self._pump: Callable[[lvs_tunio, lvs_engine, float, int], int] | None = None
+        self._engine: lvs_engine | None = None  # handed to every pump call (set at start)
 
     def open(self) -> None:
         """Create the device and the C pump (the device is down until netconf sets it up)."""
@@ -170,7 +174,10 @@ class TunDataplane:
         self._io = None
 
     def _on_readable(self) -> None:
-        n = self._pump(self._io, self._engine, self._clock(), MAX_ROUNDS)
+        pump, io, engine = self._pump, self._io, self._engine
+        if pump is None or io is None or engine is None:  # not started, or closed
+            return
+        n = pump(io, engine, self._clock(), MAX_ROUNDS)
         if n < 0 and self._failed is None:
             # A read error on a TUN fd is not transient (the device went away): stop pumping
             # rather than spin on a readable-but-failing fd.

@@ -1,11 +1,11 @@
 /*
- * _icmp.c — ICMP: errors about a connection translated in both directions (ip_vs_in_icmp /
+ * icmp.c — ICMP: errors about a connection translated in both directions (ip_vs_in_icmp /
  * ip_vs_out_icmp with ip_vs_nat_icmp, ipvs.md §2.7) and the errors the engine generates
  * itself (port unreachable, time exceeded).
  */
 #include <string.h>
 
-#include "_packet.h"
+#include "packet.h"
 
 /* ---- generated ICMP errors (icmp_send, quoting at most 576 bytes in all).  The source is
  * the address the packet was sent to (the VIP): the engine knows no interface address. ---- */

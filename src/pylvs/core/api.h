@@ -1,12 +1,13 @@
 /*
- * _api.h — the engine functions callable from C (the dataplane) and, mirrored in _core.cdef,
+ * api.h — the engine functions callable from C (the dataplane) and, mirrored in _core.cdef,
  * from Python (engine.py only).  Addresses and ports in every struct here are HOST order.
+ * The core includes no dataplane header: a backend includes this one.
  *
  * Return codes of the control functions: 0 or a negative errno (LVS_E* below).
  */
 #ifndef PYLVS_API_H
 #define PYLVS_API_H
-#include "_core.h"
+#include "lvs.h"
 
 #define LVS_E_NOENT 2    /* no such dest */
 #define LVS_E_SRCH 3     /* no such service */
@@ -14,6 +15,9 @@
 #define LVS_E_EXIST 17   /* duplicate service / dest */
 #define LVS_E_INVAL 22   /* bad argument (unknown scheduler, bad flags, ...) */
 #define LVS_E_RANGE 34   /* weight < 0, l_threshold > u_threshold, ... */
+
+/* The text for an LVS_E* value (positive), NULL for any other. */
+const char *lvs_strerror(int err);
 
 /* ---- the dataplane contract ----------------------------------------------------------------
  *
@@ -169,6 +173,9 @@ typedef struct lvs_conn_info {
 #define LVS_TCP_S_LAST 11
 #define LVS_UDP_S_NORMAL 0
 
+/* NULL-terminated names of the TCP states, indexed by LVS_TCP_S_*. */
+const char *const *lvs_tcp_state_names(void);
+
 /* conn flags (kernel IP_VS_CONN_F_* values) */
 #define LVS_CONN_F_SYNC 0x0020
 #define LVS_CONN_F_HASHED 0x0040
@@ -218,34 +225,5 @@ uint32_t lvs_sync_full(lvs_engine *e, uint8_t *out, uint32_t cap, double now);
 int lvs_sync_apply(lvs_engine *e, const uint8_t *data, uint32_t len, double now,
                    uint32_t *skipped);
 
-/* ---- schedulers (owned by the scheduler developer): the standalone test harness of
- * _schedtest.c, for property tests and the scheduler benchmark; never used by the engine ---- */
-typedef struct lvs_schedtest lvs_schedtest;
-lvs_schedtest *lvs_st_new(const char *sched, uint32_t flags, uint32_t mh_table_size,
-                          double lblc_expiration, uint64_t seed, int *err);
-void lvs_st_free(lvs_schedtest *t);
-int lvs_st_set_sched(lvs_schedtest *t, const char *sched);
-int32_t lvs_st_add(lvs_schedtest *t, uint32_t addr, uint16_t port, int32_t weight, uint32_t u,
-                   uint32_t l);
-int lvs_st_edit(lvs_schedtest *t, int32_t id, int32_t weight, uint32_t u, uint32_t l);
-int lvs_st_del(lvs_schedtest *t, int32_t id);
-int32_t lvs_st_schedule(lvs_schedtest *t, uint32_t saddr, uint32_t daddr, uint16_t sport,
-                        uint16_t dport, uint8_t proto, double now);
-void lvs_st_tick(lvs_schedtest *t, double now);
-int lvs_st_conn_open(lvs_schedtest *t, int32_t id, int active);
-int lvs_st_conn_close(lvs_schedtest *t, int32_t id, int active);
-int lvs_st_dest_info(const lvs_schedtest *t, int32_t id, int32_t *out);
-int32_t lvs_st_order(const lvs_schedtest *t, int32_t *out, int32_t max);
-uint32_t lvs_st_table_size(const lvs_schedtest *t);
-int32_t lvs_st_table_slot(const lvs_schedtest *t, uint32_t i);
-uint32_t lvs_st_cache_entries(const lvs_schedtest *t);
-int32_t lvs_st_cache_lookup(const lvs_schedtest *t, uint32_t daddr, int32_t *out, int32_t max);
-uint32_t lvs_st_hsiphash(uint32_t v, uint64_t k0, uint64_t k1);
-uint64_t lvs_st_bench(lvs_schedtest *t, uint64_t n, double now);
-/* ---- end schedulers ---- */
-
-/* ---- dataplane (serve developer): the TUN pump, declared in dataplane/_tunio.h ---- */
-#include "dataplane/_tunio.h"
-/* ---- end dataplane ---- */
 
 #endif /* PYLVS_API_H */

@@ -1,18 +1,22 @@
 /*
- * _conn.c — the connection table: slab allocation, two hash tables (in and out direction, so
- * both lookups are O(1)), dest binding with the active/inactive counters and thresholds, and a
- * timer wheel for expiry (ipvs.md §2.1, §2.5, §2.8, §4).
+ * conn.c — the connection table (ip_vs_conn.c): slab allocation, two hash tables (in and out
+ * direction, so both lookups are O(1)), dest binding with the active/inactive counters and
+ * thresholds, and a timer wheel for expiry (ipvs.md §2.1, §2.5, §2.8, §4).
  *
  * Timers are lazy: re-arming on a packet only moves `expires` forward; the entry stays in its
  * wheel slot and is moved when that slot comes up.  A shrinking deadline (e.g. ESTABLISHED ->
- * CLOSE) relinks at once, so nothing ever expires late.  lvs_engine_expire visits only the
+ * CLOSE) relinks at once, so nothing ever expires late.  lvs_conn_expire_due visits only the
  * slots between the last call and now, so no O(n) scan ever happens.
+ *
+ * The table calls nothing above it: a template re-armed by its timer is reported through the
+ * engine's tmpl_rearmed hook (sync.c sends it again), and a dest losing its last reference
+ * goes back to dest.c.
  */
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
-#include "_engine.h"
+#include "engine.h"
 
 lvs_conn *lvs_conn_in_get(lvs_engine *e, uint8_t proto, uint32_t caddr, uint16_t cport,
                           uint32_t vaddr, uint16_t vport)
@@ -166,21 +170,6 @@ static void unbind_dest(lvs_engine *e, lvs_conn *c)
     lvs_dest_put(e, d);
 }
 
-void lvs_dest_put(lvs_engine *e, lvs_dest *d)
-{
-    if (--d->refcnt > 0 || (d->flags & LVS_DEST_F_AVAILABLE))
-        return;
-    /* last reference to a removed dest: take it out of the trash and free it */
-    lvs_dest **pp = &e->trash;
-    while (*pp && *pp != d)
-        pp = &(*pp)->next;
-    if (*pp) {
-        *pp = d->next;
-        e->ntrash--;
-    }
-    free(d);
-}
-
 void lvs_conn_set_active(lvs_conn *c, int active)
 {
     int is_inactive = (c->flags & LVS_CONN_F_INACTIVE) != 0;
@@ -304,8 +293,8 @@ static int conn_expire(lvs_engine *e, lvs_conn *c, double when)
         wheel_unlink(c);
         c->expires = when + 60.0;
         wheel_link(e, c);
-        if (e->sync_master)
-            lvs_sync_conn(e, c, e->sync_threshold);
+        if (e->tmpl_rearmed)
+            e->tmpl_rearmed(e, c);
         return 0;
     }
     conn_free(e, c);
@@ -317,7 +306,7 @@ void lvs_conn_expire_now(lvs_engine *e, lvs_conn *c, double now)
     conn_expire(e, c, now);
 }
 
-uint32_t lvs_engine_expire(lvs_engine *e, double now)
+uint32_t lvs_conn_expire_due(lvs_engine *e, double now)
 {
     int64_t target = tick_of(now);
     uint32_t expired = 0;
@@ -355,24 +344,6 @@ uint32_t lvs_engine_expire(lvs_engine *e, double now)
         }
     }
     /* the current (partial) tick stays current: entries due later in it are revisited */
-    /* periodic scheduler work (lblc/lblcr garbage collection) rides on the same call */
-    for (uint32_t i = 0; i < e->nsvcs; i++) {
-        lvs_service *svc = e->svcs[i];
-        if (svc->sched && svc->sched->tick)
-            svc->sched->tick(svc, now);
-    }
-    /* lblc/lblcr drop their dest references without lvs_dest_put, so a removed dest can
-     * reach refcnt 0 in the trash unnoticed: free those here */
-    for (lvs_dest **pp = &e->trash; *pp;) {
-        lvs_dest *d = *pp;
-        if (d->refcnt == 0) {
-            *pp = d->next;
-            e->ntrash--;
-            free(d);
-        } else {
-            pp = &d->next;
-        }
-    }
     return expired;
 }
 

@@ -1,7 +1,8 @@
 /*
- * _nat.c — the per-packet path: parse, look up, schedule (with persistence), TCP state, NAT
- * rewrite with RFC 1624 incremental checksums, and the batch loop the dataplane calls
- * (ipvs.md §2.2-§2.6, §3; performance.md §6).  ICMP lives in _icmp.c.
+ * packet.c — packet entry (ip_vs_core.c): the batch loop the dataplane calls, parsing, the
+ * connection lookup in either direction, and scheduling a new connection (with persistence)
+ * (ipvs.md §2.2-§2.6, §3).  The TCP state machine is in proto_tcp.c, the NAT rewrite in
+ * xmit.c, ICMP in icmp.c.
  *
  * What happens to every kind of input (counter names as in lvs_counter_names):
  *
@@ -47,81 +48,13 @@
  */
 #include <string.h>
 
-#include "_packet.h"
+#include "packet.h"
 
-/* ---- TCP state machine (ipvs.md §2.4, modern rows; columns NO ES SS SR FW TW CL CW LA LI SA).
- * Rows: (direction offset 0 = INPUT, 4 = OUTPUT, 8 = INPUT-ONLY) + flag index
- * (0 syn, 1 fin, 2 ack, 3 rst). */
-enum { NO = LVS_TCP_S_NONE, ES = LVS_TCP_S_ESTABLISHED, SS = LVS_TCP_S_SYN_SENT,
-       SR = LVS_TCP_S_SYN_RECV, FW = LVS_TCP_S_FIN_WAIT, TW = LVS_TCP_S_TIME_WAIT,
-       CL = LVS_TCP_S_CLOSE, CW = LVS_TCP_S_CLOSE_WAIT, LA = LVS_TCP_S_LAST_ACK,
-       LI = LVS_TCP_S_LISTEN, SA = LVS_TCP_S_SYNACK };
-
-static const uint8_t tcp_states[12][LVS_TCP_S_LAST] = {
-    /*        NO  ES  SS  SR  FW  TW  CL  CW  LA  LI  SA */
-    /* in  syn */ {SR, ES, ES, SR, SR, SR, SR, SR, SR, SR, SR},
-    /* in  fin */ {CL, CW, SS, TW, TW, TW, CL, CW, LA, LI, TW},
-    /* in  ack */ {ES, ES, SS, ES, FW, TW, CL, CW, CL, LI, ES},
-    /* in  rst */ {CL, CL, CL, SR, CL, CL, CL, CL, LA, LI, SR},
-    /* out syn */ {SS, ES, SS, SR, SS, SS, SS, SS, SS, LI, SR},
-    /* out fin */ {TW, FW, SS, TW, FW, TW, CL, TW, LA, LI, TW},
-    /* out ack */ {ES, ES, SS, ES, FW, TW, CL, CW, LA, ES, ES},
-    /* out rst */ {CL, CL, SS, CL, CL, TW, CL, CL, CL, CL, CL},
-    /* ionly syn */ {SR, ES, ES, SR, SR, SR, SR, SR, SR, SR, SR},
-    /* ionly fin */ {CL, FW, SS, TW, FW, TW, CL, CW, LA, LI, TW},
-    /* ionly ack */ {ES, ES, SS, ES, FW, TW, CL, CW, CL, LI, ES},
-    /* ionly rst */ {CL, CL, CL, SR, CL, CL, CL, CL, LA, LI, CL},
-};
-
-/* tcp_state_active_table (5.x): ES, SYN_SENT, SYN_RECV, SYNACK count as active. */
-int lvs_tcp_state_is_active(uint8_t state)
-{
-    return state == ES || state == SS || state == SR || state == SA;
-}
-
-#define TH_FIN 0x01
-#define TH_SYN 0x02
-#define TH_RST 0x04
-#define TH_ACK 0x10
-
-enum { DIR_IN = 0, DIR_OUT = 4 };
-
-static void tcp_transition(lvs_engine *e, lvs_conn *c, int dir, uint8_t th_flags)
-{
-    int idx;
-    uint8_t ns;
-    if (th_flags & TH_RST)
-        idx = 3;
-    else if (th_flags & TH_SYN)
-        idx = 0;
-    else if (th_flags & TH_FIN)
-        idx = 1;
-    else if (th_flags & TH_ACK)
-        idx = 2;
-    else
-        idx = -1;
-    if (idx < 0) {
-        ns = CL;
-    } else {
-        int off = dir;
-        if (c->flags & LVS_CONN_F_NOOUTPUT) {
-            if (dir == DIR_OUT)
-                c->flags &= (uint16_t)~LVS_CONN_F_NOOUTPUT;
-            else
-                off = 8;
-        }
-        ns = tcp_states[off + idx][c->state < LVS_TCP_S_LAST ? c->state : 0];
-    }
-    if (ns != c->state)
-        lvs_conn_set_active(c, lvs_tcp_state_is_active(ns));
-    c->state = ns;
-    c->timeout = e->tcp_timeouts[ns];
-}
-
+/* UDP has one state; TCP's machine is in proto_tcp.c. */
 static inline void state_transition(lvs_engine *e, lvs_conn *c, int dir, uint8_t th_flags)
 {
     if (c->proto == LVS_PROTO_TCP) {
-        tcp_transition(e, c, dir, th_flags);
+        lvs_tcp_transition(e, c, dir, th_flags);
     } else {
         c->state = LVS_UDP_S_NORMAL;
         c->timeout = e->udp_timeout;
@@ -196,51 +129,6 @@ static int schedule(lvs_engine *e, lvs_service *svc, uint8_t proto, uint32_t sad
 
 /* ---- the TCP/UDP path ---- */
 
-
-static inline uint32_t l4_csum_off(uint8_t proto)
-{
-    return proto == LVS_PROTO_TCP ? 16 : 6;
-}
-
-/* Full UDP checksum for a datagram that carried none (ip_vs_proto_udp: 0 -> computed). */
-static void udp_full_csum(const pkt *k)
-{
-    uint32_t ulen = ld16(k->l4 + 4);
-    if (ulen < 8 || ulen > k->l4len)
-        ulen = k->l4len;
-    st16(k->l4 + 6, 0);
-    uint64_t s = sum16(k->l4, ulen);
-    s += (ld32(k->p + 12) >> 16) + (ld32(k->p + 12) & 0xffff);
-    s += (ld32(k->p + 16) >> 16) + (ld32(k->p + 16) & 0xffff);
-    s += LVS_PROTO_UDP + ulen;
-    uint16_t cs = (uint16_t)~fold(s);
-    st16(k->l4 + 6, cs ? cs : 0xffff);
-}
-
-/* Rewrite one address (IP offset 12 = src, 16 = dst) and one port (L4 offset 0 / 2). */
-static void nat_rewrite(pkt *k, uint32_t ip_off, uint32_t naddr, uint32_t port_off,
-                        uint16_t nport)
-{
-    uint8_t *p = k->p;
-    uint32_t oaddr = ld32(p + ip_off);
-    uint16_t oport = ld16(k->l4 + port_off);
-    uint64_t da = diff32(oaddr, naddr);
-    uint64_t dp = diff16(oport, nport);
-    st32(p + ip_off, naddr);
-    csum_apply(p + 10, da);
-    st16(k->l4 + port_off, nport);
-    uint8_t *cf = k->l4 + l4_csum_off(k->proto);
-    if (k->meta & LVS_META_CSUM_PARTIAL) {
-        csum_apply_partial(cf, da);
-    } else if (k->proto == LVS_PROTO_UDP && ld16(cf) == 0) {
-        udp_full_csum(k);
-    } else {
-        csum_apply(cf, da + dp);
-        if (k->proto == LVS_PROTO_UDP && ld16(cf) == 0)
-            st16(cf, 0xffff);
-    }
-}
-
 static int do_in(lvs_engine *e, pkt *k, uint32_t *plen, uint32_t cap, double now)
 {
     lvs_conn *c = lvs_conn_in_get(e, k->proto, k->saddr, k->sport, k->daddr, k->dport);
@@ -252,9 +140,10 @@ static int do_in(lvs_engine *e, pkt *k, uint32_t *plen, uint32_t cap, double now
         int resched = 0;
         if (e->expire_nodest_conn && c->dest && c->dest->weight == 0)
             resched = 1;
-        else if (!c->control && (c->state == TW || c->state == CL ||
-                                 ((e->conn_reuse_mode & 2) && c->state == FW &&
-                                                     (c->flags & LVS_CONN_F_NOOUTPUT))))
+        else if (!c->control &&
+                 (c->state == LVS_TCP_S_TIME_WAIT || c->state == LVS_TCP_S_CLOSE ||
+                  ((e->conn_reuse_mode & 2) && c->state == LVS_TCP_S_FIN_WAIT &&
+                   (c->flags & LVS_CONN_F_NOOUTPUT))))
             resched = 1;
         if (resched && c->n_control == 0) {
             lvs_conn_expire_now(e, c, now);
@@ -296,21 +185,8 @@ static int do_in(lvs_engine *e, pkt *k, uint32_t *plen, uint32_t cap, double now
         return LVS_VERDICT_DROP;
     }
     stats_in(e, c, k->tot);
-    state_transition(e, c, DIR_IN, k->th_flags);
-    int verdict = LVS_VERDICT_FORWARD;
-    uint8_t *p = k->p;
-    if (p[8] <= 1) {
-        /* decrement_ttl (via ip_vs_nat_xmit): ICMP time exceeded to the sender, about the
-         * packet as it arrived (the kernel checks the TTL before mangling) */
-        e->counters[LVS_CNT_TTL_EXCEEDED]++;
-        verdict = lvs_icmp_error_build(e, p, plen, cap, k->tot, 11, 0) < 0 ? LVS_VERDICT_DROP
-                                                                       : LVS_VERDICT_REPLY;
-    } else {
-        p[8]--;
-        csum_apply(p + 10, diff16((uint16_t)((p[8] + 1) << 8 | p[9]),
-                                  (uint16_t)(p[8] << 8 | p[9])));
-        nat_rewrite(k, 16, c->daddr, 2, c->dport);
-    }
+    state_transition(e, c, LVS_DIR_IN, k->th_flags);
+    int verdict = lvs_nat_xmit_in(e, k, c, plen, cap);
     uint32_t pkts = ++c->in_pkts;
     if (e->sync_master)
         lvs_sync_conn(e, c, pkts);
@@ -325,9 +201,9 @@ static int do_out(lvs_engine *e, pkt *k, double now)
         e->counters[LVS_CNT_PASS_NOT_OURS]++;
         return LVS_VERDICT_PASS;
     }
-    nat_rewrite(k, 12, c->vaddr, 0, c->vport);
+    lvs_nat_xmit_out(k, c);
     stats_out(e, c, k->tot);
-    state_transition(e, c, DIR_OUT, k->th_flags);
+    state_transition(e, c, LVS_DIR_OUT, k->th_flags);
     lvs_conn_arm(e, c, now);
     return LVS_VERDICT_FORWARD;
 }

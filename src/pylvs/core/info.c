@@ -1,34 +1,10 @@
 /*
- * _stats.c — inspection of the engine (services, dests, connections, counters), the -Z
- * baselines and the IPVS rate estimator (ipvs.md §5).
+ * info.c — what the engine shows Python (the listing half of ip_vs_ctl.c): services, dests,
+ * connections, engine totals and the drop/pass counters by reason.
  */
 #include <string.h>
 
-#include "_engine.h"
-
-/* ---- inspection ---- */
-
-static uint64_t est_read(int64_t avg, int shift)
-{
-    if (avg <= 0)
-        return 0;
-    return (uint64_t)(avg + ((int64_t)1 << (shift - 1)) - 1) >> shift;
-}
-
-static void stats_info(lvs_stats_info *o, const lvs_stats *cur, const lvs_stats *zero,
-                       const lvs_est *est)
-{
-    o->conns = cur->conns - zero->conns;
-    o->inpkts = cur->inpkts - zero->inpkts;
-    o->outpkts = cur->outpkts - zero->outpkts;
-    o->inbytes = cur->inbytes - zero->inbytes;
-    o->outbytes = cur->outbytes - zero->outbytes;
-    o->cps = est_read(est->cps, 10);
-    o->inpps = est_read(est->inpps, 10);
-    o->outpps = est_read(est->outpps, 10);
-    o->inbps = est_read(est->inbps, 5);
-    o->outbps = est_read(est->outbps, 5);
-}
+#include "engine.h"
 
 uint32_t lvs_svc_count(lvs_engine *e)
 {
@@ -50,7 +26,7 @@ int lvs_svc_info_get(lvs_engine *e, uint32_t idx, lvs_svc_info *out)
     out->netmask = s->netmask;
     out->mh_table_size = s->sched_params.mh_table_size;
     out->num_dests = s->num_dests;
-    stats_info(&out->stats, &s->stats, &s->zero, &s->est);
+    lvs_stats_info_fill(&out->stats, &s->stats, &s->zero, &s->est);
     return 0;
 }
 
@@ -77,7 +53,7 @@ int lvs_dest_info_list(lvs_engine *e, uint8_t proto, uint32_t addr, uint16_t por
         o->inactconns = d->inactconns;
         o->persistconns = d->persistconns;
         o->refcnt = d->refcnt;
-        stats_info(&o->stats, &d->stats, &d->zero, &d->est);
+        lvs_stats_info_fill(&o->stats, &d->stats, &d->zero, &d->est);
     }
     return (int)n;
 }
@@ -124,7 +100,7 @@ uint32_t lvs_conn_list(lvs_engine *e, lvs_conn_info *out, uint32_t cap)
 void lvs_engine_info_get(lvs_engine *e, lvs_engine_info *out)
 {
     memset(out, 0, sizeof(*out));
-    stats_info(&out->stats, &e->stats, &e->zero, &e->est);
+    lvs_stats_info_fill(&out->stats, &e->stats, &e->zero, &e->est);
     out->connections = e->nconns;
     out->templates = e->ntemplates;
     out->max_connections = e->max_conns;
@@ -155,79 +131,3 @@ uint32_t lvs_counter_values(lvs_engine *e, uint64_t *out, uint32_t cap)
     return LVS_CNT_MAX;
 }
 
-/* ---- -Z and the estimator ---- */
-
-static void est_zero(lvs_est *est, const lvs_stats *cur)
-{
-    memset(est, 0, sizeof(*est));
-    est->last = *cur;
-}
-
-int lvs_engine_zero_stats(lvs_engine *e, uint8_t proto, uint32_t addr, uint16_t port)
-{
-    for (uint32_t i = 0; i < e->nsvcs; i++) {
-        lvs_service *s = e->svcs[i];
-        if (proto && !(s->proto == proto && s->addr == addr && s->port == port))
-            continue;
-        s->zero = s->stats;
-        est_zero(&s->est, &s->stats);
-        for (lvs_dest *d = s->destinations; d; d = d->next) {
-            d->zero = d->stats;
-            est_zero(&d->est, &d->stats);
-        }
-    }
-    if (proto) {
-        return lvs_svc_lookup(e, proto, addr, port) ? 0 : -LVS_E_SRCH;
-    }
-    e->zero = e->stats;
-    est_zero(&e->est, &e->stats);
-    return 0;
-}
-
-/* ip_vs_est.c estimation_timer body: one 2 s step. */
-static void est_step(lvs_est *est, const lvs_stats *cur)
-{
-    int64_t rate;
-    rate = (int64_t)((cur->conns - est->last.conns) << 9);
-    est->cps += (rate - est->cps) >> 2;
-    rate = (int64_t)((cur->inpkts - est->last.inpkts) << 9);
-    est->inpps += (rate - est->inpps) >> 2;
-    rate = (int64_t)((cur->outpkts - est->last.outpkts) << 9);
-    est->outpps += (rate - est->outpps) >> 2;
-    rate = (int64_t)((cur->inbytes - est->last.inbytes) << 4);
-    est->inbps += (rate - est->inbps) >> 2;
-    rate = (int64_t)((cur->outbytes - est->last.outbytes) << 4);
-    est->outbps += (rate - est->outbps) >> 2;
-    est->last = *cur;
-}
-
-void lvs_engine_update_rates(lvs_engine *e, double now)
-{
-    if (!e->est_started) {
-        e->est_started = 1;
-        e->est_last = now;
-        est_zero(&e->est, &e->stats);
-        for (uint32_t i = 0; i < e->nsvcs; i++) {
-            lvs_service *s = e->svcs[i];
-            est_zero(&s->est, &s->stats);
-            for (lvs_dest *d = s->destinations; d; d = d->next)
-                est_zero(&d->est, &d->stats);
-        }
-        return;
-    }
-    /* one step per elapsed 2 s period; a late caller gets the whole delta in the first */
-    int steps = 0;
-    while (now - e->est_last >= 2.0 && steps < 64) {
-        e->est_last += 2.0;
-        steps++;
-        est_step(&e->est, &e->stats);
-        for (uint32_t i = 0; i < e->nsvcs; i++) {
-            lvs_service *s = e->svcs[i];
-            est_step(&s->est, &s->stats);
-            for (lvs_dest *d = s->destinations; d; d = d->next)
-                est_step(&d->est, &d->stats);
-        }
-    }
-    if (now - e->est_last >= 2.0)
-        e->est_last = now;
-}

@@ -1,13 +1,14 @@
 /*
- * _packet.h — what the packet files (_nat.c, _icmp.c) share: byte access, RFC 1624 checksum
- * arithmetic (performance.md §6), the parsed-packet view and the per-direction counters.
+ * packet.h — what the packet files (packet.c, proto_tcp.c, xmit.c, icmp.c, sync.c) share: byte
+ * access, RFC 1624 checksum arithmetic (performance.md §6), the parsed-packet view, the
+ * per-direction counters and the functions each packet file offers the others.
  */
 #ifndef PYLVS_PACKET_H
 #define PYLVS_PACKET_H
 
 #include <stdint.h>
 
-#include "_engine.h"
+#include "engine.h"
 
 /* ---- byte access ---- */
 
@@ -155,7 +156,30 @@ static inline void stats_conn(lvs_engine *e, lvs_dest *d)
     e->stats.conns++;
 }
 
-/* ---- _icmp.c ---- */
+/* TCP header flag bits the engine looks at. */
+#define TH_FIN 0x01
+#define TH_SYN 0x02
+#define TH_RST 0x04
+#define TH_ACK 0x10
+
+/* Direction of a packet through a connection: the row offset into the TCP state table. */
+enum { LVS_DIR_IN = 0, LVS_DIR_OUT = 4 };
+
+/* ---- proto_tcp.c ---- */
+
+/* Move a TCP conn to its next state for a packet with these flags; sets the state's timeout
+ * and moves the conn between the dest's active and inactive counters. */
+void lvs_tcp_transition(lvs_engine *e, lvs_conn *c, int dir, uint8_t th_flags);
+
+/* ---- xmit.c ---- */
+
+/* Client -> server: the TTL step (an ICMP time exceeded for the sender at TTL <= 1) and DNAT
+ * to the conn's server; returns the verdict. */
+int lvs_nat_xmit_in(lvs_engine *e, pkt *k, const lvs_conn *c, uint32_t *plen, uint32_t cap);
+/* Server -> client: SNAT back to the conn's VIP and port. */
+void lvs_nat_xmit_out(pkt *k, const lvs_conn *c);
+
+/* ---- icmp.c ---- */
 
 /* Turn the packet in place into an ICMP error about it for its sender and set *plen;
  * returns 0, -1 if cap is too small, -2 if the sender may not get one (broadcast ...). */

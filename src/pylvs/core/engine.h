@@ -1,15 +1,28 @@
 /*
- * _engine.h — internals shared by the engine files (_conn.c, _nat.c, _engine.c, _stats.c,
- * _sync.c).
- * Schedulers and the dataplane never include this; they use _core.h and _api.h.
+ * engine.h — internals shared by the files of the core (this folder): the engine and
+ * connection structs, the drop counters, the connection hashes, and what each file offers the
+ * others.  Schedulers and the dataplane never include this; they use lvs.h and api.h.
+ *
+ * Who calls whom (no cycles; a file calls only files below it in this list):
+ *   engine.c   lifetime, options, expiry sweep  -> ctl.c conn.c dest.c sync.c proto_tcp.c
+ *   packet.c   packet entry, batch loop         -> proto_tcp.c xmit.c icmp.c sync.c ctl.c conn.c
+ *   xmit.c     NAT rewrite                      -> icmp.c
+ *   icmp.c     ICMP                             -> conn.c
+ *   sync.c     sync records                     -> ctl.c conn.c
+ *   info.c     listings                         -> est.c ctl.c conn.c
+ *   est.c      estimator, -Z                    -> ctl.c
+ *   ctl.c      services and dests               -> conn.c dest.c (and the scheduler registry)
+ *   proto_tcp.c  TCP state machine              -> conn.c
+ *   conn.c     connection table, timers         -> dest.c
+ *   dest.c     dest references, the trash       (nothing)
  */
 #ifndef PYLVS_ENGINE_H
 #define PYLVS_ENGINE_H
 
 #include <stdint.h>
 
-#include "_api.h"
-#include "_core.h"
+#include "api.h"
+#include "lvs.h"
 
 /* Internal conn flag bits (not in the kernel's set; masked out of sync records). */
 #define LVS_CONN_F_INUSE 0x0001    /* slab slot holds a live entry */
@@ -121,6 +134,9 @@ struct lvs_engine {
     uint16_t ip_id;          /* IP id of generated ICMP packets */
 
     /* sync */
+    /* called when a template still in control is re-armed by its timer (sync.c), so the
+     * connection table needs nothing from sync */
+    void (*tmpl_rearmed)(lvs_engine *e, lvs_conn *c);
     int sync_master;
     uint32_t sync_threshold;
     uint32_t sync_period;
@@ -128,7 +144,7 @@ struct lvs_engine {
     uint32_t sync_len, sync_cap;
 };
 
-/* ---- _conn.c ---- */
+/* ---- conn.c ---- */
 lvs_conn *lvs_conn_in_get(lvs_engine *e, uint8_t proto, uint32_t caddr, uint16_t cport,
                           uint32_t vaddr, uint16_t vport);
 lvs_conn *lvs_conn_out_get(lvs_engine *e, uint8_t proto, uint32_t daddr, uint16_t dport,
@@ -144,25 +160,48 @@ void lvs_conn_unhash_template(lvs_engine *e, lvs_conn *c);
 void lvs_conn_arm(lvs_engine *e, lvs_conn *c, double now);
 /* ip_vs_conn_expire_now: a template that controls conns is re-armed 60 s instead. */
 void lvs_conn_expire_now(lvs_engine *e, lvs_conn *c, double now);
+/* Run the timer wheel up to now; returns the entries removed (conns and templates). */
+uint32_t lvs_conn_expire_due(lvs_engine *e, double now);
 void lvs_conn_set_active(lvs_conn *c, int active);
-void lvs_dest_put(lvs_engine *e, lvs_dest *d);
 int lvs_conn_table_init(lvs_engine *e, uint32_t max_conns);
 void lvs_conn_table_free(lvs_engine *e);
 /* Call fn on every live entry (safe against fn expiring the entry). */
 void lvs_conn_for_each(lvs_engine *e, void (*fn)(lvs_engine *, lvs_conn *, void *), void *arg);
 uint32_t lvs_conn_index_of(lvs_engine *e, const lvs_conn *c);
 
-/* ---- _nat.c ---- */
-int lvs_tcp_state_is_active(uint8_t state);
+/* ---- dest.c ---- */
+/* A dest left its service: clear AVAILABLE and OVERLOAD, keep it in the trash while it is
+ * referenced, free it at once otherwise. */
+void lvs_dest_trash(lvs_engine *e, lvs_dest *d);
+/* Take a trashed dest of this virtual service back out (revival), or NULL. */
+lvs_dest *lvs_dest_trash_take(lvs_engine *e, uint8_t vproto, uint32_t vaddr, uint16_t vport,
+                              uint32_t addr, uint16_t port);
+/* Drop one reference; the last one to a removed dest frees it. */
+void lvs_dest_put(lvs_engine *e, lvs_dest *d);
+/* Free the trashed dests nobody references (all of them when `all`, at teardown). */
+void lvs_dest_trash_sweep(lvs_engine *e, int all);
 
-/* ---- _sync.c ---- */
-void lvs_sync_conn(lvs_engine *e, lvs_conn *c, uint32_t pkts);
-void lvs_sync_append(lvs_engine *e, const lvs_conn *c, double now);
-
-/* ---- _engine.c ---- */
+/* ---- ctl.c ---- */
+int lvs_ctl_init(lvs_engine *e);
+/* Remove every service (their dests go to the trash) and free the service containers. */
+void lvs_ctl_free(lvs_engine *e);
 lvs_service *lvs_svc_lookup(lvs_engine *e, uint8_t proto, uint32_t addr, uint16_t port);
 int lvs_is_vip(const lvs_engine *e, uint32_t addr);
-lvs_dest *lvs_dest_lookup(lvs_service *svc, uint32_t addr, uint16_t port);
+
+/* ---- proto_tcp.c ---- */
+extern const uint32_t lvs_tcp_default_timeouts[LVS_TCP_S_LAST];
+
+/* ---- est.c ---- */
+/* Counters since the last zero and the rounded estimator rates of one stats object. */
+void lvs_stats_info_fill(lvs_stats_info *o, const lvs_stats *cur, const lvs_stats *zero,
+                         const lvs_est *est);
+
+/* ---- sync.c ---- */
+/* A conn got an incoming packet (pkts = its count): queue the records the master sends. */
+void lvs_sync_conn(lvs_engine *e, lvs_conn *c, uint32_t pkts);
+/* The tmpl_rearmed hook. */
+void lvs_sync_tmpl_rearmed(lvs_engine *e, lvs_conn *c);
+void lvs_sync_free(lvs_engine *e);
 
 static inline uint64_t lvs_hash_mix(uint64_t h)
 {

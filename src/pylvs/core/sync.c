@@ -1,12 +1,13 @@
 /*
- * _sync.c — connection synchronisation (ipvs.md §6): when the master produces a record
- * (ip_vs_sync_conn), the 36-byte record itself (IPVS sync v1 IPv4 entry, format in engine.py),
- * and installing records on a backup (ip_vs_proc_conn).
+ * sync.c — connection synchronisation (ip_vs_sync.c, ipvs.md §6): when the master produces a
+ * record (ip_vs_sync_conn), the 36-byte record itself (IPVS sync v1 IPv4 entry, format in
+ * engine.py), and installing records on a backup (ip_vs_proc_conn).  It uses the connection
+ * table; the table reaches it only through the engine's tmpl_rearmed hook.
  */
 #include <stdlib.h>
 #include <string.h>
 
-#include "_packet.h"
+#include "packet.h"
 
 /* ip_vs_sync_conn_needed (sync_refresh_period = 0): TCP only in the states a backup needs,
  * at once on a change to one of them other than ESTABLISHED, otherwise when the incoming
@@ -34,18 +35,27 @@ set:
     return 1;
 }
 
+static void sync_append(lvs_engine *e, const lvs_conn *c, double now);
+
 /* ip_vs_sync_conn: the conn, then its controller (a template's own packet count goes up
  * every time, whether or not the conn itself was sent). */
 void lvs_sync_conn(lvs_engine *e, lvs_conn *c, uint32_t pkts)
 {
     for (;;) {
         if (sync_needed(e, c, pkts))
-            lvs_sync_append(e, c, -1.0);
+            sync_append(e, c, -1.0);
         c = c->control;
         if (!c)
             return;
         pkts = (c->flags & LVS_CONN_F_TEMPLATE) ? ++c->in_pkts : e->sync_threshold;
     }
+}
+
+void lvs_sync_tmpl_rearmed(lvs_engine *e, lvs_conn *c)
+{
+    /* a template still in control outlived its timeout: the backup must keep it too */
+    if (e->sync_master)
+        lvs_sync_conn(e, c, e->sync_threshold);
 }
 
 /* ---- sync records (format documented in engine.py) ---- */
@@ -75,7 +85,7 @@ static void encode(uint8_t *r, const lvs_conn *c, double now)
 
 #define SYNC_BUF_MAX (1u << 20)
 
-void lvs_sync_append(lvs_engine *e, const lvs_conn *c, double now)
+static void sync_append(lvs_engine *e, const lvs_conn *c, double now)
 {
     if (e->sync_len + LVS_SYNC_RECORD_SIZE > e->sync_cap) {
         uint32_t ncap = e->sync_cap ? e->sync_cap * 2 : 64 * LVS_SYNC_RECORD_SIZE;
@@ -89,6 +99,13 @@ void lvs_sync_append(lvs_engine *e, const lvs_conn *c, double now)
     }
     encode(e->sync_buf + e->sync_len, c, now);
     e->sync_len += LVS_SYNC_RECORD_SIZE;
+}
+
+void lvs_sync_free(lvs_engine *e)
+{
+    free(e->sync_buf);
+    e->sync_buf = NULL;
+    e->sync_len = e->sync_cap = 0;
 }
 
 uint32_t lvs_sync_pending(lvs_engine *e)

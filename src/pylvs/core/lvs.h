@@ -1,9 +1,9 @@
 /*
- * _core.h — types shared by the files of pylvs's C core.
+ * lvs.h — types shared by the core (this folder) and the schedulers (../_sched*.c): services,
+ * dests, the scheduler interface and registry (include/net/ip_vs.h).
  *
- * The core is sans-IO except for the dataplane pump (_tunio.c), which lives in the same
- * extension module only so the per-packet loop never returns to Python.  Everything here is
- * IPv4.  Addresses and ports inside these structs are in HOST byte order; the packet code
+ * The core is sans-IO; the dataplane pump (../dataplane/_tunio.c) lives in the same extension
+ * module only so the per-packet loop never returns to Python.  Everything here is IPv4.  Addresses and ports inside these structs are in HOST byte order; the packet code
  * converts at parse time, so schedulers can hash and compare without byte swapping.
  *
  * Ownership:
@@ -132,10 +132,12 @@ struct lvs_service {
     uint32_t index;          /* position in the engine's service vector */
 };
 
-/* ---- scheduler registry (_sched.c) ---- */
+/* ---- scheduler registry (../_sched.c) ---- */
 const lvs_scheduler *lvs_sched_find(const char *name);
 /* NULL-terminated list of every registered scheduler name, in a stable order. */
 const char *const *lvs_sched_names(void);
+/* 1 when n is a prime: the rule for mh_table_size (../_sched_hash.c, which enforces it). */
+int lvs_is_prime(uint32_t n);
 
 /* Overhead used by lc/wlc and friends (ip_vs_dest_conn_overhead). */
 static inline uint32_t lvs_dest_overhead(const lvs_dest *d)

@@ -1,12 +1,12 @@
 /*
- * _engine.c — engine lifetime and options, services and dests with the kernel's dest trash,
- * threshold and scheduler-callback rules (ipvs.md §4).  Inspection and rates are in
- * _stats.c, connection sync in _sync.c.
+ * ctl.c — services and dests (ip_vs_ctl.c): add, edit and remove with the kernel's threshold
+ * and scheduler-callback rules (ipvs.md §4), the service hash and the VIP set the packet path
+ * looks up.  A removed dest goes to the trash in dest.c.
  */
 #include <stdlib.h>
 #include <string.h>
 
-#include "_engine.h"
+#include "engine.h"
 
 /* ---- services ---- */
 
@@ -23,7 +23,7 @@ lvs_service *lvs_svc_lookup(lvs_engine *e, uint8_t proto, uint32_t addr, uint16_
     return NULL;
 }
 
-lvs_dest *lvs_dest_lookup(lvs_service *svc, uint32_t addr, uint16_t port)
+static lvs_dest *dest_lookup(lvs_service *svc, uint32_t addr, uint16_t port)
 {
     for (lvs_dest *d = svc->destinations; d; d = d->next)
         if (d->addr == addr && d->port == port)
@@ -70,124 +70,21 @@ static int vip_rebuild(lvs_engine *e)
     return 0;
 }
 
-/* ---- lifetime ---- */
-
-static const uint32_t default_tcp_timeouts[LVS_TCP_S_LAST] = {
-    2, 900, 120, 60, 120, 120, 10, 60, 30, 120, 120,
-};
-
-lvs_engine *lvs_engine_new(uint32_t max_conns, uint64_t seed)
-{
-    lvs_engine *e = calloc(1, sizeof(*e));
-    if (!e)
-        return NULL;
-    if (max_conns == 0)
-        max_conns = 1;
-    e->seed = lvs_hash_mix(seed ^ 0x5bd1e9955bd1e995ULL);
-    if (lvs_conn_table_init(e, max_conns) < 0) {
-        lvs_engine_free(e);
-        return NULL;
-    }
-    memcpy(e->tcp_timeouts, default_tcp_timeouts, sizeof(e->tcp_timeouts));
-    e->udp_timeout = 300;
-    e->conn_reuse_mode = 1;
-    e->sync_threshold = 3;
-    e->sync_period = 50;
-    if (vip_rebuild(e) < 0) {
-        lvs_engine_free(e);
-        return NULL;
-    }
-    return e;
-}
-
 static void svc_free(lvs_engine *e, lvs_service *svc);
 
-void lvs_engine_free(lvs_engine *e)
+int lvs_ctl_init(lvs_engine *e)
 {
-    if (!e)
-        return;
+    return vip_rebuild(e);
+}
+
+void lvs_ctl_free(lvs_engine *e)
+{
     while (e->nsvcs)
         svc_free(e, e->svcs[e->nsvcs - 1]);
-    /* every remaining conn holds a dest reference; free the table and then the trash */
-    lvs_conn_table_free(e);
-    while (e->trash) {
-        lvs_dest *d = e->trash;
-        e->trash = d->next;
-        free(d);
-    }
     free(e->svcs);
     free(e->vip_set);
-    free(e->sync_buf);
-    free(e);
-}
-
-int lvs_engine_set_option(lvs_engine *e, int opt, int64_t value)
-{
-    switch (opt) {
-    case LVS_OPT_EXPIRE_NODEST_CONN:
-        e->expire_nodest_conn = value != 0;
-        return 0;
-    case LVS_OPT_EXPIRE_QUIESCENT_TEMPLATE:
-        e->expire_quiescent_template = value != 0;
-        return 0;
-    case LVS_OPT_CONN_REUSE_MODE:
-        if (value < 0 || value > 3)
-            return -LVS_E_RANGE;
-        e->conn_reuse_mode = (int)value;
-        return 0;
-    case LVS_OPT_SYNC_MASTER:
-        e->sync_master = value != 0;
-        return 0;
-    case LVS_OPT_SYNC_THRESHOLD:
-        if (value < 0 || value > 1000000)
-            return -LVS_E_RANGE;
-        e->sync_threshold = (uint32_t)value;
-        return 0;
-    case LVS_OPT_SYNC_PERIOD:
-        if (value < 0 || value > 1000000)
-            return -LVS_E_RANGE;
-        e->sync_period = (uint32_t)value;
-        return 0;
-    default:
-        return -LVS_E_INVAL;
-    }
-}
-
-int64_t lvs_engine_get_option(lvs_engine *e, int opt)
-{
-    switch (opt) {
-    case LVS_OPT_EXPIRE_NODEST_CONN:
-        return e->expire_nodest_conn;
-    case LVS_OPT_EXPIRE_QUIESCENT_TEMPLATE:
-        return e->expire_quiescent_template;
-    case LVS_OPT_CONN_REUSE_MODE:
-        return e->conn_reuse_mode;
-    case LVS_OPT_SYNC_MASTER:
-        return e->sync_master;
-    case LVS_OPT_SYNC_THRESHOLD:
-        return e->sync_threshold;
-    case LVS_OPT_SYNC_PERIOD:
-        return e->sync_period;
-    default:
-        return -LVS_E_INVAL;
-    }
-}
-
-void lvs_engine_set_timeouts(lvs_engine *e, uint32_t tcp, uint32_t tcpfin, uint32_t udp)
-{
-    if (tcp)
-        e->tcp_timeouts[LVS_TCP_S_ESTABLISHED] = tcp;
-    if (tcpfin)
-        e->tcp_timeouts[LVS_TCP_S_FIN_WAIT] = tcpfin;
-    if (udp)
-        e->udp_timeout = udp;
-}
-
-void lvs_engine_get_timeouts(lvs_engine *e, uint32_t *tcp, uint32_t *tcpfin, uint32_t *udp)
-{
-    *tcp = e->tcp_timeouts[LVS_TCP_S_ESTABLISHED];
-    *tcpfin = e->tcp_timeouts[LVS_TCP_S_FIN_WAIT];
-    *udp = e->udp_timeout;
+    e->svcs = NULL;
+    e->vip_set = NULL;
 }
 
 /* ---- services ---- */
@@ -299,19 +196,6 @@ int lvs_svc_edit(lvs_engine *e, const lvs_svc_conf *c)
     return 0;
 }
 
-/* Move a dest out of its service's list into the trash, or free it if unreferenced. */
-static void dest_to_trash(lvs_engine *e, lvs_dest *d)
-{
-    d->flags &= ~(LVS_DEST_F_AVAILABLE | LVS_DEST_F_OVERLOAD);
-    if (d->refcnt == 0) {
-        free(d);
-        return;
-    }
-    d->next = e->trash;
-    e->trash = d;
-    e->ntrash++;
-}
-
 static void svc_free(lvs_engine *e, lvs_service *svc)
 {
     if (svc->sched && svc->sched->done_service)
@@ -321,7 +205,7 @@ static void svc_free(lvs_engine *e, lvs_service *svc)
     while (d) {
         lvs_dest *next = d->next;
         d->svc = NULL;
-        dest_to_trash(e, d);
+        lvs_dest_trash(e, d);
         d = next;
     }
     svc->destinations = NULL;
@@ -380,23 +264,10 @@ int lvs_dest_add(lvs_engine *e, const lvs_dest_conf *c)
     lvs_service *svc = lvs_svc_lookup(e, c->proto, c->vaddr, c->vport);
     if (!svc)
         return -LVS_E_SRCH;
-    if (lvs_dest_lookup(svc, c->addr, c->port))
+    if (dest_lookup(svc, c->addr, c->port))
         return -LVS_E_EXIST;
     /* a dest of the same virtual service still in the trash is revived with its counters */
-    lvs_dest *d = NULL;
-    for (lvs_dest **pp = &e->trash; *pp; pp = &(*pp)->next) {
-        lvs_dest *t = *pp;
-        if (t->addr == c->addr && t->port == c->port && t->vaddr == c->vaddr &&
-            t->vport == c->vport && t->vproto == c->proto) {
-            *pp = t->next;
-            e->ntrash--;
-            d = t;
-            /* its estimator stopped in the trash: restart from the current counters */
-            memset(&d->est, 0, sizeof(d->est));
-            d->est.last = d->stats;
-            break;
-        }
-    }
+    lvs_dest *d = lvs_dest_trash_take(e, c->proto, c->vaddr, c->vport, c->addr, c->port);
     if (!d) {
         d = calloc(1, sizeof(*d));
         if (!d)
@@ -418,7 +289,7 @@ int lvs_dest_add(lvs_engine *e, const lvs_dest_conf *c)
         if (r < 0) {
             svc->destinations = d->next;
             svc->num_dests--;
-            dest_to_trash(e, d);
+            lvs_dest_trash(e, d);
             return r;
         }
     }
@@ -433,7 +304,7 @@ int lvs_dest_edit(lvs_engine *e, const lvs_dest_conf *c)
     lvs_service *svc = lvs_svc_lookup(e, c->proto, c->vaddr, c->vport);
     if (!svc)
         return -LVS_E_SRCH;
-    lvs_dest *d = lvs_dest_lookup(svc, c->addr, c->port);
+    lvs_dest *d = dest_lookup(svc, c->addr, c->port);
     if (!d)
         return -LVS_E_NOENT;
     dest_update(d, c);
@@ -485,7 +356,7 @@ int lvs_dest_del(lvs_engine *e, const lvs_dest_conf *c, int expire_conns)
     lvs_service *svc = lvs_svc_lookup(e, c->proto, c->vaddr, c->vport);
     if (!svc)
         return -LVS_E_SRCH;
-    lvs_dest *d = lvs_dest_lookup(svc, c->addr, c->port);
+    lvs_dest *d = dest_lookup(svc, c->addr, c->port);
     if (!d)
         return -LVS_E_NOENT;
     if (svc->sched && svc->sched->del_dest)
@@ -501,7 +372,7 @@ int lvs_dest_del(lvs_engine *e, const lvs_dest_conf *c, int expire_conns)
         expire_dest_conns(e, d);
         d->refcnt--;
     }
-    dest_to_trash(e, d);
+    lvs_dest_trash(e, d);
     return 0;
 }
 
@@ -510,7 +381,7 @@ int lvs_dest_expire_conns(lvs_engine *e, const lvs_dest_conf *c)
     lvs_service *svc = lvs_svc_lookup(e, c->proto, c->vaddr, c->vport);
     if (!svc)
         return -LVS_E_SRCH;
-    lvs_dest *d = lvs_dest_lookup(svc, c->addr, c->port);
+    lvs_dest *d = dest_lookup(svc, c->addr, c->port);
     if (!d)
         return -LVS_E_NOENT;
     return expire_dest_conns(e, d);

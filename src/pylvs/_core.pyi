@@ -1,0 +1,348 @@
+"""Typed surface of the cffi extension ``pylvs._core``, so ``mypy --strict`` checks every call
+into the C core.
+
+It mirrors the cdef (``_core.cdef`` plus ``dataplane/_tunio.cdef``): ``lib`` holds each
+function and constant, ``ffi.new`` knows the C types Python allocates, and the struct classes
+carry the C names and fields.  ``tests/unit/test_core_surface.py`` checks this file against the
+compiled module, so a function added to the cdef without a line here fails the tests.
+"""
+
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from typing import Generic, Literal, TypeVar, overload
+
+_C = TypeVar("_C", bound=CData)
+_S = TypeVar("_S", bound=CData)
+
+# ---- cdata kinds ----
+
+class CData:
+    """Any cffi cdata (pointer, array or struct); compared with ``ffi.NULL`` for NULL."""
+
+class IntArray(CData):
+    """An integer array or pointer (``uint8_t[]``, ``uint32_t *``, ``int32_t[6]`` ...)."""
+
+    def __getitem__(self, i: int, /) -> int: ...
+    def __setitem__(self, i: int, value: int, /) -> None: ...
+    def __add__(self, n: int, /) -> IntArray: ...
+    def __len__(self) -> int: ...
+    def __iter__(self) -> Iterator[int]: ...
+
+class CharArray(CData):
+    """A ``char[]`` (a C string Python owns)."""
+
+class StringArray(CData):
+    """A NULL-terminated ``const char *const *``; each item is a ``const char *``."""
+
+    def __getitem__(self, i: int, /) -> CData: ...
+
+class StructArray(CData, Generic[_S]):
+    """An array of structs (``lvs_dest_info[]`` ...)."""
+
+    def __getitem__(self, i: int, /) -> _S: ...
+    def __len__(self) -> int: ...
+
+class CBuffer:
+    """What ``ffi.buffer`` returns: raw memory, readable as bytes."""
+
+    def __buffer__(self, flags: int, /) -> memoryview: ...
+    def __len__(self) -> int: ...
+    def __getitem__(self, s: slice, /) -> bytes: ...
+
+# ---- opaque handles ----
+
+class lvs_engine(CData): ...
+class lvs_tunio(CData): ...
+class lvs_schedtest(CData): ...
+
+class NullPointer(lvs_engine, lvs_tunio, lvs_schedtest, IntArray):
+    """``ffi.NULL``: accepted wherever C takes a pointer."""
+
+# ---- structs ----
+
+class lvs_batch(CData):
+    count: int
+    stride: int
+    data: IntArray | CData
+    len: IntArray | CData
+    meta: IntArray | CData
+    verdict: IntArray | CData
+
+class lvs_svc_conf(CData):
+    proto: int
+    addr: int
+    port: int
+    sched: CData
+    flags: int
+    timeout: int
+    netmask: int
+    mh_table_size: int
+
+class lvs_dest_conf(CData):
+    proto: int
+    vaddr: int
+    vport: int
+    addr: int
+    port: int
+    weight: int
+    u_threshold: int
+    l_threshold: int
+
+class lvs_stats_info(CData):
+    conns: int
+    inpkts: int
+    outpkts: int
+    inbytes: int
+    outbytes: int
+    cps: int
+    inpps: int
+    outpps: int
+    inbps: int
+    outbps: int
+
+class lvs_svc_info(CData):
+    proto: int
+    addr: int
+    port: int
+    sched: CharArray
+    flags: int
+    timeout: int
+    netmask: int
+    mh_table_size: int
+    num_dests: int
+    stats: lvs_stats_info
+
+class lvs_dest_info(CData):
+    addr: int
+    port: int
+    weight: int
+    last_weight: int
+    u_threshold: int
+    l_threshold: int
+    flags: int
+    activeconns: int
+    inactconns: int
+    persistconns: int
+    refcnt: int
+    stats: lvs_stats_info
+
+class lvs_conn_info(CData):
+    proto: int
+    state: int
+    flags: int
+    caddr: int
+    vaddr: int
+    daddr: int
+    cport: int
+    vport: int
+    dport: int
+    expires: float
+    in_pkts: int
+    n_control: int
+    index: int
+    control_index: int
+
+class lvs_engine_info(CData):
+    stats: lvs_stats_info
+    connections: int
+    templates: int
+    max_connections: int
+    conn_entry_size: int
+    bytes_per_conn: int
+    num_services: int
+    trash_dests: int
+
+class lvs_tunio_stats(CData):
+    reads: int
+    read_bytes: int
+    writes: int
+    write_bytes: int
+    forwarded: int
+    passed: int
+    replies: int
+    dropped: int
+    write_eagain: int
+    write_errors: int
+    read_errors: int
+    short_reads: int
+    csum_partial: int
+    gso_packets: int
+    batches: int
+    empty_wakeups: int
+    max_batch: int
+    batch_hist: IntArray
+
+# ---- ffi ----
+
+_IntCdecl = Literal[
+    "uint8_t[]", "uint32_t[]", "uint64_t[]", "int32_t[]",
+    "uint32_t *", "int *", "uint32_t[3]", "int32_t[6]", "int32_t[64]", "int32_t[4096]",
+]
+_Buf = CData | bytes | bytearray | memoryview
+
+class FFI:
+    """The extension's ``ffi``: only the calls pylvs makes."""
+
+    NULL: NullPointer
+
+    @overload
+    def new(self, cdecl: _IntCdecl, init: int | Sequence[int] | None = None) -> IntArray: ...
+    @overload
+    def new(self, cdecl: Literal["char[]"], init: bytes) -> CharArray: ...
+    @overload
+    def new(
+        self, cdecl: Literal["lvs_batch *"], init: Mapping[str, int | CData] | None = None
+    ) -> lvs_batch: ...
+    @overload
+    def new(self, cdecl: Literal["lvs_svc_conf *"]) -> lvs_svc_conf: ...
+    @overload
+    def new(self, cdecl: Literal["lvs_dest_conf *"]) -> lvs_dest_conf: ...
+    @overload
+    def new(self, cdecl: Literal["lvs_svc_info *"]) -> lvs_svc_info: ...
+    @overload
+    def new(self, cdecl: Literal["lvs_engine_info *"]) -> lvs_engine_info: ...
+    @overload
+    def new(self, cdecl: Literal["lvs_tunio_stats *"]) -> lvs_tunio_stats: ...
+    @overload
+    def new(self, cdecl: Literal["lvs_dest_info[]"], init: int) -> StructArray[lvs_dest_info]: ...
+    @overload
+    def new(self, cdecl: Literal["lvs_conn_info[]"], init: int) -> StructArray[lvs_conn_info]: ...
+    def gc(self, cdata: _C, destructor: Callable[[_C], object], size: int = 0) -> _C: ...
+    def string(self, cdata: CData, maxlen: int = -1) -> bytes: ...
+    def buffer(self, cdata: CData, size: int = -1) -> CBuffer: ...
+    def memmove(self, dest: CData, src: _Buf, n: int) -> None: ...
+    def unpack(self, cdata: CData, length: int) -> list[int]: ...
+    def sizeof(self, cdecl: str | CData) -> int: ...
+
+ffi: FFI
+
+# ---- lib ----
+
+class Lib:
+    """The extension's ``lib``: every function and constant of the cdef."""
+
+    # scheduler registry (core/lvs.h)
+    def lvs_sched_names(self) -> StringArray: ...
+    def lvs_is_prime(self, n: int, /) -> int: ...
+
+    # constants (values read from the C headers at build time)
+    LVS_PROTO_TCP: int
+    LVS_PROTO_UDP: int
+    LVS_SVC_F_PERSISTENT: int
+    LVS_SVC_F_SCHED1: int
+    LVS_SVC_F_SCHED2: int
+    LVS_SVC_F_SCHED3: int
+    LVS_DEST_F_AVAILABLE: int
+    LVS_DEST_F_OVERLOAD: int
+    LVS_CONN_F_SYNC: int
+    LVS_CONN_F_INACTIVE: int
+    LVS_CONN_F_TEMPLATE: int
+    LVS_META_CSUM_PARTIAL: int
+    LVS_META_GSO: int
+    LVS_VERDICT_FORWARD: int
+    LVS_VERDICT_PASS: int
+    LVS_VERDICT_DROP: int
+    LVS_VERDICT_REPLY: int
+    LVS_MIN_STRIDE: int
+    LVS_E_NOENT: int
+    LVS_E_SRCH: int
+    LVS_E_NOMEM: int
+    LVS_E_EXIST: int
+    LVS_E_INVAL: int
+    LVS_E_RANGE: int
+    LVS_OPT_EXPIRE_NODEST_CONN: int
+    LVS_OPT_EXPIRE_QUIESCENT_TEMPLATE: int
+    LVS_OPT_CONN_REUSE_MODE: int
+    LVS_OPT_SYNC_MASTER: int
+    LVS_OPT_SYNC_THRESHOLD: int
+    LVS_OPT_SYNC_PERIOD: int
+    LVS_SYNC_RECORD_SIZE: int
+
+    # engine (core/api.h)
+    def lvs_engine_process_batch(self, e: lvs_engine, b: lvs_batch, now: float, /) -> int: ...
+    def lvs_engine_new(self, max_conns: int, seed: int, /) -> lvs_engine: ...
+    def lvs_engine_free(self, e: lvs_engine, /) -> None: ...
+    def lvs_strerror(self, err: int, /) -> CData: ...
+    def lvs_tcp_state_names(self) -> StringArray: ...
+    def lvs_engine_set_option(self, e: lvs_engine, opt: int, value: int, /) -> int: ...
+    def lvs_engine_get_option(self, e: lvs_engine, opt: int, /) -> int: ...
+    def lvs_engine_expire(self, e: lvs_engine, now: float, /) -> int: ...
+    def lvs_engine_set_timeouts(
+        self, e: lvs_engine, tcp: int, tcpfin: int, udp: int, /
+    ) -> None: ...
+    def lvs_engine_get_timeouts(
+        self, e: lvs_engine, tcp: IntArray, tcpfin: IntArray, udp: IntArray, /
+    ) -> None: ...
+    def lvs_svc_add(self, e: lvs_engine, c: lvs_svc_conf, /) -> int: ...
+    def lvs_svc_edit(self, e: lvs_engine, c: lvs_svc_conf, /) -> int: ...
+    def lvs_svc_del(self, e: lvs_engine, proto: int, addr: int, port: int, /) -> int: ...
+    def lvs_dest_add(self, e: lvs_engine, c: lvs_dest_conf, /) -> int: ...
+    def lvs_dest_edit(self, e: lvs_engine, c: lvs_dest_conf, /) -> int: ...
+    def lvs_dest_del(self, e: lvs_engine, c: lvs_dest_conf, expire_conns: int, /) -> int: ...
+    def lvs_dest_expire_conns(self, e: lvs_engine, c: lvs_dest_conf, /) -> int: ...
+    def lvs_svc_count(self, e: lvs_engine, /) -> int: ...
+    def lvs_svc_info_get(self, e: lvs_engine, idx: int, out: lvs_svc_info, /) -> int: ...
+    def lvs_dest_info_list(
+        self, e: lvs_engine, proto: int, addr: int, port: int,
+        out: StructArray[lvs_dest_info], cap: int, /,
+    ) -> int: ...
+    def lvs_conn_list(
+        self, e: lvs_engine, out: StructArray[lvs_conn_info], cap: int, /
+    ) -> int: ...
+    def lvs_engine_info_get(self, e: lvs_engine, out: lvs_engine_info, /) -> None: ...
+    def lvs_counter_names(self) -> StringArray: ...
+    def lvs_counter_values(self, e: lvs_engine, out: IntArray, cap: int, /) -> int: ...
+    def lvs_engine_zero_stats(
+        self, e: lvs_engine, proto: int, addr: int, port: int, /
+    ) -> int: ...
+    def lvs_engine_update_rates(self, e: lvs_engine, now: float, /) -> None: ...
+    def lvs_sync_collect(self, e: lvs_engine, out: IntArray, cap: int, /) -> int: ...
+    def lvs_sync_pending(self, e: lvs_engine, /) -> int: ...
+    def lvs_sync_full(self, e: lvs_engine, out: IntArray, cap: int, now: float, /) -> int: ...
+    def lvs_sync_apply(
+        self, e: lvs_engine, data: _Buf, len: int, now: float, skipped: IntArray, /
+    ) -> int: ...
+
+    # scheduler test harness (_sched.h)
+    def lvs_st_new(
+        self, sched: bytes, flags: int, mh_table_size: int, lblc_expiration: float, seed: int,
+        err: IntArray, /,
+    ) -> lvs_schedtest: ...
+    def lvs_st_free(self, t: lvs_schedtest, /) -> None: ...
+    def lvs_st_set_sched(self, t: lvs_schedtest, sched: bytes, /) -> int: ...
+    def lvs_st_add(
+        self, t: lvs_schedtest, addr: int, port: int, weight: int, upper: int, lower: int, /
+    ) -> int: ...
+    def lvs_st_edit(
+        self, t: lvs_schedtest, id: int, weight: int, upper: int, lower: int, /
+    ) -> int: ...
+    def lvs_st_del(self, t: lvs_schedtest, id: int, /) -> int: ...
+    def lvs_st_schedule(
+        self, t: lvs_schedtest, saddr: int, daddr: int, sport: int, dport: int, proto: int,
+        now: float, /,
+    ) -> int: ...
+    def lvs_st_tick(self, t: lvs_schedtest, now: float, /) -> None: ...
+    def lvs_st_conn_open(self, t: lvs_schedtest, id: int, active: int, /) -> int: ...
+    def lvs_st_conn_close(self, t: lvs_schedtest, id: int, active: int, /) -> int: ...
+    def lvs_st_dest_info(self, t: lvs_schedtest, id: int, out: IntArray, /) -> int: ...
+    def lvs_st_order(self, t: lvs_schedtest, out: IntArray, max: int, /) -> int: ...
+    def lvs_st_table_size(self, t: lvs_schedtest, /) -> int: ...
+    def lvs_st_table_slot(self, t: lvs_schedtest, i: int, /) -> int: ...
+    def lvs_st_cache_entries(self, t: lvs_schedtest, /) -> int: ...
+    def lvs_st_cache_lookup(
+        self, t: lvs_schedtest, daddr: int, out: IntArray, max: int, /
+    ) -> int: ...
+    def lvs_st_hsiphash(self, v: int, k0: int, k1: int, /) -> int: ...
+    def lvs_st_bench(self, t: lvs_schedtest, n: int, now: float, /) -> int: ...
+
+    # dataplane (dataplane/_tunio.cdef)
+    def lvs_tunio_new(
+        self, fd: int, vnet_hdr: int, batch_max: int, stride: int, /
+    ) -> lvs_tunio: ...
+    def lvs_tunio_free(self, io: lvs_tunio, /) -> None: ...
+    def lvs_tunio_pump(
+        self, io: lvs_tunio, engine: lvs_engine, now: float, max_rounds: int, /
+    ) -> int: ...
+    def lvs_tunio_get_stats(self, io: lvs_tunio, out: lvs_tunio_stats, /) -> None: ...
+    def lvs_tunio_zero_stats(self, io: lvs_tunio, /) -> None: ...
+
+lib: Lib
