@@ -8,7 +8,8 @@ from __future__ import annotations
 import enum
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Literal
+
+from pylvs.model import Protocol, ServiceKey
 
 __all__ = [
     "ConnectionInfo",
@@ -24,8 +25,6 @@ __all__ = [
     "Verdict",
 ]
 
-Protocol = Literal["tcp", "udp"]
-
 
 class Verdict(enum.IntEnum):
     """What the engine did with one packet (``LVS_VERDICT_*``)."""
@@ -34,18 +33,6 @@ class Verdict(enum.IntEnum):
     PASS = 1
     DROP = 2
     REPLY = 3
-
-
-@dataclass(frozen=True, slots=True)
-class ServiceKey:
-    """Identifies a virtual service: protocol, VIP and port."""
-
-    protocol: Protocol
-    address: str
-    port: int
-
-    def __str__(self) -> str:
-        return f"{self.protocol.upper()} {self.address}:{self.port}"
 
 
 @dataclass(frozen=True, slots=True)

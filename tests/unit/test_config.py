@@ -51,7 +51,7 @@ def test_minimal_file_from_design_works_as_written() -> None:
     assert cfg.director.public_interface == "eth0"
     assert cfg.director.tun_name == "pylvs0" and cfg.director.offload is True
     (vs,) = cfg.virtual_servers
-    assert vs.key == ("tcp", IPv4Address("198.18.0.100"), 80)
+    assert vs.key == model.ServiceKey("tcp", "198.18.0.100", 80)
     assert vs.scheduler == "rr"
     assert [str(rs.address) for rs in vs.real_servers] == ["198.19.0.11:80", "198.19.0.12:80"]
     assert cfg.timeouts == model.TimeoutsConfig()
