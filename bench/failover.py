@@ -1,6 +1,6 @@
 """Failover time of two ``pylvs serve`` directors in namespaces (root).
 
-For each heartbeat interval: start the pair (``pylvs.ha.drill.HaPair``: shared public and
+For each heartbeat interval: start the pair (``pylvs.testbed.hapair.HaPair``: shared public and
 private segments, three real servers with echo servers), then ``--runs`` times: start a UDP
 prober on the client (one numbered datagram to VIP:7000 every millisecond, echoed by a real
 server), wait a random 0.3-0.8 s (so the kill falls anywhere between two heartbeats), kill -9
@@ -37,8 +37,8 @@ import sys
 import time
 from typing import Any
 
-from pylvs.ha.pair import HaPair
 from pylvs.ha.state import default_dead_time
+from pylvs.testbed.hapair import HaPair
 
 
 def _probe_result(proc: subprocess.Popen[str],

@@ -14,7 +14,7 @@ import subprocess
 import time
 from dataclasses import dataclass, field
 
-from pylvs.topology import Topology, TopologyError
+from pylvs.testbed.topology import Topology, TopologyError
 
 __all__ = [
     "CpuSample",

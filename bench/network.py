@@ -1,8 +1,8 @@
 """Side-by-side network benchmark: direct path, nft DNAT, HAProxy (TCP, 1 thread) and pylvs.
 
 Run as root: ``python3 bench/network.py`` (``--help`` for durations and contenders).  Every
-contender gets a freshly built :class:`pylvs.topology.Topology` (client, director, three real
-servers), so no state (conntrack entries, nft tables, local VIPs) leaks from one into the next;
+contender gets a freshly built :class:`pylvs.testbed.topology.Topology` (client, director, three
+real servers), so no state (conntrack entries, nft tables, local VIPs) leaks from one into the next;
 see bench/README.md for the method and the pitfalls it guards against.
 """
 
@@ -31,8 +31,8 @@ from netbench_tools import (
 )
 from results_md import render_section, write_section
 
-from pylvs.topology import ServiceSpec, Topology, TopologyError
-from pylvs.topology_serve import PylvsProcess, start_pylvs, vip_answers, wait_until
+from pylvs.testbed.serve import PylvsProcess, start_pylvs, vip_answers, wait_until
+from pylvs.testbed.topology import ServiceSpec, Topology, TopologyError
 
 __all__ = ["Measurement", "main"]
 

@@ -14,12 +14,12 @@ import functools
 from typing import Any
 
 from pylvs.api.server import ApiServer
-from pylvs.director import Director, ServiceId
+from pylvs.director import Director
 from pylvs.errors import ConfigError
 from pylvs.ha.node import HaComponent
 from pylvs.health.component import attach_health
 from pylvs.loadmon import LoadMonitor
-from pylvs.model import Config, Endpoint
+from pylvs.model import Config, Endpoint, ServiceKey
 from pylvs.weights import LoadReport
 
 __all__ = ["LoadMonitors", "attach_components"]
@@ -34,7 +34,7 @@ class LoadMonitors:
 
     def __init__(self, director: Director) -> None:
         self.director = director
-        self._running: dict[ServiceId, tuple[Any, Any, asyncio.Task[None]]] = {}
+        self._running: dict[ServiceKey, tuple[Any, Any, asyncio.Task[None]]] = {}
         self._started = False
         director.config_listeners.append(self._on_config)
 
@@ -73,7 +73,7 @@ class LoadMonitors:
             task = asyncio.create_task(mon.run(), name=f"loadmon {key}")
             self._running[key] = (vs.load_monitor, mon, task)
 
-    def _on_load(self, key: ServiceId, ep: Endpoint, report: LoadReport | None) -> None:
+    def _on_load(self, key: ServiceKey, ep: Endpoint, report: LoadReport | None) -> None:
         if report is None:
             return
         with contextlib.suppress(ConfigError):  # removed by a reload since the poll began

@@ -326,7 +326,7 @@ def _checks(cfg: Config) -> Iterator[tuple[str, str]]:
         if api.token_file is None:
             yield "api.token_file", "required when api.listen is set (TCP needs a bearer token)"
     yield from _ha_checks(cfg)
-    seen: dict[tuple[str, IPv4Address, int], int] = {}
+    seen: dict[model.ServiceKey, int] = {}
     for i, vs in enumerate(cfg.virtual_servers):
         path = f"virtual_server[{i}]"
         if vs.key in seen:

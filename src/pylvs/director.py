@@ -32,15 +32,14 @@ from pylvs import config as config_mod
 from pylvs.dataplane.tun import TunDataplane
 from pylvs.engine import Engine, Timeouts, scheduler_names
 from pylvs.errors import ConfigError
-from pylvs.model import Config, Endpoint, RealServerConfig, VirtualServerConfig
+from pylvs.model import Config, Endpoint, RealServerConfig, ServiceKey, VirtualServerConfig
 from pylvs.netconf import NetConf, NetPlan, plan_from_config, send_gratuitous_arp
 from pylvs.weights import LoadReport, ServerWeight
 
-__all__ = ["Component", "Director", "ServiceId"]
+__all__ = ["Component", "ComponentHost", "Director"]
 
 log = logging.getLogger("pylvs.director")
 
-ServiceId = tuple[str, Any, int]  # VirtualServerConfig.key: (protocol, VIP, port)
 EXPIRE_INTERVAL = 1.0
 RATES_INTERVAL = 2.0
 # [director] keys that shape objects built once; a reload that changes them is refused.
@@ -56,6 +55,29 @@ class Component(Protocol):
 
     async def stop(self) -> None:
         """Stop; must not raise."""
+
+
+class ComponentHost(Protocol):
+    """What a component (health, HA) may use of the :class:`Director` it plugs into.
+
+    Components import this for typing only, so they never import the director at run time.
+    """
+
+    engine: Engine
+    netconf: NetConf
+    active: bool  # HA sets it: only the active node owns the VIPs
+    components: list[Component]
+    status_providers: dict[str, Callable[[], Any]]  # extra sections of status()
+    config_listeners: list[Callable[[Config], Awaitable[None]]]  # awaited after apply_config
+    health_managed: bool
+
+    @property
+    def config(self) -> Config:
+        """The configuration currently applied."""
+
+    def set_server_state(self, service_key: ServiceKey, endpoint: Endpoint, *,
+                         healthy: bool | None = None, load_weight: int | None = None) -> None:
+        """Record a health verdict and/or weight and update the engine."""
 
 
 class Director:
@@ -81,13 +103,13 @@ class Director:
         self.status_providers: dict[str, Callable[[], Any]] = {}  # extra sections of status()
         self.config_listeners: list[Callable[[Config], Awaitable[None]]] = []
         self.health_managed = False  # set by the health component: verdicts start unknown
-        self._svc_keys: dict[ServiceId, Any] = {}
-        self._srv_keys: dict[tuple[ServiceId, Endpoint], Any] = {}
+        self._svc_keys: dict[ServiceKey, Any] = {}
+        self._srv_keys: dict[tuple[ServiceKey, Endpoint], Any] = {}
         # What the engine was last given, so only real changes reach it (an edit may reset a
         # scheduler's state, e.g. rebuild an mh table).
-        self._applied_svc: dict[ServiceId, dict[str, Any]] = {}
-        self._applied_srv: dict[tuple[ServiceId, Endpoint], dict[str, Any]] = {}
-        self._weights: dict[tuple[ServiceId, Endpoint], ServerWeight] = {}
+        self._applied_svc: dict[ServiceKey, dict[str, Any]] = {}
+        self._applied_srv: dict[tuple[ServiceKey, Endpoint], dict[str, Any]] = {}
+        self._weights: dict[tuple[ServiceKey, Endpoint], ServerWeight] = {}
         self._timers: list[asyncio.Task[None]] = []
         self._lock = asyncio.Lock()
         self._started = False
@@ -242,7 +264,7 @@ class Director:
                                   f"(have: {' '.join(sorted(known))})")
 
     # -- runtime state -----------------------------------------------------------------------
-    def set_server_state(self, service_key: ServiceId, endpoint: Endpoint, *,
+    def set_server_state(self, service_key: ServiceKey, endpoint: Endpoint, *,
                          healthy: bool | None = None, load_weight: int | None = None,
                          load: LoadReport | None = None) -> None:
         """Record a health verdict and/or a load reading and update the engine.
@@ -254,7 +276,7 @@ class Director:
         rs = None if vs is None else next(
             (r for r in vs.real_servers if r.address == endpoint), None)
         if vs is None or rs is None:
-            raise ConfigError(f"no real server {endpoint} in service {service_key!r}")
+            raise ConfigError(f"no real server {endpoint} in service {service_key}")
         now = self._clock()
         sw = self._weight_of(vs, rs, now)
         if healthy is not None:
@@ -265,7 +287,7 @@ class Director:
             sw.set_load(load, now)
         self._sync_engine(self._config)
 
-    def reset_load(self, service_key: ServiceId) -> None:
+    def reset_load(self, service_key: ServiceKey) -> None:
         """Forget load readings of a service's servers (its load monitor went away)."""
         for key, sw in self._weights.items():
             if key[0] == service_key:
@@ -300,7 +322,7 @@ class Director:
                for sw in self._weights.values()):
             self._sync_engine(self._config)
 
-    def _service(self, key: ServiceId) -> VirtualServerConfig | None:
+    def _service(self, key: ServiceKey) -> VirtualServerConfig | None:
         return next((vs for vs in self._config.virtual_servers if vs.key == key), None)
 
     # -- the engine diff ---------------------------------------------------------------------
@@ -312,7 +334,7 @@ class Director:
                 self._drop_server(srv)
             self.engine.remove_service(self._svc_keys.pop(key))
             self._applied_svc.pop(key, None)
-            log.info("service %s %s:%d removed", *key)
+            log.info("service %s removed", key.label)
         for key, vs in wanted.items():
             opts: dict[str, Any] = dict(
                 scheduler=vs.scheduler, persistence=vs.persistence, netmask=str(vs.netmask),
@@ -355,12 +377,12 @@ class Director:
                          weight)
             self._applied_srv[srv] = opts
 
-    def _drop_server(self, srv: tuple[ServiceId, Endpoint]) -> None:
+    def _drop_server(self, srv: tuple[ServiceKey, Endpoint]) -> None:
         key = self._srv_keys.pop(srv, None)
         self._applied_srv.pop(srv, None)
         if key is not None:
             self.engine.remove_server(key)
-            log.info("server %s removed from %s %s:%d", srv[1], *srv[0])
+            log.info("server %s removed from %s", srv[1], srv[0].label)
 
     # -- status ------------------------------------------------------------------------------
     def status(self) -> dict[str, Any]:
@@ -370,7 +392,7 @@ class Director:
             "active": self.active,
             "running": self._started,
             "weights": [
-                {"service": f"{k[0]} {k[1]}:{k[2]}", "server": str(ep), "weight": o["weight"]}
+                {"service": k.label, "server": str(ep), "weight": o["weight"]}
                 for (k, ep), o in sorted(self._applied_srv.items(), key=str)
             ],
             "network": {

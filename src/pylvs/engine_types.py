@@ -8,7 +8,8 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Literal
+
+from pylvs.model import Protocol, ServiceKey
 
 __all__ = [
     "ConnectionInfo",
@@ -22,20 +23,6 @@ __all__ = [
     "Stats",
     "Timeouts",
 ]
-
-Protocol = Literal["tcp", "udp"]
-
-
-@dataclass(frozen=True, slots=True)
-class ServiceKey:
-    """Identifies a virtual service: protocol, VIP and port."""
-
-    protocol: Protocol
-    address: str
-    port: int
-
-    def __str__(self) -> str:
-        return f"{self.protocol.upper()} {self.address}:{self.port}"
 
 
 @dataclass(frozen=True, slots=True)

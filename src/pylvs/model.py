@@ -20,6 +20,7 @@ __all__ = [
     "HaConfig",
     "LoadMonitorConfig",
     "RealServerConfig",
+    "ServiceKey",
     "TimeoutsConfig",
     "VirtualServerConfig",
     "apply_default_check",
@@ -35,6 +36,34 @@ SCHEDULERS = (
 )
 SCHEDULER_FLAGS = ("sh-fallback", "sh-port", "mh-fallback", "mh-port")
 HOST_NETMASK = IPv4Address("255.255.255.255")
+
+
+@dataclass(frozen=True, slots=True)
+class ServiceKey:
+    """The identity of a virtual service: protocol, VIP and port.
+
+    The one key every layer uses: the engine returns it from ``add_service``, the director,
+    health and the API index services by it, and :attr:`VirtualServerConfig.key` builds it from
+    the config.  ``address`` is the address's canonical text (``str(ip_address(...))``).
+    """
+
+    protocol: Protocol
+    address: str
+    port: int
+
+    @property
+    def hostport(self) -> str:
+        """``198.18.0.100:80``; an IPv6 VIP is bracketed: ``[2001:2::100]:80``."""
+        host = f"[{self.address}]" if ":" in self.address else self.address
+        return f"{host}:{self.port}"
+
+    @property
+    def label(self) -> str:
+        """``tcp 198.18.0.100:80``: how the status document and the logs name the service."""
+        return f"{self.protocol} {self.hostport}"
+
+    def __str__(self) -> str:
+        return f"{self.protocol.upper()} {self.hostport}"
 
 
 @dataclass(frozen=True, slots=True, order=True)
@@ -179,9 +208,9 @@ class VirtualServerConfig:
     real_servers: tuple[RealServerConfig, ...] = ()
 
     @property
-    def key(self) -> tuple[Protocol, IPv4Address, int]:
+    def key(self) -> ServiceKey:
         """Identity of the service across reloads: (protocol, VIP, port)."""
-        return (self.protocol, self.address.address, self.address.port)
+        return ServiceKey(self.protocol, str(self.address.address), self.address.port)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

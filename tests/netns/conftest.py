@@ -21,8 +21,8 @@ from typing import Any
 
 import pytest
 
-from pylvs.topology import Topology
-from pylvs.topology_serve import PylvsProcess, start_pylvs, wait_until
+from pylvs.testbed.serve import PylvsProcess, start_pylvs, wait_until
+from pylvs.testbed.topology import Topology
 
 __all__ = ["PylvsProcess", "wait_until"]
 

@@ -21,8 +21,8 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from pylvs.api.client import ApiClient, ApiError
-from pylvs.topology import Topology, child_env
-from pylvs.topology_serve import PylvsProcess, start_pylvs, vip_answers, wait_until
+from pylvs.testbed.serve import PylvsProcess, start_pylvs, vip_answers, wait_until
+from pylvs.testbed.topology import Topology, child_env
 
 VIP = "198.18.0.100"
 TOKEN = "ctl-netns-token-0123456789abcdef"
@@ -299,7 +299,7 @@ def _status(sock: str) -> str:
 
 
 def test_status_and_metrics_follow_ha_roles() -> None:
-    from pylvs.ha.pair import HaPair
+    from pylvs.testbed.hapair import HaPair
 
     with HaPair(prefix="ctl", ha={"interval": 0.1}) as pair:
         socks = [str(Path(pair.topo.workdir) / f"{d.name}.sock") for d in pair.topo.directors]

@@ -10,7 +10,7 @@ import sys
 
 import pytest
 
-from pylvs.topology import child_env, list_namespaces
+from pylvs.testbed.topology import child_env, list_namespaces
 
 DEMO = [sys.executable, "-m", "pylvs", "demo"]
 
@@ -22,7 +22,7 @@ def _namespaces(out: str) -> list[str]:
 
 
 def test_demo_spreads_requests_round_robin_and_cleans_up() -> None:
-    pytest.importorskip("pylvs.daemon", reason="pylvs serve is not implemented yet")
+    pytest.importorskip("pylvs.cli.daemon", reason="pylvs serve is not implemented yet")
     res = subprocess.run([*DEMO, "-n", "9"], capture_output=True, text=True, timeout=180,
                          env=child_env())
     assert res.returncode == 0, res.stdout + res.stderr

@@ -34,9 +34,9 @@ from pylvs.ha.messages import (
     config_digest,
     encode,
 )
-from pylvs.ha.pair import HaPair
 from pylvs.ha.state import HaStateMachine, default_dead_time
 from pylvs.ha.transport import HaTransport, Link
+from pylvs.testbed.hapair import HaPair
 
 CLONE_NEWNET = 0x40000000
 SECRET = secrets.token_bytes(32)

@@ -23,8 +23,8 @@ from dataclasses import dataclass
 
 import pytest
 
-from pylvs.topology import Host, Topology, child_env
-from pylvs.topology_serve import PylvsProcess, start_pylvs
+from pylvs.testbed.serve import PylvsProcess, start_pylvs
+from pylvs.testbed.topology import Host, Topology, child_env
 
 INTERVAL, TIMEOUT, RISE, FALL = 0.2, 0.3, 3, 2
 DETECT = FALL * INTERVAL + TIMEOUT  # worst case from the last good probe to "down"
@@ -155,7 +155,7 @@ def start_load(topo: Topology, duration: float, loader: str = LOADER) -> Load:
 
 
 def start_real_server(topo: Topology, rs: Host) -> subprocess.Popen[str]:
-    argv = [sys.executable, "-m", "pylvs.realserver", "--name", rs.name, "--http", "80",
+    argv = [sys.executable, "-m", "pylvs.testbed.realserver", "--name", rs.name, "--http", "80",
             "--udp", "53"]
     proc = topo.popen(rs.ns, argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                       env=child_env())

@@ -19,8 +19,8 @@ from typing import Any
 
 import pytest
 
-from pylvs.topology import ServiceSpec, Topology
-from pylvs.topology_serve import PylvsProcess, start_pylvs
+from pylvs.testbed.serve import PylvsProcess, start_pylvs
+from pylvs.testbed.topology import ServiceSpec, Topology
 
 VIP = "198.18.0.100"
 

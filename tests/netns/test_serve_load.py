@@ -15,7 +15,7 @@ import textwrap
 
 import pytest
 
-from pylvs.topology import ServiceSpec
+from pylvs.testbed.topology import ServiceSpec
 from tests.netns.test_serve_director import Srv, client, make_srv, srv
 
 __all__ = ["make_srv", "srv"]  # fixtures, re-exported so pytest finds them here

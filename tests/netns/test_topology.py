@@ -8,7 +8,7 @@ from collections.abc import Callable
 
 import pytest
 
-from pylvs.topology import Topology, list_namespaces
+from pylvs.testbed.topology import Topology, list_namespaces
 
 
 def _http_get(topo: Topology, ns: str, url: str) -> subprocess.CompletedProcess[str]:

@@ -208,7 +208,7 @@ def test_dataplane_batch_histogram_is_valid_exposition() -> None:
 def test_ha_view_reads_the_ha_component_section(tmp_path: Path) -> None:
     from pylvs.api import views
     from pylvs.api.metrics import render
-    from pylvs.api.status_text import render_status
+    from pylvs.cli.status import render_status
 
     from .test_api_support import MiniDirector
 

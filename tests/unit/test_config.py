@@ -51,7 +51,7 @@ def test_minimal_file_from_design_works_as_written() -> None:
     assert cfg.director.public_interface == "eth0"
     assert cfg.director.tun_name == "pylvs0" and cfg.director.offload is True
     (vs,) = cfg.virtual_servers
-    assert vs.key == ("tcp", IPv4Address("198.18.0.100"), 80)
+    assert vs.key == model.ServiceKey("tcp", "198.18.0.100", 80)
     assert vs.scheduler == "rr"
     assert [str(rs.address) for rs in vs.real_servers] == ["198.19.0.11:80", "198.19.0.12:80"]
     assert cfg.timeouts == model.TimeoutsConfig()
@@ -257,7 +257,7 @@ def test_dump_round_trip_property(weights: list[int], scheduler: str, persistenc
 
 
 def test_check_command(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    from pylvs.daemon import check_main
+    from pylvs.cli.daemon import check_main
 
     good = tmp_path / "good.toml"
     good.write_text(MINIMAL)
@@ -274,7 +274,7 @@ def test_json_log_lines() -> None:
     import json
     import logging
 
-    from pylvs.daemon import JsonFormatter
+    from pylvs.cli.daemon import JsonFormatter
 
     record = logging.LogRecord("pylvs.director", logging.WARNING, __file__, 1,
                                "server %s down: %s", ("198.19.0.11:80", 'said "no"'), None)

@@ -16,8 +16,8 @@ from typing import Any
 import pytest
 from scapy.layers.inet import IP, TCP
 
-from pylvs import ctl
 from pylvs.api.client import ApiClient
+from pylvs.cli import ctl
 
 from .test_api_support import MiniDirector, base_config, running_api, service
 

@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from pylvs.api import layouts
+from pylvs.cli import layouts
 
 
 def _svc(address: str, servers: list[dict[str, Any]], **kw: Any) -> dict[str, Any]:

@@ -6,7 +6,7 @@ from ipaddress import IPv4Address
 
 import pytest
 
-from pylvs import ctl
+from pylvs.cli import ctl
 from pylvs.model import Endpoint
 
 

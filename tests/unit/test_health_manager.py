@@ -158,7 +158,7 @@ async def test_identical_probes_across_services_run_once() -> None:
         # ~11 probes in 0.52 s at 0.05 s; two independent probes would give ~22.
         assert 6 <= a.accepts <= 15, a.accepts
         # Both services got the result.
-        assert {e.service[2] for _, e in rec.events if isinstance(e, ServerEvent) and e.in_pool}\
+        assert {e.service.port for _, e in rec.events if isinstance(e, ServerEvent) and e.in_pool}\
             == {80, 81}
         await mgr.apply_config(config(vs(80, [a], check=check), vs(81, [a], check=slower)))
         assert mgr.probe_count == 2

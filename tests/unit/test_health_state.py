@@ -9,12 +9,12 @@ from hypothesis import strategies as st
 
 from pylvs.health import ProbeResult, Reason, ServerEvent, ServerHealth, ServiceHealth, SorryEvent
 from pylvs.health.state import Transition
-from pylvs.model import Endpoint
+from pylvs.model import Endpoint, ServiceKey
 
 OK = ProbeResult.success("HTTP 200")
 FAIL = ProbeResult.failure(Reason.TIMEOUT)
 REFUSED = ProbeResult.failure(Reason.REFUSED)
-KEY = ("tcp", IPv4Address("198.18.0.100"), 80)
+KEY = ServiceKey("tcp", "198.18.0.100", 80)
 A = Endpoint(IPv4Address("198.19.0.11"), 80)
 B = Endpoint(IPv4Address("198.19.0.12"), 80)
 C = Endpoint(IPv4Address("198.19.0.13"), 80)

@@ -16,7 +16,7 @@ from scapy.layers.inet import IP, TCP
 from pylvs import config
 from pylvs.director import Director
 from pylvs.errors import ConfigError
-from pylvs.model import Config, Endpoint
+from pylvs.model import Config, Endpoint, ServiceKey
 
 BASE = """\
 [director]
@@ -109,7 +109,7 @@ async def test_health_verdicts_quiesce_or_remove() -> None:
     d.set_server_state(key, rs2, healthy=True)
     assert "198.19.0.12:80" in _servers(d)["tcp 198.18.0.100:80 rr"]
     with pytest.raises(ConfigError):
-        d.set_server_state(("udp", IPv4Address("198.18.0.100"), 9), rs2, healthy=True)
+        d.set_server_state(ServiceKey("udp", "198.18.0.100", 9), rs2, healthy=True)
 
 
 async def test_slow_start_ramps_on_the_timer() -> None:

@@ -7,7 +7,7 @@ from ipaddress import IPv4Address
 import pytest
 
 from pylvs.config import parse
-from pylvs.topology_config import ServiceSpec, render_director_config
+from pylvs.testbed.config import ServiceSpec, render_director_config
 
 RS = ["198.19.0.11", "198.19.0.12", "198.19.0.13"]
 

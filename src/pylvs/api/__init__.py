@@ -5,7 +5,7 @@
 * :class:`ApiClient` is the synchronous client ``pylvs ctl`` uses.
 
 The names are loaded on first use: ``pylvs ctl`` imports :mod:`pylvs.api.client` and
-:mod:`pylvs.api.layouts` only, and should not pay for aiohttp and the engine.
+:mod:`pylvs.cli.layouts` only, and should not pay for aiohttp and the engine.
 """
 
 from __future__ import annotations

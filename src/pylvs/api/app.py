@@ -143,11 +143,8 @@ async def _body(request: web.Request) -> dict[str, Any]:
     return data
 
 
-def _service_key(request: web.Request) -> mutations.ServiceKey:
-    proto = request.match_info["proto"]
-    if proto not in ("tcp", "udp"):
-        raise ConfigError(f"protocol: {proto!r} is not one of 'tcp', 'udp'")
-    return (proto, codec.parse_endpoint(request.match_info["vip"], "address"))
+def _service_key(request: web.Request) -> model.ServiceKey:
+    return codec.service_key(request.match_info["proto"], request.match_info["vip"], "address")
 
 
 async def _apply(
@@ -239,15 +236,15 @@ async def _list_services(request: web.Request) -> web.Response:
 async def _get_service(request: web.Request) -> web.Response:
     key = _service_key(request)
     for svc in views.services(_director(request)):
-        if (svc["protocol"], svc["address"]) == (key[0], str(key[1])):
+        if (svc["protocol"], svc["address"]) == (key.protocol, key.hostport):
             return _json(svc)
-    raise mutations.NotFound(f"service {codec.service_id(*key)}: no such service")
+    raise mutations.NotFound(f"service {codec.service_id(key)}: no such service")
 
 
 async def _add_service(request: web.Request) -> web.Response:
     vs = codec.decode_service(await _body(request))
     await _apply(request, lambda cfg: mutations.add_service(cfg, vs))
-    return _json(_one_service(request, (vs.protocol, vs.address)), status=201)
+    return _json(_one_service(request, vs.key), status=201)
 
 
 async def _edit_service(request: web.Request) -> web.Response:
@@ -260,7 +257,7 @@ async def _edit_service(request: web.Request) -> web.Response:
 async def _delete_service(request: web.Request) -> web.Response:
     key = _service_key(request)
     await _apply(request, lambda cfg: mutations.delete_service(cfg, key))
-    return _json({"deleted": codec.service_id(*key)})
+    return _json({"deleted": codec.service_id(key)})
 
 
 async def _clear(request: web.Request) -> web.Response:
@@ -272,7 +269,7 @@ async def _add_server(request: web.Request) -> web.Response:
     key = _service_key(request)
     body = await _body(request)
     if "address" in body and isinstance(body["address"], str) and ":" not in body["address"]:
-        body["address"] = f"{body['address']}:{key[1].port}"  # ipvsadm: port defaults to VIP's
+        body["address"] = f"{body['address']}:{key.port}"  # ipvsadm: port defaults to VIP's
     rs = codec.decode_server(body)
     await _apply(request, lambda cfg: mutations.add_server(cfg, key, rs))
     return _json(_one_service(request, key), status=201)
@@ -281,7 +278,7 @@ async def _add_server(request: web.Request) -> web.Response:
 async def _edit_server(request: web.Request) -> web.Response:
     key = _service_key(request)
     rip = codec.parse_endpoint(request.match_info["rip"], "real_server.address",
-                               default_port=key[1].port)
+                               default_port=key.port)
     changes = await _body(request)
     await _apply(request, lambda cfg: mutations.edit_server(cfg, key, rip, changes))
     return _json(_one_service(request, key))
@@ -290,14 +287,14 @@ async def _edit_server(request: web.Request) -> web.Response:
 async def _delete_server(request: web.Request) -> web.Response:
     key = _service_key(request)
     rip = codec.parse_endpoint(request.match_info["rip"], "real_server.address",
-                               default_port=key[1].port)
+                               default_port=key.port)
     await _apply(request, lambda cfg: mutations.delete_server(cfg, key, rip))
     return _json(_one_service(request, key))
 
 
-def _one_service(request: web.Request, key: mutations.ServiceKey) -> dict[str, Any]:
+def _one_service(request: web.Request, key: model.ServiceKey) -> dict[str, Any]:
     for svc in views.services(_director(request)):
-        if (svc["protocol"], svc["address"]) == (key[0], str(key[1])):
+        if (svc["protocol"], svc["address"]) == (key.protocol, key.hostport):
             return svc
     return {}
 
@@ -330,10 +327,7 @@ def _one_op(cfg: model.Config, op: object) -> model.Config:
         return mutations.set_timeouts(cfg, op.get("timeouts", {}))
     if kind == "add_service":
         return mutations.add_service(cfg, codec.decode_service(op.get("service")))
-    proto = op.get("protocol")
-    if proto not in ("tcp", "udp"):
-        raise ConfigError(f"protocol: {proto!r} is not one of 'tcp', 'udp'")
-    key = (str(proto), codec.parse_endpoint(op.get("address"), "address"))
+    key = codec.service_key(op.get("protocol"), op.get("address"), "address")
     if kind == "edit_service":
         return mutations.edit_service(cfg, key, op.get("changes", {}))
     if kind == "delete_service":
@@ -359,15 +353,15 @@ async def _stats(request: web.Request) -> web.Response:
 async def _zero(request: web.Request) -> web.Response:
     body = await _body(request)
     service = body.get("service")
-    key: mutations.ServiceKey | None = None
+    key: model.ServiceKey | None = None
     if service is not None:
         proto, _, addr = str(service).partition("/")
         if proto not in ("tcp", "udp"):
             raise ConfigError(f"service: {service!r} is not 'tcp/a.b.c.d:port' or 'udp/…'")
-        key = (proto, codec.parse_endpoint(addr, "service"))
+        key = codec.service_key(proto, addr, "service")
         mutations.find_service(_director(request).config, key)
     views.zero(_director(request), key)
-    return _json({"zeroed": "all" if key is None else codec.service_id(*key)})
+    return _json({"zeroed": "all" if key is None else codec.service_id(key)})
 
 
 async def _get_timeouts(request: web.Request) -> web.Response:

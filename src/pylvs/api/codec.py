@@ -26,6 +26,7 @@ __all__ = [
     "encode",
     "parse_endpoint",
     "service_id",
+    "service_key",
 ]
 
 T = TypeVar("T")
@@ -35,9 +36,18 @@ _ALIASES = {"real_server": "real_servers"}
 _OUT_NAMES = {"real_servers": "real_server"}
 
 
-def service_id(protocol: str, endpoint: model.Endpoint) -> str:
+def service_id(key: model.ServiceKey) -> str:
     """The path segment naming a service in URLs: ``tcp/198.18.0.100:80``."""
-    return f"{protocol}/{endpoint}"
+    return f"{key.protocol}/{key.hostport}"
+
+
+def service_key(protocol: object, address: object, where: str) -> model.ServiceKey:
+    """Parse a service named by *protocol* (tcp or udp, checked first) and ``a.b.c.d:port``."""
+    if protocol not in ("tcp", "udp"):
+        raise ConfigError(f"protocol: {protocol!r} is not one of 'tcp', 'udp'")
+    proto: model.Protocol = "udp" if protocol == "udp" else "tcp"
+    endpoint = parse_endpoint(address, where)
+    return model.ServiceKey(proto, str(endpoint.address), endpoint.port)
 
 
 def parse_endpoint(text: object, where: str, *, default_port: int | None = None) -> model.Endpoint:

@@ -21,7 +21,6 @@ from pylvs.errors import ConfigError
 __all__ = [
     "Conflict",
     "NotFound",
-    "ServiceKey",
     "add_server",
     "add_service",
     "check_server",
@@ -34,8 +33,6 @@ __all__ = [
     "find_service",
     "set_timeouts",
 ]
-
-ServiceKey = tuple[str, model.Endpoint]  # (protocol, VIP:port)
 
 MAX_PERSISTENCE = 86400 * 31  # ipvsadm's MAX_TIMEOUT
 MAX_TIMEOUT = 86400 * 31
@@ -50,12 +47,12 @@ class Conflict(ConfigError):
     """The service or server already exists (HTTP 409)."""
 
 
-def find_service(cfg: model.Config, key: ServiceKey) -> int:
+def find_service(cfg: model.Config, key: model.ServiceKey) -> int:
     """Index of the service *key* in ``cfg.virtual_servers``; :class:`NotFound` if absent."""
     for i, vs in enumerate(cfg.virtual_servers):
-        if (vs.protocol, vs.address) == key:
+        if vs.key == key:
             return i
-    raise NotFound(f"service {codec.service_id(*key)}: no such service")
+    raise NotFound(f"service {codec.service_id(key)}: no such service")
 
 
 def check_service(vs: model.VirtualServerConfig, where: str) -> None:
@@ -116,13 +113,15 @@ def add_service(cfg: model.Config, vs: model.VirtualServerConfig) -> model.Confi
     """``-A``: append a new service (with any real servers it carries)."""
     check_service(vs, "virtual_server")
     try:
-        find_service(cfg, (vs.protocol, vs.address))
+        find_service(cfg, vs.key)
     except NotFound:
         return dataclasses.replace(cfg, virtual_servers=(*cfg.virtual_servers, vs))
     raise Conflict(f"virtual_server.address: service {vs.protocol}/{vs.address} already exists")
 
 
-def edit_service(cfg: model.Config, key: ServiceKey, changes: Mapping[str, Any]) -> model.Config:
+def edit_service(
+    cfg: model.Config, key: model.ServiceKey, changes: Mapping[str, Any]
+) -> model.Config:
     """``-E``: change some fields of a service; the identity (protocol, address) is fixed."""
     index = find_service(cfg, key)
     old = cfg.virtual_servers[index]
@@ -139,7 +138,7 @@ def edit_service(cfg: model.Config, key: ServiceKey, changes: Mapping[str, Any])
     return _with_service(cfg, index, vs)
 
 
-def delete_service(cfg: model.Config, key: ServiceKey) -> model.Config:
+def delete_service(cfg: model.Config, key: model.ServiceKey) -> model.Config:
     """``-D``: remove a service and its real servers."""
     index = find_service(cfg, key)
     services = cfg.virtual_servers[:index] + cfg.virtual_servers[index + 1 :]
@@ -160,7 +159,9 @@ def _server_index(vs: model.VirtualServerConfig, endpoint: model.Endpoint) -> in
     )
 
 
-def add_server(cfg: model.Config, key: ServiceKey, rs: model.RealServerConfig) -> model.Config:
+def add_server(
+    cfg: model.Config, key: model.ServiceKey, rs: model.RealServerConfig
+) -> model.Config:
     """``-a``: add a real server to a service."""
     index = find_service(cfg, key)
     vs = cfg.virtual_servers[index]
@@ -171,7 +172,7 @@ def add_server(cfg: model.Config, key: ServiceKey, rs: model.RealServerConfig) -
 
 
 def edit_server(
-    cfg: model.Config, key: ServiceKey, endpoint: model.Endpoint, changes: Mapping[str, Any]
+    cfg: model.Config, key: model.ServiceKey, endpoint: model.Endpoint, changes: Mapping[str, Any]
 ) -> model.Config:
     """``-e``: change weight or thresholds of a real server."""
     index = find_service(cfg, key)
@@ -188,7 +189,9 @@ def edit_server(
     return _with_service(cfg, index, dataclasses.replace(vs, real_servers=tuple(servers)))
 
 
-def delete_server(cfg: model.Config, key: ServiceKey, endpoint: model.Endpoint) -> model.Config:
+def delete_server(
+    cfg: model.Config, key: model.ServiceKey, endpoint: model.Endpoint
+) -> model.Config:
     """``-d``: remove a real server from a service."""
     index = find_service(cfg, key)
     vs = cfg.virtual_servers[index]

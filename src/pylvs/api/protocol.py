@@ -10,7 +10,7 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Protocol
 
 from pylvs import model
-from pylvs.engine import ConnectionInfo, EngineStats, ServiceInfo, ServiceKey, Timeouts
+from pylvs.engine_types import ConnectionInfo, EngineStats, ServiceInfo, Timeouts
 
 __all__ = ["DirectorLike", "EngineLike"]
 
@@ -30,7 +30,7 @@ class EngineLike(Protocol):
         """Engine-wide totals and drops by reason."""
         ...
 
-    def zero_stats(self, service: ServiceKey | None = None) -> None:
+    def zero_stats(self, service: model.ServiceKey | None = None) -> None:
         """Take the current counters as the new zero (ipvsadm ``-Z``)."""
         ...
 

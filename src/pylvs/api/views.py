@@ -16,7 +16,7 @@ from typing import Any
 from pylvs import __version__, model
 from pylvs.api import codec
 from pylvs.api.protocol import DirectorLike
-from pylvs.engine import Rates, ServiceInfo, ServiceKey, Stats
+from pylvs.engine_types import Rates, ServiceInfo, Stats
 
 __all__ = [
     "RATE_KEYS",
@@ -42,9 +42,8 @@ def _counters(obj: Stats | Rates | None, keys: Iterable[str]) -> Json:
     return {k: int(getattr(obj, k)) if obj is not None else 0 for k in keys}
 
 
-def _engine_index(director: DirectorLike) -> dict[tuple[str, str], ServiceInfo]:
-    return {(info.key.protocol, f"{info.key.address}:{info.key.port}"): info
-            for info in director.engine.services()}
+def _engine_index(director: DirectorLike) -> dict[model.ServiceKey, ServiceInfo]:
+    return {info.key: info for info in director.engine.services()}
 
 
 def health_index(director: DirectorLike) -> dict[tuple[str, str], dict[str, Any]]:
@@ -71,10 +70,10 @@ def services(director: DirectorLike) -> list[Json]:
     health = health_index(director)
     out = []
     for vs in director.config.virtual_servers:
-        sid = codec.service_id(vs.protocol, vs.address)
+        sid = codec.service_id(vs.key)
         body = codec.encode(vs)
         body.pop("real_server", None)
-        info = engine.get((vs.protocol, str(vs.address)))
+        info = engine.get(vs.key)
         body["id"] = sid
         body["in_engine"] = info is not None
         body["stats"] = _counters(info.stats if info else None, STAT_KEYS)
@@ -181,13 +180,9 @@ def engine_stats(director: DirectorLike) -> Json:
     }
 
 
-def zero(director: DirectorLike, key: tuple[str, model.Endpoint] | None) -> None:
+def zero(director: DirectorLike, key: model.ServiceKey | None) -> None:
     """ipvsadm ``-Z``: new baseline for one service or all (the engine keeps the raw count)."""
-    if key is None:
-        director.engine.zero_stats()
-    else:
-        protocol: model.Protocol = "udp" if key[0] == "udp" else "tcp"
-        director.engine.zero_stats(ServiceKey(protocol, str(key[1].address), key[1].port))
+    director.engine.zero_stats(key)
 
 
 def timeouts(director: DirectorLike) -> Json:

@@ -6,8 +6,8 @@
 * ``takeover``: what changing role does: addresses via netconf, gratuitous ARP, notify hooks.
 * ``sync``: streaming the engine's connection table to the backup.
 * ``node``: builds all of the above from a ``Config``; ``HaComponent`` plugs it into the director.
-* ``pair`` and ``drill``: the two-director namespace testbed and the programs it runs, shared by
-  the failover tests and ``bench/failover.py``.
+
+The two-director namespace testbed and its drill programs live in :mod:`pylvs.testbed`.
 """
 
 from __future__ import annotations

@@ -16,9 +16,9 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from ipaddress import IPv4Interface
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any
 
 from pylvs.ha.messages import Message, PathId, Receiver, Role, Sender, config_digest, load_secret
 from pylvs.ha.state import HaStateMachine, PeerSeen
@@ -28,7 +28,10 @@ from pylvs.ha.transport import HaTransport, Link
 from pylvs.model import Config
 from pylvs.netconf import NetConf
 
-__all__ = ["DirectorSurface", "HaComponent", "HaNode", "services_digest"]
+if TYPE_CHECKING:
+    from pylvs.director import ComponentHost
+
+__all__ = ["HaComponent", "HaNode", "services_digest"]
 
 log = logging.getLogger("pylvs.ha")
 
@@ -178,19 +181,6 @@ class HaNode:
         return out
 
 
-class DirectorSurface(Protocol):
-    """What :class:`HaComponent` uses of ``pylvs.director.Director`` (no upward import)."""
-
-    active: bool
-    netconf: NetConf
-    status_providers: dict[str, Callable[[], Any]]
-    config_listeners: list[Callable[[Config], Awaitable[None]]]
-
-    @property
-    def config(self) -> Config:
-        """The configuration currently applied."""
-
-
 class HaComponent:
     """The director component: an :class:`HaNode` wired to the director.
 
@@ -199,7 +189,7 @@ class HaComponent:
     over: the director stops its components only when the whole process stops.
     """
 
-    def __init__(self, director: DirectorSurface, *, engine: SyncEngine | None,
+    def __init__(self, director: ComponentHost, *, engine: SyncEngine | None,
                  clock: Callable[[], float] = time.monotonic) -> None:
         self.director = director
         cfg = director.config

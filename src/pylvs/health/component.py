@@ -23,49 +23,26 @@ Events become engine changes like this:
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any
 
-from pylvs.engine import Engine, ServerKey
-from pylvs.engine import ServiceKey as EngineServiceKey
 from pylvs.errors import PylvsError
 from pylvs.health.manager import HealthManager
-from pylvs.health.state import HealthEvent, ServerEvent, ServiceKey, SorryEvent
-from pylvs.model import Config, Endpoint, VirtualServerConfig
+from pylvs.health.state import HealthEvent, ServerEvent, SorryEvent
+from pylvs.model import Config, Endpoint, ServiceKey, VirtualServerConfig
 
-__all__ = ["DirectorLike", "HealthComponent", "attach_health"]
+if TYPE_CHECKING:
+    from pylvs.director import ComponentHost
+    from pylvs.engine import ServerKey
+
+__all__ = ["HealthComponent", "attach_health"]
 
 log = logging.getLogger("pylvs.health")
-
-
-class DirectorLike(Protocol):
-    """The part of :class:`pylvs.director.Director` health uses (health sits below it)."""
-
-    engine: Engine
-    components: list[Any]
-    status_providers: dict[str, Callable[[], Any]]
-    config_listeners: list[Callable[[Config], Awaitable[None]]]
-    health_managed: bool
-
-    @property
-    def config(self) -> Config:
-        """The configuration currently applied."""
-
-    def set_server_state(
-        self,
-        service_key: Any,
-        endpoint: Endpoint,
-        *,
-        healthy: bool | None = None,
-        load_weight: int | None = None,
-    ) -> None:
-        """Record a health verdict and/or weight and update the engine."""
 
 
 class HealthComponent:
     """Runs the health manager for a director and applies its events."""
 
-    def __init__(self, director: DirectorLike, *, jitter: float = 1.0,
+    def __init__(self, director: ComponentHost, *, jitter: float = 1.0,
                  ca_file: str | None = None) -> None:
         self._director = director
         self.manager = HealthManager(director.config, self.on_event, jitter=jitter,
@@ -97,7 +74,7 @@ class HealthComponent:
     def snapshot(self) -> dict[str, object]:
         """The manager's snapshot plus the sorry servers present in the engine."""
         snap = self.manager.snapshot()
-        snap["sorry_in_engine"] = sorted(f"{k[0]} {k[1]}:{k[2]} -> {ep}" for k, ep in self._sorry)
+        snap["sorry_in_engine"] = sorted(f"{k.label} -> {ep}" for k, ep in self._sorry)
         return snap
 
     def on_event(self, event: HealthEvent) -> None:
@@ -133,9 +110,8 @@ class HealthComponent:
         srv = self._sorry.get(slot)
         if event.active:
             if srv is None:
-                svc = EngineServiceKey(vs.protocol, str(vs.address.address), vs.address.port)
                 self._sorry[slot] = engine.add_server(
-                    svc, str(event.endpoint.address), event.endpoint.port, weight=1
+                    vs.key, str(event.endpoint.address), event.endpoint.port, weight=1
                 )
             else:
                 engine.edit_server(srv, weight=1)
@@ -153,7 +129,7 @@ class HealthComponent:
             log.warning("removing sorry server %s failed: %s", endpoint, exc)
 
 
-def attach_health(director: DirectorLike, **options: Any) -> HealthComponent:
+def attach_health(director: ComponentHost, **options: Any) -> HealthComponent:
     """Create the health component for ``director`` and register it; return it."""
     component = HealthComponent(director, **options)
     director.health_managed = True

@@ -32,8 +32,8 @@ from dataclasses import dataclass, field
 from pylvs.health.check import run_probe
 from pylvs.health.result import ProbeResult
 from pylvs.health.spec import ProbeSpec
-from pylvs.health.state import HealthEvent, ServerEvent, ServerHealth, ServiceHealth, ServiceKey
-from pylvs.model import Config, Endpoint, VirtualServerConfig
+from pylvs.health.state import HealthEvent, ServerEvent, ServerHealth, ServiceHealth
+from pylvs.model import Config, Endpoint, ServiceKey, VirtualServerConfig
 
 __all__ = ["EventCallback", "HealthManager"]
 
@@ -63,16 +63,12 @@ class _Runner:
             "probe": self.spec.label,
             "interval": self.spec.interval,
             "timeout": self.spec.timeout,
-            "services": sorted({_service_name(k) for k, _ in self.subscribers}),
+            "services": sorted({k.label for k, _ in self.subscribers}),
             "runs": self.runs,
             "last_run": self.last_run,
             "last_result": None if self.last_result is None else self.last_result.as_dict(),
             "stale": stale,
         }
-
-
-def _service_name(key: ServiceKey) -> str:
-    return f"{key[0]} {key[1]}:{key[2]}"
 
 
 class HealthManager:
@@ -152,7 +148,7 @@ class HealthManager:
         return {
             "running": self._running,
             "services": [
-                {"service": _service_name(key), **svc.as_dict()}
+                {"service": key.label, **svc.as_dict()}
                 for key, svc in self._services.items()
             ],
             "probes": [r.as_dict(now) for r in self._runners.values()],
@@ -277,7 +273,7 @@ class HealthManager:
 
 
 def _log_event(event: HealthEvent) -> None:
-    service = _service_name(event.service)
+    service = event.service.label
     if isinstance(event, ServerEvent):
         state = "UP" if event.healthy else "DOWN"
         pool = "in pool" if event.in_pool else "out of pool"

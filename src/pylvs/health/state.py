@@ -30,10 +30,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from enum import StrEnum
-from ipaddress import IPv4Address
 
 from pylvs.health.result import ProbeResult, Reason
-from pylvs.model import Endpoint
+from pylvs.model import Endpoint, ServiceKey
 
 __all__ = [
     "Counters",
@@ -41,13 +40,9 @@ __all__ = [
     "ServerEvent",
     "ServerHealth",
     "ServiceHealth",
-    "ServiceKey",
     "SorryEvent",
     "Transition",
 ]
-
-ServiceKey = tuple[str, IPv4Address, int]  # VirtualServerConfig.key: (protocol, VIP, port)
-
 
 class Transition(StrEnum):
     """What one probe result changed for a server."""

@@ -1,15 +1,15 @@
 """Failover drills: the programs the failover tests and benchmark run inside namespaces.
 
-(:class:`pylvs.ha.pair.HaPair` builds the namespaces and starts these.)
+(:class:`pylvs.testbed.hapair.HaPair` builds the namespaces and starts these.)
 
-* ``python -m pylvs.ha.drill echo --port P``: a TCP and UDP echo server (run on real servers).
-* ``python -m pylvs.ha.drill probe ...``: a UDP prober (run on a client) that sends a numbered
+* ``python -m pylvs.testbed.drill echo --port P``: a TCP and UDP echo server (run on real servers).
+* ``python -m pylvs.testbed.drill probe ...``: a UDP prober (run on a client) that sends a numbered
   datagram every ``--gap`` seconds and prints, as JSON, when each was sent and when its echo
   came back, on the shared ``CLOCK_MONOTONIC`` (namespaces do not virtualise it), so the caller
   can line the answers up with the moment it killed a director.
-* ``python -m pylvs.ha.drill stream ...``: one long-lived TCP connection that sends numbered
+* ``python -m pylvs.testbed.drill stream ...``: one long-lived TCP connection that sends numbered
   blocks and checks every echoed byte; prints bytes verified, the longest stall and any error.
-* ``python -m pylvs.ha.drill shorts ...``: short TCP connections back to back from a few
+* ``python -m pylvs.testbed.drill shorts ...``: short TCP connections back to back from a few
   workers; prints when each started and whether it succeeded.
 
 Every loop is bounded by a duration and a count.  Root only (namespaces).
@@ -194,8 +194,8 @@ def shorts(host: str, port: int, duration: float, workers: int,
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m pylvs.ha.drill echo|probe|stream|shorts ...``."""
-    ap = argparse.ArgumentParser(prog="python -m pylvs.ha.drill")
+    """``python -m pylvs.testbed.drill echo|probe|stream|shorts ...``."""
+    ap = argparse.ArgumentParser(prog="python -m pylvs.testbed.drill")
     sub = ap.add_subparsers(dest="cmd", required=True)
     e = sub.add_parser("echo")
     e.add_argument("--port", type=int, default=ECHO_PORT)

@@ -2,6 +2,11 @@
 
 Each subcommand lives in its own module; this file only dispatches, importing lazily so that
 ``pylvs ctl`` does not pay for the dataplane and ``pylvs check`` never touches the network.
+
+* ``daemon``: ``pylvs serve`` and ``pylvs check``.
+* ``ctl``: ``pylvs ctl`` (ipvsadm's options against the control API) and ``pylvs status``.
+* ``layouts``: ipvsadm's listing layouts; ``status``: the human status summary.
+* ``pylvs demo`` lives with the namespace testbed (:mod:`pylvs.testbed.demo`).
 """
 
 from __future__ import annotations
@@ -15,11 +20,13 @@ __all__ = ["main"]
 # subcommand -> (module, function, one-line help). Each function takes argv and returns an
 # exit status.
 COMMANDS: dict[str, tuple[str, str, str]] = {
-    "serve": ("pylvs.daemon", "serve_main", "run the director in the foreground"),
-    "check": ("pylvs.daemon", "check_main", "validate a config file without touching the network"),
-    "demo": ("pylvs.demo", "main", "build the two-tier topology in namespaces and show it working"),
-    "ctl": ("pylvs.ctl", "main", "administer a running director with ipvsadm's options"),
-    "status": ("pylvs.ctl", "status_main", "print a human summary of a running director"),
+    "serve": ("pylvs.cli.daemon", "serve_main", "run the director in the foreground"),
+    "check": ("pylvs.cli.daemon", "check_main",
+              "validate a config file without touching the network"),
+    "demo": ("pylvs.testbed.demo", "main",
+             "build the two-tier topology in namespaces and show it working"),
+    "ctl": ("pylvs.cli.ctl", "main", "administer a running director with ipvsadm's options"),
+    "status": ("pylvs.cli.ctl", "status_main", "print a human summary of a running director"),
 }
 
 

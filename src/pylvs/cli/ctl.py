@@ -2,7 +2,7 @@
 
 The options, their checks and their messages follow ipvsadm 1.2x (``ipvsadm.c``): the first
 command wins, options are checked against the same command/option table, and listings print
-ipvsadm's layouts (:mod:`pylvs.api.layouts`).  Differences, all deliberate:
+ipvsadm's layouts (:mod:`pylvs.cli.layouts`).  Differences, all deliberate:
 
 * pylvs is a NAT director, so ``-m`` is the only forwarding method: ``-g`` and ``-i`` are refused,
   and a server added without any of them is masqueraded.
@@ -26,9 +26,9 @@ from ipaddress import AddressValueError, IPv4Address
 from typing import Any
 
 from pylvs import __version__, model
-from pylvs.api import layouts
 from pylvs.api.client import ApiClient, ApiError, path_for
-from pylvs.api.status_text import render_status
+from pylvs.cli import layouts
+from pylvs.cli.status import render_status
 
 __all__ = ["CtlError", "Request", "main", "parse_args", "status_main"]
 

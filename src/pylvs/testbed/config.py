@@ -1,4 +1,4 @@
-"""Render ``pylvs serve`` TOML files for the namespace topology (see :mod:`pylvs.topology`).
+"""Render ``pylvs serve`` TOML files for the namespace topology (see :mod:`pylvs.testbed.topology`).
 
 Kept apart from the namespace builder: this is pure text generation and is unit-testable
 without root.
@@ -64,7 +64,7 @@ def render_director_config(
     ``director_options`` adds keys to ``[director]`` (e.g. ``{"offload": False}``).
     """
     lines = [
-        "# Rendered by pylvs.topology for a namespace topology.",
+        "# Rendered by pylvs.testbed.topology for a namespace topology.",
         "[director]",
         f"public_interface = {_q(public_interface)}",
         f"private_interface = {_q(private_interface)}",

@@ -1,11 +1,12 @@
 """Two directors running ``pylvs serve`` with HA, in namespaces: the failover tests' and
 benchmark's testbed.
 
-:class:`HaPair` builds the two-director topology (``pylvs.topology``: shared public and private
-segments), starts the echo servers of :mod:`pylvs.ha.drill` on the real servers (and, when asked,
-``pylvs.realserver`` answering its name on :80), starts, kills, stops and restarts ``pylvs serve``
-on either director, tells which one owns the VIP (the ground truth: who routes it into its TUN
-device), cuts links at the switch, and runs drill programs on the clients.  Root only.
+:class:`HaPair` builds the two-director topology (:mod:`pylvs.testbed.topology`: shared public
+and private segments), starts the echo servers of :mod:`pylvs.testbed.drill` on the real servers
+(and, when asked, :mod:`pylvs.testbed.realserver` answering its name on :80), starts, kills, stops
+and restarts ``pylvs serve`` on either director, tells which one owns the VIP (the ground truth:
+who routes it into its TUN device), cuts links at the switch, and runs drill programs on the
+clients.  Root only.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from pylvs.ha.drill import ECHO_PORT
+from pylvs.testbed.drill import ECHO_PORT
 
 __all__ = ["HaPair"]
 
@@ -35,7 +36,7 @@ class HaPair:
     ha: dict[str, Any] = field(default_factory=dict)
     n_real_servers: int = 3
     n_clients: int = 1
-    names: bool = False  # also run pylvs.realserver (HTTP :80 answers its name), VIP:80 sticky
+    names: bool = False  # also run testbed.realserver (HTTP :80 answers its name), VIP:80 sticky
     prefix: str = "ha"
     topo: Any = None
     procs: dict[int, subprocess.Popen[str]] = field(default_factory=dict)
@@ -43,7 +44,7 @@ class HaPair:
     offsets: dict[int, int] = field(default_factory=dict)
 
     def __enter__(self) -> HaPair:
-        from pylvs.topology import Topology
+        from pylvs.testbed.topology import Topology
 
         self.topo = Topology(self.prefix, n_real_servers=self.n_real_servers, n_directors=2,
                              n_clients=self.n_clients)
@@ -61,9 +62,9 @@ class HaPair:
         self.topo.destroy()
 
     def _start_echo(self) -> None:
-        from pylvs.topology import child_env
+        from pylvs.testbed.topology import child_env
 
-        procs = [self.topo.popen(rs.ns, [sys.executable, "-m", "pylvs.ha.drill", "echo"],
+        procs = [self.topo.popen(rs.ns, [sys.executable, "-m", "pylvs.testbed.drill", "echo"],
                                  stdout=subprocess.PIPE, env=child_env())
                  for rs in self.topo.real_servers]
         for p in procs:
@@ -75,7 +76,7 @@ class HaPair:
 
     def config(self, i: int) -> str:
         """The TOML of director ``i``: TCP and UDP echo services, HA with :attr:`ha`."""
-        from pylvs.topology import ServiceSpec
+        from pylvs.testbed.topology import ServiceSpec
 
         services = [ServiceSpec(port=ECHO_PORT, protocol="tcp", scheduler="rr"),
                     ServiceSpec(port=ECHO_PORT, protocol="udp", scheduler="rr")]
@@ -88,7 +89,7 @@ class HaPair:
 
     def start(self, i: int) -> None:
         """Start ``pylvs serve`` on director ``i`` (0 = primary, priority 100; 1 = 90)."""
-        from pylvs.topology import child_env
+        from pylvs.testbed.topology import child_env
 
         path = self.topo.write_director_config(self.config(i), i)
         self.logs[i] = path + ".log"
@@ -145,9 +146,9 @@ class HaPair:
 
     def client(self, cmd: str, *args: str, **kw: Any) -> subprocess.Popen[str]:
         """Start ``drill <cmd>`` against the VIP in the client namespace (stdout piped)."""
-        from pylvs.topology import child_env
+        from pylvs.testbed.topology import child_env
 
-        argv = [sys.executable, "-m", "pylvs.ha.drill", cmd, "--host", self.topo.vip, *args]
+        argv = [sys.executable, "-m", "pylvs.testbed.drill", cmd, "--host", self.topo.vip, *args]
         proc: subprocess.Popen[str] = self.topo.popen(self.topo.client.ns, argv,
                                                       stdout=subprocess.PIPE, env=child_env(),
                                                       **kw)

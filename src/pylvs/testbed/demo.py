@@ -18,8 +18,8 @@ from collections import Counter
 from collections.abc import Sequence
 
 from pylvs.model import SCHEDULERS
-from pylvs.topology import ServiceSpec, Topology, TopologyError, child_env
-from pylvs.topology_serve import PylvsProcess, start_pylvs
+from pylvs.testbed.serve import PylvsProcess, start_pylvs
+from pylvs.testbed.topology import ServiceSpec, Topology, TopologyError, child_env
 
 __all__ = ["main"]
 

@@ -40,7 +40,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from types import TracebackType
 
-from pylvs.topology_config import ServiceSpec, render_director_config
+from pylvs.testbed.config import ServiceSpec, render_director_config
 
 __all__ = [
     "NAT_ROUTER",
@@ -273,14 +273,14 @@ class Topology:
 
     def start_http_servers(self, http_port: int = 80, udp_port: int = 53,
                            iperf: bool = False) -> list[subprocess.Popen[str]]:
-        """Start :mod:`pylvs.realserver` in every real server and wait until all listen.
+        """Start :mod:`pylvs.testbed.realserver` in every real server and wait until all listen.
 
         Each answers HTTP on ``http_port`` and UDP on ``udp_port`` with its name (``rs1\\n``);
         with ``iperf`` an ``iperf3 -s`` listens on 5201 as well.
         """
         procs = []
         for rs in self.real_servers:
-            argv = [sys.executable, "-m", "pylvs.realserver", "--name", rs.name,
+            argv = [sys.executable, "-m", "pylvs.testbed.realserver", "--name", rs.name,
                     "--http", str(http_port), "--udp", str(udp_port)]
             procs.append(self.popen(rs.ns, argv, stdout=subprocess.PIPE,
                                     stderr=subprocess.PIPE, env=child_env()))

@@ -1,6 +1,8 @@
-"""A tiny real server for the test and demo topology: ``python -m pylvs.realserver --name rs1``.
+"""A tiny real server for the test and demo topology.
 
-It runs inside a real-server namespace (started by :meth:`pylvs.topology.Topology.
+Run as ``python -m pylvs.testbed.realserver --name rs1``.
+
+It runs inside a real-server namespace (started by :meth:`pylvs.testbed.topology.Topology.
 start_http_servers`) and answers with its own name so that a client can tell which real
 server the director picked:
 
@@ -122,7 +124,7 @@ async def _serve(name: str, host: str, http_port: int, udp_port: int) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the real server until SIGTERM or SIGINT; return the exit status."""
-    parser = argparse.ArgumentParser(prog="python -m pylvs.realserver", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m pylvs.testbed.realserver", description=__doc__)
     parser.add_argument("--name", required=True, help="the name it answers with, e.g. rs1")
     parser.add_argument("--host", default="0.0.0.0", help="address to bind (default: all)")
     parser.add_argument("--http", type=int, default=80, help="HTTP port (default 80)")

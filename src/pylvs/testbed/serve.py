@@ -1,4 +1,4 @@
-"""Run ``pylvs serve`` inside a director namespace of a :class:`pylvs.topology.Topology`.
+"""Run ``pylvs serve`` inside a director namespace of a :class:`pylvs.testbed.topology.Topology`.
 
 Shared by ``pylvs demo``, the netns test fixtures and the network benchmark: start the daemon
 with a TOML file, wait until it is ready, and stop it with SIGTERM.  "Ready" means the daemon
@@ -20,7 +20,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from pylvs.model import ApiConfig
-from pylvs.topology import Topology, TopologyError, child_env
+from pylvs.testbed.topology import Topology, TopologyError, child_env
 
 __all__ = ["PylvsProcess", "start_pylvs", "vip_answers", "wait_until"]
 
