@@ -1,9 +1,9 @@
 """Side-by-side network benchmark: direct path, nft DNAT, HAProxy (TCP, 1 thread) and pylvs.
 
-Run as root: ``python3 bench/network.py`` (``--help`` for durations and contenders).  Every
-contender gets a freshly built :class:`pylvs.topology.Topology` (client, director, three real
-servers), so no state (conntrack entries, nft tables, local VIPs) leaks from one into the next;
-see bench/README.md for the method and the pitfalls it guards against.
+Run as root from the repository root: ``python3 -m bench.network`` (``--help`` for durations and
+contenders).  Every contender gets a freshly built :class:`pylvs.topology.Topology` (client,
+director, three real servers), so no state (conntrack entries, nft tables, local VIPs) leaks from
+one into the next; see bench/README.md for the method and the pitfalls it guards against.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
-from netbench_tools import (
+from bench.netbench_tools import (
     WrkResult,
     backend_sessions,
     cpu_sample,
@@ -29,8 +29,7 @@ from netbench_tools import (
     start_haproxy_backends,
     start_haproxy_lb,
 )
-from results_md import render_section, write_section
-
+from bench.results_md import render_section, write_section
 from pylvs.topology import ServiceSpec, Topology, TopologyError
 from pylvs.topology_serve import PylvsProcess, start_pylvs, vip_answers, wait_until
 
@@ -232,7 +231,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("interrupted; the namespaces of the running contender were removed",
               file=sys.stderr)
         return 130
-    command = "python3 bench/network.py " + " ".join(shlex.quote(a) for a in
+    command = "python3 -m bench.network " + " ".join(shlex.quote(a) for a in
                                                      (argv if argv is not None else sys.argv[1:]))
     variant = "veth offloads off" if args.veth_offloads == "off" else ""
     text = render_section(command, results, failures, time.time() - started, variant)

@@ -12,6 +12,9 @@
   ``.log()``).  For an HA backup pass ``wait_routed=False, wait_tcp_port=None``: it then waits
   for the control socket only.  At teardown it gets SIGTERM; when the test failed its output
   is printed.
+* ``make_srv(**kwargs)`` / ``srv``: a :class:`tests.support.serve_harness.Srv` (a topology named
+  ``srv``, real servers up; ``srv.serve(toml)`` starts ``pylvs serve``), removed after the test
+  with the daemon's output printed.
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ import pytest
 
 from pylvs.topology import Topology
 from pylvs.topology_serve import PylvsProcess, start_pylvs, wait_until
+from tests.support.serve_harness import Srv
 
 __all__ = ["PylvsProcess", "wait_until"]
 
@@ -84,3 +88,34 @@ def pylvs_serve(request: pytest.FixtureRequest) -> Iterator[Callable[..., PylvsP
             daemon.stop()
         if _failed(request):
             print(f"--- pylvs serve ({daemon.ns}) output ---\n{daemon.log()}")
+
+
+@pytest.fixture
+def make_srv() -> Iterator[Callable[..., Srv]]:
+    """Factory for :class:`Srv` topologies (kwargs go to :class:`Topology`)."""
+    made: list[Srv] = []
+
+    def make(**kwargs: Any) -> Srv:
+        topo = Topology("srv", **kwargs)
+        srv = Srv(topo)
+        made.append(srv)
+        topo.create()
+        topo.start_http_servers()
+        return srv
+
+    try:
+        yield make
+    finally:
+        for srv in reversed(made):
+            try:
+                if srv.daemon is not None and not srv.daemon.stopped:
+                    srv.daemon.stop()
+                    print(f"--- pylvs serve output ---\n{srv.daemon.log()[-5000:]}")
+            finally:
+                srv.topo.destroy()
+
+
+@pytest.fixture
+def srv(make_srv: Callable[..., Srv]) -> Srv:
+    """One client, one director, three real servers."""
+    return make_srv()

@@ -15,10 +15,7 @@ import pytest
 
 from pylvs import config as config_mod
 from pylvs import model
-
-from .test_api_support import MiniDirector, base_config, running_api, service
-
-__all__ = ["running_api"]  # re-exported fixture
+from tests.support.mini_director import MiniDirector, base_config, service
 
 VIP = "198.18.0.100:80"
 SVC = f"/api/v1/services/tcp/{VIP}"

@@ -13,10 +13,7 @@ from scapy.layers.inet import IP, TCP
 
 from pylvs.api.server import read_token
 from pylvs.errors import ConfigError
-
-from .test_api_support import base_config, running_api, service
-
-__all__ = ["running_api"]
+from tests.support.mini_director import base_config, service
 
 TOKEN = "s3cret-token-for-tests-0123456789"
 VIP = "198.18.0.100:80"
@@ -209,8 +206,7 @@ def test_ha_view_reads_the_ha_component_section(tmp_path: Path) -> None:
     from pylvs.api import views
     from pylvs.api.metrics import render
     from pylvs.api.status_text import render_status
-
-    from .test_api_support import MiniDirector
+    from tests.support.mini_director import MiniDirector
 
     class HaDirector(MiniDirector):
         def status(self) -> dict[str, Any]:

@@ -18,10 +18,7 @@ from scapy.layers.inet import IP, TCP
 
 from pylvs import ctl
 from pylvs.api.client import ApiClient
-
-from .test_api_support import MiniDirector, base_config, running_api, service
-
-__all__ = ["running_api"]
+from tests.support.mini_director import MiniDirector, base_config, service
 
 VIP = "198.18.0.100"
 

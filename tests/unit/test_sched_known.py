@@ -10,8 +10,8 @@ import random
 
 import pytest
 
-from tests.unit.sched_harness import CSched, SchedError, hsiphash_1u32
-from tests.unit.sched_model import (
+from tests.support.sched_harness import CSched, SchedError, hsiphash_1u32
+from tests.support.sched_model import (
     MH_K1,
     SVC_F_SCHED1,
     SVC_F_SCHED2,
@@ -20,7 +20,7 @@ from tests.unit.sched_model import (
     hash_32,
     siphash,
 )
-from tests.unit.sched_model import hsiphash_1u32 as model_hsiphash
+from tests.support.sched_model import hsiphash_1u32 as model_hsiphash
 
 OVERLOAD = 0x2
 RS = [0xC6130000 + 11 + i for i in range(64)]  # 198.19.0.11, .12, ...

@@ -14,8 +14,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tests.unit.sched_harness import CSched
-from tests.unit.sched_model import MODELS, SVC_F_SCHED1, SVC_F_SCHED2, Dest, Key, Service
+from tests.support.sched_harness import CSched
+from tests.support.sched_model import MODELS, SVC_F_SCHED1, SVC_F_SCHED2, Dest, Key, Service
 
 OVERLOAD = 0x2
 _rng = random.Random(7)

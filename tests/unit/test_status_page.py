@@ -23,9 +23,7 @@ from typing import Any
 import aiohttp
 import pytest
 
-from .test_api_support import base_config, running_api, service
-
-__all__ = ["running_api"]
+from tests.support.mini_director import base_config, service
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 pytestmark = pytest.mark.skipif(CHROMIUM is None, reason="chromium is not installed")

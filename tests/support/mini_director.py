@@ -2,20 +2,17 @@
 
 It does what ``Director.apply_config`` promises (validate the whole config, then diff it into
 the engine, keeping what did not change) without TUN devices or routes, so the API can be
-tested unprivileged against real counters and real health verdicts.  Also: a fixture that runs
-the API on a Unix socket in a temp dir, and the smallest config to start from.
+tested unprivileged against real counters and real health verdicts.  Also: the smallest config
+to start from, and the type of the ``running_api`` fixture (in ``tests/unit/conftest.py``) that
+starts the API in front of a :class:`MiniDirector`.
 """
 
 from __future__ import annotations
 
-import asyncio
 import dataclasses
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Awaitable, Callable
 from ipaddress import IPv4Address
-from pathlib import Path
 from typing import Any
-
-import pytest
 
 from pylvs import config as config_mod
 from pylvs import model
@@ -23,7 +20,7 @@ from pylvs.api.server import ApiServer
 from pylvs.engine import Engine
 from pylvs.health import HealthManager, ServerEvent
 
-__all__ = ["MiniDirector", "base_config", "replace_api", "running_api", "service"]
+__all__ = ["ApiStarter", "MiniDirector", "base_config", "replace_api", "service"]
 
 
 def base_config(socket_path: str, services: tuple[model.VirtualServerConfig, ...] = (),
@@ -143,26 +140,8 @@ class MiniDirector:
                                     lower_threshold=rs.lower_threshold)
 
 
-@pytest.fixture
-async def running_api(
-    tmp_path: Path,
-) -> AsyncIterator[Callable[[model.Config], Any]]:
-    """Start (MiniDirector, ApiServer) pairs for configs; everything is stopped afterwards."""
-    started: list[tuple[MiniDirector, ApiServer]] = []
-
-    async def start(cfg: model.Config) -> tuple[MiniDirector, ApiServer]:
-        director = MiniDirector(cfg)
-        await director.start()
-        server = ApiServer(director)
-        await server.start()
-        started.append((director, server))
-        return director, server
-
-    yield start
-    for director, server in reversed(started):
-        await server.stop()
-        await director.stop()
-    await asyncio.sleep(0)
+ApiStarter = Callable[[model.Config], Awaitable[tuple[MiniDirector, ApiServer]]]
+"""What the ``running_api`` fixture yields: start a director and its API for a config."""
 
 
 def replace_api(cfg: model.Config, **kw: Any) -> model.Config:
