@@ -19,6 +19,7 @@ import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from functools import partial
 
 from bench.netbench_tools import (
     WrkResult,
@@ -158,7 +159,7 @@ def _measure(name: str, args: argparse.Namespace) -> Measurement:
             wrk(args.connections[0], True, args.warmup)
         for conns in args.connections:
             before = backend_sessions(topo)
-            res = timed(f"close.c{conns}", lambda c=conns: wrk(c, True, args.duration))
+            res = timed(f"close.c{conns}", partial(wrk, conns, True, args.duration))
             m.metrics[f"close.c{conns}.rps"] = res.rps
             got = {k: v - before[k] for k, v in backend_sessions(topo).items()}
             spread = max(got.values()) - min(got.values())
@@ -168,7 +169,7 @@ def _measure(name: str, args: argparse.Namespace) -> Measurement:
         res = timed("keepalive", lambda: wrk(args.connections[-1], False, args.duration))
         m.metrics["keepalive.rps"] = res.rps
         for close, key in ((False, "lat.keepalive"), (True, "lat.close")):
-            res = timed(key, lambda cl=close: wrk(1, cl, args.duration, latency=True))
+            res = timed(key, partial(wrk, 1, close, args.duration, latency=True))
             m.metrics[f"{key}.p50_ms"] = res.p50_ms or float("nan")
             m.metrics[f"{key}.p99_ms"] = res.p99_ms or float("nan")
         for streams in args.streams:

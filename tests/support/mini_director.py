@@ -12,7 +12,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Awaitable, Callable
 from ipaddress import IPv4Address
-from typing import Any
+from typing import Any, TypedDict
 
 from pylvs import config as config_mod
 from pylvs import model
@@ -43,6 +43,13 @@ def service(vip: str, *servers: str, check: str = "none", **kw: Any) -> model.Vi
     return model.VirtualServerConfig(
         address=ep(vip), check=check_cfg,
         real_servers=tuple(model.RealServerConfig(address=ep(s)) for s in servers), **kw)
+
+
+class _ServiceOptions(TypedDict):
+    scheduler: str
+    persistence: int
+    netmask: str
+    flags: tuple[str, ...]
 
 
 class MiniDirector:
@@ -99,8 +106,8 @@ class MiniDirector:
             for skey in [k for k in self._srv_keys if k[:2] == key]:
                 del self._srv_keys[skey]
         for key, vs in new_vs.items():
-            opts = dict(scheduler=vs.scheduler, persistence=vs.persistence,
-                        netmask=str(vs.netmask), flags=vs.flags)
+            opts = _ServiceOptions(scheduler=vs.scheduler, persistence=vs.persistence,
+                                   netmask=str(vs.netmask), flags=vs.flags)
             if key not in self._svc_keys:
                 self._svc_keys[key] = self.engine.add_service(
                     vs.protocol, str(vs.address.address), vs.address.port, **opts)
