@@ -12,7 +12,8 @@ Measures, in one run:
 * ``Engine.process_batch`` (the Python API, which copies packets in and out) for reference;
 * bytes per connection entry.
 
-Run: ``python bench/engine.py`` (``--help`` for sizes).  Everything is bounded in count.
+Run from the repository root: ``python -m bench.engine`` (``--help`` for sizes).  Everything is
+bounded in count.
 """
 
 from __future__ import annotations

@@ -21,7 +21,7 @@ prober, and eight workers opening short connections as fast as they can, which k
 directors' event loops busy) and counts role changes: any is a flap.  The fastest interval
 with none is the fastest one to recommend.
 
-    python bench/failover.py --runs 20 --intervals 0.2,0.1,0.05 --term 5 --soak 20
+    python -m bench.failover --runs 20 --intervals 0.2,0.1,0.05 --term 5 --soak 20
 """
 
 from __future__ import annotations
@@ -131,7 +131,7 @@ def _ms(x: float) -> str:
 def report(results: list[dict[str, Any]], argv: list[str]) -> str:
     """Markdown table of the results."""
     lines = [
-        f"`python bench/failover.py {' '.join(argv)}`",
+        f"`python -m bench.failover {' '.join(argv)}`",
         "",
         "| interval | dead time (prio 100 / 90) | kill -9 runs | median | worst | best "
         "| lost probes (median) | SIGTERM: longest silence, median / worst | flaps in soak "

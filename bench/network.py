@@ -1,9 +1,9 @@
 """Side-by-side network benchmark: direct path, nft DNAT, HAProxy (TCP, 1 thread) and pylvs.
 
-Run as root: ``python3 bench/network.py`` (``--help`` for durations and contenders).  Every
-contender gets a freshly built :class:`pylvs.testbed.topology.Topology` (client, director, three
-real servers), so no state (conntrack entries, nft tables, local VIPs) leaks from one into the next;
-see bench/README.md for the method and the pitfalls it guards against.
+Run as root from the repository root: ``python3 -m bench.network`` (``--help`` for durations and
+contenders).  Every contender gets a freshly built :class:`pylvs.testbed.topology.Topology` (client,
+director, three real servers), so no state (conntrack entries, nft tables, local VIPs) leaks from
+one into the next; see bench/README.md for the method and the pitfalls it guards against.
 """
 
 from __future__ import annotations
@@ -19,8 +19,9 @@ import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from functools import partial
 
-from netbench_tools import (
+from bench.netbench_tools import (
     WrkResult,
     backend_sessions,
     cpu_sample,
@@ -29,8 +30,7 @@ from netbench_tools import (
     start_haproxy_backends,
     start_haproxy_lb,
 )
-from results_md import render_section, write_section
-
+from bench.results_md import render_section, write_section
 from pylvs.testbed.serve import PylvsProcess, start_pylvs, vip_answers, wait_until
 from pylvs.testbed.topology import ServiceSpec, Topology, TopologyError
 
@@ -159,7 +159,7 @@ def _measure(name: str, args: argparse.Namespace) -> Measurement:
             wrk(args.connections[0], True, args.warmup)
         for conns in args.connections:
             before = backend_sessions(topo)
-            res = timed(f"close.c{conns}", lambda c=conns: wrk(c, True, args.duration))
+            res = timed(f"close.c{conns}", partial(wrk, conns, True, args.duration))
             m.metrics[f"close.c{conns}.rps"] = res.rps
             got = {k: v - before[k] for k, v in backend_sessions(topo).items()}
             spread = max(got.values()) - min(got.values())
@@ -169,7 +169,7 @@ def _measure(name: str, args: argparse.Namespace) -> Measurement:
         res = timed("keepalive", lambda: wrk(args.connections[-1], False, args.duration))
         m.metrics["keepalive.rps"] = res.rps
         for close, key in ((False, "lat.keepalive"), (True, "lat.close")):
-            res = timed(key, lambda cl=close: wrk(1, cl, args.duration, latency=True))
+            res = timed(key, partial(wrk, 1, close, args.duration, latency=True))
             m.metrics[f"{key}.p50_ms"] = res.p50_ms or float("nan")
             m.metrics[f"{key}.p99_ms"] = res.p99_ms or float("nan")
         for streams in args.streams:
@@ -232,7 +232,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("interrupted; the namespaces of the running contender were removed",
               file=sys.stderr)
         return 130
-    command = "python3 bench/network.py " + " ".join(shlex.quote(a) for a in
+    command = "python3 -m bench.network " + " ".join(shlex.quote(a) for a in
                                                      (argv if argv is not None else sys.argv[1:]))
     variant = "veth offloads off" if args.veth_offloads == "off" else ""
     text = render_section(command, results, failures, time.time() - started, variant)

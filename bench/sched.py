@@ -6,15 +6,15 @@ For each scheduler and 3, 100 and 1000 real servers (weights cycling 1..5) it me
   Python or cffi overhead is counted; keys vary per pick (source address and port, and the
   destination address over 256 values for lblc/lblcr);
 * **C via cffi**: one ``lib.lvs_st_schedule`` call per pick from a Python loop;
-* **Python model**: ``tests/unit/sched_model.py``, one ``Service.schedule`` per pick.
+* **Python model**: ``tests/support/sched_model.py``, one ``Service.schedule`` per pick.
 
 No connection is bound, so the least-connection schedulers see constant counters: this is the
 cost of one decision, not of a traffic mix.  Rates are picks per second of wall-clock time and,
 because the benchmark machine is shared, also per CPU second of this process
 (``time.process_time``).  Run from the repository root::
 
-    python bench/sched.py              # print the table
-    python bench/sched.py --record     # ... and rewrite the schedulers section of RESULTS.md
+    python -m bench.sched              # print the table
+    python -m bench.sched --record     # ... and rewrite the schedulers section of RESULTS.md
 """
 
 from __future__ import annotations
@@ -28,13 +28,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-
-from tests.unit.sched_harness import CSched  # noqa: E402
-from tests.unit.sched_model import MODELS, Key, Service  # noqa: E402
-
-from pylvs._core import lib  # noqa: E402
+from pylvs._core import lib
+from tests.support.sched_harness import CSched
+from tests.support.sched_model import MODELS, Key, Service
 
 __all__ = ["Row", "main", "measure"]
 
@@ -42,7 +38,7 @@ SIZES = (3, 100, 1000)
 STATELESS = ("rr", "wrr", "lc", "wlc", "sed", "nq", "fo", "ovf", "twos", "dh", "sh", "mh")
 GOAL = 5_000_000  # picks/s with 3 servers, stateless schedulers, C loop
 BEGIN, END = "<!-- schedulers:begin -->", "<!-- schedulers:end -->"
-RESULTS = ROOT / "bench" / "RESULTS.md"
+RESULTS = Path(__file__).resolve().parent / "RESULTS.md"
 
 
 @dataclass
@@ -160,7 +156,7 @@ def render(
         "Picks per second; servers weighted 1..5; keys vary per pick; no connection is bound "
         "(one decision's cost). \"C loop\": a C loop in `_schedtest.c` calling the scheduler's "
         '`schedule` callback; "C via cffi": one `lvs_st_schedule` call per pick from Python; '
-        '"Python model": `tests/unit/sched_model.py`.',
+        '"Python model": `tests/support/sched_model.py`.',
         "",
         "| scheduler | servers | C loop /wall s | C loop /CPU s | C via cffi | Python model | "
         "C loop / model |",
@@ -231,7 +227,7 @@ def main(argv: list[str] | None = None) -> int:
                 flush=True,
             )
     rebuild = {(n, m): mh_rebuild_ms(n, m) for n in (100, 1000) for m in (4093, 131071)}
-    command = "python bench/sched.py" + (" " + " ".join(argv or sys.argv[1:])).rstrip()
+    command = "python -m bench.sched" + (" " + " ".join(argv or sys.argv[1:])).rstrip()
     text = render(rows, command, time.perf_counter() - t0, rebuild)
     print(text)
     if args.record:

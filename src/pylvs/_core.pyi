@@ -179,10 +179,16 @@ _IntCdecl = Literal[
 ]
 _Buf = CData | bytes | bytearray | memoryview
 
+class CType:
+    """What ``ffi.typeof`` returns (only what the surface test reads)."""
+
+    fields: list[tuple[str, object]]
+
 class FFI:
     """The extension's ``ffi``: only the calls pylvs makes."""
 
     NULL: NullPointer
+    error: type[Exception]
 
     @overload
     def new(self, cdecl: _IntCdecl, init: int | Sequence[int] | None = None) -> IntArray: ...
@@ -212,6 +218,7 @@ class FFI:
     def memmove(self, dest: CData, src: _Buf, n: int) -> None: ...
     def unpack(self, cdata: CData, length: int) -> list[int]: ...
     def sizeof(self, cdecl: str | CData) -> int: ...
+    def typeof(self, cdecl: str | CData) -> CType: ...
 
 ffi: FFI
 

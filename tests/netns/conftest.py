@@ -1,17 +1,20 @@
 """Fixtures for the network-namespace tests (root only; see tests/conftest.py).
 
-* ``topology``: a fresh :class:`pylvs.topology.Topology` (1 client, 1 director, 3 real servers)
-  with the real servers' name servers already running (HTTP ``rsN\\n`` on TCP 80, UDP 53);
+* ``topology``: a fresh :class:`pylvs.testbed.topology.Topology` (1 client, 1 director, 3 real
+  servers) with the real servers' name servers already running (HTTP ``rsN\\n`` on TCP 80, UDP 53);
   removed after the test, also when it fails.
 * ``make_topology(**kwargs)``: the same with other sizes (``n_real_servers``, ``n_directors``,
   ``n_clients``, ``static_nat_router``) and ``servers=False`` / ``iperf=True``.
 * ``pylvs_serve(topo, toml=None, director=0, wait_tcp_port=80)``: starts ``pylvs serve -c
-  <file>`` inside a director namespace (:func:`pylvs.topology_serve.start_pylvs`), waits until
+  <file>`` inside a director namespace (:func:`pylvs.testbed.serve.start_pylvs`), waits until
   it routes the VIP and the VIP answers on ``wait_tcp_port`` (None: do not wait for that), and
-  returns a :class:`pylvs.topology_serve.PylvsProcess` (``.reload()``, ``.stop()``, ``.kill()``,
+  returns a :class:`pylvs.testbed.serve.PylvsProcess` (``.reload()``, ``.stop()``, ``.kill()``,
   ``.log()``).  For an HA backup pass ``wait_routed=False, wait_tcp_port=None``: it then waits
   for the control socket only.  At teardown it gets SIGTERM; when the test failed its output
   is printed.
+* ``make_srv(**kwargs)`` / ``srv``: a :class:`tests.support.serve_harness.Srv` (a topology named
+  ``srv``, real servers up; ``srv.serve(toml)`` starts ``pylvs serve``), removed after the test
+  with the daemon's output printed.
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ import pytest
 
 from pylvs.testbed.serve import PylvsProcess, start_pylvs, wait_until
 from pylvs.testbed.topology import Topology
+from tests.support.serve_harness import Srv
 
 __all__ = ["PylvsProcess", "wait_until"]
 
@@ -84,3 +88,34 @@ def pylvs_serve(request: pytest.FixtureRequest) -> Iterator[Callable[..., PylvsP
             daemon.stop()
         if _failed(request):
             print(f"--- pylvs serve ({daemon.ns}) output ---\n{daemon.log()}")
+
+
+@pytest.fixture
+def make_srv() -> Iterator[Callable[..., Srv]]:
+    """Factory for :class:`Srv` topologies (kwargs go to :class:`Topology`)."""
+    made: list[Srv] = []
+
+    def make(**kwargs: Any) -> Srv:
+        topo = Topology("srv", **kwargs)
+        srv = Srv(topo)
+        made.append(srv)
+        topo.create()
+        topo.start_http_servers()
+        return srv
+
+    try:
+        yield make
+    finally:
+        for srv in reversed(made):
+            try:
+                if srv.daemon is not None and not srv.daemon.stopped:
+                    srv.daemon.stop()
+                    print(f"--- pylvs serve output ---\n{srv.daemon.log()[-5000:]}")
+            finally:
+                srv.topo.destroy()
+
+
+@pytest.fixture
+def srv(make_srv: Callable[..., Srv]) -> Srv:
+    """One client, one director, three real servers."""
+    return make_srv()

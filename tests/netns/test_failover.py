@@ -545,7 +545,8 @@ async def test_failed_claim_faults_peer_takes_over_then_recovers(pair: Pair) -> 
         await b.start()
         # the primary wins, fails to claim, goes FAULT: the backup must serve instead
         await _until(lambda: b.role is Role.ACTIVE, 3.0)
-        assert a.role is Role.FAULT
+        role_a = a.role  # a local, so a.role is not narrowed for the wait below
+        assert role_a is Role.FAULT
         assert [c[2] for c in a.rec.changes][:3] == [Role.BACKUP, Role.ACTIVE, Role.FAULT]
         # after fault_hold it recovers to BACKUP, then preempts the lower-priority backup
         await _until(lambda: a.role is Role.ACTIVE and b.role is Role.BACKUP, 5.0)

@@ -16,9 +16,7 @@ import textwrap
 import pytest
 
 from pylvs.testbed.topology import ServiceSpec
-from tests.netns.test_serve_director import Srv, client, make_srv, srv
-
-__all__ = ["make_srv", "srv"]  # fixtures, re-exported so pytest finds them here
+from tests.support.serve_harness import Srv, client
 
 BURST = 3000
 CONCURRENCY = 16

@@ -15,10 +15,7 @@ import pytest
 
 from pylvs import config as config_mod
 from pylvs import model
-
-from .test_api_support import MiniDirector, base_config, running_api, service
-
-__all__ = ["running_api"]  # re-exported fixture
+from tests.support.mini_director import ApiStarter, MiniDirector, base_config, service
 
 VIP = "198.18.0.100:80"
 SVC = f"/api/v1/services/tcp/{VIP}"
@@ -26,7 +23,7 @@ SVC = f"/api/v1/services/tcp/{VIP}"
 
 @pytest.fixture
 async def api(
-    tmp_path: Path, running_api: Any
+    tmp_path: Path, running_api: ApiStarter
 ) -> AsyncIterator[tuple[MiniDirector, aiohttp.ClientSession]]:
     sock = str(tmp_path / "run" / "pylvs.sock")
     cfg = base_config(sock, (service(VIP, "198.19.0.11:80", "198.19.0.12:80"),))
@@ -163,7 +160,7 @@ async def test_malformed_json_is_400(api: Any) -> None:
 async def test_batch_is_all_or_nothing(api: Any) -> None:
     director, session = api
     before = director.config
-    ops = [
+    ops: list[dict[str, Any]] = [
         {"op": "add_service", "service": {"address": "198.18.0.110:80"}},
         {"op": "add_server", "protocol": "tcp", "address": "198.18.0.110:80",
          "server": {"address": "198.19.0.31:80", "weight": -3}},
@@ -197,7 +194,7 @@ async def test_clear_removes_everything(api: Any) -> None:
 
 
 async def test_write_back_needs_permission(
-    tmp_path: Path, running_api: Any
+    tmp_path: Path, running_api: ApiStarter
 ) -> None:
     path = tmp_path / "pylvs.toml"
     sock = str(tmp_path / "w.sock")

@@ -13,28 +13,26 @@ from scapy.layers.inet import IP, TCP
 
 from pylvs.api.server import read_token
 from pylvs.errors import ConfigError
-
-from .test_api_support import base_config, running_api, service
-
-__all__ = ["running_api"]
+from tests.support.mini_director import ApiStarter, MiniDirector, base_config, service
 
 TOKEN = "s3cret-token-for-tests-0123456789"
 VIP = "198.18.0.100:80"
 
 
-async def _tcp_api(tmp_path: Path, running_api: Any) -> tuple[Any, str]:
+async def _tcp_api(tmp_path: Path, running_api: ApiStarter) -> tuple[MiniDirector, str]:
     token_file = tmp_path / "token"
     token_file.write_text(TOKEN + "\n")
     cfg = base_config(str(tmp_path / "t.sock"), (service(VIP, "198.19.0.11:80"),),
                       listen="127.0.0.1:0", token_file=str(token_file))
     director, server = await running_api(cfg)
+    assert server.tcp_address is not None
     host, port = server.tcp_address
     return director, f"http://{host}:{port}"
 
 
 @pytest.mark.parametrize("auth", [None, "Bearer wrong-token-wrong-token", f"Basic {TOKEN}",
                                   f"Bearer {TOKEN}x"])
-async def test_tcp_refuses_without_the_token(tmp_path: Path, running_api: Any,
+async def test_tcp_refuses_without_the_token(tmp_path: Path, running_api: ApiStarter,
                                              auth: str | None) -> None:
     _, base = await _tcp_api(tmp_path, running_api)
     headers = {} if auth is None else {"Authorization": auth}
@@ -47,7 +45,7 @@ async def test_tcp_refuses_without_the_token(tmp_path: Path, running_api: Any,
 
 
 async def test_tcp_accepts_the_token_and_serves_the_page_without_it(
-    tmp_path: Path, running_api: Any
+    tmp_path: Path, running_api: ApiStarter
 ) -> None:
     _, base = await _tcp_api(tmp_path, running_api)
     async with aiohttp.ClientSession() as session:
@@ -60,7 +58,7 @@ async def test_tcp_accepts_the_token_and_serves_the_page_without_it(
             assert "pylvs" in await resp.text()
 
 
-async def test_unix_socket_needs_no_token(tmp_path: Path, running_api: Any) -> None:
+async def test_unix_socket_needs_no_token(tmp_path: Path, running_api: ApiStarter) -> None:
     await _tcp_api(tmp_path, running_api)
     conn = aiohttp.UnixConnector(path=str(tmp_path / "t.sock"))
     async with aiohttp.ClientSession(connector=conn) as session, \
@@ -81,7 +79,9 @@ def _syn(sport: int) -> bytes:
                                                                   flags="S", seq=1000))
 
 
-async def test_metrics_parse_and_count_real_traffic(tmp_path: Path, running_api: Any) -> None:
+async def test_metrics_parse_and_count_real_traffic(
+    tmp_path: Path, running_api: ApiStarter
+) -> None:
     sock = str(tmp_path / "m.sock")
     cfg = base_config(sock, (service(VIP, "198.19.0.11:80", "198.19.0.12:80"),))
     director, _ = await running_api(cfg)
@@ -120,7 +120,7 @@ async def test_metrics_parse_and_count_real_traffic(tmp_path: Path, running_api:
     assert all(c["client"].startswith("198.18.0.50:") for c in conns)
 
 
-async def test_zero_takes_a_baseline(tmp_path: Path, running_api: Any) -> None:
+async def test_zero_takes_a_baseline(tmp_path: Path, running_api: ApiStarter) -> None:
     sock = str(tmp_path / "z.sock")
     director, _ = await running_api(base_config(sock, (service(VIP, "198.19.0.11:80"),)))
     director.engine.process(_syn(41000), now=1.0)
@@ -139,7 +139,7 @@ async def test_zero_takes_a_baseline(tmp_path: Path, running_api: Any) -> None:
             assert resp.status == 404
 
 
-async def test_api_config_fields_are_all_exposed(tmp_path: Path, running_api: Any) -> None:
+async def test_api_config_fields_are_all_exposed(tmp_path: Path, running_api: ApiStarter) -> None:
     sock = str(tmp_path / "c.sock")
     director, _ = await running_api(base_config(sock, (service(VIP, "198.19.0.11:80"),)))
     conn = aiohttp.UnixConnector(path=sock)
@@ -151,7 +151,7 @@ async def test_api_config_fields_are_all_exposed(tmp_path: Path, running_api: An
     assert {"check", "load_monitor", "sorry_server", "quorum", "slow_start"} <= set(svc)
 
 
-async def test_a_live_socket_is_not_taken_over(tmp_path: Path, running_api: Any) -> None:
+async def test_a_live_socket_is_not_taken_over(tmp_path: Path, running_api: ApiStarter) -> None:
     from pylvs.api.server import ApiServer
 
     sock = str(tmp_path / "busy.sock")
@@ -164,7 +164,7 @@ async def test_a_live_socket_is_not_taken_over(tmp_path: Path, running_api: Any)
         assert resp.status == 200
 
 
-async def test_health_and_ha_endpoints(tmp_path: Path, running_api: Any) -> None:
+async def test_health_and_ha_endpoints(tmp_path: Path, running_api: ApiStarter) -> None:
     sock = str(tmp_path / "h.sock")
     await running_api(base_config(sock, (service(VIP, "198.19.0.11:80", check="tcp"),)))
     conn = aiohttp.UnixConnector(path=sock)
@@ -209,8 +209,6 @@ def test_ha_view_reads_the_ha_component_section(tmp_path: Path) -> None:
     from pylvs.api import views
     from pylvs.api.metrics import render
     from pylvs.cli.status import render_status
-
-    from .test_api_support import MiniDirector
 
     class HaDirector(MiniDirector):
         def status(self) -> dict[str, Any]:

@@ -227,7 +227,7 @@ def test_dump_round_trips_non_defaults() -> None:
 
 
 _names = st.text(alphabet=st.characters(min_codepoint=0, max_codepoint=0x2FF,
-                                        exclude_categories=("Cs",)), max_size=20)
+                                        exclude_categories=["Cs"]), max_size=20)
 
 
 @settings(max_examples=60, deadline=None)

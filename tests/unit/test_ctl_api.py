@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import io
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -18,10 +19,7 @@ from scapy.layers.inet import IP, TCP
 
 from pylvs.api.client import ApiClient
 from pylvs.cli import ctl
-
-from .test_api_support import MiniDirector, base_config, running_api, service
-
-__all__ = ["running_api"]
+from tests.support.mini_director import ApiStarter, MiniDirector, base_config, service
 
 VIP = "198.18.0.100"
 
@@ -30,19 +28,19 @@ async def run_ctl(sock: str, *args: str, stdin: str = "") -> tuple[int, str, str
     def call() -> tuple[int, str, str]:
         out, err = io.StringIO(), io.StringIO()
         with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-            real_stdin = ctl.sys.stdin
-            ctl.sys.stdin = io.StringIO(stdin)
+            real_stdin = sys.stdin
+            sys.stdin = io.StringIO(stdin)
             try:
                 status = ctl.main(["--socket", sock, *args])
             finally:
-                ctl.sys.stdin = real_stdin
+                sys.stdin = real_stdin
         return status, out.getvalue(), err.getvalue()
 
     return await asyncio.to_thread(call)
 
 
 @pytest.fixture
-async def daemon(tmp_path: Path, running_api: Any) -> tuple[MiniDirector, str]:
+async def daemon(tmp_path: Path, running_api: ApiStarter) -> tuple[MiniDirector, str]:
     sock = str(tmp_path / "ctl.sock")
     director, _ = await running_api(base_config(sock))
     return director, sock

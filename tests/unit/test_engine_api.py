@@ -27,7 +27,7 @@ def syn(sport: int = 40000, flags: str = "S", dport: int = 80, ttl: int = 64) ->
 
 def pseudo_sum(src: str, dst: str, proto: int, length: int) -> int:
     """Folded, non-inverted pseudo-header sum: what CHECKSUM_PARTIAL leaves in the field."""
-    words = struct.unpack("!4H", socket.inet_aton(src) + socket.inet_aton(dst))
+    words: tuple[int, ...] = struct.unpack("!4H", socket.inet_aton(src) + socket.inet_aton(dst))
     s = sum(words) + proto + length
     while s >> 16:
         s = (s & 0xFFFF) + (s >> 16)
@@ -335,7 +335,7 @@ def test_sync_refresh_moves_state_and_counters(svc: ServiceKey, eng: Engine) -> 
     assert backup.connections()[0].state == "ESTABLISHED" and counts() == (1, 0)
     backup.sync_apply(second, 11.0)
     (c,) = backup.connections()
-    assert (c.state, c.expires) == ("CLOSE_WAIT", pytest.approx(11.0 + 60))
+    assert c.state == "CLOSE_WAIT" and c.expires == pytest.approx(11.0 + 60)
     assert counts() == (0, 1)
     assert backup.stats().totals.conns == 0     # synced conns are not counted as scheduled
 

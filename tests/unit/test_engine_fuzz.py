@@ -16,7 +16,7 @@ from typing import Any
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from .helpers_packets import (
+from tests.support.packets import (
     VIP,
     EngineView,
     Pkt,

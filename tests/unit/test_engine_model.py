@@ -32,7 +32,7 @@ from hypothesis.stateful import (
     rule,
 )
 
-from .engine_model import (
+from tests.support.engine_model import (
     ACTIVE_STATES,
     Conn,
     Dest,
@@ -42,7 +42,7 @@ from .engine_model import (
     Stats,
     tcp_transition,
 )
-from .helpers_packets import (
+from tests.support.packets import (
     VIP,
     EngineView,
     Pkt,

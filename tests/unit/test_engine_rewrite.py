@@ -14,7 +14,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from .helpers_packets import (
+from tests.support.packets import (
     VIP,
     EngineView,
     Pkt,

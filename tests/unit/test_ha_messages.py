@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import contextlib
 import struct
+from collections.abc import Callable
+from pathlib import Path
 
 import pytest
 from hypothesis import given
@@ -74,7 +76,9 @@ def _signed(body: bytes) -> bytes:
         (lambda b: b[:9] + b"\x00" + b[10:], "node id length"),
     ],
 )
-def test_malformed_but_correctly_signed_is_refused(mutate, reason) -> None:  # type: ignore[no-untyped-def]
+def test_malformed_but_correctly_signed_is_refused(
+    mutate: Callable[[bytes], bytes], reason: str
+) -> None:
     body = _hb(_sender())[:-MAC_SIZE]
     with pytest.raises(PeerProtocolError, match=reason):
         decode(_signed(mutate(body)), SECRET)
@@ -144,7 +148,7 @@ def test_message_validates_fields() -> None:
                 priority=256, interval=0.2, epoch=1, seq=1, timestamp=WALL, digest=DIGEST)
 
 
-def test_load_secret(tmp_path, caplog) -> None:  # type: ignore[no-untyped-def]
+def test_load_secret(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     good = tmp_path / "secret"
     good.write_bytes(b"  a-long-enough-secret\n")
     good.chmod(0o600)

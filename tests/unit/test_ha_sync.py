@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from pylvs.ha.messages import MAX_PAYLOAD, Kind, Message, PathId, Role, config_digest
 from pylvs.ha.sync import RECORD_SIZE, SyncChannel
 
@@ -37,6 +39,14 @@ class TableEngine:
         return len(blob) // RECORD_SIZE
 
 
+def _keep(into: list[bytes]) -> Callable[[bytes], bool]:
+    """A send function that keeps every datagram in *into* and reports it sent."""
+    def send(datagram: bytes) -> bool:
+        into.append(datagram)
+        return True
+    return send
+
+
 def _msg(payload: bytes) -> Message:
     return Message(kind=Kind.SYNC, path=PathId.SYNC, node_id="lvs1", role=Role.ACTIVE,
                    priority=100, interval=0.2, epoch=1, seq=1, timestamp=0.0,
@@ -44,8 +54,8 @@ def _msg(payload: bytes) -> Message:
 
 
 def test_active_streams_whole_records_that_fit_a_frame() -> None:
-    eng, sent = TableEngine(), []
-    ch = SyncChannel(eng, lambda b: sent.append(b) or True)
+    eng, sent = TableEngine(), list[bytes]()
+    ch = SyncChannel(eng, _keep(sent))
     eng.add(100)
     assert ch.flush() == 0  # not active: nothing leaves
     ch.set_active(True)
@@ -71,8 +81,8 @@ def test_send_failure_keeps_the_backlog_and_it_is_bounded() -> None:
 
 
 def test_full_dump_only_when_active_and_stopping_clears() -> None:
-    eng, sent = TableEngine(), []
-    ch = SyncChannel(eng, lambda b: sent.append(b) or True)
+    eng, sent = TableEngine(), list[bytes]()
+    ch = SyncChannel(eng, _keep(sent))
     eng.add(10)
     eng.sync_collect()
     ch.queue_full()
@@ -119,8 +129,12 @@ def test_real_engines_connection_survives_the_trip_through_the_wire_format() -> 
     secret, wall = b"k" * 32, 1_800_000_000.0
     sender = Sender(node_id="dir1", secret=secret, digest=config_digest("x"), interval=0.2)
     wire: list[bytes] = []
-    ch_a = SyncChannel(active, lambda p: wire.append(
-        sender.build(Kind.SYNC, PathId.SYNC, Role.ACTIVE, 100, wall, p)) is None)
+
+    def send(payload: bytes) -> bool:
+        wire.append(sender.build(Kind.SYNC, PathId.SYNC, Role.ACTIVE, 100, wall, payload))
+        return True
+
+    ch_a = SyncChannel(active, send)
     ch_a.set_active(True)
     picked = {}
     for port in (40000, 40001):

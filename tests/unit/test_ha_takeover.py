@@ -5,6 +5,7 @@ from __future__ import annotations
 import sys
 from ipaddress import IPv4Address
 from pathlib import Path
+from typing import TYPE_CHECKING, cast
 
 import pytest
 
@@ -13,6 +14,9 @@ from pylvs.ha.messages import PathId, Role
 from pylvs.ha.node import HaNode, services_digest
 from pylvs.ha.takeover import Takeover
 from pylvs.netconf import NetConf
+
+if TYPE_CHECKING:
+    from pylvs.director import ComponentHost
 
 
 class Owner:
@@ -142,7 +146,7 @@ def test_component_registers_with_the_director_and_follows_the_role(tmp_path: Pa
         config_listeners: list[Any] = field(default_factory=list)
 
     d = Surface(cfg, NetConf("eth0", "eth1", "pylvs0"))
-    comp = HaComponent(d, engine=None)
+    comp = HaComponent(cast("ComponentHost", d), engine=None)
     assert d.status_providers["ha"]()["role"] == "init"
     for listener in comp.node.role_listeners:
         listener(Role.ACTIVE)

@@ -23,9 +23,8 @@ from pylvs.model import (
     RealServerConfig,
     VirtualServerConfig,
 )
-from tests.unit.test_health_manager import Backend
+from tests.support.tcp_backend import LOCAL, Backend
 
-LOCAL = IPv4Address("127.0.0.1")
 SORRY = Endpoint(LOCAL, 9)
 CHECK = CheckConfig(type="tcp", interval=0.05, timeout=0.2, rise=1, fall=1)
 

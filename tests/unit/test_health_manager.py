@@ -20,37 +20,9 @@ from pylvs.model import (
     RealServerConfig,
     VirtualServerConfig,
 )
+from tests.support.tcp_backend import LOCAL, Backend
 
-LOCAL = IPv4Address("127.0.0.1")
 VIP = IPv4Address("198.18.0.100")
-
-
-class Backend:
-    """A TCP server on 127.0.0.1 that can be stopped and started on the same port."""
-
-    def __init__(self) -> None:
-        self.port = 0
-        self.accepts = 0
-        self._server: asyncio.Server | None = None
-
-    async def start(self) -> Backend:
-        async def on_conn(r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
-            self.accepts += 1
-            w.close()
-
-        self._server = await asyncio.start_server(on_conn, "127.0.0.1", self.port)
-        self.port = self._server.sockets[0].getsockname()[1]
-        return self
-
-    async def stop(self) -> None:
-        if self._server is not None:
-            self._server.close()
-            await self._server.wait_closed()
-            self._server = None
-
-    @property
-    def endpoint(self) -> Endpoint:
-        return Endpoint(LOCAL, self.port)
 
 
 def vs(

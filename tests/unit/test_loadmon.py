@@ -65,7 +65,10 @@ async def test_read_agent_line_variants() -> None:
         (b"up 33\r\nignored second line\n", LoadReport(weight=33, oper="up")),
         (b"down # disk full\n", LoadReport(oper="down")),
     ):
-        async with agent(lambda raw=raw: raw) as port:
+        def reply(data: bytes = raw) -> bytes:
+            return data
+
+        async with agent(reply) as port:
             assert await read_agent("127.0.0.1", port, 2.0) == want
 
 

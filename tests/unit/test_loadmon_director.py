@@ -9,7 +9,7 @@ the engine and applies :class:`pylvs.weights.ServerWeight`.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from ipaddress import IPv4Address
 
@@ -33,7 +33,9 @@ HOSTS = ("127.0.0.1", "127.0.0.2")
 async def agents(replies: dict[str, bytes]) -> AsyncIterator[int]:
     """One agent per loopback host, all on one port; replies[host] is read per connection."""
 
-    def handler(host: str) -> Callable[[asyncio.StreamReader, asyncio.StreamWriter], object]:
+    def handler(
+        host: str,
+    ) -> Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]:
         async def handle(r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
             w.write(replies[host])
             await w.drain()

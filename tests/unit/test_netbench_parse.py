@@ -2,15 +2,11 @@
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "bench"))
-
-import netbench_tools
-import results_md
+from bench import netbench_tools, results_md
 
 WRK = """Running 2s test @ http://198.18.0.100/
   1 threads and 1 connections

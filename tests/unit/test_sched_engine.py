@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 from scapy.layers.inet import IP, TCP
 
 from pylvs.engine import Engine
-from tests.unit.sched_model import SVC_F_SCHED1, SVC_F_SCHED2, Dest, Key, Service
+from tests.support.sched_model import SVC_F_SCHED1, SVC_F_SCHED2, Dest, Key, Service
 
 VIP = "198.18.0.100"
 RS = [f"198.19.0.{11 + i}" for i in range(6)]

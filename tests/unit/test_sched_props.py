@@ -9,13 +9,14 @@ operation each server's counters and OVERLOAD flag, must agree.
 from __future__ import annotations
 
 import random
+from typing import Literal
 
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tests.unit.sched_harness import CSched
-from tests.unit.sched_model import MODELS, SVC_F_SCHED1, SVC_F_SCHED2, Dest, Key, Service
+from tests.support.sched_harness import CSched
+from tests.support.sched_model import MODELS, SVC_F_SCHED1, SVC_F_SCHED2, Dest, Key, Service
 
 OVERLOAD = 0x2
 _rng = random.Random(7)
@@ -23,10 +24,23 @@ ADDRS = [0xC6130000 + _rng.randrange(1 << 16) for _ in range(8)]  # real servers
 SADDRS = [_rng.randrange(1 << 32) for _ in range(24)]  # clients
 DADDRS = [0xC6120000 + _rng.randrange(1 << 16) for _ in range(6)]  # lblc keys
 
+# One operation: ("add" | "edit", server index, weight, (upper, lower)), ("del", server index),
+# ("conn", client index, daddr index, sport, proto, active), ("close", which open connection),
+# ("time", seconds) or ("tick",).
+AddOrEdit = tuple[Literal["add", "edit"], int, int, tuple[int, int]]
+Op = (
+    AddOrEdit
+    | tuple[Literal["del"], int]
+    | tuple[Literal["conn"], int, int, int, int, bool]
+    | tuple[Literal["close"], int]
+    | tuple[Literal["time"], float]
+    | tuple[Literal["tick"]]
+)
+
 
 def random_ops(
     seed: int, length: int, palette: tuple[int, ...] = (0, 1, 1, 2, 3, 4, 5, 6)
-) -> list[tuple[object, ...]]:
+) -> list[Op]:
     """A reproducible operation sequence: a few servers, then mostly new connections.
 
     Hypothesis draws the seed and the length (and shrinks the length); drawing every operation
@@ -34,13 +48,13 @@ def random_ops(
     """
     r = random.Random(seed)
 
-    def add_or_edit(kind: str) -> tuple[object, ...]:
+    def add_or_edit(kind: Literal["add", "edit"]) -> AddOrEdit:
         upper = r.choice([0, 0, 0, r.randint(1, 5)])
         lower = r.randint(0, upper) if upper and r.random() < 0.5 else 0
         weight = r.choice(palette)
         return (kind, r.randrange(8), weight, (upper, lower))
 
-    seq = [add_or_edit("add") for _ in range(r.randint(1, 6))]
+    seq: list[Op] = [add_or_edit("add") for _ in range(r.randint(1, 6))]
     for _ in range(length):
         x = r.random()
         if x < 0.06:
@@ -84,54 +98,57 @@ class Pair:
         self.conns: list[tuple[int, bool]] = []
         self.now = 1000.0
 
-    def run(self, op: tuple[object, ...]) -> None:
-        kind = op[0]
-        if kind == "add":
-            addr = ADDRS[int(op[1])]
-            if addr in self.addr_id and self.addr_id[addr] in self.linked:
-                return
-            upper, lower = op[3]
-            sid = self.c.add(addr, 80, int(op[2]), upper, lower)
-            d = self.m.add(addr, 80, int(op[2]), upper, lower)
-            self.by_id[sid] = d
-            self.addr_id[addr] = sid
-            self.linked.add(sid)
-        elif kind in ("edit", "del"):
-            addr = ADDRS[int(op[1])]
-            sid_or_none = self.addr_id.get(addr)
-            if sid_or_none is None or sid_or_none not in self.linked:
-                return
-            sid = sid_or_none
-            if kind == "edit":
-                upper, lower = op[3]
-                self.c.edit(sid, int(op[2]), upper, lower)
-                self.m.edit(self.by_id[sid], int(op[2]), upper, lower)
-            else:
-                self.c.remove(sid)
-                self.m.remove(self.by_id[sid])
-                self.linked.discard(sid)
-        elif kind == "conn":
-            _, si, di, sport, proto, active = op
-            key = Key(SADDRS[si], DADDRS[di], sport, 80, proto)
-            got = self.c.schedule(key.saddr, key.daddr, key.sport, key.dport, key.proto, self.now)
-            want = self.m.schedule(key, self.now)
-            assert (None if got is None else self.by_id[got]) is want, (got, want)
-            if got is not None:
-                act = bool(active) and proto == 6  # UDP conns never become active
-                self.c.open(got, act)
-                self.m.open(self.by_id[got], act)
-                self.conns.append((got, act))
-        elif kind == "close":
-            if self.conns:
-                sid, act = self.conns.pop(int(op[1]) % len(self.conns))
-                self.c.close(sid, act)
-                self.m.close(self.by_id[sid], act)
-        elif kind == "time":
-            self.now += float(op[1])
-        else:
-            self.c.tick(self.now)
-            self.m.tick(self.now)
+    def run(self, op: Op) -> None:
+        match op:
+            case ("add", index, weight, (upper, lower)):
+                addr = ADDRS[index]
+                if addr in self.addr_id and self.addr_id[addr] in self.linked:
+                    return
+                sid = self.c.add(addr, 80, weight, upper, lower)
+                d = self.m.add(addr, 80, weight, upper, lower)
+                self.by_id[sid] = d
+                self.addr_id[addr] = sid
+                self.linked.add(sid)
+            case ("edit", index, weight, (upper, lower)):
+                sid_or_none = self._linked_id(index)
+                if sid_or_none is None:
+                    return
+                self.c.edit(sid_or_none, weight, upper, lower)
+                self.m.edit(self.by_id[sid_or_none], weight, upper, lower)
+            case ("del", index):
+                sid_or_none = self._linked_id(index)
+                if sid_or_none is None:
+                    return
+                self.c.remove(sid_or_none)
+                self.m.remove(self.by_id[sid_or_none])
+                self.linked.discard(sid_or_none)
+            case ("conn", si, di, sport, proto, active):
+                key = Key(SADDRS[si], DADDRS[di], sport, 80, proto)
+                got = self.c.schedule(key.saddr, key.daddr, key.sport, key.dport, key.proto,
+                                      self.now)
+                want = self.m.schedule(key, self.now)
+                assert (None if got is None else self.by_id[got]) is want, (got, want)
+                if got is not None:
+                    act = active and proto == 6  # UDP conns never become active
+                    self.c.open(got, act)
+                    self.m.open(self.by_id[got], act)
+                    self.conns.append((got, act))
+            case ("close", which):
+                if self.conns:
+                    sid, act = self.conns.pop(which % len(self.conns))
+                    self.c.close(sid, act)
+                    self.m.close(self.by_id[sid], act)
+            case ("time", seconds):
+                self.now += seconds
+            case _:
+                self.c.tick(self.now)
+                self.m.tick(self.now)
         self.compare()
+
+    def _linked_id(self, index: int) -> int | None:
+        """The id of server *index* if it is in the list now (not removed, not never added)."""
+        sid = self.addr_id.get(ADDRS[index])
+        return sid if sid is not None and sid in self.linked else None
 
     def compare(self) -> None:
         assert [self.by_id[i] for i in self.c.order()] == self.m.dests
@@ -160,7 +177,7 @@ CASES = [(name, 0, 0, 0.0) for name in MODELS if name not in ("sh", "mh", "lblc"
 @settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(seq=sequences)
 def test_c_matches_model(
-    name: str, flags: int, mh_size: int, expiration: float, seq: list[tuple[object, ...]]
+    name: str, flags: int, mh_size: int, expiration: float, seq: list[Op]
 ) -> None:
     pair = Pair(name, flags, mh_size, expiration)
     for op in seq:
@@ -170,7 +187,7 @@ def test_c_matches_model(
 @pytest.mark.parametrize("name", sorted(MODELS))
 @settings(max_examples=15, deadline=None)
 @given(seq=sequences, switch_at=st.integers(0, 60))
-def test_scheduler_change_midway(name: str, seq: list[tuple[object, ...]], switch_at: int) -> None:
+def test_scheduler_change_midway(name: str, seq: list[Op], switch_at: int) -> None:
     """A scheduler change rebuilds the state from the current list on both sides."""
     pair = Pair("wlc", 0, 0, 0.0)
     for i, op in enumerate(seq):

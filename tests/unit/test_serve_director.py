@@ -119,7 +119,10 @@ async def test_slow_start_ramps_on_the_timer() -> None:
     d._sync_engine(d.config)
     key = d.config.virtual_servers[0].key
     rs2 = Endpoint(IPv4Address("198.19.0.12"), 80)
-    weight = lambda: _servers(d)["tcp 198.18.0.100:80 wrr"]["198.19.0.12:80"]  # noqa: E731
+
+    def weight() -> int:
+        return _servers(d)["tcp 198.18.0.100:80 wrr"]["198.19.0.12:80"]
+
     assert weight() == 21  # present from the start: no ramp
     d.set_server_state(key, rs2, healthy=False)
     assert weight() == 0

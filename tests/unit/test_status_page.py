@@ -23,9 +23,7 @@ from typing import Any
 import aiohttp
 import pytest
 
-from .test_api_support import base_config, running_api, service
-
-__all__ = ["running_api"]
+from tests.support.mini_director import ApiStarter, base_config, service
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 pytestmark = pytest.mark.skipif(CHROMIUM is None, reason="chromium is not installed")
@@ -142,7 +140,7 @@ def _health(server: str) -> str:
             ".dataset.health || null")
 
 
-async def test_page_shows_a_server_going_down(tmp_path: Path, running_api: Any) -> None:
+async def test_page_shows_a_server_going_down(tmp_path: Path, running_api: ApiStarter) -> None:
     async def accept(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         writer.close()
 
@@ -154,6 +152,7 @@ async def test_page_shows_a_server_going_down(tmp_path: Path, running_api: Any) 
                       (service("198.18.0.100:80", *ends, check="tcp"),),
                       listen="127.0.0.1:0", token_file=str(token_file))
     _, server = await running_api(cfg)
+    assert server.tcp_address is not None
     host, port = server.tcp_address
     try:
         async with chromium() as page:

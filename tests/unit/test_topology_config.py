@@ -1,4 +1,4 @@
-"""The TOML that pylvs.topology renders is a valid pylvs config describing the topology."""
+"""The TOML that pylvs.testbed.topology renders is a valid pylvs config describing the topology."""
 
 from __future__ import annotations
 

@@ -653,9 +653,9 @@ class LBLC(Scheduler):
         e = self.find(key.daddr)
         if e is not None:
             e.lastuse = now
-            d = e.dests[0]
-            if d.available and d.weight > 0 and not self.overloaded(d):
-                return d
+            cached = e.dests[0]
+            if cached.available and cached.weight > 0 and not self.overloaded(cached):
+                return cached
         d = _weighted_least(self.svc.dests, "wlc")
         if d is None:
             return None

@@ -2,20 +2,17 @@
 
 It does what ``Director.apply_config`` promises (validate the whole config, then diff it into
 the engine, keeping what did not change) without TUN devices or routes, so the API can be
-tested unprivileged against real counters and real health verdicts.  Also: a fixture that runs
-the API on a Unix socket in a temp dir, and the smallest config to start from.
+tested unprivileged against real counters and real health verdicts.  Also: the smallest config
+to start from, and the type of the ``running_api`` fixture (in ``tests/unit/conftest.py``) that
+starts the API in front of a :class:`MiniDirector`.
 """
 
 from __future__ import annotations
 
-import asyncio
 import dataclasses
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Awaitable, Callable
 from ipaddress import IPv4Address
-from pathlib import Path
-from typing import Any
-
-import pytest
+from typing import Any, TypedDict
 
 from pylvs import config as config_mod
 from pylvs import model
@@ -23,7 +20,7 @@ from pylvs.api.server import ApiServer
 from pylvs.engine import Engine
 from pylvs.health import HealthManager, ServerEvent
 
-__all__ = ["MiniDirector", "base_config", "replace_api", "running_api", "service"]
+__all__ = ["ApiStarter", "MiniDirector", "base_config", "replace_api", "service"]
 
 
 def base_config(socket_path: str, services: tuple[model.VirtualServerConfig, ...] = (),
@@ -46,6 +43,13 @@ def service(vip: str, *servers: str, check: str = "none", **kw: Any) -> model.Vi
     return model.VirtualServerConfig(
         address=ep(vip), check=check_cfg,
         real_servers=tuple(model.RealServerConfig(address=ep(s)) for s in servers), **kw)
+
+
+class _ServiceOptions(TypedDict):
+    scheduler: str
+    persistence: int
+    netmask: str
+    flags: tuple[str, ...]
 
 
 class MiniDirector:
@@ -102,8 +106,8 @@ class MiniDirector:
             for skey in [k for k in self._srv_keys if k[:2] == key]:
                 del self._srv_keys[skey]
         for key, vs in new_vs.items():
-            opts = dict(scheduler=vs.scheduler, persistence=vs.persistence,
-                        netmask=str(vs.netmask), flags=vs.flags)
+            opts = _ServiceOptions(scheduler=vs.scheduler, persistence=vs.persistence,
+                                   netmask=str(vs.netmask), flags=vs.flags)
             if key not in self._svc_keys:
                 self._svc_keys[key] = self.engine.add_service(
                     vs.protocol, str(vs.address.address), vs.address.port, **opts)
@@ -129,8 +133,8 @@ class MiniDirector:
     def _on_health(self, event: Any) -> None:
         if not isinstance(event, ServerEvent):
             return
-        proto, vip, port = event.service
-        key = (proto, model.Endpoint(vip, port), event.endpoint)
+        svc = event.service
+        key = (svc.protocol, model.Endpoint(IPv4Address(svc.address), svc.port), event.endpoint)
         if event.in_pool:
             self._down.discard(key)
         else:
@@ -143,26 +147,8 @@ class MiniDirector:
                                     lower_threshold=rs.lower_threshold)
 
 
-@pytest.fixture
-async def running_api(
-    tmp_path: Path,
-) -> AsyncIterator[Callable[[model.Config], Any]]:
-    """Start (MiniDirector, ApiServer) pairs for configs; everything is stopped afterwards."""
-    started: list[tuple[MiniDirector, ApiServer]] = []
-
-    async def start(cfg: model.Config) -> tuple[MiniDirector, ApiServer]:
-        director = MiniDirector(cfg)
-        await director.start()
-        server = ApiServer(director)
-        await server.start()
-        started.append((director, server))
-        return director, server
-
-    yield start
-    for director, server in reversed(started):
-        await server.stop()
-        await director.stop()
-    await asyncio.sleep(0)
+ApiStarter = Callable[[model.Config], Awaitable[tuple[MiniDirector, ApiServer]]]
+"""What the ``running_api`` fixture yields: start a director and its API for a config."""
 
 
 def replace_api(cfg: model.Config, **kw: Any) -> model.Config:

@@ -25,8 +25,8 @@ import ipaddress
 from dataclasses import dataclass, field, replace
 from typing import Literal
 
-from .helpers_packets import ICMP_ERROR_TYPES, Pkt
-from .sched_model import clear_overload_on_unbind
+from tests.support.packets import ICMP_ERROR_TYPES, Pkt
+from tests.support.sched_model import clear_overload_on_unbind
 
 __all__ = [
     "ACTIVE_STATES",

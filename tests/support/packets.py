@@ -2,8 +2,9 @@
 
 A test describes a packet once, as a :class:`Pkt`, and from it gets both the wire bytes (built by
 scapy, so every checksum is scapy's own computation) and the input of the reference model in
-``engine_model.py``.  The model answers with the *expected* output as another :class:`Pkt`;
-:func:`expected_bytes` turns that back into bytes for an exact comparison with the engine.
+``tests.support.engine_model``.  The model answers with the *expected* output as another
+:class:`Pkt`; :func:`expected_bytes` turns that back into bytes for an exact comparison with the
+engine.
 """
 
 from __future__ import annotations
