@@ -1,7 +1,7 @@
 /*
  * _sched.c — the list-walking IPVS schedulers (rr wrr lc wlc sed nq fo ovf twos) and the
  * registry.  The table schedulers live in _sched_hash.c (dh sh mh) and _sched_lblc.c
- * (lblc lblcr).  Semantics follow the kernel's ip_vs_*.c (reference ipvs.md §1).
+ * (lblc lblcr).  Semantics follow the kernel's ip_vs_*.c (docs/ipvs.md#schedulers).
  *
  * Every scheduler walks svc->destinations in list order, which is the kernel's order: the most
  * recently added dest first.  "Eligible" means weight > 0 and OVERLOAD clear, unless a

@@ -1,6 +1,6 @@
 /*
  * _sched_lblc.c — locality-based least-connection schedulers, keyed by the packet's
- * destination address (ip_vs_lblc.c, ip_vs_lblcr.c; reference ipvs.md §1.2, §1.3).
+ * destination address (ip_vs_lblc.c, ip_vs_lblcr.c; docs/ipvs.md#lblc, #lblcr).
  *
  * lblc caches daddr -> dest; lblcr caches daddr -> a set of dests that grows when its best
  * member is overloaded and sheds its most loaded member once the set has not changed for

@@ -5,7 +5,8 @@
  * ip_vs_conn.c do: new dests are linked at the list head, del_dest runs before the unlink, a
  * removed dest goes to a trash and is revived by re-adding the same address:port, last_weight
  * keeps the latest non-zero weight, and connection bind/unbind maintain the active/inactive
- * counters and the OVERLOAD flag from the -x/-y thresholds (reference ipvs.md §2.5, §4).
+ * counters and the OVERLOAD flag from the -x/-y thresholds (docs/ipvs.md#active-and-inactive,
+ * #real-servers).
  * Dests are named by small integer ids so Python never holds a pointer.
  */
 #include <stdlib.h>

@@ -4,7 +4,8 @@ Packets go in as bytes together with the current time; rewritten packets (or ``N
 drop) come out.  Nothing here reads a clock, a socket or a file, and nothing returns cdata
 (except :meth:`Engine._c_handle`, which exists only for the C dataplane).
 
-Behaviour follows Linux IPVS in NAT mode (``shared/reference/ipvs.md`` §2 to §6); the table of
+Behaviour follows Linux IPVS in NAT mode (``docs/ipvs.md``, #connection-table to #sync); the table
+of
 what happens to malformed or foreign input is at the top of ``core/packet.c``.  Every number
 shared with C (option ids, flag bits, verdicts, error texts, state names) is read from the
 compiled module, never retyped here.
@@ -30,7 +31,8 @@ version 1 (no message header; the HA layer adds its own).  All fields are big-en
      28    4 vaddr      virtual address
      32    4 daddr      real-server address
 
-A record is produced as IPVS's master does (§6, ``ip_vs_sync_conn``): on each incoming packet
+A record is produced as IPVS's master does (docs/ipvs.md#sync, ``ip_vs_sync_conn``): on each
+incoming packet
 of a conn, for TCP only in ESTABLISHED, FIN_WAIT, CLOSE, CLOSE_WAIT and TIME_WAIT, at once on a
 change to one of those other than ESTABLISHED, otherwise when the conn's incoming packet count
 ``pkts % sync_period == sync_threshold`` (``pkts == sync_threshold`` with a period of 0).  The

@@ -1,6 +1,6 @@
 """Network configuration of the director host, through pyroute2: idempotent apply and remove.
 
-What the TUN packet path needs (DESIGN.md "The packet path"):
+What the TUN packet path needs (docs/design.md#the-packet-path):
 
 * the TUN device up, with a long transmit queue (the kernel -> pylvs queue; 500 drops bursts)
   and no qdisc in front of it;

@@ -77,7 +77,7 @@ def test_burst_of_short_connections_with_port_reuse(srv: Srv) -> None:
                          ids=["offload", "offload-port-translation", "plain"])
 def test_bulk_transfer_checked_end_to_end(srv: Srv, offload: bool, port: int) -> None:
     # Port translation on GSO super-packets with partial checksums: the port changes, the
-    # pseudo-header sum in the checksum field must not (performance.md §6).
+    # pseudo-header sum in the checksum field must not (docs/performance.md#checksums).
     toml = srv.config(ServiceSpec(port=port, scheduler="rr", real_port=80))
     if not offload:
         toml = toml.replace('dataplane = "tun"', 'dataplane = "tun"\noffload = false')

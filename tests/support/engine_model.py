@@ -1,20 +1,21 @@
-"""A small pure-Python reference model of the IPVS NAT engine, written from ipvs.md §2 to §5.
+"""A small pure-Python reference model of the IPVS NAT engine, written from docs/ipvs.md.
 
 It is deliberately slow and plain: one dict per lookup direction, lists for dest order, no
 timers (``expire`` scans everything).  The property tests drive it and the real C engine with
 the same operations and compare what comes out.  Every rule cites the section of
-``shared/reference/ipvs.md`` it comes from.
+``docs/ipvs.md`` it comes from.
 
 Choices where the reference leaves room:
 * Kernel defaults unless a test asks otherwise: ``conn_reuse_mode = 1`` without conntrack (a
   SYN that finds a TIME_WAIT conn without a template expires it and is scheduled afresh,
-  §2.6 step 2), ``expire_nodest_conn = 0`` and ``expire_quiescent_template = 0`` (all three
+  #new-connections step 2), ``expire_nodest_conn = 0`` and ``expire_quiescent_template = 0`` (all
+  three
   are constructor options), ``nat_icmp_send = 0``, ``schedule_icmp = 0``, ``sloppy_tcp = 0``,
   no ``secure_tcp``.
 * A conn is expired when ``now >= expires`` (the kernel timer fires at its deadline).
 * Where the kernel would hand a packet to the director's own stack, pylvs drops and counts it
   (see :meth:`Model.process`); the counter names are the engine's (``_nat.c``).
-* Where the kernel source is more precise than ipvs.md, the source wins and the code says
+* Where the kernel source is more precise than docs/ipvs.md, the source wins and the code says
   where (template timeout after a delayed expiry, neutralised template ports, ICMP errors
   never answered by ICMP errors).
 """
@@ -41,14 +42,14 @@ __all__ = [
     "tcp_transition",
 ]
 
-# ---- TCP state table (§2.4) -----------------------------------------------------------------
+# ---- TCP state table (#tcp-states) ---------------------------------------------------------------
 
 STATES = ("NONE", "ESTABLISHED", "SYN_SENT", "SYN_RECV", "FIN_WAIT", "TIME_WAIT", "CLOSE",
           "CLOSE_WAIT", "LAST_ACK", "LISTEN", "SYNACK")
 _ABBR = dict(zip(("NO", "ES", "SS", "SR", "FW", "TW", "CL", "CW", "LA", "LI", "SA"), STATES,
                  strict=True))
 
-# Rows copied from the modern table in ipvs.md §2.4; columns in STATES order.
+# Rows copied from the modern table in docs/ipvs.md#tcp-states; columns in STATES order.
 _TABLE_TEXT = {
     ("in", "syn"): "SR ES ES SR SR SR SR SR SR SR SR",
     ("in", "fin"): "CL CW SS TW TW TW CL CW LA LI TW",
@@ -64,16 +65,16 @@ _TABLE = {
     for key, row in _TABLE_TEXT.items()
 }
 
-# Default per-state timeouts (§2.4, tcp_timeouts); "--set tcp tcpfin" rewrite two cells.
+# Default per-state timeouts (#tcp-states, tcp_timeouts); "--set tcp tcpfin" rewrite two cells.
 TCP_TIMEOUTS = {
     "NONE": 2, "ESTABLISHED": 900, "SYN_SENT": 120, "SYN_RECV": 60, "FIN_WAIT": 120,
     "TIME_WAIT": 120, "CLOSE": 10, "CLOSE_WAIT": 60, "LAST_ACK": 30, "LISTEN": 120, "SYNACK": 120,
 }
-# Modern kernels' tcp_state_active_table (§2.4).
+# Modern kernels' tcp_state_active_table (#tcp-states).
 ACTIVE_STATES = frozenset({"ESTABLISHED", "SYN_SENT", "SYN_RECV", "SYNACK"})
 UDP_STATE = "UDP"
 TEMPLATE_STATE = "NONE"
-TEMPLATE_REARM = 60  # §2.8: a template that still controls conns is re-armed 60 s at a time
+TEMPLATE_REARM = 60  # #expiry: a template that still controls conns is re-armed 60 s at a time
 
 
 def tcp_transition(state: str, direction: Literal["in", "out"], flags: str) -> str:
@@ -89,7 +90,7 @@ def tcp_transition(state: str, direction: Literal["in", "out"], flags: str) -> s
 
 @dataclass(slots=True)
 class Stats:
-    """The IPVS counters (§5); bytes are IP total lengths."""
+    """The IPVS counters (#statistics); bytes are IP total lengths."""
 
     conns: int = 0
     inpkts: int = 0
@@ -104,7 +105,7 @@ class Stats:
 
 @dataclass(slots=True)
 class Estimator:
-    """ip_vs_est.c in the kernel's fixed point (§5): every 2 s, avg += (sample - avg) / 4,
+    """ip_vs_est.c in the kernel's fixed point (#statistics): every 2 s, avg += (sample - avg) / 4,
     with pps/cps samples scaled by 2^10 (delta << 9 over 2 s) and byte rates by 2^5."""
 
     last: tuple[int, int, int, int, int] = (0, 0, 0, 0, 0)
@@ -150,7 +151,7 @@ class Dest:
 
     @property
     def overhead(self) -> int:
-        """ip_vs_dest_conn_overhead: active * 256 + inactive (§1)."""
+        """ip_vs_dest_conn_overhead: active * 256 + inactive (#schedulers)."""
         return self.active * 256 + self.inactive
 
 
@@ -184,7 +185,7 @@ class Conn:
     svc: Service
     state: str
     expires: float
-    inactive: bool = True  # conns bind as INACTIVE (§2.5)
+    inactive: bool = True  # conns bind as INACTIVE (#active-and-inactive)
     template: bool = False
     control: Conn | None = None
     n_control: int = 0
@@ -202,7 +203,7 @@ class Verdict:
 
     ``forward``: emit ``packet`` (the rewritten input; TTL policy is the caller's); ``pass``:
     emit the input unchanged; ``drop``: emit nothing, counted under ``reason``;
-    ``icmp_unreach``: emit an ICMP port unreachable to the sender (§2.6 step 5);
+    ``icmp_unreach``: emit an ICMP port unreachable to the sender (#new-connections step 5);
     ``time_exceeded``: the packet dies at TTL <= 1 (IPVS answers ICMP time exceeded).
     """
 
@@ -225,7 +226,8 @@ class Model:
         # pylvs bounds the table (entries and templates); a failed allocation behaves like
         # the kernel's ip_vs_conn_new() returning NULL: after scheduling, packet dropped.
         self.max_connections = max_connections
-        self.expire_nodest_conn = expire_nodest_conn  # sysctls of the same names (§4, §2.6)
+        self.expire_nodest_conn = expire_nodest_conn  # sysctls of the same names (#real-servers,
+        # #new-connections)
         self.expire_quiescent_template = expire_quiescent_template
         self.conn_reuse_mode = conn_reuse_mode
         self.tcp_timeouts = dict(TCP_TIMEOUTS, ESTABLISHED=tcp, FIN_WAIT=tcpfin)
@@ -241,10 +243,10 @@ class Model:
         self.total = Stats()
         self.drops: dict[str, int] = {}
 
-    # ---- configuration (§4) ----
+    # ---- configuration (#real-servers) ----
 
     def set_timeouts(self, tcp: int = 0, tcpfin: int = 0, udp: int = 0) -> None:
-        """ipvsadm --set: three cells; 0 keeps the current value (§2.4)."""
+        """ipvsadm --set: three cells; 0 keeps the current value (#tcp-states)."""
         if tcp:
             self.tcp_timeouts["ESTABLISHED"] = tcp
         if tcpfin:
@@ -278,7 +280,8 @@ class Model:
 
     def add_server(self, svc: Service, addr: str, port: int, weight: int = 1,
                    upper_threshold: int = 0, lower_threshold: int = 0) -> Dest:
-        """-a: new dests go to the list head; a dest still in the trash is revived (§4)."""
+        """-a: new dests go to the list head; a dest still in the trash is revived
+        (#real-servers)."""
         d = self.trash.pop((svc.proto, svc.addr, svc.port, addr, port), None)
         if d is None:
             d = Dest(addr, port, weight)
@@ -306,7 +309,8 @@ class Model:
         d.weight, d.u_threshold, d.l_threshold = weight, upper, lower
 
     def remove_server(self, svc: Service, d: Dest) -> None:
-        """-d: unlink, clear AVAILABLE, keep in the trash while conns reference it (§4)."""
+        """-d: unlink, clear AVAILABLE, keep in the trash while conns reference it
+        (#real-servers)."""
         if svc.rr_last is d:
             # ip_vs_rr_del_dest: the cursor moves to the previous entry (or the head).
             i = svc.dests.index(d)
@@ -317,7 +321,8 @@ class Model:
             self.trash[(svc.proto, svc.addr, svc.port, d.addr, d.port)] = d
 
     def zero_stats(self, svc: Service | None = None) -> None:
-        """-Z: one service and its listed dests, or every service, dest and the totals (§5).
+        """-Z: one service and its listed dests, or every service, dest and the totals
+        (#statistics).
 
         The kernel keeps a baseline and shows differences; counters only grow, so clearing
         them reads the same.  Dests in the trash are not listed and keep their counters.
@@ -329,7 +334,7 @@ class Model:
         if svc is None:
             self.total = Stats()
 
-    # ---- schedulers (§1) ----
+    # ---- schedulers (#schedulers) ----
 
     @staticmethod
     def _eligible(d: Dest) -> bool:
@@ -359,7 +364,7 @@ class Model:
             return least
         raise NotImplementedError(svc.scheduler)
 
-    # ---- connection table (§2.1, §2.2) ----
+    # ---- connection table (#connection-table, #lookups) ----
 
     @staticmethod
     def _in_key(proto: str, caddr: str, cport: int, vaddr: str, vport: int) -> tuple[object, ...]:
@@ -370,7 +375,7 @@ class Model:
         return (proto, caddr, cport, daddr, dport)
 
     def _bind(self, c: Conn) -> None:
-        """ip_vs_bind_dest: count the conn, then the upper-threshold check (§4)."""
+        """ip_vs_bind_dest: count the conn, then the upper-threshold check (#real-servers)."""
         d = c.dest
         d.refcnt += 1
         if c.template:
@@ -383,7 +388,7 @@ class Model:
             d.overload = True
 
     def _unbind(self, c: Conn) -> None:
-        """ip_vs_unbind_dest: uncount, then the lower-threshold rule (§4)."""
+        """ip_vs_unbind_dest: uncount, then the lower-threshold rule (#real-servers)."""
         d = c.dest
         if c.template:
             d.persist -= 1
@@ -438,7 +443,8 @@ class Model:
         return self.tcp_timeouts[c.state]
 
     def _set_state(self, c: Conn, state: str) -> None:
-        """Move the conn and its dest's active/inactive counts across the boundary (§2.5)."""
+        """Move the conn and its dest's active/inactive counts across the boundary
+        (#active-and-inactive)."""
         if state != c.state:
             now_active = state in ACTIVE_STATES
             if c.inactive and now_active:
@@ -452,7 +458,7 @@ class Model:
         c.state = state
 
     def expire(self, now: float) -> int:
-        """Fire every due timer; returns how many entries were freed (§2.8)."""
+        """Fire every due timer; returns how many entries were freed (#expiry)."""
         freed = 0
         # Plain conns first so that a template due at the same instant sees n_control drop.
         for c in sorted(self.all_conns, key=lambda c: (c.template, c.expires)):
@@ -472,7 +478,7 @@ class Model:
         """ip_vs_conn_expire_now, as used by conn reuse: the entry goes at once."""
         self._free(c)
 
-    # ---- packets (§2.3, §2.6, §2.7) ----
+    # ---- packets (#nat-rewriting, #new-connections, #icmp) ----
 
     def _drop(self, reason: str, direction: Literal["in", "out", ""] = "") -> Verdict:
         self.drops[reason] = self.drops.get(reason, 0) + 1
@@ -488,7 +494,7 @@ class Model:
             st.outbytes += nbytes
 
     def _count_stats(self, c: Conn, direction: str, nbytes: int) -> None:
-        # ip_vs_in_stats/ip_vs_out_stats count only while the dest is AVAILABLE (§5).
+        # ip_vs_in_stats/ip_vs_out_stats count only while the dest is AVAILABLE (#statistics).
         if not c.dest.available or c.dest.svc is None:
             return
         for st in (c.dest.stats, c.dest.svc.stats, self.total):
@@ -507,7 +513,7 @@ class Model:
         it would loop (the engine's documented choice, _nat.c).  For the same reason an address
         is a VIP only while a service uses it: once the last service of a VIP is gone (and its
         route with it), packets to it are not the engine's, even for conns still in the table.
-        In the kernel the address stays local and IPVS would drop them (§2.6 step 6).
+        In the kernel the address stays local and IPVS would drop them (#new-connections step 6).
         """
         if p.proto == "icmp":
             return self._icmp(p, length)
@@ -517,7 +523,7 @@ class Model:
         c = self.by_out.get(self._out_key(p.proto, p.dst, p.dport, p.src, p.sport))
         if c is not None:
             return self._outbound(p, length, now, c)
-        return self._pass()  # §2.6: neither for a VIP nor a reply of a conn
+        return self._pass()  # #new-connections: neither for a VIP nor a reply of a conn
 
     def _pass(self) -> Verdict:
         self.drops["not_ours"] = self.drops.get("not_ours", 0) + 1
@@ -525,7 +531,7 @@ class Model:
 
     def _transmit_in(self, c: Conn, p: Pkt, out: Pkt) -> Verdict:
         """ip_vs_nat_xmit: the TTL is decremented; at TTL <= 1 the packet dies with an ICMP
-        time exceeded, after the conn, its stats and its state were updated (§2.3)."""
+        time exceeded, after the conn, its stats and its state were updated (#nat-rewriting)."""
         if p.ttl <= 1:
             if p.proto == "icmp":
                 # icmp_send never answers an ICMP error with another (RFC 1122 3.2.2)
@@ -536,7 +542,8 @@ class Model:
 
     def _inbound(self, p: Pkt, length: int, now: float, c: Conn | None) -> Verdict:
         syn = p.proto == "tcp" and "S" in p.flags
-        # §2.6 step 2 (is_new_conn tests only the SYN bit): a SYN on a TIME_WAIT or CLOSE conn
+        # #new-connections step 2 (is_new_conn tests only the SYN bit): a SYN on a TIME_WAIT or
+        # CLOSE conn
         # without a template (the kernel's is_new_conn_expected), or on a conn of a quiesced
         # dest under expire_nodest_conn, starts afresh.
         if c is not None and syn and self.conn_reuse_mode and (
@@ -546,13 +553,15 @@ class Model:
             self._expire_now(c)
             c = None
         if c is None:
-            # ip_vs_service_find: the exact port first, then the VIP's port-zero service (§3)
+            # ip_vs_service_find: the exact port first, then the VIP's port-zero service
+            # (#new-connections, service lookup)
             svc = self.services.get((p.proto, p.dst, p.dport)) or self.services.get(
                 (p.proto, p.dst, 0))
             if svc is None or (svc.port == 0 and not svc.persistence):
                 return self._drop("no_service", "in")
             if p.proto == "tcp" and (not syn or "R" in p.flags):
-                return self._drop("tcp_no_syn", "in")  # §2.6 step 3: nothing is forwarded
+                return self._drop("tcp_no_syn", "in")  # #new-connections step 3: nothing is
+                # forwarded
             got = self._schedule_conn(svc, p, now)
             if got == "full":
                 return self._drop("table_full", "in")
@@ -563,14 +572,15 @@ class Model:
         elif not c.dest.available:
             if self.expire_nodest_conn:
                 self._expire_now(c)
-            return self._drop("dest_unavailable", "in")  # §2.6 step 6
+            return self._drop("dest_unavailable", "in")  # #new-connections step 6
         self._handled(c, "in", p, length, now)
-        # A UDP checksum of 0 is fully computed on the way through (§2.3).
+        # A UDP checksum of 0 is fully computed on the way through (#nat-rewriting).
         out = replace(p, dst=c.daddr, dport=c.dport, udp_csum_zero=False)
         return self._transmit_in(c, p, out)
 
     def _schedule_conn(self, svc: Service, p: Pkt, now: float) -> Conn | Literal["full"] | None:
-        """ip_vs_schedule / ip_vs_sched_persist (§3); "full" when an entry cannot be had."""
+        """ip_vs_schedule / ip_vs_sched_persist (#persistence); "full" when an entry cannot be
+        had."""
         if svc.persistence:
             mask = int(ipaddress.IPv4Address(svc.netmask))
             snet = str(ipaddress.IPv4Address(int(ipaddress.IPv4Address(p.src)) & mask))
@@ -598,7 +608,7 @@ class Model:
                 t.tmpl_timeout = svc.persistence
                 self.templates[tkey] = t
             # The conn goes to the dest port only when the packet hit the service port and
-            # the dest has one; otherwise the packet's port is kept (§3 step 5).
+            # the dest has one; otherwise the packet's port is kept (#persistence step 5).
             dport = t.dest.port if exact and t.dest.port else p.dport
             c = self._new_conn(svc, t.dest, p.src, p.sport, p.dport, dport, now)
             self._rearm(t, now)  # ip_vs_conn_put(template): its whole timeout again
@@ -629,13 +639,14 @@ class Model:
         self._rearm(c, now)
 
     def _outbound(self, p: Pkt, length: int, now: float, c: Conn) -> Verdict:
-        """Reply from the real server: SNAT back to VIP:vport, state OUTPUT (§2.2, §2.3)."""
+        """Reply from the real server: SNAT back to VIP:vport, state OUTPUT (#lookups,
+        #nat-rewriting)."""
         self._handled(c, "out", p, length, now)
         out = replace(p, src=c.vaddr, sport=c.vport, udp_csum_zero=False)
         return Verdict("forward", out, direction="out")
 
     def _icmp(self, p: Pkt, length: int) -> Verdict:
-        """ICMP errors quoting a conn are translated both ways; timers untouched (§2.7)."""
+        """ICMP errors quoting a conn are translated both ways; timers untouched (#icmp)."""
         q = p.inner
         error = p.icmp_type in ICMP_ERROR_TYPES and q is not None and q.proto != "icmp"
         to_vip = p.dst in self.vips()

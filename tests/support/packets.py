@@ -45,7 +45,8 @@ VIP = "198.18.0.100"
 CLIENT_NET = "198.18.0."
 RS_NET = "198.19.0."
 
-# ICMP types IPVS relates to a connection (ipvs.md §2.7): unreachable, source quench, time exceeded.
+# ICMP types IPVS relates to a connection (docs/ipvs.md#icmp): unreachable, source quench, time
+# exceeded.
 ICMP_ERROR_TYPES = (3, 4, 11)
 
 

@@ -1,7 +1,8 @@
 """Reference models of the IPVS schedulers, written from the kernel's rules.
 
 Sources: the kernel's ``net/netfilter/ipvs/ip_vs_*.c`` as summarised in
-``shared/reference/ipvs.md`` §1, §2.5 and §4.  This module never looks at pylvs's C code; the
+``docs/ipvs.md`` #schedulers, #active-and-inactive and #real-servers.  This module never looks at
+pylvs's C code; the
 property tests drive both with the same operations and compare every choice.
 
 A :class:`Service` plays the kernel's control path as well (``ip_vs_ctl.c``): a new dest goes
@@ -241,7 +242,8 @@ class ThresholdDest(Protocol):
 
 
 def clear_overload_on_unbind(d: ThresholdDest) -> None:
-    """ip_vs_unbind_dest's rule (§4): OVERLOAD clears below -y when set, else below 3/4 of
+    """ip_vs_unbind_dest's rule (docs/ipvs.md#real-servers): OVERLOAD clears below -y when set, else
+    below 3/4 of
     -x when that is set, else at once."""
     total = d.active + d.inactive
     if d.l_threshold:

@@ -1,4 +1,5 @@
-"""Persistence templates, quiescing and dest-removal options, checked against ipvs.md §3, §4."""
+"""Persistence templates, quiescing and dest-removal options, checked against
+docs/ipvs.md#persistence and #real-servers."""
 
 from __future__ import annotations
 

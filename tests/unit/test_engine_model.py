@@ -87,7 +87,7 @@ def dest_endpoint(slot: int, j: int) -> tuple[str, int]:
     return f"198.19.0.{11 + 10 * slot + j}", 0 if slot == 3 and j == 0 else 8000 + j
 
 
-# ---- model self-checks: the table and life cycles quoted in ipvs.md §2.4 ----------------------
+# ---- model self-checks: the table and life cycles quoted in docs/ipvs.md#tcp-states --------------
 
 
 def test_model_nat_life_cycle_client_closes() -> None:
@@ -345,7 +345,8 @@ class EngineVsModel(RuleBasedStateMachine):
     @rule(slot=SLOT, j=st.integers(0, DESTS_PER_SLOT - 1),
           client=st.sampled_from(CLIENTS), cport=st.sampled_from(CPORTS))
     def stray_reply(self, slot: int, j: int, client: str, cport: int) -> None:
-        """A real-server packet that may match no conn: it must pass untouched (§2.6)."""
+        """A real-server packet that may match no conn: it must pass untouched
+        (docs/ipvs.md#new-connections)."""
         proto = SERVICE_SLOTS[slot][0]
         addr, port = dest_endpoint(slot, j)
         if proto == "tcp":
@@ -472,7 +473,7 @@ def test_model_every_flag_set_has_a_row(flags: str) -> None:
         "CLOSE", "CLOSE_WAIT", "FIN_WAIT", "TIME_WAIT", "LAST_ACK"}
 
 
-# ---- rate estimation (ipvs.md §5) --------------------------------------------------------------
+# ---- rate estimation (docs/ipvs.md#statistics) ---------------------------------------------------
 
 
 @settings(max_examples=25, deadline=None)
@@ -540,7 +541,7 @@ def test_memory_per_connection_within_budget() -> None:
 @pytest.mark.parametrize("how", ["removed", "quiesced"])
 def test_neutralised_template_as_ip_vs_check_template(how: str) -> None:
     """An invalid template stops matching, shows ports 0xffff and lives out its timer; the
-    scheduler picks again and a fresh template is made (ipvs.md §3 step 3)."""
+    scheduler picks again and a fresh template is made (docs/ipvs.md#persistence step 3)."""
     opts = {"expire_quiescent_template": how == "quiesced"}
     m = Model(**opts)
     view = EngineView(engine_or_skip(max_connections=64, **opts))

@@ -2,8 +2,8 @@
 
 The expected packet is always built from scratch by scapy (fresh IP, TCP, UDP and ICMP
 checksums), so an incremental-update bug in the engine shows up as a byte difference.
-References: ipvs.md §2.3 (NAT rewriting, UDP checksum 0), §2.6 (ICMP port unreachable), §2.7
-(ICMP errors, inner header), performance.md §6 (RFC 1624, ±0).
+References: docs/ipvs.md#nat-rewriting (UDP checksum 0), #new-connections (ICMP port unreachable),
+#icmp (ICMP errors, inner header); docs/performance.md#checksums (RFC 1624, ±0).
 """
 
 from __future__ import annotations
@@ -118,7 +118,8 @@ def test_ip_options_are_kept_and_skipped(rig: Rig, options: bytes) -> None:
        zero_out=st.booleans(), ttl=st.integers(2, 255))
 def test_udp_both_directions(cport: int, payload: bytes, zero_in: bool, zero_out: bool,
                              ttl: int) -> None:
-    """A UDP checksum of 0 comes out fully computed, as ip_vs_proto_udp.c does (§2.3)."""
+    """A UDP checksum of 0 comes out fully computed, as ip_vs_proto_udp.c does
+    (docs/ipvs.md#nat-rewriting)."""
     r = Rig()
     d_in = udp(CLIENT, cport, VIP, 53, payload=payload, ttl=ttl, udp_csum_zero=zero_in)
     r.expect_rewrite(d_in, replace(to_rs(d_in, RS_UDP), udp_csum_zero=False), "in")
@@ -138,7 +139,7 @@ def payload_for_zero_sum(rewritten: Pkt) -> bytes:
 
 @pytest.mark.parametrize("direction", ["in", "out"])
 def test_tcp_checksum_zero_boundary(rig: Rig, direction: str) -> None:
-    """RFC 1624 eqn 3 gives 0x0000 where RFC 1141 gives 0xFFFF (performance.md §6)."""
+    """RFC 1624 eqn 3 gives 0x0000 where RFC 1141 gives 0xFFFF (docs/performance.md#checksums)."""
     rig.open_tcp(5555)
     if direction == "in":
         p = tcp(CLIENT, 5555, VIP, 80, "PA")
@@ -178,7 +179,8 @@ def pseudo_sum(pkt: bytes) -> int:
 @pytest.mark.parametrize("direction", ["in", "out"])
 def test_partial_checksum_gets_the_pseudo_header_update_only(rig: Rig, proto: str,
                                                              direction: str) -> None:
-    """performance.md §6: under CHECKSUM_PARTIAL the L4 field holds the pseudo-header sum; an
+    """docs/performance.md#checksums: under CHECKSUM_PARTIAL the L4 field holds the pseudo-header
+    sum; an
     address change updates it without the outer complement and a port change not at all, so
     the device that completes the checksum later ends up with a correct one."""
     from pylvs.engine import META_CSUM_PARTIAL
@@ -211,7 +213,7 @@ def test_reply_without_conn_passes_untouched(rig: Rig) -> None:
         assert rig.process(data) == data
 
 
-# ---- ICMP errors quoting a connection (§2.7) -----------------------------------------------
+# ---- ICMP errors quoting a connection (docs/ipvs.md#icmp) ----------------------------------------
 
 
 @FAST
@@ -270,7 +272,7 @@ def check_icmp(r: Rig, err: Pkt, want: Pkt, direction: str) -> None:
 
 
 def test_icmp_error_with_bad_checksum_is_dropped(rig: Rig) -> None:
-    """ip_vs_in_icmp verifies the ICMP checksum and drops on failure (§2.7 step 3)."""
+    """ip_vs_in_icmp verifies the ICMP checksum and drops on failure (docs/ipvs.md#icmp step 3)."""
     rig.open_tcp(4242)
     err = bytearray(build(icmp_error(ROUTER, VIP, tcp(VIP, 80, CLIENT, 4242, "A"), 3, 1)))
     err[22] ^= 0x55
@@ -292,7 +294,7 @@ def test_icmp_not_about_a_conn(rig: Rig) -> None:
         assert rig.process(data) == data
 
 
-# ---- TTL (ipvs.md §2.3: decrement_ttl in ip_vs_xmit.c) --------------------------------------
+# ---- TTL (docs/ipvs.md#nat-rewriting: decrement_ttl in ip_vs_xmit.c) -----------------------------
 
 
 @pytest.mark.parametrize("ttl", [1, 0])
@@ -324,7 +326,7 @@ def test_replies_keep_their_ttl(rig: Rig) -> None:
         rig.expect_rewrite(p, from_vip(p, 80), "out")
 
 
-# ---- no destination: ICMP port unreachable (§2.6 step 5) ------------------------------------
+# ---- no destination: ICMP port unreachable (docs/ipvs.md#new-connections step 5) -----------------
 
 
 @pytest.mark.parametrize("proto", ["tcp", "udp"])
@@ -340,7 +342,7 @@ def test_no_dest_answers_port_unreachable(proto: str) -> None:
     assert view.connections() == [], "no conn for a refused packet"
 
 
-# ---- counters: bytes are IP total lengths (§5) ----------------------------------------------
+# ---- counters: bytes are IP total lengths (docs/ipvs.md#statistics) ------------------------------
 
 
 def test_byte_and_packet_counters(rig: Rig) -> None:

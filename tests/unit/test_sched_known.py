@@ -1,6 +1,6 @@
 """Known scheduler sequences and properties, checked on the C schedulers (and the models).
 
-The expected values come from the kernel rules (reference ipvs.md §1), written out here by
+The expected values come from the kernel rules (docs/ipvs.md#schedulers), written out here by
 hand: the wrr cycles, the dh/sh bucket layouts, the lblc/lblcr rules, mh's minimal disruption.
 """
 

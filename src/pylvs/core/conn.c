@@ -1,7 +1,8 @@
 /*
  * conn.c — the connection table (ip_vs_conn.c): slab allocation, two hash tables (in and out
  * direction, so both lookups are O(1)), dest binding with the active/inactive counters and
- * thresholds, and a timer wheel for expiry (ipvs.md §2.1, §2.5, §2.8, §4).
+ * thresholds, and a timer wheel for expiry (docs/ipvs.md#connection-table,
+ * #active-and-inactive, #expiry, #real-servers).
  *
  * Timers are lazy: re-arming on a packet only moves `expires` forward; the entry stays in its
  * wheel slot and is moved when that slot comes up.  A shrinking deadline (e.g. ESTABLISHED ->

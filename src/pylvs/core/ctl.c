@@ -1,6 +1,6 @@
 /*
  * ctl.c — services and dests (ip_vs_ctl.c): add, edit and remove with the kernel's threshold
- * and scheduler-callback rules (ipvs.md §4), the service hash and the VIP set the packet path
+ * and scheduler-callback rules (docs/ipvs.md#real-servers), the service hash and the VIP set the packet path
  * looks up.  A removed dest goes to the trash in dest.c.
  */
 #include <stdlib.h>

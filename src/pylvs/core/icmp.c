@@ -1,6 +1,6 @@
 /*
  * icmp.c — ICMP: errors about a connection translated in both directions (ip_vs_in_icmp /
- * ip_vs_out_icmp with ip_vs_nat_icmp, ipvs.md §2.7) and the errors the engine generates
+ * ip_vs_out_icmp with ip_vs_nat_icmp, docs/ipvs.md#icmp) and the errors the engine generates
  * itself (port unreachable, time exceeded).
  */
 #include <string.h>

@@ -1,7 +1,7 @@
 /*
  * packet.c — packet entry (ip_vs_core.c): the batch loop the dataplane calls, parsing, the
  * connection lookup in either direction, and scheduling a new connection (with persistence)
- * (ipvs.md §2.2-§2.6, §3).  The TCP state machine is in proto_tcp.c, the NAT rewrite in
+ * (docs/ipvs.md#lookups to #new-connections, #persistence).  The TCP state machine is in proto_tcp.c, the NAT rewrite in
  * xmit.c, ICMP in icmp.c.
  *
  * What happens to every kind of input (counter names as in lvs_counter_names):
@@ -135,7 +135,8 @@ static int do_in(lvs_engine *e, pkt *k, uint32_t *plen, uint32_t cap, double now
     int syn = k->proto == LVS_PROTO_TCP && (k->th_flags & TH_SYN);
     if (c && syn && e->conn_reuse_mode) {
         /* conn_reuse_mode: a new SYN on a TIME_WAIT or CLOSE entry (or one whose dest is
-         * quiesced under expire_nodest_conn) is scheduled afresh (§2.6 step 2; CLOSE is in the
+         * quiesced under expire_nodest_conn) is scheduled afresh (docs/ipvs.md#new-connections
+         * step 2; CLOSE is in the
          * kernel's is_new_conn_expected since 4.x: after an RST the port is soon reused) */
         int resched = 0;
         if (e->expire_nodest_conn && c->dest && c->dest->weight == 0)

@@ -1,6 +1,6 @@
 /*
  * packet.h — what the packet files (packet.c, proto_tcp.c, xmit.c, icmp.c, sync.c) share: byte
- * access, RFC 1624 checksum arithmetic (performance.md §6), the parsed-packet view, the
+ * access, RFC 1624 checksum arithmetic (docs/performance.md#checksums), the parsed-packet view, the
  * per-direction counters and the functions each packet file offers the others.
  */
 #ifndef PYLVS_PACKET_H

@@ -4,7 +4,7 @@
  */
 #include "packet.h"
 
-/* ---- TCP state machine (ipvs.md §2.4, modern rows; columns NO ES SS SR FW TW CL CW LA LI SA).
+/* ---- TCP state machine (docs/ipvs.md#tcp-states; columns NO ES SS SR FW TW CL CW LA LI SA).
  * Rows: (direction offset 0 = INPUT, 4 = OUTPUT, 8 = INPUT-ONLY) + flag index
  * (0 syn, 1 fin, 2 ack, 3 rst). */
 enum { NO = LVS_TCP_S_NONE, ES = LVS_TCP_S_ESTABLISHED, SS = LVS_TCP_S_SYN_SENT,

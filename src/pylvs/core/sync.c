@@ -1,5 +1,5 @@
 /*
- * sync.c — connection synchronisation (ip_vs_sync.c, ipvs.md §6): when the master produces a
+ * sync.c — connection synchronisation (ip_vs_sync.c, docs/ipvs.md#sync): when the master produces a
  * record (ip_vs_sync_conn), the 36-byte record itself (IPVS sync v1 IPv4 entry, format in
  * engine.py), and installing records on a backup (ip_vs_proc_conn).  It uses the connection
  * table; the table reaches it only through the engine's tmpl_rearmed hook.

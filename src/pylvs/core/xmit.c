@@ -1,6 +1,6 @@
 /*
  * xmit.c — NAT transmit (ip_vs_nat_xmit): the TTL step, the address and port rewrite with
- * RFC 1624 incremental checksums (performance.md §6), and UDP's zero-checksum rule.
+ * RFC 1624 incremental checksums (docs/performance.md#checksums), and UDP's zero-checksum rule.
  */
 #include "packet.h"
 

@@ -8,7 +8,8 @@ writes the results back.  No Python runs per packet.
 
 With ``offload`` the device is opened with ``IFF_VNET_HDR`` and ``TUNSETOFFLOAD(TUN_F_CSUM |
 TUN_F_TSO4 | TUN_F_TSO6 | TUN_F_TSO_ECN)``: the kernel then hands over 64 KB TCP
-super-packets with partial checksums instead of segmenting them first (performance.md §4, §6).
+super-packets with partial checksums instead of segmenting them first
+(docs/performance.md#tun-offloads, #gso, #checksums).
 """
 
 from __future__ import annotations

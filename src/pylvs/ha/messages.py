@@ -22,7 +22,8 @@ Every datagram between the two directors (heartbeats and connection-sync batches
  54+n+m    32  HMAC-SHA256(secret, every byte before it)
 
 Why each guard exists (piranha's pulse sent a bare 4-byte magic, and VRRP dropped its password
-because a clear-text secret protects nothing; reference failover-health.md §1.2, §2.5):
+because a clear-text secret protects nothing; docs/failover-health.md#piranha-pulse,
+#heartbeat-authentication):
 
 * The HMAC covers every field, so nobody without the shared secret can forge a heartbeat, and
   the path byte is covered too, so a datagram captured on one network cannot be replayed on the

@@ -8,7 +8,8 @@ Each director runs one :class:`HaStateMachine`.  It never reads a clock or a soc
 carries out the returned actions (send a heartbeat, change role, re-announce).  Every call takes
 ``now``, a monotonic time in seconds.
 
-Roles follow VRRP (reference failover-health.md §2.4) with the fixes §4-§6 ask for:
+Roles follow VRRP (docs/failover-health.md#vrrp) with the fixes its #lessons and #design-takeaways
+ask for:
 
 * **INIT**: not started, or stopped.  ``start`` moves to BACKUP.
 * **BACKUP**: waits for the peer.  Both nodes send a heartbeat every ``interval`` on every path
@@ -32,14 +33,14 @@ Ranking: higher priority wins; on a tie the higher node id wins (the lower one s
   long enough for the connection table to be synced to us).  Without ``preempt`` a returning
   primary stays BACKUP: it hears the active peer within one interval, long before its own
   dead timer (a full dead time after start) could fire - the condition keepalived's users keep
-  tripping over with nopreempt (§4 row 3).
+  tripping over with nopreempt (#lessons row 3).
 * Cold start: two BACKUP nodes hear each other; the outranked one keeps re-arming its dead
   timer while the outranking standby is alive, so only the higher one takes over (piranha's
-  "both activate at once" flaw, §1.2).
+  "both activate at once" flaw, #piranha-pulse).
 * Split brain (both ACTIVE, e.g. after a partition heals): ranking decides regardless of
   ``preempt``.  The loser steps down; the winner re-announces (heartbeat now, gratuitous ARP
   burst and notify again) because the loser's ARP replies may have moved the neighbours' caches
-  (§4 row 1).  Re-announcements are spaced at least one dead time apart so a one-way partition
+  (#lessons row 1).  Re-announcements are spaced at least one dead time apart so a one-way partition
   cannot make us flood.  An ACTIVE node also re-announces when the peer is heard again after
   being silent on every path, because the peer may have served during the partition and
   stepped down before we ever heard it as ACTIVE.

@@ -1,6 +1,6 @@
 """Connection-table sync: the active node streams entries to the backup, which installs them.
 
-The engine decides *what* to sync, with IPVS-like thresholds (reference ipvs.md §6: a
+The engine decides *what* to sync, with IPVS-like thresholds (docs/ipvs.md#sync: a
 connection is recorded at its 3rd packet, then every 50th, and on every state change that
 matters, templates with their controlled connections), and hands out fixed-size binary records:
 ``Engine.sync_collect()`` drains what is pending, ``Engine.sync_full()`` returns every entry

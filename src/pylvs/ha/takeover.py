@@ -11,8 +11,9 @@ waiting):
    ARP entries to our MAC at once.
 3. A second burst ``garp_repeat_delay`` seconds later for neighbours that missed the first one
    (keepalived's garp_master_delay), then, if ``garp_refresh`` > 0, one GARP per address every
-   ``garp_refresh`` seconds for switches and routers that age entries out (failover-health.md
-   §4 row 2).  The frames go out of raw ``AF_PACKET`` sockets kept open (:class:`GarpSender`):
+   ``garp_refresh`` seconds for switches and routers that age entries out
+   (docs/failover-health.md#lessons
+   row 2).  The frames go out of raw ``AF_PACKET`` sockets kept open (:class:`GarpSender`):
    no scapy import and no socket set-up on the takeover path.
 4. The notify command, as ``notify <new-role> <old-role>``.
 

@@ -11,7 +11,8 @@ only with TTL 255 (RFC 5082, as VRRP): nothing routed from off-link gets in even
 HMAC check.  They are marked DSCP CS6 and socket priority 6 so that a busy dataplane on the same
 interface does not queue heartbeats behind bulk traffic.
 
-Late timers (failover-health.md §4 row 5): when the loop wakes late, heartbeats may already be
+Late timers (docs/failover-health.md#lessons row 5): when the loop wakes late, heartbeats may
+already be
 sitting in the socket buffers; uvloop runs timers before polling for I/O, so the timer callback
 first drains every socket and only then lets the state machine decide that the peer is dead.
 

@@ -308,7 +308,7 @@ class Topology:
         """Switch TSO, GSO and GRO on or off on every veth end of the topology (ethtool).
 
         With them off, every path pays per MSS-sized packet: the levelled comparison of the
-        benchmark method (reference/performance.md §7, pitfall 1).
+        benchmark method (docs/performance.md#pitfalls, pitfall 1).
         """
         state = "on" if enabled else "off"
         ends = [(h.ns, "eth0") for h in [*self.clients, *self.directors, *self.real_servers]]
