@@ -56,8 +56,9 @@ __all__ = [
 # public name -> the module that defines it, imported on first access
 _LAZY = {
     **dict.fromkeys(
-        ("ConnectionInfo", "Defense", "DefenseInfo", "Engine", "EngineStats", "Rates", "ServerInfo", "ServerKey",
-         "ServiceInfo", "Stats", "Timeouts", "Verdict", "scheduler_names"),
+        ("ConnectionInfo", "Defense", "DefenseInfo", "Engine", "EngineStats", "Rates",
+         "ServerInfo", "ServerKey", "ServiceInfo", "Stats", "Timeouts", "Verdict",
+         "scheduler_names"),
         "pylvs.engine",
     ),
     "ServiceKey": "pylvs.model",

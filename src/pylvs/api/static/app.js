@@ -76,6 +76,16 @@ function serviceSection(svc) {
       el("table", {}, el("thead", {}, head), el("tbody", {}, ...servers.map(serverRow)))));
 }
 
+const MODE_WORDS = ["off", "auto", "ENGAGED", "on"];
+
+function defenseText(dfn) {
+  if (!dfn) return "";
+  const modes = Object.entries(dfn.mode || {}).map(([k, v]) => `${k} ${MODE_WORDS[v] || v}`);
+  const sum = (o) => Object.values(o || {}).reduce((a, b) => a + b, 0);
+  return `${modes.join(", ")}; ${dfn.evict_embryonic ? "evict on" : "evict off"}; ` +
+    `entries dropped ${sum(dfn.entries_dropped)}, packets dropped ${sum(dfn.packets_dropped)}`;
+}
+
 function render(status) {
   const ha = status.ha || {};
   const eng = status.engine || {};
@@ -88,6 +98,7 @@ function render(status) {
   text("transitions", ha.transitions || 0);
   text("connections", eng.connections || 0);
   text("drops", Object.values(eng.drops || {}).reduce((a, b) => a + b, 0));
+  text("defense", defenseText(status.defense));
   const services = status.services || [];
   const main = document.getElementById("services");
   main.replaceChildren(...(services.length ? services.map(serviceSection)
