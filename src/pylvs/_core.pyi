@@ -165,6 +165,7 @@ class lvs_defense_info(CData):
     secure_tcp_active: int
     drop_rate: int
     free_slots: int
+    available: int
     embryonic: int
     drop_entry_conns: int
     drop_entry_templates: int

@@ -328,7 +328,8 @@ class Engine:
                              evict_embryonic=bool(c.evict_embryonic)),
             drop_entry_active=bool(out.drop_entry_active),
             secure_tcp_active=bool(out.secure_tcp_active), drop_rate=int(out.drop_rate),
-            free_slots=int(out.free_slots), embryonic=int(out.embryonic),
+            free_slots=int(out.free_slots), available=int(out.available),
+            embryonic=int(out.embryonic),
             entries_dropped=MappingProxyType({
                 "drop_entry": int(out.drop_entry_conns),
                 "drop_entry_template": int(out.drop_entry_templates),

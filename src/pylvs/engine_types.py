@@ -152,7 +152,8 @@ class Defense:
     ``drop_entry``, ``drop_packet`` and ``secure_tcp`` take 0 (off), 1 (automatic, idle),
     2 (automatic, engaged) or 3 (always on); the automatic modes move between 1 and 2 by
     themselves as the table fills and empties.  They engage when fewer than ``amemthresh``
-    table slots are free (the kernel counts free memory pages instead).  ``am_droprate`` is
+    entries are available to new connections: free table slots, plus the embryonic entries
+    eviction may take while it is on (the kernel counts free memory pages instead).  ``am_droprate`` is
     drop_packet's rate in mode 3.  ``evict_embryonic`` lets a new connection take the slot
     of the oldest embryonic entry when the table is full (beyond the kernel).
     """
@@ -175,5 +176,6 @@ class DefenseInfo:
     secure_tcp_active: bool
     drop_rate: int  # 0: drop_packet idle; n: one in n new connections is dropped
     free_slots: int
+    available: int  # what amemthresh is compared with: free slots (+ embryonic if evicting)
     embryonic: int  # entries eviction may take
     entries_dropped: Mapping[str, int] = field(default_factory=dict)

@@ -111,8 +111,10 @@ class DefenseConfig:
 
     ``drop_entry``, ``drop_packet`` and ``secure_tcp``: 0 off, 1 automatic (engages while the
     table is nearly full, moving to 2 and back to 1 by itself), 3 always on.  ``amemthresh``
-    counts free connection-table slots, not memory pages as in the kernel: the automatic modes
-    engage when fewer slots than this are free (left out: a tenth of max_connections).
+    counts connection-table entries, not memory pages as in the kernel: the automatic modes
+    engage when fewer than this many entries are available to new connections, i.e. free
+    slots plus, while ``evict_embryonic`` is on, the embryonic entries it may take (left out:
+    a tenth of max_connections).
     ``evict_embryonic``: a full table lets a new connection take the slot of the oldest
     embryonic entry (SYN seen, never established) instead of dropping it (beyond the kernel).
     """

@@ -247,7 +247,8 @@ def test_defense_in_metrics_and_status(tmp_path: Path) -> None:
     cfg = base_config(str(tmp_path / "x.sock"), (service(VIP, "198.19.0.11:80"),))
     cfg = dataclasses.replace(
         cfg, director=dataclasses.replace(cfg.director, max_connections=8),
-        defense=model.DefenseConfig(drop_packet=1, secure_tcp=3, amemthresh=2))
+        defense=model.DefenseConfig(drop_packet=1, secure_tcp=3, amemthresh=2,
+                                    evict_embryonic=False))
     director = MiniDirector(cfg)
     for sport in range(40000, 40030):
         director.engine.process(_syn(sport), now=1.0)
@@ -256,17 +257,18 @@ def test_defense_in_metrics_and_status(tmp_path: Path) -> None:
         director.engine.process(_syn(sport), now=2.5)
     dfn = views.defense(director)
     assert dfn["mode"] == {"drop_entry": 0, "drop_packet": 2, "secure_tcp": 3}
-    assert dfn["entries_dropped"]["evict_embryonic"] == 30 - 8
+    assert dfn["entries_dropped"]["evict_embryonic"] == 0
     assert dfn["drop_rate"] == 1 and dfn["packets_dropped"]["defense_drop_packet"] == 10
+    assert dfn["packets_dropped"]["table_full"] == 30 - 8
     text = render_status(views.status(director))
-    assert ("defense drop_entry off  drop_packet ENGAGED  secure_tcp on  evict on  free 0  "
-            "entries dropped 22  packets dropped 10") in text
+    assert ("defense drop_entry off  drop_packet ENGAGED  secure_tcp on  evict off  free 0  "
+            "entries dropped 0  packets dropped 32") in text
     families = {f.name: f for f in text_string_to_metric_families(render(director))}
     modes = {s.labels["strategy"]: s.value for s in families["pylvs_defense_mode"].samples}
     assert modes == {"drop_entry": 0, "drop_packet": 2, "secure_tcp": 3}
     removed = {s.labels["reason"]: s.value
                for s in families["pylvs_defense_entries_dropped"].samples}
-    assert removed["evict_embryonic"] == 22
+    assert removed["evict_embryonic"] == 0
     packets = {s.labels["reason"]: s.value
                for s in families["pylvs_defense_packets_dropped"].samples}
-    assert packets == {"defense_drop_packet": 10, "table_full": 0}
+    assert packets == {"defense_drop_packet": 10, "table_full": 22}

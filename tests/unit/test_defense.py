@@ -63,23 +63,28 @@ STEP = st.one_of(
 
 
 @settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(amemthresh=st.integers(0, 64), rate=st.integers(1, 5),
+@given(amemthresh=st.integers(0, 64), rate=st.integers(1, 5), evict=st.booleans(),
        steps=st.lists(STEP, min_size=1, max_size=25))
 def test_levels_and_drop_packet_follow_the_kernel_rules(
-        amemthresh: int, rate: int, steps: list[tuple[str, int, int, int]]) -> None:
+        amemthresh: int, rate: int, evict: bool, steps: list[tuple[str, int, int, int]]) -> None:
     """Modes move 1 <-> 2 with the table fill at every tick and every write; drop_packet drops
-    exactly the new connections ip_vs_todrop picks; the table never exceeds its size."""
+    exactly the new connections ip_vs_todrop picks; the table never exceeds its size.  What
+    is compared with amemthresh: the free slots, plus the half-open entries while eviction is
+    on (they are all half-open here)."""
     size = 64
-    e = engine(size, amemthresh=amemthresh, am_droprate=rate)
+    e = engine(size, amemthresh=amemthresh, am_droprate=rate, evict_embryonic=evict)
     m = DefenseModel(amemthresh=amemthresh, am_droprate=rate)
     m.update(size)
     now, sent = 1.0, 0
     for kind, a, b, c in steps:
         if kind == "set":
             e.set_defense(Defense(drop_entry=a, drop_packet=b, secure_tcp=c,
-                                  amemthresh=amemthresh, am_droprate=rate))
+                                  amemthresh=amemthresh, am_droprate=rate,
+                                  evict_embryonic=evict))
             m.drop_entry, m.drop_packet, m.secure_tcp = a, b, c
-            m.update(e.defense().free_slots)
+            m.update(e.defense().available)
+            assert e.defense().available == (e.defense().free_slots
+                                             + (e.defense().embryonic if evict else 0))
         elif kind == "syns":
             for _ in range(a):
                 before = e.stats().drops["defense_drop_packet"]
@@ -87,17 +92,18 @@ def test_levels_and_drop_packet_follow_the_kernel_rules(
                 sent += 1
                 dropped = e.stats().drops["defense_drop_packet"] - before
                 assert dropped == int(m.todrop())
-                assert (out is None) == bool(dropped), "only drop_packet drops (eviction on)"
+                if evict:
+                    assert (out is None) == bool(dropped), "only drop_packet drops"
         else:
             now += a
             info = e.defense()
             removed_before = info.entries_dropped["drop_entry"]
             e.expire(now)
             info = e.defense()
-            # the level was taken before drop_entry removed anything in this tick
-            free_at_update = info.free_slots - (info.entries_dropped["drop_entry"]
-                                                - removed_before)
-            m.update(free_at_update)
+            # the level was taken before drop_entry removed anything in this tick; with
+            # eviction on the half-open entries it removes counted as available already
+            removed = info.entries_dropped["drop_entry"] - removed_before
+            m.update(info.available - (0 if evict else removed))
         info = e.defense()
         got = (info.settings.drop_entry, info.settings.drop_packet, info.settings.secure_tcp,
                info.drop_rate, info.drop_entry_active, info.secure_tcp_active)
@@ -128,7 +134,7 @@ def test_bad_settings_are_refused(bad: dict[str, int]) -> None:
 def test_drop_entry_modes(mode: int, fill: int, engaged: bool) -> None:
     """drop_entry engages per mode; engaged, each tick removes SYN_RECV entries from a random
     1/32 of the buckets (all of them over 32 s, give or take the draw)."""
-    e = engine(100, drop_entry=mode, amemthresh=10)
+    e = engine(100, drop_entry=mode, amemthresh=10, evict_embryonic=False)
     for i in range(fill):
         e.process(spoofed_syn(i), 0.0)
     e.expire(1.0)
@@ -216,7 +222,7 @@ def test_secure_tcp_uses_the_secure_table_and_timeouts() -> None:
 
 
 def test_secure_tcp_automatic_mode_follows_the_fill() -> None:
-    e = engine(100, secure_tcp=1, amemthresh=10)
+    e = engine(100, secure_tcp=1, amemthresh=10, evict_embryonic=False)
     for i in range(95):
         e.process(spoofed_syn(i), 0.0)
     e.expire(1.0)

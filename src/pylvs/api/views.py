@@ -209,6 +209,7 @@ def defense(director: DirectorLike) -> Json:
         "secure_tcp_active": d.secure_tcp_active,
         "drop_rate": d.drop_rate,
         "free_slots": d.free_slots,
+        "available": d.available,
         "embryonic": d.embryonic,
         "entries_dropped": dict(d.entries_dropped),
         "packets_dropped": {k: drops.get(k, 0) for k in ("defense_drop_packet", "table_full")},

@@ -81,7 +81,8 @@ uint32_t lvs_engine_expire(lvs_engine *e, double now);
  * drop_entry, drop_packet, secure_tcp: 0 off, 1 automatic (idle), 2 automatic (engaged), 3 always
  * on, as the kernel sysctls; the automatic modes move between 1 and 2 by themselves, once a
  * second (from lvs_engine_expire) and at once on a set.  They engage when fewer than amemthresh
- * table slots are free.  evict_embryonic: a full table gives the oldest embryonic entry's slot
+ * entries are available to new connections (free slots, plus embryonic entries while eviction
+ * is on).  evict_embryonic: a full table gives the oldest embryonic entry's slot
  * to a new connection (beyond the kernel). */
 typedef struct lvs_defense_conf {
     int32_t drop_entry;
@@ -98,6 +99,8 @@ typedef struct lvs_defense_info {
     int32_t secure_tcp_active;
     uint32_t drop_rate;      /* 0: drop_packet idle */
     uint32_t free_slots;
+    uint32_t available;      /* what the levels compare with amemthresh: free slots, plus the
+                              * embryonic entries while eviction is on */
     uint32_t embryonic;      /* entries that could be evicted */
     uint64_t drop_entry_conns, drop_entry_templates;
     uint64_t evicted_embryonic, evicted_templates;
