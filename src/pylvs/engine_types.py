@@ -153,8 +153,8 @@ class Defense:
     2 (automatic, engaged) or 3 (always on); the automatic modes move between 1 and 2 by
     themselves as the table fills and empties.  They engage when fewer than ``amemthresh``
     entries are available to new connections: free table slots, plus the embryonic entries
-    eviction may take while it is on (the kernel counts free memory pages instead).  ``am_droprate`` is
-    drop_packet's rate in mode 3.  ``evict_embryonic`` lets a new connection take the slot
+    eviction may take while it is on (the kernel counts free memory pages instead).
+    ``am_droprate`` is drop_packet's rate in mode 3.  ``evict_embryonic`` lets a new connection take the slot
     of the oldest embryonic entry when the table is full (beyond the kernel).
     """
 
