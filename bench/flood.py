@@ -232,7 +232,10 @@ def _measure(name: str, rate: int, args: argparse.Namespace, flooder: Path) -> R
         if during.error_total:
             r.notes.append(f"wrk errors {during.errors}")
         if daemon is not None:
+            # the TUN queue drops show here, not as wrk errors
             daemon.stop()
+            r.notes += [line.split("totals: ", 1)[-1].split(", batches")[0].replace(
+                "partial csum", "csum") for line in daemon.log().splitlines() if "totals" in line]
     return r
 
 
