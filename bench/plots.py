@@ -290,10 +290,15 @@ def draw_all(results: Path | None = None, charts: Path | None = None,
         paths = network_charts(data, tag, charts)
         text = refresh_embeds(text, tag, paths, results)
         drawn += paths
-    paths = (failover_chart(parse_failover_table(text), charts)
-             + failover_runs_chart(_load(raw / "failover.json"), charts))
+    paths = failover_chart(parse_failover_table(text), charts)
+    runs = failover_runs_chart(_load(raw / "failover.json"), charts)
+    # The per-run chart goes with the section that tells about that run, when there is one.
+    if "<!-- failover-runs:begin -->" in text:
+        text = refresh_embeds(text, "failover-runs", runs, results)
+    else:
+        paths += runs
     text = refresh_embeds(text, "failover", paths, results)
-    drawn += paths
+    drawn += paths + runs
     results.write_text(text, encoding="utf-8")
     return drawn
 

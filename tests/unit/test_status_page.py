@@ -230,10 +230,10 @@ async def test_page_shows_a_server_going_down(tmp_path: Path, running_api: ApiSt
             # the page shows a conn/s rate above 0 for the service
             await _wait_for(page, "/^[1-9]/.test(document.querySelector("
                             "'section.service .meta.rates span').textContent)", True, 2 * STEP)
-            # open the service: its three charts and one timeline per server
+            # open the service: its four charts and one timeline per server
             await page.eval(f"document.querySelector('[data-toggle=\"{vip}\"]').click()")
             await _wait_for(page, f"document.querySelectorAll('[data-charts=\"{vip}\"] "
-                            "svg.chart polyline').length >= 5", True, 3)
+                            "svg.chart polyline').length >= 7", True, 3)
             assert await page.eval(f"document.querySelectorAll('[data-charts=\"{vip}\"] "
                                    "svg.timeline').length") == 2
             legend = await page.eval(f"document.querySelector('[data-charts=\"{vip}\"]')"

@@ -4,7 +4,8 @@ The status page draws its charts from this ring buffer: per service and per real
 estimator's rates (connections/s, packets/s and bytes/s in and out), each server's state with
 the probe's reason, the HA role and the peer's state, and drops per second by reason.  A sample
 is taken each time the estimator has run (every 2 s, see ``RATES_INTERVAL`` in the director),
-so a chart point is exactly one estimator value: nothing is averaged twice.
+so a chart point is exactly one estimator value, already smoothed the IPVS way
+(``rate += (delta/2 - rate)/4``, docs/ipvs.md#statistics): nothing is averaged twice.
 
 Nothing here does I/O or reads a clock: :meth:`History.record` is given the time and the
 read-side views (the same JSON the API serves), so it is tested with plain dicts.

@@ -131,7 +131,10 @@ function serviceCharts(svc) {
               t0, t1, (v) => num(v) + "/s"),
     lineChart("bytes/s (1 kB = 1000 B)", times,
               [{name: "in", values: rateSeries(pick, "inbps")},
-               {name: "out", values: rateSeries(pick, "outbps")}], t0, t1, byteRate));
+               {name: "out", values: rateSeries(pick, "outbps")}], t0, t1, byteRate),
+    lineChart("connections/s per real server", times, (svc.real_servers || []).map((rs) => ({
+      name: rs.address, values: rateSeries(srvPick(svc.id, rs.address), "cps")})),
+    t0, t1, (v) => num(v) + "/s"));
   const tl = el("div", {"class": "timelines"}, el("h3", {}, "server health, 15 minutes"));
   for (const rs of svc.real_servers || []) {
     const states = past.samples.map((s) => {
