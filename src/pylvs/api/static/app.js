@@ -154,7 +154,7 @@ function serviceSection(svc) {
   const r = svc.rates || {};
   const [t0, t1, times] = windowTimes();
   const head = el("tr", {},
-    el("th", {}, "server"), el("th", {}, "health"), el("th", {"class": "trend"}, "conn/s 15 min"),
+    el("th", {}, "server"), el("th", {}, "health"), el("th", {"class": "trend", title: "connections/s, last 15 minutes"}, "conn/s, 15 min"),
     el("th", {}, "weight"),
     el("th", {"class": "hide-narrow", title: "upper/lower connection threshold"}, "thresh"),
     el("th", {}, "active"), el("th", {"class": "hide-narrow"}, "inactive"),

@@ -117,7 +117,7 @@ function segments(times, states, step) {
     const to = i + 1 < times.length ? times[i + 1] : times[i] + step;
     const prev = out[out.length - 1];
     if (st === null) return;
-    if (prev && prev.state === st.state && prev.why === st.why && prev.to >= times[i]) {
+    if (prev && prev.state === st.state && prev.why === (st.why || "") && prev.to >= times[i]) {
       prev.to = to;
     } else {
       out.push({from: times[i], to, state: st.state, why: st.why || ""});
