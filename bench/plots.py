@@ -295,10 +295,11 @@ def draw_all(results: Path | None = None, charts: Path | None = None,
     # The per-run chart goes with the section that tells about that run, when there is one.
     if "<!-- failover-runs:begin -->" in text:
         text = refresh_embeds(text, "failover-runs", runs, results)
+        drawn += runs
     else:
         paths += runs
     text = refresh_embeds(text, "failover", paths, results)
-    drawn += paths + runs
+    drawn += paths
     results.write_text(text, encoding="utf-8")
     return drawn
 
