@@ -31,12 +31,51 @@ const opened = new Set();  // services whose large charts are shown (kept across
 function byteRate(v) { return si(v, "B/s"); }
 function num(v) { return si(v, ""); }
 
+// The API sends columns (one list per series, -1 where absent, states as change lists);
+// the charts read rows, one per sample.
+function toRows(doc) {
+  const at = (changes, t, from) => {
+    let i = from;
+    while (i + 1 < changes.length && changes[i + 1][0] <= t) i++;
+    return i;
+  };
+  const rows = doc.t.map((t) => ({t, services: {}, ha: null, drops: {}}));
+  for (const [sid, svc] of Object.entries(doc.services)) {
+    const servers = Object.entries(svc.servers || {});
+    const cursors = servers.map(() => 0);
+    rows.forEach((row, i) => {
+      if (!svc.r || svc.r[0][i] < 0) return;
+      const out = {r: svc.r.map((col) => col[i]), servers: {}};
+      servers.forEach(([addr, srv], j) => {
+        if (srv.r[0][i] < 0) return;
+        cursors[j] = at(srv.states, row.t, cursors[j]);
+        const st = srv.states[cursors[j]];
+        const entry = {r: srv.r.map((col) => col[i]), s: st ? st[1] : "unknown"};
+        if (st && st[2]) entry.why = st[2];
+        out.servers[addr] = entry;
+      });
+      row.services[sid] = out;
+    });
+  }
+  let h = 0;
+  rows.forEach((row, i) => {
+    h = at(doc.ha, row.t, h);
+    const c = doc.ha[h];
+    row.ha = c ? {role: c[1], peer: {state: c[2], role: c[3]}}
+               : {role: "INIT", peer: {state: "none", role: null}};
+    for (const [reason, col] of Object.entries(doc.drops)) {
+      if (col[i] >= 0) row.drops[reason] = col[i];
+    }
+  });
+  return rows;
+}
+
 function mergeHistory(doc) {
   past.step = doc.step;
   past.span = doc.span;
   past.keys = doc.rate_keys;
   const last = past.samples.length ? past.samples[past.samples.length - 1].t : -1;
-  for (const s of doc.samples) if (s.t > last) past.samples.push(s);
+  for (const s of toRows(doc)) if (s.t > last) past.samples.push(s);
   const newest = past.samples.length ? past.samples[past.samples.length - 1].t : 0;
   while (past.samples.length && past.samples[0].t <= newest - past.span) {
     past.samples.shift();
