@@ -14,11 +14,13 @@ from ipaddress import AddressValueError, IPv4Address, IPv4Network, NetmaskValueE
 
 from pylvs.importers.result import Notes
 from pylvs.importers.tokens import ImportSyntaxError, Node
-from pylvs.model import SCHEDULERS
+from pylvs.model import SCHEDULERS, VirtualServerConfig
 
 __all__ = [
     "DEFAULT_SECRET_FILE",
+    "FTP_NOTE",
     "ImportOptions",
+    "ftp_note",
     "interfaces",
     "ipv4",
     "netmask",
@@ -101,6 +103,15 @@ def prefix_len(node: Node, text: str) -> int:
 def scheduler(node: Node, text: str) -> str | None:
     """A scheduler name pylvs has, or None (the caller notes it as dropped)."""
     return text if text in SCHEDULERS else None
+
+
+FTP_NOTE = ("an FTP service: its data connections need an FTP helper in the director (IPVS's "
+            "ip_vs_ftp), which this pylvs does not have yet; the control connection is balanced")
+
+
+def ftp_note(vs: VirtualServerConfig) -> bool:
+    """True for a TCP service on port 21, whose data connections an FTP helper must follow."""
+    return vs.protocol == "tcp" and vs.address.port == 21
 
 
 def notify_dispatch(commands: Mapping[str, str]) -> str:

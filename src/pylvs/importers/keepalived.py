@@ -13,6 +13,7 @@ interval and preemption.  docs/import.md lists every key and what it becomes.
 from __future__ import annotations
 
 import ipaddress
+import itertools
 import shlex
 from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
@@ -123,7 +124,7 @@ class _Mapper:
             if n.keyword == "lvs_sync_daemon":
                 self.sync = n
                 args = n.args
-                for key, value in zip(args, args[1:], strict=False):
+                for key, value in itertools.pairwise(args):
                     if key == "port":
                         self.sync_port = c.whole(n, value, 1, 65535)
             elif n.keyword == "lvs_timeouts":
@@ -168,15 +169,15 @@ class _Mapper:
         if not args:
             raise ImportSyntaxError(node.where, "virtual_server: an address is missing")
         try:
-            addr = ipaddress.ip_address(args[0])
+            any_addr = ipaddress.ip_address(args[0])
         except ValueError:
             raise ImportSyntaxError(node.where, f"virtual_server: expected an address, got "
                                     f"{args[0]!r}") from None
-        if addr.version == 6:
+        if isinstance(any_addr, ipaddress.IPv6Address):
             self.notes.dropped("", node, "IPv6 services are not in pylvs yet")
             return
         port = c.whole(node, args[1], 0, 65535) if len(args) > 1 else 0
-        yield IPv4Address(int(addr)), port, node
+        yield any_addr, port, node
 
     def expand(self, node: Node, text: str) -> list[IPv4Address]:
         """``a.b.c.d``, ``a.b.c.d-e``, ``a.b.c.d-e.f.g.h`` or ``a.b.c.d/nn`` as addresses."""
@@ -188,14 +189,11 @@ class _Mapper:
                 first, last = int(net.network_address), int(net.broadcast_address)
             elif "-" in text:
                 lo, hi = text.split("-", 1)
-                start = ipaddress.ip_address(lo)
-                if start.version == 6:
+                if ":" in lo:
                     raise _V6()
-                if "." in hi:
-                    end = int(IPv4Address(hi))
-                else:
-                    end = (int(start) & ~0xFF) | int(hi)
-                first, last = int(start), end
+                start = int(IPv4Address(lo))
+                end = int(IPv4Address(hi)) if "." in hi else (start & ~0xFF) | int(hi)
+                first, last = start, end
             else:
                 one = ipaddress.ip_address(text)
                 if one.version == 6:
@@ -221,6 +219,8 @@ class _Mapper:
         template, options = self.vs_settings(node, table, addresses[0][1])
         for vip, port, _ in addresses:
             vs = replace(template, address=Endpoint(vip, port))
+            if c.ftp_note(vs):
+                self.notes.dropped(f"virtual_server[{first + len(out)}]", node, c.FTP_NOTE)
             if vs.sorry_server is not None and vs.sorry_server.port == 0:
                 vs = replace(vs, sorry_server=Endpoint(vs.sorry_server.address, port))
             vs = self.real_servers(node, vs, options, f"virtual_server[{first + len(out)}]",

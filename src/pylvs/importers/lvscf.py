@@ -110,7 +110,7 @@ class _Mapper:
                                "services below are imported as NAT services")
         nat_router = self.nat_router()
         virtuals = [n for n in g if n.keyword == "virtual" and n.children is not None]
-        services = []
+        services: list[VirtualServerConfig] = []
         for node in virtuals:
             node.used = True
             vs = self.virtual(node, len(services))
@@ -267,13 +267,15 @@ class _Mapper:
                             "(proxy ARP), no alias address")
         if (v := _value(b, "fwmark")) is not None:
             self.notes.dropped(table, v[0], "firewall-mark services are not in pylvs yet; "
-                               "imported as the single port service above")
+                               "imported as the single-port service below")
+        if c.ftp_note(vs):
+            self.notes.dropped(table, node, c.FTP_NOTE)
         vs = replace(vs, check=self.check(b, vs, table), load_monitor=self.load(b, table))
         if vs.load_monitor.type != "none":
             # nanny's slow start: W/32, doubling every ~20 s adjustment cycle (5 doublings).
             vs = replace(vs, slow_start=100.0)
         servers = [n for n in b if n.keyword == "server" and n.children is not None]
-        reals = []
+        reals: list[RealServerConfig] = []
         for s in servers:
             s.used = True
             rs = self.server(s, vs, f"{table}.real_server[{len(reals)}]")

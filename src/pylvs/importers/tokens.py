@@ -171,32 +171,17 @@ def parse_blocks(lines: Iterable[SourceLine], comment_chars: str, escapes: bool,
     for line in lines:
         last = line
         pending: list[Word] = []
-
-        def emit(block: bool) -> None:
-            if not pending and not block:
-                return
-            keyword = pending[0].text if pending else ""
-            args = [w.text for w in pending[1:]]
-            if args and args[0] in separators and not pending[1].quoted:
-                args = args[1:]
-            node = Node(keyword, args, line, [] if block else None)
-            stack[-1][1].append(node)
-            if block:
-                assert node.children is not None
-                stack.append((node, node.children))
-            pending.clear()
-
         for word in split_words(line, comment_chars, escapes):
             if word.text == "{" and not word.quoted:
-                emit(block=True)
+                _emit(pending, line, stack, separators, block=True)
             elif word.text == "}" and not word.quoted:
-                emit(block=False)
+                _emit(pending, line, stack, separators, block=False)
                 if len(stack) == 1:
                     raise ImportSyntaxError(line.where, "'}' without a block to close")
                 stack.pop()
             else:
                 pending.append(word)
-        emit(block=False)
+        _emit(pending, line, stack, separators, block=False)
     if len(stack) > 1:
         opened = stack[-1][0]
         assert opened is not None
@@ -204,3 +189,19 @@ def parse_blocks(lines: Iterable[SourceLine], comment_chars: str, escapes: bool,
         raise ImportSyntaxError(end, f"end of file inside the block opened at {opened.where} "
                                 f"({opened.keyword} ...): a '}}' is missing")
     return root
+
+
+def _emit(pending: list[Word], line: SourceLine, stack: list[tuple[Node | None, list[Node]]],
+          separators: Sequence[str], block: bool) -> None:
+    """Turn the words gathered so far into a statement (a block when ``block``)."""
+    if not pending and not block:
+        return
+    keyword = pending[0].text if pending else ""
+    args = [w.text for w in pending[1:]]
+    if args and args[0] in separators and not pending[1].quoted:
+        args = args[1:]
+    node = Node(keyword, args, line, [] if block else None)
+    stack[-1][1].append(node)
+    if node.children is not None:
+        stack.append((node, node.children))
+    pending.clear()
