@@ -19,7 +19,7 @@ from pylvs import config as config_mod
 from pylvs.cli import main as cli_main
 from pylvs.importers import ImportOptions, ImportResult, ImportSyntaxError, import_file
 from pylvs.importers.tokens import SourceLine, parse_blocks, split_words
-from pylvs.model import Endpoint
+from pylvs.model import Config, Endpoint
 
 DATA = Path(__file__).resolve().parent.parent / "data" / "import"
 SAMPLES = Path("/usr/share/doc/keepalived/samples")
@@ -27,7 +27,7 @@ SAMPLE_FILES = sorted(SAMPLES.glob("keepalived.conf.*")) if SAMPLES.is_dir() els
 needs_samples = pytest.mark.skipif(not SAMPLE_FILES, reason="apt-get install keepalived")
 
 
-def _roundtrip(result: ImportResult) -> config_mod.Config:
+def _roundtrip(result: ImportResult) -> Config:
     """The rendered TOML parses back to the same configuration (what `pylvs check` runs)."""
     back = config_mod.parse(result.render(), result.config.source)
     assert back == result.config
