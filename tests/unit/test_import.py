@@ -338,7 +338,7 @@ def test_cli_exit_status_output_file_and_errors(tmp_path: Path,
     assert cli_main(["check", "-c", str(out)]) == 0
     assert cli_main(["import", str(DATA / "lvs.cf.redhat")]) == 1
     captured = capsys.readouterr()
-    assert "# DROPPED " in captured.out and "fwmark 21" in captured.out
+    assert "# DROPPED " in captured.out and "fwmark = 21" in captured.out
     assert "dropped:" in captured.err
     bad = _write(tmp_path, "keepalived.conf", "virtual_server 1.2.3.4 80 {\n  lb_algo rr\n")
     assert cli_main(["import", str(bad)]) == 2

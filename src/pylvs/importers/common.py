@@ -20,6 +20,7 @@ __all__ = [
     "DEFAULT_SECRET_FILE",
     "FTP_NOTE",
     "ImportOptions",
+    "MapperBase",
     "ftp_note",
     "interfaces",
     "ipv4",
@@ -44,6 +45,16 @@ class ImportOptions:
     node: str = "primary"  # piranha: write the primary's or the backup's view
     config_id: str | None = None  # keepalived -i: selects "@id" lines
     secret_file: str = DEFAULT_SECRET_FILE  # pylvs heartbeats are signed; neither source was
+
+
+class MapperBase:
+    """What every mapper holds: the parsed file, its name, the options and the notes."""
+
+    def __init__(self, nodes: list[Node], source: str, opts: ImportOptions) -> None:
+        self.nodes = nodes
+        self.source = source
+        self.opts = opts
+        self.notes = Notes()
 
 
 def one_arg(node: Node) -> str:

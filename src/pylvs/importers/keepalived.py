@@ -70,12 +70,9 @@ def _flag(node: Node) -> bool:
     return not node.args or node.args[0].lower() in ("on", "true", "yes", "1")
 
 
-class _Mapper:
+class _Mapper(c.MapperBase):
     def __init__(self, nodes: list[Node], source: str, opts: c.ImportOptions) -> None:
-        self.nodes = nodes
-        self.source = source
-        self.opts = opts
-        self.notes = Notes()
+        super().__init__(nodes, source, opts)
         self.groups: dict[str, Node] = {}
         self.sync: Node | None = None
         self.sync_port: int | None = None

@@ -88,12 +88,9 @@ def _dev(text: str) -> str:
     return text.split(":", 1)[0]  # eth0:1 -> eth0: pylvs needs no alias device
 
 
-class _Mapper:
+class _Mapper(c.MapperBase):
     def __init__(self, nodes: list[Node], source: str, opts: c.ImportOptions) -> None:
-        self.nodes = nodes
-        self.source = source
-        self.opts = opts
-        self.notes = Notes()
+        super().__init__(nodes, source, opts)
         self.public_if: str | None = None
         self.private_if: str | None = None
         self.rsh = "rsh"

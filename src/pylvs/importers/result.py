@@ -41,13 +41,23 @@ class Notes:
 
     def dropped(self, table: str, node: Node | str, why: str) -> None:
         """``node`` has no equivalent: say so and why."""
-        where, what = (node, "") if isinstance(node, str) else (node.where, node.text() + ": ")
+        where, what = _source(node)
         self.items.append(Note(table, where, f"{what}{why}", True))
 
     def info(self, table: str, node: Node | str, text: str) -> None:
         """An assumption or a key without effect on pylvs; not counted as dropped."""
-        where, what = (node, "") if isinstance(node, str) else (node.where, node.text() + ": ")
+        where, what = _source(node)
         self.items.append(Note(table, where, f"{what}{text}", False))
+
+
+def _source(node: Node | str) -> tuple[str, str]:
+    """``file:line`` and the setting as the operator wrote it (clipped), for a note."""
+    if isinstance(node, str):
+        return node, ""
+    text = node.line.text.strip()
+    if len(text) > 70:
+        text = text[:67] + "..."
+    return node.where, f"{text!r}: " if text else ""
 
 
 @dataclass(frozen=True, slots=True)

@@ -72,10 +72,6 @@ class Node:
         """The children named ``keyword`` (case-sensitive, as both daemons read them)."""
         return [c for c in self.children or () if c.keyword == keyword]
 
-    def text(self) -> str:
-        """The statement as one line, for a comment in the output."""
-        return " ".join([self.keyword, *self.args]) + (" { ... }" if self.children else "")
-
 
 _ESCAPES = {"a": "\a", "b": "\b", "E": "\x1b", "f": "\f", "n": "\n", "r": "\r", "t": "\t",
             "v": "\v"}
