@@ -353,3 +353,31 @@ def test_cli_as_a_process() -> None:
                          capture_output=True, text=True, timeout=60)
     assert res.returncode == 0, res.stderr
     assert config_mod.parse(res.stdout).virtual_servers[0].scheduler == "wrr"
+
+
+def test_generic_notify_gets_keepalived_arguments(tmp_path: Path) -> None:
+    log = tmp_path / "log"
+    script = _write(tmp_path, "n.sh", f'#!/bin/sh\necho "$@" >> {log}\n')
+    script.chmod(0o755)
+    main = _write(tmp_path, "keepalived.conf", f"""
+        vrrp_instance VI_9 {{
+            notify {script}
+            priority 120
+            unicast_peer {{ 198.19.0.3 }}
+            virtual_ipaddress {{ 198.19.0.1/24 dev eth1 }}
+        }}
+        virtual_server 198.18.0.100 80 {{ real_server 198.19.0.11 80 {{ }} }}
+    """)
+    ha = import_file(main, "keepalived").config.ha
+    assert ha.notify is not None and ha.peer_private == IPv4Address("198.19.0.3")
+    subprocess.run([*shlex.split(ha.notify), "active", "backup"], check=True, timeout=10)
+    assert log.read_text().strip() == "INSTANCE VI_9 MASTER 120"
+
+
+def test_lvs_cf_empty_value_and_missing_equals(tmp_path: Path) -> None:
+    cf = _write(tmp_path, "lvs.cf", "debug_level =\nvirtual v {\n address = 198.18.0.100\n"
+                " server s {\n  address = 198.19.0.11\n }\n}\n")
+    assert import_file(cf).config.virtual_servers[0].real_servers[0].weight == 1
+    cf.write_text("virtual v {\n address 198.18.0.100\n}\n")
+    with pytest.raises(ImportSyntaxError, match=r"lvs.cf:2: expected 'key = value'"):
+        import_file(cf)

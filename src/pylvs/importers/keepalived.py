@@ -620,7 +620,7 @@ class _Mapper(c.MapperBase):
                 for role, state in (("active", "MASTER"), ("backup", "BACKUP"),
                                     ("fault", "FAULT")):
                     notify.setdefault(role, []).append(
-                        f"{_words(n)} INSTANCE {shlex.quote(v.name)} {state} {ha.priority}")
+                        f"{_words(n)} INSTANCE {shlex.quote(v.name)} {state} {{priority}}")
             elif kw == "unicast_peer":
                 for p in n.children or []:
                     peers.append(c.ipv4(p, p.keyword))
@@ -635,8 +635,10 @@ class _Mapper(c.MapperBase):
             else:
                 sink.dropped("ha", n, f"no pylvs equivalent{other}")
         if notify:
+            # keepalived passes the instance's priority to a generic notify script.
             ha = replace(ha, notify=c.notify_dispatch(
-                {role: "; ".join(cmds) for role, cmds in notify.items()}))
+                {role: "; ".join(cmds).replace("{priority}", str(ha.priority))
+                 for role, cmds in notify.items()}))
         return ha, peers
 
 

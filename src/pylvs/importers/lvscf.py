@@ -59,7 +59,7 @@ def parse(text: str, source: str) -> list[Node]:
     lines = [SourceLine(source, i, t) for i, t in enumerate(text.splitlines(), 1)]
     nodes = parse_blocks(lines, comment_chars="#", escapes=False, separators=("=",))
     for node in _walk(nodes):
-        if node.children is None and node.args == [] and node.keyword:
+        if node.children is None and "=" not in node.line.text.split("#", 1)[0]:
             raise ImportSyntaxError(node.where, f"expected 'key = value', got {node.keyword!r}")
     return nodes
 
