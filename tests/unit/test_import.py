@@ -381,3 +381,12 @@ def test_lvs_cf_empty_value_and_missing_equals(tmp_path: Path) -> None:
     cf.write_text("virtual v {\n address 198.18.0.100\n}\n")
     with pytest.raises(ImportSyntaxError, match=r"lvs.cf:2: expected 'key = value'"):
         import_file(cf)
+
+
+def test_one_keepalived_file_for_both_nodes_via_config_id() -> None:
+    name = DATA / "keepalived.conf.testbed-pair"
+    one = import_file(name, options=ImportOptions(config_id="lb1")).config.ha
+    two = import_file(name, options=ImportOptions(config_id="lb2")).config.ha
+    assert (one.node_id, one.priority, one.peer_public) == ("lb1", 150, IPv4Address("198.18.0.3"))
+    assert (two.node_id, two.priority, two.peer_public) == ("lb2", 100, IPv4Address("198.18.0.1"))
+    assert one.enabled and two.enabled and not one.preempt

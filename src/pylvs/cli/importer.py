@@ -72,4 +72,8 @@ def main(argv: Sequence[str]) -> int:
         sys.stdout.write(text)
     for note in result.dropped:
         print(f"pylvs import: dropped: {note.where}: {note.text}", file=sys.stderr)
+    if args.output:
+        cfg = result.config
+        print(f"pylvs import: wrote {args.output} ({len(cfg.virtual_servers)} virtual servers, "
+              f"{len(result.dropped)} settings dropped)", file=sys.stderr)
     return EXIT_DROPPED if result.dropped else EXIT_OK

@@ -38,7 +38,7 @@ __all__ = ["to_config"]
 _GROUP_LIMIT = 1024  # addresses one virtual_server_group range may expand to
 
 _GLOBAL_NOT_NEEDED = {
-    "router_id", "enable_script_security", "script_user", "vrrp_skip_check_adv_addr",
+    "enable_script_security", "script_user", "vrrp_skip_check_adv_addr",
     "vrrp_strict", "vrrp_garp_interval", "vrrp_gna_interval", "max_auto_priority",
     "dynamic_interfaces", "lvs_flush", "lvs_flush_onstop", "notification_email_from",
     "smtp_server", "smtp_connect_timeout", "smtp_helo_name", "vrrp_version",
@@ -76,6 +76,7 @@ class _Mapper(c.MapperBase):
         self.groups: dict[str, Node] = {}
         self.sync: Node | None = None
         self.sync_port: int | None = None
+        self.router_id: str | None = None
         self.timeouts = TimeoutsConfig()
 
     def run(self) -> Config:
@@ -126,6 +127,8 @@ class _Mapper(c.MapperBase):
                         self.sync_port = c.whole(n, value, 1, 65535)
             elif n.keyword == "lvs_timeouts":
                 self.lvs_timeouts(n)
+            elif n.keyword == "router_id":
+                self.router_id = c.one_arg(n)
             elif n.keyword == "notification_email":
                 self.notes.dropped("", n, "pylvs sends no e-mail (its log and ha.notify report "
                                    "state changes)")
@@ -565,7 +568,7 @@ class _Mapper(c.MapperBase):
         for v in vrrps:
             ha, found = self.instance_settings(v, ha, v is main)
             peers.extend(p for p in found if p not in peers)
-        ha = replace(ha, node_id=main.name or "lvs1")
+        ha = replace(ha, node_id=self.node_id(main, ha))
         for p in peers:
             if nat_router is not None and p in nat_router.network:
                 ha = replace(ha, peer_private=ha.peer_private or p)
@@ -584,6 +587,17 @@ class _Mapper(c.MapperBase):
         self.notes.info("ha", main.node, f"pylvs heartbeats are signed: write the same random "
                         f"key to {self.opts.secret_file} on both directors")
         return replace(ha, enabled=True, secret_file=self.opts.secret_file)
+
+    def node_id(self, main: _Vrrp, ha: HaConfig) -> str:
+        """This director's name in heartbeats: it must differ from the peer's."""
+        src = main.node.find("unicast_src_ip")
+        if self.router_id is not None:
+            return self.router_id
+        if src:
+            return f"lvs-{c.one_arg(src[0])}"
+        self.notes.info("ha", main.node, "no router_id or unicast_src_ip: ha.node_id is made "
+                        "from the priority; it must differ on the two directors")
+        return f"lvs-{ha.priority}"
 
     def instance_settings(self, v: _Vrrp, ha: HaConfig,
                           main: bool) -> tuple[HaConfig, list[IPv4Address]]:
