@@ -390,3 +390,14 @@ def test_one_keepalived_file_for_both_nodes_via_config_id() -> None:
     assert (one.node_id, one.priority, one.peer_public) == ("lb1", 150, IPv4Address("198.18.0.3"))
     assert (two.node_id, two.priority, two.peer_public) == ("lb2", 100, IPv4Address("198.18.0.1"))
     assert one.enabled and two.enabled and not one.preempt
+
+
+def test_lvs_cf_failover_needs_nat_router_and_a_longer_deadtime(tmp_path: Path) -> None:
+    cf = _write(tmp_path, "lvs.cf", "primary = 198.18.0.1\nbackup = 198.18.0.3\n"
+                "backup_active = 1\nkeepalive = 2\ndeadtime = 2\nnetwork = direct\n"
+                "virtual v {\n address = 198.18.0.100\n}\n")
+    r = import_file(cf)
+    _roundtrip(r)
+    assert r.config.ha.enabled is False and r.config.ha.dead_time is None
+    dropped = _texts(r, dropped=True)
+    assert any("nat_router" in t for t in dropped) and any("NAT only" in t for t in dropped)

@@ -538,6 +538,8 @@ class _Mapper(c.MapperBase):
                     continue
                 plen = iface.network.prefixlen if iface.network.prefixlen < 32 else 24
                 net = IPv4Interface(f"{iface.ip}/{plen}")
+                if any(vip in net.network for vip in vips):
+                    continue  # a one-armed site: not a NAT gateway pylvs can float
                 if any(r in net.network for r in reals):
                     if iface.network.prefixlen == 32:
                         self.notes.info("director", node, "the real servers' gateway: its "

@@ -118,7 +118,7 @@ class _Mapper(c.MapperBase):
                 node.used = True
                 self.notes.dropped("", node, "piranha failover services (fos) start and stop "
                                    "local daemons; pylvs has no equivalent")
-        ha = self.ha()
+        ha = self.ha(nat_router)
         timeouts = self.timeouts()
         pub, priv = c.interfaces(self.opts, self.public_if, self.private_if, self.notes,
                                  self.source)
@@ -160,7 +160,7 @@ class _Mapper(c.MapperBase):
                 t = replace(t, **{field: c.whole(v[0], v[1], 1, 31 * 86400)})
         return t
 
-    def ha(self) -> HaConfig:
+    def ha(self, nat_router: str | None) -> HaConfig:
         g = self.nodes
         primary, backup = _value(g, "primary"), _value(g, "backup")
         pprivate, bprivate = _value(g, "primary_private"), _value(g, "backup_private")
@@ -172,7 +172,12 @@ class _Mapper(c.MapperBase):
         if (v := _value(g, "keepalive")) is not None:
             ha = replace(ha, interval=c.number(v[0], v[1]) or ha.interval)
         if (v := _value(g, "deadtime")) is not None:
-            ha = replace(ha, dead_time=c.number(v[0], v[1]))
+            dead = c.number(v[0], v[1])
+            if dead > ha.interval:
+                ha = replace(ha, dead_time=dead)
+            else:
+                self.notes.info("ha", v[0], "not more than keepalive: pylvs's default dead "
+                                "time (3 heartbeats and a skew) is used")
         sync = _value(g, "syncdaemon")
         ha = replace(ha, sync=bool(sync and sync[1] == "1"))
         links = _value(g, "monitor_links")
@@ -198,6 +203,12 @@ class _Mapper(c.MapperBase):
         if wanted and heartbeat is not None and heartbeat[1] == "0":
             self.notes.dropped("ha", heartbeat[0], "a backup without heartbeats cannot take "
                                "over; ha is written disabled")
+            wanted = False
+        if wanted and nat_router is None:
+            where = active[0] if active is not None else self.source
+            self.notes.dropped("ha", where, "pylvs fails over a NAT director, whose "
+                               "nat_router must move with the VIPs; without nat_router ha is "
+                               "written disabled")
             wanted = False
         if wanted:
             ha = replace(ha, enabled=True, secret_file=self.opts.secret_file)
