@@ -401,3 +401,16 @@ def test_lvs_cf_failover_needs_nat_router_and_a_longer_deadtime(tmp_path: Path) 
     assert r.config.ha.enabled is False and r.config.ha.dead_time is None
     dropped = _texts(r, dropped=True)
     assert any("nat_router" in t for t in dropped) and any("NAT only" in t for t in dropped)
+
+
+def test_scheduler_flags_follow_the_scheduler(tmp_path: Path) -> None:
+    main = _write(tmp_path, "keepalived.conf", """
+        virtual_server 198.18.0.100 80 {
+            flag-1
+            flag-2
+            lvs_sched mh
+            real_server 198.19.0.11 80 { weight 2 }
+        }
+    """)
+    vs = import_file(main, "keepalived").config.virtual_servers[0]
+    assert (vs.scheduler, vs.flags, vs.check.type) == ("mh", ("mh-fallback", "mh-port"), "none")

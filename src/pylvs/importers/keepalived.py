@@ -269,8 +269,7 @@ class _Mapper(c.MapperBase):
             elif kw in ("sh-port", "sh-fallback", "mh-port", "mh-fallback"):
                 flags.append(kw)
             elif kw in ("flag-1", "flag-2"):
-                family = "mh" if vs.scheduler == "mh" else "sh"
-                flags.append(f"{family}-{'fallback' if kw == 'flag-1' else 'port'}")
+                flags.append(kw)  # named once the scheduler is known (it may come later)
             elif kw in _INHERITED:
                 inherited[kw] = n
             elif kw == "real_server":
@@ -286,8 +285,10 @@ class _Mapper(c.MapperBase):
                                    "at shutdown")
             else:
                 self.notes.dropped(table, n, "no pylvs equivalent")
+        family = "mh" if vs.scheduler == "mh" else "sh"
+        named = {"flag-1": f"{family}-fallback", "flag-2": f"{family}-port"}
         if flags:
-            vs = replace(vs, flags=tuple(dict.fromkeys(flags)))
+            vs = replace(vs, flags=tuple(dict.fromkeys(named.get(f, f) for f in flags)))
         return vs, inherited
 
     def real_servers(self, node: Node, vs: VirtualServerConfig, inherited: dict[str, Node],
