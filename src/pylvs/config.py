@@ -505,8 +505,8 @@ def _emit_table(obj: Any, header: str | None, out: list[str], defaults: bool,
             continue
         lines.append(f"{_TOML_NAME.get(f.name, f.name)} = {_toml_value(value, f.name)}")
     comments = [f"# {n}" for note in notes for n in note.splitlines()]
-    if header is not None and (lines or header.startswith("[[")):
-        out.extend(["", *comments, header])
+    if header is not None and (lines or comments or header.startswith("[[")):
+        out.extend(["", *comments, header])  # an empty table is valid: it keeps its comments
     elif comments:
         out.extend(["", *comments])
     out.extend(lines)
