@@ -154,8 +154,9 @@ class Defense:
     themselves as the table fills and empties.  They engage when fewer than ``amemthresh``
     entries are available to new connections: free table slots, plus the embryonic entries
     eviction may take while it is on (the kernel counts free memory pages instead).
-    ``am_droprate`` is drop_packet's rate in mode 3.  ``evict_embryonic`` lets a new connection take the slot
-    of the oldest embryonic entry when the table is full (beyond the kernel).
+    ``am_droprate`` is drop_packet's rate in mode 3.  ``evict_embryonic`` lets a new
+    connection take the slot of the oldest embryonic entry when the table is full (beyond the
+    kernel).
     """
 
     drop_entry: int = 0
