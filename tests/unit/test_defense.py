@@ -23,7 +23,7 @@ FLOOD_NET = (198 << 24) | (18 << 16) | (128 << 8)  # 198.18.128.0/17: spoofed so
 
 
 def _csum(b: bytes) -> int:
-    s = sum(struct.unpack(f"!{len(b) // 2}H", b))
+    s: int = sum(struct.unpack(f"!{len(b) // 2}H", b))
     while s >> 16:
         s = (s & 0xFFFF) + (s >> 16)
     return ~s & 0xFFFF
