@@ -29,7 +29,7 @@ from ipaddress import IPv4Address, IPv4Interface
 from typing import Any, Protocol
 
 from pylvs import config as config_mod
-from pylvs.dataplane.tun import TunDataplane
+from pylvs.dataplane.tun import TunDataplane, default_workers
 from pylvs.engine import Defense, Engine, Timeouts, scheduler_names
 from pylvs.errors import ConfigError
 from pylvs.model import (
@@ -51,7 +51,7 @@ EXPIRE_INTERVAL = 1.0
 RATES_INTERVAL = 2.0
 # [director] keys that shape objects built once; a reload that changes them is refused.
 _FIXED_DIRECTOR_KEYS = ("public_interface", "private_interface", "dataplane", "tun_name",
-                        "offload", "batch_size", "max_connections", "loop")
+                        "offload", "batch_size", "workers", "max_connections", "loop")
 
 
 class Component(Protocol):
@@ -107,7 +107,9 @@ class Director:
         self.engine = Engine(max_connections=d.max_connections,
                              timeouts=Timeouts(tcp=t.tcp, tcpfin=t.tcpfin, udp=t.udp),
                              defense=defense_settings(config.defense))
+        workers = default_workers() if d.workers is None else d.workers
         self.dataplane = TunDataplane(d.tun_name, offload=d.offload, batch_size=d.batch_size,
+                                      workers=workers,
                                       engine_ptr=self._engine_ptr, clock=clock,
                                       on_failure=self._dataplane_failed)
         self.netconf = NetConf(d.public_interface, d.private_interface, d.tun_name)
@@ -163,9 +165,11 @@ class Director:
         except BaseException:
             await self.stop()
             raise
-        log.info("director started: %d services, TUN %s (offload %s, batch %d)",
+        log.info("director started: %d services, TUN %s (offload %s, batch %d, %s)",
                  len(self._config.virtual_servers), self.dataplane.name,
-                 "on" if self.dataplane.offload else "off", self.dataplane.batch_size)
+                 "on" if self.dataplane.offload else "off", self.dataplane.batch_size,
+                 f"{self.dataplane.workers} worker threads" if self.dataplane.workers
+                 else "pumped on the event loop")
 
     async def stop(self, handover: bool = True) -> None:
         """Stop components (HA hands over first when ``handover``), the pump, the network."""
