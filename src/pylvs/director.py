@@ -185,13 +185,15 @@ class Director:
                 await task
         self._timers = []
         self.dataplane.stop()
+        if self.dataplane.workers:
+            log.info("packet workers stopped: %d thread(s) left", self.dataplane.threads_running())
         if self.dataplane.fd is not None:
             st = self.dataplane.stats()
             log.info("dataplane totals: read %d, written %d, forwarded %d, passed %d, dropped %d, "
                      "write EAGAIN %d, GSO %d, partial csum %d, batches %d (max %d), "
-                     "queue drops %s", st.reads, st.writes, st.forwarded, st.passed, st.dropped,
-                     st.write_eagain, st.gso_packets, st.csum_partial, st.batches, st.max_batch,
-                     st.queue_dropped)
+                     "queue drops %s, per worker reads %s", st.reads, st.writes, st.forwarded,
+                     st.passed, st.dropped, st.write_eagain, st.gso_packets, st.csum_partial,
+                     st.batches, st.max_batch, st.queue_dropped, list(st.worker_reads))
         await asyncio.to_thread(self.netconf.remove)
         self.dataplane.close()
         if self._started:

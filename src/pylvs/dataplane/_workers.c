@@ -21,6 +21,7 @@
 #include <pthread.h>
 #include <signal.h>
 #include <stdatomic.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/eventfd.h>
@@ -90,6 +91,9 @@ static void *worker_main(void *arg)
     worker *k = arg;
     lvs_workers *w = k->owner;
     struct pollfd pf[2] = {{.fd = k->fd, .events = POLLIN}, {.fd = w->stop_fd, .events = POLLIN}};
+    char name[16];
+    snprintf(name, sizeof(name), "pylvs-w%u", k->index); /* top -H, /proc/<pid>/task/<tid>/comm */
+    pthread_setname_np(pthread_self(), name);
     for (;;) {
         int r = poll(pf, 2, -1);
         if (r < 0) {

@@ -123,6 +123,7 @@ class TunStats:
     max_batch: int
     batch_hist: tuple[int, ...]  # batches of size 1, 2-3, 4-7, ...
     queue_dropped: int | None  # the device's tx_dropped: the kernel -> pylvs queue overflowed
+    worker_reads: tuple[int, ...] = ()  # packets read by each worker thread (its TUN queue)
 
     def as_dict(self) -> dict[str, Any]:
         """A JSON-able dict (for ``status()``)."""
@@ -301,7 +302,9 @@ class TunDataplane:
         hist = tuple(sum(int(st.batch_hist[b]) for st in snaps)
                      for b in range(len(snaps[0].batch_hist))) if snaps else ()
         return TunStats(**values, batch_hist=hist,
-                        queue_dropped=_read_counter(self.name, "tx_dropped"))
+                        queue_dropped=_read_counter(self.name, "tx_dropped"),
+                        worker_reads=tuple(int(st.reads) for st in snaps)
+                        if self._workers is not None else ())
 
     def zero_stats(self) -> None:
         """Reset the pump's counters (ipvsadm -Z)."""
