@@ -532,10 +532,13 @@ def _rates(r: Any) -> tuple[int, int, int, int, int]:
 
 
 def test_memory_per_connection_within_budget() -> None:
-    """Issue 2: at most 128 bytes per connection, measured by the engine itself."""
+    """Issue 2 set 128 bytes per connection for the IPv4-only entry (104 + 16 of buckets);
+    issue 12 grew the entry by the room for three IPv6 addresses (+32: 136 + 16 = 152), the
+    same for both families.  Measured by the engine itself."""
     eng = engine_or_skip(max_connections=1 << 16)
     st_ = eng.stats()
-    assert 0 < st_.entry_size <= st_.bytes_per_connection <= 128
+    assert 0 < st_.entry_size <= 136
+    assert st_.entry_size <= st_.bytes_per_connection <= 152
 
 
 @pytest.mark.parametrize("how", ["removed", "quiesced"])
