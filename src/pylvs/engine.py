@@ -53,6 +53,7 @@ from __future__ import annotations
 
 import enum
 import ipaddress
+import itertools
 import math
 from collections.abc import Iterable, Sequence
 from dataclasses import replace
@@ -80,10 +81,10 @@ if TYPE_CHECKING:
         CharArray,
         IntArray,
         StringArray,
+        lvs_addr,
         lvs_conn_info,
         lvs_dest_conf,
         lvs_engine,
-        lvs_addr,
         lvs_engine_info,
         lvs_stats_info,
         lvs_svc_conf,
@@ -238,7 +239,7 @@ def sync_split(blob: bytes, max_len: int) -> list[bytes]:
     offs = _sync_offsets(blob)
     out: list[bytes] = []
     start = 0
-    for prev, off in zip(offs, offs[1:], strict=False):
+    for prev, off in itertools.pairwise(offs):
         if off - start > max_len:
             out.append(blob[start:prev])
             start = prev

@@ -12,6 +12,7 @@ from __future__ import annotations
 import ipaddress
 import struct
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 from hypothesis import given, settings
@@ -26,7 +27,6 @@ from scapy.layers.inet6 import (
     IPv6ExtHdrFragment,
     IPv6ExtHdrHopByHop,
     IPv6ExtHdrRouting,
-    in6_chksum,
 )
 from scapy.packet import Raw
 
@@ -43,7 +43,7 @@ from pylvs.engine import (
     sync_split,
 )
 from pylvs.errors import ConfigError
-from tests.support.packets import l4_checksum_ok
+from tests.support.packets import in6_checksum, l4_checksum_ok
 
 VIP6 = "2001:2::100"
 CLIENT = "2001:2::9"
@@ -81,7 +81,7 @@ def scapy_checksum(pkt: bytes) -> int:
     raw = bytearray(bytes(l4))
     at = 16 if TCP in ip else 6
     raw[at:at + 2] = b"\0\0"
-    c = in6_chksum(6 if TCP in ip else 17, ip, bytes(raw))
+    c = in6_checksum(6 if TCP in ip else 17, ip, bytes(raw))
     return 0xFFFF if c == 0 and UDP in ip else c
 
 
@@ -138,7 +138,7 @@ def test_udp_both_directions(cport: int, payload: bytes, zero: bool) -> None:
 def pseudo_seed(pkt: bytes) -> int:
     """The non-inverted pseudo-header sum a NEEDS_CSUM packet carries in its L4 field."""
     ip = IPv6(pkt)
-    s = sum(struct.unpack("!16H", pkt[8:40])) + ip.plen + ip.nh
+    s = int(sum(struct.unpack("!16H", pkt[8:40]))) + int(ip.plen) + int(ip.nh)
     while s >> 16:
         s = (s & 0xFFFF) + (s >> 16)
     return s
@@ -291,11 +291,11 @@ def test_extension_headers_are_walked(rig: Rig) -> None:
     assert IPv6ExtHdrHopByHop in ip and IPv6ExtHdrRouting in ip
     raw = bytearray(bytes(ip[TCP]))
     raw[16:18] = b"\0\0"
-    assert ip[TCP].chksum == in6_chksum(6, ip, bytes(raw))
+    assert ip[TCP].chksum == in6_checksum(6, ip, bytes(raw))
 
 
 def ext_chain(n: int) -> bytes:
-    layer = TCP(sport=7, dport=80, flags="S")
+    layer: Any = TCP(sport=7, dport=80, flags="S")
     for _ in range(n):
         layer = IPv6ExtHdrDestOpt() / layer
     return bytes(IPv6(src=CLIENT, dst=VIP6) / layer)
