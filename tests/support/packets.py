@@ -60,9 +60,10 @@ CLIENT_NET6 = "2001:2::"
 RS_NET6 = "2001:2:1::"
 
 # ICMP types IPVS relates to a connection (docs/ipvs.md#icmp): unreachable, source quench, time
-# exceeded; for ICMPv6 destination unreachable, packet too big, time exceeded.
+# exceeded; for ICMPv6 every non-informational type (below 128: destination unreachable, packet
+# too big, time exceeded, parameter problem...).
 ICMP_ERROR_TYPES = (3, 4, 11)
-ICMP6_ERROR_TYPES = (1, 2, 3)
+ICMP6_ERROR_TYPES = tuple(range(128))
 
 
 def is_v6(addr: str) -> bool:

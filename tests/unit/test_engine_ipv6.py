@@ -21,6 +21,7 @@ from scapy.layers.inet import TCP, UDP
 from scapy.layers.inet6 import (
     ICMPv6DestUnreach,
     ICMPv6PacketTooBig,
+    ICMPv6ParamProblem,
     ICMPv6TimeExceeded,
     IPv6,
     IPv6ExtHdrDestOpt,
@@ -224,6 +225,7 @@ ERRORS = {
     "unreach": lambda q: ICMPv6DestUnreach(code=4) / q,
     "ptb": lambda q: ICMPv6PacketTooBig(mtu=1280) / q,
     "time": lambda q: ICMPv6TimeExceeded() / q,
+    "param": lambda q: ICMPv6ParamProblem(ptr=6) / q,
 }
 
 
