@@ -325,6 +325,11 @@ def _checks(cfg: Config) -> Iterator[tuple[str, str]]:
             yield "api.listen", str(exc)
         if api.token_file is None:
             yield "api.token_file", "required when api.listen is set (TCP needs a bearer token)"
+    if (api.tls_cert is None) != (api.tls_key is None):
+        which = "api.tls_key" if api.tls_key is None else "api.tls_cert"
+        yield which, "required with the other one (tls_cert and tls_key go together)"
+    elif api.tls_cert is not None and api.listen is None:
+        yield "api.tls_cert", "only used by the TCP listener: set api.listen too"
     yield from _ha_checks(cfg)
     seen: dict[model.ServiceKey, int] = {}
     for i, vs in enumerate(cfg.virtual_servers):

@@ -111,6 +111,9 @@ class ApiConfig:
     socket_mode: int = 0o600
     listen: str | None = None  # "127.0.0.1:9180"; requires token_file
     token_file: str | None = None
+    # PEM files; with both, the TCP listener speaks HTTPS so the token never crosses in clear.
+    tls_cert: str | None = None
+    tls_key: str | None = None
     write_config: bool = False  # allow PUT /config/save to rewrite the TOML file
 
 

@@ -22,6 +22,7 @@ VIP = "198.18.0.100:80"
 async def _tcp_api(tmp_path: Path, running_api: ApiStarter) -> tuple[MiniDirector, str]:
     token_file = tmp_path / "token"
     token_file.write_text(TOKEN + "\n")
+    token_file.chmod(0o600)
     cfg = base_config(str(tmp_path / "t.sock"), (service(VIP, "198.19.0.11:80"),),
                       listen="127.0.0.1:0", token_file=str(token_file))
     director, server = await running_api(cfg)
@@ -68,6 +69,7 @@ async def test_unix_socket_needs_no_token(tmp_path: Path, running_api: ApiStarte
 
 def test_short_or_missing_token_file_is_refused(tmp_path: Path) -> None:
     (tmp_path / "short").write_text("abc")
+    (tmp_path / "short").chmod(0o600)
     with pytest.raises(ConfigError, match="shorter than 16"):
         read_token(str(tmp_path / "short"))
     with pytest.raises(ConfigError, match="cannot read"):

@@ -12,7 +12,9 @@ ipvsadm's layouts (:mod:`pylvs.cli.layouts`).  Differences, all deliberate:
 * ``-S`` saves the configured weights, not the ones a failing health check has lowered.
 * ``-L`` shows the weight the scheduler uses now (0 while a health check has the server down),
   like the kernel's; ``(size=N)`` is the engine's connection limit (``max_connections``).
-* ``--socket PATH`` picks the daemon's control socket (default: ``[api] socket``).
+* ``--socket PATH`` picks the daemon's control socket (default: ``[api] socket``);
+  ``--url https://host:port --token-file FILE [--cacert FILE]`` talks to the TCP listener
+  instead (``[api] listen``, with TLS when ``tls_cert``/``tls_key`` are set).
 """
 
 from __future__ import annotations
@@ -101,7 +103,8 @@ _LONG_OPTIONS = {"tcp-service": ("tcp", True), "udp-service": ("udp", True),
                  "ipv6": ("ipv6", False), "help": ("help", False), "version": ("version", False),
                  "start-daemon": ("start-daemon", True), "stop-daemon": ("stop-daemon", True),
                  "mcast-interface": ("mcast-interface", True), "syncid": ("syncid", True),
-                 "socket": ("socket", True)}
+                 "socket": ("socket", True), "url": ("url", True),
+                 "token-file": ("token-file", True), "cacert": ("cacert", True)}
 _REFUSED = {
     "gatewaying": "-g (direct routing) is not supported: pylvs is a NAT director; use -m",
     "ipip": "-i (IPIP tunnelling) is not supported: pylvs is a NAT director; use -m",
@@ -141,6 +144,7 @@ class Request:
     lower_threshold: int = 0
     timeouts: tuple[int, int, int] | None = None
     socket: str | None = None
+    connect: dict[str, str] = field(default_factory=dict)  # url, token-file, cacert
     help: bool = False
     version: bool = False
 
@@ -260,6 +264,9 @@ def parse_args(argv: Sequence[str]) -> Request:
             continue
         if name == "socket":
             req.socket = value
+            continue
+        if name in ("url", "token-file", "cacert"):
+            req.connect[name] = value or ""
             continue
         if name == "sort":
             continue
@@ -499,7 +506,8 @@ Usage:
   pylvs ctl -Z [-t|u service-address]
   pylvs ctl --set tcp tcpfin udp
   pylvs ctl -h
-Every form also takes --socket PATH (default {socket}).
+Every form also takes --socket PATH (default {socket}), or
+--url http[s]://host:port --token-file FILE [--cacert FILE] for the TCP listener.
 Schedulers: {schedulers}. Forwarding is always NAT (-m); -g and -i are refused.
 """
 
@@ -522,8 +530,8 @@ def main(argv: Sequence[str]) -> int:
     if req.version:
         print(f"pylvs ctl {__version__} (ipvsadm-compatible; IPVS v{layouts.IPVS_VERSION})")
         return 0
-    client = ApiClient(req.socket or model.ApiConfig().socket)
     try:
+        client = make_client(req.socket, req.connect)
         out = run(req, client)
     except CtlError as exc:
         print(exc, file=sys.stderr)
@@ -535,24 +543,69 @@ def main(argv: Sequence[str]) -> int:
     return 0
 
 
+def make_client(socket_path: str | None, connect: dict[str, str]) -> ApiClient:
+    """The client for ``--socket`` or ``--url``/``--token-file``/``--cacert``."""
+    url = connect.get("url")
+    if url is None:
+        if set(connect) - {"url"}:
+            raise CtlError("--token-file and --cacert need --url")
+        return ApiClient(socket_path or model.ApiConfig().socket)
+    if socket_path is not None:
+        raise CtlError("--socket and --url are exclusive")
+    token = None
+    if "token-file" in connect:
+        try:
+            with open(connect["token-file"], encoding="utf-8") as f:
+                token = f.read().strip()
+        except OSError as exc:
+            raise CtlError(f"--token-file: cannot read {connect['token-file']}: "
+                           f"{exc.strerror or exc}") from None
+    try:
+        return ApiClient(url, token=token, cafile=connect.get("cacert"))
+    except ApiError as exc:
+        raise CtlError(exc.message) from None
+
+
+STATUS_HELP = """\
+usage: pylvs status [--socket PATH | --url http[s]://host:port --token-file FILE [--cacert FILE]]
+
+Print a summary of a running director (`pylvs serve`): its role in the HA pair and the
+peer, the packet engine's counters and drops, and every virtual service with its real
+servers, their health and weights.  It asks the daemon's control API
+(the Unix socket, default {socket}; or the TCP listener with its bearer token).
+For ipvsadm's tables use `pylvs ctl -Ln`; for metrics, GET /metrics.
+"""
+
+
 def status_main(argv: Sequence[str]) -> int:
-    """``pylvs status [--socket PATH]``: a human summary of a running director."""
-    path = model.ApiConfig().socket
+    """``pylvs status [--socket PATH | --url URL ...]``: a human summary of a running director."""
+    socket_path: str | None = None
+    connect: dict[str, str] = {}
     args = list(argv)
     while args:
         arg = args.pop(0)
         if arg in ("-h", "--help"):
-            print("usage: pylvs status [--socket PATH]")
+            print(STATUS_HELP.format(socket=model.ApiConfig().socket).rstrip())
             return 0
-        if arg == "--socket" and args:
-            path = args.pop(0)
-        elif arg.startswith("--socket="):
-            path = arg.partition("=")[2]
+        name, eq, value = arg.partition("=")
+        if name in ("--socket", "--url", "--token-file", "--cacert"):
+            if not eq:
+                if not args:
+                    print(f"pylvs status: {name}: missing argument", file=sys.stderr)
+                    return 2
+                value = args.pop(0)
+            if name == "--socket":
+                socket_path = value
+            else:
+                connect[name[2:]] = value
         else:
-            print(f"pylvs status: unexpected argument {arg!r}", file=sys.stderr)
+            print(f"pylvs status: unexpected argument {arg!r} (try --help)", file=sys.stderr)
             return 2
     try:
-        status = ApiClient(path).get("/api/v1/status")
+        status = make_client(socket_path, connect).get("/api/v1/status")
+    except CtlError as exc:
+        print(f"pylvs status: {exc}", file=sys.stderr)
+        return 2
     except ApiError as exc:
         print(f"pylvs status: {exc.message}", file=sys.stderr)
         return 1
