@@ -105,12 +105,13 @@ async def test_metrics_parse_and_count_real_traffic(
     assert svc_conns.type == "counter"
     [sample] = [s for s in svc_conns.samples if s.name.endswith("_total")]
     assert sample.labels == {"local_address": "198.18.0.100", "local_port": "80",
-                             "proto": "TCP"}
+                             "proto": "TCP", "local_mark": ""}
     assert sample.value == 6
     backend = [s for s in families["pylvs_ipvs_backend_connections_inactive"].samples
                + families["pylvs_ipvs_backend_connections_active"].samples]
     assert sum(s.value for s in backend) == 6
     assert {s.labels["remote_address"] for s in backend} == {"198.19.0.11", "198.19.0.12"}
+    assert {s.labels["local_mark"] for s in backend} == {""}  # node_exporter's label, no fwmark
     weights = {s.labels["remote_address"]: s.value
                for s in families["pylvs_ipvs_backend_weight"].samples}
     assert weights == {"198.19.0.11": 1, "198.19.0.12": 1}

@@ -12,6 +12,13 @@ ipvsadm's layouts (:mod:`pylvs.cli.layouts`).  Differences, all deliberate:
 * ``-S`` saves the configured weights, not the ones a failing health check has lowered.
 * ``-L`` shows the weight the scheduler uses now (0 while a health check has the server down),
   like the kernel's; ``(size=N)`` is the engine's connection limit (``max_connections``).
+* Health checks: ipvsadm configures a kernel that probes nothing, so a service made by ``-A``
+  (also through ``-R``) has no health check (``check.type = "none"``) and a server added to it
+  with ``-a -w 4`` lists weight 4 at once.  To have its servers probed, give the service a
+  check through the API (``PATCH /api/v1/services/tcp/VIP:PORT`` with ``{"check": {"type":
+  "tcp"}}``) or define it in the config file.  A server added with ``-a`` to a service that
+  has a check is probed at once and listed with its weight as soon as it passes (weight 0
+  until then, and while it fails).
 * ``--socket PATH`` picks the daemon's control socket (default: ``[api] socket``);
   ``--url https://host:port --token-file FILE [--cacert FILE]`` talks to the TCP listener
   instead (``[api] listen``, with TLS when ``tls_cert``/``tls_key`` are set).
@@ -299,6 +306,9 @@ def parse_args(argv: Sequence[str]) -> Request:
             req.lower_threshold = _number(text, 0, 2**31 - 1, "l_threshold")
         elif name == "sched-flags":
             req.flags = [f for f in text.split(",") if f]
+            for flag in req.flags:
+                if flag not in model.SCHEDULER_FLAGS:
+                    raise CtlError(f"invalid scheduler flag `{flag}'")
     if command is None:
         if req.help or req.version:
             command = "list"
@@ -307,6 +317,11 @@ def parse_args(argv: Sequence[str]) -> Request:
         else:
             raise CtlError("no command specified (try -h)")
     req.command = command
+    for flag in req.flags:
+        # parse_sched_flags runs once the scheduler is known (-s may follow -b); wlc without -s.
+        wants = model.FLAG_SCHEDULER.get(flag)
+        if wants is not None and wants != req.scheduler:
+            raise CtlError(f"incompatible scheduler flag `{flag}'")
     if pending_server is not None:
         port = req.service.port if req.service else 0
         req.server, _ = _endpoint(pending_server, req.protocol, "real server", port)
@@ -348,9 +363,12 @@ def _check_table(command: str, options: set[str]) -> None:
                 raise CtlError(f"The option '{opt}' conflicts with the '{exclusive}' option "
                                f"in the '{command}' command")
             exclusive = opt
+    # --persistent-conn also goes with -c (ipvsadm adds the persistence-engine columns).
     if command == "list" and options & {"connection", "timeout", "daemon"} and options & {
-        "stats", "rate", "thresholds", "persistent-conn"
+        "stats", "rate", "thresholds"
     }:
+        raise CtlError("options conflicts in the list command")
+    if command == "list" and options & {"timeout", "daemon"} and "persistent-conn" in options:
         raise CtlError("options conflicts in the list command")
 
 
@@ -369,11 +387,16 @@ def _server_body(req: Request) -> dict[str, Any]:
             "lower_threshold": req.lower_threshold}
 
 
+def _new_service_body(req: Request) -> dict[str, Any]:
+    # ipvsadm's kernel probes nothing: a service made by -A is unchecked (see the module doc).
+    return {**_service_body(req), "check": {"type": "none"}}
+
+
 def to_operation(req: Request) -> dict[str, Any]:
     """The ``/api/v1/batch`` operation for a mutating command (used by ``-R``)."""
     svc = {"protocol": req.protocol, "address": str(req.service)}
     if req.command == "add-service":
-        return {"op": "add_service", "service": _service_body(req)}
+        return {"op": "add_service", "service": _new_service_body(req)}
     if req.command == "edit-service":
         changes = _service_body(req)
         return {"op": "edit_service", **svc, "changes": changes}
@@ -428,7 +451,7 @@ def run(req: Request, client: ApiClient, stdin: Any = None) -> str:
     assert req.service is not None
     svc_path = path_for(req.protocol, str(req.service))
     if cmd == "add-service":
-        client.post("/api/v1/services", _service_body(req))
+        client.post("/api/v1/services", _new_service_body(req))
     elif cmd == "edit-service":
         client.patch(svc_path, _service_body(req))
     elif cmd == "delete-service":
@@ -447,7 +470,8 @@ def _list(req: Request, client: ApiClient) -> str:
     o = req.options
     if "connection" in o:
         conns = client.get("/api/v1/connections")["connections"]
-        return layouts.connections(conns, numeric="numeric" in o)
+        return layouts.connections(conns, numeric="numeric" in o,
+                                   persistent_conn="persistent-conn" in o)
     if "timeout" in o:
         return layouts.timeouts(client.get("/api/v1/timeouts"))
     if "daemon" in o:
