@@ -69,6 +69,7 @@ class ComponentHost(Protocol):
     components: list[Component]
     status_providers: dict[str, Callable[[], Any]]  # extra sections of status()
     config_listeners: list[Callable[[Config], Awaitable[None]]]  # awaited after apply_config
+    config_preparers: list[Callable[[Config], None]]  # called before the engine follows
     health_managed: bool
 
     @property
@@ -102,6 +103,9 @@ class Director:
         self.components: list[Component] = []
         self.status_providers: dict[str, Callable[[], Any]] = {}  # extra sections of status()
         self.config_listeners: list[Callable[[Config], Awaitable[None]]] = []
+        # Called with a validated new config just before the engine follows it (the health
+        # component hands a sorry server that became a real server back to the config here).
+        self.config_preparers: list[Callable[[Config], None]] = []
         self.health_managed = False  # set by the health component: verdicts start unknown
         self._svc_keys: dict[ServiceKey, Any] = {}
         self._srv_keys: dict[tuple[ServiceKey, Endpoint], Any] = {}
@@ -225,6 +229,8 @@ class Director:
                     raise ConfigError(f"{new.source}: director.{key}: cannot change while "
                                       f"running (was {getattr(old.director, key)!r}); restart")
             self._check_engine_accepts(new)
+            for prepare in self.config_preparers:
+                prepare(new)
             try:
                 self._sync_engine(new)
             except Exception:

@@ -196,3 +196,24 @@ async def test_sorry_server_is_listed_but_not_saved(daemon: Any) -> None:
     _, dests = (await ok(sock, "-Ln")).split("InActConn\n", 1)
     assert "  -> 198.19.0.99:80               Masq    1      " in dests
     assert "198.19.0.99" not in await ok(sock, "-Sn")
+
+
+async def test_save_config_writes_the_running_state_as_toml(
+    daemon: Any, tmp_path: Path
+) -> None:
+    from pylvs import config as config_mod
+
+    director, sock = daemon
+    await ok(sock, "-A", "-t", f"{VIP}:80", "-s", "mh", "-b", "mh-port")
+    await ok(sock, "-a", "-t", f"{VIP}:80", "-r", "198.19.0.11", "-w", "4")
+    text = await ok(sock, "--save-config", "-")
+    back = config_mod.parse(text, "<saved>")
+    assert back.virtual_servers == director.config.virtual_servers
+    target = tmp_path / "saved.toml"
+    assert await ok(sock, f"--save-config={target}") == ""
+    assert config_mod.load(target).virtual_servers == director.config.virtual_servers
+    # Without FILE the daemon writes its own file, which needs [api] write_config = true.
+    status, _, err = await run_ctl(sock, "--save-config")
+    assert status == 1
+    assert "api.write_config: writing the config file is not enabled" in err
+    assert "--save-config FILE" in err

@@ -19,6 +19,9 @@ ipvsadm's layouts (:mod:`pylvs.cli.layouts`).  Differences, all deliberate:
   "tcp"}}``) or define it in the config file.  A server added with ``-a`` to a service that
   has a check is probed at once and listed with its weight as soon as it passes (weight 0
   until then, and while it fails).
+* ``--save-config [FILE]`` (pylvs only) writes the running configuration, runtime changes
+  included, as TOML: without FILE to the daemon's own file (``[api] write_config = true``),
+  else to FILE (``-``: stdout).  A SIGHUP reload makes the file the whole truth again.
 * ``--socket PATH`` picks the daemon's control socket (default: ``[api] socket``);
   ``--url https://host:port --token-file FILE [--cacert FILE]`` talks to the TCP listener
   instead (``[api] listen``, with TLS when ``tls_cert``/``tls_key`` are set).
@@ -35,9 +38,12 @@ from ipaddress import AddressValueError, IPv4Address
 from typing import Any
 
 from pylvs import __version__, model
+from pylvs import config as config_mod
+from pylvs.api import codec
 from pylvs.api.client import ApiClient, ApiError, path_for
 from pylvs.cli import layouts
 from pylvs.cli.status import render_status
+from pylvs.errors import ConfigError
 
 __all__ = ["CtlError", "Request", "main", "parse_args", "status_main"]
 
@@ -48,7 +54,7 @@ MAX_TIMEOUT = 86400 * 31
 # ipvsadm's command and option names (cmdnames / optnames), in table order.
 COMMANDS = (
     "add-service", "edit-service", "delete-service", "flush", "list", "add-server",
-    "delete-server", "edit-server", "set", "restore", "save", "zero",
+    "delete-server", "edit-server", "set", "restore", "save", "zero", "save-config",
 )
 OPTIONS = (
     "numeric", "connection", "service-address", "scheduler", "persistent", "netmask",
@@ -72,6 +78,7 @@ _TABLE = {
     "restore":        "xxxxxxxxxxxxxxxxxxxx",
     "save":           ".xxxxxxxxxxxxxxxxxxx",
     "zero":           "xx.xxxxxxxxxxxxxxxxx",
+    "save-config":    "xxxxxxxxxxxxxxxxxxxx",  # pylvs only: the running state as TOML
 }
 assert all(len(row) == len(OPTIONS) for row in _TABLE.values())
 
@@ -84,7 +91,7 @@ _LONG_COMMANDS = {"add-service": "add-service", "edit-service": "edit-service",
                   "delete-service": "delete-service", "clear": "flush", "list": "list",
                   "add-server": "add-server", "edit-server": "edit-server",
                   "delete-server": "delete-server", "restore": "restore", "save": "save",
-                  "zero": "zero", "set": "set"}
+                  "zero": "zero", "set": "set", "save-config": "save-config"}
 # option letter/long name -> (option name in the table, takes an argument)
 _SHORT_OPTIONS = {"t": ("tcp", True), "u": ("udp", True), "f": ("fwmark", True),
                   "s": ("scheduler", True), "p": ("persistent", None), "M": ("netmask", True),
@@ -150,6 +157,7 @@ class Request:
     upper_threshold: int = 0
     lower_threshold: int = 0
     timeouts: tuple[int, int, int] | None = None
+    save_to: str | None = None  # --save-config=FILE ("-": stdout); None: the daemon's file
     socket: str | None = None
     connect: dict[str, str] = field(default_factory=dict)  # url, token-file, cacert
     help: bool = False
@@ -201,6 +209,8 @@ def _tokens(argv: Sequence[str]) -> list[tuple[str, str | None]]:
             spec = _LONG_OPTIONS.get(name)
             if name in _LONG_COMMANDS:
                 out.append((_LONG_COMMANDS[name], None))
+                if eq:
+                    out.append(("", value))  # --save-config=FILE
                 continue
             if spec is None:
                 raise CtlError(f"invalid option `{arg}'")
@@ -325,7 +335,11 @@ def parse_args(argv: Sequence[str]) -> Request:
     if pending_server is not None:
         port = req.service.port if req.service else 0
         req.server, _ = _endpoint(pending_server, req.protocol, "real server", port)
-    if command == "set":
+    if command == "save-config":
+        if len(positional) > 1:
+            raise CtlError(f"unexpected argument {positional[1]}")
+        req.save_to = positional[0] if positional else None
+    elif command == "set":
         if len(positional) != 3:
             raise CtlError("--set option requires 3 timeout values")
         tcp, tcpfin, udp = (_timeout(v, 0) for v in positional)
@@ -448,6 +462,8 @@ def run(req: Request, client: ApiClient, stdin: Any = None) -> str:
     if cmd == "flush":
         client.delete("/api/v1/services")
         return ""
+    if cmd == "save-config":
+        return _save_config(client, req.save_to)
     assert req.service is not None
     svc_path = path_for(req.protocol, str(req.service))
     if cmd == "add-service":
@@ -483,6 +499,39 @@ def _list(req: Request, client: ApiClient) -> str:
     services = client.get("/api/v1/services")["services"]
     size = int(client.get("/api/v1/stats").get("table_size", 4096))
     return layouts.listing(services, fmt, table_size=size)
+
+
+def _save_config(client: ApiClient, target: str | None) -> str:
+    """``--save-config [FILE]``: the running configuration (with every runtime change) as TOML.
+
+    Without FILE the daemon rewrites its own file (``[api] write_config = true`` required), so
+    the next SIGHUP keeps what ``pylvs ctl`` changed; with FILE (``-`` for stdout) the TOML is
+    written here, from ``GET /api/v1/config``, and the daemon needs no write permission.
+    """
+    if target is None:
+        try:
+            written = client.post("/api/v1/config/save")
+        except ApiError as exc:
+            if exc.status == 403:
+                raise CtlError(f"{exc.message} (set it in [api], or use --save-config FILE to "
+                               "write the TOML here)", 1) from None
+            raise
+        return f"written: {written['written']}\n"
+    data = dict(client.get("/api/v1/config"))
+    data.pop("source", None)
+    try:
+        cfg = codec.decode_dataclass(model.Config, data, "config")
+    except ConfigError as exc:
+        raise CtlError(f"the daemon's configuration did not decode: {exc}", 1) from None
+    text = config_mod.dump_toml(cfg)
+    if target == "-":
+        return text
+    try:
+        with open(target, "w", encoding="utf-8") as f:
+            f.write(text)
+    except OSError as exc:
+        raise CtlError(f"{target}: {exc.strerror or exc}", 1) from None
+    return ""
 
 
 def _daemon_lines(status: dict[str, Any]) -> str:
@@ -529,6 +578,7 @@ Usage:
             [--thresholds] [--persistent-conn] [--exact] [--nosort]
   pylvs ctl -Z [-t|u service-address]
   pylvs ctl --set tcp tcpfin udp
+  pylvs ctl --save-config [FILE|-]   the running state as TOML (no FILE: the daemon's own file)
   pylvs ctl -h
 Every form also takes --socket PATH (default {socket}), or
 --url http[s]://host:port --token-file FILE [--cacert FILE] for the TCP listener.
