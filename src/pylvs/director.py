@@ -53,8 +53,8 @@ class Component(Protocol):
     async def start(self) -> None:
         """Start; may raise to abort the director's start."""
 
-    async def stop(self) -> None:
-        """Stop; must not raise."""
+    async def stop(self, *, handover: bool = True) -> None:
+        """Stop; must not raise.  ``handover``: let an HA peer take over at once (clean stop)."""
 
 
 class ComponentHost(Protocol):
@@ -156,10 +156,15 @@ class Director:
                  "on" if self.dataplane.offload else "off", self.dataplane.batch_size)
 
     async def stop(self, handover: bool = True) -> None:
-        """Stop components (HA hands over first when ``handover``), the pump, the network."""
+        """Stop components, the pump, the network.
+
+        With ``handover`` the HA component first announces priority 0, so the peer takes over
+        at once; without it the peer is left to notice the silence (a dead time later), as
+        after a crash, e.g. to rehearse one.
+        """
         for component in reversed(self.components):
             try:
-                await component.stop()
+                await component.stop(handover=handover)
             except Exception:
                 log.exception("stopping %r failed", component)
         for task in self._timers:

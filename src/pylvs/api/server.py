@@ -146,8 +146,8 @@ class ApiServer:
             await self.stop()
             raise
 
-    async def stop(self) -> None:
-        """Close every listener and remove the socket file."""
+    async def stop(self, *, handover: bool = True) -> None:
+        """Close every listener and remove the socket file (``handover`` is HA's business)."""
         runners, self._runners = self._runners, []
         for runner in reversed(runners):
             await runner.cleanup()

@@ -54,8 +54,8 @@ class HealthComponent:
         """Publish initial verdicts, then probe."""
         await self.manager.start()
 
-    async def stop(self) -> None:
-        """Stop probing; the pool stays as it was last set."""
+    async def stop(self, *, handover: bool = True) -> None:
+        """Stop probing; the pool stays as it was last set (``handover`` is HA's business)."""
         await self.manager.stop()
 
     async def on_config(self, config: Config) -> None:

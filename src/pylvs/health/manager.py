@@ -22,7 +22,6 @@ Events are delivered synchronously from the manager's tasks, in the order to app
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import random
 import time
@@ -34,6 +33,7 @@ from pylvs.health.result import ProbeResult
 from pylvs.health.spec import ProbeSpec
 from pylvs.health.state import HealthEvent, ServerEvent, ServerHealth, ServiceHealth
 from pylvs.model import Config, Endpoint, ServiceKey, VirtualServerConfig
+from pylvs.tasks import cancel_and_wait
 
 __all__ = ["EventCallback", "HealthManager"]
 
@@ -132,12 +132,12 @@ class HealthManager:
         tasks = [r.task for r in self._runners.values() if r.task is not None]
         for runner in self._runners.values():
             runner.task = None
-        await _cancel(tasks)
+        await cancel_and_wait(tasks)
 
     async def apply_config(self, config: Config) -> None:
         """Follow a new configuration; servers that stay keep their state and counters."""
         old_tasks = self._configure(config)
-        await _cancel(old_tasks)
+        await cancel_and_wait(old_tasks)
         if self._running:
             new = [r for r in self._runners.values() if r.task is None]
             # A few servers added at run time (`pylvs ctl -a`, an API call) are probed at once,
@@ -293,9 +293,3 @@ def _log_event(event: HealthEvent) -> None:
         log.warning("%s sorry server %s %s (%s)", service, event.endpoint, verb, event.reason)
 
 
-async def _cancel(tasks: list[asyncio.Task[None]]) -> None:
-    for task in tasks:
-        task.cancel()
-    for task in tasks:
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
