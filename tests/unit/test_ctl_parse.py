@@ -146,7 +146,8 @@ def test_save_line_round_trips_to_operation() -> None:
          "-b", "sh-port"]))
     assert op == {"op": "add_service", "service": {
         "protocol": "tcp", "address": "198.18.0.100:80", "scheduler": "sh", "persistence": 360,
-        "netmask": "255.255.255.0", "flags": ["sh-port"]}}
+        "netmask": "255.255.255.0", "flags": ["sh-port"],
+        "check": {"type": "none"}}}  # ipvsadm's kernel probes nothing
     op = ctl.to_operation(ctl.parse_args(
         ["-a", "-t", "198.18.0.100:80", "-r", "198.19.0.11:8080", "-m", "-w", "3"]))
     assert op == {"op": "add_server", "protocol": "tcp", "address": "198.18.0.100:80",
