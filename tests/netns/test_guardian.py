@@ -85,6 +85,7 @@ def test_kill9_leaves_nothing_that_answers_for_the_dead_node(ha_pair: HaPair,
     assert _claims(pair, 1) == (False, False)
     assert len(_guardians(pair, 0)) == 1
 
+    rss = int(Path(f"/proc/{pair.procs[0].pid}/statm").read_text().split()[1]) * 4096 >> 20
     t_kill = pair.kill(0)  # CLOCK_MONOTONIC just before SIGKILL
     pair.wait(lambda: _claims(pair, 0) == (False, False), 2,
               "the dead node to drop the gateway and proxy ARP")
@@ -92,7 +93,8 @@ def test_kill9_leaves_nothing_that_answers_for_the_dead_node(ha_pair: HaPair,
     # from here with `ip` (a process per look) would measure the poll, not the cleanup.
     [line] = [ln for ln in pair.log(0).splitlines() if "pylvs guardian:" in ln]
     done = float(re.search(r"\.\. ([0-9.]+)\)", line).group(1))  # type: ignore[union-attr]
-    print(f"claims removed {1000 * (done - t_kill):.1f} ms after the kill: {line}")
+    print(f"claims removed {1000 * (done - t_kill):.1f} ms after the kill of a {rss} MB "
+          f"process: {line}")
     assert done - t_kill < 0.1, f"{1000 * (done - t_kill):.0f} ms: {line}"
     pair.wait(lambda: not _guardians(pair, 0), 2, "the guardian to exit")
     assert "pylvs guardian: director pid" in pair.log(0)
