@@ -323,3 +323,24 @@ def test_status_and_metrics_follow_ha_roles() -> None:
         assert roles["active"] == 1 and roles["backup"] == 0
         [transitions] = families["pylvs_ha_transitions"].samples
         assert transitions.value >= 2  # INIT -> BACKUP -> ACTIVE
+
+
+def test_sighup_after_runtime_changes_says_what_it_removes(
+        daemon: tuple[Topology, PylvsProcess, str]) -> None:
+    # A server added with ctl is not in the file: the reload removes it, and says so loudly.
+    _, proc, sock = daemon
+
+    def reload() -> str:
+        start = len(proc.log())
+        proc.reload()
+        wait_until(lambda: "SIGHUP: reloaded" in proc.log()[start:], 10, "the reload")
+        return proc.log()[start:]
+
+    reload()  # back to the file, whatever the tests before did
+    ok(sock, "-a", "-t", f"{VIP}:80", "-r", "198.19.0.99:80", "-w", "4")
+    assert "198.19.0.99:80" in ok(sock, "-Ln")
+    log = reload()
+    assert "does not have 1 change(s) made at run time with pylvs ctl or the API" in log
+    assert f"real server 198.19.0.99:80 of tcp {VIP}:80 (added at run time)" in log
+    assert "pylvs ctl --save-config" in log
+    assert "198.19.0.99:80" not in ok(sock, "-Ln")
