@@ -22,7 +22,7 @@ import re
 import tomllib
 import types
 import typing
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping, Sequence
 from ipaddress import AddressValueError, IPv4Address, IPv4Interface, IPv4Network
 from pathlib import Path
 from typing import Any, Literal
@@ -321,6 +321,7 @@ def _checks(cfg: Config) -> Iterator[tuple[str, str]]:
         value = getattr(cfg.timeouts, key)
         if not 1 <= value <= 31 * 86400:
             yield f"timeouts.{key}", f"expected 1..{31 * 86400} seconds, got {value}"
+    yield from _defense_checks(cfg)
     api = cfg.api
     if not 0 <= api.socket_mode <= 0o777:
         yield "api.socket_mode", f"expected a mode 0o000..0o777, got {oct(api.socket_mode)}"
@@ -348,6 +349,20 @@ def _checks(cfg: Config) -> Iterator[tuple[str, str]]:
             net = nat_router.network
             yield f"{path}.address", f"expected a VIP outside the private network {net}"
         yield from _vs_checks(vs, path)
+
+
+def _defense_checks(cfg: Config) -> Iterator[tuple[str, str]]:
+    dfn = cfg.defense
+    for key in ("drop_entry", "drop_packet", "secure_tcp"):
+        if getattr(dfn, key) not in (0, 1, 2, 3):
+            yield f"defense.{key}", "expected 0 (off), 1 or 2 (automatic) or 3 (always on), " \
+                f"got {getattr(dfn, key)}"
+    limit = cfg.director.max_connections
+    if dfn.amemthresh is not None and not 0 <= dfn.amemthresh <= limit:
+        yield "defense.amemthresh", f"expected 0..{limit} free table slots " \
+            f"(director.max_connections), got {dfn.amemthresh}"
+    if not 1 <= dfn.am_droprate <= 1_000_000:
+        yield "defense.am_droprate", f"expected 1..1000000, got {dfn.am_droprate}"
 
 
 def _ha_checks(cfg: Config) -> Iterator[tuple[str, str]]:
@@ -541,8 +556,13 @@ def _toml_value(value: object, key: str) -> str:
     return json.dumps(str(value), ensure_ascii=False).replace("\x7f", "\\u007f")
 
 
-def _emit_table(obj: Any, header: str | None, out: list[str], defaults: bool) -> None:
-    """Append ``[header]`` and the scalar keys of ``obj`` that differ from their defaults."""
+def _emit_table(obj: Any, header: str | None, out: list[str], defaults: bool,
+                notes: Sequence[str] = ()) -> None:
+    """Append ``[header]`` and the scalar keys of ``obj`` that differ from their defaults.
+
+    ``notes`` are comment lines written just above the header (``pylvs import`` says there what
+    it could not carry over).
+    """
     lines = []
     for f in dataclasses.fields(obj):
         if f.name in _SKIP_FIELDS:
@@ -559,22 +579,36 @@ def _emit_table(obj: Any, header: str | None, out: list[str], defaults: bool) ->
         if value is None:
             continue
         lines.append(f"{_TOML_NAME.get(f.name, f.name)} = {_toml_value(value, f.name)}")
-    if header is not None and (lines or header.startswith("[[")):
-        out.extend(["", header])
+    comments = [f"# {n}" for note in notes for n in note.splitlines()]
+    if header is not None and (lines or comments or header.startswith("[[")):
+        out.extend(["", *comments, header])  # an empty table is valid: it keeps its comments
+    elif comments:
+        out.extend(["", *comments])
     out.extend(lines)
 
 
-def dump_toml(cfg: Config) -> str:
-    """Write ``cfg`` as TOML that :func:`parse` reads back equal; default values are left out."""
+def dump_toml(cfg: Config, comments: Mapping[str, Sequence[str]] | None = None) -> str:
+    """Write ``cfg`` as TOML that :func:`parse` reads back equal; default values are left out.
+
+    ``comments`` maps a table's key path (``""`` for the top of the file, ``"director"``,
+    ``"virtual_server[0]"``, ``"virtual_server[0].check"``,
+    ``"virtual_server[0].real_server[1]"`` ...) to comment lines written above that table.
+    """
+    notes = comments or {}
     out: list[str] = [f"# pylvs configuration (written from {cfg.source})"]
-    _emit_table(cfg.director, "[director]", out, defaults=False)
-    for name in ("timeouts", "api", "ha"):
-        _emit_table(getattr(cfg, name), f"[{name}]", out, defaults=False)
-    for vs in cfg.virtual_servers:
-        _emit_table(vs, "[[virtual_server]]", out, defaults=False)
-        _emit_table(vs.check, "[virtual_server.check]", out, defaults=False)
-        _emit_table(vs.load_monitor, "[virtual_server.load_monitor]", out, defaults=False)
-        for rs in vs.real_servers:
-            _emit_table(rs, "[[virtual_server.real_server]]", out, defaults=False)
+    out.extend(f"# {n}" for note in notes.get("", ()) for n in note.splitlines())
+    _emit_table(cfg.director, "[director]", out, False, notes.get("director", ()))
+    for name in ("timeouts", "defense", "api", "ha"):
+        _emit_table(getattr(cfg, name), f"[{name}]", out, False, notes.get(name, ()))
+    for i, vs in enumerate(cfg.virtual_servers):
+        path = f"virtual_server[{i}]"
+        _emit_table(vs, "[[virtual_server]]", out, False, notes.get(path, ()))
+        _emit_table(vs.check, "[virtual_server.check]", out, False,
+                    notes.get(f"{path}.check", ()))
+        _emit_table(vs.load_monitor, "[virtual_server.load_monitor]", out, False,
+                    notes.get(f"{path}.load_monitor", ()))
+        for j, rs in enumerate(vs.real_servers):
+            _emit_table(rs, "[[virtual_server.real_server]]", out, False,
+                        notes.get(f"{path}.real_server[{j}]", ()))
     return "\n".join(out) + "\n"
 

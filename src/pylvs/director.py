@@ -30,13 +30,20 @@ from typing import Any, Protocol
 
 from pylvs import config as config_mod
 from pylvs.dataplane.tun import TunDataplane
-from pylvs.engine import Engine, Timeouts, scheduler_names
+from pylvs.engine import Defense, Engine, Timeouts, scheduler_names
 from pylvs.errors import ConfigError
-from pylvs.model import Config, Endpoint, RealServerConfig, ServiceKey, VirtualServerConfig
+from pylvs.model import (
+    Config,
+    DefenseConfig,
+    Endpoint,
+    RealServerConfig,
+    ServiceKey,
+    VirtualServerConfig,
+)
 from pylvs.netconf import NetConf, NetPlan, plan_from_config, send_gratuitous_arp
 from pylvs.weights import LoadReport, ServerWeight
 
-__all__ = ["Component", "ComponentHost", "Director"]
+__all__ = ["Component", "ComponentHost", "Director", "defense_settings"]
 
 log = logging.getLogger("pylvs.director")
 
@@ -81,6 +88,13 @@ class ComponentHost(Protocol):
         """Record a health verdict and/or weight and update the engine."""
 
 
+def defense_settings(cfg: DefenseConfig) -> Defense:
+    """The engine's flood defence settings for a ``[defense]`` section."""
+    return Defense(drop_entry=cfg.drop_entry, drop_packet=cfg.drop_packet,
+                   secure_tcp=cfg.secure_tcp, amemthresh=cfg.amemthresh,
+                   am_droprate=cfg.am_droprate, evict_embryonic=cfg.evict_embryonic)
+
+
 class Director:
     """Engine + TUN dataplane + netconf (+ components) for one config."""
 
@@ -92,7 +106,8 @@ class Director:
         d = config.director
         t = config.timeouts
         self.engine = Engine(max_connections=d.max_connections,
-                             timeouts=Timeouts(tcp=t.tcp, tcpfin=t.tcpfin, udp=t.udp))
+                             timeouts=Timeouts(tcp=t.tcp, tcpfin=t.tcpfin, udp=t.udp),
+                             defense=defense_settings(config.defense))
         self.dataplane = TunDataplane(d.tun_name, offload=d.offload, batch_size=d.batch_size,
                                       engine_ptr=self._engine_ptr, clock=clock,
                                       on_failure=self._dataplane_failed)
@@ -106,6 +121,8 @@ class Director:
         # Called with a validated new config just before the engine follows it (the health
         # component hands a sorry server that became a real server back to the config here).
         self.config_preparers: list[Callable[[Config], None]] = []
+        # Called with the engine's clock after each rate estimation (the API's history).
+        self.rate_listeners: list[Callable[[float], None]] = []
         self.health_managed = False  # set by the health component: verdicts start unknown
         self._svc_keys: dict[ServiceKey, Any] = {}
         self._srv_keys: dict[tuple[ServiceKey, Endpoint], Any] = {}
@@ -143,8 +160,7 @@ class Director:
             self._started = True
             self._timers = [
                 asyncio.create_task(self._every(EXPIRE_INTERVAL, self._tick), name="expire"),
-                asyncio.create_task(self._every(RATES_INTERVAL, self.engine.update_rates),
-                                    name="rates"),
+                asyncio.create_task(self._every(RATES_INTERVAL, self._rates), name="rates"),
             ]
             for component in self.components:
                 await component.start()
@@ -214,6 +230,14 @@ class Director:
             except Exception:
                 log.exception("timer %s failed", getattr(fn, "__name__", fn))
 
+    def _rates(self, now: float) -> None:
+        self.engine.update_rates(now)
+        for listener in list(self.rate_listeners):
+            try:
+                listener(now)
+            except Exception:
+                log.exception("rate listener %r failed", listener)
+
     # -- configuration ---------------------------------------------------------------------
     async def apply_config(self, new: Config) -> None:
         """Validate ``new`` whole, then apply it live; ConfigError means nothing changed."""
@@ -246,6 +270,8 @@ class Director:
             if new.timeouts != old.timeouts:
                 t = new.timeouts
                 self.engine.set_timeouts(tcp=t.tcp, tcpfin=t.tcpfin, udp=t.udp)
+            if new.defense != old.defense:
+                self.engine.set_defense(defense_settings(new.defense))
             self._config = new
             if self._started:
                 before = self.netconf.plan.vips

@@ -10,7 +10,7 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Protocol
 
 from pylvs import model
-from pylvs.engine_types import ConnectionInfo, EngineStats, ServiceInfo, Timeouts
+from pylvs.engine_types import ConnectionInfo, DefenseInfo, EngineStats, ServiceInfo, Timeouts
 
 __all__ = ["DirectorLike", "EngineLike"]
 
@@ -42,9 +42,16 @@ class EngineLike(Protocol):
         """Change timeouts; 0 keeps a value."""
         ...
 
+    def defense(self) -> DefenseInfo:
+        """The flood defence now: modes, what is engaged, entries removed."""
+        ...
+
 
 class DirectorLike(Protocol):
     """The composition root as the API sees it."""
+
+    rate_listeners: list[Callable[[float], None]]
+    """Called after each rate estimation (every 2 s) with the engine's clock."""
 
     @property
     def config(self) -> model.Config:

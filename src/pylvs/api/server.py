@@ -16,13 +16,16 @@ import os
 import socket
 import ssl
 import stat
+import time
 from pathlib import Path
 
 from aiohttp import web
 
 from pylvs import model
+from pylvs.api import views
 from pylvs.api.app import make_app
 from pylvs.api.codec import parse_endpoint
+from pylvs.api.history import History
 from pylvs.api.protocol import DirectorLike
 from pylvs.errors import ConfigError
 
@@ -98,7 +101,11 @@ def _unix_listener(path: str, mode: int) -> socket.socket:
 
 
 class ApiServer:
-    """The API's listeners for one director; ``start()`` then ``stop()``."""
+    """The API's listeners for one director; ``start()`` then ``stop()``.
+
+    It also keeps the director's recent history (:class:`~pylvs.api.history.History`), fed
+    after each rate estimation while the API runs, for ``GET /api/v1/history``.
+    """
 
     def __init__(self, director: DirectorLike, api: model.ApiConfig | None = None) -> None:
         self.director = director
@@ -106,6 +113,13 @@ class ApiServer:
         self._runners: list[web.AppRunner] = []
         self._owns_socket = False
         self.tcp_address: tuple[str, int] | None = None
+        self.history = History()
+
+    def _record(self, _engine_now: float) -> None:
+        # Wall-clock time: the page labels its charts with the browser's clock.
+        d = self.director
+        self.history.record(time.time(), views.services(d), views.engine_stats(d)["drops"],
+                            views.ha(d))
 
     async def start(self) -> None:
         """Open the Unix socket and, if configured, the TCP listener."""
@@ -119,7 +133,8 @@ class ApiServer:
         if self.api.tls_cert is not None and self.api.tls_key is not None:
             tls = tls_context(self.api.tls_cert, self.api.tls_key)
         try:
-            unix_runner = web.AppRunner(make_app(self.director), access_log=None)
+            unix_runner = web.AppRunner(make_app(self.director, history=self.history),
+                                        access_log=None)
             await unix_runner.setup()
             self._runners.append(unix_runner)
             sock = _unix_listener(self.api.socket, self.api.socket_mode)
@@ -127,8 +142,8 @@ class ApiServer:
             await web.SockSite(unix_runner, sock).start()
             log.info("control API on unix:%s (mode %o)", self.api.socket, self.api.socket_mode)
             if token is not None:
-                tcp_runner = web.AppRunner(make_app(self.director, token=token),
-                                           access_log=None)
+                tcp_runner = web.AppRunner(
+                    make_app(self.director, token=token, history=self.history), access_log=None)
                 await tcp_runner.setup()
                 self._runners.append(tcp_runner)
                 site = web.TCPSite(tcp_runner, str(endpoint.address), endpoint.port,
@@ -142,12 +157,15 @@ class ApiServer:
                 log.info("control API on %s://%s:%s (bearer token required)",
                          "https" if tls else "http",
                          *(self.tcp_address or (endpoint.address, endpoint.port)))
+            self.director.rate_listeners.append(self._record)
         except BaseException:
             await self.stop()
             raise
 
     async def stop(self, *, handover: bool = True) -> None:
         """Close every listener and remove the socket file (``handover`` is HA's business)."""
+        if self._record in self.director.rate_listeners:
+            self.director.rate_listeners.remove(self._record)
         runners, self._runners = self._runners, []
         for runner in reversed(runners):
             await runner.cleanup()
