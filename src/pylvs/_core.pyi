@@ -277,6 +277,7 @@ class Lib:
     LVS_AF_INET6: int
     LVS_SVC_F_PERSISTENT: int
     LVS_SVC_F_SCHED1: int
+    LVS_MH_MAX_SIZE: int
     LVS_SVC_F_SCHED2: int
     LVS_SVC_F_SCHED3: int
     LVS_DEST_F_AVAILABLE: int

@@ -363,3 +363,8 @@ def test_embed_example_runs() -> None:
                          capture_output=True, text=True, timeout=120, check=False)
     assert res.returncode == 0, res.stderr
     assert "port-unreachable" in res.stdout and "TIME_WAIT" in res.stdout
+    # No real server at all: the SYN's answer is the ICMP error the engine generated.
+    res = subprocess.run([sys.executable, str(example), "--servers", "0"],
+                         capture_output=True, text=True, timeout=120, check=False)
+    assert res.returncode == 0, res.stderr
+    assert "no real server: the engine answered the client with ICMP" in res.stdout
