@@ -115,8 +115,9 @@ static void *drainer(void *arg)
 static void svc_conf(lvs_svc_conf *c, const char *sched)
 {
     memset(c, 0, sizeof(*c));
+    c->af = LVS_AF_INET;
     c->proto = LVS_PROTO_TCP;
-    c->addr = VIP;
+    c->addr = lvs_addr4(VIP);
     c->port = 80;
     c->sched = sched;
     c->netmask = 0xffffffffu;
@@ -125,10 +126,11 @@ static void svc_conf(lvs_svc_conf *c, const char *sched)
 static void dest_conf(lvs_dest_conf *c, uint32_t addr, int weight)
 {
     memset(c, 0, sizeof(*c));
+    c->af = c->dest_af = LVS_AF_INET;
     c->proto = LVS_PROTO_TCP;
-    c->vaddr = VIP;
+    c->vaddr = lvs_addr4(VIP);
     c->vport = 80;
-    c->addr = addr;
+    c->addr = lvs_addr4(addr);
     c->port = 80;
     c->weight = weight;
 }
@@ -201,7 +203,7 @@ int main(int argc, char **argv)
         LOCKED(e, rc = lvs_dest_del(e, &dc, (int)(k & 1)));
         CHECK(rc == 0);
         if (k % 50 == 0)
-            LOCKED(e, lvs_engine_zero_stats(e, 0, 0, 0));
+            LOCKED(e, lvs_engine_zero_stats(e, 0, 0, NULL, 0));
         if (k == 100)
             lvs_workers_zero_stats(w);
         for (int i = 0; i < nw; i++)
