@@ -187,12 +187,14 @@ def start_haproxy_backends(topo: Topology) -> None:
         _haproxy(topo, rs.ns, rs.name, cfg)
 
 
-def start_haproxy_lb(topo: Topology, cpu: int | None) -> subprocess.Popen[str]:
-    """Run the HAProxy contender in the director: TCP mode, one thread, round robin."""
+def start_haproxy_lb(topo: Topology, cpu: int | None,
+                     threads: int = 1) -> subprocess.Popen[str]:
+    """Run the HAProxy contender in the director: TCP mode, ``threads`` threads, round robin."""
     sock = os.path.join(topo.workdir, "lb.sock")
     servers = "".join(f"  server {rs.name} {rs.address}:80\n" for rs in topo.real_servers)
     rs1 = topo.real_servers[0]
-    cfg = _GLOBAL.format(sock=sock) + (
+    glob = _GLOBAL.format(sock=sock).replace("nbthread 1", f"nbthread {threads}")
+    cfg = glob + (
         f"frontend web\n  mode tcp\n  bind {topo.vip}:80 backlog 4096\n  default_backend rs\n"
         f"backend rs\n  mode tcp\n  balance roundrobin\n{servers}"
         f"frontend bulk\n  mode tcp\n  bind {topo.vip}:5201\n  default_backend bulk\n"
