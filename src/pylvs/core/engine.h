@@ -27,8 +27,9 @@
 /* Internal conn flag bits (not in the kernel's set; masked out of sync records). */
 #define LVS_CONN_F_INUSE 0x0001    /* slab slot holds a live entry */
 #define LVS_CONN_F_INHASH 0x0002   /* linked in the in-hash (a neutralised template is not) */
+#define LVS_CONN_F_SP_WAIT 0x0004  /* synproxy: the real server's handshake is still pending */
 #define LVS_CONN_F_SYNC_MASK                                                                  \
-    (LVS_CONN_F_NOOUTPUT | LVS_CONN_F_INACTIVE | LVS_CONN_F_TEMPLATE)
+    (LVS_CONN_F_NOOUTPUT | LVS_CONN_F_INACTIVE | LVS_CONN_F_TEMPLATE | LVS_CONN_F_SEQ_MASK)
 
 /*
  * One connection or persistence template.  Kept at <= 104 bytes: with the two hash buckets
@@ -50,7 +51,8 @@ struct lvs_conn {
     uint8_t state;
     uint16_t flags;
     uint8_t old_state;       /* state at the last sync record */
-    uint8_t pad_[3];
+    uint8_t pad_;
+    uint32_t ext;            /* 1 + index of the conn's side record (seqadj.h), 0 = none */
     uint32_t timeout;        /* seconds, for the current state */
     uint32_t in_pkts;        /* for the sync thresholds */
     uint32_t n_control;      /* conns controlled by this template */
@@ -83,6 +85,12 @@ enum {
     LVS_CNT_PASS_NOT_OURS,
     LVS_CNT_REPLY_SHORT_STRIDE,
     LVS_CNT_SYNC_OVERFLOW,
+    LVS_CNT_SYNPROXY_SYN,            /* SYNs answered with a cookie (REPLY) */
+    LVS_CNT_SYNPROXY_ACK_OK,         /* ACKs with a valid cookie: a connection was opened */
+    LVS_CNT_SYNPROXY_BAD_COOKIE,     /* ACKs whose cookie is forged or damaged (DROP) */
+    LVS_CNT_SYNPROXY_EXPIRED_COOKIE, /* ACKs whose cookie is outside the window (DROP) */
+    LVS_CNT_SYNPROXY_PENDING_DROP,   /* packets of a conn still waiting for its server (DROP) */
+    LVS_CNT_SYNPROXY_HELD_TRUNCATED, /* client data not kept while waiting (over the budget) */
     LVS_CNT_MAX
 };
 
@@ -133,6 +141,17 @@ struct lvs_engine {
     uint64_t counters[LVS_CNT_MAX];
     uint16_t ip_id;          /* IP id of generated ICMP packets */
 
+    /* per-conn side records (seqadj.c): a pool indexed by lvs_conn.ext - 1 */
+    struct lvs_conn_ext *ext_pool;
+    uint32_t ext_cap, ext_used;
+    uint32_t ext_free;       /* 1 + index of the first free record, 0 = none */
+    uint64_t sp_held_bytes;  /* client bytes synproxy holds for pending handshakes */
+
+    /* synproxy cookie keys (synproxy.c): one per period, the two latest cached */
+    uint64_t sp_key[2][2];
+    uint32_t sp_key_period[2];
+    uint8_t sp_key_valid[2];
+
     /* sync */
     /* called when a template still in control is re-armed by its timer (sync.c), so the
      * connection table needs nothing from sync */
@@ -180,6 +199,11 @@ lvs_dest *lvs_dest_trash_take(lvs_engine *e, uint8_t vproto, uint32_t vaddr, uin
 void lvs_dest_put(lvs_engine *e, lvs_dest *d);
 /* Free the trashed dests nobody references (all of them when `all`, at teardown). */
 void lvs_dest_trash_sweep(lvs_engine *e, int all);
+
+/* ---- seqadj.c (conn side records; the rest is in seqadj.h) ---- */
+/* Release the conn's side record, if any (conn.c calls it when the conn is freed). */
+void lvs_ext_detach(lvs_engine *e, lvs_conn *c);
+void lvs_ext_free_all(lvs_engine *e);
 
 /* ---- ctl.c ---- */
 int lvs_ctl_init(lvs_engine *e);

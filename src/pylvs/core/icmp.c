@@ -5,7 +5,7 @@
  */
 #include <string.h>
 
-#include "packet.h"
+#include "seqadj.h"
 
 /* ---- generated ICMP errors (icmp_send, quoting at most 576 bytes in all).  The source is
  * the address the packet was sent to (the VIP): the engine knows no interface address. ---- */
@@ -135,6 +135,9 @@ int lvs_icmp_process(lvs_engine *e, pkt *k, int to_vip)
     }
     st16(k->p + 10, 0);
     st16(k->p + 10, ip_csum(k->p, k->ihl));
+    uint64_t dq = 0;
+    if (c->ext && qproto == LVS_PROTO_TCP) /* the quote carries translated numbers */
+        dq = lvs_seqadj_quote(ql4, ql4n, lvs_ext_of(e, c), to_vip ? LVS_DIR_OUT : LVS_DIR_IN);
     uint64_t da = diff32(ld32(q + q_ip_off), naddr);
     uint64_t dp = diff16(ld16(ql4 + q_port_off), nport);
     st32(q + q_ip_off, naddr);
@@ -148,7 +151,7 @@ int lvs_icmp_process(lvs_engine *e, pkt *k, int to_vip)
                 st16(ql4 + 6, 0xffff);
         }
     } else if (qproto == LVS_PROTO_TCP && ql4n >= 20) {
-        csum_apply(ql4 + 16, da + dp);
+        csum_apply(ql4 + 16, da + dp + dq);
     }
     st16(ic + 2, 0);
     /* partial: the field stays the (empty) seed the device sums from; else a full checksum */

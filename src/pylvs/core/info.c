@@ -116,7 +116,9 @@ static const char *const counter_names[LVS_CNT_MAX + 1] = {
     "bad_ip_checksum",  "fragment",          "unknown_proto", "no_service",
     "tcp_no_syn",       "table_full",        "no_dest",      "dest_unavailable",
     "ttl_exceeded",     "bad_icmp_checksum", "icmp_no_conn", "icmp_other",
-    "not_ours",         "reply_short_stride", "sync_overflow", NULL,
+    "not_ours",         "reply_short_stride", "sync_overflow",
+    "synproxy_syn",     "synproxy_ack_ok",   "synproxy_bad_cookie", "synproxy_expired_cookie",
+    "synproxy_pending_drop", "synproxy_held_truncated", NULL,
 };
 
 const char *const *lvs_counter_names(void)

@@ -159,7 +159,15 @@ static int do_in(lvs_engine *e, pkt *k, uint32_t *plen, uint32_t cap, double now
             e->counters[LVS_CNT_NO_SERVICE]++;
             return LVS_VERDICT_DROP;
         }
-        if (k->proto == LVS_PROTO_TCP && (!syn || (k->th_flags & TH_RST))) {
+        lvs_sp_accept spa;
+        int proxied = 0;
+        if (svc->flags & LVS_SVC_F_SYNPROXY) {
+            /* the director answers the handshake itself (synproxy.c) */
+            int v = lvs_synproxy_new(e, k, plen, cap, now, &spa);
+            if (v != LVS_SP_ACCEPT)
+                return v;
+            proxied = 1;
+        } else if (k->proto == LVS_PROTO_TCP && (!syn || (k->th_flags & TH_RST))) {
             e->counters[LVS_CNT_TCP_NO_SYN]++;
             return LVS_VERDICT_DROP;
         }
@@ -170,6 +178,8 @@ static int do_in(lvs_engine *e, pkt *k, uint32_t *plen, uint32_t cap, double now
         }
         if (r == SCHED_NODEST) {
             e->counters[LVS_CNT_NO_DEST]++;
+            if (proxied) /* the client believes it is connected: a reset, not an ICMP */
+                return lvs_synproxy_refuse(e, k, plen);
             int built = lvs_icmp_error_build(e, k->p, plen, cap, k->tot, 3, 3);
             if (built < 0) {
                 if (built == -1)
@@ -178,7 +188,11 @@ static int do_in(lvs_engine *e, pkt *k, uint32_t *plen, uint32_t cap, double now
             }
             return LVS_VERDICT_REPLY;
         }
+        if (proxied)
+            return lvs_synproxy_open(e, k, c, &spa, plen, cap, now);
     }
+    if (c->flags & LVS_CONN_F_SP_WAIT)
+        return lvs_synproxy_in_wait(e, k, c, plen, cap, now);
     if (!c->dest || !(c->dest->flags & LVS_DEST_F_AVAILABLE)) {
         e->counters[LVS_CNT_DEST_UNAVAILABLE]++;
         if (e->expire_nodest_conn)
@@ -195,14 +209,16 @@ static int do_in(lvs_engine *e, pkt *k, uint32_t *plen, uint32_t cap, double now
     return verdict;
 }
 
-static int do_out(lvs_engine *e, pkt *k, double now)
+static int do_out(lvs_engine *e, pkt *k, uint32_t *plen, uint32_t cap, double now)
 {
     lvs_conn *c = lvs_conn_out_get(e, k->proto, k->saddr, k->sport, k->daddr, k->dport);
     if (!c) {
         e->counters[LVS_CNT_PASS_NOT_OURS]++;
         return LVS_VERDICT_PASS;
     }
-    lvs_nat_xmit_out(k, c);
+    if (c->flags & LVS_CONN_F_SP_WAIT)
+        return lvs_synproxy_out_wait(e, k, c, plen, cap, now);
+    lvs_nat_xmit_out(e, k, c);
     stats_out(e, c, k->tot);
     state_transition(e, c, LVS_DIR_OUT, k->th_flags);
     lvs_conn_arm(e, c, now);
@@ -284,7 +300,7 @@ static int process_one(lvs_engine *e, uint8_t *p, uint32_t *plen, uint32_t cap, 
     k.dport = ld16(k.l4 + 2);
     if (to_vip)
         return do_in(e, &k, plen, cap, now);
-    return do_out(e, &k, now);
+    return do_out(e, &k, plen, cap, now);
 }
 
 /* The bucket a well-formed TCP/UDP packet will look up first, or NULL.  Only a hint for

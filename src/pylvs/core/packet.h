@@ -177,7 +177,7 @@ void lvs_tcp_transition(lvs_engine *e, lvs_conn *c, int dir, uint8_t th_flags);
  * to the conn's server; returns the verdict. */
 int lvs_nat_xmit_in(lvs_engine *e, pkt *k, const lvs_conn *c, uint32_t *plen, uint32_t cap);
 /* Server -> client: SNAT back to the conn's VIP and port. */
-void lvs_nat_xmit_out(pkt *k, const lvs_conn *c);
+void lvs_nat_xmit_out(lvs_engine *e, pkt *k, const lvs_conn *c);
 
 /* ---- icmp.c ---- */
 
@@ -187,5 +187,35 @@ int lvs_icmp_error_build(lvs_engine *e, uint8_t *p, uint32_t *plen, uint32_t cap
                          uint8_t type, uint8_t code);
 /* An ICMP packet (k->l4 is the ICMP header): translate an error about a conn; a verdict. */
 int lvs_icmp_process(lvs_engine *e, pkt *k, int to_vip);
+
+/* ---- synproxy.c ---- */
+
+/* What an ACK with a valid cookie gives back: the client's options as its SYN offered them
+ * (mss is the cookie's MSS class; wscale 0xf = none). */
+typedef struct lvs_sp_accept {
+    uint16_t mss;
+    uint8_t wscale;
+    uint8_t sack;
+    uint8_t ts;
+    uint32_t tsval, tsecr;   /* from the ACK */
+} lvs_sp_accept;
+
+#define LVS_SP_ACCEPT (-1)
+
+/* A TCP packet to a synproxy service matching no conn: a SYN becomes a cookie SYN-ACK
+ * (REPLY); an ACK with a valid cookie returns LVS_SP_ACCEPT and the options; the rest DROP. */
+int lvs_synproxy_new(lvs_engine *e, pkt *k, uint32_t *plen, uint32_t cap, double now,
+                     lvs_sp_accept *out);
+/* The conn just scheduled for an accepted ACK: keep the client's packet; the slot becomes the
+ * SYN for the server (REPLY). */
+int lvs_synproxy_open(lvs_engine *e, pkt *k, lvs_conn *c, const lvs_sp_accept *o,
+                      uint32_t *plen, uint32_t cap, double now);
+/* An accepted ACK no server can take: the slot becomes a RST for the client (REPLY). */
+int lvs_synproxy_refuse(lvs_engine *e, pkt *k, uint32_t *plen);
+/* Packets of a conn whose server handshake is pending (LVS_CONN_F_SP_WAIT), each direction. */
+int lvs_synproxy_in_wait(lvs_engine *e, pkt *k, lvs_conn *c, uint32_t *plen, uint32_t cap,
+                         double now);
+int lvs_synproxy_out_wait(lvs_engine *e, pkt *k, lvs_conn *c, uint32_t *plen, uint32_t cap,
+                          double now);
 
 #endif /* PYLVS_PACKET_H */

@@ -7,7 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "packet.h"
+#include "seqadj.h"
 
 /* ip_vs_sync_conn_needed (sync_refresh_period = 0): TCP only in the states a backup needs,
  * at once on a change to one of them other than ESTABLISHED, otherwise when the incoming
@@ -60,11 +60,46 @@ void lvs_sync_tmpl_rearmed(lvs_engine *e, lvs_conn *c)
 
 /* ---- sync records (format documented in engine.py) ---- */
 
-static void encode(uint8_t *r, const lvs_conn *c, double now)
+/*
+ * A conn with a sequence translation (synproxy, an application helper) carries two options
+ * after the 36 bytes, as the kernel's v1 format allows: IPVS_OPT_SEQ_DATA (type 1, 24 bytes:
+ * in_seq then out_seq, each init_seq, delta, previous_delta) and pylvs's own optional
+ * parameter (type IPVS_OPT_F_PARAM | 0x10, 8 bytes: timestamp offset, window shift, ext
+ * flags, bit 0 = opened by the SYN proxy), which a kernel backup skips.  Size: 72.
+ */
+#define OPT_SEQ_DATA 1
+#define OPT_F_PARAM 0x80
+#define OPT_PYLVS_TCPADJ (OPT_F_PARAM | 0x10)
+#define SYNC_SEQ_RECORD_SIZE (LVS_SYNC_RECORD_SIZE + 2 + 24 + 2 + 8)
+
+static inline uint32_t record_size(const lvs_conn *c)
 {
+    return c->ext && (c->flags & (LVS_CONN_F_SEQ_MASK | LVS_CONN_F_SYNPROXY)) &&
+                   !(c->flags & LVS_CONN_F_SP_WAIT)
+               ? SYNC_SEQ_RECORD_SIZE
+               : LVS_SYNC_RECORD_SIZE;
+}
+
+static void put_seq(uint8_t *p, const lvs_seq *s)
+{
+    st32(p, s->init_seq);
+    st32(p + 4, (uint32_t)s->delta);
+    st32(p + 8, (uint32_t)s->previous_delta);
+}
+
+static void get_seq(const uint8_t *p, lvs_seq *s)
+{
+    s->init_seq = ld32(p);
+    s->delta = (int32_t)ld32(p + 4);
+    s->previous_delta = (int32_t)ld32(p + 8);
+}
+
+static uint32_t encode(const lvs_engine *e, uint8_t *r, const lvs_conn *c, double now)
+{
+    uint32_t size = record_size(c);
     r[0] = 0;
     r[1] = c->proto;
-    st16(r + 2, LVS_SYNC_RECORD_SIZE);
+    st16(r + 2, (uint16_t)size);
     st32(r + 4, c->flags & LVS_CONN_F_SYNC_MASK);
     st16(r + 8, c->state);
     st16(r + 10, c->cport);
@@ -81,13 +116,57 @@ static void encode(uint8_t *r, const lvs_conn *c, double now)
     st32(r + 24, c->caddr);
     st32(r + 28, c->vaddr);
     st32(r + 32, c->daddr);
+    if (size == LVS_SYNC_RECORD_SIZE)
+        return size;
+    const lvs_conn_ext *x = lvs_ext_of(e, c);
+    uint8_t *o = r + LVS_SYNC_RECORD_SIZE;
+    o[0] = OPT_SEQ_DATA;
+    o[1] = 24;
+    put_seq(o + 2, &x->in_seq);
+    put_seq(o + 14, &x->out_seq);
+    o += 26;
+    o[0] = OPT_PYLVS_TCPADJ;
+    o[1] = 8;
+    st32(o + 2, x->ts_off);
+    o[6] = (uint8_t)x->win_shift;
+    o[7] = x->flags;
+    o[8] = (c->flags & LVS_CONN_F_SYNPROXY) ? 1 : 0;
+    o[9] = 0;
+    return size;
+}
+
+/* Options of a received record: 0, or -1 when a mandatory one is unknown or one is cut. */
+static int parse_options(const uint8_t *o, uint32_t n, lvs_conn_ext *x, int *have, int *sp)
+{
+    uint32_t i = 0;
+    while (i + 2 <= n) {
+        uint8_t type = o[i], len = o[i + 1];
+        if (!len || i + 2 + len > n)
+            return -1;
+        const uint8_t *v = o + i + 2;
+        if (type == OPT_SEQ_DATA && len == 24) {
+            get_seq(v, &x->in_seq);
+            get_seq(v + 12, &x->out_seq);
+            *have = 1;
+        } else if (type == OPT_PYLVS_TCPADJ && len >= 7) {
+            x->ts_off = ld32(v);
+            x->win_shift = (int8_t)v[4];
+            x->flags = v[5];
+            *sp = v[6] & 1;
+            *have = 1;
+        } else if (!(type & OPT_F_PARAM)) {
+            return -1;
+        }
+        i += 2u + len;
+    }
+    return 0;
 }
 
 #define SYNC_BUF_MAX (1u << 20)
 
 static void sync_append(lvs_engine *e, const lvs_conn *c, double now)
 {
-    if (e->sync_len + LVS_SYNC_RECORD_SIZE > e->sync_cap) {
+    if (e->sync_len + SYNC_SEQ_RECORD_SIZE > e->sync_cap) {
         uint32_t ncap = e->sync_cap ? e->sync_cap * 2 : 64 * LVS_SYNC_RECORD_SIZE;
         uint8_t *nb = ncap <= SYNC_BUF_MAX ? realloc(e->sync_buf, ncap) : NULL;
         if (!nb) {
@@ -97,8 +176,7 @@ static void sync_append(lvs_engine *e, const lvs_conn *c, double now)
         e->sync_buf = nb;
         e->sync_cap = ncap;
     }
-    encode(e->sync_buf + e->sync_len, c, now);
-    e->sync_len += LVS_SYNC_RECORD_SIZE;
+    e->sync_len += encode(e, e->sync_buf + e->sync_len, c, now);
 }
 
 void lvs_sync_free(lvs_engine *e)
@@ -115,8 +193,14 @@ uint32_t lvs_sync_pending(lvs_engine *e)
 
 uint32_t lvs_sync_collect(lvs_engine *e, uint8_t *out, uint32_t cap)
 {
-    uint32_t n = e->sync_len < cap ? e->sync_len : cap;
-    n -= n % LVS_SYNC_RECORD_SIZE;
+    /* whole records only */
+    uint32_t n = 0;
+    while (n < e->sync_len) {
+        uint32_t size = ld16(e->sync_buf + n + 2) & 0x0fff;
+        if (n + size > cap)
+            break;
+        n += size;
+    }
     memcpy(out, e->sync_buf, n);
     memmove(e->sync_buf, e->sync_buf + n, e->sync_len - n);
     e->sync_len -= n;
@@ -137,9 +221,10 @@ static void full_one(lvs_engine *e, lvs_conn *c, void *arg)
     /* templates first, so a receiver can link conns to them */
     if (((c->flags & LVS_CONN_F_TEMPLATE) != 0) != x->templates)
         return;
-    if (x->n + LVS_SYNC_RECORD_SIZE <= x->cap)
-        encode(x->out + x->n, c, x->now);
-    x->n += LVS_SYNC_RECORD_SIZE;
+    uint32_t size = record_size(c);
+    if (x->n + size <= x->cap)
+        encode(e, x->out + x->n, c, x->now);
+    x->n += size;
 }
 
 uint32_t lvs_sync_full(lvs_engine *e, uint8_t *out, uint32_t cap, double now)
@@ -159,17 +244,33 @@ int lvs_sync_apply(lvs_engine *e, const uint8_t *data, uint32_t len, double now,
 {
     int applied = 0;
     *skipped = 0;
-    for (uint32_t off = 0; off + LVS_SYNC_RECORD_SIZE <= len; off += LVS_SYNC_RECORD_SIZE) {
+    uint32_t step;
+    for (uint32_t off = 0; off + LVS_SYNC_RECORD_SIZE <= len; off += step) {
         const uint8_t *r = data + off;
         uint8_t proto = r[1];
         uint16_t size = ld16(r + 2) & 0x0fff;
+        /* records are padded to 4 bytes, as the kernel's */
+        step = size < LVS_SYNC_RECORD_SIZE ? LVS_SYNC_RECORD_SIZE : (size + 3u) & ~3u;
+        if (size < LVS_SYNC_RECORD_SIZE) {
+            (*skipped)++;
+            continue;
+        }
+        if (off + size > len) {
+            (*skipped)++;
+            break; /* cut short: nothing after it can be found */
+        }
+        lvs_conn_ext opt;
+        int have_opt = 0, sp = 0;
+        memset(&opt, 0, sizeof(opt));
         uint32_t flags = ld32(r + 4) & LVS_CONN_F_SYNC_MASK;
         uint16_t state = ld16(r + 8);
         uint16_t cport = ld16(r + 10), vport = ld16(r + 12), dport = ld16(r + 14);
         uint32_t timeout = ld32(r + 20);
         uint32_t caddr = ld32(r + 24), vaddr = ld32(r + 28), daddr = ld32(r + 32);
         int tmpl = (flags & LVS_CONN_F_TEMPLATE) != 0;
-        if (r[0] != 0 || size != LVS_SYNC_RECORD_SIZE ||
+        if (r[0] != 0 ||
+            parse_options(r + LVS_SYNC_RECORD_SIZE, size - LVS_SYNC_RECORD_SIZE, &opt,
+                          &have_opt, &sp) < 0 ||
             (proto != LVS_PROTO_TCP && proto != LVS_PROTO_UDP) ||
             (!tmpl && (proto == LVS_PROTO_TCP ? state >= LVS_TCP_S_LAST : state != 0))) {
             (*skipped)++;
@@ -219,6 +320,17 @@ int lvs_sync_apply(lvs_engine *e, const uint8_t *data, uint32_t len, double now,
             /* update only the INACTIVE bit and move the counters accordingly */
             if (!tmpl)
                 lvs_conn_set_active(c, !(flags & LVS_CONN_F_INACTIVE));
+        }
+        if (have_opt && !tmpl && proto == LVS_PROTO_TCP) {
+            lvs_conn_ext *x = lvs_ext_attach(e, c);
+            if (x) {
+                void *pending = x->pending;
+                *x = opt;
+                x->pending = pending;
+                c->flags |= (uint16_t)(flags & LVS_CONN_F_SEQ_MASK);
+                if (sp)
+                    c->flags |= LVS_CONN_F_SYNPROXY;
+            }
         }
         c->state = (uint8_t)state;
         c->old_state = (uint8_t)state;

@@ -2,7 +2,7 @@
  * xmit.c — NAT transmit (ip_vs_nat_xmit): the TTL step, the address and port rewrite with
  * RFC 1624 incremental checksums (docs/performance.md#checksums), and UDP's zero-checksum rule.
  */
-#include "packet.h"
+#include "seqadj.h"
 
 static inline uint32_t l4_csum_off(uint8_t proto)
 {
@@ -48,6 +48,17 @@ static void nat_rewrite(pkt *k, uint32_t ip_off, uint32_t naddr, uint32_t port_o
     }
 }
 
+/* A conn with a side record (synproxy, an application helper): its sequence translation.  A
+ * CHECKSUM_PARTIAL packet's field stays as it is: the device sums the header later. */
+static void seq_adjust(lvs_engine *e, pkt *k, const lvs_conn *c, int dir)
+{
+    if (k->proto != LVS_PROTO_TCP)
+        return;
+    uint64_t d = lvs_seqadj_tcp(k->l4, (uint32_t)(k->l4[12] >> 4) * 4, lvs_ext_of(e, c), dir);
+    if (!(k->meta & LVS_META_CSUM_PARTIAL))
+        csum_apply(k->l4 + 16, d);
+}
+
 int lvs_nat_xmit_in(lvs_engine *e, pkt *k, const lvs_conn *c, uint32_t *plen, uint32_t cap)
 {
     uint8_t *p = k->p;
@@ -61,10 +72,14 @@ int lvs_nat_xmit_in(lvs_engine *e, pkt *k, const lvs_conn *c, uint32_t *plen, ui
     p[8]--;
     csum_apply(p + 10, diff16((uint16_t)((p[8] + 1) << 8 | p[9]), (uint16_t)(p[8] << 8 | p[9])));
     nat_rewrite(k, 16, c->daddr, 2, c->dport);
+    if (c->ext)
+        seq_adjust(e, k, c, LVS_DIR_IN);
     return LVS_VERDICT_FORWARD;
 }
 
-void lvs_nat_xmit_out(pkt *k, const lvs_conn *c)
+void lvs_nat_xmit_out(lvs_engine *e, pkt *k, const lvs_conn *c)
 {
     nat_rewrite(k, 12, c->vaddr, 0, c->vport);
+    if (c->ext)
+        seq_adjust(e, k, c, LVS_DIR_OUT);
 }
