@@ -13,14 +13,17 @@ compiled module, never retyped here.
 Connection sync records
 -----------------------
 :meth:`Engine.sync_collect`, :meth:`Engine.sync_full` and :meth:`Engine.sync_apply` exchange a
-concatenation of fixed 36-byte records, the IPv4 connection entry of IPVS sync protocol
-version 1 (no message header; the HA layer adds its own).  All fields are big-endian::
+concatenation of records, the IPv4 connection entry of IPVS sync protocol version 1 (no
+message header; the HA layer adds its own): 36 bytes, or 72 for a connection with a sequence
+translation (a SYN-proxied one), which carries two options after the entry (below).  All
+fields are big-endian::
 
     off size field
       0    1 type       0 (IPv4)
       1    1 protocol   6 TCP, 17 UDP
-      2    2 ver_size   version 0 in the top 4 bits, entry size (36) in the low 12
-      4    4 flags      0x0080 NOOUTPUT, 0x0100 INACTIVE, 0x1000 TEMPLATE
+      2    2 ver_size   version 0 in the top 4 bits, entry size (36 or 72) in the low 12
+      4    4 flags      0x0080 NOOUTPUT, 0x0100 INACTIVE, 0x1000 TEMPLATE, 0x0200 OUT_SEQ,
+                        0x0400 IN_SEQ
       8    2 state      TCP state index (0 NONE ... 10 SYNACK), 0 for UDP and templates
      10    2 cport      client port (0 for a template)
      12    2 vport      virtual port (0 for a template of a port-zero service)
@@ -30,6 +33,16 @@ version 1 (no message header; the HA layer adds its own).  All fields are big-en
      24    4 caddr      client address (the masked client network for a template)
      28    4 vaddr      virtual address
      32    4 daddr      real-server address
+     36    1 opt type   1 (IPVS_OPT_SEQ_DATA)                          } 72-byte records only
+     37    1 opt len    24
+     38   24 in_seq, out_seq: init_seq, delta, previous_delta each (ip_vs_sync_conn_options)
+     62    1 opt type   0x90 (IPVS_OPT_F_PARAM | 0x10: optional, pylvs's own; a kernel skips it)
+     63    1 opt len    8
+     64    4 ts_off     timestamp offset added to the server's TSval
+     68    1 win_shift  window-scale shift of server windows (signed)
+     69    1 ext flags  1 = ts_off applies
+     70    1 synproxy   1 = opened by the SYN proxy
+     71    1 reserved
 
 A record is produced as IPVS's master does (docs/ipvs.md#sync, ``ip_vs_sync_conn``): on each
 incoming packet
@@ -159,6 +172,9 @@ def scheduler_names() -> tuple[str, ...]:
 _COUNTERS = _c_strings(_lib.lvs_counter_names())
 _TCP_STATES = _c_strings(_lib.lvs_tcp_state_names())
 _PASS_COUNTERS = frozenset({"not_ours"})
+_EVENT_COUNTERS = frozenset({"synproxy_syn", "synproxy_ack_ok"})
+_SVC_F_SYNPROXY = _lib.LVS_SVC_F_SYNPROXY
+_CONN_F_SYNPROXY = _lib.LVS_CONN_F_SYNPROXY
 
 
 def _ip(addr: str, what: str) -> int:
@@ -290,7 +306,8 @@ class Engine:
     # ---- services ----
 
     def _svc_conf(self, key: ServiceKey, scheduler: str, persistence: int, netmask: str | int,
-                  flags: Iterable[str], mh_table_size: int) -> tuple[lvs_svc_conf, CharArray]:
+                  flags: Iterable[str], mh_table_size: int,
+                  synproxy: bool) -> tuple[lvs_svc_conf, CharArray]:
         if scheduler not in scheduler_names():
             raise ConfigError(f"{key}: unknown scheduler {scheduler!r} "
                               f"(known: {' '.join(scheduler_names())})")
@@ -299,6 +316,10 @@ class Engine:
             if f not in _SVC_FLAG_BITS:
                 raise ConfigError(f"{key}: unknown service flag {f!r}")
             bits |= _SVC_FLAG_BITS[f]
+        if synproxy:
+            if key.protocol != "tcp":
+                raise ConfigError(f"{key}: synproxy needs a TCP service")
+            bits |= _SVC_F_SYNPROXY
         persistence = _u32(persistence, f"{key}: persistence")
         if persistence > 2678400:
             raise ConfigError(f"{key}: persistence {persistence} exceeds 31 days")
@@ -321,20 +342,22 @@ class Engine:
     def add_service(self, protocol: Protocol, address: str, port: int, *,
                     scheduler: str = "wlc", persistence: int = 0,
                     netmask: str | int = "255.255.255.255", flags: Iterable[str] = (),
-                    mh_table_size: int = 0) -> ServiceKey:
-        """``ipvsadm -A``: add a virtual service; returns its key."""
+                    mh_table_size: int = 0, synproxy: bool = False) -> ServiceKey:
+        """``ipvsadm -A``: add a virtual service; returns its key.  ``synproxy``: the engine
+        answers the TCP handshake itself with SYN cookies and opens the connection to a real
+        server only for a client that completed it (docs/ipvs.md#synproxy)."""
         _proto(protocol)
         key = ServiceKey(protocol, str(ipaddress.IPv4Address(_ip(address, "service address"))),
                          _port(port, "service"))
         c, _keep = self._svc_conf(key, scheduler, persistence, netmask, tuple(flags),
-                                  mh_table_size)
+                                  mh_table_size, synproxy)
         _check(_lib.lvs_svc_add(self._e, c), f"add service {key}")
         return key
 
     def edit_service(self, service: ServiceKey, *, scheduler: str | None = None,
                      persistence: int | None = None, netmask: str | int | None = None,
                      flags: Iterable[str] | None = None,
-                     mh_table_size: int | None = None) -> None:
+                     mh_table_size: int | None = None, synproxy: bool | None = None) -> None:
         """``ipvsadm -E``: change what is given, keep the rest."""
         cur = self._service_info(service)
         c, _keep = self._svc_conf(
@@ -344,6 +367,7 @@ class Engine:
             cur.netmask if netmask is None else netmask,
             cur.flags if flags is None else tuple(flags),
             cur.mh_table_size if mh_table_size is None else mh_table_size,
+            cur.synproxy if synproxy is None else synproxy,
         )
         _check(_lib.lvs_svc_edit(self._e, c), f"edit service {service}")
 
@@ -451,7 +475,8 @@ class Engine:
                 persistence=int(info.timeout) if info.flags & _SVC_F_PERSISTENT else 0,
                 netmask=_ipstr(info.netmask), flags=_flag_names(int(info.flags), sched),
                 mh_table_size=int(info.mh_table_size),
-                servers=self._servers(key, int(info.num_dests)), stats=st, rates=rt))
+                servers=self._servers(key, int(info.num_dests)), stats=st, rates=rt,
+                synproxy=bool(info.flags & _SVC_F_SYNPROXY)))
         return out
 
     def _service_info(self, key: ServiceKey) -> ServiceInfo:
@@ -492,7 +517,8 @@ class Engine:
                 state=state, expires=float(c.expires), template=tmpl,
                 active=not (c.flags & _CONN_F_INACTIVE) and not tmpl,
                 synced=bool(c.flags & _CONN_F_SYNC), in_pkts=int(c.in_pkts),
-                controlled=int(c.n_control), control=None))
+                controlled=int(c.n_control), control=None,
+                synproxy=bool(c.flags & _CONN_F_SYNPROXY)))
         return _link_templates(out, raw)
 
     def _info(self) -> lvs_engine_info:
@@ -513,8 +539,9 @@ class Engine:
             entry_size=int(info.conn_entry_size), bytes_per_connection=int(info.bytes_per_conn),
             services=int(info.num_services), trash_servers=int(info.trash_dests),
             drops=MappingProxyType({k: v for k, v in counts.items()
-                                    if k not in _PASS_COUNTERS}),
-            passes=MappingProxyType({k: v for k, v in counts.items() if k in _PASS_COUNTERS}))
+                                    if k not in _PASS_COUNTERS and k not in _EVENT_COUNTERS}),
+            passes=MappingProxyType({k: v for k, v in counts.items() if k in _PASS_COUNTERS}),
+            events=MappingProxyType({k: v for k, v in counts.items() if k in _EVENT_COUNTERS}))
 
     def zero_stats(self, service: ServiceKey | None = None) -> None:
         """``ipvsadm -Z``: take the current counters as the baseline, reset the estimators."""
@@ -625,9 +652,9 @@ class Engine:
     def sync_apply(self, blob: bytes, now: float) -> int:
         """Install or refresh entries from records; returns how many were applied.  Records
         for an unknown service or server are skipped and counted in :attr:`sync_skipped`."""
-        if len(blob) % SYNC_RECORD_SIZE:
-            raise ConfigError(f"sync blob of {len(blob)} bytes is not whole "
-                              f"{SYNC_RECORD_SIZE}-byte records")
+        if len(blob) % 4:
+            # records are 36 or 72 bytes (padded to 4); the core skips a cut-short one
+            raise ConfigError(f"sync blob of {len(blob)} bytes is not whole records")
         skipped = _ffi.new("uint32_t *")
         applied = int(_lib.lvs_sync_apply(self._e, blob, len(blob), _clock(now), skipped))
         self.sync_skipped += int(skipped[0])

@@ -192,7 +192,8 @@ def _persistence(svc: Json, timeout_word: str, mask_word: str) -> str:
 
 
 def _plain_service(name: str, svc: Json) -> str:
-    return f"{name} {svc['scheduler']}" + _persistence(svc, "persistent", "mask")
+    text = f"{name} {svc['scheduler']}" + _persistence(svc, "persistent", "mask")
+    return text + (" synproxy" if svc.get("synproxy") else "")
 
 
 def listing(
@@ -222,6 +223,8 @@ def rules(services: Iterable[Json], *, numeric: bool = False) -> str:
         flags = svc.get("flags") or ()
         if flags:
             line += f" -b {','.join(flags)}"
+        if svc.get("synproxy"):
+            line += " -j enable"
         out.append(line)
         for rs in _servers(svc, fmt):
             if rs.get("sorry"):

@@ -19,6 +19,7 @@ lvs_conn_ext *lvs_ext_attach(lvs_engine *e, lvs_conn *c)
         lvs_conn_ext *np = realloc(e->ext_pool, (size_t)ncap * sizeof(*np));
         if (!np)
             return NULL;
+        memset(np + e->ext_cap, 0, (size_t)(ncap - e->ext_cap) * sizeof(*np));
         for (uint32_t i = ncap; i-- > e->ext_cap;) {
             np[i].next_free = e->ext_free;
             e->ext_free = i + 1;
