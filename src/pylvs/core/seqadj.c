@@ -144,7 +144,7 @@ static uint64_t fix_options(uint8_t *th, uint32_t thlen, const opt_fix *f)
             break; /* a malformed option list: leave the rest alone */
         uint8_t *o = th + i + 2;
         if (kind == 5 && f->sack && olen >= 10 && (olen - 2) % 8 == 0) {
-            for (uint32_t b = 0; b + 8 <= olen - 2; b += 4) {
+            for (uint32_t b = 0; b + 4 <= olen - 2; b += 4) {
                 uint32_t v = ld32(o + b);
                 sum += put32(o + b, f->sack_unfix ? unfix_ack(f->sack, v) : fix_ack(f->sack, v));
             }
