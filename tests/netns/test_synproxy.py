@@ -68,8 +68,7 @@ def _read_counter(topo: Topology, name: str) -> int:
 
 
 def test_synproxied_service_answers_clients_and_servers_see_no_spoofed_syn(srv: Srv) -> None:
-    toml = srv.config(ServiceSpec(scheduler="rr"))
-    toml = toml.replace('scheduler = "rr"', 'scheduler = "rr"\nsynproxy = true', 1)
+    toml = srv.config(ServiceSpec(scheduler="rr", synproxy=True))
     _syn_counters(srv.topo)
     srv.serve(toml)
     before = _read_counter(srv.topo, "syn_all")  # serve's readiness probe connected once
