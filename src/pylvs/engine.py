@@ -36,7 +36,7 @@ fields are big-endian::
      36    1 opt type   1 (IPVS_OPT_SEQ_DATA)                          } 72-byte records only
      37    1 opt len    24
      38   24 in_seq, out_seq: init_seq, delta, previous_delta each (ip_vs_sync_conn_options)
-     62    1 opt type   0x90 (IPVS_OPT_F_PARAM | 0x10: optional, pylvs's own; a kernel skips it)
+     62    1 opt type   0x50 (IPVS_OPT_F_PARAM 0x40 | 0x10: optional, pylvs's; a kernel skips it)
      63    1 opt len    8
      64    4 ts_off     timestamp offset added to the server's TSval
      68    1 win_shift  window-scale shift of server windows (signed)

@@ -5,15 +5,18 @@
  *
  * Who calls whom (no cycles; a file calls only files below it in this list):
  *   engine.c   lifetime, options, expiry sweep  -> ctl.c conn.c dest.c sync.c proto_tcp.c
- *   packet.c   packet entry, batch loop         -> proto_tcp.c xmit.c icmp.c sync.c ctl.c conn.c
- *   xmit.c     NAT rewrite                      -> icmp.c
- *   icmp.c     ICMP                             -> conn.c
- *   sync.c     sync records                     -> ctl.c conn.c
+ *   packet.c   packet entry, batch loop         -> synproxy.c proto_tcp.c xmit.c icmp.c sync.c
+ *                                                  ctl.c conn.c
+ *   synproxy.c SYN proxy                        -> xmit.c seqadj.c conn.c
+ *   xmit.c     NAT rewrite                      -> icmp.c seqadj.c
+ *   icmp.c     ICMP                             -> conn.c seqadj.c
+ *   sync.c     sync records                     -> ctl.c conn.c seqadj.c
  *   info.c     listings                         -> est.c ctl.c conn.c
  *   est.c      estimator, -Z                    -> ctl.c
  *   ctl.c      services and dests               -> conn.c dest.c (and the scheduler registry)
  *   proto_tcp.c  TCP state machine              -> conn.c
- *   conn.c     connection table, timers         -> dest.c
+ *   conn.c     connection table, timers         -> dest.c seqadj.c (releases side records)
+ *   seqadj.c   per-conn TCP translation         (nothing)
  *   dest.c     dest references, the trash       (nothing)
  */
 #ifndef PYLVS_ENGINE_H

@@ -23,6 +23,13 @@
  *  other protocol, elsewhere                          PASS     not_ours
  *  TCP/UDP to a VIP, no conn, no service on the port  DROP     no_service
  *  TCP to a service, no conn, not SYN (or SYN+RST)    DROP     tcp_no_syn
+ *  synproxy service, no conn: a SYN                  REPLY    synproxy_syn (cookie SYN-ACK)
+ *    ... an ACK with a valid cookie                   REPLY    synproxy_ack_ok (SYN to the
+ *                                                              server; the ACK is kept)
+ *    ... an ACK with a forged cookie / too old one    DROP     synproxy_bad_cookie /
+ *                                                              synproxy_expired_cookie
+ *    ... any other TCP packet                         DROP     tcp_no_syn
+ *  synproxy conn waiting for its server: see synproxy.c  (synproxy_pending_drop)
  *  new conn, table full                               DROP     table_full
  *  new conn, scheduler finds no dest                  REPLY    no_dest (ICMP port unreach)
  *    ... but stride too small for the reply           DROP     reply_short_stride

@@ -64,11 +64,11 @@ void lvs_sync_tmpl_rearmed(lvs_engine *e, lvs_conn *c)
  * A conn with a sequence translation (synproxy, an application helper) carries two options
  * after the 36 bytes, as the kernel's v1 format allows: IPVS_OPT_SEQ_DATA (type 1, 24 bytes:
  * in_seq then out_seq, each init_seq, delta, previous_delta) and pylvs's own optional
- * parameter (type IPVS_OPT_F_PARAM | 0x10, 8 bytes: timestamp offset, window shift, ext
+ * parameter (type IPVS_OPT_F_PARAM 0x40 | 0x10, 8 bytes: timestamp offset, window shift, ext
  * flags, bit 0 = opened by the SYN proxy), which a kernel backup skips.  Size: 72.
  */
 #define OPT_SEQ_DATA 1
-#define OPT_F_PARAM 0x80
+#define OPT_F_PARAM 0x40 /* IPVS_OPT_F_PARAM: a receiver may skip it */
 #define OPT_PYLVS_TCPADJ (OPT_F_PARAM | 0x10)
 #define SYNC_SEQ_RECORD_SIZE (LVS_SYNC_RECORD_SIZE + 2 + 24 + 2 + 8)
 
