@@ -139,7 +139,7 @@ class Fuzzer:
             return _ip(c, r.choice([_VIP_N, *_RS_N]), body, proto=1)
         base = bytearray(r.choice(self.recent) if self.recent else
                          _tcp(c, _VIP_N, port, 80, 1, 0, 0x02))
-        for _ in range(r.randrange(1, 4)):   # bit flips
+        for _ in range(r.randrange(1, 4) if base else 0):   # bit flips
             i = r.randrange(len(base))
             base[i] ^= 1 << r.randrange(8)
         if r.random() < 0.3:
