@@ -41,7 +41,7 @@ def _csum(b: bytes) -> int:
     s = sum(struct.unpack(f"!{len(b) // 2}H", b))
     while s >> 16:
         s = (s & 0xFFFF) + (s >> 16)
-    return ~s & 0xFFFF
+    return int(~s & 0xFFFF)
 
 
 def _ip(src: int, dst: int, l4: bytes, proto: int = 6) -> bytes:
@@ -181,7 +181,7 @@ class Fuzzer:
         conns = {(c.client_address, c.client_port) for c in self.e.connections()
                  if not c.template}
         for p, o in zip(pkts, outs, strict=True):
-            if o is None or len(o) < 20 or o[9] != 6 and o[9] != 1:
+            if o is None or len(o) < 20 or (o[9] != 6 and o[9] != 1):
                 continue
             if o == p:
                 continue  # passed unchanged: not to a VIP, the kernel routes it as any router
