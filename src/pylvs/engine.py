@@ -172,7 +172,7 @@ def scheduler_names() -> tuple[str, ...]:
 _COUNTERS = _c_strings(_lib.lvs_counter_names())
 _TCP_STATES = _c_strings(_lib.lvs_tcp_state_names())
 _PASS_COUNTERS = frozenset({"not_ours"})
-_EVENT_COUNTERS = frozenset({"synproxy_syn", "synproxy_ack_ok"})
+_EVENT_COUNTERS = frozenset({"synproxy_syn", "synproxy_ack_ok", "synproxy_held"})
 _SVC_F_SYNPROXY = _lib.LVS_SVC_F_SYNPROXY
 _CONN_F_SYNPROXY = _lib.LVS_CONN_F_SYNPROXY
 

@@ -282,6 +282,7 @@ def test_data_sent_while_the_server_handshake_is_pending_is_kept() -> None:
     data = IP(src=CLIENT, dst=VIP) / TCP(sport=40000, dport=80, flags="PA", seq=1001,
                                          ack=cookie + 1) / Raw(b"hello")
     assert e.process(bytes(data), T0) is None  # kept, not lost
+    assert e.stats().events["synproxy_held"] == 1
     # the client retransmits it (no answer yet): the SYN goes to the server again
     again = e.process(bytes(data), T0 + 0.2)
     assert again is not None and IP(again)[TCP].flags == "S" and IP(again).dst == RS

@@ -94,6 +94,8 @@ enum {
     LVS_CNT_SYNPROXY_EXPIRED_COOKIE, /* ACKs whose cookie is outside the window (DROP) */
     LVS_CNT_SYNPROXY_PENDING_DROP,   /* packets of a conn still waiting for its server (DROP) */
     LVS_CNT_SYNPROXY_HELD_TRUNCATED, /* client data not kept while waiting (over the budget) */
+    LVS_CNT_SYNPROXY_HELD,           /* client data kept while waiting (a DROP verdict: the
+                                      * engine sends it on with the server's SYN-ACK) */
     LVS_CNT_MAX
 };
 

@@ -29,7 +29,8 @@
  *    ... an ACK with a forged cookie / too old one    DROP     synproxy_bad_cookie /
  *                                                              synproxy_expired_cookie
  *    ... any other TCP packet                         DROP     tcp_no_syn
- *  synproxy conn waiting for its server: see synproxy.c  (synproxy_pending_drop)
+ *  synproxy conn waiting for its server: see synproxy.c  (synproxy_pending_drop; client data
+ *    kept for the server is a DROP verdict counted as synproxy_held)
  *  new conn, table full                               DROP     table_full
  *  new conn, scheduler finds no dest                  REPLY    no_dest (ICMP port unreach)
  *    ... but stride too small for the reply           DROP     reply_short_stride

@@ -481,6 +481,7 @@ int lvs_synproxy_in_wait(lvs_engine *e, pkt *k, lvs_conn *c, uint32_t *plen, uin
             sp_pending *nw = hold(e, w, k);
             if (nw)
                 x->pending = nw;
+            e->counters[LVS_CNT_SYNPROXY_HELD]++;
             return LVS_VERDICT_DROP;
         }
         if (payload == w->held_payload && cap >= 60) {
