@@ -183,3 +183,13 @@ def test_without_numeric_names_are_resolved_like_ipvsadm() -> None:
     assert lines[3] == f"TCP  {host}:{port}"[:33] + " wlc"  # svc_name is cut at 33
     assert lines[4].startswith(f"  -> {host}:")
     assert layouts.rules(services).startswith(f"-A -t {host}:{port} -s wlc\n")
+
+
+def test_synproxy_shows_in_the_listing_and_saves_as_dash_j() -> None:
+    services = [_svc("198.18.0.100:80", [], scheduler="rr", synproxy=True)]
+    out = layouts.listing(services, layouts.Format(numeric=True))
+    assert "TCP  198.18.0.100:80 rr synproxy" in out
+    assert layouts.rules(services, numeric=True).startswith(
+        "-A -t 198.18.0.100:80 -s rr -j enable\n")
+    assert "synproxy" not in layouts.listing([_svc("198.18.0.100:80", [])],
+                                             layouts.Format(numeric=True))
