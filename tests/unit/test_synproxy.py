@@ -8,6 +8,7 @@ timestamp offset = our TSval - the server's), never from the engine itself.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from hypothesis import given, settings
@@ -413,3 +414,25 @@ def test_the_sequence_delta_travels_in_connection_sync() -> None:
     p.e = backup
     backup_out = p.run(seg)
     assert bytes(master_out[TCP]) == bytes(backup_out[TCP])
+
+
+def test_synproxy_is_for_tcp_services_only() -> None:
+    import pytest
+
+    from pylvs import config
+    from pylvs.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="synproxy"):
+        Engine(max_connections=10).add_service("udp", VIP, 53, synproxy=True)
+    example = Path(__file__).parents[2] / "examples" / "pylvs.toml"
+    toml = example.read_text(encoding="utf-8").replace('protocol = "tcp"', 'protocol = "udp"', 1)
+    toml = toml.replace("synproxy = false", "synproxy = true", 1)
+    with pytest.raises(ConfigError, match="synproxy"):
+        config.parse(toml)
+    e = _engine()
+    (svc,) = e.services()
+    assert svc.synproxy
+    e.edit_service(svc.key, synproxy=False)
+    assert not e.services()[0].synproxy
+    e.edit_service(svc.key, scheduler="wlc")  # other edits keep it as it is
+    assert not e.services()[0].synproxy
