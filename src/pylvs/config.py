@@ -315,6 +315,7 @@ def _checks(cfg: Config) -> Iterator[tuple[str, str]]:
         value = getattr(cfg.timeouts, key)
         if not 1 <= value <= 31 * 86400:
             yield f"timeouts.{key}", f"expected 1..{31 * 86400} seconds, got {value}"
+    yield from _defense_checks(cfg)
     api = cfg.api
     if not 0 <= api.socket_mode <= 0o777:
         yield "api.socket_mode", f"expected a mode 0o000..0o777, got {oct(api.socket_mode)}"
@@ -337,6 +338,20 @@ def _checks(cfg: Config) -> Iterator[tuple[str, str]]:
             net = nat_router.network
             yield f"{path}.address", f"expected a VIP outside the private network {net}"
         yield from _vs_checks(vs, path)
+
+
+def _defense_checks(cfg: Config) -> Iterator[tuple[str, str]]:
+    dfn = cfg.defense
+    for key in ("drop_entry", "drop_packet", "secure_tcp"):
+        if getattr(dfn, key) not in (0, 1, 2, 3):
+            yield f"defense.{key}", "expected 0 (off), 1 or 2 (automatic) or 3 (always on), " \
+                f"got {getattr(dfn, key)}"
+    limit = cfg.director.max_connections
+    if dfn.amemthresh is not None and not 0 <= dfn.amemthresh <= limit:
+        yield "defense.amemthresh", f"expected 0..{limit} free table slots " \
+            f"(director.max_connections), got {dfn.amemthresh}"
+    if not 1 <= dfn.am_droprate <= 1_000_000:
+        yield "defense.am_droprate", f"expected 1..1000000, got {dfn.am_droprate}"
 
 
 def _ha_checks(cfg: Config) -> Iterator[tuple[str, str]]:
@@ -525,7 +540,7 @@ def dump_toml(cfg: Config, comments: Mapping[str, Sequence[str]] | None = None) 
     out: list[str] = [f"# pylvs configuration (written from {cfg.source})"]
     out.extend(f"# {n}" for note in notes.get("", ()) for n in note.splitlines())
     _emit_table(cfg.director, "[director]", out, False, notes.get("director", ()))
-    for name in ("timeouts", "api", "ha"):
+    for name in ("timeouts", "defense", "api", "ha"):
         _emit_table(getattr(cfg, name), f"[{name}]", out, False, notes.get(name, ()))
     for i, vs in enumerate(cfg.virtual_servers):
         path = f"virtual_server[{i}]"

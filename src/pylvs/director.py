@@ -31,13 +31,20 @@ from typing import Any, Protocol
 
 from pylvs import config as config_mod
 from pylvs.dataplane.tun import TunDataplane
-from pylvs.engine import Engine, Timeouts, scheduler_names
+from pylvs.engine import Defense, Engine, Timeouts, scheduler_names
 from pylvs.errors import ConfigError
-from pylvs.model import Config, Endpoint, RealServerConfig, ServiceKey, VirtualServerConfig
+from pylvs.model import (
+    Config,
+    DefenseConfig,
+    Endpoint,
+    RealServerConfig,
+    ServiceKey,
+    VirtualServerConfig,
+)
 from pylvs.netconf import NetConf, NetPlan, plan_from_config, send_gratuitous_arp
 from pylvs.weights import LoadReport, ServerWeight
 
-__all__ = ["Component", "ComponentHost", "Director"]
+__all__ = ["Component", "ComponentHost", "Director", "defense_settings"]
 
 log = logging.getLogger("pylvs.director")
 
@@ -81,6 +88,13 @@ class ComponentHost(Protocol):
         """Record a health verdict and/or weight and update the engine."""
 
 
+def defense_settings(cfg: DefenseConfig) -> Defense:
+    """The engine's flood defence settings for a ``[defense]`` section."""
+    return Defense(drop_entry=cfg.drop_entry, drop_packet=cfg.drop_packet,
+                   secure_tcp=cfg.secure_tcp, amemthresh=cfg.amemthresh,
+                   am_droprate=cfg.am_droprate, evict_embryonic=cfg.evict_embryonic)
+
+
 class Director:
     """Engine + TUN dataplane + netconf (+ components) for one config."""
 
@@ -93,7 +107,8 @@ class Director:
         t = config.timeouts
         # a random seed keys the connection hash and the SYN proxy's cookie secret
         self.engine = Engine(max_connections=d.max_connections, seed=secrets.randbits(64),
-                             timeouts=Timeouts(tcp=t.tcp, tcpfin=t.tcpfin, udp=t.udp))
+                             timeouts=Timeouts(tcp=t.tcp, tcpfin=t.tcpfin, udp=t.udp),
+                             defense=defense_settings(config.defense))
         self.dataplane = TunDataplane(d.tun_name, offload=d.offload, batch_size=d.batch_size,
                                       engine_ptr=self._engine_ptr, clock=clock,
                                       on_failure=self._dataplane_failed)
@@ -246,6 +261,8 @@ class Director:
             if new.timeouts != old.timeouts:
                 t = new.timeouts
                 self.engine.set_timeouts(tcp=t.tcp, tcpfin=t.tcpfin, udp=t.udp)
+            if new.defense != old.defense:
+                self.engine.set_defense(defense_settings(new.defense))
             self._config = new
             if self._started:
                 before = self.netconf.plan.vips

@@ -15,6 +15,7 @@ __all__ = [
     "ApiConfig",
     "CheckConfig",
     "Config",
+    "DefenseConfig",
     "DirectorConfig",
     "Endpoint",
     "HaConfig",
@@ -101,6 +102,29 @@ class TimeoutsConfig:
     tcp: int = 900
     tcpfin: int = 120
     udp: int = 300
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class DefenseConfig:
+    """``[defense]``: flood defence (docs/ipvs.md#flood-defence), keys named as the kernel's
+    sysctls.
+
+    ``drop_entry``, ``drop_packet`` and ``secure_tcp``: 0 off, 1 automatic (engages while the
+    table is nearly full, moving to 2 and back to 1 by itself), 3 always on.  ``amemthresh``
+    counts connection-table entries, not memory pages as in the kernel: the automatic modes
+    engage when fewer than this many entries are available to new connections, i.e. free
+    slots plus, while ``evict_embryonic`` is on, the embryonic entries it may take (left out:
+    a tenth of max_connections).
+    ``evict_embryonic``: a full table lets a new connection take the slot of the oldest
+    embryonic entry (SYN seen, never established) instead of dropping it (beyond the kernel).
+    """
+
+    drop_entry: int = 0
+    drop_packet: int = 0
+    secure_tcp: int = 0
+    amemthresh: int | None = None
+    am_droprate: int = 10
+    evict_embryonic: bool = True
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -220,6 +244,7 @@ class Config:
 
     director: DirectorConfig
     timeouts: TimeoutsConfig = field(default_factory=TimeoutsConfig)
+    defense: DefenseConfig = field(default_factory=DefenseConfig)
     api: ApiConfig = field(default_factory=ApiConfig)
     ha: HaConfig = field(default_factory=HaConfig)
     virtual_servers: tuple[VirtualServerConfig, ...] = ()

@@ -232,3 +232,43 @@ def test_ha_view_reads_the_ha_component_section(tmp_path: Path) -> None:
     assert roles == {"init": 0, "backup": 1, "active": 0, "fault": 0}
     [transitions] = families["pylvs_ha_transitions"].samples
     assert transitions.value == 3
+
+
+def test_defense_in_metrics_and_status(tmp_path: Path) -> None:
+    """A flood through a small table: /metrics and ``pylvs status`` show the modes, the
+    evictions and the packets drop_packet removed."""
+    import dataclasses
+
+    from pylvs import model
+    from pylvs.api import views
+    from pylvs.api.metrics import render
+    from pylvs.cli.status import render_status
+
+    cfg = base_config(str(tmp_path / "x.sock"), (service(VIP, "198.19.0.11:80"),))
+    cfg = dataclasses.replace(
+        cfg, director=dataclasses.replace(cfg.director, max_connections=8),
+        defense=model.DefenseConfig(drop_packet=1, secure_tcp=3, amemthresh=2,
+                                    evict_embryonic=False))
+    director = MiniDirector(cfg)
+    for sport in range(40000, 40030):
+        director.engine.process(_syn(sport), now=1.0)
+    director.engine.expire(2.0)  # the once-a-second defence work sees the full table
+    for sport in range(41000, 41010):
+        director.engine.process(_syn(sport), now=2.5)
+    dfn = views.defense(director)
+    assert dfn["mode"] == {"drop_entry": 0, "drop_packet": 2, "secure_tcp": 3}
+    assert dfn["entries_dropped"]["evict_embryonic"] == 0
+    assert dfn["drop_rate"] == 1 and dfn["packets_dropped"]["defense_drop_packet"] == 10
+    assert dfn["packets_dropped"]["table_full"] == 30 - 8
+    text = render_status(views.status(director))
+    assert ("defense drop_entry off  drop_packet ENGAGED  secure_tcp on  evict off  free 0  "
+            "entries dropped 0  packets dropped 32") in text
+    families = {f.name: f for f in text_string_to_metric_families(render(director))}
+    modes = {s.labels["strategy"]: s.value for s in families["pylvs_defense_mode"].samples}
+    assert modes == {"drop_entry": 0, "drop_packet": 2, "secure_tcp": 3}
+    removed = {s.labels["reason"]: s.value
+               for s in families["pylvs_defense_entries_dropped"].samples}
+    assert removed["evict_embryonic"] == 0
+    packets = {s.labels["reason"]: s.value
+               for s in families["pylvs_defense_packets_dropped"].samples}
+    assert packets == {"defense_drop_packet": 10, "table_full": 22}

@@ -6,7 +6,7 @@ import pytest
 from scapy.layers.inet import ICMP, IP, TCP, UDP, IPerror, TCPerror, UDPerror
 from scapy.packet import Packet, Raw
 
-from pylvs import Engine, ServiceKey, Verdict
+from pylvs import Defense, Engine, ServiceKey, Verdict
 from pylvs.errors import ConfigError
 
 VIP = "198.18.0.100"
@@ -240,6 +240,7 @@ def test_remove_server_expire_connections(eng: Engine, svc: ServiceKey) -> None:
 
 def test_table_full_is_counted(svc: ServiceKey) -> None:
     e = Engine(max_connections=2)
+    e.set_defense(Defense(evict_embryonic=False))  # the kernel's behaviour: no eviction
     s = e.add_service("tcp", VIP, 80)
     e.add_server(s, RS1, 80)
     assert e.process(syn(sport=1), 0.0) is not None

@@ -436,3 +436,20 @@ def test_synproxy_is_for_tcp_services_only() -> None:
     assert not e.services()[0].synproxy
     e.edit_service(svc.key, scheduler="wlc")  # other edits keep it as it is
     assert not e.services()[0].synproxy
+
+
+def test_an_established_proxied_connection_is_never_evicted() -> None:
+    """Eviction (a full table gives the oldest embryonic entry away) takes pending handshakes
+    at most: a proxied connection the server has answered is established."""
+    e = Engine(max_connections=8, seed=3)
+    svc = e.add_service("tcp", VIP, 80, scheduler="rr", synproxy=True)
+    e.add_server(svc, RS, 8080)
+    plain = e.add_service("tcp", VIP, 81, scheduler="rr")
+    e.add_server(plain, RS, 8081)
+    _handshake(e, cport=40001)
+    _handshake(e, cport=40002)
+    for i in range(40):
+        e.process(bytes(IP(src=f"198.18.200.{i + 1}", dst=VIP)
+                        / TCP(sport=1000 + i, dport=81, flags="S")), T0 + 1)
+    ports = {c.client_port for c in e.connections() if c.synproxy}
+    assert ports == {40001, 40002} and len(e.connections()) == 8

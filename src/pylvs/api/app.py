@@ -81,6 +81,8 @@ def make_app(director: DirectorLike, *, token: str | None = None,
     r.add_post("/api/v1/zero", _zero)
     r.add_get("/api/v1/timeouts", _get_timeouts)
     r.add_put("/api/v1/timeouts", _set_timeouts)
+    r.add_get("/api/v1/defense", _get_defense)
+    r.add_put("/api/v1/defense", _set_defense)
     r.add_get("/api/v1/config", _get_config)
     r.add_post("/api/v1/config/save", _save_config)
     return app
@@ -390,6 +392,16 @@ async def _set_timeouts(request: web.Request) -> web.Response:
     changes = await _body(request)
     await _apply(request, lambda cfg: mutations.set_timeouts(cfg, changes))
     return _json(views.timeouts(_director(request)))
+
+
+async def _get_defense(request: web.Request) -> web.Response:
+    return _json(views.defense(_director(request)))
+
+
+async def _set_defense(request: web.Request) -> web.Response:
+    changes = await _body(request)
+    await _apply(request, lambda cfg: mutations.set_defense(cfg, changes))
+    return _json(views.defense(_director(request)))
 
 
 async def _get_config(request: web.Request) -> web.Response:

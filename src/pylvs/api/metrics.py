@@ -118,6 +118,7 @@ def _families(director: DirectorLike) -> Iterable[MetricFamily]:
                  "Engine events that are not drops (SYN proxy cookies sent, ACKs accepted).")
     for event, count in sorted(stats.get("events", {}).items()):
         events.add({"event": event}, count)
+    _defense(views.defense(director), fam)
 
     ha = views.ha(director)
     role_fam = fam("pylvs_ha_role", "gauge", "HA role of this node: 1 for the current role.")
@@ -130,6 +131,30 @@ def _families(director: DirectorLike) -> Iterable[MetricFamily]:
 
     _dataplane(director.status().get("dataplane"), fam)
     return fams.values()
+
+
+def _defense(dfn: Mapping[str, Any], fam: Any) -> None:
+    """Flood defence: each strategy's mode, what is engaged, entries and packets removed."""
+    mode = fam("pylvs_defense_mode", "gauge",
+               "Flood defence mode by strategy: 0 off, 1 automatic idle, 2 automatic engaged, "
+               "3 always on.")
+    for strategy, value in sorted(dfn["mode"].items()):
+        mode.add({"strategy": strategy}, value)
+    fam("pylvs_defense_drop_rate", "gauge",
+        "drop_packet: one in this many new connections is dropped (0 idle).").add(
+            {}, dfn["drop_rate"])
+    fam("pylvs_defense_free_slots", "gauge", "Free connection-table slots.").add(
+        {}, dfn["free_slots"])
+    fam("pylvs_defense_embryonic_entries", "gauge",
+        "Entries eviction may take (SYN seen, never established).").add({}, dfn["embryonic"])
+    removed = fam("pylvs_defense_entries_dropped_total", "counter",
+                  "Table entries removed by the flood defence, by reason.")
+    for reason, count in sorted(dfn["entries_dropped"].items()):
+        removed.add({"reason": reason}, count)
+    packets = fam("pylvs_defense_packets_dropped_total", "counter",
+                  "New-connection packets dropped by drop_packet or a full table.")
+    for reason, count in sorted(dfn["packets_dropped"].items()):
+        packets.add({"reason": reason}, count)
 
 
 _DATAPLANE_COUNTERS = (

@@ -136,7 +136,7 @@ int lvs_icmp_process(lvs_engine *e, pkt *k, int to_vip)
     st16(k->p + 10, 0);
     st16(k->p + 10, ip_csum(k->p, k->ihl));
     uint64_t dq = 0;
-    if (c->ext && qproto == LVS_PROTO_TCP) /* the quote carries translated numbers */
+    if ((c->flags & LVS_CONN_F_EXT) && qproto == LVS_PROTO_TCP) /* the quote carries translated numbers */
         dq = lvs_seqadj_quote(ql4, ql4n, lvs_ext_of(e, c), to_vip ? LVS_DIR_OUT : LVS_DIR_IN);
     uint64_t da = diff32(ld32(q + q_ip_off), naddr);
     uint64_t dp = diff16(ld16(ql4 + q_port_off), nport);

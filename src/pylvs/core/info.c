@@ -71,7 +71,7 @@ static void list_one(lvs_engine *e, lvs_conn *c, void *arg)
         lvs_conn_info *o = &x->out[x->n];
         o->proto = c->proto;
         o->state = c->state;
-        o->flags = c->flags & (uint16_t)~(LVS_CONN_F_INUSE | LVS_CONN_F_INHASH);
+        o->flags = c->flags & (uint16_t)~LVS_CONN_F_INTERNAL;
         if (c->flags & LVS_CONN_F_INHASH)
             o->flags |= LVS_CONN_F_HASHED;
         o->caddr = c->caddr;
@@ -116,7 +116,7 @@ static const char *const counter_names[LVS_CNT_MAX + 1] = {
     "bad_ip_checksum",  "fragment",          "unknown_proto", "no_service",
     "tcp_no_syn",       "table_full",        "no_dest",      "dest_unavailable",
     "ttl_exceeded",     "bad_icmp_checksum", "icmp_no_conn", "icmp_other",
-    "not_ours",         "reply_short_stride", "sync_overflow",
+    "not_ours",         "reply_short_stride", "sync_overflow", "defense_drop_packet",
     "synproxy_syn",     "synproxy_ack_ok",   "synproxy_bad_cookie", "synproxy_expired_cookie",
     "synproxy_pending_drop", "synproxy_held_truncated", "synproxy_held", NULL,
 };

@@ -31,7 +31,9 @@
  *    ... any other TCP packet                         DROP     tcp_no_syn
  *  synproxy conn waiting for its server: see synproxy.c  (synproxy_pending_drop; client data
  *    kept for the server is a DROP verdict counted as synproxy_held)
- *  new conn, table full                               DROP     table_full
+ *  new conn, drop_packet defence engaged (1 in rate)  DROP     defense_drop_packet
+ *  new conn, table full and nothing embryonic to      DROP     table_full
+ *  evict (docs/ipvs.md#flood-defence)
  *  new conn, scheduler finds no dest                  REPLY    no_dest (ICMP port unreach)
  *    ... but stride too small for the reply           DROP     reply_short_stride
  *    ... from 0.0.0.0, broadcast, multicast, class E  DROP     (no_dest only; no ICMP)
@@ -66,6 +68,9 @@ static inline void state_transition(lvs_engine *e, lvs_conn *c, int dir, uint8_t
     } else {
         c->state = LVS_UDP_S_NORMAL;
         c->timeout = e->udp_timeout;
+        /* a reply proves the flow: its template is ASSURED (drop_entry keeps it) */
+        if (dir == LVS_DIR_OUT && c->control && !(c->control->flags & LVS_CONN_F_ASSURED))
+            lvs_conn_assure(e, c);
     }
 }
 
@@ -100,6 +105,8 @@ static int schedule(lvs_engine *e, lvs_service *svc, uint8_t proto, uint32_t sad
             if (!dest)
                 return SCHED_NODEST;
             uint16_t tdport = svc->port != 0 ? dest->port : 0;
+            if (!lvs_defense_make_room(e, now))
+                return SCHED_FULL;
             ct = lvs_conn_new(e, proto, snet, 0, daddr, tport, dest->addr, tdport,
                               LVS_CONN_F_TEMPLATE | LVS_CONN_F_INACTIVE, dest, now);
             if (!ct)
@@ -118,8 +125,16 @@ static int schedule(lvs_engine *e, lvs_service *svc, uint8_t proto, uint32_t sad
     uint16_t rport = dport;
     if (dest->port != 0 && (svc->port == 0 ? 0 : dport == svc->port))
         rport = dest->port;
-    lvs_conn *c = lvs_conn_new(e, proto, saddr, sport, daddr, dport, dest->addr, rport,
-                               LVS_CONN_F_INACTIVE, dest, now);
+    /* the template is pinned while room is made, so evicting the conn it controls cannot
+     * take it along */
+    if (ct)
+        ct->n_control++;
+    int room = lvs_defense_make_room(e, now);
+    if (ct)
+        ct->n_control--;
+    lvs_conn *c = room ? lvs_conn_new(e, proto, saddr, sport, daddr, dport, dest->addr, rport,
+                                      LVS_CONN_F_INACTIVE, dest, now)
+                       : NULL;
     if (!c) {
         if (ct)
             lvs_conn_arm(e, ct, now);
@@ -130,6 +145,8 @@ static int schedule(lvs_engine *e, lvs_service *svc, uint8_t proto, uint32_t sad
         ct->n_control++;
         lvs_conn_arm(e, ct, now);
     }
+    if (proto == LVS_PROTO_TCP)
+        lvs_embryo_push(e, c);
     stats_conn(e, dest);
     *out = c;
     return SCHED_OK;
@@ -177,6 +194,10 @@ static int do_in(lvs_engine *e, pkt *k, uint32_t *plen, uint32_t cap, double now
             proxied = 1;
         } else if (k->proto == LVS_PROTO_TCP && (!syn || (k->th_flags & TH_RST))) {
             e->counters[LVS_CNT_TCP_NO_SYN]++;
+            return LVS_VERDICT_DROP;
+        }
+        if (lvs_defense_todrop(e)) {
+            e->counters[LVS_CNT_DEFENSE_DROP_PACKET]++;
             return LVS_VERDICT_DROP;
         }
         int r = schedule(e, svc, k->proto, k->saddr, k->sport, k->daddr, k->dport, now, &c);

@@ -12,53 +12,55 @@
 
 lvs_conn_ext *lvs_ext_attach(lvs_engine *e, lvs_conn *c)
 {
-    if (c->ext)
-        return &e->ext_pool[c->ext - 1];
-    if (!e->ext_free) {
-        uint32_t ncap = e->ext_cap ? e->ext_cap * 2 : 256;
-        lvs_conn_ext *np = realloc(e->ext_pool, (size_t)ncap * sizeof(*np));
-        if (!np)
+    lvs_conn_ext *x = lvs_ext_of(e, c);
+    if (x)
+        return x;
+    uint32_t s = c->slot >> LVS_SLAB_BITS;
+    if (s >= e->ext_nslabs) {
+        uint32_t n = e->nslabs > s ? e->nslabs : s + 1;
+        lvs_conn_ext **ns = realloc(e->ext_slabs, (size_t)n * sizeof(*ns));
+        if (!ns)
             return NULL;
-        memset(np + e->ext_cap, 0, (size_t)(ncap - e->ext_cap) * sizeof(*np));
-        for (uint32_t i = ncap; i-- > e->ext_cap;) {
-            np[i].next_free = e->ext_free;
-            e->ext_free = i + 1;
-        }
-        e->ext_pool = np;
-        e->ext_cap = ncap;
+        memset(ns + e->ext_nslabs, 0, (size_t)(n - e->ext_nslabs) * sizeof(*ns));
+        e->ext_slabs = ns;
+        e->ext_nslabs = n;
     }
-    uint32_t idx = e->ext_free;
-    lvs_conn_ext *x = &e->ext_pool[idx - 1];
-    e->ext_free = x->next_free;
+    if (!e->ext_slabs[s]) {
+        e->ext_slabs[s] = calloc(LVS_SLAB_SIZE, sizeof(lvs_conn_ext));
+        if (!e->ext_slabs[s])
+            return NULL;
+    }
+    x = &e->ext_slabs[s][c->slot & (LVS_SLAB_SIZE - 1)];
     memset(x, 0, sizeof(*x));
-    c->ext = idx;
+    c->flags |= LVS_CONN_F_EXT;
     e->ext_used++;
     return x;
 }
 
 void lvs_ext_detach(lvs_engine *e, lvs_conn *c)
 {
-    if (!c->ext)
+    lvs_conn_ext *x = lvs_ext_of(e, c);
+    if (!x)
         return;
-    lvs_conn_ext *x = &e->ext_pool[c->ext - 1];
     free(x->pending);
     x->pending = NULL;
-    x->next_free = e->ext_free;
-    e->ext_free = c->ext;
-    c->ext = 0;
+    c->flags &= (uint16_t)~LVS_CONN_F_EXT;
     e->ext_used--;
 }
 
 void lvs_ext_free_all(lvs_engine *e)
 {
-    for (uint32_t i = 0; i < e->ext_cap; i++)
-        if (e->ext_pool[i].pending) {
-            free(e->ext_pool[i].pending);
-            e->ext_pool[i].pending = NULL;
-        }
-    free(e->ext_pool);
-    e->ext_pool = NULL;
-    e->ext_cap = e->ext_used = e->ext_free = 0;
+    for (uint32_t s = 0; s < e->ext_nslabs; s++) {
+        lvs_conn_ext *a = e->ext_slabs[s];
+        if (!a)
+            continue;
+        for (uint32_t i = 0; i < LVS_SLAB_SIZE; i++)
+            free(a[i].pending);
+        free(a);
+    }
+    free(e->ext_slabs);
+    e->ext_slabs = NULL;
+    e->ext_nslabs = e->ext_used = 0;
 }
 
 /* ---- sequence arithmetic (ip_vs_app.c) ---- */

@@ -4,8 +4,9 @@
  * SYN proxy needs because the client's handshake was with the director, not the server
  * (docs/ipvs.md#synproxy).
  *
- * The record lives outside the connection entry (which stays at its size): a pool in the
- * engine, indexed by lvs_conn.ext - 1, allocated only for the connections that need one.
+ * The record lives outside the connection entry (which stays at its size): an array per
+ * connection slab, indexed by the conn's slot, allocated when a conn of that slab first needs
+ * a record; LVS_CONN_F_EXT marks the conns whose record is live.
  * Users: synproxy.c (a constant server-side delta), and an application helper (FTP) that
  * changes a stream's length at a sequence point (lvs_seq_update).
  */
@@ -32,13 +33,14 @@ typedef struct lvs_conn_ext {
     int8_t win_shift;        /* OUT window field scaled by 2^win_shift (negative: divided) */
     uint8_t flags;           /* LVS_EXT_* */
     uint16_t pad_;
-    uint32_t next_free;      /* pool free list (1 + index), while unused */
     void *pending;           /* synproxy's handshake state (malloc'd); freed on detach */
 } lvs_conn_ext;
 
 static inline lvs_conn_ext *lvs_ext_of(const lvs_engine *e, const lvs_conn *c)
 {
-    return c->ext ? &e->ext_pool[c->ext - 1] : (lvs_conn_ext *)0;
+    if (!(c->flags & LVS_CONN_F_EXT))
+        return (lvs_conn_ext *)0;
+    return &e->ext_slabs[c->slot >> LVS_SLAB_BITS][c->slot & (LVS_SLAB_SIZE - 1)];
 }
 
 /* The conn's record, zeroed when new; NULL when the pool cannot grow. */

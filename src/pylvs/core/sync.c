@@ -74,7 +74,7 @@ void lvs_sync_tmpl_rearmed(lvs_engine *e, lvs_conn *c)
 
 static inline uint32_t record_size(const lvs_conn *c)
 {
-    return c->ext && (c->flags & (LVS_CONN_F_SEQ_MASK | LVS_CONN_F_SYNPROXY)) &&
+    return (c->flags & LVS_CONN_F_EXT) && (c->flags & (LVS_CONN_F_SEQ_MASK | LVS_CONN_F_SYNPROXY)) &&
                    !(c->flags & LVS_CONN_F_SP_WAIT)
                ? SYNC_SEQ_RECORD_SIZE
                : LVS_SYNC_RECORD_SIZE;

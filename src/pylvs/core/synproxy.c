@@ -541,6 +541,7 @@ int lvs_synproxy_out_wait(lvs_engine *e, pkt *k, lvs_conn *c, uint32_t *plen, ui
         *plen = tot;
         release(e, c, x);
         lvs_conn_set_active(c, 1);
+        lvs_conn_assure(e, c); /* established: never an eviction candidate again */
         c->state = LVS_TCP_S_ESTABLISHED;
         c->timeout = e->tcp_timeouts[LVS_TCP_S_ESTABLISHED];
         lvs_conn_arm(e, c, now);

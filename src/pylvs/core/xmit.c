@@ -72,7 +72,7 @@ int lvs_nat_xmit_in(lvs_engine *e, pkt *k, const lvs_conn *c, uint32_t *plen, ui
     p[8]--;
     csum_apply(p + 10, diff16((uint16_t)((p[8] + 1) << 8 | p[9]), (uint16_t)(p[8] << 8 | p[9])));
     nat_rewrite(k, 16, c->daddr, 2, c->dport);
-    if (c->ext)
+    if (c->flags & LVS_CONN_F_EXT)
         seq_adjust(e, k, c, LVS_DIR_IN);
     return LVS_VERDICT_FORWARD;
 }
@@ -80,6 +80,6 @@ int lvs_nat_xmit_in(lvs_engine *e, pkt *k, const lvs_conn *c, uint32_t *plen, ui
 void lvs_nat_xmit_out(lvs_engine *e, pkt *k, const lvs_conn *c)
 {
     nat_rewrite(k, 12, c->vaddr, 0, c->vport);
-    if (c->ext)
+    if (c->flags & LVS_CONN_F_EXT)
         seq_adjust(e, k, c, LVS_DIR_OUT);
 }
