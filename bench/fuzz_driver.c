@@ -258,14 +258,16 @@ static int check(lvs_engine *e, uint64_t n, const uint8_t *orig, uint32_t ilen,
     if (proto == 6 || proto == 17) {
         uint16_t sp = ld16(orig + ihl), dp = ld16(orig + ihl + 2);
         if (daddr == VIP) {
-            lvs_conn *c = lvs_conn_in_get(e, proto, ld32(orig + 12), sp, VIP, dp);
+            lvs_conn *c = lvs_conn_in_get(e, LVS_AF_INET, proto, lvs_addr4(ld32(orig + 12)), sp,
+                                          lvs_addr4(VIP), dp);
             if (!c)
                 return fail(n, "forwarded to a real server without a connection");
-            if (ld32(out + 16) != c->daddr || ld16(l4 + 2) != c->dport ||
-                !is_rs(c->daddr))
+            if (ld32(out + 16) != c->daddr.ip || ld16(l4 + 2) != c->dport ||
+                !is_rs(c->daddr.ip))
                 return fail(n, "forwarded somewhere its connection does not name");
         } else {
-            lvs_conn *c = lvs_conn_out_get(e, proto, ld32(orig + 12), sp, daddr, dp);
+            lvs_conn *c = lvs_conn_out_get(e, LVS_AF_INET, proto, lvs_addr4(ld32(orig + 12)), sp,
+                                           lvs_addr4(daddr), dp);
             if (!c || ld32(out + 12) != VIP)
                 return fail(n, "a reply forwarded without its connection");
         }
@@ -277,11 +279,13 @@ static int check(lvs_engine *e, uint64_t n, const uint8_t *orig, uint32_t ilen,
         uint32_t qihl = (uint32_t)(oq[0] & 15) * 4;
         uint16_t qs = ld16(oq + qihl), qd = ld16(oq + qihl + 2);
         lvs_conn *c = daddr == VIP
-                          ? lvs_conn_in_get(e, oq[9], ld32(oq + 16), qd, ld32(oq + 12), qs)
-                          : lvs_conn_out_get(e, oq[9], ld32(oq + 16), qd, ld32(oq + 12), qs);
+                          ? lvs_conn_in_get(e, LVS_AF_INET, oq[9], lvs_addr4(ld32(oq + 16)), qd,
+                                            lvs_addr4(ld32(oq + 12)), qs)
+                          : lvs_conn_out_get(e, LVS_AF_INET, oq[9], lvs_addr4(ld32(oq + 16)), qd,
+                                             lvs_addr4(ld32(oq + 12)), qs);
         if (!c)
             return fail(n, "an ICMP error forwarded without a connection");
-        if (daddr == VIP && (ld32(out + 16) != c->daddr || ld32(q + 12) != c->daddr))
+        if (daddr == VIP && (ld32(out + 16) != c->daddr.ip || ld32(q + 12) != c->daddr.ip))
             return fail(n, "an ICMP error forwarded somewhere its connection does not name");
         return 0;
     }
@@ -290,18 +294,19 @@ static int check(lvs_engine *e, uint64_t n, const uint8_t *orig, uint32_t ilen,
 
 static void add_services(lvs_engine *e)
 {
-    lvs_svc_conf s = {.proto = 6, .addr = VIP, .port = 80, .sched = "rr"};
+    lvs_svc_conf s = {.af = LVS_AF_INET, .proto = 6, .addr.ip6 = {VIP}, .port = 80, .sched = "rr"};
     lvs_svc_add(e, &s);
-    lvs_svc_conf u = {.proto = 17, .addr = VIP, .port = 53, .sched = "wlc"};
+    lvs_svc_conf u = {.af = LVS_AF_INET, .proto = 17, .addr.ip6 = {VIP}, .port = 53, .sched = "wlc"};
     lvs_svc_add(e, &u);
-    lvs_svc_conf ps = {.proto = 6, .addr = VIP, .port = 443, .sched = "wlc", .timeout = 60,
+    lvs_svc_conf ps = {.af = LVS_AF_INET, .proto = 6, .addr.ip6 = {VIP}, .port = 443, .sched = "wlc", .timeout = 60,
                        .netmask = 0xffffff00};
     lvs_svc_add(e, &ps);
-    lvs_svc_conf p0 = {.proto = 6, .addr = VIP, .port = 0, .sched = "rr", .timeout = 30,
+    lvs_svc_conf p0 = {.af = LVS_AF_INET, .proto = 6, .addr.ip6 = {VIP}, .port = 0, .sched = "rr", .timeout = 30,
                        .netmask = 0xffffffff};
     lvs_svc_add(e, &p0);
     for (int i = 0; i < 2; i++) {
-        lvs_dest_conf d = {.proto = 6, .vaddr = VIP, .vport = 80, .addr = RS[i],
+        lvs_dest_conf d = {.af = LVS_AF_INET, .dest_af = LVS_AF_INET, .proto = 6,
+                           .vaddr.ip6 = {VIP}, .vport = 80, .addr.ip6 = {RS[i]},
                            .port = RSPORT[i], .weight = 1 + i};
         lvs_dest_add(e, &d);
         d.vport = 443;
@@ -311,7 +316,8 @@ static void add_services(lvs_engine *e)
         d.port = 0;
         lvs_dest_add(e, &d);
     }
-    lvs_dest_conf d = {.proto = 17, .vaddr = VIP, .vport = 53, .addr = RS[2], .port = 5353,
+    lvs_dest_conf d = {.af = LVS_AF_INET, .dest_af = LVS_AF_INET, .proto = 17,
+                       .vaddr.ip6 = {VIP}, .vport = 53, .addr.ip6 = {RS[2]}, .port = 5353,
                        .weight = 1};
     lvs_dest_add(e, &d);
 }

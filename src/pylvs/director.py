@@ -61,8 +61,8 @@ class Component(Protocol):
     async def start(self) -> None:
         """Start; may raise to abort the director's start."""
 
-    async def stop(self) -> None:
-        """Stop; must not raise."""
+    async def stop(self, *, handover: bool = True) -> None:
+        """Stop; must not raise.  ``handover``: let an HA peer take over at once (clean stop)."""
 
 
 class ComponentHost(Protocol):
@@ -77,6 +77,7 @@ class ComponentHost(Protocol):
     components: list[Component]
     status_providers: dict[str, Callable[[], Any]]  # extra sections of status()
     config_listeners: list[Callable[[Config], Awaitable[None]]]  # awaited after apply_config
+    config_preparers: list[Callable[[Config], None]]  # called before the engine follows
     health_managed: bool
 
     @property
@@ -119,6 +120,9 @@ class Director:
         self.components: list[Component] = []
         self.status_providers: dict[str, Callable[[], Any]] = {}  # extra sections of status()
         self.config_listeners: list[Callable[[Config], Awaitable[None]]] = []
+        # Called with a validated new config just before the engine follows it (the health
+        # component hands a sorry server that became a real server back to the config here).
+        self.config_preparers: list[Callable[[Config], None]] = []
         # Called with the engine's clock after each rate estimation (the API's history).
         self.rate_listeners: list[Callable[[float], None]] = []
         self.health_managed = False  # set by the health component: verdicts start unknown
@@ -170,10 +174,15 @@ class Director:
                  "on" if self.dataplane.offload else "off", self.dataplane.batch_size)
 
     async def stop(self, handover: bool = True) -> None:
-        """Stop components (HA hands over first when ``handover``), the pump, the network."""
+        """Stop components, the pump, the network.
+
+        With ``handover`` the HA component first announces priority 0, so the peer takes over
+        at once; without it the peer is left to notice the silence (a dead time later), as
+        after a crash, e.g. to rehearse one.
+        """
         for component in reversed(self.components):
             try:
-                await component.stop()
+                await component.stop(handover=handover)
             except Exception:
                 log.exception("stopping %r failed", component)
         for task in self._timers:
@@ -251,6 +260,8 @@ class Director:
                     raise ConfigError(f"{new.source}: director.{key}: cannot change while "
                                       f"running (was {getattr(old.director, key)!r}); restart")
             self._check_engine_accepts(new)
+            for prepare in self.config_preparers:
+                prepare(new)
             try:
                 self._sync_engine(new)
             except Exception:

@@ -7,6 +7,7 @@ choice an LVS/keepalived operator would expect (noted where it is not obvious).
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
 from ipaddress import IPv4Address
 from typing import Literal
@@ -25,6 +26,8 @@ __all__ = [
     "TimeoutsConfig",
     "VirtualServerConfig",
     "apply_default_check",
+    "ignored_flags",
+    "scheduler_flag_names",
 ]
 
 Protocol = Literal["tcp", "udp"]
@@ -35,8 +38,36 @@ LoadMonitorType = Literal["none", "agent", "exec", "loadavg"]
 SCHEDULERS = (
     "rr", "wrr", "lc", "wlc", "sed", "nq", "lblc", "lblcr", "dh", "sh", "mh", "fo", "ovf", "twos",
 )
-SCHEDULER_FLAGS = ("sh-fallback", "sh-port", "mh-fallback", "mh-port")
+SCHEDULER_FLAGS = ("sh-fallback", "sh-port", "mh-fallback", "mh-port", "flag-1", "flag-2",
+                   "flag-3")
+# ipvsadm's -b names: each is one of the three scheduler bits (SCHED1..3); the named ones are
+# only accepted with their scheduler ("incompatible scheduler flag" otherwise).
+_FLAG_BIT = {"sh-fallback": 1, "mh-fallback": 1, "flag-1": 1, "sh-port": 2, "mh-port": 2,
+             "flag-2": 2, "flag-3": 3}
+FLAG_SCHEDULER = {"sh-fallback": "sh", "sh-port": "sh", "mh-fallback": "mh", "mh-port": "mh"}
+# The flags each scheduler reads; every other set bit is carried but ignored.
+SCHEDULER_USES_FLAGS = {"sh": (1, 2), "mh": (1, 2)}
+MH_MAX_TABLE_SIZE = 131071  # the largest Maglev table the mh scheduler builds (checked in C too)
 HOST_NETMASK = IPv4Address("255.255.255.255")
+
+
+def scheduler_flag_names(scheduler: str, flags: Iterable[str]) -> tuple[str, ...]:
+    """The flags as ipvsadm prints them for *scheduler* (``print_sched_flags``), in bit order.
+
+    The bits are what count: ``flag-1`` on an sh service prints as ``sh-fallback``, and
+    ``sh-port`` on an rr service as ``flag-2``.
+    """
+    bits = {_FLAG_BIT[f] for f in flags if f in _FLAG_BIT}
+    named = {"sh": ("sh-fallback", "sh-port"), "mh": ("mh-fallback", "mh-port")}.get(
+        scheduler, ("flag-1", "flag-2"))
+    names = (*named, "flag-3")
+    return tuple(names[b - 1] for b in sorted(bits))
+
+
+def ignored_flags(scheduler: str, flags: Iterable[str]) -> tuple[str, ...]:
+    """The flags *scheduler* does not read (the engine keeps their bits but nothing uses them)."""
+    used = SCHEDULER_USES_FLAGS.get(scheduler, ())
+    return tuple(f for f in flags if f in _FLAG_BIT and _FLAG_BIT[f] not in used)
 
 
 @dataclass(frozen=True, slots=True)
@@ -135,6 +166,9 @@ class ApiConfig:
     socket_mode: int = 0o600
     listen: str | None = None  # "127.0.0.1:9180"; requires token_file
     token_file: str | None = None
+    # PEM files; with both, the TCP listener speaks HTTPS so the token never crosses in clear.
+    tls_cert: str | None = None
+    tls_key: str | None = None
     write_config: bool = False  # allow PUT /config/save to rewrite the TOML file
 
 

@@ -1,4 +1,4 @@
-"""The SYN proxy through ``pylvs serve`` (docs/ipvs.md#synproxy): real clients (curl and Python)
+"""The SYN proxy through ``pylvs serve`` (docs/ipvs.md#syn-proxy): real clients (curl and Python)
 are answered, and during a small bounded spoofed SYN flood the real servers see no SYN from a
 spoofed address (an nft counter in each real server counts them)."""
 

@@ -22,6 +22,7 @@ VIP = "198.18.0.100:80"
 async def _tcp_api(tmp_path: Path, running_api: ApiStarter) -> tuple[MiniDirector, str]:
     token_file = tmp_path / "token"
     token_file.write_text(TOKEN + "\n")
+    token_file.chmod(0o600)
     cfg = base_config(str(tmp_path / "t.sock"), (service(VIP, "198.19.0.11:80"),),
                       listen="127.0.0.1:0", token_file=str(token_file))
     director, server = await running_api(cfg)
@@ -68,6 +69,7 @@ async def test_unix_socket_needs_no_token(tmp_path: Path, running_api: ApiStarte
 
 def test_short_or_missing_token_file_is_refused(tmp_path: Path) -> None:
     (tmp_path / "short").write_text("abc")
+    (tmp_path / "short").chmod(0o600)
     with pytest.raises(ConfigError, match="shorter than 16"):
         read_token(str(tmp_path / "short"))
     with pytest.raises(ConfigError, match="cannot read"):
@@ -103,12 +105,13 @@ async def test_metrics_parse_and_count_real_traffic(
     assert svc_conns.type == "counter"
     [sample] = [s for s in svc_conns.samples if s.name.endswith("_total")]
     assert sample.labels == {"local_address": "198.18.0.100", "local_port": "80",
-                             "proto": "TCP"}
+                             "proto": "TCP", "local_mark": ""}
     assert sample.value == 6
     backend = [s for s in families["pylvs_ipvs_backend_connections_inactive"].samples
                + families["pylvs_ipvs_backend_connections_active"].samples]
     assert sum(s.value for s in backend) == 6
     assert {s.labels["remote_address"] for s in backend} == {"198.19.0.11", "198.19.0.12"}
+    assert {s.labels["local_mark"] for s in backend} == {""}  # node_exporter's label, no fwmark
     weights = {s.labels["remote_address"]: s.value
                for s in families["pylvs_ipvs_backend_weight"].samples}
     assert weights == {"198.19.0.11": 1, "198.19.0.12": 1}

@@ -296,7 +296,7 @@ def test_icmp_error_translated_both_ways(eng: Engine, svc: ServiceKey) -> None:
 def test_bad_input_dropped_by_reason(eng: Engine, svc: ServiceKey) -> None:
     good = syn()
     assert eng.process(good[:10], 0.0) is None
-    assert eng.process(b"\x60" + good[1:], 0.0) is None
+    assert eng.process(b"\x50" + good[1:], 0.0) is None
     assert eng.process(b"\x44" + good[1:], 0.0) is None
     bad_csum = bytearray(good)
     bad_csum[10] ^= 0xFF
@@ -322,7 +322,7 @@ def test_config_errors(eng: Engine) -> None:
     with pytest.raises(ConfigError):
         eng.add_service("sctp", VIP, 80)  # type: ignore[arg-type]
     with pytest.raises(ConfigError):
-        eng.add_service("tcp", "::1", 80)
+        eng.add_service("tcp", "not-an-address", 80)
 
 
 def test_ip_options_are_kept_and_checksummed(eng: Engine, svc: ServiceKey) -> None:
@@ -363,3 +363,8 @@ def test_embed_example_runs() -> None:
                          capture_output=True, text=True, timeout=120, check=False)
     assert res.returncode == 0, res.stderr
     assert "port-unreachable" in res.stdout and "TIME_WAIT" in res.stdout
+    # No real server at all: the SYN's answer is the ICMP error the engine generated.
+    res = subprocess.run([sys.executable, str(example), "--servers", "0"],
+                         capture_output=True, text=True, timeout=120, check=False)
+    assert res.returncode == 0, res.stderr
+    assert "no real server: the engine answered the client with ICMP" in res.stdout

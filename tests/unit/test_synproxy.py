@@ -1,4 +1,4 @@
-"""The SYN proxy (docs/ipvs.md#synproxy): cookies, the handshake with the real server, and the
+"""The SYN proxy (docs/ipvs.md#syn-proxy): cookies, the handshake with the real server, and the
 sequence translation for the life of a connection, with scapy-built packets through the engine.
 
 Every expected number comes from the model in this file (delta = cookie ISN - server ISN,

@@ -2,8 +2,9 @@
 
 Names follow node_exporter's IPVS collector with a ``pylvs_ipvs_`` prefix in place of
 ``node_ipvs_`` (``…_backend_connections_active``, ``…_incoming_bytes_total`` …) and the same
-labels (``local_address``, ``local_port``, ``proto``, ``remote_address``, ``remote_port``), so a
-dashboard written for a kernel director needs only the prefix changed.  The rest (health, HA,
+labels (``local_address``, ``local_port``, ``proto``, ``remote_address``, ``remote_port``, and
+``local_mark``, always empty: pylvs has no firewall-mark services), so a dashboard written for a
+kernel director needs only the prefix changed.  The rest (health, HA,
 drops, dataplane) is ``pylvs_*``.  Written by hand: the format is small and the daemon should
 not need prometheus_client at run time.
 """
@@ -67,7 +68,8 @@ _SERVICE_COUNTERS = (
 
 def _service_labels(svc: Mapping[str, Any]) -> dict[str, str]:
     host, _, port = str(svc["address"]).rpartition(":")
-    return {"local_address": host, "local_port": port, "proto": str(svc["protocol"]).upper()}
+    return {"local_address": host, "local_port": port, "proto": str(svc["protocol"]).upper(),
+            "local_mark": ""}
 
 
 def _families(director: DirectorLike) -> Iterable[MetricFamily]:

@@ -2,7 +2,7 @@
  * seqadj.h — per-connection TCP translation: sequence deltas in both directions (ip_vs_app's
  * in_seq/out_seq, nf_conntrack_seqadj), plus the timestamp offset and window-scale shift a
  * SYN proxy needs because the client's handshake was with the director, not the server
- * (docs/ipvs.md#synproxy).
+ * (docs/ipvs.md#syn-proxy).
  *
  * The record lives outside the connection entry (which stays at its size): an array per
  * connection slab, indexed by the conn's slot, allocated when a conn of that slab first needs

@@ -1,6 +1,7 @@
 /*
  * sync.c — connection synchronisation (ip_vs_sync.c, docs/ipvs.md#sync): when the master produces a
- * record (ip_vs_sync_conn), the 36-byte record itself (IPVS sync v1 IPv4 entry, format in
+ * record (ip_vs_sync_conn), the record itself (IPVS sync v1: the 36-byte IPv4 entry or the
+ * 72-byte IPv6 entry, each with the sequence options when the conn has a translation; format in
  * engine.py), and installing records on a backup (ip_vs_proc_conn).  It uses the connection
  * table; the table reaches it only through the engine's tmpl_rearmed hook.
  */
@@ -61,23 +62,51 @@ void lvs_sync_tmpl_rearmed(lvs_engine *e, lvs_conn *c)
 /* ---- sync records (format documented in engine.py) ---- */
 
 /*
- * A conn with a sequence translation (synproxy, an application helper) carries two options
- * after the 36 bytes, as the kernel's v1 format allows: IPVS_OPT_SEQ_DATA (type 1, 24 bytes:
- * in_seq then out_seq, each init_seq, delta, previous_delta) and pylvs's own optional
- * parameter (type IPVS_OPT_F_PARAM 0x40 | 0x10, 8 bytes: timestamp offset, window shift, ext
- * flags, bit 0 = opened by the SYN proxy), which a kernel backup skips.  Size: 72.
+ * A record is struct ip_vs_sync_v4 (36 bytes) or ip_vs_sync_v6 (72 bytes, type bit 0 =
+ * STYPE_F_INET6), the kernel's v1 format.  A conn with a sequence translation (synproxy, an
+ * application helper) carries two options after the entry, as that format allows:
+ * IPVS_OPT_SEQ_DATA (type 1, 24 bytes: in_seq then out_seq, each init_seq, delta,
+ * previous_delta) and pylvs's own optional parameter (type IPVS_OPT_F_PARAM 0x40 | 0x10, 8
+ * bytes: timestamp offset, window shift, ext flags, bit 0 = opened by the SYN proxy), which a
+ * kernel backup skips.  Sizes: 36 + 36 = 72 (IPv4), 72 + 36 = 108 (IPv6).  The size field holds
+ * the unpadded length and the next record starts at the next multiple of 4 (the kernel pads
+ * between records); ours are multiples of 4 already, a kernel's 62- or 98-byte record is not.
  */
 #define OPT_SEQ_DATA 1
 #define OPT_F_PARAM 0x40 /* IPVS_OPT_F_PARAM: a receiver may skip it */
 #define OPT_PYLVS_TCPADJ (OPT_F_PARAM | 0x10)
-#define SYNC_SEQ_RECORD_SIZE (LVS_SYNC_RECORD_SIZE + 2 + 24 + 2 + 8)
 
-static inline uint32_t record_size(const lvs_conn *c)
+/* The entry without options: struct ip_vs_sync_v4 or ip_vs_sync_v6. */
+static inline uint32_t base_size(uint8_t af)
 {
-    return (c->flags & LVS_CONN_F_EXT) && (c->flags & (LVS_CONN_F_SEQ_MASK | LVS_CONN_F_SYNPROXY)) &&
-                   !(c->flags & LVS_CONN_F_SP_WAIT)
-               ? SYNC_SEQ_RECORD_SIZE
-               : LVS_SYNC_RECORD_SIZE;
+    return af == LVS_AF_INET6 ? LVS_SYNC_RECORD_SIZE_V6 : LVS_SYNC_RECORD_SIZE;
+}
+
+/* Where the record after one of `size` bytes starts (the kernel's 4-byte padding). */
+static inline uint32_t rec_step(uint32_t size)
+{
+    return (size + 3u) & ~3u;
+}
+
+static inline int has_opts(const lvs_conn *c)
+{
+    return (c->flags & LVS_CONN_F_EXT) &&
+           (c->flags & (LVS_CONN_F_SEQ_MASK | LVS_CONN_F_SYNPROXY)) &&
+           !(c->flags & LVS_CONN_F_SP_WAIT);
+}
+
+/* Bytes of c's record. */
+static inline uint32_t rec_size(const lvs_conn *c)
+{
+    return base_size(c->af) + (has_opts(c) ? LVS_SYNC_OPTS_SIZE : 0);
+}
+
+static void st_addr(uint8_t *r, uint8_t af, lvs_addr a)
+{
+    if (af == LVS_AF_INET6)
+        st_addr6(r, a);
+    else
+        st32(r, a.ip);
 }
 
 static void put_seq(uint8_t *p, const lvs_seq *s)
@@ -96,8 +125,8 @@ static void get_seq(const uint8_t *p, lvs_seq *s)
 
 static uint32_t encode(const lvs_engine *e, uint8_t *r, const lvs_conn *c, double now)
 {
-    uint32_t size = record_size(c);
-    r[0] = 0;
+    uint32_t size = rec_size(c);
+    r[0] = c->af == LVS_AF_INET6 ? 1 : 0; /* STYPE_F_INET6 */
     r[1] = c->proto;
     st16(r + 2, (uint16_t)size);
     st32(r + 4, c->flags & LVS_CONN_F_SYNC_MASK);
@@ -113,13 +142,15 @@ static uint32_t encode(const lvs_engine *e, uint8_t *r, const lvs_conn *c, doubl
         t = rem <= 0 ? 0 : (uint32_t)(rem + 0.5);
     }
     st32(r + 20, t);
-    st32(r + 24, c->caddr);
-    st32(r + 28, c->vaddr);
-    st32(r + 32, c->daddr);
-    if (size == LVS_SYNC_RECORD_SIZE)
+    uint32_t base = base_size(c->af);
+    uint32_t asz = (base - 24) / 3;
+    st_addr(r + 24, c->af, c->caddr);
+    st_addr(r + 24 + asz, c->af, c->vaddr);
+    st_addr(r + 24 + 2 * asz, c->af, c->daddr);
+    if (size == base)
         return size;
     const lvs_conn_ext *x = lvs_ext_of(e, c);
-    uint8_t *o = r + LVS_SYNC_RECORD_SIZE;
+    uint8_t *o = r + base;
     o[0] = OPT_SEQ_DATA;
     o[1] = 24;
     put_seq(o + 2, &x->in_seq);
@@ -166,7 +197,8 @@ static int parse_options(const uint8_t *o, uint32_t n, lvs_conn_ext *x, int *hav
 
 static void sync_append(lvs_engine *e, const lvs_conn *c, double now)
 {
-    if (e->sync_len + SYNC_SEQ_RECORD_SIZE > e->sync_cap) {
+    uint32_t size = rec_size(c);
+    if (e->sync_len + size > e->sync_cap) {
         uint32_t ncap = e->sync_cap ? e->sync_cap * 2 : 64 * LVS_SYNC_RECORD_SIZE;
         uint8_t *nb = ncap <= SYNC_BUF_MAX ? realloc(e->sync_buf, ncap) : NULL;
         if (!nb) {
@@ -193,7 +225,7 @@ uint32_t lvs_sync_pending(lvs_engine *e)
 
 uint32_t lvs_sync_collect(lvs_engine *e, uint8_t *out, uint32_t cap)
 {
-    /* whole records only */
+    /* whole records only: walk the sizes up to cap */
     uint32_t n = 0;
     while (n < e->sync_len) {
         uint32_t size = ld16(e->sync_buf + n + 2) & 0x0fff;
@@ -221,7 +253,7 @@ static void full_one(lvs_engine *e, lvs_conn *c, void *arg)
     /* templates first, so a receiver can link conns to them */
     if (((c->flags & LVS_CONN_F_TEMPLATE) != 0) != x->templates)
         return;
-    uint32_t size = record_size(c);
+    uint32_t size = rec_size(c);
     if (x->n + size <= x->cap)
         encode(e, x->out + x->n, c, x->now);
     x->n += size;
@@ -244,20 +276,21 @@ int lvs_sync_apply(lvs_engine *e, const uint8_t *data, uint32_t len, double now,
 {
     int applied = 0;
     *skipped = 0;
-    uint32_t step;
-    for (uint32_t off = 0; off + LVS_SYNC_RECORD_SIZE <= len; off += step) {
+    uint32_t size;
+    for (uint32_t off = 0; off + 4 <= len; off += rec_step(size)) {
         const uint8_t *r = data + off;
+        uint8_t af = (r[0] & 1) ? LVS_AF_INET6 : LVS_AF_INET;
         uint8_t proto = r[1];
-        uint16_t size = ld16(r + 2) & 0x0fff;
-        /* records are padded to 4 bytes, as the kernel's */
-        step = size < LVS_SYNC_RECORD_SIZE ? LVS_SYNC_RECORD_SIZE : (size + 3u) & ~3u;
-        if (size < LVS_SYNC_RECORD_SIZE) {
+        size = ld16(r + 2) & 0x0fff;
+        if (size < LVS_SYNC_RECORD_SIZE || off + size > len) {
+            /* no way to find the next record */
+            (*skipped)++;
+            break;
+        }
+        uint32_t base = base_size(af);
+        if (size < base || (r[0] & ~1u) != 0) {
             (*skipped)++;
             continue;
-        }
-        if (off + size > len) {
-            (*skipped)++;
-            break; /* cut short: nothing after it can be found */
         }
         lvs_conn_ext opt;
         int have_opt = 0, sp = 0;
@@ -266,11 +299,18 @@ int lvs_sync_apply(lvs_engine *e, const uint8_t *data, uint32_t len, double now,
         uint16_t state = ld16(r + 8);
         uint16_t cport = ld16(r + 10), vport = ld16(r + 12), dport = ld16(r + 14);
         uint32_t timeout = ld32(r + 20);
-        uint32_t caddr = ld32(r + 24), vaddr = ld32(r + 28), daddr = ld32(r + 32);
+        lvs_addr caddr, vaddr, daddr;
+        if (af == LVS_AF_INET6) {
+            caddr = ld_addr6(r + 24);
+            vaddr = ld_addr6(r + 40);
+            daddr = ld_addr6(r + 56);
+        } else {
+            caddr = lvs_addr4(ld32(r + 24));
+            vaddr = lvs_addr4(ld32(r + 28));
+            daddr = lvs_addr4(ld32(r + 32));
+        }
         int tmpl = (flags & LVS_CONN_F_TEMPLATE) != 0;
-        if (r[0] != 0 ||
-            parse_options(r + LVS_SYNC_RECORD_SIZE, size - LVS_SYNC_RECORD_SIZE, &opt,
-                          &have_opt, &sp) < 0 ||
+        if (parse_options(r + base, size - base, &opt, &have_opt, &sp) < 0 ||
             (proto != LVS_PROTO_TCP && proto != LVS_PROTO_UDP) ||
             (!tmpl && (proto == LVS_PROTO_TCP ? state >= LVS_TCP_S_LAST : state != 0))) {
             (*skipped)++;
@@ -283,9 +323,9 @@ int lvs_sync_apply(lvs_engine *e, const uint8_t *data, uint32_t len, double now,
         if (timeout == 0) /* ip_vs_proc_conn: the state's default, 180 s for a template */
             timeout = tmpl ? 180
                            : proto == LVS_PROTO_TCP ? e->tcp_timeouts[state] : e->udp_timeout;
-        lvs_conn *c = tmpl ? lvs_tmpl_get(e, proto, caddr, vaddr, vport)
-                           : lvs_conn_in_get(e, proto, caddr, cport, vaddr, vport);
-        if (c && (c->daddr != daddr || c->dport != dport)) {
+        lvs_conn *c = tmpl ? lvs_tmpl_get(e, af, proto, caddr, vaddr, vport)
+                           : lvs_conn_in_get(e, af, proto, caddr, cport, vaddr, vport);
+        if (c && (!lvs_addr_eq(c->daddr, daddr) || c->dport != dport)) {
             /* the master rebound it: drop ours (a template in control just stops matching) */
             if (tmpl && c->n_control > 0)
                 lvs_conn_unhash_template(e, c);
@@ -294,21 +334,21 @@ int lvs_sync_apply(lvs_engine *e, const uint8_t *data, uint32_t len, double now,
             c = NULL;
         }
         if (!c) {
-            lvs_service *svc = lvs_svc_lookup(e, proto, vaddr, vport);
+            lvs_service *svc = lvs_svc_lookup(e, af, proto, vaddr, vport);
             if (!svc)
-                svc = lvs_svc_lookup(e, proto, vaddr, 0);
+                svc = lvs_svc_lookup(e, af, proto, vaddr, 0);
             lvs_dest *d = NULL;
             if (svc) {
                 for (d = svc->destinations; d; d = d->next)
-                    if (d->addr == daddr && (d->port == dport || (tmpl && dport == 0)))
+                    if (lvs_addr_eq(d->addr, daddr) && (d->port == dport || (tmpl && dport == 0)))
                         break;
             }
             if (!d) {
                 (*skipped)++;
                 continue;
             }
-            c = lvs_conn_new(e, proto, caddr, cport, vaddr, vport, daddr, dport,
-                             (uint16_t)(flags | LVS_CONN_F_SYNC), d, now);
+            lvs_conn_key ck = {af, proto, caddr, vaddr, daddr, cport, vport, dport};
+            c = lvs_conn_new(e, &ck, (uint16_t)(flags | LVS_CONN_F_SYNC), d, now);
             if (!c) {
                 e->counters[LVS_CNT_TABLE_FULL]++;
                 (*skipped)++;

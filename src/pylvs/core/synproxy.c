@@ -1,6 +1,6 @@
 /*
  * synproxy.c — the SYN proxy (Alibaba LVS's ip_vs_synproxy.c, nftables' synproxy; the cookie
- * layout after the kernel's syncookies.c; docs/ipvs.md#synproxy).
+ * layout after the kernel's syncookies.c; docs/ipvs.md#syn-proxy).
  *
  * A service with LVS_SVC_F_SYNPROXY never shows its real servers a SYN the director has not
  * seen completed:
@@ -109,48 +109,85 @@ static inline uint32_t period_of(double now)
     return (uint32_t)(uint64_t)(now / SP_PERIOD);
 }
 
-static uint32_t cookie_h0(const lvs_engine *e, const uint64_t m[2])
+/* The hashed input: for IPv4 the two addresses in one word (the layout of the first
+ * version), for IPv6 the two 128-bit addresses in four words (cookie_v6_init_sequence hashes
+ * the whole addresses too); then ports and the client ISN.  Returns the word count. */
+static int cookie_msg(uint8_t af, lvs_addr saddr, lvs_addr daddr, uint16_t sport,
+                      uint16_t dport, uint32_t sseq, uint64_t m[6])
+{
+    int n = 0;
+    if (af == LVS_AF_INET6) {
+        m[n++] = (uint64_t)saddr.ip6[0] << 32 | saddr.ip6[1];
+        m[n++] = (uint64_t)saddr.ip6[2] << 32 | saddr.ip6[3];
+        m[n++] = (uint64_t)daddr.ip6[0] << 32 | daddr.ip6[1];
+        m[n++] = (uint64_t)daddr.ip6[2] << 32 | daddr.ip6[3];
+    } else {
+        m[n++] = (uint64_t)saddr.ip << 32 | daddr.ip;
+    }
+    m[n++] = (uint64_t)sport << 48 | (uint64_t)dport << 32 | sseq;
+    return n;
+}
+
+static uint32_t cookie_h0(const lvs_engine *e, const uint64_t *m, int n)
 {
     uint64_t k[2];
     base_key(e, k);
-    return (uint32_t)sip24(k[0], k[1], m, 2);
+    return (uint32_t)sip24(k[0], k[1], m, n);
 }
 
-static uint32_t cookie_mac(lvs_engine *e, uint32_t period, const uint64_t m[2], uint32_t mssind,
-                           uint32_t tsopts)
+static uint32_t cookie_mac(lvs_engine *e, uint32_t period, const uint64_t *m, int n,
+                           uint32_t mssind, uint32_t tsopts)
 {
     const uint64_t *k = period_key(e, period);
-    uint64_t mm[3] = {m[0], m[1], (uint64_t)mssind << 8 | tsopts};
-    return (uint32_t)sip24(k[0], k[1], mm, 3) & 0x3fffff;
+    uint64_t mm[6];
+    memcpy(mm, m, (size_t)n * sizeof(*m));
+    mm[n] = (uint64_t)mssind << 8 | tsopts;
+    return (uint32_t)sip24(k[0], k[1], mm, n + 1) & 0x3fffff;
+}
+
+static uint32_t cookie_make(lvs_engine *e, uint8_t af, lvs_addr saddr, lvs_addr daddr,
+                            uint16_t sport, uint16_t dport, uint32_t sseq, uint32_t mssind,
+                            uint32_t tsopts, double now)
+{
+    uint64_t m[6];
+    int n = cookie_msg(af, saddr, daddr, sport, dport, sseq, m);
+    uint32_t period = period_of(now);
+    mssind &= 3;
+    return cookie_h0(e, m, n) + (period << 24) +
+           (mssind << 22 | cookie_mac(e, period, m, n, mssind, tsopts));
+}
+
+static int cookie_check(lvs_engine *e, uint8_t af, lvs_addr saddr, lvs_addr daddr,
+                        uint16_t sport, uint16_t dport, uint32_t sseq, uint32_t cookie,
+                        uint32_t tsopts, double now)
+{
+    uint64_t m[6];
+    int n = cookie_msg(af, saddr, daddr, sport, dport, sseq, m);
+    uint32_t v = cookie - cookie_h0(e, m, n);
+    uint32_t period = period_of(now);
+    uint32_t diff = (period - (v >> 24)) & 0xff;
+    if (diff >= SP_MAX_AGE)
+        return LVS_SP_EXPIRED;
+    uint32_t mssind = (v >> 22) & 3;
+    if ((v & 0x3fffff) != cookie_mac(e, period - diff, m, n, mssind, tsopts))
+        return LVS_SP_BAD;
+    return (int)mssind;
 }
 
 uint32_t lvs_synproxy_cookie_make(lvs_engine *e, uint32_t saddr, uint32_t daddr, uint16_t sport,
                                   uint16_t dport, uint32_t sseq, uint32_t mssind,
                                   uint32_t tsopts, double now)
 {
-    uint64_t m[2] = {(uint64_t)saddr << 32 | daddr,
-                     (uint64_t)sport << 48 | (uint64_t)dport << 32 | sseq};
-    uint32_t period = period_of(now);
-    mssind &= 3;
-    return cookie_h0(e, m) + (period << 24) +
-           (mssind << 22 | cookie_mac(e, period, m, mssind, tsopts));
+    return cookie_make(e, LVS_AF_INET, lvs_addr4(saddr), lvs_addr4(daddr), sport, dport, sseq,
+                       mssind, tsopts, now);
 }
 
 int lvs_synproxy_cookie_check(lvs_engine *e, uint32_t saddr, uint32_t daddr, uint16_t sport,
                               uint16_t dport, uint32_t sseq, uint32_t cookie, uint32_t tsopts,
                               double now)
 {
-    uint64_t m[2] = {(uint64_t)saddr << 32 | daddr,
-                     (uint64_t)sport << 48 | (uint64_t)dport << 32 | sseq};
-    uint32_t v = cookie - cookie_h0(e, m);
-    uint32_t period = period_of(now);
-    uint32_t diff = (period - (v >> 24)) & 0xff;
-    if (diff >= SP_MAX_AGE)
-        return LVS_SP_EXPIRED;
-    uint32_t mssind = (v >> 22) & 3;
-    if ((v & 0x3fffff) != cookie_mac(e, period - diff, m, mssind, tsopts))
-        return LVS_SP_BAD;
-    return (int)mssind;
+    return cookie_check(e, LVS_AF_INET, lvs_addr4(saddr), lvs_addr4(daddr), sport, dport, sseq,
+                        cookie, tsopts, now);
 }
 
 /* ---- TCP options ---- */
@@ -235,35 +272,51 @@ static uint32_t put_opts(uint8_t *p, uint16_t mss, const sp_opts *o, uint8_t wsc
 
 /* ---- building packets ---- */
 
-static void tcp_csum_full(uint8_t *p, uint32_t ihl, uint32_t tot)
+/* The L3 header a segment of family af gets from us (IPv6: no extension headers). */
+static inline uint32_t l3_len(uint8_t af)
 {
-    uint8_t *th = p + ihl;
-    uint32_t n = tot - ihl;
+    return af == LVS_AF_INET6 ? LVS_IPV6_HDR : 20;
+}
+
+/* The TCP checksum from scratch: the IPv4 or the IPv6 pseudo-header (RFC 8200 8.1). */
+static void tcp_csum_full(uint8_t af, uint8_t *p, uint32_t l4off, uint32_t tot)
+{
+    uint8_t *th = p + l4off;
+    uint32_t n = tot - l4off;
     st16(th + 16, 0);
     uint64_t s = sum16(th, n);
-    s += (ld32(p + 12) >> 16) + (ld32(p + 12) & 0xffff);
-    s += (ld32(p + 16) >> 16) + (ld32(p + 16) & 0xffff);
-    s += LVS_PROTO_TCP + n;
+    if (af == LVS_AF_INET6) {
+        s += pseudo6_sum(p, n, LVS_PROTO_TCP);
+    } else {
+        s += (ld32(p + 12) >> 16) + (ld32(p + 12) & 0xffff);
+        s += (ld32(p + 16) >> 16) + (ld32(p + 16) & 0xffff);
+        s += LVS_PROTO_TCP + n;
+    }
     st16(th + 16, (uint16_t)~fold(s));
 }
 
 /* A bare TCP segment (no payload) in the slot; returns its length. */
-static uint32_t build_segment(lvs_engine *e, uint8_t *p, uint32_t src, uint32_t dst,
+static uint32_t build_segment(lvs_engine *e, uint8_t af, uint8_t *p, lvs_addr src, lvs_addr dst,
                               uint16_t sport, uint16_t dport, uint32_t seq, uint32_t ack,
                               uint8_t flags, uint16_t win, const uint8_t *opts, uint32_t optlen)
 {
-    uint32_t tot = 40 + optlen;
-    memset(p, 0, 40);
-    p[0] = 0x45;
-    st16(p + 2, (uint16_t)tot);
-    st16(p + 4, e->ip_id++);
-    st16(p + 6, 0x4000); /* DF */
-    p[8] = 64;
-    p[9] = LVS_PROTO_TCP;
-    st32(p + 12, src);
-    st32(p + 16, dst);
-    st16(p + 10, ip_csum(p, 20));
-    uint8_t *th = p + 20;
+    uint32_t l3 = l3_len(af);
+    uint32_t tot = l3 + 20 + optlen;
+    memset(p, 0, l3 + 20);
+    if (af == LVS_AF_INET6) {
+        st_ipv6_hdr(p, 20 + optlen, LVS_PROTO_TCP, src, dst);
+    } else {
+        p[0] = 0x45;
+        st16(p + 2, (uint16_t)tot);
+        st16(p + 4, e->ip_id++);
+        st16(p + 6, 0x4000); /* DF */
+        p[8] = 64;
+        p[9] = LVS_PROTO_TCP;
+        st32(p + 12, src.ip);
+        st32(p + 16, dst.ip);
+        st16(p + 10, ip_csum(p, 20));
+    }
+    uint8_t *th = p + l3;
     st16(th, sport);
     st16(th + 2, dport);
     st32(th + 4, seq);
@@ -273,13 +326,17 @@ static uint32_t build_segment(lvs_engine *e, uint8_t *p, uint32_t src, uint32_t 
     st16(th + 14, win);
     if (optlen)
         memcpy(th + 20, opts, optlen);
-    tcp_csum_full(p, 20, tot);
+    tcp_csum_full(af, p, l3, tot);
     return tot;
 }
 
-static int bad_source(uint32_t a)
+/* A source no handshake may come from: unspecified, broadcast, multicast (and IPv4 class E). */
+static int bad_source(uint8_t af, lvs_addr a)
 {
-    return a == 0 || a == 0xffffffffu || (a >> 28) >= 0xe;
+    if (af == LVS_AF_INET6)
+        return (a.ip6[0] >> 24) == 0xff ||
+               (a.ip6[0] == 0 && a.ip6[1] == 0 && a.ip6[2] == 0 && a.ip6[3] == 0);
+    return a.ip == 0 || a.ip == 0xffffffffu || (a.ip >> 28) >= 0xe;
 }
 
 static inline uint32_t ts_options(const sp_opts *o)
@@ -299,7 +356,7 @@ int lvs_synproxy_new(lvs_engine *e, pkt *k, uint32_t *plen, uint32_t cap, double
     uint8_t f = k->th_flags & (TH_SYN | TH_ACK | TH_RST | TH_FIN);
     sp_opts o;
     if (f == TH_SYN) {
-        if (bad_source(k->saddr) || cap < 60)
+        if (bad_source(k->af, k->saddr) || cap < l3_len(k->af) + 40)
             goto no_syn;
         parse_opts(th, thlen, &o);
         uint16_t mss = o.mss ? o.mss : 536;
@@ -312,8 +369,8 @@ int lvs_synproxy_new(lvs_engine *e, pkt *k, uint32_t *plen, uint32_t cap, double
         }
         uint32_t tsopts = ts_options(&o);
         uint32_t cseq = ld32(th + 4);
-        uint32_t cookie = lvs_synproxy_cookie_make(e, k->saddr, k->daddr, k->sport, k->dport,
-                                                   cseq, mssind, tsopts, now);
+        uint32_t cookie = cookie_make(e, k->af, k->saddr, k->daddr, k->sport, k->dport, cseq,
+                                      mssind, tsopts, now);
         sp_opts r = o;
         if (o.ts) {
             /* cookie_init_timestamp: a millisecond clock with the options in the low bits */
@@ -326,7 +383,7 @@ int lvs_synproxy_new(lvs_engine *e, pkt *k, uint32_t *plen, uint32_t cap, double
         }
         uint8_t opts[20];
         uint32_t optlen = put_opts(opts, SP_MSS, &r, SP_WSCALE);
-        *plen = build_segment(e, k->p, k->daddr, k->saddr, k->dport, k->sport, cookie,
+        *plen = build_segment(e, k->af, k->p, k->daddr, k->saddr, k->dport, k->sport, cookie,
                               cseq + 1, TH_SYN | TH_ACK, SP_WINDOW, opts, optlen);
         e->counters[LVS_CNT_SYNPROXY_SYN]++;
         return LVS_VERDICT_REPLY;
@@ -336,8 +393,8 @@ int lvs_synproxy_new(lvs_engine *e, pkt *k, uint32_t *plen, uint32_t cap, double
     parse_opts(th, thlen, &o);
     uint32_t tsopts = o.ts ? (o.tsecr & 0x3f) : TS_NONE;
     uint32_t cseq = ld32(th + 4) - 1;
-    int r = lvs_synproxy_cookie_check(e, k->saddr, k->daddr, k->sport, k->dport, cseq,
-                                      ld32(th + 8) - 1, tsopts, now);
+    int r = cookie_check(e, k->af, k->saddr, k->daddr, k->sport, k->dport, cseq,
+                         ld32(th + 8) - 1, tsopts, now);
     if (r == LVS_SP_EXPIRED) {
         e->counters[LVS_CNT_SYNPROXY_EXPIRED_COOKIE]++;
         return LVS_VERDICT_DROP;
@@ -367,8 +424,8 @@ no_syn:
 int lvs_synproxy_refuse(lvs_engine *e, pkt *k, uint32_t *plen)
 {
     const uint8_t *th = k->l4;
-    *plen = build_segment(e, k->p, k->daddr, k->saddr, k->dport, k->sport, ld32(th + 8), 0,
-                          TH_RST, 0, NULL, 0);
+    *plen = build_segment(e, k->af, k->p, k->daddr, k->saddr, k->dport, k->sport, ld32(th + 8),
+                          0, TH_RST, 0, NULL, 0);
     return LVS_VERDICT_REPLY;
 }
 
@@ -382,6 +439,7 @@ typedef struct sp_pending {
     uint32_t held_seq;
     uint32_t held_payload;
     uint32_t held_len;
+    uint32_t held_l4off;     /* where its TCP header starts (IPv6: after extension headers) */
     uint8_t held[];          /* the client's packet as it arrived (maybe headers only) */
 } sp_pending;
 
@@ -404,8 +462,12 @@ static sp_pending *hold(lvs_engine *e, sp_pending *old, const pkt *k)
     if (old)
         e->sp_held_bytes -= w->held_len;
     memcpy(w->held, k->p, len);
-    st16(w->held + 2, (uint16_t)len);
+    if (k->af == LVS_AF_INET6)
+        st16(w->held + 4, (uint16_t)(len - LVS_IPV6_HDR));
+    else
+        st16(w->held + 2, (uint16_t)len);
     w->held_len = len;
+    w->held_l4off = k->ihl;
     w->held_payload = payload;
     w->held_seq = ld32(k->l4 + 4);
     e->sp_held_bytes += len;
@@ -427,7 +489,7 @@ static uint32_t build_syn(lvs_engine *e, uint8_t *p, const lvs_conn *c, const sp
     sp_opts o = {0, w->opts.wscale, w->opts.sack, w->opts.ts, w->opts.tsval, 0};
     uint8_t opts[20];
     uint32_t optlen = put_opts(opts, w->opts.mss, &o, w->opts.wscale);
-    return build_segment(e, p, c->caddr, c->daddr, c->cport, c->dport, w->client_isn, 0,
+    return build_segment(e, c->af, p, c->caddr, c->daddr, c->cport, c->dport, w->client_isn, 0,
                          TH_SYN, w->win, opts, optlen);
 }
 
@@ -435,7 +497,7 @@ int lvs_synproxy_open(lvs_engine *e, pkt *k, lvs_conn *c, const lvs_sp_accept *o
                       uint32_t *plen, uint32_t cap, double now)
 {
     lvs_conn_ext *x = lvs_ext_attach(e, c);
-    sp_pending *w = x && cap >= 60 ? hold(e, NULL, k) : NULL;
+    sp_pending *w = x && cap >= l3_len(k->af) + 40 ? hold(e, NULL, k) : NULL;
     c->flags |= LVS_CONN_F_SYNPROXY;
     c->state = LVS_TCP_S_SYN_SENT;
     c->timeout = e->tcp_timeouts[LVS_TCP_S_SYN_SENT];
@@ -484,7 +546,7 @@ int lvs_synproxy_in_wait(lvs_engine *e, pkt *k, lvs_conn *c, uint32_t *plen, uin
             e->counters[LVS_CNT_SYNPROXY_HELD]++;
             return LVS_VERDICT_DROP;
         }
-        if (payload == w->held_payload && cap >= 60) {
+        if (payload == w->held_payload && cap >= l3_len(k->af) + 40) {
             /* the client retransmits: so must we (the server's SYN-ACK or our SYN was lost) */
             if (k->l4len >= 20 && w->opts.ts) {
                 sp_opts o;
@@ -528,16 +590,22 @@ int lvs_synproxy_out_wait(lvs_engine *e, pkt *k, lvs_conn *c, uint32_t *plen, ui
         uint8_t *p = k->p;
         memcpy(p, w->held, w->held_len);
         uint32_t tot = w->held_len;
-        uint32_t ihl = (uint32_t)(p[0] & 15) * 4;
-        uint8_t *hth = p + ihl;
-        st32(p + 16, c->daddr);
+        uint32_t l4off = w->held_l4off;
+        uint8_t *hth = p + l4off;
         st16(hth + 2, c->dport);
-        if (p[8] > 1)
-            p[8]--;
+        if (c->af == LVS_AF_INET6) {
+            st_addr6(p + 24, c->daddr);
+            if (p[7] > 1)
+                p[7]--;
+        } else {
+            st32(p + 16, c->daddr.ip);
+            if (p[8] > 1)
+                p[8]--;
+            st16(p + 10, 0);
+            st16(p + 10, ip_csum(p, l4off));
+        }
         lvs_seqadj_tcp(hth, (uint32_t)(hth[12] >> 4) * 4, x, LVS_DIR_IN);
-        st16(p + 10, 0);
-        st16(p + 10, ip_csum(p, ihl));
-        tcp_csum_full(p, ihl, tot);
+        tcp_csum_full(c->af, p, l4off, tot);
         *plen = tot;
         release(e, c, x);
         lvs_conn_set_active(c, 1);

@@ -2,9 +2,9 @@
 
 The engine decides *what* to sync, with IPVS-like thresholds (docs/ipvs.md#sync: a
 connection is recorded at its 3rd packet, then every 50th, and on every state change that
-matters, templates with their controlled connections), and hands out binary records (36 bytes,
-72 for a connection with a sequence translation, e.g. a SYN-proxied one; the size is in each
-record's header, see ``pylvs.engine``):
+matters, templates with their controlled connections), and hands out binary records (IPv4 36
+bytes, IPv6 72; 36 more for a connection with a sequence translation, e.g. a SYN-proxied one;
+the size is in each record's header, see ``pylvs.engine``):
 ``Engine.sync_collect()`` drains what is pending, ``Engine.sync_full()`` returns every entry
 (for a peer that has just started), ``Engine.sync_apply(blob, now)`` installs records.
 
@@ -29,6 +29,7 @@ from collections.abc import Callable
 from typing import Any, Protocol
 
 from pylvs.ha.messages import MAX_PAYLOAD, Message
+from pylvs.tasks import cancel_and_wait
 
 __all__ = ["SyncChannel", "SyncEngine"]
 
@@ -172,10 +173,9 @@ class SyncChannel:
             self._task = asyncio.get_running_loop().create_task(self.run())
 
     async def close(self) -> None:
-        """Stop the flush task."""
-        if self._task is not None:
-            self._task.cancel()
-            self._task = None
+        """Stop the flush task (and wait until it has)."""
+        task, self._task = self._task, None
+        await cancel_and_wait([task])
 
     # ---- backup side -------------------------------------------------------------------------
 
