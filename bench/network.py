@@ -41,8 +41,8 @@ from pylvs.testbed.topology import ServiceSpec, Topology, TopologyError
 
 __all__ = ["Measurement", "main"]
 
-CONTENDERS = ("direct", "nft", "haproxy", "pylvs", "pylvs-plain", "haproxy2", "pylvs-w1",
-              "pylvs-w2")
+CONTENDERS = ("direct", "nft", "haproxy", "pylvs", "pylvs-plain", "pylvs-synproxy", "haproxy2",
+              "pylvs-w1", "pylvs-w2")
 LB_CPU, LOAD_CPU = 1, 0  # the balancer on CPU1, wrk/iperf3 on CPU0 (real servers float)
 
 
@@ -70,8 +70,9 @@ def _nft_setup(topo: Topology) -> None:
     topo.run(d, ["nft", "-f", "-"], input=ruleset)
 
 
-def _pylvs_setup(topo: Topology, offload: bool, workers: int = 0) -> PylvsProcess:
-    services = [ServiceSpec(port=80, scheduler="rr"),
+def _pylvs_setup(topo: Topology, offload: bool, synproxy: bool = False,
+                 workers: int = 0) -> PylvsProcess:
+    services = [ServiceSpec(port=80, scheduler="rr", synproxy=synproxy),
                 ServiceSpec(port=5201, scheduler="rr", servers=(0,))]
     toml = topo.director_config(services, director_options={"offload": offload,
                                                             "workers": workers})
@@ -90,12 +91,15 @@ def _setup(name: str, topo: Topology) -> tuple[str | None, int | None, PylvsProc
     if name in ("haproxy", "haproxy2"):
         topo.run(topo.director.ns, ["ip", "addr", "add", f"{topo.vip}/32", "dev", "lo"])
         threads = 2 if name == "haproxy2" else 1
-        return topo.vip, start_haproxy_lb(topo, LB_CPU if threads == 1 else None, threads).pid, None
+        lb = start_haproxy_lb(topo, LB_CPU if threads == 1 else None, threads)
+        return topo.vip, lb.pid, None
     if name.startswith("pylvs-w"):
         daemon = _pylvs_setup(topo, offload=True, workers=int(name[len("pylvs-w"):]))
         return topo.vip, daemon.proc.pid, daemon
     if name.startswith("pylvs"):
-        daemon = _pylvs_setup(topo, offload=name == "pylvs")
+        # pylvs-synproxy: as pylvs (offloads on) with the SYN proxy on the HTTP service
+        daemon = _pylvs_setup(topo, offload=name != "pylvs-plain",
+                              synproxy=name == "pylvs-synproxy")
         return topo.vip, daemon.proc.pid, daemon
     raise ValueError(name)
 
