@@ -66,6 +66,7 @@ class lvs_batch(CData):
     len: IntArray | CData
     meta: IntArray | CData
     verdict: IntArray | CData
+    mark: int
 
 class lvs_addr(CData):
     """``union lvs_addr``: an IPv4 address in ``ip``, an IPv6 one as four host-order words."""
@@ -273,6 +274,7 @@ class Lib:
     # constants (values read from the C headers at build time)
     LVS_PROTO_TCP: int
     LVS_PROTO_UDP: int
+    LVS_PROTO_FWM: int
     LVS_AF_INET: int
     LVS_AF_INET6: int
     LVS_SVC_F_PERSISTENT: int
@@ -346,6 +348,7 @@ class Lib:
     def lvs_engine_info_get(self, e: lvs_engine, out: lvs_engine_info, /) -> None: ...
     def lvs_counter_names(self) -> StringArray: ...
     def lvs_counter_values(self, e: lvs_engine, out: IntArray, cap: int, /) -> int: ...
+    def lvs_engine_set_fwm_vips(self, e: lvs_engine, addrs: IntArray | CData, n: int, /) -> int: ...
     def lvs_engine_zero_stats(
         self, e: lvs_engine, af: int, proto: int, addr: lvs_addr, port: int, /
     ) -> int: ...
@@ -405,6 +408,7 @@ class Lib:
         self, fd: int, vnet_hdr: int, batch_max: int, stride: int, /
     ) -> lvs_tunio: ...
     def lvs_tunio_free(self, io: lvs_tunio, /) -> None: ...
+    def lvs_tunio_set_mark(self, io: lvs_tunio, mark: int, /) -> None: ...
     def lvs_tunio_pump(
         self, io: lvs_tunio, engine: lvs_engine, now: float, max_rounds: int, /
     ) -> int: ...

@@ -206,6 +206,14 @@ def _set_addr(dst: lvs_addr, ip: ipaddress.IPv4Address | ipaddress.IPv6Address) 
                    v & 0xFFFFFFFF]
 
 
+def _svc_ident(key: ServiceKey) -> tuple[ipaddress.IPv4Address | ipaddress.IPv6Address, int]:
+    """The C core's (address, proto) of a service: (the mark as an IPv4 address,
+    LVS_PROTO_FWM) for a firewall-mark service (core/lvs.h)."""
+    if key.fwmark:
+        return ipaddress.IPv4Address(key.fwmark), int(_lib.LVS_PROTO_FWM)
+    return _ip(key.address, "service address"), _proto(key.protocol)
+
+
 def _c_addr(ip: ipaddress.IPv4Address | ipaddress.IPv6Address) -> lvs_addr:
     a: lvs_addr = _ffi.new("lvs_addr *")
     _set_addr(a, ip)
@@ -457,13 +465,12 @@ class Engine:
         persistence = _u32(persistence, f"{key}: persistence")
         if persistence > 2678400:
             raise ConfigError(f"{key}: persistence {persistence} exceeds 31 days")
-        if key.port == 0 and persistence == 0:
+        if key.port == 0 and persistence == 0 and not key.fwmark:
             raise ConfigError(f"{key}: a port-zero service must be persistent")
         c = _ffi.new("lvs_svc_conf *")
         name = _ffi.new("char[]", scheduler.encode())
-        ip = _ip(key.address, "service address")
+        ip, c.proto = _svc_ident(key)
         c.af = _af(ip)
-        c.proto = _proto(key.protocol)
         _set_addr(c.addr, ip)
         c.port = key.port
         c.sched = name
@@ -478,13 +485,20 @@ class Engine:
     def add_service(self, protocol: Protocol, address: Address, port: int, *,
                     scheduler: str = "wlc", persistence: int = 0,
                     netmask: str | int | None = None, flags: Iterable[str] = (),
-                    mh_table_size: int = 0) -> ServiceKey:
+                    mh_table_size: int = 0, fwmark: int = 0) -> ServiceKey:
         """``ipvsadm -A``: add a virtual service (IPv4 or IPv6); returns its key.  *netmask*
         (persistence granularity) is an IPv4 mask or prefix length, or an IPv6 prefix length
-        (``-M 64``); None means one client address."""
-        _proto(protocol)
-        key = ServiceKey(protocol, str(_ip(address, "service address")),
-                         _port(port, "service"))
+        (``-M 64``); None means one client address.  With ``fwmark`` (``-f``, IPv4) the
+        service is the mark's and protocol, address and port are not used."""
+        if fwmark:
+            if isinstance(fwmark, bool) or not isinstance(fwmark, int) \
+                    or not 0 < fwmark <= 0xFFFFFFFF:
+                raise ConfigError(f"fwmark {fwmark!r} is not in 1..4294967295")
+            key = ServiceKey.for_fwmark(fwmark)
+        else:
+            _proto(protocol)
+            key = ServiceKey(protocol, str(_ip(address, "service address")),
+                             _port(port, "service"))
         c, _keep = self._svc_conf(key, scheduler, persistence, netmask, tuple(flags),
                                   mh_table_size)
         _check(_lib.lvs_svc_add(self._e, c), f"add service {key}")
@@ -508,9 +522,17 @@ class Engine:
 
     def remove_service(self, service: ServiceKey) -> None:
         """``ipvsadm -D``: its servers go to the trash while connections still use them."""
-        ip = _ip(service.address, "service address")
-        _check(_lib.lvs_svc_del(self._e, _af(ip), _proto(service.protocol), _c_addr(ip),
-                                service.port), f"remove service {service}")
+        ip, proto = _svc_ident(service)
+        _check(_lib.lvs_svc_del(self._e, _af(ip), proto, _c_addr(ip), service.port),
+               f"remove service {service}")
+
+    def set_fwmark_vips(self, addresses: Iterable[str]) -> None:
+        """The VIPs of firewall-mark services: unmarked packets to them are dropped."""
+        addrs = sorted({int(ipaddress.IPv4Address(a)) for a in addresses})
+        buf = _ffi.new("uint32_t[]", max(len(addrs), 1))
+        for i, a in enumerate(addrs):
+            buf[i] = a
+        _check(_lib.lvs_engine_set_fwm_vips(self._e, buf, len(addrs)), "set fwmark VIPs")
 
     # ---- servers ----
 
@@ -525,11 +547,10 @@ class Engine:
             raise ConfigError(f"{server}: lower_threshold {lower} > upper_threshold {upper}")
         c = _ffi.new("lvs_dest_conf *")
         svc = server.service
-        vip = _ip(svc.address, "service address")
+        vip, c.proto = _svc_ident(svc)
         rip = _ip(server.address, "server address")
         _same_family(vip, rip, str(server))
         c.af = _af(vip)
-        c.proto = _proto(svc.protocol)
         _set_addr(c.vaddr, vip)
         c.vport = svc.port
         c.dest_af = _af(rip)
@@ -580,15 +601,14 @@ class Engine:
         cap = max(n, 1)
         while True:
             buf = _ffi.new("lvs_dest_info[]", cap)
-            ip = _ip(key.address, "service address")
-            got = _check(_lib.lvs_dest_info_list(self._e, _af(ip), _proto(key.protocol),
-                                                 _c_addr(ip), key.port, buf, cap),
-                         f"list {key}")
+            ip, proto = _svc_ident(key)
+            got = _check(_lib.lvs_dest_info_list(self._e, _af(ip), proto, _c_addr(ip),
+                                                 key.port, buf, cap), f"list {key}")
             if got <= cap:
                 break
             cap = got
         out = []
-        af = _af(_ip(key.address, "service address"))
+        af = _af(_svc_ident(key)[0])
         for i in range(got):
             d = buf[i]
             st, rt = _stats(d.stats)
@@ -610,8 +630,11 @@ class Engine:
             if _lib.lvs_svc_info_get(self._e, i, info) < 0:
                 break
             af = int(info.af)
-            key = ServiceKey(_PROTO_NAME[int(info.proto)], _ipstr(af, info.addr),
-                             int(info.port))
+            if int(info.proto) == _lib.LVS_PROTO_FWM:
+                key = ServiceKey.for_fwmark(int(info.addr.ip))
+            else:
+                key = ServiceKey(_PROTO_NAME[int(info.proto)], _ipstr(af, info.addr),
+                                 int(info.port))
             sched = _ffi.string(info.sched).decode()
             st, rt = _stats(info.stats)
             out.append(ServiceInfo(
@@ -692,9 +715,9 @@ class Engine:
         if service is None:
             _lib.lvs_engine_zero_stats(self._e, 0, 0, _ffi.new("lvs_addr *"), 0)
             return
-        ip = _ip(service.address, "service address")
-        _check(_lib.lvs_engine_zero_stats(self._e, _af(ip), _proto(service.protocol),
-                                          _c_addr(ip), service.port), f"zero {service}")
+        ip, proto = _svc_ident(service)
+        _check(_lib.lvs_engine_zero_stats(self._e, _af(ip), proto, _c_addr(ip), service.port),
+               f"zero {service}")
 
     def update_rates(self, now: float) -> None:
         """Run the IPVS rate estimator once per elapsed 2 s (call at least every 2 s)."""
@@ -702,29 +725,32 @@ class Engine:
 
     # ---- packets ----
 
-    def process(self, packet: bytes, now: float) -> bytes | None:
+    def process(self, packet: bytes, now: float, *, mark: int = 0) -> bytes | None:
         """One IPv4 or IPv6 packet in; out comes the rewritten packet, the packet unchanged (not
         ours), a generated ICMP error for the sender (port unreachable when no server can take
         a new connection, time exceeded at TTL / hop limit <= 1; ICMPv6 for IPv6), or None for
-        a drop."""
-        verdict, out = self.process_detailed(packet, now)
+        a drop.  ``mark`` is the packet's firewall mark (what a fwmark service's TUN device
+        stands for)."""
+        verdict, out = self.process_detailed(packet, now, mark=mark)
         return None if verdict == Verdict.DROP else out
 
     def process_detailed(self, packet: bytes, now: float,
-                         meta: int = 0) -> tuple[Verdict, bytes]:
+                         meta: int = 0, *, mark: int = 0) -> tuple[Verdict, bytes]:
         """Like :meth:`process` but with the verdict; ``meta`` takes :data:`META_CSUM_PARTIAL`
         and :data:`META_GSO` bits.  A PASS returns the packet as given."""
-        v, out = self._run([packet], now, [meta])
+        v, out = self._run([packet], now, [meta], mark)
         return v[0], out[0]
 
     def process_batch(self, packets: Sequence[bytes], now: float,
-                      meta: Sequence[int] | None = None) -> list[bytes | None]:
-        """Many packets through one C call; each result as for :meth:`process`."""
-        verdicts, outs = self._run(packets, now, meta)
+                      meta: Sequence[int] | None = None, *,
+                      mark: int = 0) -> list[bytes | None]:
+        """Many packets (all carrying ``mark``) through one C call; each result as for
+        :meth:`process`."""
+        verdicts, outs = self._run(packets, now, meta, mark)
         return [None if v == Verdict.DROP else o for v, o in zip(verdicts, outs, strict=True)]
 
-    def _run(self, packets: Sequence[bytes], now: float,
-             meta: Sequence[int] | None) -> tuple[list[Verdict], list[bytes]]:
+    def _run(self, packets: Sequence[bytes], now: float, meta: Sequence[int] | None,
+             mark: int = 0) -> tuple[list[Verdict], list[bytes]]:
         n = len(packets)
         if n == 0:
             return [], []
@@ -751,6 +777,7 @@ class Engine:
         b.len = lens
         b.meta = metas
         b.verdict = verdicts
+        b.mark = mark & 0xFFFFFFFF
         _lib.lvs_engine_process_batch(self._e, b, _clock(now))
         vs: list[Verdict] = []
         outs: list[bytes] = []

@@ -82,20 +82,32 @@ class ServiceKey:
     protocol: Protocol
     address: str
     port: int
+    # ipvsadm -f: a firewall-mark service is named by its mark alone; build it with
+    # for_fwmark() so protocol, address and port take their one canonical value.
+    fwmark: int = 0
+
+    @classmethod
+    def for_fwmark(cls, mark: int) -> ServiceKey:
+        """The key of the firewall-mark service ``mark`` (``FWM 80``)."""
+        return cls("tcp", "0.0.0.0", 0, mark)
 
     @property
     def hostport(self) -> str:
-        """``198.18.0.100:80``; an IPv6 VIP is bracketed: ``[2001:2::100]:80``."""
+        """``198.18.0.100:80``; an IPv6 VIP is bracketed: ``[2001:2::100]:80``; ``80`` for a
+        firewall-mark service."""
+        if self.fwmark:
+            return str(self.fwmark)
         host = f"[{self.address}]" if ":" in self.address else self.address
         return f"{host}:{self.port}"
 
     @property
     def label(self) -> str:
-        """``tcp 198.18.0.100:80``: how the status document and the logs name the service."""
-        return f"{self.protocol} {self.hostport}"
+        """``tcp 198.18.0.100:80`` (``fwm 80``): how the status document and the logs name
+        the service."""
+        return f"{'fwm' if self.fwmark else self.protocol} {self.hostport}"
 
     def __str__(self) -> str:
-        return f"{self.protocol.upper()} {self.hostport}"
+        return f"{'FWM' if self.fwmark else self.protocol.upper()} {self.hostport}"
 
 
 @dataclass(frozen=True, slots=True, order=True)
@@ -249,7 +261,10 @@ class RealServerConfig:
 class VirtualServerConfig:
     """``[[virtual_server]]``: one virtual service and its real servers."""
 
-    address: Endpoint
+    # A firewall-mark service (fwmark > 0) needs no address; one given (port 0) is the VIP
+    # the director answers ARP for and drops unmarked packets to (docs/ipvs.md#fwmark).
+    address: Endpoint = field(default_factory=lambda: Endpoint(IPv4Address(0), 0))
+    fwmark: int = 0  # ipvsadm -f: packets the operator's nftables rules mark with this value
     protocol: Protocol = "tcp"
     scheduler: str = "wlc"
     flags: tuple[str, ...] = ()
@@ -267,7 +282,9 @@ class VirtualServerConfig:
 
     @property
     def key(self) -> ServiceKey:
-        """Identity of the service across reloads: (protocol, VIP, port)."""
+        """Identity of the service across reloads: (protocol, VIP, port), or the mark."""
+        if self.fwmark:
+            return ServiceKey.for_fwmark(self.fwmark)
         return ServiceKey(self.protocol, str(self.address.address), self.address.port)
 
 

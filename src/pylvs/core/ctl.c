@@ -82,7 +82,7 @@ int lvs_is_vip6(const lvs_engine *e, lvs_addr addr)
 static int vip_rebuild(lvs_engine *e)
 {
     uint32_t n = 16;
-    while (n < e->nsvcs * 4)
+    while (n < (e->nsvcs + e->nfwm_vips) * 4)
         n <<= 1;
     uint32_t *set = calloc(n, sizeof(uint32_t));
     lvs_addr *set6 = calloc(n, sizeof(lvs_addr));
@@ -91,9 +91,15 @@ static int vip_rebuild(lvs_engine *e)
         free(set6);
         return -LVS_E_NOMEM;
     }
-    for (uint32_t s = 0; s < e->nsvcs; s++) {
-        if (e->svcs[s]->af == LVS_AF_INET6) {
-            lvs_addr a = e->svcs[s]->addr;
+    uint32_t nfwm = 0;
+    for (uint32_t s = 0; s < e->nsvcs + e->nfwm_vips; s++) {
+        const lvs_service *svc = s < e->nsvcs ? e->svcs[s] : NULL;
+        if (svc && svc->proto == LVS_PROTO_FWM) {
+            nfwm++; /* its addr is the mark, not an address */
+            continue;
+        }
+        if (svc && svc->af == LVS_AF_INET6) {
+            lvs_addr a = svc->addr;
             uint32_t i = vip6_slot(a) & (n - 1);
             while ((set6[i].ip6[0] | set6[i].ip6[1] | set6[i].ip6[2] | set6[i].ip6[3]) != 0 &&
                    !lvs_addr_eq(set6[i], a))
@@ -101,7 +107,7 @@ static int vip_rebuild(lvs_engine *e)
             set6[i] = a;
             continue;
         }
-        uint32_t addr = e->svcs[s]->addr.ip;
+        uint32_t addr = svc ? svc->addr.ip : e->fwm_vips[s - e->nsvcs];
         uint32_t i = (uint32_t)lvs_hash_mix(addr) & (n - 1);
         while (set[i] != 0 && set[i] != addr + 1)
             i = (i + 1) & (n - 1);
@@ -113,6 +119,7 @@ static int vip_rebuild(lvs_engine *e)
     e->vip_mask = n - 1;
     e->vip6_set = set6;
     e->vip6_mask = n - 1;
+    e->nfwm_svcs = nfwm;
     return 0;
 }
 
@@ -130,9 +137,34 @@ void lvs_ctl_free(lvs_engine *e)
     free(e->svcs);
     free(e->vip_set);
     free(e->vip6_set);
+    free(e->fwm_vips);
     e->svcs = NULL;
     e->vip_set = NULL;
     e->vip6_set = NULL;
+    e->fwm_vips = NULL;
+    e->nfwm_vips = 0;
+}
+
+int lvs_engine_set_fwm_vips(lvs_engine *e, const uint32_t *addrs, uint32_t n)
+{
+    uint32_t *copy = NULL;
+    if (n) {
+        copy = malloc((size_t)n * sizeof(*copy));
+        if (!copy)
+            return -LVS_E_NOMEM;
+        memcpy(copy, addrs, (size_t)n * sizeof(*copy));
+    }
+    uint32_t *old = e->fwm_vips, nold = e->nfwm_vips;
+    e->fwm_vips = copy;
+    e->nfwm_vips = n;
+    if (vip_rebuild(e) < 0) {
+        e->fwm_vips = old;
+        e->nfwm_vips = nold;
+        free(copy);
+        return -LVS_E_NOMEM;
+    }
+    free(old);
+    return 0;
 }
 
 /* ---- services ---- */
@@ -151,9 +183,17 @@ static int svc_apply_conf(lvs_service *svc, const lvs_svc_conf *c)
 
 static int check_svc_conf(const lvs_svc_conf *c, const lvs_scheduler **sched)
 {
-    if (c->proto != LVS_PROTO_TCP && c->proto != LVS_PROTO_UDP)
+    if (c->proto == LVS_PROTO_FWM) {
+        /* (LVS_PROTO_FWM, mark, 0), IPv4; a mark of 0 marks nothing */
+        if (c->af != LVS_AF_INET || c->addr.ip == 0 || c->port != 0 ||
+            (c->addr.ip6[1] | c->addr.ip6[2] | c->addr.ip6[3]))
+            return -LVS_E_INVAL;
+    } else if (c->proto != LVS_PROTO_TCP && c->proto != LVS_PROTO_UDP) {
         return -LVS_E_INVAL;
-    if (c->af == LVS_AF_INET6) {
+    }
+    if (c->proto == LVS_PROTO_FWM) {
+        /* checked above */
+    } else if (c->af == LVS_AF_INET6) {
         /* :: is the VIP set's empty slot, and no VIP anyway; ipvsadm -M is a prefix length */
         if ((c->addr.ip6[0] | c->addr.ip6[1] | c->addr.ip6[2] | c->addr.ip6[3]) == 0)
             return -LVS_E_INVAL;
@@ -162,7 +202,7 @@ static int check_svc_conf(const lvs_svc_conf *c, const lvs_scheduler **sched)
     } else if (c->af != LVS_AF_INET || (c->addr.ip6[1] | c->addr.ip6[2] | c->addr.ip6[3])) {
         return -LVS_E_INVAL;
     }
-    if (c->port == 0 && c->timeout == 0)
+    if (c->port == 0 && c->timeout == 0 && c->proto != LVS_PROTO_FWM)
         return -LVS_E_INVAL; /* port-zero services must be persistent */
     if (c->timeout > 2678400)
         return -LVS_E_RANGE;

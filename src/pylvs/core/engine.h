@@ -148,6 +148,9 @@ struct lvs_engine {
     uint32_t vip_mask;
     lvs_addr *vip6_set;      /* the IPv6 VIPs, open addressing, :: = empty (never a VIP) */
     uint32_t vip6_mask;
+    uint32_t *fwm_vips;      /* lvs_engine_set_fwm_vips: also in vip_set */
+    uint32_t nfwm_vips;
+    uint32_t nfwm_svcs;      /* fwmark services: a marked batch looks them up only if > 0 */
 
     lvs_dest *trash;         /* removed dests still referenced (linked through ->next) */
     uint32_t ntrash;

@@ -24,6 +24,10 @@
 
 #define LVS_PROTO_TCP 6
 #define LVS_PROTO_UDP 17
+/* A firewall-mark service (ipvsadm -f) is keyed (LVS_PROTO_FWM, mark, 0): the identity the
+ * kernel gives its persistence templates (IPPROTO_IP, vaddr = mark), so every call that names
+ * a service by (proto, addr, port) names a fwmark service too (docs/ipvs.md#fwmark). */
+#define LVS_PROTO_FWM 0
 
 /* address families (the Linux AF_* values, as the kernel's sync records and netlink use) */
 #define LVS_AF_INET 2

@@ -159,6 +159,7 @@ typedef struct pkt {
     uint8_t proto;
     uint8_t th_flags;
     uint8_t meta;
+    struct lvs_service *fwm_svc; /* the fwmark service of the batch's mark, if any */
 } pkt;
 
 /* ---- stats (ip_vs_in_stats / ip_vs_out_stats / ip_vs_conn_stats) ---- */
