@@ -187,6 +187,10 @@ class _Reader:
                 valid = ", ".join(sorted(known))
                 self.problems.add(_join(path, key), f"unknown key{also}; valid keys: {valid}")
                 ok = False
+        if cls is model.VirtualServerConfig and table.get("fwmark") and \
+                isinstance(table.get("address"), str) and ":" not in table["address"]:
+            # a fwmark service's VIP is an address alone (its ports are the mark's)
+            table = {**table, "address": f"{table['address']}:0"}
         kwargs: dict[str, Any] = dict(given)
         for key, f in fields.items():
             if f.name in given:
@@ -342,8 +346,7 @@ def _checks(cfg: Config) -> Iterator[tuple[str, str]]:
     for i, vs in enumerate(cfg.virtual_servers):
         path = f"virtual_server[{i}]"
         if vs.key in seen:
-            yield path, f"duplicate service {vs.protocol} {vs.address} " \
-                f"(also virtual_server[{seen[vs.key]}])"
+            yield path, f"duplicate service {vs.key.label} (also virtual_server[{seen[vs.key]}])"
         seen.setdefault(vs.key, i)
         if nat_router is not None and vs.address.address in nat_router.network:
             net = nat_router.network
@@ -391,6 +394,9 @@ def _ha_checks(cfg: Config) -> Iterator[tuple[str, str]]:
                 "must move with the VIPs)"
 
 
+_NO_ADDRESS = Endpoint(IPv4Address(0), 0)
+
+
 def _vs_checks(vs: model.VirtualServerConfig, path: str) -> Iterator[tuple[str, str]]:
     if vs.scheduler not in model.SCHEDULERS:
         hint = difflib.get_close_matches(vs.scheduler, model.SCHEDULERS, n=1)
@@ -403,7 +409,15 @@ def _vs_checks(vs: model.VirtualServerConfig, path: str) -> Iterator[tuple[str, 
                 f"{', '.join(model.SCHEDULER_FLAGS)}"
     if len(set(vs.flags)) != len(vs.flags):
         yield f"{path}.flags", "expected each flag at most once"
-    if vs.address.port == 0 and vs.persistence == 0:
+    if vs.fwmark:
+        if not 0 < vs.fwmark <= 0xFFFFFFFF:
+            yield f"{path}.fwmark", f"expected a mark 1..4294967295, got {vs.fwmark}"
+        if vs.address.port != 0:
+            yield f"{path}.address", "expected an address without a port (a fwmark service " \
+                "covers the ports the mark covers)"
+    elif vs.address == _NO_ADDRESS:
+        yield f"{path}.address", "required key is missing (or give fwmark)"
+    elif vs.address.port == 0 and vs.persistence == 0:
         # ipvsadm's rule: an all-ports service only makes sense with persistence.
         yield f"{path}.address", "expected a port 1..65535 (port 0 needs persistence > 0)"
     if not 0 <= vs.persistence <= 2678400:
