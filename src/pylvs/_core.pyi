@@ -84,6 +84,8 @@ class lvs_svc_conf(CData):
     timeout: int
     netmask: int
     mh_table_size: int
+    port_ranges: IntArray | CData
+    nranges: int
 
 class lvs_dest_conf(CData):
     af: int
@@ -207,7 +209,7 @@ class lvs_tunio_stats(CData):
 # ---- ffi ----
 
 _IntCdecl = Literal[
-    "uint8_t[]", "uint32_t[]", "uint64_t[]", "int32_t[]",
+    "uint8_t[]", "uint16_t[]", "uint32_t[]", "uint64_t[]", "int32_t[]",
     "uint32_t *", "int *", "uint32_t[3]", "uint32_t[4]", "int32_t[6]", "int32_t[64]",
     "int32_t[4096]",
 ]

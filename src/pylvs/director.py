@@ -39,6 +39,7 @@ from pylvs.model import (
     RealServerConfig,
     ServiceKey,
     VirtualServerConfig,
+    port_ranges,
 )
 from pylvs.netconf import (
     NetConf,
@@ -417,7 +418,8 @@ class Director:
         for key, vs in wanted.items():
             opts: dict[str, Any] = dict(
                 scheduler=vs.scheduler, persistence=vs.persistence, netmask=str(vs.netmask),
-                flags=vs.flags, mh_table_size=vs.mh_table_size)
+                flags=vs.flags, mh_table_size=vs.mh_table_size,
+                ports=port_ranges(vs.ports))
             if key not in self._svc_keys:
                 self._svc_keys[key] = self.engine.add_service(
                     vs.protocol, str(vs.address.address), vs.address.port, fwmark=vs.fwmark,

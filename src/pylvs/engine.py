@@ -356,6 +356,7 @@ class Engine:
         self._e: lvs_engine = _ffi.gc(ptr, _lib.lvs_engine_free)
         self._scratch: IntArray | None = None
         self._scratch_size = 0
+        self._ports: dict[ServiceKey, tuple[tuple[int, int], ...]] = {}  # port-list services
         self.sync_skipped = 0
         self.set_option("expire_nodest_conn", expire_nodest_conn)
         self.set_option("expire_quiescent_template", expire_quiescent_template)
@@ -453,7 +454,9 @@ class Engine:
 
     def _svc_conf(self, key: ServiceKey, scheduler: str, persistence: int,
                   netmask: str | int | None,
-                  flags: Iterable[str], mh_table_size: int) -> tuple[lvs_svc_conf, CharArray]:
+                  flags: Iterable[str], mh_table_size: int,
+                  ports: tuple[tuple[int, int], ...] = ()
+                  ) -> tuple[lvs_svc_conf, tuple[CharArray, IntArray]]:
         if scheduler not in scheduler_names():
             raise ConfigError(f"{key}: unknown scheduler {scheduler!r} "
                               f"(known: {' '.join(scheduler_names())})")
@@ -465,7 +468,11 @@ class Engine:
         persistence = _u32(persistence, f"{key}: persistence")
         if persistence > 2678400:
             raise ConfigError(f"{key}: persistence {persistence} exceeds 31 days")
-        if key.port == 0 and persistence == 0 and not key.fwmark:
+        if ports and (key.port != 0 or key.fwmark):
+            raise ConfigError(f"{key}: a port list needs port 0 (and no fwmark)")
+        if any(not 1 <= lo <= hi <= 65535 for lo, hi in ports):
+            raise ConfigError(f"{key}: port ranges {ports!r} are not low-high in 1..65535")
+        if key.port == 0 and persistence == 0 and not key.fwmark and not ports:
             raise ConfigError(f"{key}: a port-zero service must be persistent")
         c = _ffi.new("lvs_svc_conf *")
         name = _ffi.new("char[]", scheduler.encode())
@@ -480,16 +487,22 @@ class Engine:
         c.mh_table_size = _u32(mh_table_size, f"{key}: mh_table_size")
         if mh_table_size and not _lib.lvs_is_prime(mh_table_size):
             raise ConfigError(f"{key}: mh_table_size {mh_table_size} is not a prime")
-        return c, name
+        ranges = _ffi.new("uint16_t[]", [p for r in ports for p in r] or [0])
+        c.port_ranges = ranges
+        c.nranges = len(ports)
+        return c, (name, ranges)
 
     def add_service(self, protocol: Protocol, address: Address, port: int, *,
                     scheduler: str = "wlc", persistence: int = 0,
                     netmask: str | int | None = None, flags: Iterable[str] = (),
-                    mh_table_size: int = 0, fwmark: int = 0) -> ServiceKey:
+                    mh_table_size: int = 0, fwmark: int = 0,
+                    ports: Iterable[tuple[int, int]] = ()) -> ServiceKey:
         """``ipvsadm -A``: add a virtual service (IPv4 or IPv6); returns its key.  *netmask*
         (persistence granularity) is an IPv4 mask or prefix length, or an IPv6 prefix length
         (``-M 64``); None means one client address.  With ``fwmark`` (``-f``, IPv4) the
-        service is the mark's and protocol, address and port are not used."""
+        service is the mark's and protocol, address and port are not used.  ``ports`` (port
+        0 only): the (low, high) ranges a port-0 service is limited to; it then needs no
+        persistence."""
         if fwmark:
             if isinstance(fwmark, bool) or not isinstance(fwmark, int) \
                     or not 0 < fwmark <= 0xFFFFFFFF:
@@ -499,15 +512,18 @@ class Engine:
             _proto(protocol)
             key = ServiceKey(protocol, str(_ip(address, "service address")),
                              _port(port, "service"))
+        ranges = tuple(ports)
         c, _keep = self._svc_conf(key, scheduler, persistence, netmask, tuple(flags),
-                                  mh_table_size)
+                                  mh_table_size, ranges)
         _check(_lib.lvs_svc_add(self._e, c), f"add service {key}")
+        self._ports[key] = ranges
         return key
 
     def edit_service(self, service: ServiceKey, *, scheduler: str | None = None,
                      persistence: int | None = None, netmask: str | int | None = None,
                      flags: Iterable[str] | None = None,
-                     mh_table_size: int | None = None) -> None:
+                     mh_table_size: int | None = None,
+                     ports: Iterable[tuple[int, int]] | None = None) -> None:
         """``ipvsadm -E``: change what is given, keep the rest."""
         cur = self._service_info(service)
         c, _keep = self._svc_conf(
@@ -517,14 +533,22 @@ class Engine:
             cur.netmask if netmask is None else netmask,
             cur.flags if flags is None else tuple(flags),
             cur.mh_table_size if mh_table_size is None else mh_table_size,
+            self._ports.get(service, ()) if ports is None else tuple(ports),
         )
         _check(_lib.lvs_svc_edit(self._e, c), f"edit service {service}")
+        if ports is not None:
+            self._ports[service] = tuple(ports)
+
+    def service_ports(self, service: ServiceKey) -> tuple[tuple[int, int], ...]:
+        """The port ranges a port-0 service is limited to (empty: all ports)."""
+        return self._ports.get(service, ())
 
     def remove_service(self, service: ServiceKey) -> None:
         """``ipvsadm -D``: its servers go to the trash while connections still use them."""
         ip, proto = _svc_ident(service)
         _check(_lib.lvs_svc_del(self._e, _af(ip), proto, _c_addr(ip), service.port),
                f"remove service {service}")
+        self._ports.pop(service, None)
 
     def set_fwmark_vips(self, addresses: Iterable[str]) -> None:
         """The VIPs of firewall-mark services: unmarked packets to them are dropped."""

@@ -27,6 +27,7 @@ __all__ = [
     "VirtualServerConfig",
     "apply_default_check",
     "ignored_flags",
+    "port_ranges",
     "scheduler_flag_names",
 ]
 
@@ -265,6 +266,8 @@ class VirtualServerConfig:
     # the director answers ARP for and drops unmarked packets to (docs/ipvs.md#fwmark).
     address: Endpoint = field(default_factory=lambda: Endpoint(IPv4Address(0), 0))
     fwmark: int = 0  # ipvsadm -f: packets the operator's nftables rules mark with this value
+    # a service on several ports without nftables: "80", "10000-10100"; address port 0
+    ports: tuple[str, ...] = ()
     protocol: Protocol = "tcp"
     scheduler: str = "wlc"
     flags: tuple[str, ...] = ()
@@ -299,6 +302,22 @@ class Config:
     ha: HaConfig = field(default_factory=HaConfig)
     virtual_servers: tuple[VirtualServerConfig, ...] = ()
     source: str = "<memory>"  # the file it came from, for error messages and SIGHUP
+
+
+def port_ranges(ports: tuple[str, ...]) -> tuple[tuple[int, int], ...]:
+    """``("80", "10000-10100")`` -> ``((80, 80), (10000, 10100))``; ValueError names the bad
+    item (a port is 1..65535, a range low-high with low <= high)."""
+    out = []
+    for item in ports:
+        low, sep, high = item.partition("-")
+        try:
+            lo, hi = int(low), int(high if sep else low)
+        except ValueError:
+            raise ValueError(f"{item!r} is not a port or a range low-high") from None
+        if not 1 <= lo <= hi <= 65535:
+            raise ValueError(f"{item!r} is not a port 1..65535 or a range low-high in it")
+        out.append((lo, hi))
+    return tuple(out)
 
 
 def apply_default_check(vs: VirtualServerConfig, check_type_given: bool) -> VirtualServerConfig:

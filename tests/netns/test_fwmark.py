@@ -1,9 +1,10 @@
-"""A firewall-mark service through ``pylvs serve`` (docs/ipvs.md#fwmark).
+"""Multi-port services through ``pylvs serve``: a firewall-mark service (docs/ipvs.md#fwmark)
+and a ``ports`` list.
 
 The director's own nftables rule marks HTTP on :80 and :8080 to the VIP with mark 80; one
 persistent ``fwmark = 80`` service takes both ports, so each client reaches one real server on
 both, and two clients are spread by the scheduler.  A port the rule does not mark is not the
-service's.
+service's.  ``ports = [80, 8080]`` does the same without nftables.
 """
 
 from __future__ import annotations
@@ -26,15 +27,15 @@ table ip pylvs_test {{
 """
 
 
-def _fwmark_config(srv: Srv) -> str:
+def _fwmark_config(srv: Srv, key: str = "fwmark = 80") -> str:
     servers = "".join(f'\n  [[virtual_server.real_server]]\n  address = "{rs.address}"\n'
                       for rs in srv.topo.real_servers)
-    service = (f'\n[[virtual_server]]\nfwmark = 80\naddress = "{VIP}"\nscheduler = "rr"\n'
+    service = (f'\n[[virtual_server]]\n{key}\naddress = "{VIP}"\nscheduler = "rr"\n'
                f'persistence = 300\n\n  [virtual_server.check]\n  type = "none"\n{servers}')
     return srv.topo.director_config([], extra=service)
 
 
-def test_one_service_one_persistence_across_marked_ports(make_srv: Callable[..., Srv]) -> None:
+def _two_port_topology(make_srv: Callable[..., Srv]) -> Srv:
     srv = make_srv(n_clients=2)
     topo = srv.topo
     for rs in topo.real_servers:  # a second HTTP port on every real server
@@ -42,14 +43,24 @@ def test_one_service_one_persistence_across_marked_ports(make_srv: Callable[...,
                            "--http", "8080", "--udp", "5354"],
                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=child_env())
         topo.wait_listening(rs.ns, 8080)
-    topo.run(topo.director.ns, ["nft", "-f", "-"], input=NFT_RULES)
-    srv.serve(_fwmark_config(srv))
+    return srv
+
+
+def _one_server_per_client(srv: Srv) -> None:
     body = "out['n'] = [http(p) for p in (80, 8080) * 4]"
-    first = client(topo, body, index=0)["n"]
-    second = client(topo, body, index=1)["n"]
-    assert len(set(first)) == 1, first  # one template for the mark, whatever the port
+    first = client(srv.topo, body, index=0)["n"]
+    second = client(srv.topo, body, index=1)["n"]
+    assert len(set(first)) == 1, first  # one template for the service, whatever the port
     assert len(set(second)) == 1, second
     assert first[0] != second[0]  # rr spread the two clients' templates
+
+
+def test_one_service_one_persistence_across_marked_ports(make_srv: Callable[..., Srv]) -> None:
+    srv = _two_port_topology(make_srv)
+    topo = srv.topo
+    topo.run(topo.director.ns, ["nft", "-f", "-"], input=NFT_RULES)
+    srv.serve(_fwmark_config(srv))
+    _one_server_per_client(srv)
     sock = f"{topo.workdir}/{topo.director.name}.sock"
     ctl = [sys.executable, "-m", "pylvs", "ctl", "--socket", sock]
     listing = topo.run(topo.director.ns, [*ctl, "-Ln"]).stdout
@@ -70,3 +81,17 @@ def test_one_service_one_persistence_across_marked_ports(make_srv: Callable[...,
     """)
     assert out["r"] in ("TimeoutError", "timeout"), out
     assert ApiClient(sock).get("/api/v1/stats")["drops"]["no_service"] > before
+
+
+def test_ports_list_without_nftables(make_srv: Callable[..., Srv]) -> None:
+    srv = _two_port_topology(make_srv)
+    srv.serve(_fwmark_config(srv, key="ports = [80, 8080]"))
+    _one_server_per_client(srv)
+    out = client(srv.topo, """
+        try:
+            http(9090, timeout=1.0)
+            out['r'] = 'answered'
+        except OSError as exc:
+            out['r'] = type(exc).__name__
+    """)
+    assert out["r"] in ("TimeoutError", "timeout"), out

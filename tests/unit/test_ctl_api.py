@@ -248,3 +248,16 @@ async def test_fwmark_service_as_ipvsadm(daemon: Any) -> None:
     assert await ok(sock, "-Sn") == saved
     await ok(sock, "-D", "-f", "80")
     assert director.config.virtual_servers == ()
+
+
+async def test_port_list_service_saves_and_restores(daemon: Any) -> None:
+    director, sock = daemon
+    await ok(sock, "-A", "-t", f"{VIP}:0", "-s", "rr", "--ports", "80,443,10000-10100")
+    await ok(sock, "-a", "-t", f"{VIP}:0", "-r", "198.19.0.11", "-m")
+    assert director.config.virtual_servers[0].ports == ("80", "443", "10000-10100")
+    saved = await ok(sock, "-Sn")
+    assert saved == (f"-A -t {VIP}:0 -s rr --ports 80,443,10000-10100\n"
+                     f"-a -t {VIP}:0 -r 198.19.0.11:0 -m -w 1\n")
+    await ok(sock, "-C")
+    await ok(sock, "-R", stdin=saved)
+    assert await ok(sock, "-Sn") == saved

@@ -73,7 +73,7 @@ def check_service(vs: model.VirtualServerConfig, where: str) -> None:
         raise ConfigError(
             f"{where}.persistence: {vs.persistence} is out of range 0..{MAX_PERSISTENCE}"
         )
-    if vs.address.port == 0 and vs.persistence == 0 and not vs.fwmark:
+    if vs.address.port == 0 and vs.persistence == 0 and not vs.fwmark and not vs.ports:
         raise ConfigError(f"{where}.address: zero port specified for non-persistent service")
     mask = int(vs.netmask)
     inverted = ~mask & 0xFFFFFFFF

@@ -27,6 +27,8 @@ ipvsadm's layouts (:mod:`pylvs.cli.layouts`).  Differences, all deliberate:
 * ``--socket PATH`` picks the daemon's control socket (default: ``[api] socket``);
   ``--url https://host:port --token-file FILE [--cacert FILE]`` talks to the TCP listener
   instead (``[api] listen``, with TLS when ``tls_cert``/``tls_key`` are set).
+* ``--ports 80,443,10000-10100`` with ``-A``/``-E`` on a port-0 service limits it to those
+  ports (the config's ``ports``); ``-S`` writes it so ``-R`` restores it.
 """
 
 from __future__ import annotations
@@ -120,7 +122,8 @@ _LONG_OPTIONS = {"tcp-service": ("tcp", True), "udp-service": ("udp", True),
                  "start-daemon": ("start-daemon", True), "stop-daemon": ("stop-daemon", True),
                  "mcast-interface": ("mcast-interface", True), "syncid": ("syncid", True),
                  "socket": ("socket", True), "url": ("url", True),
-                 "token-file": ("token-file", True), "cacert": ("cacert", True)}
+                 "token-file": ("token-file", True), "cacert": ("cacert", True),
+                 "ports": ("ports", True)}
 _REFUSED = {
     "gatewaying": "-g (direct routing) is not supported: pylvs is a NAT director; use -m",
     "ipip": "-i (IPIP tunnelling) is not supported: pylvs is a NAT director; use -m",
@@ -150,6 +153,7 @@ class Request:
     protocol: str = "tcp"
     service: model.Endpoint | None = None  # 0.0.0.0:0 for a fwmark service
     fwmark: int = 0  # -f
+    ports: str | None = None  # --ports 80,443,10000-10100 (pylvs only: a port-list service)
     server: model.Endpoint | None = None
     scheduler: str = DEFAULT_SCHEDULER
     persistence: int = 0
@@ -289,6 +293,9 @@ def parse_args(argv: Sequence[str]) -> Request:
             continue
         if name == "sort":
             continue
+        if name == "ports":
+            req.ports = value
+            continue
         option = {"tcp": "service-address", "udp": "service-address",
                   "fwmark": "service-address",
                   "masquerading": "forwarding-method"}.get(name, name)
@@ -355,7 +362,8 @@ def parse_args(argv: Sequence[str]) -> Request:
     if not (req.help or req.version):
         _check_table(command, req.options)
     if (command in ("add-service", "edit-service") and req.service is not None
-            and req.service.port == 0 and not req.persistence and not req.fwmark):
+            and req.service.port == 0 and not req.persistence and not req.fwmark
+            and not req.ports):
             raise CtlError("Zero port specified for non-persistent service")
     return req
 
@@ -400,8 +408,11 @@ def _service_body(req: Request) -> dict[str, Any]:
     assert req.service is not None
     ident: dict[str, Any] = ({"fwmark": req.fwmark} if req.fwmark else
                              {"protocol": req.protocol, "address": str(req.service)})
-    return {**ident, "scheduler": req.scheduler, "persistence": req.persistence,
+    body = {**ident, "scheduler": req.scheduler, "persistence": req.persistence,
             "netmask": req.netmask, "flags": req.flags}
+    if req.ports is not None:
+        body["ports"] = [p for p in req.ports.split(",") if p]
+    return body
 
 
 def _sid(req: Request) -> tuple[str, str]:

@@ -245,6 +245,8 @@ def rules(services: Iterable[Json], *, numeric: bool = False) -> str:
         flags = _sched_flags(svc)
         if flags:
             line += f" -b {flags}"
+        if svc.get("ports"):
+            line += f" --ports {','.join(svc['ports'])}"  # pylvs's port-list service
         out.append(line)
         for rs in _servers(svc, fmt):
             if rs.get("sorry"):

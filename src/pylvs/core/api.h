@@ -135,6 +135,10 @@ typedef struct lvs_svc_conf {
     uint32_t timeout;        /* persistence seconds, 0 = not persistent */
     uint32_t netmask;        /* persistence: IPv4 netmask (host order); IPv6 prefix 1..128 */
     uint32_t mh_table_size;  /* 0 = default */
+    /* port 0 only: the ports the service takes, nranges [lo, hi] pairs (NULL/0 = all ports,
+     * which needs persistence); one scheduler and one persistence template across them */
+    const uint16_t *port_ranges;
+    uint32_t nranges;
 } lvs_svc_conf;
 
 typedef struct lvs_dest_conf {

@@ -181,8 +181,44 @@ static int svc_apply_conf(lvs_service *svc, const lvs_svc_conf *c)
     return 0;
 }
 
+/* Install the conf's port ranges (replacing any); -LVS_E_NOMEM leaves the old ones. */
+static int svc_set_ranges(lvs_service *svc, const lvs_svc_conf *c)
+{
+    uint16_t(*r)[2] = NULL;
+    if (c->nranges) {
+        r = malloc((size_t)c->nranges * sizeof(*r));
+        if (!r)
+            return -LVS_E_NOMEM;
+        for (uint32_t i = 0; i < c->nranges; i++) {
+            r[i][0] = c->port_ranges[2 * i];
+            r[i][1] = c->port_ranges[2 * i + 1];
+        }
+    }
+    free(svc->ranges);
+    svc->ranges = r;
+    svc->nranges = c->nranges;
+    return 0;
+}
+
+int lvs_svc_takes_port(const lvs_service *svc, uint16_t port)
+{
+    if (!svc->nranges)
+        return 1;
+    for (uint32_t i = 0; i < svc->nranges; i++)
+        if (port >= svc->ranges[i][0] && port <= svc->ranges[i][1])
+            return 1;
+    return 0;
+}
+
 static int check_svc_conf(const lvs_svc_conf *c, const lvs_scheduler **sched)
 {
+    if (c->nranges) {
+        if (c->port != 0 || c->proto == LVS_PROTO_FWM || !c->port_ranges)
+            return -LVS_E_INVAL; /* a port list belongs to a port-0 address service */
+        for (uint32_t i = 0; i < c->nranges; i++)
+            if (c->port_ranges[2 * i] == 0 || c->port_ranges[2 * i] > c->port_ranges[2 * i + 1])
+                return -LVS_E_INVAL;
+    }
     if (c->proto == LVS_PROTO_FWM) {
         /* (LVS_PROTO_FWM, mark, 0), IPv4; a mark of 0 marks nothing */
         if (c->af != LVS_AF_INET || c->addr.ip == 0 || c->port != 0 ||
@@ -202,7 +238,7 @@ static int check_svc_conf(const lvs_svc_conf *c, const lvs_scheduler **sched)
     } else if (c->af != LVS_AF_INET || (c->addr.ip6[1] | c->addr.ip6[2] | c->addr.ip6[3])) {
         return -LVS_E_INVAL;
     }
-    if (c->port == 0 && c->timeout == 0 && c->proto != LVS_PROTO_FWM)
+    if (c->port == 0 && c->timeout == 0 && c->proto != LVS_PROTO_FWM && c->nranges == 0)
         return -LVS_E_INVAL; /* port-zero services must be persistent */
     if (c->timeout > 2678400)
         return -LVS_E_RANGE;
@@ -237,9 +273,14 @@ int lvs_svc_add(lvs_engine *e, const lvs_svc_conf *c)
     svc->rng_state = lvs_hash_mix(e->seed ^ (addr_bits(c->addr) << 24 | (uint64_t)c->port << 8 |
                                              c->proto)) | 1;
     svc->sched = sched;
+    if (svc_set_ranges(svc, c) < 0) {
+        free(svc);
+        return -LVS_E_NOMEM;
+    }
     if (sched->init_service) {
         r = sched->init_service(svc);
         if (r < 0) {
+            free(svc->ranges);
             free(svc);
             return r;
         }
@@ -291,7 +332,7 @@ int lvs_svc_edit(lvs_engine *e, const lvs_svc_conf *c)
             return r;
         }
     }
-    return 0;
+    return svc_set_ranges(svc, c);
 }
 
 static void svc_free(lvs_engine *e, lvs_service *svc)
@@ -317,6 +358,7 @@ static void svc_free(lvs_engine *e, lvs_service *svc)
     e->nsvcs--;
     for (uint32_t i = idx; i < e->nsvcs; i++)
         e->svcs[i]->index = i;
+    free(svc->ranges);
     free(svc);
 }
 

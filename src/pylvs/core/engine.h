@@ -263,6 +263,8 @@ lvs_service *lvs_svc_lookup(lvs_engine *e, uint8_t af, uint8_t proto, lvs_addr a
                             uint16_t port);
 int lvs_is_vip(const lvs_engine *e, uint32_t addr);
 int lvs_is_vip6(const lvs_engine *e, lvs_addr addr);
+/* A port-0 service takes `port`: always, unless it has a port list that lacks it. */
+int lvs_svc_takes_port(const lvs_service *svc, uint16_t port);
 
 /* ---- proto_tcp.c ---- */
 extern const uint32_t lvs_tcp_default_timeouts[LVS_TCP_S_LAST];

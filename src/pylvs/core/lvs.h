@@ -176,6 +176,10 @@ struct lvs_service {
     lvs_stats zero;          /* -Z baseline */
     lvs_est est;
     uint32_t index;          /* position in the engine's service vector */
+    /* a port-0 service restricted to these ports (pylvs's `ports`, no IPVS counterpart):
+     * nranges pairs [lo, hi], host order; 0 = every port */
+    uint16_t (*ranges)[2];
+    uint32_t nranges;
 };
 
 /* ---- scheduler registry (../_sched.c) ---- */

@@ -24,6 +24,7 @@
  *  other protocol, to a VIP                           DROP     unknown_proto
  *  other protocol, elsewhere                          PASS     not_ours
  *  TCP/UDP to a VIP, no conn, no service on the port  DROP     no_service
+ *    (a port-0 service with a port list takes only those ports)
  *  TCP to a service, no conn, not SYN (or SYN+RST)    DROP     tcp_no_syn
  *  new conn, drop_packet defence engaged (1 in rate)  DROP     defense_drop_packet
  *  new conn, table full and nothing embryonic to      DROP     table_full
@@ -211,9 +212,12 @@ static int do_in(lvs_engine *e, pkt *k, uint32_t *plen, uint32_t cap, double now
         lvs_service *svc = k->fwm_svc;
         if (!svc)
             svc = lvs_svc_lookup(e, k->af, k->proto, k->daddr, k->dport);
-        if (!svc)
+        if (!svc) {
             svc = lvs_svc_lookup(e, k->af, k->proto, k->daddr, 0);
-        if (!svc || (svc->port == 0 && svc->proto != LVS_PROTO_FWM &&
+            if (svc && !lvs_svc_takes_port(svc, k->dport))
+                svc = NULL;
+        }
+        if (!svc || (svc->port == 0 && svc->nranges == 0 && svc->proto != LVS_PROTO_FWM &&
                      !(svc->flags & LVS_SVC_F_PERSISTENT))) {
             e->counters[LVS_CNT_NO_SERVICE]++;
             return LVS_VERDICT_DROP;
