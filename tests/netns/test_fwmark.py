@@ -55,6 +55,17 @@ def _one_server_per_client(srv: Srv) -> None:
     assert first[0] != second[0]  # rr spread the two clients' templates
 
 
+def _unlisted_port_unanswered(srv: Srv) -> None:
+    out = client(srv.topo, """
+        try:
+            http(9090, timeout=1.0)
+            out['r'] = 'answered'
+        except OSError as exc:
+            out['r'] = type(exc).__name__
+    """)
+    assert out["r"] in ("TimeoutError", "timeout"), out
+
+
 def test_one_service_one_persistence_across_marked_ports(make_srv: Callable[..., Srv]) -> None:
     srv = _two_port_topology(make_srv)
     topo = srv.topo
@@ -72,14 +83,7 @@ def test_one_service_one_persistence_across_marked_ports(make_srv: Callable[...,
     assert len(templates) == 2, templates  # one per client, covering both ports
     before = ApiClient(sock).get("/api/v1/stats")["drops"]["no_service"]
     # an unmarked port to the VIP is dropped by the engine, not looped back into the TUN
-    out = client(topo, """
-        try:
-            http(9090, timeout=1.0)
-            out['r'] = 'answered'
-        except OSError as exc:
-            out['r'] = type(exc).__name__
-    """)
-    assert out["r"] in ("TimeoutError", "timeout"), out
+    _unlisted_port_unanswered(srv)
     assert ApiClient(sock).get("/api/v1/stats")["drops"]["no_service"] > before
 
 
@@ -87,11 +91,4 @@ def test_ports_list_without_nftables(make_srv: Callable[..., Srv]) -> None:
     srv = _two_port_topology(make_srv)
     srv.serve(_fwmark_config(srv, key="ports = [80, 8080]"))
     _one_server_per_client(srv)
-    out = client(srv.topo, """
-        try:
-            http(9090, timeout=1.0)
-            out['r'] = 'answered'
-        except OSError as exc:
-            out['r'] = type(exc).__name__
-    """)
-    assert out["r"] in ("TimeoutError", "timeout"), out
+    _unlisted_port_unanswered(srv)
