@@ -429,6 +429,8 @@ def _vs_checks(vs: model.VirtualServerConfig, path: str) -> Iterator[tuple[str, 
                 f"{', '.join(model.SCHEDULER_FLAGS)}"
     if len(set(vs.flags)) != len(vs.flags):
         yield f"{path}.flags", "expected each flag at most once"
+    if vs.synproxy and vs.protocol != "tcp":
+        yield f"{path}.synproxy", "a SYN proxy needs protocol = \"tcp\""
     if vs.fwmark and vs.ports:
         yield f"{path}.ports", "expected either fwmark or ports (the mark names the ports)"
     if vs.fwmark:

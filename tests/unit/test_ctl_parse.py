@@ -179,3 +179,15 @@ def test_fwmark_service() -> None:
     assert req.fwmark == 80 and str(req.server) == "198.19.0.11:0"
     req = ctl.parse_args(["-A", "-f", "81"])  # a fwmark service need not be persistent
     assert req.persistence == 0
+
+
+def test_synproxy_flag_like_alibabas_ipvsadm() -> None:
+    req = ctl.parse_args(["-A", "-t", "198.18.0.100:80", "-s", "rr", "-j", "enable"])
+    assert req.synproxy is True and ctl.to_operation(req)["service"]["synproxy"] is True
+    req = ctl.parse_args(["-E", "-t", "198.18.0.100:80", "--synproxy", "disable"])
+    assert req.synproxy is False
+    assert ctl.parse_args(["-A", "-t", "198.18.0.100:80"]).synproxy is None
+    with pytest.raises(ctl.CtlError, match="synproxy"):
+        ctl.parse_args(["-A", "-t", "198.18.0.100:80", "-j", "maybe"])
+    with pytest.raises(ctl.CtlError, match="Illegal"):
+        ctl.parse_args(["-a", "-t", "198.18.0.100:80", "-r", "198.19.0.11", "-j", "enable"])
