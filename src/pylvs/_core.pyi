@@ -285,6 +285,7 @@ class Lib:
     LVS_SVC_F_SCHED2: int
     LVS_SVC_F_SCHED3: int
     LVS_SVC_F_SYNPROXY: int
+    LVS_SVC_F_FTP: int
     LVS_DEST_F_AVAILABLE: int
     LVS_DEST_F_OVERLOAD: int
     LVS_CONN_F_SYNC: int
@@ -292,6 +293,7 @@ class Lib:
     LVS_CONN_F_TEMPLATE: int
     LVS_CONN_F_SYNPROXY: int
     LVS_CONN_F_SEQ_MASK: int
+    LVS_CONN_F_NO_CPORT: int
     LVS_SP_EXPIRED: int
     LVS_SP_BAD: int
     LVS_META_CSUM_PARTIAL: int

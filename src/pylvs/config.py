@@ -429,6 +429,9 @@ def _vs_checks(vs: model.VirtualServerConfig, path: str) -> Iterator[tuple[str, 
                 f"{', '.join(model.SCHEDULER_FLAGS)}"
     if len(set(vs.flags)) != len(vs.flags):
         yield f"{path}.flags", "expected each flag at most once"
+    if vs.ftp and (vs.protocol != "tcp" or vs.fwmark or vs.address.port < 2
+                   or vs.address.address.version != 4):
+        yield f"{path}.ftp", "the FTP helper needs an IPv4 TCP service on its control port (21)"
     if vs.synproxy and vs.protocol != "tcp":
         yield f"{path}.synproxy", "a SYN proxy needs protocol = \"tcp\""
     if vs.fwmark and vs.ports:

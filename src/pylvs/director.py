@@ -421,7 +421,7 @@ class Director:
             opts: dict[str, Any] = dict(
                 scheduler=vs.scheduler, persistence=vs.persistence, netmask=str(vs.netmask),
                 flags=vs.flags, mh_table_size=vs.mh_table_size, synproxy=vs.synproxy,
-                ports=port_ranges(vs.ports))
+                ports=port_ranges(vs.ports), ftp=vs.ftp)
             if key not in self._svc_keys:
                 self._svc_keys[key] = self.engine.add_service(
                     vs.protocol, str(vs.address.address), vs.address.port, fwmark=vs.fwmark,

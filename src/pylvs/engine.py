@@ -193,8 +193,10 @@ def scheduler_names() -> tuple[str, ...]:
 _COUNTERS = _c_strings(_lib.lvs_counter_names())
 _TCP_STATES = _c_strings(_lib.lvs_tcp_state_names())
 _PASS_COUNTERS = frozenset({"not_ours"})
-_EVENT_COUNTERS = frozenset({"synproxy_syn", "synproxy_ack_ok", "synproxy_held"})
+_EVENT_COUNTERS = frozenset({"synproxy_syn", "synproxy_ack_ok", "synproxy_held",
+                             "ftp_data_entry", "ftp_rewrite", "ftp_no_room"})
 _SVC_F_SYNPROXY = _lib.LVS_SVC_F_SYNPROXY
+_SVC_F_FTP = _lib.LVS_SVC_F_FTP
 _CONN_F_SYNPROXY = _lib.LVS_CONN_F_SYNPROXY
 
 
@@ -474,7 +476,7 @@ class Engine:
     def _svc_conf(self, key: ServiceKey, scheduler: str, persistence: int,
                   netmask: str | int | None,
                   flags: Iterable[str], mh_table_size: int,
-                  synproxy: bool, ports: tuple[tuple[int, int], ...] = ()
+                  synproxy: bool, ports: tuple[tuple[int, int], ...] = (), ftp: bool = False
                   ) -> tuple[lvs_svc_conf, tuple[CharArray, IntArray]]:
         if scheduler not in scheduler_names():
             raise ConfigError(f"{key}: unknown scheduler {scheduler!r} "
@@ -484,6 +486,10 @@ class Engine:
             if f not in _SVC_FLAG_BITS:
                 raise ConfigError(f"{key}: unknown service flag {f!r}")
             bits |= _SVC_FLAG_BITS[f]
+        if ftp:
+            if key.protocol != "tcp" or key.port < 2 or key.fwmark or ":" in key.address:
+                raise ConfigError(f"{key}: the FTP helper needs an IPv4 TCP service on a port")
+            bits |= _SVC_F_FTP
         if synproxy:
             if key.protocol != "tcp":
                 raise ConfigError(f"{key}: synproxy needs a TCP service")
@@ -519,7 +525,8 @@ class Engine:
                     scheduler: str = "wlc", persistence: int = 0,
                     netmask: str | int | None = None, flags: Iterable[str] = (),
                     mh_table_size: int = 0, fwmark: int = 0,
-                    ports: Iterable[tuple[int, int]] = (), synproxy: bool = False) -> ServiceKey:
+                    ports: Iterable[tuple[int, int]] = (), synproxy: bool = False,
+                    ftp: bool = False) -> ServiceKey:
         """``ipvsadm -A``: add a virtual service (IPv4 or IPv6); returns its key.  *netmask*
         (persistence granularity) is an IPv4 mask or prefix length, or an IPv6 prefix length
         (``-M 64``); None means one client address.  With ``fwmark`` (``-f``, IPv4) the
@@ -527,7 +534,8 @@ class Engine:
         0 only): the (low, high) ranges a port-0 service is limited to; it then needs no
         persistence.  ``synproxy``: the engine answers the TCP handshake itself with SYN
         cookies and opens the connection to a real server only for a client that completed it
-        (docs/ipvs.md#syn-proxy)."""
+        (docs/ipvs.md#syn-proxy).  ``ftp``: the FTP helper watches the control connections
+        (PORT/EPRT, 227/229 replies; docs/ipvs.md#ftp)."""
         if fwmark:
             if isinstance(fwmark, bool) or not isinstance(fwmark, int) \
                     or not 0 < fwmark <= 0xFFFFFFFF:
@@ -539,7 +547,7 @@ class Engine:
                              _port(port, "service"))
         ranges = tuple(ports)
         c, _keep = self._svc_conf(key, scheduler, persistence, netmask, tuple(flags),
-                                  mh_table_size, synproxy, ranges)
+                                  mh_table_size, synproxy, ranges, ftp)
         _check(_lib.lvs_svc_add(self._e, c), f"add service {key}")
         self._ports[key] = ranges
         return key
@@ -548,7 +556,8 @@ class Engine:
                      persistence: int | None = None, netmask: str | int | None = None,
                      flags: Iterable[str] | None = None,
                      mh_table_size: int | None = None, synproxy: bool | None = None,
-                     ports: Iterable[tuple[int, int]] | None = None) -> None:
+                     ports: Iterable[tuple[int, int]] | None = None,
+                     ftp: bool | None = None) -> None:
         """``ipvsadm -E``: change what is given, keep the rest."""
         cur = self._service_info(service)
         c, _keep = self._svc_conf(
@@ -560,6 +569,7 @@ class Engine:
             cur.mh_table_size if mh_table_size is None else mh_table_size,
             cur.synproxy if synproxy is None else synproxy,
             self._ports.get(service, ()) if ports is None else tuple(ports),
+            cur.ftp if ftp is None else ftp,
         )
         _check(_lib.lvs_svc_edit(self._e, c), f"edit service {service}")
         if ports is not None:
@@ -695,7 +705,8 @@ class Engine:
                 flags=_flag_names(int(info.flags), sched),
                 mh_table_size=int(info.mh_table_size),
                 servers=self._servers(key, int(info.num_dests)), stats=st, rates=rt,
-                synproxy=bool(info.flags & _SVC_F_SYNPROXY)))
+                synproxy=bool(info.flags & _SVC_F_SYNPROXY),
+                ftp=bool(info.flags & _SVC_F_FTP)))
         return out
 
     def _service_info(self, key: ServiceKey) -> ServiceInfo:

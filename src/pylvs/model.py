@@ -274,6 +274,7 @@ class VirtualServerConfig:
     persistence: int = 0  # seconds; 0 = off
     netmask: IPv4Address = HOST_NETMASK
     mh_table_size: int = 0  # 0 = kernel default (4093)
+    ftp: bool = False  # ip_vs_ftp: PORT/EPRT and 227/229 make data entries (docs/ipvs.md#ftp)
     synproxy: bool = False  # answer the TCP handshake at the director with SYN cookies
     down_action: DownAction = "quiesce"
     sorry_server: Endpoint | None = None

@@ -108,14 +108,18 @@ def plan_from_config(cfg: Config, *, active: bool = True) -> NetPlan:
         # a mark may cover TCP and UDP alike: steer both (a reply that is not ours passes)
         return ("tcp", "udp") if vs.fwmark else (vs.protocol,)
 
+    def port(vs: VirtualServerConfig, rs_port: int) -> int:
+        # FTP data connections come from port 20 and passive ports: every source port
+        return 0 if vs.ftp else rs_port
+
     steering = {
-        Steer(proto, rs.address.address, rs.address.port)
+        Steer(proto, rs.address.address, port(vs, rs.address.port))
         for vs in cfg.virtual_servers
         for rs in vs.real_servers
         for proto in protocols(vs)
     }
     steering |= {
-        Steer(proto, vs.sorry_server.address, vs.sorry_server.port)
+        Steer(proto, vs.sorry_server.address, port(vs, vs.sorry_server.port))
         for vs in cfg.virtual_servers
         if vs.sorry_server is not None
         for proto in protocols(vs)

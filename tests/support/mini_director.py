@@ -133,7 +133,7 @@ class MiniDirector:
             if key not in self._svc_keys:
                 self._svc_keys[key] = self.engine.add_service(
                     vs.protocol, str(vs.address.address), vs.address.port, fwmark=vs.fwmark,
-                    ports=model.port_ranges(vs.ports), **opts)
+                    ports=model.port_ranges(vs.ports), ftp=vs.ftp, **opts)
             elif old_vs[key] != vs:
                 self.engine.edit_service(self._svc_keys[key], **opts)
             svc = self._svc_keys[key]

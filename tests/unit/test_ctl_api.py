@@ -261,3 +261,16 @@ async def test_port_list_service_saves_and_restores(daemon: Any) -> None:
     await ok(sock, "-C")
     await ok(sock, "-R", stdin=saved)
     assert await ok(sock, "-Sn") == saved
+
+
+async def test_ftp_helper_flag_saves_and_restores(daemon: Any) -> None:
+    director, sock = daemon
+    await ok(sock, "-A", "-t", f"{VIP}:21", "-s", "rr", "--ftp")
+    await ok(sock, "-a", "-t", f"{VIP}:21", "-r", "198.19.0.11", "-m")
+    assert director.config.virtual_servers[0].ftp is True
+    saved = await ok(sock, "-Sn")
+    assert saved.startswith(f"-A -t {VIP}:21 -s rr --ftp\n"), saved
+    await ok(sock, "-C")
+    await ok(sock, "-R", stdin=saved)
+    assert await ok(sock, "-Sn") == saved
+    assert director.engine.services()[0].ftp

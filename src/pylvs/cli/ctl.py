@@ -28,7 +28,9 @@ ipvsadm's layouts (:mod:`pylvs.cli.layouts`).  Differences, all deliberate:
   ``--url https://host:port --token-file FILE [--cacert FILE]`` talks to the TCP listener
   instead (``[api] listen``, with TLS when ``tls_cert``/``tls_key`` are set).
 * ``--ports 80,443,10000-10100`` with ``-A``/``-E`` on a port-0 service limits it to those
-  ports (the config's ``ports``); ``-S`` writes it so ``-R`` restores it.
+  ports (the config's ``ports``); ``-S`` writes it so ``-R`` restores it.  ``--ftp`` likewise
+  turns the FTP helper on (the config's ``ftp = true``; ipvsadm has no switch: the kernel's
+  ip_vs_ftp module watches its ports).
 """
 
 from __future__ import annotations
@@ -125,7 +127,7 @@ _LONG_OPTIONS = {"tcp-service": ("tcp", True), "udp-service": ("udp", True),
                  "mcast-interface": ("mcast-interface", True), "syncid": ("syncid", True),
                  "socket": ("socket", True), "url": ("url", True),
                  "token-file": ("token-file", True), "cacert": ("cacert", True),
-                 "ports": ("ports", True)}
+                 "ports": ("ports", True), "ftp": ("ftp", False)}
 _REFUSED = {
     "gatewaying": "-g (direct routing) is not supported: pylvs is a NAT director; use -m",
     "ipip": "-i (IPIP tunnelling) is not supported: pylvs is a NAT director; use -m",
@@ -155,6 +157,7 @@ class Request:
     protocol: str = "tcp"
     service: model.Endpoint | None = None  # 0.0.0.0:0 for a fwmark service
     fwmark: int = 0  # -f
+    ftp: bool | None = None  # --ftp (pylvs only: the FTP helper on this service)
     ports: str | None = None  # --ports 80,443,10000-10100 (pylvs only: a port-list service)
     server: model.Endpoint | None = None
     scheduler: str = DEFAULT_SCHEDULER
@@ -296,8 +299,8 @@ def parse_args(argv: Sequence[str]) -> Request:
             continue
         if name == "sort":
             continue
-        if name == "ports":
-            req.ports = value
+        if name in ("ports", "ftp"):  # pylvs's own service options, outside ipvsadm's table
+            setattr(req, name, value if name == "ports" else True)
             continue
         option = {"tcp": "service-address", "udp": "service-address",
                   "fwmark": "service-address",
@@ -419,6 +422,8 @@ def _service_body(req: Request) -> dict[str, Any]:
             "netmask": req.netmask, "flags": req.flags}
     if req.synproxy is not None:
         body["synproxy"] = req.synproxy
+    if req.ftp is not None:
+        body["ftp"] = req.ftp
     if req.ports is not None:
         body["ports"] = [p for p in req.ports.split(",") if p]
     return body

@@ -248,6 +248,8 @@ def rules(services: Iterable[Json], *, numeric: bool = False) -> str:
             line += f" -b {flags}"
         if svc.get("synproxy"):
             line += " -j enable"
+        if svc.get("ftp"):
+            line += " --ftp"  # pylvs: the FTP helper (ip_vs_ftp is a module in the kernel)
         if svc.get("ports"):
             line += f" --ports {','.join(svc['ports'])}"  # pylvs's port-list service
         out.append(line)

@@ -241,6 +241,7 @@ const char *const *lvs_tcp_state_names(void);
 #define LVS_CONN_F_OUT_SEQ 0x0200   /* has a server->client sequence delta (kernel value) */
 #define LVS_CONN_F_IN_SEQ 0x0400    /* has a client->server sequence delta (kernel value) */
 #define LVS_CONN_F_SEQ_MASK 0x0600
+#define LVS_CONN_F_NO_CPORT 0x0800  /* an FTP expectation: any client port (kernel value) */
 #define LVS_CONN_F_SYNPROXY 0x8000  /* opened by the SYN proxy (Alibaba LVS's value) */
 
 typedef struct lvs_engine_info {

@@ -172,7 +172,7 @@ int lvs_engine_set_fwm_vips(lvs_engine *e, const uint32_t *addrs, uint32_t n)
 static int svc_apply_conf(lvs_service *svc, const lvs_svc_conf *c)
 {
     svc->flags = (c->flags & (LVS_SVC_F_SCHED1 | LVS_SVC_F_SCHED2 | LVS_SVC_F_SCHED3 |
-                              LVS_SVC_F_SYNPROXY)) |
+                              LVS_SVC_F_SYNPROXY | LVS_SVC_F_FTP)) |
                  (svc->flags & LVS_SVC_F_HASHED);
     if (c->timeout)
         svc->flags |= LVS_SVC_F_PERSISTENT;
@@ -245,6 +245,9 @@ static int check_svc_conf(const lvs_svc_conf *c, const lvs_scheduler **sched)
         return -LVS_E_RANGE;
     if ((c->flags & LVS_SVC_F_SYNPROXY) && c->proto != LVS_PROTO_TCP)
         return -LVS_E_INVAL; /* a SYN proxy needs TCP */
+    if ((c->flags & LVS_SVC_F_FTP) &&
+        (c->proto != LVS_PROTO_TCP || c->af != LVS_AF_INET || c->port < 2))
+        return -LVS_E_INVAL; /* the FTP helper watches an IPv4 TCP control port (port - 1 = data) */
     *sched = lvs_sched_find(c->sched ? c->sched : "wlc");
     return *sched ? 0 : -LVS_E_INVAL;
 }

@@ -76,6 +76,7 @@ static inline uint32_t lvs_addr_fold(uint8_t af, lvs_addr a)
 #define LVS_SVC_F_SCHED1 0x0008u /* sh-fallback, mh-fallback */
 #define LVS_SVC_F_SCHED2 0x0010u /* sh-port, mh-port */
 #define LVS_SVC_F_SCHED3 0x0020u
+#define LVS_SVC_F_FTP 0x4000u /* pylvs: the FTP helper watches the control connection */
 #define LVS_SVC_F_SYNPROXY 0x8000u /* answer SYNs with cookies (Alibaba LVS's value) */
 
 typedef struct lvs_stats {

@@ -216,6 +216,15 @@ static int do_in(lvs_engine *e, pkt *k, uint32_t *plen, uint32_t cap, double now
             c = NULL;
         }
     }
+    if (!c && e->n_no_cport && k->proto == LVS_PROTO_TCP && k->af == LVS_AF_INET) {
+        /* an FTP data connection to the port a 227/229 announced (ip_vs_conn_in_get retries
+         * with cport 0; ip_vs_nat_xmit fills the port in) */
+        c = lvs_conn_in_get(e, k->af, k->proto, k->saddr, 0, k->daddr, k->dport);
+        if (c && (c->flags & LVS_CONN_F_NO_CPORT))
+            lvs_conn_fill_cport(e, c, k->sport);
+        else
+            c = NULL;
+    }
     if (!c) {
         lvs_service *svc = k->fwm_svc;
         if (!svc)
@@ -276,6 +285,8 @@ static int do_in(lvs_engine *e, pkt *k, uint32_t *plen, uint32_t cap, double now
     }
     stats_in(e, c, k->tot);
     state_transition(e, c, LVS_DIR_IN, k->th_flags);
+    if (k->proto == LVS_PROTO_TCP && lvs_ftp_ctl(c))
+        lvs_ftp_in(e, k, c, now);
     int verdict = lvs_nat_xmit_in(e, k, c, plen, cap);
     uint32_t pkts = ++c->in_pkts;
     if (e->sync_master)
@@ -293,6 +304,8 @@ static int do_out(lvs_engine *e, pkt *k, uint32_t *plen, uint32_t cap, double no
     }
     if (c->flags & LVS_CONN_F_SP_WAIT)
         return lvs_synproxy_out_wait(e, k, c, plen, cap, now);
+    if (k->proto == LVS_PROTO_TCP && lvs_ftp_ctl(c))
+        lvs_ftp_out(e, k, c, plen, cap, now); /* before NAT, as ip_vs_app_pkt_out */
     lvs_nat_xmit_out(e, k, c);
     stats_out(e, c, k->tot);
     state_transition(e, c, LVS_DIR_OUT, k->th_flags);

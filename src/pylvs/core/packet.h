@@ -238,6 +238,24 @@ int lvs_nat_xmit_in(lvs_engine *e, pkt *k, const lvs_conn *c, uint32_t *plen, ui
 /* Server -> client: SNAT back to the conn's VIP and port. */
 void lvs_nat_xmit_out(lvs_engine *e, pkt *k, const lvs_conn *c);
 
+/* ---- ftp.c (docs/ipvs.md#ftp) ---- */
+
+/* A client -> server segment of an FTP control conn (before NAT): PORT/EPRT make the entry
+ * the server's active data connection will use. */
+void lvs_ftp_in(lvs_engine *e, pkt *k, lvs_conn *c, double now);
+/* A server -> client segment of an FTP control conn (before NAT): 227/229 make the
+ * expectation; a 227's address is rewritten to the VIP (the packet's length may change,
+ * within cap, and *plen with it). */
+void lvs_ftp_out(lvs_engine *e, pkt *k, lvs_conn *c, uint32_t *plen, uint32_t cap, double now);
+
+/* An FTP control conn: TCP to the port of a service with the helper on. */
+static inline int lvs_ftp_ctl(const lvs_conn *c)
+{
+    const lvs_service *s = c->dest ? c->dest->svc : (const lvs_service *)0;
+    return s && (s->flags & LVS_SVC_F_FTP) && c->vport == s->port &&
+           !(c->flags & LVS_CONN_F_TEMPLATE);
+}
+
 /* ---- icmp.c ---- */
 
 /* Turn the packet in place into an ICMP error about it for its sender and set *plen;

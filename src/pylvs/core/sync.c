@@ -52,6 +52,12 @@ void lvs_sync_conn(lvs_engine *e, lvs_conn *c, uint32_t pkts)
     }
 }
 
+void lvs_sync_conn_now(lvs_engine *e, lvs_conn *c)
+{
+    if (e->sync_master)
+        sync_append(e, c, -1.0);
+}
+
 void lvs_sync_tmpl_rearmed(lvs_engine *e, lvs_conn *c)
 {
     /* a template still in control outlived its timeout: the backup must keep it too */
