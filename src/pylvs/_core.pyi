@@ -262,6 +262,8 @@ class Lib:
     LVS_OPT_SYNC_MASTER: int
     LVS_OPT_SYNC_THRESHOLD: int
     LVS_OPT_SYNC_PERIOD: int
+    LVS_OPT_SLOPPY_TCP: int
+    LVS_OPT_SLOPPY_UDP: int
     LVS_SYNC_RECORD_SIZE: int
 
     # engine (core/api.h)

@@ -158,7 +158,8 @@ def scheduler_names() -> tuple[str, ...]:
 
 _COUNTERS = _c_strings(_lib.lvs_counter_names())
 _TCP_STATES = _c_strings(_lib.lvs_tcp_state_names())
-_PASS_COUNTERS = frozenset({"not_ours"})
+# Counters that are not drops: packets passed, and entries sloppy pickup created.
+_PASS_COUNTERS = frozenset({"not_ours", "sloppy_in", "sloppy_reply"})
 
 
 def _ip(addr: str, what: str) -> int:
@@ -259,6 +260,8 @@ class Engine:
         "sync_master": _lib.LVS_OPT_SYNC_MASTER,
         "sync_threshold": _lib.LVS_OPT_SYNC_THRESHOLD,
         "sync_period": _lib.LVS_OPT_SYNC_PERIOD,
+        "sloppy_tcp": _lib.LVS_OPT_SLOPPY_TCP,
+        "sloppy_udp": _lib.LVS_OPT_SLOPPY_UDP,
     }
 
     def set_option(self, name: str, value: int | bool) -> None:

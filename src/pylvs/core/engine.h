@@ -83,6 +83,8 @@ enum {
     LVS_CNT_PASS_NOT_OURS,
     LVS_CNT_REPLY_SHORT_STRIDE,
     LVS_CNT_SYNC_OVERFLOW,
+    LVS_CNT_SLOPPY_IN,       /* not drops: entries created from a TCP non-SYN (sloppy) */
+    LVS_CNT_SLOPPY_REPLY,    /* ... and from a reply of a real server (sloppy) */
     LVS_CNT_MAX
 };
 
@@ -123,6 +125,8 @@ struct lvs_engine {
     int expire_nodest_conn;
     int expire_quiescent_template;
     int conn_reuse_mode;
+    int sloppy_tcp;
+    int sloppy_udp;
 
     /* stats */
     lvs_stats stats;

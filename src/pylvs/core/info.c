@@ -116,7 +116,8 @@ static const char *const counter_names[LVS_CNT_MAX + 1] = {
     "bad_ip_checksum",  "fragment",          "unknown_proto", "no_service",
     "tcp_no_syn",       "table_full",        "no_dest",      "dest_unavailable",
     "ttl_exceeded",     "bad_icmp_checksum", "icmp_no_conn", "icmp_other",
-    "not_ours",         "reply_short_stride", "sync_overflow", NULL,
+    "not_ours",         "reply_short_stride", "sync_overflow",
+    "sloppy_in",        "sloppy_reply",      NULL,
 };
 
 const char *const *lvs_counter_names(void)
