@@ -22,6 +22,7 @@ Teardown kills every process and deletes every namespace, as :class:`Topology` d
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import re
 import secrets
@@ -34,6 +35,7 @@ import time
 from collections.abc import Sequence
 from ipaddress import IPv4Address
 from types import TracebackType
+from typing import Any
 
 from pylvs.cluster.birdconf import real_server_config
 from pylvs.testbed.serve import wait_until
@@ -237,13 +239,42 @@ fall = 2
         os.kill(self.daemons[i].pid, signal.SIGTERM)
         return at
 
-    def ctl(self, i: int, *args: str) -> str:
-        """``pylvs ctl`` against director ``i``."""
+    def status(self, i: int) -> str:
+        """``pylvs status`` of director ``i``."""
         sock = os.path.join(self.workdir, f"dir{i + 1}.sock")
-        res = subprocess.run([sys.executable, "-m", "pylvs", "ctl", "-s", sock, *args],
+        res = subprocess.run([sys.executable, "-m", "pylvs", "status", "--socket", sock],
                              capture_output=True, text=True, timeout=20, env=child_env(),
                              check=False)
         return res.stdout + res.stderr
+
+    # -- load ------------------------------------------------------------------------------
+    def start_load(self, streams: int, rate: float, duration: float,
+                   tick: float = 0.02) -> tuple[subprocess.Popen[str], list[tuple[str, int]]]:
+        """Start :mod:`pylvs.testbed.streams` ``load`` in the client; wait for every stream.
+
+        Returns the process (see :meth:`load_report`) and each stream's (source, port).
+        """
+        proc = self.popen(self.ns_cli, [
+            sys.executable, "-m", "pylvs.testbed.streams", "load", "--vip", VIP, "--port",
+            str(PORT), "--sources", ",".join(self.sources), "--streams", str(streams),
+            "--rate", str(rate), "--duration", str(duration), "--tick", str(tick)],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=child_env())
+        assert proc.stdout is not None
+        line = proc.stdout.readline()
+        if not line.startswith("ready "):
+            err = proc.stderr.read() if proc.stderr is not None and proc.poll() is not None \
+                else ""
+            raise TopologyError(f"load did not start: {line.strip()} {err.strip()[-2000:]}")
+        return proc, [(src, int(port)) for src, port in json.loads(line[6:])]
+
+    @staticmethod
+    def load_report(proc: subprocess.Popen[str], timeout: float = 60.0) -> dict[str, Any]:
+        """Wait for the load to end and return its JSON report."""
+        out, err = proc.communicate(timeout=timeout)
+        if proc.returncode != 0:
+            raise TopologyError(f"load failed ({proc.returncode}): {err.strip()[-2000:]}")
+        report: dict[str, Any] = json.loads(out.strip().splitlines()[-1])
+        return report
 
     # -- routes ------------------------------------------------------------------------------
     def nexthops(self) -> set[str]:

@@ -5,9 +5,10 @@
 ``python -m pylvs.testbed.streams load --vip A --port 9000 --sources S1,S2,... --streams N
 --rate R --duration D``: N streams, each from its own source address and kept open, send 16
 bytes every ``--tick`` seconds and wait for the echo; meanwhile R new connections per second
-each exchange one message and close.  It prints ``ready`` once every stream is open, then at
-the end one JSON document: per stream its 4-tuple, the longest wait for an echo with when it
-began (wall clock), and an error if it broke; per failed new connection when and why.
+each exchange one message and close.  It prints ``ready [[source, port], ...]`` once every
+stream is open, then at the end one JSON document: per stream its source, the longest wait for
+an echo, every wait over :data:`STALL` with when it began (wall clock), and an error if it
+broke; per failed new connection when and why.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from typing import Any
 __all__ = ["main"]
 
 MESSAGE = 16
+STALL = 0.05  # an echo slower than this is reported with when it was sent
 
 
 async def _echo(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -74,6 +76,8 @@ async def _stream(i: int, vip: str, port: int, source: str, tick: float, stop: a
             wait = time.time() - sent
             if wait > result["max_wait"]:
                 result["max_wait"], result["max_wait_at"] = wait, sent
+            if wait > STALL:
+                result["stalls"].append([round(sent, 3), round(wait, 3)])
             n += 1
             await asyncio.sleep(tick)
     except (OSError, TimeoutError, ValueError, asyncio.IncompleteReadError) as exc:
@@ -117,13 +121,13 @@ async def load(vip: str, port: int, sources: Sequence[str], streams: int, rate: 
     opened: asyncio.Queue[int] = asyncio.Queue()
     results: list[dict[str, Any]] = [
         {"source": sources[i % len(sources)], "sport": None, "max_wait": 0.0,
-         "max_wait_at": None, "error": None} for i in range(streams)]
+         "max_wait_at": None, "error": None, "stalls": []} for i in range(streams)]
     tasks = [asyncio.create_task(_stream(i, vip, port, sources[i % len(sources)], tick, stop,
                                          opened, r))
              for i, r in enumerate(results)]
     for _ in range(streams):
         await opened.get()
-    print("ready", flush=True)
+    print("ready " + json.dumps([[r["source"], r["sport"]] for r in results]), flush=True)
     conns: dict[str, Any] = {"ok": 0, "failures": []}
     started = time.time()
     new_task = asyncio.create_task(_new_conns(vip, port, sources, rate, stop, conns)) \
