@@ -141,7 +141,7 @@ def parse_bfd_sessions(lines: list[str]) -> list[BfdSession]:
     out: list[BfdSession] = []
     for line in lines:
         parts = line.split()
-        if len(parts) < 7 or not _ADDRESS.match(parts[0]):
+        if len(parts) < 6 or not _ADDRESS.match(parts[0]):
             continue
         try:
             interval, timeout = float(parts[-2]), float(parts[-1])

@@ -55,6 +55,8 @@ RECONCILE_INTERVAL = 0.1
 STATUS_INTERVAL = 1.0
 SOCKET_WAIT = 10.0
 ESTABLISH_GRACE = 5.0  # a session still down this long after start is reported as an error
+# Schedulers that map a flow to the same server on every director with the same servers.
+CONSISTENT_SCHEDULERS = ("mh", "sh", "dh")
 
 
 def _die_with_parent() -> None:  # runs in the child between fork and exec
@@ -90,6 +92,12 @@ class ClusterComponent:
     async def start(self) -> None:
         """Start BIRD with every VIP withdrawn and begin announcing what is served."""
         cl = self._director.config.cluster
+        for vs in self._director.config.virtual_servers:
+            if vs.scheduler not in CONSISTENT_SCHEDULERS:
+                # Another director would pick another server for a flow ECMP moves to it.
+                log.warning("cluster: %s uses %s: a flow that moves to another director may "
+                            "land on another real server; use mh or sh", vs.key.label,
+                            vs.scheduler)
         os.makedirs(cl.state_dir, mode=0o700, exist_ok=True)
         self._write_config(self._director.config, set())
         await self._check_config()

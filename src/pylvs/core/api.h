@@ -73,7 +73,7 @@ void lvs_engine_free(lvs_engine *e);
 #define LVS_OPT_SYNC_PERIOD 6
 /* sloppy_tcp / sloppy_udp: a packet of a flow with no entry (one another director scheduled)
  * creates the entry: a TCP non-SYN to a service (as IPVS's sloppy_tcp), and a reply from a
- * real server of a service, which IPVS never sees on another box (docs/ipvs.md#sloppy). */
+ * real server of a service, which IPVS never sees on another box (docs/ipvs.md#sloppy-pickup). */
 #define LVS_OPT_SLOPPY_TCP 7
 #define LVS_OPT_SLOPPY_UDP 8
 int lvs_engine_set_option(lvs_engine *e, int opt, int64_t value);

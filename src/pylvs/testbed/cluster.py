@@ -61,7 +61,7 @@ class ClusterLab:
 
     def __init__(self, prefix: str, n_directors: int = 3, n_real_servers: int = 3,
                  n_sources: int = 40, drain_time: float = 1.0, router_asn: int = ROUTER_ASN,
-                 bfd_interval: float = 0.1) -> None:
+                 bfd_interval: float = 0.1, http: bool = False) -> None:
         if not 1 <= n_directors <= 8 or not 1 <= n_real_servers <= 50 or \
                 not 1 <= n_sources <= 200:
             raise ValueError("need 1..8 directors, 1..50 real servers, 1..200 sources")
@@ -70,6 +70,7 @@ class ClusterLab:
         self.drain_time = drain_time
         self.router_asn = router_asn  # what the directors are told (a wrong one is a test)
         self.bfd_interval = bfd_interval
+        self.http = http  # also VIP:80, answered by one HAProxy per real server (benchmarks)
         self.directors = [f"198.18.0.{1 + i}" for i in range(n_directors)]
         self.privates = [f"198.19.0.{2 + i}" for i in range(n_directors)]
         self.real_servers = [f"198.19.0.{11 + i}" for i in range(n_real_servers)]
@@ -129,10 +130,29 @@ class ClusterLab:
                                        "--port", str(PORT)], stdout=subprocess.PIPE,
                                   stderr=subprocess.PIPE, env=child_env())
                 _wait_ready(f"rs{i + 1}", proc)
+                if self.http:
+                    self._http_server(i)
         except BaseException:
             self.destroy()
             raise
         return self
+
+    def _http_server(self, i: int) -> None:
+        # A C server, so the real servers are not what limits connections per second.
+        cfg = os.path.join(self.workdir, f"rs{i + 1}-haproxy.cfg")
+        with open(cfg, "w", encoding="ascii") as fh:
+            fh.write("global\n  nbthread 1\n  maxconn 9000\ndefaults\n  mode http\n"
+                     "  timeout client 30s\n  timeout connect 5s\n  timeout server 30s\n"
+                     "frontend web\n  bind :80 backlog 4096\n"
+                     f'  http-request return status 200 content-type "text/plain" '
+                     f'string "rs{i + 1}\\n"\n')
+        self.popen(self.ns_rs[i], ["haproxy", "-db", "-f", cfg], stdout=subprocess.DEVNULL,
+                   stderr=subprocess.DEVNULL)
+
+        def listening() -> bool:
+            out = self.run(self.ns_rs[i], ["ss", "-Hltn", "sport = :80"], check=False).stdout
+            return bool(out.strip())
+        wait_until(listening, 10.0, f"HAProxy on rs{i + 1}")
 
     def _router_config(self) -> str:
         ms = f"{round(self.bfd_interval * 1000)} ms"
@@ -168,6 +188,10 @@ class ClusterLab:
         """The TOML of director ``i`` (0-based)."""
         servers = "\n".join(f'[[virtual_server.real_server]]\naddress = "{rs}:{PORT}"\n'
                             for rs in self.real_servers)
+        if self.http:
+            servers += '\n[[virtual_server]]\naddress = "' + VIP + ':80"\nscheduler = "mh"\n\n' + \
+                "\n".join(f'[[virtual_server.real_server]]\naddress = "{rs}:80"\n'
+                          for rs in self.real_servers)
         return f"""[director]
 public_interface = "eth0"
 private_interface = "eth1"
