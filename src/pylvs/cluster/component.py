@@ -75,6 +75,7 @@ class ClusterComponent:
         self.socket_path = state / "bird.ctl"
         self.pid_path = state / "bird.pid"
         self.log_path = state / "bird.log"
+        self._fixed = (cl.mode, cl.state_dir, cl.bird)  # what a reload cannot change
         self.control = BirdControl(str(self.socket_path))
         self._proc: asyncio.subprocess.Process | None = None
         self._log_file: Any = None
@@ -282,8 +283,8 @@ class ClusterComponent:
     async def _on_config(self, cfg: Config) -> None:
         if self._proc is None:
             return
-        if cfg.cluster.mode != "active-active" or cfg.cluster.state_dir != \
-                str(self.conf_path.parent) or cfg.cluster.bird != self._cmd_bird:
+        fixed = (cfg.cluster.mode, cfg.cluster.state_dir, cfg.cluster.bird)
+        if fixed != self._fixed:
             log.warning("cluster: mode, state_dir and bird change only with a restart")
         self._write_config(cfg, self._announced or set())
         try:
@@ -292,10 +293,6 @@ class ClusterComponent:
             self._error = str(exc)
             log.error("cluster: reload: %s (BIRD keeps its previous configuration)", exc)
         self._announced = None  # re-apply each VIP's state on the next pass
-
-    @property
-    def _cmd_bird(self) -> str:
-        return self._director.config.cluster.bird
 
     # -- status --------------------------------------------------------------------------
     def status(self) -> dict[str, Any]:
