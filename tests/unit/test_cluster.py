@@ -200,3 +200,57 @@ def test_metrics_of_the_cluster() -> None:
     fams.clear()
     _cluster({"mode": "off"}, fam)
     assert fams == {}
+
+
+class _FakeControl:
+    def __init__(self) -> None:
+        self.commands: list[str] = []
+
+    async def command(self, line: str) -> list[tuple[int, str]]:
+        self.commands.append(line)
+        return [(0, "")]
+
+
+class _Host:
+    """The slice of a director the cluster component uses."""
+
+    def __init__(self, cfg: config.Config) -> None:
+        from pylvs.engine import Engine
+
+        self.config = cfg
+        self.engine = Engine(max_connections=64)
+        self.active = True
+        self.components: list[object] = []
+        self.status_providers: dict[str, object] = {}
+        self.config_listeners: list[object] = []
+        svc = self.engine.add_service("tcp", "198.18.2.100", 80, scheduler="mh")
+        self.server = self.engine.add_server(svc, "198.19.0.11", 80, weight=0)
+
+
+def test_a_vip_is_announced_only_while_a_server_can_take_flows() -> None:
+    from pylvs.cluster.component import ClusterComponent
+
+    host = _Host(config.parse(BASE.format(extra=""), "t.toml"))
+    comp = ClusterComponent(host)  # type: ignore[arg-type]
+    fake = _FakeControl()
+    comp.control = fake  # type: ignore[assignment]
+    comp._announced = set()
+
+    async def step() -> None:
+        await comp._apply(comp.serving())
+
+    asyncio.run(step())
+    assert fake.commands == [], "weight 0 (quiesced or down): nothing announced"
+    host.engine.edit_server(host.server, weight=1)
+    asyncio.run(step())
+    asyncio.run(step())
+    assert fake.commands == ["enable vip_198_18_2_100"], "announced once"
+    host.active = False
+    asyncio.run(step())
+    assert fake.commands[-1] == "disable vip_198_18_2_100"
+    host.active = True
+    asyncio.run(step())
+    comp._draining = True
+    asyncio.run(step())
+    assert fake.commands[-2:] == ["enable vip_198_18_2_100", "disable vip_198_18_2_100"]
+    assert comp.status()["announced"] == []
