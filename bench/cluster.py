@@ -13,8 +13,9 @@ source addresses), then:
 
   Measured: *router reroute* (the failure to the router's route no longer naming the
   director, polled every 5 ms), *return reroute* (the same on a real server's default
-  route), streams through the failed director (client packets or replies) that resumed (x of
-  y) and their longest stall, streams through the survivors stalled over 190 ms (a loss), and failed new
+  route), streams through the failed director (client packets or replies; each flow's real
+  server read from the directors' tables) that resumed (x of y) and their longest stall,
+  streams through the survivors that stalled over 190 ms (a loss), and failed new
   connections.  The director is restarted before the next run.
 * conn/s with 1, 2 and 3 directors: ``wrk -t1 -c64 --timeout 2s -H "Connection: close"`` for
   ``--seconds`` against VIP:80, and each director's CPU time (utime + stime of its ``pylvs
@@ -60,7 +61,8 @@ def _bird_pid(lab: ClusterLab, i: int) -> int:
 def failure_run(lab: ClusterLab, i: int, mode: str) -> dict[str, Any]:
     """One failure of director ``i`` under load; the director is up again afterwards."""
     proc, flows = lab.start_load(streams=30, rate=20, duration=4.5)
-    paths = [lab.paths(src, port) for src, port in flows]
+    flow_info = lab.flows()
+    paths = [lab.paths(src, port, flow_info) for src, port in flows]
     time.sleep(1.5)
     times: dict[str, float] = {}
     pub, priv = lab.directors[i], lab.privates[i]
@@ -88,7 +90,7 @@ def failure_run(lab: ClusterLab, i: int, mode: str) -> dict[str, Any]:
     lab.daemons[i].wait(10)
     lab.start_director(i)
     hit = [n for n, (via_in, via_out) in enumerate(paths)
-           if via_in == pub or priv in via_out.split(",")]
+           if via_in in (pub, "?") or via_out in (priv, "?")]
     streams = report["streams"]
 
     def stall(n: int) -> float:

@@ -142,6 +142,7 @@ def connections(director: DirectorLike, query: Mapping[str, str]) -> list[Json]:
             "template": c.template,
             "active": c.active,
             "synced": c.synced,
+            "in_pkts": c.in_pkts,
         }
         if not _matches(row, query):
             continue

@@ -37,6 +37,7 @@ from ipaddress import IPv4Address
 from types import TracebackType
 from typing import Any
 
+from pylvs.api.client import ApiClient
 from pylvs.cluster.birdconf import real_server_config
 from pylvs.testbed.serve import wait_until
 from pylvs.testbed.topology import (
@@ -311,24 +312,45 @@ fall = 2
         out = self.run(self.ns_rs[rs], ["ip", "route", "show", "default"], check=False).stdout
         return set(re.findall(r"via (\d+\.\d+\.\d+\.\d+)", out))
 
-    def paths(self, source: str, sport: int) -> tuple[str, str]:
-        """(director of the client's packets, director of the replies) of one stream now."""
-        fwd = self.run(self.ns_rtr, ["ip", "route", "get", VIP, "from", source, "iif", "eth1",
-                                     "ipproto", "tcp", "sport", str(sport), "dport", str(PORT)],
-                       check=False).stdout
-        m = re.search(r"via (\S+)", fwd)
-        via_in = m.group(1) if m else "?"
-        # The reply's real server is the one mh picked: same on every director; any RS works to
-        # tell which director it hashes to only if the RS is known, so ask every one.
-        via_out = set()
-        for i, rs in enumerate(self.real_servers):
-            back = self.run(self.ns_rs[i], ["ip", "route", "get", source, "from", rs, "ipproto",
-                                            "tcp", "sport", str(PORT), "dport", str(sport)],
-                            check=False).stdout
+    def flows(self) -> dict[tuple[str, int], tuple[str, str]]:
+        """(client address, port) -> (director that receives its packets, real server).
+
+        Read from the directors' tables: the director whose entry counted packets from the
+        client.  (``ip route get`` on the router cannot tell: the kernel hashes a forwarded
+        packet by the hash the client's socket gave it, not by its headers.)
+        """
+        out: dict[tuple[str, int], tuple[str, str]] = {}
+        for i, proc in self.daemons.items():
+            if proc.poll() is not None:
+                continue
+            sock = os.path.join(self.workdir, f"dir{i + 1}.sock")
+            with contextlib.suppress(OSError, ValueError):
+                for row in ApiClient(sock, timeout=5).get("/api/v1/connections")["connections"]:
+                    host, _, port = str(row["client"]).rpartition(":")
+                    key, server = (host, int(port)), str(row["server"]).rpartition(":")[0]
+                    if int(row.get("in_pkts", 0)) > 0:
+                        out[key] = (self.directors[i], server)
+                    else:  # an entry made from replies only
+                        out.setdefault(key, ("?", server))
+        return out
+
+    def paths(self, source: str, sport: int,
+              flows: dict[tuple[str, int], tuple[str, str]]) -> tuple[str, str]:
+        """(director of the client's packets, director of the replies) of one stream now.
+
+        ``flows`` is :meth:`flows`; the reply side is the real server's own route lookup
+        (``ip route get`` for a locally sent packet hashes its ports, as the socket does).
+        """
+        via_in, server = flows.get((source, sport), ("?", "?"))
+        via_out = "?"
+        if server in self.real_servers:
+            i = self.real_servers.index(server)
+            back = self.run(self.ns_rs[i], ["ip", "route", "get", source, "from", server,
+                                            "ipproto", "tcp", "sport", str(PORT), "dport",
+                                            str(sport)], check=False).stdout
             m = re.search(r"via (\S+)", back)
-            if m:
-                via_out.add(m.group(1))
-        return via_in, ",".join(sorted(via_out))
+            via_out = m.group(1) if m else "?"
+        return via_in, via_out
 
     # -- plumbing ----------------------------------------------------------------------------
     def run(self, ns: str, argv: Sequence[str], *, check: bool = True,
