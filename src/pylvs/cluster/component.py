@@ -120,8 +120,12 @@ class ClusterComponent:
                  self._proc.pid, cl.asn,
                  ", ".join(f"{r.address} AS {r.asn}" for r in cl.routers), self.socket_path)
 
-    async def stop(self) -> None:
-        """Drain (withdraw, wait, leave the real servers' routes), then stop BIRD."""
+    async def stop(self, *, handover: bool = True) -> None:
+        """Drain (withdraw, wait, leave the real servers' routes), then stop BIRD.
+
+        Without ``handover`` (a stop that must be quick) the VIPs are withdrawn and BIRD stops
+        at once: the routers and real servers then move the flows as after a failure.
+        """
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -133,11 +137,11 @@ class ClusterComponent:
             try:
                 announced = sorted(self._announced or ())
                 await self._apply(set())
-                if announced:
+                if announced and handover:
                     log.info("cluster: drain: withdrew %s; forwarding for %.1f s",
                              ", ".join(map(str, announced)), cl.drain_time)
                     await asyncio.sleep(cl.drain_time)
-                if cl.bfd and cl.real_server_bfd:
+                if handover and cl.bfd and cl.real_server_bfd:
                     await self.control.command(f"disable {BFD_PROTOCOL}")
                     await asyncio.sleep(cl.bfd_interval * cl.bfd_multiplier + 0.2)
             except BirdError as exc:
@@ -226,7 +230,8 @@ class ClusterComponent:
         if not d.active or self._draining:
             return set()
         return {IPv4Address(svc.key.address) for svc in d.engine.services()
-                if any(s.available and s.weight > 0 for s in svc.servers)}
+                if ":" not in svc.key.address  # the cluster announces IPv4 VIPs (/32)
+                and any(s.available and s.weight > 0 for s in svc.servers)}
 
     async def _apply(self, wanted: set[IPv4Address]) -> None:
         vips = {vs.address.address for vs in self._director.config.virtual_servers}
