@@ -97,3 +97,19 @@ def test_a_reply_from_an_unknown_port_or_host_passes() -> None:
         reply = bytes(IP(src=src, dst="198.18.1.50") / TCP(sport=sport, dport=1, flags="A"))
         assert eng.process_detailed(reply, 1.0)[0] == Verdict.PASS
     assert eng.stats().passes["not_ours"] == 2
+
+
+def test_ipv6_flows_are_picked_up_both_ways() -> None:
+    from scapy.layers.inet6 import IPv6
+
+    eng = Engine(max_connections=64)
+    eng.set_option("sloppy_tcp", True)
+    svc = eng.add_service("tcp", "2001:2::100", 80, scheduler="mh")
+    eng.add_server(svc, "2001:2:1::11", 80)
+    out = eng.process(bytes(IPv6(src="2001:2:2::5", dst="2001:2::100") /
+                            TCP(sport=1000, dport=80, flags="A")), 1.0)
+    assert out is not None and IPv6(out).dst == "2001:2:1::11"
+    verdict, back = eng.process_detailed(bytes(IPv6(src="2001:2:1::11", dst="2001:2:2::6") /
+                                               TCP(sport=80, dport=2000, flags="A")), 1.0)
+    assert verdict == Verdict.FORWARD and IPv6(back).src == "2001:2::100"
+    assert eng.stats().passes["sloppy_reply"] == 1
