@@ -42,7 +42,7 @@ def test_non_syn_is_scheduled_to_the_same_server_as_the_first_director() -> None
         assert again is not None, "a non-SYN of an unknown flow is picked up"
         assert IP(again).dst == rs, "mh picks the same real server on every director"
         moved += 1
-    assert second.stats().passes["sloppy_in"] == moved
+    assert second.stats().events["sloppy_in"] == moved
     conn = second.connections()[0]
     assert conn.state == "ESTABLISHED"
 
@@ -67,7 +67,7 @@ def test_a_reply_without_entry_is_un_natted_and_creates_the_entry() -> None:
     assert verdict == Verdict.FORWARD
     q = IP(back)
     assert (q.src, q.dst, q[TCP].sport, q[TCP].dport) == (VIP, "198.18.1.20", 80, 40000)
-    assert second.stats().passes["sloppy_reply"] == 1
+    assert second.stats().events["sloppy_reply"] == 1
     # the entry now serves the client's next packets through this director too
     nxt = second.process(to_vip("198.18.1.20", 40000, "A"), 1.2)
     assert nxt is not None and IP(nxt).dst == rs
@@ -112,4 +112,4 @@ def test_ipv6_flows_are_picked_up_both_ways() -> None:
     verdict, back = eng.process_detailed(bytes(IPv6(src="2001:2:1::11", dst="2001:2:2::6") /
                                                TCP(sport=80, dport=2000, flags="A")), 1.0)
     assert verdict == Verdict.FORWARD and IPv6(back).src == "2001:2::100"
-    assert eng.stats().passes["sloppy_reply"] == 1
+    assert eng.stats().events["sloppy_reply"] == 1

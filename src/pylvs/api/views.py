@@ -143,6 +143,7 @@ def connections(director: DirectorLike, query: Mapping[str, str]) -> list[Json]:
             "active": c.active,
             "synced": c.synced,
             "in_pkts": c.in_pkts,
+            "synproxy": c.synproxy,
         }
         if not _matches(row, query):
             continue
@@ -174,6 +175,7 @@ def engine_stats(director: DirectorLike) -> Json:
         "rates": _counters(s.rates, RATE_KEYS),
         "drops": dict(s.drops),
         "passes": dict(s.passes),
+        "events": dict(s.events),
         "connections": s.connections,
         "templates": s.templates,
         "max_connections": s.max_connections,

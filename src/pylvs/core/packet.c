@@ -24,7 +24,16 @@
  *  other protocol, elsewhere                          PASS     not_ours
  *  TCP/UDP to a VIP, no conn, no service on the port  DROP     no_service
  *  TCP to a service, no conn, not SYN (or SYN+RST)    DROP     tcp_no_syn
- *    ... with sloppy_tcp: any packet without RST       scheduled (IPVS's sloppy_tcp)
+ *    ... with sloppy_tcp: any packet without RST       scheduled (IPVS's sloppy_tcp;
+ *                                                              not synproxy services)
+ *  synproxy service, no conn: a SYN                  REPLY    synproxy_syn (cookie SYN-ACK)
+ *    ... an ACK with a valid cookie                   REPLY    synproxy_ack_ok (SYN to the
+ *                                                              server; the ACK is kept)
+ *    ... an ACK with a forged cookie / too old one    DROP     synproxy_bad_cookie /
+ *                                                              synproxy_expired_cookie
+ *    ... any other TCP packet                         DROP     tcp_no_syn
+ *  synproxy conn waiting for its server: see synproxy.c  (synproxy_pending_drop; client data
+ *    kept for the server is a DROP verdict counted as synproxy_held)
  *  new conn, drop_packet defence engaged (1 in rate)  DROP     defense_drop_packet
  *  new conn, table full and nothing embryonic to      DROP     table_full
  *  evict (docs/ipvs.md#flood-defence)
@@ -208,10 +217,18 @@ static int do_in(lvs_engine *e, pkt *k, uint32_t *plen, uint32_t cap, double now
             e->counters[LVS_CNT_NO_SERVICE]++;
             return LVS_VERDICT_DROP;
         }
-        /* tcp_conn_schedule: with sloppy_tcp a packet of a flow another director scheduled
-         * (ECMP moved it here) is scheduled too; mh/sh pick the same real server */
-        if (k->proto == LVS_PROTO_TCP &&
-            ((!syn && !e->sloppy_tcp) || (k->th_flags & TH_RST))) {
+        lvs_sp_accept spa;
+        int proxied = 0;
+        if (svc->flags & LVS_SVC_F_SYNPROXY) {
+            /* the director answers the handshake itself (synproxy.c) */
+            int v = lvs_synproxy_new(e, k, plen, cap, now, &spa);
+            if (v != LVS_SP_ACCEPT)
+                return v;
+            proxied = 1;
+        } else if (k->proto == LVS_PROTO_TCP &&
+                   ((!syn && !e->sloppy_tcp) || (k->th_flags & TH_RST))) {
+            /* tcp_conn_schedule: with sloppy_tcp a packet of a flow another director
+             * scheduled (ECMP moved it here) is scheduled too; mh/sh pick the same server */
             e->counters[LVS_CNT_TCP_NO_SYN]++;
             return LVS_VERDICT_DROP;
         }
@@ -220,7 +237,7 @@ static int do_in(lvs_engine *e, pkt *k, uint32_t *plen, uint32_t cap, double now
             return LVS_VERDICT_DROP;
         }
         int r = schedule(e, svc, k, now, &c);
-        if (r == SCHED_OK && k->proto == LVS_PROTO_TCP && !syn)
+        if (r == SCHED_OK && k->proto == LVS_PROTO_TCP && !syn && !proxied)
             e->counters[LVS_CNT_SLOPPY_IN]++;
         if (r == SCHED_FULL) {
             e->counters[LVS_CNT_TABLE_FULL]++;
@@ -228,6 +245,8 @@ static int do_in(lvs_engine *e, pkt *k, uint32_t *plen, uint32_t cap, double now
         }
         if (r == SCHED_NODEST) {
             e->counters[LVS_CNT_NO_DEST]++;
+            if (proxied) /* the client believes it is connected: a reset, not an ICMP */
+                return lvs_synproxy_refuse(e, k, plen);
             int built = lvs_icmp_error_for(e, k, plen, cap, LVS_ERR_PORT_UNREACH);
             if (built < 0) {
                 if (built == -1)
@@ -236,7 +255,11 @@ static int do_in(lvs_engine *e, pkt *k, uint32_t *plen, uint32_t cap, double now
             }
             return LVS_VERDICT_REPLY;
         }
+        if (proxied)
+            return lvs_synproxy_open(e, k, c, &spa, plen, cap, now);
     }
+    if (c->flags & LVS_CONN_F_SP_WAIT)
+        return lvs_synproxy_in_wait(e, k, c, plen, cap, now);
     if (!c->dest || !(c->dest->flags & LVS_DEST_F_AVAILABLE)) {
         e->counters[LVS_CNT_DEST_UNAVAILABLE]++;
         if (e->expire_nodest_conn)
@@ -267,7 +290,8 @@ static lvs_conn *sloppy_reply(lvs_engine *e, pkt *k, double now)
         return NULL;
     for (uint32_t i = 0; i < e->nsvcs; i++) {
         lvs_service *svc = e->svcs[i];
-        if (svc->proto != k->proto || svc->af != k->af)
+        /* a SYN proxy's entries carry sequence deltas a reply cannot tell */
+        if (svc->proto != k->proto || svc->af != k->af || (svc->flags & LVS_SVC_F_SYNPROXY))
             continue;
         for (lvs_dest *d = svc->destinations; d; d = d->next) {
             uint16_t rport = d->port ? d->port : svc->port;
@@ -291,7 +315,7 @@ static lvs_conn *sloppy_reply(lvs_engine *e, pkt *k, double now)
     return NULL;
 }
 
-static int do_out(lvs_engine *e, pkt *k, double now)
+static int do_out(lvs_engine *e, pkt *k, uint32_t *plen, uint32_t cap, double now)
 {
     lvs_conn *c = lvs_conn_out_get(e, k->af, k->proto, k->saddr, k->sport, k->daddr, k->dport);
     if (!c)
@@ -300,7 +324,9 @@ static int do_out(lvs_engine *e, pkt *k, double now)
         e->counters[LVS_CNT_PASS_NOT_OURS]++;
         return LVS_VERDICT_PASS;
     }
-    lvs_nat_xmit_out(k, c);
+    if (c->flags & LVS_CONN_F_SP_WAIT)
+        return lvs_synproxy_out_wait(e, k, c, plen, cap, now);
+    lvs_nat_xmit_out(e, k, c);
     stats_out(e, c, k->tot);
     state_transition(e, c, LVS_DIR_OUT, k->th_flags);
     lvs_conn_arm(e, c, now);
@@ -336,7 +362,7 @@ static int process_l4(lvs_engine *e, pkt *k, int to_vip, uint32_t *plen, uint32_
     k->dport = ld16(k->l4 + 2);
     if (to_vip)
         return do_in(e, k, plen, cap, now);
-    return do_out(e, k, now);
+    return do_out(e, k, plen, cap, now);
 }
 
 static int process_v6(lvs_engine *e, uint8_t *p, uint32_t *plen, uint32_t cap, uint8_t meta,
