@@ -124,6 +124,7 @@ class Director:
         # one TUN device per firewall mark (docs/ipvs.md#fwmark), opened before netconf
         # routes the mark into it and closed after the route is gone
         self.fwmark_dataplanes: dict[int, TunDataplane] = {}
+        self._set_engine_options(config)
         # Without HA this node owns the VIPs from the start; with HA the HA component claims
         # them (netconf.add_vips / add_nat_router) when it becomes active.
         self.active = (not config.ha.enabled) if active is None else active
@@ -170,7 +171,7 @@ class Director:
             self.dataplane.start()
             for dp in self.fwmark_dataplanes.values():
                 dp.start()
-            if self.active and not self._config.ha.enabled:
+            if self._owns_vips_alone(self._config):
                 await self._announce(self.netconf.plan.vips)
             self._started = True
             self._timers = [
@@ -222,6 +223,11 @@ class Director:
         if self._started:
             log.info("director stopped; network configuration removed")
         self._started = False
+
+    def _owns_vips_alone(self, cfg: Config) -> bool:
+        # Gratuitous ARP only when this node alone answers for the VIPs: with HA the takeover
+        # sends it, in a cluster the routers reach the VIPs over BGP routes, not ARP.
+        return self.active and not cfg.ha.enabled and cfg.cluster.mode == "off"
 
     async def _announce(self, vips: frozenset[IPv4Address]) -> None:
         # Neighbours that cached another MAC for a VIP (a previous director) learn ours now
@@ -287,6 +293,7 @@ class Director:
                 # services and servers so a refused reload really changes nothing.
                 self._sync_engine(old)
                 raise
+            self._set_engine_options(new)
             if new.timeouts != old.timeouts:
                 t = new.timeouts
                 self.engine.set_timeouts(tcp=t.tcp, tcpfin=t.tcpfin, udp=t.udp)
@@ -300,13 +307,20 @@ class Director:
                 for dp in fresh:
                     dp.start()
                 self._close_fwmark_devices(new)
-                if self.active and not new.ha.enabled:
+                if self._owns_vips_alone(new):
                     await self._announce(self.netconf.plan.vips - before)
             for listener in self.config_listeners:
                 await listener(new)
             log.info("configuration applied from %s: %d services", new.source,
                      len(new.virtual_servers))
         return new
+
+    def _set_engine_options(self, cfg: Config) -> None:
+        # Active-active: a flow ECMP moved here from another director is picked up, not
+        # dropped (IPVS's sloppy_tcp / sloppy_udp; docs/cluster.md).
+        sloppy = cfg.cluster.mode == "active-active" and cfg.cluster.sloppy
+        self.engine.set_option("sloppy_tcp", sloppy)
+        self.engine.set_option("sloppy_udp", sloppy)
 
     def _plan(self, cfg: Config, current: NetPlan) -> NetPlan:
         plan = plan_from_config(cfg)

@@ -112,6 +112,8 @@ enum {
     LVS_CNT_SYNPROXY_HELD_TRUNCATED, /* client data not kept while waiting (over the budget) */
     LVS_CNT_SYNPROXY_HELD,           /* client data kept while waiting (a DROP verdict: the
                                       * engine sends it on with the server's SYN-ACK) */
+    LVS_CNT_SLOPPY_IN,       /* not drops: entries created from a TCP non-SYN (sloppy) */
+    LVS_CNT_SLOPPY_REPLY,    /* ... and from a reply of a real server (sloppy) */
     LVS_CNT_FTP_DATA_ENTRY,          /* FTP data entries made from PORT/EPRT/227/229 */
     LVS_CNT_FTP_REWRITE,             /* 227 replies rewritten to the VIP */
     LVS_CNT_FTP_NO_ROOM,             /* a 227 reply left as it was: no room to grow */
@@ -181,6 +183,8 @@ struct lvs_engine {
     int expire_nodest_conn;
     int expire_quiescent_template;
     int conn_reuse_mode;
+    int sloppy_tcp;
+    int sloppy_udp;
 
     /* stats */
     lvs_stats stats;
