@@ -188,6 +188,8 @@ class _Reader:
                 valid = ", ".join(sorted(known))
                 self.problems.add(_join(path, key), f"unknown key{also}; valid keys: {valid}")
                 ok = False
+        if cls is model.VirtualServerConfig:
+            table = _multiport(table)
         kwargs: dict[str, Any] = dict(given)
         for key, f in fields.items():
             if f.name in given:
@@ -259,6 +261,28 @@ class _RealServerShape:
     weight: int = 1
     upper_threshold: int = 0
     lower_threshold: int = 0
+
+
+def _multiport(table: dict[str, Any]) -> dict[str, Any]:
+    """A fwmark or ``ports`` service: its address may be written without a port (it is 0), and
+    ``ports`` may be one number, a ``"80,443,10000-10100"`` string or a list of those."""
+    if not (table.get("fwmark") or "ports" in table):
+        return table
+    out = dict(table)
+    if isinstance(out.get("address"), str) and ":" not in out["address"]:
+        out["address"] = f"{out['address']}:0"
+    ports = out.get("ports")
+    if isinstance(ports, (int, str)) and not isinstance(ports, bool):
+        ports = [ports]
+    if isinstance(ports, list):
+        items: list[object] = []
+        for p in ports:
+            if isinstance(p, str):
+                items += [x.strip() for x in p.split(",") if x.strip()]
+            else:
+                items.append(str(p) if isinstance(p, int) and not isinstance(p, bool) else p)
+        out["ports"] = items
+    return out
 
 
 def _join(path: str, key: str) -> str:
@@ -344,8 +368,7 @@ def _checks(cfg: Config) -> Iterator[tuple[str, str]]:
     for i, vs in enumerate(cfg.virtual_servers):
         path = f"virtual_server[{i}]"
         if vs.key in seen:
-            yield path, f"duplicate service {vs.protocol} {vs.address} " \
-                f"(also virtual_server[{seen[vs.key]}])"
+            yield path, f"duplicate service {vs.key.label} (also virtual_server[{seen[vs.key]}])"
         seen.setdefault(vs.key, i)
         if nat_router is not None and vs.address.address in nat_router.network:
             net = nat_router.network
@@ -419,6 +442,9 @@ def _cluster_checks(cfg: Config) -> Iterator[tuple[str, str]]:
                 "director of a cluster is active)"
 
 
+_NO_ADDRESS = Endpoint(IPv4Address(0), 0)
+
+
 def _vs_checks(vs: model.VirtualServerConfig, path: str) -> Iterator[tuple[str, str]]:
     if vs.scheduler not in model.SCHEDULERS:
         hint = difflib.get_close_matches(vs.scheduler, model.SCHEDULERS, n=1)
@@ -431,9 +457,33 @@ def _vs_checks(vs: model.VirtualServerConfig, path: str) -> Iterator[tuple[str, 
                 f"{', '.join(model.SCHEDULER_FLAGS)}"
     if len(set(vs.flags)) != len(vs.flags):
         yield f"{path}.flags", "expected each flag at most once"
+    if vs.ftp and (vs.protocol != "tcp" or vs.fwmark or vs.address.port < 2
+                   or vs.address.address.version != 4):
+        yield f"{path}.ftp", "the FTP helper needs an IPv4 TCP service on its control port (21)"
     if vs.synproxy and vs.protocol != "tcp":
         yield f"{path}.synproxy", "a SYN proxy needs protocol = \"tcp\""
-    if vs.address.port == 0 and vs.persistence == 0:
+    if vs.fwmark and vs.ports:
+        yield f"{path}.ports", "expected either fwmark or ports (the mark names the ports)"
+    if vs.fwmark:
+        if not 0 < vs.fwmark <= 0xFFFFFFFF:
+            yield f"{path}.fwmark", f"expected a mark 1..4294967295, got {vs.fwmark}"
+        if vs.address.port != 0:
+            yield f"{path}.address", "expected an address without a port (a fwmark service " \
+                "covers the ports the mark covers)"
+    elif vs.ports:
+        try:
+            model.port_ranges(vs.ports)
+        except ValueError as exc:
+            yield f"{path}.ports", str(exc)
+        if vs.address.port != 0:
+            yield f"{path}.address", "expected an address without a port (the service takes " \
+                "the ports in ports)"
+        if any(rs.address.port != 0 for rs in vs.real_servers):
+            yield f"{path}.real_server", "expected real servers without a port (a ports " \
+                "service keeps the client's destination port)"
+    elif vs.address == _NO_ADDRESS:
+        yield f"{path}.address", "required key is missing (or give fwmark)"
+    elif vs.address.port == 0 and vs.persistence == 0:
         # ipvsadm's rule: an all-ports service only makes sense with persistence.
         yield f"{path}.address", "expected a port 1..65535 (port 0 needs persistence > 0)"
     if not 0 <= vs.persistence <= 2678400:

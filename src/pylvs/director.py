@@ -40,8 +40,15 @@ from pylvs.model import (
     RealServerConfig,
     ServiceKey,
     VirtualServerConfig,
+    port_ranges,
 )
-from pylvs.netconf import NetConf, NetPlan, plan_from_config, send_gratuitous_arp
+from pylvs.netconf import (
+    NetConf,
+    NetPlan,
+    fwmark_device,
+    plan_from_config,
+    send_gratuitous_arp,
+)
 from pylvs.weights import LoadReport, ServerWeight
 
 __all__ = ["Component", "ComponentHost", "Director", "defense_settings"]
@@ -114,6 +121,9 @@ class Director:
                                       engine_ptr=self._engine_ptr, clock=clock,
                                       on_failure=self._dataplane_failed)
         self.netconf = NetConf(d.public_interface, d.private_interface, d.tun_name)
+        # one TUN device per firewall mark (docs/ipvs.md#fwmark), opened before netconf
+        # routes the mark into it and closed after the route is gone
+        self.fwmark_dataplanes: dict[int, TunDataplane] = {}
         self._set_engine_options(config)
         # Without HA this node owns the VIPs from the start; with HA the HA component claims
         # them (netconf.add_vips / add_nat_router) when it becomes active.
@@ -155,9 +165,12 @@ class Director:
         self.failed = asyncio.get_running_loop().create_future()
         try:
             self.dataplane.open()
+            self._open_fwmark_devices(self._config)
             await asyncio.to_thread(self.netconf.setup)
             await asyncio.to_thread(self.netconf.update, lambda cur: self._plan(self._config, cur))
             self.dataplane.start()
+            for dp in self.fwmark_dataplanes.values():
+                dp.start()
             if self._owns_vips_alone(self._config):
                 await self._announce(self.netconf.plan.vips)
             self._started = True
@@ -200,8 +213,13 @@ class Director:
                      "queue drops %s", st.reads, st.writes, st.forwarded, st.passed, st.dropped,
                      st.write_eagain, st.gso_packets, st.csum_partial, st.batches, st.max_batch,
                      st.queue_dropped)
+        for dp in self.fwmark_dataplanes.values():
+            dp.stop()
         await asyncio.to_thread(self.netconf.remove)
         self.dataplane.close()
+        for dp in self.fwmark_dataplanes.values():
+            dp.close()
+        self.fwmark_dataplanes = {}
         if self._started:
             log.info("director stopped; network configuration removed")
         self._started = False
@@ -284,7 +302,11 @@ class Director:
             self._config = new
             if self._started:
                 before = self.netconf.plan.vips
+                fresh = self._open_fwmark_devices(new)
                 await asyncio.to_thread(self.netconf.update, lambda cur: self._plan(new, cur))
+                for dp in fresh:
+                    dp.start()
+                self._close_fwmark_devices(new)
                 if self._owns_vips_alone(new):
                     await self._announce(self.netconf.plan.vips - before)
             for listener in self.config_listeners:
@@ -304,9 +326,30 @@ class Director:
         plan = plan_from_config(cfg)
         if self.active:
             return plan
-        # A backup keeps the steering rules current (takeover is then only VIPs + nat_router)
-        # and leaves whatever the HA component has claimed as it is.
-        return NetPlan(vips=current.vips, steering=plan.steering, nat_router=current.nat_router)
+        # A backup keeps the steering rules and fwmark routes current (takeover is then only
+        # VIPs + nat_router) and leaves whatever the HA component has claimed as it is.
+        return NetPlan(vips=current.vips, steering=plan.steering, nat_router=current.nat_router,
+                       fwmarks=plan.fwmarks)
+
+    def _open_fwmark_devices(self, cfg: Config) -> list[TunDataplane]:
+        """Open the TUN device of every mark ``cfg`` has and this director has not yet."""
+        d = cfg.director
+        fresh = []
+        for vs in cfg.virtual_servers:
+            if vs.fwmark and vs.fwmark not in self.fwmark_dataplanes:
+                dp = TunDataplane(fwmark_device(d.tun_name, vs.fwmark), offload=d.offload,
+                                  batch_size=d.batch_size, engine_ptr=self._engine_ptr,
+                                  clock=self._clock, on_failure=self._dataplane_failed,
+                                  mark=vs.fwmark)
+                dp.open()
+                self.fwmark_dataplanes[vs.fwmark] = dp
+                fresh.append(dp)
+        return fresh
+
+    def _close_fwmark_devices(self, cfg: Config) -> None:
+        marks = {vs.fwmark for vs in cfg.virtual_servers}
+        for mark in [m for m in self.fwmark_dataplanes if m not in marks]:
+            self.fwmark_dataplanes.pop(mark).close()
 
     def _check_engine_accepts(self, new: Config) -> None:
         known = set(scheduler_names())
@@ -391,18 +434,22 @@ class Director:
         for key, vs in wanted.items():
             opts: dict[str, Any] = dict(
                 scheduler=vs.scheduler, persistence=vs.persistence, netmask=str(vs.netmask),
-                flags=vs.flags, mh_table_size=vs.mh_table_size, synproxy=vs.synproxy)
+                flags=vs.flags, mh_table_size=vs.mh_table_size, synproxy=vs.synproxy,
+                ports=port_ranges(vs.ports), ftp=vs.ftp)
             if key not in self._svc_keys:
                 self._svc_keys[key] = self.engine.add_service(
-                    vs.protocol, str(vs.address.address), vs.address.port, **opts)
-                log.info("service %s %s added (%s)", vs.protocol, vs.address, vs.scheduler)
+                    vs.protocol, str(vs.address.address), vs.address.port, fwmark=vs.fwmark,
+                    **opts)
+                log.info("service %s added (%s)", key.label, vs.scheduler)
             elif self._applied_svc.get(key) != opts:
                 self.engine.edit_service(self._svc_keys[key], **opts)
-                log.info("service %s %s edited (%s)", vs.protocol, vs.address, vs.scheduler)
+                log.info("service %s edited (%s)", key.label, vs.scheduler)
             self._applied_svc[key] = opts
             self._sync_servers(vs)
         for srv in [s for s in self._weights if s[0] not in wanted]:
             del self._weights[srv]
+        self.engine.set_fwmark_vips(str(vs.address.address) for vs in cfg.virtual_servers
+                                    if vs.fwmark and vs.address.address.packed != bytes(4))
 
     def _sync_servers(self, vs: VirtualServerConfig) -> None:
         svc = self._svc_keys[vs.key]
@@ -422,12 +469,10 @@ class Director:
             if srv not in self._srv_keys:
                 self._srv_keys[srv] = self.engine.add_server(
                     svc, str(endpoint.address), endpoint.port, **opts)
-                log.info("server %s added to %s %s (weight %d)", endpoint, vs.protocol,
-                         vs.address, weight)
+                log.info("server %s added to %s (weight %d)", endpoint, vs.key.label, weight)
             elif self._applied_srv.get(srv) != opts:
                 self.engine.edit_server(self._srv_keys[srv], **opts)
-                log.info("server %s of %s %s: weight %d", endpoint, vs.protocol, vs.address,
-                         weight)
+                log.info("server %s of %s: weight %d", endpoint, vs.key.label, weight)
             self._applied_srv[srv] = opts
 
     def _drop_server(self, srv: tuple[ServiceKey, Endpoint]) -> None:

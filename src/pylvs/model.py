@@ -29,6 +29,7 @@ __all__ = [
     "VirtualServerConfig",
     "apply_default_check",
     "ignored_flags",
+    "port_ranges",
     "scheduler_flag_names",
 ]
 
@@ -84,20 +85,32 @@ class ServiceKey:
     protocol: Protocol
     address: str
     port: int
+    # ipvsadm -f: a firewall-mark service is named by its mark alone; build it with
+    # for_fwmark() so protocol, address and port take their one canonical value.
+    fwmark: int = 0
+
+    @classmethod
+    def for_fwmark(cls, mark: int) -> ServiceKey:
+        """The key of the firewall-mark service ``mark`` (``FWM 80``)."""
+        return cls("tcp", "0.0.0.0", 0, mark)
 
     @property
     def hostport(self) -> str:
-        """``198.18.0.100:80``; an IPv6 VIP is bracketed: ``[2001:2::100]:80``."""
+        """``198.18.0.100:80``; an IPv6 VIP is bracketed: ``[2001:2::100]:80``; ``80`` for a
+        firewall-mark service."""
+        if self.fwmark:
+            return str(self.fwmark)
         host = f"[{self.address}]" if ":" in self.address else self.address
         return f"{host}:{self.port}"
 
     @property
     def label(self) -> str:
-        """``tcp 198.18.0.100:80``: how the status document and the logs name the service."""
-        return f"{self.protocol} {self.hostport}"
+        """``tcp 198.18.0.100:80`` (``fwm 80``): how the status document and the logs name
+        the service."""
+        return f"{'fwm' if self.fwmark else self.protocol} {self.hostport}"
 
     def __str__(self) -> str:
-        return f"{self.protocol.upper()} {self.hostport}"
+        return f"{'FWM' if self.fwmark else self.protocol.upper()} {self.hostport}"
 
 
 @dataclass(frozen=True, slots=True, order=True)
@@ -285,13 +298,19 @@ class RealServerConfig:
 class VirtualServerConfig:
     """``[[virtual_server]]``: one virtual service and its real servers."""
 
-    address: Endpoint
+    # A firewall-mark service (fwmark > 0) needs no address; one given (port 0) is the VIP
+    # the director answers ARP for and drops unmarked packets to (docs/ipvs.md#fwmark).
+    address: Endpoint = field(default_factory=lambda: Endpoint(IPv4Address(0), 0))
+    fwmark: int = 0  # ipvsadm -f: packets the operator's nftables rules mark with this value
+    # a service on several ports without nftables: "80", "10000-10100"; address port 0
+    ports: tuple[str, ...] = ()
     protocol: Protocol = "tcp"
     scheduler: str = "wlc"
     flags: tuple[str, ...] = ()
     persistence: int = 0  # seconds; 0 = off
     netmask: IPv4Address = HOST_NETMASK
     mh_table_size: int = 0  # 0 = kernel default (4093)
+    ftp: bool = False  # ip_vs_ftp: PORT/EPRT and 227/229 make data entries (docs/ipvs.md#ftp)
     synproxy: bool = False  # answer the TCP handshake at the director with SYN cookies
     down_action: DownAction = "quiesce"
     sorry_server: Endpoint | None = None
@@ -304,7 +323,9 @@ class VirtualServerConfig:
 
     @property
     def key(self) -> ServiceKey:
-        """Identity of the service across reloads: (protocol, VIP, port)."""
+        """Identity of the service across reloads: (protocol, VIP, port), or the mark."""
+        if self.fwmark:
+            return ServiceKey.for_fwmark(self.fwmark)
         return ServiceKey(self.protocol, str(self.address.address), self.address.port)
 
 
@@ -320,6 +341,22 @@ class Config:
     cluster: ClusterConfig = field(default_factory=ClusterConfig)
     virtual_servers: tuple[VirtualServerConfig, ...] = ()
     source: str = "<memory>"  # the file it came from, for error messages and SIGHUP
+
+
+def port_ranges(ports: tuple[str, ...]) -> tuple[tuple[int, int], ...]:
+    """``("80", "10000-10100")`` -> ``((80, 80), (10000, 10100))``; ValueError names the bad
+    item (a port is 1..65535, a range low-high with low <= high)."""
+    out = []
+    for item in ports:
+        low, sep, high = item.partition("-")
+        try:
+            lo, hi = int(low), int(high if sep else low)
+        except ValueError:
+            raise ValueError(f"{item!r} is not a port or a range low-high") from None
+        if not 1 <= lo <= hi <= 65535:
+            raise ValueError(f"{item!r} is not a port 1..65535 or a range low-high in it")
+        out.append((lo, hi))
+    return tuple(out)
 
 
 def apply_default_check(vs: VirtualServerConfig, check_type_given: bool) -> VirtualServerConfig:

@@ -12,7 +12,11 @@ What the TUN packet path needs (docs/design.md#the-packet-path):
   ``default dev <tun>`` in that table, so real servers' replies go through pylvs, not around it;
 * sysctls: ``ip_forward = 1``; ``rp_filter`` 2 or 0 on the TUN (rewritten client packets come *in*
   on the TUN with the client's source, which strict mode would drop as a martian);
-* the ``nat_router`` address (the real servers' gateway) on the private interface.
+* the ``nat_router`` address (the real servers' gateway) on the private interface;
+* per firewall-mark service (docs/ipvs.md#fwmark): a TUN device of its own (created by the
+  director's dataplane), ``fwmark <mark> lookup <table>`` with ``default dev <that TUN>`` in
+  the table, so the packets the operator's nftables rules mark reach the engine through the
+  device that stands for their mark.
 
 Every object pylvs adds is tagged (routes with protocol :data:`RTPROT_PYLVS`, rules with their own
 priority and table) or written down in a small state file, so :meth:`NetConf.remove` undoes
@@ -51,13 +55,14 @@ from pyroute2.netlink.exceptions import NetlinkError
 
 from pylvs.errors import NetConfigError
 from pylvs.guardian import Guardian, wait_for_previous
-from pylvs.model import Config
+from pylvs.model import Config, VirtualServerConfig
 
 __all__ = [
     "RTPROT_PYLVS",
     "NetConf",
     "NetPlan",
     "Steer",
+    "fwmark_device",
     "plan_from_config",
     "release_claims",
     "send_gratuitous_arp",
@@ -89,25 +94,44 @@ class NetPlan:
     vips: frozenset[IPv4Address] = frozenset()
     steering: frozenset[Steer] = frozenset()
     nat_router: IPv4Interface | None = None
+    fwmarks: frozenset[int] = frozenset()  # marks whose packets go to their own TUN device
+
+
+def fwmark_device(tun_name: str, mark: int) -> str:
+    """The TUN device of firewall mark ``mark``: ``pylvs0f50`` for mark 80 (hex, <= 15 chars)."""
+    return f"{tun_name[:6]}f{mark:x}"
 
 
 def plan_from_config(cfg: Config, *, active: bool = True) -> NetPlan:
     """The plan for ``cfg``; a backup (``active=False``) owns neither VIPs nor the nat_router."""
+    def protocols(vs: VirtualServerConfig) -> tuple[str, ...]:
+        # a mark may cover TCP and UDP alike: steer both (a reply that is not ours passes)
+        return ("tcp", "udp") if vs.fwmark else (vs.protocol,)
+
+    def port(vs: VirtualServerConfig, rs_port: int) -> int:
+        # FTP data connections come from port 20 and passive ports: every source port
+        return 0 if vs.ftp else rs_port
+
     steering = {
-        Steer(vs.protocol, rs.address.address, rs.address.port)
+        Steer(proto, rs.address.address, port(vs, rs.address.port))
         for vs in cfg.virtual_servers
         for rs in vs.real_servers
+        for proto in protocols(vs)
     }
     steering |= {
-        Steer(vs.protocol, vs.sorry_server.address, vs.sorry_server.port)
+        Steer(proto, vs.sorry_server.address, port(vs, vs.sorry_server.port))
         for vs in cfg.virtual_servers
         if vs.sorry_server is not None
+        for proto in protocols(vs)
     }
+    vips = {vs.address.address for vs in cfg.virtual_servers}
+    vips.discard(IPv4Address(0))  # a fwmark service without a VIP of its own
     nat = cfg.director.nat_router
     return NetPlan(
-        vips=frozenset(vs.address.address for vs in cfg.virtual_servers) if active else frozenset(),
+        vips=frozenset(vips) if active else frozenset(),
         steering=frozenset(steering),
         nat_router=IPv4Interface(nat) if (nat is not None and active) else None,
+        fwmarks=frozenset(vs.fwmark for vs in cfg.virtual_servers if vs.fwmark),
     )
 
 
@@ -118,6 +142,7 @@ class _State:
     sysctls: dict[str, str] = field(default_factory=dict)  # path -> value before pylvs
     proxies: list[str] = field(default_factory=list)  # VIPs with a proxy entry pylvs added
     nat_router: str | None = None  # the address pylvs added (not one that was already there)
+    fwmark_tables: list[int] = field(default_factory=list)  # tables of the fwmark devices
 
 
 class NetConf:
@@ -131,12 +156,17 @@ class NetConf:
 
     def __init__(self, public_interface: str, private_interface: str, tun_name: str, *,
                  table: int = 201, rule_priority: int = 1000, txqueuelen: int = 10000,
-                 state_dir: Path | None = None, guardian: bool = True) -> None:
+                 state_dir: Path | None = None, guardian: bool = True,
+                 fwmark_table_base: int = 0x10000) -> None:
         self.public = public_interface
         self.private = private_interface
         self.tun = tun_name
         self.table = table
         self.rule_priority = rule_priority
+        # fwmark rules go first (rule_priority - 1) so a marked packet to a VIP takes its
+        # mark's TUN even when the VIP also has an address service; table base + n per mark
+        self.fwmark_priority = rule_priority - 1
+        self.fwmark_table_base = fwmark_table_base
         self.txqueuelen = txqueuelen
         self._state_path = (state_dir or _STATE_DIR) / f"netconf-{_netns_id()}-{tun_name}.json"
         self._state = _State()
@@ -165,10 +195,7 @@ class NetConf:
                 tun = self._index(ipr, self.tun)
                 self._index(ipr, self.public)
                 self._index(ipr, self.private)
-                ipr.link("set", index=tun, state="up", txqlen=self.txqueuelen)
-                # No qdisc in front of the TUN (as on veth): the TUN's own ring of txqlen
-                # packets is the queue, and pfifo_fast only adds a lock and a requeue path.
-                ipr.tc("replace", kind="noqueue", index=tun, handle="0:")
+                self._tun_up(ipr, tun)
                 ipr.route("replace", dst="0.0.0.0/0", oif=tun, table=self.table,
                           proto=RTPROT_PYLVS)
                 # If this process dies, the TUN and its route vanish; steered replies must
@@ -177,11 +204,7 @@ class NetConf:
                 ipr.route("replace", dst="0.0.0.0/0", type="blackhole", table=self.table,
                           priority=0xFFFFFFFF, proto=RTPROT_PYLVS)
             self._sysctl("net/ipv4/ip_forward", "1")
-            # The kernel applies max(all, <dev>): 2 (loose) is enough whatever "all" says, and
-            # 0 when "all" is 0 saves a reverse-path FIB lookup per rewritten packet.
-            loose = Path("/proc/sys/net/ipv4/conf/all/rp_filter").read_text().strip() != "0"
-            self._sysctl(f"net/ipv4/conf/{self.tun}/rp_filter", "2" if loose else "0")
-            self._sysctl(f"net/ipv4/conf/{self.tun}/send_redirects", "0")
+            self._tun_sysctls(self.tun)
             self._sysctl(f"net/ipv4/neigh/{self.public}/proxy_delay", "0")
             self._save()
             if self._want_guardian and self._guardian is None:
@@ -191,6 +214,19 @@ class NetConf:
                     log.warning("netconf: cannot start the guardian (a crash would leave the "
                                 "nat_router and proxy ARP in place): %s", exc)
 
+    def _tun_up(self, ipr: Any, index: int) -> None:
+        ipr.link("set", index=index, state="up", txqlen=self.txqueuelen)
+        # No qdisc in front of the TUN (as on veth): the TUN's own ring of txqlen
+        # packets is the queue, and pfifo_fast only adds a lock and a requeue path.
+        ipr.tc("replace", kind="noqueue", index=index, handle="0:")
+
+    def _tun_sysctls(self, name: str) -> None:
+        # The kernel applies max(all, <dev>): 2 (loose) is enough whatever "all" says, and
+        # 0 when "all" is 0 saves a reverse-path FIB lookup per rewritten packet.
+        loose = Path("/proc/sys/net/ipv4/conf/all/rp_filter").read_text().strip() != "0"
+        self._sysctl(f"net/ipv4/conf/{name}/rp_filter", "2" if loose else "0")
+        self._sysctl(f"net/ipv4/conf/{name}/send_redirects", "0")
+
     def apply(self, plan: NetPlan) -> None:
         """Converge VIPs, reply steering and the nat_router to ``plan``."""
         with self._lock:
@@ -198,6 +234,7 @@ class NetConf:
             with self._ipr() as ipr:
                 self._set_vips(ipr, plan.vips)
                 self._set_steering(ipr, plan.steering)
+                self._set_fwmarks(ipr, plan.fwmarks, set_up=plan.fwmarks - old.fwmarks)
                 if plan.nat_router != old.nat_router and old.nat_router is not None:
                     self._del_nat_router(ipr, old.nat_router)
                 if plan.nat_router is not None:
@@ -256,7 +293,8 @@ class NetConf:
             plan = self._plan
             self.apply(NetPlan(vips=changes.get("vips", plan.vips),
                                steering=changes.get("steering", plan.steering),
-                               nat_router=changes.get("nat_router", plan.nat_router)))
+                               nat_router=changes.get("nat_router", plan.nat_router),
+                               fwmarks=changes.get("fwmarks", plan.fwmarks)))
 
     # -- pieces ------------------------------------------------------------------------------
     @contextlib.contextmanager
@@ -326,6 +364,41 @@ class NetConf:
                 spec["sport_range"] = f"{steer.port}:{steer.port}"
             _ignore(ipr.rule, errno.EEXIST, "add", **spec)
 
+    def fwmark_table(self, mark: int) -> int:
+        """The routing table of mark ``mark``'s TUN device."""
+        return self.fwmark_table_base + mark
+
+    def _fwmark_rules(self, ipr: Any) -> Iterator[Any]:
+        for rule in ipr.rule("dump"):
+            if rule["family"] == socket.AF_INET and rule.get("priority") == self.fwmark_priority:
+                yield rule
+
+    def _set_fwmarks(self, ipr: Any, marks: frozenset[int], set_up: frozenset[int]) -> None:
+        """``fwmark M lookup <table M>``, ``default dev <TUN of M>`` in it, for each mark."""
+        for mark in sorted(marks):
+            name = fwmark_device(self.tun, mark)
+            index = self._index(ipr, name)
+            if mark in set_up:
+                if Path(f"/proc/sys/net/ipv6/conf/{name}").is_dir():
+                    self._sysctl(f"net/ipv6/conf/{name}/disable_ipv6", "1")
+                self._tun_up(ipr, index)
+                self._tun_sysctls(name)
+            ipr.route("replace", dst="0.0.0.0/0", oif=index, table=self.fwmark_table(mark),
+                      proto=RTPROT_PYLVS)
+        have = set()
+        for rule in list(self._fwmark_rules(ipr)):
+            mark = rule.get("fwmark")
+            if mark in marks and rule.get("table") == self.fwmark_table(mark) \
+                    and mark not in have:
+                have.add(mark)
+            else:
+                _ignore(ipr.rule, errno.ENOENT, "del", priority=self.fwmark_priority,
+                        fwmark=rule.get("fwmark"), table=rule.get("table"))
+        for mark in sorted(marks - have):
+            _ignore(ipr.rule, errno.EEXIST, "add", priority=self.fwmark_priority,
+                    fwmark=mark, fwmask=0xFFFFFFFF, table=self.fwmark_table(mark))
+        self._state.fwmark_tables = sorted(self.fwmark_table(m) for m in marks)
+
     def _del_rule(self, ipr: Any, rule: Any) -> None:
         spec: dict[str, Any] = dict(table=self.table, priority=self.rule_priority)
         for key in ("iifname", "src", "ip_proto", "sport_range"):
@@ -358,11 +431,15 @@ class NetConf:
     def _undo(self, ipr: Any) -> None:
         """Remove what the state and the tags say pylvs added; restore sysctls."""
         self._del_claims(ipr)
-        for table in (254, self.table):
+        for rule in list(self._fwmark_rules(ipr)):
+            _ignore(ipr.rule, errno.ENOENT, "del", priority=self.fwmark_priority,
+                    fwmark=rule.get("fwmark"), table=rule.get("table"))
+        for table in (254, self.table, *self._state.fwmark_tables):
             for route in ipr.route("dump", table=table, proto=RTPROT_PYLVS):
                 _ignore(ipr.route, errno.ESRCH, "del", dst=f"{route.get('dst') or '0.0.0.0'}/"
                         f"{route['dst_len']}", table=table, oif=route.get("oif"),
                         type=route["type"], proto=RTPROT_PYLVS)
+        self._state.fwmark_tables = []
         for rule in list(self._rules(ipr)):
             self._del_rule(ipr, rule)
         self._forget()
@@ -409,7 +486,8 @@ class NetConf:
             return False
         self._state = _State(sysctls=dict(saved.get("sysctls", {})),
                              proxies=list(saved.get("proxies", [])),
-                             nat_router=saved.get("nat_router"))
+                             nat_router=saved.get("nat_router"),
+                             fwmark_tables=list(saved.get("fwmark_tables", [])))
         return True
 
     def _sysctl(self, path: str, value: str) -> None:
@@ -424,7 +502,8 @@ class NetConf:
 
     def _save(self) -> None:
         state = {"sysctls": self._state.sysctls, "proxies": self._state.proxies,
-                 "nat_router": self._state.nat_router}
+                 "nat_router": self._state.nat_router,
+                 "fwmark_tables": self._state.fwmark_tables}
         try:
             self._state_path.parent.mkdir(parents=True, exist_ok=True)
             tmp = self._state_path.with_suffix(".tmp")

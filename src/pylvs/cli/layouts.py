@@ -86,9 +86,20 @@ def _name(endpoint: str, protocol: str, numeric: bool) -> str:
     return f"{_host(host)}:{_port(int(port), protocol)}"
 
 
-def _sort_key_service(svc: Json) -> tuple[int, int, int]:
+def _sort_key_service(svc: Json) -> tuple[int, int, int, int]:
+    # ipvsadm's service_cmp: the mark first (address services have 0), then protocol,
+    # address, port
     host, _, port = str(svc["address"]).rpartition(":")
-    return (_PROTO_NUMBER.get(str(svc["protocol"]), 255), int(IPv4Address(host)), int(port))
+    return (int(svc.get("fwmark") or 0), _PROTO_NUMBER.get(str(svc["protocol"]), 255),
+            int(IPv4Address(host)), int(port))
+
+
+def _service_name(svc: Json, numeric: bool) -> str:
+    """``FWM  80`` for a firewall-mark service, else ``TCP  198.18.0.100:80``."""
+    if svc.get("fwmark"):
+        return f"FWM  {int(svc['fwmark'])}"
+    protocol = str(svc["protocol"])
+    return f"{protocol.upper()}  {_name(str(svc['address']), protocol, numeric)}"
 
 
 def _sort_key_server(rs: Json) -> tuple[int, int]:
@@ -139,7 +150,7 @@ _RATES = ("cps", "inpps", "outpps", "inbps", "outbps")
 
 def _service_lines(svc: Json, fmt: Format) -> list[str]:
     protocol = str(svc["protocol"])
-    name = f"{protocol.upper()}  {_name(str(svc['address']), protocol, fmt.numeric)}"[:33]
+    name = _service_name(svc, fmt.numeric)[:33]
     if fmt.stats:
         head = f"{name:<33}" + _counters(svc.get("stats", {}), _STATS, fmt.exact)
     elif fmt.rate:
@@ -227,13 +238,20 @@ def rules(services: Iterable[Json], *, numeric: bool = False) -> str:
     for svc in _ordered(services, fmt):
         protocol = str(svc["protocol"])
         switch = "-t" if protocol == "tcp" else "-u"
-        name = f"{switch} {_name(str(svc['address']), protocol, numeric)}"
+        if svc.get("fwmark"):
+            name = f"-f {int(svc['fwmark'])}"
+        else:
+            name = f"{switch} {_name(str(svc['address']), protocol, numeric)}"
         line = f"-A {name} -s {svc['scheduler']}" + _persistence(svc, "-p", "-M")
         flags = _sched_flags(svc)
         if flags:
             line += f" -b {flags}"
         if svc.get("synproxy"):
             line += " -j enable"
+        if svc.get("ftp"):
+            line += " --ftp"  # pylvs: the FTP helper (ip_vs_ftp is a module in the kernel)
+        if svc.get("ports"):
+            line += f" --ports {','.join(svc['ports'])}"  # pylvs's port-list service
         out.append(line)
         for rs in _servers(svc, fmt):
             if rs.get("sorry"):
