@@ -25,15 +25,21 @@ import contextlib
 import logging
 import time
 from collections.abc import Awaitable, Callable
-from ipaddress import IPv4Address, IPv4Interface
 from typing import Any, Protocol
 
 from pylvs import config as config_mod
 from pylvs.dataplane.tun import TunDataplane
 from pylvs.engine import Engine, Timeouts, scheduler_names
 from pylvs.errors import ConfigError
-from pylvs.model import Config, Endpoint, RealServerConfig, ServiceKey, VirtualServerConfig
-from pylvs.netconf import NetConf, NetPlan, plan_from_config, send_gratuitous_arp
+from pylvs.model import (
+    Config,
+    Endpoint,
+    IPAddress,
+    RealServerConfig,
+    ServiceKey,
+    VirtualServerConfig,
+)
+from pylvs.netconf import NetConf, NetPlan, plan_from_config, send_announcements
 from pylvs.weights import LoadReport, ServerWeight
 
 __all__ = ["Component", "ComponentHost", "Director"]
@@ -178,16 +184,17 @@ class Director:
             log.info("director stopped; network configuration removed")
         self._started = False
 
-    async def _announce(self, vips: frozenset[IPv4Address]) -> None:
+    async def _announce(self, vips: frozenset[IPAddress]) -> None:
         # Neighbours that cached another MAC for a VIP (a previous director) learn ours now
         # instead of when their entry goes stale.  With HA the takeover does this.
         if not vips:
             return
         try:
-            await asyncio.to_thread(send_gratuitous_arp, self._config.director.public_interface,
-                                    sorted(vips), 1)
+            await asyncio.to_thread(send_announcements,
+                                    self._config.director.public_interface, vips, 1)
         except OSError as exc:
-            log.warning("gratuitous ARP for %s failed: %s", ", ".join(map(str, vips)), exc)
+            log.warning("announcing %s (gratuitous ARP / unsolicited NA) failed: %s",
+                        ", ".join(map(str, vips)), exc)
 
     def _dataplane_failed(self, reason: str) -> None:
         if self.failed is not None and not self.failed.done():
@@ -253,7 +260,8 @@ class Director:
             return plan
         # A backup keeps the steering rules current (takeover is then only VIPs + nat_router)
         # and leaves whatever the HA component has claimed as it is.
-        return NetPlan(vips=current.vips, steering=plan.steering, nat_router=current.nat_router)
+        return NetPlan(vips=current.vips, steering=plan.steering,
+                       nat_routers=current.nat_routers)
 
     def _check_engine_accepts(self, new: Config) -> None:
         known = set(scheduler_names())
@@ -387,6 +395,7 @@ class Director:
     # -- status ------------------------------------------------------------------------------
     def status(self) -> dict[str, Any]:
         """A JSON-able snapshot for the API, ``pylvs status`` and ``/metrics``."""
+        routers = sorted((str(n) for n in self.netconf.plan.nat_routers), key=lambda t: ":" in t)
         out: dict[str, Any] = {
             "source": self._config.source,
             "active": self.active,
@@ -396,8 +405,10 @@ class Director:
                 for (k, ep), o in sorted(self._applied_srv.items(), key=str)
             ],
             "network": {
-                "vips": sorted(map(str, self.netconf.plan.vips)),
-                "nat_router": _text(self.netconf.plan.nat_router),
+                "vips": [str(v) for v in sorted(self.netconf.plan.vips,
+                                                key=lambda a: (a.version, int(a)))],
+                "nat_router": next(iter(routers), None),  # the first; all in nat_routers
+                "nat_routers": routers,
                 "steering": len(self.netconf.plan.steering),
             },
         }
@@ -413,6 +424,3 @@ class Director:
                 out[name] = {"error": str(exc)}
         return out
 
-
-def _text(value: IPv4Interface | None) -> str | None:
-    return None if value is None else str(value)

@@ -4,15 +4,23 @@ What the TUN packet path needs (docs/design.md#the-packet-path):
 
 * the TUN device up, with a long transmit queue (the kernel -> pylvs queue; 500 drops bursts)
   and no qdisc in front of it;
-* ``VIP/32 dev <tun>`` routes, so client packets for a VIP reach the dataplane (the VIP is *not*
-  a local address);
-* a proxy-neighbour entry per VIP on the public interface, so the director answers ARP for it,
-  with ``proxy_delay`` 0 (the kernel otherwise delays proxy ARP replies by up to 0.8 s);
+* ``VIP/32 dev <tun>`` (IPv6: ``VIP/128``) routes, so client packets for a VIP reach the dataplane
+  (the VIP is *not* a local address);
+* a proxy-neighbour entry per VIP on the public interface, so the director answers ARP (IPv4) or
+  neighbour solicitations (IPv6: proxy NDP, ``proxy_ndp = 1``) for it, with ``proxy_delay`` 0
+  (the kernel otherwise delays proxy replies by up to 0.8 s);
 * reply steering: ``iif <private> from <RIP> ipproto <proto> sport <rport> lookup <table>`` and
-  ``default dev <tun>`` in that table, so real servers' replies go through pylvs, not around it;
+  ``default dev <tun>`` in that table, so real servers' replies go through pylvs, not around it
+  (one rule and one default route per address family);
 * sysctls: ``ip_forward = 1``; ``rp_filter`` 2 or 0 on the TUN (rewritten client packets come *in*
   on the TUN with the client's source, which strict mode would drop as a martian);
-* the ``nat_router`` address (the real servers' gateway) on the private interface.
+* the ``nat_router`` addresses (the real servers' gateways, one per family) on the private
+  interface; an IPv6 one without duplicate address detection, so it answers at once.
+
+IPv6 is switched on lazily, the first time a plan holds an IPv6 VIP, server or gateway
+(``net.ipv6.conf.all.forwarding = 1``, ``proxy_ndp`` on the public side, IPv6 on the TUN without
+a link-local address): an IPv4-only director leaves the host's IPv6 settings alone
+(docs/design.md#dual-stack).
 
 Every object pylvs adds is tagged (routes with protocol :data:`RTPROT_PYLVS`, rules with their own
 priority and table) or written down in a small state file, so :meth:`NetConf.remove` undoes
@@ -32,12 +40,11 @@ import json
 import logging
 import os
 import socket
-import struct
 import sys
 import threading
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
-from ipaddress import IPv4Address, IPv4Interface
+from ipaddress import ip_interface
 from pathlib import Path
 from typing import Any
 
@@ -45,7 +52,8 @@ from pyroute2 import IPRoute
 from pyroute2.netlink.exceptions import NetlinkError
 
 from pylvs.errors import NetConfigError
-from pylvs.model import Config
+from pylvs.model import Config, IPAddress, IPInterface, parse_address
+from pylvs.neighbours import announce_frames
 
 __all__ = [
     "RTPROT_PYLVS",
@@ -53,6 +61,7 @@ __all__ = [
     "NetPlan",
     "Steer",
     "plan_from_config",
+    "send_announcements",
     "send_gratuitous_arp",
 ]
 
@@ -61,27 +70,46 @@ log = logging.getLogger(__name__)
 RTN_BLACKHOLE = 6  # rtnetlink route type
 RTPROT_PYLVS = 201  # route protocol number marking routes pylvs owns (ip route ... proto 201)
 NTF_PROXY = 0x08
+IFA_F_NODAD = 0x02
+_FAMILIES = (socket.AF_INET, socket.AF_INET6)
+_DEFAULT: dict[int, str] = {socket.AF_INET: "0.0.0.0/0", socket.AF_INET6: "::/0"}
 SO_NETNS_COOKIE = 71  # asm-generic/socket.h; not exported by Python 3.11's socket module
 _IPPROTO = {"tcp": socket.IPPROTO_TCP, "udp": socket.IPPROTO_UDP}
 _STATE_DIR = Path(os.environ.get("PYLVS_STATE_DIR", "/run/pylvs"))
 
 
-@dataclass(frozen=True, slots=True, order=True)
+@dataclass(frozen=True, slots=True)
 class Steer:
     """One reply-steering rule: packets from ``address:port`` over ``protocol`` go to the TUN."""
 
     protocol: str
-    address: IPv4Address
+    address: IPAddress
     port: int  # 0: every source port (port-0 services)
+
+    def __lt__(self, other: object) -> bool:
+        if not isinstance(other, Steer):
+            return NotImplemented
+        return self._key < other._key
+
+    @property
+    def _key(self) -> tuple[str, int, int, int]:
+        return (self.protocol, self.address.version, int(self.address), self.port)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class NetPlan:
     """The desired state :meth:`NetConf.apply` converges to."""
 
-    vips: frozenset[IPv4Address] = frozenset()
+    vips: frozenset[IPAddress] = frozenset()
     steering: frozenset[Steer] = frozenset()
-    nat_router: IPv4Interface | None = None
+    nat_routers: frozenset[IPInterface] = frozenset()  # at most one per address family
+
+    @property
+    def has_ipv6(self) -> bool:
+        """True when anything in the plan is IPv6 (the host then needs IPv6 forwarding)."""
+        return (any(v.version == 6 for v in self.vips)
+                or any(s.address.version == 6 for s in self.steering)
+                or any(n.version == 6 for n in self.nat_routers))
 
 
 def plan_from_config(cfg: Config, *, active: bool = True) -> NetPlan:
@@ -96,11 +124,10 @@ def plan_from_config(cfg: Config, *, active: bool = True) -> NetPlan:
         for vs in cfg.virtual_servers
         if vs.sorry_server is not None
     }
-    nat = cfg.director.nat_router
     return NetPlan(
         vips=frozenset(vs.address.address for vs in cfg.virtual_servers) if active else frozenset(),
         steering=frozenset(steering),
-        nat_router=IPv4Interface(nat) if (nat is not None and active) else None,
+        nat_routers=frozenset(cfg.director.nat_routers) if active else frozenset(),
     )
 
 
@@ -110,7 +137,9 @@ class _State:
 
     sysctls: dict[str, str] = field(default_factory=dict)  # path -> value before pylvs
     proxies: list[str] = field(default_factory=list)  # VIPs with a proxy entry pylvs added
-    nat_router: str | None = None  # the address pylvs added (not one that was already there)
+    # the gateway addresses pylvs added (not ones that were already there)
+    nat_routers: list[str] = field(default_factory=list)
+    ipv6: bool = False  # IPv6 switched on (sysctls, the table's IPv6 routes)
 
 
 class NetConf:
@@ -144,8 +173,9 @@ class NetConf:
         with self._lock:
             self._recover()
             if Path(f"/proc/sys/net/ipv6/conf/{self.tun}").is_dir():
-                # pylvs is IPv4; without this the TUN's own router solicitations and MLD
-                # reports (sent when it goes up) would be read and passed back by the pump.
+                # Off until a plan holds IPv6 (_enable_ipv6); without this the TUN's own
+                # router solicitations and MLD reports (sent when it goes up) would be read
+                # and passed back by the pump.
                 self._sysctl(f"net/ipv6/conf/{self.tun}/disable_ipv6", "1")
             with self._ipr() as ipr:
                 tun = self._index(ipr, self.tun)
@@ -155,13 +185,7 @@ class NetConf:
                 # No qdisc in front of the TUN (as on veth): the TUN's own ring of txqlen
                 # packets is the queue, and pfifo_fast only adds a lock and a requeue path.
                 ipr.tc("replace", kind="noqueue", index=tun, handle="0:")
-                ipr.route("replace", dst="0.0.0.0/0", oif=tun, table=self.table,
-                          proto=RTPROT_PYLVS)
-                # If this process dies, the TUN and its route vanish; steered replies must
-                # then be dropped, not forwarded un-NATed (the client would answer with RSTs
-                # that kill the connections the HA backup is about to take over).
-                ipr.route("replace", dst="0.0.0.0/0", type="blackhole", table=self.table,
-                          priority=0xFFFFFFFF, proto=RTPROT_PYLVS)
+                self._table_routes(ipr, tun, socket.AF_INET)
             self._sysctl("net/ipv4/ip_forward", "1")
             # The kernel applies max(all, <dev>): 2 (loose) is enough whatever "all" says, and
             # 0 when "all" is 0 saves a reverse-path FIB lookup per rewritten packet.
@@ -172,16 +196,14 @@ class NetConf:
             self._save()
 
     def apply(self, plan: NetPlan) -> None:
-        """Converge VIPs, reply steering and the nat_router to ``plan``."""
+        """Converge VIPs, reply steering and the nat_router addresses to ``plan``."""
         with self._lock:
-            old = self._plan
             with self._ipr() as ipr:
+                if plan.has_ipv6 and not self._state.ipv6:
+                    self._enable_ipv6(ipr)
                 self._set_vips(ipr, plan.vips)
                 self._set_steering(ipr, plan.steering)
-                if plan.nat_router != old.nat_router and old.nat_router is not None:
-                    self._del_nat_router(ipr, old.nat_router)
-                if plan.nat_router is not None:
-                    self._add_nat_router(ipr, plan.nat_router)
+                self._set_nat_routers(ipr, plan.nat_routers)
             self._plan = plan
             self._save()
 
@@ -196,23 +218,24 @@ class NetConf:
             self._plan = NetPlan()
 
     # -- HA takeover / release -------------------------------------------------------------
-    def add_vips(self, vips: Iterable[IPv4Address]) -> None:
-        """Route ``vips`` into the TUN and answer ARP for them (keeps the ones already up)."""
+    def add_vips(self, vips: Iterable[IPAddress]) -> None:
+        """Route ``vips`` into the TUN and answer ARP/NS for them (keeps the ones already up)."""
         with self._lock:
             self._update(vips=self._plan.vips | frozenset(vips))
 
-    def remove_vips(self, vips: Iterable[IPv4Address]) -> None:
-        """Stop routing and answering ARP for ``vips``."""
+    def remove_vips(self, vips: Iterable[IPAddress]) -> None:
+        """Stop routing and answering ARP/NS for ``vips``."""
         with self._lock:
             self._update(vips=self._plan.vips - frozenset(vips))
 
-    def add_nat_router(self, address: IPv4Interface) -> None:
-        """Put the real servers' gateway address on the private interface."""
-        self._update(nat_router=address)
+    def add_nat_router(self, address: IPInterface) -> None:
+        """Put a real servers' gateway address on the private interface."""
+        with self._lock:
+            self._update(nat_routers=self._plan.nat_routers | {address})
 
     def remove_nat_router(self) -> None:
-        """Take the gateway address off the private interface (if pylvs added it)."""
-        self._update(nat_router=None)
+        """Take the gateway addresses off the private interface (those pylvs added)."""
+        self._update(nat_routers=frozenset())
 
     def set_steering(self, steering: Iterable[Steer]) -> None:
         """Replace the reply-steering rules (a backup keeps them, so takeover is instant)."""
@@ -233,7 +256,7 @@ class NetConf:
             plan = self._plan
             self.apply(NetPlan(vips=changes.get("vips", plan.vips),
                                steering=changes.get("steering", plan.steering),
-                               nat_router=changes.get("nat_router", plan.nat_router)))
+                               nat_routers=changes.get("nat_routers", plan.nat_routers)))
 
     # -- pieces ------------------------------------------------------------------------------
     @contextlib.contextmanager
@@ -251,45 +274,83 @@ class NetConf:
             raise NetConfigError(f"interface {name!r} does not exist")
         return int(found[0])
 
-    def _set_vips(self, ipr: Any, vips: frozenset[IPv4Address]) -> None:
+    def _enable_ipv6(self, ipr: Any) -> None:
+        """Switch IPv6 on for the TUN and the host, the first time a plan needs it."""
+        tun = self._index(ipr, self.tun)
+        # No link-local address on the TUN: without one the kernel sends no router
+        # solicitations, DAD probes or solicited-node MLD reports into the dataplane.
+        self._sysctl(f"net/ipv6/conf/{self.tun}/addr_gen_mode", "1")
+        self._sysctl(f"net/ipv6/conf/{self.tun}/accept_ra", "0")
+        self._sysctl(f"net/ipv6/conf/{self.tun}/disable_ipv6", "0")
+        # "all" switches every interface to router behaviour; proxy NDP answers only on an
+        # interface that forwards (ndisc_recv_ns checks the device's forwarding).
+        self._sysctl("net/ipv6/conf/all/forwarding", "1")
+        self._sysctl(f"net/ipv6/conf/{self.public}/proxy_ndp", "1")
+        self._sysctl(f"net/ipv6/neigh/{self.public}/proxy_delay", "0")
+        self._table_routes(ipr, tun, socket.AF_INET6)
+        self._state.ipv6 = True
+
+    def _table_routes(self, ipr: Any, tun: int, family: int) -> None:
+        """``default dev <tun>`` in the steering table, and the blackhole behind it."""
+        ipr.route("replace", dst=_DEFAULT[family], oif=tun, table=self.table,
+                  proto=RTPROT_PYLVS, family=family)
+        # If this process dies, the TUN and its route vanish; steered replies must then be
+        # dropped, not forwarded un-NATed (the client would answer with RSTs that kill the
+        # connections the HA backup is about to take over).
+        ipr.route("replace", dst=_DEFAULT[family], type="blackhole", table=self.table,
+                  priority=0xFFFFFFFF, proto=RTPROT_PYLVS, family=family)
+
+    def _host_routes(self, ipr: Any, table: int) -> list[Any]:
+        return [r for family in _FAMILIES
+                for r in ipr.route("dump", table=table, proto=RTPROT_PYLVS, family=family)]
+
+    def _set_vips(self, ipr: Any, vips: frozenset[IPAddress]) -> None:
         tun = self._index(ipr, self.tun)
         public = self._index(ipr, self.public)
-        routes = [r for r in ipr.route("dump", table=254, proto=RTPROT_PYLVS)
-                  if r["dst_len"] == 32]
-        current = {IPv4Address(r.get("dst")) for r in routes if r.get("oif") == tun}
-        fallbacks = {IPv4Address(r.get("dst")) for r in routes if r["type"] == RTN_BLACKHOLE}
-        for vip in sorted(current - vips):
-            _ignore(ipr.route, errno.ESRCH, "del", dst=f"{vip}/32", oif=tun, proto=RTPROT_PYLVS)
-        for vip in sorted(fallbacks - vips):
-            _ignore(ipr.route, errno.ESRCH, "del", dst=f"{vip}/32", type="blackhole",
-                    proto=RTPROT_PYLVS)
-        for vip in sorted(set(map(IPv4Address, self._state.proxies)) - vips):
-            _ignore(ipr.neigh, errno.ENOENT, "del", dst=str(vip), ifindex=public, flags=NTF_PROXY)
-        for vip in sorted(vips):
-            ipr.route("replace", dst=f"{vip}/32", oif=tun, proto=RTPROT_PYLVS)
+        routes = [r for r in self._host_routes(ipr, 254)
+                  if r["dst_len"] == (32 if r["family"] == socket.AF_INET else 128)]
+        current = {parse_address(r.get("dst")) for r in routes if r.get("oif") == tun}
+        fallbacks = {parse_address(r.get("dst")) for r in routes if r["type"] == RTN_BLACKHOLE}
+        for vip in _sorted(current - vips):
+            _ignore(ipr.route, errno.ESRCH, "del", dst=_host(vip), oif=tun, proto=RTPROT_PYLVS,
+                    family=_family(vip))
+        for vip in _sorted(fallbacks - vips):
+            _ignore(ipr.route, errno.ESRCH, "del", dst=_host(vip), type="blackhole",
+                    proto=RTPROT_PYLVS, family=_family(vip))
+        for vip in _sorted(set(map(parse_address, self._state.proxies)) - vips):
+            _ignore(ipr.neigh, errno.ENOENT, "del", dst=str(vip), ifindex=public,
+                    flags=NTF_PROXY, family=_family(vip))
+        for vip in _sorted(vips):
+            ipr.route("replace", dst=_host(vip), oif=tun, proto=RTPROT_PYLVS, family=_family(vip))
             # If this process dies the TUN route vanishes with the device; this fallback then
             # drops the VIP's packets silently.  Without it the dead node's kernel would route
             # them on (often back out the public side) or answer "host unreachable", failing
             # clients whose SYN arrives before the backup has taken the VIP over; a dropped
             # SYN is simply retransmitted to the new active node.  A blackhole route is not
-            # RTN_UNICAST, so the proxy-ARP entry stops answering too.
-            ipr.route("replace", dst=f"{vip}/32", type="blackhole", priority=0xFFFFFFFF,
-                      proto=RTPROT_PYLVS)
-            ipr.neigh("replace", dst=str(vip), ifindex=public, flags=NTF_PROXY)
-        self._state.proxies = sorted(map(str, vips))
+            # RTN_UNICAST, so the proxy-ARP entry stops answering too.  (Proxy NDP looks at
+            # no route: a dead node's entry keeps answering solicitations until the backup's
+            # unsolicited advertisements, sent with Override, move the neighbours.)
+            ipr.route("replace", dst=_host(vip), type="blackhole", priority=0xFFFFFFFF,
+                      proto=RTPROT_PYLVS, family=_family(vip))
+            ipr.neigh("replace", dst=str(vip), ifindex=public, flags=NTF_PROXY,
+                      family=_family(vip))
+        self._state.proxies = [str(v) for v in _sorted(vips)]
 
     def _rules(self, ipr: Any) -> Iterator[Any]:
-        for rule in ipr.rule("dump"):
-            if (rule["family"] == socket.AF_INET and rule.get("priority") == self.rule_priority
-                    and rule.get("table") == self.table):
-                yield rule
+        families = _FAMILIES if self._state.ipv6 else (socket.AF_INET,)
+        for family in families:
+            for rule in ipr.rule("dump", family=family):
+                if (rule.get("priority") == self.rule_priority
+                        and rule.get("table") == self.table):
+                    yield rule
 
     def _set_steering(self, ipr: Any, steering: frozenset[Steer]) -> None:
         have: dict[Steer, Any] = {}
         for rule in self._rules(ipr):
             sport = rule.get("sport_range") or "0:0"
             proto = {v: k for k, v in _IPPROTO.items()}.get(rule.get("ip_proto") or 0, "?")
-            key = Steer(proto, IPv4Address(rule.get("src") or "0.0.0.0"),
+            any_address = "::" if rule["family"] == socket.AF_INET6 else "0.0.0.0"
+            key = Steer(proto, parse_address(rule.get("src") or any_address),
                         int(sport.split(":")[0]))
             if key in steering and rule.get("iifname") == self.private and key not in have:
                 have[key] = rule
@@ -298,13 +359,15 @@ class NetConf:
         for steer in sorted(steering - have.keys()):
             spec: dict[str, Any] = dict(
                 table=self.table, priority=self.rule_priority, iifname=self.private,
-                src=str(steer.address), src_len=32, ip_proto=_IPPROTO[steer.protocol])
+                src=str(steer.address), src_len=steer.address.max_prefixlen,
+                ip_proto=_IPPROTO[steer.protocol], family=_family(steer.address))
             if steer.port:
                 spec["sport_range"] = f"{steer.port}:{steer.port}"
             _ignore(ipr.rule, errno.EEXIST, "add", **spec)
 
     def _del_rule(self, ipr: Any, rule: Any) -> None:
-        spec: dict[str, Any] = dict(table=self.table, priority=self.rule_priority)
+        spec: dict[str, Any] = dict(table=self.table, priority=self.rule_priority,
+                                    family=rule["family"])
         for key in ("iifname", "src", "ip_proto", "sport_range"):
             if rule.get(key) is not None:
                 spec[key] = rule.get(key)
@@ -312,25 +375,39 @@ class NetConf:
             spec["src_len"] = rule["src_len"]
         _ignore(ipr.rule, errno.ENOENT, "del", **spec)
 
-    def _add_nat_router(self, ipr: Any, address: IPv4Interface) -> None:
+    def _set_nat_routers(self, ipr: Any, wanted: frozenset[IPInterface]) -> None:
+        for text in list(self._state.nat_routers):
+            if ip_interface(text) not in wanted:
+                self._del_nat_router(ipr, ip_interface(text))
+        for address in sorted(wanted, key=lambda a: (a.version, str(a))):
+            self._add_nat_router(ipr, address)
+
+    def _add_nat_router(self, ipr: Any, address: IPInterface) -> None:
         private = self._index(ipr, self.private)
         present = any(
             a.get("address") == str(address.ip) and a["prefixlen"] == address.network.prefixlen
-            for a in ipr.addr("dump", index=private)
+            for a in ipr.addr("dump", index=private, family=_family(address.ip))
         )
         if present:
             return  # ours from before, or the host's own: either way nothing to add
+        extra: dict[str, Any] = {}
+        if address.version == 6:
+            # A gateway that floats with HA must answer at once: without NODAD the address
+            # stays tentative for a second of duplicate address detection after a takeover
+            # (keepalived adds its IPv6 VIPs the same way).
+            extra["flags"] = IFA_F_NODAD
         ipr.addr("add", index=private, address=str(address.ip),
-                 prefixlen=address.network.prefixlen)
-        self._state.nat_router = str(address)
+                 prefixlen=address.network.prefixlen, family=_family(address.ip), **extra)
+        if str(address) not in self._state.nat_routers:
+            self._state.nat_routers.append(str(address))
 
-    def _del_nat_router(self, ipr: Any, address: IPv4Interface) -> None:
-        if self._state.nat_router != str(address):
+    def _del_nat_router(self, ipr: Any, address: IPInterface) -> None:
+        if str(address) not in self._state.nat_routers:
             return  # it was there before pylvs; not ours to remove
         private = self._index(ipr, self.private)
         _ignore(ipr.addr, errno.EADDRNOTAVAIL, "del", index=private, address=str(address.ip),
-                prefixlen=address.network.prefixlen)
-        self._state.nat_router = None
+                prefixlen=address.network.prefixlen, family=_family(address.ip))
+        self._state.nat_routers.remove(str(address))
 
     def _undo(self, ipr: Any) -> None:
         """Remove what the state and the tags say pylvs added; restore sysctls."""
@@ -338,17 +415,21 @@ class NetConf:
         for vip in self._state.proxies:
             if public:
                 _ignore(ipr.neigh, errno.ENOENT, "del", dst=vip, ifindex=public[0],
-                        flags=NTF_PROXY)
+                        flags=NTF_PROXY, family=_family(parse_address(vip)))
         self._state.proxies = []
         for table in (254, self.table):
-            for route in ipr.route("dump", table=table, proto=RTPROT_PYLVS):
-                _ignore(ipr.route, errno.ESRCH, "del", dst=f"{route.get('dst') or '0.0.0.0'}/"
-                        f"{route['dst_len']}", table=table, oif=route.get("oif"),
-                        type=route["type"], proto=RTPROT_PYLVS)
+            for route in self._host_routes(ipr, table):
+                family = route["family"]
+                dst = route.get("dst") or _DEFAULT[family].split("/")[0]
+                _ignore(ipr.route, errno.ESRCH, "del", dst=f"{dst}/{route['dst_len']}",
+                        table=table, oif=route.get("oif"), type=route["type"],
+                        proto=RTPROT_PYLVS, family=family)
+        self._state.ipv6 = True  # rules of both families: a crashed run may have had IPv6
         for rule in list(self._rules(ipr)):
             self._del_rule(ipr, rule)
-        if self._state.nat_router is not None:
-            self._del_nat_router(ipr, IPv4Interface(self._state.nat_router))
+        self._state.ipv6 = False
+        for text in list(self._state.nat_routers):
+            self._del_nat_router(ipr, ip_interface(text))
         for path, value in reversed(self._state.sysctls.items()):
             with contextlib.suppress(OSError):  # the TUN's conf vanishes with the device
                 Path("/proc/sys", path).write_text(value + "\n")
@@ -365,9 +446,11 @@ class NetConf:
             log.warning("netconf: ignoring unreadable state %s: %s", self._state_path, exc)
             return
         log.warning("netconf: a previous run did not clean up; removing its configuration")
+        legacy = saved.get("nat_router")  # the single-gateway state file of earlier versions
         self._state = _State(sysctls=dict(saved.get("sysctls", {})),
                              proxies=list(saved.get("proxies", [])),
-                             nat_router=saved.get("nat_router"))
+                             nat_routers=list(saved.get("nat_routers", [legacy] if legacy else [])),
+                             ipv6=bool(saved.get("ipv6", False)))
         with self._ipr() as ipr:
             self._undo(ipr)
 
@@ -383,7 +466,7 @@ class NetConf:
 
     def _save(self) -> None:
         state = {"sysctls": self._state.sysctls, "proxies": self._state.proxies,
-                 "nat_router": self._state.nat_router}
+                 "nat_routers": self._state.nat_routers, "ipv6": self._state.ipv6}
         try:
             self._state_path.parent.mkdir(parents=True, exist_ok=True)
             tmp = self._state_path.with_suffix(".tmp")
@@ -415,27 +498,39 @@ def _ignore(method: Any, code: int, *args: Any, **kwargs: Any) -> None:
             raise
 
 
-def send_gratuitous_arp(interface: str, addresses: Iterable[IPv4Address],
-                        count: int = 1) -> int:
-    """Broadcast ``count`` gratuitous ARP requests per address on ``interface``; return sent.
+def _family(address: IPAddress) -> int:
+    return socket.AF_INET6 if address.version == 6 else socket.AF_INET
 
-    Neighbours (and switches) learn at once that the VIPs now live behind this host's MAC,
-    which is what a takeover needs.
+
+def _host(address: IPAddress) -> str:
+    return f"{address}/{address.max_prefixlen}"
+
+
+def _sorted(addresses: Iterable[IPAddress]) -> list[IPAddress]:
+    return sorted(addresses, key=lambda a: (a.version, int(a)))
+
+
+def send_announcements(interface: str, addresses: Iterable[IPAddress], count: int = 1) -> int:
+    """Announce ``addresses`` on ``interface`` ``count`` times each; return frames sent.
+
+    IPv4 addresses get a gratuitous ARP, IPv6 ones an unsolicited neighbour advertisement
+    (:mod:`pylvs.neighbours`), so neighbours learn at once that they now live behind this
+    host's MAC, which is what a takeover or a fresh start needs.
     """
-    addrs = list(addresses)
+    addrs = _sorted(addresses)
     if not addrs or count <= 0:
         return 0
     mac = bytes.fromhex(Path(f"/sys/class/net/{interface}/address").read_text().strip()
                         .replace(":", ""))
+    frames = announce_frames(mac, addrs)
     sent = 0
-    with socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(0x0806)) as sock:
+    with socket.socket(socket.AF_PACKET, socket.SOCK_RAW, 0) as sock:
         sock.bind((interface, 0))
         for _ in range(count):
-            for addr in addrs:
-                ip = addr.packed
-                frame = (b"\xff" * 6 + mac + struct.pack("!H", 0x0806)
-                         + struct.pack("!HHBBH", 1, 0x0800, 6, 4, 1)
-                         + mac + ip + b"\x00" * 6 + ip)
+            for frame in frames:
                 sock.send(frame)
                 sent += 1
     return sent
+
+
+send_gratuitous_arp = send_announcements  # the IPv4-only name of earlier versions
