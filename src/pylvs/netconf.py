@@ -172,7 +172,7 @@ class NetConf:
         """Undo a crashed run's leftovers, then set sysctls, the TUN link and the table."""
         with self._lock:
             self._recover()
-            if Path(f"/proc/sys/net/ipv6/conf/{self.tun}").is_dir():
+            if Path(f"/proc/sys/net/ipv6/conf/{self.tun}").is_dir() and not self._state.ipv6:
                 # Off until a plan holds IPv6 (_enable_ipv6); without this the TUN's own
                 # router solicitations and MLD reports (sent when it goes up) would be read
                 # and passed back by the pump.
