@@ -345,7 +345,7 @@ class Director:
             log.info("service %s removed", key.label)
         for key, vs in wanted.items():
             opts: dict[str, Any] = dict(
-                scheduler=vs.scheduler, persistence=vs.persistence, netmask=str(vs.netmask),
+                scheduler=vs.scheduler, persistence=vs.persistence, netmask=_netmask(vs),
                 flags=vs.flags, mh_table_size=vs.mh_table_size)
             if key not in self._svc_keys:
                 self._svc_keys[key] = self.engine.add_service(
@@ -424,3 +424,7 @@ class Director:
                 out[name] = {"error": str(exc)}
         return out
 
+
+def _netmask(vs: VirtualServerConfig) -> str | int:
+    """The engine's persistence netmask: dotted for IPv4, a prefix length for IPv6 (as -M)."""
+    return vs.prefix_length if vs.address.address.version == 6 else str(vs.netmask)
