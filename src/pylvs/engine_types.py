@@ -33,8 +33,14 @@ class ServerKey:
     address: str
     port: int
 
+    @property
+    def hostport(self) -> str:
+        """``198.19.0.11:80``; an IPv6 server is bracketed: ``[2001:2:1::11]:8080``."""
+        host = f"[{self.address}]" if ":" in self.address else self.address
+        return f"{host}:{self.port}"
+
     def __str__(self) -> str:
-        return f"{self.service} -> {self.address}:{self.port}"
+        return f"{self.service} -> {self.hostport}"
 
 
 @dataclass(frozen=True, slots=True)

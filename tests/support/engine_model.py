@@ -26,7 +26,7 @@ import ipaddress
 from dataclasses import dataclass, field, replace
 from typing import Literal
 
-from tests.support.packets import ICMP_ERROR_TYPES, Pkt
+from tests.support.packets import Pkt, error_types, is_v6
 from tests.support.sched_model import clear_overload_on_unbind
 
 __all__ = [
@@ -582,8 +582,13 @@ class Model:
         """ip_vs_schedule / ip_vs_sched_persist (#persistence); "full" when an entry cannot be
         had."""
         if svc.persistence:
-            mask = int(ipaddress.IPv4Address(svc.netmask))
-            snet = str(ipaddress.IPv4Address(int(ipaddress.IPv4Address(p.src)) & mask))
+            if is_v6(svc.addr):
+                # an IPv6 service's netmask is a prefix length (ipv6_addr_prefix)
+                snet = str(ipaddress.IPv6Network(f"{p.src}/{svc.netmask}",
+                                                 strict=False).network_address)
+            else:
+                mask = int(ipaddress.IPv4Address(svc.netmask))
+                snet = str(ipaddress.IPv4Address(int(ipaddress.IPv4Address(p.src)) & mask))
             # A port-zero service keeps one template per client net for every port; the
             # template names the dest port only for an exact-port service.
             exact = svc.port != 0 and p.dport == svc.port
@@ -648,7 +653,7 @@ class Model:
     def _icmp(self, p: Pkt, length: int) -> Verdict:
         """ICMP errors quoting a conn are translated both ways; timers untouched (#icmp)."""
         q = p.inner
-        error = p.icmp_type in ICMP_ERROR_TYPES and q is not None and q.proto != "icmp"
+        error = p.icmp_type in error_types(p.src) and q is not None and q.proto != "icmp"
         to_vip = p.dst in self.vips()
         if error and q is not None:
             # Inbound: the quote is VIP -> client.

@@ -295,7 +295,7 @@ def test_icmp_error_translated_both_ways(eng: Engine, svc: ServiceKey) -> None:
 def test_bad_input_dropped_by_reason(eng: Engine, svc: ServiceKey) -> None:
     good = syn()
     assert eng.process(good[:10], 0.0) is None
-    assert eng.process(b"\x60" + good[1:], 0.0) is None
+    assert eng.process(b"\x50" + good[1:], 0.0) is None
     assert eng.process(b"\x44" + good[1:], 0.0) is None
     bad_csum = bytearray(good)
     bad_csum[10] ^= 0xFF
@@ -321,7 +321,7 @@ def test_config_errors(eng: Engine) -> None:
     with pytest.raises(ConfigError):
         eng.add_service("sctp", VIP, 80)  # type: ignore[arg-type]
     with pytest.raises(ConfigError):
-        eng.add_service("tcp", "::1", 80)
+        eng.add_service("tcp", "not-an-address", 80)
 
 
 def test_ip_options_are_kept_and_checksummed(eng: Engine, svc: ServiceKey) -> None:

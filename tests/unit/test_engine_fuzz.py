@@ -263,7 +263,7 @@ def _reason_after(data: bytes) -> dict[str, int]:
 
 CASES: dict[str, Callable[[bytes], bytes]] = {
     "truncated": lambda b: b[:12],
-    "bad_version": lambda b: bytes([0x65]) + b[1:],
+    "bad_version": lambda b: bytes([0x55]) + b[1:],
     "bad_ihl": lambda b: bytes([0x44]) + b[1:],
     "bad_total_length": lambda b: fix_ip_csum(b[:2] + (len(b) + 10).to_bytes(2, "big") + b[4:]),
     "bad_ip_checksum": lambda b: b[:10] + bytes([b[10] ^ 0xFF]) + b[11:],

@@ -151,6 +151,8 @@ const char *lvs_strerror(int err)
         return "already exists";
     case LVS_E_INVAL:
         return "invalid argument";
+    case LVS_E_AFNOSUPPORT:
+        return "real server of the other address family than its virtual service";
     case LVS_E_RANGE:
         return "value out of range";
     default:

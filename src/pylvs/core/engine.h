@@ -31,26 +31,27 @@
     (LVS_CONN_F_NOOUTPUT | LVS_CONN_F_INACTIVE | LVS_CONN_F_TEMPLATE)
 
 /*
- * One connection or persistence template.  Kept at <= 104 bytes: with the two hash buckets
- * per entry at a full table that is <= 120 bytes per connection.
+ * One connection or persistence template: 136 bytes with room for three IPv6 addresses (104
+ * bytes when the core was IPv4 only).  With the two hash buckets per entry at a full table that
+ * is <= 152 bytes per connection, IPv4 and IPv6 alike (docs/performance.md#entry-size).
  */
 typedef struct lvs_conn lvs_conn;
 struct lvs_conn {
-    lvs_conn *in_next;       /* in-hash chain: (proto, caddr, cport, vaddr, vport) */
-    lvs_conn *out_next;      /* out-hash chain: (proto, daddr, dport, caddr, cport); free list */
+    lvs_conn *in_next;       /* in-hash chain: (af, proto, caddr, cport, vaddr, vport) */
+    lvs_conn *out_next;      /* out-hash chain: (af, proto, daddr, dport, caddr, cport); free list */
     lvs_conn *t_next;        /* timer wheel slot list */
     lvs_conn **t_pprev;
     lvs_dest *dest;
     lvs_conn *control;       /* persistence template, or NULL */
     double expires;          /* absolute deadline; may be later than the wheel slot (lazy) */
     double wexp;             /* the deadline the wheel slot was chosen for */
-    uint32_t caddr, vaddr, daddr;
+    lvs_addr caddr, vaddr, daddr;
     uint16_t cport, vport, dport;
     uint8_t proto;
     uint8_t state;
     uint16_t flags;
     uint8_t old_state;       /* state at the last sync record */
-    uint8_t pad_[3];
+    uint8_t af;              /* LVS_AF_INET or LVS_AF_INET6 (all three addresses) */
     uint32_t timeout;        /* seconds, for the current state */
     uint32_t in_pkts;        /* for the sync thresholds */
     uint32_t n_control;      /* conns controlled by this template */
@@ -83,6 +84,7 @@ enum {
     LVS_CNT_PASS_NOT_OURS,
     LVS_CNT_REPLY_SHORT_STRIDE,
     LVS_CNT_SYNC_OVERFLOW,
+    LVS_CNT_BAD_EXT_HEADER,
     LVS_CNT_MAX
 };
 
@@ -111,6 +113,8 @@ struct lvs_engine {
     uint32_t *vip_set;       /* open addressing, 0 = empty; addresses + 1 never 0 in practice */
     uint32_t *vip_cnt;
     uint32_t vip_mask;
+    lvs_addr *vip6_set;      /* the IPv6 VIPs, open addressing, :: = empty (never a VIP) */
+    uint32_t vip6_mask;
 
     lvs_dest *trash;         /* removed dests still referenced (linked through ->next) */
     uint32_t ntrash;
@@ -145,16 +149,21 @@ struct lvs_engine {
 };
 
 /* ---- conn.c ---- */
-lvs_conn *lvs_conn_in_get(lvs_engine *e, uint8_t proto, uint32_t caddr, uint16_t cport,
-                          uint32_t vaddr, uint16_t vport);
-lvs_conn *lvs_conn_out_get(lvs_engine *e, uint8_t proto, uint32_t daddr, uint16_t dport,
-                           uint32_t caddr, uint16_t cport);
-lvs_conn *lvs_tmpl_get(lvs_engine *e, uint8_t proto, uint32_t snet, uint32_t vaddr,
+lvs_conn *lvs_conn_in_get(lvs_engine *e, uint8_t af, uint8_t proto, lvs_addr caddr,
+                          uint16_t cport, lvs_addr vaddr, uint16_t vport);
+lvs_conn *lvs_conn_out_get(lvs_engine *e, uint8_t af, uint8_t proto, lvs_addr daddr,
+                           uint16_t dport, lvs_addr caddr, uint16_t cport);
+lvs_conn *lvs_tmpl_get(lvs_engine *e, uint8_t af, uint8_t proto, lvs_addr snet, lvs_addr vaddr,
                        uint16_t vport);
+/* The three addresses and ports of a new entry (host order). */
+typedef struct lvs_conn_key {
+    uint8_t af, proto;
+    lvs_addr caddr, vaddr, daddr;
+    uint16_t cport, vport, dport;
+} lvs_conn_key;
 /* Allocate, bind to dest (counters, thresholds) and hash; NULL when the table is full. */
-lvs_conn *lvs_conn_new(lvs_engine *e, uint8_t proto, uint32_t caddr, uint16_t cport,
-                       uint32_t vaddr, uint16_t vport, uint32_t daddr, uint16_t dport,
-                       uint16_t flags, lvs_dest *dest, double now);
+lvs_conn *lvs_conn_new(lvs_engine *e, const lvs_conn_key *k, uint16_t flags, lvs_dest *dest,
+                       double now);
 void lvs_conn_unhash_template(lvs_engine *e, lvs_conn *c);
 /* Re-arm to now + c->timeout (lazy: the wheel slot moves only when the deadline shrinks). */
 void lvs_conn_arm(lvs_engine *e, lvs_conn *c, double now);
@@ -174,8 +183,8 @@ uint32_t lvs_conn_index_of(lvs_engine *e, const lvs_conn *c);
  * referenced, free it at once otherwise. */
 void lvs_dest_trash(lvs_engine *e, lvs_dest *d);
 /* Take a trashed dest of this virtual service back out (revival), or NULL. */
-lvs_dest *lvs_dest_trash_take(lvs_engine *e, uint8_t vproto, uint32_t vaddr, uint16_t vport,
-                              uint32_t addr, uint16_t port);
+lvs_dest *lvs_dest_trash_take(lvs_engine *e, uint8_t af, uint8_t vproto, lvs_addr vaddr,
+                              uint16_t vport, lvs_addr addr, uint16_t port);
 /* Drop one reference; the last one to a removed dest frees it. */
 void lvs_dest_put(lvs_engine *e, lvs_dest *d);
 /* Free the trashed dests nobody references (all of them when `all`, at teardown). */
@@ -185,8 +194,10 @@ void lvs_dest_trash_sweep(lvs_engine *e, int all);
 int lvs_ctl_init(lvs_engine *e);
 /* Remove every service (their dests go to the trash) and free the service containers. */
 void lvs_ctl_free(lvs_engine *e);
-lvs_service *lvs_svc_lookup(lvs_engine *e, uint8_t proto, uint32_t addr, uint16_t port);
+lvs_service *lvs_svc_lookup(lvs_engine *e, uint8_t af, uint8_t proto, lvs_addr addr,
+                            uint16_t port);
 int lvs_is_vip(const lvs_engine *e, uint32_t addr);
+int lvs_is_vip6(const lvs_engine *e, lvs_addr addr);
 
 /* ---- proto_tcp.c ---- */
 extern const uint32_t lvs_tcp_default_timeouts[LVS_TCP_S_LAST];
@@ -213,21 +224,41 @@ static inline uint64_t lvs_hash_mix(uint64_t h)
     return h;
 }
 
-/* Bucket of the in-hash (client side + VIP) and of the out-hash (server side + client). */
-
-static inline uint32_t lvs_in_hash(const lvs_engine *e, uint8_t proto, uint32_t caddr,
-                                   uint16_t cport, uint32_t vaddr, uint16_t vport)
+/* An IPv6 address keyed by the seed through two mixing rounds: the conn table's hash must not
+ * let a client pick colliding addresses out of the 2^64 it may own (hash flooding). */
+static inline uint64_t lvs_addr6_key(uint64_t seed, lvs_addr a)
 {
-    uint64_t h = ((uint64_t)caddr << 32 | vaddr) ^ e->seed;
+    uint64_t h = lvs_hash_mix(((uint64_t)a.ip6[0] << 32 | a.ip6[1]) ^ seed);
+    return lvs_hash_mix(h ^ ((uint64_t)a.ip6[2] << 32 | a.ip6[3]));
+}
+
+/* Bucket of the in-hash (client side + VIP) and of the out-hash (server side + client).  The
+ * IPv4 hash is the one the IPv4-only core had; IPv6 folds each address to a keyed 64-bit value
+ * first. */
+
+static inline uint32_t lvs_in_hash(const lvs_engine *e, uint8_t af, uint8_t proto,
+                                   lvs_addr caddr, uint16_t cport, lvs_addr vaddr,
+                                   uint16_t vport)
+{
+    uint64_t h;
+    if (af == LVS_AF_INET6)
+        h = lvs_addr6_key(e->seed, caddr) ^ (lvs_addr6_key(e->seed, vaddr) * 31);
+    else
+        h = ((uint64_t)caddr.ip << 32 | vaddr.ip) ^ e->seed;
     h = lvs_hash_mix(h ^ ((uint64_t)cport << 24 | (uint64_t)vport << 8 | proto) *
                              0x9E3779B97F4A7C15ULL);
     return (uint32_t)h & e->tab_mask;
 }
 
-static inline uint32_t lvs_out_hash(const lvs_engine *e, uint8_t proto, uint32_t daddr,
-                                    uint16_t dport, uint32_t caddr, uint16_t cport)
+static inline uint32_t lvs_out_hash(const lvs_engine *e, uint8_t af, uint8_t proto,
+                                    lvs_addr daddr, uint16_t dport, lvs_addr caddr,
+                                    uint16_t cport)
 {
-    uint64_t h = ((uint64_t)daddr << 32 | caddr) ^ (e->seed * 31);
+    uint64_t h;
+    if (af == LVS_AF_INET6)
+        h = lvs_addr6_key(e->seed * 31, daddr) ^ (lvs_addr6_key(e->seed, caddr) * 31);
+    else
+        h = ((uint64_t)daddr.ip << 32 | caddr.ip) ^ (e->seed * 31);
     h = lvs_hash_mix(h ^ ((uint64_t)dport << 24 | (uint64_t)cport << 8 | proto) *
                              0xC2B2AE3D27D4EB4FULL);
     return (uint32_t)h & e->tab_mask;

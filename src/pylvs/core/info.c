@@ -17,6 +17,7 @@ int lvs_svc_info_get(lvs_engine *e, uint32_t idx, lvs_svc_info *out)
         return -LVS_E_SRCH;
     const lvs_service *s = e->svcs[idx];
     memset(out, 0, sizeof(*out));
+    out->af = s->af;
     out->proto = s->proto;
     out->addr = s->addr;
     out->port = s->port;
@@ -30,10 +31,10 @@ int lvs_svc_info_get(lvs_engine *e, uint32_t idx, lvs_svc_info *out)
     return 0;
 }
 
-int lvs_dest_info_list(lvs_engine *e, uint8_t proto, uint32_t addr, uint16_t port,
-                       lvs_dest_info *out, uint32_t cap)
+int lvs_dest_info_list(lvs_engine *e, uint8_t af, uint8_t proto, const lvs_addr *addr,
+                       uint16_t port, lvs_dest_info *out, uint32_t cap)
 {
-    lvs_service *svc = lvs_svc_lookup(e, proto, addr, port);
+    lvs_service *svc = lvs_svc_lookup(e, af, proto, *addr, port);
     if (!svc)
         return -LVS_E_SRCH;
     uint32_t n = 0;
@@ -69,6 +70,7 @@ static void list_one(lvs_engine *e, lvs_conn *c, void *arg)
     list_ctx *x = arg;
     if (x->n < x->cap) {
         lvs_conn_info *o = &x->out[x->n];
+        o->af = c->af;
         o->proto = c->proto;
         o->state = c->state;
         o->flags = c->flags & (uint16_t)~(LVS_CONN_F_INUSE | LVS_CONN_F_INHASH);
@@ -116,7 +118,8 @@ static const char *const counter_names[LVS_CNT_MAX + 1] = {
     "bad_ip_checksum",  "fragment",          "unknown_proto", "no_service",
     "tcp_no_syn",       "table_full",        "no_dest",      "dest_unavailable",
     "ttl_exceeded",     "bad_icmp_checksum", "icmp_no_conn", "icmp_other",
-    "not_ours",         "reply_short_stride", "sync_overflow", NULL,
+    "not_ours",         "reply_short_stride", "sync_overflow", "ipv6_ext_header",
+    NULL,
 };
 
 const char *const *lvs_counter_names(void)
