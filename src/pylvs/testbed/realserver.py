@@ -23,6 +23,7 @@ import argparse
 import asyncio
 import hashlib
 import signal
+import socket
 import sys
 from collections.abc import Sequence
 from typing import cast
@@ -98,6 +99,17 @@ class _NameEcho(asyncio.DatagramProtocol):
             self._transport.sendto(self._reply, addr)
 
 
+def _udp_socket(host: str, port: int) -> socket.socket:
+    # IPv6 only on "::", so it can share the port with the IPv4 socket on 0.0.0.0.
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_DGRAM)
+    if family == socket.AF_INET6:
+        sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+    sock.bind((host, port))
+    sock.setblocking(False)
+    return sock
+
+
 async def _serve(name: str, hosts: Sequence[str], http_port: int, udp_port: int) -> None:
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
@@ -112,7 +124,7 @@ async def _serve(name: str, hosts: Sequence[str], http_port: int, udp_port: int)
         await site.start()
         if udp_port:
             udp, _ = await loop.create_datagram_endpoint(
-                lambda: _NameEcho(name), local_addr=(host, udp_port)
+                lambda: _NameEcho(name), sock=_udp_socket(host, udp_port)
             )
             udps.append(udp)
     print("ready", flush=True)

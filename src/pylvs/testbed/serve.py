@@ -77,9 +77,13 @@ class PylvsProcess:
 
 
 def _vip_routed(topo: Topology, director: int) -> bool:
-    res = topo.run(topo.directors[director].ns, ["ip", "-o", "route", "get", topo.vip],
-                   check=False)
-    return res.returncode == 0 and " dev " in res.stdout and " dev eth0 " not in res.stdout
+    # Either VIP will do: a dual-stack topology may serve only IPv6 services.
+    for vip in (topo.vip, *([topo.vip6] if topo.vip6 else [])):
+        res = topo.run(topo.directors[director].ns, ["ip", "-o", "route", "get", vip],
+                       check=False)
+        if res.returncode == 0 and " dev " in res.stdout and " dev eth0 " not in res.stdout:
+            return True
+    return False
 
 
 def vip_answers(topo: Topology, port: int = 80, client: int = 0) -> bool:

@@ -154,7 +154,7 @@ class Topology:
             for i in range(n_directors)
         ]
         self.real_servers = [Host(f"rs{i + 1}", f"{self.tag}-rs{i + 1}", f"198.19.0.{11 + i}",
-                                  address6=v6(f"2001:2:1::{11 + i:x}"))
+                                  address6=v6(f"2001:2:1::{11 + i}"))
                              for i in range(n_real_servers)]
         self.workdir = ""  # a private temp directory (configs, sockets, secrets); made by create
         self._created: list[str] = []
