@@ -156,8 +156,7 @@ def test_ha_takeover_of_an_ipv6_vip_moves_the_client_neighbour_cache(ha6: Topolo
         assert moved < 2.0, moved  # the failover goal: well under the 3 s a TCP SYN retry costs
         wait_until(lambda: _answers6(topo), 10, "the IPv6 VIP to answer via director 2",
                    interval=0.1)
-        rs_gw = topo.run(topo.real_servers[0].ns, ["ip", "-6", "neigh", "show",
-                                                   "2001:2:1::1"]).stdout
+        rs_gw = topo.run(topo.real_servers[0].ns, ["ip", "-6", "neigh", "show"]).stdout
         priv_mac = topo.run(topo.directors[1].ns,
                             ["cat", "/sys/class/net/eth1/address"]).stdout.strip()
         assert priv_mac in rs_gw, rs_gw  # the real server's gateway entry followed too
@@ -174,17 +173,21 @@ def test_ctl_on_a_running_dual_stack_director(srv6: Srv) -> None:
     _ctl(topo, "-a", "-t", "[2001:2::100]:8080", "-r", "[2001:2:1::12]:80", "-m", "-w", "2")
     listing = _ctl(topo, "-Ln", "-t", "[2001:2::100]:8080")
     assert "TCP  [2001:2::100]:8080 sh persistent 120 mask 64\n" in listing
-    assert re.search(r"^  -> \[2001:2:1::12\]:80 +Masq +2 ", listing, re.M), listing
+    # A service added by ctl gets the default TCP check: its server enters the pool (weight 2)
+    # once the probes over IPv6 have passed `rise` times.
+    wait_until(lambda: re.search(r"^  -> \[2001:2:1::12\]:80 +Masq +2 ",
+                                 _ctl(topo, "-Ln", "-t", "[2001:2::100]:8080"), re.M) is not None,
+               15, "the TCP check over IPv6 to put the server in the pool", interval=0.5)
+    assert "-a -t [2001:2::100]:8080 -r [2001:2:1::12]:80 -m -w 2\n" in _ctl(topo, "-Sn")
     res = subprocess.run(
         ["ip", "netns", "exec", topo.director.ns, sys.executable, "-m", "pylvs", "ctl", "-a",
          "-t", "[2001:2::100]:8080", "-r", "198.19.0.11:80",
          "--socket", f"{topo.workdir}/{topo.director.name}.sock"],
         capture_output=True, text=True, env=child_env(), timeout=30)
     assert res.returncode != 0 and "IPv6" in res.stderr, res.stderr
-    metrics = topo.run(topo.director.ns, [
-        sys.executable, "-c",
-        "import sys; from pylvs.api.client import ApiClient;"
-        f"c = ApiClient('{topo.workdir}/{topo.director.name}.sock');"
-        "print(c.get_text('/metrics') if hasattr(c, 'get_text') else '')"], check=False).stdout
-    if metrics:
-        assert 'local_address="2001:2::100"' in metrics
+    metrics = topo.run(topo.director.ns, ["curl", "-s", "--unix-socket",
+                                          f"{topo.workdir}/{topo.director.name}.sock",
+                                          "http://pylvs/metrics"]).stdout
+    assert re.search(r'pylvs_ipvs_backend_weight\{local_address="2001:2::100",local_port="8080",'
+                     r'proto="TCP",remote_address="2001:2:1::12",remote_port="80"\} 2', metrics), \
+        metrics[:2000]
