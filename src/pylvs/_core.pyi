@@ -186,7 +186,8 @@ class lvs_tunio_stats(CData):
 
 _IntCdecl = Literal[
     "uint8_t[]", "uint32_t[]", "uint64_t[]", "int32_t[]",
-    "uint32_t *", "int *", "uint32_t[3]", "uint32_t[4]", "int32_t[6]", "int32_t[64]", "int32_t[4096]",
+    "uint32_t *", "int *", "uint32_t[3]", "uint32_t[4]", "int32_t[6]", "int32_t[64]",
+    "int32_t[4096]",
 ]
 _Buf = CData | bytes | bytearray | memoryview
 

@@ -14,14 +14,14 @@ Connection sync records
 -----------------------
 :meth:`Engine.sync_collect`, :meth:`Engine.sync_full` and :meth:`Engine.sync_apply` exchange a
 concatenation of records, the connection entries of IPVS sync protocol version 1: 36 bytes for
-an IPv4 entry (``struct ip_vs_sync_v4``), 68 for an IPv6 one (``struct ip_vs_sync_v6``), each
+an IPv4 entry (``struct ip_vs_sync_v4``), 72 for an IPv6 one (``struct ip_vs_sync_v6``), each
 carrying its own size (no message header; the HA layer adds its own, and cuts blobs on record
 boundaries with :func:`sync_split`).  All fields are big-endian::
 
     off size field
       0    1 type       0 (IPv4) or 1 (STYPE_F_INET6: IPv6)
       1    1 protocol   6 TCP, 17 UDP
-      2    2 ver_size   version 0 in the top 4 bits, entry size (36 or 68) in the low 12
+      2    2 ver_size   version 0 in the top 4 bits, entry size (36 or 72) in the low 12
       4    4 flags      0x0080 NOOUTPUT, 0x0100 INACTIVE, 0x1000 TEMPLATE
       8    2 state      TCP state index (0 NONE ... 10 SYNACK), 0 for UDP and templates
      10    2 cport      client port (0 for a template)
@@ -53,6 +53,7 @@ from __future__ import annotations
 
 import enum
 import ipaddress
+import itertools
 import math
 from collections.abc import Iterable, Sequence
 from dataclasses import replace
@@ -80,10 +81,10 @@ if TYPE_CHECKING:
         CharArray,
         IntArray,
         StringArray,
+        lvs_addr,
         lvs_conn_info,
         lvs_dest_conf,
         lvs_engine,
-        lvs_addr,
         lvs_engine_info,
         lvs_stats_info,
         lvs_svc_conf,
@@ -238,7 +239,7 @@ def sync_split(blob: bytes, max_len: int) -> list[bytes]:
     offs = _sync_offsets(blob)
     out: list[bytes] = []
     start = 0
-    for prev, off in zip(offs, offs[1:], strict=False):
+    for prev, off in itertools.pairwise(offs):
         if off - start > max_len:
             out.append(blob[start:prev])
             start = prev

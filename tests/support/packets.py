@@ -35,7 +35,9 @@ __all__ = [
     "engine_or_skip",
     "error_types",
     "expected_bytes",
+    "icmp6",
     "icmp_error",
+    "in6_checksum",
     "ip_header_ok",
     "is_icmp_reply_to",
     "is_v6",
@@ -58,9 +60,10 @@ CLIENT_NET6 = "2001:2::"
 RS_NET6 = "2001:2:1::"
 
 # ICMP types IPVS relates to a connection (docs/ipvs.md#icmp): unreachable, source quench, time
-# exceeded; for ICMPv6 destination unreachable, packet too big, time exceeded.
+# exceeded; for ICMPv6 every non-informational type (below 128: destination unreachable, packet
+# too big, time exceeded, parameter problem...).
 ICMP_ERROR_TYPES = (3, 4, 11)
-ICMP6_ERROR_TYPES = (1, 2, 3)
+ICMP6_ERROR_TYPES = tuple(range(128))
 
 
 def is_v6(addr: str) -> bool:
@@ -133,8 +136,13 @@ def icmp6(src: str, dst: str, hlim: int, icmp_type: int, icmp_code: int, body: b
     checksum (over the pseudo-header) from scapy's in6_chksum."""
     head = bytes(IPv6(src=src, dst=dst, hlim=hlim, nh=58, plen=8 + len(body)))
     msg = bytearray(struct.pack("!BBHI", icmp_type, icmp_code, 0, 0) + body)
-    msg[2:4] = struct.pack("!H", in6_chksum(58, IPv6(head), bytes(msg)))
+    msg[2:4] = struct.pack("!H", in6_checksum(58, IPv6(head), bytes(msg)))
     return head + bytes(msg)
+
+
+def in6_checksum(nh: int, ip: Any, payload: bytes) -> int:
+    """scapy's in6_chksum (upper-layer checksum over the IPv6 pseudo-header), typed."""
+    return int(in6_chksum(nh, ip, payload))  # type: ignore[no-untyped-call]
 
 
 def _build6(p: Pkt) -> bytes:

@@ -100,7 +100,7 @@ CLIENTS6 = ("2001:2::9", "2001:2::a", "2001:2::d")
 NETMASKS6 = ("128", "126")
 # ICMP errors (and non-errors) a rule sends, per family: IPv4 unreachable, source quench, time
 # exceeded, echo reply, echo request; ICMPv6 unreachable, packet too big, time exceeded,
-# parameter problem, echo request.
+# parameter problem (errors all four), echo request.
 ICMP_KINDS = ((3, 1), (3, 4), (4, 0), (11, 0), (0, 0), (8, 0))
 ICMP6_KINDS = ((1, 4), (1, 0), (2, 0), (3, 0), (4, 0), (128, 0))
 

@@ -225,7 +225,7 @@ void lvs_engine_update_rates(lvs_engine *e, double now);
 /* ---- connection sync (see engine.py for the record format) ---- */
 
 #define LVS_SYNC_RECORD_SIZE 36      /* struct ip_vs_sync_v4 */
-#define LVS_SYNC_RECORD_SIZE_V6 68   /* struct ip_vs_sync_v6 (type bit 0 set) */
+#define LVS_SYNC_RECORD_SIZE_V6 72   /* struct ip_vs_sync_v6 (type bit 0 set) */
 /* Copy out and clear the pending records; returns bytes written (<= cap) . */
 uint32_t lvs_sync_collect(lvs_engine *e, uint8_t *out, uint32_t cap);
 uint32_t lvs_sync_pending(lvs_engine *e);

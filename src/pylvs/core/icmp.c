@@ -245,9 +245,9 @@ int lvs_icmp6_error_build(uint8_t *p, uint32_t *plen, uint32_t cap, uint32_t tot
 }
 
 /*
- * ip_vs_in_icmp_v6 / ip_vs_out_icmp_v6 with ip_vs_nat_icmp_v6: Destination Unreachable (1),
- * Packet Too Big (2, its MTU untouched, so PMTU discovery works through the director) and
- * Time Exceeded (3) about a conn.  The outer address and the quoted address and port are
+ * ip_vs_in_icmp_v6 / ip_vs_out_icmp_v6 with ip_vs_nat_icmp_v6: an ICMPv6 error (type < 128:
+ * Destination Unreachable, Packet Too Big with its MTU untouched so PMTU discovery works through
+ * the director, Time Exceeded, Parameter Problem) about a conn.  The outer address and the quoted address and port are
  * rewritten, the quoted TCP/UDP checksum incrementally, the ICMPv6 checksum (which covers the
  * pseudo-header) in full.
  */
@@ -261,8 +261,9 @@ int lvs_icmp6_process(lvs_engine *e, pkt *k, int to_vip)
         e->counters[LVS_CNT_TRUNCATED]++;
         return LVS_VERDICT_DROP;
     }
-    uint8_t type = ic[0];
-    if (type != 1 && type != 2 && type != 3) {
+    /* every non-informational type is an error about a packet (ip_vs_in_icmp_v6:
+     * ICMPV6_INFOMSG_MASK), Parameter Problem included */
+    if (ic[0] & 0x80) {
         if (!to_vip)
             goto not_ours;
         e->counters[LVS_CNT_ICMP_OTHER]++;

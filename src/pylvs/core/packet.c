@@ -1,5 +1,6 @@
 /*
- * packet.c — packet entry (ip_vs_core.c): the batch loop the dataplane calls, parsing, the
+ * packet.c — packet entry (ip_vs_core.c): the batch loop the dataplane calls, parsing (IPv4 and
+ * IPv6; the extension-header walk is in icmp.c, shared with quoted packets), the
  * connection lookup in either direction, and scheduling a new connection (with persistence)
  * (docs/ipvs.md#lookups to #new-connections, #persistence).  The TCP state machine is in proto_tcp.c, the NAT rewrite in
  * xmit.c, ICMP in icmp.c.
@@ -42,6 +43,23 @@
  *  ICMP error to a VIP without a conn / unparsable    DROP     icmp_no_conn
  *  other ICMP to a VIP (echo ...)                     DROP     icmp_other
  *  any ICMP not to a VIP and not matching             PASS     not_ours
+ *
+ *  IPv6 (version nibble 6; docs/ipvs.md#ipv6), where it differs from the above:
+ *  shorter than 40 bytes                              DROP     truncated
+ *  payload length 0 (jumbogram) or past the packet    DROP     bad_total_length
+ *  a Fragment header anywhere in the chain            DROP     fragment
+ *  more than 8 extension headers, a header running    DROP     ipv6_ext_header
+ *    past the packet, hop-by-hop not first, a
+ *    routing header with segments left
+ *  hop-by-hop, routing (segments left 0), dest opts   handled (L4 found after them)
+ *  bytes after 40 + payload length                    trimmed
+ *  new conn, no dest                                  REPLY    no_dest (ICMPv6 dest unreach,
+ *                                                              code 4; none to :: or multicast)
+ *  in direction, hop limit <= 1                       REPLY    ttl_exceeded (ICMPv6 time
+ *                                                              exceeded from the VIP)
+ *  ICMPv6 error (type < 128) matching a conn          FORWARD  translated both ways
+ *  ICMPv6 informational (echo, ND) to a VIP           DROP     icmp_other
+ *  other ICMPv6, as for ICMP above
  *
  * VIP traffic never passes unchanged: the TUN routes VIPs into the engine, so a passed packet
  * would come straight back.  Out-direction packets with no conn pass, as in the kernel.

@@ -1,7 +1,7 @@
 /*
  * sync.c — connection synchronisation (ip_vs_sync.c, docs/ipvs.md#sync): when the master produces a
  * record (ip_vs_sync_conn), the record itself (IPVS sync v1: the 36-byte IPv4 entry or the
- * 68-byte IPv6 entry, format in engine.py), and installing records on a backup (ip_vs_proc_conn).  It uses the connection
+ * 72-byte IPv6 entry, format in engine.py), and installing records on a backup (ip_vs_proc_conn).  It uses the connection
  * table; the table reaches it only through the engine's tmpl_rearmed hook.
  */
 #include <stdlib.h>
