@@ -86,9 +86,14 @@ def _vip_routed(topo: Topology, director: int) -> bool:
     return False
 
 
-def vip_answers(topo: Topology, port: int = 80, client: int = 0) -> bool:
-    """True if an HTTP/1.0 request from a client to ``VIP:port`` gets any answer within 1 s."""
-    code = (f"import socket; s = socket.create_connection(('{topo.vip}', {port}), timeout=1);"
+def vip_answers(topo: Topology, port: int = 80, client: int = 0, *,
+                vip: str | None = None) -> bool:
+    """True if an HTTP/1.0 request from a client to ``VIP:port`` gets any answer within 1 s.
+
+    ``vip`` picks another address (the topology's IPv6 VIP) than the IPv4 one.
+    """
+    code = (f"import socket; s = socket.create_connection(('{vip or topo.vip}', {port}), "
+            "timeout=1);"
             "s.settimeout(1); s.sendall(b'GET / HTTP/1.0\\r\\n\\r\\n'); assert s.recv(100)")
     return topo.run(topo.clients[client].ns, [sys.executable, "-c", code], check=False,
                     timeout=5).returncode == 0
