@@ -4,7 +4,7 @@ A takeover (and a director starting in front of neighbours that cached another M
 every VIP on the public side and the gateway address on the private side.  IPv4 neighbours
 learn from a gratuitous ARP request; IPv6 neighbours from an unsolicited Neighbour
 Advertisement (RFC 4861 section 7.2.6) with the Override flag, as keepalived's ``vrrp_ndisc.c``
-sends it (docs/failover-health.md#unsolicited-neighbour-advertisements):
+sends it (docs/failover-health.md#ipv6-takeover):
 
 * Ethernet to 33:33:00:00:00:01, IPv6 from the announced address to ff02::1 (all nodes),
   hop limit 255 (receivers drop neighbour discovery with any other, RFC 4861 7.1.2);
