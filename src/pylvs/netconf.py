@@ -62,7 +62,6 @@ __all__ = [
     "Steer",
     "plan_from_config",
     "send_announcements",
-    "send_gratuitous_arp",
 ]
 
 log = logging.getLogger(__name__)
@@ -531,6 +530,3 @@ def send_announcements(interface: str, addresses: Iterable[IPAddress], count: in
                 sock.send(frame)
                 sent += 1
     return sent
-
-
-send_gratuitous_arp = send_announcements  # the IPv4-only name of earlier versions

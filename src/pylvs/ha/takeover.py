@@ -73,8 +73,8 @@ class GarpTarget:
 class GarpSender:
     """Gratuitous ARP and unsolicited NA from raw ``AF_PACKET`` sockets kept open between bursts.
 
-    Why not open one per burst (as ``netconf.send_gratuitous_arp`` does): binding a packet
-    socket to a protocol and closing it each wait for an RCU grace period, 10-15 ms apiece,
+    Why not open one per burst (as ``netconf.send_announcements`` does, once at start): binding
+    a packet socket to a protocol and closing it each wait for an RCU grace period, 10-15 ms apiece,
     which a takeover would pay on its critical path.  A socket made with protocol 0 never
     receives, so it registers no hook and opens in microseconds; it stays open until
     :meth:`close`, and is reopened after an error (the interface may have been re-created).
