@@ -108,6 +108,8 @@ class Director:
         self.components: list[Component] = []
         self.status_providers: dict[str, Callable[[], Any]] = {}  # extra sections of status()
         self.config_listeners: list[Callable[[Config], Awaitable[None]]] = []
+        # Called with the engine's clock after each rate estimation (the API's history).
+        self.rate_listeners: list[Callable[[float], None]] = []
         self.health_managed = False  # set by the health component: verdicts start unknown
         self._svc_keys: dict[ServiceKey, Any] = {}
         self._srv_keys: dict[tuple[ServiceKey, Endpoint], Any] = {}
@@ -145,8 +147,7 @@ class Director:
             self._started = True
             self._timers = [
                 asyncio.create_task(self._every(EXPIRE_INTERVAL, self._tick), name="expire"),
-                asyncio.create_task(self._every(RATES_INTERVAL, self.engine.update_rates),
-                                    name="rates"),
+                asyncio.create_task(self._every(RATES_INTERVAL, self._rates), name="rates"),
             ]
             for component in self.components:
                 await component.start()
@@ -211,6 +212,14 @@ class Director:
                 fn(self._clock())
             except Exception:
                 log.exception("timer %s failed", getattr(fn, "__name__", fn))
+
+    def _rates(self, now: float) -> None:
+        self.engine.update_rates(now)
+        for listener in list(self.rate_listeners):
+            try:
+                listener(now)
+            except Exception:
+                log.exception("rate listener %r failed", listener)
 
     # -- configuration ---------------------------------------------------------------------
     async def apply_config(self, new: Config) -> None:
