@@ -145,25 +145,12 @@ def in6_checksum(nh: int, ip: Any, payload: bytes) -> int:
     return int(in6_chksum(nh, ip, payload))  # type: ignore[no-untyped-call]
 
 
-def _build6(p: Pkt) -> bytes:
-    ip = IPv6(src=p.src, dst=p.dst, hlim=p.ttl)
-    if p.proto == "tcp":
-        return bytes(ip / TCP(sport=p.sport, dport=p.dport, flags=p.flags, seq=p.seq,
-                              window=8192) / Raw(p.payload))
-    if p.proto == "udp":
-        if p.udp_csum_zero:
-            return bytes(ip / UDP(sport=p.sport, dport=p.dport, chksum=0) / Raw(p.payload))
-        return bytes(ip / UDP(sport=p.sport, dport=p.dport) / Raw(p.payload))
-    body = _quoted_bytes(p.inner) if p.inner is not None else p.payload
-    return icmp6(p.src, p.dst, p.ttl, p.icmp_type, p.icmp_code, body)
-
-
 def build(p: Pkt) -> bytes:
     """Wire bytes for ``p``; every checksum and length is computed by scapy."""
-    if is_v6(p.src):
-        return _build6(p)
-    ip = IP(src=p.src, dst=p.dst, ttl=p.ttl, id=p.ip_id,
-            options=[IPOption(p.ip_options)] if p.ip_options else [])
+    v6 = is_v6(p.src)
+    ip: Any = (IPv6(src=p.src, dst=p.dst, hlim=p.ttl) if v6
+               else IP(src=p.src, dst=p.dst, ttl=p.ttl, id=p.ip_id,
+                       options=[IPOption(p.ip_options)] if p.ip_options else []))
     if p.proto == "tcp":
         return bytes(ip / TCP(sport=p.sport, dport=p.dport, flags=p.flags, seq=p.seq,
                               window=8192) / Raw(p.payload))
@@ -172,6 +159,8 @@ def build(p: Pkt) -> bytes:
             return bytes(ip / UDP(sport=p.sport, dport=p.dport, chksum=0) / Raw(p.payload))
         return bytes(ip / UDP(sport=p.sport, dport=p.dport) / Raw(p.payload))
     body = _quoted_bytes(p.inner) if p.inner is not None else p.payload
+    if v6:
+        return icmp6(p.src, p.dst, p.ttl, p.icmp_type, p.icmp_code, body)
     return bytes(ip / ICMP(type=p.icmp_type, code=p.icmp_code) / Raw(body))
 
 
