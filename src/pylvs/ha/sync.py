@@ -3,7 +3,7 @@
 The engine decides *what* to sync, with IPVS-like thresholds (docs/ipvs.md#sync: a
 connection is recorded at its 3rd packet, then every 50th, and on every state change that
 matters, templates with their controlled connections), and hands out binary records (IPVS sync
-v1 entries, 36 bytes for IPv4 and 68 for IPv6, each carrying its own size):
+v1 entries, 36 bytes for IPv4 and 72 for IPv6, each carrying its own size):
 ``Engine.sync_collect()`` drains what is pending, ``Engine.sync_full()`` returns every entry
 (for a peer that has just started), ``Engine.sync_apply(blob, now)`` installs records.
 
@@ -36,7 +36,7 @@ __all__ = ["SyncChannel", "SyncEngine"]
 
 log = logging.getLogger("pylvs.ha")
 
-RECORD_SIZE = 36  # an IPv4 record (LVS_SYNC_RECORD_SIZE); an IPv6 one is 68
+RECORD_SIZE = 36  # an IPv4 record (LVS_SYNC_RECORD_SIZE); an IPv6 one is 72
 MAX_DATAGRAMS_PER_FLUSH = 512  # bounded work per tick; the rest waits for the next one
 
 
