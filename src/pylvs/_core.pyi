@@ -162,6 +162,27 @@ class lvs_engine_info(CData):
     num_services: int
     trash_dests: int
 
+class lvs_defense_conf(CData):
+    drop_entry: int
+    drop_packet: int
+    secure_tcp: int
+    amemthresh: int
+    am_droprate: int
+    evict_embryonic: int
+
+class lvs_defense_info(CData):
+    conf: lvs_defense_conf
+    drop_entry_active: int
+    secure_tcp_active: int
+    drop_rate: int
+    free_slots: int
+    available: int
+    embryonic: int
+    drop_entry_conns: int
+    drop_entry_templates: int
+    evicted_embryonic: int
+    evicted_templates: int
+
 class lvs_tunio_stats(CData):
     reads: int
     read_bytes: int
@@ -221,6 +242,10 @@ class FFI:
     @overload
     def new(self, cdecl: Literal["lvs_engine_info *"]) -> lvs_engine_info: ...
     @overload
+    def new(self, cdecl: Literal["lvs_defense_conf *"]) -> lvs_defense_conf: ...
+    @overload
+    def new(self, cdecl: Literal["lvs_defense_info *"]) -> lvs_defense_info: ...
+    @overload
     def new(self, cdecl: Literal["lvs_tunio_stats *"]) -> lvs_tunio_stats: ...
     @overload
     def new(self, cdecl: Literal["lvs_dest_info[]"], init: int) -> StructArray[lvs_dest_info]: ...
@@ -252,6 +277,7 @@ class Lib:
     LVS_AF_INET6: int
     LVS_SVC_F_PERSISTENT: int
     LVS_SVC_F_SCHED1: int
+    LVS_MH_MAX_SIZE: int
     LVS_SVC_F_SCHED2: int
     LVS_SVC_F_SCHED3: int
     LVS_DEST_F_AVAILABLE: int
@@ -297,6 +323,8 @@ class Lib:
     def lvs_engine_get_timeouts(
         self, e: lvs_engine, tcp: IntArray, tcpfin: IntArray, udp: IntArray, /
     ) -> None: ...
+    def lvs_defense_set(self, e: lvs_engine, c: lvs_defense_conf, /) -> int: ...
+    def lvs_defense_get(self, e: lvs_engine, out: lvs_defense_info, /) -> None: ...
     def lvs_svc_add(self, e: lvs_engine, c: lvs_svc_conf, /) -> int: ...
     def lvs_svc_edit(self, e: lvs_engine, c: lvs_svc_conf, /) -> int: ...
     def lvs_svc_del(

@@ -206,7 +206,7 @@ static lvs_dest *sh_schedule(lvs_service *svc, const lvs_sched_key *key, double 
 /* ---- mh: Maglev lookup table of a prime size, built from last_weight ---- */
 
 #define MH_DEFAULT_SIZE 4093u
-#define MH_MAX_SIZE 131071u
+#define MH_MAX_SIZE LVS_MH_MAX_SIZE
 static const uint64_t MH_K1 = 2654435761ull, MH_K2 = 2654446892ull;
 
 typedef struct mh_state {

@@ -29,10 +29,11 @@ from typing import Any, Protocol
 
 from pylvs import config as config_mod
 from pylvs.dataplane.tun import TunDataplane
-from pylvs.engine import Engine, Timeouts, scheduler_names
+from pylvs.engine import Defense, Engine, Timeouts, scheduler_names
 from pylvs.errors import ConfigError
 from pylvs.model import (
     Config,
+    DefenseConfig,
     Endpoint,
     IPAddress,
     RealServerConfig,
@@ -42,7 +43,7 @@ from pylvs.model import (
 from pylvs.netconf import NetConf, NetPlan, plan_from_config, send_announcements
 from pylvs.weights import LoadReport, ServerWeight
 
-__all__ = ["Component", "ComponentHost", "Director"]
+__all__ = ["Component", "ComponentHost", "Director", "defense_settings"]
 
 log = logging.getLogger("pylvs.director")
 
@@ -59,8 +60,8 @@ class Component(Protocol):
     async def start(self) -> None:
         """Start; may raise to abort the director's start."""
 
-    async def stop(self) -> None:
-        """Stop; must not raise."""
+    async def stop(self, *, handover: bool = True) -> None:
+        """Stop; must not raise.  ``handover``: let an HA peer take over at once (clean stop)."""
 
 
 class ComponentHost(Protocol):
@@ -75,6 +76,7 @@ class ComponentHost(Protocol):
     components: list[Component]
     status_providers: dict[str, Callable[[], Any]]  # extra sections of status()
     config_listeners: list[Callable[[Config], Awaitable[None]]]  # awaited after apply_config
+    config_preparers: list[Callable[[Config], None]]  # called before the engine follows
     health_managed: bool
 
     @property
@@ -84,6 +86,13 @@ class ComponentHost(Protocol):
     def set_server_state(self, service_key: ServiceKey, endpoint: Endpoint, *,
                          healthy: bool | None = None, load_weight: int | None = None) -> None:
         """Record a health verdict and/or weight and update the engine."""
+
+
+def defense_settings(cfg: DefenseConfig) -> Defense:
+    """The engine's flood defence settings for a ``[defense]`` section."""
+    return Defense(drop_entry=cfg.drop_entry, drop_packet=cfg.drop_packet,
+                   secure_tcp=cfg.secure_tcp, amemthresh=cfg.amemthresh,
+                   am_droprate=cfg.am_droprate, evict_embryonic=cfg.evict_embryonic)
 
 
 class Director:
@@ -97,7 +106,8 @@ class Director:
         d = config.director
         t = config.timeouts
         self.engine = Engine(max_connections=d.max_connections,
-                             timeouts=Timeouts(tcp=t.tcp, tcpfin=t.tcpfin, udp=t.udp))
+                             timeouts=Timeouts(tcp=t.tcp, tcpfin=t.tcpfin, udp=t.udp),
+                             defense=defense_settings(config.defense))
         self.dataplane = TunDataplane(d.tun_name, offload=d.offload, batch_size=d.batch_size,
                                       engine_ptr=self._engine_ptr, clock=clock,
                                       on_failure=self._dataplane_failed)
@@ -108,6 +118,9 @@ class Director:
         self.components: list[Component] = []
         self.status_providers: dict[str, Callable[[], Any]] = {}  # extra sections of status()
         self.config_listeners: list[Callable[[Config], Awaitable[None]]] = []
+        # Called with a validated new config just before the engine follows it (the health
+        # component hands a sorry server that became a real server back to the config here).
+        self.config_preparers: list[Callable[[Config], None]] = []
         # Called with the engine's clock after each rate estimation (the API's history).
         self.rate_listeners: list[Callable[[float], None]] = []
         self.health_managed = False  # set by the health component: verdicts start unknown
@@ -159,10 +172,15 @@ class Director:
                  "on" if self.dataplane.offload else "off", self.dataplane.batch_size)
 
     async def stop(self, handover: bool = True) -> None:
-        """Stop components (HA hands over first when ``handover``), the pump, the network."""
+        """Stop components, the pump, the network.
+
+        With ``handover`` the HA component first announces priority 0, so the peer takes over
+        at once; without it the peer is left to notice the silence (a dead time later), as
+        after a crash, e.g. to rehearse one.
+        """
         for component in reversed(self.components):
             try:
-                await component.stop()
+                await component.stop(handover=handover)
             except Exception:
                 log.exception("stopping %r failed", component)
         for task in self._timers:
@@ -241,6 +259,8 @@ class Director:
                     raise ConfigError(f"{new.source}: director.{key}: cannot change while "
                                       f"running (was {getattr(old.director, key)!r}); restart")
             self._check_engine_accepts(new)
+            for prepare in self.config_preparers:
+                prepare(new)
             try:
                 self._sync_engine(new)
             except Exception:
@@ -251,6 +271,8 @@ class Director:
             if new.timeouts != old.timeouts:
                 t = new.timeouts
                 self.engine.set_timeouts(tcp=t.tcp, tcpfin=t.tcpfin, udp=t.udp)
+            if new.defense != old.defense:
+                self.engine.set_defense(defense_settings(new.defense))
             self._config = new
             if self._started:
                 before = self.netconf.plan.vips

@@ -64,6 +64,8 @@ from pylvs._core import ffi as _ffi
 from pylvs._core import lib as _lib
 from pylvs.engine_types import (
     ConnectionInfo,
+    Defense,
+    DefenseInfo,
     EngineStats,
     Protocol,
     Rates,
@@ -97,6 +99,8 @@ __all__ = [
     "SYNC_RECORD_SIZE",
     "SYNC_RECORD_SIZE_V6",
     "ConnectionInfo",
+    "Defense",
+    "DefenseInfo",
     "Engine",
     "EngineStats",
     "Rates",
@@ -334,7 +338,8 @@ class Engine:
 
     def __init__(self, max_connections: int = 1 << 20, timeouts: Timeouts | None = None, *,
                  seed: int = 0, expire_nodest_conn: bool = False,
-                 expire_quiescent_template: bool = False, conn_reuse_mode: int = 1) -> None:
+                 expire_quiescent_template: bool = False, conn_reuse_mode: int = 1,
+                 defense: Defense | None = None) -> None:
         if not 1 <= max_connections <= 1 << 26:
             raise ConfigError(f"max_connections: {max_connections} is not in 1..{1 << 26}")
         ptr = _lib.lvs_engine_new(max_connections, seed & 0xFFFFFFFFFFFFFFFF)
@@ -349,6 +354,8 @@ class Engine:
         self.set_option("conn_reuse_mode", conn_reuse_mode)
         if timeouts is not None:
             self.set_timeouts(tcp=timeouts.tcp, tcpfin=timeouts.tcpfin, udp=timeouts.udp)
+        if defense is not None:
+            self.set_defense(defense)
 
     def _c_handle(self) -> lvs_engine:
         """The ``lvs_engine *`` cdata, for the C dataplane only; valid while self lives."""
@@ -390,6 +397,49 @@ class Engine:
         out = _ffi.new("uint32_t[3]")
         _lib.lvs_engine_get_timeouts(self._e, out, out + 1, out + 2)
         return Timeouts(int(out[0]), int(out[1]), int(out[2]))
+
+    # ---- flood defence ----
+
+    def set_defense(self, defense: Defense) -> None:
+        """Apply the flood defence settings; a mode written takes effect at once (as the
+        kernel's sysctl handler runs ``update_defense_level``)."""
+        for name in ("drop_entry", "drop_packet", "secure_tcp"):
+            if getattr(defense, name) not in (0, 1, 2, 3):
+                raise ConfigError(f"defense.{name}: expected 0..3, got {getattr(defense, name)}")
+        amemthresh = defense.amemthresh
+        if amemthresh is None:
+            amemthresh = max(1, int(self._info().max_connections) // 10)
+        _u32(amemthresh, "defense.amemthresh")
+        _u32(defense.am_droprate, "defense.am_droprate")
+        conf = _ffi.new("lvs_defense_conf *")
+        conf.drop_entry = defense.drop_entry
+        conf.drop_packet = defense.drop_packet
+        conf.secure_tcp = defense.secure_tcp
+        conf.amemthresh = amemthresh
+        conf.am_droprate = defense.am_droprate
+        conf.evict_embryonic = int(defense.evict_embryonic)
+        _check(_lib.lvs_defense_set(self._e, conf), "defense")
+
+    def defense(self) -> DefenseInfo:
+        """The defence now: modes, what is engaged, entries removed by reason."""
+        out = _ffi.new("lvs_defense_info *")
+        _lib.lvs_defense_get(self._e, out)
+        c = out.conf
+        return DefenseInfo(
+            settings=Defense(drop_entry=int(c.drop_entry), drop_packet=int(c.drop_packet),
+                             secure_tcp=int(c.secure_tcp), amemthresh=int(c.amemthresh),
+                             am_droprate=int(c.am_droprate),
+                             evict_embryonic=bool(c.evict_embryonic)),
+            drop_entry_active=bool(out.drop_entry_active),
+            secure_tcp_active=bool(out.secure_tcp_active), drop_rate=int(out.drop_rate),
+            free_slots=int(out.free_slots), available=int(out.available),
+            embryonic=int(out.embryonic),
+            entries_dropped=MappingProxyType({
+                "drop_entry": int(out.drop_entry_conns),
+                "drop_entry_template": int(out.drop_entry_templates),
+                "evict_embryonic": int(out.evicted_embryonic),
+                "evict_template": int(out.evicted_templates),
+            }))
 
     # ---- services ----
 

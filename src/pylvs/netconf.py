@@ -28,6 +28,11 @@ exactly what was added and a restart after a crash first removes the leftovers a
 afresh.  The TUN device itself is created by the dataplane when it opens ``/dev/net/tun`` (it
 is not persistent, so it vanishes with the process, and its routes with it).
 
+If the process dies without :meth:`NetConf.remove` (``kill -9``), the guardian process that
+:meth:`NetConf.setup` starts (:mod:`pylvs.guardian`) removes at once what answers for this
+node on the network: the ``nat_router`` addresses and the proxy ARP/NDP entries
+(:func:`release_claims`).
+
 All methods block on netlink; asyncio callers run them with ``asyncio.to_thread``.  (pyroute2's
 ``AsyncIPRoute`` cannot run on uvloop, whose datagram endpoints reject AF_NETLINK.)
 """
@@ -52,6 +57,7 @@ from pyroute2 import IPRoute
 from pyroute2.netlink.exceptions import NetlinkError
 
 from pylvs.errors import NetConfigError
+from pylvs.guardian import Guardian, wait_for_previous
 from pylvs.model import Config, IPAddress, IPInterface, parse_address
 from pylvs.neighbours import announce_frames
 
@@ -61,6 +67,7 @@ __all__ = [
     "NetPlan",
     "Steer",
     "plan_from_config",
+    "release_claims",
     "send_announcements",
 ]
 
@@ -152,7 +159,7 @@ class NetConf:
 
     def __init__(self, public_interface: str, private_interface: str, tun_name: str, *,
                  table: int = 201, rule_priority: int = 1000, txqueuelen: int = 10000,
-                 state_dir: Path | None = None) -> None:
+                 state_dir: Path | None = None, guardian: bool = True) -> None:
         self.public = public_interface
         self.private = private_interface
         self.tun = tun_name
@@ -162,14 +169,21 @@ class NetConf:
         self._state_path = (state_dir or _STATE_DIR) / f"netconf-{_netns_id()}-{tun_name}.json"
         self._state = _State()
         self._plan = NetPlan()
+        self._want_guardian = guardian
+        self._guardian: Guardian | None = None
         # Calls come from worker threads (director reloads, HA takeovers): an RLock so that a
         # read-modify-apply (_update) is atomic against other applies.
         self._lock = threading.RLock()
 
     # -- lifecycle -------------------------------------------------------------------------
     def setup(self) -> None:
-        """Undo a crashed run's leftovers, then set sysctls, the TUN link and the table."""
+        """Undo a crashed run's leftovers, then set sysctls, the TUN link and the table.
+
+        Also starts the guardian that removes this node's claims if the process dies.
+        """
         with self._lock:
+            if not wait_for_previous(self._state_path):
+                log.warning("netconf: the guardian of a previous run is still cleaning up")
             self._recover()
             if Path(f"/proc/sys/net/ipv6/conf/{self.tun}").is_dir() and not self._state.ipv6:
                 # Off until a plan holds IPv6 (_enable_ipv6); without this the TUN's own
@@ -193,6 +207,12 @@ class NetConf:
             self._sysctl(f"net/ipv4/conf/{self.tun}/send_redirects", "0")
             self._sysctl(f"net/ipv4/neigh/{self.public}/proxy_delay", "0")
             self._save()
+            if self._want_guardian and self._guardian is None:
+                try:
+                    self._guardian = Guardian.start(self._state_path, self.public, self.private)
+                except OSError as exc:
+                    log.warning("netconf: cannot start the guardian (a crash would leave the "
+                                "nat_router and proxy ARP/NDP in place): %s", exc)
 
     def apply(self, plan: NetPlan) -> None:
         """Converge VIPs, reply steering and the nat_router addresses to ``plan``."""
@@ -215,6 +235,9 @@ class NetConf:
             except (NetConfigError, NetlinkError, OSError) as exc:
                 log.error("netconf: removing configuration failed: %s", exc)
             self._plan = NetPlan()
+            guardian, self._guardian = self._guardian, None
+            if guardian is not None:
+                guardian.stand_down()
 
     # -- HA takeover / release -------------------------------------------------------------
     def add_vips(self, vips: Iterable[IPAddress]) -> None:
@@ -336,7 +359,11 @@ class NetConf:
         self._state.proxies = [str(v) for v in _sorted(vips)]
 
     def _rules(self, ipr: Any) -> Iterator[Any]:
-        families = _FAMILIES if self._state.ipv6 else (socket.AF_INET,)
+        # IPv6 rules too whenever the host has IPv6, not only once this run enabled it: a
+        # dual-stack run that crashed left its IPv6 steering (the guardian keeps the rules and
+        # deletes the state file), and an IPv4-only run after it must converge them away.
+        has_ipv6 = self._state.ipv6 or Path("/proc/sys/net/ipv6").is_dir()
+        families = _FAMILIES if has_ipv6 else (socket.AF_INET,)
         for family in families:
             for rule in ipr.rule("dump", family=family):
                 if (rule.get("priority") == self.rule_priority
@@ -410,12 +437,7 @@ class NetConf:
 
     def _undo(self, ipr: Any) -> None:
         """Remove what the state and the tags say pylvs added; restore sysctls."""
-        public = ipr.link_lookup(ifname=self.public)
-        for vip in self._state.proxies:
-            if public:
-                _ignore(ipr.neigh, errno.ENOENT, "del", dst=vip, ifindex=public[0],
-                        flags=NTF_PROXY, family=_family(parse_address(vip)))
-        self._state.proxies = []
+        self._del_claims(ipr)
         for table in (254, self.table):
             for route in self._host_routes(ipr, table):
                 family = route["family"]
@@ -423,12 +445,13 @@ class NetConf:
                 _ignore(ipr.route, errno.ESRCH, "del", dst=f"{dst}/{route['dst_len']}",
                         table=table, oif=route.get("oif"), type=route["type"],
                         proto=RTPROT_PYLVS, family=family)
-        self._state.ipv6 = True  # rules of both families: a crashed run may have had IPv6
         for rule in list(self._rules(ipr)):
             self._del_rule(ipr, rule)
         self._state.ipv6 = False
-        for text in list(self._state.nat_routers):
-            self._del_nat_router(ipr, ip_interface(text))
+        self._forget()
+
+    def _forget(self) -> None:
+        """Restore the sysctls pylvs changed and delete the state file."""
         for path, value in reversed(self._state.sysctls.items()):
             with contextlib.suppress(OSError):  # the TUN's conf vanishes with the device
                 Path("/proc/sys", path).write_text(value + "\n")
@@ -436,22 +459,44 @@ class NetConf:
         with contextlib.suppress(FileNotFoundError):
             self._state_path.unlink()
 
+    def _del_claims(self, ipr: Any) -> list[str]:
+        """Remove the proxy ARP/NDP entries and the nat_routers pylvs added; what was removed."""
+        done: list[str] = []
+        public = ipr.link_lookup(ifname=self.public)
+        for vip in self._state.proxies:
+            if public:
+                address = parse_address(vip)
+                _ignore(ipr.neigh, errno.ENOENT, "del", dst=vip, ifindex=public[0],
+                        flags=NTF_PROXY, family=_family(address))
+                done.append(f"proxy {'NDP' if address.version == 6 else 'ARP'} {vip}")
+        self._state.proxies = []
+        for text in list(self._state.nat_routers):
+            done.append(f"nat_router {text}")
+            self._del_nat_router(ipr, ip_interface(text))
+        return done
+
     def _recover(self) -> None:
+        if not self._load():
+            return
+        log.warning("netconf: a previous run did not clean up; removing its configuration")
+        with self._ipr() as ipr:
+            self._undo(ipr)
+
+    def _load(self) -> bool:
+        """Read the saved state into ``self._state``; False if there is none (or unreadable)."""
         try:
             saved = json.loads(self._state_path.read_text())
         except FileNotFoundError:
-            return
+            return False
         except (OSError, ValueError) as exc:
             log.warning("netconf: ignoring unreadable state %s: %s", self._state_path, exc)
-            return
-        log.warning("netconf: a previous run did not clean up; removing its configuration")
+            return False
         legacy = saved.get("nat_router")  # the single-gateway state file of earlier versions
         self._state = _State(sysctls=dict(saved.get("sysctls", {})),
                              proxies=list(saved.get("proxies", [])),
                              nat_routers=list(saved.get("nat_routers", [legacy] if legacy else [])),
                              ipv6=bool(saved.get("ipv6", False)))
-        with self._ipr() as ipr:
-            self._undo(ipr)
+        return True
 
     def _sysctl(self, path: str, value: str) -> None:
         file = Path("/proc/sys", path)
@@ -473,6 +518,31 @@ class NetConf:
             tmp.replace(self._state_path)
         except OSError as exc:
             log.warning("netconf: cannot save state to %s: %s", self._state_path, exc)
+
+
+def release_claims(state_path: Path, public: str, private: str,
+                   ipr: Any | None = None) -> list[str]:
+    """After the director died: remove the nat_router addresses and proxy ARP/NDP it added.
+
+    Run by :mod:`pylvs.guardian`.  Reads the state file the director kept current and removes
+    what would answer ARP or neighbour solicitations for this node; then puts the sysctls back
+    and deletes the state file (nothing is left in the state directory, even if the namespace
+    goes away next).  The blackhole routes and steering rules stay: they only drop traffic
+    meant for the dead director, and the next run finds them by their tags and converges them.
+    Returns what it removed, for the log.  *ipr*: an open ``IPRoute`` (the guardian opens one
+    in advance: the first open costs milliseconds).
+    """
+    conf = NetConf(public, private, "", guardian=False)
+    conf._state_path = state_path
+    if not conf._load():
+        return []
+    if ipr is not None:
+        done = conf._del_claims(ipr)
+    else:
+        with conf._ipr() as fresh:
+            done = conf._del_claims(fresh)
+    conf._forget()
+    return done
 
 
 def _netns_id() -> str:

@@ -32,6 +32,7 @@ from hypothesis.stateful import (
     rule,
 )
 
+from pylvs.engine import Defense
 from tests.support.engine_model import (
     ACTIVE_STATES,
     Conn,
@@ -153,6 +154,7 @@ class EngineVsModel(RuleBasedStateMachine):
 
     max_connections = 1 << 20
     options: dict[str, Any] = {}  # IPVS sysctls given to both sides
+    evict_embryonic = True  # docs/ipvs.md#flood-defence: a full table evicts, as pylvs does
     service_slots: tuple[tuple[str, str, int], ...] = SERVICE_SLOTS
 
     # ---- the universe, by address family ----
@@ -169,9 +171,11 @@ class EngineVsModel(RuleBasedStateMachine):
     def __init__(self) -> None:
         super().__init__()
         self.now = 0
-        self.model = Model(max_connections=self.max_connections, **self.options)
-        self.eng = EngineView(engine_or_skip(max_connections=self.max_connections,
-                                             **self.options))
+        self.model = Model(max_connections=self.max_connections, **self.options,
+                           evict_embryonic=self.evict_embryonic)
+        self.eng = EngineView(engine_or_skip(
+            max_connections=self.max_connections, **self.options,
+            defense=Defense(evict_embryonic=self.evict_embryonic)))
         self.svcs: dict[int, tuple[Service, Any]] = {}
         self.dests: dict[tuple[int, int], tuple[Dest, Any]] = {}
         self.sent = 0
@@ -325,6 +329,27 @@ class EngineVsModel(RuleBasedStateMachine):
                           ttl=ttl))
 
     @precondition(lambda self: bool(self.svcs))
+    @rule(pick=st.integers(0, 3), count=st.integers(1, 8), first=st.integers(1, 250),
+          server_answers=st.booleans())
+    def spoofed_syns(self, pick: int, count: int, first: int, server_answers: bool) -> None:
+        """A burst of SYNs from spoofed sources (docs/ipvs.md#flood-defence): they never
+        complete, so they fill the table with embryonic entries; the real server's SYN-ACK may
+        come back through the director and vanish."""
+        slots = sorted(s for s in self.svcs if self.service_slots[s][0] == "tcp")
+        if not slots:
+            return
+        slot = slots[pick % len(slots)]
+        _, vip, vport = self.service_slots[slot]
+        vport = vport or OTHER_PORT
+        for i in range(count):
+            host = (first + i) % 254 + 1
+            src = f"2001:2:0:80::{host:x}" if is_v6(vip) else f"198.18.128.{host}"
+            self.send(tcp(src, 1024 + i, vip, vport, "S"))
+            c = self.model.by_in.get(self.model._in_key("tcp", src, 1024 + i, vip, vport))
+            if server_answers and c is not None:
+                self.send(tcp(c.daddr, c.dport, src, 1024 + i, "SA"))
+
+    @precondition(lambda self: bool(self.svcs))
     @rule(pick=st.integers(0, 3), ci=st.integers(0, 2), cport=st.sampled_from(CPORTS),
           closes=st.sampled_from(["", "client", "server", "reset"]))
     def conversation(self, pick: int, ci: int, cport: int, closes: str) -> None:
@@ -440,6 +465,13 @@ class EngineVsModel(RuleBasedStateMachine):
         entries = self.model.connections()
         assert (st_.connections, st_.templates) == (
             len(entries), sum(c.template for c in entries)), "(entries, templates) in the table"
+        assert st_.connections <= self.max_connections
+        d = self.eng.eng.defense()
+        for reason, n in self.model.evicted.items():
+            assert d.entries_dropped[reason] == n, reason
+            if n:
+                event(f"evicted: {reason}")
+        assert d.embryonic == len(self.model.embryos)
 
 
 # PYLVS_ENGT_EXAMPLES=2000 gives a deep run; the default keeps the unit suite fast.
@@ -464,9 +496,17 @@ test_dual_stack_vs_model = DualStackVsModel.TestCase
 
 
 class SmallTableVsModel(EngineVsModel):
-    """The same with a table of 5 entries: new conns (and templates) meet ``table_full``."""
+    """The same with a table of 5 entries: new conns evict the oldest embryonic conn (and its
+    unassured template), and meet ``table_full`` when there is none."""
 
     max_connections = 5
+
+
+class SmallTableNoEvictVsModel(EngineVsModel):
+    """A table of 5 entries without eviction (the kernel's behaviour): ``table_full``."""
+
+    max_connections = 5
+    evict_embryonic = False
 
 
 # The variants share most paths with the main machine: half its examples each.
@@ -474,6 +514,8 @@ VARIANT_SETTINGS = settings(EngineVsModel.TestCase.settings,
                             max_examples=max(10, EngineVsModel.TestCase.settings.max_examples // 2))
 SmallTableVsModel.TestCase.settings = VARIANT_SETTINGS
 test_small_table_vs_model = SmallTableVsModel.TestCase
+SmallTableNoEvictVsModel.TestCase.settings = VARIANT_SETTINGS
+test_small_table_no_evict_vs_model = SmallTableNoEvictVsModel.TestCase
 
 
 class SysctlsVsModel(EngineVsModel):

@@ -81,6 +81,8 @@ def make_app(director: DirectorLike, *, token: str | None = None,
     r.add_post("/api/v1/zero", _zero)
     r.add_get("/api/v1/timeouts", _get_timeouts)
     r.add_put("/api/v1/timeouts", _set_timeouts)
+    r.add_get("/api/v1/defense", _get_defense)
+    r.add_put("/api/v1/defense", _set_defense)
     r.add_get("/api/v1/config", _get_config)
     r.add_post("/api/v1/config/save", _save_config)
     return app
@@ -145,6 +147,9 @@ async def _body(request: web.Request) -> dict[str, Any]:
         data = await request.json(loads=json.loads)
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise ConfigError(f"body: not valid JSON ({exc})") from None
+    except RecursionError:
+        # json.loads recurses once per nesting level; no request of ours nests that deep.
+        raise ConfigError("body: JSON nested too deeply") from None
     if not isinstance(data, dict):
         raise ConfigError("body: expected a JSON object")
     return data
@@ -342,22 +347,30 @@ def _one_op(cfg: model.Config, op: object) -> model.Config:
     if kind == "clear":
         return mutations.clear(cfg)
     if kind == "set_timeouts":
-        return mutations.set_timeouts(cfg, op.get("timeouts", {}))
+        return mutations.set_timeouts(cfg, _object(op, "timeouts"))
     if kind == "add_service":
         return mutations.add_service(cfg, codec.decode_service(op.get("service")))
     key = codec.service_key(op.get("protocol"), op.get("address"), "address")
     if kind == "edit_service":
-        return mutations.edit_service(cfg, key, op.get("changes", {}))
+        return mutations.edit_service(cfg, key, _object(op, "changes"))
     if kind == "delete_service":
         return mutations.delete_service(cfg, key)
     if kind == "add_server":
         return mutations.add_server(cfg, key, codec.decode_server(op.get("server")))
     rip = codec.parse_endpoint(op.get("server_address"), "real_server.address")
     if kind == "edit_server":
-        return mutations.edit_server(cfg, key, rip, op.get("changes", {}))
+        return mutations.edit_server(cfg, key, rip, _object(op, "changes"))
     if kind == "delete_server":
         return mutations.delete_server(cfg, key, rip)
     raise ConfigError(f"op: unknown operation {kind!r}")
+
+
+def _object(op: Mapping[str, Any], name: str) -> Mapping[str, Any]:
+    """The JSON object ``op[name]`` (absent: empty); ConfigError naming *name* otherwise."""
+    value = op.get(name, {})
+    if not isinstance(value, Mapping):
+        raise ConfigError(f"{name}: expected an object, got {codec.kind(value)}")
+    return value
 
 
 async def _connections(request: web.Request) -> web.Response:
@@ -390,6 +403,16 @@ async def _set_timeouts(request: web.Request) -> web.Response:
     changes = await _body(request)
     await _apply(request, lambda cfg: mutations.set_timeouts(cfg, changes))
     return _json(views.timeouts(_director(request)))
+
+
+async def _get_defense(request: web.Request) -> web.Response:
+    return _json(views.defense(_director(request)))
+
+
+async def _set_defense(request: web.Request) -> web.Response:
+    changes = await _body(request)
+    await _apply(request, lambda cfg: mutations.set_defense(cfg, changes))
+    return _json(views.defense(_director(request)))
 
 
 async def _get_config(request: web.Request) -> web.Response:

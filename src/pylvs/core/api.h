@@ -80,6 +80,39 @@ int64_t lvs_engine_get_option(lvs_engine *e, int opt);
 /* Run due timers; returns the number of entries removed (conns and templates). */
 uint32_t lvs_engine_expire(lvs_engine *e, double now);
 
+/* ---- flood defence (docs/ipvs.md#flood-defence) ----
+ * drop_entry, drop_packet, secure_tcp: 0 off, 1 automatic (idle), 2 automatic (engaged), 3 always
+ * on, as the kernel sysctls; the automatic modes move between 1 and 2 by themselves, once a
+ * second (from lvs_engine_expire) and at once on a set.  They engage when fewer than amemthresh
+ * entries are available to new connections (free slots, plus embryonic entries while eviction
+ * is on).  evict_embryonic: a full table gives the oldest embryonic entry's slot
+ * to a new connection (beyond the kernel). */
+typedef struct lvs_defense_conf {
+    int32_t drop_entry;
+    int32_t drop_packet;
+    int32_t secure_tcp;
+    uint32_t amemthresh;     /* free table slots */
+    uint32_t am_droprate;    /* drop_packet mode 3: one in am_droprate new conns */
+    int32_t evict_embryonic;
+} lvs_defense_conf;
+
+typedef struct lvs_defense_info {
+    lvs_defense_conf conf;   /* the modes as they are now */
+    int32_t drop_entry_active;
+    int32_t secure_tcp_active;
+    uint32_t drop_rate;      /* 0: drop_packet idle */
+    uint32_t free_slots;
+    uint32_t available;      /* what the levels compare with amemthresh: free slots, plus the
+                              * embryonic entries while eviction is on */
+    uint32_t embryonic;      /* entries that could be evicted */
+    uint64_t drop_entry_conns, drop_entry_templates;
+    uint64_t evicted_embryonic, evicted_templates;
+} lvs_defense_info;
+
+/* -LVS_E_RANGE for a mode outside 0..3. */
+int lvs_defense_set(lvs_engine *e, const lvs_defense_conf *c);
+void lvs_defense_get(lvs_engine *e, lvs_defense_info *out);
+
 /* ipvsadm --set: 0 keeps the current value. */
 void lvs_engine_set_timeouts(lvs_engine *e, uint32_t tcp, uint32_t tcpfin, uint32_t udp);
 void lvs_engine_get_timeouts(lvs_engine *e, uint32_t *tcp, uint32_t *tcpfin, uint32_t *udp);

@@ -212,15 +212,20 @@ static lvs_conn *conn_alloc(lvs_engine *e)
         lvs_conn *slab = calloc(LVS_SLAB_SIZE, sizeof(lvs_conn));
         if (!slab)
             return NULL;
+        uint32_t base = e->nslabs * LVS_SLAB_SIZE;
         e->slabs[e->nslabs++] = slab;
         for (uint32_t i = LVS_SLAB_SIZE; i-- > 0;) {
+            slab[i].slot = base + i;
             slab[i].out_next = e->free_list;
             e->free_list = &slab[i];
         }
     }
     lvs_conn *c = e->free_list;
     e->free_list = c->out_next;
+    uint32_t slot = c->slot;
     memset(c, 0, sizeof(*c));
+    c->slot = slot;
+    c->emb_prev = c->emb_next = LVS_NO_SLOT;
     e->nconns++;
     return c;
 }
@@ -267,9 +272,12 @@ lvs_conn *lvs_conn_new(lvs_engine *e, const lvs_conn_key *k, uint16_t flags, lvs
 }
 
 /* Unlink and free (ip_vs_conn_expire once the timer is really done with it). */
+static void embryo_unlink(lvs_engine *e, lvs_conn *c);
+
 static void conn_free(lvs_engine *e, lvs_conn *c)
 {
     wheel_unlink(c);
+    embryo_unlink(e, c);
     in_unlink(e, c);
     if (c->flags & LVS_CONN_F_TEMPLATE)
         e->ntemplates--;
@@ -366,6 +374,7 @@ int lvs_conn_table_init(lvs_engine *e, uint32_t max_conns)
         return -LVS_E_NOMEM;
     e->tab_mask = n - 1;
     e->max_conns = max_conns;
+    e->emb_head = e->emb_tail = LVS_NO_SLOT;
     return 0;
 }
 
@@ -392,10 +401,57 @@ void lvs_conn_for_each(lvs_engine *e, void (*fn)(lvs_engine *, lvs_conn *, void 
 
 uint32_t lvs_conn_index_of(lvs_engine *e, const lvs_conn *c)
 {
-    for (uint32_t s = 0; s < e->nslabs; s++) {
-        const lvs_conn *slab = e->slabs[s];
-        if (c >= slab && c < slab + LVS_SLAB_SIZE)
-            return s * LVS_SLAB_SIZE + (uint32_t)(c - slab);
-    }
-    return UINT32_MAX;
+    (void)e;
+    return c->slot;
+}
+
+/* ---- the embryonic FIFO (docs/ipvs.md#flood-defence, "no lock-out") ---- */
+
+static inline lvs_conn *at_slot(lvs_engine *e, uint32_t slot)
+{
+    return &e->slabs[slot >> LVS_SLAB_BITS][slot & (LVS_SLAB_SIZE - 1)];
+}
+
+void lvs_embryo_push(lvs_engine *e, lvs_conn *c)
+{
+    if (c->flags & (LVS_CONN_F_EMBRYO | LVS_CONN_F_TEMPLATE))
+        return;
+    c->flags |= LVS_CONN_F_EMBRYO;
+    c->emb_next = LVS_NO_SLOT;
+    c->emb_prev = e->emb_tail;
+    if (e->emb_tail != LVS_NO_SLOT)
+        at_slot(e, e->emb_tail)->emb_next = c->slot;
+    else
+        e->emb_head = c->slot;
+    e->emb_tail = c->slot;
+    e->nembryo++;
+}
+
+static void embryo_unlink(lvs_engine *e, lvs_conn *c)
+{
+    if (!(c->flags & LVS_CONN_F_EMBRYO))
+        return;
+    if (c->emb_prev != LVS_NO_SLOT)
+        at_slot(e, c->emb_prev)->emb_next = c->emb_next;
+    else
+        e->emb_head = c->emb_next;
+    if (c->emb_next != LVS_NO_SLOT)
+        at_slot(e, c->emb_next)->emb_prev = c->emb_prev;
+    else
+        e->emb_tail = c->emb_prev;
+    c->emb_prev = c->emb_next = LVS_NO_SLOT;
+    c->flags &= (uint16_t)~LVS_CONN_F_EMBRYO;
+    e->nembryo--;
+}
+
+lvs_conn *lvs_embryo_oldest(lvs_engine *e)
+{
+    return e->emb_head == LVS_NO_SLOT ? NULL : at_slot(e, e->emb_head);
+}
+
+void lvs_conn_assure(lvs_engine *e, lvs_conn *c)
+{
+    embryo_unlink(e, c);
+    if (c->control)
+        c->control->flags |= LVS_CONN_F_ASSURED;
 }

@@ -4,8 +4,10 @@
  * others.  Schedulers and the dataplane never include this; they use lvs.h and api.h.
  *
  * Who calls whom (no cycles; a file calls only files below it in this list):
- *   engine.c   lifetime, options, expiry sweep  -> ctl.c conn.c dest.c sync.c proto_tcp.c
- *   packet.c   packet entry, batch loop         -> proto_tcp.c xmit.c icmp.c sync.c ctl.c conn.c
+ *   engine.c   lifetime, options, expiry sweep  -> defense.c ctl.c conn.c dest.c sync.c proto_tcp.c
+ *   packet.c   packet entry, batch loop         -> defense.c proto_tcp.c xmit.c icmp.c sync.c ctl.c
+ *                                                  conn.c
+ *   defense.c  flood defence, eviction          -> conn.c
  *   xmit.c     NAT rewrite                      -> icmp.c
  *   icmp.c     ICMP                             -> conn.c
  *   sync.c     sync records                     -> ctl.c conn.c
@@ -27,6 +29,11 @@
 /* Internal conn flag bits (not in the kernel's set; masked out of sync records). */
 #define LVS_CONN_F_INUSE 0x0001    /* slab slot holds a live entry */
 #define LVS_CONN_F_INHASH 0x0002   /* linked in the in-hash (a neutralised template is not) */
+#define LVS_CONN_F_EMBRYO 0x0004   /* in the embryonic FIFO: TCP, made by a SYN, never ESTABLISHED */
+#define LVS_CONN_F_ASSURED 0x0008  /* template: a conn it controls got established (or a UDP
+                                    * reply); the kernel's IP_VS_CTPL_S_ASSURED */
+#define LVS_CONN_F_INTERNAL                                                                   \
+    (LVS_CONN_F_INUSE | LVS_CONN_F_INHASH | LVS_CONN_F_EMBRYO | LVS_CONN_F_ASSURED)
 #define LVS_CONN_F_SYNC_MASK                                                                  \
     (LVS_CONN_F_NOOUTPUT | LVS_CONN_F_INACTIVE | LVS_CONN_F_TEMPLATE)
 
@@ -52,10 +59,15 @@ struct lvs_conn {
     uint16_t flags;
     uint8_t old_state;       /* state at the last sync record */
     uint8_t af;              /* LVS_AF_INET or LVS_AF_INET6 (all three addresses) */
+    uint32_t slot;           /* this entry's table index (fixed for the slab slot's life) */
     uint32_t timeout;        /* seconds, for the current state */
     uint32_t in_pkts;        /* for the sync thresholds */
     uint32_t n_control;      /* conns controlled by this template */
+    uint32_t emb_prev;       /* embryonic FIFO links (slot indexes, LVS_NO_SLOT = none) */
+    uint32_t emb_next;
 };
+
+#define LVS_NO_SLOT UINT32_MAX
 
 #define LVS_WHEEL_BITS 12
 #define LVS_WHEEL_SIZE (1u << LVS_WHEEL_BITS)
@@ -84,9 +96,28 @@ enum {
     LVS_CNT_PASS_NOT_OURS,
     LVS_CNT_REPLY_SHORT_STRIDE,
     LVS_CNT_SYNC_OVERFLOW,
+    LVS_CNT_DEFENSE_DROP_PACKET,
     LVS_CNT_BAD_EXT_HEADER,
     LVS_CNT_MAX
 };
+
+/* The flood defence state (defense.c; docs/ipvs.md#flood-defence). */
+typedef struct lvs_defense {
+    int drop_entry, drop_packet, secure_tcp;   /* the sysctls: 0..3, 1 <-> 2 move by themselves */
+    int dropentry_on;        /* drop_entry engaged (the kernel's ipvs->dropentry) */
+    int secure_on;           /* the secure state table and timeouts are in force */
+    uint32_t amemthresh;     /* free table slots under which the automatic modes engage */
+    uint32_t am_droprate;    /* drop rate of drop_packet mode 3 */
+    uint32_t drop_rate;      /* 0 = drop_packet idle; else one in drop_rate new conns drops */
+    uint32_t drop_counter;
+    int evict_embryonic;     /* a full table gives the oldest embryonic entry's slot away */
+    int32_t dropentry_counters[8];   /* todrop_entry: per in_pkts 1..8 */
+    double last_tick;
+    int ticked;
+    uint64_t rng;
+    uint64_t drop_entry_conns, drop_entry_templates;   /* removed by drop_entry */
+    uint64_t evicted_embryonic, evicted_templates;     /* removed to make room */
+} lvs_defense;
 
 struct lvs_engine {
     /* connection table */
@@ -100,6 +131,8 @@ struct lvs_engine {
     lvs_conn **slabs;
     uint32_t nslabs, slabs_cap;
     lvs_conn *free_list;
+    uint32_t emb_head, emb_tail;   /* embryonic FIFO, oldest first (slot indexes) */
+    uint32_t nembryo;
 
     /* timer wheel */
     lvs_conn *wheel[LVS_WHEEL_SIZE];
@@ -136,6 +169,7 @@ struct lvs_engine {
     int est_started;
     uint64_t counters[LVS_CNT_MAX];
     uint16_t ip_id;          /* IP id of generated ICMP packets */
+    lvs_defense def;
 
     /* sync */
     /* called when a template still in control is re-armed by its timer (sync.c), so the
@@ -177,6 +211,34 @@ void lvs_conn_table_free(lvs_engine *e);
 /* Call fn on every live entry (safe against fn expiring the entry). */
 void lvs_conn_for_each(lvs_engine *e, void (*fn)(lvs_engine *, lvs_conn *, void *), void *arg);
 uint32_t lvs_conn_index_of(lvs_engine *e, const lvs_conn *c);
+/* The embryonic FIFO: a TCP conn made by a SYN joins at the tail; it leaves when it first
+ * becomes ESTABLISHED (lvs_conn_assure) or is freed.  O(1) each. */
+void lvs_embryo_push(lvs_engine *e, lvs_conn *c);
+lvs_conn *lvs_embryo_oldest(lvs_engine *e);
+/* A conn proved real (TCP ESTABLISHED, or a UDP reply): it leaves the embryonic FIFO and
+ * its template becomes ASSURED. */
+void lvs_conn_assure(lvs_engine *e, lvs_conn *c);
+
+/* ---- defense.c ---- */
+void lvs_defense_init(lvs_engine *e);
+/* The once-a-second defence work (defense_work_handler), run from the expiry sweep. */
+void lvs_defense_tick(lvs_engine *e, double now);
+/* Before a new entry: 1 when the table has a free slot (after evicting the oldest embryonic
+ * entry if it was full and eviction is on), 0 when it is full. */
+int lvs_defense_make_room(lvs_engine *e, double now);
+/* ip_vs_todrop: drop_packet's verdict for one new-connection packet. */
+static inline int lvs_defense_todrop(lvs_engine *e)
+{
+    lvs_defense *d = &e->def;
+    if (!d->drop_rate)
+        return 0;
+    if (d->drop_counter > 1) {
+        d->drop_counter--;
+        return 0;
+    }
+    d->drop_counter = d->drop_rate;
+    return 1;
+}
 
 /* ---- dest.c ---- */
 /* A dest left its service: clear AVAILABLE and OVERLOAD, keep it in the trash while it is

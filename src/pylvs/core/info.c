@@ -73,7 +73,7 @@ static void list_one(lvs_engine *e, lvs_conn *c, void *arg)
         o->af = c->af;
         o->proto = c->proto;
         o->state = c->state;
-        o->flags = c->flags & (uint16_t)~(LVS_CONN_F_INUSE | LVS_CONN_F_INHASH);
+        o->flags = c->flags & (uint16_t)~LVS_CONN_F_INTERNAL;
         if (c->flags & LVS_CONN_F_INHASH)
             o->flags |= LVS_CONN_F_HASHED;
         o->caddr = c->caddr;
@@ -118,7 +118,8 @@ static const char *const counter_names[LVS_CNT_MAX + 1] = {
     "bad_ip_checksum",  "fragment",          "unknown_proto", "no_service",
     "tcp_no_syn",       "table_full",        "no_dest",      "dest_unavailable",
     "ttl_exceeded",     "bad_icmp_checksum", "icmp_no_conn", "icmp_other",
-    "not_ours",         "reply_short_stride", "sync_overflow", "ipv6_ext_header",
+    "not_ours",         "reply_short_stride", "sync_overflow", "defense_drop_packet",
+    "ipv6_ext_header",
     NULL,
 };
 

@@ -66,6 +66,9 @@ static inline uint32_t lvs_addr_fold(uint8_t af, lvs_addr a)
 #define LVS_SVC_F_PERSISTENT 0x0001u
 #define LVS_SVC_F_HASHED 0x0002u
 #define LVS_SVC_F_ONEPACKET 0x0004u
+/* The largest Maglev table mh builds (the kernel's 131071, a prime; pylvs.model mirrors it
+ * for `pylvs check`, which runs without the C core; a unit test keeps the two equal). */
+#define LVS_MH_MAX_SIZE 131071u
 #define LVS_SVC_F_SCHED1 0x0008u /* sh-fallback, mh-fallback */
 #define LVS_SVC_F_SCHED2 0x0010u /* sh-port, mh-port */
 #define LVS_SVC_F_SCHED3 0x0020u

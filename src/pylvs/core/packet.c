@@ -24,7 +24,9 @@
  *  other protocol, elsewhere                          PASS     not_ours
  *  TCP/UDP to a VIP, no conn, no service on the port  DROP     no_service
  *  TCP to a service, no conn, not SYN (or SYN+RST)    DROP     tcp_no_syn
- *  new conn, table full                               DROP     table_full
+ *  new conn, drop_packet defence engaged (1 in rate)  DROP     defense_drop_packet
+ *  new conn, table full and nothing embryonic to      DROP     table_full
+ *  evict (docs/ipvs.md#flood-defence)
  *  new conn, scheduler finds no dest                  REPLY    no_dest (ICMP port unreach)
  *    ... but stride too small for the reply           DROP     reply_short_stride
  *    ... from 0.0.0.0, broadcast, multicast, class E  DROP     (no_dest only; no ICMP)
@@ -76,6 +78,9 @@ static inline void state_transition(lvs_engine *e, lvs_conn *c, int dir, uint8_t
     } else {
         c->state = LVS_UDP_S_NORMAL;
         c->timeout = e->udp_timeout;
+        /* a reply proves the flow: its template is ASSURED (drop_entry keeps it) */
+        if (dir == LVS_DIR_OUT && c->control && !(c->control->flags & LVS_CONN_F_ASSURED))
+            lvs_conn_assure(e, c);
     }
 }
 
@@ -123,6 +128,8 @@ static int schedule(lvs_engine *e, lvs_service *svc, const pkt *k, double now, l
                 return SCHED_NODEST;
             lvs_conn_key tk = {k->af,   proto, snet, k->daddr, dest->addr, 0, tport,
                                svc->port != 0 ? dest->port : 0};
+            if (!lvs_defense_make_room(e, now))
+                return SCHED_FULL;
             ct = lvs_conn_new(e, &tk, LVS_CONN_F_TEMPLATE | LVS_CONN_F_INACTIVE, dest, now);
             if (!ct)
                 return SCHED_FULL;
@@ -141,7 +148,14 @@ static int schedule(lvs_engine *e, lvs_service *svc, const pkt *k, double now, l
     if (dest->port != 0 && (svc->port == 0 ? 0 : dport == svc->port))
         rport = dest->port;
     lvs_conn_key ck = {k->af, proto, k->saddr, k->daddr, dest->addr, k->sport, dport, rport};
-    lvs_conn *c = lvs_conn_new(e, &ck, LVS_CONN_F_INACTIVE, dest, now);
+    /* the template is pinned while room is made, so evicting the conn it controls cannot
+     * take it along */
+    if (ct)
+        ct->n_control++;
+    int room = lvs_defense_make_room(e, now);
+    if (ct)
+        ct->n_control--;
+    lvs_conn *c = room ? lvs_conn_new(e, &ck, LVS_CONN_F_INACTIVE, dest, now) : NULL;
     if (!c) {
         if (ct)
             lvs_conn_arm(e, ct, now);
@@ -152,6 +166,8 @@ static int schedule(lvs_engine *e, lvs_service *svc, const pkt *k, double now, l
         ct->n_control++;
         lvs_conn_arm(e, ct, now);
     }
+    if (proto == LVS_PROTO_TCP)
+        lvs_embryo_push(e, c);
     stats_conn(e, dest);
     *out = c;
     return SCHED_OK;
@@ -191,6 +207,10 @@ static int do_in(lvs_engine *e, pkt *k, uint32_t *plen, uint32_t cap, double now
         }
         if (k->proto == LVS_PROTO_TCP && (!syn || (k->th_flags & TH_RST))) {
             e->counters[LVS_CNT_TCP_NO_SYN]++;
+            return LVS_VERDICT_DROP;
+        }
+        if (lvs_defense_todrop(e)) {
+            e->counters[LVS_CNT_DEFENSE_DROP_PACKET]++;
             return LVS_VERDICT_DROP;
         }
         int r = schedule(e, svc, k, now, &c);

@@ -31,6 +31,7 @@ from typing import Any, Protocol
 
 from pylvs.errors import ConfigError
 from pylvs.ha.messages import MAX_PAYLOAD, Message
+from pylvs.tasks import cancel_and_wait
 
 __all__ = ["SyncChannel", "SyncEngine"]
 
@@ -154,10 +155,9 @@ class SyncChannel:
             self._task = asyncio.get_running_loop().create_task(self.run())
 
     async def close(self) -> None:
-        """Stop the flush task."""
-        if self._task is not None:
-            self._task.cancel()
-            self._task = None
+        """Stop the flush task (and wait until it has)."""
+        task, self._task = self._task, None
+        await cancel_and_wait([task])
 
     # ---- backup side -------------------------------------------------------------------------
 

@@ -22,7 +22,6 @@ Events are delivered synchronously from the manager's tasks, in the order to app
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import random
 import time
@@ -34,6 +33,7 @@ from pylvs.health.result import ProbeResult
 from pylvs.health.spec import ProbeSpec
 from pylvs.health.state import HealthEvent, ServerEvent, ServerHealth, ServiceHealth
 from pylvs.model import Config, Endpoint, ServiceKey, VirtualServerConfig
+from pylvs.tasks import cancel_and_wait
 
 __all__ = ["EventCallback", "HealthManager"]
 
@@ -41,6 +41,8 @@ log = logging.getLogger("pylvs.health")
 
 EventCallback = Callable[[HealthEvent], None]
 _Sub = tuple[ServiceKey, Endpoint]
+# At most this many new probes after a configuration change start at once (see apply_config).
+_PROBE_AT_ONCE = 16
 
 
 @dataclass(slots=True)
@@ -130,16 +132,20 @@ class HealthManager:
         tasks = [r.task for r in self._runners.values() if r.task is not None]
         for runner in self._runners.values():
             runner.task = None
-        await _cancel(tasks)
+        await cancel_and_wait(tasks)
 
     async def apply_config(self, config: Config) -> None:
         """Follow a new configuration; servers that stay keep their state and counters."""
         old_tasks = self._configure(config)
-        await _cancel(old_tasks)
+        await cancel_and_wait(old_tasks)
         if self._running:
-            for runner in self._runners.values():
-                if runner.task is None:
-                    self._launch(runner)
+            new = [r for r in self._runners.values() if r.task is None]
+            # A few servers added at run time (`pylvs ctl -a`, an API call) are probed at once,
+            # so they join the pool within one probe; a bulk change spreads its first probes
+            # over the interval as a start does, rather than firing them all together.
+            immediate = len(new) <= _PROBE_AT_ONCE
+            for runner in new:
+                self._launch(runner, immediate=immediate)
             self._flush()
 
     def snapshot(self) -> dict[str, object]:
@@ -222,15 +228,16 @@ class HealthManager:
 
     # -- running -------------------------------------------------------------------------
 
-    def _launch(self, runner: _Runner) -> None:
+    def _launch(self, runner: _Runner, *, immediate: bool = False) -> None:
         runner.task = asyncio.get_running_loop().create_task(
-            self._run(runner), name=f"health {runner.spec.label}"
+            self._run(runner, immediate), name=f"health {runner.spec.label}"
         )
 
-    async def _run(self, runner: _Runner) -> None:
+    async def _run(self, runner: _Runner, immediate: bool = False) -> None:
         loop = asyncio.get_running_loop()
         spec = runner.spec
-        next_start = loop.time() + random.uniform(0.0, spec.interval * self._jitter)
+        spread = 0.0 if immediate else random.uniform(0.0, spec.interval * self._jitter)
+        next_start = loop.time() + spread
         while True:
             await asyncio.sleep(max(0.0, next_start - loop.time()))
             started = loop.time()
@@ -286,9 +293,3 @@ def _log_event(event: HealthEvent) -> None:
         log.warning("%s sorry server %s %s (%s)", service, event.endpoint, verb, event.reason)
 
 
-async def _cancel(tasks: list[asyncio.Task[None]]) -> None:
-    for task in tasks:
-        task.cancel()
-    for task in tasks:
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
