@@ -200,5 +200,5 @@ def test_ctl_on_a_running_dual_stack_director(srv6: Srv) -> None:
                                           f"{topo.workdir}/{topo.director.name}.sock",
                                           "http://pylvs/metrics"]).stdout
     assert re.search(r'pylvs_ipvs_backend_weight\{local_address="2001:2::100",local_port="8080",'
-                     r'proto="TCP",remote_address="2001:2:1::12",remote_port="80"\} 2', metrics), \
-        metrics[:2000]
+                     r'proto="TCP",local_mark="",remote_address="2001:2:1::12",'
+                     r'remote_port="80"\} 2', metrics), metrics[:2000]
