@@ -41,8 +41,9 @@ from pylvs.testbed.topology import ServiceSpec, Topology, TopologyError
 
 __all__ = ["Measurement", "main"]
 
-CONTENDERS = ("direct", "nft", "haproxy", "pylvs", "pylvs-plain", "nft6", "haproxy6", "pylvs6")
-DEFAULT_CONTENDERS = CONTENDERS[:5]
+CONTENDERS = ("direct", "nft", "haproxy", "pylvs", "pylvs-plain", "pylvs-synproxy", "nft6",
+              "haproxy6", "pylvs6")
+DEFAULT_CONTENDERS = CONTENDERS[:6]
 LB_CPU, LOAD_CPU = 1, 0  # the balancer on CPU1, wrk/iperf3 on CPU0 (real servers float)
 
 
@@ -87,8 +88,9 @@ def _local_vip(topo: Topology, vip: str) -> None:
         topo.run(topo.director.ns, ["ip", "addr", "add", f"{vip}/32", "dev", "lo"])
 
 
-def _pylvs_setup(topo: Topology, offload: bool, family: int = 4) -> PylvsProcess:
-    services = [ServiceSpec(port=80, scheduler="rr", family=family),
+def _pylvs_setup(topo: Topology, offload: bool, family: int = 4,
+                 synproxy: bool = False) -> PylvsProcess:
+    services = [ServiceSpec(port=80, scheduler="rr", family=family, synproxy=synproxy),
                 ServiceSpec(port=5201, scheduler="rr", servers=(0,), family=family)]
     toml = topo.director_config(services, director_options={"offload": offload})
     return start_pylvs(topo, toml, argv_prefix=("taskset", "-c", str(LB_CPU)),
@@ -108,7 +110,9 @@ def _setup(name: str, topo: Topology) -> tuple[str | None, int | None, PylvsProc
         _local_vip(topo, vip)
         return vip, start_haproxy_lb(topo, LB_CPU, ipv6).pid, None
     if name.startswith("pylvs"):
-        daemon = _pylvs_setup(topo, offload=name != "pylvs-plain", family=6 if ipv6 else 4)
+        # pylvs-synproxy: as pylvs (offloads on) with the SYN proxy on the HTTP service
+        daemon = _pylvs_setup(topo, offload=name != "pylvs-plain", family=6 if ipv6 else 4,
+                              synproxy=name == "pylvs-synproxy")
         return vip, daemon.proc.pid, daemon
     raise ValueError(name)
 

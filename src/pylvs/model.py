@@ -341,6 +341,7 @@ class VirtualServerConfig:
     # as ipvsadm's -M; the host mask means /128 for an IPv6 service.
     netmask: IPv4Address | int = HOST_NETMASK
     mh_table_size: int = 0  # 0 = kernel default (4093)
+    synproxy: bool = False  # answer the TCP handshake at the director with SYN cookies
     down_action: DownAction = "quiesce"
     sorry_server: Endpoint | None = None
     quorum: int = 1  # minimum total weight of healthy servers before the sorry server is used

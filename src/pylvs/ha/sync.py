@@ -2,15 +2,15 @@
 
 The engine decides *what* to sync, with IPVS-like thresholds (docs/ipvs.md#sync: a
 connection is recorded at its 3rd packet, then every 50th, and on every state change that
-matters, templates with their controlled connections), and hands out binary records (IPVS sync
-v1 entries, 36 bytes for IPv4 and 72 for IPv6, each carrying its own size):
+matters, templates with their controlled connections), and hands out binary records (IPv4 36
+bytes, IPv6 72; 36 more for a connection with a sequence translation, e.g. a SYN-proxied one;
+the size is in each record's header, see ``pylvs.engine``):
 ``Engine.sync_collect()`` drains what is pending, ``Engine.sync_full()`` returns every entry
 (for a peer that has just started), ``Engine.sync_apply(blob, now)`` installs records.
 
 This module only moves those records: on the active node it drains the engine every
 ``flush_interval`` seconds (IPVS waits 20 ms after the first buffered record before sending),
-cuts the bytes into datagrams of whole records that fit one Ethernet frame
-(``pylvs.engine.sync_split``, which knows the record sizes), and hands each to
+cuts the bytes into datagrams of whole records that fit one Ethernet frame, and hands each to
 the transport, which signs it like a heartbeat (same HMAC, same replay protection, its own
 port).  On the backup the transport passes authenticated batches to :meth:`SyncChannel.apply`.
 
@@ -25,11 +25,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections import deque
 from collections.abc import Callable
 from typing import Any, Protocol
 
-from pylvs.errors import ConfigError
 from pylvs.ha.messages import MAX_PAYLOAD, Message
 from pylvs.tasks import cancel_and_wait
 
@@ -37,8 +35,33 @@ __all__ = ["SyncChannel", "SyncEngine"]
 
 log = logging.getLogger("pylvs.ha")
 
-RECORD_SIZE = 36  # an IPv4 record (LVS_SYNC_RECORD_SIZE); an IPv6 one is 72
+RECORD_SIZE = 36  # LVS_SYNC_RECORD_SIZE in core/api.h: the smallest record
 MAX_DATAGRAMS_PER_FLUSH = 512  # bounded work per tick; the rest waits for the next one
+
+
+def _record_step(blob: bytes | bytearray, off: int) -> int:
+    return max(RECORD_SIZE, ((int.from_bytes(blob[off + 2:off + 4], "big") & 0x0FFF) + 3) & ~3)
+
+
+def record_prefix(blob: bytes | bytearray, limit: int) -> tuple[int, int]:
+    """(bytes, records) of the longest run of whole records at the start of ``blob`` that
+    fits in ``limit`` bytes.  A record's size is the low 12 bits of its bytes 2..3, padded to 4
+    and at least RECORD_SIZE (IPVS sync v1)."""
+    off = n = 0
+    end = min(len(blob), limit)
+    while off + 4 <= end:
+        step = _record_step(blob, off)
+        if off + step > end:
+            break
+        off += step
+        n += 1
+    return off, n
+
+
+def record_count(blob: bytes | bytearray) -> int | None:
+    """How many whole records ``blob`` holds, or None when it does not end on a boundary."""
+    size, n = record_prefix(blob, len(blob))
+    return n if size == len(blob) else None
 
 
 class SyncEngine(Protocol):
@@ -66,20 +89,20 @@ class SyncChannel:
         engine: SyncEngine,
         send: Callable[[bytes], bool],
         *,
+        record_size: int = RECORD_SIZE,
         flush_interval: float = 0.02,
         max_backlog: int = 4 << 20,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.engine = engine
         self.send = send
+        self.record_size = record_size
         self.flush_interval = flush_interval
-        self.max_backlog = max_backlog
+        self.max_backlog = max_backlog - max_backlog % record_size
         self.clock = clock
-        self.per_datagram = MAX_PAYLOAD
+        self.per_datagram = (MAX_PAYLOAD // record_size) * record_size
         self.active = False
-        # Datagrams ready to go, oldest first: whole records each, cut when they were queued.
-        self.backlog: deque[bytes] = deque()
-        self.backlog_bytes = 0
+        self.backlog = bytearray()
         self.stats: dict[str, int] = {
             "records_sent": 0, "datagrams_sent": 0, "send_failures": 0, "records_dropped": 0,
             "records_applied": 0, "records_received": 0, "batches_rejected": 0, "full_dumps": 0,
@@ -94,7 +117,6 @@ class SyncChannel:
         self.engine.set_sync_master(active)
         if not active:
             self.backlog.clear()
-            self.backlog_bytes = 0
 
     def queue_full(self) -> None:
         """Queue a dump of the whole table (the peer just started, or asked by the operator)."""
@@ -110,35 +132,31 @@ class SyncChannel:
         self._queue(self.engine.sync_collect())
         sent = 0
         while self.backlog and sent < MAX_DATAGRAMS_PER_FLUSH:
-            chunk = self.backlog[0]
+            size, records = record_prefix(self.backlog, self.per_datagram)
+            chunk = bytes(self.backlog[:size])
             if not self.send(chunk):
                 self.stats["send_failures"] += 1
                 break  # keep it; the link may be back next tick
-            self.backlog.popleft()
-            self.backlog_bytes -= len(chunk)
+            del self.backlog[: len(chunk)]
             sent += 1
             self.stats["datagrams_sent"] += 1
-            self.stats["records_sent"] += _count(chunk)
+            self.stats["records_sent"] += records
         return sent
 
     def _queue(self, blob: bytes) -> None:
-        if not blob:
+        if record_count(blob) is None:
+            log.error("ha sync: engine returned %d bytes, not whole records", len(blob))
             return
-        from pylvs.engine import sync_split  # the engine owns the record format
-
-        try:
-            chunks = sync_split(blob, self.per_datagram)
-        except ConfigError as exc:
-            log.error("ha sync: engine returned %d bytes that are not whole records: %s",
-                      len(blob), exc)
-            return
-        for chunk in chunks:
-            self.backlog.append(chunk)
-            self.backlog_bytes += len(chunk)
-        while self.backlog_bytes > self.max_backlog and self.backlog:
-            old = self.backlog.popleft()
-            self.backlog_bytes -= len(old)
-            self.stats["records_dropped"] += _count(old)
+        self.backlog += blob
+        excess = len(self.backlog) - self.max_backlog
+        if excess > 0:
+            # whole records from the front, at least `excess` bytes of them
+            size = records = 0
+            while size < excess:
+                size += _record_step(self.backlog, size)
+                records += 1
+            del self.backlog[:size]
+            self.stats["records_dropped"] += records
 
     async def run(self) -> None:
         """Flush every ``flush_interval`` seconds until cancelled."""
@@ -166,24 +184,15 @@ class SyncChannel:
         if self.active:
             return 0  # split brain: our own table is the one serving traffic
         payload = msg.payload
-        try:
-            records = _count(payload)
-        except ConfigError:
-            records = 0
-        if not records:
+        count = record_count(payload)
+        if not payload or count is None:
             self.stats["batches_rejected"] += 1
             return 0
-        self.stats["records_received"] += records
+        self.stats["records_received"] += count
         applied = self.engine.sync_apply(payload, now)
         self.stats["records_applied"] += applied
         return applied
 
     def status(self) -> dict[str, Any]:
         """Counters for the API."""
-        return {"active": self.active, "backlog_bytes": self.backlog_bytes, **self.stats}
-
-
-def _count(blob: bytes) -> int:
-    from pylvs.engine import sync_record_count  # loaded with the engine anyway
-
-    return sync_record_count(blob)
+        return {"active": self.active, "backlog_bytes": len(self.backlog), **self.stats}
