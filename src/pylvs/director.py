@@ -114,6 +114,7 @@ class Director:
                                       engine_ptr=self._engine_ptr, clock=clock,
                                       on_failure=self._dataplane_failed)
         self.netconf = NetConf(d.public_interface, d.private_interface, d.tun_name)
+        self._set_engine_options(config)
         # Without HA this node owns the VIPs from the start; with HA the HA component claims
         # them (netconf.add_vips / add_nat_router) when it becomes active.
         self.active = (not config.ha.enabled) if active is None else active
@@ -157,7 +158,7 @@ class Director:
             await asyncio.to_thread(self.netconf.setup)
             await asyncio.to_thread(self.netconf.update, lambda cur: self._plan(self._config, cur))
             self.dataplane.start()
-            if self.active and not self._config.ha.enabled:
+            if self._owns_vips_alone(self._config):
                 await self._announce(self.netconf.plan.vips)
             self._started = True
             self._timers = [
@@ -204,6 +205,11 @@ class Director:
         if self._started:
             log.info("director stopped; network configuration removed")
         self._started = False
+
+    def _owns_vips_alone(self, cfg: Config) -> bool:
+        # Gratuitous ARP only when this node alone answers for the VIPs: with HA the takeover
+        # sends it, in a cluster the routers reach the VIPs over BGP routes, not ARP.
+        return self.active and not cfg.ha.enabled and cfg.cluster.mode == "off"
 
     async def _announce(self, vips: frozenset[IPAddress]) -> None:
         # Neighbours that cached another MAC for a VIP (a previous director) learn ours now
@@ -270,6 +276,7 @@ class Director:
                 # services and servers so a refused reload really changes nothing.
                 self._sync_engine(old)
                 raise
+            self._set_engine_options(new)
             if new.timeouts != old.timeouts:
                 t = new.timeouts
                 self.engine.set_timeouts(tcp=t.tcp, tcpfin=t.tcpfin, udp=t.udp)
@@ -279,13 +286,20 @@ class Director:
             if self._started:
                 before = self.netconf.plan.vips
                 await asyncio.to_thread(self.netconf.update, lambda cur: self._plan(new, cur))
-                if self.active and not new.ha.enabled:
+                if self._owns_vips_alone(new):
                     await self._announce(self.netconf.plan.vips - before)
             for listener in self.config_listeners:
                 await listener(new)
             log.info("configuration applied from %s: %d services", new.source,
                      len(new.virtual_servers))
         return new
+
+    def _set_engine_options(self, cfg: Config) -> None:
+        # Active-active: a flow ECMP moved here from another director is picked up, not
+        # dropped (IPVS's sloppy_tcp / sloppy_udp; docs/cluster.md).
+        sloppy = cfg.cluster.mode == "active-active" and cfg.cluster.sloppy
+        self.engine.set_option("sloppy_tcp", sloppy)
+        self.engine.set_option("sloppy_udp", sloppy)
 
     def _plan(self, cfg: Config, current: NetPlan) -> NetPlan:
         plan = plan_from_config(cfg)

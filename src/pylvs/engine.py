@@ -193,7 +193,9 @@ def scheduler_names() -> tuple[str, ...]:
 _COUNTERS = _c_strings(_lib.lvs_counter_names())
 _TCP_STATES = _c_strings(_lib.lvs_tcp_state_names())
 _PASS_COUNTERS = frozenset({"not_ours"})
-_EVENT_COUNTERS = frozenset({"synproxy_syn", "synproxy_ack_ok", "synproxy_held"})
+# Counted events that are not drops: SYN proxy steps, entries sloppy pickup created.
+_EVENT_COUNTERS = frozenset({"synproxy_syn", "synproxy_ack_ok", "synproxy_held", "sloppy_in",
+                             "sloppy_reply"})
 _SVC_F_SYNPROXY = _lib.LVS_SVC_F_SYNPROXY
 _CONN_F_SYNPROXY = _lib.LVS_CONN_F_SYNPROXY
 
@@ -389,6 +391,8 @@ class Engine:
         "sync_master": _lib.LVS_OPT_SYNC_MASTER,
         "sync_threshold": _lib.LVS_OPT_SYNC_THRESHOLD,
         "sync_period": _lib.LVS_OPT_SYNC_PERIOD,
+        "sloppy_tcp": _lib.LVS_OPT_SLOPPY_TCP,
+        "sloppy_udp": _lib.LVS_OPT_SLOPPY_UDP,
     }
 
     def set_option(self, name: str, value: int | bool) -> None:

@@ -74,6 +74,11 @@ void lvs_engine_free(lvs_engine *e);
 #define LVS_OPT_SYNC_MASTER 4    /* collect sync records on the packet path */
 #define LVS_OPT_SYNC_THRESHOLD 5
 #define LVS_OPT_SYNC_PERIOD 6
+/* sloppy_tcp / sloppy_udp: a packet of a flow with no entry (one another director scheduled)
+ * creates the entry: a TCP non-SYN to a service (as IPVS's sloppy_tcp), and a reply from a
+ * real server of a service, which IPVS never sees on another box (docs/ipvs.md#sloppy-pickup). */
+#define LVS_OPT_SLOPPY_TCP 7
+#define LVS_OPT_SLOPPY_UDP 8
 int lvs_engine_set_option(lvs_engine *e, int opt, int64_t value);
 int64_t lvs_engine_get_option(lvs_engine *e, int opt);
 

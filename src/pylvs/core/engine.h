@@ -111,6 +111,8 @@ enum {
     LVS_CNT_SYNPROXY_HELD_TRUNCATED, /* client data not kept while waiting (over the budget) */
     LVS_CNT_SYNPROXY_HELD,           /* client data kept while waiting (a DROP verdict: the
                                       * engine sends it on with the server's SYN-ACK) */
+    LVS_CNT_SLOPPY_IN,       /* not drops: entries created from a TCP non-SYN (sloppy) */
+    LVS_CNT_SLOPPY_REPLY,    /* ... and from a reply of a real server (sloppy) */
     LVS_CNT_MAX
 };
 
@@ -173,6 +175,8 @@ struct lvs_engine {
     int expire_nodest_conn;
     int expire_quiescent_template;
     int conn_reuse_mode;
+    int sloppy_tcp;
+    int sloppy_udp;
 
     /* stats */
     lvs_stats stats;

@@ -24,6 +24,8 @@
  *  other protocol, elsewhere                          PASS     not_ours
  *  TCP/UDP to a VIP, no conn, no service on the port  DROP     no_service
  *  TCP to a service, no conn, not SYN (or SYN+RST)    DROP     tcp_no_syn
+ *    ... with sloppy_tcp: any packet without RST       scheduled (IPVS's sloppy_tcp;
+ *                                                              not synproxy services)
  *  synproxy service, no conn: a SYN                  REPLY    synproxy_syn (cookie SYN-ACK)
  *    ... an ACK with a valid cookie                   REPLY    synproxy_ack_ok (SYN to the
  *                                                              server; the ACK is kept)
@@ -44,6 +46,8 @@
  *    ... an ICMP error with TTL <= 1                  DROP     ttl_exceeded (no error about
  *                                                              an error)
  *  TCP/UDP not to a VIP and no out conn               PASS     not_ours
+ *    ... with sloppy_tcp/udp, from an available dest   FORWARD  sloppy_reply (entry created
+ *        of a service (TCP: not an RST)                         from the reply, see below)
  *  ICMP error (3, 4, 11) matching a conn              FORWARD  (translated both ways; the
  *                                                              in direction also takes the
  *                                                              TTL step, as ip_vs_icmp_xmit)
@@ -221,7 +225,10 @@ static int do_in(lvs_engine *e, pkt *k, uint32_t *plen, uint32_t cap, double now
             if (v != LVS_SP_ACCEPT)
                 return v;
             proxied = 1;
-        } else if (k->proto == LVS_PROTO_TCP && (!syn || (k->th_flags & TH_RST))) {
+        } else if (k->proto == LVS_PROTO_TCP &&
+                   ((!syn && !e->sloppy_tcp) || (k->th_flags & TH_RST))) {
+            /* tcp_conn_schedule: with sloppy_tcp a packet of a flow another director
+             * scheduled (ECMP moved it here) is scheduled too; mh/sh pick the same server */
             e->counters[LVS_CNT_TCP_NO_SYN]++;
             return LVS_VERDICT_DROP;
         }
@@ -230,6 +237,8 @@ static int do_in(lvs_engine *e, pkt *k, uint32_t *plen, uint32_t cap, double now
             return LVS_VERDICT_DROP;
         }
         int r = schedule(e, svc, k, now, &c);
+        if (r == SCHED_OK && k->proto == LVS_PROTO_TCP && !syn && !proxied)
+            e->counters[LVS_CNT_SLOPPY_IN]++;
         if (r == SCHED_FULL) {
             e->counters[LVS_CNT_TABLE_FULL]++;
             return LVS_VERDICT_DROP;
@@ -267,9 +276,50 @@ static int do_in(lvs_engine *e, pkt *k, uint32_t *plen, uint32_t cap, double now
     return verdict;
 }
 
+/*
+ * Sloppy reply pickup (no IPVS counterpart: on one box the reply always finds the entry).
+ * With several active directors the real servers' return route may hash a reply to a
+ * director that never saw the flow.  A reply from an available dest of a service is the
+ * flow's own reply: the client is its destination and the VIP is the service's, so the
+ * entry is created from it.  The first service (in insertion order) holding the dest wins;
+ * with mh/sh the directors that see the client's packets pick that same dest.
+ */
+static lvs_conn *sloppy_reply(lvs_engine *e, pkt *k, double now)
+{
+    if (k->proto == LVS_PROTO_TCP ? !e->sloppy_tcp || (k->th_flags & TH_RST) : !e->sloppy_udp)
+        return NULL;
+    for (uint32_t i = 0; i < e->nsvcs; i++) {
+        lvs_service *svc = e->svcs[i];
+        /* a SYN proxy's entries carry sequence deltas a reply cannot tell */
+        if (svc->proto != k->proto || svc->af != k->af || (svc->flags & LVS_SVC_F_SYNPROXY))
+            continue;
+        for (lvs_dest *d = svc->destinations; d; d = d->next) {
+            uint16_t rport = d->port ? d->port : svc->port;
+            if (!lvs_addr_eq(d->addr, k->saddr) || rport != k->sport ||
+                !(d->flags & LVS_DEST_F_AVAILABLE))
+                continue;
+            /* a port-0 service forwards every port unchanged: the reply's port is the VIP's */
+            uint16_t vport = svc->port ? svc->port : k->sport;
+            lvs_conn_key ck = {k->af, k->proto, k->daddr, svc->addr, d->addr,
+                               k->dport, vport, k->sport};
+            lvs_conn *c = lvs_conn_new(e, &ck, LVS_CONN_F_INACTIVE, d, now);
+            if (!c) {
+                e->counters[LVS_CNT_TABLE_FULL]++;
+                return NULL;
+            }
+            stats_conn(e, d);
+            e->counters[LVS_CNT_SLOPPY_REPLY]++;
+            return c;
+        }
+    }
+    return NULL;
+}
+
 static int do_out(lvs_engine *e, pkt *k, uint32_t *plen, uint32_t cap, double now)
 {
     lvs_conn *c = lvs_conn_out_get(e, k->af, k->proto, k->saddr, k->sport, k->daddr, k->dport);
+    if (!c)
+        c = sloppy_reply(e, k, now);
     if (!c) {
         e->counters[LVS_CNT_PASS_NOT_OURS]++;
         return LVS_VERDICT_PASS;
