@@ -16,14 +16,16 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import functools
 import json
 import math
+import operator
 import re
 import tomllib
 import types
 import typing
 from collections.abc import Iterator, Mapping, Sequence
-from ipaddress import AddressValueError, IPv4Address, IPv4Interface, IPv4Network
+from ipaddress import AddressValueError, IPv4Address, IPv4Interface, IPv4Network, IPv6Interface
 from pathlib import Path
 from typing import Any, Literal
 
@@ -84,21 +86,10 @@ def _show(value: object) -> str:
 
 
 def _endpoint(value: object, default_port: int | None = None) -> Endpoint:
-    if not isinstance(value, str):
-        raise _Invalid(f'expected a string "a.b.c.d:port", got {_show(value)}')
-    host, sep, port_text = value.rpartition(":")
-    if not sep:
-        if default_port is None:
-            raise _Invalid(f'expected "a.b.c.d:port", got {_show(value)} (no port)')
-        host, port_text = value, str(default_port)
     try:
-        address = IPv4Address(host)
-    except AddressValueError:
-        expected = 'expected "a.b.c.d:port" with an IPv4 address'
-        raise _Invalid(f"{expected}, got {_show(value)}") from None
-    if not port_text.isdigit() or not 0 <= int(port_text) <= 65535:
-        raise _Invalid(f"expected a port 0..65535 after ':', got {_show(value)}")
-    return Endpoint(address, int(port_text))
+        return Endpoint.parse(value, default_port)  # type: ignore[arg-type]  # checks the type
+    except ValueError as exc:
+        raise _Invalid(str(exc)) from None
 
 
 def _scalar(value: object, tp: Any) -> Any:
@@ -135,6 +126,15 @@ def _scalar(value: object, tp: Any) -> Any:
         raise _Invalid(f'expected an IPv4 address "a.b.c.d", got {_show(value)}')
     if tp is Endpoint:
         return _endpoint(value)
+    if tp == model.IPAddress:
+        try:
+            return model.parse_address(value)  # type: ignore[arg-type]  # checks the type
+        except ValueError:
+            raise _Invalid(f'expected an IPv4 or IPv6 address ("a.b.c.d" or "2001:db8::1"), '
+                           f"got {_show(value)}") from None
+    if tp == IPv4Address | int:
+        # A persistence netmask: dotted for IPv4 services, a prefix length for IPv6 ones.
+        return _scalar(value, int if isinstance(value, int) else IPv4Address)
     raise TypeError(f"config: no converter for {tp!r}")  # a model change this file must follow
 
 
@@ -148,6 +148,8 @@ class _Reader:
         origin = typing.get_origin(tp)
         if origin in (typing.Union, types.UnionType):
             inner = [a for a in typing.get_args(tp) if a is not type(None)]
+            if len(inner) > 1:
+                return _scalar(value, functools.reduce(operator.or_, inner))
             return self.value(value, inner[0], path)
         if dataclasses.is_dataclass(tp) and isinstance(tp, type) and tp is not Endpoint:
             return self.table(value, tp, path)
@@ -328,16 +330,10 @@ def _checks(cfg: Config) -> Iterator[tuple[str, str]]:
             yield f"director.{key}", "expected an interface name of 1..15 characters"
     if d.public_interface == d.private_interface:
         yield "director.private_interface", "expected an interface other than public_interface"
-    nat_router: IPv4Interface | None = None
-    if d.nat_router is not None:
-        try:
-            nat_router = IPv4Interface(d.nat_router)
-        except ValueError:
-            yield "director.nat_router", f'expected "a.b.c.d/len", got {d.nat_router!r}'
-        else:
-            if "/" not in d.nat_router:
-                yield "director.nat_router", f'expected a prefix length "a.b.c.d/len", got ' \
-                    f"{d.nat_router!r}"
+    nat_routers = list(_nat_router_checks(d))
+    problems = [p for p in nat_routers if isinstance(p, tuple)]
+    yield from problems
+    networks = [p.network for p in nat_routers if not isinstance(p, tuple)]
     if not 1 <= d.batch_size <= 1024:
         yield "director.batch_size", f"expected 1..1024, got {d.batch_size}"
     if not 1 <= d.max_connections <= 1 << 26:
@@ -370,10 +366,38 @@ def _checks(cfg: Config) -> Iterator[tuple[str, str]]:
         if vs.key in seen:
             yield path, f"duplicate service {vs.key.label} (also virtual_server[{seen[vs.key]}])"
         seen.setdefault(vs.key, i)
-        if nat_router is not None and vs.address.address in nat_router.network:
-            net = nat_router.network
-            yield f"{path}.address", f"expected a VIP outside the private network {net}"
+        for net in networks:
+            if vs.address.address in net:
+                yield f"{path}.address", f"expected a VIP outside the private network {net}"
         yield from _vs_checks(vs, path)
+
+
+def _nat_router_checks(d: model.DirectorConfig) \
+        -> Iterator[IPv4Interface | IPv6Interface | tuple[str, str]]:
+    """The gateway addresses that parse, and a (key, problem) for each one that does not."""
+    families: dict[int, str] = {}
+    for key in ("nat_router", "nat_router6"):
+        text = getattr(d, key)
+        if text is None:
+            continue
+        try:
+            iface = IPv6Interface(text) if ":" in text else IPv4Interface(text)
+        except ValueError:
+            yield f"director.{key}", f'expected "a.b.c.d/len" or "v6 address/len", got {text!r}'
+            continue
+        if "/" not in text:
+            yield f"director.{key}", f'expected a prefix length "a.b.c.d/len" or ' \
+                f'"v6 address/len", got {text!r}'
+            continue
+        if key == "nat_router6" and iface.version != 6:
+            yield f"director.{key}", f"expected an IPv6 address/len, got {text!r}"
+            continue
+        if iface.version in families:
+            yield f"director.{key}", f"expected one gateway per address family; " \
+                f"director.{families[iface.version]} is IPv{iface.version} too"
+            continue
+        families[iface.version] = key
+        yield iface
 
 
 def _defense_checks(cfg: Config) -> Iterator[tuple[str, str]]:
@@ -411,7 +435,7 @@ def _ha_checks(cfg: Config) -> Iterator[tuple[str, str]]:
             yield "ha.secret_file", "required when ha.enabled = true (heartbeats are signed)"
         if ha.peer_public is None and ha.peer_private is None:
             yield "ha.peer_public", "expected peer_public and/or peer_private when ha.enabled"
-        if cfg.director.nat_router is None:
+        if cfg.director.nat_router is None and cfg.director.nat_router6 is None:
             yield "director.nat_router", "required when ha.enabled (the real servers' gateway " \
                 "must move with the VIPs)"
 
@@ -488,11 +512,7 @@ def _vs_checks(vs: model.VirtualServerConfig, path: str) -> Iterator[tuple[str, 
         yield f"{path}.address", "expected a port 1..65535 (port 0 needs persistence > 0)"
     if not 0 <= vs.persistence <= 2678400:
         yield f"{path}.persistence", f"expected 0..2678400 seconds, got {vs.persistence}"
-    try:
-        IPv4Network(f"0.0.0.0/{vs.netmask}")
-    except ValueError:
-        yield f"{path}.netmask", f"expected a contiguous netmask like 255.255.255.0, got " \
-            f"{vs.netmask}"
+    yield from _family_checks(vs, path)
     limit = model.MH_MAX_TABLE_SIZE
     if vs.mh_table_size and not (_is_prime(vs.mh_table_size) and vs.mh_table_size <= limit):
         # The mh scheduler refuses a larger table (the kernel's largest is 131071 too).
@@ -532,6 +552,35 @@ def _vs_checks(vs: model.VirtualServerConfig, path: str) -> Iterator[tuple[str, 
             # The kernel's rule (ip_vs_add_dest: -ERANGE), also when upper_threshold is 0.
             yield f"{rpath}.lower_threshold", f"expected at most upper_threshold " \
                 f"({rs.upper_threshold}), got {rs.lower_threshold}"
+
+
+def _family_checks(vs: model.VirtualServerConfig, path: str) -> Iterator[tuple[str, str]]:
+    """Persistence netmask and server addresses of the VIP's address family (NAT, no NAT64)."""
+    family = vs.address.address.version
+    if family == 6:
+        if isinstance(vs.netmask, int):
+            if not 1 <= vs.netmask <= 128:
+                yield f"{path}.netmask", f"expected an IPv6 prefix length 1..128, got " \
+                    f"{vs.netmask}"
+        elif vs.netmask != model.HOST_NETMASK:
+            yield f"{path}.netmask", f"expected a prefix length 1..128 for an IPv6 service " \
+                f"(like ipvsadm -M 64), got {vs.netmask}"
+    elif isinstance(vs.netmask, int):
+        yield f"{path}.netmask", f"expected a netmask like 255.255.255.0 for an IPv4 service, " \
+            f"got {vs.netmask}"
+    else:
+        try:
+            IPv4Network(f"0.0.0.0/{vs.netmask}")
+        except ValueError:
+            yield f"{path}.netmask", f"expected a contiguous netmask like 255.255.255.0, got " \
+                f"{vs.netmask}"
+    others = [(f"real_server[{j}].address", rs.address) for j, rs in enumerate(vs.real_servers)]
+    if vs.sorry_server is not None:
+        others.append(("sorry_server", vs.sorry_server))
+    for key, endpoint in others:
+        if endpoint.address.version != family:
+            yield f"{path}.{key}", f"expected an IPv{family} address like the service's " \
+                f"({vs.address}), got {endpoint}"
 
 
 def _check_checks(vs: model.VirtualServerConfig, path: str) -> Iterator[tuple[str, str]]:

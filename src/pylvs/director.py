@@ -26,7 +26,6 @@ import logging
 import secrets
 import time
 from collections.abc import Awaitable, Callable
-from ipaddress import IPv4Address, IPv4Interface
 from typing import Any, Protocol
 
 from pylvs import config as config_mod
@@ -37,6 +36,7 @@ from pylvs.model import (
     Config,
     DefenseConfig,
     Endpoint,
+    IPAddress,
     RealServerConfig,
     ServiceKey,
     VirtualServerConfig,
@@ -47,7 +47,7 @@ from pylvs.netconf import (
     NetPlan,
     fwmark_device,
     plan_from_config,
-    send_gratuitous_arp,
+    send_announcements,
 )
 from pylvs.weights import LoadReport, ServerWeight
 
@@ -229,16 +229,17 @@ class Director:
         # sends it, in a cluster the routers reach the VIPs over BGP routes, not ARP.
         return self.active and not cfg.ha.enabled and cfg.cluster.mode == "off"
 
-    async def _announce(self, vips: frozenset[IPv4Address]) -> None:
+    async def _announce(self, vips: frozenset[IPAddress]) -> None:
         # Neighbours that cached another MAC for a VIP (a previous director) learn ours now
         # instead of when their entry goes stale.  With HA the takeover does this.
         if not vips:
             return
         try:
-            await asyncio.to_thread(send_gratuitous_arp, self._config.director.public_interface,
-                                    sorted(vips), 1)
+            await asyncio.to_thread(send_announcements,
+                                    self._config.director.public_interface, vips, 1)
         except OSError as exc:
-            log.warning("gratuitous ARP for %s failed: %s", ", ".join(map(str, vips)), exc)
+            log.warning("announcing %s (gratuitous ARP / unsolicited NA) failed: %s",
+                        ", ".join(map(str, vips)), exc)
 
     def _dataplane_failed(self, reason: str) -> None:
         if self.failed is not None and not self.failed.done():
@@ -328,8 +329,8 @@ class Director:
             return plan
         # A backup keeps the steering rules and fwmark routes current (takeover is then only
         # VIPs + nat_router) and leaves whatever the HA component has claimed as it is.
-        return NetPlan(vips=current.vips, steering=plan.steering, nat_router=current.nat_router,
-                       fwmarks=plan.fwmarks)
+        return NetPlan(vips=current.vips, steering=plan.steering,
+                       nat_routers=current.nat_routers, fwmarks=plan.fwmarks)
 
     def _open_fwmark_devices(self, cfg: Config) -> list[TunDataplane]:
         """Open the TUN device of every mark ``cfg`` has and this director has not yet."""
@@ -433,7 +434,7 @@ class Director:
             log.info("service %s removed", key.label)
         for key, vs in wanted.items():
             opts: dict[str, Any] = dict(
-                scheduler=vs.scheduler, persistence=vs.persistence, netmask=str(vs.netmask),
+                scheduler=vs.scheduler, persistence=vs.persistence, netmask=_netmask(vs),
                 flags=vs.flags, mh_table_size=vs.mh_table_size, synproxy=vs.synproxy,
                 ports=port_ranges(vs.ports), ftp=vs.ftp)
             if key not in self._svc_keys:
@@ -485,6 +486,7 @@ class Director:
     # -- status ------------------------------------------------------------------------------
     def status(self) -> dict[str, Any]:
         """A JSON-able snapshot for the API, ``pylvs status`` and ``/metrics``."""
+        routers = sorted((str(n) for n in self.netconf.plan.nat_routers), key=lambda t: ":" in t)
         out: dict[str, Any] = {
             "source": self._config.source,
             "active": self.active,
@@ -494,8 +496,10 @@ class Director:
                 for (k, ep), o in sorted(self._applied_srv.items(), key=str)
             ],
             "network": {
-                "vips": sorted(map(str, self.netconf.plan.vips)),
-                "nat_router": _text(self.netconf.plan.nat_router),
+                "vips": [str(v) for v in sorted(self.netconf.plan.vips,
+                                                key=lambda a: (a.version, int(a)))],
+                "nat_router": next(iter(routers), None),  # the first; all in nat_routers
+                "nat_routers": routers,
                 "steering": len(self.netconf.plan.steering),
             },
         }
@@ -512,5 +516,6 @@ class Director:
         return out
 
 
-def _text(value: IPv4Interface | None) -> str | None:
-    return None if value is None else str(value)
+def _netmask(vs: VirtualServerConfig) -> str | int:
+    """The engine's persistence netmask: dotted for IPv4, a prefix length for IPv6 (as -M)."""
+    return vs.prefix_length if vs.address.address.version == 6 else str(vs.netmask)

@@ -77,9 +77,9 @@ def check_service(vs: model.VirtualServerConfig, where: str) -> None:
         )
     if vs.address.port == 0 and vs.persistence == 0 and not vs.fwmark and not vs.ports:
         raise ConfigError(f"{where}.address: zero port specified for non-persistent service")
-    mask = int(vs.netmask)
-    inverted = ~mask & 0xFFFFFFFF
-    if inverted & (inverted + 1):
+    # A prefix length (IPv6) and the family rules are checked by config.validate.
+    inverted = ~int(vs.netmask) & 0xFFFFFFFF
+    if not isinstance(vs.netmask, int) and inverted & (inverted + 1):
         raise ConfigError(f"{where}.netmask: {vs.netmask} is not a contiguous netmask")
     seen: set[model.Endpoint] = set()
     for i, rs in enumerate(vs.real_servers):

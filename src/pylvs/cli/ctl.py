@@ -131,7 +131,10 @@ _LONG_OPTIONS = {"tcp-service": ("tcp", True), "udp-service": ("udp", True),
 _REFUSED = {
     "gatewaying": "-g (direct routing) is not supported: pylvs is a NAT director; use -m",
     "ipip": "-i (IPIP tunnelling) is not supported: pylvs is a NAT director; use -m",
-    "ipv6": "-6 is not supported: pylvs handles IPv4 only",
+    # ipvsadm's -6 only qualifies -f (a firewall mark has no address to say its family);
+    # an IPv6 -t/-u/-r address is written in brackets: -t [2001:2::100]:80.
+    "ipv6": "-6 (an IPv6 firewall-mark service) is not supported: fwmark services are IPv4; "
+            "IPv6 addresses need no -6: -t [2001:2::100]:80",
     "ops": "-o (one-packet scheduling) is not supported",
     "start-daemon": "--start-daemon is not supported: connection sync runs with [ha] sync = true",
     "stop-daemon": "--stop-daemon is not supported: connection sync runs with [ha] sync = true",
@@ -162,7 +165,7 @@ class Request:
     server: model.Endpoint | None = None
     scheduler: str = DEFAULT_SCHEDULER
     persistence: int = 0
-    netmask: str = "255.255.255.255"
+    netmask: str | int = "255.255.255.255"  # an IPv6 service: a prefix length 1..128
     flags: list[str] = field(default_factory=list)
     synproxy: bool | None = None  # -j enable|disable (Alibaba LVS's ipvsadm)
     weight: int = 1
@@ -185,19 +188,33 @@ def _number(text: str, low: int, high: int, what: str) -> int:
 def _endpoint(
     text: str, protocol: str, what: str, default_port: int
 ) -> tuple[model.Endpoint, bool]:
-    """``parse_service``: host[:port], names resolved; returns (endpoint, port given)."""
-    host, sep, port_text = text.rpartition(":")
-    if not sep:
-        host, port_text = text, ""
-    if not host or host.isdigit():
-        raise CtlError(f"illegal {what} address[:port] specified")
+    """``parse_service``: host[:port] or [v6]:port, names resolved; (endpoint, port given).
+
+    As ipvsadm: brackets need a port after them, a bare IPv6 address has none, and names
+    resolve to IPv4 only (``host_to_addr`` asks for AF_INET).
+    """
+    illegal = CtlError(f"illegal {what} address[:port] specified")
+    if text.isdigit():
+        raise illegal
     try:
-        address = IPv4Address(host)
-    except AddressValueError:
+        host, port_text = model.split_hostport(text)
+    except ValueError:
+        raise illegal from None
+    if text.startswith("[") and port_text is None:
+        raise illegal
+    port_text = port_text or ""
+    if not host:
+        raise illegal
+    address: model.IPAddress
+    try:
+        address = model.parse_address(host)
+    except ValueError:
+        if text.startswith("["):
+            raise illegal from None
         try:
             address = IPv4Address(socket.gethostbyname(host))
         except (OSError, UnicodeError):
-            raise CtlError(f"illegal {what} address[:port] specified") from None
+            raise illegal from None
     if not port_text:
         return model.Endpoint(address, default_port), False
     if port_text.isdigit() and int(port_text) <= 65535:
@@ -274,6 +291,7 @@ def parse_args(argv: Sequence[str]) -> Request:
     command: str | None = None
     positional: list[str] = []
     pending_server: str | None = None
+    pending_netmask: str | None = None
     for name, value in _tokens(argv):
         if name in COMMAND_OPTIONS:
             if command is not None:
@@ -321,10 +339,7 @@ def parse_args(argv: Sequence[str]) -> Request:
             req.persistence = (DEFAULT_PERSISTENCE if value is None
                                else _timeout(text, 1))
         elif name == "netmask":
-            try:
-                req.netmask = str(IPv4Address(text))
-            except AddressValueError:
-                raise CtlError("illegal virtual server persistent mask specified") from None
+            pending_netmask = text
         elif name == "real-server":
             pending_server = text
         elif name == "weight":
@@ -350,6 +365,8 @@ def parse_args(argv: Sequence[str]) -> Request:
         else:
             raise CtlError("no command specified (try -h)")
     req.command = command
+    if pending_netmask is not None:
+        req.netmask = _netmask(pending_netmask, req.service)
     for flag in req.flags:
         # parse_sched_flags runs once the scheduler is known (-s may follow -b); wlc without -s.
         wants = model.FLAG_SCHEDULER.get(flag)
@@ -376,6 +393,18 @@ def parse_args(argv: Sequence[str]) -> Request:
             and not req.ports):
             raise CtlError("Zero port specified for non-persistent service")
     return req
+
+
+def _netmask(text: str, service: model.Endpoint | None) -> str | int:
+    """``-M``: a dotted mask for an IPv4 service, a prefix length 1..128 for an IPv6 one."""
+    if service is not None and service.address.version == 6:
+        if not text.isdigit() or not 1 <= int(text) <= 128:
+            raise CtlError("illegal ipv6 netmask specified")
+        return int(text)
+    try:
+        return str(IPv4Address(text))
+    except AddressValueError:
+        raise CtlError("illegal virtual server persistent mask specified") from None
 
 
 def _timeout(text: str, low: int) -> int:

@@ -104,8 +104,10 @@ class _Mapper(c.MapperBase):
         for node in pending:
             for vs in self.virtual_server(node, len(services)):
                 services.append(vs)
-        vips = {vs.address.address for vs in services}
-        reals = {rs.address.address for vs in services for rs in vs.real_servers}
+        # The importer reads IPv4 configurations; the model also holds IPv6 (issue 12).
+        vips = {a for vs in services if isinstance(a := vs.address.address, IPv4Address)}
+        reals = {a for vs in services for rs in vs.real_servers
+                 if isinstance(a := rs.address.address, IPv4Address)}
         nat_router, private_if = self.nat_router(vrrps, vips, reals)
         public_if = self.public_interface(vrrps, vips)
         ha = self.ha(vrrps, vips, nat_router)
