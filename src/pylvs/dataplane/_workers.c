@@ -220,6 +220,12 @@ void lvs_workers_free(lvs_workers *w)
     free(w);
 }
 
+void lvs_workers_set_mark(lvs_workers *w, uint32_t mark)
+{
+    for (uint32_t i = 0; i < w->n; i++)
+        lvs_tunio_set_mark(w->w[i].io, mark);
+}
+
 uint32_t lvs_workers_count(const lvs_workers *w)
 {
     return w->n;

@@ -22,6 +22,8 @@ int lvs_workers_start(lvs_workers *w);
 void lvs_workers_stop(lvs_workers *w);
 /* Stop, close the eventfds, free (the TUN fds stay open: they are the caller's). */
 void lvs_workers_free(lvs_workers *w);
+/* Every queue carries one fwmark service's packets (lvs_tunio_set_mark); before start. */
+void lvs_workers_set_mark(lvs_workers *w, uint32_t mark);
 uint32_t lvs_workers_count(const lvs_workers *w);
 /* Threads started and not yet joined. */
 uint32_t lvs_workers_running(const lvs_workers *w);
