@@ -10,7 +10,7 @@ from __future__ import annotations
 import shlex
 import subprocess
 import sys
-from ipaddress import IPv4Address
+from ipaddress import IPv4Address, IPv6Address
 from pathlib import Path
 
 import pytest
@@ -86,7 +86,7 @@ def test_every_shipped_sample_imports_and_passes_check(path: Path) -> None:
     result = import_file(path, "keepalived")
     cfg = _roundtrip(result)
     text = path.read_text()
-    if "virtual_server" in text and "IPv6" not in path.name:  # no IPv6 in pylvs.toml yet
+    if "virtual_server" in text:
         assert cfg.virtual_servers, path.name
     for note in result.notes:
         assert note.where.startswith(str(path)), note  # every note names its source line
@@ -287,16 +287,90 @@ def test_fwmark_ftp_and_ipv6_services(tmp_path: Path) -> None:
         virtual_server 198.18.0.100 2121 { protocol UDP real_server 198.19.0.11 21 { } }
     """)
     r = import_file(main, "keepalived")
-    fwm, ftp, udp = _roundtrip(r).virtual_servers
+    fwm, v6group, v6, ftp, udp = _roundtrip(r).virtual_servers
+    assert [str(v.key) for v in (v6group, v6)] == ["TCP [2001:2::100]:80", "TCP [2001:2::100]:443"]
     assert (str(fwm.key), fwm.persistence, str(fwm.real_servers[0].address)) == (
         "FWM 80", 300, "198.19.0.11:80")
     assert fwm.check.type == "tcp" and not fwm.ftp
     assert (str(ftp.key), ftp.ftp, udp.ftp) == ("TCP 198.18.0.100:21", True, False)
     assert any("ftp = true" in t for t in _texts(r, dropped=False))
     dropped = _texts(r, dropped=True)
-    assert sum("IPv6 firewall-mark" in t for t in dropped) == 2  # fwmark 6 and the group's 7
-    assert sum("IPv6 services" in t for t in dropped) == 2  # the group's address and 443
-    assert len(dropped) == 4
+    assert sum("fwmark services are IPv4 in pylvs" in t for t in dropped) == 2  # 6, group's 7
+    assert len(dropped) == 2
+
+
+def test_ipv6_services_groups_servers_and_vrrp(tmp_path: Path) -> None:
+    main = _write(tmp_path, "keepalived.conf", """
+        virtual_server_group WEB6 {
+            2001:2::100-101 80
+            2001:2::200/127 80
+        }
+        virtual_server group WEB6 {
+            persistence_timeout 300
+            persistence_granularity 64
+            sorry_server 2001:2:1::99 8080
+            real_server 2001:2:1::11 80 { TCP_CHECK { connect_ip 2001:2:1::11 } }
+            real_server 198.19.0.12 80 { TCP_CHECK { } }
+        }
+        virtual_server 2001:2::100 21 {
+            sorry_server 198.19.0.99
+            real_server 2001:2:1::11 21 { }
+        }
+        virtual_server 198.18.0.100 80 {
+            persistence_timeout 60
+            persistence_granularity 255.255.255.0
+            real_server 198.19.0.11 80 { }
+        }
+        virtual_server fwmark 9 { real_server 2001:2:1::11 80 { } }
+        vrrp_instance VI_1 {
+            interface eth0
+            priority 150
+            unicast_peer {
+                2001:2::3
+                2001:2:1::3
+            }
+            virtual_ipaddress {
+                198.18.0.100/24
+                2001:2::100/64
+                2001:2::101/64
+                198.19.0.1/24 dev eth1
+            }
+            virtual_ipaddress_excluded {
+                2001:2:1::1 dev eth1
+            }
+        }
+    """)
+    r = import_file(main, "keepalived")
+    cfg = _roundtrip(r)
+    a, b, c, d, ftp6, v4, fwm = cfg.virtual_servers
+    assert [str(v.address) for v in (a, b, c, d)] == [
+        "[2001:2::100]:80", "[2001:2::101]:80", "[2001:2::200]:80", "[2001:2::201]:80"]
+    assert (a.persistence, a.netmask, str(a.sorry_server)) == (300, 64, "[2001:2:1::99]:8080")
+    assert [str(rs.address) for rs in a.real_servers] == ["[2001:2:1::11]:80"]
+    assert str(v4.netmask) == "255.255.255.0"  # IPv4: a netmask, IPv6: a prefix length
+    assert (ftp6.ftp, ftp6.sorry_server) == (False, None)  # pylvs's FTP helper is IPv4
+    assert fwm.real_servers == ()
+    assert (cfg.director.nat_router, cfg.director.nat_router6) == (
+        "198.19.0.1/24", "2001:2:1::1/64")
+    assert (cfg.director.public_interface, cfg.director.private_interface) == ("eth0", "eth1")
+    ha = cfg.ha
+    assert (ha.enabled, ha.peer_public, ha.peer_private) == (
+        True, IPv6Address("2001:2::3"), IPv6Address("2001:2:1::3"))
+    dropped = _texts(r, dropped=True)
+    assert sum("no NAT64" in t for t in dropped) == 3  # 198.19.0.12, 198.19.0.99, fwmark's
+    assert len(dropped) == 3, dropped
+    assert any("assumed to be a /64" in t for t in _texts(r, dropped=False))
+
+
+def test_ipv6_granularity_is_a_prefix_length(tmp_path: Path) -> None:
+    main = _write(tmp_path, "keepalived.conf", """
+        virtual_server 2001:2::100 80 {
+            persistence_timeout 60
+            persistence_granularity 255.255.255.0
+        }
+    """)
+    with pytest.raises(ImportSyntaxError, match="persistence_granularity: expected an integer"):
+        import_file(main, "keepalived")
 
 
 def test_lvs_cf_port_21_becomes_ftp(tmp_path: Path) -> None:
@@ -478,3 +552,28 @@ def test_scheduler_flags_follow_the_scheduler(tmp_path: Path) -> None:
     """)
     vs = import_file(main, "keepalived").config.virtual_servers[0]
     assert (vs.scheduler, vs.flags, vs.check.type) == ("mh", ("mh-fallback", "mh-port"), "none")
+
+
+def test_ipv6_only_site_writes_its_gateway_in_nat_router(tmp_path: Path) -> None:
+    main = _write(tmp_path, "keepalived.conf", """
+        virtual_server_group G {
+            2001:2::1:e-2001:2::1:10 443
+        }
+        virtual_server group G { real_server 2001:2:1::11 443 { } }
+        vrrp_instance V {
+            interface eth0
+            unicast_peer {
+                2001:2::3
+            }
+            virtual_ipaddress {
+                2001:2::1:f/64
+                2001:2:1::1 dev eth1
+            }
+        }
+    """)
+    r = import_file(main, "keepalived")
+    cfg = _roundtrip(r)
+    assert [str(v.address) for v in cfg.virtual_servers] == [
+        "[2001:2::1:e]:443", "[2001:2::1:f]:443", "[2001:2::1:10]:443"]
+    assert (cfg.director.nat_router, cfg.director.nat_router6) == ("2001:2:1::1/64", None)
+    assert cfg.ha.enabled and not _texts(r, dropped=True)

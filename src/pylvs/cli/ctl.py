@@ -133,8 +133,8 @@ _REFUSED = {
     "ipip": "-i (IPIP tunnelling) is not supported: pylvs is a NAT director; use -m",
     # ipvsadm's -6 only qualifies -f (a firewall mark has no address to say its family);
     # an IPv6 -t/-u/-r address is written in brackets: -t [2001:2::100]:80.
-    "ipv6": "-6 (an IPv6 firewall-mark service) is not supported: fwmark services are IPv4; "
-            "IPv6 addresses need no -6: -t [2001:2::100]:80",
+    "ipv6": "-6 used before -f (IPv6 firewall-mark services are not supported; an IPv6 "
+            "address needs no -6: -t [2001:2::100]:80)",
     "ops": "-o (one-packet scheduling) is not supported",
     "start-daemon": "--start-daemon is not supported: connection sync runs with [ha] sync = true",
     "stop-daemon": "--stop-daemon is not supported: connection sync runs with [ha] sync = true",

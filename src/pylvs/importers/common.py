@@ -7,6 +7,7 @@ error does; a valid setting pylvs has no equivalent for becomes a DROPPED note i
 
 from __future__ import annotations
 
+import ipaddress
 import shlex
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
@@ -14,7 +15,7 @@ from ipaddress import AddressValueError, IPv4Address, IPv4Network, NetmaskValueE
 
 from pylvs.importers.result import Notes
 from pylvs.importers.tokens import ImportSyntaxError, Node
-from pylvs.model import SCHEDULERS, Endpoint, VirtualServerConfig
+from pylvs.model import SCHEDULERS, Endpoint, IPAddress, VirtualServerConfig
 
 __all__ = [
     "DEFAULT_SECRET_FILE",
@@ -22,6 +23,7 @@ __all__ = [
     "FWMARK_NOTE",
     "ImportOptions",
     "MapperBase",
+    "address",
     "as_fwmark",
     "ftp",
     "interfaces",
@@ -30,6 +32,7 @@ __all__ = [
     "notify_dispatch",
     "number",
     "one_arg",
+    "prefix6",
     "prefix_len",
     "scheduler",
     "whole",
@@ -99,6 +102,20 @@ def ipv4(node: Node, text: str) -> IPv4Address:
                                 f"{text!r}") from None
 
 
+def address(node: Node, text: str) -> IPAddress:
+    """An IPv4 or IPv6 address written at ``node``."""
+    try:
+        return ipaddress.ip_address(text)
+    except ValueError:
+        raise ImportSyntaxError(node.where, f"{node.keyword}: expected an IPv4 or IPv6 address, "
+                                f"got {text!r}") from None
+
+
+def prefix6(node: Node, text: str) -> int:
+    """An IPv6 persistence granularity: a prefix length 1..128 (``64`` or ``/64``)."""
+    return whole(node, text.removeprefix("/"), 1, 128)
+
+
 def netmask(node: Node, text: str) -> IPv4Address:
     """A contiguous dotted netmask (``255.255.255.0``) or a prefix length, as an address."""
     return IPv4Network(f"0.0.0.0/{prefix_len(node, text)}").netmask
@@ -124,7 +141,8 @@ FTP_NOTE = ("port 21: imported with ftp = true, so pylvs's FTP helper follows th
 
 def ftp(vs: VirtualServerConfig, notes: Notes, table: str, node: Node) -> VirtualServerConfig:
     """``vs`` with ``ftp = true`` when it is an IPv4 TCP service on port 21 (noted)."""
-    if vs.protocol != "tcp" or vs.fwmark or vs.address.port != 21:
+    if (vs.protocol != "tcp" or vs.fwmark or vs.address.port != 21
+            or vs.address.address.version != 4):
         return vs
     notes.info(table, node, FTP_NOTE)
     return replace(vs, ftp=True)
