@@ -53,7 +53,7 @@ class Queues:
 
     def __init__(self, engine: Engine | None, n: int, batch: int = 64) -> None:
         pairs = [socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET) for _ in range(n)]
-        self.worker_ends = pairs and [a for a, _ in pairs]
+        self.worker_ends = [a for a, _ in pairs]
         self.peers = [b for _, b in pairs]
         for a in self.worker_ends:
             a.setblocking(False)

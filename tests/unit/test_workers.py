@@ -66,7 +66,12 @@ def test_engine_calls_wait_for_the_lock() -> None:
     t.start()
     holder_ready.wait(5)
     done = threading.Event()
-    caller = threading.Thread(target=lambda: (eng.services(), done.set()))
+
+    def call() -> None:
+        eng.services()
+        done.set()
+
+    caller = threading.Thread(target=call)
     caller.start()
     time.sleep(0.2)
     assert not done.is_set()  # blocked on the engine lock (and the GIL is free meanwhile)
