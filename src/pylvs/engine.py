@@ -77,10 +77,12 @@ if TYPE_CHECKING:
         StringArray,
         lvs_conn_info,
         lvs_dest_conf,
+        lvs_dest_info,
         lvs_engine,
         lvs_engine_info,
         lvs_stats_info,
         lvs_svc_conf,
+        lvs_svc_info,
     )
 
 __all__ = [
@@ -336,7 +338,7 @@ class Engine:
                      flags: Iterable[str] | None = None,
                      mh_table_size: int | None = None) -> None:
         """``ipvsadm -E``: change what is given, keep the rest."""
-        cur = self._service_info(service)
+        cur = self.service(service, with_servers=False)
         c, _keep = self._svc_conf(
             service,
             cur.scheduler if scheduler is None else scheduler,
@@ -389,7 +391,7 @@ class Engine:
                     upper_threshold: int | None = None,
                     lower_threshold: int | None = None) -> None:
         """``ipvsadm -e``: change what is given, keep the rest."""
-        cur = self._server_info(server)
+        cur = self.server(server)
         c = self._dest_conf(
             server,
             cur.weight if weight is None else weight,
@@ -422,19 +424,7 @@ class Engine:
             if got <= cap:
                 break
             cap = got
-        out = []
-        for i in range(got):
-            d = buf[i]
-            st, rt = _stats(d.stats)
-            out.append(ServerInfo(
-                key=ServerKey(key, _ipstr(d.addr), int(d.port)),
-                weight=int(d.weight), last_weight=int(d.last_weight),
-                upper_threshold=int(d.u_threshold), lower_threshold=int(d.l_threshold),
-                available=bool(d.flags & _DEST_F_AVAILABLE),
-                overloaded=bool(d.flags & _DEST_F_OVERLOAD),
-                active_conns=int(d.activeconns), inactive_conns=int(d.inactconns),
-                persist_conns=int(d.persistconns), stats=st, rates=rt))
-        return tuple(out)
+        return tuple(_server_info(key, buf[i]) for i in range(got))
 
     def services(self) -> list[ServiceInfo]:
         """Every service in the order added, each with its servers in kernel list order."""
@@ -443,28 +433,35 @@ class Engine:
         for i in range(int(_lib.lvs_svc_count(self._e))):
             if _lib.lvs_svc_info_get(self._e, i, info) < 0:
                 break
-            key = ServiceKey(_PROTO_NAME[int(info.proto)], _ipstr(info.addr), int(info.port))
-            sched = _ffi.string(info.sched).decode()
-            st, rt = _stats(info.stats)
-            out.append(ServiceInfo(
-                key=key, scheduler=sched,
-                persistence=int(info.timeout) if info.flags & _SVC_F_PERSISTENT else 0,
-                netmask=_ipstr(info.netmask), flags=_flag_names(int(info.flags), sched),
-                mh_table_size=int(info.mh_table_size),
-                servers=self._servers(key, int(info.num_dests)), stats=st, rates=rt))
+            out.append(self._service_from(info, with_servers=True))
         return out
 
-    def _service_info(self, key: ServiceKey) -> ServiceInfo:
-        for s in self.services():
-            if s.key == key:
-                return s
-        raise ConfigError(f"{key}: no such virtual service")
+    def _service_from(self, info: lvs_svc_info, *, with_servers: bool) -> ServiceInfo:
+        key = ServiceKey(_PROTO_NAME[int(info.proto)], _ipstr(info.addr), int(info.port))
+        sched = _ffi.string(info.sched).decode()
+        st, rt = _stats(info.stats)
+        return ServiceInfo(
+            key=key, scheduler=sched,
+            persistence=int(info.timeout) if info.flags & _SVC_F_PERSISTENT else 0,
+            netmask=_ipstr(info.netmask), flags=_flag_names(int(info.flags), sched),
+            mh_table_size=int(info.mh_table_size),
+            servers=self._servers(key, int(info.num_dests)) if with_servers else (),
+            stats=st, rates=rt)
 
-    def _server_info(self, key: ServerKey) -> ServerInfo:
-        for d in self._service_info(key.service).servers:
-            if d.key == key:
-                return d
-        raise ConfigError(f"{key}: no such real server")
+    def service(self, key: ServiceKey, *, with_servers: bool = True) -> ServiceInfo:
+        """One service by key (a hash lookup in the core, not a listing); ConfigError if
+        absent.  ``with_servers=False`` leaves ``servers`` empty and skips listing them."""
+        info = _ffi.new("lvs_svc_info *")
+        _check(_lib.lvs_svc_info_find(self._e, _proto(key.protocol),
+                                      _ip(key.address, "service address"), key.port, info),
+               f"{key}")
+        return self._service_from(info, with_servers=with_servers)
+
+    def server(self, key: ServerKey) -> ServerInfo:
+        """One real server by key (looked up in its service only); ConfigError if absent."""
+        info = _ffi.new("lvs_dest_info *")
+        _check(_lib.lvs_dest_info_find(self._e, self._dest_conf(key, 0, 0, 0), info), f"{key}")
+        return _server_info(key.service, info)
 
     def connections(self) -> list[ConnectionInfo]:
         """Every connection and persistence template (``ipvsadm -Lc``), in table order."""
@@ -640,6 +637,18 @@ def _clock(now: float) -> float:
     if not math.isfinite(t) or t < 0.0:
         raise ConfigError(f"now must be a finite, non-negative number of seconds, got {now!r}")
     return t
+
+
+def _server_info(service: ServiceKey, d: lvs_dest_info) -> ServerInfo:
+    st, rt = _stats(d.stats)
+    return ServerInfo(
+        key=ServerKey(service, _ipstr(d.addr), int(d.port)),
+        weight=int(d.weight), last_weight=int(d.last_weight),
+        upper_threshold=int(d.u_threshold), lower_threshold=int(d.l_threshold),
+        available=bool(d.flags & _DEST_F_AVAILABLE),
+        overloaded=bool(d.flags & _DEST_F_OVERLOAD),
+        active_conns=int(d.activeconns), inactive_conns=int(d.inactconns),
+        persist_conns=int(d.persistconns), stats=st, rates=rt)
 
 
 def _flag_names(flags: int, sched: str) -> tuple[str, ...]:

@@ -23,7 +23,7 @@ lvs_service *lvs_svc_lookup(lvs_engine *e, uint8_t proto, uint32_t addr, uint16_
     return NULL;
 }
 
-static lvs_dest *dest_lookup(lvs_service *svc, uint32_t addr, uint16_t port)
+lvs_dest *lvs_dest_lookup(lvs_service *svc, uint32_t addr, uint16_t port)
 {
     for (lvs_dest *d = svc->destinations; d; d = d->next)
         if (d->addr == addr && d->port == port)
@@ -264,7 +264,7 @@ int lvs_dest_add(lvs_engine *e, const lvs_dest_conf *c)
     lvs_service *svc = lvs_svc_lookup(e, c->proto, c->vaddr, c->vport);
     if (!svc)
         return -LVS_E_SRCH;
-    if (dest_lookup(svc, c->addr, c->port))
+    if (lvs_dest_lookup(svc, c->addr, c->port))
         return -LVS_E_EXIST;
     /* a dest of the same virtual service still in the trash is revived with its counters */
     lvs_dest *d = lvs_dest_trash_take(e, c->proto, c->vaddr, c->vport, c->addr, c->port);
@@ -304,7 +304,7 @@ int lvs_dest_edit(lvs_engine *e, const lvs_dest_conf *c)
     lvs_service *svc = lvs_svc_lookup(e, c->proto, c->vaddr, c->vport);
     if (!svc)
         return -LVS_E_SRCH;
-    lvs_dest *d = dest_lookup(svc, c->addr, c->port);
+    lvs_dest *d = lvs_dest_lookup(svc, c->addr, c->port);
     if (!d)
         return -LVS_E_NOENT;
     dest_update(d, c);
@@ -356,7 +356,7 @@ int lvs_dest_del(lvs_engine *e, const lvs_dest_conf *c, int expire_conns)
     lvs_service *svc = lvs_svc_lookup(e, c->proto, c->vaddr, c->vport);
     if (!svc)
         return -LVS_E_SRCH;
-    lvs_dest *d = dest_lookup(svc, c->addr, c->port);
+    lvs_dest *d = lvs_dest_lookup(svc, c->addr, c->port);
     if (!d)
         return -LVS_E_NOENT;
     if (svc->sched && svc->sched->del_dest)
@@ -381,7 +381,7 @@ int lvs_dest_expire_conns(lvs_engine *e, const lvs_dest_conf *c)
     lvs_service *svc = lvs_svc_lookup(e, c->proto, c->vaddr, c->vport);
     if (!svc)
         return -LVS_E_SRCH;
-    lvs_dest *d = dest_lookup(svc, c->addr, c->port);
+    lvs_dest *d = lvs_dest_lookup(svc, c->addr, c->port);
     if (!d)
         return -LVS_E_NOENT;
     return expire_dest_conns(e, d);

@@ -186,6 +186,8 @@ int lvs_ctl_init(lvs_engine *e);
 /* Remove every service (their dests go to the trash) and free the service containers. */
 void lvs_ctl_free(lvs_engine *e);
 lvs_service *lvs_svc_lookup(lvs_engine *e, uint8_t proto, uint32_t addr, uint16_t port);
+/* A service's dest by address (the list walk of ip_vs_lookup_dest), or NULL. */
+lvs_dest *lvs_dest_lookup(lvs_service *svc, uint32_t addr, uint16_t port);
 int lvs_is_vip(const lvs_engine *e, uint32_t addr);
 
 /* ---- proto_tcp.c ---- */
