@@ -221,3 +221,21 @@ async def test_loop_lag_monitor_sees_a_stall() -> None:
     task.cancel()
     await asyncio.gather(task, return_exceptions=True)
     assert mon.histogram.max >= 0.1
+
+
+def test_loop_lag_in_metrics_and_status() -> None:
+    from pylvs.api import metrics, views
+    from pylvs.cli.status import render_status
+
+    d = Director(site(1))
+    d._sync_engine(d.config)
+    for lag in (0.0004, 0.003, 0.04):
+        d.loop_lag.histogram.observe(lag)
+    text = metrics.render(d)
+    assert "# TYPE pylvs_loop_lag_seconds histogram" in text
+    assert 'pylvs_loop_lag_seconds_bucket{le="0.001"} 1' in text
+    assert 'pylvs_loop_lag_seconds_bucket{le="0.05"} 3' in text
+    assert 'pylvs_loop_lag_seconds_bucket{le="+Inf"} 3' in text
+    assert "pylvs_loop_lag_seconds_count 3" in text
+    line = next(x for x in render_status(views.status(d)).splitlines() if "loop lag" in x)
+    assert "p99 40.0 ms" in line and "max 40.0 ms" in line

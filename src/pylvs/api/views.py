@@ -239,6 +239,7 @@ def status(director: DirectorLike) -> Json:
         "ha": ha(director),
         "engine": engine_stats(director),
         "dataplane": raw.get("dataplane"),
+        "loop_lag": raw.get("loop_lag"),
         "timeouts": timeouts(director),
         "services": services(director),
     }
