@@ -16,6 +16,7 @@ import json
 import logging
 import os
 import tempfile
+import time
 from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
 from typing import Any
@@ -37,6 +38,11 @@ _TOKEN_KEY = web.AppKey("token", str)
 
 log = logging.getLogger("pylvs.api")
 
+#: Largest request body: a ``pylvs ctl -R`` of 10,000 real servers is about 2 MiB of JSON.
+MAX_BODY = 64 << 20
+# Longest stretch a request works before giving the loop a turn (heartbeats, probes).
+_SLICE = 0.005
+
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
@@ -46,7 +52,8 @@ def make_app(director: DirectorLike, *, token: str | None = None) -> web.Applica
     The status page's HTML and JavaScript carry no data, so they stay reachable without the
     token; the page sends the token (taken from the URL fragment) with its API calls.
     """
-    app = web.Application(middlewares=[_errors_middleware, _auth_middleware])
+    app = web.Application(middlewares=[_errors_middleware, _auth_middleware],
+                          client_max_size=MAX_BODY)
     app[DIRECTOR_KEY] = director
     app[_LOCK_KEY] = asyncio.Lock()
     if token is not None:
@@ -300,45 +307,66 @@ def _one_service(request: web.Request, key: model.ServiceKey) -> dict[str, Any]:
 
 
 async def _batch(request: web.Request) -> web.Response:
-    """Apply a list of ipvsadm-like operations as one change (``pylvs ctl -R``)."""
+    """Apply a list of ipvsadm-like operations as one change (``pylvs ctl -R``).
+
+    Decoding the operations is most of the work of a large restore and needs no config, so it
+    is done first, in slices that give the loop a turn; the edit itself then only applies them.
+    """
     ops = (await _body(request)).get("operations")
     if not isinstance(ops, list):
         raise ConfigError("operations: expected a list")
+    steps: list[Callable[[mutations.Draft], None]] = []
+    slice_end = time.monotonic() + _SLICE
+    for i, op in enumerate(ops):
+        try:
+            steps.append(_decode_op(op))
+        except ConfigError as exc:
+            raise type(exc)(f"operations[{i}]: {exc}") from None
+        if time.monotonic() >= slice_end:
+            await asyncio.sleep(0)
+            slice_end = time.monotonic() + _SLICE
 
     def edit(cfg: model.Config) -> model.Config:
-        for i, op in enumerate(ops):
+        draft = mutations.Draft(cfg)
+        for i, step in enumerate(steps):
             try:
-                cfg = _one_op(cfg, op)
+                step(draft)
             except ConfigError as exc:
                 raise type(exc)(f"operations[{i}]: {exc}") from None
-        return cfg
+        return draft.build()
 
     await _apply(request, edit)
     return _json({"applied": len(ops)})
 
 
-def _one_op(cfg: model.Config, op: object) -> model.Config:
+def _decode_op(op: object) -> Callable[[mutations.Draft], None]:
+    """One batch operation, decoded and checked alone, as a step to apply to a draft."""
     if not isinstance(op, Mapping):
         raise ConfigError("expected an object with an 'op' key")
     kind = op.get("op")
     if kind == "clear":
-        return mutations.clear(cfg)
+        return mutations.Draft.clear
     if kind == "set_timeouts":
-        return mutations.set_timeouts(cfg, op.get("timeouts", {}))
+        timeouts = op.get("timeouts", {})
+        return lambda d: d.set_timeouts(timeouts)
     if kind == "add_service":
-        return mutations.add_service(cfg, codec.decode_service(op.get("service")))
+        vs = codec.decode_service(op.get("service"))
+        return lambda d: d.add_service(vs)
     key = codec.service_key(op.get("protocol"), op.get("address"), "address")
     if kind == "edit_service":
-        return mutations.edit_service(cfg, key, op.get("changes", {}))
+        changes = op.get("changes", {})
+        return lambda d: d.edit_service(key, changes)
     if kind == "delete_service":
-        return mutations.delete_service(cfg, key)
+        return lambda d: d.delete_service(key)
     if kind == "add_server":
-        return mutations.add_server(cfg, key, codec.decode_server(op.get("server")))
+        rs = codec.decode_server(op.get("server"))
+        return lambda d: d.add_server(key, rs)
     rip = codec.parse_endpoint(op.get("server_address"), "real_server.address")
     if kind == "edit_server":
-        return mutations.edit_server(cfg, key, rip, op.get("changes", {}))
+        server_changes = op.get("changes", {})
+        return lambda d: d.edit_server(key, rip, server_changes)
     if kind == "delete_server":
-        return mutations.delete_server(cfg, key, rip)
+        return lambda d: d.delete_server(key, rip)
     raise ConfigError(f"op: unknown operation {kind!r}")
 
 
