@@ -26,6 +26,10 @@ __all__ = ["ApiServer", "read_token"]
 
 log = logging.getLogger("pylvs.api")
 
+# How long stop() lets requests in flight finish before cancelling them: SIGTERM must be
+# handled within a second even in the middle of a large restore (issue 13).
+SHUTDOWN_TIMEOUT = 0.25
+
 
 def read_token(path: str) -> str:
     """The bearer token in *path* (surrounding whitespace dropped); ConfigError if unusable."""
@@ -89,7 +93,8 @@ class ApiServer:
             token = read_token(self.api.token_file)
             endpoint = parse_endpoint(self.api.listen, "api.listen")
         try:
-            unix_runner = web.AppRunner(make_app(self.director), access_log=None)
+            unix_runner = web.AppRunner(make_app(self.director), access_log=None,
+                                        shutdown_timeout=SHUTDOWN_TIMEOUT)
             await unix_runner.setup()
             self._runners.append(unix_runner)
             sock = _unix_listener(self.api.socket, self.api.socket_mode)
@@ -98,7 +103,7 @@ class ApiServer:
             log.info("control API on unix:%s (mode %o)", self.api.socket, self.api.socket_mode)
             if token is not None:
                 tcp_runner = web.AppRunner(make_app(self.director, token=token),
-                                           access_log=None)
+                                           access_log=None, shutdown_timeout=SHUTDOWN_TIMEOUT)
                 await tcp_runner.setup()
                 self._runners.append(tcp_runner)
                 site = web.TCPSite(tcp_runner, str(endpoint.address), endpoint.port)
