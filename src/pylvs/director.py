@@ -83,6 +83,9 @@ class ComponentHost(Protocol):
                          healthy: bool | None = None, load_weight: int | None = None) -> None:
         """Record a health verdict and/or weight and update the engine."""
 
+    def service(self, key: ServiceKey) -> VirtualServerConfig | None:
+        """The applied config's service ``key`` (a dict lookup), or None."""
+
 
 class Director:
     """Engine + TUN dataplane + netconf (+ components) for one config."""
@@ -253,10 +256,10 @@ class Director:
                 self._index(new)
             finally:
                 pending, self._pending = self._pending, None
-            for key, endpoint in pending:
-                rs = self._servers.get(key, {}).get(endpoint)
+            for svc_key, endpoint in pending:
+                rs = self._servers.get(svc_key, {}).get(endpoint)
                 if rs is not None:
-                    self._sync_server(self._services[key], rs)
+                    self._sync_server(self._services[svc_key], rs)
             if new.timeouts != old.timeouts:
                 t = new.timeouts
                 self.engine.set_timeouts(tcp=t.tcp, tcpfin=t.tcpfin, udp=t.udp)
@@ -321,6 +324,10 @@ class Director:
             rs = None if vs is None else self._servers[service_key].get(endpoint)
             if vs is not None and rs is not None:
                 self._apply_later_or_now(vs, rs)
+
+    def service(self, key: ServiceKey) -> VirtualServerConfig | None:
+        """The applied config's service ``key`` (a dict lookup), or None."""
+        return self._services.get(key)
 
     def effective_weight(self, vs: VirtualServerConfig, rs: RealServerConfig) -> int | None:
         """The weight the engine should use; None when the server must not be in the engine."""

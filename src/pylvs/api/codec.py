@@ -13,9 +13,9 @@ import dataclasses
 import functools
 import types
 import typing
-from collections.abc import Mapping
+from collections.abc import Hashable, Mapping
 from ipaddress import AddressValueError, IPv4Address
-from typing import Any, Literal, TypeVar, Union, get_args, get_origin, get_type_hints
+from typing import Any, Literal, TypeVar, Union, cast, get_args, get_origin, get_type_hints
 
 from pylvs import model
 from pylvs.errors import ConfigError
@@ -107,7 +107,7 @@ def decode_dataclass(cls: type[T], data: object, where: str) -> T:
     """Build the frozen dataclass *cls* from a JSON object, checking every key and type."""
     if not isinstance(data, Mapping):
         raise ConfigError(f"{where}: expected an object, got {_kind(data)}")
-    hints, fields = _shape(cls)
+    hints, fields = _shape(cast(Hashable, cls))
     kwargs: dict[str, Any] = {}
     for key, raw in data.items():
         name = _ALIASES.get(key, key)
@@ -126,7 +126,7 @@ def decode_dataclass(cls: type[T], data: object, where: str) -> T:
 
 
 @functools.cache
-def _shape(cls: type) -> tuple[dict[str, Any], dict[str, dataclasses.Field[Any]]]:
+def _shape(cls: Any) -> tuple[dict[str, Any], dict[str, dataclasses.Field[Any]]]:
     # get_type_hints evaluates every annotation: far too slow to repeat for each of the
     # 10,000 servers of a large restore.
     return get_type_hints(cls), {f.name: f for f in dataclasses.fields(cls)}
