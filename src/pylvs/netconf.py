@@ -37,7 +37,7 @@ import sys
 import threading
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
-from ipaddress import IPv4Address, IPv4Interface
+from ipaddress import IPv4Address, IPv4Interface, IPv4Network, collapse_addresses
 from pathlib import Path
 from typing import Any
 
@@ -73,6 +73,7 @@ class Steer:
     protocol: str
     address: IPv4Address
     port: int  # 0: every source port (port-0 services)
+    prefixlen: int = 32  # a block of real servers: one rule instead of one per address
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -86,15 +87,20 @@ class NetPlan:
 
 def plan_from_config(cfg: Config, *, active: bool = True) -> NetPlan:
     """The plan for ``cfg``; a backup (``active=False``) owns neither VIPs nor the nat_router."""
+    sources: dict[tuple[str, int], set[IPv4Address]] = {}
+    for vs in cfg.virtual_servers:
+        endpoints = [rs.address for rs in vs.real_servers]
+        if vs.sorry_server is not None:
+            endpoints.append(vs.sorry_server)
+        for ep in endpoints:
+            sources.setdefault((vs.protocol, ep.port), set()).add(ep.address)
+    # Exactly the same sources, as few rules as possible: the kernel keeps policy rules in a
+    # list (each insertion and each packet from the private side walks it), so 10,000 real
+    # servers as 10,000 rules would take seconds to install and slow every reply (issue 13).
     steering = {
-        Steer(vs.protocol, rs.address.address, rs.address.port)
-        for vs in cfg.virtual_servers
-        for rs in vs.real_servers
-    }
-    steering |= {
-        Steer(vs.protocol, vs.sorry_server.address, vs.sorry_server.port)
-        for vs in cfg.virtual_servers
-        if vs.sorry_server is not None
+        Steer(proto, net.network_address, port, net.prefixlen)
+        for (proto, port), addrs in sources.items()
+        for net in collapse_addresses(IPv4Network(a) for a in addrs)
     }
     nat = cfg.director.nat_router
     return NetPlan(
@@ -290,7 +296,7 @@ class NetConf:
             sport = rule.get("sport_range") or "0:0"
             proto = {v: k for k, v in _IPPROTO.items()}.get(rule.get("ip_proto") or 0, "?")
             key = Steer(proto, IPv4Address(rule.get("src") or "0.0.0.0"),
-                        int(sport.split(":")[0]))
+                        int(sport.split(":")[0]), int(rule.get("src_len") or 0))
             if key in steering and rule.get("iifname") == self.private and key not in have:
                 have[key] = rule
             else:
@@ -298,7 +304,8 @@ class NetConf:
         for steer in sorted(steering - have.keys()):
             spec: dict[str, Any] = dict(
                 table=self.table, priority=self.rule_priority, iifname=self.private,
-                src=str(steer.address), src_len=32, ip_proto=_IPPROTO[steer.protocol])
+                src=str(steer.address), src_len=steer.prefixlen,
+                ip_proto=_IPPROTO[steer.protocol])
             if steer.port:
                 spec["sport_range"] = f"{steer.port}:{steer.port}"
             _ignore(ipr.rule, errno.EEXIST, "add", **spec)

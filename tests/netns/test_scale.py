@@ -16,7 +16,7 @@ import time
 
 from pylvs.api.client import ApiClient
 from pylvs.testbed.hapair import HaPair
-from pylvs.testbed.scale import restore_lines, serve_servers, site_toml
+from pylvs.testbed.scale import FIRST_PORT, restore_lines, serve_servers, site_toml
 from pylvs.testbed.topology import child_env
 
 SERVICES, PER_SERVICE = 400, 10  # 4,000 real servers: large, yet quick enough for CI
@@ -70,6 +70,19 @@ def test_large_restore_reload_and_sigterm_keep_the_pair_steady() -> None:
         assert sum(len(s["real_servers"]) for s in services) >= SERVICES * PER_SERVICE
         lag = client.get("/api/v1/status")["loop_lag"]
         assert lag["count"] > 0
+
+        # a client reaches a real server of the site through the VIP: the replies come back
+        # through the director, steered by a few prefix rules instead of one per server
+        connect = (f"import socket; socket.create_connection(('{pair.topo.vip}', "
+                   f"{FIRST_PORT}), 1).close()")
+
+        def reachable() -> bool:
+            return pair.topo.run(pair.topo.client.ns, [sys.executable, "-c", connect],
+                                 check=False).returncode == 0
+
+        pair.wait(reachable, 20, "a site service to answer through the VIP")
+        rules = pair.topo.run(pair.topo.directors[0].ns, ["ip", "rule"]).stdout
+        assert rules.count("sport 80 lookup") < 50
 
         # 3. neither node changed its role through all that
         time.sleep(1.0)

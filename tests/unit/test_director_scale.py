@@ -239,3 +239,18 @@ def test_loop_lag_in_metrics_and_status() -> None:
     assert "pylvs_loop_lag_seconds_count 3" in text
     line = next(x for x in render_status(views.status(d)).splitlines() if "loop lag" in x)
     assert "p99 40.0 ms" in line and "max 40.0 ms" in line
+
+
+def test_reply_steering_covers_exactly_the_real_servers_in_few_rules() -> None:
+    from ipaddress import IPv4Network
+
+    from pylvs.netconf import plan_from_config
+
+    cfg = site(100)  # 1,000 servers in 100 blocks of 10 (198.19.0.0 + 16 * s + r)
+    steering = plan_from_config(cfg).steering
+    covered = {addr for st in steering
+               for addr in IPv4Network(f"{st.address}/{st.prefixlen}")}
+    wanted = {rs.address.address for vs in cfg.virtual_servers for rs in vs.real_servers}
+    assert covered == wanted
+    assert {(st.protocol, st.port) for st in steering} == {("tcp", 80)}
+    assert len(steering) == 200  # a /29 and a /31 per block of ten, not 1,000 rules
