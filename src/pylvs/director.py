@@ -33,7 +33,7 @@ from pylvs import config as config_mod
 from pylvs.dataplane.tun import TunDataplane
 from pylvs.engine import Engine, ServerKey, Timeouts, scheduler_names
 from pylvs.errors import ConfigError
-from pylvs.looplag import LoopLagMonitor
+from pylvs.looplag import LoopLagMonitor, Slices
 from pylvs.model import Config, Endpoint, RealServerConfig, ServiceKey, VirtualServerConfig
 from pylvs.netconf import NetConf, NetPlan, plan_from_config, send_gratuitous_arp
 from pylvs.weights import LoadReport, ServerWeight
@@ -44,8 +44,6 @@ log = logging.getLogger("pylvs.director")
 
 EXPIRE_INTERVAL = 1.0
 RATES_INTERVAL = 2.0
-# Longest stretch a reload works on the engine before giving the loop a turn (heartbeats).
-SYNC_SLICE = 0.005
 # [director] keys that shape objects built once; a reload that changes them is refused.
 _FIXED_DIRECTOR_KEYS = ("public_interface", "private_interface", "dataplane", "tun_name",
                         "offload", "batch_size", "max_connections", "loop")
@@ -236,8 +234,11 @@ class Director:
         API change racing a SIGHUP reload builds on the reloaded config instead of undoing it.
         """
         async with self._lock:
-            new = edit(self._config)
-            config_mod.validate(new)
+            # Both are pure and, for a large site, hundreds of milliseconds of Python: in a
+            # thread the loop keeps its turns (the GIL switches every few ms) and so does the
+            # HA heartbeat.
+            new = await asyncio.to_thread(edit, self._config)
+            await asyncio.to_thread(config_mod.validate, new)
             old = self._config
             for key in _FIXED_DIRECTOR_KEYS:
                 if getattr(old.director, key) != getattr(new.director, key):
@@ -395,13 +396,11 @@ class Director:
             pass
 
     async def _sync_engine_sliced(self, cfg: Config) -> None:
-        """:meth:`_sync_engine`, giving the loop a turn every :data:`SYNC_SLICE` seconds so
-        heartbeats and API requests are not held up by a large reload."""
-        slice_end = time.monotonic() + SYNC_SLICE
+        """:meth:`_sync_engine`, giving the loop a turn every :data:`pylvs.looplag.SLICE`
+        seconds so heartbeats and API requests are not held up by a large reload."""
+        slices = Slices()
         for _ in self._sync_steps(cfg):
-            if time.monotonic() >= slice_end:
-                await asyncio.sleep(0)
-                slice_end = time.monotonic() + SYNC_SLICE
+            await slices.tick()
 
     def _sync_steps(self, cfg: Config) -> Iterator[None]:
         """The diff, one engine change per step.  Services equal to what was last applied are

@@ -13,10 +13,15 @@ from __future__ import annotations
 import asyncio
 import bisect
 import math
+import time
 from collections import deque
 from typing import Any
 
-__all__ = ["BUCKETS", "LagHistogram", "LoopLagMonitor"]
+__all__ = ["BUCKETS", "SLICE", "LagHistogram", "LoopLagMonitor", "Slices"]
+
+#: Longest stretch a large piece of work (a reload, a restore) runs before giving the loop a
+#: turn, so heartbeats and probes are not held up behind it.
+SLICE = 0.005
 
 #: Upper bounds (seconds) of the histogram buckets; +Inf is implied.
 BUCKETS = (0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
@@ -85,3 +90,18 @@ class LoopLagMonitor:
             due = loop.time() + self.interval
             await asyncio.sleep(self.interval)
             self.histogram.observe(loop.time() - due)
+
+
+class Slices:
+    """Cut a long loop into slices: ``await slices.tick()`` after each step gives the event
+    loop a turn once ``budget`` seconds have passed since the last one."""
+
+    def __init__(self, budget: float = SLICE) -> None:
+        self._budget = budget
+        self._end = time.monotonic() + budget
+
+    async def tick(self) -> None:
+        """Yield to the loop if this slice is used up."""
+        if time.monotonic() >= self._end:
+            await asyncio.sleep(0)
+            self._end = time.monotonic() + self._budget

@@ -16,7 +16,6 @@ import json
 import logging
 import os
 import tempfile
-import time
 from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
 from typing import Any
@@ -28,6 +27,7 @@ from pylvs import model
 from pylvs.api import codec, metrics, mutations, views
 from pylvs.api.protocol import DirectorLike
 from pylvs.errors import ConfigError
+from pylvs.looplag import Slices
 
 __all__ = ["DIRECTOR_KEY", "STATIC_DIR", "make_app"]
 
@@ -40,8 +40,6 @@ log = logging.getLogger("pylvs.api")
 
 #: Largest request body: a ``pylvs ctl -R`` of 10,000 real servers is about 2 MiB of JSON.
 MAX_BODY = 64 << 20
-# Longest stretch a request works before giving the loop a turn (heartbeats, probes).
-_SLICE = 0.005
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -316,15 +314,13 @@ async def _batch(request: web.Request) -> web.Response:
     if not isinstance(ops, list):
         raise ConfigError("operations: expected a list")
     steps: list[Callable[[mutations.Draft], None]] = []
-    slice_end = time.monotonic() + _SLICE
+    slices = Slices()
     for i, op in enumerate(ops):
         try:
             steps.append(_decode_op(op))
         except ConfigError as exc:
             raise type(exc)(f"operations[{i}]: {exc}") from None
-        if time.monotonic() >= slice_end:
-            await asyncio.sleep(0)
-            slice_end = time.monotonic() + _SLICE
+        await slices.tick()
 
     def edit(cfg: model.Config) -> model.Config:
         draft = mutations.Draft(cfg)

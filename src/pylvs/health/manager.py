@@ -33,6 +33,7 @@ from pylvs.health.check import run_probe
 from pylvs.health.result import ProbeResult
 from pylvs.health.spec import ProbeSpec
 from pylvs.health.state import HealthEvent, ServerEvent, ServerHealth, ServiceHealth
+from pylvs.looplag import Slices
 from pylvs.model import Config, Endpoint, ServiceKey, VirtualServerConfig
 
 __all__ = ["EventCallback", "HealthManager"]
@@ -137,10 +138,17 @@ class HealthManager:
         old_tasks = self._configure(config)
         await _cancel(old_tasks)
         if self._running:
-            for runner in self._runners.values():
-                if runner.task is None:
+            # Thousands of probes: launch and publish in slices, so the loop (and the HA
+            # heartbeat on it) gets a turn every few milliseconds (issue 13).
+            slices = Slices()
+            for runner in list(self._runners.values()):
+                if runner.task is None and self._running:
                     self._launch(runner)
-            self._flush()
+                await slices.tick()
+            now = self._clock()
+            for svc in list(self._services.values()):
+                self._emit(svc.evaluate(now))
+                await slices.tick()
 
     def snapshot(self) -> dict[str, object]:
         """Every service's health, quorum and servers, and every probe's schedule (JSON-able)."""
