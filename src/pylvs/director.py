@@ -234,11 +234,8 @@ class Director:
         API change racing a SIGHUP reload builds on the reloaded config instead of undoing it.
         """
         async with self._lock:
-            # Both are pure and, for a large site, hundreds of milliseconds of Python: in a
-            # thread the loop keeps its turns (the GIL switches every few ms) and so does the
-            # HA heartbeat.
-            new = await asyncio.to_thread(edit, self._config)
-            await asyncio.to_thread(config_mod.validate, new)
+            new = edit(self._config)
+            config_mod.validate(new)
             old = self._config
             for key in _FIXED_DIRECTOR_KEYS:
                 if getattr(old.director, key) != getattr(new.director, key):
