@@ -37,8 +37,13 @@ import sys
 import time
 from typing import Any
 
+from bench.plots import RAW as RAW_DIR
+from bench.plots import draw_or_explain
 from pylvs.ha.state import default_dead_time
 from pylvs.testbed.hapair import HaPair
+
+RAW = RAW_DIR / "failover.json"
+"""Every run's failover time, kept by ``--record`` for bench/plots.py."""
 
 
 def _probe_result(proc: subprocess.Popen[str],
@@ -159,10 +164,19 @@ def main() -> int:
     ap.add_argument("--intervals", default="0.2,0.1")
     ap.add_argument("--term", type=int, default=5)
     ap.add_argument("--soak", type=float, default=20.0)
+    ap.add_argument("--record", action="store_true",
+                    help=f"keep every run's numbers in {RAW} and redraw the charts")
     a = ap.parse_args()
     results = [run_interval(float(iv), min(a.runs, 200), min(a.term, 50), min(a.soak, 600))
                for iv in a.intervals.split(",")]
     print(report(results, sys.argv[1:]))
+    if a.record:
+        RAW.parent.mkdir(parents=True, exist_ok=True)
+        doc = {"command": "python3 -m bench.failover " + " ".join(sys.argv[1:]),
+               "recorded": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+               "results": results}
+        RAW.write_text(json.dumps(doc, indent=1) + "\n", encoding="utf-8")
+        draw_or_explain()
     return 0
 
 

@@ -30,7 +30,8 @@ from bench.netbench_tools import (
     start_haproxy_backends,
     start_haproxy_lb,
 )
-from bench.results_md import render_section, write_section
+from bench.plots import draw_or_explain
+from bench.results_md import render_section, write_raw, write_section
 from pylvs.testbed.serve import PylvsProcess, start_pylvs, vip_answers, wait_until
 from pylvs.testbed.topology import ServiceSpec, Topology, TopologyError
 
@@ -239,6 +240,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(text)
     if args.record:
         write_section(text, variant)
+        write_raw(command, results, failures, variant)
+        draw_or_explain()
     gates_ok = not failures and all(not m.errors for ms in results.values() for m in ms)
     return 0 if gates_ok else 1
 

@@ -6,6 +6,7 @@ between its own markers (or appends them), re-reading the file right before writ
 
 from __future__ import annotations
 
+import json
 import os
 import platform
 import statistics
@@ -14,7 +15,8 @@ import time
 from collections.abc import Mapping, Sequence
 from typing import Protocol
 
-__all__ = ["name_failed", "render_section", "write_section"]
+__all__ = ["name_failed", "network_columns", "raw_path", "render_section", "write_raw",
+           "write_section"]
 
 BEGIN, END = "<!-- network:begin -->", "<!-- network:end -->"
 
@@ -62,10 +64,8 @@ def _tool_versions() -> str:
     ])
 
 
-def render_section(command: str, results: Mapping[str, Sequence[_Measurement]],
-                   failures: Mapping[str, str], elapsed: float, variant: str = "") -> str:
-    """The network section: command, environment, one table row per contender, gate notes."""
-    keys = sorted({k for ms in results.values() for m in ms for k in m.metrics})
+def network_columns(keys: Sequence[str]) -> list[tuple[str, str, str]]:
+    """``(metric key, column label, format)`` of the table's measured columns for *keys*."""
     close_keys = sorted((k for k in keys if k.startswith("close.") and k.endswith(".rps")),
                         key=lambda k: int(k.split(".")[1][1:]))
     bulk_keys = sorted(k for k in keys if k.startswith("bulk.") and k.endswith(".gbps"))
@@ -83,6 +83,14 @@ def render_section(command: str, results: Mapping[str, Sequence[_Measurement]],
                  (f"{first}.lb_cpu", f"LB cores ({first})", ".2f"),
                  (f"{first}.lb_us_per_pkt", f"LB us/pkt ({first})", ".2f"),
                  (f"{first}.busy_cores", f"busy cores ({first})", ".2f")]
+    return cols
+
+
+def render_section(command: str, results: Mapping[str, Sequence[_Measurement]],
+                   failures: Mapping[str, str], elapsed: float, variant: str = "") -> str:
+    """The network section: command, environment, one table row per contender, gate notes."""
+    keys = sorted({k for ms in results.values() for m in ms for k in m.metrics})
+    cols = network_columns(keys)
     begin, end = _markers(variant)
     title = "## network (bench/network.py)" + (f", {variant}" if variant else "")
     lines = [begin, title, "",
@@ -128,6 +136,26 @@ def render_section(command: str, results: Mapping[str, Sequence[_Measurement]],
 def name_failed(failures: Mapping[str, str], name: str) -> bool:
     """True if contender ``name`` failed to run."""
     return name in failures
+
+
+def raw_path(variant: str = "") -> str:
+    """Where the raw per-round numbers of a network section are kept (plotted by bench.plots)."""
+    tag = _markers(variant)[0].removeprefix("<!-- ").removesuffix(":begin -->")
+    return os.path.join(os.path.dirname(RESULTS), "results", f"{tag}.json")
+
+
+def write_raw(command: str, results: Mapping[str, Sequence[_Measurement]],
+              failures: Mapping[str, str], variant: str = "") -> str:
+    """Keep every round's metrics next to the table (the table shows median and range only)."""
+    path = raw_path(variant)
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    doc = {"command": command, "recorded": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+           "results": {name: [m.metrics for m in ms] for name, ms in results.items()},
+           "failures": dict(failures)}
+    with open(path, "w", encoding="utf-8") as fh:
+        json.dump(doc, fh, indent=1, sort_keys=True)
+        fh.write("\n")
+    return path
 
 
 def write_section(text: str, variant: str = "") -> None:

@@ -22,7 +22,7 @@ import re
 import tomllib
 import types
 import typing
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping, Sequence
 from ipaddress import AddressValueError, IPv4Address, IPv4Interface, IPv4Network
 from pathlib import Path
 from typing import Any, Literal
@@ -481,8 +481,13 @@ def _toml_value(value: object, key: str) -> str:
     return json.dumps(str(value), ensure_ascii=False).replace("\x7f", "\\u007f")
 
 
-def _emit_table(obj: Any, header: str | None, out: list[str], defaults: bool) -> None:
-    """Append ``[header]`` and the scalar keys of ``obj`` that differ from their defaults."""
+def _emit_table(obj: Any, header: str | None, out: list[str], defaults: bool,
+                notes: Sequence[str] = ()) -> None:
+    """Append ``[header]`` and the scalar keys of ``obj`` that differ from their defaults.
+
+    ``notes`` are comment lines written just above the header (``pylvs import`` says there what
+    it could not carry over).
+    """
     lines = []
     for f in dataclasses.fields(obj):
         if f.name in _SKIP_FIELDS:
@@ -499,22 +504,36 @@ def _emit_table(obj: Any, header: str | None, out: list[str], defaults: bool) ->
         if value is None:
             continue
         lines.append(f"{_TOML_NAME.get(f.name, f.name)} = {_toml_value(value, f.name)}")
-    if header is not None and (lines or header.startswith("[[")):
-        out.extend(["", header])
+    comments = [f"# {n}" for note in notes for n in note.splitlines()]
+    if header is not None and (lines or comments or header.startswith("[[")):
+        out.extend(["", *comments, header])  # an empty table is valid: it keeps its comments
+    elif comments:
+        out.extend(["", *comments])
     out.extend(lines)
 
 
-def dump_toml(cfg: Config) -> str:
-    """Write ``cfg`` as TOML that :func:`parse` reads back equal; default values are left out."""
+def dump_toml(cfg: Config, comments: Mapping[str, Sequence[str]] | None = None) -> str:
+    """Write ``cfg`` as TOML that :func:`parse` reads back equal; default values are left out.
+
+    ``comments`` maps a table's key path (``""`` for the top of the file, ``"director"``,
+    ``"virtual_server[0]"``, ``"virtual_server[0].check"``,
+    ``"virtual_server[0].real_server[1]"`` ...) to comment lines written above that table.
+    """
+    notes = comments or {}
     out: list[str] = [f"# pylvs configuration (written from {cfg.source})"]
-    _emit_table(cfg.director, "[director]", out, defaults=False)
+    out.extend(f"# {n}" for note in notes.get("", ()) for n in note.splitlines())
+    _emit_table(cfg.director, "[director]", out, False, notes.get("director", ()))
     for name in ("timeouts", "api", "ha"):
-        _emit_table(getattr(cfg, name), f"[{name}]", out, defaults=False)
-    for vs in cfg.virtual_servers:
-        _emit_table(vs, "[[virtual_server]]", out, defaults=False)
-        _emit_table(vs.check, "[virtual_server.check]", out, defaults=False)
-        _emit_table(vs.load_monitor, "[virtual_server.load_monitor]", out, defaults=False)
-        for rs in vs.real_servers:
-            _emit_table(rs, "[[virtual_server.real_server]]", out, defaults=False)
+        _emit_table(getattr(cfg, name), f"[{name}]", out, False, notes.get(name, ()))
+    for i, vs in enumerate(cfg.virtual_servers):
+        path = f"virtual_server[{i}]"
+        _emit_table(vs, "[[virtual_server]]", out, False, notes.get(path, ()))
+        _emit_table(vs.check, "[virtual_server.check]", out, False,
+                    notes.get(f"{path}.check", ()))
+        _emit_table(vs.load_monitor, "[virtual_server.load_monitor]", out, False,
+                    notes.get(f"{path}.load_monitor", ()))
+        for j, rs in enumerate(vs.real_servers):
+            _emit_table(rs, "[[virtual_server.real_server]]", out, False,
+                        notes.get(f"{path}.real_server[{j}]", ()))
     return "\n".join(out) + "\n"
 

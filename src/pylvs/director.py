@@ -107,6 +107,8 @@ class Director:
         self.components: list[Component] = []
         self.status_providers: dict[str, Callable[[], Any]] = {}  # extra sections of status()
         self.config_listeners: list[Callable[[Config], Awaitable[None]]] = []
+        # Called with the engine's clock after each rate estimation (the API's history).
+        self.rate_listeners: list[Callable[[float], None]] = []
         self.health_managed = False  # set by the health component: verdicts start unknown
         # Indexes of the applied config (see _index) and of what the engine holds, keyed so
         # that a verdict or a weight change for one server costs O(1) (issue 13).
@@ -156,8 +158,7 @@ class Director:
             self._timers = [
                 asyncio.create_task(self.loop_lag.run(), name="loop lag"),
                 asyncio.create_task(self._every(EXPIRE_INTERVAL, self._tick), name="expire"),
-                asyncio.create_task(self._every(RATES_INTERVAL, self.engine.update_rates),
-                                    name="rates"),
+                asyncio.create_task(self._every(RATES_INTERVAL, self._rates), name="rates"),
             ]
             for component in self.components:
                 await component.start()
@@ -221,6 +222,14 @@ class Director:
                 fn(self._clock())
             except Exception:
                 log.exception("timer %s failed", getattr(fn, "__name__", fn))
+
+    def _rates(self, now: float) -> None:
+        self.engine.update_rates(now)
+        for listener in list(self.rate_listeners):
+            try:
+                listener(now)
+            except Exception:
+                log.exception("rate listener %r failed", listener)
 
     # -- configuration ---------------------------------------------------------------------
     async def apply_config(self, new: Config) -> None:

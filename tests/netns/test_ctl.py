@@ -8,11 +8,13 @@ real subprocess, and its output is compared with ipvsadm's layouts written out l
 from __future__ import annotations
 
 import http.client
+import itertools
 import json
 import re
 import socket
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -276,6 +278,29 @@ def test_metrics_scrape_parses(daemon: Any) -> None:
                 if s.name.endswith("_total"))
     assert conns >= 1
     assert "pylvs_engine_drops" in families and "pylvs_ha_role" in families
+
+
+def test_history_records_the_estimator_under_real_traffic(daemon: Any) -> None:
+    """The status page's history, fed by the director's 2 s rate estimator in ``pylvs serve``."""
+    topo, _, sock = daemon
+    api = ApiClient(sock)
+    svc = f"tcp/{VIP}:80"
+    cps: list[int] = []
+    deadline = time.monotonic() + 12
+    while time.monotonic() < deadline:  # connections for at least two estimator steps
+        assert vip_answers(topo)
+        doc = api.get("/api/v1/history")
+        cps = [c for c in doc["services"].get(svc, {}).get("r", [[]])[0] if c >= 0]
+        if len(cps) >= 2 and max(cps) > 0:
+            break
+    assert len(cps) >= 2 and max(cps) > 0, cps
+    assert doc["step"] == 2.0 and doc["rate_keys"][0] == "cps"
+    assert doc["ha"][-1][1] == "ACTIVE"
+    assert set(doc["services"][svc]["servers"]) == {"198.19.0.11:80", "198.19.0.12:80",
+                                                    "198.19.0.13:80"}
+    times = doc["t"]
+    assert all(1.0 < b - a < 3.5 for a, b in itertools.pairwise(times)), times
+    assert api.get(f"/api/v1/history?since={times[-1]}")["t"] == []
 
 
 def test_status_summary(daemon: Any) -> None:

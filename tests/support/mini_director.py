@@ -9,7 +9,10 @@ starts the API in front of a :class:`MiniDirector`.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import dataclasses
+import time
 from collections.abc import Awaitable, Callable
 from ipaddress import IPv4Address
 from typing import Any, TypedDict
@@ -17,6 +20,7 @@ from typing import Any, TypedDict
 from pylvs import config as config_mod
 from pylvs import model
 from pylvs.api.server import ApiServer
+from pylvs.director import RATES_INTERVAL
 from pylvs.engine import Engine
 from pylvs.health import HealthManager, ServerEvent
 
@@ -64,15 +68,30 @@ class MiniDirector:
         self._down: set[tuple[str, model.Endpoint, model.Endpoint]] = set()
         self.health = HealthManager(cfg, self._on_health, jitter=0.0)
         self.applied = 0
+        self.rate_listeners: list[Callable[[float], None]] = []
+        self._rates_task: asyncio.Task[None] | None = None
         self._sync(model.Config(director=cfg.director), cfg)
 
     async def start(self) -> None:
-        """Start the health checks."""
+        """Start the health checks and, as the director does, the 2 s rate estimator."""
         await self.health.start()
+        self._rates_task = asyncio.create_task(self._rates())
 
     async def stop(self) -> None:
-        """Stop the health checks."""
+        """Stop the estimator and the health checks."""
+        if self._rates_task is not None:
+            self._rates_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._rates_task
         await self.health.stop()
+
+    async def _rates(self) -> None:
+        while True:
+            await asyncio.sleep(RATES_INTERVAL)
+            now = time.monotonic()
+            self.engine.update_rates(now)
+            for listener in list(self.rate_listeners):
+                listener(now)
 
     async def edit_config(
         self, edit: Callable[[model.Config], model.Config]

@@ -47,6 +47,7 @@ def _run_without_core(args: list[str]) -> tuple[int, list[str]]:
     ["status", "--help"],
     ["check", "--help"],
     ["check", "-c", str(EXAMPLE_CONFIG)],
+    ["import", str(EXAMPLE_CONFIG.parents[1] / "tests" / "data" / "import" / "lvs.cf.testbed")],
 ])
 def test_front_ends_run_without_the_c_core(args: list[str]) -> None:
     status, modules = _run_without_core(args)

@@ -1,29 +1,40 @@
 """The status page in headless Chromium, driven over the DevTools protocol.
 
-A real director (engine + TCP health checks) watches two real servers listening on loopback;
-the page is served by the API's TCP listener with a bearer token.  The test checks that the
-page renders both servers up, that it shows one going down within seconds of its listener
-closing, and that the browser logged no console error or exception on the way.
+A real director (engine + TCP health checks + the 2 s rate estimator) watches two real servers
+listening on loopback while packets flow through its engine; the page is served by the API's
+TCP listener with a bearer token.  The test checks that the page renders both servers up, that
+its charts (sparklines, the opened service's charts, HA and drop charts) fill with estimator
+points, that a server going down shows in the table within seconds and on its health timeline
+within two estimator steps after that, that a phone-width page does not scroll sideways, and
+that the browser logged no console error or exception on the way.  Screenshots land in
+``$PYLVS_SCREENSHOTS`` when that is set.
 """
 
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
+import dataclasses
 import itertools
 import json
+import os
 import shutil
 import subprocess
 import tempfile
 import time
 from collections.abc import AsyncIterator
+from ipaddress import IPv4Address
 from pathlib import Path
 from typing import Any
 
 import aiohttp
 import pytest
+from scapy.layers.inet import IP, TCP
 
-from tests.support.mini_director import ApiStarter, base_config, service
+from pylvs import model
+from pylvs.api.history import STEP
+from tests.support.mini_director import ApiStarter, MiniDirector, base_config, service
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 pytestmark = pytest.mark.skipif(CHROMIUM is None, reason="chromium is not installed")
@@ -135,6 +146,39 @@ async def _wait_for(page: Page, expression: str, want: Any, timeout: float) -> f
     raise AssertionError(f"{expression} stayed {last!r}, wanted {want!r} within {timeout}s")
 
 
+def _ep(text: str) -> model.Endpoint:
+    host, _, port = text.rpartition(":")
+    return model.Endpoint(IPv4Address(host), int(port))
+
+
+async def _traffic(director: MiniDirector) -> None:
+    """New connections through the engine, and packets to a port with no service (drops)."""
+    for i in itertools.count():
+        now = time.monotonic()
+        for j in range(5):
+            sport = 1024 + (i * 5 + j) % 60000
+            for dport in (80, 81):  # 81: no service there, dropped
+                syn = IP(src="198.18.0.50", dst="198.18.0.100") / TCP(sport=sport, dport=dport,
+                                                                      flags="S")
+                director.engine.process(bytes(syn), now=now)
+        await asyncio.sleep(0.1)
+
+
+async def _screenshot(page: Page, name: str) -> None:
+    where = os.environ.get("PYLVS_SCREENSHOTS")
+    shot = await page.call("Page.captureScreenshot", format="png", captureBeyondViewport=True)
+    png = base64.b64decode(shot["data"])
+    assert png.startswith(b"\x89PNG")
+    if where:
+        Path(where).mkdir(parents=True, exist_ok=True)
+        (Path(where) / name).write_bytes(png)
+
+
+def _points(selector: str) -> str:
+    return (f"Number((document.querySelector('{selector}') || {{dataset: {{}}}})"
+            ".dataset.points || 0)")
+
+
 def _health(server: str) -> str:
     return (f"(document.querySelector('[data-server=\"{server}\"]') || {{dataset: {{}}}})"
             ".dataset.health || null")
@@ -149,11 +193,19 @@ async def test_page_shows_a_server_going_down(tmp_path: Path, running_api: ApiSt
     token_file = tmp_path / "token"
     token_file.write_text(TOKEN)
     cfg = base_config(str(tmp_path / "p.sock"),
-                      (service("198.18.0.100:80", *ends, check="tcp"),),
+                      (dataclasses.replace(
+                          service("198.18.0.100:80", *ends, check="tcp", scheduler="wrr",
+                                  flags=("sh-fallback",), persistence=300,
+                                  netmask=IPv4Address("255.255.255.0")),
+                          real_servers=(model.RealServerConfig(
+                              address=_ep(ends[0]), upper_threshold=50, lower_threshold=40),
+                              model.RealServerConfig(address=_ep(ends[1])))),),
                       listen="127.0.0.1:0", token_file=str(token_file))
-    _, server = await running_api(cfg)
+    director, server = await running_api(cfg)
     assert server.tcp_address is not None
     host, port = server.tcp_address
+    traffic = asyncio.create_task(_traffic(director))
+    vip = "tcp/198.18.0.100:80"
     try:
         async with chromium() as page:
             await page.call("Page.navigate", url=f"http://{host}:{port}/#token={TOKEN}")
@@ -163,21 +215,65 @@ async def test_page_shows_a_server_going_down(tmp_path: Path, running_api: ApiSt
             assert await page.eval("document.getElementById('conn-state').textContent") == "live"
             # the token left the address bar once read
             assert "token" not in await page.eval("location.href")
+            # scheduler flags, persistence with its mask and thresholds are shown
+            meta = await page.eval("document.querySelector('section.service .meta').textContent")
+            assert "wrr · flags sh-fallback · persistent 300 s mask 255.255.255.0" in meta
+            assert await page.eval(
+                f"document.querySelector('[data-server=\"{ends[0]}\"] td:nth-child(5)')"
+                ".textContent") == "50/40"
+
+            # sparklines fill with estimator points (one per 2 s step) while traffic flows
+            spark = f"[data-service=\"{vip}\"] .meta.rates svg.spark"
+            await _wait_for(page, f"{_points(spark)} >= 2", True, 4 * STEP + 2)
+            row_spark = f'[data-server=\"{ends[0]}\"] svg.spark'
+            await _wait_for(page, f"{_points(row_spark)} >= 2", True, 2)
+            # the page shows a conn/s rate above 0 for the service
+            await _wait_for(page, "/^[1-9]/.test(document.querySelector("
+                            "'section.service .meta.rates span').textContent)", True, 2 * STEP)
+            # open the service: its four charts and one timeline per server
+            await page.eval(f"document.querySelector('[data-toggle=\"{vip}\"]').click()")
+            await _wait_for(page, f"document.querySelectorAll('[data-charts=\"{vip}\"] "
+                            "svg.chart polyline').length >= 7", True, 3)
+            assert await page.eval(f"document.querySelectorAll('[data-charts=\"{vip}\"] "
+                                   "svg.timeline').length") == 2
+            legend = await page.eval(f"document.querySelector('[data-charts=\"{vip}\"]')"
+                                     ".textContent")
+            assert "B/s" in legend and "1 kB = 1000 B" in legend
+            assert await page.eval(
+                "document.querySelectorAll('#ha-timeline rect[data-state=\"ACTIVE\"]').length"
+            ) >= 1
+            await _wait_for(page, "document.querySelectorAll('#drops-chart polyline"
+                            "[data-series=\"no service\"]').length >= 1", True, 2 * STEP + 2)
+            await _screenshot(page, "status-desktop.png")
 
             real[1].close()
             await real[1].wait_closed()
             took = await _wait_for(page, _health(ends[1]), "down", 10)
             assert took < 10
+            # the health timeline shows it within two estimator steps of the table
+            down = (f"document.querySelectorAll('svg.timeline[data-server=\"{ends[1]}\"] "
+                    "rect[data-state=\"down\"]').length >= 1")
+            took = await _wait_for(page, down, True, 2 * STEP + 1)
+            assert took <= 2 * STEP
+            why = await page.eval(f"document.querySelector('svg.timeline[data-server="
+                                  f"\"{ends[1]}\"] rect[data-state=\"down\"] title')"
+                                  ".textContent")
+            assert why.startswith(f"{ends[1]}: down ") and "(" in why  # the probe's reason
             assert await page.eval(_health(ends[0])) == "up"
             text = await page.eval("document.querySelector('section.service .meta').textContent")
             assert "1/2 up" in text
-            # phone-sized viewport: still one column, no horizontal scroll of the page
+            # phone-sized viewport: still one column, no horizontal scroll of the page or a card
             await page.call("Emulation.setDeviceMetricsOverride", width=375, height=740,
                             deviceScaleFactor=2, mobile=True)
-            await asyncio.sleep(0.3)
+            await asyncio.sleep(1.2)
             assert await page.eval(
                 "document.documentElement.scrollWidth <= window.innerWidth + 1") is True
+            assert await page.eval(
+                "[...document.querySelectorAll('section')].every("
+                "(s) => s.scrollWidth <= s.clientWidth + 1)") is True
+            await _screenshot(page, "status-phone.png")
             assert page.errors() == []
     finally:
+        traffic.cancel()
         for s in real:
             s.close()

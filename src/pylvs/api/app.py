@@ -25,6 +25,7 @@ from aiohttp import web
 from pylvs import config as config_mod
 from pylvs import model
 from pylvs.api import codec, metrics, mutations, views
+from pylvs.api.history import History
 from pylvs.api.protocol import DirectorLike
 from pylvs.errors import ConfigError
 from pylvs.looplag import Slices
@@ -35,6 +36,7 @@ STATIC_DIR = Path(__file__).with_name("static")
 DIRECTOR_KEY = web.AppKey("director", DirectorLike)
 _LOCK_KEY = web.AppKey("mutation_lock", asyncio.Lock)
 _TOKEN_KEY = web.AppKey("token", str)
+_HISTORY_KEY = web.AppKey("history", History)
 
 log = logging.getLogger("pylvs.api")
 
@@ -44,8 +46,11 @@ MAX_BODY = 64 << 20
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
-def make_app(director: DirectorLike, *, token: str | None = None) -> web.Application:
+def make_app(director: DirectorLike, *, token: str | None = None,
+             history: History | None = None) -> web.Application:
     """Build the application; with *token*, every data route needs ``Authorization: Bearer``.
+
+    ``GET /api/v1/history`` serves *history* (an empty one when None: nothing feeds it).
 
     The status page's HTML and JavaScript carry no data, so they stay reachable without the
     token; the page sends the token (taken from the URL fragment) with its API calls.
@@ -54,6 +59,7 @@ def make_app(director: DirectorLike, *, token: str | None = None) -> web.Applica
                           client_max_size=MAX_BODY)
     app[DIRECTOR_KEY] = director
     app[_LOCK_KEY] = asyncio.Lock()
+    app[_HISTORY_KEY] = history if history is not None else History()
     if token is not None:
         app[_TOKEN_KEY] = token
     r = app.router
@@ -61,6 +67,7 @@ def make_app(director: DirectorLike, *, token: str | None = None) -> web.Applica
     r.add_static("/static/", STATIC_DIR, append_version=False)
     r.add_get("/metrics", _metrics)
     r.add_get("/api/v1/status", _status)
+    r.add_get("/api/v1/history", _history)
     r.add_get("/api/v1/health", _health)
     r.add_get("/api/v1/ha", _ha)
     r.add_get("/api/v1/services", _list_services)
@@ -222,6 +229,17 @@ async def _metrics(request: web.Request) -> web.Response:
 
 async def _status(request: web.Request) -> web.Response:
     return _json(views.status(_director(request)))
+
+
+async def _history(request: web.Request) -> web.Response:
+    """The last 15 minutes, one sample per estimator step; ``?since=T`` only newer ones."""
+    since = request.query.get("since")
+    try:
+        after = float(since) if since else None
+    except ValueError:
+        raise ConfigError(f"since: {since!r} is not a time in seconds") from None
+    # Compact: the page polls this every second.
+    return web.json_response(request.app[_HISTORY_KEY].as_json(after))
 
 
 async def _health(request: web.Request) -> web.Response:

@@ -46,6 +46,9 @@ class EngineLike(Protocol):
 class DirectorLike(Protocol):
     """The composition root as the API sees it."""
 
+    rate_listeners: list[Callable[[float], None]]
+    """Called after each rate estimation (every 2 s) with the engine's clock."""
+
     @property
     def config(self) -> model.Config:
         """The configuration currently applied."""

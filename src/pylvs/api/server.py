@@ -12,13 +12,16 @@ import logging
 import os
 import socket
 import stat
+import time
 from pathlib import Path
 
 from aiohttp import web
 
 from pylvs import model
+from pylvs.api import views
 from pylvs.api.app import make_app
 from pylvs.api.codec import parse_endpoint
+from pylvs.api.history import History
 from pylvs.api.protocol import DirectorLike
 from pylvs.errors import ConfigError
 
@@ -75,7 +78,11 @@ def _unix_listener(path: str, mode: int) -> socket.socket:
 
 
 class ApiServer:
-    """The API's listeners for one director; ``start()`` then ``stop()``."""
+    """The API's listeners for one director; ``start()`` then ``stop()``.
+
+    It also keeps the director's recent history (:class:`~pylvs.api.history.History`), fed
+    after each rate estimation while the API runs, for ``GET /api/v1/history``.
+    """
 
     def __init__(self, director: DirectorLike, api: model.ApiConfig | None = None) -> None:
         self.director = director
@@ -83,6 +90,13 @@ class ApiServer:
         self._runners: list[web.AppRunner] = []
         self._owns_socket = False
         self.tcp_address: tuple[str, int] | None = None
+        self.history = History()
+
+    def _record(self, _engine_now: float) -> None:
+        # Wall-clock time: the page labels its charts with the browser's clock.
+        d = self.director
+        self.history.record(time.time(), views.services(d), views.engine_stats(d)["drops"],
+                            views.ha(d))
 
     async def start(self) -> None:
         """Open the Unix socket and, if configured, the TCP listener."""
@@ -93,8 +107,8 @@ class ApiServer:
             token = read_token(self.api.token_file)
             endpoint = parse_endpoint(self.api.listen, "api.listen")
         try:
-            unix_runner = web.AppRunner(make_app(self.director), access_log=None,
-                                        shutdown_timeout=SHUTDOWN_TIMEOUT)
+            unix_runner = web.AppRunner(make_app(self.director, history=self.history),
+                                        access_log=None, shutdown_timeout=SHUTDOWN_TIMEOUT)
             await unix_runner.setup()
             self._runners.append(unix_runner)
             sock = _unix_listener(self.api.socket, self.api.socket_mode)
@@ -102,8 +116,9 @@ class ApiServer:
             await web.SockSite(unix_runner, sock).start()
             log.info("control API on unix:%s (mode %o)", self.api.socket, self.api.socket_mode)
             if token is not None:
-                tcp_runner = web.AppRunner(make_app(self.director, token=token),
-                                           access_log=None, shutdown_timeout=SHUTDOWN_TIMEOUT)
+                tcp_runner = web.AppRunner(
+                    make_app(self.director, token=token, history=self.history), access_log=None,
+                    shutdown_timeout=SHUTDOWN_TIMEOUT)
                 await tcp_runner.setup()
                 self._runners.append(tcp_runner)
                 site = web.TCPSite(tcp_runner, str(endpoint.address), endpoint.port)
@@ -115,12 +130,15 @@ class ApiServer:
                     self.tcp_address = (str(host), int(port))
                 log.info("control API on http://%s:%s (bearer token required)",
                          *(self.tcp_address or (endpoint.address, endpoint.port)))
+            self.director.rate_listeners.append(self._record)
         except BaseException:
             await self.stop()
             raise
 
     async def stop(self) -> None:
         """Close every listener and remove the socket file."""
+        if self._record in self.director.rate_listeners:
+            self.director.rate_listeners.remove(self._record)
         runners, self._runners = self._runners, []
         for runner in reversed(runners):
             await runner.cleanup()

@@ -1,4 +1,4 @@
-"""Command line entry point: ``pylvs serve|check|demo|ctl|status``.
+"""Command line entry point: ``pylvs serve|check|demo|ctl|status|import``.
 
 Each subcommand lives in its own module; this file only dispatches, importing lazily so that
 ``pylvs ctl`` does not pay for the dataplane and ``pylvs check`` never touches the network.
@@ -6,6 +6,7 @@ Each subcommand lives in its own module; this file only dispatches, importing la
 * ``daemon``: ``pylvs serve`` and ``pylvs check``.
 * ``ctl``: ``pylvs ctl`` (ipvsadm's options against the control API) and ``pylvs status``.
 * ``layouts``: ipvsadm's listing layouts; ``status``: the human status summary.
+* ``importer``: ``pylvs import`` (piranha lvs.cf and keepalived.conf, :mod:`pylvs.importers`).
 * ``pylvs demo`` lives with the namespace testbed (:mod:`pylvs.testbed.demo`).
 """
 
@@ -27,6 +28,8 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
              "build the two-tier topology in namespaces and show it working"),
     "ctl": ("pylvs.cli.ctl", "main", "administer a running director with ipvsadm's options"),
     "status": ("pylvs.cli.ctl", "status_main", "print a human summary of a running director"),
+    "import": ("pylvs.cli.importer", "main",
+               "print a pylvs.toml equivalent to a piranha lvs.cf or a keepalived.conf"),
 }
 
 
