@@ -77,8 +77,8 @@ def test_large_restore_reload_and_sigterm_keep_the_pair_steady() -> None:
                    f"{FIRST_PORT}), 1).close()")
 
         def reachable() -> bool:
-            return pair.topo.run(pair.topo.client.ns, [sys.executable, "-c", connect],
-                                 check=False).returncode == 0
+            res = pair.topo.run(pair.topo.client.ns, [sys.executable, "-c", connect], check=False)
+            return bool(res.returncode == 0)
 
         pair.wait(reachable, 20, "a site service to answer through the VIP")
         rules = pair.topo.run(pair.topo.directors[0].ns, ["ip", "rule"]).stdout

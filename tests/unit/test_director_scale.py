@@ -141,7 +141,7 @@ def test_engine_edits_do_not_list(services: int, monkeypatch: pytest.MonkeyPatch
     d, _ = counted_director(site(services))
     key, ep = last_server(d)
     calls: Counter[str] = Counter()
-    real = engine_mod._lib
+    real = engine_mod._lib  # type: ignore[attr-defined]
 
     class CountingLib:
         def __getattr__(self, name: str) -> Any:
