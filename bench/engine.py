@@ -10,7 +10,9 @@ Measures, in one run:
 * the same two numbers for a pure-Python loop (struct parse, dict lookup, rr pick, RFC 1624
   update) on a smaller sample;
 * ``Engine.process_batch`` (the Python API, which copies packets in and out) for reference;
-* bytes per connection entry.
+* bytes per connection entry;
+* the C rows again for IPv6 (84-byte packets: the same TCP payload behind a 40-byte header),
+  unless ``--no-ipv6``.
 
 Run from the repository root: ``python -m bench.engine`` (``--help`` for sizes).  Everything is
 bounded in count.
@@ -19,12 +21,14 @@ bounded in count.
 from __future__ import annotations
 
 import argparse
+import ipaddress
 import random
 import socket
 import struct
 import sys
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 from pylvs import Engine
@@ -33,8 +37,10 @@ from pylvs._core import ffi, lib
 __all__ = ["main"]
 
 VIP = "198.18.0.100"
+VIP6 = "2001:2::100"
 STRIDE = 256
 PKT_LEN = 64
+PKT_LEN6 = PKT_LEN + 20
 
 
 def _fold(s: int) -> int:
@@ -58,6 +64,17 @@ def tcp_packet(src: int, dst: int, sport: int, dport: int, flags: int) -> bytes:
     ip = struct.pack("!BBHHHBBHII", 0x45, 0, PKT_LEN, 0, 0, 64, 6, 0, src, dst)
     ip = ip[:10] + struct.pack("!H", _ip_csum(ip)) + ip[12:]
     return ip + tcp
+
+
+def tcp6_packet(src: int, dst: int, sport: int, dport: int, flags: int) -> bytes:
+    """An 84-byte IPv6/TCP packet (the IPv4 packet's TCP segment) with a valid TCP checksum."""
+    payload = b"\x00" * (PKT_LEN - 40)
+    tcp = struct.pack("!HHIIBBHHH", sport, dport, 1, 1, 5 << 4, flags, 65535, 0, 0) + payload
+    addrs = src.to_bytes(16, "big") + dst.to_bytes(16, "big")
+    data = addrs + struct.pack("!IxxxB", len(tcp), 6) + tcp
+    csum = ~_fold(sum(struct.unpack(f"!{len(data) // 2}H", data))) & 0xFFFF
+    tcp = tcp[:16] + struct.pack("!H", csum) + tcp[18:]
+    return struct.pack("!IHBB", 6 << 28, len(tcp), 6, 64) + addrs + tcp
 
 
 class Batch:
@@ -94,26 +111,28 @@ class Batch:
         return list(ffi.unpack(self.verdict, self.n))
 
 
-def build_engine(max_conns: int, servers: int) -> tuple[Engine, list[int]]:
+def build_engine(max_conns: int, servers: int, v6: bool = False) -> tuple[Engine, list[int]]:
     """An engine with one rr TCP service on the VIP and *servers* real servers."""
     eng = Engine(max_connections=max_conns)
-    svc = eng.add_service("tcp", VIP, 80, scheduler="rr")
+    svc = eng.add_service("tcp", VIP6 if v6 else VIP, 80, scheduler="rr")
     rips = []
     for i in range(servers):
-        rip = f"198.19.0.{11 + i}"
+        rip = f"2001:2:1::{11 + i}" if v6 else f"198.19.0.{11 + i}"
         eng.add_server(svc, rip, 8080)
-        rips.append(int.from_bytes(socket.inet_aton(rip), "big"))
+        rips.append(int(ipaddress.ip_address(rip)))
     return eng, rips
 
 
-def client(i: int) -> tuple[int, int]:
-    """Distinct (client address, port) for flow i, inside 198.18.0.0/15."""
+def client(i: int, v6: bool = False) -> tuple[int, int]:
+    """Distinct (client address, port) for flow i, inside 198.18.0.0/15 (or 2001:2::/64)."""
+    if v6:
+        return int(ipaddress.IPv6Address("2001:2::1000")) + (i >> 14), 1024 + (i & 0x3FFF)
     return 0xC6120000 + 0x1000 + (i >> 14), 1024 + (i & 0x3FFF)
 
 
-def _syn(i: int, vip: int) -> bytes:
-    caddr, cport = client(i)
-    return tcp_packet(caddr, vip, cport, 80, 0x02)
+def _syn(i: int, vip: int, v6: bool = False) -> bytes:
+    caddr, cport = client(i, v6)
+    return (tcp6_packet if v6 else tcp_packet)(caddr, vip, cport, 80, 0x02)
 
 
 # Every timing returns (wall seconds by perf_counter, CPU seconds of this process).  On a shared
@@ -236,38 +255,44 @@ def _rate(n: int, t: Timing, minus: Timing = (0.0, 0.0)) -> str:
     return f"{wall:>14,.0f}  (per CPU second {cpu:>12,.0f})"
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Run the benchmark and print a small report."""
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--flows", type=int, default=1 << 18, help="new connections to create")
-    ap.add_argument("--batch", type=int, default=256, help="packets per batch call")
-    ap.add_argument("--est-packets", type=int, default=1 << 21,
-                    help="established packets per timing round")
-    ap.add_argument("--servers", type=int, default=8)
-    ap.add_argument("--py-flows", type=int, default=50_000)
-    ap.add_argument("--repeat", type=int, default=3)
-    args = ap.parse_args(argv)
+@dataclass
+class CResult:
+    """The C-path timings of one address family."""
 
-    vip = int.from_bytes(socket.inet_aton(VIP), "big")
+    t_new: Timing
+    n_est: int
+    t_gross: Timing
+    t_copy: Timing
+    api_rate: float
+    expired: int
+    t_exp: Timing
+    stats: Any
+
+
+def bench_c(args: argparse.Namespace, v6: bool) -> CResult:
+    """New connections, established packets, the API and one expiry sweep for one family."""
     flows, bsz = args.flows, args.batch
-    print(f"building {flows} SYNs ...", file=sys.stderr)
-    eng, rips = build_engine(max(flows * 2, 1 << 16), args.servers)
+    vip = int(ipaddress.ip_address(VIP6 if v6 else VIP))
+    make = tcp6_packet if v6 else tcp_packet
+    plen = PKT_LEN6 if v6 else PKT_LEN
+    print(f"building {flows} IPv{6 if v6 else 4} SYNs ...", file=sys.stderr)
+    eng, _ = build_engine(max(flows * 2, 1 << 16), args.servers, v6)
     e = eng._c_handle()
-    syn_batches = [Batch([_syn(i, vip) for i in range(j, min(j + bsz, flows))])
+    syn_batches = [Batch([_syn(i, vip, v6) for i in range(j, min(j + bsz, flows))])
                    for j in range(0, flows, bsz)]
 
     t_new = time_c(e, syn_batches, 1.0, restore=False)
     fwd = sum(v.count(0) for v in (b.verdicts() for b in syn_batches))
     assert fwd == flows, f"only {fwd} of {flows} SYNs forwarded"
     assert eng.stats().connections == flows
-    new_rate = flows / t_new[0]
 
     # learn each flow's real server from the rewritten SYNs, then build established traffic
     dest_of = []
     for b in syn_batches:
         for i in range(b.n):
-            off = i * STRIDE
-            dest_of.append(struct.unpack_from("!I", ffi.buffer(b.data + off, 20), 16)[0])
+            raw = bytes(ffi.buffer(b.data + i * STRIDE, 40))
+            dest_of.append(int.from_bytes(raw[24:40], "big") if v6
+                           else struct.unpack_from("!I", raw, 16)[0])
     del syn_batches
     rng = random.Random(1)
     n_est_batches = max(1, min(args.est_packets // bsz, 2048))
@@ -277,11 +302,11 @@ def main(argv: list[str] | None = None) -> int:
         pkts = []
         for _ in range(bsz):
             i = rng.randrange(flows)
-            caddr, cport = client(i)
+            caddr, cport = client(i, v6)
             if rng.random() < 0.5:
-                pkts.append(tcp_packet(caddr, vip, cport, 80, 0x10))
+                pkts.append(make(caddr, vip, cport, 80, 0x10))
             else:
-                pkts.append(tcp_packet(dest_of[i], caddr, 8080, cport, 0x10))
+                pkts.append(make(dest_of[i], caddr, 8080, cport, 0x10))
         pool.append(Batch(pkts))
     time_c(e, pool, 2.0, restore=True)  # warm up; every flow becomes ESTABLISHED
     bad = sum(b.n - b.verdicts().count(0) for b in pool)
@@ -289,10 +314,9 @@ def main(argv: list[str] | None = None) -> int:
     n_est = n_est_batches * bsz
     t_gross = _best(lambda: time_c(e, pool, 3.0, restore=True), args.repeat)
     t_copy = _best(lambda: time_restore(pool), args.repeat)
-    est_net = n_est / max(t_gross[0] - t_copy[0], 1e-9)
 
     # the Python API (copies every packet in and out, builds bytes objects)
-    api_pkts = [bytes(ffi.buffer(pool[k].pristine + i * STRIDE, PKT_LEN))
+    api_pkts = [bytes(ffi.buffer(pool[k].pristine + i * STRIDE, plen))
                 for k in range(min(64, len(pool))) for i in range(bsz)]
     t0 = time.perf_counter()
     for j in range(0, len(api_pkts), bsz):
@@ -305,17 +329,45 @@ def main(argv: list[str] | None = None) -> int:
     expired = eng.expire(1000.0)
     t_exp = (time.perf_counter() - t0, time.process_time() - c0)
     assert expired == flows and eng.stats().connections == 0
+    return CResult(t_new, n_est, t_gross, t_copy, api_rate, expired, t_exp, st)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the benchmark and print a small report."""
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--flows", type=int, default=1 << 18, help="new connections to create")
+    ap.add_argument("--batch", type=int, default=256, help="packets per batch call")
+    ap.add_argument("--est-packets", type=int, default=1 << 21,
+                    help="established packets per timing round")
+    ap.add_argument("--servers", type=int, default=8)
+    ap.add_argument("--py-flows", type=int, default=50_000)
+    ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--no-ipv6", action="store_true", help="skip the IPv6 rows")
+    args = ap.parse_args(argv)
+
+    flows, bsz = args.flows, args.batch
+    c4 = bench_c(args, v6=False)
+    c6 = bench_c(args, v6=True) if not args.no_ipv6 else None
+    st = c4.stats
+    new_rate = flows / c4.t_new[0]
+    est_net = c4.n_est / max(c4.t_gross[0] - c4.t_copy[0], 1e-9)
 
     print("running the pure-Python loop ...", file=sys.stderr)
+    rips = [0xC6130000 + 11 + i for i in range(args.servers)]
     py_new, py_est = bench_python(rips, args.py_flows, args.py_flows * 2)
 
     print(f"engine bench: {flows} flows, {args.servers} servers, batch {bsz}, "
-          f"{PKT_LEN}-byte TCP packets, table max {st.max_connections}")
-    print(f"  C   new connections/s      {_rate(flows, t_new)}")
-    print(f"  C   established pkts/s     {_rate(n_est, t_gross)}  incl. batch restore")
-    print(f"  C   established pkts/s     {_rate(n_est, t_gross, t_copy)}  net of restore")
-    print(f"  API Engine.process_batch   {api_rate:>14,.0f}  pkts/s (Python copies in/out)")
-    print(f"  C   expired entries/s      {_rate(expired, t_exp)}  one sweep")
+          f"{PKT_LEN}-byte TCP packets ({PKT_LEN6} for IPv6), table max {st.max_connections}")
+    for tag, c in (("C  ", c4), ("C6 ", c6)):
+        if c is None:
+            continue
+        print(f"  {tag} new connections/s      {_rate(flows, c.t_new)}")
+        print(f"  {tag} established pkts/s     {_rate(c.n_est, c.t_gross)}  incl. batch restore")
+        print(f"  {tag} established pkts/s     {_rate(c.n_est, c.t_gross, c.t_copy)}"
+              "  net of restore")
+        print(f"  API{tag[1]} Engine.process_batch  {c.api_rate:>14,.0f}  pkts/s "
+              "(Python copies in/out)")
+        print(f"  {tag} expired entries/s      {_rate(c.expired, c.t_exp)}  one sweep")
     print(f"  Py  new connections/s      {py_new:>14,.0f}")
     print(f"  Py  established pkts/s     {py_est:>14,.0f}")
     print(f"  speed-up C/Python: new x{new_rate / py_new:,.0f}, "

@@ -5,8 +5,16 @@ It walks one TCP connection through its life (SYN, SYN-ACK, ACK, data, FIN both 
 UDP exchange, what happens when no real server is left (the engine answers with ICMP port
 unreachable), and prints the connection table, the per-server counters and the drops.
 
+``process()`` returns the packet to send on: the rewritten one, one passed unchanged, or one
+the engine *generated* in reply (an ICMP error back to the sender: port unreachable when no
+real server can take a new connection, time exceeded when the TTL runs out); ``None`` is a
+drop.  A generated reply is an IP packet addressed to the original sender.
+
     python examples/embed_engine.py
     python examples/embed_engine.py --scheduler wlc --servers 3 --persistence 300 -v
+    python examples/embed_engine.py --servers 0     # every new connection gets an ICMP error
+
+Needs scapy (``pip install scapy``, or pylvs's ``[test]`` extra).
 """
 
 from __future__ import annotations
@@ -14,7 +22,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from scapy.layers.inet import IP, TCP, UDP
+from scapy.layers.inet import ICMP, IP, TCP, UDP
 from scapy.packet import Packet, Raw
 
 import pylvs
@@ -64,12 +72,40 @@ def main(argv: list[str] | None = None) -> int:
     print(f"services: {svc} with {len(servers)} servers; {udp}\n")
 
     c, v, cport = args.client, args.vip, 40000
+    if not tcp_conversation(eng, args, c, v, cport):
+        return 1
+
+    print()
+    send(eng, "UDP query, DNAT", IP(src=c, dst=v) / UDP(sport=5353, dport=53) / Raw(b"q"),
+         3.0, args.verbose)
+    send(eng, "UDP answer, SNAT", IP(src="198.19.0.11", dst=c) / UDP(sport=53, dport=5353) /
+         Raw(b"a"), 3.1, args.verbose)
+    if servers:
+        print("\nquiescing every server (weight 0): a new connection gets ICMP port "
+              "unreachable,\nunless a persistence template still binds the client (as in IPVS)")
+        for s in servers:
+            eng.edit_server(s, weight=0)
+        send(eng, "SYN, nobody to take it", IP(src=c, dst=v) / TCP(
+            sport=cport + 1, dport=args.port, flags="S"), 4.0, args.verbose)
+    report(eng)
+    return 0
+
+
+def tcp_conversation(eng: pylvs.Engine, args: argparse.Namespace, c: str, v: str,
+                     cport: int) -> bool:
+    """One TCP connection from SYN to FIN; False if the SYN got neither a server nor a reply."""
     out = send(eng, "SYN, DNAT", IP(src=c, dst=v) / TCP(sport=cport, dport=args.port,
                                                          flags="S", seq=1000), 1.0, args.verbose)
     if out is None:
-        print("the SYN was not forwarded", file=sys.stderr)
-        return 1
-    rip, rport = IP(out).dst, IP(out)[TCP].dport
+        print("the SYN was dropped", file=sys.stderr)
+        return False
+    reply = IP(out)
+    if reply.haslayer(ICMP):
+        # No real server could take the connection: the engine generated the ICMP error a
+        # kernel director sends, addressed to the client; an embedder sends it back out.
+        print(f"  no real server: the engine answered the client with {reply[ICMP].summary()}")
+        return True
+    rip, rport = reply.dst, reply[TCP].dport
     send(eng, "SYN-ACK, SNAT", IP(src=rip, dst=c) / TCP(sport=rport, dport=cport, flags="SA",
                                                          seq=5000, ack=1001), 1.1, args.verbose)
     data = Raw(b"GET / HTTP/1.0\r\n\r\n")
@@ -79,20 +115,11 @@ def main(argv: list[str] | None = None) -> int:
          2.0, args.verbose)
     send(eng, "FIN from server", IP(src=rip, dst=c) / TCP(sport=rport, dport=cport, flags="FA"),
          2.1, args.verbose)
+    return True
 
-    print()
-    send(eng, "UDP query, DNAT", IP(src=c, dst=v) / UDP(sport=5353, dport=53) / Raw(b"q"),
-         3.0, args.verbose)
-    send(eng, "UDP answer, SNAT", IP(src="198.19.0.11", dst=c) / UDP(sport=53, dport=5353) /
-         Raw(b"a"), 3.1, args.verbose)
 
-    print("\nquiescing every server (weight 0): a new connection gets ICMP port unreachable,"
-          "\nunless a persistence template still binds the client (as in IPVS)")
-    for s in servers:
-        eng.edit_server(s, weight=0)
-    send(eng, "SYN, nobody to take it", IP(src=c, dst=v) / TCP(sport=cport + 1, dport=args.port,
-                                                                flags="S"), 4.0, args.verbose)
-
+def report(eng: pylvs.Engine) -> None:
+    """The connection table, per-server counters, drops, then an expiry run."""
     print("\nconnection table:")
     for conn in eng.connections():
         kind = "template" if conn.template else conn.protocol.upper()
@@ -113,7 +140,6 @@ def main(argv: list[str] | None = None) -> int:
           f"drops {drops or 'none'}")
     removed = eng.expire(1000.0)
     print(f"expiring at t=1000s removed {removed}; {len(eng.connections())} left")
-    return 0
 
 
 if __name__ == "__main__":

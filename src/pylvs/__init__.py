@@ -16,6 +16,8 @@ from pylvs.errors import ConfigError, PylvsError
 if TYPE_CHECKING:
     from pylvs.engine import (
         ConnectionInfo,
+        Defense,
+        DefenseInfo,
         Engine,
         EngineStats,
         Rates,
@@ -34,6 +36,8 @@ __version__ = "0.1.0"
 __all__ = [
     "ConfigError",
     "ConnectionInfo",
+    "Defense",
+    "DefenseInfo",
     "Engine",
     "EngineStats",
     "PylvsError",
@@ -52,8 +56,9 @@ __all__ = [
 # public name -> the module that defines it, imported on first access
 _LAZY = {
     **dict.fromkeys(
-        ("ConnectionInfo", "Engine", "EngineStats", "Rates", "ServerInfo", "ServerKey",
-         "ServiceInfo", "Stats", "Timeouts", "Verdict", "scheduler_names"),
+        ("ConnectionInfo", "Defense", "DefenseInfo", "Engine", "EngineStats", "Rates",
+         "ServerInfo", "ServerKey", "ServiceInfo", "Stats", "Timeouts", "Verdict",
+         "scheduler_names"),
         "pylvs.engine",
     ),
     "ServiceKey": "pylvs.model",

@@ -67,9 +67,16 @@ class lvs_batch(CData):
     meta: IntArray | CData
     verdict: IntArray | CData
 
+class lvs_addr(CData):
+    """``union lvs_addr``: an IPv4 address in ``ip``, an IPv6 one as four host-order words."""
+
+    ip: int
+    ip6: IntArray | Sequence[int]
+
 class lvs_svc_conf(CData):
+    af: int
     proto: int
-    addr: int
+    addr: lvs_addr
     port: int
     sched: CData
     flags: int
@@ -78,10 +85,12 @@ class lvs_svc_conf(CData):
     mh_table_size: int
 
 class lvs_dest_conf(CData):
+    af: int
     proto: int
-    vaddr: int
+    vaddr: lvs_addr
     vport: int
-    addr: int
+    dest_af: int
+    addr: lvs_addr
     port: int
     weight: int
     u_threshold: int
@@ -100,8 +109,9 @@ class lvs_stats_info(CData):
     outbps: int
 
 class lvs_svc_info(CData):
+    af: int
     proto: int
-    addr: int
+    addr: lvs_addr
     port: int
     sched: CharArray
     flags: int
@@ -112,7 +122,7 @@ class lvs_svc_info(CData):
     stats: lvs_stats_info
 
 class lvs_dest_info(CData):
-    addr: int
+    addr: lvs_addr
     port: int
     weight: int
     last_weight: int
@@ -126,12 +136,13 @@ class lvs_dest_info(CData):
     stats: lvs_stats_info
 
 class lvs_conn_info(CData):
+    af: int
     proto: int
     state: int
     flags: int
-    caddr: int
-    vaddr: int
-    daddr: int
+    caddr: lvs_addr
+    vaddr: lvs_addr
+    daddr: lvs_addr
     cport: int
     vport: int
     dport: int
@@ -150,6 +161,27 @@ class lvs_engine_info(CData):
     bytes_per_conn: int
     num_services: int
     trash_dests: int
+
+class lvs_defense_conf(CData):
+    drop_entry: int
+    drop_packet: int
+    secure_tcp: int
+    amemthresh: int
+    am_droprate: int
+    evict_embryonic: int
+
+class lvs_defense_info(CData):
+    conf: lvs_defense_conf
+    drop_entry_active: int
+    secure_tcp_active: int
+    drop_rate: int
+    free_slots: int
+    available: int
+    embryonic: int
+    drop_entry_conns: int
+    drop_entry_templates: int
+    evicted_embryonic: int
+    evicted_templates: int
 
 class lvs_tunio_stats(CData):
     reads: int
@@ -175,7 +207,8 @@ class lvs_tunio_stats(CData):
 
 _IntCdecl = Literal[
     "uint8_t[]", "uint32_t[]", "uint64_t[]", "int32_t[]",
-    "uint32_t *", "int *", "uint32_t[3]", "int32_t[6]", "int32_t[64]", "int32_t[4096]",
+    "uint32_t *", "int *", "uint32_t[3]", "uint32_t[4]", "int32_t[6]", "int32_t[64]",
+    "int32_t[4096]",
 ]
 _Buf = CData | bytes | bytearray | memoryview
 
@@ -199,6 +232,8 @@ class FFI:
         self, cdecl: Literal["lvs_batch *"], init: Mapping[str, int | CData] | None = None
     ) -> lvs_batch: ...
     @overload
+    def new(self, cdecl: Literal["lvs_addr *"]) -> lvs_addr: ...
+    @overload
     def new(self, cdecl: Literal["lvs_svc_conf *"]) -> lvs_svc_conf: ...
     @overload
     def new(self, cdecl: Literal["lvs_dest_conf *"]) -> lvs_dest_conf: ...
@@ -208,6 +243,10 @@ class FFI:
     def new(self, cdecl: Literal["lvs_dest_info *"]) -> lvs_dest_info: ...
     @overload
     def new(self, cdecl: Literal["lvs_engine_info *"]) -> lvs_engine_info: ...
+    @overload
+    def new(self, cdecl: Literal["lvs_defense_conf *"]) -> lvs_defense_conf: ...
+    @overload
+    def new(self, cdecl: Literal["lvs_defense_info *"]) -> lvs_defense_info: ...
     @overload
     def new(self, cdecl: Literal["lvs_tunio_stats *"]) -> lvs_tunio_stats: ...
     @overload
@@ -236,8 +275,11 @@ class Lib:
     # constants (values read from the C headers at build time)
     LVS_PROTO_TCP: int
     LVS_PROTO_UDP: int
+    LVS_AF_INET: int
+    LVS_AF_INET6: int
     LVS_SVC_F_PERSISTENT: int
     LVS_SVC_F_SCHED1: int
+    LVS_MH_MAX_SIZE: int
     LVS_SVC_F_SCHED2: int
     LVS_SVC_F_SCHED3: int
     LVS_DEST_F_AVAILABLE: int
@@ -258,6 +300,7 @@ class Lib:
     LVS_E_EXIST: int
     LVS_E_INVAL: int
     LVS_E_RANGE: int
+    LVS_E_AFNOSUPPORT: int
     LVS_OPT_EXPIRE_NODEST_CONN: int
     LVS_OPT_EXPIRE_QUIESCENT_TEMPLATE: int
     LVS_OPT_CONN_REUSE_MODE: int
@@ -265,6 +308,7 @@ class Lib:
     LVS_OPT_SYNC_THRESHOLD: int
     LVS_OPT_SYNC_PERIOD: int
     LVS_SYNC_RECORD_SIZE: int
+    LVS_SYNC_RECORD_SIZE_V6: int
 
     # engine (core/api.h)
     def lvs_engine_process_batch(self, e: lvs_engine, b: lvs_batch, now: float, /) -> int: ...
@@ -281,9 +325,13 @@ class Lib:
     def lvs_engine_get_timeouts(
         self, e: lvs_engine, tcp: IntArray, tcpfin: IntArray, udp: IntArray, /
     ) -> None: ...
+    def lvs_defense_set(self, e: lvs_engine, c: lvs_defense_conf, /) -> int: ...
+    def lvs_defense_get(self, e: lvs_engine, out: lvs_defense_info, /) -> None: ...
     def lvs_svc_add(self, e: lvs_engine, c: lvs_svc_conf, /) -> int: ...
     def lvs_svc_edit(self, e: lvs_engine, c: lvs_svc_conf, /) -> int: ...
-    def lvs_svc_del(self, e: lvs_engine, proto: int, addr: int, port: int, /) -> int: ...
+    def lvs_svc_del(
+        self, e: lvs_engine, af: int, proto: int, addr: lvs_addr, port: int, /
+    ) -> int: ...
     def lvs_dest_add(self, e: lvs_engine, c: lvs_dest_conf, /) -> int: ...
     def lvs_dest_edit(self, e: lvs_engine, c: lvs_dest_conf, /) -> int: ...
     def lvs_dest_del(self, e: lvs_engine, c: lvs_dest_conf, expire_conns: int, /) -> int: ...
@@ -291,11 +339,12 @@ class Lib:
     def lvs_svc_count(self, e: lvs_engine, /) -> int: ...
     def lvs_svc_info_get(self, e: lvs_engine, idx: int, out: lvs_svc_info, /) -> int: ...
     def lvs_dest_info_list(
-        self, e: lvs_engine, proto: int, addr: int, port: int,
+        self, e: lvs_engine, af: int, proto: int, addr: lvs_addr, port: int,
         out: StructArray[lvs_dest_info], cap: int, /,
     ) -> int: ...
     def lvs_svc_info_find(
-        self, e: lvs_engine, proto: int, addr: int, port: int, out: lvs_svc_info, /
+        self, e: lvs_engine, af: int, proto: int, addr: lvs_addr, port: int,
+        out: lvs_svc_info, /,
     ) -> int: ...
     def lvs_dest_info_find(
         self, e: lvs_engine, c: lvs_dest_conf, out: lvs_dest_info, /
@@ -307,7 +356,7 @@ class Lib:
     def lvs_counter_names(self) -> StringArray: ...
     def lvs_counter_values(self, e: lvs_engine, out: IntArray, cap: int, /) -> int: ...
     def lvs_engine_zero_stats(
-        self, e: lvs_engine, proto: int, addr: int, port: int, /
+        self, e: lvs_engine, af: int, proto: int, addr: lvs_addr, port: int, /
     ) -> int: ...
     def lvs_engine_update_rates(self, e: lvs_engine, now: float, /) -> None: ...
     def lvs_sync_collect(self, e: lvs_engine, out: IntArray, cap: int, /) -> int: ...
@@ -324,6 +373,17 @@ class Lib:
     ) -> lvs_schedtest: ...
     def lvs_st_free(self, t: lvs_schedtest, /) -> None: ...
     def lvs_st_set_sched(self, t: lvs_schedtest, sched: bytes, /) -> int: ...
+    def lvs_st_set_af(self, t: lvs_schedtest, af: int, /) -> int: ...
+    def lvs_st_add6(
+        self, t: lvs_schedtest, addr: IntArray, port: int, weight: int, upper: int, lower: int, /
+    ) -> int: ...
+    def lvs_st_schedule6(
+        self, t: lvs_schedtest, saddr: IntArray, daddr: IntArray, sport: int, dport: int,
+        proto: int, now: float, /
+    ) -> int: ...
+    def lvs_st_cache_lookup6(
+        self, t: lvs_schedtest, daddr: IntArray, out: IntArray, max: int, /
+    ) -> int: ...
     def lvs_st_add(
         self, t: lvs_schedtest, addr: int, port: int, weight: int, upper: int, lower: int, /
     ) -> int: ...

@@ -38,7 +38,7 @@ lvs_dest *lvs_sched_table_slot(const lvs_service *svc, uint32_t i);
 uint32_t lvs_sched_table_size(const lvs_service *svc);
 /* lblc/lblcr: entries in the table; the dests cached for one destination address (set order). */
 uint32_t lvs_lblc_entries(const lvs_service *svc);
-int lvs_lblc_lookup(const lvs_service *svc, uint32_t daddr, lvs_dest **out, int max);
+int lvs_lblc_lookup(const lvs_service *svc, lvs_addr daddr, lvs_dest **out, int max);
 
 /* ---- the standalone test harness of _schedtest.c (owned by the scheduler developer), for
  * property tests and the scheduler benchmark; never used by the engine.  Mirrored in the
@@ -48,6 +48,13 @@ lvs_schedtest *lvs_st_new(const char *sched, uint32_t flags, uint32_t mh_table_s
                           double lblc_expiration, uint64_t seed, int *err);
 void lvs_st_free(lvs_schedtest *t);
 int lvs_st_set_sched(lvs_schedtest *t, const char *sched);
+int lvs_st_set_af(lvs_schedtest *t, uint8_t af);
+int32_t lvs_st_add6(lvs_schedtest *t, const uint32_t *addr, uint16_t port, int32_t weight,
+                    uint32_t u, uint32_t l);
+int32_t lvs_st_schedule6(lvs_schedtest *t, const uint32_t *saddr, const uint32_t *daddr,
+                         uint16_t sport, uint16_t dport, uint8_t proto, double now);
+int32_t lvs_st_cache_lookup6(const lvs_schedtest *t, const uint32_t *daddr, int32_t *out,
+                             int32_t max);
 int32_t lvs_st_add(lvs_schedtest *t, uint32_t addr, uint16_t port, int32_t weight, uint32_t u,
                    uint32_t l);
 int lvs_st_edit(lvs_schedtest *t, int32_t id, int32_t weight, uint32_t u, uint32_t l);

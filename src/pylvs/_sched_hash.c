@@ -122,7 +122,7 @@ static lvs_dest *dh_schedule(lvs_service *svc, const lvs_sched_key *key, double 
 {
     (void)now;
     hash_state *s = svc->sched_data;
-    lvs_dest *d = s->buckets[lvs_hash_32(key->daddr, HASH_TAB_BITS)];
+    lvs_dest *d = s->buckets[lvs_hash_32(lvs_addr_fold(key->af, key->daddr), HASH_TAB_BITS)];
     if (!d || !(d->flags & LVS_DEST_F_AVAILABLE) || unavailable(d))
         return NULL;
     return d;
@@ -183,7 +183,7 @@ static lvs_dest *sh_schedule(lvs_service *svc, const lvs_sched_key *key, double 
     (void)now;
     hash_state *s = svc->sched_data;
     uint16_t port = hash_port(svc, key);
-    uint32_t ihash = sh_hashkey(key->saddr, port, 0);
+    uint32_t ihash = sh_hashkey(lvs_addr_fold(key->af, key->saddr), port, 0);
     lvs_dest *d = s->buckets[ihash];
     if (!(svc->flags & LVS_SVC_F_SCHED1))
         return (!d || unavailable(d)) ? NULL : d;
@@ -194,7 +194,7 @@ static lvs_dest *sh_schedule(lvs_service *svc, const lvs_sched_key *key, double 
         return d;
     for (uint32_t offset = 0; offset < HASH_TAB_SIZE; offset++) {
         uint32_t roffset = (offset + ihash) % HASH_TAB_SIZE;
-        d = s->buckets[sh_hashkey(key->saddr, port, roffset)];
+        d = s->buckets[sh_hashkey(lvs_addr_fold(key->af, key->saddr), port, roffset)];
         if (!d)
             break;
         if (!unavailable(d))
@@ -206,7 +206,7 @@ static lvs_dest *sh_schedule(lvs_service *svc, const lvs_sched_key *key, double 
 /* ---- mh: Maglev lookup table of a prime size, built from last_weight ---- */
 
 #define MH_DEFAULT_SIZE 4093u
-#define MH_MAX_SIZE 131071u
+#define MH_MAX_SIZE LVS_MH_MAX_SIZE
 static const uint64_t MH_K1 = 2654435761ull, MH_K2 = 2654446892ull;
 
 typedef struct mh_state {
@@ -294,8 +294,8 @@ static int mh_reassign(mh_state *s, const lvs_service *svc, const lvs_dest *skip
         if (d == skip)
             continue;
         s->dests[i] = d;
-        s->perm[i] = mh_hashkey(d->addr, d->port, MH_K1, 0) % s->size;
-        s->skip[i] = mh_hashkey(d->addr, d->port, MH_K2, 0) % (s->size - 1) + 1;
+        s->perm[i] = mh_hashkey(lvs_addr_fold(d->af, d->addr), d->port, MH_K1, 0) % s->size;
+        s->skip[i] = mh_hashkey(lvs_addr_fold(d->af, d->addr), d->port, MH_K2, 0) % (s->size - 1) + 1;
         int32_t lw = d->last_weight;
         int32_t t = (lw / g) >> rshift;
         s->turns[i] = t ? t : (lw != 0);
@@ -390,7 +390,7 @@ static lvs_dest *mh_schedule(lvs_service *svc, const lvs_sched_key *key, double 
     (void)now;
     mh_state *s = svc->sched_data;
     uint16_t port = hash_port(svc, key);
-    uint32_t ihash = mh_hashkey(key->saddr, port, MH_K1, 0) % s->size;
+    uint32_t ihash = mh_hashkey(lvs_addr_fold(key->af, key->saddr), port, MH_K1, 0) % s->size;
     lvs_dest *d = s->lookup[ihash];
     if (!(svc->flags & LVS_SVC_F_SCHED1))
         return (!d || unavailable(d)) ? NULL : d;
@@ -400,7 +400,7 @@ static lvs_dest *mh_schedule(lvs_service *svc, const lvs_sched_key *key, double 
         return d;
     for (uint32_t offset = 0; offset < s->size; offset++) {
         uint32_t roffset = (offset + ihash) % s->size;
-        d = s->lookup[mh_hashkey(key->saddr, port, MH_K1, roffset) % s->size];
+        d = s->lookup[mh_hashkey(lvs_addr_fold(key->af, key->saddr), port, MH_K1, roffset) % s->size];
         if (!d)
             break;
         if (!unavailable(d))

@@ -35,7 +35,7 @@ typedef struct set_elem {
 
 typedef struct lblc_entry {
     struct lblc_entry *next; /* bucket chain, newest first */
-    uint32_t addr;           /* destination address, host order */
+    lvs_addr addr;           /* destination address, host order (the service's family) */
     double lastuse;
     lvs_dest *dest;          /* lblc */
     set_elem *set;           /* lblcr: newest member first */
@@ -81,22 +81,28 @@ static void entry_free(lblc_entry *en)
     free(en);
 }
 
-static lblc_entry *entry_get(lblc_table *t, uint32_t addr)
+/* ip_vs_lblc_hashkey: the kernel's fold of an IPv6 address; entries compare whole addresses */
+static inline uint32_t entry_hash(uint8_t af, lvs_addr addr)
 {
-    for (lblc_entry *en = t->bucket[lvs_hash_32(addr, LBLC_TAB_BITS)]; en; en = en->next)
-        if (en->addr == addr)
+    return lvs_hash_32(lvs_addr_fold(af, addr), LBLC_TAB_BITS);
+}
+
+static lblc_entry *entry_get(lblc_table *t, uint8_t af, lvs_addr addr)
+{
+    for (lblc_entry *en = t->bucket[entry_hash(af, addr)]; en; en = en->next)
+        if (lvs_addr_eq(en->addr, addr))
             return en;
     return NULL;
 }
 
-static lblc_entry *entry_new(lblc_table *t, uint32_t addr, double now)
+static lblc_entry *entry_new(lblc_table *t, uint8_t af, lvs_addr addr, double now)
 {
     lblc_entry *en = calloc(1, sizeof(*en));
     if (!en)
         return NULL;
     en->addr = addr;
     en->lastuse = now;
-    uint32_t h = lvs_hash_32(addr, LBLC_TAB_BITS);
+    uint32_t h = entry_hash(af, addr);
     en->next = t->bucket[h];
     t->bucket[h] = en;
     t->entries++;
@@ -220,7 +226,7 @@ static lvs_dest *lblc_schedule(lvs_service *svc, const lvs_sched_key *key, doubl
 {
     lblc_table *t = svc->sched_data;
     arm(t, now);
-    lblc_entry *en = entry_get(t, key->daddr);
+    lblc_entry *en = entry_get(t, key->af, key->daddr);
     if (en) {
         en->lastuse = now;
         lvs_dest *d = en->dest;
@@ -232,7 +238,7 @@ static lvs_dest *lblc_schedule(lvs_service *svc, const lvs_sched_key *key, doubl
     if (!d)
         return NULL;
     if (!en) {
-        en = entry_new(t, key->daddr, now);
+        en = entry_new(t, key->af, key->daddr, now);
         if (!en)
             return d; /* no memory for the cache: still use the dest */
     } else if (en->dest != d) {
@@ -340,7 +346,7 @@ static lvs_dest *lblcr_schedule(lvs_service *svc, const lvs_sched_key *key, doub
 {
     lblc_table *t = svc->sched_data;
     arm(t, now);
-    lblc_entry *en = entry_get(t, key->daddr);
+    lblc_entry *en = entry_get(t, key->af, key->daddr);
     lvs_dest *d;
     if (en) {
         en->lastuse = now;
@@ -362,7 +368,7 @@ static lvs_dest *lblcr_schedule(lvs_service *svc, const lvs_sched_key *key, doub
     d = lvs_wlc_pick(svc);
     if (!d)
         return NULL;
-    en = entry_new(t, key->daddr, now);
+    en = entry_new(t, key->af, key->daddr, now);
     if (en)
         set_insert(en, d, now);
     return d;
@@ -393,11 +399,11 @@ uint32_t lvs_lblc_entries(const lvs_service *svc)
     return ((const lblc_table *)svc->sched_data)->entries;
 }
 
-int lvs_lblc_lookup(const lvs_service *svc, uint32_t daddr, lvs_dest **out, int max)
+int lvs_lblc_lookup(const lvs_service *svc, lvs_addr daddr, lvs_dest **out, int max)
 {
     if (svc->sched != &lvs_sched_lblc && svc->sched != &lvs_sched_lblcr)
         return 0;
-    lblc_entry *en = entry_get(svc->sched_data, daddr);
+    lblc_entry *en = entry_get(svc->sched_data, svc->af, daddr);
     if (!en)
         return 0;
     if (en->dest) {

@@ -7,7 +7,8 @@
  * keeps the latest non-zero weight, and connection bind/unbind maintain the active/inactive
  * counters and the OVERLOAD flag from the -x/-y thresholds (docs/ipvs.md#active-and-inactive,
  * #real-servers).
- * Dests are named by small integer ids so Python never holds a pointer.
+ * Dests are named by small integer ids so Python never holds a pointer.  The service is IPv4
+ * unless lvs_st_set_af makes it IPv6; the *6 calls take addresses as four host-order words.
  */
 #include <stdlib.h>
 #include <string.h>
@@ -69,6 +70,7 @@ lvs_schedtest *lvs_st_new(const char *sched, uint32_t flags, uint32_t mh_table_s
         return NULL;
     }
     t->svc.proto = LVS_PROTO_TCP;
+    t->svc.af = LVS_AF_INET;
     t->svc.flags = flags;
     t->svc.sched = s;
     t->svc.sched_params.mh_table_size = mh_table_size;
@@ -123,8 +125,22 @@ static void set_thresholds(lvs_dest *d, uint32_t u, uint32_t l)
     d->l_threshold = l;
 }
 
-int32_t lvs_st_add(lvs_schedtest *t, uint32_t addr, uint16_t port, int32_t weight, uint32_t u,
-                   uint32_t l)
+int lvs_st_set_af(lvs_schedtest *t, uint8_t af)
+{
+    if ((af != LVS_AF_INET && af != LVS_AF_INET6) || t->n_ids != 0)
+        return -LVS_EINVAL;
+    t->svc.af = af;
+    return 0;
+}
+
+static lvs_addr words(const uint32_t *w)
+{
+    lvs_addr a = {.ip6 = {w[0], w[1], w[2], w[3]}};
+    return a;
+}
+
+static int32_t st_add(lvs_schedtest *t, lvs_addr addr, uint16_t port, int32_t weight,
+                      uint32_t u, uint32_t l)
 {
     if (weight < 0 || (u && l > u))
         return -LVS_EINVAL;
@@ -132,7 +148,7 @@ int32_t lvs_st_add(lvs_schedtest *t, uint32_t addr, uint16_t port, int32_t weigh
     lvs_dest *d = NULL;
     for (int32_t i = 0; i < t->n_ids; i++) {
         lvs_dest *x = t->dests[i];
-        if (x && x->addr == addr && x->port == port) {
+        if (x && lvs_addr_eq(x->addr, addr) && x->port == port) {
             if (x->flags & LVS_DEST_F_AVAILABLE)
                 return -17; /* EEXIST */
             d = x; /* revive from the trash, counters and all */
@@ -154,6 +170,7 @@ int32_t lvs_st_add(lvs_schedtest *t, uint32_t addr, uint16_t port, int32_t weigh
             return -LVS_ENOMEM;
         d = &sd->d;
         d->addr = addr;
+        d->af = t->svc.af;
         d->port = port;
         id = t->n_ids++;
         sd->id = id;
@@ -173,6 +190,18 @@ int32_t lvs_st_add(lvs_schedtest *t, uint32_t addr, uint16_t port, int32_t weigh
             return rc;
     }
     return id;
+}
+
+int32_t lvs_st_add(lvs_schedtest *t, uint32_t addr, uint16_t port, int32_t weight, uint32_t u,
+                   uint32_t l)
+{
+    return t->svc.af == LVS_AF_INET6 ? -LVS_EINVAL : st_add(t, lvs_addr4(addr), port, weight, u, l);
+}
+
+int32_t lvs_st_add6(lvs_schedtest *t, const uint32_t *addr, uint16_t port, int32_t weight,
+                    uint32_t u, uint32_t l)
+{
+    return t->svc.af != LVS_AF_INET6 ? -LVS_EINVAL : st_add(t, words(addr), port, weight, u, l);
 }
 
 int lvs_st_edit(lvs_schedtest *t, int32_t id, int32_t weight, uint32_t u, uint32_t l)
@@ -208,13 +237,25 @@ int lvs_st_del(lvs_schedtest *t, int32_t id)
     return 0;
 }
 
-int32_t lvs_st_schedule(lvs_schedtest *t, uint32_t saddr, uint32_t daddr, uint16_t sport,
-                        uint16_t dport, uint8_t proto, double now)
+static int32_t st_schedule(lvs_schedtest *t, lvs_addr saddr, lvs_addr daddr, uint16_t sport,
+                           uint16_t dport, uint8_t proto, double now)
 {
-    lvs_sched_key key = {saddr, daddr, sport, dport, proto};
+    lvs_sched_key key = {saddr, daddr, sport, dport, proto, t->svc.af};
     lvs_dest *d = t->svc.sched->schedule(&t->svc, &key, now);
     sweep_trash(t);
     return dest_id(t, d);
+}
+
+int32_t lvs_st_schedule(lvs_schedtest *t, uint32_t saddr, uint32_t daddr, uint16_t sport,
+                        uint16_t dport, uint8_t proto, double now)
+{
+    return st_schedule(t, lvs_addr4(saddr), lvs_addr4(daddr), sport, dport, proto, now);
+}
+
+int32_t lvs_st_schedule6(lvs_schedtest *t, const uint32_t *saddr, const uint32_t *daddr,
+                         uint16_t sport, uint16_t dport, uint8_t proto, double now)
+{
+    return st_schedule(t, words(saddr), words(daddr), sport, dport, proto, now);
 }
 
 void lvs_st_tick(lvs_schedtest *t, double now)
@@ -305,13 +346,25 @@ uint32_t lvs_st_cache_entries(const lvs_schedtest *t)
     return lvs_lblc_entries(&t->svc);
 }
 
-int32_t lvs_st_cache_lookup(const lvs_schedtest *t, uint32_t daddr, int32_t *out, int32_t max)
+static int32_t st_cache_lookup(const lvs_schedtest *t, lvs_addr daddr, int32_t *out,
+                               int32_t max)
 {
     lvs_dest *buf[64];
     int n = lvs_lblc_lookup(&t->svc, daddr, buf, 64);
     for (int i = 0; i < n && i < max && i < 64; i++)
         out[i] = dest_id(t, buf[i]);
     return n;
+}
+
+int32_t lvs_st_cache_lookup(const lvs_schedtest *t, uint32_t daddr, int32_t *out, int32_t max)
+{
+    return st_cache_lookup(t, lvs_addr4(daddr), out, max);
+}
+
+int32_t lvs_st_cache_lookup6(const lvs_schedtest *t, const uint32_t *daddr, int32_t *out,
+                             int32_t max)
+{
+    return st_cache_lookup(t, words(daddr), out, max);
 }
 
 uint32_t lvs_st_hsiphash(uint32_t v, uint64_t k0, uint64_t k1)
@@ -323,12 +376,12 @@ uint64_t lvs_st_bench(lvs_schedtest *t, uint64_t n, double now)
 {
     /* picks only: no connection is bound, so the counters stay as the caller left them */
     uint64_t hits = 0;
-    lvs_sched_key key = {0, 0xC6120064u, 0, 80, LVS_PROTO_TCP};
+    lvs_sched_key key = {lvs_addr4(0), lvs_addr4(0xC6120064u), 0, 80, LVS_PROTO_TCP, t->svc.af};
     const lvs_scheduler *s = t->svc.sched;
     for (uint64_t i = 0; i < n; i++) {
-        key.saddr = 0xC6000000u + (uint32_t)(i * 2654435761u >> 8);
+        key.saddr.ip = 0xC6000000u + (uint32_t)(i * 2654435761u >> 8);
         key.sport = (uint16_t)(1024 + (i & 0x7fff));
-        key.daddr = 0xC6120000u + (uint32_t)(i & 0xff);
+        key.daddr.ip = 0xC6120000u + (uint32_t)(i & 0xff);
         hits += s->schedule(&t->svc, &key, now) != NULL;
     }
     return hits;

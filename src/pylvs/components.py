@@ -20,6 +20,7 @@ from pylvs.ha.node import HaComponent
 from pylvs.health.component import attach_health
 from pylvs.loadmon import LoadMonitor
 from pylvs.model import Config, Endpoint, ServiceKey
+from pylvs.tasks import TaskSet, cancel_and_wait
 from pylvs.weights import LoadReport
 
 __all__ = ["LoadMonitors", "attach_components"]
@@ -35,6 +36,7 @@ class LoadMonitors:
     def __init__(self, director: Director) -> None:
         self.director = director
         self._running: dict[ServiceKey, tuple[Any, Any, asyncio.Task[None]]] = {}
+        self._retiring = TaskSet()  # monitors of removed services, until they have ended
         self._started = False
         director.config_listeners.append(self._on_config)
 
@@ -43,14 +45,13 @@ class LoadMonitors:
         self._started = True
         self._sync(self.director.config)
 
-    async def stop(self) -> None:
-        """Stop every monitor."""
+    async def stop(self, *, handover: bool = True) -> None:
+        """Stop every monitor (``handover`` is HA's business)."""
         self._started = False
         tasks = [task for _, _, task in self._running.values()]
         self._running.clear()
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        await cancel_and_wait(tasks)
+        await self._retiring.close()
 
     async def _on_config(self, cfg: Config) -> None:
         if self._started:
@@ -60,7 +61,7 @@ class LoadMonitors:
         wanted = {vs.key: vs for vs in cfg.virtual_servers if vs.load_monitor.type != "none"}
         for key, (lm_cfg, _, task) in list(self._running.items()):
             if key not in wanted or wanted[key].load_monitor != lm_cfg:
-                task.cancel()
+                self._retiring.retire(task)
                 del self._running[key]
                 if any(vs.key == key for vs in cfg.virtual_servers):
                     self.director.reset_load(key)

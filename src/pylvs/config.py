@@ -31,7 +31,7 @@ from pylvs import model
 from pylvs.errors import ConfigError
 from pylvs.model import Config, Endpoint
 
-__all__ = ["ConfigFileError", "dump_toml", "load", "parse", "validate"]
+__all__ = ["ConfigFileError", "dump_toml", "load", "parse", "removals", "validate", "warnings"]
 
 # Model field name -> TOML key where they differ (the file uses singular array-of-table names,
 # like keepalived's virtual_server / real_server blocks).
@@ -164,8 +164,13 @@ class _Reader:
             return tuple(items)
         return _scalar(value, tp)
 
-    def table(self, table: object, cls: type[Any], path: str, **given: Any) -> Any:
-        """Build ``cls`` from ``table``; returns None (after recording why) when it cannot."""
+    def table(self, table: object, cls: type[Any], path: str, *,
+              read_elsewhere: tuple[str, ...] = (), **given: Any) -> Any:
+        """Build ``cls`` from ``table``; returns None (after recording why) when it cannot.
+
+        ``read_elsewhere`` names keys of the table the caller reads itself (a real server's
+        ``address``): they are valid keys, offered as did-you-mean hints, but not fields here.
+        """
         if not isinstance(table, dict):
             self.problems.add(path, f"expected a table, got {_show(table)}")
             return None
@@ -175,10 +180,11 @@ class _Reader:
             fields.pop(skipped, None)
         ok = True
         for key in table:
-            if key not in fields and key not in given:
-                hint = difflib.get_close_matches(key, list(fields), n=1)
+            if key not in fields and key not in given and key not in read_elsewhere:
+                known = [*fields, *read_elsewhere]
+                hint = difflib.get_close_matches(key, known, n=1)
                 also = f" (did you mean {hint[0]!r}?)" if hint else ""
-                valid = ", ".join(sorted(fields))
+                valid = ", ".join(sorted(known))
                 self.problems.add(_join(path, key), f"unknown key{also}; valid keys: {valid}")
                 ok = False
         kwargs: dict[str, Any] = dict(given)
@@ -231,7 +237,7 @@ class _Reader:
             return None
         before = len(self.problems.items)
         built = self.table({k: v for k, v in table.items() if k != "address"},
-                           _RealServerShape, path)
+                           _RealServerShape, path, read_elsewhere=("address",))
         if "address" not in table:
             self.problems.add(_join(path, "address"), "required key is missing")
             return None
@@ -315,6 +321,7 @@ def _checks(cfg: Config) -> Iterator[tuple[str, str]]:
         value = getattr(cfg.timeouts, key)
         if not 1 <= value <= 31 * 86400:
             yield f"timeouts.{key}", f"expected 1..{31 * 86400} seconds, got {value}"
+    yield from _defense_checks(cfg)
     api = cfg.api
     if not 0 <= api.socket_mode <= 0o777:
         yield "api.socket_mode", f"expected a mode 0o000..0o777, got {oct(api.socket_mode)}"
@@ -325,6 +332,11 @@ def _checks(cfg: Config) -> Iterator[tuple[str, str]]:
             yield "api.listen", str(exc)
         if api.token_file is None:
             yield "api.token_file", "required when api.listen is set (TCP needs a bearer token)"
+    if (api.tls_cert is None) != (api.tls_key is None):
+        which = "api.tls_key" if api.tls_key is None else "api.tls_cert"
+        yield which, "required with the other one (tls_cert and tls_key go together)"
+    elif api.tls_cert is not None and api.listen is None:
+        yield "api.tls_cert", "only used by the TCP listener: set api.listen too"
     yield from _ha_checks(cfg)
     seen: dict[model.ServiceKey, int] = {}
     for i, vs in enumerate(cfg.virtual_servers):
@@ -337,6 +349,20 @@ def _checks(cfg: Config) -> Iterator[tuple[str, str]]:
             net = nat_router.network
             yield f"{path}.address", f"expected a VIP outside the private network {net}"
         yield from _vs_checks(vs, path)
+
+
+def _defense_checks(cfg: Config) -> Iterator[tuple[str, str]]:
+    dfn = cfg.defense
+    for key in ("drop_entry", "drop_packet", "secure_tcp"):
+        if getattr(dfn, key) not in (0, 1, 2, 3):
+            yield f"defense.{key}", "expected 0 (off), 1 or 2 (automatic) or 3 (always on), " \
+                f"got {getattr(dfn, key)}"
+    limit = cfg.director.max_connections
+    if dfn.amemthresh is not None and not 0 <= dfn.amemthresh <= limit:
+        yield "defense.amemthresh", f"expected 0..{limit} free table slots " \
+            f"(director.max_connections), got {dfn.amemthresh}"
+    if not 1 <= dfn.am_droprate <= 1_000_000:
+        yield "defense.am_droprate", f"expected 1..1000000, got {dfn.am_droprate}"
 
 
 def _ha_checks(cfg: Config) -> Iterator[tuple[str, str]]:
@@ -387,9 +413,14 @@ def _vs_checks(vs: model.VirtualServerConfig, path: str) -> Iterator[tuple[str, 
     except ValueError:
         yield f"{path}.netmask", f"expected a contiguous netmask like 255.255.255.0, got " \
             f"{vs.netmask}"
-    if vs.mh_table_size and not (_is_prime(vs.mh_table_size) and vs.mh_table_size < 1 << 20):
-        yield f"{path}.mh_table_size", f"expected 0 or a prime below {1 << 20}, got " \
+    limit = model.MH_MAX_TABLE_SIZE
+    if vs.mh_table_size and not (_is_prime(vs.mh_table_size) and vs.mh_table_size <= limit):
+        # The mh scheduler refuses a larger table (the kernel's largest is 131071 too).
+        yield f"{path}.mh_table_size", f"expected 0 (4093) or a prime up to {limit}, got " \
             f"{vs.mh_table_size}"
+    elif vs.scheduler == "mh" and len(vs.real_servers) > (vs.mh_table_size or 4093):
+        yield f"{path}.mh_table_size", f"the mh table ({vs.mh_table_size or 4093} slots) " \
+            f"must have at least one slot per real server ({len(vs.real_servers)})"
     for key in ("quorum", "quorum_hysteresis"):
         if getattr(vs, key) < 0:
             yield f"{path}.{key}", f"expected an integer >= 0, got {getattr(vs, key)}"
@@ -453,6 +484,50 @@ def _check_checks(vs: model.VirtualServerConfig, path: str) -> Iterator[tuple[st
                 re.compile(pattern)
             except re.error as exc:
                 yield f"{path}.{key}", f"expected a valid regular expression: {exc}"
+
+
+def warnings(cfg: Config) -> list[str]:
+    """``source: path: message`` lines for what is valid but probably not meant.
+
+    ``pylvs check`` prints them and ``pylvs serve`` logs them; neither refuses the file.
+    """
+    out: list[str] = []
+    if not cfg.virtual_servers:
+        out.append(f"{cfg.source}: virtual_server: none defined; the director will forward "
+                   "nothing until services are added (config file, pylvs ctl or the API)")
+    for i, vs in enumerate(cfg.virtual_servers):
+        for flag in model.ignored_flags(vs.scheduler, vs.flags):
+            used = {"sh": "sh", "mh": "mh"}.get(model.FLAG_SCHEDULER.get(flag, ""), "")
+            why = f"only {used} reads it" if used else "no built-in scheduler reads it"
+            out.append(f"{cfg.source}: virtual_server[{i}].flags: {flag!r} is ignored by "
+                       f"scheduler {vs.scheduler!r} ({why})")
+    return out
+
+
+def removals(old: Config, new: Config, *, baseline: Config | None = None) -> list[str]:
+    """What applying *new* over *old* takes away: one line per service and real server.
+
+    A line ends with "(added at run time)" when *baseline* (the file as last loaded) did not
+    have it, i.e. it came from ``pylvs ctl`` or the API and the file never knew it.
+    """
+    def servers(cfg: Config | None) -> dict[model.ServiceKey, set[Endpoint]]:
+        if cfg is None:
+            return {}
+        return {vs.key: {rs.address for rs in vs.real_servers} for vs in cfg.virtual_servers}
+
+    before, after, known = servers(old), servers(new), servers(baseline)
+    out: list[str] = []
+    for key, endpoints in before.items():
+        runtime = baseline is not None and key not in known
+        tag = " (added at run time)" if runtime else ""
+        if key not in after:
+            out.append(f"service {key.label} and its {len(endpoints)} real server(s){tag}")
+            continue
+        for ep in sorted(endpoints - after[key], key=lambda e: (int(e.address), e.port)):
+            added = baseline is not None and ep not in known.get(key, set())
+            out.append(f"real server {ep} of {key.label}"
+                       f"{' (added at run time)' if added else ''}")
+    return out
 
 
 def validate(cfg: Config) -> None:
@@ -523,7 +598,7 @@ def dump_toml(cfg: Config, comments: Mapping[str, Sequence[str]] | None = None) 
     out: list[str] = [f"# pylvs configuration (written from {cfg.source})"]
     out.extend(f"# {n}" for note in notes.get("", ()) for n in note.splitlines())
     _emit_table(cfg.director, "[director]", out, False, notes.get("director", ()))
-    for name in ("timeouts", "api", "ha"):
+    for name in ("timeouts", "defense", "api", "ha"):
         _emit_table(getattr(cfg, name), f"[{name}]", out, False, notes.get(name, ()))
     for i, vs in enumerate(cfg.virtual_servers):
         path = f"virtual_server[{i}]"

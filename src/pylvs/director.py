@@ -31,14 +31,21 @@ from typing import Any, Protocol
 
 from pylvs import config as config_mod
 from pylvs.dataplane.tun import TunDataplane
-from pylvs.engine import Engine, ServerKey, Timeouts, scheduler_names
+from pylvs.engine import Defense, Engine, ServerKey, Timeouts, scheduler_names
 from pylvs.errors import ConfigError
 from pylvs.looplag import LoopLagMonitor, Slices
-from pylvs.model import Config, Endpoint, RealServerConfig, ServiceKey, VirtualServerConfig
+from pylvs.model import (
+    Config,
+    DefenseConfig,
+    Endpoint,
+    RealServerConfig,
+    ServiceKey,
+    VirtualServerConfig,
+)
 from pylvs.netconf import NetConf, NetPlan, plan_from_config, send_gratuitous_arp
 from pylvs.weights import LoadReport, ServerWeight
 
-__all__ = ["Component", "ComponentHost", "Director"]
+__all__ = ["Component", "ComponentHost", "Director", "defense_settings"]
 
 log = logging.getLogger("pylvs.director")
 
@@ -55,8 +62,8 @@ class Component(Protocol):
     async def start(self) -> None:
         """Start; may raise to abort the director's start."""
 
-    async def stop(self) -> None:
-        """Stop; must not raise."""
+    async def stop(self, *, handover: bool = True) -> None:
+        """Stop; must not raise.  ``handover``: let an HA peer take over at once (clean stop)."""
 
 
 class ComponentHost(Protocol):
@@ -71,6 +78,7 @@ class ComponentHost(Protocol):
     components: list[Component]
     status_providers: dict[str, Callable[[], Any]]  # extra sections of status()
     config_listeners: list[Callable[[Config], Awaitable[None]]]  # awaited after apply_config
+    config_preparers: list[Callable[[Config], None]]  # called before the engine follows
     health_managed: bool
 
     @property
@@ -85,6 +93,13 @@ class ComponentHost(Protocol):
         """The applied config's service ``key`` (a dict lookup), or None."""
 
 
+def defense_settings(cfg: DefenseConfig) -> Defense:
+    """The engine's flood defence settings for a ``[defense]`` section."""
+    return Defense(drop_entry=cfg.drop_entry, drop_packet=cfg.drop_packet,
+                   secure_tcp=cfg.secure_tcp, amemthresh=cfg.amemthresh,
+                   am_droprate=cfg.am_droprate, evict_embryonic=cfg.evict_embryonic)
+
+
 class Director:
     """Engine + TUN dataplane + netconf (+ components) for one config."""
 
@@ -96,7 +111,8 @@ class Director:
         d = config.director
         t = config.timeouts
         self.engine = Engine(max_connections=d.max_connections,
-                             timeouts=Timeouts(tcp=t.tcp, tcpfin=t.tcpfin, udp=t.udp))
+                             timeouts=Timeouts(tcp=t.tcp, tcpfin=t.tcpfin, udp=t.udp),
+                             defense=defense_settings(config.defense))
         self.dataplane = TunDataplane(d.tun_name, offload=d.offload, batch_size=d.batch_size,
                                       engine_ptr=self._engine_ptr, clock=clock,
                                       on_failure=self._dataplane_failed)
@@ -107,6 +123,9 @@ class Director:
         self.components: list[Component] = []
         self.status_providers: dict[str, Callable[[], Any]] = {}  # extra sections of status()
         self.config_listeners: list[Callable[[Config], Awaitable[None]]] = []
+        # Called with a validated new config just before the engine follows it (the health
+        # component hands a sorry server that became a real server back to the config here).
+        self.config_preparers: list[Callable[[Config], None]] = []
         # Called with the engine's clock after each rate estimation (the API's history).
         self.rate_listeners: list[Callable[[float], None]] = []
         self.health_managed = False  # set by the health component: verdicts start unknown
@@ -170,10 +189,15 @@ class Director:
                  "on" if self.dataplane.offload else "off", self.dataplane.batch_size)
 
     async def stop(self, handover: bool = True) -> None:
-        """Stop components (HA hands over first when ``handover``), the pump, the network."""
+        """Stop components, the pump, the network.
+
+        With ``handover`` the HA component first announces priority 0, so the peer takes over
+        at once; without it the peer is left to notice the silence (a dead time later), as
+        after a crash, e.g. to rehearse one.
+        """
         for component in reversed(self.components):
             try:
-                await component.stop()
+                await component.stop(handover=handover)
             except Exception:
                 log.exception("stopping %r failed", component)
         for task in self._timers:
@@ -251,6 +275,10 @@ class Director:
                     raise ConfigError(f"{new.source}: director.{key}: cannot change while "
                                       f"running (was {getattr(old.director, key)!r}); restart")
             self._check_engine_accepts(new)
+            for prepare in self.config_preparers:
+                prepare(new)
+            # set after the preparers: one that refuses the config must not leave updates
+            # deferred forever
             self._pending = set()
             try:
                 try:
@@ -270,6 +298,8 @@ class Director:
             if new.timeouts != old.timeouts:
                 t = new.timeouts
                 self.engine.set_timeouts(tcp=t.tcp, tcpfin=t.tcpfin, udp=t.udp)
+            if new.defense != old.defense:
+                self.engine.set_defense(defense_settings(new.defense))
             self._config = new
             if self._started:
                 before = self.netconf.plan.vips

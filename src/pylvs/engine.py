@@ -13,13 +13,15 @@ compiled module, never retyped here.
 Connection sync records
 -----------------------
 :meth:`Engine.sync_collect`, :meth:`Engine.sync_full` and :meth:`Engine.sync_apply` exchange a
-concatenation of fixed 36-byte records, the IPv4 connection entry of IPVS sync protocol
-version 1 (no message header; the HA layer adds its own).  All fields are big-endian::
+concatenation of records, the connection entries of IPVS sync protocol version 1: 36 bytes for
+an IPv4 entry (``struct ip_vs_sync_v4``), 72 for an IPv6 one (``struct ip_vs_sync_v6``), each
+carrying its own size (no message header; the HA layer adds its own, and cuts blobs on record
+boundaries with :func:`sync_split`).  All fields are big-endian::
 
     off size field
-      0    1 type       0 (IPv4)
+      0    1 type       0 (IPv4) or 1 (STYPE_F_INET6: IPv6)
       1    1 protocol   6 TCP, 17 UDP
-      2    2 ver_size   version 0 in the top 4 bits, entry size (36) in the low 12
+      2    2 ver_size   version 0 in the top 4 bits, entry size (36 or 72) in the low 12
       4    4 flags      0x0080 NOOUTPUT, 0x0100 INACTIVE, 0x1000 TEMPLATE
       8    2 state      TCP state index (0 NONE ... 10 SYNACK), 0 for UDP and templates
      10    2 cport      client port (0 for a template)
@@ -30,6 +32,9 @@ version 1 (no message header; the HA layer adds its own).  All fields are big-en
      24    4 caddr      client address (the masked client network for a template)
      28    4 vaddr      virtual address
      32    4 daddr      real-server address
+
+An IPv6 entry is the same up to offset 24, then holds 16-byte addresses: caddr at 24, vaddr at
+40, daddr at 56 (a template's caddr is the client address cut to the service's prefix length).
 
 A record is produced as IPVS's master does (docs/ipvs.md#sync, ``ip_vs_sync_conn``): on each
 incoming packet
@@ -48,6 +53,7 @@ from __future__ import annotations
 
 import enum
 import ipaddress
+import itertools
 import math
 from collections.abc import Iterable, Sequence
 from dataclasses import replace
@@ -58,6 +64,8 @@ from pylvs._core import ffi as _ffi
 from pylvs._core import lib as _lib
 from pylvs.engine_types import (
     ConnectionInfo,
+    Defense,
+    DefenseInfo,
     EngineStats,
     Protocol,
     Rates,
@@ -75,6 +83,7 @@ if TYPE_CHECKING:
         CharArray,
         IntArray,
         StringArray,
+        lvs_addr,
         lvs_conn_info,
         lvs_dest_conf,
         lvs_dest_info,
@@ -88,8 +97,12 @@ if TYPE_CHECKING:
 __all__ = [
     "META_CSUM_PARTIAL",
     "META_GSO",
+    "SYNC_RECORD_MAX",
     "SYNC_RECORD_SIZE",
+    "SYNC_RECORD_SIZE_V6",
     "ConnectionInfo",
+    "Defense",
+    "DefenseInfo",
     "Engine",
     "EngineStats",
     "Rates",
@@ -101,12 +114,18 @@ __all__ = [
     "Timeouts",
     "Verdict",
     "scheduler_names",
+    "sync_record_count",
+    "sync_split",
 ]
 
 _PROTO_NUM: dict[str, int] = {"tcp": _lib.LVS_PROTO_TCP, "udp": _lib.LVS_PROTO_UDP}
 _PROTO_NAME: dict[int, Protocol] = {_lib.LVS_PROTO_TCP: "tcp", _lib.LVS_PROTO_UDP: "udp"}
 
 SYNC_RECORD_SIZE: int = int(_lib.LVS_SYNC_RECORD_SIZE)
+SYNC_RECORD_SIZE_V6: int = int(_lib.LVS_SYNC_RECORD_SIZE_V6)
+SYNC_RECORD_MAX: int = max(SYNC_RECORD_SIZE, SYNC_RECORD_SIZE_V6)
+_AF_INET: int = int(_lib.LVS_AF_INET)
+_AF_INET6: int = int(_lib.LVS_AF_INET6)
 #: per-packet metadata bits of the batch API (see core/api.h): the L4 checksum field holds only the
 #: pseudo-header sum (virtio NEEDS_CSUM) / the packet is a TCP GSO super-packet
 META_CSUM_PARTIAL: int = int(_lib.LVS_META_CSUM_PARTIAL)
@@ -163,15 +182,90 @@ _TCP_STATES = _c_strings(_lib.lvs_tcp_state_names())
 _PASS_COUNTERS = frozenset({"not_ours"})
 
 
-def _ip(addr: str, what: str) -> int:
+Address = str | ipaddress.IPv4Address | ipaddress.IPv6Address
+
+
+def _ip(addr: Address, what: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address:
+    if isinstance(addr, ipaddress.IPv4Address | ipaddress.IPv6Address):
+        return addr
     try:
-        return int(ipaddress.IPv4Address(addr))
-    except (ipaddress.AddressValueError, ValueError, TypeError) as exc:
-        raise ConfigError(f"{what}: {addr!r} is not an IPv4 address") from exc
+        return ipaddress.ip_address(str(addr))
+    except (ValueError, TypeError) as exc:
+        raise ConfigError(f"{what}: {addr!r} is not an IPv4 or IPv6 address") from exc
 
 
-def _ipstr(v: int) -> str:
-    return str(ipaddress.IPv4Address(v))
+def _af(ip: ipaddress.IPv4Address | ipaddress.IPv6Address) -> int:
+    return _AF_INET6 if ip.version == 6 else _AF_INET
+
+
+def _set_addr(dst: lvs_addr, ip: ipaddress.IPv4Address | ipaddress.IPv6Address) -> None:
+    """Fill a C ``lvs_addr``: host-order words, the most significant first (core/lvs.h)."""
+    v = int(ip)
+    if ip.version == 4:
+        dst.ip6 = [v, 0, 0, 0]
+    else:
+        dst.ip6 = [(v >> 96) & 0xFFFFFFFF, (v >> 64) & 0xFFFFFFFF, (v >> 32) & 0xFFFFFFFF,
+                   v & 0xFFFFFFFF]
+
+
+def _c_addr(ip: ipaddress.IPv4Address | ipaddress.IPv6Address) -> lvs_addr:
+    a: lvs_addr = _ffi.new("lvs_addr *")
+    _set_addr(a, ip)
+    return a
+
+
+def _ipstr(af: int, a: lvs_addr) -> str:
+    """The canonical text of a C ``lvs_addr`` of family *af*."""
+    if af == _AF_INET6:
+        w = a.ip6
+        return str(ipaddress.IPv6Address(int(w[0]) << 96 | int(w[1]) << 64 | int(w[2]) << 32
+                                         | int(w[3])))
+    return str(ipaddress.IPv4Address(int(a.ip)))
+
+
+def _same_family(svc: ipaddress.IPv4Address | ipaddress.IPv6Address,
+                 srv: ipaddress.IPv4Address | ipaddress.IPv6Address, what: str) -> None:
+    if svc.version != srv.version:
+        raise ConfigError(f"{what}: IPv{srv.version} server for an IPv{svc.version} service "
+                          f"(NAT needs the real server in the VIP's address family)")
+
+
+def sync_record_count(blob: bytes) -> int:
+    """How many whole sync records *blob* holds (each carries its size); ConfigError when
+    the sizes do not add up to the blob."""
+    return len(_sync_offsets(blob)) - 1
+
+
+def sync_split(blob: bytes, max_len: int) -> list[bytes]:
+    """Cut a blob of sync records into chunks of at most *max_len* bytes on record
+    boundaries (for datagrams); *max_len* must hold the largest record."""
+    if max_len < SYNC_RECORD_MAX:
+        raise ConfigError(f"sync chunks of {max_len} bytes cannot hold a "
+                          f"{SYNC_RECORD_MAX}-byte record")
+    offs = _sync_offsets(blob)
+    out: list[bytes] = []
+    start = 0
+    for prev, off in itertools.pairwise(offs):
+        if off - start > max_len:
+            out.append(blob[start:prev])
+            start = prev
+    if start < len(blob):
+        out.append(blob[start:])
+    return out
+
+
+def _sync_offsets(blob: bytes) -> list[int]:
+    offs = [0]
+    off = 0
+    while off < len(blob):
+        if off + 4 > len(blob):
+            raise ConfigError(f"sync blob: {len(blob) - off} stray bytes at offset {off}")
+        size = int.from_bytes(blob[off + 2:off + 4], "big") & 0x0FFF
+        if size not in (SYNC_RECORD_SIZE, SYNC_RECORD_SIZE_V6) or off + size > len(blob):
+            raise ConfigError(f"sync blob: bad record size {size} at offset {off}")
+        off += size
+        offs.append(off)
+    return offs
 
 
 def _port(port: int, what: str) -> int:
@@ -187,12 +281,26 @@ def _proto(protocol: str) -> int:
         raise ConfigError(f"protocol {protocol!r}: expected 'tcp' or 'udp'") from None
 
 
-def _netmask(netmask: str | int) -> int:
+def _netmask(netmask: str | int | None, version: int) -> int:
+    """The C persistence netmask: an IPv4 mask (dotted or a prefix length), or for IPv6 a
+    prefix length 1..128 (ipvsadm's ``-M 64``; digits or ``/64`` as text).  None: a host."""
+    if version == 6:
+        if netmask is None:
+            return 128
+        text = str(netmask).lstrip("/")
+        if isinstance(netmask, bool) or not text.isdigit() or not 1 <= int(text) <= 128:
+            raise ConfigError(f"netmask: {netmask!r} is not an IPv6 prefix length 1..128")
+        return int(text)
+    if netmask is None:
+        return 0xFFFFFFFF
     if isinstance(netmask, int) and not isinstance(netmask, bool):
         if not 0 <= netmask <= 32:
             raise ConfigError(f"netmask: prefix length {netmask} is not in 0..32")
         return (0xFFFFFFFF << (32 - netmask)) & 0xFFFFFFFF
-    return _ip(str(netmask), "netmask")
+    try:
+        return int(ipaddress.IPv4Address(str(netmask)))
+    except ValueError as exc:
+        raise ConfigError(f"netmask: {netmask!r} is not an IPv4 netmask") from exc
 
 
 def _u32(value: int, what: str) -> int:
@@ -232,7 +340,8 @@ class Engine:
 
     def __init__(self, max_connections: int = 1 << 20, timeouts: Timeouts | None = None, *,
                  seed: int = 0, expire_nodest_conn: bool = False,
-                 expire_quiescent_template: bool = False, conn_reuse_mode: int = 1) -> None:
+                 expire_quiescent_template: bool = False, conn_reuse_mode: int = 1,
+                 defense: Defense | None = None) -> None:
         if not 1 <= max_connections <= 1 << 26:
             raise ConfigError(f"max_connections: {max_connections} is not in 1..{1 << 26}")
         ptr = _lib.lvs_engine_new(max_connections, seed & 0xFFFFFFFFFFFFFFFF)
@@ -247,6 +356,8 @@ class Engine:
         self.set_option("conn_reuse_mode", conn_reuse_mode)
         if timeouts is not None:
             self.set_timeouts(tcp=timeouts.tcp, tcpfin=timeouts.tcpfin, udp=timeouts.udp)
+        if defense is not None:
+            self.set_defense(defense)
 
     def _c_handle(self) -> lvs_engine:
         """The ``lvs_engine *`` cdata, for the C dataplane only; valid while self lives."""
@@ -289,9 +400,53 @@ class Engine:
         _lib.lvs_engine_get_timeouts(self._e, out, out + 1, out + 2)
         return Timeouts(int(out[0]), int(out[1]), int(out[2]))
 
+    # ---- flood defence ----
+
+    def set_defense(self, defense: Defense) -> None:
+        """Apply the flood defence settings; a mode written takes effect at once (as the
+        kernel's sysctl handler runs ``update_defense_level``)."""
+        for name in ("drop_entry", "drop_packet", "secure_tcp"):
+            if getattr(defense, name) not in (0, 1, 2, 3):
+                raise ConfigError(f"defense.{name}: expected 0..3, got {getattr(defense, name)}")
+        amemthresh = defense.amemthresh
+        if amemthresh is None:
+            amemthresh = max(1, int(self._info().max_connections) // 10)
+        _u32(amemthresh, "defense.amemthresh")
+        _u32(defense.am_droprate, "defense.am_droprate")
+        conf = _ffi.new("lvs_defense_conf *")
+        conf.drop_entry = defense.drop_entry
+        conf.drop_packet = defense.drop_packet
+        conf.secure_tcp = defense.secure_tcp
+        conf.amemthresh = amemthresh
+        conf.am_droprate = defense.am_droprate
+        conf.evict_embryonic = int(defense.evict_embryonic)
+        _check(_lib.lvs_defense_set(self._e, conf), "defense")
+
+    def defense(self) -> DefenseInfo:
+        """The defence now: modes, what is engaged, entries removed by reason."""
+        out = _ffi.new("lvs_defense_info *")
+        _lib.lvs_defense_get(self._e, out)
+        c = out.conf
+        return DefenseInfo(
+            settings=Defense(drop_entry=int(c.drop_entry), drop_packet=int(c.drop_packet),
+                             secure_tcp=int(c.secure_tcp), amemthresh=int(c.amemthresh),
+                             am_droprate=int(c.am_droprate),
+                             evict_embryonic=bool(c.evict_embryonic)),
+            drop_entry_active=bool(out.drop_entry_active),
+            secure_tcp_active=bool(out.secure_tcp_active), drop_rate=int(out.drop_rate),
+            free_slots=int(out.free_slots), available=int(out.available),
+            embryonic=int(out.embryonic),
+            entries_dropped=MappingProxyType({
+                "drop_entry": int(out.drop_entry_conns),
+                "drop_entry_template": int(out.drop_entry_templates),
+                "evict_embryonic": int(out.evicted_embryonic),
+                "evict_template": int(out.evicted_templates),
+            }))
+
     # ---- services ----
 
-    def _svc_conf(self, key: ServiceKey, scheduler: str, persistence: int, netmask: str | int,
+    def _svc_conf(self, key: ServiceKey, scheduler: str, persistence: int,
+                  netmask: str | int | None,
                   flags: Iterable[str], mh_table_size: int) -> tuple[lvs_svc_conf, CharArray]:
         if scheduler not in scheduler_names():
             raise ConfigError(f"{key}: unknown scheduler {scheduler!r} "
@@ -308,25 +463,29 @@ class Engine:
             raise ConfigError(f"{key}: a port-zero service must be persistent")
         c = _ffi.new("lvs_svc_conf *")
         name = _ffi.new("char[]", scheduler.encode())
+        ip = _ip(key.address, "service address")
+        c.af = _af(ip)
         c.proto = _proto(key.protocol)
-        c.addr = _ip(key.address, "service address")
+        _set_addr(c.addr, ip)
         c.port = key.port
         c.sched = name
         c.flags = bits
         c.timeout = persistence
-        c.netmask = _netmask(netmask)
+        c.netmask = _netmask(netmask, ip.version)
         c.mh_table_size = _u32(mh_table_size, f"{key}: mh_table_size")
         if mh_table_size and not _lib.lvs_is_prime(mh_table_size):
             raise ConfigError(f"{key}: mh_table_size {mh_table_size} is not a prime")
         return c, name
 
-    def add_service(self, protocol: Protocol, address: str, port: int, *,
+    def add_service(self, protocol: Protocol, address: Address, port: int, *,
                     scheduler: str = "wlc", persistence: int = 0,
-                    netmask: str | int = "255.255.255.255", flags: Iterable[str] = (),
+                    netmask: str | int | None = None, flags: Iterable[str] = (),
                     mh_table_size: int = 0) -> ServiceKey:
-        """``ipvsadm -A``: add a virtual service; returns its key."""
+        """``ipvsadm -A``: add a virtual service (IPv4 or IPv6); returns its key.  *netmask*
+        (persistence granularity) is an IPv4 mask or prefix length, or an IPv6 prefix length
+        (``-M 64``); None means one client address."""
         _proto(protocol)
-        key = ServiceKey(protocol, str(ipaddress.IPv4Address(_ip(address, "service address"))),
+        key = ServiceKey(protocol, str(_ip(address, "service address")),
                          _port(port, "service"))
         c, _keep = self._svc_conf(key, scheduler, persistence, netmask, tuple(flags),
                                   mh_table_size)
@@ -351,9 +510,9 @@ class Engine:
 
     def remove_service(self, service: ServiceKey) -> None:
         """``ipvsadm -D``: its servers go to the trash while connections still use them."""
-        _check(_lib.lvs_svc_del(self._e, _proto(service.protocol),
-                                _ip(service.address, "service address"), service.port),
-               f"remove service {service}")
+        ip = _ip(service.address, "service address")
+        _check(_lib.lvs_svc_del(self._e, _af(ip), _proto(service.protocol), _c_addr(ip),
+                                service.port), f"remove service {service}")
 
     # ---- servers ----
 
@@ -368,21 +527,26 @@ class Engine:
             raise ConfigError(f"{server}: lower_threshold {lower} > upper_threshold {upper}")
         c = _ffi.new("lvs_dest_conf *")
         svc = server.service
+        vip = _ip(svc.address, "service address")
+        rip = _ip(server.address, "server address")
+        _same_family(vip, rip, str(server))
+        c.af = _af(vip)
         c.proto = _proto(svc.protocol)
-        c.vaddr = _ip(svc.address, "service address")
+        _set_addr(c.vaddr, vip)
         c.vport = svc.port
-        c.addr = _ip(server.address, "server address")
+        c.dest_af = _af(rip)
+        _set_addr(c.addr, rip)
         c.port = _port(server.port, "server")
         c.weight = weight
         c.u_threshold = upper
         c.l_threshold = lower
         return c
 
-    def add_server(self, service: ServiceKey, address: str, port: int, *, weight: int = 1,
+    def add_server(self, service: ServiceKey, address: Address, port: int, *, weight: int = 1,
                    upper_threshold: int = 0, lower_threshold: int = 0) -> ServerKey:
-        """``ipvsadm -a``: add a real server (at the head of the list, like the kernel)."""
-        key = ServerKey(service, str(ipaddress.IPv4Address(_ip(address, "server address"))),
-                        _port(port, "server"))
+        """``ipvsadm -a``: add a real server (at the head of the list, like the kernel); it
+        must be of the service's address family (ConfigError otherwise)."""
+        key = ServerKey(service, str(_ip(address, "server address")), _port(port, "server"))
         c = self._dest_conf(key, weight, upper_threshold, lower_threshold)
         _check(_lib.lvs_dest_add(self._e, c), f"add server {key}")
         return key
@@ -418,13 +582,15 @@ class Engine:
         cap = max(n, 1)
         while True:
             buf = _ffi.new("lvs_dest_info[]", cap)
-            got = _check(_lib.lvs_dest_info_list(self._e, _proto(key.protocol),
-                                                 _ip(key.address, "service address"), key.port,
-                                                 buf, cap), f"list {key}")
+            ip = _ip(key.address, "service address")
+            got = _check(_lib.lvs_dest_info_list(self._e, _af(ip), _proto(key.protocol),
+                                                 _c_addr(ip), key.port, buf, cap),
+                         f"list {key}")
             if got <= cap:
                 break
             cap = got
-        return tuple(_server_info(key, buf[i]) for i in range(got))
+        af = _af(_ip(key.address, "service address"))
+        return tuple(_server_info(key, af, buf[i]) for i in range(got))
 
     def services(self) -> list[ServiceInfo]:
         """Every service in the order added, each with its servers in kernel list order."""
@@ -437,13 +603,16 @@ class Engine:
         return out
 
     def _service_from(self, info: lvs_svc_info, *, with_servers: bool) -> ServiceInfo:
-        key = ServiceKey(_PROTO_NAME[int(info.proto)], _ipstr(info.addr), int(info.port))
+        af = int(info.af)
+        key = ServiceKey(_PROTO_NAME[int(info.proto)], _ipstr(af, info.addr), int(info.port))
         sched = _ffi.string(info.sched).decode()
         st, rt = _stats(info.stats)
         return ServiceInfo(
             key=key, scheduler=sched,
             persistence=int(info.timeout) if info.flags & _SVC_F_PERSISTENT else 0,
-            netmask=_ipstr(info.netmask), flags=_flag_names(int(info.flags), sched),
+            netmask=(str(int(info.netmask)) if af == _AF_INET6
+                     else str(ipaddress.IPv4Address(int(info.netmask)))),
+            flags=_flag_names(int(info.flags), sched),
             mh_table_size=int(info.mh_table_size),
             servers=self._servers(key, int(info.num_dests)) if with_servers else (),
             stats=st, rates=rt)
@@ -452,16 +621,16 @@ class Engine:
         """One service by key (a hash lookup in the core, not a listing); ConfigError if
         absent.  ``with_servers=False`` leaves ``servers`` empty and skips listing them."""
         info = _ffi.new("lvs_svc_info *")
-        _check(_lib.lvs_svc_info_find(self._e, _proto(key.protocol),
-                                      _ip(key.address, "service address"), key.port, info),
-               f"{key}")
+        ip = _ip(key.address, "service address")
+        _check(_lib.lvs_svc_info_find(self._e, _af(ip), _proto(key.protocol), _c_addr(ip),
+                                      key.port, info), f"{key}")
         return self._service_from(info, with_servers=with_servers)
 
     def server(self, key: ServerKey) -> ServerInfo:
         """One real server by key (looked up in its service only); ConfigError if absent."""
         info = _ffi.new("lvs_dest_info *")
         _check(_lib.lvs_dest_info_find(self._e, self._dest_conf(key, 0, 0, 0), info), f"{key}")
-        return _server_info(key.service, info)
+        return _server_info(key.service, _af(_ip(key.service.address, "service address")), info)
 
     def connections(self) -> list[ConnectionInfo]:
         """Every connection and persistence template (``ipvsadm -Lc``), in table order."""
@@ -477,15 +646,16 @@ class Engine:
         for c in raw:
             tmpl = bool(c.flags & _CONN_F_TEMPLATE)
             proto = _PROTO_NAME.get(int(c.proto), "tcp")
+            af = int(c.af)
             if tmpl or proto == "udp":
                 state = "NONE" if tmpl else "UDP"
             else:
                 state = _TCP_STATES[c.state] if c.state < len(_TCP_STATES) else "NONE"
             out.append(ConnectionInfo(
                 protocol=proto,
-                client_address=_ipstr(c.caddr), client_port=int(c.cport),
-                virtual_address=_ipstr(c.vaddr), virtual_port=int(c.vport),
-                server_address=_ipstr(c.daddr), server_port=int(c.dport),
+                client_address=_ipstr(af, c.caddr), client_port=int(c.cport),
+                virtual_address=_ipstr(af, c.vaddr), virtual_port=int(c.vport),
+                server_address=_ipstr(af, c.daddr), server_port=int(c.dport),
                 state=state, expires=float(c.expires), template=tmpl,
                 active=not (c.flags & _CONN_F_INACTIVE) and not tmpl,
                 synced=bool(c.flags & _CONN_F_SYNC), in_pkts=int(c.in_pkts),
@@ -516,11 +686,11 @@ class Engine:
     def zero_stats(self, service: ServiceKey | None = None) -> None:
         """``ipvsadm -Z``: take the current counters as the baseline, reset the estimators."""
         if service is None:
-            _lib.lvs_engine_zero_stats(self._e, 0, 0, 0)
+            _lib.lvs_engine_zero_stats(self._e, 0, 0, _ffi.new("lvs_addr *"), 0)
             return
-        _check(_lib.lvs_engine_zero_stats(self._e, _proto(service.protocol),
-                                          _ip(service.address, "service address"),
-                                          service.port), f"zero {service}")
+        ip = _ip(service.address, "service address")
+        _check(_lib.lvs_engine_zero_stats(self._e, _af(ip), _proto(service.protocol),
+                                          _c_addr(ip), service.port), f"zero {service}")
 
     def update_rates(self, now: float) -> None:
         """Run the IPVS rate estimator once per elapsed 2 s (call at least every 2 s)."""
@@ -529,9 +699,10 @@ class Engine:
     # ---- packets ----
 
     def process(self, packet: bytes, now: float) -> bytes | None:
-        """One IPv4 packet in; out comes the rewritten packet, the packet unchanged (not
+        """One IPv4 or IPv6 packet in; out comes the rewritten packet, the packet unchanged (not
         ours), a generated ICMP error for the sender (port unreachable when no server can take
-        a new connection, time exceeded at TTL <= 1), or None for a drop."""
+        a new connection, time exceeded at TTL / hop limit <= 1; ICMPv6 for IPv6), or None for
+        a drop."""
         verdict, out = self.process_detailed(packet, now)
         return None if verdict == Verdict.DROP else out
 
@@ -622,9 +793,7 @@ class Engine:
     def sync_apply(self, blob: bytes, now: float) -> int:
         """Install or refresh entries from records; returns how many were applied.  Records
         for an unknown service or server are skipped and counted in :attr:`sync_skipped`."""
-        if len(blob) % SYNC_RECORD_SIZE:
-            raise ConfigError(f"sync blob of {len(blob)} bytes is not whole "
-                              f"{SYNC_RECORD_SIZE}-byte records")
+        sync_record_count(blob)  # whole records or ConfigError, before C sees it
         skipped = _ffi.new("uint32_t *")
         applied = int(_lib.lvs_sync_apply(self._e, blob, len(blob), _clock(now), skipped))
         self.sync_skipped += int(skipped[0])
@@ -639,10 +808,11 @@ def _clock(now: float) -> float:
     return t
 
 
-def _server_info(service: ServiceKey, d: lvs_dest_info) -> ServerInfo:
+def _server_info(service: ServiceKey, af: int, d: lvs_dest_info) -> ServerInfo:
+    """A C ``lvs_dest_info`` of a service of family *af* (a server shares its service's)."""
     st, rt = _stats(d.stats)
     return ServerInfo(
-        key=ServerKey(service, _ipstr(d.addr), int(d.port)),
+        key=ServerKey(service, _ipstr(af, d.addr), int(d.port)),
         weight=int(d.weight), last_weight=int(d.last_weight),
         upper_threshold=int(d.u_threshold), lower_threshold=int(d.l_threshold),
         available=bool(d.flags & _DEST_F_AVAILABLE),

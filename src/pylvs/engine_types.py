@@ -13,6 +13,8 @@ from pylvs.model import Protocol, ServiceKey
 
 __all__ = [
     "ConnectionInfo",
+    "Defense",
+    "DefenseInfo",
     "EngineStats",
     "Protocol",
     "Rates",
@@ -33,8 +35,14 @@ class ServerKey:
     address: str
     port: int
 
+    @property
+    def hostport(self) -> str:
+        """``198.19.0.11:80``; an IPv6 server is bracketed: ``[2001:2:1::11]:8080``."""
+        host = f"[{self.address}]" if ":" in self.address else self.address
+        return f"{host}:{self.port}"
+
     def __str__(self) -> str:
-        return f"{self.service} -> {self.address}:{self.port}"
+        return f"{self.service} -> {self.hostport}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -141,3 +149,40 @@ class EngineStats:
     trash_servers: int
     drops: Mapping[str, int] = field(default_factory=dict)
     passes: Mapping[str, int] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class Defense:
+    """The flood defence settings (docs/ipvs.md#flood-defence), as the kernel's sysctls.
+
+    ``drop_entry``, ``drop_packet`` and ``secure_tcp`` take 0 (off), 1 (automatic, idle),
+    2 (automatic, engaged) or 3 (always on); the automatic modes move between 1 and 2 by
+    themselves as the table fills and empties.  They engage when fewer than ``amemthresh``
+    entries are available to new connections: free table slots, plus the embryonic entries
+    eviction may take while it is on (the kernel counts free memory pages instead).
+    ``am_droprate`` is drop_packet's rate in mode 3.  ``evict_embryonic`` lets a new
+    connection take the slot of the oldest embryonic entry when the table is full (beyond the
+    kernel).
+    """
+
+    drop_entry: int = 0
+    drop_packet: int = 0
+    secure_tcp: int = 0
+    amemthresh: int | None = None  # None: a tenth of max_connections (at least 1)
+    am_droprate: int = 10
+    evict_embryonic: bool = True
+
+
+@dataclass(frozen=True, slots=True)
+class DefenseInfo:
+    """The defence as it is now: settings (automatic modes read 1 or 2), what is engaged,
+    and the entries each rule removed."""
+
+    settings: Defense
+    drop_entry_active: bool
+    secure_tcp_active: bool
+    drop_rate: int  # 0: drop_packet idle; n: one in n new connections is dropped
+    free_slots: int
+    available: int  # what amemthresh is compared with: free slots (+ embryonic if evicting)
+    embryonic: int  # entries eviction may take
+    entries_dropped: Mapping[str, int] = field(default_factory=dict)

@@ -48,6 +48,7 @@ import signal
 from collections.abc import Callable, Iterable
 
 from pylvs.model import Endpoint, LoadMonitorConfig
+from pylvs.tasks import TaskSet, cancel_and_wait
 from pylvs.weights import LoadReport
 
 __all__ = [
@@ -178,6 +179,7 @@ class LoadMonitor:
         self.on_load = on_load
         self._servers: set[Endpoint] = set(servers)
         self._tasks: dict[Endpoint, asyncio.Task[None]] = {}
+        self._retiring = TaskSet()  # polls of removed servers, until they have ended
         self._running = False
 
     async def read(self, ep: Endpoint) -> LoadReport | None:
@@ -214,7 +216,7 @@ class LoadMonitor:
     def _sync_tasks(self) -> None:
         for ep in list(self._tasks):
             if ep not in self._servers:
-                self._tasks.pop(ep).cancel()
+                self._retiring.retire(self._tasks.pop(ep))
         for ep in self._servers:
             if ep not in self._tasks:
                 self._tasks[ep] = asyncio.create_task(self._poll(ep), name=f"loadmon {ep}")
@@ -231,6 +233,5 @@ class LoadMonitor:
             self._running = False
             tasks = list(self._tasks.values())
             self._tasks.clear()
-            for t in tasks:
-                t.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
+            await cancel_and_wait(tasks)
+            await self._retiring.close()

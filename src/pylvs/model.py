@@ -7,6 +7,7 @@ choice an LVS/keepalived operator would expect (noted where it is not obvious).
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
 from ipaddress import IPv4Address
 from typing import Literal
@@ -15,6 +16,7 @@ __all__ = [
     "ApiConfig",
     "CheckConfig",
     "Config",
+    "DefenseConfig",
     "DirectorConfig",
     "Endpoint",
     "HaConfig",
@@ -24,6 +26,8 @@ __all__ = [
     "TimeoutsConfig",
     "VirtualServerConfig",
     "apply_default_check",
+    "ignored_flags",
+    "scheduler_flag_names",
 ]
 
 Protocol = Literal["tcp", "udp"]
@@ -34,8 +38,36 @@ LoadMonitorType = Literal["none", "agent", "exec", "loadavg"]
 SCHEDULERS = (
     "rr", "wrr", "lc", "wlc", "sed", "nq", "lblc", "lblcr", "dh", "sh", "mh", "fo", "ovf", "twos",
 )
-SCHEDULER_FLAGS = ("sh-fallback", "sh-port", "mh-fallback", "mh-port")
+SCHEDULER_FLAGS = ("sh-fallback", "sh-port", "mh-fallback", "mh-port", "flag-1", "flag-2",
+                   "flag-3")
+# ipvsadm's -b names: each is one of the three scheduler bits (SCHED1..3); the named ones are
+# only accepted with their scheduler ("incompatible scheduler flag" otherwise).
+_FLAG_BIT = {"sh-fallback": 1, "mh-fallback": 1, "flag-1": 1, "sh-port": 2, "mh-port": 2,
+             "flag-2": 2, "flag-3": 3}
+FLAG_SCHEDULER = {"sh-fallback": "sh", "sh-port": "sh", "mh-fallback": "mh", "mh-port": "mh"}
+# The flags each scheduler reads; every other set bit is carried but ignored.
+SCHEDULER_USES_FLAGS = {"sh": (1, 2), "mh": (1, 2)}
+MH_MAX_TABLE_SIZE = 131071  # the largest Maglev table the mh scheduler builds (checked in C too)
 HOST_NETMASK = IPv4Address("255.255.255.255")
+
+
+def scheduler_flag_names(scheduler: str, flags: Iterable[str]) -> tuple[str, ...]:
+    """The flags as ipvsadm prints them for *scheduler* (``print_sched_flags``), in bit order.
+
+    The bits are what count: ``flag-1`` on an sh service prints as ``sh-fallback``, and
+    ``sh-port`` on an rr service as ``flag-2``.
+    """
+    bits = {_FLAG_BIT[f] for f in flags if f in _FLAG_BIT}
+    named = {"sh": ("sh-fallback", "sh-port"), "mh": ("mh-fallback", "mh-port")}.get(
+        scheduler, ("flag-1", "flag-2"))
+    names = (*named, "flag-3")
+    return tuple(names[b - 1] for b in sorted(bits))
+
+
+def ignored_flags(scheduler: str, flags: Iterable[str]) -> tuple[str, ...]:
+    """The flags *scheduler* does not read (the engine keeps their bits but nothing uses them)."""
+    used = SCHEDULER_USES_FLAGS.get(scheduler, ())
+    return tuple(f for f in flags if f in _FLAG_BIT and _FLAG_BIT[f] not in used)
 
 
 @dataclass(frozen=True, slots=True)
@@ -104,6 +136,29 @@ class TimeoutsConfig:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class DefenseConfig:
+    """``[defense]``: flood defence (docs/ipvs.md#flood-defence), keys named as the kernel's
+    sysctls.
+
+    ``drop_entry``, ``drop_packet`` and ``secure_tcp``: 0 off, 1 automatic (engages while the
+    table is nearly full, moving to 2 and back to 1 by itself), 3 always on.  ``amemthresh``
+    counts connection-table entries, not memory pages as in the kernel: the automatic modes
+    engage when fewer than this many entries are available to new connections, i.e. free
+    slots plus, while ``evict_embryonic`` is on, the embryonic entries it may take (left out:
+    a tenth of max_connections).
+    ``evict_embryonic``: a full table lets a new connection take the slot of the oldest
+    embryonic entry (SYN seen, never established) instead of dropping it (beyond the kernel).
+    """
+
+    drop_entry: int = 0
+    drop_packet: int = 0
+    secure_tcp: int = 0
+    amemthresh: int | None = None
+    am_droprate: int = 10
+    evict_embryonic: bool = True
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class ApiConfig:
     """``[api]``: the control API (Unix socket always; TCP only when ``listen`` is set)."""
 
@@ -111,6 +166,9 @@ class ApiConfig:
     socket_mode: int = 0o600
     listen: str | None = None  # "127.0.0.1:9180"; requires token_file
     token_file: str | None = None
+    # PEM files; with both, the TCP listener speaks HTTPS so the token never crosses in clear.
+    tls_cert: str | None = None
+    tls_key: str | None = None
     write_config: bool = False  # allow PUT /config/save to rewrite the TOML file
 
 
@@ -219,6 +277,7 @@ class Config:
 
     director: DirectorConfig
     timeouts: TimeoutsConfig = field(default_factory=TimeoutsConfig)
+    defense: DefenseConfig = field(default_factory=DefenseConfig)
     api: ApiConfig = field(default_factory=ApiConfig)
     ha: HaConfig = field(default_factory=HaConfig)
     virtual_servers: tuple[VirtualServerConfig, ...] = ()

@@ -20,6 +20,11 @@ exactly what was added and a restart after a crash first removes the leftovers a
 afresh.  The TUN device itself is created by the dataplane when it opens ``/dev/net/tun`` (it
 is not persistent, so it vanishes with the process, and its routes with it).
 
+If the process dies without :meth:`NetConf.remove` (``kill -9``), the guardian process that
+:meth:`NetConf.setup` starts (:mod:`pylvs.guardian`) removes at once what answers for this
+node on the network: the ``nat_router`` address and the proxy-ARP entries
+(:func:`release_claims`).
+
 All methods block on netlink; asyncio callers run them with ``asyncio.to_thread``.  (pyroute2's
 ``AsyncIPRoute`` cannot run on uvloop, whose datagram endpoints reject AF_NETLINK.)
 """
@@ -37,7 +42,15 @@ import sys
 import threading
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
-from ipaddress import IPv4Address, IPv4Interface, IPv4Network, collapse_addresses
+from ipaddress import (
+    IPv4Address,
+    IPv4Interface,
+    IPv4Network,
+    IPv6Address,
+    IPv6Network,
+    collapse_addresses,
+    ip_address,
+)
 from pathlib import Path
 from typing import Any
 
@@ -45,6 +58,7 @@ from pyroute2 import IPRoute
 from pyroute2.netlink.exceptions import NetlinkError
 
 from pylvs.errors import NetConfigError
+from pylvs.guardian import Guardian, wait_for_previous
 from pylvs.model import Config
 
 __all__ = [
@@ -52,7 +66,9 @@ __all__ = [
     "NetConf",
     "NetPlan",
     "Steer",
+    "aggregate_steering",
     "plan_from_config",
+    "release_claims",
     "send_gratuitous_arp",
 ]
 
@@ -66,14 +82,32 @@ _IPPROTO = {"tcp": socket.IPPROTO_TCP, "udp": socket.IPPROTO_UDP}
 _STATE_DIR = Path(os.environ.get("PYLVS_STATE_DIR", "/run/pylvs"))
 
 
-@dataclass(frozen=True, slots=True, order=True)
+@dataclass(frozen=True, slots=True)
 class Steer:
-    """One reply-steering rule: packets from ``address:port`` over ``protocol`` go to the TUN."""
+    """One reply-steering rule: packets from ``address/prefixlen`` port ``port`` over
+    ``protocol`` go to the TUN."""
 
     protocol: str
-    address: IPv4Address
+    address: IPv4Address | IPv6Address
     port: int  # 0: every source port (port-0 services)
-    prefixlen: int = 32  # a block of real servers: one rule instead of one per address
+    # A block of real servers: one rule instead of one per address.  None: the address alone
+    # (/32 or /128).
+    prefixlen: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.prefixlen is None:
+            object.__setattr__(self, "prefixlen", self.address.max_prefixlen)
+
+    def __lt__(self, other: object) -> bool:
+        # IPv4 and IPv6 addresses do not compare with each other: order by family first.
+        if not isinstance(other, Steer):
+            return NotImplemented
+        return self._key < other._key
+
+    @property
+    def _key(self) -> tuple[str, int, int, int, int]:
+        return (self.protocol, self.address.version, int(self.address), self.port,
+                self.prefixlen or 0)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -87,27 +121,45 @@ class NetPlan:
 
 def plan_from_config(cfg: Config, *, active: bool = True) -> NetPlan:
     """The plan for ``cfg``; a backup (``active=False``) owns neither VIPs nor the nat_router."""
-    sources: dict[tuple[str, int], set[IPv4Address]] = {}
+    sources: set[tuple[str, IPv4Address | IPv6Address, int]] = set()
     for vs in cfg.virtual_servers:
         endpoints = [rs.address for rs in vs.real_servers]
         if vs.sorry_server is not None:
             endpoints.append(vs.sorry_server)
-        for ep in endpoints:
-            sources.setdefault((vs.protocol, ep.port), set()).add(ep.address)
-    # Exactly the same sources, as few rules as possible: the kernel keeps policy rules in a
-    # list (each insertion and each packet from the private side walks it), so 10,000 real
-    # servers as 10,000 rules would take seconds to install and slow every reply (issue 13).
-    steering = {
-        Steer(proto, net.network_address, port, net.prefixlen)
-        for (proto, port), addrs in sources.items()
-        for net in collapse_addresses(IPv4Network(a) for a in addrs)
-    }
+        sources.update((vs.protocol, ep.address, ep.port) for ep in endpoints)
+    steering = aggregate_steering(sources)
     nat = cfg.director.nat_router
     return NetPlan(
         vips=frozenset(vs.address.address for vs in cfg.virtual_servers) if active else frozenset(),
         steering=frozenset(steering),
         nat_router=IPv4Interface(nat) if (nat is not None and active) else None,
     )
+
+
+def aggregate_steering(
+        sources: Iterable[tuple[str, IPv4Address | IPv6Address, int]]) -> frozenset[Steer]:
+    """Steering rules for exactly these ``(protocol, address, port)`` sources, as few as can be.
+
+    The kernel keeps policy rules in a list (each insertion and each packet from the private
+    side walks it), so 10,000 real servers as 10,000 rules would take seconds to install and
+    slow every reply (issue 13): addresses sharing protocol, port and family are merged into
+    the fewest CIDR blocks (IPv4) or prefixes (IPv6) that hold them and nothing else.
+    """
+    groups: dict[tuple[str, int], set[IPv4Address | IPv6Address]] = {}
+    for proto, addr, port in sources:
+        groups.setdefault((proto, port), set()).add(addr)
+    return frozenset(
+        Steer(proto, net.network_address, port, net.prefixlen)
+        for (proto, port), addrs in groups.items()
+        for net in _blocks(addrs))
+
+
+def _blocks(addrs: Iterable[IPv4Address | IPv6Address]) -> Iterator[IPv4Network | IPv6Network]:
+    """The fewest networks holding exactly ``addrs``, each family on its own."""
+    v4 = [IPv4Network(a) for a in addrs if isinstance(a, IPv4Address)]
+    v6 = [IPv6Network(a) for a in addrs if isinstance(a, IPv6Address)]
+    yield from collapse_addresses(v4)
+    yield from collapse_addresses(v6)
 
 
 @dataclass
@@ -130,7 +182,7 @@ class NetConf:
 
     def __init__(self, public_interface: str, private_interface: str, tun_name: str, *,
                  table: int = 201, rule_priority: int = 1000, txqueuelen: int = 10000,
-                 state_dir: Path | None = None) -> None:
+                 state_dir: Path | None = None, guardian: bool = True) -> None:
         self.public = public_interface
         self.private = private_interface
         self.tun = tun_name
@@ -140,14 +192,21 @@ class NetConf:
         self._state_path = (state_dir or _STATE_DIR) / f"netconf-{_netns_id()}-{tun_name}.json"
         self._state = _State()
         self._plan = NetPlan()
+        self._want_guardian = guardian
+        self._guardian: Guardian | None = None
         # Calls come from worker threads (director reloads, HA takeovers): an RLock so that a
         # read-modify-apply (_update) is atomic against other applies.
         self._lock = threading.RLock()
 
     # -- lifecycle -------------------------------------------------------------------------
     def setup(self) -> None:
-        """Undo a crashed run's leftovers, then set sysctls, the TUN link and the table."""
+        """Undo a crashed run's leftovers, then set sysctls, the TUN link and the table.
+
+        Also starts the guardian that removes this node's claims if the process dies.
+        """
         with self._lock:
+            if not wait_for_previous(self._state_path):
+                log.warning("netconf: the guardian of a previous run is still cleaning up")
             self._recover()
             if Path(f"/proc/sys/net/ipv6/conf/{self.tun}").is_dir():
                 # pylvs is IPv4; without this the TUN's own router solicitations and MLD
@@ -176,6 +235,12 @@ class NetConf:
             self._sysctl(f"net/ipv4/conf/{self.tun}/send_redirects", "0")
             self._sysctl(f"net/ipv4/neigh/{self.public}/proxy_delay", "0")
             self._save()
+            if self._want_guardian and self._guardian is None:
+                try:
+                    self._guardian = Guardian.start(self._state_path, self.public, self.private)
+                except OSError as exc:
+                    log.warning("netconf: cannot start the guardian (a crash would leave the "
+                                "nat_router and proxy ARP in place): %s", exc)
 
     def apply(self, plan: NetPlan) -> None:
         """Converge VIPs, reply steering and the nat_router to ``plan``."""
@@ -200,6 +265,9 @@ class NetConf:
             except (NetConfigError, NetlinkError, OSError) as exc:
                 log.error("netconf: removing configuration failed: %s", exc)
             self._plan = NetPlan()
+            guardian, self._guardian = self._guardian, None
+            if guardian is not None:
+                guardian.stand_down()
 
     # -- HA takeover / release -------------------------------------------------------------
     def add_vips(self, vips: Iterable[IPv4Address]) -> None:
@@ -295,7 +363,8 @@ class NetConf:
         for rule in self._rules(ipr):
             sport = rule.get("sport_range") or "0:0"
             proto = {v: k for k, v in _IPPROTO.items()}.get(rule.get("ip_proto") or 0, "?")
-            key = Steer(proto, IPv4Address(rule.get("src") or "0.0.0.0"),
+            any_src = "::" if rule["family"] == socket.AF_INET6 else "0.0.0.0"
+            key = Steer(proto, ip_address(rule.get("src") or any_src),
                         int(sport.split(":")[0]), int(rule.get("src_len") or 0))
             if key in steering and rule.get("iifname") == self.private and key not in have:
                 have[key] = rule
@@ -341,12 +410,7 @@ class NetConf:
 
     def _undo(self, ipr: Any) -> None:
         """Remove what the state and the tags say pylvs added; restore sysctls."""
-        public = ipr.link_lookup(ifname=self.public)
-        for vip in self._state.proxies:
-            if public:
-                _ignore(ipr.neigh, errno.ENOENT, "del", dst=vip, ifindex=public[0],
-                        flags=NTF_PROXY)
-        self._state.proxies = []
+        self._del_claims(ipr)
         for table in (254, self.table):
             for route in ipr.route("dump", table=table, proto=RTPROT_PYLVS):
                 _ignore(ipr.route, errno.ESRCH, "del", dst=f"{route.get('dst') or '0.0.0.0'}/"
@@ -354,8 +418,10 @@ class NetConf:
                         type=route["type"], proto=RTPROT_PYLVS)
         for rule in list(self._rules(ipr)):
             self._del_rule(ipr, rule)
-        if self._state.nat_router is not None:
-            self._del_nat_router(ipr, IPv4Interface(self._state.nat_router))
+        self._forget()
+
+    def _forget(self) -> None:
+        """Restore the sysctls pylvs changed and delete the state file."""
         for path, value in reversed(self._state.sysctls.items()):
             with contextlib.suppress(OSError):  # the TUN's conf vanishes with the device
                 Path("/proc/sys", path).write_text(value + "\n")
@@ -363,20 +429,41 @@ class NetConf:
         with contextlib.suppress(FileNotFoundError):
             self._state_path.unlink()
 
+    def _del_claims(self, ipr: Any) -> list[str]:
+        """Remove the proxy-ARP entries and the nat_router pylvs added; what was removed."""
+        done: list[str] = []
+        public = ipr.link_lookup(ifname=self.public)
+        for vip in self._state.proxies:
+            if public:
+                _ignore(ipr.neigh, errno.ENOENT, "del", dst=vip, ifindex=public[0],
+                        flags=NTF_PROXY)
+                done.append(f"proxy ARP {vip}")
+        self._state.proxies = []
+        if self._state.nat_router is not None:
+            done.append(f"nat_router {self._state.nat_router}")
+            self._del_nat_router(ipr, IPv4Interface(self._state.nat_router))
+        return done
+
     def _recover(self) -> None:
+        if not self._load():
+            return
+        log.warning("netconf: a previous run did not clean up; removing its configuration")
+        with self._ipr() as ipr:
+            self._undo(ipr)
+
+    def _load(self) -> bool:
+        """Read the saved state into ``self._state``; False if there is none (or unreadable)."""
         try:
             saved = json.loads(self._state_path.read_text())
         except FileNotFoundError:
-            return
+            return False
         except (OSError, ValueError) as exc:
             log.warning("netconf: ignoring unreadable state %s: %s", self._state_path, exc)
-            return
-        log.warning("netconf: a previous run did not clean up; removing its configuration")
+            return False
         self._state = _State(sysctls=dict(saved.get("sysctls", {})),
                              proxies=list(saved.get("proxies", [])),
                              nat_router=saved.get("nat_router"))
-        with self._ipr() as ipr:
-            self._undo(ipr)
+        return True
 
     def _sysctl(self, path: str, value: str) -> None:
         file = Path("/proc/sys", path)
@@ -398,6 +485,31 @@ class NetConf:
             tmp.replace(self._state_path)
         except OSError as exc:
             log.warning("netconf: cannot save state to %s: %s", self._state_path, exc)
+
+
+def release_claims(state_path: Path, public: str, private: str,
+                   ipr: Any | None = None) -> list[str]:
+    """After the director died: remove the nat_router address and proxy-ARP entries it added.
+
+    Run by :mod:`pylvs.guardian`.  Reads the state file the director kept current and removes
+    what would answer ARP for this node; then puts the sysctls back and deletes the state file
+    (nothing is left in the state directory, even if the namespace goes away next).  The
+    blackhole routes and steering rules stay: they only drop traffic meant for the dead
+    director, and the next run finds them by their tags and converges them.  Returns what it
+    removed, for the log.  *ipr*: an open ``IPRoute`` (the guardian opens one in advance: the
+    first open costs milliseconds).
+    """
+    conf = NetConf(public, private, "", guardian=False)
+    conf._state_path = state_path
+    if not conf._load():
+        return []
+    if ipr is not None:
+        done = conf._del_claims(ipr)
+    else:
+        with conf._ipr() as fresh:
+            done = conf._del_claims(fresh)
+    conf._forget()
+    return done
 
 
 def _netns_id() -> str:

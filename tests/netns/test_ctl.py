@@ -45,6 +45,7 @@ def daemon() -> Iterator[tuple[Topology, PylvsProcess, str]]:
         topo.start_http_servers()
         token_file = Path(topo.workdir) / "api.token"
         token_file.write_text(TOKEN + "\n")
+        token_file.chmod(0o600)  # the daemon refuses a token others can read
         toml = topo.director_config()
         sock_line = next(line for line in toml.splitlines() if line.startswith("socket = "))
         toml = toml.replace(sock_line, f'{sock_line}\nlisten = "198.18.0.1:9180"\n'
@@ -103,14 +104,12 @@ def test_list_numeric(daemon: Any) -> None:
 def test_service_and_server_commands(daemon: Any) -> None:
     _, _, sock = daemon
     ok(sock, "-A", "-u", f"{VIP}:53", "-s", "sh", "-b", "sh-port")
-    # ctl made it with the default tcp check, which UDP-only servers fail (weight 0): turn the
-    # check off so the listing shows the configured weights
-    ApiClient(sock).patch(f"/api/v1/services/udp/{VIP}:53", {"check": {"type": "none"}})
+    # like ipvsadm, -A makes an unchecked service: the listing shows the configured weights
     ok(sock, "-a", "-u", f"{VIP}:53", "-r", "198.19.0.12", "-m", "-w", "3")
     ok(sock, "-a", "-u", f"{VIP}:53", "-r", "198.19.0.11:53", "-w", "2", "-x", "10", "-y", "5")
     out = ok(sock, "-L", "-n", "-u", f"{VIP}:53")
     plain, dests = _listing(out)
-    assert plain == [HEAD[1], HEAD[2], f"UDP  {VIP}:53 sh"]
+    assert plain == [HEAD[1], HEAD[2], f"UDP  {VIP}:53 sh (sh-port)"]  # ipvsadm prints flags
     assert [(a, w) for a, w, _, _ in dests] == [("198.19.0.11:53", 2), ("198.19.0.12:53", 3)]
     thr = ok(sock, "-L", "-n", "-u", f"{VIP}:53", "--thresholds").splitlines()
     assert thr[3] == "  -> 198.19.0.11:53               10         5          0          0         "
@@ -349,3 +348,24 @@ def test_status_and_metrics_follow_ha_roles() -> None:
         assert roles["active"] == 1 and roles["backup"] == 0
         [transitions] = families["pylvs_ha_transitions"].samples
         assert transitions.value >= 2  # INIT -> BACKUP -> ACTIVE
+
+
+def test_sighup_after_runtime_changes_says_what_it_removes(
+        daemon: tuple[Topology, PylvsProcess, str]) -> None:
+    # A server added with ctl is not in the file: the reload removes it, and says so loudly.
+    _, proc, sock = daemon
+
+    def reload() -> str:
+        start = len(proc.log())
+        proc.reload()
+        wait_until(lambda: "SIGHUP: reloaded" in proc.log()[start:], 10, "the reload")
+        return proc.log()[start:]
+
+    reload()  # back to the file, whatever the tests before did
+    ok(sock, "-a", "-t", f"{VIP}:80", "-r", "198.19.0.99:80", "-w", "4")
+    assert "198.19.0.99:80" in ok(sock, "-Ln")
+    log = reload()
+    assert "does not have 1 change(s) made at run time with pylvs ctl or the API" in log
+    assert f"real server 198.19.0.99:80 of tcp {VIP}:80 (added at run time)" in log
+    assert "pylvs ctl --save-config" in log
+    assert "198.19.0.99:80" not in ok(sock, "-Ln")

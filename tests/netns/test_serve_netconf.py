@@ -11,6 +11,7 @@ import secrets
 import subprocess
 import sys
 import textwrap
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -120,7 +121,9 @@ out["after_files"] = os.listdir(sys.argv[1])
     assert "inet 198.19.0.1/24" in applied["addrs"]
     assert (out["forward"], out["rp"], out["delay"]) == ("1", "2", "0")  # all.rp_filter is 1
     assert out["v6off"] == "1"
-    assert len(out["state_files"]) == 1 and out["after_files"] == []
+    # the state file and the lock of the guardian that watches this run; nothing after remove
+    assert sorted(f.rsplit(".", 1)[1] for f in out["state_files"]) == ["guard", "json"]
+    assert out["after_files"] == []
     after = _snapshot(ns)
     assert after == before  # the TUN is gone too: the program exited
     assert _sysctl(ns, "net.ipv4.ip_forward") == "0"
@@ -155,8 +158,18 @@ def test_crash_then_restart_converges(ns: str, tmp_path: Path) -> None:
     before = _snapshot(ns)
     # A run that applies and "crashes" (exits without remove): rules, proxies, address remain.
     _run(ns, tmp_path, PLAN + "nc.setup(); nc.apply(plan)\nos._exit(0)\n")
-    leftover = _snapshot(ns)
-    assert "lookup 201" in leftover["rules"] and "proxy" in leftover["proxy"]
+    # Its guardian takes back what answers for the node (proxy ARP, the gateway address) and
+    # the state file; the steering rules and blackholes stay for the next run to converge.
+    deadline = time.monotonic() + 5
+    while True:
+        leftover = _snapshot(ns)
+        files = list(tmp_path.glob("netconf-*"))
+        if ("proxy" not in leftover["proxy"] and not files) or time.monotonic() > deadline:
+            break
+        time.sleep(0.02)
+    assert "lookup 201" in leftover["rules"]
+    assert "proxy" not in leftover["proxy"] and "198.19.0.1/24" not in leftover["addrs"]
+    assert files == []  # no state file, no guard lock
     # The next run starts from there without an error and converges to its own, smaller plan.
     out = _run(ns, tmp_path, """
 import subprocess

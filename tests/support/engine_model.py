@@ -26,7 +26,7 @@ import ipaddress
 from dataclasses import dataclass, field, replace
 from typing import Literal
 
-from tests.support.packets import ICMP_ERROR_TYPES, Pkt
+from tests.support.packets import Pkt, error_types, is_v6
 from tests.support.sched_model import clear_overload_on_unbind
 
 __all__ = [
@@ -192,6 +192,8 @@ class Conn:
     tmpl_timeout: float = 0  # a template's own timeout: svc persistence, 60 s once delayed
     in_key: tuple[object, ...] = ()
     out_key: tuple[object, ...] = ()
+    embryo: bool = False  # in the embryonic FIFO: TCP, made by a SYN, never ESTABLISHED
+    assured: bool = False  # template: a conn it controls got established (or a UDP reply)
 
 
 VerdictKind = Literal["forward", "pass", "drop", "icmp_unreach", "time_exceeded"]
@@ -222,7 +224,8 @@ class Model:
 
     def __init__(self, tcp: int = 900, tcpfin: int = 120, udp: int = 300,
                  max_connections: int = 1 << 20, *, expire_nodest_conn: bool = False,
-                 expire_quiescent_template: bool = False, conn_reuse_mode: int = 1) -> None:
+                 expire_quiescent_template: bool = False, conn_reuse_mode: int = 1,
+                 evict_embryonic: bool = True) -> None:
         # pylvs bounds the table (entries and templates); a failed allocation behaves like
         # the kernel's ip_vs_conn_new() returning NULL: after scheduling, packet dropped.
         self.max_connections = max_connections
@@ -230,6 +233,10 @@ class Model:
         # #new-connections)
         self.expire_quiescent_template = expire_quiescent_template
         self.conn_reuse_mode = conn_reuse_mode
+        # docs/ipvs.md#flood-defence: a full table gives the oldest embryonic conn's slot away
+        self.evict_embryonic = evict_embryonic
+        self.embryos: dict[int, Conn] = {}  # id -> conn, oldest first
+        self.evicted = {"evict_embryonic": 0, "evict_template": 0}
         self.tcp_timeouts = dict(TCP_TIMEOUTS, ESTABLISHED=tcp, FIN_WAIT=tcpfin)
         self.udp_timeout = udp
         self.services: dict[tuple[str, str, int], Service] = {}
@@ -404,14 +411,36 @@ class Model:
                 del self.trash[key]
 
     def _new_conn(self, svc: Service, d: Dest, caddr: str, cport: int, vport: int, dport: int,
-                  now: float, template: bool = False) -> Conn | None:
-        if len(self.all_conns) >= self.max_connections:
+                  now: float, template: bool = False, pin: Conn | None = None) -> Conn | None:
+        if len(self.all_conns) >= self.max_connections and not self._make_room(pin):
             return None
         c = Conn(svc.proto, caddr, cport, svc.addr, vport, d.addr, dport,
                  d, svc, TEMPLATE_STATE if template else "NONE", now + 3, template=template)
         self._bind(c)
         self.all_conns.append(c)
         return c
+
+    def _make_room(self, pin: Conn | None) -> bool:
+        """Evict the oldest embryonic conn, and its template when that is left controlling
+        nothing and was never assured (``pin``, the template the new conn will join, stays)."""
+        if not self.evict_embryonic or not self.embryos:
+            return False
+        c = next(iter(self.embryos.values()))
+        ct = c.control
+        self._free(c)
+        self.evicted["evict_embryonic"] += 1
+        if ct is not None and ct is not pin and ct.n_control == 0 and not ct.assured:
+            self._free(ct)
+            self.evicted["evict_template"] += 1
+        return True
+
+    def _assure(self, c: Conn) -> None:
+        """The flow proved real: out of the embryonic FIFO; its template is assured."""
+        if c.embryo:
+            c.embryo = False
+            del self.embryos[id(c)]
+        if c.control is not None:
+            c.control.assured = True
 
     def _hash(self, c: Conn) -> None:
         c.in_key = self._in_key(c.proto, c.caddr, c.cport, c.vaddr, c.vport)
@@ -428,6 +457,9 @@ class Model:
         elif self.templates.get(c.in_key) is c:
             del self.templates[c.in_key]
         self.all_conns.remove(c)
+        if c.embryo:
+            c.embryo = False
+            del self.embryos[id(c)]
         self._unbind(c)
         if c.control is not None:
             c.control.n_control -= 1
@@ -446,6 +478,8 @@ class Model:
         """Move the conn and its dest's active/inactive counts across the boundary
         (#active-and-inactive)."""
         if state != c.state:
+            if state == "ESTABLISHED":
+                self._assure(c)
             now_active = state in ACTIVE_STATES
             if c.inactive and now_active:
                 c.dest.inactive -= 1
@@ -582,8 +616,13 @@ class Model:
         """ip_vs_schedule / ip_vs_sched_persist (#persistence); "full" when an entry cannot be
         had."""
         if svc.persistence:
-            mask = int(ipaddress.IPv4Address(svc.netmask))
-            snet = str(ipaddress.IPv4Address(int(ipaddress.IPv4Address(p.src)) & mask))
+            if is_v6(svc.addr):
+                # an IPv6 service's netmask is a prefix length (ipv6_addr_prefix)
+                snet = str(ipaddress.IPv6Network(f"{p.src}/{svc.netmask}",
+                                                 strict=False).network_address)
+            else:
+                mask = int(ipaddress.IPv4Address(svc.netmask))
+                snet = str(ipaddress.IPv4Address(int(ipaddress.IPv4Address(p.src)) & mask))
             # A port-zero service keeps one template per client net for every port; the
             # template names the dest port only for an exact-port service.
             exact = svc.port != 0 and p.dport == svc.port
@@ -610,7 +649,7 @@ class Model:
             # The conn goes to the dest port only when the packet hit the service port and
             # the dest has one; otherwise the packet's port is kept (#persistence step 5).
             dport = t.dest.port if exact and t.dest.port else p.dport
-            c = self._new_conn(svc, t.dest, p.src, p.sport, p.dport, dport, now)
+            c = self._new_conn(svc, t.dest, p.src, p.sport, p.dport, dport, now, pin=t)
             self._rearm(t, now)  # ip_vs_conn_put(template): its whole timeout again
             if c is None:
                 return "full"
@@ -624,6 +663,9 @@ class Model:
             if c is None:
                 return "full"
         self._hash(c)
+        if c.proto == "tcp":
+            c.embryo = True
+            self.embryos[id(c)] = c
         for st in (c.dest.stats, svc.stats, self.total):
             st.conns += 1
         return c
@@ -636,6 +678,8 @@ class Model:
             self._set_state(c, tcp_transition(c.state, direction, p.flags))
         else:
             self._set_state(c, UDP_STATE)
+            if direction == "out" and c.control is not None:
+                self._assure(c)
         self._rearm(c, now)
 
     def _outbound(self, p: Pkt, length: int, now: float, c: Conn) -> Verdict:
@@ -648,7 +692,7 @@ class Model:
     def _icmp(self, p: Pkt, length: int) -> Verdict:
         """ICMP errors quoting a conn are translated both ways; timers untouched (#icmp)."""
         q = p.inner
-        error = p.icmp_type in ICMP_ERROR_TYPES and q is not None and q.proto != "icmp"
+        error = p.icmp_type in error_types(p.src) and q is not None and q.proto != "icmp"
         to_vip = p.dst in self.vips()
         if error and q is not None:
             # Inbound: the quote is VIP -> client.

@@ -20,7 +20,7 @@ from typing import Any, TypedDict
 from pylvs import config as config_mod
 from pylvs import model
 from pylvs.api.server import ApiServer
-from pylvs.director import RATES_INTERVAL
+from pylvs.director import RATES_INTERVAL, defense_settings
 from pylvs.engine import Engine
 from pylvs.health import HealthManager, ServerEvent
 
@@ -62,7 +62,8 @@ class MiniDirector:
     def __init__(self, cfg: model.Config) -> None:
         config_mod.validate(cfg)
         self.config = cfg
-        self.engine = Engine()
+        self.engine = Engine(max_connections=cfg.director.max_connections,
+                             defense=defense_settings(cfg.defense))
         self._svc_keys: dict[tuple[str, model.Endpoint], Any] = {}
         self._srv_keys: dict[tuple[str, model.Endpoint, model.Endpoint], Any] = {}
         self._down: set[tuple[str, model.Endpoint, model.Endpoint]] = set()
@@ -106,6 +107,8 @@ class MiniDirector:
         config_mod.validate(new)
         old, self.config = self.config, new
         self._sync(old, new)
+        if new.defense != old.defense:
+            self.engine.set_defense(defense_settings(new.defense))
         await self.health.apply_config(new)
         self.applied += 1
 

@@ -15,23 +15,32 @@ from typing import Any, Literal
 
 import pytest
 from scapy.layers.inet import ICMP, IP, TCP, UDP, IPOption
+from scapy.layers.inet6 import IPv6, in6_chksum
 from scapy.packet import Raw
 
 __all__ = [
     "CLIENT_NET",
+    "CLIENT_NET6",
+    "ICMP6_ERROR_TYPES",
     "ICMP_ERROR_TYPES",
     "RS_NET",
+    "RS_NET6",
     "TTL_DELTA",
     "VIP",
+    "VIP6",
     "EngineView",
     "Pkt",
     "build",
     "checksum16",
     "engine_or_skip",
+    "error_types",
     "expected_bytes",
+    "icmp6",
     "icmp_error",
+    "in6_checksum",
     "ip_header_ok",
     "is_icmp_reply_to",
+    "is_v6",
     "l4_checksum_ok",
     "tcp",
     "ttl_delta",
@@ -45,14 +54,33 @@ VIP = "198.18.0.100"
 CLIENT_NET = "198.18.0."
 RS_NET = "198.19.0."
 
+# The IPv6 side of the test topology (2001:2::/48, the benchmarking range).
+VIP6 = "2001:2::100"
+CLIENT_NET6 = "2001:2::"
+RS_NET6 = "2001:2:1::"
+
 # ICMP types IPVS relates to a connection (docs/ipvs.md#icmp): unreachable, source quench, time
-# exceeded.
+# exceeded; for ICMPv6 every non-informational type (below 128: destination unreachable, packet
+# too big, time exceeded, parameter problem...).
 ICMP_ERROR_TYPES = (3, 4, 11)
+ICMP6_ERROR_TYPES = tuple(range(128))
+
+
+def is_v6(addr: str) -> bool:
+    """True for an IPv6 address text."""
+    return ":" in addr
+
+
+def error_types(addr: str) -> tuple[int, ...]:
+    """The ICMP (or ICMPv6, by the address family) error types IPVS translates."""
+    return ICMP6_ERROR_TYPES if is_v6(addr) else ICMP_ERROR_TYPES
 
 
 @dataclass(frozen=True, slots=True)
 class Pkt:
-    """One IPv4 packet, described by the fields the NAT engine reads or writes.
+    """One IPv4 or IPv6 packet (by its addresses), described by the fields the NAT engine reads
+    or writes.  For IPv6 ``ttl`` is the hop limit, ``ip_id`` and ``ip_options`` are unused and
+    ``proto == "icmp"`` means ICMPv6.
 
     For ``proto == "icmp"`` the ports are unused and ``inner`` is the quoted packet (for an
     error) whose first ``quote_len`` bytes past its IP header are carried (RFC 792: 8).
@@ -99,14 +127,30 @@ def icmp_error(src: str, dst: str, quoted: Pkt, icmp_type: int = 3, icmp_code: i
 def _quoted_bytes(p: Pkt) -> bytes:
     """The quoted part of an ICMP error: the inner packet's IP header plus quote_len bytes."""
     full = build(p)
-    ihl = (full[0] & 0x0F) * 4
+    ihl = 40 if is_v6(p.src) else (full[0] & 0x0F) * 4
     return full[: ihl + p.quote_len]
+
+
+def icmp6(src: str, dst: str, hlim: int, icmp_type: int, icmp_code: int, body: bytes) -> bytes:
+    """An ICMPv6 message with a 4-byte zero word after the checksum, then ``body``; the
+    checksum (over the pseudo-header) from scapy's in6_chksum."""
+    head = bytes(IPv6(src=src, dst=dst, hlim=hlim, nh=58, plen=8 + len(body)))
+    msg = bytearray(struct.pack("!BBHI", icmp_type, icmp_code, 0, 0) + body)
+    msg[2:4] = struct.pack("!H", in6_checksum(58, IPv6(head), bytes(msg)))
+    return head + bytes(msg)
+
+
+def in6_checksum(nh: int, ip: Any, payload: bytes) -> int:
+    """scapy's in6_chksum (upper-layer checksum over the IPv6 pseudo-header), typed."""
+    return int(in6_chksum(nh, ip, payload))  # type: ignore[no-untyped-call]
 
 
 def build(p: Pkt) -> bytes:
     """Wire bytes for ``p``; every checksum and length is computed by scapy."""
-    ip = IP(src=p.src, dst=p.dst, ttl=p.ttl, id=p.ip_id,
-            options=[IPOption(p.ip_options)] if p.ip_options else [])
+    v6 = is_v6(p.src)
+    ip: Any = (IPv6(src=p.src, dst=p.dst, hlim=p.ttl) if v6
+               else IP(src=p.src, dst=p.dst, ttl=p.ttl, id=p.ip_id,
+                       options=[IPOption(p.ip_options)] if p.ip_options else []))
     if p.proto == "tcp":
         return bytes(ip / TCP(sport=p.sport, dport=p.dport, flags=p.flags, seq=p.seq,
                               window=8192) / Raw(p.payload))
@@ -115,6 +159,8 @@ def build(p: Pkt) -> bytes:
             return bytes(ip / UDP(sport=p.sport, dport=p.dport, chksum=0) / Raw(p.payload))
         return bytes(ip / UDP(sport=p.sport, dport=p.dport) / Raw(p.payload))
     body = _quoted_bytes(p.inner) if p.inner is not None else p.payload
+    if v6:
+        return icmp6(p.src, p.dst, p.ttl, p.icmp_type, p.icmp_code, body)
     return bytes(ip / ICMP(type=p.icmp_type, code=p.icmp_code) / Raw(body))
 
 
@@ -129,7 +175,9 @@ def checksum16(data: bytes) -> int:
 
 
 def ip_header_ok(pkt: bytes) -> bool:
-    """True when the IPv4 header checksum of ``pkt`` verifies."""
+    """True when the IPv4 header checksum of ``pkt`` verifies (IPv6 has none: True)."""
+    if pkt and pkt[0] >> 4 == 6:
+        return True
     ihl = (pkt[0] & 0x0F) * 4
     return len(pkt) >= ihl and checksum16(pkt[:ihl]) == 0
 
@@ -137,8 +185,14 @@ def ip_header_ok(pkt: bytes) -> bool:
 def l4_checksum_ok(pkt: bytes) -> bool:
     """True when the TCP/UDP/ICMP checksum of a complete IPv4 packet verifies.
 
-    A UDP checksum of 0 means "none" and counts as valid.
+    A UDP checksum of 0 means "none" and counts as valid (over IPv4 only).  An IPv6 packet
+    must have no extension headers here.
     """
+    if pkt[0] >> 4 == 6:
+        nh = pkt[6]
+        seg = pkt[40:40 + struct.unpack("!H", pkt[4:6])[0]]
+        pseudo6 = pkt[8:40] + struct.pack("!IxxxB", len(seg), nh)
+        return checksum16(pseudo6 + seg) == 0
     ihl = (pkt[0] & 0x0F) * 4
     total = struct.unpack("!H", pkt[2:4])[0]
     proto = pkt[9]
@@ -164,10 +218,12 @@ def expected_bytes(p: Pkt, ttl_delta: int = 0, inner_l4_from: Pkt | None = None)
         return build(q)
     quoted = bytearray(_quoted_bytes(q.inner))
     original = _quoted_bytes(inner_l4_from)
-    ihl = (quoted[0] & 0x0F) * 4
+    ihl = 40 if is_v6(q.src) else (quoted[0] & 0x0F) * 4
     csum_at = ihl + (16 if q.inner.proto == "tcp" else 6)
     if csum_at + 2 <= len(quoted):
         quoted[csum_at : csum_at + 2] = original[csum_at : csum_at + 2]
+    if is_v6(q.src):
+        return icmp6(q.src, q.dst, q.ttl, q.icmp_type, q.icmp_code, bytes(quoted))
     ip = IP(src=q.src, dst=q.dst, ttl=q.ttl, id=q.ip_id)
     return bytes(ip / ICMP(type=q.icmp_type, code=q.icmp_code) / Raw(bytes(quoted)))
 
@@ -276,21 +332,38 @@ class EngineView:
     def same_but_inner_l4_csum(got: bytes, want: bytes) -> bool:
         """True when an ICMP error differs from ``want`` only because the quoted TCP/UDP
         checksum was also (correctly) translated, which RFC 5508 allows and IPVS skips."""
-        if len(got) != len(want) or got[9] != 1 or want[9] != 1:
+        if len(got) != len(want) or len(want) < 48:
             return False
-        ihl = (want[0] & 0x0F) * 4
-        inner = ihl + 8
-        iihl = (want[inner] & 0x0F) * 4
-        at = inner + iihl + (16 if want[inner + 9] == 6 else 6)
+        if want[0] >> 4 == 6:
+            if got[6] != 58 or want[6] != 58:
+                return False
+            ihl, inner = 40, 48
+            iihl, iproto = 40, want[inner + 6]
+        else:
+            if got[9] != 1 or want[9] != 1:
+                return False
+            ihl = (want[0] & 0x0F) * 4
+            inner = ihl + 8
+            iihl, iproto = (want[inner] & 0x0F) * 4, want[inner + 9]
+        at = inner + iihl + (16 if iproto == 6 else 6)
         if got[:ihl] != want[:ihl] or got[ihl + 4 : at] != want[ihl + 4 : at]:
             return False
-        return got[at + 2 :] == want[at + 2 :] and checksum16(got[ihl:]) == 0
+        return got[at + 2 :] == want[at + 2 :] and l4_checksum_ok(got)
 
 
 def is_icmp_reply_to(data: bytes, out: bytes | None, icmp_type: int, icmp_code: int) -> bool:
     """True when ``out`` is an ICMP error of that type/code the engine generated about
     ``data``: sent back to ``data``'s source, quoting ``data``'s IP header and at least 8 bytes
-    of it, with valid IP and ICMP checksums."""
+    of it, with valid IP and ICMP checksums.  For IPv6 ``data`` the reply is ICMPv6."""
+    if out is not None and data[0] >> 4 == 6:
+        quoted6 = out[48:]
+        return (
+            len(out) >= 48 + 48 and out[0] >> 4 == 6 and out[6] == 58
+            and out[40] == icmp_type and out[41] == icmp_code
+            and out[24:40] == data[8:24] and out[8:24] == data[24:40]
+            and len(quoted6) >= min(len(data), 1280 - 48) and data.startswith(quoted6)
+            and l4_checksum_ok(out)
+        )
     if out is None or len(out) < 48 or out[9] != 1 or not ip_header_ok(out):
         return False
     ihl = (out[0] & 0x0F) * 4

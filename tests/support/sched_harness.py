@@ -1,4 +1,5 @@
-"""A typed Python face for the C scheduler harness (``_schedtest.c``).
+"""A typed Python face for the C scheduler harness (``_schedtest.c``), IPv4 or IPv6 (``af=6``:
+addresses are 128-bit ints).
 
 Servers are named by the integer ids the harness hands out; a removed server that is revived
 by re-adding its address:port keeps its id.  Used by the scheduler tests and bench/sched.py.
@@ -33,6 +34,7 @@ class CSched:
         mh_table_size: int = 0,
         lblc_expiration: float = 0.0,
         seed: int = 1,
+        af: int = 4,
     ) -> None:
         err = ffi.new("int *")
         t = lib.lvs_st_new(name.encode(), flags, mh_table_size, lblc_expiration, seed, err)
@@ -40,6 +42,14 @@ class CSched:
             raise SchedError(-err[0])
         self._t: Any = ffi.gc(t, lib.lvs_st_free)
         self.name = name
+        self.af = af
+        if af == 6:
+            _check(lib.lvs_st_set_af(self._t, lib.LVS_AF_INET6))
+
+    @staticmethod
+    def _words(addr: int) -> Any:
+        """A 128-bit address as the four host-order words the *6 calls take."""
+        return ffi.new("uint32_t[4]", [(addr >> s) & 0xFFFFFFFF for s in (96, 64, 32, 0)])
 
     def set_scheduler(self, name: str) -> None:
         """done_service + init_service, as the engine does on a scheduler change."""
@@ -48,6 +58,9 @@ class CSched:
 
     def add(self, addr: int, port: int, weight: int, upper: int = 0, lower: int = 0) -> int:
         """Link a new (or revive a removed) server at the list head; returns its id."""
+        if self.af == 6:
+            return _check(lib.lvs_st_add6(self._t, self._words(addr), port, weight, upper,
+                                          lower))
         return _check(lib.lvs_st_add(self._t, addr, port, weight, upper, lower))
 
     def edit(self, sid: int, weight: int, upper: int = 0, lower: int = 0) -> None:
@@ -62,7 +75,11 @@ class CSched:
         self, saddr: int, daddr: int, sport: int, dport: int, proto: int, now: float
     ) -> int | None:
         """One scheduling decision: a server id, or None."""
-        r = lib.lvs_st_schedule(self._t, saddr, daddr, sport, dport, proto, now)
+        if self.af == 6:
+            r = lib.lvs_st_schedule6(self._t, self._words(saddr), self._words(daddr), sport,
+                                     dport, proto, now)
+        else:
+            r = lib.lvs_st_schedule(self._t, saddr, daddr, sport, dport, proto, now)
         return None if r < 0 else int(r)
 
     def tick(self, now: float) -> None:
@@ -103,7 +120,10 @@ class CSched:
     def cache_lookup(self, daddr: int) -> list[int]:
         """lblc/lblcr: the server ids cached for one destination address (set order)."""
         out = ffi.new("int32_t[64]")
-        n = lib.lvs_st_cache_lookup(self._t, daddr, out, 64)
+        if self.af == 6:
+            n = lib.lvs_st_cache_lookup6(self._t, self._words(daddr), out, 64)
+        else:
+            n = lib.lvs_st_cache_lookup(self._t, daddr, out, 64)
         return [int(out[i]) for i in range(min(n, 64))]
 
     def bench(self, n: int, now: float = 0.0) -> int:

@@ -157,6 +157,7 @@ class Service:
     mh_table_size: int = 0
     lblc_expiration: float = 0.0
     rng_state: int = 1
+    af: int = 4  # 4 or 6: addresses are ints of 32 or 128 bits
     dests: list[Dest] = field(default_factory=list)
     trash: dict[tuple[int, int], Dest] = field(default_factory=dict)
     sched: Scheduler = field(init=False)
@@ -467,6 +468,14 @@ def _port(svc: Service, key: Key) -> int:
     return 0
 
 
+def addr_fold(svc: Service, addr: int) -> int:
+    """The 32-bit key the kernel's hashing schedulers use (ip_vs_sh_hashkey & co.): the IPv4
+    address, or for AF_INET6 the XOR of the address's four 32-bit words."""
+    if svc.af != 6:
+        return addr
+    return (addr >> 96 ^ addr >> 64 ^ addr >> 32 ^ addr) & MASK32
+
+
 def _unavailable(d: Dest) -> bool:
     return d.weight <= 0 or d.overload
 
@@ -483,7 +492,7 @@ class DH(Scheduler):
         self.table: list[Dest | None] = [ds[i % len(ds)] if ds else None for i in range(256)]
 
     def pick(self, key: Key, now: float) -> Dest | None:
-        d = self.table[hash_32(key.daddr, 8)]
+        d = self.table[hash_32(addr_fold(self.svc, key.daddr), 8)]
         if d is None or not d.available or _unavailable(d):
             return None
         return d
@@ -544,7 +553,7 @@ class SH(Scheduler):
             i += 1
 
     def pick(self, key: Key, now: float) -> Dest | None:
-        slot = SlotFn(key.saddr, _port(self.svc, key), 256, mh=False)
+        slot = SlotFn(addr_fold(self.svc, key.saddr), _port(self.svc, key), 256, mh=False)
         return _fallback_lookup(self.table, 256, slot, bool(self.svc.flags & SVC_F_SCHED1))
 
 
@@ -575,8 +584,9 @@ class MH(Scheduler):
         rshift = max(0, (max(lws) // g).bit_length() - self.tab_bits)
         offset, skip, turns = [], [], []
         for d in ds:
-            offset.append(hsiphash_1u32((d.port + d.addr) & MASK32, MH_K1, MH_K1) % m)
-            skip.append(hsiphash_1u32((d.port + d.addr) & MASK32, MH_K2, MH_K2) % (m - 1) + 1)
+            a = addr_fold(self.svc, d.addr)
+            offset.append(hsiphash_1u32((d.port + a) & MASK32, MH_K1, MH_K1) % m)
+            skip.append(hsiphash_1u32((d.port + a) & MASK32, MH_K2, MH_K2) % (m - 1) + 1)
             t = (d.last_weight // g) >> rshift
             turns.append(t if t else int(d.last_weight != 0))
         # the j-th preference of dest i is (offset + j*skip) mod m; `nxt` is its next j
@@ -600,7 +610,7 @@ class MH(Scheduler):
         self.table = table
 
     def pick(self, key: Key, now: float) -> Dest | None:
-        slot = SlotFn(key.saddr, _port(self.svc, key), self.size, mh=True)
+        slot = SlotFn(addr_fold(self.svc, key.saddr), _port(self.svc, key), self.size, mh=True)
         return _fallback_lookup(self.table, self.size, slot, bool(self.svc.flags & SVC_F_SCHED1))
 
 
@@ -637,11 +647,12 @@ class LBLC(Scheduler):
 
     def find(self, addr: int) -> CacheEntry | None:
         """The cache entry of a destination address."""
-        return next((e for e in self.buckets[hash_32(addr, 10)] if e.addr == addr), None)
+        bucket = self.buckets[hash_32(addr_fold(self.svc, addr), 10)]
+        return next((e for e in bucket if e.addr == addr), None)
 
     def _new(self, addr: int, now: float) -> CacheEntry:
         e = CacheEntry(addr, now)
-        self.buckets[hash_32(addr, 10)].insert(0, e)
+        self.buckets[hash_32(addr_fold(self.svc, addr), 10)].insert(0, e)
         self.entries += 1
         return e
 

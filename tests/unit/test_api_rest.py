@@ -227,3 +227,27 @@ async def test_write_back_needs_permission(
     assert [(str(r.address), r.weight) for r in saved.virtual_servers[0].real_servers] == [
         ("198.19.0.11:80", 1), ("198.19.0.12:80", 4)]
     assert json.loads(json.dumps(saved.api.write_config)) is True
+
+
+async def test_defense_changes_at_run_time(api: Any) -> None:
+    """PUT /api/v1/defense: keys named as the sysctls; the engine follows at once."""
+    director, session = api
+    status, body = await _call(session, "GET", "/api/v1/defense")
+    assert status == 200, body
+    assert body["mode"] == {"drop_entry": 0, "drop_packet": 0, "secure_tcp": 0}
+    assert body["evict_embryonic"] is True
+    status, body = await _call(session, "PUT", "/api/v1/defense",
+                               {"drop_entry": 3, "secure_tcp": 1, "amemthresh": 10})
+    assert status == 200, body
+    assert body["mode"] == {"drop_entry": 3, "drop_packet": 0, "secure_tcp": 1}
+    assert body["drop_entry_active"] is True and body["secure_tcp_active"] is False
+    assert director.config.defense.drop_entry == 3
+    assert director.engine.defense().settings.amemthresh == 10
+    status, body = await _call(session, "PUT", "/api/v1/defense", {"drop_packet": 4})
+    assert status == 400
+    assert "defense.drop_packet" in body["error"] and "got 4" in body["error"]
+    status, body = await _call(session, "PUT", "/api/v1/defense", {"drop_entri": 1})
+    assert status == 400 and "defense.drop_entri: unknown key" in body["error"]
+    assert director.engine.defense().settings.drop_packet == 0  # a refused change changes nothing
+    status, body = await _call(session, "GET", "/api/v1/status")
+    assert status == 200 and body["defense"]["mode"]["drop_entry"] == 3

@@ -22,6 +22,7 @@ VIP = "198.18.0.100:80"
 async def _tcp_api(tmp_path: Path, running_api: ApiStarter) -> tuple[MiniDirector, str]:
     token_file = tmp_path / "token"
     token_file.write_text(TOKEN + "\n")
+    token_file.chmod(0o600)
     cfg = base_config(str(tmp_path / "t.sock"), (service(VIP, "198.19.0.11:80"),),
                       listen="127.0.0.1:0", token_file=str(token_file))
     director, server = await running_api(cfg)
@@ -68,6 +69,7 @@ async def test_unix_socket_needs_no_token(tmp_path: Path, running_api: ApiStarte
 
 def test_short_or_missing_token_file_is_refused(tmp_path: Path) -> None:
     (tmp_path / "short").write_text("abc")
+    (tmp_path / "short").chmod(0o600)
     with pytest.raises(ConfigError, match="shorter than 16"):
         read_token(str(tmp_path / "short"))
     with pytest.raises(ConfigError, match="cannot read"):
@@ -103,12 +105,13 @@ async def test_metrics_parse_and_count_real_traffic(
     assert svc_conns.type == "counter"
     [sample] = [s for s in svc_conns.samples if s.name.endswith("_total")]
     assert sample.labels == {"local_address": "198.18.0.100", "local_port": "80",
-                             "proto": "TCP"}
+                             "proto": "TCP", "local_mark": ""}
     assert sample.value == 6
     backend = [s for s in families["pylvs_ipvs_backend_connections_inactive"].samples
                + families["pylvs_ipvs_backend_connections_active"].samples]
     assert sum(s.value for s in backend) == 6
     assert {s.labels["remote_address"] for s in backend} == {"198.19.0.11", "198.19.0.12"}
+    assert {s.labels["local_mark"] for s in backend} == {""}  # node_exporter's label, no fwmark
     weights = {s.labels["remote_address"]: s.value
                for s in families["pylvs_ipvs_backend_weight"].samples}
     assert weights == {"198.19.0.11": 1, "198.19.0.12": 1}
@@ -232,3 +235,43 @@ def test_ha_view_reads_the_ha_component_section(tmp_path: Path) -> None:
     assert roles == {"init": 0, "backup": 1, "active": 0, "fault": 0}
     [transitions] = families["pylvs_ha_transitions"].samples
     assert transitions.value == 3
+
+
+def test_defense_in_metrics_and_status(tmp_path: Path) -> None:
+    """A flood through a small table: /metrics and ``pylvs status`` show the modes, the
+    evictions and the packets drop_packet removed."""
+    import dataclasses
+
+    from pylvs import model
+    from pylvs.api import views
+    from pylvs.api.metrics import render
+    from pylvs.cli.status import render_status
+
+    cfg = base_config(str(tmp_path / "x.sock"), (service(VIP, "198.19.0.11:80"),))
+    cfg = dataclasses.replace(
+        cfg, director=dataclasses.replace(cfg.director, max_connections=8),
+        defense=model.DefenseConfig(drop_packet=1, secure_tcp=3, amemthresh=2,
+                                    evict_embryonic=False))
+    director = MiniDirector(cfg)
+    for sport in range(40000, 40030):
+        director.engine.process(_syn(sport), now=1.0)
+    director.engine.expire(2.0)  # the once-a-second defence work sees the full table
+    for sport in range(41000, 41010):
+        director.engine.process(_syn(sport), now=2.5)
+    dfn = views.defense(director)
+    assert dfn["mode"] == {"drop_entry": 0, "drop_packet": 2, "secure_tcp": 3}
+    assert dfn["entries_dropped"]["evict_embryonic"] == 0
+    assert dfn["drop_rate"] == 1 and dfn["packets_dropped"]["defense_drop_packet"] == 10
+    assert dfn["packets_dropped"]["table_full"] == 30 - 8
+    text = render_status(views.status(director))
+    assert ("defense drop_entry off  drop_packet ENGAGED  secure_tcp on  evict off  free 0  "
+            "entries dropped 0  packets dropped 32") in text
+    families = {f.name: f for f in text_string_to_metric_families(render(director))}
+    modes = {s.labels["strategy"]: s.value for s in families["pylvs_defense_mode"].samples}
+    assert modes == {"drop_entry": 0, "drop_packet": 2, "secure_tcp": 3}
+    removed = {s.labels["reason"]: s.value
+               for s in families["pylvs_defense_entries_dropped"].samples}
+    assert removed["evict_embryonic"] == 0
+    packets = {s.labels["reason"]: s.value
+               for s in families["pylvs_defense_packets_dropped"].samples}
+    assert packets == {"defense_drop_packet": 10, "table_full": 22}

@@ -66,7 +66,8 @@ def test_example_file_parses_and_documents_every_key() -> None:
     assert str(cfg.virtual_servers[0].real_servers[2].address) == "198.19.0.13:80"
     text = EXAMPLE.read_text()
     documented = set(re.findall(r"^\s*#?\s*([a-z_]+)\s*=", text, re.M))
-    for cls in (model.DirectorConfig, model.TimeoutsConfig, model.ApiConfig, model.HaConfig,
+    for cls in (model.DirectorConfig, model.TimeoutsConfig, model.DefenseConfig,
+                model.ApiConfig, model.HaConfig,
                 model.VirtualServerConfig, model.CheckConfig, model.LoadMonitorConfig,
                 model.RealServerConfig):
         for f in dataclasses.fields(cls):
@@ -151,6 +152,15 @@ def test_load_missing_file() -> None:
         ('weight = 1\n\n  [[', 'weight = 1\n  lower_threshold = 5\n\n  [[',
          r"real_server\[0\]\.lower_threshold: expected at most upper_threshold \(0\), got 5"),
         ('address = "198.18.0.100:80"', 'address = "198.18.0.100"', r"no port"),
+        ('dataplane = "tun"', 'dataplane = "tun"\n[defense]\ndrop_entry = 4',
+         r"defense\.drop_entry: expected 0 \(off\), 1 or 2 \(automatic\) or 3 \(always on\), "
+         r"got 4"),
+        ('dataplane = "tun"', 'dataplane = "tun"\nmax_connections = 100\n[defense]\n'
+         'amemthresh = 101', r"defense\.amemthresh: expected 0\.\.100 free table slots"),
+        ('dataplane = "tun"', 'dataplane = "tun"\n[defense]\nsecure_tcp = true',
+         r"defense\.secure_tcp: expected an integer, got true"),
+        ('dataplane = "tun"', 'dataplane = "tun"\n[defense]\nam_droprate = 0',
+         r"defense\.am_droprate: expected 1\.\.1000000"),
     ],
 )
 def test_semantic_and_value_errors(old: str, new: str, expect: str) -> None:

@@ -57,10 +57,8 @@ async def test_build_a_service_and_list_it(daemon: Any) -> None:
     await ok(sock, "-A", "-t", f"{VIP}:80", "-s", "rr")
     await ok(sock, "-a", "-t", f"{VIP}:80", "-r", "198.19.0.12", "-m", "-w", "2")
     await ok(sock, "-a", "-t", f"{VIP}:80", "-r", "198.19.0.11:8080", "-m")
-    # ctl made the service with the default tcp check (nothing answers here): turn it off so
-    # the weights are the configured ones
-    await asyncio.to_thread(ApiClient(sock).patch, f"/api/v1/services/tcp/{VIP}:80",
-                            {"check": {"type": "none"}})
+    # ipvsadm's semantics: a service made by -A is unchecked, so -Ln shows the weights at once
+    # (nothing listens on these addresses)
     out = await ok(sock, "-Ln")
     lines = out.splitlines()
     assert lines[0] == f"IP Virtual Server version 1.2.1 (size={1 << 20})"
@@ -78,6 +76,37 @@ async def test_build_a_service_and_list_it(daemon: Any) -> None:
         f"-a -t {VIP}:80 -r 198.19.0.11:8080 -m -w 1\n"
         f"-a -t {VIP}:80 -r 198.19.0.12:80 -m -w 2\n"
     )
+
+
+async def test_ctl_service_is_unchecked_and_a_checked_service_probes_a_new_server_at_once(
+    daemon: Any,
+) -> None:
+    director, sock = daemon
+    await ok(sock, "-A", "-t", f"{VIP}:80")
+    assert director.config.virtual_servers[0].check.type == "none"
+    await ok(sock, "-a", "-t", f"{VIP}:80", "-r", "198.19.0.11", "-w", "4")
+    assert "198.19.0.11:80               Masq    4" in await ok(sock, "-Ln")
+    # A service with a TCP check (from the API or the file): a server added at run time is
+    # probed at once, not after a random part of its 2 s interval.
+    server = await asyncio.start_server(lambda r, w: w.close(), "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    try:
+        await asyncio.to_thread(ApiClient(sock).post, "/api/v1/services", {
+            "protocol": "tcp", "address": "127.0.0.1:81",
+            "check": {"type": "tcp", "interval": 2.0, "timeout": 1.0}})
+        started = time.monotonic()
+        await ok(sock, "-a", "-t", "127.0.0.1:81", "-r", f"127.0.0.1:{port}", "-w", "4")
+        for _ in range(100):
+            out = await ok(sock, "-Ln", "-t", "127.0.0.1:81")
+            if f"127.0.0.1:{port}" in out and "Masq    4" in out:
+                break
+            await asyncio.sleep(0.01)
+        else:
+            raise AssertionError(out)
+        assert time.monotonic() - started < 0.8
+    finally:
+        server.close()
+        await server.wait_closed()
 
 
 async def test_save_clear_restore(daemon: Any) -> None:
@@ -167,3 +196,24 @@ async def test_sorry_server_is_listed_but_not_saved(daemon: Any) -> None:
     _, dests = (await ok(sock, "-Ln")).split("InActConn\n", 1)
     assert "  -> 198.19.0.99:80               Masq    1      " in dests
     assert "198.19.0.99" not in await ok(sock, "-Sn")
+
+
+async def test_save_config_writes_the_running_state_as_toml(
+    daemon: Any, tmp_path: Path
+) -> None:
+    from pylvs import config as config_mod
+
+    director, sock = daemon
+    await ok(sock, "-A", "-t", f"{VIP}:80", "-s", "mh", "-b", "mh-port")
+    await ok(sock, "-a", "-t", f"{VIP}:80", "-r", "198.19.0.11", "-w", "4")
+    text = await ok(sock, "--save-config", "-")
+    back = config_mod.parse(text, "<saved>")
+    assert back.virtual_servers == director.config.virtual_servers
+    target = tmp_path / "saved.toml"
+    assert await ok(sock, f"--save-config={target}") == ""
+    assert config_mod.load(target).virtual_servers == director.config.virtual_servers
+    # Without FILE the daemon writes its own file, which needs [api] write_config = true.
+    status, _, err = await run_ctl(sock, "--save-config")
+    assert status == 1
+    assert "api.write_config: writing the config file is not enabled" in err
+    assert "--save-config FILE" in err

@@ -183,3 +183,39 @@ def test_without_numeric_names_are_resolved_like_ipvsadm() -> None:
     assert lines[3] == f"TCP  {host}:{port}"[:33] + " wlc"  # svc_name is cut at 33
     assert lines[4].startswith(f"  -> {host}:")
     assert layouts.rules(services).startswith(f"-A -t {host}:{port} -s wlc\n")
+
+
+@pytest.mark.parametrize(("scheduler", "flags", "shown"), [
+    ("mh", ["mh-port"], "mh (mh-port)"),
+    ("sh", ["sh-port", "sh-fallback"], "sh (sh-fallback,sh-port)"),  # bit order, not input order
+    ("sh", ["flag-1", "flag-3"], "sh (sh-fallback,flag-3)"),  # the bits carry the meaning
+    ("mh", ["flag-2"], "mh (mh-port)"),
+    ("rr", ["flag-1", "flag-2", "flag-3"], "rr (flag-1,flag-2,flag-3)"),
+    ("wlc", [], "wlc"),
+])
+def test_listing_shows_scheduler_flags_like_print_sched_flags(
+    scheduler: str, flags: list[str], shown: str
+) -> None:
+    services = [_svc("198.18.0.100:8080", [_rs("198.19.0.11:80")], scheduler=scheduler,
+                     flags=flags, persistence=300)]
+    for fmt in (layouts.Format(numeric=True), layouts.Format(numeric=True, thresholds=True),
+                layouts.Format(numeric=True, persistent_conn=True),
+                layouts.Format(numeric=True, nosort=True)):
+        line = layouts.listing(services, fmt).splitlines()[3]
+        assert line == f"TCP  198.18.0.100:8080 {shown} persistent 300", fmt
+    rules = layouts.rules(services, numeric=True).splitlines()[0]
+    expected_b = f" -b {shown.partition('(')[2].rstrip(')')}" if flags else ""
+    assert rules == f"-A -t 198.18.0.100:8080 -s {scheduler} -p 300{expected_b}"
+
+
+def test_connections_with_persistent_conn_adds_the_pe_columns() -> None:
+    conns = [{"protocol": "tcp", "expires": 899, "state": "ESTABLISHED",
+              "client": "198.18.0.50:40000", "virtual": "198.18.0.100:80",
+              "server": "198.19.0.11:80"}]
+    assert layouts.connections(conns, numeric=True, persistent_conn=True) == (
+        "IPVS connection entries\n"
+        "pro expire state       source             virtual            destination"
+        "        pe name          pe_data\n"
+        "TCP 14:59  ESTABLISHED 198.18.0.50:40000  198.18.0.100:80    198.19.0.11:80    "
+        "                  \n"
+    )

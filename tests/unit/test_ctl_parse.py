@@ -74,6 +74,13 @@ def test_edit_server_resets_unset_fields_to_defaults() -> None:
         (["-A", "-t", "not an address!:80"], "illegal virtual server address[:port] specified"),
         (["-L", "--bogus"], "invalid option `--bogus'"),
         (["-L", "extra"], "unexpected argument extra"),
+        (["-A", "-t", "198.18.0.100:80", "-s", "rr", "-b", "sh-port"],
+         "incompatible scheduler flag `sh-port'"),
+        (["-A", "-t", "198.18.0.100:80", "-b", "mh-fallback"],  # no -s: wlc
+         "incompatible scheduler flag `mh-fallback'"),
+        (["-A", "-t", "198.18.0.100:80", "-s", "sh", "-b", "sh-port,bogus"],
+         "invalid scheduler flag `bogus'"),
+        (["-L", "--timeout", "--persistent-conn"], "options conflicts in the list command"),
     ],
 )
 def test_refusals(argv: list[str], message: str) -> None:
@@ -81,6 +88,44 @@ def test_refusals(argv: list[str], message: str) -> None:
         ctl.parse_args(argv)
     assert message in str(info.value)
     assert info.value.status == 2
+
+
+@pytest.mark.parametrize(("argv", "flags"), [
+    (["-A", "-t", "198.18.0.100:80", "-s", "rr", "-b", "flag-1,flag-2,flag-3"],
+     ["flag-1", "flag-2", "flag-3"]),
+    (["-A", "-t", "198.18.0.100:80", "-b", "sh-port,sh-fallback", "-s", "sh"],  # -s after -b
+     ["sh-port", "sh-fallback"]),
+    (["-E", "-t", "198.18.0.100:80", "-s", "mh", "-b", "mh-port"], ["mh-port"]),
+])
+def test_sched_flags_accepted(argv: list[str], flags: list[str]) -> None:
+    assert ctl.parse_args(argv).flags == flags
+
+
+def test_connection_listing_takes_persistent_conn() -> None:
+    req = ctl.parse_args(["-Lnc", "--persistent-conn"])
+    assert req.options >= {"connection", "persistent-conn"}
+
+
+def test_connection_refused_gets_the_serve_hint(
+    tmp_path: object, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import socket
+
+    path = f"{tmp_path}/dead.sock"
+    sock = socket.socket(socket.AF_UNIX)
+    sock.bind(path)  # bound, never listening: what a killed daemon leaves behind
+    sock.close()
+    assert ctl.main(["-Ln", "--socket", path]) == 1
+    assert "connection refused (is `pylvs serve` running?)" in capsys.readouterr().err
+    assert ctl.status_main(["--socket", path]) == 1
+    assert "is `pylvs serve` running?" in capsys.readouterr().err
+
+
+def test_status_help_explains_itself(capsys: pytest.CaptureFixture[str]) -> None:
+    assert ctl.status_main(["--help"]) == 0
+    out = capsys.readouterr().out
+    assert "Print a summary of a running director" in out
+    assert "--url" in out
 
 
 def test_main_reports_refusal_on_stderr(capsys: pytest.CaptureFixture[str]) -> None:
@@ -101,7 +146,8 @@ def test_save_line_round_trips_to_operation() -> None:
          "-b", "sh-port"]))
     assert op == {"op": "add_service", "service": {
         "protocol": "tcp", "address": "198.18.0.100:80", "scheduler": "sh", "persistence": 360,
-        "netmask": "255.255.255.0", "flags": ["sh-port"]}}
+        "netmask": "255.255.255.0", "flags": ["sh-port"],
+        "check": {"type": "none"}}}  # ipvsadm's kernel probes nothing
     op = ctl.to_operation(ctl.parse_args(
         ["-a", "-t", "198.18.0.100:80", "-r", "198.19.0.11:8080", "-m", "-w", "3"]))
     assert op == {"op": "add_server", "protocol": "tcp", "address": "198.18.0.100:80",

@@ -254,3 +254,27 @@ def test_reply_steering_covers_exactly_the_real_servers_in_few_rules() -> None:
     assert covered == wanted
     assert {(st.protocol, st.port) for st in steering} == {("tcp", 80)}
     assert len(steering) == 200  # a /29 and a /31 per block of ten, not 1,000 rules
+
+
+def test_reply_steering_aggregates_each_address_family_on_its_own() -> None:
+    from ipaddress import IPv4Address, IPv6Address, ip_network
+
+    from pylvs.netconf import Steer, aggregate_steering
+
+    v4 = [IPv4Address("198.19.0.8") + i for i in range(8)]  # 198.19.0.8/29
+    v6 = [IPv6Address("2001:2::10") + i for i in range(16)] + [IPv6Address("2001:2::21")]
+    sources = [("tcp", a, 80) for a in v4 + v6] + [("udp", v6[0], 53)]
+    steering = aggregate_steering(sources)
+    assert steering == {
+        Steer("tcp", IPv4Address("198.19.0.8"), 80, 29),
+        Steer("tcp", IPv6Address("2001:2::10"), 80, 124),
+        Steer("tcp", IPv6Address("2001:2::21"), 80, 128),
+        Steer("udp", IPv6Address("2001:2::10"), 53, 128),
+    }
+    covered = {(st.protocol, a, st.port) for st in steering
+               for a in ip_network(f"{st.address}/{st.prefixlen}")}
+    assert covered == set(sources)
+    # the rules sort (IPv4 before IPv6) and a bare address is a host rule of its family
+    assert sorted(steering)[0].address.version == 4
+    assert Steer("tcp", IPv6Address("2001:2::1"), 80).prefixlen == 128
+    assert Steer("tcp", IPv4Address("198.19.0.1"), 80).prefixlen == 32

@@ -6,7 +6,7 @@ import pytest
 from scapy.layers.inet import ICMP, IP, TCP, UDP, IPerror, TCPerror, UDPerror
 from scapy.packet import Packet, Raw
 
-from pylvs import Engine, ServiceKey, Verdict
+from pylvs import Defense, Engine, ServiceKey, Verdict
 from pylvs.errors import ConfigError
 
 VIP = "198.18.0.100"
@@ -240,6 +240,7 @@ def test_remove_server_expire_connections(eng: Engine, svc: ServiceKey) -> None:
 
 def test_table_full_is_counted(svc: ServiceKey) -> None:
     e = Engine(max_connections=2)
+    e.set_defense(Defense(evict_embryonic=False))  # the kernel's behaviour: no eviction
     s = e.add_service("tcp", VIP, 80)
     e.add_server(s, RS1, 80)
     assert e.process(syn(sport=1), 0.0) is not None
@@ -295,7 +296,7 @@ def test_icmp_error_translated_both_ways(eng: Engine, svc: ServiceKey) -> None:
 def test_bad_input_dropped_by_reason(eng: Engine, svc: ServiceKey) -> None:
     good = syn()
     assert eng.process(good[:10], 0.0) is None
-    assert eng.process(b"\x60" + good[1:], 0.0) is None
+    assert eng.process(b"\x50" + good[1:], 0.0) is None
     assert eng.process(b"\x44" + good[1:], 0.0) is None
     bad_csum = bytearray(good)
     bad_csum[10] ^= 0xFF
@@ -321,7 +322,7 @@ def test_config_errors(eng: Engine) -> None:
     with pytest.raises(ConfigError):
         eng.add_service("sctp", VIP, 80)  # type: ignore[arg-type]
     with pytest.raises(ConfigError):
-        eng.add_service("tcp", "::1", 80)
+        eng.add_service("tcp", "not-an-address", 80)
 
 
 def test_ip_options_are_kept_and_checksummed(eng: Engine, svc: ServiceKey) -> None:
@@ -362,3 +363,8 @@ def test_embed_example_runs() -> None:
                          capture_output=True, text=True, timeout=120, check=False)
     assert res.returncode == 0, res.stderr
     assert "port-unreachable" in res.stdout and "TIME_WAIT" in res.stdout
+    # No real server at all: the SYN's answer is the ICMP error the engine generated.
+    res = subprocess.run([sys.executable, str(example), "--servers", "0"],
+                         capture_output=True, text=True, timeout=120, check=False)
+    assert res.returncode == 0, res.stderr
+    assert "no real server: the engine answered the client with ICMP" in res.stdout

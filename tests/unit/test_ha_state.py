@@ -184,6 +184,26 @@ def test_outranked_standby_defers_to_outranking_standby_at_cold_start() -> None:
     assert low.role is Role.BACKUP
 
 
+def test_cold_start_takeover_names_the_outranked_standby_not_a_silent_peer() -> None:
+    # The start-up log said "BACKUP -> ACTIVE (peer silent on every path)" 40 ms after
+    # "peer lvs2 is BACKUP": the reason must say what really happened.
+    high = _sm(priority=150)
+    high.start(0.0)
+    reasons = []
+    for i in range(1, 30):
+        high.receive(_msg(role=Role.BACKUP, prio=100), i * IV)
+        reasons += [a.reason for a in high.handle_timer(i * IV + 0.001)
+                    if isinstance(a, RoleChanged)]
+    assert high.role is Role.ACTIVE
+    assert reasons == ["no active peer: lvs2 is BACKUP prio 100, outranked by us"]
+    # Alone at start (nothing heard): the peer is silent, and the reason says so.
+    alone = _sm()
+    alone.start(0.0)
+    alone_reasons = [a.reason for a in alone.handle_timer(default_dead_time(IV, 100))
+                     if isinstance(a, RoleChanged)]
+    assert alone_reasons == ["peer silent on every path"]
+
+
 def test_fault_resigns_and_recover_waits_a_full_dead_time() -> None:
     sm = _sm()
     sm.start(0.0)

@@ -99,6 +99,29 @@ async def test_quiesce_and_sorry_server_in_the_engine() -> None:
         await b.stop()
 
 
+async def test_sorry_server_that_becomes_a_real_server_does_not_block_the_reload() -> None:
+    a, sorry = await Backend().start(), await Backend().start()
+    await a.stop()  # the pool is down: the sorry server carries the service
+    cfg = make_config([a])
+    vs = dataclasses.replace(cfg.virtual_servers[0], sorry_server=sorry.endpoint)
+    d, comp = await start(dataclasses.replace(cfg, virtual_servers=(vs,)))
+    try:
+        assert weights(d) == {a.port: 0, sorry.port: 1}
+        # The operator makes the sorry server a real server of the same service (and keeps it
+        # as the sorry server): the reload must apply, the configured server replacing it.
+        both = dataclasses.replace(vs, real_servers=(
+            *vs.real_servers, RealServerConfig(address=sorry.endpoint, weight=5)))
+        await d.apply_config(dataclasses.replace(cfg, virtual_servers=(both,)))
+        assert d.config.virtual_servers[0] == both
+        await wait_for(lambda: weights(d) == {a.port: 0, sorry.port: 5})
+        assert d.status()["health"]["sorry_in_engine"] == []
+        await d.apply_config(dataclasses.replace(cfg, virtual_servers=(both,)))  # again: fine
+    finally:
+        await comp.stop()
+        await a.stop()
+        await sorry.stop()
+
+
 async def test_remove_action_takes_servers_and_sorry_out() -> None:
     a = await Backend().start()
     d, comp = await start(make_config([a], down_action="remove"))

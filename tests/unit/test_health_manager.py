@@ -266,3 +266,22 @@ async def test_a_bad_reload_changes_nothing() -> None:
     finally:
         await mgr.stop()
         await a.stop()
+
+
+async def test_a_server_added_at_run_time_is_probed_at_once() -> None:
+    # `pylvs ctl -a` on a checked service: the new server must not wait a random part of a
+    # long interval (here 30 s) before its first probe.
+    a, b = await Backend().start(), await Backend().start()
+    rec = Recorder()
+    check = CheckConfig(type="tcp", interval=30.0, timeout=0.5, rise=2, fall=2)
+    mgr = HealthManager(config(vs(80, [a], check=check)), rec, jitter=1.0)
+    try:
+        await mgr.start()
+        await mgr.apply_config(config(vs(80, [a, b], check=check)))
+        took = await rec.wait(lambda: bool(rec.server(b.endpoint))
+                              and rec.server(b.endpoint)[-1].in_pool, limit=2.0)
+        assert took < 0.5
+    finally:
+        await mgr.stop()
+        await a.stop()
+        await b.stop()

@@ -64,6 +64,27 @@ def test_import_pylvs_does_not_load_the_engine() -> None:
     assert res.stdout.split() == ["False", "False"]
 
 
+def test_the_runtime_never_imports_scapy() -> None:
+    # scapy is a test dependency only (pyproject's [test] extra): every module a director,
+    # ctl or the guardian can load must do without it.  The testbed builds namespaces for
+    # tests and the demo and is left out, as is the build script.
+    code = """
+import importlib, pkgutil, sys
+import pylvs
+sys.modules["scapy"] = None  # an import of scapy anywhere now raises ImportError
+skip = ("pylvs.testbed", "pylvs._build", "pylvs.__main__")
+names = [m.name for m in pkgutil.walk_packages(pylvs.__path__, "pylvs.")
+         if not m.name.startswith(skip)]
+for name in names:
+    importlib.import_module(name)
+print(len(names))
+"""
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         timeout=120, check=False)
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert int(res.stdout) > 40  # every module was really imported
+
+
 def test_public_names_still_resolve() -> None:
     for name in pylvs.__all__:
         assert getattr(pylvs, name) is not None

@@ -16,13 +16,28 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from tests.support.sched_harness import CSched
-from tests.support.sched_model import MODELS, SVC_F_SCHED1, SVC_F_SCHED2, Dest, Key, Service
+from tests.support.sched_model import (
+    LBLC,
+    MODELS,
+    SVC_F_SCHED1,
+    SVC_F_SCHED2,
+    Dest,
+    Key,
+    Service,
+)
 
 OVERLOAD = 0x2
 _rng = random.Random(7)
 ADDRS = [0xC6130000 + _rng.randrange(1 << 16) for _ in range(8)]  # real servers
 SADDRS = [_rng.randrange(1 << 32) for _ in range(24)]  # clients
 DADDRS = [0xC6120000 + _rng.randrange(1 << 16) for _ in range(6)]  # lblc keys
+# IPv6 (issue 12): 2001:2:1::/64 servers, clients anywhere in 2001:2::/48, lblc keys in
+# 2001:2::/64; two of the keys share their XOR fold, so the cache must compare whole addresses.
+_NET6 = 0x20010002 << 96
+ADDRS6 = [_NET6 | 1 << 64 | _rng.randrange(1 << 64) for _ in range(8)]
+SADDRS6 = [_NET6 | _rng.randrange(1 << 80) for _ in range(24)]
+DADDRS6 = [_NET6 | _rng.randrange(1 << 64) for _ in range(5)]
+DADDRS6.append(DADDRS6[0] ^ (0x5A5A << 32 | 0x5A5A))  # same fold as DADDRS6[0]
 
 # One operation: ("add" | "edit", server index, weight, (upper, lower)), ("del", server index),
 # ("conn", client index, daddr index, sport, proto, active), ("close", which open connection),
@@ -89,9 +104,12 @@ sequences = st.builds(random_ops, st.integers(0, 2**32 - 1), st.integers(1, 200)
 class Pair:
     """The same service on both sides, with the id <-> model-dest map."""
 
-    def __init__(self, name: str, flags: int, mh_size: int, expiration: float) -> None:
-        self.c = CSched(name, flags, mh_size, expiration, seed=0x1234)
-        self.m = Service(name, flags, mh_size, expiration, rng_state=0x1234)
+    def __init__(self, name: str, flags: int, mh_size: int, expiration: float,
+                 af: int = 4) -> None:
+        self.c = CSched(name, flags, mh_size, expiration, seed=0x1234, af=af)
+        self.m = Service(name, flags, mh_size, expiration, rng_state=0x1234, af=af)
+        self.addrs, self.saddrs, self.daddrs = ((ADDRS6, SADDRS6, DADDRS6) if af == 6
+                                                else (ADDRS, SADDRS, DADDRS))
         self.by_id: dict[int, Dest] = {}
         self.addr_id: dict[int, int] = {}  # addr -> current id (linked or in the trash)
         self.linked: set[int] = set()
@@ -101,7 +119,7 @@ class Pair:
     def run(self, op: Op) -> None:
         match op:
             case ("add", index, weight, (upper, lower)):
-                addr = ADDRS[index]
+                addr = self.addrs[index]
                 if addr in self.addr_id and self.addr_id[addr] in self.linked:
                     return
                 sid = self.c.add(addr, 80, weight, upper, lower)
@@ -123,7 +141,7 @@ class Pair:
                 self.m.remove(self.by_id[sid_or_none])
                 self.linked.discard(sid_or_none)
             case ("conn", si, di, sport, proto, active):
-                key = Key(SADDRS[si], DADDRS[di], sport, 80, proto)
+                key = Key(self.saddrs[si], self.daddrs[di], sport, 80, proto)
                 got = self.c.schedule(key.saddr, key.daddr, key.sport, key.dport, key.proto,
                                       self.now)
                 want = self.m.schedule(key, self.now)
@@ -147,7 +165,7 @@ class Pair:
 
     def _linked_id(self, index: int) -> int | None:
         """The id of server *index* if it is in the list now (not removed, not never added)."""
-        sid = self.addr_id.get(ADDRS[index])
+        sid = self.addr_id.get(self.addrs[index])
         return sid if sid is not None and sid in self.linked else None
 
     def compare(self) -> None:
@@ -182,6 +200,28 @@ def test_c_matches_model(
     pair = Pair(name, flags, mh_size, expiration)
     for op in seq:
         pair.run(op)
+
+
+@pytest.mark.parametrize(("name", "flags", "mh_size", "expiration"), CASES)
+@settings(max_examples=10, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(seq=sequences)
+def test_c_matches_model_ipv6(
+    name: str, flags: int, mh_size: int, expiration: float, seq: list[Op]
+) -> None:
+    """The same with an IPv6 service: the kernel's AF_INET6 hash keys (the address folded
+    by XOR of its words) for sh, dh, mh and the lblc/lblcr cache."""
+    pair = Pair(name, flags, mh_size, expiration, af=6)
+    for op in seq:
+        pair.run(op)
+    if name in ("lblc", "lblcr"):
+        # the cache, entry by entry (two keys share a fold: one bucket, two entries)
+        sched = pair.m.sched
+        assert isinstance(sched, LBLC)
+        assert pair.c.cache_entries() == sum(len(b) for b in sched.buckets)
+        for daddr in pair.daddrs:
+            entry = sched.find(daddr)
+            got = [pair.by_id[i] for i in pair.c.cache_lookup(daddr)]
+            assert got == ([] if entry is None else entry.dests), hex(daddr)
 
 
 @pytest.mark.parametrize("name", sorted(MODELS))

@@ -197,3 +197,23 @@ async def test_an_edit_racing_a_reload_builds_on_the_reload() -> None:
     assert len(d.config.virtual_servers) == 2  # the reload's service survived the edit
     assert d.config.timeouts.tcp == 60
     assert d.engine.timeouts().tcp == 60
+
+
+async def test_stop_passes_handover_to_the_components(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Director.stop(handover=False) must reach the HA component (a crash rehearsal: the peer
+    # notices the silence), not be dropped on the way.
+    d = Director(_cfg())
+    monkeypatch.setattr(d.netconf, "remove", lambda: None)  # never touch this host's network
+    seen: list[bool] = []
+
+    class Recorder:
+        async def start(self) -> None:
+            pass
+
+        async def stop(self, *, handover: bool = True) -> None:
+            seen.append(handover)
+
+    d.components.append(Recorder())
+    await d.stop(handover=False)
+    await d.stop()
+    assert seen == [False, True]

@@ -192,6 +192,7 @@ async def test_page_shows_a_server_going_down(tmp_path: Path, running_api: ApiSt
     ends = [f"127.0.0.1:{s.sockets[0].getsockname()[1]}" for s in real]
     token_file = tmp_path / "token"
     token_file.write_text(TOKEN)
+    token_file.chmod(0o600)
     cfg = base_config(str(tmp_path / "p.sock"),
                       (dataclasses.replace(
                           service("198.18.0.100:80", *ends, check="tcp", scheduler="wrr",

@@ -86,6 +86,8 @@ def make_app(director: DirectorLike, *, token: str | None = None,
     r.add_post("/api/v1/zero", _zero)
     r.add_get("/api/v1/timeouts", _get_timeouts)
     r.add_put("/api/v1/timeouts", _set_timeouts)
+    r.add_get("/api/v1/defense", _get_defense)
+    r.add_put("/api/v1/defense", _set_defense)
     r.add_get("/api/v1/config", _get_config)
     r.add_post("/api/v1/config/save", _save_config)
     return app
@@ -150,6 +152,9 @@ async def _body(request: web.Request) -> dict[str, Any]:
         data = await request.json(loads=json.loads)
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise ConfigError(f"body: not valid JSON ({exc})") from None
+    except RecursionError:
+        # json.loads recurses once per nesting level; no request of ours nests that deep.
+        raise ConfigError("body: JSON nested too deeply") from None
     if not isinstance(data, dict):
         raise ConfigError("body: expected a JSON object")
     return data
@@ -361,14 +366,14 @@ def _decode_op(op: object) -> Callable[[mutations.Draft], None]:
     if kind == "clear":
         return mutations.Draft.clear
     if kind == "set_timeouts":
-        timeouts = op.get("timeouts", {})
+        timeouts = _object(op, "timeouts")
         return lambda d: d.set_timeouts(timeouts)
     if kind == "add_service":
         vs = codec.decode_service(op.get("service"))
         return lambda d: d.add_service(vs)
     key = codec.service_key(op.get("protocol"), op.get("address"), "address")
     if kind == "edit_service":
-        changes = op.get("changes", {})
+        changes = _object(op, "changes")
         return lambda d: d.edit_service(key, changes)
     if kind == "delete_service":
         return lambda d: d.delete_service(key)
@@ -377,11 +382,19 @@ def _decode_op(op: object) -> Callable[[mutations.Draft], None]:
         return lambda d: d.add_server(key, rs)
     rip = codec.parse_endpoint(op.get("server_address"), "real_server.address")
     if kind == "edit_server":
-        server_changes = op.get("changes", {})
+        server_changes = _object(op, "changes")
         return lambda d: d.edit_server(key, rip, server_changes)
     if kind == "delete_server":
         return lambda d: d.delete_server(key, rip)
     raise ConfigError(f"op: unknown operation {kind!r}")
+
+
+def _object(op: Mapping[str, Any], name: str) -> Mapping[str, Any]:
+    """The JSON object ``op[name]`` (absent: empty); ConfigError naming *name* otherwise."""
+    value = op.get(name, {})
+    if not isinstance(value, Mapping):
+        raise ConfigError(f"{name}: expected an object, got {codec.kind(value)}")
+    return value
 
 
 async def _connections(request: web.Request) -> web.Response:
@@ -414,6 +427,16 @@ async def _set_timeouts(request: web.Request) -> web.Response:
     changes = await _body(request)
     await _apply(request, lambda cfg: mutations.set_timeouts(cfg, changes))
     return _json(views.timeouts(_director(request)))
+
+
+async def _get_defense(request: web.Request) -> web.Response:
+    return _json(views.defense(_director(request)))
+
+
+async def _set_defense(request: web.Request) -> web.Response:
+    changes = await _body(request)
+    await _apply(request, lambda cfg: mutations.set_defense(cfg, changes))
+    return _json(views.defense(_director(request)))
 
 
 async def _get_config(request: web.Request) -> web.Response:

@@ -1,7 +1,10 @@
-"""A small synchronous client for the control API over its Unix socket.
+"""A small synchronous client for the control API: its Unix socket, or its TCP listener.
 
 ``pylvs ctl`` runs once per command, so a blocking ``http.client`` connection is all it needs;
-it avoids starting an event loop and importing aiohttp for a single request.
+it avoids starting an event loop and importing aiohttp for a single request.  The target is a
+socket path, or an ``http://host:port`` / ``https://host:port`` URL of the TCP listener (which
+needs the bearer token; for HTTPS the server's certificate is checked against *cafile*, or the
+system's trust store).
 """
 
 from __future__ import annotations
@@ -9,8 +12,9 @@ from __future__ import annotations
 import http.client
 import json
 import socket
+import ssl
 from typing import Any
-from urllib.parse import quote
+from urllib.parse import quote, urlsplit
 
 __all__ = ["ApiClient", "ApiError", "path_for"]
 
@@ -48,17 +52,38 @@ def path_for(protocol: str, endpoint: str, server: str | None = None) -> str:
     return path
 
 
-class ApiClient:
-    """JSON requests to the daemon listening on the Unix socket *path*."""
+_NOT_RUNNING = "is `pylvs serve` running?"
 
-    def __init__(self, path: str, *, timeout: float = 10.0) -> None:
+
+class ApiClient:
+    """JSON requests to the daemon at *path*: a Unix socket path or an http(s):// URL."""
+
+    def __init__(self, path: str, *, timeout: float = 10.0, token: str | None = None,
+                 cafile: str | None = None) -> None:
         self.path = path
         self.timeout = timeout
+        self.token = token
+        self.cafile = cafile
+        self._url = urlsplit(path) if path.startswith(("http://", "https://")) else None
+        if self._url is not None and not self._url.hostname:
+            raise ApiError(0, f"{path}: expected http://host:port or https://host:port")
+
+    def _connection(self) -> http.client.HTTPConnection:
+        url = self._url
+        if url is None:
+            return _UnixConnection(self.path, self.timeout)
+        host, port = url.hostname or "", url.port
+        if url.scheme == "https":
+            ctx = ssl.create_default_context(cafile=self.cafile)
+            return http.client.HTTPSConnection(host, port, timeout=self.timeout, context=ctx)
+        return http.client.HTTPConnection(host, port, timeout=self.timeout)
 
     def request(self, method: str, url: str, body: Any = None) -> Any:
         """Send one request and return the decoded JSON answer; raise :class:`ApiError`."""
-        conn = _UnixConnection(self.path, self.timeout)
+        conn = self._connection()
         headers = {"Accept": "application/json"}
+        if self.token is not None:
+            headers["Authorization"] = f"Bearer {self.token}"
         payload: bytes | None = None
         if body is not None:
             payload = json.dumps(body).encode()
@@ -68,10 +93,15 @@ class ApiClient:
             resp = conn.getresponse()
             raw = resp.read()
         except FileNotFoundError:
-            raise ApiError(0, f"{self.path}: no such socket (is `pylvs serve` running?)") from None
+            raise ApiError(0, f"{self.path}: no such socket ({_NOT_RUNNING})") from None
+        except ConnectionRefusedError:
+            # A socket file left by a killed daemon, or nothing listening on the TCP port.
+            raise ApiError(0, f"{self.path}: connection refused ({_NOT_RUNNING})") from None
         except PermissionError:
             raise ApiError(0, f"{self.path}: permission denied (the socket is mode 0600; "
                               "run as the daemon's user)") from None
+        except ssl.SSLError as exc:
+            raise ApiError(0, f"{self.path}: TLS failed: {exc.reason or exc}") from None
         except OSError as exc:
             raise ApiError(0, f"{self.path}: {exc.strerror or exc}") from None
         finally:

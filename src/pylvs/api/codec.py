@@ -25,6 +25,7 @@ __all__ = [
     "decode_server",
     "decode_service",
     "encode",
+    "kind",
     "parse_endpoint",
     "service_id",
     "service_key",
@@ -54,7 +55,7 @@ def service_key(protocol: object, address: object, where: str) -> model.ServiceK
 def parse_endpoint(text: object, where: str, *, default_port: int | None = None) -> model.Endpoint:
     """Parse ``a.b.c.d:port`` (port optional when *default_port* is given)."""
     if not isinstance(text, str):
-        raise ConfigError(f"{where}: expected a string 'a.b.c.d:port', got {_kind(text)}")
+        raise ConfigError(f"{where}: expected a string 'a.b.c.d:port', got {kind(text)}")
     host, sep, port_text = text.rpartition(":")
     if not sep:
         host, port_text = text, ""
@@ -106,7 +107,7 @@ def decode_server(data: object, where: str = "real_server") -> model.RealServerC
 def decode_dataclass(cls: type[T], data: object, where: str) -> T:
     """Build the frozen dataclass *cls* from a JSON object, checking every key and type."""
     if not isinstance(data, Mapping):
-        raise ConfigError(f"{where}: expected an object, got {_kind(data)}")
+        raise ConfigError(f"{where}: expected an object, got {kind(data)}")
     hints, fields = _shape(cast(Hashable, cls))
     kwargs: dict[str, Any] = {}
     for key, raw in data.items():
@@ -150,14 +151,14 @@ def _decode(tp: Any, raw: object, where: str) -> Any:
         return raw
     if origin is tuple:
         if not isinstance(raw, list | tuple):
-            raise ConfigError(f"{where}: expected a list, got {_kind(raw)}")
+            raise ConfigError(f"{where}: expected a list, got {kind(raw)}")
         item_tp = get_args(tp)[0]
         return tuple(_decode(item_tp, item, f"{where}[{i}]") for i, item in enumerate(raw))
     if tp is model.Endpoint:
         return parse_endpoint(raw, where)
     if tp is IPv4Address:
         if not isinstance(raw, str):
-            raise ConfigError(f"{where}: expected an IPv4 address string, got {_kind(raw)}")
+            raise ConfigError(f"{where}: expected an IPv4 address string, got {kind(raw)}")
         try:
             return IPv4Address(raw)
         except AddressValueError:
@@ -166,24 +167,25 @@ def _decode(tp: Any, raw: object, where: str) -> Any:
         return decode_dataclass(typing.cast(type[Any], tp), raw, where)
     if tp is bool:
         if not isinstance(raw, bool):
-            raise ConfigError(f"{where}: expected true or false, got {_kind(raw)}")
+            raise ConfigError(f"{where}: expected true or false, got {kind(raw)}")
         return raw
     if tp is int:
         if isinstance(raw, bool) or not isinstance(raw, int):
-            raise ConfigError(f"{where}: expected an integer, got {_kind(raw)}")
+            raise ConfigError(f"{where}: expected an integer, got {kind(raw)}")
         return raw
     if tp is float:
         if isinstance(raw, bool) or not isinstance(raw, int | float):
-            raise ConfigError(f"{where}: expected a number, got {_kind(raw)}")
+            raise ConfigError(f"{where}: expected a number, got {kind(raw)}")
         return float(raw)
     if tp is str:
         if not isinstance(raw, str):
-            raise ConfigError(f"{where}: expected a string, got {_kind(raw)}")
+            raise ConfigError(f"{where}: expected a string, got {kind(raw)}")
         return raw
     raise ConfigError(f"{where}: unsupported type {tp!r}")
 
 
-def _kind(value: object) -> str:
+def kind(value: object) -> str:
+    """How *value* is described in an error message ("a list", "the number 3" …)."""
     if value is None:
         return "null"
     if isinstance(value, bool):

@@ -2,8 +2,9 @@
 
 Names follow node_exporter's IPVS collector with a ``pylvs_ipvs_`` prefix in place of
 ``node_ipvs_`` (``…_backend_connections_active``, ``…_incoming_bytes_total`` …) and the same
-labels (``local_address``, ``local_port``, ``proto``, ``remote_address``, ``remote_port``), so a
-dashboard written for a kernel director needs only the prefix changed.  The rest (health, HA,
+labels (``local_address``, ``local_port``, ``proto``, ``remote_address``, ``remote_port``, and
+``local_mark``, always empty: pylvs has no firewall-mark services), so a dashboard written for a
+kernel director needs only the prefix changed.  The rest (health, HA,
 drops, dataplane) is ``pylvs_*``.  Written by hand: the format is small and the daemon should
 not need prometheus_client at run time.
 """
@@ -67,7 +68,8 @@ _SERVICE_COUNTERS = (
 
 def _service_labels(svc: Mapping[str, Any]) -> dict[str, str]:
     host, _, port = str(svc["address"]).rpartition(":")
-    return {"local_address": host, "local_port": port, "proto": str(svc["protocol"]).upper()}
+    return {"local_address": host, "local_port": port, "proto": str(svc["protocol"]).upper(),
+            "local_mark": ""}
 
 
 def _families(director: DirectorLike) -> Iterable[MetricFamily]:
@@ -114,6 +116,7 @@ def _families(director: DirectorLike) -> Iterable[MetricFamily]:
     drops = fam("pylvs_engine_drops_total", "counter", "Packets the engine dropped, by reason.")
     for reason, count in sorted(stats["drops"].items()):
         drops.add({"reason": reason}, count)
+    _defense(views.defense(director), fam)
 
     ha = views.ha(director)
     role_fam = fam("pylvs_ha_role", "gauge", "HA role of this node: 1 for the current role.")
@@ -140,6 +143,30 @@ def _loop_lag(lag: Any, fam: Any) -> None:
         h.add({"le": str(bound)}, count, "_bucket")
     h.add({}, float(lag.get("sum", 0.0)), "_sum")
     h.add({}, int(lag.get("count", 0)), "_count")
+
+
+def _defense(dfn: Mapping[str, Any], fam: Any) -> None:
+    """Flood defence: each strategy's mode, what is engaged, entries and packets removed."""
+    mode = fam("pylvs_defense_mode", "gauge",
+               "Flood defence mode by strategy: 0 off, 1 automatic idle, 2 automatic engaged, "
+               "3 always on.")
+    for strategy, value in sorted(dfn["mode"].items()):
+        mode.add({"strategy": strategy}, value)
+    fam("pylvs_defense_drop_rate", "gauge",
+        "drop_packet: one in this many new connections is dropped (0 idle).").add(
+            {}, dfn["drop_rate"])
+    fam("pylvs_defense_free_slots", "gauge", "Free connection-table slots.").add(
+        {}, dfn["free_slots"])
+    fam("pylvs_defense_embryonic_entries", "gauge",
+        "Entries eviction may take (SYN seen, never established).").add({}, dfn["embryonic"])
+    removed = fam("pylvs_defense_entries_dropped_total", "counter",
+                  "Table entries removed by the flood defence, by reason.")
+    for reason, count in sorted(dfn["entries_dropped"].items()):
+        removed.add({"reason": reason}, count)
+    packets = fam("pylvs_defense_packets_dropped_total", "counter",
+                  "New-connection packets dropped by drop_packet or a full table.")
+    for reason, count in sorted(dfn["packets_dropped"].items()):
+        packets.add({"reason": reason}, count)
 
 
 _DATAPLANE_COUNTERS = (

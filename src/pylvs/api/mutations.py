@@ -32,6 +32,7 @@ __all__ = [
     "edit_server",
     "edit_service",
     "find_service",
+    "set_defense",
     "set_timeouts",
 ]
 
@@ -277,6 +278,19 @@ def delete_server(
     draft = Draft(cfg)
     draft.delete_server(key, endpoint)
     return draft.build()
+
+
+def set_defense(cfg: model.Config, changes: Mapping[str, Any]) -> model.Config:
+    """``[defense]`` keys to change (the others keep their values); validated with the whole
+    config when applied."""
+    current = codec.encode(cfg.defense)
+    for name, value in changes.items():
+        if name not in current:
+            known = ", ".join(sorted(current))
+            raise ConfigError(f"defense.{name}: unknown key (expected one of: {known})")
+        current[name] = value
+    defense = codec.decode_dataclass(model.DefenseConfig, current, "defense")
+    return dataclasses.replace(cfg, defense=defense)
 
 
 def set_timeouts(cfg: model.Config, changes: Mapping[str, Any]) -> model.Config:

@@ -10,7 +10,7 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Protocol
 
 from pylvs import model
-from pylvs.engine_types import ConnectionInfo, EngineStats, ServiceInfo, Timeouts
+from pylvs.engine_types import ConnectionInfo, DefenseInfo, EngineStats, ServiceInfo, Timeouts
 
 __all__ = ["DirectorLike", "EngineLike"]
 
@@ -40,6 +40,10 @@ class EngineLike(Protocol):
 
     def set_timeouts(self, tcp: int = 0, tcpfin: int = 0, udp: int = 0) -> None:
         """Change timeouts; 0 keeps a value."""
+        ...
+
+    def defense(self) -> DefenseInfo:
+        """The flood defence now: modes, what is engaged, entries removed."""
         ...
 
 

@@ -2,7 +2,10 @@
 
 The Unix socket gets its mode (0600 by default) *before* ``listen()``, so there is no moment
 where another user could connect.  The TCP listener serves a second application instance that
-demands ``Authorization: Bearer <token>``; the token is read from ``[api] token_file``.
+demands ``Authorization: Bearer <token>``; the token is read from ``[api] token_file``, which
+must not be readable by group or others (the daemon refuses to start otherwise, as sshd does
+with a private key).  With ``tls_cert`` and ``tls_key`` the TCP listener speaks HTTPS
+(TLS 1.2 or later), so the token does not cross the network in clear.
 """
 
 from __future__ import annotations
@@ -11,6 +14,7 @@ import contextlib
 import logging
 import os
 import socket
+import ssl
 import stat
 import time
 from pathlib import Path
@@ -25,7 +29,7 @@ from pylvs.api.history import History
 from pylvs.api.protocol import DirectorLike
 from pylvs.errors import ConfigError
 
-__all__ = ["ApiServer", "read_token"]
+__all__ = ["ApiServer", "read_token", "tls_context"]
 
 log = logging.getLogger("pylvs.api")
 
@@ -37,14 +41,37 @@ HISTORY_DUTY = 0.05
 
 
 def read_token(path: str) -> str:
-    """The bearer token in *path* (surrounding whitespace dropped); ConfigError if unusable."""
+    """The bearer token in *path* (surrounding whitespace dropped); ConfigError if unusable.
+
+    A token file that group or others may read or write is refused: anyone who can read it can
+    drive the director over TCP.
+    """
     try:
-        token = Path(path).read_text(encoding="utf-8").strip()
+        with open(path, encoding="utf-8") as f:
+            mode = stat.S_IMODE(os.fstat(f.fileno()).st_mode)
+            token = f.read().strip()
     except OSError as exc:
         raise ConfigError(f"api.token_file: cannot read {path}: {exc.strerror or exc}") from None
+    if mode & 0o066:
+        raise ConfigError(f"api.token_file: {path} is accessible by group or others "
+                          f"(mode {mode:04o}); run chmod 600 {path}")
     if len(token) < 16:
         raise ConfigError(f"api.token_file: the token in {path} is shorter than 16 characters")
     return token
+
+
+def tls_context(cert: str, key: str) -> ssl.SSLContext:
+    """A server context for the TCP listener (TLS 1.2+); ConfigError naming the bad file."""
+    ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+    try:
+        ctx.load_cert_chain(cert, key)
+    except FileNotFoundError as exc:
+        raise ConfigError(f"api.tls_cert: cannot read {exc.filename or cert}: "
+                          f"{exc.strerror}") from None
+    except (OSError, ssl.SSLError) as exc:
+        raise ConfigError(f"api.tls_cert: cannot load {cert} with key {key}: {exc}") from None
+    return ctx
 
 
 def _answers(path: str) -> bool:
@@ -116,6 +143,9 @@ class ApiServer:
                 raise ConfigError("api.token_file: required when api.listen is set")
             token = read_token(self.api.token_file)
             endpoint = parse_endpoint(self.api.listen, "api.listen")
+        tls = None
+        if self.api.tls_cert is not None and self.api.tls_key is not None:
+            tls = tls_context(self.api.tls_cert, self.api.tls_key)
         try:
             unix_runner = web.AppRunner(make_app(self.director, history=self.history),
                                         access_log=None, shutdown_timeout=SHUTDOWN_TIMEOUT)
@@ -131,22 +161,24 @@ class ApiServer:
                     shutdown_timeout=SHUTDOWN_TIMEOUT)
                 await tcp_runner.setup()
                 self._runners.append(tcp_runner)
-                site = web.TCPSite(tcp_runner, str(endpoint.address), endpoint.port)
+                site = web.TCPSite(tcp_runner, str(endpoint.address), endpoint.port,
+                                   ssl_context=tls)
                 await site.start()
                 # aiohttp has no public accessor for the bound port (needed for port 0).
                 sockets = getattr(site._server, "sockets", None) or ()
                 if sockets:
                     host, port = sockets[0].getsockname()[:2]
                     self.tcp_address = (str(host), int(port))
-                log.info("control API on http://%s:%s (bearer token required)",
+                log.info("control API on %s://%s:%s (bearer token required)",
+                         "https" if tls else "http",
                          *(self.tcp_address or (endpoint.address, endpoint.port)))
             self.director.rate_listeners.append(self._record)
         except BaseException:
             await self.stop()
             raise
 
-    async def stop(self) -> None:
-        """Close every listener and remove the socket file."""
+    async def stop(self, *, handover: bool = True) -> None:
+        """Close every listener and remove the socket file (``handover`` is HA's business)."""
         if self._record in self.director.rate_listeners:
             self.director.rate_listeners.remove(self._record)
         runners, self._runners = self._runners, []

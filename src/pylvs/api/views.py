@@ -191,6 +191,31 @@ def timeouts(director: DirectorLike) -> Json:
     return {"tcp": t.tcp, "tcpfin": t.tcpfin, "udp": t.udp}
 
 
+def defense(director: DirectorLike) -> Json:
+    """The flood defence (docs/ipvs.md#flood-defence): the configured ``[defense]``, each
+    strategy's mode now (an automatic one reads 1 idle or 2 engaged), what is engaged, and the
+    entries and packets it removed."""
+    d = director.engine.defense()
+    s = d.settings
+    drops = director.engine.stats().drops
+    return {
+        "configured": codec.encode(director.config.defense),
+        "mode": {"drop_entry": s.drop_entry, "drop_packet": s.drop_packet,
+                 "secure_tcp": s.secure_tcp},
+        "amemthresh": s.amemthresh,
+        "am_droprate": s.am_droprate,
+        "evict_embryonic": s.evict_embryonic,
+        "drop_entry_active": d.drop_entry_active,
+        "secure_tcp_active": d.secure_tcp_active,
+        "drop_rate": d.drop_rate,
+        "free_slots": d.free_slots,
+        "available": d.available,
+        "embryonic": d.embryonic,
+        "entries_dropped": dict(d.entries_dropped),
+        "packets_dropped": {k: drops.get(k, 0) for k in ("defense_drop_packet", "table_full")},
+    }
+
+
 def sync_timeouts(director: DirectorLike) -> None:
     """Make the engine's timeouts follow the configuration (a no-op if they already do)."""
     want = director.config.timeouts
@@ -241,5 +266,6 @@ def status(director: DirectorLike) -> Json:
         "dataplane": raw.get("dataplane"),
         "loop_lag": raw.get("loop_lag"),
         "timeouts": timeouts(director),
+        "defense": defense(director),
         "services": services(director),
     }

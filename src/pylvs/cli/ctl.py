@@ -12,7 +12,19 @@ ipvsadm's layouts (:mod:`pylvs.cli.layouts`).  Differences, all deliberate:
 * ``-S`` saves the configured weights, not the ones a failing health check has lowered.
 * ``-L`` shows the weight the scheduler uses now (0 while a health check has the server down),
   like the kernel's; ``(size=N)`` is the engine's connection limit (``max_connections``).
-* ``--socket PATH`` picks the daemon's control socket (default: ``[api] socket``).
+* Health checks: ipvsadm configures a kernel that probes nothing, so a service made by ``-A``
+  (also through ``-R``) has no health check (``check.type = "none"``) and a server added to it
+  with ``-a -w 4`` lists weight 4 at once.  To have its servers probed, give the service a
+  check through the API (``PATCH /api/v1/services/tcp/VIP:PORT`` with ``{"check": {"type":
+  "tcp"}}``) or define it in the config file.  A server added with ``-a`` to a service that
+  has a check is probed at once and listed with its weight as soon as it passes (weight 0
+  until then, and while it fails).
+* ``--save-config [FILE]`` (pylvs only) writes the running configuration, runtime changes
+  included, as TOML: without FILE to the daemon's own file (``[api] write_config = true``),
+  else to FILE (``-``: stdout).  A SIGHUP reload makes the file the whole truth again.
+* ``--socket PATH`` picks the daemon's control socket (default: ``[api] socket``);
+  ``--url https://host:port --token-file FILE [--cacert FILE]`` talks to the TCP listener
+  instead (``[api] listen``, with TLS when ``tls_cert``/``tls_key`` are set).
 """
 
 from __future__ import annotations
@@ -26,9 +38,12 @@ from ipaddress import AddressValueError, IPv4Address
 from typing import Any
 
 from pylvs import __version__, model
+from pylvs import config as config_mod
+from pylvs.api import codec
 from pylvs.api.client import ApiClient, ApiError, path_for
 from pylvs.cli import layouts
 from pylvs.cli.status import render_status
+from pylvs.errors import ConfigError
 
 __all__ = ["CtlError", "Request", "main", "parse_args", "status_main"]
 
@@ -39,7 +54,7 @@ MAX_TIMEOUT = 86400 * 31
 # ipvsadm's command and option names (cmdnames / optnames), in table order.
 COMMANDS = (
     "add-service", "edit-service", "delete-service", "flush", "list", "add-server",
-    "delete-server", "edit-server", "set", "restore", "save", "zero",
+    "delete-server", "edit-server", "set", "restore", "save", "zero", "save-config",
 )
 OPTIONS = (
     "numeric", "connection", "service-address", "scheduler", "persistent", "netmask",
@@ -63,6 +78,7 @@ _TABLE = {
     "restore":        "xxxxxxxxxxxxxxxxxxxx",
     "save":           ".xxxxxxxxxxxxxxxxxxx",
     "zero":           "xx.xxxxxxxxxxxxxxxxx",
+    "save-config":    "xxxxxxxxxxxxxxxxxxxx",  # pylvs only: the running state as TOML
 }
 assert all(len(row) == len(OPTIONS) for row in _TABLE.values())
 
@@ -75,7 +91,7 @@ _LONG_COMMANDS = {"add-service": "add-service", "edit-service": "edit-service",
                   "delete-service": "delete-service", "clear": "flush", "list": "list",
                   "add-server": "add-server", "edit-server": "edit-server",
                   "delete-server": "delete-server", "restore": "restore", "save": "save",
-                  "zero": "zero", "set": "set"}
+                  "zero": "zero", "set": "set", "save-config": "save-config"}
 # option letter/long name -> (option name in the table, takes an argument)
 _SHORT_OPTIONS = {"t": ("tcp", True), "u": ("udp", True), "f": ("fwmark", True),
                   "s": ("scheduler", True), "p": ("persistent", None), "M": ("netmask", True),
@@ -101,7 +117,8 @@ _LONG_OPTIONS = {"tcp-service": ("tcp", True), "udp-service": ("udp", True),
                  "ipv6": ("ipv6", False), "help": ("help", False), "version": ("version", False),
                  "start-daemon": ("start-daemon", True), "stop-daemon": ("stop-daemon", True),
                  "mcast-interface": ("mcast-interface", True), "syncid": ("syncid", True),
-                 "socket": ("socket", True)}
+                 "socket": ("socket", True), "url": ("url", True),
+                 "token-file": ("token-file", True), "cacert": ("cacert", True)}
 _REFUSED = {
     "gatewaying": "-g (direct routing) is not supported: pylvs is a NAT director; use -m",
     "ipip": "-i (IPIP tunnelling) is not supported: pylvs is a NAT director; use -m",
@@ -140,7 +157,9 @@ class Request:
     upper_threshold: int = 0
     lower_threshold: int = 0
     timeouts: tuple[int, int, int] | None = None
+    save_to: str | None = None  # --save-config=FILE ("-": stdout); None: the daemon's file
     socket: str | None = None
+    connect: dict[str, str] = field(default_factory=dict)  # url, token-file, cacert
     help: bool = False
     version: bool = False
 
@@ -190,6 +209,8 @@ def _tokens(argv: Sequence[str]) -> list[tuple[str, str | None]]:
             spec = _LONG_OPTIONS.get(name)
             if name in _LONG_COMMANDS:
                 out.append((_LONG_COMMANDS[name], None))
+                if eq:
+                    out.append(("", value))  # --save-config=FILE
                 continue
             if spec is None:
                 raise CtlError(f"invalid option `{arg}'")
@@ -261,6 +282,9 @@ def parse_args(argv: Sequence[str]) -> Request:
         if name == "socket":
             req.socket = value
             continue
+        if name in ("url", "token-file", "cacert"):
+            req.connect[name] = value or ""
+            continue
         if name == "sort":
             continue
         option = {"tcp": "service-address", "udp": "service-address",
@@ -292,6 +316,9 @@ def parse_args(argv: Sequence[str]) -> Request:
             req.lower_threshold = _number(text, 0, 2**31 - 1, "l_threshold")
         elif name == "sched-flags":
             req.flags = [f for f in text.split(",") if f]
+            for flag in req.flags:
+                if flag not in model.SCHEDULER_FLAGS:
+                    raise CtlError(f"invalid scheduler flag `{flag}'")
     if command is None:
         if req.help or req.version:
             command = "list"
@@ -300,10 +327,19 @@ def parse_args(argv: Sequence[str]) -> Request:
         else:
             raise CtlError("no command specified (try -h)")
     req.command = command
+    for flag in req.flags:
+        # parse_sched_flags runs once the scheduler is known (-s may follow -b); wlc without -s.
+        wants = model.FLAG_SCHEDULER.get(flag)
+        if wants is not None and wants != req.scheduler:
+            raise CtlError(f"incompatible scheduler flag `{flag}'")
     if pending_server is not None:
         port = req.service.port if req.service else 0
         req.server, _ = _endpoint(pending_server, req.protocol, "real server", port)
-    if command == "set":
+    if command == "save-config":
+        if len(positional) > 1:
+            raise CtlError(f"unexpected argument {positional[1]}")
+        req.save_to = positional[0] if positional else None
+    elif command == "set":
         if len(positional) != 3:
             raise CtlError("--set option requires 3 timeout values")
         tcp, tcpfin, udp = (_timeout(v, 0) for v in positional)
@@ -341,9 +377,12 @@ def _check_table(command: str, options: set[str]) -> None:
                 raise CtlError(f"The option '{opt}' conflicts with the '{exclusive}' option "
                                f"in the '{command}' command")
             exclusive = opt
+    # --persistent-conn also goes with -c (ipvsadm adds the persistence-engine columns).
     if command == "list" and options & {"connection", "timeout", "daemon"} and options & {
-        "stats", "rate", "thresholds", "persistent-conn"
+        "stats", "rate", "thresholds"
     }:
+        raise CtlError("options conflicts in the list command")
+    if command == "list" and options & {"timeout", "daemon"} and "persistent-conn" in options:
         raise CtlError("options conflicts in the list command")
 
 
@@ -362,11 +401,16 @@ def _server_body(req: Request) -> dict[str, Any]:
             "lower_threshold": req.lower_threshold}
 
 
+def _new_service_body(req: Request) -> dict[str, Any]:
+    # ipvsadm's kernel probes nothing: a service made by -A is unchecked (see the module doc).
+    return {**_service_body(req), "check": {"type": "none"}}
+
+
 def to_operation(req: Request) -> dict[str, Any]:
     """The ``/api/v1/batch`` operation for a mutating command (used by ``-R``)."""
     svc = {"protocol": req.protocol, "address": str(req.service)}
     if req.command == "add-service":
-        return {"op": "add_service", "service": _service_body(req)}
+        return {"op": "add_service", "service": _new_service_body(req)}
     if req.command == "edit-service":
         changes = _service_body(req)
         return {"op": "edit_service", **svc, "changes": changes}
@@ -418,10 +462,12 @@ def run(req: Request, client: ApiClient, stdin: Any = None) -> str:
     if cmd == "flush":
         client.delete("/api/v1/services")
         return ""
+    if cmd == "save-config":
+        return _save_config(client, req.save_to)
     assert req.service is not None
     svc_path = path_for(req.protocol, str(req.service))
     if cmd == "add-service":
-        client.post("/api/v1/services", _service_body(req))
+        client.post("/api/v1/services", _new_service_body(req))
     elif cmd == "edit-service":
         client.patch(svc_path, _service_body(req))
     elif cmd == "delete-service":
@@ -440,7 +486,8 @@ def _list(req: Request, client: ApiClient) -> str:
     o = req.options
     if "connection" in o:
         conns = client.get("/api/v1/connections")["connections"]
-        return layouts.connections(conns, numeric="numeric" in o)
+        return layouts.connections(conns, numeric="numeric" in o,
+                                   persistent_conn="persistent-conn" in o)
     if "timeout" in o:
         return layouts.timeouts(client.get("/api/v1/timeouts"))
     if "daemon" in o:
@@ -452,6 +499,39 @@ def _list(req: Request, client: ApiClient) -> str:
     services = client.get("/api/v1/services")["services"]
     size = int(client.get("/api/v1/stats").get("table_size", 4096))
     return layouts.listing(services, fmt, table_size=size)
+
+
+def _save_config(client: ApiClient, target: str | None) -> str:
+    """``--save-config [FILE]``: the running configuration (with every runtime change) as TOML.
+
+    Without FILE the daemon rewrites its own file (``[api] write_config = true`` required), so
+    the next SIGHUP keeps what ``pylvs ctl`` changed; with FILE (``-`` for stdout) the TOML is
+    written here, from ``GET /api/v1/config``, and the daemon needs no write permission.
+    """
+    if target is None:
+        try:
+            written = client.post("/api/v1/config/save")
+        except ApiError as exc:
+            if exc.status == 403:
+                raise CtlError(f"{exc.message} (set it in [api], or use --save-config FILE to "
+                               "write the TOML here)", 1) from None
+            raise
+        return f"written: {written['written']}\n"
+    data = dict(client.get("/api/v1/config"))
+    data.pop("source", None)
+    try:
+        cfg = codec.decode_dataclass(model.Config, data, "config")
+    except ConfigError as exc:
+        raise CtlError(f"the daemon's configuration did not decode: {exc}", 1) from None
+    text = config_mod.dump_toml(cfg)
+    if target == "-":
+        return text
+    try:
+        with open(target, "w", encoding="utf-8") as f:
+            f.write(text)
+    except OSError as exc:
+        raise CtlError(f"{target}: {exc.strerror or exc}", 1) from None
+    return ""
 
 
 def _daemon_lines(status: dict[str, Any]) -> str:
@@ -500,8 +580,10 @@ Usage:
             [--thresholds] [--persistent-conn] [--exact] [--nosort]
   pylvs ctl -Z [-t|u service-address]
   pylvs ctl --set tcp tcpfin udp
+  pylvs ctl --save-config [FILE|-]   the running state as TOML (no FILE: the daemon's own file)
   pylvs ctl -h
-Every form also takes --socket PATH (default {socket}).
+Every form also takes --socket PATH (default {socket}), or
+--url http[s]://host:port --token-file FILE [--cacert FILE] for the TCP listener.
 Schedulers: {schedulers}. Forwarding is always NAT (-m); -g and -i are refused.
 """
 
@@ -524,8 +606,8 @@ def main(argv: Sequence[str]) -> int:
     if req.version:
         print(f"pylvs ctl {__version__} (ipvsadm-compatible; IPVS v{layouts.IPVS_VERSION})")
         return 0
-    client = ApiClient(req.socket or model.ApiConfig().socket)
     try:
+        client = make_client(req.socket, req.connect)
         out = run(req, client)
     except CtlError as exc:
         print(exc, file=sys.stderr)
@@ -537,24 +619,69 @@ def main(argv: Sequence[str]) -> int:
     return 0
 
 
+def make_client(socket_path: str | None, connect: dict[str, str]) -> ApiClient:
+    """The client for ``--socket`` or ``--url``/``--token-file``/``--cacert``."""
+    url = connect.get("url")
+    if url is None:
+        if set(connect) - {"url"}:
+            raise CtlError("--token-file and --cacert need --url")
+        return ApiClient(socket_path or model.ApiConfig().socket)
+    if socket_path is not None:
+        raise CtlError("--socket and --url are exclusive")
+    token = None
+    if "token-file" in connect:
+        try:
+            with open(connect["token-file"], encoding="utf-8") as f:
+                token = f.read().strip()
+        except OSError as exc:
+            raise CtlError(f"--token-file: cannot read {connect['token-file']}: "
+                           f"{exc.strerror or exc}") from None
+    try:
+        return ApiClient(url, token=token, cafile=connect.get("cacert"))
+    except ApiError as exc:
+        raise CtlError(exc.message) from None
+
+
+STATUS_HELP = """\
+usage: pylvs status [--socket PATH | --url http[s]://host:port --token-file FILE [--cacert FILE]]
+
+Print a summary of a running director (`pylvs serve`): its role in the HA pair and the
+peer, the packet engine's counters and drops, and every virtual service with its real
+servers, their health and weights.  It asks the daemon's control API
+(the Unix socket, default {socket}; or the TCP listener with its bearer token).
+For ipvsadm's tables use `pylvs ctl -Ln`; for metrics, GET /metrics.
+"""
+
+
 def status_main(argv: Sequence[str]) -> int:
-    """``pylvs status [--socket PATH]``: a human summary of a running director."""
-    path = model.ApiConfig().socket
+    """``pylvs status [--socket PATH | --url URL ...]``: a human summary of a running director."""
+    socket_path: str | None = None
+    connect: dict[str, str] = {}
     args = list(argv)
     while args:
         arg = args.pop(0)
         if arg in ("-h", "--help"):
-            print("usage: pylvs status [--socket PATH]")
+            print(STATUS_HELP.format(socket=model.ApiConfig().socket).rstrip())
             return 0
-        if arg == "--socket" and args:
-            path = args.pop(0)
-        elif arg.startswith("--socket="):
-            path = arg.partition("=")[2]
+        name, eq, value = arg.partition("=")
+        if name in ("--socket", "--url", "--token-file", "--cacert"):
+            if not eq:
+                if not args:
+                    print(f"pylvs status: {name}: missing argument", file=sys.stderr)
+                    return 2
+                value = args.pop(0)
+            if name == "--socket":
+                socket_path = value
+            else:
+                connect[name[2:]] = value
         else:
-            print(f"pylvs status: unexpected argument {arg!r}", file=sys.stderr)
+            print(f"pylvs status: unexpected argument {arg!r} (try --help)", file=sys.stderr)
             return 2
     try:
-        status = ApiClient(path).get("/api/v1/status")
+        status = make_client(socket_path, connect).get("/api/v1/status")
+    except CtlError as exc:
+        print(f"pylvs status: {exc}", file=sys.stderr)
+        return 2
     except ApiError as exc:
         print(f"pylvs status: {exc.message}", file=sys.stderr)
         return 1

@@ -4,12 +4,17 @@
 line with ``director.log_format = "json"``).  Signals:
 
 * ``SIGHUP``: re-read the file and apply it live; a bad file is logged and the running state
-  kept.
+  kept.  The file is the whole truth: every service and real server it no longer has is
+  removed, and each removal is logged (a warning names those added at run time with
+  ``pylvs ctl`` or the API, which the file never had; ``pylvs ctl --save-config`` writes the
+  running state to the file first to keep them).
 * ``SIGTERM`` / ``SIGINT``: stop (the HA component hands over first) and remove every route,
   rule, address and proxy entry pylvs added; exit 0.
 
 The loop is chosen with a loop factory (``--loop`` or ``director.loop``), never a policy.
-``check`` validates a file and prints every problem, without touching the network.
+``check`` validates a file and prints every problem, without touching the network, then the
+warnings (valid but probably not meant: no virtual servers, scheduler flags the scheduler does
+not read).
 """
 
 from __future__ import annotations
@@ -92,6 +97,8 @@ def check_main(argv: Sequence[str]) -> int:
     cfg = _load(args.config)
     if cfg is None:
         return EXIT_CONFIG
+    for line in config_mod.warnings(cfg):
+        print(f"warning: {line}", file=sys.stderr)
     n_rs = sum(len(vs.real_servers) for vs in cfg.virtual_servers)
     print(f"{cfg.source}: OK ({len(cfg.virtual_servers)} virtual servers, {n_rs} real servers)")
     return EXIT_OK
@@ -104,6 +111,8 @@ def serve_main(argv: Sequence[str]) -> int:
     if cfg is None:
         return EXIT_CONFIG
     setup_logging(cfg.director.log_format, cfg.director.log_level, args.verbose)
+    for line in config_mod.warnings(cfg):
+        log.warning("%s", line)
     loop_name = args.loop or cfg.director.loop
     factory = _loop_factory(loop_name)
     log.info("pylvs serve: %s, %s loop", cfg.source, loop_name if factory else "asyncio")
@@ -178,11 +187,13 @@ async def _serve(cfg: Config, path: str, verbose: bool) -> int:
 
 async def _reload_loop(director: Any, path: str, reloads: asyncio.Queue[None],
                        verbose: bool) -> None:
+    file_cfg: Config = director.config  # the file as last loaded: what the file "knows"
     while True:
         await reloads.get()
         started = time.monotonic()
         try:
             new = await asyncio.to_thread(config_mod.load, path)
+            gone = config_mod.removals(director.config, new, baseline=file_cfg)
             await director.apply_config(new)
         except ConfigError as exc:
             log.error("SIGHUP: reload refused, keeping the running configuration:\n%s", exc)
@@ -190,5 +201,21 @@ async def _reload_loop(director: Any, path: str, reloads: asyncio.Queue[None],
         except PylvsError as exc:
             log.error("SIGHUP: reload failed: %s", exc)
             continue
+        file_cfg = new
         setup_logging(new.director.log_format, new.director.log_level, verbose)
+        _log_removals(path, gone)
+        for line in config_mod.warnings(new):
+            log.warning("%s", line)
         log.info("SIGHUP: reloaded %s in %.1f ms", path, (time.monotonic() - started) * 1000)
+
+
+def _log_removals(path: str, gone: list[str]) -> None:
+    """Say what the reload took away; loudly for what only existed at run time."""
+    runtime = [g for g in gone if g.endswith("(added at run time)")]
+    if runtime:
+        log.warning("SIGHUP: %s does not have %d change(s) made at run time with pylvs ctl "
+                    "or the API; removed (run `pylvs ctl --save-config` before editing the "
+                    "file to keep them): %s", path, len(runtime), "; ".join(runtime))
+    for line in gone:
+        if line not in runtime:
+            log.info("SIGHUP: removed %s (no longer in %s)", line, path)

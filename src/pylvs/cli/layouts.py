@@ -15,6 +15,8 @@ from functools import lru_cache
 from ipaddress import IPv4Address
 from typing import Any
 
+from pylvs.model import scheduler_flag_names
+
 __all__ = [
     "IPVS_VERSION",
     "Format",
@@ -191,8 +193,15 @@ def _persistence(svc: Json, timeout_word: str, mask_word: str) -> str:
     return text
 
 
+def _sched_flags(svc: Json) -> str:
+    """``print_sched_flags``: the set scheduler bits under the scheduler's names, comma-joined."""
+    return ",".join(scheduler_flag_names(str(svc["scheduler"]), svc.get("flags") or ()))
+
+
 def _plain_service(name: str, svc: Json) -> str:
-    return f"{name} {svc['scheduler']}" + _persistence(svc, "persistent", "mask")
+    flags = _sched_flags(svc)
+    return (f"{name} {svc['scheduler']}" + (f" ({flags})" if flags else "")
+            + _persistence(svc, "persistent", "mask"))
 
 
 def listing(
@@ -219,9 +228,9 @@ def rules(services: Iterable[Json], *, numeric: bool = False) -> str:
         switch = "-t" if protocol == "tcp" else "-u"
         name = f"{switch} {_name(str(svc['address']), protocol, numeric)}"
         line = f"-A {name} -s {svc['scheduler']}" + _persistence(svc, "-p", "-M")
-        flags = svc.get("flags") or ()
+        flags = _sched_flags(svc)
         if flags:
-            line += f" -b {','.join(flags)}"
+            line += f" -b {flags}"
         out.append(line)
         for rs in _servers(svc, fmt):
             if rs.get("sorry"):
@@ -231,22 +240,27 @@ def rules(services: Iterable[Json], *, numeric: bool = False) -> str:
     return "".join(line + "\n" for line in out)
 
 
-def connections(conns: Iterable[Json], *, numeric: bool = False) -> str:
-    """``ipvsadm -L -c``: the connection table with expiry as MM:SS."""
-    lines = [
-        "IPVS connection entries",
-        f"pro expire {'state':<11} {'source':<18} {'virtual':<18} destination",
-    ]
+def connections(conns: Iterable[Json], *, numeric: bool = False,
+                persistent_conn: bool = False) -> str:
+    """``ipvsadm -L -c``: the connection table with expiry as MM:SS.
+
+    With ``--persistent-conn`` ipvsadm adds the persistence engine's two columns (``pe name``,
+    ``pe_data``); pylvs has no persistence engine (IPVS's only one is SIP), so both stay empty.
+    """
+    head = f"pro expire {'state':<11} {'source':<18} {'virtual':<18} "
+    head += (f"{'destination':<18} {'pe name':<16} pe_data" if persistent_conn
+             else "destination")
+    lines = ["IPVS connection entries", head]
     for c in conns:
         protocol = str(c["protocol"])
         expires = max(0, int(c.get("expires", 0)))
         expire = f"{expires // 60:02d}:{expires % 60:02d}"
-        lines.append(
-            f"{protocol.upper():<3} {expire:<6} {c.get('state', 'NONE')!s:<11} "
-            f"{_name(str(c['client']), protocol, numeric):<18} "
-            f"{_name(str(c['virtual']), protocol, numeric):<18} "
-            f"{_name(str(c['server']), protocol, numeric)}"
-        )
+        dest = _name(str(c["server"]), protocol, numeric)
+        row = (f"{protocol.upper():<3} {expire:<6} {c.get('state', 'NONE')!s:<11} "
+               f"{_name(str(c['client']), protocol, numeric):<18} "
+               f"{_name(str(c['virtual']), protocol, numeric):<18} ")
+        row += f"{dest:<18} {'':<16} " if persistent_conn else dest
+        lines.append(row)
     return "\n".join(lines) + "\n"
 
 

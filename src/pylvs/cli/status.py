@@ -33,6 +33,21 @@ def _peer(ha: Mapping[str, Any]) -> str:
     return str(peer)
 
 
+_MODE_WORDS = {0: "off", 1: "auto", 2: "ENGAGED", 3: "on"}
+
+
+def _defense_line(dfn: Mapping[str, Any]) -> str:
+    """Flood defence: each strategy's mode, free slots, and what it removed."""
+    modes = "  ".join(f"{name} {_MODE_WORDS.get(int(v), v)}"
+                      for name, v in sorted((dfn.get("mode") or {}).items()))
+    entries = dfn.get("entries_dropped") or {}
+    packets = dfn.get("packets_dropped") or {}
+    evict = "evict on" if dfn.get("evict_embryonic") else "evict off"
+    return (f"defense {modes}  {evict}  free {dfn.get('free_slots', 0)}  "
+            f"entries dropped {sum(int(v) for v in entries.values())}  "
+            f"packets dropped {sum(int(v) for v in packets.values())}")
+
+
 def render_status(status: Mapping[str, Any]) -> str:
     """The summary: role and peer, then each service and its servers."""
     ha = status.get("ha") or {}
@@ -51,6 +66,9 @@ def render_status(status: Mapping[str, Any]) -> str:
             f"loop lag (last {lag['window_samples']} samples) p50 {lag['p50'] * 1e3:.1f} ms  "
             f"p99 {lag['p99'] * 1e3:.1f} ms  max {lag['max'] * 1e3:.1f} ms  "
             f"(max since start {lag['max_ever'] * 1e3:.1f} ms)")
+    dfn = status.get("defense")
+    if dfn:
+        lines.append(_defense_line(dfn))
     services = status.get("services") or []
     if not services:
         lines.append("no virtual services")

@@ -15,24 +15,27 @@
 #define LVS_E_EXIST 17   /* duplicate service / dest */
 #define LVS_E_INVAL 22   /* bad argument (unknown scheduler, bad flags, ...) */
 #define LVS_E_RANGE 34   /* weight < 0, l_threshold > u_threshold, ... */
+#define LVS_E_AFNOSUPPORT 97 /* a real server of the other address family than its service */
 
 /* The text for an LVS_E* value (positive), NULL for any other. */
 const char *lvs_strerror(int err);
 
 /* ---- the dataplane contract ----------------------------------------------------------------
  *
- * Packet i of a batch is the IPv4 packet at data + i*stride, len[i] bytes long.  Rewriting is
+ * Packet i of a batch is the IPv4 or IPv6 packet (by its version nibble) at data + i*stride,
+ * len[i] bytes long.  Rewriting is
  * done in place.  meta[i] bits (input):
  *   LVS_META_CSUM_PARTIAL  the L4 checksum field holds only the non-inverted pseudo-header sum
  *                          (virtio NEEDS_CSUM).  An address change updates it with no outer
  *                          complement; a port change leaves it alone (the device sums the L4
  *                          header later).
- *   LVS_META_GSO           a TCP super-packet: headers are rewritten once, lengths unchanged.
+ *   LVS_META_GSO           a TCP super-packet (TSO4 or TSO6): headers are rewritten once,
+ *                          lengths unchanged.
  * verdict[i] (output):
  *   LVS_VERDICT_FORWARD    rewritten; send it on
  *   LVS_VERDICT_PASS       unchanged, not ours (no VIP, no connection)
  *   LVS_VERDICT_DROP       drop it (the reason is counted, see lvs_counter_names)
- *   LVS_VERDICT_REPLY      the slot now holds a generated packet (ICMP port unreachable) to be
+ *   LVS_VERDICT_REPLY      the slot now holds a generated packet (ICMP/ICMPv6 error) to be
  *                          written back towards the sender; len[i] is updated.
  * stride must be >= LVS_MIN_STRIDE (a reply is built in place).  Returns the number of
  * FORWARD + REPLY verdicts.
@@ -77,6 +80,39 @@ int64_t lvs_engine_get_option(lvs_engine *e, int opt);
 /* Run due timers; returns the number of entries removed (conns and templates). */
 uint32_t lvs_engine_expire(lvs_engine *e, double now);
 
+/* ---- flood defence (docs/ipvs.md#flood-defence) ----
+ * drop_entry, drop_packet, secure_tcp: 0 off, 1 automatic (idle), 2 automatic (engaged), 3 always
+ * on, as the kernel sysctls; the automatic modes move between 1 and 2 by themselves, once a
+ * second (from lvs_engine_expire) and at once on a set.  They engage when fewer than amemthresh
+ * entries are available to new connections (free slots, plus embryonic entries while eviction
+ * is on).  evict_embryonic: a full table gives the oldest embryonic entry's slot
+ * to a new connection (beyond the kernel). */
+typedef struct lvs_defense_conf {
+    int32_t drop_entry;
+    int32_t drop_packet;
+    int32_t secure_tcp;
+    uint32_t amemthresh;     /* free table slots */
+    uint32_t am_droprate;    /* drop_packet mode 3: one in am_droprate new conns */
+    int32_t evict_embryonic;
+} lvs_defense_conf;
+
+typedef struct lvs_defense_info {
+    lvs_defense_conf conf;   /* the modes as they are now */
+    int32_t drop_entry_active;
+    int32_t secure_tcp_active;
+    uint32_t drop_rate;      /* 0: drop_packet idle */
+    uint32_t free_slots;
+    uint32_t available;      /* what the levels compare with amemthresh: free slots, plus the
+                              * embryonic entries while eviction is on */
+    uint32_t embryonic;      /* entries that could be evicted */
+    uint64_t drop_entry_conns, drop_entry_templates;
+    uint64_t evicted_embryonic, evicted_templates;
+} lvs_defense_info;
+
+/* -LVS_E_RANGE for a mode outside 0..3. */
+int lvs_defense_set(lvs_engine *e, const lvs_defense_conf *c);
+void lvs_defense_get(lvs_engine *e, lvs_defense_info *out);
+
 /* ipvsadm --set: 0 keeps the current value. */
 void lvs_engine_set_timeouts(lvs_engine *e, uint32_t tcp, uint32_t tcpfin, uint32_t udp);
 void lvs_engine_get_timeouts(lvs_engine *e, uint32_t *tcp, uint32_t *tcpfin, uint32_t *udp);
@@ -84,21 +120,24 @@ void lvs_engine_get_timeouts(lvs_engine *e, uint32_t *tcp, uint32_t *tcpfin, uin
 /* ---- services and dests ---- */
 
 typedef struct lvs_svc_conf {
+    uint8_t af;              /* LVS_AF_INET or LVS_AF_INET6 */
     uint8_t proto;
-    uint32_t addr;
+    lvs_addr addr;
     uint16_t port;
     const char *sched;       /* registry name */
     uint32_t flags;          /* LVS_SVC_F_SCHED1/2/3 (PERSISTENT is derived from timeout) */
     uint32_t timeout;        /* persistence seconds, 0 = not persistent */
-    uint32_t netmask;        /* persistence netmask, host order */
+    uint32_t netmask;        /* persistence: IPv4 netmask (host order); IPv6 prefix 1..128 */
     uint32_t mh_table_size;  /* 0 = default */
 } lvs_svc_conf;
 
 typedef struct lvs_dest_conf {
+    uint8_t af;              /* the service's family */
     uint8_t proto;
-    uint32_t vaddr;
+    lvs_addr vaddr;
     uint16_t vport;
-    uint32_t addr;
+    uint8_t dest_af;         /* the server's family: must equal af (-LVS_E_AFNOSUPPORT) */
+    lvs_addr addr;
     uint16_t port;
     int32_t weight;
     uint32_t u_threshold;
@@ -107,7 +146,7 @@ typedef struct lvs_dest_conf {
 
 int lvs_svc_add(lvs_engine *e, const lvs_svc_conf *c);
 int lvs_svc_edit(lvs_engine *e, const lvs_svc_conf *c);
-int lvs_svc_del(lvs_engine *e, uint8_t proto, uint32_t addr, uint16_t port);
+int lvs_svc_del(lvs_engine *e, uint8_t af, uint8_t proto, const lvs_addr *addr, uint16_t port);
 int lvs_dest_add(lvs_engine *e, const lvs_dest_conf *c);
 int lvs_dest_edit(lvs_engine *e, const lvs_dest_conf *c);
 /* expire_conns: also expire every connection bound to the dest now (expire_nodest_conn). */
@@ -123,8 +162,9 @@ typedef struct lvs_stats_info {
 } lvs_stats_info;
 
 typedef struct lvs_svc_info {
+    uint8_t af;
     uint8_t proto;
-    uint32_t addr;
+    lvs_addr addr;
     uint16_t port;
     char sched[16];
     uint32_t flags;
@@ -136,7 +176,7 @@ typedef struct lvs_svc_info {
 } lvs_svc_info;
 
 typedef struct lvs_dest_info {
-    uint32_t addr;
+    lvs_addr addr;
     uint16_t port;
     int32_t weight;
     int32_t last_weight;
@@ -147,10 +187,11 @@ typedef struct lvs_dest_info {
 } lvs_dest_info;
 
 typedef struct lvs_conn_info {
+    uint8_t af;
     uint8_t proto;
     uint8_t state;
     uint16_t flags;
-    uint32_t caddr, vaddr, daddr;
+    lvs_addr caddr, vaddr, daddr;
     uint16_t cport, vport, dport;
     double expires;          /* absolute time */
     uint32_t in_pkts;
@@ -198,12 +239,12 @@ uint32_t lvs_svc_count(lvs_engine *e);
 /* idx in insertion order; -LVS_E_SRCH past the end. */
 int lvs_svc_info_get(lvs_engine *e, uint32_t idx, lvs_svc_info *out);
 /* The service's dests in kernel list order (newest first); returns the count (may exceed cap). */
-int lvs_dest_info_list(lvs_engine *e, uint8_t proto, uint32_t addr, uint16_t port,
-                       lvs_dest_info *out, uint32_t cap);
+int lvs_dest_info_list(lvs_engine *e, uint8_t af, uint8_t proto, const lvs_addr *addr,
+                       uint16_t port, lvs_dest_info *out, uint32_t cap);
 /* One service / one dest by key, without listing the rest: 0, -LVS_E_SRCH or -LVS_E_NOENT
- * (only the key fields of the dest conf are read). */
-int lvs_svc_info_find(lvs_engine *e, uint8_t proto, uint32_t addr, uint16_t port,
-                      lvs_svc_info *out);
+ * (only the key fields of the dest conf are read: af, proto, vaddr, vport, addr, port). */
+int lvs_svc_info_find(lvs_engine *e, uint8_t af, uint8_t proto, const lvs_addr *addr,
+                      uint16_t port, lvs_svc_info *out);
 int lvs_dest_info_find(lvs_engine *e, const lvs_dest_conf *c, lvs_dest_info *out);
 /* Every conn and template; returns the count (may exceed cap; call again with more room). */
 uint32_t lvs_conn_list(lvs_engine *e, lvs_conn_info *out, uint32_t cap);
@@ -214,19 +255,23 @@ const char *const *lvs_counter_names(void);
 uint32_t lvs_counter_values(lvs_engine *e, uint64_t *out, uint32_t cap);
 
 /* -Z: baseline every counter (all services, or one when proto != 0) and reset estimators. */
-int lvs_engine_zero_stats(lvs_engine *e, uint8_t proto, uint32_t addr, uint16_t port);
+int lvs_engine_zero_stats(lvs_engine *e, uint8_t af, uint8_t proto, const lvs_addr *addr,
+                          uint16_t port);
 /* Run the 2 s estimator for every stats object whose period has elapsed. */
 void lvs_engine_update_rates(lvs_engine *e, double now);
 
 /* ---- connection sync (see engine.py for the record format) ---- */
 
-#define LVS_SYNC_RECORD_SIZE 36
+#define LVS_SYNC_RECORD_SIZE 36      /* struct ip_vs_sync_v4 */
+#define LVS_SYNC_RECORD_SIZE_V6 72   /* struct ip_vs_sync_v6 (type bit 0 set) */
 /* Copy out and clear the pending records; returns bytes written (<= cap) . */
 uint32_t lvs_sync_collect(lvs_engine *e, uint8_t *out, uint32_t cap);
 uint32_t lvs_sync_pending(lvs_engine *e);
 /* Every entry; returns the bytes needed (writes only when <= cap). */
 uint32_t lvs_sync_full(lvs_engine *e, uint8_t *out, uint32_t cap, double now);
-/* Install/refresh entries; returns the number applied; *skipped counts unknown svc/dest. */
+/* Install/refresh entries (any mix of v4 and v6 records, each sized by its ver_size); returns
+ * the number applied; *skipped counts unknown svc/dest and malformed records (a record whose
+ * size runs past the data ends the walk). */
 int lvs_sync_apply(lvs_engine *e, const uint8_t *data, uint32_t len, double now,
                    uint32_t *skipped);
 

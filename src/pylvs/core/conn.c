@@ -19,37 +19,39 @@
 
 #include "engine.h"
 
-lvs_conn *lvs_conn_in_get(lvs_engine *e, uint8_t proto, uint32_t caddr, uint16_t cport,
-                          uint32_t vaddr, uint16_t vport)
+lvs_conn *lvs_conn_in_get(lvs_engine *e, uint8_t af, uint8_t proto, lvs_addr caddr,
+                          uint16_t cport, lvs_addr vaddr, uint16_t vport)
 {
-    lvs_conn *c = e->in_tab[lvs_in_hash(e, proto, caddr, cport, vaddr, vport)];
+    lvs_conn *c = e->in_tab[lvs_in_hash(e, af, proto, caddr, cport, vaddr, vport)];
     for (; c; c = c->in_next) {
-        if (c->caddr == caddr && c->vaddr == vaddr && c->cport == cport && c->vport == vport &&
-            c->proto == proto && !(c->flags & LVS_CONN_F_TEMPLATE))
+        if (lvs_addr_eq(c->caddr, caddr) && lvs_addr_eq(c->vaddr, vaddr) && c->cport == cport &&
+            c->vport == vport && c->proto == proto && c->af == af &&
+            !(c->flags & LVS_CONN_F_TEMPLATE))
             return c;
     }
     return NULL;
 }
 
-lvs_conn *lvs_conn_out_get(lvs_engine *e, uint8_t proto, uint32_t daddr, uint16_t dport,
-                           uint32_t caddr, uint16_t cport)
+lvs_conn *lvs_conn_out_get(lvs_engine *e, uint8_t af, uint8_t proto, lvs_addr daddr,
+                           uint16_t dport, lvs_addr caddr, uint16_t cport)
 {
-    lvs_conn *c = e->out_tab[lvs_out_hash(e, proto, daddr, dport, caddr, cport)];
+    lvs_conn *c = e->out_tab[lvs_out_hash(e, af, proto, daddr, dport, caddr, cport)];
     for (; c; c = c->out_next) {
-        if (c->daddr == daddr && c->caddr == caddr && c->dport == dport && c->cport == cport &&
-            c->proto == proto)
+        if (lvs_addr_eq(c->daddr, daddr) && lvs_addr_eq(c->caddr, caddr) && c->dport == dport &&
+            c->cport == cport && c->proto == proto && c->af == af)
             return c;
     }
     return NULL;
 }
 
-lvs_conn *lvs_tmpl_get(lvs_engine *e, uint8_t proto, uint32_t snet, uint32_t vaddr,
+lvs_conn *lvs_tmpl_get(lvs_engine *e, uint8_t af, uint8_t proto, lvs_addr snet, lvs_addr vaddr,
                        uint16_t vport)
 {
-    lvs_conn *c = e->in_tab[lvs_in_hash(e, proto, snet, 0, vaddr, vport)];
+    lvs_conn *c = e->in_tab[lvs_in_hash(e, af, proto, snet, 0, vaddr, vport)];
     for (; c; c = c->in_next) {
-        if (c->caddr == snet && c->vaddr == vaddr && c->cport == 0 && c->vport == vport &&
-            c->proto == proto && (c->flags & LVS_CONN_F_TEMPLATE))
+        if (lvs_addr_eq(c->caddr, snet) && lvs_addr_eq(c->vaddr, vaddr) && c->cport == 0 &&
+            c->vport == vport && c->proto == proto && c->af == af &&
+            (c->flags & LVS_CONN_F_TEMPLATE))
             return c;
     }
     return NULL;
@@ -60,7 +62,7 @@ static void in_unlink(lvs_engine *e, lvs_conn *c)
     if (!(c->flags & LVS_CONN_F_INHASH))
         return;
     lvs_conn **pp =
-        &e->in_tab[lvs_in_hash(e, c->proto, c->caddr, c->cport, c->vaddr, c->vport)];
+        &e->in_tab[lvs_in_hash(e, c->af, c->proto, c->caddr, c->cport, c->vaddr, c->vport)];
     while (*pp && *pp != c)
         pp = &(*pp)->in_next;
     if (*pp)
@@ -71,7 +73,7 @@ static void in_unlink(lvs_engine *e, lvs_conn *c)
 static void out_unlink(lvs_engine *e, lvs_conn *c)
 {
     lvs_conn **pp =
-        &e->out_tab[lvs_out_hash(e, c->proto, c->daddr, c->dport, c->caddr, c->cport)];
+        &e->out_tab[lvs_out_hash(e, c->af, c->proto, c->daddr, c->dport, c->caddr, c->cport)];
     while (*pp && *pp != c)
         pp = &(*pp)->out_next;
     if (*pp)
@@ -210,45 +212,51 @@ static lvs_conn *conn_alloc(lvs_engine *e)
         lvs_conn *slab = calloc(LVS_SLAB_SIZE, sizeof(lvs_conn));
         if (!slab)
             return NULL;
+        uint32_t base = e->nslabs * LVS_SLAB_SIZE;
         e->slabs[e->nslabs++] = slab;
         for (uint32_t i = LVS_SLAB_SIZE; i-- > 0;) {
+            slab[i].slot = base + i;
             slab[i].out_next = e->free_list;
             e->free_list = &slab[i];
         }
     }
     lvs_conn *c = e->free_list;
     e->free_list = c->out_next;
+    uint32_t slot = c->slot;
     memset(c, 0, sizeof(*c));
+    c->slot = slot;
+    c->emb_prev = c->emb_next = LVS_NO_SLOT;
     e->nconns++;
     return c;
 }
 
-lvs_conn *lvs_conn_new(lvs_engine *e, uint8_t proto, uint32_t caddr, uint16_t cport,
-                       uint32_t vaddr, uint16_t vport, uint32_t daddr, uint16_t dport,
-                       uint16_t flags, lvs_dest *dest, double now)
+lvs_conn *lvs_conn_new(lvs_engine *e, const lvs_conn_key *k, uint16_t flags, lvs_dest *dest,
+                       double now)
 {
     int tmpl = (flags & LVS_CONN_F_TEMPLATE) != 0;
-    uint32_t o = tmpl ? 0 : lvs_out_hash(e, proto, daddr, dport, caddr, cport);
+    uint32_t o = tmpl ? 0 : lvs_out_hash(e, k->af, k->proto, k->daddr, k->dport, k->caddr,
+                                         k->cport);
     /* the out bucket is a cold line nobody prefetched: start loading it now */
     if (!tmpl)
         __builtin_prefetch(&e->out_tab[o], 1);
     lvs_conn *c = conn_alloc(e);
     if (!c)
         return NULL;
-    c->proto = proto;
-    c->caddr = caddr;
-    c->cport = cport;
-    c->vaddr = vaddr;
-    c->vport = vport;
-    c->daddr = daddr;
-    c->dport = dport;
+    c->af = k->af;
+    c->proto = k->proto;
+    c->caddr = k->caddr;
+    c->cport = k->cport;
+    c->vaddr = k->vaddr;
+    c->vport = k->vport;
+    c->daddr = k->daddr;
+    c->dport = k->dport;
     c->flags = (uint16_t)(flags | LVS_CONN_F_INUSE | LVS_CONN_F_INHASH);
     c->state = 0;
     c->old_state = 0;
     c->timeout = 3; /* ip_vs_conn_new: until the first state transition */
     if (dest)
         bind_dest(c, dest);
-    uint32_t h = lvs_in_hash(e, proto, caddr, cport, vaddr, vport);
+    uint32_t h = lvs_in_hash(e, k->af, k->proto, k->caddr, k->cport, k->vaddr, k->vport);
     c->in_next = e->in_tab[h];
     e->in_tab[h] = c;
     if (!tmpl) {
@@ -264,9 +272,12 @@ lvs_conn *lvs_conn_new(lvs_engine *e, uint8_t proto, uint32_t caddr, uint16_t cp
 }
 
 /* Unlink and free (ip_vs_conn_expire once the timer is really done with it). */
+static void embryo_unlink(lvs_engine *e, lvs_conn *c);
+
 static void conn_free(lvs_engine *e, lvs_conn *c)
 {
     wheel_unlink(c);
+    embryo_unlink(e, c);
     in_unlink(e, c);
     if (c->flags & LVS_CONN_F_TEMPLATE)
         e->ntemplates--;
@@ -363,6 +374,7 @@ int lvs_conn_table_init(lvs_engine *e, uint32_t max_conns)
         return -LVS_E_NOMEM;
     e->tab_mask = n - 1;
     e->max_conns = max_conns;
+    e->emb_head = e->emb_tail = LVS_NO_SLOT;
     return 0;
 }
 
@@ -389,10 +401,57 @@ void lvs_conn_for_each(lvs_engine *e, void (*fn)(lvs_engine *, lvs_conn *, void 
 
 uint32_t lvs_conn_index_of(lvs_engine *e, const lvs_conn *c)
 {
-    for (uint32_t s = 0; s < e->nslabs; s++) {
-        const lvs_conn *slab = e->slabs[s];
-        if (c >= slab && c < slab + LVS_SLAB_SIZE)
-            return s * LVS_SLAB_SIZE + (uint32_t)(c - slab);
-    }
-    return UINT32_MAX;
+    (void)e;
+    return c->slot;
+}
+
+/* ---- the embryonic FIFO (docs/ipvs.md#flood-defence, "no lock-out") ---- */
+
+static inline lvs_conn *at_slot(lvs_engine *e, uint32_t slot)
+{
+    return &e->slabs[slot >> LVS_SLAB_BITS][slot & (LVS_SLAB_SIZE - 1)];
+}
+
+void lvs_embryo_push(lvs_engine *e, lvs_conn *c)
+{
+    if (c->flags & (LVS_CONN_F_EMBRYO | LVS_CONN_F_TEMPLATE))
+        return;
+    c->flags |= LVS_CONN_F_EMBRYO;
+    c->emb_next = LVS_NO_SLOT;
+    c->emb_prev = e->emb_tail;
+    if (e->emb_tail != LVS_NO_SLOT)
+        at_slot(e, e->emb_tail)->emb_next = c->slot;
+    else
+        e->emb_head = c->slot;
+    e->emb_tail = c->slot;
+    e->nembryo++;
+}
+
+static void embryo_unlink(lvs_engine *e, lvs_conn *c)
+{
+    if (!(c->flags & LVS_CONN_F_EMBRYO))
+        return;
+    if (c->emb_prev != LVS_NO_SLOT)
+        at_slot(e, c->emb_prev)->emb_next = c->emb_next;
+    else
+        e->emb_head = c->emb_next;
+    if (c->emb_next != LVS_NO_SLOT)
+        at_slot(e, c->emb_next)->emb_prev = c->emb_prev;
+    else
+        e->emb_tail = c->emb_prev;
+    c->emb_prev = c->emb_next = LVS_NO_SLOT;
+    c->flags &= (uint16_t)~LVS_CONN_F_EMBRYO;
+    e->nembryo--;
+}
+
+lvs_conn *lvs_embryo_oldest(lvs_engine *e)
+{
+    return e->emb_head == LVS_NO_SLOT ? NULL : at_slot(e, e->emb_head);
+}
+
+void lvs_conn_assure(lvs_engine *e, lvs_conn *c)
+{
+    embryo_unlink(e, c);
+    if (c->control)
+        c->control->flags |= LVS_CONN_F_ASSURED;
 }

@@ -10,28 +10,37 @@
 
 /* ---- services ---- */
 
-static inline uint32_t svc_hash(uint8_t proto, uint32_t addr, uint16_t port)
+/* XOR of the four words (the IPv4 address itself), rotated so /64 prefixes still spread */
+static inline uint64_t addr_bits(lvs_addr a)
 {
-    return (uint32_t)lvs_hash_mix((uint64_t)addr << 24 ^ (uint64_t)port << 8 ^ proto) & 255;
+    return (uint64_t)a.ip6[0] ^ ((uint64_t)a.ip6[1] << 7) ^ ((uint64_t)a.ip6[2] << 17) ^
+           ((uint64_t)a.ip6[3] << 29);
 }
 
-lvs_service *lvs_svc_lookup(lvs_engine *e, uint8_t proto, uint32_t addr, uint16_t port)
+static inline uint32_t svc_hash(uint8_t proto, lvs_addr addr, uint16_t port)
+{
+    return (uint32_t)lvs_hash_mix(addr_bits(addr) << 24 ^ (uint64_t)port << 8 ^ proto) & 255;
+}
+
+lvs_service *lvs_svc_lookup(lvs_engine *e, uint8_t af, uint8_t proto, lvs_addr addr,
+                            uint16_t port)
 {
     for (lvs_service *s = e->svc_tab[svc_hash(proto, addr, port)]; s; s = s->hnext)
-        if (s->addr == addr && s->port == port && s->proto == proto)
+        if (lvs_addr_eq(s->addr, addr) && s->port == port && s->proto == proto && s->af == af)
             return s;
     return NULL;
 }
 
-lvs_dest *lvs_dest_lookup(lvs_service *svc, uint32_t addr, uint16_t port)
+lvs_dest *lvs_dest_lookup(lvs_service *svc, lvs_addr addr, uint16_t port)
 {
     for (lvs_dest *d = svc->destinations; d; d = d->next)
-        if (d->addr == addr && d->port == port)
+        if (lvs_addr_eq(d->addr, addr) && d->port == port)
             return d;
     return NULL;
 }
 
-/* ---- VIP set: open addressing over addr+1, rebuilt when services change ---- */
+/* ---- VIP sets: open addressing over addr+1 (IPv4) and over the address (IPv6, where :: is
+ * the empty slot), rebuilt when services change ---- */
 
 int lvs_is_vip(const lvs_engine *e, uint32_t addr)
 {
@@ -49,24 +58,61 @@ int lvs_is_vip(const lvs_engine *e, uint32_t addr)
     }
 }
 
+static inline uint32_t vip6_slot(lvs_addr a)
+{
+    return (uint32_t)lvs_hash_mix(((uint64_t)a.ip6[0] << 32 | a.ip6[1]) ^
+                                  lvs_hash_mix((uint64_t)a.ip6[2] << 32 | a.ip6[3]));
+}
+
+int lvs_is_vip6(const lvs_engine *e, lvs_addr addr)
+{
+    if (!e->vip6_set)
+        return 0;
+    uint32_t i = vip6_slot(addr) & e->vip6_mask;
+    for (;;) {
+        lvs_addr v = e->vip6_set[i];
+        if (lvs_addr_eq(v, addr))
+            return 1;
+        if ((v.ip6[0] | v.ip6[1] | v.ip6[2] | v.ip6[3]) == 0)
+            return 0;
+        i = (i + 1) & e->vip6_mask;
+    }
+}
+
 static int vip_rebuild(lvs_engine *e)
 {
     uint32_t n = 16;
     while (n < e->nsvcs * 4)
         n <<= 1;
     uint32_t *set = calloc(n, sizeof(uint32_t));
-    if (!set)
+    lvs_addr *set6 = calloc(n, sizeof(lvs_addr));
+    if (!set || !set6) {
+        free(set);
+        free(set6);
         return -LVS_E_NOMEM;
+    }
     for (uint32_t s = 0; s < e->nsvcs; s++) {
-        uint32_t addr = e->svcs[s]->addr;
+        if (e->svcs[s]->af == LVS_AF_INET6) {
+            lvs_addr a = e->svcs[s]->addr;
+            uint32_t i = vip6_slot(a) & (n - 1);
+            while ((set6[i].ip6[0] | set6[i].ip6[1] | set6[i].ip6[2] | set6[i].ip6[3]) != 0 &&
+                   !lvs_addr_eq(set6[i], a))
+                i = (i + 1) & (n - 1);
+            set6[i] = a;
+            continue;
+        }
+        uint32_t addr = e->svcs[s]->addr.ip;
         uint32_t i = (uint32_t)lvs_hash_mix(addr) & (n - 1);
         while (set[i] != 0 && set[i] != addr + 1)
             i = (i + 1) & (n - 1);
         set[i] = addr + 1;
     }
     free(e->vip_set);
+    free(e->vip6_set);
     e->vip_set = set;
     e->vip_mask = n - 1;
+    e->vip6_set = set6;
+    e->vip6_mask = n - 1;
     return 0;
 }
 
@@ -83,8 +129,10 @@ void lvs_ctl_free(lvs_engine *e)
         svc_free(e, e->svcs[e->nsvcs - 1]);
     free(e->svcs);
     free(e->vip_set);
+    free(e->vip6_set);
     e->svcs = NULL;
     e->vip_set = NULL;
+    e->vip6_set = NULL;
 }
 
 /* ---- services ---- */
@@ -105,6 +153,15 @@ static int check_svc_conf(const lvs_svc_conf *c, const lvs_scheduler **sched)
 {
     if (c->proto != LVS_PROTO_TCP && c->proto != LVS_PROTO_UDP)
         return -LVS_E_INVAL;
+    if (c->af == LVS_AF_INET6) {
+        /* :: is the VIP set's empty slot, and no VIP anyway; ipvsadm -M is a prefix length */
+        if ((c->addr.ip6[0] | c->addr.ip6[1] | c->addr.ip6[2] | c->addr.ip6[3]) == 0)
+            return -LVS_E_INVAL;
+        if (c->timeout && (c->netmask < 1 || c->netmask > 128))
+            return -LVS_E_INVAL;
+    } else if (c->af != LVS_AF_INET || (c->addr.ip6[1] | c->addr.ip6[2] | c->addr.ip6[3])) {
+        return -LVS_E_INVAL;
+    }
     if (c->port == 0 && c->timeout == 0)
         return -LVS_E_INVAL; /* port-zero services must be persistent */
     if (c->timeout > 2678400)
@@ -119,7 +176,7 @@ int lvs_svc_add(lvs_engine *e, const lvs_svc_conf *c)
     int r = check_svc_conf(c, &sched);
     if (r < 0)
         return r;
-    if (lvs_svc_lookup(e, c->proto, c->addr, c->port))
+    if (lvs_svc_lookup(e, c->af, c->proto, c->addr, c->port))
         return -LVS_E_EXIST;
     if (e->nsvcs == e->svcs_cap) {
         uint32_t ncap = e->svcs_cap ? e->svcs_cap * 2 : 8;
@@ -132,11 +189,12 @@ int lvs_svc_add(lvs_engine *e, const lvs_svc_conf *c)
     lvs_service *svc = calloc(1, sizeof(*svc));
     if (!svc)
         return -LVS_E_NOMEM;
+    svc->af = c->af;
     svc->proto = c->proto;
     svc->addr = c->addr;
     svc->port = c->port;
     svc_apply_conf(svc, c);
-    svc->rng_state = lvs_hash_mix(e->seed ^ ((uint64_t)c->addr << 24 | (uint64_t)c->port << 8 |
+    svc->rng_state = lvs_hash_mix(e->seed ^ (addr_bits(c->addr) << 24 | (uint64_t)c->port << 8 |
                                              c->proto)) | 1;
     svc->sched = sched;
     if (sched->init_service) {
@@ -165,7 +223,7 @@ int lvs_svc_edit(lvs_engine *e, const lvs_svc_conf *c)
     int r = check_svc_conf(c, &sched);
     if (r < 0)
         return r;
-    lvs_service *svc = lvs_svc_lookup(e, c->proto, c->addr, c->port);
+    lvs_service *svc = lvs_svc_lookup(e, c->af, c->proto, c->addr, c->port);
     if (!svc)
         return -LVS_E_SRCH;
     lvs_service old = *svc;
@@ -222,9 +280,9 @@ static void svc_free(lvs_engine *e, lvs_service *svc)
     free(svc);
 }
 
-int lvs_svc_del(lvs_engine *e, uint8_t proto, uint32_t addr, uint16_t port)
+int lvs_svc_del(lvs_engine *e, uint8_t af, uint8_t proto, const lvs_addr *addr, uint16_t port)
 {
-    lvs_service *svc = lvs_svc_lookup(e, proto, addr, port);
+    lvs_service *svc = lvs_svc_lookup(e, af, proto, *addr, port);
     if (!svc)
         return -LVS_E_SRCH;
     svc_free(e, svc);
@@ -236,6 +294,11 @@ int lvs_svc_del(lvs_engine *e, uint8_t proto, uint32_t addr, uint16_t port)
 
 static int check_dest_conf(const lvs_dest_conf *c)
 {
+    /* a NAT real server speaks the VIP's family (ip_vs_add_dest refuses a mix for NAT) */
+    if (c->dest_af != c->af)
+        return -LVS_E_AFNOSUPPORT;
+    if (c->af == LVS_AF_INET && (c->addr.ip6[1] | c->addr.ip6[2] | c->addr.ip6[3]))
+        return -LVS_E_INVAL;
     if (c->weight < 0)
         return -LVS_E_RANGE;
     if (c->l_threshold > c->u_threshold)
@@ -261,17 +324,18 @@ int lvs_dest_add(lvs_engine *e, const lvs_dest_conf *c)
     int r = check_dest_conf(c);
     if (r < 0)
         return r;
-    lvs_service *svc = lvs_svc_lookup(e, c->proto, c->vaddr, c->vport);
+    lvs_service *svc = lvs_svc_lookup(e, c->af, c->proto, c->vaddr, c->vport);
     if (!svc)
         return -LVS_E_SRCH;
     if (lvs_dest_lookup(svc, c->addr, c->port))
         return -LVS_E_EXIST;
     /* a dest of the same virtual service still in the trash is revived with its counters */
-    lvs_dest *d = lvs_dest_trash_take(e, c->proto, c->vaddr, c->vport, c->addr, c->port);
+    lvs_dest *d = lvs_dest_trash_take(e, c->af, c->proto, c->vaddr, c->vport, c->addr, c->port);
     if (!d) {
         d = calloc(1, sizeof(*d));
         if (!d)
             return -LVS_E_NOMEM;
+        d->af = c->af;
         d->addr = c->addr;
         d->port = c->port;
         d->vproto = c->proto;
@@ -301,7 +365,7 @@ int lvs_dest_edit(lvs_engine *e, const lvs_dest_conf *c)
     int r = check_dest_conf(c);
     if (r < 0)
         return r;
-    lvs_service *svc = lvs_svc_lookup(e, c->proto, c->vaddr, c->vport);
+    lvs_service *svc = lvs_svc_lookup(e, c->af, c->proto, c->vaddr, c->vport);
     if (!svc)
         return -LVS_E_SRCH;
     lvs_dest *d = lvs_dest_lookup(svc, c->addr, c->port);
@@ -353,7 +417,7 @@ static int expire_dest_conns(lvs_engine *e, lvs_dest *d)
 
 int lvs_dest_del(lvs_engine *e, const lvs_dest_conf *c, int expire_conns)
 {
-    lvs_service *svc = lvs_svc_lookup(e, c->proto, c->vaddr, c->vport);
+    lvs_service *svc = lvs_svc_lookup(e, c->af, c->proto, c->vaddr, c->vport);
     if (!svc)
         return -LVS_E_SRCH;
     lvs_dest *d = lvs_dest_lookup(svc, c->addr, c->port);
@@ -378,7 +442,7 @@ int lvs_dest_del(lvs_engine *e, const lvs_dest_conf *c, int expire_conns)
 
 int lvs_dest_expire_conns(lvs_engine *e, const lvs_dest_conf *c)
 {
-    lvs_service *svc = lvs_svc_lookup(e, c->proto, c->vaddr, c->vport);
+    lvs_service *svc = lvs_svc_lookup(e, c->af, c->proto, c->vaddr, c->vport);
     if (!svc)
         return -LVS_E_SRCH;
     lvs_dest *d = lvs_dest_lookup(svc, c->addr, c->port);

@@ -31,13 +31,13 @@ void lvs_dest_trash(lvs_engine *e, lvs_dest *d)
         trash_free(e, &e->trash);
 }
 
-lvs_dest *lvs_dest_trash_take(lvs_engine *e, uint8_t vproto, uint32_t vaddr, uint16_t vport,
-                              uint32_t addr, uint16_t port)
+lvs_dest *lvs_dest_trash_take(lvs_engine *e, uint8_t af, uint8_t vproto, lvs_addr vaddr,
+                              uint16_t vport, lvs_addr addr, uint16_t port)
 {
     for (lvs_dest **pp = &e->trash; *pp; pp = &(*pp)->next) {
         lvs_dest *t = *pp;
-        if (t->addr == addr && t->port == port && t->vaddr == vaddr && t->vport == vport &&
-            t->vproto == vproto) {
+        if (lvs_addr_eq(t->addr, addr) && t->port == port && lvs_addr_eq(t->vaddr, vaddr) &&
+            t->vport == vport && t->vproto == vproto && t->af == af) {
             *pp = t->next;
             e->ntrash--;
             /* its estimator stopped in the trash: restart from the current counters */

@@ -23,6 +23,7 @@ lvs_engine *lvs_engine_new(uint32_t max_conns, uint64_t seed)
         lvs_engine_free(e);
         return NULL;
     }
+    lvs_defense_init(e);
     memcpy(e->tcp_timeouts, lvs_tcp_default_timeouts, sizeof(e->tcp_timeouts));
     e->udp_timeout = 300;
     e->conn_reuse_mode = 1;
@@ -124,6 +125,7 @@ void lvs_engine_get_timeouts(lvs_engine *e, uint32_t *tcp, uint32_t *tcpfin, uin
 uint32_t lvs_engine_expire(lvs_engine *e, double now)
 {
     uint32_t expired = lvs_conn_expire_due(e, now);
+    lvs_defense_tick(e, now);
     /* periodic scheduler work (lblc/lblcr garbage collection) rides on the same call */
     for (uint32_t i = 0; i < e->nsvcs; i++) {
         lvs_service *svc = e->svcs[i];
@@ -151,6 +153,8 @@ const char *lvs_strerror(int err)
         return "already exists";
     case LVS_E_INVAL:
         return "invalid argument";
+    case LVS_E_AFNOSUPPORT:
+        return "real server of the other address family than its virtual service";
     case LVS_E_RANGE:
         return "value out of range";
     default:

@@ -4,8 +4,10 @@
  * others.  Schedulers and the dataplane never include this; they use lvs.h and api.h.
  *
  * Who calls whom (no cycles; a file calls only files below it in this list):
- *   engine.c   lifetime, options, expiry sweep  -> ctl.c conn.c dest.c sync.c proto_tcp.c
- *   packet.c   packet entry, batch loop         -> proto_tcp.c xmit.c icmp.c sync.c ctl.c conn.c
+ *   engine.c   lifetime, options, expiry sweep  -> defense.c ctl.c conn.c dest.c sync.c proto_tcp.c
+ *   packet.c   packet entry, batch loop         -> defense.c proto_tcp.c xmit.c icmp.c sync.c ctl.c
+ *                                                  conn.c
+ *   defense.c  flood defence, eviction          -> conn.c
  *   xmit.c     NAT rewrite                      -> icmp.c
  *   icmp.c     ICMP                             -> conn.c
  *   sync.c     sync records                     -> ctl.c conn.c
@@ -27,34 +29,45 @@
 /* Internal conn flag bits (not in the kernel's set; masked out of sync records). */
 #define LVS_CONN_F_INUSE 0x0001    /* slab slot holds a live entry */
 #define LVS_CONN_F_INHASH 0x0002   /* linked in the in-hash (a neutralised template is not) */
+#define LVS_CONN_F_EMBRYO 0x0004   /* in the embryonic FIFO: TCP, made by a SYN, never ESTABLISHED */
+#define LVS_CONN_F_ASSURED 0x0008  /* template: a conn it controls got established (or a UDP
+                                    * reply); the kernel's IP_VS_CTPL_S_ASSURED */
+#define LVS_CONN_F_INTERNAL                                                                   \
+    (LVS_CONN_F_INUSE | LVS_CONN_F_INHASH | LVS_CONN_F_EMBRYO | LVS_CONN_F_ASSURED)
 #define LVS_CONN_F_SYNC_MASK                                                                  \
     (LVS_CONN_F_NOOUTPUT | LVS_CONN_F_INACTIVE | LVS_CONN_F_TEMPLATE)
 
 /*
- * One connection or persistence template.  Kept at <= 104 bytes: with the two hash buckets
- * per entry at a full table that is <= 120 bytes per connection.
+ * One connection or persistence template: 136 bytes with room for three IPv6 addresses (104
+ * bytes when the core was IPv4 only).  With the two hash buckets per entry at a full table that
+ * is <= 152 bytes per connection, IPv4 and IPv6 alike (docs/performance.md#entry-size).
  */
 typedef struct lvs_conn lvs_conn;
 struct lvs_conn {
-    lvs_conn *in_next;       /* in-hash chain: (proto, caddr, cport, vaddr, vport) */
-    lvs_conn *out_next;      /* out-hash chain: (proto, daddr, dport, caddr, cport); free list */
+    lvs_conn *in_next;       /* in-hash chain: (af, proto, caddr, cport, vaddr, vport) */
+    lvs_conn *out_next;      /* out-hash chain: (af, proto, daddr, dport, caddr, cport); free list */
     lvs_conn *t_next;        /* timer wheel slot list */
     lvs_conn **t_pprev;
     lvs_dest *dest;
     lvs_conn *control;       /* persistence template, or NULL */
     double expires;          /* absolute deadline; may be later than the wheel slot (lazy) */
     double wexp;             /* the deadline the wheel slot was chosen for */
-    uint32_t caddr, vaddr, daddr;
+    lvs_addr caddr, vaddr, daddr;
     uint16_t cport, vport, dport;
     uint8_t proto;
     uint8_t state;
     uint16_t flags;
     uint8_t old_state;       /* state at the last sync record */
-    uint8_t pad_[3];
+    uint8_t af;              /* LVS_AF_INET or LVS_AF_INET6 (all three addresses) */
+    uint32_t slot;           /* this entry's table index (fixed for the slab slot's life) */
     uint32_t timeout;        /* seconds, for the current state */
     uint32_t in_pkts;        /* for the sync thresholds */
     uint32_t n_control;      /* conns controlled by this template */
+    uint32_t emb_prev;       /* embryonic FIFO links (slot indexes, LVS_NO_SLOT = none) */
+    uint32_t emb_next;
 };
+
+#define LVS_NO_SLOT UINT32_MAX
 
 #define LVS_WHEEL_BITS 12
 #define LVS_WHEEL_SIZE (1u << LVS_WHEEL_BITS)
@@ -83,8 +96,28 @@ enum {
     LVS_CNT_PASS_NOT_OURS,
     LVS_CNT_REPLY_SHORT_STRIDE,
     LVS_CNT_SYNC_OVERFLOW,
+    LVS_CNT_DEFENSE_DROP_PACKET,
+    LVS_CNT_BAD_EXT_HEADER,
     LVS_CNT_MAX
 };
+
+/* The flood defence state (defense.c; docs/ipvs.md#flood-defence). */
+typedef struct lvs_defense {
+    int drop_entry, drop_packet, secure_tcp;   /* the sysctls: 0..3, 1 <-> 2 move by themselves */
+    int dropentry_on;        /* drop_entry engaged (the kernel's ipvs->dropentry) */
+    int secure_on;           /* the secure state table and timeouts are in force */
+    uint32_t amemthresh;     /* free table slots under which the automatic modes engage */
+    uint32_t am_droprate;    /* drop rate of drop_packet mode 3 */
+    uint32_t drop_rate;      /* 0 = drop_packet idle; else one in drop_rate new conns drops */
+    uint32_t drop_counter;
+    int evict_embryonic;     /* a full table gives the oldest embryonic entry's slot away */
+    int32_t dropentry_counters[8];   /* todrop_entry: per in_pkts 1..8 */
+    double last_tick;
+    int ticked;
+    uint64_t rng;
+    uint64_t drop_entry_conns, drop_entry_templates;   /* removed by drop_entry */
+    uint64_t evicted_embryonic, evicted_templates;     /* removed to make room */
+} lvs_defense;
 
 struct lvs_engine {
     /* connection table */
@@ -98,6 +131,8 @@ struct lvs_engine {
     lvs_conn **slabs;
     uint32_t nslabs, slabs_cap;
     lvs_conn *free_list;
+    uint32_t emb_head, emb_tail;   /* embryonic FIFO, oldest first (slot indexes) */
+    uint32_t nembryo;
 
     /* timer wheel */
     lvs_conn *wheel[LVS_WHEEL_SIZE];
@@ -111,6 +146,8 @@ struct lvs_engine {
     uint32_t *vip_set;       /* open addressing, 0 = empty; addresses + 1 never 0 in practice */
     uint32_t *vip_cnt;
     uint32_t vip_mask;
+    lvs_addr *vip6_set;      /* the IPv6 VIPs, open addressing, :: = empty (never a VIP) */
+    uint32_t vip6_mask;
 
     lvs_dest *trash;         /* removed dests still referenced (linked through ->next) */
     uint32_t ntrash;
@@ -132,6 +169,7 @@ struct lvs_engine {
     int est_started;
     uint64_t counters[LVS_CNT_MAX];
     uint16_t ip_id;          /* IP id of generated ICMP packets */
+    lvs_defense def;
 
     /* sync */
     /* called when a template still in control is re-armed by its timer (sync.c), so the
@@ -145,16 +183,21 @@ struct lvs_engine {
 };
 
 /* ---- conn.c ---- */
-lvs_conn *lvs_conn_in_get(lvs_engine *e, uint8_t proto, uint32_t caddr, uint16_t cport,
-                          uint32_t vaddr, uint16_t vport);
-lvs_conn *lvs_conn_out_get(lvs_engine *e, uint8_t proto, uint32_t daddr, uint16_t dport,
-                           uint32_t caddr, uint16_t cport);
-lvs_conn *lvs_tmpl_get(lvs_engine *e, uint8_t proto, uint32_t snet, uint32_t vaddr,
+lvs_conn *lvs_conn_in_get(lvs_engine *e, uint8_t af, uint8_t proto, lvs_addr caddr,
+                          uint16_t cport, lvs_addr vaddr, uint16_t vport);
+lvs_conn *lvs_conn_out_get(lvs_engine *e, uint8_t af, uint8_t proto, lvs_addr daddr,
+                           uint16_t dport, lvs_addr caddr, uint16_t cport);
+lvs_conn *lvs_tmpl_get(lvs_engine *e, uint8_t af, uint8_t proto, lvs_addr snet, lvs_addr vaddr,
                        uint16_t vport);
+/* The three addresses and ports of a new entry (host order). */
+typedef struct lvs_conn_key {
+    uint8_t af, proto;
+    lvs_addr caddr, vaddr, daddr;
+    uint16_t cport, vport, dport;
+} lvs_conn_key;
 /* Allocate, bind to dest (counters, thresholds) and hash; NULL when the table is full. */
-lvs_conn *lvs_conn_new(lvs_engine *e, uint8_t proto, uint32_t caddr, uint16_t cport,
-                       uint32_t vaddr, uint16_t vport, uint32_t daddr, uint16_t dport,
-                       uint16_t flags, lvs_dest *dest, double now);
+lvs_conn *lvs_conn_new(lvs_engine *e, const lvs_conn_key *k, uint16_t flags, lvs_dest *dest,
+                       double now);
 void lvs_conn_unhash_template(lvs_engine *e, lvs_conn *c);
 /* Re-arm to now + c->timeout (lazy: the wheel slot moves only when the deadline shrinks). */
 void lvs_conn_arm(lvs_engine *e, lvs_conn *c, double now);
@@ -168,14 +211,42 @@ void lvs_conn_table_free(lvs_engine *e);
 /* Call fn on every live entry (safe against fn expiring the entry). */
 void lvs_conn_for_each(lvs_engine *e, void (*fn)(lvs_engine *, lvs_conn *, void *), void *arg);
 uint32_t lvs_conn_index_of(lvs_engine *e, const lvs_conn *c);
+/* The embryonic FIFO: a TCP conn made by a SYN joins at the tail; it leaves when it first
+ * becomes ESTABLISHED (lvs_conn_assure) or is freed.  O(1) each. */
+void lvs_embryo_push(lvs_engine *e, lvs_conn *c);
+lvs_conn *lvs_embryo_oldest(lvs_engine *e);
+/* A conn proved real (TCP ESTABLISHED, or a UDP reply): it leaves the embryonic FIFO and
+ * its template becomes ASSURED. */
+void lvs_conn_assure(lvs_engine *e, lvs_conn *c);
+
+/* ---- defense.c ---- */
+void lvs_defense_init(lvs_engine *e);
+/* The once-a-second defence work (defense_work_handler), run from the expiry sweep. */
+void lvs_defense_tick(lvs_engine *e, double now);
+/* Before a new entry: 1 when the table has a free slot (after evicting the oldest embryonic
+ * entry if it was full and eviction is on), 0 when it is full. */
+int lvs_defense_make_room(lvs_engine *e, double now);
+/* ip_vs_todrop: drop_packet's verdict for one new-connection packet. */
+static inline int lvs_defense_todrop(lvs_engine *e)
+{
+    lvs_defense *d = &e->def;
+    if (!d->drop_rate)
+        return 0;
+    if (d->drop_counter > 1) {
+        d->drop_counter--;
+        return 0;
+    }
+    d->drop_counter = d->drop_rate;
+    return 1;
+}
 
 /* ---- dest.c ---- */
 /* A dest left its service: clear AVAILABLE and OVERLOAD, keep it in the trash while it is
  * referenced, free it at once otherwise. */
 void lvs_dest_trash(lvs_engine *e, lvs_dest *d);
 /* Take a trashed dest of this virtual service back out (revival), or NULL. */
-lvs_dest *lvs_dest_trash_take(lvs_engine *e, uint8_t vproto, uint32_t vaddr, uint16_t vport,
-                              uint32_t addr, uint16_t port);
+lvs_dest *lvs_dest_trash_take(lvs_engine *e, uint8_t af, uint8_t vproto, lvs_addr vaddr,
+                              uint16_t vport, lvs_addr addr, uint16_t port);
 /* Drop one reference; the last one to a removed dest frees it. */
 void lvs_dest_put(lvs_engine *e, lvs_dest *d);
 /* Free the trashed dests nobody references (all of them when `all`, at teardown). */
@@ -185,10 +256,12 @@ void lvs_dest_trash_sweep(lvs_engine *e, int all);
 int lvs_ctl_init(lvs_engine *e);
 /* Remove every service (their dests go to the trash) and free the service containers. */
 void lvs_ctl_free(lvs_engine *e);
-lvs_service *lvs_svc_lookup(lvs_engine *e, uint8_t proto, uint32_t addr, uint16_t port);
+lvs_service *lvs_svc_lookup(lvs_engine *e, uint8_t af, uint8_t proto, lvs_addr addr,
+                            uint16_t port);
 /* A service's dest by address (the list walk of ip_vs_lookup_dest), or NULL. */
-lvs_dest *lvs_dest_lookup(lvs_service *svc, uint32_t addr, uint16_t port);
+lvs_dest *lvs_dest_lookup(lvs_service *svc, lvs_addr addr, uint16_t port);
 int lvs_is_vip(const lvs_engine *e, uint32_t addr);
+int lvs_is_vip6(const lvs_engine *e, lvs_addr addr);
 
 /* ---- proto_tcp.c ---- */
 extern const uint32_t lvs_tcp_default_timeouts[LVS_TCP_S_LAST];
@@ -215,21 +288,41 @@ static inline uint64_t lvs_hash_mix(uint64_t h)
     return h;
 }
 
-/* Bucket of the in-hash (client side + VIP) and of the out-hash (server side + client). */
-
-static inline uint32_t lvs_in_hash(const lvs_engine *e, uint8_t proto, uint32_t caddr,
-                                   uint16_t cport, uint32_t vaddr, uint16_t vport)
+/* An IPv6 address keyed by the seed through two mixing rounds: the conn table's hash must not
+ * let a client pick colliding addresses out of the 2^64 it may own (hash flooding). */
+static inline uint64_t lvs_addr6_key(uint64_t seed, lvs_addr a)
 {
-    uint64_t h = ((uint64_t)caddr << 32 | vaddr) ^ e->seed;
+    uint64_t h = lvs_hash_mix(((uint64_t)a.ip6[0] << 32 | a.ip6[1]) ^ seed);
+    return lvs_hash_mix(h ^ ((uint64_t)a.ip6[2] << 32 | a.ip6[3]));
+}
+
+/* Bucket of the in-hash (client side + VIP) and of the out-hash (server side + client).  The
+ * IPv4 hash is the one the IPv4-only core had; IPv6 folds each address to a keyed 64-bit value
+ * first. */
+
+static inline uint32_t lvs_in_hash(const lvs_engine *e, uint8_t af, uint8_t proto,
+                                   lvs_addr caddr, uint16_t cport, lvs_addr vaddr,
+                                   uint16_t vport)
+{
+    uint64_t h;
+    if (af == LVS_AF_INET6)
+        h = lvs_addr6_key(e->seed, caddr) ^ (lvs_addr6_key(e->seed, vaddr) * 31);
+    else
+        h = ((uint64_t)caddr.ip << 32 | vaddr.ip) ^ e->seed;
     h = lvs_hash_mix(h ^ ((uint64_t)cport << 24 | (uint64_t)vport << 8 | proto) *
                              0x9E3779B97F4A7C15ULL);
     return (uint32_t)h & e->tab_mask;
 }
 
-static inline uint32_t lvs_out_hash(const lvs_engine *e, uint8_t proto, uint32_t daddr,
-                                    uint16_t dport, uint32_t caddr, uint16_t cport)
+static inline uint32_t lvs_out_hash(const lvs_engine *e, uint8_t af, uint8_t proto,
+                                    lvs_addr daddr, uint16_t dport, lvs_addr caddr,
+                                    uint16_t cport)
 {
-    uint64_t h = ((uint64_t)daddr << 32 | caddr) ^ (e->seed * 31);
+    uint64_t h;
+    if (af == LVS_AF_INET6)
+        h = lvs_addr6_key(e->seed * 31, daddr) ^ (lvs_addr6_key(e->seed, caddr) * 31);
+    else
+        h = ((uint64_t)daddr.ip << 32 | caddr.ip) ^ (e->seed * 31);
     h = lvs_hash_mix(h ^ ((uint64_t)dport << 24 | (uint64_t)cport << 8 | proto) *
                              0xC2B2AE3D27D4EB4FULL);
     return (uint32_t)h & e->tab_mask;

@@ -38,11 +38,13 @@ static void est_zero(lvs_est *est, const lvs_stats *cur)
     est->last = *cur;
 }
 
-int lvs_engine_zero_stats(lvs_engine *e, uint8_t proto, uint32_t addr, uint16_t port)
+int lvs_engine_zero_stats(lvs_engine *e, uint8_t af, uint8_t proto, const lvs_addr *addr,
+                          uint16_t port)
 {
     for (uint32_t i = 0; i < e->nsvcs; i++) {
         lvs_service *s = e->svcs[i];
-        if (proto && !(s->proto == proto && s->addr == addr && s->port == port))
+        if (proto && !(s->proto == proto && s->af == af && lvs_addr_eq(s->addr, *addr) &&
+                       s->port == port))
             continue;
         s->zero = s->stats;
         est_zero(&s->est, &s->stats);
@@ -52,7 +54,7 @@ int lvs_engine_zero_stats(lvs_engine *e, uint8_t proto, uint32_t addr, uint16_t 
         }
     }
     if (proto) {
-        return lvs_svc_lookup(e, proto, addr, port) ? 0 : -LVS_E_SRCH;
+        return lvs_svc_lookup(e, af, proto, *addr, port) ? 0 : -LVS_E_SRCH;
     }
     e->zero = e->stats;
     est_zero(&e->est, &e->stats);

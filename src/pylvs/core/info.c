@@ -17,6 +17,7 @@ int lvs_svc_info_get(lvs_engine *e, uint32_t idx, lvs_svc_info *out)
         return -LVS_E_SRCH;
     const lvs_service *s = e->svcs[idx];
     memset(out, 0, sizeof(*out));
+    out->af = s->af;
     out->proto = s->proto;
     out->addr = s->addr;
     out->port = s->port;
@@ -30,10 +31,10 @@ int lvs_svc_info_get(lvs_engine *e, uint32_t idx, lvs_svc_info *out)
     return 0;
 }
 
-int lvs_svc_info_find(lvs_engine *e, uint8_t proto, uint32_t addr, uint16_t port,
-                      lvs_svc_info *out)
+int lvs_svc_info_find(lvs_engine *e, uint8_t af, uint8_t proto, const lvs_addr *addr,
+                      uint16_t port, lvs_svc_info *out)
 {
-    const lvs_service *svc = lvs_svc_lookup(e, proto, addr, port);
+    const lvs_service *svc = lvs_svc_lookup(e, af, proto, *addr, port);
     return svc ? lvs_svc_info_get(e, svc->index, out) : -LVS_E_SRCH;
 }
 
@@ -54,10 +55,10 @@ static void dest_info_fill(lvs_dest_info *o, const lvs_dest *d)
     lvs_stats_info_fill(&o->stats, &d->stats, &d->zero, &d->est);
 }
 
-int lvs_dest_info_list(lvs_engine *e, uint8_t proto, uint32_t addr, uint16_t port,
-                       lvs_dest_info *out, uint32_t cap)
+int lvs_dest_info_list(lvs_engine *e, uint8_t af, uint8_t proto, const lvs_addr *addr,
+                       uint16_t port, lvs_dest_info *out, uint32_t cap)
 {
-    lvs_service *svc = lvs_svc_lookup(e, proto, addr, port);
+    lvs_service *svc = lvs_svc_lookup(e, af, proto, *addr, port);
     if (!svc)
         return -LVS_E_SRCH;
     uint32_t n = 0;
@@ -69,7 +70,7 @@ int lvs_dest_info_list(lvs_engine *e, uint8_t proto, uint32_t addr, uint16_t por
 
 int lvs_dest_info_find(lvs_engine *e, const lvs_dest_conf *c, lvs_dest_info *out)
 {
-    lvs_service *svc = lvs_svc_lookup(e, c->proto, c->vaddr, c->vport);
+    lvs_service *svc = lvs_svc_lookup(e, c->af, c->proto, c->vaddr, c->vport);
     if (!svc)
         return -LVS_E_SRCH;
     const lvs_dest *d = lvs_dest_lookup(svc, c->addr, c->port);
@@ -90,9 +91,10 @@ static void list_one(lvs_engine *e, lvs_conn *c, void *arg)
     list_ctx *x = arg;
     if (x->n < x->cap) {
         lvs_conn_info *o = &x->out[x->n];
+        o->af = c->af;
         o->proto = c->proto;
         o->state = c->state;
-        o->flags = c->flags & (uint16_t)~(LVS_CONN_F_INUSE | LVS_CONN_F_INHASH);
+        o->flags = c->flags & (uint16_t)~LVS_CONN_F_INTERNAL;
         if (c->flags & LVS_CONN_F_INHASH)
             o->flags |= LVS_CONN_F_HASHED;
         o->caddr = c->caddr;
@@ -137,7 +139,9 @@ static const char *const counter_names[LVS_CNT_MAX + 1] = {
     "bad_ip_checksum",  "fragment",          "unknown_proto", "no_service",
     "tcp_no_syn",       "table_full",        "no_dest",      "dest_unavailable",
     "ttl_exceeded",     "bad_icmp_checksum", "icmp_no_conn", "icmp_other",
-    "not_ours",         "reply_short_stride", "sync_overflow", NULL,
+    "not_ours",         "reply_short_stride", "sync_overflow", "defense_drop_packet",
+    "ipv6_ext_header",
+    NULL,
 };
 
 const char *const *lvs_counter_names(void)

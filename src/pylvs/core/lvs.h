@@ -3,8 +3,11 @@
  * dests, the scheduler interface and registry (include/net/ip_vs.h).
  *
  * The core is sans-IO; the dataplane pump (../dataplane/_tunio.c) lives in the same extension
- * module only so the per-packet loop never returns to Python.  Everything here is IPv4.  Addresses and ports inside these structs are in HOST byte order; the packet code
- * converts at parse time, so schedulers can hash and compare without byte swapping.
+ * module only so the per-packet loop never returns to Python.  Addresses are IPv4 or IPv6, held
+ * as the kernel does (union nf_inet_addr) with an address family beside them in services, dests
+ * and connections.  Addresses and ports inside these structs are in HOST byte order (an IPv6
+ * address is four host-order 32-bit words, the most significant first); the packet code converts
+ * at parse time, so schedulers can hash and compare without byte swapping.
  *
  * Ownership:
  *   lvs_engine  owns services, the connection table and the dest "trash".
@@ -22,6 +25,39 @@
 #define LVS_PROTO_TCP 6
 #define LVS_PROTO_UDP 17
 
+/* address families (the Linux AF_* values, as the kernel's sync records and netlink use) */
+#define LVS_AF_INET 2
+#define LVS_AF_INET6 10
+
+/* An IPv4 or IPv6 address (union nf_inet_addr), host-order words.  An IPv4 address is `ip`
+ * with the other three words zero, so equality over all four words is exact for both families
+ * (the family itself is compared separately where both can meet). */
+typedef union lvs_addr {
+    uint32_t ip;
+    uint32_t ip6[4];
+} lvs_addr;
+
+static inline int lvs_addr_eq(lvs_addr a, lvs_addr b)
+{
+    return ((a.ip6[0] ^ b.ip6[0]) | (a.ip6[1] ^ b.ip6[1]) | (a.ip6[2] ^ b.ip6[2]) |
+            (a.ip6[3] ^ b.ip6[3])) == 0;
+}
+
+static inline lvs_addr lvs_addr4(uint32_t ip)
+{
+    lvs_addr a = {.ip6 = {ip, 0, 0, 0}};
+    return a;
+}
+
+/* The 32-bit key the kernel's schedulers hash (ip_vs_sh_hashkey, ip_vs_dh_hashkey,
+ * ip_vs_lblc(r)_hashkey, ip_vs_mh_hashkey): the address itself for IPv4, the XOR of the four
+ * words for IPv6.  XOR commutes with the byte swap, so folding host-order words gives the
+ * kernel's ntohl(addr_fold). */
+static inline uint32_t lvs_addr_fold(uint8_t af, lvs_addr a)
+{
+    return af == LVS_AF_INET6 ? a.ip6[0] ^ a.ip6[1] ^ a.ip6[2] ^ a.ip6[3] : a.ip;
+}
+
 /* dest flags (ip_vs.h IP_VS_DEST_F_*) */
 #define LVS_DEST_F_AVAILABLE 0x0001u
 #define LVS_DEST_F_OVERLOAD 0x0002u
@@ -30,6 +66,9 @@
 #define LVS_SVC_F_PERSISTENT 0x0001u
 #define LVS_SVC_F_HASHED 0x0002u
 #define LVS_SVC_F_ONEPACKET 0x0004u
+/* The largest Maglev table mh builds (the kernel's 131071, a prime; pylvs.model mirrors it
+ * for `pylvs check`, which runs without the C core; a unit test keeps the two equal). */
+#define LVS_MH_MAX_SIZE 131071u
 #define LVS_SVC_F_SCHED1 0x0008u /* sh-fallback, mh-fallback */
 #define LVS_SVC_F_SCHED2 0x0010u /* sh-port, mh-port */
 #define LVS_SVC_F_SCHED3 0x0020u
@@ -56,7 +95,8 @@ typedef struct lvs_engine lvs_engine;
 struct lvs_dest {
     lvs_dest *next;          /* service list; the newest dest is at the head (kernel order) */
     lvs_service *svc;        /* NULL once the service itself is gone */
-    uint32_t addr;           /* host order */
+    lvs_addr addr;           /* host order; same family as the service */
+    uint8_t af;
     uint16_t port;           /* host order */
     int32_t weight;
     int32_t last_weight;     /* most recent non-zero weight; mh builds its table from it */
@@ -74,16 +114,17 @@ struct lvs_dest {
     lvs_est est;
     uint8_t vproto;          /* the owning service's key, kept for trash revival */
     uint16_t vport;
-    uint32_t vaddr;
+    lvs_addr vaddr;
 };
 
 /* What a scheduler may look at for a new connection. Host order. */
 typedef struct lvs_sched_key {
-    uint32_t saddr;
-    uint32_t daddr;
+    lvs_addr saddr;
+    lvs_addr daddr;
     uint16_t sport;
     uint16_t dport;
     uint8_t proto;
+    uint8_t af;              /* the service's family */
 } lvs_sched_key;
 
 /* Pluggable scheduler (ip_vs_scheduler). Every callback gets the owning service.
@@ -113,12 +154,13 @@ typedef struct lvs_sched_params {
 
 struct lvs_service {
     lvs_service *hnext;      /* engine's service hash chain */
+    uint8_t af;              /* LVS_AF_INET or LVS_AF_INET6; every dest has the same */
     uint8_t proto;
-    uint32_t addr;           /* VIP, host order */
+    lvs_addr addr;           /* VIP, host order */
     uint16_t port;           /* host order */
     uint32_t flags;          /* LVS_SVC_F_* */
     uint32_t timeout;        /* persistence, seconds */
-    uint32_t netmask;        /* persistence netmask, host order */
+    uint32_t netmask;        /* persistence: IPv4 netmask (host order); IPv6 prefix length */
     const lvs_scheduler *sched;
     void *sched_data;
     lvs_sched_params sched_params;

@@ -1,5 +1,6 @@
 /*
- * packet.c — packet entry (ip_vs_core.c): the batch loop the dataplane calls, parsing, the
+ * packet.c — packet entry (ip_vs_core.c): the batch loop the dataplane calls, parsing (IPv4 and
+ * IPv6; the extension-header walk is in icmp.c, shared with quoted packets), the
  * connection lookup in either direction, and scheduling a new connection (with persistence)
  * (docs/ipvs.md#lookups to #new-connections, #persistence).  The TCP state machine is in proto_tcp.c, the NAT rewrite in
  * xmit.c, ICMP in icmp.c.
@@ -23,7 +24,9 @@
  *  other protocol, elsewhere                          PASS     not_ours
  *  TCP/UDP to a VIP, no conn, no service on the port  DROP     no_service
  *  TCP to a service, no conn, not SYN (or SYN+RST)    DROP     tcp_no_syn
- *  new conn, table full                               DROP     table_full
+ *  new conn, drop_packet defence engaged (1 in rate)  DROP     defense_drop_packet
+ *  new conn, table full and nothing embryonic to      DROP     table_full
+ *  evict (docs/ipvs.md#flood-defence)
  *  new conn, scheduler finds no dest                  REPLY    no_dest (ICMP port unreach)
  *    ... but stride too small for the reply           DROP     reply_short_stride
  *    ... from 0.0.0.0, broadcast, multicast, class E  DROP     (no_dest only; no ICMP)
@@ -43,6 +46,23 @@
  *  other ICMP to a VIP (echo ...)                     DROP     icmp_other
  *  any ICMP not to a VIP and not matching             PASS     not_ours
  *
+ *  IPv6 (version nibble 6; docs/ipvs.md#ipv6), where it differs from the above:
+ *  shorter than 40 bytes                              DROP     truncated
+ *  payload length 0 (jumbogram) or past the packet    DROP     bad_total_length
+ *  a Fragment header anywhere in the chain            DROP     fragment
+ *  more than 8 extension headers, a header running    DROP     ipv6_ext_header
+ *    past the packet, hop-by-hop not first, a
+ *    routing header with segments left
+ *  hop-by-hop, routing (segments left 0), dest opts   handled (L4 found after them)
+ *  bytes after 40 + payload length                    trimmed
+ *  new conn, no dest                                  REPLY    no_dest (ICMPv6 dest unreach,
+ *                                                              code 4; none to :: or multicast)
+ *  in direction, hop limit <= 1                       REPLY    ttl_exceeded (ICMPv6 time
+ *                                                              exceeded from the VIP)
+ *  ICMPv6 error (type < 128) matching a conn          FORWARD  translated both ways
+ *  ICMPv6 informational (echo, ND) to a VIP           DROP     icmp_other
+ *  other ICMPv6, as for ICMP above
+ *
  * VIP traffic never passes unchanged: the TUN routes VIPs into the engine, so a passed packet
  * would come straight back.  Out-direction packets with no conn pass, as in the kernel.
  */
@@ -58,6 +78,9 @@ static inline void state_transition(lvs_engine *e, lvs_conn *c, int dir, uint8_t
     } else {
         c->state = LVS_UDP_S_NORMAL;
         c->timeout = e->udp_timeout;
+        /* a reply proves the flow: its template is ASSURED (drop_entry keeps it) */
+        if (dir == LVS_DIR_OUT && c->control && !(c->control->flags & LVS_CONN_F_ASSURED))
+            lvs_conn_assure(e, c);
     }
 }
 
@@ -65,17 +88,29 @@ static inline void state_transition(lvs_engine *e, lvs_conn *c, int dir, uint8_t
 
 enum { SCHED_OK, SCHED_NODEST, SCHED_FULL };
 
-static int schedule(lvs_engine *e, lvs_service *svc, uint8_t proto, uint32_t saddr,
-                    uint16_t sport, uint32_t daddr, uint16_t dport, double now,
-                    lvs_conn **out)
+/* The persistence template's client key: the client address under the service's netmask (an
+ * IPv6 service's netmask is a prefix length, ipv6_addr_prefix in ip_vs_sched_persist). */
+static lvs_addr persist_net(const lvs_service *svc, lvs_addr saddr)
 {
-    lvs_sched_key key = {saddr, daddr, sport, dport, proto};
+    if (svc->af != LVS_AF_INET6)
+        return lvs_addr4(saddr.ip & svc->netmask);
+    uint32_t plen = svc->netmask;
+    for (int i = 0; i < 4; i++, plen = plen > 32 ? plen - 32 : 0)
+        saddr.ip6[i] &= plen >= 32 ? 0xffffffffu : plen == 0 ? 0 : ~(0xffffffffu >> plen);
+    return saddr;
+}
+
+static int schedule(lvs_engine *e, lvs_service *svc, const pkt *k, double now, lvs_conn **out)
+{
+    lvs_sched_key key = {k->saddr, k->daddr, k->sport, k->dport, k->proto, k->af};
+    uint8_t proto = k->proto;
+    uint16_t dport = k->dport;
     lvs_dest *dest;
     lvs_conn *ct = NULL;
     if (svc->flags & LVS_SVC_F_PERSISTENT) {
-        uint32_t snet = saddr & svc->netmask;
+        lvs_addr snet = persist_net(svc, k->saddr);
         uint16_t tport = (svc->port != 0 && dport == svc->port) ? svc->port : 0;
-        ct = lvs_tmpl_get(e, proto, snet, daddr, tport);
+        ct = lvs_tmpl_get(e, k->af, proto, snet, k->daddr, tport);
         if (ct) {
             lvs_dest *td = ct->dest;
             int valid = td && (td->flags & LVS_DEST_F_AVAILABLE) &&
@@ -91,9 +126,11 @@ static int schedule(lvs_engine *e, lvs_service *svc, uint8_t proto, uint32_t sad
                                                       : NULL;
             if (!dest)
                 return SCHED_NODEST;
-            uint16_t tdport = svc->port != 0 ? dest->port : 0;
-            ct = lvs_conn_new(e, proto, snet, 0, daddr, tport, dest->addr, tdport,
-                              LVS_CONN_F_TEMPLATE | LVS_CONN_F_INACTIVE, dest, now);
+            lvs_conn_key tk = {k->af,   proto, snet, k->daddr, dest->addr, 0, tport,
+                               svc->port != 0 ? dest->port : 0};
+            if (!lvs_defense_make_room(e, now))
+                return SCHED_FULL;
+            ct = lvs_conn_new(e, &tk, LVS_CONN_F_TEMPLATE | LVS_CONN_F_INACTIVE, dest, now);
             if (!ct)
                 return SCHED_FULL;
             ct->timeout = svc->timeout;
@@ -110,8 +147,15 @@ static int schedule(lvs_engine *e, lvs_service *svc, uint8_t proto, uint32_t sad
     uint16_t rport = dport;
     if (dest->port != 0 && (svc->port == 0 ? 0 : dport == svc->port))
         rport = dest->port;
-    lvs_conn *c = lvs_conn_new(e, proto, saddr, sport, daddr, dport, dest->addr, rport,
-                               LVS_CONN_F_INACTIVE, dest, now);
+    lvs_conn_key ck = {k->af, proto, k->saddr, k->daddr, dest->addr, k->sport, dport, rport};
+    /* the template is pinned while room is made, so evicting the conn it controls cannot
+     * take it along */
+    if (ct)
+        ct->n_control++;
+    int room = lvs_defense_make_room(e, now);
+    if (ct)
+        ct->n_control--;
+    lvs_conn *c = room ? lvs_conn_new(e, &ck, LVS_CONN_F_INACTIVE, dest, now) : NULL;
     if (!c) {
         if (ct)
             lvs_conn_arm(e, ct, now);
@@ -122,6 +166,8 @@ static int schedule(lvs_engine *e, lvs_service *svc, uint8_t proto, uint32_t sad
         ct->n_control++;
         lvs_conn_arm(e, ct, now);
     }
+    if (proto == LVS_PROTO_TCP)
+        lvs_embryo_push(e, c);
     stats_conn(e, dest);
     *out = c;
     return SCHED_OK;
@@ -131,7 +177,7 @@ static int schedule(lvs_engine *e, lvs_service *svc, uint8_t proto, uint32_t sad
 
 static int do_in(lvs_engine *e, pkt *k, uint32_t *plen, uint32_t cap, double now)
 {
-    lvs_conn *c = lvs_conn_in_get(e, k->proto, k->saddr, k->sport, k->daddr, k->dport);
+    lvs_conn *c = lvs_conn_in_get(e, k->af, k->proto, k->saddr, k->sport, k->daddr, k->dport);
     int syn = k->proto == LVS_PROTO_TCP && (k->th_flags & TH_SYN);
     if (c && syn && e->conn_reuse_mode) {
         /* conn_reuse_mode: a new SYN on a TIME_WAIT or CLOSE entry (or one whose dest is
@@ -152,9 +198,9 @@ static int do_in(lvs_engine *e, pkt *k, uint32_t *plen, uint32_t cap, double now
         }
     }
     if (!c) {
-        lvs_service *svc = lvs_svc_lookup(e, k->proto, k->daddr, k->dport);
+        lvs_service *svc = lvs_svc_lookup(e, k->af, k->proto, k->daddr, k->dport);
         if (!svc)
-            svc = lvs_svc_lookup(e, k->proto, k->daddr, 0);
+            svc = lvs_svc_lookup(e, k->af, k->proto, k->daddr, 0);
         if (!svc || (svc->port == 0 && !(svc->flags & LVS_SVC_F_PERSISTENT))) {
             e->counters[LVS_CNT_NO_SERVICE]++;
             return LVS_VERDICT_DROP;
@@ -163,14 +209,18 @@ static int do_in(lvs_engine *e, pkt *k, uint32_t *plen, uint32_t cap, double now
             e->counters[LVS_CNT_TCP_NO_SYN]++;
             return LVS_VERDICT_DROP;
         }
-        int r = schedule(e, svc, k->proto, k->saddr, k->sport, k->daddr, k->dport, now, &c);
+        if (lvs_defense_todrop(e)) {
+            e->counters[LVS_CNT_DEFENSE_DROP_PACKET]++;
+            return LVS_VERDICT_DROP;
+        }
+        int r = schedule(e, svc, k, now, &c);
         if (r == SCHED_FULL) {
             e->counters[LVS_CNT_TABLE_FULL]++;
             return LVS_VERDICT_DROP;
         }
         if (r == SCHED_NODEST) {
             e->counters[LVS_CNT_NO_DEST]++;
-            int built = lvs_icmp_error_build(e, k->p, plen, cap, k->tot, 3, 3);
+            int built = lvs_icmp_error_for(e, k, plen, cap, LVS_ERR_PORT_UNREACH);
             if (built < 0) {
                 if (built == -1)
                     e->counters[LVS_CNT_REPLY_SHORT_STRIDE]++;
@@ -197,7 +247,7 @@ static int do_in(lvs_engine *e, pkt *k, uint32_t *plen, uint32_t cap, double now
 
 static int do_out(lvs_engine *e, pkt *k, double now)
 {
-    lvs_conn *c = lvs_conn_out_get(e, k->proto, k->saddr, k->sport, k->daddr, k->dport);
+    lvs_conn *c = lvs_conn_out_get(e, k->af, k->proto, k->saddr, k->sport, k->daddr, k->dport);
     if (!c) {
         e->counters[LVS_CNT_PASS_NOT_OURS]++;
         return LVS_VERDICT_PASS;
@@ -211,10 +261,85 @@ static int do_out(lvs_engine *e, pkt *k, double now)
 
 /* ---- one packet ---- */
 
+/* Bounds of the TCP/UDP header, ports, then the direction (shared by both families). */
+static int process_l4(lvs_engine *e, pkt *k, int to_vip, uint32_t *plen, uint32_t cap,
+                      double now)
+{
+    if (k->proto == LVS_PROTO_TCP) {
+        if (k->l4len < 20 || (k->l4[12] >> 4) < 5 || (uint32_t)(k->l4[12] >> 4) * 4 > k->l4len) {
+            e->counters[LVS_CNT_TRUNCATED]++;
+            return LVS_VERDICT_DROP;
+        }
+        k->th_flags = k->l4[13];
+    } else if (k->proto == LVS_PROTO_UDP) {
+        if (k->l4len < 8) {
+            e->counters[LVS_CNT_TRUNCATED]++;
+            return LVS_VERDICT_DROP;
+        }
+    } else {
+        if (to_vip) {
+            e->counters[LVS_CNT_UNKNOWN_PROTO]++;
+            return LVS_VERDICT_DROP;
+        }
+        e->counters[LVS_CNT_PASS_NOT_OURS]++;
+        return LVS_VERDICT_PASS;
+    }
+    k->sport = ld16(k->l4);
+    k->dport = ld16(k->l4 + 2);
+    if (to_vip)
+        return do_in(e, k, plen, cap, now);
+    return do_out(e, k, now);
+}
+
+static int process_v6(lvs_engine *e, uint8_t *p, uint32_t *plen, uint32_t cap, uint8_t meta,
+                      double now)
+{
+    uint32_t len = *plen;
+    if (len < LVS_IPV6_HDR) {
+        e->counters[LVS_CNT_TRUNCATED]++;
+        return LVS_VERDICT_DROP;
+    }
+    /* payload length 0 is a jumbogram (RFC 2675): never on a TUN of normal MTU */
+    uint32_t tot = LVS_IPV6_HDR + ld16(p + 4);
+    if (tot == LVS_IPV6_HDR || tot > len) {
+        e->counters[LVS_CNT_BAD_TOTAL_LENGTH]++;
+        return LVS_VERDICT_DROP;
+    }
+    *plen = tot;
+    pkt k;
+    k.p = p;
+    k.tot = tot;
+    k.af = LVS_AF_INET6;
+    k.meta = meta;
+    k.th_flags = 0;
+    k.saddr = ld_addr6(p + 8);
+    k.daddr = ld_addr6(p + 24);
+    int to_vip = lvs_is_vip6(e, k.daddr);
+    int off = lvs_ipv6_skip_ext(p, LVS_IPV6_HDR, tot, p[6], &k.proto);
+    if (off < 0) {
+        /* a fragment or a chain we will not follow: ours or not, nothing can be done with
+         * it (the kernel's ip6_forward would still route it, but it cannot reach a VIP's
+         * service without reassembly, and a pass would loop VIP traffic) */
+        if (off == -2)
+            e->counters[LVS_CNT_FRAGMENT]++;
+        else
+            e->counters[LVS_CNT_BAD_EXT_HEADER]++;
+        return LVS_VERDICT_DROP;
+    }
+    k.ihl = (uint32_t)off;
+    k.l4 = p + off;
+    k.l4len = tot - (uint32_t)off;
+    if (k.proto == LVS_PROTO_ICMPV6)
+        return lvs_icmp6_process(e, &k, to_vip);
+    return process_l4(e, &k, to_vip, plen, cap, now);
+}
+
 static int process_one(lvs_engine *e, uint8_t *p, uint32_t *plen, uint32_t cap, uint8_t meta,
                        double now)
 {
     uint32_t len = *plen;
+    if (len >= 1 && (p[0] >> 4) == 6)
+        return process_v6(e, p, plen, cap, meta, now);
     if (len < 20) {
         e->counters[LVS_CNT_TRUNCATED]++;
         return LVS_VERDICT_DROP;
@@ -253,54 +378,42 @@ static int process_one(lvs_engine *e, uint8_t *p, uint32_t *plen, uint32_t cap, 
     k.tot = tot;
     k.l4 = p + ihl;
     k.l4len = tot - ihl;
+    k.af = LVS_AF_INET;
     k.proto = p[9];
-    k.saddr = ld32(p + 12);
-    k.daddr = ld32(p + 16);
+    k.saddr = lvs_addr4(ld32(p + 12));
+    k.daddr = lvs_addr4(ld32(p + 16));
     k.meta = meta;
     k.th_flags = 0;
-    int to_vip = lvs_is_vip(e, k.daddr);
-    if (k.proto == LVS_PROTO_TCP) {
-        if (k.l4len < 20 || (k.l4[12] >> 4) < 5 || (uint32_t)(k.l4[12] >> 4) * 4 > k.l4len) {
-            e->counters[LVS_CNT_TRUNCATED]++;
-            return LVS_VERDICT_DROP;
-        }
-        k.th_flags = k.l4[13];
-    } else if (k.proto == LVS_PROTO_UDP) {
-        if (k.l4len < 8) {
-            e->counters[LVS_CNT_TRUNCATED]++;
-            return LVS_VERDICT_DROP;
-        }
-    } else if (k.proto == 1) {
+    int to_vip = lvs_is_vip(e, k.daddr.ip);
+    if (k.proto == 1)
         return lvs_icmp_process(e, &k, to_vip);
-    } else {
-        if (to_vip) {
-            e->counters[LVS_CNT_UNKNOWN_PROTO]++;
-            return LVS_VERDICT_DROP;
-        }
-        e->counters[LVS_CNT_PASS_NOT_OURS]++;
-        return LVS_VERDICT_PASS;
-    }
-    k.sport = ld16(k.l4);
-    k.dport = ld16(k.l4 + 2);
-    if (to_vip)
-        return do_in(e, &k, plen, cap, now);
-    return do_out(e, &k, now);
+    return process_l4(e, &k, to_vip, plen, cap, now);
 }
 
 /* The bucket a well-formed TCP/UDP packet will look up first, or NULL.  Only a hint for
  * prefetching: process_one re-validates everything. */
 static lvs_conn **bucket_hint(lvs_engine *e, const uint8_t *p, uint32_t len)
 {
+    if (len >= LVS_IPV6_HDR + 4 && (p[0] >> 4) == 6) {
+        /* only the common case without extension headers */
+        if (p[6] != LVS_PROTO_TCP && p[6] != LVS_PROTO_UDP)
+            return NULL;
+        lvs_addr saddr = ld_addr6(p + 8), daddr = ld_addr6(p + 24);
+        uint16_t sport = ld16(p + 40), dport = ld16(p + 42);
+        if (lvs_is_vip6(e, daddr))
+            return &e->in_tab[lvs_in_hash(e, LVS_AF_INET6, p[6], saddr, sport, daddr, dport)];
+        return &e->out_tab[lvs_out_hash(e, LVS_AF_INET6, p[6], saddr, sport, daddr, dport)];
+    }
     if (len < 28 || (p[0] >> 4) != 4)
         return NULL;
     uint32_t ihl = (uint32_t)(p[0] & 15) * 4;
     if (ihl < 20 || ihl + 4 > len || (p[9] != LVS_PROTO_TCP && p[9] != LVS_PROTO_UDP))
         return NULL;
-    uint32_t saddr = ld32(p + 12), daddr = ld32(p + 16);
+    lvs_addr saddr = lvs_addr4(ld32(p + 12)), daddr = lvs_addr4(ld32(p + 16));
     uint16_t sport = ld16(p + ihl), dport = ld16(p + ihl + 2);
-    if (lvs_is_vip(e, daddr))
-        return &e->in_tab[lvs_in_hash(e, p[9], saddr, sport, daddr, dport)];
-    return &e->out_tab[lvs_out_hash(e, p[9], saddr, sport, daddr, dport)];
+    if (lvs_is_vip(e, daddr.ip))
+        return &e->in_tab[lvs_in_hash(e, LVS_AF_INET, p[9], saddr, sport, daddr, dport)];
+    return &e->out_tab[lvs_out_hash(e, LVS_AF_INET, p[9], saddr, sport, daddr, dport)];
 }
 
 #define PREFETCH_CHUNK 256

@@ -101,16 +101,61 @@ static inline uint16_t ip_csum(const uint8_t *h, uint32_t ihl)
     return (uint16_t)~fold(sum16(h, ihl));
 }
 
-/* ---- a parsed IPv4 TCP/UDP/ICMP packet (addresses and ports host order) ---- */
+/* ---- IPv6 addresses in a packet (16 bytes, network order) as host-order words ---- */
+
+static inline lvs_addr ld_addr6(const uint8_t *p)
+{
+    lvs_addr a = {.ip6 = {ld32(p), ld32(p + 4), ld32(p + 8), ld32(p + 12)}};
+    return a;
+}
+
+static inline void st_addr6(uint8_t *p, lvs_addr a)
+{
+    st32(p, a.ip6[0]);
+    st32(p + 4, a.ip6[1]);
+    st32(p + 8, a.ip6[2]);
+    st32(p + 12, a.ip6[3]);
+}
+
+/* RFC 1624 contribution of replacing a whole IPv6 address (the pseudo-header changes by it). */
+static inline uint64_t diff128(lvs_addr o, lvs_addr n)
+{
+    return diff32(o.ip6[0], n.ip6[0]) + diff32(o.ip6[1], n.ip6[1]) + diff32(o.ip6[2], n.ip6[2]) +
+           diff32(o.ip6[3], n.ip6[3]);
+}
+
+/* Sum of the IPv6 pseudo-header (RFC 8200 section 8.1) for the addresses at ip+8 and ip+24. */
+static inline uint64_t pseudo6_sum(const uint8_t *ip, uint32_t len, uint8_t nh)
+{
+    return sum16(ip + 8, 32) + (len >> 16) + (len & 0xffff) + nh;
+}
+
+#define LVS_IPV6_HDR 40
+#define LVS_IPV6_MAX_EXT_HEADERS 8   /* extension headers walked before the packet is dropped */
+#define LVS_PROTO_ICMPV6 58
+
+/* Offsets of the source and destination address in the IP header of each family. */
+static inline uint32_t saddr_off(uint8_t af)
+{
+    return af == LVS_AF_INET6 ? 8 : 12;
+}
+
+static inline uint32_t daddr_off(uint8_t af)
+{
+    return af == LVS_AF_INET6 ? 24 : 16;
+}
+
+/* ---- a parsed IPv4 or IPv6 TCP/UDP/ICMP packet (addresses and ports host order) ---- */
 
 typedef struct pkt {
     uint8_t *p;
     uint8_t *l4;
     uint32_t tot;
-    uint32_t ihl;
+    uint32_t ihl;            /* L3 header length: IHL*4, or 40 + the IPv6 extension headers */
     uint32_t l4len;
-    uint32_t saddr, daddr;
+    lvs_addr saddr, daddr;
     uint16_t sport, dport;
+    uint8_t af;
     uint8_t proto;
     uint8_t th_flags;
     uint8_t meta;
@@ -185,7 +230,20 @@ void lvs_nat_xmit_out(pkt *k, const lvs_conn *c);
  * returns 0, -1 if cap is too small, -2 if the sender may not get one (broadcast ...). */
 int lvs_icmp_error_build(lvs_engine *e, uint8_t *p, uint32_t *plen, uint32_t cap, uint32_t tot,
                          uint8_t type, uint8_t code);
+/* The same for an IPv6 packet: an ICMPv6 error (RFC 4443), quoting up to the 1280-byte
+ * minimum MTU; -2 for an unspecified or multicast sender. */
+int lvs_icmp6_error_build(uint8_t *p, uint32_t *plen, uint32_t cap, uint32_t tot, uint8_t type,
+                          uint8_t code);
+/* The error both families send: port unreachable / time exceeded for k's sender. */
+enum { LVS_ERR_PORT_UNREACH, LVS_ERR_TIME_EXCEEDED };
+int lvs_icmp_error_for(lvs_engine *e, const pkt *k, uint32_t *plen, uint32_t cap, int which);
 /* An ICMP packet (k->l4 is the ICMP header): translate an error about a conn; a verdict. */
 int lvs_icmp_process(lvs_engine *e, pkt *k, int to_vip);
+/* An ICMPv6 packet: the same for Destination Unreachable, Packet Too Big, Time Exceeded. */
+int lvs_icmp6_process(lvs_engine *e, pkt *k, int to_vip);
+/* Walk an IPv6 extension-header chain from next header nh at p[off] within len bytes:
+ * returns the upper-layer offset and sets *proto, or -1 (chain too long, runs past len, a
+ * routing header with segments left, hop-by-hop not first), -2 (a fragment header). */
+int lvs_ipv6_skip_ext(const uint8_t *p, uint32_t off, uint32_t len, uint8_t nh, uint8_t *proto);
 
 #endif /* PYLVS_PACKET_H */

@@ -30,6 +30,31 @@ static const uint8_t tcp_states[12][LVS_TCP_S_LAST] = {
     /* ionly rst */ {CL, CL, CL, SR, CL, CL, CL, CL, LA, LI, CL},
 };
 
+/* tcp_states_dos: the secure_tcp table (docs/ipvs.md#flood-defence).  SYN-ACK out moves
+ * SYN_RECV to SYNACK, the client's ACK leaves SYN_RECV and SYNACK as they are, and only the
+ * server's next packet out makes the entry ESTABLISHED; a bare ACK never creates one. */
+static const uint8_t tcp_states_dos[12][LVS_TCP_S_LAST] = {
+    /*        NO  ES  SS  SR  FW  TW  CL  CW  LA  LI  SA */
+    /* in  syn */ {SR, ES, ES, SR, SR, SR, SR, SR, SR, SR, SA},
+    /* in  fin */ {CL, CW, SS, TW, TW, TW, CL, CW, LA, LI, SA},
+    /* in  ack */ {CL, ES, SS, SR, FW, TW, CL, CW, CL, LI, SA},
+    /* in  rst */ {CL, CL, CL, SR, CL, CL, CL, CL, LA, LI, CL},
+    /* out syn */ {SS, ES, SS, SA, SS, SS, SS, SS, SS, LI, SA},
+    /* out fin */ {TW, FW, SS, TW, FW, TW, CL, TW, LA, LI, TW},
+    /* out ack */ {ES, ES, SS, ES, FW, TW, CL, CW, LA, ES, ES},
+    /* out rst */ {CL, CL, SS, CL, CL, TW, CL, CL, CL, CL, CL},
+    /* ionly syn */ {SA, ES, ES, SR, SA, SA, SA, SA, SA, SA, SA},
+    /* ionly fin */ {CL, FW, SS, TW, FW, TW, CL, CW, LA, LI, TW},
+    /* ionly ack */ {CL, ES, SS, ES, FW, TW, CL, CW, CL, LI, ES},
+    /* ionly rst */ {CL, CL, CL, SR, CL, CL, CL, CL, LA, LI, CL},
+};
+
+/* The secure timeouts (2.4's vs_timeout_table_dos); under secure_tcp a state's timeout is the
+ * shorter of this and the normal one, so NONE keeps 2 s and ESTABLISHED at most 8 min. */
+static const uint32_t tcp_secure_timeouts[LVS_TCP_S_LAST] = {
+    900, 480, 60, 10, 60, 60, 10, 60, 30, 120, 100,
+};
+
 /* tcp_timeouts (seconds), indexed by state; ipvsadm --set changes ES (tcp) and FW (tcpfin). */
 const uint32_t lvs_tcp_default_timeouts[LVS_TCP_S_LAST] = {
     2, 900, 120, 60, 120, 120, 10, 60, 30, 120, 120,
@@ -76,10 +101,17 @@ void lvs_tcp_transition(lvs_engine *e, lvs_conn *c, int dir, uint8_t th_flags)
             else
                 off = DIR_INPUT_ONLY;
         }
-        ns = tcp_states[off + idx][c->state < LVS_TCP_S_LAST ? c->state : 0];
+        const uint8_t(*table)[LVS_TCP_S_LAST] = e->def.secure_on ? tcp_states_dos : tcp_states;
+        ns = table[off + idx][c->state < LVS_TCP_S_LAST ? c->state : 0];
     }
-    if (ns != c->state)
+    if (ns != c->state) {
         lvs_conn_set_active(c, state_is_active(ns));
+        if (ns == ES)
+            lvs_conn_assure(e, c);
+    }
     c->state = ns;
-    c->timeout = e->tcp_timeouts[ns];
+    uint32_t t = e->tcp_timeouts[ns];
+    if (e->def.secure_on && tcp_secure_timeouts[ns] < t)
+        t = tcp_secure_timeouts[ns];
+    c->timeout = t;
 }

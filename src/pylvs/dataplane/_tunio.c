@@ -2,7 +2,7 @@
  * _tunio.c — the TUN pump: read a batch of packets, run the engine over it, write it back.
  *
  * Python calls lvs_tunio_pump() once per readiness of the TUN fd (loop.add_reader); every
- * packet of the batch stays in C.  Each slot of the batch buffer holds one IPv4 packet at
+ * packet of the batch stays in C.  Each slot of the batch buffer holds one IPv4 or IPv6 packet at
  * data + i*stride, as lvs_engine_process_batch() expects.
  *
  * With IFF_VNET_HDR every read starts with a 10-byte struct virtio_net_hdr.  It is read into a

@@ -209,9 +209,9 @@ class HaComponent:
         """Start as BACKUP."""
         await self.node.start()
 
-    async def stop(self) -> None:
-        """Release the addresses and hand over with priority 0."""
+    async def stop(self, *, handover: bool = True) -> None:
+        """Release the addresses; with ``handover`` first tell the peer (priority 0)."""
         try:
-            await self.node.stop(handover=True)
+            await self.node.stop(handover=handover)
         except Exception:
             log.exception("ha: stopping failed")

@@ -343,13 +343,25 @@ class HaStateMachine:
                 out.append(PathChanged(path=path, alive=False))
         if self.dead_at is not None and now >= self.dead_at:
             self.dead_at = None
-            out += self._fire(T.DEAD_TIMER, now, "peer silent on every path")
+            out += self._fire(T.DEAD_TIMER, now, self._dead_timer_reason())
         if self.preempt_at is not None and now >= self.preempt_at:
             self.preempt_at = None
             out += self._fire(T.PREEMPT_TIMER, now, "preempting lower-priority peer")
         if self.send_at is not None and now >= self.send_at:
             out.append(self._send(now))
         return out
+
+    def _dead_timer_reason(self) -> str:
+        """Why the dead timer fired: a silent peer, or (cold start) a standby we outrank.
+
+        An outranked standby's heartbeats do not re-arm our dead timer, so at a cold start the
+        higher node takes over while hearing the peer; "silent" would then be a false alarm.
+        """
+        peer = self.peer
+        if peer is None or not any(self.path_alive.values()):
+            return "peer silent on every path"
+        return (f"no active peer: {peer.node_id} is {peer.role.name} prio {peer.priority}, "
+                "outranked by us")
 
     # ---- the table ---------------------------------------------------------------------------
 

@@ -27,6 +27,7 @@ from collections.abc import Callable
 from typing import Any, Protocol
 
 from pylvs.ha.messages import MAX_PAYLOAD, Message
+from pylvs.tasks import cancel_and_wait
 
 __all__ = ["SyncChannel", "SyncEngine"]
 
@@ -140,10 +141,9 @@ class SyncChannel:
             self._task = asyncio.get_running_loop().create_task(self.run())
 
     async def close(self) -> None:
-        """Stop the flush task."""
-        if self._task is not None:
-            self._task.cancel()
-            self._task = None
+        """Stop the flush task (and wait until it has)."""
+        task, self._task = self._task, None
+        await cancel_and_wait([task])
 
     # ---- backup side -------------------------------------------------------------------------
 

@@ -37,6 +37,7 @@ from typing import Protocol
 
 from pylvs.ha.messages import Role
 from pylvs.netconf import NetConf, NetPlan
+from pylvs.tasks import cancel_and_wait
 
 __all__ = [
     "AddressOwner",
@@ -192,7 +193,7 @@ class Takeover:
 
     async def role_changed(self, new: Role, old: Role) -> None:
         """Claim or release the addresses; raises what the owner raises (the caller faults)."""
-        self._cancel_announcer()
+        await self._stop_announcer()
         if new is Role.ACTIVE:
             t0 = time.monotonic()
             # netconf blocks on netlink; its own lock orders calls from worker threads
@@ -217,20 +218,19 @@ class Takeover:
 
     async def close(self) -> None:
         """Stop the timers and wait for queued notify commands (bounded)."""
-        self._cancel_announcer()
+        await self._stop_announcer()
         self.garp.close()
         if self._notifier is not None:
             try:
                 await asyncio.wait_for(self._notify_queue.join(), NOTIFY_TIMEOUT)
             except TimeoutError:
                 log.warning("ha: notify commands still pending at shutdown")
-            self._notifier.cancel()
-            self._notifier = None
+            notifier, self._notifier = self._notifier, None
+            await cancel_and_wait([notifier])
 
-    def _cancel_announcer(self) -> None:
-        if self._announcer is not None:
-            self._announcer.cancel()
-            self._announcer = None
+    async def _stop_announcer(self) -> None:
+        announcer, self._announcer = self._announcer, None
+        await cancel_and_wait([announcer])
 
     async def _announce_later(self) -> None:
         if self.garp_repeat_delay > 0:

@@ -45,6 +45,7 @@ from pylvs.ha.state import (
     RoleChanged,
     SendHeartbeat,
 )
+from pylvs.tasks import TaskSet, cancel_and_wait
 
 __all__ = ["HaTransport", "Link", "RoleHandler"]
 
@@ -141,6 +142,7 @@ class HaTransport:
         self._late_logged = float("-inf")
         self._changes: asyncio.Queue[RoleChanged] = asyncio.Queue()
         self._worker: asyncio.Task[None] | None = None
+        self._reannouncing = TaskSet()  # re-announcements in flight (kept, awaited on stop)
         self._recover: asyncio.TimerHandle | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
 
@@ -183,9 +185,9 @@ class HaTransport:
             self._timer.cancel()
         if self._recover is not None:
             self._recover.cancel()
-        if self._worker is not None:
-            self._worker.cancel()
-            self._worker = None
+        worker, self._worker = self._worker, None
+        await cancel_and_wait([worker])
+        await self._reannouncing.close()
         self._close_sockets()
 
     def _close_sockets(self) -> None:
@@ -304,7 +306,7 @@ class HaTransport:
             elif isinstance(act, Reannounce):
                 log.warning("ha: staying ACTIVE and re-announcing (%s)", act.reason)
                 if self._loop is not None:
-                    self._loop.create_task(self.handler.reannounce())
+                    self._reannouncing.start(self.handler.reannounce(), name="ha reannounce")
             elif isinstance(act, ConfigMismatch):
                 if act.matches:
                     log.warning("ha: peer %s config digest matches ours again", act.peer)

@@ -54,8 +54,8 @@ class HealthComponent:
         """Publish initial verdicts, then probe."""
         await self.manager.start()
 
-    async def stop(self) -> None:
-        """Stop probing; the pool stays as it was last set."""
+    async def stop(self, *, handover: bool = True) -> None:
+        """Stop probing; the pool stays as it was last set (``handover`` is HA's business)."""
         await self.manager.stop()
 
     async def on_config(self, config: Config) -> None:
@@ -69,6 +69,21 @@ class HealthComponent:
             if vs is None:
                 del self._sorry[(key, endpoint)]  # the director removed the whole service
             elif vs.sorry_server != endpoint:
+                self._remove_sorry(key, endpoint, srv)
+
+    def before_config(self, config: Config) -> None:
+        """Before the engine follows *config*: give up sorry servers it lists as real servers.
+
+        The sorry server sits in the engine service as a dest of its own; a configuration that
+        now names the same address as a real server must be able to add it, so the sorry entry
+        is removed first and the configured server takes its place.
+        """
+        services = {vs.key: vs for vs in config.virtual_servers}
+        for (key, endpoint), srv in list(self._sorry.items()):
+            vs = services.get(key)
+            if vs is not None and any(rs.address == endpoint for rs in vs.real_servers):
+                log.info("sorry server %s of %s is now one of its real servers; the "
+                         "configuration takes it over", endpoint, key.label)
                 self._remove_sorry(key, endpoint, srv)
 
     def snapshot(self) -> dict[str, object]:
@@ -137,4 +152,5 @@ def attach_health(director: ComponentHost, **options: Any) -> HealthComponent:
     director.components.append(component)
     director.status_providers["health"] = component.snapshot
     director.config_listeners.append(component.on_config)
+    director.config_preparers.append(component.before_config)
     return component

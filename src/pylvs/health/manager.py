@@ -22,7 +22,6 @@ Events are delivered synchronously from the manager's tasks, in the order to app
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import random
 import time
@@ -35,6 +34,7 @@ from pylvs.health.spec import ProbeSpec
 from pylvs.health.state import HealthEvent, ServerEvent, ServerHealth, ServiceHealth
 from pylvs.looplag import Slices
 from pylvs.model import Config, Endpoint, ServiceKey, VirtualServerConfig
+from pylvs.tasks import cancel_and_wait
 
 __all__ = ["EventCallback", "HealthManager"]
 
@@ -42,6 +42,8 @@ log = logging.getLogger("pylvs.health")
 
 EventCallback = Callable[[HealthEvent], None]
 _Sub = tuple[ServiceKey, Endpoint]
+# At most this many new probes after a configuration change start at once (see apply_config).
+_PROBE_AT_ONCE = 16
 
 
 @dataclass(slots=True)
@@ -131,19 +133,24 @@ class HealthManager:
         tasks = [r.task for r in self._runners.values() if r.task is not None]
         for runner in self._runners.values():
             runner.task = None
-        await _cancel(tasks)
+        await cancel_and_wait(tasks)
 
     async def apply_config(self, config: Config) -> None:
         """Follow a new configuration; servers that stay keep their state and counters."""
         old_tasks = self._configure(config)
-        await _cancel(old_tasks)
+        await cancel_and_wait(old_tasks)
         if self._running:
+            new = [r for r in self._runners.values() if r.task is None]
+            # A few servers added at run time (`pylvs ctl -a`, an API call) are probed at once,
+            # so they join the pool within one probe; a bulk change spreads its first probes
+            # over the interval as a start does, rather than firing them all together.
+            immediate = len(new) <= _PROBE_AT_ONCE
             # Thousands of probes: launch and publish in slices, so the loop (and the HA
             # heartbeat on it) gets a turn every few milliseconds (issue 13).
             slices = Slices()
-            for runner in list(self._runners.values()):
+            for runner in new:
                 if runner.task is None and self._running:
-                    self._launch(runner)
+                    self._launch(runner, immediate=immediate)
                 await slices.tick()
             now = self._clock()
             for svc in list(self._services.values()):
@@ -230,15 +237,16 @@ class HealthManager:
 
     # -- running -------------------------------------------------------------------------
 
-    def _launch(self, runner: _Runner) -> None:
+    def _launch(self, runner: _Runner, *, immediate: bool = False) -> None:
         runner.task = asyncio.get_running_loop().create_task(
-            self._run(runner), name=f"health {runner.spec.label}"
+            self._run(runner, immediate), name=f"health {runner.spec.label}"
         )
 
-    async def _run(self, runner: _Runner) -> None:
+    async def _run(self, runner: _Runner, immediate: bool = False) -> None:
         loop = asyncio.get_running_loop()
         spec = runner.spec
-        next_start = loop.time() + random.uniform(0.0, spec.interval * self._jitter)
+        spread = 0.0 if immediate else random.uniform(0.0, spec.interval * self._jitter)
+        next_start = loop.time() + spread
         while True:
             await asyncio.sleep(max(0.0, next_start - loop.time()))
             started = loop.time()
@@ -294,9 +302,3 @@ def _log_event(event: HealthEvent) -> None:
         log.warning("%s sorry server %s %s (%s)", service, event.endpoint, verb, event.reason)
 
 
-async def _cancel(tasks: list[asyncio.Task[None]]) -> None:
-    for task in tasks:
-        task.cancel()
-    for task in tasks:
-        with contextlib.suppress(asyncio.CancelledError):
-            await task

@@ -23,6 +23,14 @@ from pylvs.testbed.topology import ServiceSpec, Topology, TopologyError, child_e
 
 __all__ = ["main"]
 
+# The help text, without the docstring's reST markup.
+_DESCRIPTION = (
+    "Build the two-tier LVS-NAT topology in network namespaces and show it working: a client, "
+    "one director (pylvs serve) and three real servers; requests go to the VIP and the "
+    "director's spread and statistics are printed. Needs root; everything made is removed "
+    "afterwards. Exit status 0 only if every request got an answer from a real server."
+)
+
 # Runs in the client namespace: one fresh TCP connection per request (so the scheduler decides
 # every time), then one UDP datagram per request to the UDP service; prints a JSON summary.
 _CLIENT = r"""
@@ -118,7 +126,7 @@ def _run(args: argparse.Namespace) -> int:
 
 def main(argv: Sequence[str]) -> int:
     """Entry point of ``pylvs demo``; returns the exit status."""
-    p = argparse.ArgumentParser(prog="pylvs demo", description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(prog="pylvs demo", description=_DESCRIPTION)
     p.add_argument("-n", "--requests", type=int, default=30,
                    help="requests per service (HTTP and UDP), 1..1000 (default 30)")
     p.add_argument("-s", "--scheduler", default="rr", choices=SCHEDULERS,

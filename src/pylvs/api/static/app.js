@@ -257,6 +257,16 @@ function renderLast() {
   if (lastStatus) render(lastStatus);
 }
 
+const MODE_WORDS = ["off", "auto", "ENGAGED", "on"];
+
+function defenseText(dfn) {
+  if (!dfn) return "";
+  const modes = Object.entries(dfn.mode || {}).map(([k, v]) => `${k} ${MODE_WORDS[v] || v}`);
+  const sum = (o) => Object.values(o || {}).reduce((a, b) => a + b, 0);
+  return `${modes.join(", ")}; ${dfn.evict_embryonic ? "evict on" : "evict off"}; ` +
+    `entries dropped ${sum(dfn.entries_dropped)}, packets dropped ${sum(dfn.packets_dropped)}`;
+}
+
 function render(status) {
   lastStatus = status;
   const ha = status.ha || {};
@@ -270,6 +280,7 @@ function render(status) {
   text("transitions", ha.transitions || 0);
   text("connections", eng.connections || 0);
   text("drops", Object.values(eng.drops || {}).reduce((a, b) => a + b, 0));
+  text("defense", defenseText(status.defense));
   const rates = eng.rates || {};
   text("pps", `${num(rates.inpps || 0)}/${num(rates.outpps || 0)}`);
   document.getElementById("history").replaceChildren(directorCharts());
