@@ -35,7 +35,8 @@ __all__ = ["ConfigFileError", "dump_toml", "load", "parse", "removals", "validat
 
 # Model field name -> TOML key where they differ (the file uses singular array-of-table names,
 # like keepalived's virtual_server / real_server blocks).
-_TOML_NAME = {"virtual_servers": "virtual_server", "real_servers": "real_server"}
+_TOML_NAME = {"virtual_servers": "virtual_server", "real_servers": "real_server",
+              "routers": "router"}
 _SKIP_FIELDS = {"source"}  # set by the loader, never written in the file
 _ALWAYS_WRITTEN = {"protocol", "scheduler", "weight"}  # defaults worth seeing in a dump
 _IFNAME = re.compile(r"^[A-Za-z0-9_.:@-]{1,15}$")  # IFNAMSIZ - 1, no slash or space
@@ -338,6 +339,7 @@ def _checks(cfg: Config) -> Iterator[tuple[str, str]]:
     elif api.tls_cert is not None and api.listen is None:
         yield "api.tls_cert", "only used by the TCP listener: set api.listen too"
     yield from _ha_checks(cfg)
+    yield from _cluster_checks(cfg)
     seen: dict[model.ServiceKey, int] = {}
     for i, vs in enumerate(cfg.virtual_servers):
         path = f"virtual_server[{i}]"
@@ -391,6 +393,32 @@ def _ha_checks(cfg: Config) -> Iterator[tuple[str, str]]:
                 "must move with the VIPs)"
 
 
+def _cluster_checks(cfg: Config) -> Iterator[tuple[str, str]]:
+    cl = cfg.cluster
+    asns = [("cluster.asn", cl.asn)] + [(f"cluster.router[{i}].asn", r.asn)
+                                       for i, r in enumerate(cl.routers)]
+    for path, asn in asns:
+        if not 1 <= asn <= 4294967294:
+            yield path, f"expected an AS number 1..4294967294, got {asn}"
+    for i, r in enumerate(cl.routers):
+        if not 1 <= r.port <= 65535:
+            yield f"cluster.router[{i}].port", f"expected a port 1..65535, got {r.port}"
+    if not 0.01 <= cl.bfd_interval <= 10:
+        yield "cluster.bfd_interval", f"expected 0.01..10 seconds, got {cl.bfd_interval}"
+    if not 1 <= cl.bfd_multiplier <= 255:
+        yield "cluster.bfd_multiplier", f"expected 1..255, got {cl.bfd_multiplier}"
+    if cl.hold_time != 0 and not 3 <= cl.hold_time <= 65535:
+        yield "cluster.hold_time", f"expected 0 or 3..65535 seconds, got {cl.hold_time}"
+    if cl.drain_time < 0:
+        yield "cluster.drain_time", f"expected a number >= 0, got {cl.drain_time}"
+    if cl.mode == "active-active":
+        if not cl.routers:
+            yield "cluster.router", "expected at least one [[cluster.router]] in active-active"
+        if cfg.ha.enabled:
+            yield "cluster.mode", "active-active and ha.enabled exclude each other (every " \
+                "director of a cluster is active)"
+
+
 def _vs_checks(vs: model.VirtualServerConfig, path: str) -> Iterator[tuple[str, str]]:
     if vs.scheduler not in model.SCHEDULERS:
         hint = difflib.get_close_matches(vs.scheduler, model.SCHEDULERS, n=1)
@@ -403,6 +431,8 @@ def _vs_checks(vs: model.VirtualServerConfig, path: str) -> Iterator[tuple[str, 
                 f"{', '.join(model.SCHEDULER_FLAGS)}"
     if len(set(vs.flags)) != len(vs.flags):
         yield f"{path}.flags", "expected each flag at most once"
+    if vs.synproxy and vs.protocol != "tcp":
+        yield f"{path}.synproxy", "a SYN proxy needs protocol = \"tcp\""
     if vs.address.port == 0 and vs.persistence == 0:
         # ipvsadm's rule: an all-ports service only makes sense with persistence.
         yield f"{path}.address", "expected a port 1..65535 (port 0 needs persistence > 0)"
@@ -598,8 +628,11 @@ def dump_toml(cfg: Config, comments: Mapping[str, Sequence[str]] | None = None) 
     out: list[str] = [f"# pylvs configuration (written from {cfg.source})"]
     out.extend(f"# {n}" for note in notes.get("", ()) for n in note.splitlines())
     _emit_table(cfg.director, "[director]", out, False, notes.get("director", ()))
-    for name in ("timeouts", "defense", "api", "ha"):
+    for name in ("timeouts", "defense", "api", "ha", "cluster"):
         _emit_table(getattr(cfg, name), f"[{name}]", out, False, notes.get(name, ()))
+    for i, router in enumerate(cfg.cluster.routers):
+        _emit_table(router, "[[cluster.router]]", out, False,
+                    notes.get(f"cluster.router[{i}]", ()))
     for i, vs in enumerate(cfg.virtual_servers):
         path = f"virtual_server[{i}]"
         _emit_table(vs, "[[virtual_server]]", out, False, notes.get(path, ()))

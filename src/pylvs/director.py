@@ -24,6 +24,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import secrets
 import time
 from collections.abc import Awaitable, Callable, Iterator
 from ipaddress import IPv4Address, IPv4Interface
@@ -110,13 +111,15 @@ class Director:
         self._clock = clock
         d = config.director
         t = config.timeouts
-        self.engine = Engine(max_connections=d.max_connections,
+        # a random seed keys the connection hash and the SYN proxy's cookie secret
+        self.engine = Engine(max_connections=d.max_connections, seed=secrets.randbits(64),
                              timeouts=Timeouts(tcp=t.tcp, tcpfin=t.tcpfin, udp=t.udp),
                              defense=defense_settings(config.defense))
         self.dataplane = TunDataplane(d.tun_name, offload=d.offload, batch_size=d.batch_size,
                                       engine_ptr=self._engine_ptr, clock=clock,
                                       on_failure=self._dataplane_failed)
         self.netconf = NetConf(d.public_interface, d.private_interface, d.tun_name)
+        self._set_engine_options(config)
         # Without HA this node owns the VIPs from the start; with HA the HA component claims
         # them (netconf.add_vips / add_nat_router) when it becomes active.
         self.active = (not config.ha.enabled) if active is None else active
@@ -171,7 +174,7 @@ class Director:
             await asyncio.to_thread(self.netconf.setup)
             await asyncio.to_thread(self.netconf.update, lambda cur: self._plan(self._config, cur))
             self.dataplane.start()
-            if self.active and not self._config.ha.enabled:
+            if self._owns_vips_alone(self._config):
                 await self._announce(self.netconf.plan.vips)
             self._started = True
             self._timers = [
@@ -219,6 +222,11 @@ class Director:
         if self._started:
             log.info("director stopped; network configuration removed")
         self._started = False
+
+    def _owns_vips_alone(self, cfg: Config) -> bool:
+        # Gratuitous ARP only when this node alone answers for the VIPs: with HA the takeover
+        # sends it, in a cluster the routers reach the VIPs over BGP routes, not ARP.
+        return self.active and not cfg.ha.enabled and cfg.cluster.mode == "off"
 
     async def _announce(self, vips: frozenset[IPv4Address]) -> None:
         # Neighbours that cached another MAC for a VIP (a previous director) learn ours now
@@ -295,6 +303,7 @@ class Director:
                 rs = self._servers.get(svc_key, {}).get(endpoint)
                 if rs is not None:
                     self._sync_server(self._services[svc_key], rs)
+            self._set_engine_options(new)
             if new.timeouts != old.timeouts:
                 t = new.timeouts
                 self.engine.set_timeouts(tcp=t.tcp, tcpfin=t.tcpfin, udp=t.udp)
@@ -304,13 +313,20 @@ class Director:
             if self._started:
                 before = self.netconf.plan.vips
                 await asyncio.to_thread(self.netconf.update, lambda cur: self._plan(new, cur))
-                if self.active and not new.ha.enabled:
+                if self._owns_vips_alone(new):
                     await self._announce(self.netconf.plan.vips - before)
             for listener in self.config_listeners:
                 await listener(new)
             log.info("configuration applied from %s: %d services, %d real servers", new.source,
                      len(new.virtual_servers), sum(map(len, self._servers.values())))
         return new
+
+    def _set_engine_options(self, cfg: Config) -> None:
+        # Active-active: a flow ECMP moved here from another director is picked up, not
+        # dropped (IPVS's sloppy_tcp / sloppy_udp; docs/cluster.md).
+        sloppy = cfg.cluster.mode == "active-active" and cfg.cluster.sloppy
+        self.engine.set_option("sloppy_tcp", sloppy)
+        self.engine.set_option("sloppy_udp", sloppy)
 
     def _plan(self, cfg: Config, current: NetPlan) -> NetPlan:
         plan = plan_from_config(cfg)
@@ -459,7 +475,7 @@ class Director:
             self._synced.pop(key, None)  # half-synced until the loop below ends
             opts: dict[str, Any] = dict(
                 scheduler=vs.scheduler, persistence=vs.persistence, netmask=str(vs.netmask),
-                flags=vs.flags, mh_table_size=vs.mh_table_size)
+                flags=vs.flags, mh_table_size=vs.mh_table_size, synproxy=vs.synproxy)
             if key not in self._svc_keys:
                 self._svc_keys[key] = self.engine.add_service(
                     vs.protocol, str(vs.address.address), vs.address.port, **opts)

@@ -14,7 +14,9 @@ from typing import Literal
 
 __all__ = [
     "ApiConfig",
+    "BgpRouterConfig",
     "CheckConfig",
+    "ClusterConfig",
     "Config",
     "DefenseConfig",
     "DirectorConfig",
@@ -197,6 +199,40 @@ class HaConfig:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class BgpRouterConfig:
+    """``[[cluster.router]]``: one upstream router the director announces its VIPs to."""
+
+    address: IPv4Address
+    asn: int
+    port: int = 179
+    password: str | None = None  # TCP MD5 (RFC 2385), as the router is configured
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ClusterConfig:
+    """``[cluster]``: active-active directors behind ECMP, VIPs announced over BGP by BIRD.
+
+    Every director announces each VIP as a /32 while it serves it; the routers spread flows
+    over the directors; with ``sloppy`` every director picks up flows another one began
+    (docs/cluster.md).
+    """
+
+    mode: Literal["off", "active-active"] = "off"
+    asn: int = 65001  # this director's AS (private range by default)
+    router_id: IPv4Address | None = None  # None: BIRD takes the lowest interface address
+    routers: tuple[BgpRouterConfig, ...] = ()
+    bfd: bool = True  # BFD with the routers (and with the real servers, see below)
+    bfd_interval: float = 0.1  # seconds between BFD packets (both directions)
+    bfd_multiplier: int = 3  # missed packets before a session is down (~0.3 s)
+    real_server_bfd: bool = True  # BFD sessions the real servers' return routes follow
+    hold_time: int = 9  # BGP hold time (a backstop; BFD detects failures first)
+    drain_time: float = 5.0  # SIGTERM: withdraw, wait this long, then stop
+    sloppy: bool = True  # engine sloppy_tcp/sloppy_udp (pick up flows moved by ECMP)
+    bird: str = "bird"  # the BIRD 2 daemon binary
+    state_dir: str = "/run/pylvs/bird"  # bird.conf, the control socket and the pid file
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class CheckConfig:
     """``[virtual_server.check]``: how each real server's health is probed."""
 
@@ -256,6 +292,7 @@ class VirtualServerConfig:
     persistence: int = 0  # seconds; 0 = off
     netmask: IPv4Address = HOST_NETMASK
     mh_table_size: int = 0  # 0 = kernel default (4093)
+    synproxy: bool = False  # answer the TCP handshake at the director with SYN cookies
     down_action: DownAction = "quiesce"
     sorry_server: Endpoint | None = None
     quorum: int = 1  # minimum total weight of healthy servers before the sorry server is used
@@ -280,6 +317,7 @@ class Config:
     defense: DefenseConfig = field(default_factory=DefenseConfig)
     api: ApiConfig = field(default_factory=ApiConfig)
     ha: HaConfig = field(default_factory=HaConfig)
+    cluster: ClusterConfig = field(default_factory=ClusterConfig)
     virtual_servers: tuple[VirtualServerConfig, ...] = ()
     source: str = "<memory>"  # the file it came from, for error messages and SIGHUP
 

@@ -11,7 +11,7 @@ not need prometheus_client at run time.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from pylvs.api import views
@@ -116,6 +116,10 @@ def _families(director: DirectorLike) -> Iterable[MetricFamily]:
     drops = fam("pylvs_engine_drops_total", "counter", "Packets the engine dropped, by reason.")
     for reason, count in sorted(stats["drops"].items()):
         drops.add({"reason": reason}, count)
+    events = fam("pylvs_engine_events_total", "counter",
+                 "Engine events that are not drops (SYN proxy cookies sent, ACKs accepted).")
+    for event, count in sorted(stats.get("events", {}).items()):
+        events.add({"event": event}, count)
     _defense(views.defense(director), fam)
 
     ha = views.ha(director)
@@ -128,6 +132,7 @@ def _families(director: DirectorLike) -> Iterable[MetricFamily]:
     fam("pylvs_ha_enabled", "gauge", "1 when failover is configured.").add({}, bool(ha["enabled"]))
 
     raw = director.status()
+    _cluster(views.cluster(director), fam)
     _dataplane(raw.get("dataplane"), fam)
     _loop_lag(raw.get("loop_lag"), fam)
     return fams.values()
@@ -143,6 +148,26 @@ def _loop_lag(lag: Any, fam: Any) -> None:
         h.add({"le": str(bound)}, count, "_bucket")
     h.add({}, float(lag.get("sum", 0.0)), "_sum")
     h.add({}, int(lag.get("count", 0)), "_count")
+
+
+def _cluster(cl: Mapping[str, Any], fam: Callable[[str, str, str], MetricFamily]) -> None:
+    if cl.get("mode") != "active-active":
+        return
+    announced = set(cl.get("announced") or ())
+    ann = fam("pylvs_cluster_announced", "gauge",
+              "1 while this director announces the VIP to its routers over BGP.")
+    for vip in cl.get("vips") or ():
+        ann.add({"vip": str(vip)}, 1 if vip in announced else 0)
+    bgp = fam("pylvs_cluster_bgp_established", "gauge",
+              "1 while the BGP session with the router is established.")
+    for r in cl.get("routers") or ():
+        bgp.add({"router": str(r["address"]), "asn": str(r["asn"])}, bool(r.get("established")))
+    bfd = fam("pylvs_cluster_bfd_up", "gauge", "1 while the BFD session with the peer is up.")
+    for b in cl.get("bfd_sessions") or ():
+        bfd.add({"peer": str(b["address"]), "interface": str(b["interface"])},
+                b.get("state") == "Up")
+    fam("pylvs_cluster_draining", "gauge", "1 while this director drains (SIGTERM).").add(
+        {}, bool(cl.get("draining")))
 
 
 def _defense(dfn: Mapping[str, Any], fam: Any) -> None:

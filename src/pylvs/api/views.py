@@ -21,6 +21,7 @@ from pylvs.engine_types import Rates, ServiceInfo, Stats
 __all__ = [
     "RATE_KEYS",
     "STAT_KEYS",
+    "cluster",
     "connections",
     "engine_stats",
     "ha",
@@ -141,6 +142,8 @@ def connections(director: DirectorLike, query: Mapping[str, str]) -> list[Json]:
             "template": c.template,
             "active": c.active,
             "synced": c.synced,
+            "in_pkts": c.in_pkts,
+            "synproxy": c.synproxy,
         }
         if not _matches(row, query):
             continue
@@ -172,6 +175,7 @@ def engine_stats(director: DirectorLike) -> Json:
         "rates": _counters(s.rates, RATE_KEYS),
         "drops": dict(s.drops),
         "passes": dict(s.passes),
+        "events": dict(s.events),
         "connections": s.connections,
         "templates": s.templates,
         "max_connections": s.max_connections,
@@ -251,6 +255,16 @@ def ha(director: DirectorLike) -> Json:
     return base
 
 
+def cluster(director: DirectorLike) -> Json:
+    """The cluster section: mode, and with active-active what the cluster component reports
+    (announced VIPs, each router's BGP state and last error, BFD sessions)."""
+    snap = director.status().get("cluster")
+    base: Json = {"mode": director.config.cluster.mode}
+    if isinstance(snap, Mapping):
+        base.update(snap)
+    return base
+
+
 def status(director: DirectorLike) -> Json:
     """Everything the status page and ``pylvs status`` show, in one document."""
     raw = director.status()
@@ -262,6 +276,7 @@ def status(director: DirectorLike) -> Json:
         "director": {"public_interface": cfg.director.public_interface,
                      "private_interface": cfg.director.private_interface},
         "ha": ha(director),
+        "cluster": cluster(director),
         "engine": engine_stats(director),
         "dataplane": raw.get("dataplane"),
         "loop_lag": raw.get("loop_lag"),

@@ -24,6 +24,16 @@
  *  other protocol, elsewhere                          PASS     not_ours
  *  TCP/UDP to a VIP, no conn, no service on the port  DROP     no_service
  *  TCP to a service, no conn, not SYN (or SYN+RST)    DROP     tcp_no_syn
+ *    ... with sloppy_tcp: any packet without RST       scheduled (IPVS's sloppy_tcp;
+ *                                                              not synproxy services)
+ *  synproxy service, no conn: a SYN                  REPLY    synproxy_syn (cookie SYN-ACK)
+ *    ... an ACK with a valid cookie                   REPLY    synproxy_ack_ok (SYN to the
+ *                                                              server; the ACK is kept)
+ *    ... an ACK with a forged cookie / too old one    DROP     synproxy_bad_cookie /
+ *                                                              synproxy_expired_cookie
+ *    ... any other TCP packet                         DROP     tcp_no_syn
+ *  synproxy conn waiting for its server: see synproxy.c  (synproxy_pending_drop; client data
+ *    kept for the server is a DROP verdict counted as synproxy_held)
  *  new conn, drop_packet defence engaged (1 in rate)  DROP     defense_drop_packet
  *  new conn, table full and nothing embryonic to      DROP     table_full
  *  evict (docs/ipvs.md#flood-defence)
@@ -36,6 +46,8 @@
  *    ... an ICMP error with TTL <= 1                  DROP     ttl_exceeded (no error about
  *                                                              an error)
  *  TCP/UDP not to a VIP and no out conn               PASS     not_ours
+ *    ... with sloppy_tcp/udp, from an available dest   FORWARD  sloppy_reply (entry created
+ *        of a service (TCP: not an RST)                         from the reply, see below)
  *  ICMP error (3, 4, 11) matching a conn              FORWARD  (translated both ways; the
  *                                                              in direction also takes the
  *                                                              TTL step, as ip_vs_icmp_xmit)
@@ -205,7 +217,18 @@ static int do_in(lvs_engine *e, pkt *k, uint32_t *plen, uint32_t cap, double now
             e->counters[LVS_CNT_NO_SERVICE]++;
             return LVS_VERDICT_DROP;
         }
-        if (k->proto == LVS_PROTO_TCP && (!syn || (k->th_flags & TH_RST))) {
+        lvs_sp_accept spa;
+        int proxied = 0;
+        if (svc->flags & LVS_SVC_F_SYNPROXY) {
+            /* the director answers the handshake itself (synproxy.c) */
+            int v = lvs_synproxy_new(e, k, plen, cap, now, &spa);
+            if (v != LVS_SP_ACCEPT)
+                return v;
+            proxied = 1;
+        } else if (k->proto == LVS_PROTO_TCP &&
+                   ((!syn && !e->sloppy_tcp) || (k->th_flags & TH_RST))) {
+            /* tcp_conn_schedule: with sloppy_tcp a packet of a flow another director
+             * scheduled (ECMP moved it here) is scheduled too; mh/sh pick the same server */
             e->counters[LVS_CNT_TCP_NO_SYN]++;
             return LVS_VERDICT_DROP;
         }
@@ -214,12 +237,16 @@ static int do_in(lvs_engine *e, pkt *k, uint32_t *plen, uint32_t cap, double now
             return LVS_VERDICT_DROP;
         }
         int r = schedule(e, svc, k, now, &c);
+        if (r == SCHED_OK && k->proto == LVS_PROTO_TCP && !syn && !proxied)
+            e->counters[LVS_CNT_SLOPPY_IN]++;
         if (r == SCHED_FULL) {
             e->counters[LVS_CNT_TABLE_FULL]++;
             return LVS_VERDICT_DROP;
         }
         if (r == SCHED_NODEST) {
             e->counters[LVS_CNT_NO_DEST]++;
+            if (proxied) /* the client believes it is connected: a reset, not an ICMP */
+                return lvs_synproxy_refuse(e, k, plen);
             int built = lvs_icmp_error_for(e, k, plen, cap, LVS_ERR_PORT_UNREACH);
             if (built < 0) {
                 if (built == -1)
@@ -228,7 +255,11 @@ static int do_in(lvs_engine *e, pkt *k, uint32_t *plen, uint32_t cap, double now
             }
             return LVS_VERDICT_REPLY;
         }
+        if (proxied)
+            return lvs_synproxy_open(e, k, c, &spa, plen, cap, now);
     }
+    if (c->flags & LVS_CONN_F_SP_WAIT)
+        return lvs_synproxy_in_wait(e, k, c, plen, cap, now);
     if (!c->dest || !(c->dest->flags & LVS_DEST_F_AVAILABLE)) {
         e->counters[LVS_CNT_DEST_UNAVAILABLE]++;
         if (e->expire_nodest_conn)
@@ -245,14 +276,57 @@ static int do_in(lvs_engine *e, pkt *k, uint32_t *plen, uint32_t cap, double now
     return verdict;
 }
 
-static int do_out(lvs_engine *e, pkt *k, double now)
+/*
+ * Sloppy reply pickup (no IPVS counterpart: on one box the reply always finds the entry).
+ * With several active directors the real servers' return route may hash a reply to a
+ * director that never saw the flow.  A reply from an available dest of a service is the
+ * flow's own reply: the client is its destination and the VIP is the service's, so the
+ * entry is created from it.  The first service (in insertion order) holding the dest wins;
+ * with mh/sh the directors that see the client's packets pick that same dest.
+ */
+static lvs_conn *sloppy_reply(lvs_engine *e, pkt *k, double now)
+{
+    if (k->proto == LVS_PROTO_TCP ? !e->sloppy_tcp || (k->th_flags & TH_RST) : !e->sloppy_udp)
+        return NULL;
+    for (uint32_t i = 0; i < e->nsvcs; i++) {
+        lvs_service *svc = e->svcs[i];
+        /* a SYN proxy's entries carry sequence deltas a reply cannot tell */
+        if (svc->proto != k->proto || svc->af != k->af || (svc->flags & LVS_SVC_F_SYNPROXY))
+            continue;
+        for (lvs_dest *d = svc->destinations; d; d = d->next) {
+            uint16_t rport = d->port ? d->port : svc->port;
+            if (!lvs_addr_eq(d->addr, k->saddr) || rport != k->sport ||
+                !(d->flags & LVS_DEST_F_AVAILABLE))
+                continue;
+            /* a port-0 service forwards every port unchanged: the reply's port is the VIP's */
+            uint16_t vport = svc->port ? svc->port : k->sport;
+            lvs_conn_key ck = {k->af, k->proto, k->daddr, svc->addr, d->addr,
+                               k->dport, vport, k->sport};
+            lvs_conn *c = lvs_conn_new(e, &ck, LVS_CONN_F_INACTIVE, d, now);
+            if (!c) {
+                e->counters[LVS_CNT_TABLE_FULL]++;
+                return NULL;
+            }
+            stats_conn(e, d);
+            e->counters[LVS_CNT_SLOPPY_REPLY]++;
+            return c;
+        }
+    }
+    return NULL;
+}
+
+static int do_out(lvs_engine *e, pkt *k, uint32_t *plen, uint32_t cap, double now)
 {
     lvs_conn *c = lvs_conn_out_get(e, k->af, k->proto, k->saddr, k->sport, k->daddr, k->dport);
+    if (!c)
+        c = sloppy_reply(e, k, now);
     if (!c) {
         e->counters[LVS_CNT_PASS_NOT_OURS]++;
         return LVS_VERDICT_PASS;
     }
-    lvs_nat_xmit_out(k, c);
+    if (c->flags & LVS_CONN_F_SP_WAIT)
+        return lvs_synproxy_out_wait(e, k, c, plen, cap, now);
+    lvs_nat_xmit_out(e, k, c);
     stats_out(e, c, k->tot);
     state_transition(e, c, LVS_DIR_OUT, k->th_flags);
     lvs_conn_arm(e, c, now);
@@ -288,7 +362,7 @@ static int process_l4(lvs_engine *e, pkt *k, int to_vip, uint32_t *plen, uint32_
     k->dport = ld16(k->l4 + 2);
     if (to_vip)
         return do_in(e, k, plen, cap, now);
-    return do_out(e, k, now);
+    return do_out(e, k, plen, cap, now);
 }
 
 static int process_v6(lvs_engine *e, uint8_t *p, uint32_t *plen, uint32_t cap, uint8_t meta,

@@ -364,7 +364,8 @@ class Topology:
 def child_env() -> dict[str, str]:
     """The environment for child Pythons: they must import this very pylvs (source checkout)."""
     env = dict(os.environ)
-    src = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    # this file is src/pylvs/testbed/topology.py: three levels up is the directory holding pylvs
+    src = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     env["PYTHONPATH"] = os.pathsep.join(p for p in (src, env.get("PYTHONPATH", "")) if p)
     return env
 
