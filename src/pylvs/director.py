@@ -303,7 +303,8 @@ class Director:
                 rs = self._servers.get(svc_key, {}).get(endpoint)
                 if rs is not None:
                     self._sync_server(self._services[svc_key], rs)
-            self._set_engine_options(new)
+            if (new.cluster.mode, new.cluster.sloppy) != (old.cluster.mode, old.cluster.sloppy):
+                self._set_engine_options(new)
             if new.timeouts != old.timeouts:
                 t = new.timeouts
                 self.engine.set_timeouts(tcp=t.tcp, tcpfin=t.tcpfin, udp=t.udp)
