@@ -122,10 +122,12 @@ class ApiServer:
         self.history = History()
         self._next_record = 0.0
 
-    def _record(self, _engine_now: float) -> None:
+    def _record(self, engine_now: float) -> None:
         # A snapshot of every service costs the loop ~50-200 ms at 1,000 servers (issue 13):
-        # keep the history's share of the loop under HISTORY_DUTY by skipping samples.
-        if time.monotonic() < self._next_record:
+        # keep the history's share of the loop under HISTORY_DUTY by skipping samples.  The
+        # next sample is due on the estimator's clock (the time it passes us), so a tick is
+        # skipped only because the last snapshot was slow, never because this call was early.
+        if engine_now < self._next_record:
             return
         started = time.monotonic()
         # Wall-clock time: the page labels its charts with the browser's clock.
@@ -133,7 +135,7 @@ class ApiServer:
         self.history.record(time.time(), views.services(d), views.engine_stats(d)["drops"],
                             views.ha(d))
         took = time.monotonic() - started
-        self._next_record = time.monotonic() + took / HISTORY_DUTY - took
+        self._next_record = engine_now + took / HISTORY_DUTY - took
 
     async def start(self) -> None:
         """Open the Unix socket and, if configured, the TCP listener."""
