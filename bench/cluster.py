@@ -94,7 +94,7 @@ def failure_run(lab: ClusterLab, i: int, mode: str) -> dict[str, Any]:
     streams = report["streams"]
 
     def stall(n: int) -> float:
-        return max([0.0, *(w for t, w in streams[n]["stalls"] if at - 0.05 <= t <= at + 3)])
+        return float(max([0.0, *(w for t, w in streams[n]["stalls"] if at - 0.05 <= t <= at + 3)]))
 
     resumed = [n for n in hit if streams[n]["error"] is None]
     return {

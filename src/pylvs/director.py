@@ -27,7 +27,6 @@ import logging
 import secrets
 import time
 from collections.abc import Awaitable, Callable, Iterator
-from ipaddress import IPv4Address, IPv4Interface
 from typing import Any, Protocol
 
 from pylvs import config as config_mod
@@ -39,11 +38,19 @@ from pylvs.model import (
     Config,
     DefenseConfig,
     Endpoint,
+    IPAddress,
     RealServerConfig,
     ServiceKey,
     VirtualServerConfig,
+    port_ranges,
 )
-from pylvs.netconf import NetConf, NetPlan, plan_from_config, send_gratuitous_arp
+from pylvs.netconf import (
+    NetConf,
+    NetPlan,
+    fwmark_device,
+    plan_from_config,
+    send_announcements,
+)
 from pylvs.weights import LoadReport, ServerWeight
 
 __all__ = ["Component", "ComponentHost", "Director", "defense_settings"]
@@ -119,6 +126,9 @@ class Director:
                                       engine_ptr=self._engine_ptr, clock=clock,
                                       on_failure=self._dataplane_failed)
         self.netconf = NetConf(d.public_interface, d.private_interface, d.tun_name)
+        # one TUN device per firewall mark (docs/ipvs.md#fwmark), opened before netconf
+        # routes the mark into it and closed after the route is gone
+        self.fwmark_dataplanes: dict[int, TunDataplane] = {}
         self._set_engine_options(config)
         # Without HA this node owns the VIPs from the start; with HA the HA component claims
         # them (netconf.add_vips / add_nat_router) when it becomes active.
@@ -145,6 +155,7 @@ class Director:
         self._in_engine: dict[ServiceKey, dict[Endpoint, tuple[ServerKey, dict[str, Any]]]] = {}
         # The service config each service was last fully synced from: equal ones are skipped.
         self._synced: dict[ServiceKey, VirtualServerConfig] = {}
+        self._fwmark_vips: frozenset[str] | None = None  # what the engine was last given
         self._weights: dict[ServiceKey, dict[Endpoint, ServerWeight]] = {}
         self._ramping: set[tuple[ServiceKey, Endpoint]] = set()
         # Servers whose state changed while a reload is applied in slices (None: no reload).
@@ -171,9 +182,12 @@ class Director:
         self.failed = asyncio.get_running_loop().create_future()
         try:
             self.dataplane.open()
+            self._open_fwmark_devices(self._config)
             await asyncio.to_thread(self.netconf.setup)
             await asyncio.to_thread(self.netconf.update, lambda cur: self._plan(self._config, cur))
             self.dataplane.start()
+            for dp in self.fwmark_dataplanes.values():
+                dp.start()
             if self._owns_vips_alone(self._config):
                 await self._announce(self.netconf.plan.vips)
             self._started = True
@@ -217,8 +231,13 @@ class Director:
                      "queue drops %s", st.reads, st.writes, st.forwarded, st.passed, st.dropped,
                      st.write_eagain, st.gso_packets, st.csum_partial, st.batches, st.max_batch,
                      st.queue_dropped)
+        for dp in self.fwmark_dataplanes.values():
+            dp.stop()
         await asyncio.to_thread(self.netconf.remove)
         self.dataplane.close()
+        for dp in self.fwmark_dataplanes.values():
+            dp.close()
+        self.fwmark_dataplanes = {}
         if self._started:
             log.info("director stopped; network configuration removed")
         self._started = False
@@ -228,16 +247,17 @@ class Director:
         # sends it, in a cluster the routers reach the VIPs over BGP routes, not ARP.
         return self.active and not cfg.ha.enabled and cfg.cluster.mode == "off"
 
-    async def _announce(self, vips: frozenset[IPv4Address]) -> None:
+    async def _announce(self, vips: frozenset[IPAddress]) -> None:
         # Neighbours that cached another MAC for a VIP (a previous director) learn ours now
         # instead of when their entry goes stale.  With HA the takeover does this.
         if not vips:
             return
         try:
-            await asyncio.to_thread(send_gratuitous_arp, self._config.director.public_interface,
-                                    sorted(vips), 1)
+            await asyncio.to_thread(send_announcements,
+                                    self._config.director.public_interface, vips, 1)
         except OSError as exc:
-            log.warning("gratuitous ARP for %s failed: %s", ", ".join(map(str, vips)), exc)
+            log.warning("announcing %s (gratuitous ARP / unsolicited NA) failed: %s",
+                        ", ".join(map(str, vips)), exc)
 
     def _dataplane_failed(self, reason: str) -> None:
         if self.failed is not None and not self.failed.done():
@@ -313,7 +333,11 @@ class Director:
             self._config = new
             if self._started:
                 before = self.netconf.plan.vips
+                fresh = self._open_fwmark_devices(new)
                 await asyncio.to_thread(self.netconf.update, lambda cur: self._plan(new, cur))
+                for dp in fresh:
+                    dp.start()
+                self._close_fwmark_devices(new)
                 if self._owns_vips_alone(new):
                     await self._announce(self.netconf.plan.vips - before)
             for listener in self.config_listeners:
@@ -333,9 +357,30 @@ class Director:
         plan = plan_from_config(cfg)
         if self.active:
             return plan
-        # A backup keeps the steering rules current (takeover is then only VIPs + nat_router)
-        # and leaves whatever the HA component has claimed as it is.
-        return NetPlan(vips=current.vips, steering=plan.steering, nat_router=current.nat_router)
+        # A backup keeps the steering rules and fwmark routes current (takeover is then only
+        # VIPs + nat_router) and leaves whatever the HA component has claimed as it is.
+        return NetPlan(vips=current.vips, steering=plan.steering,
+                       nat_routers=current.nat_routers, fwmarks=plan.fwmarks)
+
+    def _open_fwmark_devices(self, cfg: Config) -> list[TunDataplane]:
+        """Open the TUN device of every mark ``cfg`` has and this director has not yet."""
+        d = cfg.director
+        fresh = []
+        for vs in cfg.virtual_servers:
+            if vs.fwmark and vs.fwmark not in self.fwmark_dataplanes:
+                dp = TunDataplane(fwmark_device(d.tun_name, vs.fwmark), offload=d.offload,
+                                  batch_size=d.batch_size, engine_ptr=self._engine_ptr,
+                                  clock=self._clock, on_failure=self._dataplane_failed,
+                                  mark=vs.fwmark)
+                dp.open()
+                self.fwmark_dataplanes[vs.fwmark] = dp
+                fresh.append(dp)
+        return fresh
+
+    def _close_fwmark_devices(self, cfg: Config) -> None:
+        marks = {vs.fwmark for vs in cfg.virtual_servers}
+        for mark in [m for m in self.fwmark_dataplanes if m not in marks]:
+            self.fwmark_dataplanes.pop(mark).close()
 
     def _check_engine_accepts(self, new: Config) -> None:
         known = set(scheduler_names())
@@ -475,15 +520,17 @@ class Director:
                 continue
             self._synced.pop(key, None)  # half-synced until the loop below ends
             opts: dict[str, Any] = dict(
-                scheduler=vs.scheduler, persistence=vs.persistence, netmask=str(vs.netmask),
-                flags=vs.flags, mh_table_size=vs.mh_table_size, synproxy=vs.synproxy)
+                scheduler=vs.scheduler, persistence=vs.persistence, netmask=_netmask(vs),
+                flags=vs.flags, mh_table_size=vs.mh_table_size, synproxy=vs.synproxy,
+                ports=port_ranges(vs.ports), ftp=vs.ftp)
             if key not in self._svc_keys:
                 self._svc_keys[key] = self.engine.add_service(
-                    vs.protocol, str(vs.address.address), vs.address.port, **opts)
-                log.info("service %s %s added (%s)", vs.protocol, vs.address, vs.scheduler)
+                    vs.protocol, str(vs.address.address), vs.address.port, fwmark=vs.fwmark,
+                    **opts)
+                log.info("service %s added (%s)", key.label, vs.scheduler)
             elif self._applied_svc.get(key) != opts:
                 self.engine.edit_service(self._svc_keys[key], **opts)
-                log.info("service %s %s edited (%s)", vs.protocol, vs.address, vs.scheduler)
+                log.info("service %s edited (%s)", key.label, vs.scheduler)
             self._applied_svc[key] = opts
             yield
             configured = {rs.address: rs for rs in vs.real_servers}
@@ -499,6 +546,11 @@ class Director:
             self._synced[key] = vs
         for key in [k for k in self._weights if k not in wanted]:
             del self._weights[key]
+        fwmark_vips = frozenset(str(vs.address.address) for vs in cfg.virtual_servers
+                                if vs.fwmark and vs.address.address.packed != bytes(4))
+        if fwmark_vips != self._fwmark_vips:  # a reload touches only what differs
+            self.engine.set_fwmark_vips(fwmark_vips)
+            self._fwmark_vips = fwmark_vips
 
     def _sync_server(self, vs: VirtualServerConfig, rs: RealServerConfig) -> None:
         """Give the engine this one server's current weight: at most one engine call."""
@@ -515,13 +567,11 @@ class Director:
             srv = self.engine.add_server(self._svc_keys[vs.key], str(endpoint.address),
                                          endpoint.port, **opts)
             in_engine[endpoint] = (srv, opts)
-            log.debug("server %s added to %s %s (weight %d)", endpoint, vs.protocol,
-                      vs.address, weight)
+            log.debug("server %s added to %s (weight %d)", endpoint, vs.key.label, weight)
         elif have[1] != opts:
             self.engine.edit_server(have[0], **opts)
             in_engine[endpoint] = (have[0], opts)
-            log.info("server %s of %s %s: weight %d", endpoint, vs.protocol, vs.address,
-                     weight)
+            log.info("server %s of %s: weight %d", endpoint, vs.key.label, weight)
 
     def _drop_server(self, key: ServiceKey, endpoint: Endpoint) -> None:
         have = self._in_engine.get(key, {}).pop(endpoint, None)
@@ -532,6 +582,7 @@ class Director:
     # -- status ------------------------------------------------------------------------------
     def status(self) -> dict[str, Any]:
         """A JSON-able snapshot for the API, ``pylvs status`` and ``/metrics``."""
+        routers = sorted((str(n) for n in self.netconf.plan.nat_routers), key=lambda t: ":" in t)
         out: dict[str, Any] = {
             "source": self._config.source,
             "active": self.active,
@@ -544,8 +595,10 @@ class Director:
             ],
             "loop_lag": self.loop_lag.histogram.snapshot(),
             "network": {
-                "vips": sorted(map(str, self.netconf.plan.vips)),
-                "nat_router": _text(self.netconf.plan.nat_router),
+                "vips": [str(v) for v in sorted(self.netconf.plan.vips,
+                                                key=lambda a: (a.version, int(a)))],
+                "nat_router": next(iter(routers), None),  # the first; all in nat_routers
+                "nat_routers": routers,
                 "steering": len(self.netconf.plan.steering),
             },
         }
@@ -562,5 +615,6 @@ class Director:
         return out
 
 
-def _text(value: IPv4Interface | None) -> str | None:
-    return None if value is None else str(value)
+def _netmask(vs: VirtualServerConfig) -> str | int:
+    """The engine's persistence netmask: dotted for IPv4, a prefix length for IPv6 (as -M)."""
+    return vs.prefix_length if vs.address.address.version == 6 else str(vs.netmask)

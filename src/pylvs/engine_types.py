@@ -108,6 +108,7 @@ class ServiceInfo:
     stats: Stats
     rates: Rates
     synproxy: bool = False
+    ftp: bool = False  # the FTP helper watches its control connections
 
 
 @dataclass(frozen=True, slots=True)

@@ -9,7 +9,7 @@ from ipaddress import IPv4Address
 
 import pytest
 
-from pylvs import config
+from pylvs import config, model
 from pylvs.api.metrics import MetricFamily, _cluster
 from pylvs.cli.status import render_status
 from pylvs.cluster.birdconf import director_config, real_server_config, vip_protocol
@@ -214,7 +214,7 @@ class _FakeControl:
 class _Host:
     """The slice of a director the cluster component uses."""
 
-    def __init__(self, cfg: config.Config) -> None:
+    def __init__(self, cfg: model.Config) -> None:
         from pylvs.engine import Engine
 
         self.config = cfg

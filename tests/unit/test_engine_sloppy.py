@@ -6,6 +6,8 @@ packets, and the real server's replies, reach the other, which has no entry for 
 
 from __future__ import annotations
 
+from typing import Literal
+
 import pytest
 from scapy.layers.inet import IP, TCP, UDP
 
@@ -19,7 +21,8 @@ def director(sloppy: bool, scheduler: str = "mh") -> Engine:
     eng = Engine(max_connections=4096)
     eng.set_option("sloppy_tcp", sloppy)
     eng.set_option("sloppy_udp", sloppy)
-    for proto, port in (("tcp", 80), ("udp", 53)):
+    pairs: tuple[tuple[Literal["tcp", "udp"], int], ...] = (("tcp", 80), ("udp", 53))
+    for proto, port in pairs:
         svc = eng.add_service(proto, VIP, port, scheduler=scheduler)
         for rs in SERVERS:
             eng.add_server(svc, rs, port)

@@ -86,7 +86,7 @@ def test_every_shipped_sample_imports_and_passes_check(path: Path) -> None:
     result = import_file(path, "keepalived")
     cfg = _roundtrip(result)
     text = path.read_text()
-    if "virtual_server" in text and "fwmark" not in text and "IPv6" not in path.name:
+    if "virtual_server" in text and "IPv6" not in path.name:  # no IPv6 in pylvs.toml yet
         assert cfg.virtual_servers, path.name
     for note in result.notes:
         assert note.where.startswith(str(path)), note  # every note names its source line
@@ -111,13 +111,17 @@ def test_sample_maps_scheduler_persistence_sorry_server_and_http_get() -> None:
 
 
 @needs_samples
-def test_group_expands_ranges_and_drops_fwmarks() -> None:
+def test_group_expands_ranges_and_fwmarks() -> None:
     r = import_file(SAMPLES / "keepalived.conf.virtual_server_group")
-    got = [str(vs.address) for vs in r.config.virtual_servers]
-    assert got[:3] == ["10.0.0.1:8080", "10.0.0.2:80", "192.168.200.1:1358"]
-    assert got[3:] == [f"192.168.200.{i}:80" for i in range(3, 11)]
-    assert all(len(vs.real_servers) == 2 for vs in r.config.virtual_servers)
-    assert sum("firewall-mark" in t for t in _texts(r, dropped=True)) == 2
+    services = _roundtrip(r).virtual_servers
+    got = [str(vs.key) for vs in services]
+    assert got[:3] == ["TCP 10.0.0.1:8080", "TCP 10.0.0.2:80", "TCP 192.168.200.1:1358"]
+    assert got[3:11] == [f"TCP 192.168.200.{i}:80" for i in range(3, 11)]
+    assert got[11:] == ["FWM 1", "FWM 2"]  # the group's fwmark entries
+    assert all(len(vs.real_servers) == 2 for vs in services)
+    assert services[11].real_servers[0].address == Endpoint(IPv4Address("192.168.200.1"), 1358)
+    assert not any("firewall-mark" in t for t in _texts(r, dropped=True))
+    assert sum("firewall-mark service" in t for t in _texts(r, dropped=False)) == 2
 
 
 @needs_samples
@@ -257,6 +261,60 @@ def test_differing_checks_drop_with_a_note(tmp_path: Path) -> None:
     assert any("NAT only" in t for t in dropped)
 
 
+def test_fwmark_ftp_and_ipv6_services(tmp_path: Path) -> None:
+    main = _write(tmp_path, "keepalived.conf", """
+        virtual_server fwmark 80 {
+            persistence_timeout 300
+            real_server 198.19.0.11 80 { TCP_CHECK { } }
+        }
+        virtual_server fwmark 6 {
+            ip_family inet6
+            real_server 2001:2::11 80 { }
+        }
+        virtual_server_group V6 {
+            2001:2::100 80
+            fwmark 7
+        }
+        virtual_server group V6 {
+            ip_family inet6
+            real_server 2001:2::11 80 { }
+        }
+        virtual_server 2001:2::100 443 { real_server 2001:2::11 443 { } }
+        virtual_server 198.18.0.100 21 {
+            persistence_timeout 60
+            real_server 198.19.0.11 21 { TCP_CHECK { } }
+        }
+        virtual_server 198.18.0.100 2121 { protocol UDP real_server 198.19.0.11 21 { } }
+    """)
+    r = import_file(main, "keepalived")
+    fwm, ftp, udp = _roundtrip(r).virtual_servers
+    assert (str(fwm.key), fwm.persistence, str(fwm.real_servers[0].address)) == (
+        "FWM 80", 300, "198.19.0.11:80")
+    assert fwm.check.type == "tcp" and not fwm.ftp
+    assert (str(ftp.key), ftp.ftp, udp.ftp) == ("TCP 198.18.0.100:21", True, False)
+    assert any("ftp = true" in t for t in _texts(r, dropped=False))
+    dropped = _texts(r, dropped=True)
+    assert sum("IPv6 firewall-mark" in t for t in dropped) == 2  # fwmark 6 and the group's 7
+    assert sum("IPv6 services" in t for t in dropped) == 2  # the group's address and 443
+    assert len(dropped) == 4
+
+
+def test_lvs_cf_port_21_becomes_ftp(tmp_path: Path) -> None:
+    cf = _write(tmp_path, "lvs.cf", """
+virtual ftp {
+     address = 198.18.0.100 eth0:1
+     port = 21
+     server s1 {
+         address = 198.19.0.11
+     }
+}
+""")
+    r = import_file(cf)
+    (vs,) = _roundtrip(r).virtual_servers
+    assert (vs.ftp, vs.fwmark, str(vs.address)) == (True, 0, "198.18.0.100:21")
+    assert not r.dropped and any("ftp = true" in t for t in _texts(r, dropped=False))
+
+
 # -- piranha lvs.cf ----------------------------------------------------------------------------
 
 
@@ -285,9 +343,13 @@ def test_redhat_lvs_cf() -> None:
     assert https.down_action == "quiesce" and https.check.type == "exec"
     assert https.load_monitor.type == "loadavg" and https.load_monitor.command == "rup %h"
     assert ftp.load_monitor.command == "rsh %h uptime"
-    dropped = _texts(r, dropped=True)
-    assert len(dropped) == 2 and any("fwmark" in t for t in dropped)
-    assert any("FTP" in t for t in dropped)
+    # Red Hat's FTP recipe: one mark for port 21 and the passive ports, nanny probing port 21
+    assert (str(ftp.key), str(ftp.address), ftp.persistence, ftp.ftp) == (
+        "FWM 21", "192.168.26.11:0", 10, False)
+    assert [str(rs.address) for rs in ftp.real_servers] == ["10.11.12.4:0"]
+    assert (ftp.check.type, ftp.check.port) == ("send_expect", 21)
+    assert not r.dropped
+    assert any("firewall-mark service" in t for t in _texts(r, dropped=False))
     backup = import_file(DATA / "lvs.cf.redhat", options=ImportOptions(node="backup"))
     assert backup.config.ha.peer_public == IPv4Address("192.168.26.9")
     assert backup.config.ha.priority < ha.priority
@@ -336,9 +398,11 @@ def test_cli_exit_status_output_file_and_errors(tmp_path: Path,
     out = tmp_path / "out.toml"
     assert cli_main(["import", str(DATA / "lvs.cf.testbed"), "-o", str(out)]) == 0
     assert cli_main(["check", "-c", str(out)]) == 0
-    assert cli_main(["import", str(DATA / "lvs.cf.redhat")]) == 1
+    dropping = _write(tmp_path, "lvs.cf", "network = direct\nvirtual v {\n"
+                      " address = 198.18.0.100\n server s {\n  address = 198.19.0.11\n }\n}\n")
+    assert cli_main(["import", str(dropping)]) == 1
     captured = capsys.readouterr()
-    assert "# DROPPED " in captured.out and "fwmark = 21" in captured.out
+    assert "# DROPPED " in captured.out and "network = direct" in captured.out
     assert "dropped:" in captured.err
     bad = _write(tmp_path, "keepalived.conf", "virtual_server 1.2.3.4 80 {\n  lb_algo rr\n")
     assert cli_main(["import", str(bad)]) == 2

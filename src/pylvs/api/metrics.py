@@ -16,6 +16,7 @@ from typing import Any
 
 from pylvs.api import views
 from pylvs.api.protocol import DirectorLike
+from pylvs.model import split_hostport
 
 __all__ = ["MetricFamily", "render"]
 
@@ -66,8 +67,14 @@ _SERVICE_COUNTERS = (
 )
 
 
+def _split(endpoint: object) -> tuple[str, str]:
+    # Labels carry the bare address (no IPv6 brackets), as the node exporter's IPVS collector.
+    host, port = split_hostport(str(endpoint))
+    return host, port or ""
+
+
 def _service_labels(svc: Mapping[str, Any]) -> dict[str, str]:
-    host, _, port = str(svc["address"]).rpartition(":")
+    host, port = _split(svc["address"])
     return {"local_address": host, "local_port": port, "proto": str(svc["protocol"]).upper(),
             "local_mark": ""}
 
@@ -87,7 +94,7 @@ def _families(director: DirectorLike) -> Iterable[MetricFamily]:
             fam(f"pylvs_ipvs_service_{suffix}", "counter", f"Per virtual service: {text}.").add(
                 labels, svc["stats"][key])
         for rs in svc["real_servers"]:
-            host, _, port = str(rs["address"]).rpartition(":")
+            host, port = _split(rs["address"])
             rl = {**labels, "remote_address": host, "remote_port": port}
             for suffix, key, text in _SERVICE_COUNTERS:
                 fam(f"pylvs_ipvs_backend_{suffix}", "counter",

@@ -76,11 +76,11 @@ def check_service(vs: model.VirtualServerConfig, where: str) -> None:
         raise ConfigError(
             f"{where}.persistence: {vs.persistence} is out of range 0..{MAX_PERSISTENCE}"
         )
-    if vs.address.port == 0 and vs.persistence == 0:
+    if vs.address.port == 0 and vs.persistence == 0 and not vs.fwmark and not vs.ports:
         raise ConfigError(f"{where}.address: zero port specified for non-persistent service")
-    mask = int(vs.netmask)
-    inverted = ~mask & 0xFFFFFFFF
-    if inverted & (inverted + 1):
+    # A prefix length (IPv6) and the family rules are checked by config.validate.
+    inverted = ~int(vs.netmask) & 0xFFFFFFFF
+    if not isinstance(vs.netmask, int) and inverted & (inverted + 1):
         raise ConfigError(f"{where}.netmask: {vs.netmask} is not a contiguous netmask")
     seen: set[model.Endpoint] = set()
     for i, rs in enumerate(vs.real_servers):
@@ -150,14 +150,14 @@ class Draft:
         check_service(vs, "virtual_server")
         if vs.key in self._services:
             raise Conflict(
-                f"virtual_server.address: service {vs.protocol}/{vs.address} already exists")
+                f"virtual_server.address: service {codec.service_id(vs.key)} already exists")
         self._services[vs.key] = vs
 
     def edit_service(self, key: model.ServiceKey, changes: Mapping[str, Any]) -> None:
         """See :func:`edit_service`."""
         old = self._service(key)
         merged = codec.encode(old)
-        for name in ("protocol", "address"):
+        for name in ("protocol", "address", "fwmark"):
             if name in changes and changes[name] != merged[name]:
                 raise ConfigError(
                     f"virtual_server.{name}: cannot be changed by an edit "
@@ -190,8 +190,7 @@ class Draft:
                   endpoint: model.Endpoint) -> dict[model.Endpoint, model.RealServerConfig]:
         servers = self._server_map(key)
         if endpoint not in servers:
-            vs = self._services[key]
-            raise NotFound(f"real server {endpoint} of service {vs.protocol}/{vs.address}: "
+            raise NotFound(f"real server {endpoint} of service {codec.service_id(key)}: "
                            "no such real server")
         return servers
 

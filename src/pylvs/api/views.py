@@ -79,7 +79,8 @@ def services(director: DirectorLike) -> list[Json]:
         body["in_engine"] = info is not None
         body["stats"] = _counters(info.stats if info else None, STAT_KEYS)
         body["rates"] = _counters(info.rates if info else None, RATE_KEYS)
-        live = {f"{srv.key.address}:{srv.key.port}": srv for srv in (info.servers if info else ())}
+        live = {model.hostport(str(srv.key.address), srv.key.port): srv
+                for srv in (info.servers if info else ())}
         servers = []
         for rs in vs.real_servers:
             key = str(rs.address)
@@ -134,9 +135,9 @@ def connections(director: DirectorLike, query: Mapping[str, str]) -> list[Json]:
     for c in director.engine.connections():
         row = {
             "protocol": c.protocol,
-            "client": f"{c.client_address}:{c.client_port}",
-            "virtual": f"{c.virtual_address}:{c.virtual_port}",
-            "server": f"{c.server_address}:{c.server_port}",
+            "client": model.hostport(str(c.client_address), c.client_port),
+            "virtual": model.hostport(str(c.virtual_address), c.virtual_port),
+            "server": model.hostport(str(c.server_address), c.server_port),
             "state": c.state,
             "expires": int(c.remaining(now)),
             "template": c.template,
@@ -162,7 +163,7 @@ def _matches(row: Mapping[str, Any], query: Mapping[str, str]) -> bool:
         if key in ("protocol", "state"):
             if have.lower() != want.lower():
                 return False
-        elif not (have == want or have.startswith(want + ":")):
+        elif not (have == want or model.split_hostport(have)[0] == want.strip("[]")):
             return False
     return True
 

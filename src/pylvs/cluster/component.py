@@ -28,6 +28,7 @@ import os
 import signal
 import subprocess
 import time
+from collections.abc import Iterable
 from ipaddress import IPv4Address
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -42,7 +43,7 @@ from pylvs.cluster.birdctl import (
     parse_protocols,
 )
 from pylvs.errors import ConfigError
-from pylvs.model import Config
+from pylvs.model import Config, IPAddress
 
 if TYPE_CHECKING:
     from pylvs.director import ComponentHost
@@ -234,7 +235,7 @@ class ClusterComponent:
                 and any(s.available and s.weight > 0 for s in svc.servers)}
 
     async def _apply(self, wanted: set[IPv4Address]) -> None:
-        vips = {vs.address.address for vs in self._director.config.virtual_servers}
+        vips = _ipv4(vs.address.address for vs in self._director.config.virtual_servers)
         wanted &= vips
         current = self._announced
         for vip in sorted(vips):
@@ -278,8 +279,9 @@ class ClusterComponent:
 
     # -- reload --------------------------------------------------------------------------
     def _write_config(self, cfg: Config, announced: set[IPv4Address]) -> None:
-        vips = {vs.address.address for vs in cfg.virtual_servers}
-        servers = {rs.address.address for vs in cfg.virtual_servers for rs in vs.real_servers}
+        vips = _ipv4(vs.address.address for vs in cfg.virtual_servers)
+        servers = _ipv4(rs.address.address for vs in cfg.virtual_servers
+                        for rs in vs.real_servers)
         text = director_config(cfg.cluster, vips, announced, servers)
         tmp = self.conf_path.with_suffix(".tmp")
         tmp.write_text(text, encoding="utf-8")
@@ -333,3 +335,9 @@ def attach_cluster(director: ComponentHost) -> ClusterComponent:
     director.components.append(component)
     director.status_providers["cluster"] = component.status
     return component
+
+
+def _ipv4(addresses: Iterable[IPAddress]) -> set[IPv4Address]:
+    # The cluster announces IPv4 VIPs (/32 routes); a dual-stack director's IPv6 services are
+    # served but not announced (and IPv4 and IPv6 addresses do not sort together).
+    return {a for a in addresses if isinstance(a, IPv4Address)}

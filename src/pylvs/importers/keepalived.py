@@ -104,8 +104,11 @@ class _Mapper(c.MapperBase):
         for node in pending:
             for vs in self.virtual_server(node, len(services)):
                 services.append(vs)
-        vips = {vs.address.address for vs in services}
-        reals = {rs.address.address for vs in services for rs in vs.real_servers}
+        # The importer reads IPv4 configurations; the model also holds IPv6 (issue 12).
+        vips = {a for vs in services
+                if isinstance(a := vs.address.address, IPv4Address) and not a.is_unspecified}
+        reals = {a for vs in services for rs in vs.real_servers
+                 if isinstance(a := rs.address.address, IPv4Address)}
         nat_router, private_if = self.nat_router(vrrps, vips, reals)
         public_if = self.public_interface(vrrps, vips)
         ha = self.ha(vrrps, vips, nat_router)
@@ -146,8 +149,8 @@ class _Mapper(c.MapperBase):
 
     # -- virtual servers --------------------------------------------------------------------
 
-    def addresses(self, node: Node) -> Iterator[tuple[IPv4Address, int, Node]]:
-        """The (VIP, port) pairs of a ``virtual_server`` line (``group`` expanded)."""
+    def addresses(self, node: Node) -> Iterator[tuple[IPv4Address, int, int, Node]]:
+        """The (VIP, port, fwmark) of a ``virtual_server`` line (``group`` expanded)."""
         args = node.args
         if args[:1] == ["group"]:
             group = self.groups.get(" ".join(args[1:]))
@@ -157,14 +160,14 @@ class _Mapper(c.MapperBase):
             group.used = True
             for entry in group.children or []:
                 if entry.keyword == "fwmark":
-                    self.notes.dropped("", entry, "firewall-mark services are not in pylvs yet")
+                    yield from self.fwmark(node, entry)
                     continue
                 port = c.whole(entry, entry.args[0], 0, 65535) if entry.args else 0
                 for addr in self.expand(entry, entry.keyword):
-                    yield addr, port, entry
+                    yield addr, port, 0, entry
             return
         if args[:1] == ["fwmark"]:
-            self.notes.dropped("", node, "firewall-mark services are not in pylvs yet")
+            yield from self.fwmark(node, Node("fwmark", args[1:], node.line, None))
             return
         if not args:
             raise ImportSyntaxError(node.where, "virtual_server: an address is missing")
@@ -174,10 +177,20 @@ class _Mapper(c.MapperBase):
             raise ImportSyntaxError(node.where, f"virtual_server: expected an address, got "
                                     f"{args[0]!r}") from None
         if isinstance(any_addr, ipaddress.IPv6Address):
-            self.notes.dropped("", node, "IPv6 services are not in pylvs yet")
+            self.notes.dropped("", node, "IPv6 services are not in pylvs's configuration yet")
             return
         port = c.whole(node, args[1], 0, 65535) if len(args) > 1 else 0
-        yield any_addr, port, node
+        yield any_addr, port, 0, node
+
+    def fwmark(self, service: Node, entry: Node) -> Iterator[tuple[IPv4Address, int, int, Node]]:
+        """The firewall-mark service of ``fwmark N`` (``service`` holds its ``ip_family``)."""
+        mark = c.whole(entry, c.one_arg(entry), 1, 0xFFFFFFFF)
+        family = [c.one_arg(n) for n in service.find("ip_family")]
+        if family[-1:] == ["inet6"]:
+            self.notes.dropped("", entry, "IPv6 firewall-mark services are not in pylvs's "
+                               "configuration yet")
+            return
+        yield IPv4Address(0), 0, mark, entry
 
     def expand(self, node: Node, text: str) -> list[IPv4Address]:
         """``a.b.c.d``, ``a.b.c.d-e``, ``a.b.c.d-e.f.g.h`` or ``a.b.c.d/nn`` as addresses."""
@@ -200,7 +213,7 @@ class _Mapper(c.MapperBase):
                     raise _V6()
                 first = last = int(one)
         except _V6:
-            self.notes.dropped("", node, "IPv6 services are not in pylvs yet")
+            self.notes.dropped("", node, "IPv6 services are not in pylvs's configuration yet")
             return []
         except ValueError:
             raise ImportSyntaxError(node.where, f"expected an address or range, got "
@@ -217,10 +230,11 @@ class _Mapper(c.MapperBase):
             return out
         table = f"virtual_server[{first}]"
         template, options = self.vs_settings(node, table, addresses[0][1])
-        for vip, port, _ in addresses:
-            vs = replace(template, address=Endpoint(vip, port))
-            if c.ftp_note(vs):
-                self.notes.dropped(f"virtual_server[{first + len(out)}]", node, c.FTP_NOTE)
+        for vip, port, mark, entry in addresses:
+            vs = replace(template, address=Endpoint(vip, port), fwmark=mark)
+            if mark:
+                self.notes.info(f"virtual_server[{first + len(out)}]", entry, c.FWMARK_NOTE)
+            vs = c.ftp(vs, self.notes, f"virtual_server[{first + len(out)}]", node)
             if vs.sorry_server is not None and vs.sorry_server.port == 0:
                 vs = replace(vs, sorry_server=Endpoint(vs.sorry_server.address, port))
             vs = self.real_servers(node, vs, options, f"virtual_server[{first + len(out)}]",
