@@ -14,8 +14,9 @@ Order of things (docs/ARCHITECTURE.md "Director"):
 * ``await stop()``: components in reverse, timers, pump, then remove everything netconf added;
   closing the TUN removes the device.
 
-Every change of a service or server goes through :meth:`_sync_engine`, which compares what the
-engine holds with what the config and the runtime state say it should hold.
+Every change of a service or server goes through :meth:`_sync_engine` (a reload: the diff of
+what the engine holds against the config, computed once, services equal to the applied ones
+skipped) or :meth:`_sync_server` (a runtime input for one server: one engine call at most).
 """
 
 from __future__ import annotations
@@ -25,13 +26,14 @@ import contextlib
 import logging
 import secrets
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from typing import Any, Protocol
 
 from pylvs import config as config_mod
 from pylvs.dataplane.tun import TunDataplane, default_workers
-from pylvs.engine import Defense, Engine, Timeouts, scheduler_names
+from pylvs.engine import Defense, Engine, ServerKey, Timeouts, scheduler_names
 from pylvs.errors import ConfigError
+from pylvs.looplag import LoopLagMonitor, Slices
 from pylvs.model import (
     Config,
     DefenseConfig,
@@ -95,6 +97,9 @@ class ComponentHost(Protocol):
                          healthy: bool | None = None, load_weight: int | None = None) -> None:
         """Record a health verdict and/or weight and update the engine."""
 
+    def service(self, key: ServiceKey) -> VirtualServerConfig | None:
+        """The applied config's service ``key`` (a dict lookup), or None."""
+
 
 def defense_settings(cfg: DefenseConfig) -> Defense:
     """The engine's flood defence settings for a ``[defense]`` section."""
@@ -139,13 +144,25 @@ class Director:
         # Called with the engine's clock after each rate estimation (the API's history).
         self.rate_listeners: list[Callable[[float], None]] = []
         self.health_managed = False  # set by the health component: verdicts start unknown
-        self._svc_keys: dict[ServiceKey, Any] = {}
-        self._srv_keys: dict[tuple[ServiceKey, Endpoint], Any] = {}
+        # Indexes of the applied config (see _index) and of what the engine holds, keyed so
+        # that a verdict or a weight change for one server costs O(1) (issue 13).
+        self._services: dict[ServiceKey, VirtualServerConfig] = {}
+        self._servers: dict[ServiceKey, dict[Endpoint, RealServerConfig]] = {}
+        self._index(config)
+        self._svc_keys: dict[ServiceKey, ServiceKey] = {}
         # What the engine was last given, so only real changes reach it (an edit may reset a
-        # scheduler's state, e.g. rebuild an mh table).
+        # scheduler's state, e.g. rebuild an mh table): options per service, and per server
+        # its engine key with its options.
         self._applied_svc: dict[ServiceKey, dict[str, Any]] = {}
-        self._applied_srv: dict[tuple[ServiceKey, Endpoint], dict[str, Any]] = {}
-        self._weights: dict[tuple[ServiceKey, Endpoint], ServerWeight] = {}
+        self._in_engine: dict[ServiceKey, dict[Endpoint, tuple[ServerKey, dict[str, Any]]]] = {}
+        # The service config each service was last fully synced from: equal ones are skipped.
+        self._synced: dict[ServiceKey, VirtualServerConfig] = {}
+        self._fwmark_vips: frozenset[str] | None = None  # what the engine was last given
+        self._weights: dict[ServiceKey, dict[Endpoint, ServerWeight]] = {}
+        self._ramping: set[tuple[ServiceKey, Endpoint]] = set()
+        # Servers whose state changed while a reload is applied in slices (None: no reload).
+        self._pending: set[tuple[ServiceKey, Endpoint]] | None = None
+        self.loop_lag = LoopLagMonitor()
         self._timers: list[asyncio.Task[None]] = []
         self._lock = asyncio.Lock()
         self._started = False
@@ -177,6 +194,7 @@ class Director:
                 await self._announce(self.netconf.plan.vips)
             self._started = True
             self._timers = [
+                asyncio.create_task(self.loop_lag.run(), name="loop lag"),
                 asyncio.create_task(self._every(EXPIRE_INTERVAL, self._tick), name="expire"),
                 asyncio.create_task(self._every(RATES_INTERVAL, self._rates), name="rates"),
             ]
@@ -293,14 +311,26 @@ class Director:
             self._check_engine_accepts(new)
             for prepare in self.config_preparers:
                 prepare(new)
+            # set after the preparers: one that refuses the config must not leave updates
+            # deferred forever
+            self._pending = set()
             try:
-                self._sync_engine(new)
-            except Exception:
-                # The engine refused something validate() let through: put back the old
-                # services and servers so a refused reload really changes nothing.
-                self._sync_engine(old)
-                raise
-            self._set_engine_options(new)
+                try:
+                    await self._sync_engine_sliced(new)
+                except Exception:
+                    # The engine refused something validate() let through: put back the old
+                    # services and servers so a refused reload really changes nothing.
+                    self._sync_engine(old)
+                    raise
+                self._index(new)
+            finally:
+                pending, self._pending = self._pending, None
+            for svc_key, endpoint in pending:
+                rs = self._servers.get(svc_key, {}).get(endpoint)
+                if rs is not None:
+                    self._sync_server(self._services[svc_key], rs)
+            if (new.cluster.mode, new.cluster.sloppy) != (old.cluster.mode, old.cluster.sloppy):
+                self._set_engine_options(new)
             if new.timeouts != old.timeouts:
                 t = new.timeouts
                 self.engine.set_timeouts(tcp=t.tcp, tcpfin=t.tcpfin, udp=t.udp)
@@ -318,8 +348,8 @@ class Director:
                     await self._announce(self.netconf.plan.vips - before)
             for listener in self.config_listeners:
                 await listener(new)
-            log.info("configuration applied from %s: %d services", new.source,
-                     len(new.virtual_servers))
+            log.info("configuration applied from %s: %d services, %d real servers", new.source,
+                     len(new.virtual_servers), sum(map(len, self._servers.values())))
         return new
 
     def _set_engine_options(self, cfg: Config) -> None:
@@ -374,12 +404,12 @@ class Director:
 
         ``load_weight`` is an absolute weight from a load monitor (shorthand for
         ``load=LoadReport(weight=...)``); the policy is :class:`pylvs.weights.ServerWeight`.
+        Costs at most one engine call, whatever the size of the configuration.
         """
-        vs = self._service(service_key)
-        rs = None if vs is None else next(
-            (r for r in vs.real_servers if r.address == endpoint), None)
-        if vs is None or rs is None:
+        rs = self._servers.get(service_key, {}).get(endpoint)
+        if rs is None:
             raise ConfigError(f"no real server {endpoint} in service {service_key}")
+        vs = self._services[service_key]
         now = self._clock()
         sw = self._weight_of(vs, rs, now)
         if healthy is not None:
@@ -388,14 +418,21 @@ class Director:
             sw.set_load(LoadReport(weight=load_weight), now)
         if load is not None:
             sw.set_load(load, now)
-        self._sync_engine(self._config)
+        self._note_ramp(vs.key, rs.address, sw)
+        self._apply_later_or_now(vs, rs)
 
     def reset_load(self, service_key: ServiceKey) -> None:
         """Forget load readings of a service's servers (its load monitor went away)."""
-        for key, sw in self._weights.items():
-            if key[0] == service_key:
-                sw.clear_load()  # keeps health and any slow-start ramp in progress
-        self._sync_engine(self._config)
+        vs = self._services.get(service_key)
+        for endpoint, sw in self._weights.get(service_key, {}).items():
+            sw.clear_load()  # keeps health and any slow-start ramp in progress
+            rs = None if vs is None else self._servers[service_key].get(endpoint)
+            if vs is not None and rs is not None:
+                self._apply_later_or_now(vs, rs)
+
+    def service(self, key: ServiceKey) -> VirtualServerConfig | None:
+        """The applied config's service ``key`` (a dict lookup), or None."""
+        return self._services.get(key)
 
     def effective_weight(self, vs: VirtualServerConfig, rs: RealServerConfig) -> int | None:
         """The weight the engine should use; None when the server must not be in the engine."""
@@ -404,41 +441,90 @@ class Director:
 
     def _weight_of(self, vs: VirtualServerConfig, rs: RealServerConfig,
                    now: float) -> ServerWeight:
-        key = (vs.key, rs.address)
-        sw = self._weights.get(key)
+        per_service = self._weights.setdefault(vs.key, {})
+        sw = per_service.get(rs.address)
         if sw is None:
             healthy = (vs.check.type == "none" or not self.health_managed
                        or vs.check.initial_state == "up")
             # A server that appears on a running director ramps up like a recovered one.
             sw = ServerWeight(rs.weight, slow_start=vs.slow_start, down_action=vs.down_action,
                               healthy=healthy, ramp_from=now if self._started else None)
-            self._weights[key] = sw
+            per_service[rs.address] = sw
+            self._note_ramp(vs.key, rs.address, sw)
         elif (sw.configured, sw.slow_start, sw.down_action) != \
                 (rs.weight, vs.slow_start, vs.down_action):
             sw.reconfigure(rs.weight, vs.slow_start, vs.down_action)
+            self._note_ramp(vs.key, rs.address, sw)
         return sw
+
+    def _note_ramp(self, key: ServiceKey, endpoint: Endpoint, sw: ServerWeight) -> None:
+        # Only servers in a slow-start ramp need the 1 s re-evaluation: keep them in a set so
+        # the tick costs nothing for the thousands that are not ramping.
+        if sw.ramp_until() is not None:
+            self._ramping.add((key, endpoint))
 
     def _tick(self, now: float) -> None:
         """The 1 s timer: connection expiry, and weights of servers in a slow-start ramp."""
         self.engine.expire(now)
-        if any((end := sw.ramp_until()) is not None and now <= end + EXPIRE_INTERVAL
-               for sw in self._weights.values()):
-            self._sync_engine(self._config)
+        for key, endpoint in list(self._ramping):
+            sw = self._weights.get(key, {}).get(endpoint)
+            end = None if sw is None else sw.ramp_until()
+            rs = self._servers.get(key, {}).get(endpoint)
+            if end is None or rs is None:
+                self._ramping.discard((key, endpoint))
+                continue
+            if now > end + EXPIRE_INTERVAL:
+                self._ramping.discard((key, endpoint))  # the last step was applied at `end`
+            self._apply_later_or_now(self._services[key], rs)
 
-    def _service(self, key: ServiceKey) -> VirtualServerConfig | None:
-        return next((vs for vs in self._config.virtual_servers if vs.key == key), None)
+    def _apply_later_or_now(self, vs: VirtualServerConfig, rs: RealServerConfig) -> None:
+        if self._pending is not None:
+            # A reload is being applied in slices: it re-applies these servers once it is done,
+            # against whatever config it ends with.
+            self._pending.add((vs.key, rs.address))
+        elif vs.key in self._svc_keys:
+            self._sync_server(vs, rs)
+        else:
+            self._sync_engine(self._config)  # not started yet: bring the services in first
+
+    def _index(self, cfg: Config) -> None:
+        """Key -> service and key -> endpoint -> server for ``cfg``: O(1) runtime lookups."""
+        self._services = {vs.key: vs for vs in cfg.virtual_servers}
+        self._servers = {vs.key: {rs.address: rs for rs in vs.real_servers}
+                         for vs in cfg.virtual_servers}
 
     # -- the engine diff ---------------------------------------------------------------------
     def _sync_engine(self, cfg: Config) -> None:
         """Make the engine hold exactly the services and servers ``cfg`` (+ state) asks for."""
+        for _ in self._sync_steps(cfg):
+            pass
+
+    async def _sync_engine_sliced(self, cfg: Config) -> None:
+        """:meth:`_sync_engine`, giving the loop a turn every :data:`pylvs.looplag.SLICE`
+        seconds so heartbeats and API requests are not held up by a large reload."""
+        slices = Slices()
+        for _ in self._sync_steps(cfg):
+            await slices.tick()
+
+    def _sync_steps(self, cfg: Config) -> Iterator[None]:
+        """The diff, one engine change per step.  Services equal to what was last applied are
+        skipped whole, so the cost is the size of the config plus the size of the change."""
         wanted = {vs.key: vs for vs in cfg.virtual_servers}
         for key in [k for k in self._svc_keys if k not in wanted]:
-            for srv in [s for s in self._srv_keys if s[0] == key]:
-                self._drop_server(srv)
+            for endpoint in list(self._in_engine.get(key, {})):
+                self._drop_server(key, endpoint)
+                yield
             self.engine.remove_service(self._svc_keys.pop(key))
             self._applied_svc.pop(key, None)
+            self._in_engine.pop(key, None)
+            self._synced.pop(key, None)
             log.info("service %s removed", key.label)
+            yield
         for key, vs in wanted.items():
+            done = self._synced.get(key)
+            if done is vs or (done is not None and done == vs):
+                continue
+            self._synced.pop(key, None)  # half-synced until the loop below ends
             opts: dict[str, Any] = dict(
                 scheduler=vs.scheduler, persistence=vs.persistence, netmask=_netmask(vs),
                 flags=vs.flags, mh_table_size=vs.mh_table_size, synproxy=vs.synproxy,
@@ -452,42 +538,52 @@ class Director:
                 self.engine.edit_service(self._svc_keys[key], **opts)
                 log.info("service %s edited (%s)", key.label, vs.scheduler)
             self._applied_svc[key] = opts
-            self._sync_servers(vs)
-        for srv in [s for s in self._weights if s[0] not in wanted]:
-            del self._weights[srv]
-        self.engine.set_fwmark_vips(str(vs.address.address) for vs in cfg.virtual_servers
-                                    if vs.fwmark and vs.address.address.packed != bytes(4))
+            yield
+            configured = {rs.address: rs for rs in vs.real_servers}
+            for endpoint in [e for e in self._in_engine.get(key, {}) if e not in configured]:
+                self._drop_server(key, endpoint)
+                yield
+            weights = self._weights.get(key, {})
+            for endpoint in [e for e in weights if e not in configured]:
+                del weights[endpoint]
+            for rs in vs.real_servers:
+                self._sync_server(vs, rs)
+                yield
+            self._synced[key] = vs
+        for key in [k for k in self._weights if k not in wanted]:
+            del self._weights[key]
+        fwmark_vips = frozenset(str(vs.address.address) for vs in cfg.virtual_servers
+                                if vs.fwmark and vs.address.address.packed != bytes(4))
+        if fwmark_vips != self._fwmark_vips:  # a reload touches only what differs
+            self.engine.set_fwmark_vips(fwmark_vips)
+            self._fwmark_vips = fwmark_vips
 
-    def _sync_servers(self, vs: VirtualServerConfig) -> None:
-        svc = self._svc_keys[vs.key]
-        configured = {rs.address: rs for rs in vs.real_servers}
-        for srv in [s for s in self._srv_keys if s[0] == vs.key and s[1] not in configured]:
-            self._drop_server(srv)
-        for srv in [s for s in self._weights if s[0] == vs.key and s[1] not in configured]:
-            del self._weights[srv]
-        for endpoint, rs in configured.items():
-            srv = (vs.key, endpoint)
-            weight = self.effective_weight(vs, rs)
-            if weight is None:
-                self._drop_server(srv)
-                continue
-            opts: dict[str, Any] = dict(weight=weight, upper_threshold=rs.upper_threshold,
-                                        lower_threshold=rs.lower_threshold)
-            if srv not in self._srv_keys:
-                self._srv_keys[srv] = self.engine.add_server(
-                    svc, str(endpoint.address), endpoint.port, **opts)
-                log.info("server %s added to %s (weight %d)", endpoint, vs.key.label, weight)
-            elif self._applied_srv.get(srv) != opts:
-                self.engine.edit_server(self._srv_keys[srv], **opts)
-                log.info("server %s of %s: weight %d", endpoint, vs.key.label, weight)
-            self._applied_srv[srv] = opts
+    def _sync_server(self, vs: VirtualServerConfig, rs: RealServerConfig) -> None:
+        """Give the engine this one server's current weight: at most one engine call."""
+        endpoint = rs.address
+        weight = self.effective_weight(vs, rs)
+        if weight is None:
+            self._drop_server(vs.key, endpoint)
+            return
+        opts: dict[str, Any] = dict(weight=weight, upper_threshold=rs.upper_threshold,
+                                    lower_threshold=rs.lower_threshold)
+        in_engine = self._in_engine.setdefault(vs.key, {})
+        have = in_engine.get(endpoint)
+        if have is None:
+            srv = self.engine.add_server(self._svc_keys[vs.key], str(endpoint.address),
+                                         endpoint.port, **opts)
+            in_engine[endpoint] = (srv, opts)
+            log.debug("server %s added to %s (weight %d)", endpoint, vs.key.label, weight)
+        elif have[1] != opts:
+            self.engine.edit_server(have[0], **opts)
+            in_engine[endpoint] = (have[0], opts)
+            log.info("server %s of %s: weight %d", endpoint, vs.key.label, weight)
 
-    def _drop_server(self, srv: tuple[ServiceKey, Endpoint]) -> None:
-        key = self._srv_keys.pop(srv, None)
-        self._applied_srv.pop(srv, None)
-        if key is not None:
-            self.engine.remove_server(key)
-            log.info("server %s removed from %s", srv[1], srv[0].label)
+    def _drop_server(self, key: ServiceKey, endpoint: Endpoint) -> None:
+        have = self._in_engine.get(key, {}).pop(endpoint, None)
+        if have is not None:
+            self.engine.remove_server(have[0])
+            log.info("server %s removed from %s", endpoint, key.label)
 
     # -- status ------------------------------------------------------------------------------
     def status(self) -> dict[str, Any]:
@@ -499,8 +595,11 @@ class Director:
             "running": self._started,
             "weights": [
                 {"service": k.label, "server": str(ep), "weight": o["weight"]}
-                for (k, ep), o in sorted(self._applied_srv.items(), key=str)
+                for (k, ep), o in sorted((((k, ep), o) for k, servers in self._in_engine.items()
+                                          for ep, (_, o) in servers.items()),
+                                         key=lambda item: str(item[0]))
             ],
+            "loop_lag": self.loop_lag.histogram.snapshot(),
             "network": {
                 "vips": [str(v) for v in sorted(self.netconf.plan.vips,
                                                 key=lambda a: (a.version, int(a)))],

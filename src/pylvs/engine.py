@@ -101,10 +101,12 @@ if TYPE_CHECKING:
         lvs_addr,
         lvs_conn_info,
         lvs_dest_conf,
+        lvs_dest_info,
         lvs_engine,
         lvs_engine_info,
         lvs_stats_info,
         lvs_svc_conf,
+        lvs_svc_info,
     )
 
 __all__ = [
@@ -566,7 +568,7 @@ class Engine:
                      ports: Iterable[tuple[int, int]] | None = None,
                      ftp: bool | None = None) -> None:
         """``ipvsadm -E``: change what is given, keep the rest."""
-        cur = self._service_info(service)
+        cur = self.service(service, with_servers=False)
         c, _keep = self._svc_conf(
             service,
             cur.scheduler if scheduler is None else scheduler,
@@ -641,7 +643,7 @@ class Engine:
                     upper_threshold: int | None = None,
                     lower_threshold: int | None = None) -> None:
         """``ipvsadm -e``: change what is given, keep the rest."""
-        cur = self._server_info(server)
+        cur = self.server(server)
         c = self._dest_conf(
             server,
             cur.weight if weight is None else weight,
@@ -674,20 +676,8 @@ class Engine:
             if got <= cap:
                 break
             cap = got
-        out = []
         af = _af(_svc_ident(key)[0])
-        for i in range(got):
-            d = buf[i]
-            st, rt = _stats(d.stats)
-            out.append(ServerInfo(
-                key=ServerKey(key, _ipstr(af, d.addr), int(d.port)),
-                weight=int(d.weight), last_weight=int(d.last_weight),
-                upper_threshold=int(d.u_threshold), lower_threshold=int(d.l_threshold),
-                available=bool(d.flags & _DEST_F_AVAILABLE),
-                overloaded=bool(d.flags & _DEST_F_OVERLOAD),
-                active_conns=int(d.activeconns), inactive_conns=int(d.inactconns),
-                persist_conns=int(d.persistconns), stats=st, rates=rt))
-        return tuple(out)
+        return tuple(_server_info(key, af, buf[i]) for i in range(got))
 
     def services(self) -> list[ServiceInfo]:
         """Every service in the order added, each with its servers in kernel list order."""
@@ -696,37 +686,43 @@ class Engine:
         for i in range(int(_lib.lvs_svc_count(self._e))):
             if _lib.lvs_svc_info_get(self._e, i, info) < 0:
                 break
-            af = int(info.af)
-            if int(info.proto) == _lib.LVS_PROTO_FWM:
-                key = ServiceKey.for_fwmark(int(info.addr.ip))
-            else:
-                key = ServiceKey(_PROTO_NAME[int(info.proto)], _ipstr(af, info.addr),
-                                 int(info.port))
-            sched = _ffi.string(info.sched).decode()
-            st, rt = _stats(info.stats)
-            out.append(ServiceInfo(
-                key=key, scheduler=sched,
-                persistence=int(info.timeout) if info.flags & _SVC_F_PERSISTENT else 0,
-                netmask=(str(int(info.netmask)) if af == _AF_INET6
-                         else str(ipaddress.IPv4Address(int(info.netmask)))),
-                flags=_flag_names(int(info.flags), sched),
-                mh_table_size=int(info.mh_table_size),
-                servers=self._servers(key, int(info.num_dests)), stats=st, rates=rt,
-                synproxy=bool(info.flags & _SVC_F_SYNPROXY),
-                ftp=bool(info.flags & _SVC_F_FTP)))
+            out.append(self._service_from(info, with_servers=True))
         return out
 
-    def _service_info(self, key: ServiceKey) -> ServiceInfo:
-        for s in self.services():
-            if s.key == key:
-                return s
-        raise ConfigError(f"{key}: no such virtual service")
+    def _service_from(self, info: lvs_svc_info, *, with_servers: bool) -> ServiceInfo:
+        af = int(info.af)
+        if int(info.proto) == _lib.LVS_PROTO_FWM:
+            key = ServiceKey.for_fwmark(int(info.addr.ip))
+        else:
+            key = ServiceKey(_PROTO_NAME[int(info.proto)], _ipstr(af, info.addr),
+                             int(info.port))
+        sched = _ffi.string(info.sched).decode()
+        st, rt = _stats(info.stats)
+        return ServiceInfo(
+            key=key, scheduler=sched,
+            persistence=int(info.timeout) if info.flags & _SVC_F_PERSISTENT else 0,
+            netmask=(str(int(info.netmask)) if af == _AF_INET6
+                     else str(ipaddress.IPv4Address(int(info.netmask)))),
+            flags=_flag_names(int(info.flags), sched),
+            mh_table_size=int(info.mh_table_size),
+            servers=self._servers(key, int(info.num_dests)) if with_servers else (),
+            stats=st, rates=rt, synproxy=bool(info.flags & _SVC_F_SYNPROXY),
+            ftp=bool(info.flags & _SVC_F_FTP))
 
-    def _server_info(self, key: ServerKey) -> ServerInfo:
-        for d in self._service_info(key.service).servers:
-            if d.key == key:
-                return d
-        raise ConfigError(f"{key}: no such real server")
+    def service(self, key: ServiceKey, *, with_servers: bool = True) -> ServiceInfo:
+        """One service by key (a hash lookup in the core, not a listing); ConfigError if
+        absent.  ``with_servers=False`` leaves ``servers`` empty and skips listing them."""
+        info = _ffi.new("lvs_svc_info *")
+        ip, proto = _svc_ident(key)
+        _check(_lib.lvs_svc_info_find(self._e, _af(ip), proto, _c_addr(ip), key.port, info),
+               f"{key}")
+        return self._service_from(info, with_servers=with_servers)
+
+    def server(self, key: ServerKey) -> ServerInfo:
+        """One real server by key (looked up in its service only); ConfigError if absent."""
+        info = _ffi.new("lvs_dest_info *")
+        _check(_lib.lvs_dest_info_find(self._e, self._dest_conf(key, 0, 0, 0), info), f"{key}")
+        return _server_info(key.service, _af(_svc_ident(key.service)[0]), info)
 
     def connections(self) -> list[ConnectionInfo]:
         """Every connection and persistence template (``ipvsadm -Lc``), in table order."""
@@ -908,6 +904,19 @@ def _clock(now: float) -> float:
     if not math.isfinite(t) or t < 0.0:
         raise ConfigError(f"now must be a finite, non-negative number of seconds, got {now!r}")
     return t
+
+
+def _server_info(service: ServiceKey, af: int, d: lvs_dest_info) -> ServerInfo:
+    """A C ``lvs_dest_info`` of a service of family *af* (a server shares its service's)."""
+    st, rt = _stats(d.stats)
+    return ServerInfo(
+        key=ServerKey(service, _ipstr(af, d.addr), int(d.port)),
+        weight=int(d.weight), last_weight=int(d.last_weight),
+        upper_threshold=int(d.u_threshold), lower_threshold=int(d.l_threshold),
+        available=bool(d.flags & _DEST_F_AVAILABLE),
+        overloaded=bool(d.flags & _DEST_F_OVERLOAD),
+        active_conns=int(d.activeconns), inactive_conns=int(d.inactconns),
+        persist_conns=int(d.persistconns), stats=st, rates=rt)
 
 
 def _flag_names(flags: int, sched: str) -> tuple[str, ...]:

@@ -53,7 +53,14 @@ import sys
 import threading
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
-from ipaddress import IPv4Address, ip_interface
+from ipaddress import (
+    IPv4Address,
+    IPv4Network,
+    IPv6Address,
+    IPv6Network,
+    collapse_addresses,
+    ip_interface,
+)
 from pathlib import Path
 from typing import Any
 
@@ -70,6 +77,7 @@ __all__ = [
     "NetConf",
     "NetPlan",
     "Steer",
+    "aggregate_steering",
     "fwmark_device",
     "plan_from_config",
     "release_claims",
@@ -91,20 +99,30 @@ _STATE_DIR = Path(os.environ.get("PYLVS_STATE_DIR", "/run/pylvs"))
 
 @dataclass(frozen=True, slots=True)
 class Steer:
-    """One reply-steering rule: packets from ``address:port`` over ``protocol`` go to the TUN."""
+    """One reply-steering rule: packets from ``address/prefixlen`` port ``port`` over
+    ``protocol`` go to the TUN."""
 
     protocol: str
     address: IPAddress
     port: int  # 0: every source port (port-0 services)
+    # A block of real servers: one rule instead of one per address.  None: the address alone
+    # (/32 or /128).
+    prefixlen: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.prefixlen is None:
+            object.__setattr__(self, "prefixlen", self.address.max_prefixlen)
 
     def __lt__(self, other: object) -> bool:
+        # IPv4 and IPv6 addresses do not compare with each other: order by family first.
         if not isinstance(other, Steer):
             return NotImplemented
         return self._key < other._key
 
     @property
-    def _key(self) -> tuple[str, int, int, int]:
-        return (self.protocol, self.address.version, int(self.address), self.port)
+    def _key(self) -> tuple[str, int, int, int, int]:
+        return (self.protocol, self.address.version, int(self.address), self.port,
+                self.prefixlen or 0)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -139,18 +157,14 @@ def plan_from_config(cfg: Config, *, active: bool = True) -> NetPlan:
         # FTP data connections come from port 20 and passive ports: every source port
         return 0 if vs.ftp else rs_port
 
-    steering = {
-        Steer(proto, rs.address.address, port(vs, rs.address.port))
-        for vs in cfg.virtual_servers
-        for rs in vs.real_servers
-        for proto in protocols(vs)
-    }
-    steering |= {
-        Steer(proto, vs.sorry_server.address, port(vs, vs.sorry_server.port))
-        for vs in cfg.virtual_servers
-        if vs.sorry_server is not None
-        for proto in protocols(vs)
-    }
+    sources: set[tuple[str, IPAddress, int]] = set()
+    for vs in cfg.virtual_servers:
+        endpoints = [rs.address for rs in vs.real_servers]
+        if vs.sorry_server is not None:
+            endpoints.append(vs.sorry_server)
+        sources.update((proto, ep.address, port(vs, ep.port))
+                       for ep in endpoints for proto in protocols(vs))
+    steering = aggregate_steering(sources)
     vips = {vs.address.address for vs in cfg.virtual_servers}
     vips.discard(IPv4Address(0))  # a fwmark service without a VIP of its own
     return NetPlan(
@@ -159,6 +173,32 @@ def plan_from_config(cfg: Config, *, active: bool = True) -> NetPlan:
         nat_routers=frozenset(cfg.director.nat_routers) if active else frozenset(),
         fwmarks=frozenset(vs.fwmark for vs in cfg.virtual_servers if vs.fwmark),
     )
+
+
+def aggregate_steering(
+        sources: Iterable[tuple[str, IPAddress, int]]) -> frozenset[Steer]:
+    """Steering rules for exactly these ``(protocol, address, port)`` sources, as few as can be.
+
+    The kernel keeps policy rules in a list (each insertion and each packet from the private
+    side walks it), so 10,000 real servers as 10,000 rules would take seconds to install and
+    slow every reply (issue 13): addresses sharing protocol, port and family are merged into
+    the fewest CIDR blocks (IPv4) or prefixes (IPv6) that hold them and nothing else.
+    """
+    groups: dict[tuple[str, int], set[IPAddress]] = {}
+    for proto, addr, port in sources:
+        groups.setdefault((proto, port), set()).add(addr)
+    return frozenset(
+        Steer(proto, net.network_address, port, net.prefixlen)
+        for (proto, port), addrs in groups.items()
+        for net in _blocks(addrs))
+
+
+def _blocks(addrs: Iterable[IPAddress]) -> Iterator[IPv4Network | IPv6Network]:
+    """The fewest networks holding exactly ``addrs``, each family on its own."""
+    v4 = [IPv4Network(a) for a in addrs if isinstance(a, IPv4Address)]
+    v6 = [IPv6Network(a) for a in addrs if isinstance(a, IPv6Address)]
+    yield from collapse_addresses(v4)
+    yield from collapse_addresses(v6)
 
 
 @dataclass
@@ -416,7 +456,7 @@ class NetConf:
             proto = {v: k for k, v in _IPPROTO.items()}.get(rule.get("ip_proto") or 0, "?")
             any_address = "::" if rule["family"] == socket.AF_INET6 else "0.0.0.0"
             key = Steer(proto, parse_address(rule.get("src") or any_address),
-                        int(sport.split(":")[0]))
+                        int(sport.split(":")[0]), int(rule.get("src_len") or 0))
             if key in steering and rule.get("iifname") == self.private and key not in have:
                 have[key] = rule
             else:
@@ -424,7 +464,7 @@ class NetConf:
         for steer in sorted(steering - have.keys()):
             spec: dict[str, Any] = dict(
                 table=self.table, priority=self.rule_priority, iifname=self.private,
-                src=str(steer.address), src_len=steer.address.max_prefixlen,
+                src=str(steer.address), src_len=steer.prefixlen,
                 ip_proto=_IPPROTO[steer.protocol], family=_family(steer.address))
             if steer.port:
                 spec["sport_range"] = f"{steer.port}:{steer.port}"

@@ -19,6 +19,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from scapy.layers.inet import IP, TCP
 
 from pylvs.dataplane.tun import TunStats
+from pylvs.looplag import LagHistogram
 from tests.support.mini_director import MiniDirector, base_config, service
 
 DASHBOARD = Path(__file__).resolve().parents[2] / "examples" / "grafana-pylvs.json"
@@ -32,10 +33,11 @@ _LEGEND = re.compile(r"\{\{\s*(\w+)\s*\}\}")
 
 
 class _DataplaneDirector(MiniDirector):
-    """The unit-test director plus the dataplane section a TUN director reports.
+    """The unit-test director plus the dataplane and loop-lag sections a TUN director reports.
 
     A real TUN device needs root, so its counters come from a real ``TunStats`` snapshot: the
-    same object ``Director.status()`` turns into this section.
+    same object ``Director.status()`` turns into this section.  The loop lag is a real
+    ``LagHistogram`` snapshot, as ``Director.status()`` reports it.
     """
 
     def status(self) -> dict[str, Any]:
@@ -46,6 +48,10 @@ class _DataplaneDirector(MiniDirector):
                          batches=3, empty_wakeups=0, max_batch=4, batch_hist=(1, 1, 1) + (0,) * 9,
                          queue_dropped=0)
         out["dataplane"] = stats.as_dict()
+        lag = LagHistogram()
+        for seconds in (0.001, 0.004, 0.2):
+            lag.observe(seconds)
+        out["loop_lag"] = lag.snapshot()
         return out
 
 

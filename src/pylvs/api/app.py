@@ -28,6 +28,7 @@ from pylvs.api import codec, metrics, mutations, views
 from pylvs.api.history import History
 from pylvs.api.protocol import DirectorLike
 from pylvs.errors import ConfigError
+from pylvs.looplag import Slices
 
 __all__ = ["DIRECTOR_KEY", "STATIC_DIR", "make_app"]
 
@@ -38,6 +39,9 @@ _TOKEN_KEY = web.AppKey("token", str)
 _HISTORY_KEY = web.AppKey("history", History)
 
 log = logging.getLogger("pylvs.api")
+
+#: Largest request body: a ``pylvs ctl -R`` of 10,000 real servers is about 2 MiB of JSON.
+MAX_BODY = 64 << 20
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -51,7 +55,8 @@ def make_app(director: DirectorLike, *, token: str | None = None,
     The status page's HTML and JavaScript carry no data, so they stay reachable without the
     token; the page sends the token (taken from the URL fragment) with its API calls.
     """
-    app = web.Application(middlewares=[_errors_middleware, _auth_middleware])
+    app = web.Application(middlewares=[_errors_middleware, _auth_middleware],
+                          client_max_size=MAX_BODY)
     app[DIRECTOR_KEY] = director
     app[_LOCK_KEY] = asyncio.Lock()
     app[_HISTORY_KEY] = history if history is not None else History()
@@ -323,45 +328,64 @@ def _one_service(request: web.Request, key: model.ServiceKey) -> dict[str, Any]:
 
 
 async def _batch(request: web.Request) -> web.Response:
-    """Apply a list of ipvsadm-like operations as one change (``pylvs ctl -R``)."""
+    """Apply a list of ipvsadm-like operations as one change (``pylvs ctl -R``).
+
+    Decoding the operations is most of the work of a large restore and needs no config, so it
+    is done first, in slices that give the loop a turn; the edit itself then only applies them.
+    """
     ops = (await _body(request)).get("operations")
     if not isinstance(ops, list):
         raise ConfigError("operations: expected a list")
+    steps: list[Callable[[mutations.Draft], None]] = []
+    slices = Slices()
+    for i, op in enumerate(ops):
+        try:
+            steps.append(_decode_op(op))
+        except ConfigError as exc:
+            raise type(exc)(f"operations[{i}]: {exc}") from None
+        await slices.tick()
 
     def edit(cfg: model.Config) -> model.Config:
-        for i, op in enumerate(ops):
+        draft = mutations.Draft(cfg)
+        for i, step in enumerate(steps):
             try:
-                cfg = _one_op(cfg, op)
+                step(draft)
             except ConfigError as exc:
                 raise type(exc)(f"operations[{i}]: {exc}") from None
-        return cfg
+        return draft.build()
 
     await _apply(request, edit)
     return _json({"applied": len(ops)})
 
 
-def _one_op(cfg: model.Config, op: object) -> model.Config:
+def _decode_op(op: object) -> Callable[[mutations.Draft], None]:
+    """One batch operation, decoded and checked alone, as a step to apply to a draft."""
     if not isinstance(op, Mapping):
         raise ConfigError("expected an object with an 'op' key")
     kind = op.get("op")
     if kind == "clear":
-        return mutations.clear(cfg)
+        return mutations.Draft.clear
     if kind == "set_timeouts":
-        return mutations.set_timeouts(cfg, _object(op, "timeouts"))
+        timeouts = _object(op, "timeouts")
+        return lambda d: d.set_timeouts(timeouts)
     if kind == "add_service":
-        return mutations.add_service(cfg, codec.decode_service(op.get("service")))
+        vs = codec.decode_service(op.get("service"))
+        return lambda d: d.add_service(vs)
     key = codec.service_key(op.get("protocol"), op.get("address"), "address")
     if kind == "edit_service":
-        return mutations.edit_service(cfg, key, _object(op, "changes"))
+        changes = _object(op, "changes")
+        return lambda d: d.edit_service(key, changes)
     if kind == "delete_service":
-        return mutations.delete_service(cfg, key)
+        return lambda d: d.delete_service(key)
     if kind == "add_server":
-        return mutations.add_server(cfg, key, codec.decode_server(op.get("server")))
+        rs = codec.decode_server(op.get("server"))
+        return lambda d: d.add_server(key, rs)
     rip = codec.parse_endpoint(op.get("server_address"), "real_server.address")
     if kind == "edit_server":
-        return mutations.edit_server(cfg, key, rip, _object(op, "changes"))
+        server_changes = _object(op, "changes")
+        return lambda d: d.edit_server(key, rip, server_changes)
     if kind == "delete_server":
-        return mutations.delete_server(cfg, key, rip)
+        return lambda d: d.delete_server(key, rip)
     raise ConfigError(f"op: unknown operation {kind!r}")
 
 

@@ -10,11 +10,12 @@ module.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import types
 import typing
-from collections.abc import Mapping
+from collections.abc import Hashable, Mapping
 from ipaddress import AddressValueError, IPv4Address, IPv6Address
-from typing import Any, Literal, TypeVar, Union, get_args, get_origin, get_type_hints
+from typing import Any, Literal, TypeVar, Union, cast, get_args, get_origin, get_type_hints
 
 from pylvs import model
 from pylvs.errors import ConfigError
@@ -100,8 +101,7 @@ def decode_dataclass(cls: type[T], data: object, where: str) -> T:
     """Build the frozen dataclass *cls* from a JSON object, checking every key and type."""
     if not isinstance(data, Mapping):
         raise ConfigError(f"{where}: expected an object, got {kind(data)}")
-    hints = get_type_hints(cls)
-    fields = {f.name: f for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+    hints, fields = _shape(cast(Hashable, cls))
     kwargs: dict[str, Any] = {}
     for key, raw in data.items():
         name = _ALIASES.get(key, key)
@@ -117,6 +117,13 @@ def decode_dataclass(cls: type[T], data: object, where: str) -> T:
     if missing:
         raise ConfigError(f"{where}.{missing[0]}: required key is missing")
     return cls(**kwargs)
+
+
+@functools.cache
+def _shape(cls: Any) -> tuple[dict[str, Any], dict[str, dataclasses.Field[Any]]]:
+    # get_type_hints evaluates every annotation: far too slow to repeat for each of the
+    # 10,000 servers of a large restore.
+    return get_type_hints(cls), {f.name: f for f in dataclasses.fields(cls)}
 
 
 def _decode(tp: Any, raw: object, where: str) -> Any:

@@ -138,9 +138,23 @@ def _families(director: DirectorLike) -> Iterable[MetricFamily]:
         {}, int(ha.get("transitions") or 0))
     fam("pylvs_ha_enabled", "gauge", "1 when failover is configured.").add({}, bool(ha["enabled"]))
 
+    raw = director.status()
     _cluster(views.cluster(director), fam)
-    _dataplane(director.status().get("dataplane"), fam)
+    _dataplane(raw.get("dataplane"), fam)
+    _loop_lag(raw.get("loop_lag"), fam)
     return fams.values()
+
+
+def _loop_lag(lag: Any, fam: Any) -> None:
+    """How late the event loop ran its timers (pylvs.looplag), since start."""
+    if not isinstance(lag, Mapping) or not isinstance(lag.get("buckets"), list):
+        return
+    h = fam("pylvs_loop_lag_seconds", "histogram",
+            "How late the event loop woke a periodic timer (a stall delays heartbeats).")
+    for bound, count in lag["buckets"]:
+        h.add({"le": str(bound)}, count, "_bucket")
+    h.add({}, float(lag.get("sum", 0.0)), "_sum")
+    h.add({}, int(lag.get("count", 0)), "_count")
 
 
 def _cluster(cl: Mapping[str, Any], fam: Callable[[str, str, str], MetricFamily]) -> None:

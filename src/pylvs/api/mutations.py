@@ -20,6 +20,7 @@ from pylvs.errors import ConfigError
 
 __all__ = [
     "Conflict",
+    "Draft",
     "NotFound",
     "add_server",
     "add_service",
@@ -104,48 +105,148 @@ def check_server(rs: model.RealServerConfig, where: str) -> None:
         )
 
 
-def _with_service(
-    cfg: model.Config, index: int, vs: model.VirtualServerConfig
-) -> model.Config:
-    services = list(cfg.virtual_servers)
-    services[index] = vs
-    return dataclasses.replace(cfg, virtual_servers=tuple(services))
+class Draft:
+    """A configuration being edited by many operations (``pylvs ctl -R``, ``/api/v1/batch``).
+
+    Services are held by key and the servers of a touched service by address, so each
+    operation costs O(1) (plus the size of what it decodes) instead of copying the whole
+    configuration; :meth:`build` makes the one new :class:`~pylvs.model.Config` at the end.
+    Order is kept as tuples would keep it: an edit stays in place, a re-added entry goes last.
+    """
+
+    def __init__(self, cfg: model.Config) -> None:
+        self._cfg = cfg
+        self._services: dict[model.ServiceKey, model.VirtualServerConfig] = {
+            vs.key: vs for vs in cfg.virtual_servers}
+        self._servers: dict[model.ServiceKey, dict[model.Endpoint, model.RealServerConfig]] = {}
+        self._timeouts = cfg.timeouts
+
+    def _service(self, key: model.ServiceKey) -> model.VirtualServerConfig:
+        vs = self._services.get(key)
+        if vs is None:
+            raise NotFound(f"service {codec.service_id(key)}: no such service")
+        servers = self._servers.pop(key, None)
+        if servers is not None:
+            vs = self._services[key] = dataclasses.replace(
+                vs, real_servers=tuple(servers.values()))
+        return vs
+
+    def _server_map(self, key: model.ServiceKey) -> dict[model.Endpoint, model.RealServerConfig]:
+        servers = self._servers.get(key)
+        if servers is None:
+            vs = self._service(key)
+            servers = self._servers[key] = {rs.address: rs for rs in vs.real_servers}
+        return servers
+
+    def build(self) -> model.Config:
+        """The edited configuration."""
+        for key in list(self._servers):
+            self._service(key)
+        return dataclasses.replace(self._cfg, virtual_servers=tuple(self._services.values()),
+                                   timeouts=self._timeouts)
+
+    def add_service(self, vs: model.VirtualServerConfig) -> None:
+        """See :func:`add_service`."""
+        check_service(vs, "virtual_server")
+        if vs.key in self._services:
+            raise Conflict(
+                f"virtual_server.address: service {codec.service_id(vs.key)} already exists")
+        self._services[vs.key] = vs
+
+    def edit_service(self, key: model.ServiceKey, changes: Mapping[str, Any]) -> None:
+        """See :func:`edit_service`."""
+        old = self._service(key)
+        merged = codec.encode(old)
+        for name in ("protocol", "address", "fwmark"):
+            if name in changes and changes[name] != merged[name]:
+                raise ConfigError(
+                    f"virtual_server.{name}: cannot be changed by an edit "
+                    "(delete the service and add it again)"
+                )
+        merged.update(changes)
+        vs = codec.decode_service(merged)
+        check_service(vs, "virtual_server")
+        self._services[key] = vs
+
+    def delete_service(self, key: model.ServiceKey) -> None:
+        """See :func:`delete_service`."""
+        self._service(key)
+        del self._services[key]
+
+    def clear(self) -> None:
+        """See :func:`clear`."""
+        self._services.clear()
+        self._servers.clear()
+
+    def add_server(self, key: model.ServiceKey, rs: model.RealServerConfig) -> None:
+        """See :func:`add_server`."""
+        servers = self._server_map(key)
+        check_server(rs, "real_server")
+        if rs.address in servers:
+            raise Conflict(f"real_server.address: real server {rs.address} already exists")
+        servers[rs.address] = rs
+
+    def _existing(self, key: model.ServiceKey,
+                  endpoint: model.Endpoint) -> dict[model.Endpoint, model.RealServerConfig]:
+        servers = self._server_map(key)
+        if endpoint not in servers:
+            raise NotFound(f"real server {endpoint} of service {codec.service_id(key)}: "
+                           "no such real server")
+        return servers
+
+    def edit_server(self, key: model.ServiceKey, endpoint: model.Endpoint,
+                    changes: Mapping[str, Any]) -> None:
+        """See :func:`edit_server`."""
+        servers = self._existing(key, endpoint)
+        merged = codec.encode(servers[endpoint])
+        if "address" in changes and changes["address"] != merged["address"]:
+            raise ConfigError("real_server.address: cannot be changed by an edit")
+        merged.update(changes)
+        rs = codec.decode_server(merged)
+        check_server(rs, "real_server")
+        servers[endpoint] = rs
+
+    def delete_server(self, key: model.ServiceKey, endpoint: model.Endpoint) -> None:
+        """See :func:`delete_server`."""
+        del self._existing(key, endpoint)[endpoint]
+
+    def set_timeouts(self, changes: Mapping[str, Any]) -> None:
+        """See :func:`set_timeouts`."""
+        current = codec.encode(self._timeouts)
+        for name, value in changes.items():
+            if name not in current:
+                raise ConfigError(
+                    f"timeouts.{name}: unknown key (expected one of: tcp, tcpfin, udp)")
+            if isinstance(value, bool) or not isinstance(value, int):
+                raise ConfigError(f"timeouts.{name}: expected an integer number of seconds")
+            if not 0 <= value <= MAX_TIMEOUT:
+                raise ConfigError(f"timeouts.{name}: {value} is out of range 0..{MAX_TIMEOUT}")
+            if value:
+                current[name] = value
+        self._timeouts = codec.decode_dataclass(model.TimeoutsConfig, current, "timeouts")
 
 
 def add_service(cfg: model.Config, vs: model.VirtualServerConfig) -> model.Config:
     """``-A``: append a new service (with any real servers it carries)."""
-    check_service(vs, "virtual_server")
-    try:
-        find_service(cfg, vs.key)
-    except NotFound:
-        return dataclasses.replace(cfg, virtual_servers=(*cfg.virtual_servers, vs))
-    raise Conflict(f"virtual_server.address: service {codec.service_id(vs.key)} already exists")
+    draft = Draft(cfg)
+    draft.add_service(vs)
+    return draft.build()
 
 
 def edit_service(
     cfg: model.Config, key: model.ServiceKey, changes: Mapping[str, Any]
 ) -> model.Config:
     """``-E``: change some fields of a service; the identity (protocol, address) is fixed."""
-    index = find_service(cfg, key)
-    old = cfg.virtual_servers[index]
-    merged = codec.encode(old)
-    for name in ("protocol", "address", "fwmark"):
-        if name in changes and changes[name] != merged[name]:
-            raise ConfigError(
-                f"virtual_server.{name}: cannot be changed by an edit "
-                "(delete the service and add it again)"
-            )
-    merged.update(changes)
-    vs = codec.decode_service(merged)
-    check_service(vs, "virtual_server")
-    return _with_service(cfg, index, vs)
+    draft = Draft(cfg)
+    draft.edit_service(key, changes)
+    return draft.build()
 
 
 def delete_service(cfg: model.Config, key: model.ServiceKey) -> model.Config:
     """``-D``: remove a service and its real servers."""
-    index = find_service(cfg, key)
-    services = cfg.virtual_servers[:index] + cfg.virtual_servers[index + 1 :]
-    return dataclasses.replace(cfg, virtual_servers=services)
+    draft = Draft(cfg)
+    draft.delete_service(key)
+    return draft.build()
 
 
 def clear(cfg: model.Config) -> model.Config:
@@ -153,54 +254,31 @@ def clear(cfg: model.Config) -> model.Config:
     return dataclasses.replace(cfg, virtual_servers=())
 
 
-def _server_index(vs: model.VirtualServerConfig, endpoint: model.Endpoint) -> int:
-    for i, rs in enumerate(vs.real_servers):
-        if rs.address == endpoint:
-            return i
-    raise NotFound(
-        f"real server {endpoint} of service {codec.service_id(vs.key)}: no such real server"
-    )
-
-
 def add_server(
     cfg: model.Config, key: model.ServiceKey, rs: model.RealServerConfig
 ) -> model.Config:
     """``-a``: add a real server to a service."""
-    index = find_service(cfg, key)
-    vs = cfg.virtual_servers[index]
-    check_server(rs, "real_server")
-    if any(r.address == rs.address for r in vs.real_servers):
-        raise Conflict(f"real_server.address: real server {rs.address} already exists")
-    return _with_service(cfg, index, dataclasses.replace(vs, real_servers=(*vs.real_servers, rs)))
+    draft = Draft(cfg)
+    draft.add_server(key, rs)
+    return draft.build()
 
 
 def edit_server(
     cfg: model.Config, key: model.ServiceKey, endpoint: model.Endpoint, changes: Mapping[str, Any]
 ) -> model.Config:
     """``-e``: change weight or thresholds of a real server."""
-    index = find_service(cfg, key)
-    vs = cfg.virtual_servers[index]
-    rindex = _server_index(vs, endpoint)
-    merged = codec.encode(vs.real_servers[rindex])
-    if "address" in changes and changes["address"] != merged["address"]:
-        raise ConfigError("real_server.address: cannot be changed by an edit")
-    merged.update(changes)
-    rs = codec.decode_server(merged)
-    check_server(rs, "real_server")
-    servers = list(vs.real_servers)
-    servers[rindex] = rs
-    return _with_service(cfg, index, dataclasses.replace(vs, real_servers=tuple(servers)))
+    draft = Draft(cfg)
+    draft.edit_server(key, endpoint, changes)
+    return draft.build()
 
 
 def delete_server(
     cfg: model.Config, key: model.ServiceKey, endpoint: model.Endpoint
 ) -> model.Config:
     """``-d``: remove a real server from a service."""
-    index = find_service(cfg, key)
-    vs = cfg.virtual_servers[index]
-    rindex = _server_index(vs, endpoint)
-    servers = vs.real_servers[:rindex] + vs.real_servers[rindex + 1 :]
-    return _with_service(cfg, index, dataclasses.replace(vs, real_servers=servers))
+    draft = Draft(cfg)
+    draft.delete_server(key, endpoint)
+    return draft.build()
 
 
 def set_defense(cfg: model.Config, changes: Mapping[str, Any]) -> model.Config:
@@ -218,16 +296,6 @@ def set_defense(cfg: model.Config, changes: Mapping[str, Any]) -> model.Config:
 
 def set_timeouts(cfg: model.Config, changes: Mapping[str, Any]) -> model.Config:
     """``--set tcp tcpfin udp``: a value of 0 keeps the current one, as in ipvsadm."""
-    current = codec.encode(cfg.timeouts)
-    for name, value in changes.items():
-        if name not in current:
-            raise ConfigError(f"timeouts.{name}: unknown key (expected one of: tcp, tcpfin, udp)")
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise ConfigError(f"timeouts.{name}: expected an integer number of seconds")
-        if not 0 <= value <= MAX_TIMEOUT:
-            raise ConfigError(f"timeouts.{name}: {value} is out of range 0..{MAX_TIMEOUT}")
-        if value:
-            current[name] = value
-    timeouts = codec.decode_dataclass(model.TimeoutsConfig, current, "timeouts")
-    return dataclasses.replace(cfg, timeouts=timeouts)
-
+    draft = Draft(cfg)
+    draft.set_timeouts(changes)
+    return draft.build()

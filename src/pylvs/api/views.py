@@ -280,6 +280,7 @@ def status(director: DirectorLike) -> Json:
         "cluster": cluster(director),
         "engine": engine_stats(director),
         "dataplane": raw.get("dataplane"),
+        "loop_lag": raw.get("loop_lag"),
         "timeouts": timeouts(director),
         "defense": defense(director),
         "services": services(director),

@@ -82,6 +82,12 @@ def render_status(status: Mapping[str, Any]) -> str:
         f"drops {sum(int(v) for v in (eng.get('drops') or {}).values())}  "
         f"config {status.get('source', '?')}",
     ]
+    lag = status.get("loop_lag")
+    if isinstance(lag, Mapping) and lag.get("window_samples"):
+        lines.append(
+            f"loop lag (last {lag['window_samples']} samples) p50 {lag['p50'] * 1e3:.1f} ms  "
+            f"p99 {lag['p99'] * 1e3:.1f} ms  max {lag['max'] * 1e3:.1f} ms  "
+            f"(max since start {lag['max_ever'] * 1e3:.1f} ms)")
     dfn = status.get("defense")
     if dfn:
         lines.append(_defense_line(dfn))

@@ -266,6 +266,11 @@ int lvs_svc_info_get(lvs_engine *e, uint32_t idx, lvs_svc_info *out);
 /* The service's dests in kernel list order (newest first); returns the count (may exceed cap). */
 int lvs_dest_info_list(lvs_engine *e, uint8_t af, uint8_t proto, const lvs_addr *addr,
                        uint16_t port, lvs_dest_info *out, uint32_t cap);
+/* One service / one dest by key, without listing the rest: 0, -LVS_E_SRCH or -LVS_E_NOENT
+ * (only the key fields of the dest conf are read: af, proto, vaddr, vport, addr, port). */
+int lvs_svc_info_find(lvs_engine *e, uint8_t af, uint8_t proto, const lvs_addr *addr,
+                      uint16_t port, lvs_svc_info *out);
+int lvs_dest_info_find(lvs_engine *e, const lvs_dest_conf *c, lvs_dest_info *out);
 /* Every conn and template; returns the count (may exceed cap; call again with more room). */
 uint32_t lvs_conn_list(lvs_engine *e, lvs_conn_info *out, uint32_t cap);
 void lvs_engine_info_get(lvs_engine *e, lvs_engine_info *out);

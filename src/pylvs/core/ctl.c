@@ -31,7 +31,7 @@ lvs_service *lvs_svc_lookup(lvs_engine *e, uint8_t af, uint8_t proto, lvs_addr a
     return NULL;
 }
 
-static lvs_dest *dest_lookup(lvs_service *svc, lvs_addr addr, uint16_t port)
+lvs_dest *lvs_dest_lookup(lvs_service *svc, lvs_addr addr, uint16_t port)
 {
     for (lvs_dest *d = svc->destinations; d; d = d->next)
         if (lvs_addr_eq(d->addr, addr) && d->port == port)
@@ -415,7 +415,7 @@ int lvs_dest_add(lvs_engine *e, const lvs_dest_conf *c)
     lvs_service *svc = lvs_svc_lookup(e, c->af, c->proto, c->vaddr, c->vport);
     if (!svc)
         return -LVS_E_SRCH;
-    if (dest_lookup(svc, c->addr, c->port))
+    if (lvs_dest_lookup(svc, c->addr, c->port))
         return -LVS_E_EXIST;
     /* a dest of the same virtual service still in the trash is revived with its counters */
     lvs_dest *d = lvs_dest_trash_take(e, c->af, c->proto, c->vaddr, c->vport, c->addr, c->port);
@@ -456,7 +456,7 @@ int lvs_dest_edit(lvs_engine *e, const lvs_dest_conf *c)
     lvs_service *svc = lvs_svc_lookup(e, c->af, c->proto, c->vaddr, c->vport);
     if (!svc)
         return -LVS_E_SRCH;
-    lvs_dest *d = dest_lookup(svc, c->addr, c->port);
+    lvs_dest *d = lvs_dest_lookup(svc, c->addr, c->port);
     if (!d)
         return -LVS_E_NOENT;
     dest_update(d, c);
@@ -508,7 +508,7 @@ int lvs_dest_del(lvs_engine *e, const lvs_dest_conf *c, int expire_conns)
     lvs_service *svc = lvs_svc_lookup(e, c->af, c->proto, c->vaddr, c->vport);
     if (!svc)
         return -LVS_E_SRCH;
-    lvs_dest *d = dest_lookup(svc, c->addr, c->port);
+    lvs_dest *d = lvs_dest_lookup(svc, c->addr, c->port);
     if (!d)
         return -LVS_E_NOENT;
     if (svc->sched && svc->sched->del_dest)
@@ -533,7 +533,7 @@ int lvs_dest_expire_conns(lvs_engine *e, const lvs_dest_conf *c)
     lvs_service *svc = lvs_svc_lookup(e, c->af, c->proto, c->vaddr, c->vport);
     if (!svc)
         return -LVS_E_SRCH;
-    lvs_dest *d = dest_lookup(svc, c->addr, c->port);
+    lvs_dest *d = lvs_dest_lookup(svc, c->addr, c->port);
     if (!d)
         return -LVS_E_NOENT;
     return expire_dest_conns(e, d);

@@ -302,6 +302,8 @@ int lvs_ctl_init(lvs_engine *e);
 void lvs_ctl_free(lvs_engine *e);
 lvs_service *lvs_svc_lookup(lvs_engine *e, uint8_t af, uint8_t proto, lvs_addr addr,
                             uint16_t port);
+/* A service's dest by address (the list walk of ip_vs_lookup_dest), or NULL. */
+lvs_dest *lvs_dest_lookup(lvs_service *svc, lvs_addr addr, uint16_t port);
 int lvs_is_vip(const lvs_engine *e, uint32_t addr);
 int lvs_is_vip6(const lvs_engine *e, lvs_addr addr);
 /* A port-0 service takes `port`: always, unless it has a port list that lacks it. */

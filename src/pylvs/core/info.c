@@ -31,6 +31,30 @@ int lvs_svc_info_get(lvs_engine *e, uint32_t idx, lvs_svc_info *out)
     return 0;
 }
 
+int lvs_svc_info_find(lvs_engine *e, uint8_t af, uint8_t proto, const lvs_addr *addr,
+                      uint16_t port, lvs_svc_info *out)
+{
+    const lvs_service *svc = lvs_svc_lookup(e, af, proto, *addr, port);
+    return svc ? lvs_svc_info_get(e, svc->index, out) : -LVS_E_SRCH;
+}
+
+static void dest_info_fill(lvs_dest_info *o, const lvs_dest *d)
+{
+    memset(o, 0, sizeof(*o));
+    o->addr = d->addr;
+    o->port = d->port;
+    o->weight = d->weight;
+    o->last_weight = d->last_weight;
+    o->u_threshold = d->u_threshold;
+    o->l_threshold = d->l_threshold;
+    o->flags = d->flags;
+    o->activeconns = d->activeconns;
+    o->inactconns = d->inactconns;
+    o->persistconns = d->persistconns;
+    o->refcnt = d->refcnt;
+    lvs_stats_info_fill(&o->stats, &d->stats, &d->zero, &d->est);
+}
+
 int lvs_dest_info_list(lvs_engine *e, uint8_t af, uint8_t proto, const lvs_addr *addr,
                        uint16_t port, lvs_dest_info *out, uint32_t cap)
 {
@@ -38,25 +62,22 @@ int lvs_dest_info_list(lvs_engine *e, uint8_t af, uint8_t proto, const lvs_addr 
     if (!svc)
         return -LVS_E_SRCH;
     uint32_t n = 0;
-    for (const lvs_dest *d = svc->destinations; d; d = d->next, n++) {
-        if (n >= cap)
-            continue;
-        lvs_dest_info *o = &out[n];
-        memset(o, 0, sizeof(*o));
-        o->addr = d->addr;
-        o->port = d->port;
-        o->weight = d->weight;
-        o->last_weight = d->last_weight;
-        o->u_threshold = d->u_threshold;
-        o->l_threshold = d->l_threshold;
-        o->flags = d->flags;
-        o->activeconns = d->activeconns;
-        o->inactconns = d->inactconns;
-        o->persistconns = d->persistconns;
-        o->refcnt = d->refcnt;
-        lvs_stats_info_fill(&o->stats, &d->stats, &d->zero, &d->est);
-    }
+    for (const lvs_dest *d = svc->destinations; d; d = d->next, n++)
+        if (n < cap)
+            dest_info_fill(&out[n], d);
     return (int)n;
+}
+
+int lvs_dest_info_find(lvs_engine *e, const lvs_dest_conf *c, lvs_dest_info *out)
+{
+    lvs_service *svc = lvs_svc_lookup(e, c->af, c->proto, c->vaddr, c->vport);
+    if (!svc)
+        return -LVS_E_SRCH;
+    const lvs_dest *d = lvs_dest_lookup(svc, c->addr, c->port);
+    if (!d)
+        return -LVS_E_NOENT;
+    dest_info_fill(out, d);
+    return 0;
 }
 
 typedef struct list_ctx {

@@ -110,7 +110,8 @@ class HealthComponent:
             self._apply_sorry(event)
 
     def _service(self, key: ServiceKey) -> VirtualServerConfig | None:
-        return next((vs for vs in self._director.config.virtual_servers if vs.key == key), None)
+        # Keyed: this runs for every probe result that changes a verdict (issue 13).
+        return self._director.service(key)
 
     def _apply_sorry(self, event: SorryEvent) -> None:
         vs = self._service(event.service)

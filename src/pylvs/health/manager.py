@@ -32,6 +32,7 @@ from pylvs.health.check import run_probe
 from pylvs.health.result import ProbeResult
 from pylvs.health.spec import ProbeSpec
 from pylvs.health.state import HealthEvent, ServerEvent, ServerHealth, ServiceHealth
+from pylvs.looplag import Slices
 from pylvs.model import Config, Endpoint, ServiceKey, VirtualServerConfig
 from pylvs.tasks import cancel_and_wait
 
@@ -144,9 +145,17 @@ class HealthManager:
             # so they join the pool within one probe; a bulk change spreads its first probes
             # over the interval as a start does, rather than firing them all together.
             immediate = len(new) <= _PROBE_AT_ONCE
+            # Thousands of probes: launch and publish in slices, so the loop (and the HA
+            # heartbeat on it) gets a turn every few milliseconds (issue 13).
+            slices = Slices()
             for runner in new:
-                self._launch(runner, immediate=immediate)
-            self._flush()
+                if runner.task is None and self._running:
+                    self._launch(runner, immediate=immediate)
+                await slices.tick()
+            now = self._clock()
+            for svc in list(self._services.values()):
+                self._emit(svc.evaluate(now))
+                await slices.tick()
 
     def snapshot(self) -> dict[str, object]:
         """Every service's health, quorum and servers, and every probe's schedule (JSON-able)."""
