@@ -5,8 +5,9 @@
  * #active-and-inactive, #expiry, #real-servers).
  *
  * Timers are lazy: re-arming on a packet only moves `expires` forward; the entry stays in its
- * wheel slot and is moved when that slot comes up.  A shrinking deadline (e.g. ESTABLISHED ->
- * CLOSE) relinks at once, so nothing ever expires late.  lvs_conn_expire_due visits only the
+ * wheel slot and is moved when that slot comes up.  A deadline that shrinks into an earlier
+ * tick (e.g. ESTABLISHED -> CLOSE) relinks at once, so nothing ever expires late; within the
+ * slot's own tick it stays, since the sweep checks each entry's exact deadline.  lvs_conn_expire_due visits only the
  * slots between the last call and now, so no O(n) scan ever happens.
  *
  * The table calls nothing above it: a template re-armed by its timer is reported through the

@@ -223,7 +223,8 @@ typedef struct lvs_conn_key {
 lvs_conn *lvs_conn_new(lvs_engine *e, const lvs_conn_key *k, uint16_t flags, lvs_dest *dest,
                        double now);
 void lvs_conn_unhash_template(lvs_engine *e, lvs_conn *c);
-/* Re-arm to now + c->timeout (lazy: the wheel slot moves only when the deadline shrinks). */
+/* Re-arm to now + c->timeout (lazy: the wheel slot moves only when the deadline
+ * shrinks into an earlier tick). */
 void lvs_conn_arm(lvs_engine *e, lvs_conn *c, double now);
 /* ip_vs_conn_expire_now: a template that controls conns is re-armed 60 s instead. */
 void lvs_conn_expire_now(lvs_engine *e, lvs_conn *c, double now);
