@@ -37,7 +37,7 @@ from pylvs.testbed.topology import ServiceSpec, Topology, TopologyError
 
 __all__ = ["Measurement", "main"]
 
-CONTENDERS = ("direct", "nft", "haproxy", "pylvs", "pylvs-plain")
+CONTENDERS = ("direct", "nft", "haproxy", "pylvs", "pylvs-plain", "pylvs-synproxy")
 LB_CPU, LOAD_CPU = 1, 0  # the balancer on CPU1, wrk/iperf3 on CPU0 (real servers float)
 
 
@@ -65,8 +65,8 @@ def _nft_setup(topo: Topology) -> None:
     topo.run(d, ["nft", "-f", "-"], input=ruleset)
 
 
-def _pylvs_setup(topo: Topology, offload: bool) -> PylvsProcess:
-    services = [ServiceSpec(port=80, scheduler="rr"),
+def _pylvs_setup(topo: Topology, offload: bool, synproxy: bool = False) -> PylvsProcess:
+    services = [ServiceSpec(port=80, scheduler="rr", synproxy=synproxy),
                 ServiceSpec(port=5201, scheduler="rr", servers=(0,))]
     toml = topo.director_config(services, director_options={"offload": offload})
     return start_pylvs(topo, toml, argv_prefix=("taskset", "-c", str(LB_CPU)))
@@ -83,7 +83,9 @@ def _setup(name: str, topo: Topology) -> tuple[str | None, int | None, PylvsProc
         topo.run(topo.director.ns, ["ip", "addr", "add", f"{topo.vip}/32", "dev", "lo"])
         return topo.vip, start_haproxy_lb(topo, LB_CPU).pid, None
     if name.startswith("pylvs"):
-        daemon = _pylvs_setup(topo, offload=name == "pylvs")
+        # pylvs-synproxy: as pylvs (offloads on) with the SYN proxy on the HTTP service
+        daemon = _pylvs_setup(topo, offload=name != "pylvs-plain",
+                              synproxy=name == "pylvs-synproxy")
         return topo.vip, daemon.proc.pid, daemon
     raise ValueError(name)
 

@@ -280,11 +280,16 @@ class Lib:
     LVS_MH_MAX_SIZE: int
     LVS_SVC_F_SCHED2: int
     LVS_SVC_F_SCHED3: int
+    LVS_SVC_F_SYNPROXY: int
     LVS_DEST_F_AVAILABLE: int
     LVS_DEST_F_OVERLOAD: int
     LVS_CONN_F_SYNC: int
     LVS_CONN_F_INACTIVE: int
     LVS_CONN_F_TEMPLATE: int
+    LVS_CONN_F_SYNPROXY: int
+    LVS_CONN_F_SEQ_MASK: int
+    LVS_SP_EXPIRED: int
+    LVS_SP_BAD: int
     LVS_META_CSUM_PARTIAL: int
     LVS_META_GSO: int
     LVS_VERDICT_FORWARD: int
@@ -307,6 +312,8 @@ class Lib:
     LVS_OPT_SYNC_PERIOD: int
     LVS_SYNC_RECORD_SIZE: int
     LVS_SYNC_RECORD_SIZE_V6: int
+    LVS_SYNC_OPTS_SIZE: int
+    LVS_SYNC_RECORD_MAX: int
 
     # engine (core/api.h)
     def lvs_engine_process_batch(self, e: lvs_engine, b: lvs_batch, now: float, /) -> int: ...
@@ -355,6 +362,14 @@ class Lib:
     def lvs_sync_full(self, e: lvs_engine, out: IntArray, cap: int, now: float, /) -> int: ...
     def lvs_sync_apply(
         self, e: lvs_engine, data: _Buf, len: int, now: float, skipped: IntArray, /
+    ) -> int: ...
+    def lvs_synproxy_cookie_make(
+        self, e: lvs_engine, saddr: int, daddr: int, sport: int, dport: int, sseq: int,
+        mssind: int, tsopts: int, now: float, /
+    ) -> int: ...
+    def lvs_synproxy_cookie_check(
+        self, e: lvs_engine, saddr: int, daddr: int, sport: int, dport: int, sseq: int,
+        cookie: int, tsopts: int, now: float, /
     ) -> int: ...
 
     # scheduler test harness (_sched.h)

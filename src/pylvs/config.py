@@ -403,6 +403,8 @@ def _vs_checks(vs: model.VirtualServerConfig, path: str) -> Iterator[tuple[str, 
                 f"{', '.join(model.SCHEDULER_FLAGS)}"
     if len(set(vs.flags)) != len(vs.flags):
         yield f"{path}.flags", "expected each flag at most once"
+    if vs.synproxy and vs.protocol != "tcp":
+        yield f"{path}.synproxy", "a SYN proxy needs protocol = \"tcp\""
     if vs.address.port == 0 and vs.persistence == 0:
         # ipvsadm's rule: an all-ports service only makes sense with persistence.
         yield f"{path}.address", "expected a port 1..65535 (port 0 needs persistence > 0)"

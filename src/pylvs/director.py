@@ -23,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import secrets
 import time
 from collections.abc import Awaitable, Callable
 from ipaddress import IPv4Address, IPv4Interface
@@ -105,7 +106,8 @@ class Director:
         self._clock = clock
         d = config.director
         t = config.timeouts
-        self.engine = Engine(max_connections=d.max_connections,
+        # a random seed keys the connection hash and the SYN proxy's cookie secret
+        self.engine = Engine(max_connections=d.max_connections, seed=secrets.randbits(64),
                              timeouts=Timeouts(tcp=t.tcp, tcpfin=t.tcpfin, udp=t.udp),
                              defense=defense_settings(config.defense))
         self.dataplane = TunDataplane(d.tun_name, offload=d.offload, batch_size=d.batch_size,
@@ -375,7 +377,7 @@ class Director:
         for key, vs in wanted.items():
             opts: dict[str, Any] = dict(
                 scheduler=vs.scheduler, persistence=vs.persistence, netmask=str(vs.netmask),
-                flags=vs.flags, mh_table_size=vs.mh_table_size)
+                flags=vs.flags, mh_table_size=vs.mh_table_size, synproxy=vs.synproxy)
             if key not in self._svc_keys:
                 self._svc_keys[key] = self.engine.add_service(
                     vs.protocol, str(vs.address.address), vs.address.port, **opts)

@@ -16,13 +16,17 @@ Connection sync records
 concatenation of records, the connection entries of IPVS sync protocol version 1: 36 bytes for
 an IPv4 entry (``struct ip_vs_sync_v4``), 72 for an IPv6 one (``struct ip_vs_sync_v6``), each
 carrying its own size (no message header; the HA layer adds its own, and cuts blobs on record
-boundaries with :func:`sync_split`).  All fields are big-endian::
+boundaries with :func:`sync_split`).  A connection with a sequence translation (a SYN-proxied
+one) carries two options after its entry (below): 72 bytes for IPv4, 108 for IPv6.  The size
+field holds the unpadded length; the next record starts at the next multiple of 4 (the
+kernel's padding; pylvs's own records are multiples of 4).  All fields are big-endian::
 
     off size field
       0    1 type       0 (IPv4) or 1 (STYPE_F_INET6: IPv6)
       1    1 protocol   6 TCP, 17 UDP
       2    2 ver_size   version 0 in the top 4 bits, entry size (36 or 72) in the low 12
-      4    4 flags      0x0080 NOOUTPUT, 0x0100 INACTIVE, 0x1000 TEMPLATE
+      4    4 flags      0x0080 NOOUTPUT, 0x0100 INACTIVE, 0x1000 TEMPLATE, 0x0200 OUT_SEQ,
+                        0x0400 IN_SEQ
       8    2 state      TCP state index (0 NONE ... 10 SYNACK), 0 for UDP and templates
      10    2 cport      client port (0 for a template)
      12    2 vport      virtual port (0 for a template of a port-zero service)
@@ -32,6 +36,16 @@ boundaries with :func:`sync_split`).  All fields are big-endian::
      24    4 caddr      client address (the masked client network for a template)
      28    4 vaddr      virtual address
      32    4 daddr      real-server address
+     36    1 opt type   1 (IPVS_OPT_SEQ_DATA)                          } 72-byte records only
+     37    1 opt len    24
+     38   24 in_seq, out_seq: init_seq, delta, previous_delta each (ip_vs_sync_conn_options)
+     62    1 opt type   0x50 (IPVS_OPT_F_PARAM 0x40 | 0x10: optional, pylvs's; a kernel skips it)
+     63    1 opt len    8
+     64    4 ts_off     timestamp offset added to the server's TSval
+     68    1 win_shift  window-scale shift of server windows (signed)
+     69    1 ext flags  1 = ts_off applies
+     70    1 synproxy   1 = opened by the SYN proxy
+     71    1 reserved
 
 An IPv6 entry is the same up to offset 24, then holds 16-byte addresses: caddr at 24, vaddr at
 40, daddr at 56 (a template's caddr is the client address cut to the service's prefix length).
@@ -121,7 +135,8 @@ _PROTO_NAME: dict[int, Protocol] = {_lib.LVS_PROTO_TCP: "tcp", _lib.LVS_PROTO_UD
 
 SYNC_RECORD_SIZE: int = int(_lib.LVS_SYNC_RECORD_SIZE)
 SYNC_RECORD_SIZE_V6: int = int(_lib.LVS_SYNC_RECORD_SIZE_V6)
-SYNC_RECORD_MAX: int = max(SYNC_RECORD_SIZE, SYNC_RECORD_SIZE_V6)
+#: the largest record: an IPv6 entry with the sequence options
+SYNC_RECORD_MAX: int = int(_lib.LVS_SYNC_RECORD_MAX)
 _AF_INET: int = int(_lib.LVS_AF_INET)
 _AF_INET6: int = int(_lib.LVS_AF_INET6)
 #: per-packet metadata bits of the batch API (see core/api.h): the L4 checksum field holds only the
@@ -178,6 +193,9 @@ def scheduler_names() -> tuple[str, ...]:
 _COUNTERS = _c_strings(_lib.lvs_counter_names())
 _TCP_STATES = _c_strings(_lib.lvs_tcp_state_names())
 _PASS_COUNTERS = frozenset({"not_ours"})
+_EVENT_COUNTERS = frozenset({"synproxy_syn", "synproxy_ack_ok", "synproxy_held"})
+_SVC_F_SYNPROXY = _lib.LVS_SVC_F_SYNPROXY
+_CONN_F_SYNPROXY = _lib.LVS_CONN_F_SYNPROXY
 
 
 Address = str | ipaddress.IPv4Address | ipaddress.IPv6Address
@@ -259,9 +277,10 @@ def _sync_offsets(blob: bytes) -> list[int]:
         if off + 4 > len(blob):
             raise ConfigError(f"sync blob: {len(blob) - off} stray bytes at offset {off}")
         size = int.from_bytes(blob[off + 2:off + 4], "big") & 0x0FFF
-        if size not in (SYNC_RECORD_SIZE, SYNC_RECORD_SIZE_V6) or off + size > len(blob):
+        base = SYNC_RECORD_SIZE_V6 if blob[off] & 1 else SYNC_RECORD_SIZE
+        if not base <= size <= SYNC_RECORD_MAX or off + size > len(blob):
             raise ConfigError(f"sync blob: bad record size {size} at offset {off}")
-        off += size
+        off = min(len(blob), (off + size + 3) & ~3)  # the kernel pads records to 4 bytes
         offs.append(off)
     return offs
 
@@ -444,8 +463,8 @@ class Engine:
     # ---- services ----
 
     def _svc_conf(self, key: ServiceKey, scheduler: str, persistence: int,
-                  netmask: str | int | None,
-                  flags: Iterable[str], mh_table_size: int) -> tuple[lvs_svc_conf, CharArray]:
+                  netmask: str | int | None, flags: Iterable[str], mh_table_size: int,
+                  synproxy: bool) -> tuple[lvs_svc_conf, CharArray]:
         if scheduler not in scheduler_names():
             raise ConfigError(f"{key}: unknown scheduler {scheduler!r} "
                               f"(known: {' '.join(scheduler_names())})")
@@ -454,6 +473,10 @@ class Engine:
             if f not in _SVC_FLAG_BITS:
                 raise ConfigError(f"{key}: unknown service flag {f!r}")
             bits |= _SVC_FLAG_BITS[f]
+        if synproxy:
+            if key.protocol != "tcp":
+                raise ConfigError(f"{key}: synproxy needs a TCP service")
+            bits |= _SVC_F_SYNPROXY
         persistence = _u32(persistence, f"{key}: persistence")
         if persistence > 2678400:
             raise ConfigError(f"{key}: persistence {persistence} exceeds 31 days")
@@ -478,22 +501,24 @@ class Engine:
     def add_service(self, protocol: Protocol, address: Address, port: int, *,
                     scheduler: str = "wlc", persistence: int = 0,
                     netmask: str | int | None = None, flags: Iterable[str] = (),
-                    mh_table_size: int = 0) -> ServiceKey:
+                    mh_table_size: int = 0, synproxy: bool = False) -> ServiceKey:
         """``ipvsadm -A``: add a virtual service (IPv4 or IPv6); returns its key.  *netmask*
         (persistence granularity) is an IPv4 mask or prefix length, or an IPv6 prefix length
-        (``-M 64``); None means one client address."""
+        (``-M 64``); None means one client address.  ``synproxy``: the engine answers the TCP
+        handshake itself with SYN cookies and opens the connection to a real server only for
+        a client that completed it (docs/ipvs.md#syn-proxy)."""
         _proto(protocol)
         key = ServiceKey(protocol, str(_ip(address, "service address")),
                          _port(port, "service"))
         c, _keep = self._svc_conf(key, scheduler, persistence, netmask, tuple(flags),
-                                  mh_table_size)
+                                  mh_table_size, synproxy)
         _check(_lib.lvs_svc_add(self._e, c), f"add service {key}")
         return key
 
     def edit_service(self, service: ServiceKey, *, scheduler: str | None = None,
                      persistence: int | None = None, netmask: str | int | None = None,
                      flags: Iterable[str] | None = None,
-                     mh_table_size: int | None = None) -> None:
+                     mh_table_size: int | None = None, synproxy: bool | None = None) -> None:
         """``ipvsadm -E``: change what is given, keep the rest."""
         cur = self._service_info(service)
         c, _keep = self._svc_conf(
@@ -503,6 +528,7 @@ class Engine:
             cur.netmask if netmask is None else netmask,
             cur.flags if flags is None else tuple(flags),
             cur.mh_table_size if mh_table_size is None else mh_table_size,
+            cur.synproxy if synproxy is None else synproxy,
         )
         _check(_lib.lvs_svc_edit(self._e, c), f"edit service {service}")
 
@@ -621,7 +647,8 @@ class Engine:
                          else str(ipaddress.IPv4Address(int(info.netmask)))),
                 flags=_flag_names(int(info.flags), sched),
                 mh_table_size=int(info.mh_table_size),
-                servers=self._servers(key, int(info.num_dests)), stats=st, rates=rt))
+                servers=self._servers(key, int(info.num_dests)), stats=st, rates=rt,
+                synproxy=bool(info.flags & _SVC_F_SYNPROXY)))
         return out
 
     def _service_info(self, key: ServiceKey) -> ServiceInfo:
@@ -663,7 +690,8 @@ class Engine:
                 state=state, expires=float(c.expires), template=tmpl,
                 active=not (c.flags & _CONN_F_INACTIVE) and not tmpl,
                 synced=bool(c.flags & _CONN_F_SYNC), in_pkts=int(c.in_pkts),
-                controlled=int(c.n_control), control=None))
+                controlled=int(c.n_control), control=None,
+                synproxy=bool(c.flags & _CONN_F_SYNPROXY)))
         return _link_templates(out, raw)
 
     def _info(self) -> lvs_engine_info:
@@ -684,8 +712,9 @@ class Engine:
             entry_size=int(info.conn_entry_size), bytes_per_connection=int(info.bytes_per_conn),
             services=int(info.num_services), trash_servers=int(info.trash_dests),
             drops=MappingProxyType({k: v for k, v in counts.items()
-                                    if k not in _PASS_COUNTERS}),
-            passes=MappingProxyType({k: v for k, v in counts.items() if k in _PASS_COUNTERS}))
+                                    if k not in _PASS_COUNTERS and k not in _EVENT_COUNTERS}),
+            passes=MappingProxyType({k: v for k, v in counts.items() if k in _PASS_COUNTERS}),
+            events=MappingProxyType({k: v for k, v in counts.items() if k in _EVENT_COUNTERS}))
 
     def zero_stats(self, service: ServiceKey | None = None) -> None:
         """``ipvsadm -Z``: take the current counters as the baseline, reset the estimators."""

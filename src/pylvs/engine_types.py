@@ -107,6 +107,7 @@ class ServiceInfo:
     servers: tuple[ServerInfo, ...]
     stats: Stats
     rates: Rates
+    synproxy: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -128,6 +129,7 @@ class ConnectionInfo:
     in_pkts: int
     controlled: int
     control: int | None
+    synproxy: bool = False
 
     def remaining(self, now: float) -> float:
         """Seconds until the entry expires, seen at time *now*."""
@@ -149,6 +151,8 @@ class EngineStats:
     trash_servers: int
     drops: Mapping[str, int] = field(default_factory=dict)
     passes: Mapping[str, int] = field(default_factory=dict)
+    events: Mapping[str, int] = field(default_factory=dict)
+    """Counted events that are not drops (SYN proxy: cookies sent, connections opened)."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -256,6 +256,7 @@ class VirtualServerConfig:
     persistence: int = 0  # seconds; 0 = off
     netmask: IPv4Address = HOST_NETMASK
     mh_table_size: int = 0  # 0 = kernel default (4093)
+    synproxy: bool = False  # answer the TCP handshake at the director with SYN cookies
     down_action: DownAction = "quiesce"
     sorry_server: Endpoint | None = None
     quorum: int = 1  # minimum total weight of healthy servers before the sorry server is used

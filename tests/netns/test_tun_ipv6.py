@@ -8,7 +8,10 @@ this checks the whole loop for IPv6 with and without offloads:
   (ECONNREFUSED);
 * a TCP connection to ``[2001:2::100]:80`` reaching a local listener on
   ``[2001:2:1::11]:8080`` (DNAT), its replies steered back into the TUN by a policy rule (SNAT),
-  and data echoed both ways.
+  and data echoed both ways;
+* the same TCP connection through a SYN-proxied service (docs/ipvs.md#syn-proxy): the engine
+  answers the kernel's SYN with a cookie, opens the server's handshake itself and translates
+  the sequence numbers for the life of the connection.
 """
 
 from __future__ import annotations
@@ -32,10 +35,10 @@ PROG = textwrap.dedent("""
     def sh(*args):
         subprocess.run(args, check=True)
 
-    async def main(offload):
+    async def main(offload, synproxy):
         eng = Engine(max_connections=1024)
         udp = eng.add_service("udp", "2001:2::100", 53)
-        tcp = eng.add_service("tcp", "2001:2::100", 80, scheduler="rr")
+        tcp = eng.add_service("tcp", "2001:2::100", 80, scheduler="rr", synproxy=synproxy)
         eng.add_server(tcp, "2001:2:1::11", 8080)
         dp = TunDataplane("v6tun1", offload=offload, batch_size=16,
                           engine_ptr=eng._c_handle, clock=time.monotonic)
@@ -107,18 +110,19 @@ PROG = textwrap.dedent("""
         c.close()
         out["peer"] = await asyncio.wait_for(server, 5)
         out["echo_ok"] = got == b"HELLO OVER IPV6 " * 100 * 40
-        out["conns"] = [(x.client_address, x.virtual_address, x.server_address, x.state)
-                        for x in eng.connections()]
+        out["conns"] = [(x.client_address, x.virtual_address, x.server_address, x.state,
+                         x.synproxy) for x in eng.connections()]
+        out["events"] = dict(eng.stats().events)
         out["drops"] = {k: v for k, v in eng.stats().drops.items() if v}
         out["tun"] = dp.stats().as_dict()
         dp.close()
         print(json.dumps(out))
 
-    asyncio.run(main(sys.argv[1] == "offload"))
+    asyncio.run(main(sys.argv[1] != "plain", sys.argv[1] == "synproxy"))
 """)
 
 
-@pytest.mark.parametrize("mode", ["offload", "plain"])
+@pytest.mark.parametrize("mode", ["offload", "plain", "synproxy"])
 def test_ipv6_through_the_tun(mode: str) -> None:
     ns = "v6t" + secrets.token_hex(4)
     subprocess.run(["ip", "netns", "add", ns], check=True)
@@ -136,6 +140,11 @@ def test_ipv6_through_the_tun(mode: str) -> None:
     conns = {tuple(c[:3]) for c in out["conns"]}
     assert ("2001:2::9", "2001:2::100", "2001:2:1::11") in conns, out
     assert out["tun"]["replies"] >= 1 and out["tun"]["forwarded"] > 4, out
-    if mode == "offload":
+    if mode == "synproxy":
+        # one cookie SYN-ACK, one valid ACK; the conn is marked and was translated both ways
+        # (the echo above went through it)
+        assert out["events"]["synproxy_syn"] >= 1 and out["events"]["synproxy_ack_ok"] == 1, out
+        assert any(c[4] for c in out["conns"] if c[0] == "2001:2::9"), out
+    if mode != "plain":
         # big local writes become TSO6 super-packets with partial checksums
         assert out["tun"]["csum_partial"] > 0, out

@@ -185,6 +185,14 @@ def test_without_numeric_names_are_resolved_like_ipvsadm() -> None:
     assert layouts.rules(services).startswith(f"-A -t {host}:{port} -s wlc\n")
 
 
+def test_synproxy_shows_in_the_listing_and_saves_as_dash_j() -> None:
+    services = [_svc("198.18.0.100:80", [], scheduler="rr", synproxy=True)]
+    out = layouts.listing(services, layouts.Format(numeric=True))
+    assert "TCP  198.18.0.100:80 rr synproxy" in out
+    assert layouts.rules(services, numeric=True).startswith(
+        "-A -t 198.18.0.100:80 -s rr -j enable\n")
+    assert "synproxy" not in layouts.listing([_svc("198.18.0.100:80", [])],
+                                             layouts.Format(numeric=True))
 @pytest.mark.parametrize(("scheduler", "flags", "shown"), [
     ("mh", ["mh-port"], "mh (mh-port)"),
     ("sh", ["sh-port", "sh-fallback"], "sh (sh-fallback,sh-port)"),  # bit order, not input order

@@ -167,3 +167,15 @@ def test_unreachable_socket_is_a_clear_error(
 ) -> None:
     assert ctl.main(["-Ln", "--socket", f"{tmp_path}/absent.sock"]) == 1
     assert "no such socket" in capsys.readouterr().err
+
+
+def test_synproxy_flag_like_alibabas_ipvsadm() -> None:
+    req = ctl.parse_args(["-A", "-t", "198.18.0.100:80", "-s", "rr", "-j", "enable"])
+    assert req.synproxy is True and ctl.to_operation(req)["service"]["synproxy"] is True
+    req = ctl.parse_args(["-E", "-t", "198.18.0.100:80", "--synproxy", "disable"])
+    assert req.synproxy is False
+    assert ctl.parse_args(["-A", "-t", "198.18.0.100:80"]).synproxy is None
+    with pytest.raises(ctl.CtlError, match="synproxy"):
+        ctl.parse_args(["-A", "-t", "198.18.0.100:80", "-j", "maybe"])
+    with pytest.raises(ctl.CtlError, match="Illegal"):
+        ctl.parse_args(["-a", "-t", "198.18.0.100:80", "-r", "198.19.0.11", "-j", "enable"])

@@ -19,7 +19,8 @@ class TableEngine:
 
     def add(self, n: int, start: int = 0) -> None:
         for i in range(start, start + n):
-            rec = i.to_bytes(4, "big") * (RECORD_SIZE // 4)
+            # bytes 2..3 carry the record size, as the engine's records do
+            rec = (i.to_bytes(2, "big") + RECORD_SIZE.to_bytes(2, "big")) * (RECORD_SIZE // 4)
             self.table[rec[:4]] = rec
             self.pending += rec
 
@@ -74,7 +75,7 @@ def test_send_failure_keeps_the_backlog_and_it_is_bounded() -> None:
     eng.add(80)
     ch.flush()
     assert len(ch.backlog) == 50 * RECORD_SIZE and ch.stats["records_dropped"] == 30
-    assert ch.backlog[:4] == (30).to_bytes(4, "big")  # the oldest went first
+    assert ch.backlog[:2] == (30).to_bytes(2, "big")  # the oldest went first
     ok[0] = True
     ch.flush()
     assert not ch.backlog and ch.stats["records_sent"] == 50
@@ -97,11 +98,12 @@ def test_full_dump_only_when_active_and_stopping_clears() -> None:
 def test_backup_applies_and_rejects_partial_records() -> None:
     eng = TableEngine()
     ch = SyncChannel(eng, lambda b: True)
-    assert ch.apply(_msg(b"\x01" * RECORD_SIZE * 3), 5.0) == 3
-    assert ch.apply(_msg(b"\x01" * (RECORD_SIZE + 1)), 5.0) == 0
+    rec = b"\x01\x01" + RECORD_SIZE.to_bytes(2, "big") + b"\x01" * (RECORD_SIZE - 4)
+    assert ch.apply(_msg(rec * 3), 5.0) == 3
+    assert ch.apply(_msg(rec + b"\x01"), 5.0) == 0
     assert ch.stats["batches_rejected"] == 1
     ch.set_active(True)
-    assert ch.apply(_msg(b"\x01" * RECORD_SIZE), 5.0) == 0  # an active node keeps its table
+    assert ch.apply(_msg(rec), 5.0) == 0  # an active node keeps its table
     assert len(eng.applied) == 1
 
 

@@ -116,6 +116,10 @@ def _families(director: DirectorLike) -> Iterable[MetricFamily]:
     drops = fam("pylvs_engine_drops_total", "counter", "Packets the engine dropped, by reason.")
     for reason, count in sorted(stats["drops"].items()):
         drops.add({"reason": reason}, count)
+    events = fam("pylvs_engine_events_total", "counter",
+                 "Engine events that are not drops (SYN proxy cookies sent, ACKs accepted).")
+    for event, count in sorted(stats.get("events", {}).items()):
+        events.add({"event": event}, count)
     _defense(views.defense(director), fam)
 
     ha = views.ha(director)

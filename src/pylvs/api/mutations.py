@@ -69,6 +69,8 @@ def check_service(vs: model.VirtualServerConfig, where: str) -> None:
                 f"{where}.flags[{i}]: unknown scheduler flag {flag!r} "
                 f"(expected one of: {', '.join(model.SCHEDULER_FLAGS)})"
             )
+    if vs.synproxy and vs.protocol != "tcp":
+        raise ConfigError(f"{where}.synproxy: a SYN proxy needs a TCP service")
     if not 0 <= vs.persistence <= MAX_PERSISTENCE:
         raise ConfigError(
             f"{where}.persistence: {vs.persistence} is out of range 0..{MAX_PERSISTENCE}"

@@ -141,6 +141,7 @@ def connections(director: DirectorLike, query: Mapping[str, str]) -> list[Json]:
             "template": c.template,
             "active": c.active,
             "synced": c.synced,
+            "synproxy": c.synproxy,
         }
         if not _matches(row, query):
             continue
@@ -172,6 +173,7 @@ def engine_stats(director: DirectorLike) -> Json:
         "rates": _counters(s.rates, RATE_KEYS),
         "drops": dict(s.drops),
         "passes": dict(s.passes),
+        "events": dict(s.events),
         "connections": s.connections,
         "templates": s.templates,
         "max_connections": s.max_connections,

@@ -60,25 +60,25 @@ OPTIONS = (
     "numeric", "connection", "service-address", "scheduler", "persistent", "netmask",
     "real-server", "forwarding-method", "weight", "u-threshold", "l-threshold", "timeout",
     "daemon", "stats", "rate", "thresholds", "persistent-conn", "nosort", "exact",
-    "sched-flags",
+    "sched-flags", "synproxy",
 )
 # commands_v_options, one character per option in OPTIONS order: '+' required, 'x' illegal,
 # '1' at most one of them, '.' optional.
 _TABLE = {
-    #                  ncSspMrfwxyTdSRtPNeb
-    "add-service":    "xx+...xxxxxxxxxxxxx.",
-    "edit-service":   "xx+...xxxxxxxxxxxxx.",
-    "delete-service": "xx+xxxxxxxxxxxxxxxxx",
-    "flush":          "xxxxxxxxxxxxxxxxxxxx",
-    "list":           ".11xxxxxxxx11......x",
-    "add-server":     "xx+xxx+....xxxxxxxxx",
-    "delete-server":  "xx+xxx+xxxxxxxxxxxxx",
-    "edit-server":    "xx+xxx+....xxxxxxxxx",
-    "set":            "xxxxxxxxxxxxxxxxxxxx",
-    "restore":        "xxxxxxxxxxxxxxxxxxxx",
-    "save":           ".xxxxxxxxxxxxxxxxxxx",
-    "zero":           "xx.xxxxxxxxxxxxxxxxx",
-    "save-config":    "xxxxxxxxxxxxxxxxxxxx",  # pylvs only: the running state as TOML
+    #                  ncSspMrfwxyTdSRtPNebj
+    "add-service":    "xx+...xxxxxxxxxxxxx..",
+    "edit-service":   "xx+...xxxxxxxxxxxxx..",
+    "delete-service": "xx+xxxxxxxxxxxxxxxxxx",
+    "flush":          "xxxxxxxxxxxxxxxxxxxxx",
+    "list":           ".11xxxxxxxx11......xx",
+    "add-server":     "xx+xxx+....xxxxxxxxxx",
+    "delete-server":  "xx+xxx+xxxxxxxxxxxxxx",
+    "edit-server":    "xx+xxx+....xxxxxxxxxx",
+    "set":            "xxxxxxxxxxxxxxxxxxxxx",
+    "restore":        "xxxxxxxxxxxxxxxxxxxxx",
+    "save":           ".xxxxxxxxxxxxxxxxxxxx",
+    "zero":           "xx.xxxxxxxxxxxxxxxxxx",
+    "save-config":    "xxxxxxxxxxxxxxxxxxxxx",  # pylvs only: the running state as TOML
 }
 assert all(len(row) == len(OPTIONS) for row in _TABLE.values())
 
@@ -99,7 +99,8 @@ _SHORT_OPTIONS = {"t": ("tcp", True), "u": ("udp", True), "f": ("fwmark", True),
                   "g": ("gatewaying", False), "i": ("ipip", False), "w": ("weight", True),
                   "x": ("u-threshold", True), "y": ("l-threshold", True),
                   "n": ("numeric", False), "c": ("connection", False), "X": ("exact", False),
-                  "b": ("sched-flags", True), "o": ("ops", False), "6": ("ipv6", False),
+                  "b": ("sched-flags", True), "j": ("synproxy", True), "o": ("ops", False),
+                  "6": ("ipv6", False),
                   "h": ("help", False), "v": ("version", False)}
 _LONG_OPTIONS = {"tcp-service": ("tcp", True), "udp-service": ("udp", True),
                  "fwmark-service": ("fwmark", True), "scheduler": ("scheduler", True),
@@ -114,6 +115,7 @@ _LONG_OPTIONS = {"tcp-service": ("tcp", True), "udp-service": ("udp", True),
                  "persistent-conn": ("persistent-conn", False), "nosort": ("nosort", False),
                  "sort": ("sort", False), "exact": ("exact", False),
                  "sched-flags": ("sched-flags", True), "ops": ("ops", False),
+                 "synproxy": ("synproxy", True),
                  "ipv6": ("ipv6", False), "help": ("help", False), "version": ("version", False),
                  "start-daemon": ("start-daemon", True), "stop-daemon": ("stop-daemon", True),
                  "mcast-interface": ("mcast-interface", True), "syncid": ("syncid", True),
@@ -153,6 +155,7 @@ class Request:
     persistence: int = 0
     netmask: str = "255.255.255.255"
     flags: list[str] = field(default_factory=list)
+    synproxy: bool | None = None  # -j enable|disable (Alibaba LVS's ipvsadm)
     weight: int = 1
     upper_threshold: int = 0
     lower_threshold: int = 0
@@ -319,6 +322,10 @@ def parse_args(argv: Sequence[str]) -> Request:
             for flag in req.flags:
                 if flag not in model.SCHEDULER_FLAGS:
                     raise CtlError(f"invalid scheduler flag `{flag}'")
+        elif name == "synproxy":
+            if text not in ("enable", "disable"):
+                raise CtlError(f"invalid synproxy value `{text}' (expected enable or disable)")
+            req.synproxy = text == "enable"
     if command is None:
         if req.help or req.version:
             command = "list"
@@ -392,8 +399,12 @@ def _check_table(command: str, options: set[str]) -> None:
 
 def _service_body(req: Request) -> dict[str, Any]:
     assert req.service is not None
-    return {"protocol": req.protocol, "address": str(req.service), "scheduler": req.scheduler,
-            "persistence": req.persistence, "netmask": req.netmask, "flags": req.flags}
+    body: dict[str, Any] = {
+        "protocol": req.protocol, "address": str(req.service), "scheduler": req.scheduler,
+        "persistence": req.persistence, "netmask": req.netmask, "flags": req.flags}
+    if req.synproxy is not None:
+        body["synproxy"] = req.synproxy
+    return body
 
 
 def _server_body(req: Request) -> dict[str, Any]:
@@ -568,6 +579,7 @@ USAGE = """\
 pylvs ctl {version} (ipvsadm-compatible; IPVS v{ipvs})
 Usage:
   pylvs ctl -A|E -t|u service-address [-s scheduler] [-p [timeout]] [-M netmask] [-b sched-flags]
+                  [-j enable|disable]
   pylvs ctl -D -t|u service-address
   pylvs ctl -C
   pylvs ctl -R

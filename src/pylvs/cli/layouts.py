@@ -201,7 +201,8 @@ def _sched_flags(svc: Json) -> str:
 def _plain_service(name: str, svc: Json) -> str:
     flags = _sched_flags(svc)
     return (f"{name} {svc['scheduler']}" + (f" ({flags})" if flags else "")
-            + _persistence(svc, "persistent", "mask"))
+            + _persistence(svc, "persistent", "mask")
+            + (" synproxy" if svc.get("synproxy") else ""))
 
 
 def listing(
@@ -231,6 +232,8 @@ def rules(services: Iterable[Json], *, numeric: bool = False) -> str:
         flags = _sched_flags(svc)
         if flags:
             line += f" -b {flags}"
+        if svc.get("synproxy"):
+            line += " -j enable"
         out.append(line)
         for rs in _servers(svc, fmt):
             if rs.get("sorry"):

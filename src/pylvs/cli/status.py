@@ -71,6 +71,7 @@ def render_status(status: Mapping[str, Any]) -> str:
         up = sum(1 for rs in servers if rs.get("health") == "up")
         r = svc.get("rates") or {}
         persist = f" persistent {svc['persistence']}" if svc.get("persistence") else ""
+        persist += " synproxy" if svc.get("synproxy") else ""
         lines.append("")
         lines.append(
             f"{str(svc['protocol']).upper()} {svc['address']}  {svc['scheduler']}{persist}  "

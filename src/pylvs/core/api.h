@@ -223,6 +223,10 @@ const char *const *lvs_tcp_state_names(void);
 #define LVS_CONN_F_NOOUTPUT 0x0080
 #define LVS_CONN_F_INACTIVE 0x0100
 #define LVS_CONN_F_TEMPLATE 0x1000
+#define LVS_CONN_F_OUT_SEQ 0x0200   /* has a server->client sequence delta (kernel value) */
+#define LVS_CONN_F_IN_SEQ 0x0400    /* has a client->server sequence delta (kernel value) */
+#define LVS_CONN_F_SEQ_MASK 0x0600
+#define LVS_CONN_F_SYNPROXY 0x8000  /* opened by the SYN proxy (Alibaba LVS's value) */
 
 typedef struct lvs_engine_info {
     lvs_stats_info stats;    /* global (tot_stats) */
@@ -255,10 +259,24 @@ int lvs_engine_zero_stats(lvs_engine *e, uint8_t af, uint8_t proto, const lvs_ad
 /* Run the 2 s estimator for every stats object whose period has elapsed. */
 void lvs_engine_update_rates(lvs_engine *e, double now);
 
+/* ---- SYN proxy cookies (synproxy.c; exposed for tests) ----
+ * tsopts: the low 6 timestamp bits the cookie carries (window scale, 0xf = none; 0x10 SACK),
+ * or 0x40 for a client without timestamps.  check returns the MSS index (0..3) or: */
+#define LVS_SP_EXPIRED (-2)  /* outside the validity window */
+#define LVS_SP_BAD (-3)      /* forged or damaged */
+uint32_t lvs_synproxy_cookie_make(lvs_engine *e, uint32_t saddr, uint32_t daddr, uint16_t sport,
+                                  uint16_t dport, uint32_t sseq, uint32_t mssind,
+                                  uint32_t tsopts, double now);
+int lvs_synproxy_cookie_check(lvs_engine *e, uint32_t saddr, uint32_t daddr, uint16_t sport,
+                              uint16_t dport, uint32_t sseq, uint32_t cookie, uint32_t tsopts,
+                              double now);
+
 /* ---- connection sync (see engine.py for the record format) ---- */
 
 #define LVS_SYNC_RECORD_SIZE 36      /* struct ip_vs_sync_v4 */
 #define LVS_SYNC_RECORD_SIZE_V6 72   /* struct ip_vs_sync_v6 (type bit 0 set) */
+#define LVS_SYNC_OPTS_SIZE 36        /* a conn's sequence options after the entry (sync.c) */
+#define LVS_SYNC_RECORD_MAX (LVS_SYNC_RECORD_SIZE_V6 + LVS_SYNC_OPTS_SIZE)
 /* Copy out and clear the pending records; returns bytes written (<= cap) . */
 uint32_t lvs_sync_collect(lvs_engine *e, uint8_t *out, uint32_t cap);
 uint32_t lvs_sync_pending(lvs_engine *e);

@@ -312,6 +312,7 @@ static void conn_free(lvs_engine *e, lvs_conn *c)
         c->control = LVS_NO_SLOT;
     }
     unbind_dest(e, c);
+    lvs_ext_detach(e, c);
     c->flags = 0;
     c->out_next = e->free_list;
     e->free_list = c->slot;

@@ -139,7 +139,8 @@ void lvs_ctl_free(lvs_engine *e)
 
 static int svc_apply_conf(lvs_service *svc, const lvs_svc_conf *c)
 {
-    svc->flags = (c->flags & (LVS_SVC_F_SCHED1 | LVS_SVC_F_SCHED2 | LVS_SVC_F_SCHED3)) |
+    svc->flags = (c->flags & (LVS_SVC_F_SCHED1 | LVS_SVC_F_SCHED2 | LVS_SVC_F_SCHED3 |
+                              LVS_SVC_F_SYNPROXY)) |
                  (svc->flags & LVS_SVC_F_HASHED);
     if (c->timeout)
         svc->flags |= LVS_SVC_F_PERSISTENT;
@@ -166,6 +167,8 @@ static int check_svc_conf(const lvs_svc_conf *c, const lvs_scheduler **sched)
         return -LVS_E_INVAL; /* port-zero services must be persistent */
     if (c->timeout > 2678400)
         return -LVS_E_RANGE;
+    if ((c->flags & LVS_SVC_F_SYNPROXY) && c->proto != LVS_PROTO_TCP)
+        return -LVS_E_INVAL; /* a SYN proxy needs TCP */
     *sched = lvs_sched_find(c->sched ? c->sched : "wlc");
     return *sched ? 0 : -LVS_E_INVAL;
 }

@@ -46,6 +46,7 @@ void lvs_engine_free(lvs_engine *e)
     lvs_conn_table_free(e);
     lvs_dest_trash_sweep(e, 1);
     lvs_sync_free(e);
+    lvs_ext_free_all(e);
     free(e);
 }
 

@@ -5,17 +5,19 @@
  *
  * Who calls whom (no cycles; a file calls only files below it in this list):
  *   engine.c   lifetime, options, expiry sweep  -> defense.c ctl.c conn.c dest.c sync.c proto_tcp.c
- *   packet.c   packet entry, batch loop         -> defense.c proto_tcp.c xmit.c icmp.c sync.c ctl.c
- *                                                  conn.c
+ *   packet.c   packet entry, batch loop         -> defense.c synproxy.c proto_tcp.c xmit.c icmp.c
+ *                                                  sync.c ctl.c conn.c
  *   defense.c  flood defence, eviction          -> conn.c
- *   xmit.c     NAT rewrite                      -> icmp.c
- *   icmp.c     ICMP                             -> conn.c
- *   sync.c     sync records                     -> ctl.c conn.c
+ *   synproxy.c SYN proxy                        -> xmit.c seqadj.c conn.c
+ *   xmit.c     NAT rewrite                      -> icmp.c seqadj.c
+ *   icmp.c     ICMP                             -> conn.c seqadj.c
+ *   sync.c     sync records                     -> ctl.c conn.c seqadj.c
  *   info.c     listings                         -> est.c ctl.c conn.c
  *   est.c      estimator, -Z                    -> ctl.c
  *   ctl.c      services and dests               -> conn.c dest.c (and the scheduler registry)
  *   proto_tcp.c  TCP state machine              -> conn.c
- *   conn.c     connection table, timers         -> dest.c
+ *   conn.c     connection table, timers         -> dest.c seqadj.c (releases side records)
+ *   seqadj.c   per-conn TCP translation         (nothing)
  *   dest.c     dest references, the trash       (nothing)
  */
 #ifndef PYLVS_ENGINE_H
@@ -32,10 +34,13 @@
 #define LVS_CONN_F_EMBRYO 0x0004   /* in the embryonic FIFO: TCP, made by a SYN, never ESTABLISHED */
 #define LVS_CONN_F_ASSURED 0x0008  /* template: a conn it controls got established (or a UDP
                                     * reply); the kernel's IP_VS_CTPL_S_ASSURED */
+#define LVS_CONN_F_EXT 0x0010      /* has a side record (seqadj.h), found by its slot */
+#define LVS_CONN_F_SP_WAIT 0x4000  /* synproxy: the real server's handshake is still pending */
 #define LVS_CONN_F_INTERNAL                                                                   \
-    (LVS_CONN_F_INUSE | LVS_CONN_F_INHASH | LVS_CONN_F_EMBRYO | LVS_CONN_F_ASSURED)
+    (LVS_CONN_F_INUSE | LVS_CONN_F_INHASH | LVS_CONN_F_EMBRYO | LVS_CONN_F_ASSURED |          \
+     LVS_CONN_F_EXT | LVS_CONN_F_SP_WAIT)
 #define LVS_CONN_F_SYNC_MASK                                                                  \
-    (LVS_CONN_F_NOOUTPUT | LVS_CONN_F_INACTIVE | LVS_CONN_F_TEMPLATE)
+    (LVS_CONN_F_NOOUTPUT | LVS_CONN_F_INACTIVE | LVS_CONN_F_TEMPLATE | LVS_CONN_F_SEQ_MASK)
 
 /*
  * One connection or persistence template: 136 bytes with room for three IPv6 addresses (104
@@ -107,6 +112,14 @@ enum {
     LVS_CNT_SYNC_OVERFLOW,
     LVS_CNT_DEFENSE_DROP_PACKET,
     LVS_CNT_BAD_EXT_HEADER,
+    LVS_CNT_SYNPROXY_SYN,            /* SYNs answered with a cookie (REPLY) */
+    LVS_CNT_SYNPROXY_ACK_OK,         /* ACKs with a valid cookie: a connection was opened */
+    LVS_CNT_SYNPROXY_BAD_COOKIE,     /* ACKs whose cookie is forged or damaged (DROP) */
+    LVS_CNT_SYNPROXY_EXPIRED_COOKIE, /* ACKs whose cookie is outside the window (DROP) */
+    LVS_CNT_SYNPROXY_PENDING_DROP,   /* packets of a conn still waiting for its server (DROP) */
+    LVS_CNT_SYNPROXY_HELD_TRUNCATED, /* client data not kept while waiting (over the budget) */
+    LVS_CNT_SYNPROXY_HELD,           /* client data kept while waiting (a DROP verdict: the
+                                      * engine sends it on with the server's SYN-ACK) */
     LVS_CNT_MAX
 };
 
@@ -179,6 +192,18 @@ struct lvs_engine {
     uint64_t counters[LVS_CNT_MAX];
     uint16_t ip_id;          /* IP id of generated ICMP packets */
     lvs_defense def;
+
+    /* per-conn side records (seqadj.c): one array per connection slab, allocated when a conn
+     * of that slab first needs a record, indexed like the slab (by the conn's slot) */
+    struct lvs_conn_ext **ext_slabs;
+    uint32_t ext_nslabs;
+    uint32_t ext_used;
+    uint64_t sp_held_bytes;  /* client bytes synproxy holds for pending handshakes */
+
+    /* synproxy cookie keys (synproxy.c): one per period, the two latest cached */
+    uint64_t sp_key[2][2];
+    uint32_t sp_key_period[2];
+    uint8_t sp_key_valid[2];
 
     /* sync */
     /* called when a template still in control is re-armed by its timer (sync.c), so the
@@ -276,6 +301,11 @@ lvs_dest *lvs_dest_trash_take(lvs_engine *e, uint8_t af, uint8_t vproto, lvs_add
 void lvs_dest_put(lvs_engine *e, lvs_dest *d);
 /* Free the trashed dests nobody references (all of them when `all`, at teardown). */
 void lvs_dest_trash_sweep(lvs_engine *e, int all);
+
+/* ---- seqadj.c (conn side records; the rest is in seqadj.h) ---- */
+/* Release the conn's side record, if any (conn.c calls it when the conn is freed). */
+void lvs_ext_detach(lvs_engine *e, lvs_conn *c);
+void lvs_ext_free_all(lvs_engine *e);
 
 /* ---- ctl.c ---- */
 int lvs_ctl_init(lvs_engine *e);

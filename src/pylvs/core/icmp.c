@@ -7,7 +7,7 @@
  */
 #include <string.h>
 
-#include "packet.h"
+#include "seqadj.h"
 
 /* ---- generated ICMP errors (icmp_send, quoting at most 576 bytes in all).  The source is
  * the address the packet was sent to (the VIP): the engine knows no interface address. ---- */
@@ -139,6 +139,9 @@ int lvs_icmp_process(lvs_engine *e, pkt *k, int to_vip)
     }
     st16(k->p + 10, 0);
     st16(k->p + 10, ip_csum(k->p, k->ihl));
+    uint64_t dq = 0;
+    if ((c->flags & LVS_CONN_F_EXT) && qproto == LVS_PROTO_TCP) /* the quote carries translated numbers */
+        dq = lvs_seqadj_quote(ql4, ql4n, lvs_ext_of(e, c), to_vip ? LVS_DIR_OUT : LVS_DIR_IN);
     uint64_t da = diff32(ld32(q + q_ip_off), naddr);
     uint64_t dp = diff16(ld16(ql4 + q_port_off), nport);
     st32(q + q_ip_off, naddr);
@@ -152,7 +155,7 @@ int lvs_icmp_process(lvs_engine *e, pkt *k, int to_vip)
                 st16(ql4 + 6, 0xffff);
         }
     } else if (qproto == LVS_PROTO_TCP && ql4n >= 20) {
-        csum_apply(ql4 + 16, da + dp);
+        csum_apply(ql4 + 16, da + dp + dq);
     }
     st16(ic + 2, 0);
     /* partial: the field stays the (empty) seed the device sums from; else a full checksum */
@@ -229,12 +232,7 @@ int lvs_icmp6_error_build(uint8_t *p, uint32_t *plen, uint32_t cap, uint32_t tot
     lvs_addr src = ld_addr6(p + 24), dst = ld_addr6(p + 8);
     memmove(p + 48, p, quote);
     memset(p, 0, 48);
-    p[0] = 0x60;
-    st16(p + 4, (uint16_t)(8 + quote));
-    p[6] = LVS_PROTO_ICMPV6;
-    p[7] = 64;
-    st_addr6(p + 8, src);
-    st_addr6(p + 24, dst);
+    st_ipv6_hdr(p, 8 + quote, LVS_PROTO_ICMPV6, src, dst);
     uint8_t *ic = p + 40;
     ic[0] = type;
     ic[1] = code;
@@ -319,6 +317,9 @@ int lvs_icmp6_process(lvs_engine *e, pkt *k, int to_vip)
         q_port_off = 2;
         st_addr6(k->p + 8, naddr);
     }
+    uint64_t dq = 0;
+    if ((c->flags & LVS_CONN_F_EXT) && qproto == LVS_PROTO_TCP) /* translated numbers, as v4 */
+        dq = lvs_seqadj_quote(ql4, ql4n, lvs_ext_of(e, c), to_vip ? LVS_DIR_OUT : LVS_DIR_IN);
     uint64_t da = diff128(ld_addr6(q + q_ip_off), naddr);
     uint64_t dp = diff16(ld16(ql4 + q_port_off), nport);
     st_addr6(q + q_ip_off, naddr);
@@ -330,7 +331,7 @@ int lvs_icmp6_process(lvs_engine *e, pkt *k, int to_vip)
                 st16(ql4 + 6, 0xffff);
         }
     } else if (ql4n >= 20) {
-        csum_apply(ql4 + 16, da + dp);
+        csum_apply(ql4 + 16, da + dp + dq);
     }
     /* partial: the field holds the pseudo-header sum the device completes; else in full */
     st16(ic + 2, 0);

@@ -120,7 +120,8 @@ static const char *const counter_names[LVS_CNT_MAX + 1] = {
     "ttl_exceeded",     "bad_icmp_checksum", "icmp_no_conn", "icmp_other",
     "not_ours",         "reply_short_stride", "sync_overflow", "defense_drop_packet",
     "ipv6_ext_header",
-    NULL,
+    "synproxy_syn",     "synproxy_ack_ok",   "synproxy_bad_cookie", "synproxy_expired_cookie",
+    "synproxy_pending_drop", "synproxy_held_truncated", "synproxy_held", NULL,
 };
 
 const char *const *lvs_counter_names(void)

@@ -72,6 +72,7 @@ static inline uint32_t lvs_addr_fold(uint8_t af, lvs_addr a)
 #define LVS_SVC_F_SCHED1 0x0008u /* sh-fallback, mh-fallback */
 #define LVS_SVC_F_SCHED2 0x0010u /* sh-port, mh-port */
 #define LVS_SVC_F_SCHED3 0x0020u
+#define LVS_SVC_F_SYNPROXY 0x8000u /* answer SYNs with cookies (Alibaba LVS's value) */
 
 typedef struct lvs_stats {
     uint64_t conns;

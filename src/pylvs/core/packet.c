@@ -24,6 +24,14 @@
  *  other protocol, elsewhere                          PASS     not_ours
  *  TCP/UDP to a VIP, no conn, no service on the port  DROP     no_service
  *  TCP to a service, no conn, not SYN (or SYN+RST)    DROP     tcp_no_syn
+ *  synproxy service, no conn: a SYN                  REPLY    synproxy_syn (cookie SYN-ACK)
+ *    ... an ACK with a valid cookie                   REPLY    synproxy_ack_ok (SYN to the
+ *                                                              server; the ACK is kept)
+ *    ... an ACK with a forged cookie / too old one    DROP     synproxy_bad_cookie /
+ *                                                              synproxy_expired_cookie
+ *    ... any other TCP packet                         DROP     tcp_no_syn
+ *  synproxy conn waiting for its server: see synproxy.c  (synproxy_pending_drop; client data
+ *    kept for the server is a DROP verdict counted as synproxy_held)
  *  new conn, drop_packet defence engaged (1 in rate)  DROP     defense_drop_packet
  *  new conn, table full and nothing embryonic to      DROP     table_full
  *  evict (docs/ipvs.md#flood-defence)
@@ -206,7 +214,15 @@ static int do_in(lvs_engine *e, pkt *k, uint32_t *plen, uint32_t cap, double now
             e->counters[LVS_CNT_NO_SERVICE]++;
             return LVS_VERDICT_DROP;
         }
-        if (k->proto == LVS_PROTO_TCP && (!syn || (k->th_flags & TH_RST))) {
+        lvs_sp_accept spa;
+        int proxied = 0;
+        if (svc->flags & LVS_SVC_F_SYNPROXY) {
+            /* the director answers the handshake itself (synproxy.c) */
+            int v = lvs_synproxy_new(e, k, plen, cap, now, &spa);
+            if (v != LVS_SP_ACCEPT)
+                return v;
+            proxied = 1;
+        } else if (k->proto == LVS_PROTO_TCP && (!syn || (k->th_flags & TH_RST))) {
             e->counters[LVS_CNT_TCP_NO_SYN]++;
             return LVS_VERDICT_DROP;
         }
@@ -221,6 +237,8 @@ static int do_in(lvs_engine *e, pkt *k, uint32_t *plen, uint32_t cap, double now
         }
         if (r == SCHED_NODEST) {
             e->counters[LVS_CNT_NO_DEST]++;
+            if (proxied) /* the client believes it is connected: a reset, not an ICMP */
+                return lvs_synproxy_refuse(e, k, plen);
             int built = lvs_icmp_error_for(e, k, plen, cap, LVS_ERR_PORT_UNREACH);
             if (built < 0) {
                 if (built == -1)
@@ -229,7 +247,11 @@ static int do_in(lvs_engine *e, pkt *k, uint32_t *plen, uint32_t cap, double now
             }
             return LVS_VERDICT_REPLY;
         }
+        if (proxied)
+            return lvs_synproxy_open(e, k, c, &spa, plen, cap, now);
     }
+    if (c->flags & LVS_CONN_F_SP_WAIT)
+        return lvs_synproxy_in_wait(e, k, c, plen, cap, now);
     if (!c->dest || !(c->dest->flags & LVS_DEST_F_AVAILABLE)) {
         e->counters[LVS_CNT_DEST_UNAVAILABLE]++;
         if (e->expire_nodest_conn)
@@ -246,14 +268,16 @@ static int do_in(lvs_engine *e, pkt *k, uint32_t *plen, uint32_t cap, double now
     return verdict;
 }
 
-static int do_out(lvs_engine *e, pkt *k, double now)
+static int do_out(lvs_engine *e, pkt *k, uint32_t *plen, uint32_t cap, double now)
 {
     lvs_conn *c = lvs_conn_out_get(e, k->af, k->proto, k->saddr, k->sport, k->daddr, k->dport);
     if (!c) {
         e->counters[LVS_CNT_PASS_NOT_OURS]++;
         return LVS_VERDICT_PASS;
     }
-    lvs_nat_xmit_out(k, c);
+    if (c->flags & LVS_CONN_F_SP_WAIT)
+        return lvs_synproxy_out_wait(e, k, c, plen, cap, now);
+    lvs_nat_xmit_out(e, k, c);
     stats_out(e, c, k->tot);
     state_transition(e, c, LVS_DIR_OUT, k->th_flags);
     lvs_conn_arm(e, c, now);
@@ -289,7 +313,7 @@ static int process_l4(lvs_engine *e, pkt *k, int to_vip, uint32_t *plen, uint32_
     k->dport = ld16(k->l4 + 2);
     if (to_vip)
         return do_in(e, k, plen, cap, now);
-    return do_out(e, k, now);
+    return do_out(e, k, plen, cap, now);
 }
 
 static int process_v6(lvs_engine *e, uint8_t *p, uint32_t *plen, uint32_t cap, uint8_t meta,

@@ -131,6 +131,19 @@ static inline uint64_t pseudo6_sum(const uint8_t *ip, uint32_t len, uint8_t nh)
 }
 
 #define LVS_IPV6_HDR 40
+
+/* A bare IPv6 header of a packet the engine generates (traffic class and flow label 0, hop
+ * limit 64) carrying `payload` bytes of next header `nh`. */
+static inline void st_ipv6_hdr(uint8_t *p, uint32_t payload, uint8_t nh, lvs_addr src,
+                               lvs_addr dst)
+{
+    st32(p, 6u << 28);
+    st16(p + 4, (uint16_t)payload);
+    p[6] = nh;
+    p[7] = 64;
+    st_addr6(p + 8, src);
+    st_addr6(p + 24, dst);
+}
 #define LVS_IPV6_MAX_EXT_HEADERS 8   /* extension headers walked before the packet is dropped */
 #define LVS_PROTO_ICMPV6 58
 
@@ -222,7 +235,7 @@ void lvs_tcp_transition(lvs_engine *e, lvs_conn *c, int dir, uint8_t th_flags);
  * to the conn's server; returns the verdict. */
 int lvs_nat_xmit_in(lvs_engine *e, pkt *k, const lvs_conn *c, uint32_t *plen, uint32_t cap);
 /* Server -> client: SNAT back to the conn's VIP and port. */
-void lvs_nat_xmit_out(pkt *k, const lvs_conn *c);
+void lvs_nat_xmit_out(lvs_engine *e, pkt *k, const lvs_conn *c);
 
 /* ---- icmp.c ---- */
 
@@ -245,5 +258,35 @@ int lvs_icmp6_process(lvs_engine *e, pkt *k, int to_vip);
  * returns the upper-layer offset and sets *proto, or -1 (chain too long, runs past len, a
  * routing header with segments left, hop-by-hop not first), -2 (a fragment header). */
 int lvs_ipv6_skip_ext(const uint8_t *p, uint32_t off, uint32_t len, uint8_t nh, uint8_t *proto);
+
+/* ---- synproxy.c ---- */
+
+/* What an ACK with a valid cookie gives back: the client's options as its SYN offered them
+ * (mss is the cookie's MSS class; wscale 0xf = none). */
+typedef struct lvs_sp_accept {
+    uint16_t mss;
+    uint8_t wscale;
+    uint8_t sack;
+    uint8_t ts;
+    uint32_t tsval, tsecr;   /* from the ACK */
+} lvs_sp_accept;
+
+#define LVS_SP_ACCEPT (-1)
+
+/* A TCP packet to a synproxy service matching no conn: a SYN becomes a cookie SYN-ACK
+ * (REPLY); an ACK with a valid cookie returns LVS_SP_ACCEPT and the options; the rest DROP. */
+int lvs_synproxy_new(lvs_engine *e, pkt *k, uint32_t *plen, uint32_t cap, double now,
+                     lvs_sp_accept *out);
+/* The conn just scheduled for an accepted ACK: keep the client's packet; the slot becomes the
+ * SYN for the server (REPLY). */
+int lvs_synproxy_open(lvs_engine *e, pkt *k, lvs_conn *c, const lvs_sp_accept *o,
+                      uint32_t *plen, uint32_t cap, double now);
+/* An accepted ACK no server can take: the slot becomes a RST for the client (REPLY). */
+int lvs_synproxy_refuse(lvs_engine *e, pkt *k, uint32_t *plen);
+/* Packets of a conn whose server handshake is pending (LVS_CONN_F_SP_WAIT), each direction. */
+int lvs_synproxy_in_wait(lvs_engine *e, pkt *k, lvs_conn *c, uint32_t *plen, uint32_t cap,
+                         double now);
+int lvs_synproxy_out_wait(lvs_engine *e, pkt *k, lvs_conn *c, uint32_t *plen, uint32_t cap,
+                          double now);
 
 #endif /* PYLVS_PACKET_H */

@@ -4,7 +4,7 @@
  * and UDP's zero-checksum rule.  IPv6 has no header checksum: only the L4 checksum follows the
  * pseudo-header's 128-bit address.
  */
-#include "packet.h"
+#include "seqadj.h"
 
 static inline uint32_t l4_csum_off(uint8_t proto)
 {
@@ -62,6 +62,17 @@ static void nat_rewrite(pkt *k, int src, lvs_addr naddr, uint32_t port_off, uint
     }
 }
 
+/* A conn with a side record (synproxy, an application helper): its sequence translation.  A
+ * CHECKSUM_PARTIAL packet's field stays as it is: the device sums the header later. */
+static void seq_adjust(lvs_engine *e, pkt *k, const lvs_conn *c, int dir)
+{
+    if (k->proto != LVS_PROTO_TCP)
+        return;
+    uint64_t d = lvs_seqadj_tcp(k->l4, (uint32_t)(k->l4[12] >> 4) * 4, lvs_ext_of(e, c), dir);
+    if (!(k->meta & LVS_META_CSUM_PARTIAL))
+        csum_apply(k->l4 + 16, d);
+}
+
 int lvs_nat_xmit_in(lvs_engine *e, pkt *k, const lvs_conn *c, uint32_t *plen, uint32_t cap)
 {
     uint8_t *p = k->p;
@@ -74,24 +85,28 @@ int lvs_nat_xmit_in(lvs_engine *e, pkt *k, const lvs_conn *c, uint32_t *plen, ui
                        : LVS_VERDICT_REPLY;
         }
         p[7]--;
-        nat_rewrite(k, 0, c->daddr, 2, c->dport);
-        return LVS_VERDICT_FORWARD;
+    } else {
+        if (p[8] <= 1) {
+            /* decrement_ttl (via ip_vs_nat_xmit): ICMP time exceeded to the sender, about the
+             * packet as it arrived (the kernel checks the TTL before mangling) */
+            e->counters[LVS_CNT_TTL_EXCEEDED]++;
+            return lvs_icmp_error_for(e, k, plen, cap, LVS_ERR_TIME_EXCEEDED) < 0
+                       ? LVS_VERDICT_DROP
+                       : LVS_VERDICT_REPLY;
+        }
+        p[8]--;
+        csum_apply(p + 10,
+                   diff16((uint16_t)((p[8] + 1) << 8 | p[9]), (uint16_t)(p[8] << 8 | p[9])));
     }
-    if (p[8] <= 1) {
-        /* decrement_ttl (via ip_vs_nat_xmit): ICMP time exceeded to the sender, about the
-         * packet as it arrived (the kernel checks the TTL before mangling) */
-        e->counters[LVS_CNT_TTL_EXCEEDED]++;
-        return lvs_icmp_error_for(e, k, plen, cap, LVS_ERR_TIME_EXCEEDED) < 0
-                   ? LVS_VERDICT_DROP
-                   : LVS_VERDICT_REPLY;
-    }
-    p[8]--;
-    csum_apply(p + 10, diff16((uint16_t)((p[8] + 1) << 8 | p[9]), (uint16_t)(p[8] << 8 | p[9])));
     nat_rewrite(k, 0, c->daddr, 2, c->dport);
+    if (c->flags & LVS_CONN_F_EXT)
+        seq_adjust(e, k, c, LVS_DIR_IN);
     return LVS_VERDICT_FORWARD;
 }
 
-void lvs_nat_xmit_out(pkt *k, const lvs_conn *c)
+void lvs_nat_xmit_out(lvs_engine *e, pkt *k, const lvs_conn *c)
 {
     nat_rewrite(k, 1, c->vaddr, 0, c->vport);
+    if (c->flags & LVS_CONN_F_EXT)
+        seq_adjust(e, k, c, LVS_DIR_OUT);
 }

@@ -2,7 +2,9 @@
 
 The engine decides *what* to sync, with IPVS-like thresholds (docs/ipvs.md#sync: a
 connection is recorded at its 3rd packet, then every 50th, and on every state change that
-matters, templates with their controlled connections), and hands out fixed-size binary records:
+matters, templates with their controlled connections), and hands out binary records (IPv4 36
+bytes, IPv6 72; 36 more for a connection with a sequence translation, e.g. a SYN-proxied one;
+the size is in each record's header, see ``pylvs.engine``):
 ``Engine.sync_collect()`` drains what is pending, ``Engine.sync_full()`` returns every entry
 (for a peer that has just started), ``Engine.sync_apply(blob, now)`` installs records.
 
@@ -33,8 +35,33 @@ __all__ = ["SyncChannel", "SyncEngine"]
 
 log = logging.getLogger("pylvs.ha")
 
-RECORD_SIZE = 36  # LVS_SYNC_RECORD_SIZE in _api.h
+RECORD_SIZE = 36  # LVS_SYNC_RECORD_SIZE in core/api.h: the smallest record
 MAX_DATAGRAMS_PER_FLUSH = 512  # bounded work per tick; the rest waits for the next one
+
+
+def _record_step(blob: bytes | bytearray, off: int) -> int:
+    return max(RECORD_SIZE, ((int.from_bytes(blob[off + 2:off + 4], "big") & 0x0FFF) + 3) & ~3)
+
+
+def record_prefix(blob: bytes | bytearray, limit: int) -> tuple[int, int]:
+    """(bytes, records) of the longest run of whole records at the start of ``blob`` that
+    fits in ``limit`` bytes.  A record's size is the low 12 bits of its bytes 2..3, padded to 4
+    and at least RECORD_SIZE (IPVS sync v1)."""
+    off = n = 0
+    end = min(len(blob), limit)
+    while off + 4 <= end:
+        step = _record_step(blob, off)
+        if off + step > end:
+            break
+        off += step
+        n += 1
+    return off, n
+
+
+def record_count(blob: bytes | bytearray) -> int | None:
+    """How many whole records ``blob`` holds, or None when it does not end on a boundary."""
+    size, n = record_prefix(blob, len(blob))
+    return n if size == len(blob) else None
 
 
 class SyncEngine(Protocol):
@@ -105,26 +132,31 @@ class SyncChannel:
         self._queue(self.engine.sync_collect())
         sent = 0
         while self.backlog and sent < MAX_DATAGRAMS_PER_FLUSH:
-            chunk = bytes(self.backlog[: self.per_datagram])
+            size, records = record_prefix(self.backlog, self.per_datagram)
+            chunk = bytes(self.backlog[:size])
             if not self.send(chunk):
                 self.stats["send_failures"] += 1
                 break  # keep it; the link may be back next tick
             del self.backlog[: len(chunk)]
             sent += 1
             self.stats["datagrams_sent"] += 1
-            self.stats["records_sent"] += len(chunk) // self.record_size
+            self.stats["records_sent"] += records
         return sent
 
     def _queue(self, blob: bytes) -> None:
-        if len(blob) % self.record_size:
-            log.error("ha sync: engine returned %d bytes, not whole %d-byte records",
-                      len(blob), self.record_size)
+        if record_count(blob) is None:
+            log.error("ha sync: engine returned %d bytes, not whole records", len(blob))
             return
         self.backlog += blob
         excess = len(self.backlog) - self.max_backlog
         if excess > 0:
-            del self.backlog[:excess]
-            self.stats["records_dropped"] += excess // self.record_size
+            # whole records from the front, at least `excess` bytes of them
+            size = records = 0
+            while size < excess:
+                size += _record_step(self.backlog, size)
+                records += 1
+            del self.backlog[:size]
+            self.stats["records_dropped"] += records
 
     async def run(self) -> None:
         """Flush every ``flush_interval`` seconds until cancelled."""
@@ -152,10 +184,11 @@ class SyncChannel:
         if self.active:
             return 0  # split brain: our own table is the one serving traffic
         payload = msg.payload
-        if not payload or len(payload) % self.record_size:
+        count = record_count(payload)
+        if not payload or count is None:
             self.stats["batches_rejected"] += 1
             return 0
-        self.stats["records_received"] += len(payload) // self.record_size
+        self.stats["records_received"] += count
         applied = self.engine.sync_apply(payload, now)
         self.stats["records_applied"] += applied
         return applied

@@ -29,6 +29,7 @@ class ServiceSpec:
     weights: tuple[int, ...] | None = None
     persistence: int = 0
     flags: tuple[str, ...] = ()
+    synproxy: bool = False
     check: str = "none"  # a [virtual_server.check] type; "none" makes runs deterministic
 
 
@@ -95,6 +96,8 @@ def render_director_config(
             lines.append(f"persistence = {svc.persistence}")
         if svc.flags:
             lines.append("flags = [" + ", ".join(_q(f) for f in svc.flags) + "]")
+        if svc.synproxy:
+            lines.append("synproxy = true")
         lines += ["", "  [virtual_server.check]", f"  type = {_q(svc.check)}"]
         port = svc.real_port if svc.real_port is not None else svc.port
         for idx, weight in zip(indexes, weights, strict=True):

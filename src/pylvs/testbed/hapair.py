@@ -38,6 +38,7 @@ class HaPair:
     n_clients: int = 1
     names: bool = False  # also run testbed.realserver (HTTP :80 answers its name), VIP:80 sticky
     prefix: str = "ha"
+    synproxy: bool = False  # the TCP echo service behind the director's SYN proxy
     topo: Any = None
     procs: dict[int, subprocess.Popen[str]] = field(default_factory=dict)
     logs: dict[int, str] = field(default_factory=dict)
@@ -78,7 +79,8 @@ class HaPair:
         """The TOML of director ``i``: TCP and UDP echo services, HA with :attr:`ha`."""
         from pylvs.testbed.topology import ServiceSpec
 
-        services = [ServiceSpec(port=ECHO_PORT, protocol="tcp", scheduler="rr"),
+        services = [ServiceSpec(port=ECHO_PORT, protocol="tcp", scheduler="rr",
+                                synproxy=self.synproxy),
                     ServiceSpec(port=ECHO_PORT, protocol="udp", scheduler="rr")]
         if self.names:
             services.append(ServiceSpec(port=80, protocol="tcp", scheduler="rr",
