@@ -43,17 +43,15 @@
     (LVS_CONN_F_NOOUTPUT | LVS_CONN_F_INACTIVE | LVS_CONN_F_TEMPLATE | LVS_CONN_F_SEQ_MASK)
 
 /*
- * One connection or persistence template: 136 bytes with room for three IPv6 addresses (104
- * bytes when the core was IPv4 only).  With the two hash buckets per entry at a full table that
- * is <= 152 bytes per connection, IPv4 and IPv6 alike (docs/performance.md#entry-size).
+ * One connection or persistence template, IPv4 and IPv6 alike: 128 bytes, two cache lines
+ * (slabs are 128-byte aligned, so it never touches a third).  The first line holds everything a
+ * lookup compares plus the in-chain link, the second the timer, dest and bookkeeping the packet
+ * path updates.  Links between entries are slab slot indexes (lvs_conn_at), not pointers: half
+ * the size, and the hash buckets shrink with them, so with its share of both bucket arrays at a
+ * full table an entry costs <= 136 bytes (docs/performance.md#entry-size).  Per-conn state that
+ * only some conns need (the SYN proxy's, seqadj.h) lives outside, indexed by `slot`.
  */
 typedef struct lvs_conn lvs_conn;
-/*
- * One entry is 128 bytes, two cache lines (slabs are 128-byte aligned, so it never touches a
- * third): the first line holds everything a lookup compares plus the in-chain link, the second
- * the timer, dest and bookkeeping the packet path updates.  Links between entries are slab slot
- * indexes (lvs_conn_at), not pointers: half the size, and the hash buckets shrink with them.
- */
 struct lvs_conn {
     lvs_addr caddr, vaddr, daddr;
     uint16_t cport, vport, dport;
