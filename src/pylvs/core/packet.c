@@ -445,8 +445,10 @@ static uint32_t *bucket_hint(lvs_engine *e, const uint8_t *p, uint32_t len)
 #define PREFETCH_AHEAD 6
 
 /* Prefetch the first entry of a bucket, if any: both of its cache lines, since the packet
- * path reads the key in the first and the timer and dest in the second. */
-static inline void prefetch_chain(const lvs_engine *e, const uint32_t *bucket)
+ * path reads the key in the first and the timer and dest in the second.  always_inline: GCC
+ * models __builtin_prefetch as free of side effects, so an out-of-line copy of this function
+ * counts as pure, and calls to a pure void function are deleted (with them every prefetch). */
+static inline __attribute__((always_inline)) void prefetch_chain(const lvs_engine *e, const uint32_t *bucket)
 {
     if (!bucket || *bucket == LVS_NO_SLOT)
         return;
