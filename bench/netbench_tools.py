@@ -180,23 +180,34 @@ def start_haproxy_backends(topo: Topology) -> None:
     """
     for rs in topo.real_servers:
         sock = os.path.join(topo.workdir, f"{rs.name}.sock")
+        bind = ":::80 v4v6" if topo.ipv6 else ":80"  # dual-stack for the IPv6 contenders
         cfg = _GLOBAL.format(sock=sock) + (
-            "frontend web\n  mode http\n  bind :80 backlog 4096\n"
+            f"frontend web\n  mode http\n  bind {bind} backlog 4096\n"
             f'  http-request return status 200 content-type "text/plain" string "{rs.name}\\n"\n'
         )
         _haproxy(topo, rs.ns, rs.name, cfg)
 
 
-def start_haproxy_lb(topo: Topology, cpu: int | None) -> subprocess.Popen[str]:
-    """Run the HAProxy contender in the director: TCP mode, one thread, round robin."""
+def start_haproxy_lb(topo: Topology, cpu: int | None,
+                     ipv6: bool = False) -> subprocess.Popen[str]:
+    """Run the HAProxy contender in the director: TCP mode, one thread, round robin.
+
+    With ``ipv6`` it listens on the IPv6 VIP and connects to the real servers over IPv6.
+    """
     sock = os.path.join(topo.workdir, "lb.sock")
-    servers = "".join(f"  server {rs.name} {rs.address}:80\n" for rs in topo.real_servers)
+
+    def addr(v4: str, v6: str | None) -> str:
+        return f"[{v6}]" if ipv6 and v6 else v4
+
+    vip = addr(topo.vip, topo.vip6)
+    servers = "".join(f"  server {rs.name} {addr(rs.address, rs.address6)}:80\n"
+                      for rs in topo.real_servers)
     rs1 = topo.real_servers[0]
     cfg = _GLOBAL.format(sock=sock) + (
-        f"frontend web\n  mode tcp\n  bind {topo.vip}:80 backlog 4096\n  default_backend rs\n"
+        f"frontend web\n  mode tcp\n  bind {vip}:80 backlog 4096\n  default_backend rs\n"
         f"backend rs\n  mode tcp\n  balance roundrobin\n{servers}"
-        f"frontend bulk\n  mode tcp\n  bind {topo.vip}:5201\n  default_backend bulk\n"
-        f"backend bulk\n  mode tcp\n  server {rs1.name} {rs1.address}:5201\n"
+        f"frontend bulk\n  mode tcp\n  bind {vip}:5201\n  default_backend bulk\n"
+        f"backend bulk\n  mode tcp\n  server {rs1.name} {addr(rs1.address, rs1.address6)}:5201\n"
     )
     return _haproxy(topo, topo.director.ns, "lb", cfg, cpu)
 

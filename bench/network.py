@@ -1,5 +1,9 @@
 """Side-by-side network benchmark: direct path, nft DNAT, HAProxy (TCP, 1 thread) and pylvs.
 
+The ``6`` contenders (``nft6``, ``haproxy6``, ``pylvs6``) run the same measurements over IPv6
+(a dual-stack topology: the client to the IPv6 VIP, the balancer to the real servers' IPv6
+addresses); a run with any of them is recorded in its own "IPv6" section.
+
 Run as root from the repository root: ``python3 -m bench.network`` (``--help`` for durations and
 contenders).  Every contender gets a freshly built :class:`pylvs.testbed.topology.Topology` (client,
 director, three real servers), so no state (conntrack entries, nft tables, local VIPs) leaks from
@@ -37,7 +41,9 @@ from pylvs.testbed.topology import ServiceSpec, Topology, TopologyError
 
 __all__ = ["Measurement", "main"]
 
-CONTENDERS = ("direct", "nft", "haproxy", "pylvs", "pylvs-plain", "pylvs-synproxy")
+CONTENDERS = ("direct", "nft", "haproxy", "pylvs", "pylvs-plain", "pylvs-synproxy", "nft6",
+              "haproxy6", "pylvs6")
+DEFAULT_CONTENDERS = CONTENDERS[:6]
 LB_CPU, LOAD_CPU = 1, 0  # the balancer on CPU1, wrk/iperf3 on CPU0 (real servers float)
 
 
@@ -51,42 +57,63 @@ class Measurement:
     notes: list[str] = field(default_factory=list)
 
 
-def _nft_setup(topo: Topology) -> None:
+def _nft_setup(topo: Topology, ipv6: bool = False) -> None:
     d = topo.director.ns
-    topo.run(d, ["ip", "addr", "add", f"{topo.vip}/32", "dev", "lo"])
-    rs = ", ".join(f"{i} : {r.address}" for i, r in enumerate(topo.real_servers))
+    vip = topo.vip6 if ipv6 and topo.vip6 else topo.vip
+    family = "ip6" if ipv6 else "ip"
+    _local_vip(topo, vip)
+    addrs = [(r.address6 or "") if ipv6 else r.address for r in topo.real_servers]
+    rs = ", ".join(f"{i} : {a}" for i, a in enumerate(addrs))
     n = len(topo.real_servers)
     ruleset = (
-        "table ip bench {\n  chain pre {\n    type nat hook prerouting priority dstnat;\n"
-        f"    ip daddr {topo.vip} tcp dport 80 dnat to numgen inc mod {n} map {{ {rs} }}\n"
-        f"    ip daddr {topo.vip} tcp dport 5201 dnat to {topo.real_servers[0].address}\n"
+        f"table {family} bench {{\n  chain pre {{\n"
+        "    type nat hook prerouting priority dstnat;\n"
+        f"    {family} daddr {vip} tcp dport 80 dnat to numgen inc mod {n} map {{ {rs} }}\n"
+        f"    {family} daddr {vip} tcp dport 5201 dnat to {addrs[0]}\n"
         "  }\n}\n"
     )
     topo.run(d, ["nft", "-f", "-"], input=ruleset)
 
 
-def _pylvs_setup(topo: Topology, offload: bool, synproxy: bool = False) -> PylvsProcess:
-    services = [ServiceSpec(port=80, scheduler="rr", synproxy=synproxy),
-                ServiceSpec(port=5201, scheduler="rr", servers=(0,))]
+def _local_vip(topo: Topology, vip: str) -> None:
+    """The VIP as a local address of the director, for the kernel and HAProxy contenders.
+
+    IPv4 on lo (ARP answers for any local address); IPv6 on the public interface, because
+    neighbour discovery answers only for addresses of the interface a solicitation came in on.
+    """
+    if ":" in vip:
+        topo.run(topo.director.ns, ["ip", "addr", "add", f"{vip}/128", "dev",
+                                    topo.public_interface, "nodad"])
+    else:
+        topo.run(topo.director.ns, ["ip", "addr", "add", f"{vip}/32", "dev", "lo"])
+
+
+def _pylvs_setup(topo: Topology, offload: bool, family: int = 4,
+                 synproxy: bool = False) -> PylvsProcess:
+    services = [ServiceSpec(port=80, scheduler="rr", family=family, synproxy=synproxy),
+                ServiceSpec(port=5201, scheduler="rr", servers=(0,), family=family)]
     toml = topo.director_config(services, director_options={"offload": offload})
-    return start_pylvs(topo, toml, argv_prefix=("taskset", "-c", str(LB_CPU)))
+    return start_pylvs(topo, toml, argv_prefix=("taskset", "-c", str(LB_CPU)),
+                       wait_tcp_port=80 if family == 4 else None)
 
 
 def _setup(name: str, topo: Topology) -> tuple[str | None, int | None, PylvsProcess | None]:
     """Configure the contender; return (wrk and iperf3 target host, the LB's pid, pylvs)."""
+    ipv6 = name.endswith("6")
+    vip = topo.vip6 if ipv6 and topo.vip6 else topo.vip
     if name == "direct":
         return None, None, None
-    if name == "nft":
-        _nft_setup(topo)
-        return topo.vip, None, None
-    if name == "haproxy":
-        topo.run(topo.director.ns, ["ip", "addr", "add", f"{topo.vip}/32", "dev", "lo"])
-        return topo.vip, start_haproxy_lb(topo, LB_CPU).pid, None
+    if name in ("nft", "nft6"):
+        _nft_setup(topo, ipv6)
+        return vip, None, None
+    if name in ("haproxy", "haproxy6"):
+        _local_vip(topo, vip)
+        return vip, start_haproxy_lb(topo, LB_CPU, ipv6).pid, None
     if name.startswith("pylvs"):
         # pylvs-synproxy: as pylvs (offloads on) with the SYN proxy on the HTTP service
-        daemon = _pylvs_setup(topo, offload=name != "pylvs-plain",
+        daemon = _pylvs_setup(topo, offload=name != "pylvs-plain", family=6 if ipv6 else 4,
                               synproxy=name == "pylvs-synproxy")
-        return topo.vip, daemon.proc.pid, daemon
+        return vip, daemon.proc.pid, daemon
     raise ValueError(name)
 
 
@@ -122,7 +149,7 @@ def _wrk_direct(topo: Topology, conns: int, seconds: int, close: bool) -> WrkRes
 
 def _measure(name: str, args: argparse.Namespace) -> Measurement:
     m = Measurement(name)
-    with Topology("bn", n_real_servers=3) as topo:
+    with Topology("bn", n_real_servers=3, ipv6=name.endswith("6")) as topo:
         if args.veth_offloads == "off":
             topo.set_offloads(False)
         start_haproxy_backends(topo)
@@ -132,8 +159,9 @@ def _measure(name: str, args: argparse.Namespace) -> Measurement:
             topo.wait_listening(rs.ns, 5201)
         target, lb_pid, daemon = _setup(name, topo)
         if target is not None:
-            wait_until(lambda: vip_answers(topo, 80), 10, "the VIP to answer")
-        url = f"http://{target or topo.real_servers[0].address}/"
+            wait_until(lambda: vip_answers(topo, 80, vip=target), 10, "the VIP to answer")
+        host = target or topo.real_servers[0].address
+        url = f"http://[{host}]/" if ":" in host else f"http://{host}/"
         bulk_host = target or topo.real_servers[0].address
 
         def wrk(conns: int, close: bool, seconds: int, latency: bool = False) -> WrkResult:
@@ -195,7 +223,7 @@ def _int_list(text: str) -> list[int]:
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the benchmark; print a table; with ``--record`` update bench/RESULTS.md."""
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--contenders", default=",".join(CONTENDERS),
+    p.add_argument("--contenders", default=",".join(DEFAULT_CONTENDERS),
                    help=f"comma-separated subset of {','.join(CONTENDERS)}")
     p.add_argument("--duration", type=int, default=5, help="seconds per wrk run (default 5)")
     p.add_argument("--bulk-duration", type=int, default=5, help="seconds per iperf3 run")
@@ -238,6 +266,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     command = "python3 -m bench.network " + " ".join(shlex.quote(a) for a in
                                                      (argv if argv is not None else sys.argv[1:]))
     variant = "veth offloads off" if args.veth_offloads == "off" else ""
+    if any(n.endswith("6") for n in names):
+        variant = ", ".join(v for v in ("IPv6", variant) if v)
     text = render_section(command, results, failures, time.time() - started, variant)
     print(text)
     if args.record:

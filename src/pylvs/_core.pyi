@@ -66,6 +66,7 @@ class lvs_batch(CData):
     len: IntArray | CData
     meta: IntArray | CData
     verdict: IntArray | CData
+    mark: int
 
 class lvs_addr(CData):
     """``union lvs_addr``: an IPv4 address in ``ip``, an IPv6 one as four host-order words."""
@@ -83,6 +84,8 @@ class lvs_svc_conf(CData):
     timeout: int
     netmask: int
     mh_table_size: int
+    port_ranges: IntArray | CData
+    nranges: int
 
 class lvs_dest_conf(CData):
     af: int
@@ -206,7 +209,7 @@ class lvs_tunio_stats(CData):
 # ---- ffi ----
 
 _IntCdecl = Literal[
-    "uint8_t[]", "uint32_t[]", "uint64_t[]", "int32_t[]",
+    "uint8_t[]", "uint16_t[]", "uint32_t[]", "uint64_t[]", "int32_t[]",
     "uint32_t *", "int *", "uint32_t[3]", "uint32_t[4]", "int32_t[6]", "int32_t[64]",
     "int32_t[4096]",
 ]
@@ -273,6 +276,7 @@ class Lib:
     # constants (values read from the C headers at build time)
     LVS_PROTO_TCP: int
     LVS_PROTO_UDP: int
+    LVS_PROTO_FWM: int
     LVS_AF_INET: int
     LVS_AF_INET6: int
     LVS_SVC_F_PERSISTENT: int
@@ -281,6 +285,7 @@ class Lib:
     LVS_SVC_F_SCHED2: int
     LVS_SVC_F_SCHED3: int
     LVS_SVC_F_SYNPROXY: int
+    LVS_SVC_F_FTP: int
     LVS_DEST_F_AVAILABLE: int
     LVS_DEST_F_OVERLOAD: int
     LVS_CONN_F_SYNC: int
@@ -288,6 +293,7 @@ class Lib:
     LVS_CONN_F_TEMPLATE: int
     LVS_CONN_F_SYNPROXY: int
     LVS_CONN_F_SEQ_MASK: int
+    LVS_CONN_F_NO_CPORT: int
     LVS_SP_EXPIRED: int
     LVS_SP_BAD: int
     LVS_META_CSUM_PARTIAL: int
@@ -310,6 +316,8 @@ class Lib:
     LVS_OPT_SYNC_MASTER: int
     LVS_OPT_SYNC_THRESHOLD: int
     LVS_OPT_SYNC_PERIOD: int
+    LVS_OPT_SLOPPY_TCP: int
+    LVS_OPT_SLOPPY_UDP: int
     LVS_SYNC_RECORD_SIZE: int
     LVS_SYNC_RECORD_SIZE_V6: int
     LVS_SYNC_OPTS_SIZE: int
@@ -353,6 +361,7 @@ class Lib:
     def lvs_engine_info_get(self, e: lvs_engine, out: lvs_engine_info, /) -> None: ...
     def lvs_counter_names(self) -> StringArray: ...
     def lvs_counter_values(self, e: lvs_engine, out: IntArray, cap: int, /) -> int: ...
+    def lvs_engine_set_fwm_vips(self, e: lvs_engine, addrs: IntArray | CData, n: int, /) -> int: ...
     def lvs_engine_zero_stats(
         self, e: lvs_engine, af: int, proto: int, addr: lvs_addr, port: int, /
     ) -> int: ...
@@ -420,6 +429,7 @@ class Lib:
         self, fd: int, vnet_hdr: int, batch_max: int, stride: int, /
     ) -> lvs_tunio: ...
     def lvs_tunio_free(self, io: lvs_tunio, /) -> None: ...
+    def lvs_tunio_set_mark(self, io: lvs_tunio, mark: int, /) -> None: ...
     def lvs_tunio_pump(
         self, io: lvs_tunio, engine: lvs_engine, now: float, max_rounds: int, /
     ) -> int: ...

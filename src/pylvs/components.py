@@ -14,6 +14,7 @@ import functools
 from typing import Any
 
 from pylvs.api.server import ApiServer
+from pylvs.cluster.component import attach_cluster
 from pylvs.director import Director
 from pylvs.errors import ConfigError
 from pylvs.ha.node import HaComponent
@@ -82,9 +83,11 @@ class LoadMonitors:
 
 
 def attach_components(director: Director) -> None:
-    """Attach the control API, health probes, load monitors and HA, in start order."""
+    """Attach the control API, health probes, load monitors, HA and the cluster, in order."""
     director.components.append(ApiServer(director))
     attach_health(director)
     director.components.append(LoadMonitors(director))
     if director.config.ha.enabled:
         director.components.append(HaComponent(director, engine=director.engine))
+    if director.config.cluster.mode == "active-active":
+        attach_cluster(director)  # last: it stops first, so the drain runs on a live director

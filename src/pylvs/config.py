@@ -16,14 +16,16 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import functools
 import json
 import math
+import operator
 import re
 import tomllib
 import types
 import typing
 from collections.abc import Iterator, Mapping, Sequence
-from ipaddress import AddressValueError, IPv4Address, IPv4Interface, IPv4Network
+from ipaddress import AddressValueError, IPv4Address, IPv4Interface, IPv4Network, IPv6Interface
 from pathlib import Path
 from typing import Any, Literal
 
@@ -35,7 +37,8 @@ __all__ = ["ConfigFileError", "dump_toml", "load", "parse", "removals", "validat
 
 # Model field name -> TOML key where they differ (the file uses singular array-of-table names,
 # like keepalived's virtual_server / real_server blocks).
-_TOML_NAME = {"virtual_servers": "virtual_server", "real_servers": "real_server"}
+_TOML_NAME = {"virtual_servers": "virtual_server", "real_servers": "real_server",
+              "routers": "router"}
 _SKIP_FIELDS = {"source"}  # set by the loader, never written in the file
 _ALWAYS_WRITTEN = {"protocol", "scheduler", "weight"}  # defaults worth seeing in a dump
 _IFNAME = re.compile(r"^[A-Za-z0-9_.:@-]{1,15}$")  # IFNAMSIZ - 1, no slash or space
@@ -83,21 +86,10 @@ def _show(value: object) -> str:
 
 
 def _endpoint(value: object, default_port: int | None = None) -> Endpoint:
-    if not isinstance(value, str):
-        raise _Invalid(f'expected a string "a.b.c.d:port", got {_show(value)}')
-    host, sep, port_text = value.rpartition(":")
-    if not sep:
-        if default_port is None:
-            raise _Invalid(f'expected "a.b.c.d:port", got {_show(value)} (no port)')
-        host, port_text = value, str(default_port)
     try:
-        address = IPv4Address(host)
-    except AddressValueError:
-        expected = 'expected "a.b.c.d:port" with an IPv4 address'
-        raise _Invalid(f"{expected}, got {_show(value)}") from None
-    if not port_text.isdigit() or not 0 <= int(port_text) <= 65535:
-        raise _Invalid(f"expected a port 0..65535 after ':', got {_show(value)}")
-    return Endpoint(address, int(port_text))
+        return Endpoint.parse(value, default_port)  # type: ignore[arg-type]  # checks the type
+    except ValueError as exc:
+        raise _Invalid(str(exc)) from None
 
 
 def _scalar(value: object, tp: Any) -> Any:
@@ -134,6 +126,15 @@ def _scalar(value: object, tp: Any) -> Any:
         raise _Invalid(f'expected an IPv4 address "a.b.c.d", got {_show(value)}')
     if tp is Endpoint:
         return _endpoint(value)
+    if tp == model.IPAddress:
+        try:
+            return model.parse_address(value)  # type: ignore[arg-type]  # checks the type
+        except ValueError:
+            raise _Invalid(f'expected an IPv4 or IPv6 address ("a.b.c.d" or "2001:db8::1"), '
+                           f"got {_show(value)}") from None
+    if tp == IPv4Address | int:
+        # A persistence netmask: dotted for IPv4 services, a prefix length for IPv6 ones.
+        return _scalar(value, int if isinstance(value, int) else IPv4Address)
     raise TypeError(f"config: no converter for {tp!r}")  # a model change this file must follow
 
 
@@ -147,6 +148,8 @@ class _Reader:
         origin = typing.get_origin(tp)
         if origin in (typing.Union, types.UnionType):
             inner = [a for a in typing.get_args(tp) if a is not type(None)]
+            if len(inner) > 1:
+                return _scalar(value, functools.reduce(operator.or_, inner))
             return self.value(value, inner[0], path)
         if dataclasses.is_dataclass(tp) and isinstance(tp, type) and tp is not Endpoint:
             return self.table(value, tp, path)
@@ -187,6 +190,8 @@ class _Reader:
                 valid = ", ".join(sorted(known))
                 self.problems.add(_join(path, key), f"unknown key{also}; valid keys: {valid}")
                 ok = False
+        if cls is model.VirtualServerConfig:
+            table = _multiport(table)
         kwargs: dict[str, Any] = dict(given)
         for key, f in fields.items():
             if f.name in given:
@@ -260,6 +265,28 @@ class _RealServerShape:
     lower_threshold: int = 0
 
 
+def _multiport(table: dict[str, Any]) -> dict[str, Any]:
+    """A fwmark or ``ports`` service: its address may be written without a port (it is 0), and
+    ``ports`` may be one number, a ``"80,443,10000-10100"`` string or a list of those."""
+    if not (table.get("fwmark") or "ports" in table):
+        return table
+    out = dict(table)
+    if isinstance(out.get("address"), str) and ":" not in out["address"]:
+        out["address"] = f"{out['address']}:0"
+    ports = out.get("ports")
+    if isinstance(ports, (int, str)) and not isinstance(ports, bool):
+        ports = [ports]
+    if isinstance(ports, list):
+        items: list[object] = []
+        for p in ports:
+            if isinstance(p, str):
+                items += [x.strip() for x in p.split(",") if x.strip()]
+            else:
+                items.append(str(p) if isinstance(p, int) and not isinstance(p, bool) else p)
+        out["ports"] = items
+    return out
+
+
 def _join(path: str, key: str) -> str:
     return f"{path}.{key}" if path else key
 
@@ -303,16 +330,10 @@ def _checks(cfg: Config) -> Iterator[tuple[str, str]]:
             yield f"director.{key}", "expected an interface name of 1..15 characters"
     if d.public_interface == d.private_interface:
         yield "director.private_interface", "expected an interface other than public_interface"
-    nat_router: IPv4Interface | None = None
-    if d.nat_router is not None:
-        try:
-            nat_router = IPv4Interface(d.nat_router)
-        except ValueError:
-            yield "director.nat_router", f'expected "a.b.c.d/len", got {d.nat_router!r}'
-        else:
-            if "/" not in d.nat_router:
-                yield "director.nat_router", f'expected a prefix length "a.b.c.d/len", got ' \
-                    f"{d.nat_router!r}"
+    nat_routers = list(_nat_router_checks(d))
+    problems = [p for p in nat_routers if isinstance(p, tuple)]
+    yield from problems
+    networks = [p.network for p in nat_routers if not isinstance(p, tuple)]
     if not 1 <= d.batch_size <= 1024:
         yield "director.batch_size", f"expected 1..1024, got {d.batch_size}"
     if not 1 <= d.max_connections <= 1 << 26:
@@ -338,17 +359,45 @@ def _checks(cfg: Config) -> Iterator[tuple[str, str]]:
     elif api.tls_cert is not None and api.listen is None:
         yield "api.tls_cert", "only used by the TCP listener: set api.listen too"
     yield from _ha_checks(cfg)
+    yield from _cluster_checks(cfg)
     seen: dict[model.ServiceKey, int] = {}
     for i, vs in enumerate(cfg.virtual_servers):
         path = f"virtual_server[{i}]"
         if vs.key in seen:
-            yield path, f"duplicate service {vs.protocol} {vs.address} " \
-                f"(also virtual_server[{seen[vs.key]}])"
+            yield path, f"duplicate service {vs.key.label} (also virtual_server[{seen[vs.key]}])"
         seen.setdefault(vs.key, i)
-        if nat_router is not None and vs.address.address in nat_router.network:
-            net = nat_router.network
-            yield f"{path}.address", f"expected a VIP outside the private network {net}"
+        for net in networks:
+            if vs.address.address in net:
+                yield f"{path}.address", f"expected a VIP outside the private network {net}"
         yield from _vs_checks(vs, path)
+
+
+def _nat_router_checks(d: model.DirectorConfig) \
+        -> Iterator[IPv4Interface | IPv6Interface | tuple[str, str]]:
+    """The gateway addresses that parse, and a (key, problem) for each one that does not."""
+    families: dict[int, str] = {}
+    for key in ("nat_router", "nat_router6"):
+        text = getattr(d, key)
+        if text is None:
+            continue
+        try:
+            iface = IPv6Interface(text) if ":" in text else IPv4Interface(text)
+        except ValueError:
+            yield f"director.{key}", f'expected "a.b.c.d/len" or "v6 address/len", got {text!r}'
+            continue
+        if "/" not in text:
+            yield f"director.{key}", f'expected a prefix length "a.b.c.d/len" or ' \
+                f'"v6 address/len", got {text!r}'
+            continue
+        if key == "nat_router6" and iface.version != 6:
+            yield f"director.{key}", f"expected an IPv6 address/len, got {text!r}"
+            continue
+        if iface.version in families:
+            yield f"director.{key}", f"expected one gateway per address family; " \
+                f"director.{families[iface.version]} is IPv{iface.version} too"
+            continue
+        families[iface.version] = key
+        yield iface
 
 
 def _defense_checks(cfg: Config) -> Iterator[tuple[str, str]]:
@@ -386,9 +435,38 @@ def _ha_checks(cfg: Config) -> Iterator[tuple[str, str]]:
             yield "ha.secret_file", "required when ha.enabled = true (heartbeats are signed)"
         if ha.peer_public is None and ha.peer_private is None:
             yield "ha.peer_public", "expected peer_public and/or peer_private when ha.enabled"
-        if cfg.director.nat_router is None:
+        if cfg.director.nat_router is None and cfg.director.nat_router6 is None:
             yield "director.nat_router", "required when ha.enabled (the real servers' gateway " \
                 "must move with the VIPs)"
+
+
+def _cluster_checks(cfg: Config) -> Iterator[tuple[str, str]]:
+    cl = cfg.cluster
+    asns = [("cluster.asn", cl.asn)] + [(f"cluster.router[{i}].asn", r.asn)
+                                       for i, r in enumerate(cl.routers)]
+    for path, asn in asns:
+        if not 1 <= asn <= 4294967294:
+            yield path, f"expected an AS number 1..4294967294, got {asn}"
+    for i, r in enumerate(cl.routers):
+        if not 1 <= r.port <= 65535:
+            yield f"cluster.router[{i}].port", f"expected a port 1..65535, got {r.port}"
+    if not 0.01 <= cl.bfd_interval <= 10:
+        yield "cluster.bfd_interval", f"expected 0.01..10 seconds, got {cl.bfd_interval}"
+    if not 1 <= cl.bfd_multiplier <= 255:
+        yield "cluster.bfd_multiplier", f"expected 1..255, got {cl.bfd_multiplier}"
+    if cl.hold_time != 0 and not 3 <= cl.hold_time <= 65535:
+        yield "cluster.hold_time", f"expected 0 or 3..65535 seconds, got {cl.hold_time}"
+    if cl.drain_time < 0:
+        yield "cluster.drain_time", f"expected a number >= 0, got {cl.drain_time}"
+    if cl.mode == "active-active":
+        if not cl.routers:
+            yield "cluster.router", "expected at least one [[cluster.router]] in active-active"
+        if cfg.ha.enabled:
+            yield "cluster.mode", "active-active and ha.enabled exclude each other (every " \
+                "director of a cluster is active)"
+
+
+_NO_ADDRESS = Endpoint(IPv4Address(0), 0)
 
 
 def _vs_checks(vs: model.VirtualServerConfig, path: str) -> Iterator[tuple[str, str]]:
@@ -403,18 +481,38 @@ def _vs_checks(vs: model.VirtualServerConfig, path: str) -> Iterator[tuple[str, 
                 f"{', '.join(model.SCHEDULER_FLAGS)}"
     if len(set(vs.flags)) != len(vs.flags):
         yield f"{path}.flags", "expected each flag at most once"
+    if vs.ftp and (vs.protocol != "tcp" or vs.fwmark or vs.address.port < 2
+                   or vs.address.address.version != 4):
+        yield f"{path}.ftp", "the FTP helper needs an IPv4 TCP service on its control port (21)"
     if vs.synproxy and vs.protocol != "tcp":
         yield f"{path}.synproxy", "a SYN proxy needs protocol = \"tcp\""
-    if vs.address.port == 0 and vs.persistence == 0:
+    if vs.fwmark and vs.ports:
+        yield f"{path}.ports", "expected either fwmark or ports (the mark names the ports)"
+    if vs.fwmark:
+        if not 0 < vs.fwmark <= 0xFFFFFFFF:
+            yield f"{path}.fwmark", f"expected a mark 1..4294967295, got {vs.fwmark}"
+        if vs.address.port != 0:
+            yield f"{path}.address", "expected an address without a port (a fwmark service " \
+                "covers the ports the mark covers)"
+    elif vs.ports:
+        try:
+            model.port_ranges(vs.ports)
+        except ValueError as exc:
+            yield f"{path}.ports", str(exc)
+        if vs.address.port != 0:
+            yield f"{path}.address", "expected an address without a port (the service takes " \
+                "the ports in ports)"
+        if any(rs.address.port != 0 for rs in vs.real_servers):
+            yield f"{path}.real_server", "expected real servers without a port (a ports " \
+                "service keeps the client's destination port)"
+    elif vs.address == _NO_ADDRESS:
+        yield f"{path}.address", "required key is missing (or give fwmark)"
+    elif vs.address.port == 0 and vs.persistence == 0:
         # ipvsadm's rule: an all-ports service only makes sense with persistence.
         yield f"{path}.address", "expected a port 1..65535 (port 0 needs persistence > 0)"
     if not 0 <= vs.persistence <= 2678400:
         yield f"{path}.persistence", f"expected 0..2678400 seconds, got {vs.persistence}"
-    try:
-        IPv4Network(f"0.0.0.0/{vs.netmask}")
-    except ValueError:
-        yield f"{path}.netmask", f"expected a contiguous netmask like 255.255.255.0, got " \
-            f"{vs.netmask}"
+    yield from _family_checks(vs, path)
     limit = model.MH_MAX_TABLE_SIZE
     if vs.mh_table_size and not (_is_prime(vs.mh_table_size) and vs.mh_table_size <= limit):
         # The mh scheduler refuses a larger table (the kernel's largest is 131071 too).
@@ -454,6 +552,35 @@ def _vs_checks(vs: model.VirtualServerConfig, path: str) -> Iterator[tuple[str, 
             # The kernel's rule (ip_vs_add_dest: -ERANGE), also when upper_threshold is 0.
             yield f"{rpath}.lower_threshold", f"expected at most upper_threshold " \
                 f"({rs.upper_threshold}), got {rs.lower_threshold}"
+
+
+def _family_checks(vs: model.VirtualServerConfig, path: str) -> Iterator[tuple[str, str]]:
+    """Persistence netmask and server addresses of the VIP's address family (NAT, no NAT64)."""
+    family = vs.address.address.version
+    if family == 6:
+        if isinstance(vs.netmask, int):
+            if not 1 <= vs.netmask <= 128:
+                yield f"{path}.netmask", f"expected an IPv6 prefix length 1..128, got " \
+                    f"{vs.netmask}"
+        elif vs.netmask != model.HOST_NETMASK:
+            yield f"{path}.netmask", f"expected a prefix length 1..128 for an IPv6 service " \
+                f"(like ipvsadm -M 64), got {vs.netmask}"
+    elif isinstance(vs.netmask, int):
+        yield f"{path}.netmask", f"expected a netmask like 255.255.255.0 for an IPv4 service, " \
+            f"got {vs.netmask}"
+    else:
+        try:
+            IPv4Network(f"0.0.0.0/{vs.netmask}")
+        except ValueError:
+            yield f"{path}.netmask", f"expected a contiguous netmask like 255.255.255.0, got " \
+                f"{vs.netmask}"
+    others = [(f"real_server[{j}].address", rs.address) for j, rs in enumerate(vs.real_servers)]
+    if vs.sorry_server is not None:
+        others.append(("sorry_server", vs.sorry_server))
+    for key, endpoint in others:
+        if endpoint.address.version != family:
+            yield f"{path}.{key}", f"expected an IPv{family} address like the service's " \
+                f"({vs.address}), got {endpoint}"
 
 
 def _check_checks(vs: model.VirtualServerConfig, path: str) -> Iterator[tuple[str, str]]:
@@ -600,8 +727,11 @@ def dump_toml(cfg: Config, comments: Mapping[str, Sequence[str]] | None = None) 
     out: list[str] = [f"# pylvs configuration (written from {cfg.source})"]
     out.extend(f"# {n}" for note in notes.get("", ()) for n in note.splitlines())
     _emit_table(cfg.director, "[director]", out, False, notes.get("director", ()))
-    for name in ("timeouts", "defense", "api", "ha"):
+    for name in ("timeouts", "defense", "api", "ha", "cluster"):
         _emit_table(getattr(cfg, name), f"[{name}]", out, False, notes.get(name, ()))
+    for i, router in enumerate(cfg.cluster.routers):
+        _emit_table(router, "[[cluster.router]]", out, False,
+                    notes.get(f"cluster.router[{i}]", ()))
     for i, vs in enumerate(cfg.virtual_servers):
         path = f"virtual_server[{i}]"
         _emit_table(vs, "[[virtual_server]]", out, False, notes.get(path, ()))

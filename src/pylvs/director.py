@@ -26,7 +26,6 @@ import logging
 import secrets
 import time
 from collections.abc import Awaitable, Callable
-from ipaddress import IPv4Address, IPv4Interface
 from typing import Any, Protocol
 
 from pylvs import config as config_mod
@@ -37,11 +36,19 @@ from pylvs.model import (
     Config,
     DefenseConfig,
     Endpoint,
+    IPAddress,
     RealServerConfig,
     ServiceKey,
     VirtualServerConfig,
+    port_ranges,
 )
-from pylvs.netconf import NetConf, NetPlan, plan_from_config, send_gratuitous_arp
+from pylvs.netconf import (
+    NetConf,
+    NetPlan,
+    fwmark_device,
+    plan_from_config,
+    send_announcements,
+)
 from pylvs.weights import LoadReport, ServerWeight
 
 __all__ = ["Component", "ComponentHost", "Director", "defense_settings"]
@@ -114,6 +121,10 @@ class Director:
                                       engine_ptr=self._engine_ptr, clock=clock,
                                       on_failure=self._dataplane_failed)
         self.netconf = NetConf(d.public_interface, d.private_interface, d.tun_name)
+        # one TUN device per firewall mark (docs/ipvs.md#fwmark), opened before netconf
+        # routes the mark into it and closed after the route is gone
+        self.fwmark_dataplanes: dict[int, TunDataplane] = {}
+        self._set_engine_options(config)
         # Without HA this node owns the VIPs from the start; with HA the HA component claims
         # them (netconf.add_vips / add_nat_router) when it becomes active.
         self.active = (not config.ha.enabled) if active is None else active
@@ -154,10 +165,13 @@ class Director:
         self.failed = asyncio.get_running_loop().create_future()
         try:
             self.dataplane.open()
+            self._open_fwmark_devices(self._config)
             await asyncio.to_thread(self.netconf.setup)
             await asyncio.to_thread(self.netconf.update, lambda cur: self._plan(self._config, cur))
             self.dataplane.start()
-            if self.active and not self._config.ha.enabled:
+            for dp in self.fwmark_dataplanes.values():
+                dp.start()
+            if self._owns_vips_alone(self._config):
                 await self._announce(self.netconf.plan.vips)
             self._started = True
             self._timers = [
@@ -199,22 +213,33 @@ class Director:
                      "queue drops %s", st.reads, st.writes, st.forwarded, st.passed, st.dropped,
                      st.write_eagain, st.gso_packets, st.csum_partial, st.batches, st.max_batch,
                      st.queue_dropped)
+        for dp in self.fwmark_dataplanes.values():
+            dp.stop()
         await asyncio.to_thread(self.netconf.remove)
         self.dataplane.close()
+        for dp in self.fwmark_dataplanes.values():
+            dp.close()
+        self.fwmark_dataplanes = {}
         if self._started:
             log.info("director stopped; network configuration removed")
         self._started = False
 
-    async def _announce(self, vips: frozenset[IPv4Address]) -> None:
+    def _owns_vips_alone(self, cfg: Config) -> bool:
+        # Gratuitous ARP only when this node alone answers for the VIPs: with HA the takeover
+        # sends it, in a cluster the routers reach the VIPs over BGP routes, not ARP.
+        return self.active and not cfg.ha.enabled and cfg.cluster.mode == "off"
+
+    async def _announce(self, vips: frozenset[IPAddress]) -> None:
         # Neighbours that cached another MAC for a VIP (a previous director) learn ours now
         # instead of when their entry goes stale.  With HA the takeover does this.
         if not vips:
             return
         try:
-            await asyncio.to_thread(send_gratuitous_arp, self._config.director.public_interface,
-                                    sorted(vips), 1)
+            await asyncio.to_thread(send_announcements,
+                                    self._config.director.public_interface, vips, 1)
         except OSError as exc:
-            log.warning("gratuitous ARP for %s failed: %s", ", ".join(map(str, vips)), exc)
+            log.warning("announcing %s (gratuitous ARP / unsolicited NA) failed: %s",
+                        ", ".join(map(str, vips)), exc)
 
     def _dataplane_failed(self, reason: str) -> None:
         if self.failed is not None and not self.failed.done():
@@ -269,6 +294,7 @@ class Director:
                 # services and servers so a refused reload really changes nothing.
                 self._sync_engine(old)
                 raise
+            self._set_engine_options(new)
             if new.timeouts != old.timeouts:
                 t = new.timeouts
                 self.engine.set_timeouts(tcp=t.tcp, tcpfin=t.tcpfin, udp=t.udp)
@@ -277,8 +303,12 @@ class Director:
             self._config = new
             if self._started:
                 before = self.netconf.plan.vips
+                fresh = self._open_fwmark_devices(new)
                 await asyncio.to_thread(self.netconf.update, lambda cur: self._plan(new, cur))
-                if self.active and not new.ha.enabled:
+                for dp in fresh:
+                    dp.start()
+                self._close_fwmark_devices(new)
+                if self._owns_vips_alone(new):
                     await self._announce(self.netconf.plan.vips - before)
             for listener in self.config_listeners:
                 await listener(new)
@@ -286,13 +316,41 @@ class Director:
                      len(new.virtual_servers))
         return new
 
+    def _set_engine_options(self, cfg: Config) -> None:
+        # Active-active: a flow ECMP moved here from another director is picked up, not
+        # dropped (IPVS's sloppy_tcp / sloppy_udp; docs/cluster.md).
+        sloppy = cfg.cluster.mode == "active-active" and cfg.cluster.sloppy
+        self.engine.set_option("sloppy_tcp", sloppy)
+        self.engine.set_option("sloppy_udp", sloppy)
+
     def _plan(self, cfg: Config, current: NetPlan) -> NetPlan:
         plan = plan_from_config(cfg)
         if self.active:
             return plan
-        # A backup keeps the steering rules current (takeover is then only VIPs + nat_router)
-        # and leaves whatever the HA component has claimed as it is.
-        return NetPlan(vips=current.vips, steering=plan.steering, nat_router=current.nat_router)
+        # A backup keeps the steering rules and fwmark routes current (takeover is then only
+        # VIPs + nat_router) and leaves whatever the HA component has claimed as it is.
+        return NetPlan(vips=current.vips, steering=plan.steering,
+                       nat_routers=current.nat_routers, fwmarks=plan.fwmarks)
+
+    def _open_fwmark_devices(self, cfg: Config) -> list[TunDataplane]:
+        """Open the TUN device of every mark ``cfg`` has and this director has not yet."""
+        d = cfg.director
+        fresh = []
+        for vs in cfg.virtual_servers:
+            if vs.fwmark and vs.fwmark not in self.fwmark_dataplanes:
+                dp = TunDataplane(fwmark_device(d.tun_name, vs.fwmark), offload=d.offload,
+                                  batch_size=d.batch_size, engine_ptr=self._engine_ptr,
+                                  clock=self._clock, on_failure=self._dataplane_failed,
+                                  mark=vs.fwmark)
+                dp.open()
+                self.fwmark_dataplanes[vs.fwmark] = dp
+                fresh.append(dp)
+        return fresh
+
+    def _close_fwmark_devices(self, cfg: Config) -> None:
+        marks = {vs.fwmark for vs in cfg.virtual_servers}
+        for mark in [m for m in self.fwmark_dataplanes if m not in marks]:
+            self.fwmark_dataplanes.pop(mark).close()
 
     def _check_engine_accepts(self, new: Config) -> None:
         known = set(scheduler_names())
@@ -376,19 +434,23 @@ class Director:
             log.info("service %s removed", key.label)
         for key, vs in wanted.items():
             opts: dict[str, Any] = dict(
-                scheduler=vs.scheduler, persistence=vs.persistence, netmask=str(vs.netmask),
-                flags=vs.flags, mh_table_size=vs.mh_table_size, synproxy=vs.synproxy)
+                scheduler=vs.scheduler, persistence=vs.persistence, netmask=_netmask(vs),
+                flags=vs.flags, mh_table_size=vs.mh_table_size, synproxy=vs.synproxy,
+                ports=port_ranges(vs.ports), ftp=vs.ftp)
             if key not in self._svc_keys:
                 self._svc_keys[key] = self.engine.add_service(
-                    vs.protocol, str(vs.address.address), vs.address.port, **opts)
-                log.info("service %s %s added (%s)", vs.protocol, vs.address, vs.scheduler)
+                    vs.protocol, str(vs.address.address), vs.address.port, fwmark=vs.fwmark,
+                    **opts)
+                log.info("service %s added (%s)", key.label, vs.scheduler)
             elif self._applied_svc.get(key) != opts:
                 self.engine.edit_service(self._svc_keys[key], **opts)
-                log.info("service %s %s edited (%s)", vs.protocol, vs.address, vs.scheduler)
+                log.info("service %s edited (%s)", key.label, vs.scheduler)
             self._applied_svc[key] = opts
             self._sync_servers(vs)
         for srv in [s for s in self._weights if s[0] not in wanted]:
             del self._weights[srv]
+        self.engine.set_fwmark_vips(str(vs.address.address) for vs in cfg.virtual_servers
+                                    if vs.fwmark and vs.address.address.packed != bytes(4))
 
     def _sync_servers(self, vs: VirtualServerConfig) -> None:
         svc = self._svc_keys[vs.key]
@@ -408,12 +470,10 @@ class Director:
             if srv not in self._srv_keys:
                 self._srv_keys[srv] = self.engine.add_server(
                     svc, str(endpoint.address), endpoint.port, **opts)
-                log.info("server %s added to %s %s (weight %d)", endpoint, vs.protocol,
-                         vs.address, weight)
+                log.info("server %s added to %s (weight %d)", endpoint, vs.key.label, weight)
             elif self._applied_srv.get(srv) != opts:
                 self.engine.edit_server(self._srv_keys[srv], **opts)
-                log.info("server %s of %s %s: weight %d", endpoint, vs.protocol, vs.address,
-                         weight)
+                log.info("server %s of %s: weight %d", endpoint, vs.key.label, weight)
             self._applied_srv[srv] = opts
 
     def _drop_server(self, srv: tuple[ServiceKey, Endpoint]) -> None:
@@ -426,6 +486,7 @@ class Director:
     # -- status ------------------------------------------------------------------------------
     def status(self) -> dict[str, Any]:
         """A JSON-able snapshot for the API, ``pylvs status`` and ``/metrics``."""
+        routers = sorted((str(n) for n in self.netconf.plan.nat_routers), key=lambda t: ":" in t)
         out: dict[str, Any] = {
             "source": self._config.source,
             "active": self.active,
@@ -435,8 +496,10 @@ class Director:
                 for (k, ep), o in sorted(self._applied_srv.items(), key=str)
             ],
             "network": {
-                "vips": sorted(map(str, self.netconf.plan.vips)),
-                "nat_router": _text(self.netconf.plan.nat_router),
+                "vips": [str(v) for v in sorted(self.netconf.plan.vips,
+                                                key=lambda a: (a.version, int(a)))],
+                "nat_router": next(iter(routers), None),  # the first; all in nat_routers
+                "nat_routers": routers,
                 "steering": len(self.netconf.plan.steering),
             },
         }
@@ -453,5 +516,6 @@ class Director:
         return out
 
 
-def _text(value: IPv4Interface | None) -> str | None:
-    return None if value is None else str(value)
+def _netmask(vs: VirtualServerConfig) -> str | int:
+    """The engine's persistence netmask: dotted for IPv4, a prefix length for IPv6 (as -M)."""
+    return vs.prefix_length if vs.address.address.version == 6 else str(vs.netmask)

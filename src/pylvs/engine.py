@@ -193,8 +193,12 @@ def scheduler_names() -> tuple[str, ...]:
 _COUNTERS = _c_strings(_lib.lvs_counter_names())
 _TCP_STATES = _c_strings(_lib.lvs_tcp_state_names())
 _PASS_COUNTERS = frozenset({"not_ours"})
-_EVENT_COUNTERS = frozenset({"synproxy_syn", "synproxy_ack_ok", "synproxy_held"})
+# Counted events that are not drops: SYN proxy steps, entries sloppy pickup created, the FTP
+# helper's entries and rewrites.
+_EVENT_COUNTERS = frozenset({"synproxy_syn", "synproxy_ack_ok", "synproxy_held", "sloppy_in",
+                             "sloppy_reply", "ftp_data_entry", "ftp_rewrite", "ftp_no_room"})
 _SVC_F_SYNPROXY = _lib.LVS_SVC_F_SYNPROXY
+_SVC_F_FTP = _lib.LVS_SVC_F_FTP
 _CONN_F_SYNPROXY = _lib.LVS_CONN_F_SYNPROXY
 
 
@@ -222,6 +226,14 @@ def _set_addr(dst: lvs_addr, ip: ipaddress.IPv4Address | ipaddress.IPv6Address) 
     else:
         dst.ip6 = [(v >> 96) & 0xFFFFFFFF, (v >> 64) & 0xFFFFFFFF, (v >> 32) & 0xFFFFFFFF,
                    v & 0xFFFFFFFF]
+
+
+def _svc_ident(key: ServiceKey) -> tuple[ipaddress.IPv4Address | ipaddress.IPv6Address, int]:
+    """The C core's (address, proto) of a service: (the mark as an IPv4 address,
+    LVS_PROTO_FWM) for a firewall-mark service (core/lvs.h)."""
+    if key.fwmark:
+        return ipaddress.IPv4Address(key.fwmark), int(_lib.LVS_PROTO_FWM)
+    return _ip(key.address, "service address"), _proto(key.protocol)
 
 
 def _c_addr(ip: ipaddress.IPv4Address | ipaddress.IPv6Address) -> lvs_addr:
@@ -367,6 +379,7 @@ class Engine:
         self._e: lvs_engine = _ffi.gc(ptr, _lib.lvs_engine_free)
         self._scratch: IntArray | None = None
         self._scratch_size = 0
+        self._ports: dict[ServiceKey, tuple[tuple[int, int], ...]] = {}  # port-list services
         self.sync_skipped = 0
         self.set_option("expire_nodest_conn", expire_nodest_conn)
         self.set_option("expire_quiescent_template", expire_quiescent_template)
@@ -389,6 +402,8 @@ class Engine:
         "sync_master": _lib.LVS_OPT_SYNC_MASTER,
         "sync_threshold": _lib.LVS_OPT_SYNC_THRESHOLD,
         "sync_period": _lib.LVS_OPT_SYNC_PERIOD,
+        "sloppy_tcp": _lib.LVS_OPT_SLOPPY_TCP,
+        "sloppy_udp": _lib.LVS_OPT_SLOPPY_UDP,
     }
 
     def set_option(self, name: str, value: int | bool) -> None:
@@ -463,8 +478,10 @@ class Engine:
     # ---- services ----
 
     def _svc_conf(self, key: ServiceKey, scheduler: str, persistence: int,
-                  netmask: str | int | None, flags: Iterable[str], mh_table_size: int,
-                  synproxy: bool) -> tuple[lvs_svc_conf, CharArray]:
+                  netmask: str | int | None,
+                  flags: Iterable[str], mh_table_size: int,
+                  synproxy: bool, ports: tuple[tuple[int, int], ...] = (), ftp: bool = False
+                  ) -> tuple[lvs_svc_conf, tuple[CharArray, IntArray]]:
         if scheduler not in scheduler_names():
             raise ConfigError(f"{key}: unknown scheduler {scheduler!r} "
                               f"(known: {' '.join(scheduler_names())})")
@@ -473,6 +490,10 @@ class Engine:
             if f not in _SVC_FLAG_BITS:
                 raise ConfigError(f"{key}: unknown service flag {f!r}")
             bits |= _SVC_FLAG_BITS[f]
+        if ftp:
+            if key.protocol != "tcp" or key.port < 2 or key.fwmark or ":" in key.address:
+                raise ConfigError(f"{key}: the FTP helper needs an IPv4 TCP service on a port")
+            bits |= _SVC_F_FTP
         if synproxy:
             if key.protocol != "tcp":
                 raise ConfigError(f"{key}: synproxy needs a TCP service")
@@ -480,13 +501,16 @@ class Engine:
         persistence = _u32(persistence, f"{key}: persistence")
         if persistence > 2678400:
             raise ConfigError(f"{key}: persistence {persistence} exceeds 31 days")
-        if key.port == 0 and persistence == 0:
+        if ports and (key.port != 0 or key.fwmark):
+            raise ConfigError(f"{key}: a port list needs port 0 (and no fwmark)")
+        if any(not 1 <= lo <= hi <= 65535 for lo, hi in ports):
+            raise ConfigError(f"{key}: port ranges {ports!r} are not low-high in 1..65535")
+        if key.port == 0 and persistence == 0 and not key.fwmark and not ports:
             raise ConfigError(f"{key}: a port-zero service must be persistent")
         c = _ffi.new("lvs_svc_conf *")
         name = _ffi.new("char[]", scheduler.encode())
-        ip = _ip(key.address, "service address")
+        ip, c.proto = _svc_ident(key)
         c.af = _af(ip)
-        c.proto = _proto(key.protocol)
         _set_addr(c.addr, ip)
         c.port = key.port
         c.sched = name
@@ -496,29 +520,48 @@ class Engine:
         c.mh_table_size = _u32(mh_table_size, f"{key}: mh_table_size")
         if mh_table_size and not _lib.lvs_is_prime(mh_table_size):
             raise ConfigError(f"{key}: mh_table_size {mh_table_size} is not a prime")
-        return c, name
+        ranges = _ffi.new("uint16_t[]", [p for r in ports for p in r] or [0])
+        c.port_ranges = ranges
+        c.nranges = len(ports)
+        return c, (name, ranges)
 
     def add_service(self, protocol: Protocol, address: Address, port: int, *,
                     scheduler: str = "wlc", persistence: int = 0,
                     netmask: str | int | None = None, flags: Iterable[str] = (),
-                    mh_table_size: int = 0, synproxy: bool = False) -> ServiceKey:
+                    mh_table_size: int = 0, fwmark: int = 0,
+                    ports: Iterable[tuple[int, int]] = (), synproxy: bool = False,
+                    ftp: bool = False) -> ServiceKey:
         """``ipvsadm -A``: add a virtual service (IPv4 or IPv6); returns its key.  *netmask*
         (persistence granularity) is an IPv4 mask or prefix length, or an IPv6 prefix length
-        (``-M 64``); None means one client address.  ``synproxy``: the engine answers the TCP
-        handshake itself with SYN cookies and opens the connection to a real server only for
-        a client that completed it (docs/ipvs.md#syn-proxy)."""
-        _proto(protocol)
-        key = ServiceKey(protocol, str(_ip(address, "service address")),
-                         _port(port, "service"))
+        (``-M 64``); None means one client address.  With ``fwmark`` (``-f``, IPv4) the
+        service is the mark's and protocol, address and port are not used.  ``ports`` (port
+        0 only): the (low, high) ranges a port-0 service is limited to; it then needs no
+        persistence.  ``synproxy``: the engine answers the TCP handshake itself with SYN
+        cookies and opens the connection to a real server only for a client that completed it
+        (docs/ipvs.md#syn-proxy).  ``ftp``: the FTP helper watches the control connections
+        (PORT/EPRT, 227/229 replies; docs/ipvs.md#ftp)."""
+        if fwmark:
+            if isinstance(fwmark, bool) or not isinstance(fwmark, int) \
+                    or not 0 < fwmark <= 0xFFFFFFFF:
+                raise ConfigError(f"fwmark {fwmark!r} is not in 1..4294967295")
+            key = ServiceKey.for_fwmark(fwmark)
+        else:
+            _proto(protocol)
+            key = ServiceKey(protocol, str(_ip(address, "service address")),
+                             _port(port, "service"))
+        ranges = tuple(ports)
         c, _keep = self._svc_conf(key, scheduler, persistence, netmask, tuple(flags),
-                                  mh_table_size, synproxy)
+                                  mh_table_size, synproxy, ranges, ftp)
         _check(_lib.lvs_svc_add(self._e, c), f"add service {key}")
+        self._ports[key] = ranges
         return key
 
     def edit_service(self, service: ServiceKey, *, scheduler: str | None = None,
                      persistence: int | None = None, netmask: str | int | None = None,
                      flags: Iterable[str] | None = None,
-                     mh_table_size: int | None = None, synproxy: bool | None = None) -> None:
+                     mh_table_size: int | None = None, synproxy: bool | None = None,
+                     ports: Iterable[tuple[int, int]] | None = None,
+                     ftp: bool | None = None) -> None:
         """``ipvsadm -E``: change what is given, keep the rest."""
         cur = self._service_info(service)
         c, _keep = self._svc_conf(
@@ -529,14 +572,31 @@ class Engine:
             cur.flags if flags is None else tuple(flags),
             cur.mh_table_size if mh_table_size is None else mh_table_size,
             cur.synproxy if synproxy is None else synproxy,
+            self._ports.get(service, ()) if ports is None else tuple(ports),
+            cur.ftp if ftp is None else ftp,
         )
         _check(_lib.lvs_svc_edit(self._e, c), f"edit service {service}")
+        if ports is not None:
+            self._ports[service] = tuple(ports)
+
+    def service_ports(self, service: ServiceKey) -> tuple[tuple[int, int], ...]:
+        """The port ranges a port-0 service is limited to (empty: all ports)."""
+        return self._ports.get(service, ())
 
     def remove_service(self, service: ServiceKey) -> None:
         """``ipvsadm -D``: its servers go to the trash while connections still use them."""
-        ip = _ip(service.address, "service address")
-        _check(_lib.lvs_svc_del(self._e, _af(ip), _proto(service.protocol), _c_addr(ip),
-                                service.port), f"remove service {service}")
+        ip, proto = _svc_ident(service)
+        _check(_lib.lvs_svc_del(self._e, _af(ip), proto, _c_addr(ip), service.port),
+               f"remove service {service}")
+        self._ports.pop(service, None)
+
+    def set_fwmark_vips(self, addresses: Iterable[str]) -> None:
+        """The VIPs of firewall-mark services: unmarked packets to them are dropped."""
+        addrs = sorted({int(ipaddress.IPv4Address(a)) for a in addresses})
+        buf = _ffi.new("uint32_t[]", max(len(addrs), 1))
+        for i, a in enumerate(addrs):
+            buf[i] = a
+        _check(_lib.lvs_engine_set_fwm_vips(self._e, buf, len(addrs)), "set fwmark VIPs")
 
     # ---- servers ----
 
@@ -551,11 +611,10 @@ class Engine:
             raise ConfigError(f"{server}: lower_threshold {lower} > upper_threshold {upper}")
         c = _ffi.new("lvs_dest_conf *")
         svc = server.service
-        vip = _ip(svc.address, "service address")
+        vip, c.proto = _svc_ident(svc)
         rip = _ip(server.address, "server address")
         _same_family(vip, rip, str(server))
         c.af = _af(vip)
-        c.proto = _proto(svc.protocol)
         _set_addr(c.vaddr, vip)
         c.vport = svc.port
         c.dest_af = _af(rip)
@@ -606,15 +665,14 @@ class Engine:
         cap = max(n, 1)
         while True:
             buf = _ffi.new("lvs_dest_info[]", cap)
-            ip = _ip(key.address, "service address")
-            got = _check(_lib.lvs_dest_info_list(self._e, _af(ip), _proto(key.protocol),
-                                                 _c_addr(ip), key.port, buf, cap),
-                         f"list {key}")
+            ip, proto = _svc_ident(key)
+            got = _check(_lib.lvs_dest_info_list(self._e, _af(ip), proto, _c_addr(ip),
+                                                 key.port, buf, cap), f"list {key}")
             if got <= cap:
                 break
             cap = got
         out = []
-        af = _af(_ip(key.address, "service address"))
+        af = _af(_svc_ident(key)[0])
         for i in range(got):
             d = buf[i]
             st, rt = _stats(d.stats)
@@ -636,8 +694,11 @@ class Engine:
             if _lib.lvs_svc_info_get(self._e, i, info) < 0:
                 break
             af = int(info.af)
-            key = ServiceKey(_PROTO_NAME[int(info.proto)], _ipstr(af, info.addr),
-                             int(info.port))
+            if int(info.proto) == _lib.LVS_PROTO_FWM:
+                key = ServiceKey.for_fwmark(int(info.addr.ip))
+            else:
+                key = ServiceKey(_PROTO_NAME[int(info.proto)], _ipstr(af, info.addr),
+                                 int(info.port))
             sched = _ffi.string(info.sched).decode()
             st, rt = _stats(info.stats)
             out.append(ServiceInfo(
@@ -648,7 +709,8 @@ class Engine:
                 flags=_flag_names(int(info.flags), sched),
                 mh_table_size=int(info.mh_table_size),
                 servers=self._servers(key, int(info.num_dests)), stats=st, rates=rt,
-                synproxy=bool(info.flags & _SVC_F_SYNPROXY)))
+                synproxy=bool(info.flags & _SVC_F_SYNPROXY),
+                ftp=bool(info.flags & _SVC_F_FTP)))
         return out
 
     def _service_info(self, key: ServiceKey) -> ServiceInfo:
@@ -721,9 +783,9 @@ class Engine:
         if service is None:
             _lib.lvs_engine_zero_stats(self._e, 0, 0, _ffi.new("lvs_addr *"), 0)
             return
-        ip = _ip(service.address, "service address")
-        _check(_lib.lvs_engine_zero_stats(self._e, _af(ip), _proto(service.protocol),
-                                          _c_addr(ip), service.port), f"zero {service}")
+        ip, proto = _svc_ident(service)
+        _check(_lib.lvs_engine_zero_stats(self._e, _af(ip), proto, _c_addr(ip), service.port),
+               f"zero {service}")
 
     def update_rates(self, now: float) -> None:
         """Run the IPVS rate estimator once per elapsed 2 s (call at least every 2 s)."""
@@ -731,29 +793,32 @@ class Engine:
 
     # ---- packets ----
 
-    def process(self, packet: bytes, now: float) -> bytes | None:
+    def process(self, packet: bytes, now: float, *, mark: int = 0) -> bytes | None:
         """One IPv4 or IPv6 packet in; out comes the rewritten packet, the packet unchanged (not
         ours), a generated ICMP error for the sender (port unreachable when no server can take
         a new connection, time exceeded at TTL / hop limit <= 1; ICMPv6 for IPv6), or None for
-        a drop."""
-        verdict, out = self.process_detailed(packet, now)
+        a drop.  ``mark`` is the packet's firewall mark (what a fwmark service's TUN device
+        stands for)."""
+        verdict, out = self.process_detailed(packet, now, mark=mark)
         return None if verdict == Verdict.DROP else out
 
     def process_detailed(self, packet: bytes, now: float,
-                         meta: int = 0) -> tuple[Verdict, bytes]:
+                         meta: int = 0, *, mark: int = 0) -> tuple[Verdict, bytes]:
         """Like :meth:`process` but with the verdict; ``meta`` takes :data:`META_CSUM_PARTIAL`
         and :data:`META_GSO` bits.  A PASS returns the packet as given."""
-        v, out = self._run([packet], now, [meta])
+        v, out = self._run([packet], now, [meta], mark)
         return v[0], out[0]
 
     def process_batch(self, packets: Sequence[bytes], now: float,
-                      meta: Sequence[int] | None = None) -> list[bytes | None]:
-        """Many packets through one C call; each result as for :meth:`process`."""
-        verdicts, outs = self._run(packets, now, meta)
+                      meta: Sequence[int] | None = None, *,
+                      mark: int = 0) -> list[bytes | None]:
+        """Many packets (all carrying ``mark``) through one C call; each result as for
+        :meth:`process`."""
+        verdicts, outs = self._run(packets, now, meta, mark)
         return [None if v == Verdict.DROP else o for v, o in zip(verdicts, outs, strict=True)]
 
-    def _run(self, packets: Sequence[bytes], now: float,
-             meta: Sequence[int] | None) -> tuple[list[Verdict], list[bytes]]:
+    def _run(self, packets: Sequence[bytes], now: float, meta: Sequence[int] | None,
+             mark: int = 0) -> tuple[list[Verdict], list[bytes]]:
         n = len(packets)
         if n == 0:
             return [], []
@@ -780,6 +845,7 @@ class Engine:
         b.len = lens
         b.meta = metas
         b.verdict = verdicts
+        b.mark = mark & 0xFFFFFFFF
         _lib.lvs_engine_process_batch(self._e, b, _clock(now))
         vs: list[Verdict] = []
         outs: list[bytes] = []

@@ -108,6 +108,7 @@ class ServiceInfo:
     stats: Stats
     rates: Rates
     synproxy: bool = False
+    ftp: bool = False  # the FTP helper watches its control connections
 
 
 @dataclass(frozen=True, slots=True)
@@ -152,7 +153,8 @@ class EngineStats:
     drops: Mapping[str, int] = field(default_factory=dict)
     passes: Mapping[str, int] = field(default_factory=dict)
     events: Mapping[str, int] = field(default_factory=dict)
-    """Counted events that are not drops (SYN proxy: cookies sent, connections opened)."""
+    """Counted events that are not drops (SYN proxy: cookies sent, connections opened;
+    sloppy pickup: entries created from a non-SYN or from a reply)."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,15 +1,16 @@
 """A small process that takes back what the director claimed on the network if it dies.
 
 When ``pylvs serve`` is killed (``kill -9``, the OOM killer, a crash in C), nothing in it runs
-any more, but the kernel keeps what netconf added: the ``nat_router`` address on the private
-interface and the proxy-ARP entries for the VIPs.  The dead node would go on answering ARP for
-the real servers' gateway, so a real server whose cache picks it loses every reply, even
-though the HA peer has taken over (keepalived has the same flaw).
+any more, but the kernel keeps what netconf added: the ``nat_router`` addresses (IPv4 and IPv6)
+on the private interface and the proxy ARP/NDP entries for the VIPs.  The dead node would go on
+answering ARP and neighbour solicitations for the real servers' gateway, so a real server
+whose cache picks it loses every reply, even though the HA peer has taken over (keepalived has
+the same flaw).
 
 So :meth:`pylvs.netconf.NetConf.setup` starts this guardian, joined to the director by a pipe:
 the director holds the only write end.  When the director dies, the kernel closes that end and
 the guardian's blocking ``read`` returns end-of-file at once (no polling, no pid reuse race,
-whichever thread or signal ended the director); it then removes the address and the proxy
+whichever thread or signal ended the director); it then removes the addresses and the proxy
 entries the director's state file lists (:func:`pylvs.netconf.release_claims`) and exits.
 On a clean stop the director writes one byte first ("stand down") and the guardian exits
 without touching anything, since the director has removed everything itself.

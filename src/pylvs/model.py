@@ -9,25 +9,34 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
-from ipaddress import IPv4Address
+from functools import total_ordering
+from ipaddress import IPv4Address, IPv4Interface, IPv6Address, IPv6Interface, ip_address
 from typing import Literal
 
 __all__ = [
     "ApiConfig",
+    "BgpRouterConfig",
     "CheckConfig",
+    "ClusterConfig",
     "Config",
     "DefenseConfig",
     "DirectorConfig",
     "Endpoint",
     "HaConfig",
+    "IPAddress",
+    "IPInterface",
     "LoadMonitorConfig",
     "RealServerConfig",
     "ServiceKey",
     "TimeoutsConfig",
     "VirtualServerConfig",
     "apply_default_check",
+    "hostport",
     "ignored_flags",
+    "parse_address",
+    "port_ranges",
     "scheduler_flag_names",
+    "split_hostport",
 ]
 
 Protocol = Literal["tcp", "udp"]
@@ -49,6 +58,37 @@ FLAG_SCHEDULER = {"sh-fallback": "sh", "sh-port": "sh", "mh-fallback": "mh", "mh
 SCHEDULER_USES_FLAGS = {"sh": (1, 2), "mh": (1, 2)}
 MH_MAX_TABLE_SIZE = 131071  # the largest Maglev table the mh scheduler builds (checked in C too)
 HOST_NETMASK = IPv4Address("255.255.255.255")
+IPAddress = IPv4Address | IPv6Address
+IPInterface = IPv4Interface | IPv6Interface
+
+
+def parse_address(text: str) -> IPAddress:
+    """An IPv4 or IPv6 address from its text; ValueError otherwise (never a name, never an int)."""
+    if not isinstance(text, str):
+        raise ValueError(f"expected an address string, got {text!r}")
+    return ip_address(text)
+
+
+def split_hostport(text: str) -> tuple[str, str | None]:
+    """Split ``a.b.c.d:port``, ``[v6]:port``, ``[v6]``, bare ``v6`` or ``host`` into its parts.
+
+    An IPv6 address needs brackets to carry a port (as in URLs and ipvsadm); without them the
+    whole text is the address.  The port is returned as text (None when absent), unchecked.
+    """
+    if text.startswith("["):
+        host, sep, rest = text[1:].partition("]")
+        if not sep or (rest and not rest.startswith(":")):
+            raise ValueError(f"expected \"[v6 address]:port\", got {text!r}")
+        return host, (rest[1:] if rest else None)
+    if text.count(":") > 1:
+        return text, None  # a bare IPv6 address
+    host, sep, port = text.rpartition(":")
+    return (host, port) if sep else (text, None)
+
+
+def hostport(address: str, port: int | str) -> str:
+    """``198.18.0.100:80`` or, for IPv6, ``[2001:2::100]:80`` (ipvsadm's and URLs' spelling)."""
+    return f"[{address}]:{port}" if ":" in address else f"{address}:{port}"
 
 
 def scheduler_flag_names(scheduler: str, flags: Iterable[str]) -> tuple[str, ...]:
@@ -82,31 +122,80 @@ class ServiceKey:
     protocol: Protocol
     address: str
     port: int
+    # ipvsadm -f: a firewall-mark service is named by its mark alone; build it with
+    # for_fwmark() so protocol, address and port take their one canonical value.
+    fwmark: int = 0
+
+    @classmethod
+    def for_fwmark(cls, mark: int) -> ServiceKey:
+        """The key of the firewall-mark service ``mark`` (``FWM 80``)."""
+        return cls("tcp", "0.0.0.0", 0, mark)
 
     @property
     def hostport(self) -> str:
-        """``198.18.0.100:80``; an IPv6 VIP is bracketed: ``[2001:2::100]:80``."""
-        host = f"[{self.address}]" if ":" in self.address else self.address
-        return f"{host}:{self.port}"
+        """``198.18.0.100:80``; an IPv6 VIP is bracketed: ``[2001:2::100]:80``; ``80`` for a
+        firewall-mark service."""
+        if self.fwmark:
+            return str(self.fwmark)
+        return hostport(self.address, self.port)
 
     @property
     def label(self) -> str:
-        """``tcp 198.18.0.100:80``: how the status document and the logs name the service."""
-        return f"{self.protocol} {self.hostport}"
+        """``tcp 198.18.0.100:80`` (``fwm 80``): how the status document and the logs name
+        the service."""
+        return f"{'fwm' if self.fwmark else self.protocol} {self.hostport}"
 
     def __str__(self) -> str:
-        return f"{self.protocol.upper()} {self.hostport}"
+        return f"{'FWM' if self.fwmark else self.protocol.upper()} {self.hostport}"
 
 
-@dataclass(frozen=True, slots=True, order=True)
+@total_ordering
+@dataclass(frozen=True, slots=True)
 class Endpoint:
-    """An IPv4 address and port, written ``a.b.c.d:port`` in the config."""
+    """An address and port, written ``a.b.c.d:port`` or ``[2001:2::11]:80`` in the config.
 
-    address: IPv4Address
+    Endpoints sort as ipvsadm sorts them: IPv4 before IPv6 (the address family first), then by
+    address and port, so a dual-stack list sorts without comparing across families.
+    """
+
+    address: IPAddress
     port: int
 
     def __str__(self) -> str:
-        return f"{self.address}:{self.port}"
+        return hostport(str(self.address), self.port)
+
+    @property
+    def sort_key(self) -> tuple[int, int, int]:
+        """(family, address, port) as integers."""
+        return (self.address.version, int(self.address), self.port)
+
+    def __lt__(self, other: object) -> bool:
+        if not isinstance(other, Endpoint):
+            return NotImplemented
+        return self.sort_key < other.sort_key
+
+    @classmethod
+    def parse(cls, text: str, default_port: int | None = None) -> Endpoint:
+        """``a.b.c.d:port`` or ``[v6]:port`` (port optional with ``default_port``).
+
+        ValueError names what was expected.
+        """
+        expected = '"a.b.c.d:port" or "[v6 address]:port"'
+        if not isinstance(text, str):
+            raise ValueError(f"expected a string {expected}, got {text!r}")
+        host, port_text = split_hostport(text)
+        if port_text is None:
+            if default_port is None:
+                raise ValueError(f"expected {expected}, got {text!r} (no port)")
+            port_text = str(default_port)
+        try:
+            address = parse_address(host)
+        except ValueError:
+            raise ValueError(f"expected {expected} with an IPv4 or IPv6 address, got "
+                             f"{text!r}") from None
+        if not port_text.isdigit() or not 0 <= int(port_text) <= 65535:
+            raise ValueError(f"expected a port 0..65535 after ':', got {text!r}")
+        return cls(address, int(port_text))
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -116,6 +205,15 @@ class DirectorConfig:
     public_interface: str
     private_interface: str
     nat_router: str | None = None  # "198.19.0.1/24": the real servers' gateway; floats with HA
+    # The IPv6 gateway of a dual-stack site ("2001:2:1::1/64") when nat_router is the IPv4 one;
+    # an IPv6-only site may write its gateway in nat_router itself.
+    nat_router6: str | None = None
+
+    @property
+    def nat_routers(self) -> tuple[IPInterface, ...]:
+        """The gateway addresses (one per family) pylvs puts on the private interface."""
+        return tuple(_interface(text) for text in (self.nat_router, self.nat_router6)
+                     if text is not None)
     dataplane: Literal["tun"] = "tun"
     tun_name: str = "pylvs0"
     offload: bool = True  # IFF_VNET_HDR + TUNSETOFFLOAD: 64 KB GSO super-packets
@@ -179,8 +277,8 @@ class HaConfig:
     enabled: bool = False
     node_id: str = "lvs1"
     priority: int = 100  # 1..254; higher wins; 255 is reserved as "owner" like VRRP
-    peer_public: IPv4Address | None = None
-    peer_private: IPv4Address | None = None
+    peer_public: IPAddress | None = None  # IPv4 or IPv6 (heartbeats go over either)
+    peer_private: IPAddress | None = None
     port: int = 5405
     interval: float = 0.1  # seconds between heartbeats (dead after ~0.36 s; 0.02 s still stable)
     # None: 3 * interval + skew, skew = (256 - priority) / 256 * interval (as VRRP)
@@ -194,6 +292,40 @@ class HaConfig:
     garp_count: int = 5
     garp_repeat_delay: float = 5.0  # second burst after this many seconds
     garp_refresh: float = 0.0  # 0 = no periodic refresh
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class BgpRouterConfig:
+    """``[[cluster.router]]``: one upstream router the director announces its VIPs to."""
+
+    address: IPv4Address
+    asn: int
+    port: int = 179
+    password: str | None = None  # TCP MD5 (RFC 2385), as the router is configured
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ClusterConfig:
+    """``[cluster]``: active-active directors behind ECMP, VIPs announced over BGP by BIRD.
+
+    Every director announces each VIP as a /32 while it serves it; the routers spread flows
+    over the directors; with ``sloppy`` every director picks up flows another one began
+    (docs/cluster.md).
+    """
+
+    mode: Literal["off", "active-active"] = "off"
+    asn: int = 65001  # this director's AS (private range by default)
+    router_id: IPv4Address | None = None  # None: BIRD takes the lowest interface address
+    routers: tuple[BgpRouterConfig, ...] = ()
+    bfd: bool = True  # BFD with the routers (and with the real servers, see below)
+    bfd_interval: float = 0.1  # seconds between BFD packets (both directions)
+    bfd_multiplier: int = 3  # missed packets before a session is down (~0.3 s)
+    real_server_bfd: bool = True  # BFD sessions the real servers' return routes follow
+    hold_time: int = 9  # BGP hold time (a backstop; BFD detects failures first)
+    drain_time: float = 5.0  # SIGTERM: withdraw, wait this long, then stop
+    sloppy: bool = True  # engine sloppy_tcp/sloppy_udp (pick up flows moved by ECMP)
+    bird: str = "bird"  # the BIRD 2 daemon binary
+    state_dir: str = "/run/pylvs/bird"  # bird.conf, the control socket and the pid file
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -249,13 +381,21 @@ class RealServerConfig:
 class VirtualServerConfig:
     """``[[virtual_server]]``: one virtual service and its real servers."""
 
-    address: Endpoint
+    # A firewall-mark service (fwmark > 0) needs no address; one given (port 0) is the VIP
+    # the director answers ARP for and drops unmarked packets to (docs/ipvs.md#fwmark).
+    address: Endpoint = field(default_factory=lambda: Endpoint(IPv4Address(0), 0))
+    fwmark: int = 0  # ipvsadm -f: packets the operator's nftables rules mark with this value
+    # a service on several ports without nftables: "80", "10000-10100"; address port 0
+    ports: tuple[str, ...] = ()
     protocol: Protocol = "tcp"
     scheduler: str = "wlc"
     flags: tuple[str, ...] = ()
     persistence: int = 0  # seconds; 0 = off
-    netmask: IPv4Address = HOST_NETMASK
+    # Persistence granularity: a mask for IPv4 (255.255.255.0), a prefix length for IPv6 (64),
+    # as ipvsadm's -M; the host mask means /128 for an IPv6 service.
+    netmask: IPv4Address | int = HOST_NETMASK
     mh_table_size: int = 0  # 0 = kernel default (4093)
+    ftp: bool = False  # ip_vs_ftp: PORT/EPRT and 227/229 make data entries (docs/ipvs.md#ftp)
     synproxy: bool = False  # answer the TCP handshake at the director with SYN cookies
     down_action: DownAction = "quiesce"
     sorry_server: Endpoint | None = None
@@ -268,8 +408,19 @@ class VirtualServerConfig:
 
     @property
     def key(self) -> ServiceKey:
-        """Identity of the service across reloads: (protocol, VIP, port)."""
+        """Identity of the service across reloads: (protocol, VIP, port), or the mark."""
+        if self.fwmark:
+            return ServiceKey.for_fwmark(self.fwmark)
         return ServiceKey(self.protocol, str(self.address.address), self.address.port)
+
+    @property
+    def prefix_length(self) -> int:
+        """The persistence granularity as a prefix length of the VIP's family."""
+        if isinstance(self.netmask, int):
+            return self.netmask
+        if self.netmask == HOST_NETMASK:
+            return self.address.address.max_prefixlen
+        return IPv4Interface(f"0.0.0.0/{self.netmask}").network.prefixlen
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -281,8 +432,29 @@ class Config:
     defense: DefenseConfig = field(default_factory=DefenseConfig)
     api: ApiConfig = field(default_factory=ApiConfig)
     ha: HaConfig = field(default_factory=HaConfig)
+    cluster: ClusterConfig = field(default_factory=ClusterConfig)
     virtual_servers: tuple[VirtualServerConfig, ...] = ()
     source: str = "<memory>"  # the file it came from, for error messages and SIGHUP
+
+
+def port_ranges(ports: tuple[str, ...]) -> tuple[tuple[int, int], ...]:
+    """``("80", "10000-10100")`` -> ``((80, 80), (10000, 10100))``; ValueError names the bad
+    item (a port is 1..65535, a range low-high with low <= high)."""
+    out = []
+    for item in ports:
+        low, sep, high = item.partition("-")
+        try:
+            lo, hi = int(low), int(high if sep else low)
+        except ValueError:
+            raise ValueError(f"{item!r} is not a port or a range low-high") from None
+        if not 1 <= lo <= hi <= 65535:
+            raise ValueError(f"{item!r} is not a port 1..65535 or a range low-high in it")
+        out.append((lo, hi))
+    return tuple(out)
+
+
+def _interface(text: str) -> IPInterface:
+    return IPv6Interface(text) if ":" in text else IPv4Interface(text)
 
 
 def apply_default_check(vs: VirtualServerConfig, check_type_given: bool) -> VirtualServerConfig:

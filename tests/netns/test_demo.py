@@ -26,13 +26,14 @@ def test_demo_spreads_requests_round_robin_and_cleans_up() -> None:
     res = subprocess.run([*DEMO, "-n", "9"], capture_output=True, text=True, timeout=180,
                          env=child_env())
     assert res.returncode == 0, res.stdout + res.stderr
-    # rr over three servers: 9 fresh connections and 9 datagrams, exactly 3 each.
-    for proto in ("HTTP", "UDP"):
-        block = res.stdout.split(f"\n{proto} through", 1)[1]
+    # rr over three servers: 9 fresh connections, 9 datagrams and 9 IPv6 connections, 3 each.
+    for title in ("HTTP through 198.18.0.100", "UDP through", "HTTP through [2001:2::100]:80"):
+        block = res.stdout.split(f"\n{title}", 1)[1]
         assert block.splitlines()[0].endswith(": 9 answered"), block
         for rs in ("rs1", "rs2", "rs3"):
             assert re.search(rf"^\s+{rs}\s+3\s", block, re.M), block
-    assert "18/18 requests answered" in res.stdout
+    assert "27/27 requests answered" in res.stdout
+    assert 'address = "[2001:2::100]:80"' in res.stdout
     assert 'private_interface = "eth1"' in res.stdout
     left = set(_namespaces(res.stdout)) & set(list_namespaces())
     assert not left

@@ -47,6 +47,7 @@ def _run(ns: str, state: Path, body: str) -> dict[str, Any]:
     prog = textwrap.dedent("""
         import json, os, sys
         from ipaddress import IPv4Address as A, IPv4Interface as I
+        from ipaddress import IPv6Address as A6, IPv6Interface as I6
         from pathlib import Path
         from pylvs.dataplane.tun import open_tun
         from pylvs.netconf import NetConf, NetPlan, Steer
@@ -63,20 +64,35 @@ def _run(ns: str, state: Path, body: str) -> dict[str, Any]:
 
 
 def _snapshot(ns: str) -> dict[str, str]:
+    # The kernel adds "multicast ff00::/8" for an interface when it first gets an IPv6
+    # address (a gateway on an interface whose peer is down) and keeps it: not pylvs's.
+    routes = _ip("-n", ns, "route", "show", "table", "all").splitlines(keepends=True)
     return {
-        "rules": _ip("-n", ns, "rule"),
-        "routes": _ip("-n", ns, "route", "show", "table", "all"),
+        "rules": _ip("-n", ns, "rule") + _ip("-n", ns, "-6", "rule"),
+        "routes": "".join(r for r in routes if not r.startswith("multicast ff00::/8")),
         "proxy": _ip("-n", ns, "neigh", "show", "proxy"),
-        "addrs": _ip("-n", ns, "-4", "addr"),
+        "addrs": _ip("-n", ns, "-4", "addr") + _ip("-n", ns, "-6", "addr", "show", "scope",
+                                                    "global"),
         "links": _ip("-n", ns, "-o", "link"),
     }
+
+
+def _after_guardian(ns: str, state: Path) -> tuple[dict[str, str], list[Path]]:
+    """The snapshot and the state files once a crashed run's guardian is done (bounded: 5 s)."""
+    deadline = time.monotonic() + 5
+    while True:
+        leftover = _snapshot(ns)
+        files = list(state.glob("netconf-*"))
+        if ("proxy" not in leftover["proxy"] and not files) or time.monotonic() > deadline:
+            return leftover, files
+        time.sleep(0.02)
 
 
 PLAN = """
 plan = NetPlan(vips=frozenset({A("198.18.0.100"), A("198.18.0.101")}),
                steering=frozenset({Steer("tcp", A("198.19.0.11"), 80),
                                    Steer("udp", A("198.19.0.12"), 5353)}),
-               nat_router=I("198.19.0.1/24"))
+               nat_routers=frozenset({I("198.19.0.1/24")}))
 """
 
 
@@ -160,13 +176,7 @@ def test_crash_then_restart_converges(ns: str, tmp_path: Path) -> None:
     _run(ns, tmp_path, PLAN + "nc.setup(); nc.apply(plan)\nos._exit(0)\n")
     # Its guardian takes back what answers for the node (proxy ARP, the gateway address) and
     # the state file; the steering rules and blackholes stay for the next run to converge.
-    deadline = time.monotonic() + 5
-    while True:
-        leftover = _snapshot(ns)
-        files = list(tmp_path.glob("netconf-*"))
-        if ("proxy" not in leftover["proxy"] and not files) or time.monotonic() > deadline:
-            break
-        time.sleep(0.02)
+    leftover, files = _after_guardian(ns, tmp_path)
     assert "lookup 201" in leftover["rules"]
     assert "proxy" not in leftover["proxy"] and "198.19.0.1/24" not in leftover["addrs"]
     assert files == []  # no state file, no guard lock
@@ -182,4 +192,99 @@ nc.remove()
 """)
     assert "lookup 201" not in out["rules"]
     assert "198.18.0.101" not in out["proxy"]
+    assert _snapshot(ns) == before
+
+
+PLAN6 = """
+plan = NetPlan(vips=frozenset({A("198.18.0.100"), A6("2001:2::100")}),
+               steering=frozenset({Steer("tcp", A("198.19.0.11"), 80),
+                                   Steer("tcp", A6("2001:2:1::11"), 80),
+                                   Steer("udp", A6("2001:2:1::12"), 0)}),
+               nat_routers=frozenset({I("198.19.0.1/24"), I6("2001:2:1::1/64")}))
+"""
+
+
+def test_dual_stack_apply_is_idempotent_and_remove_restores(ns: str, tmp_path: Path) -> None:
+    keys = ("net.ipv6.conf.all.forwarding", "net.ipv6.conf.pub0.proxy_ndp",
+            "net.ipv6.neigh.pub0.proxy_delay")
+    subprocess.run(["ip", "netns", "exec", ns, "sysctl", "-qw", f"{keys[0]}=0", f"{keys[1]}=0"],
+                   check=True)
+    sysctls_before = [_sysctl(ns, k) for k in keys]
+    before = _snapshot(ns)
+    out = _run(ns, tmp_path, PLAN6 + """
+import subprocess
+def snap():
+    return {k: subprocess.run(["ip", *a], capture_output=True, text=True).stdout
+            for k, a in {"rules6": ["-6", "rule"],
+                         "routes6": ["-6", "route", "show", "table", "all", "proto", "201"],
+                         "proxy6": ["-6", "neigh", "show", "proxy"],
+                         "addrs6": ["-6", "addr", "show", "priv0"],
+                         "tun6": ["-6", "addr", "show", "srvtun0"],
+                         "rules": ["rule"], "proxy": ["neigh", "show", "proxy"]}.items()}
+nc.setup()
+out["v6_before"] = Path("/proc/sys/net/ipv6/conf/srvtun0/disable_ipv6").read_text().strip()
+nc.apply(plan)
+first = snap()
+nc.setup(); nc.apply(plan); nc.apply(plan)
+out["second"] = snap()
+out["applied"] = first
+out["sysctls"] = [Path("/proc/sys/net/ipv6/" + p).read_text().strip() for p in (
+    "conf/all/forwarding", "conf/pub0/proxy_ndp", "neigh/pub0/proxy_delay",
+    "conf/srvtun0/disable_ipv6")]
+# HA steps with IPv6: release the IPv6 VIP, take another, drop the IPv6 gateway.
+ip = lambda *a: subprocess.run(["ip", *a], capture_output=True, text=True).stdout
+nc.remove_vips([A6("2001:2::100")]); nc.add_vips([A6("2001:2::101")])
+nc.update(lambda p: NetPlan(vips=p.vips, steering=p.steering,
+                            nat_routers=frozenset({I("198.19.0.1/24")})))
+out["moved"] = ip("-6", "route") + ip("-6", "neigh", "show", "proxy")
+out["moved_addrs"] = ip("-6", "addr", "show", "priv0")
+nc.remove()
+""")
+    assert out["v6_before"] == "1"  # IPv6 stays off on the TUN until a plan needs it
+    assert out["second"] == out["applied"]
+    a = out["applied"]
+    assert "from 2001:2:1::11 iif priv0 ipproto tcp sport 80 lookup 201" in a["rules6"]
+    assert "from 2001:2:1::12 iif priv0 ipproto udp lookup 201" in a["rules6"]
+    assert a["rules6"].count("lookup 201") == 2
+    assert "from 198.19.0.11 iif priv0 ipproto tcp sport 80 lookup 201" in a["rules"]
+    assert a["rules"].count("lookup 201") == 1  # the IPv4 dump shows no IPv6 rule
+    # (shown with "proto 201" as the filter, so ip leaves the word out)
+    assert "2001:2::100 dev srvtun0 metric" in a["routes6"]
+    assert "blackhole 2001:2::100 dev lo metric 4294967295" in a["routes6"]
+    assert "default dev srvtun0 table 201 metric" in a["routes6"]
+    assert "blackhole default dev lo table 201 metric 4294967295" in a["routes6"]
+    assert "2001:2::100 dev pub0 proxy" in a["proxy6"]
+    assert "198.18.0.100 dev pub0 proxy" in a["proxy"]
+    assert "inet6 2001:2:1::1/64 scope global nodad" in a["addrs6"]
+    assert "inet6" not in a["tun6"]  # no link-local address: nothing of its own into the pump
+    assert out["sysctls"] == ["1", "1", "0", "0"]
+    assert "2001:2::100" not in out["moved"]
+    assert "2001:2::101 dev srvtun0" in out["moved"]
+    assert "2001:2::101 dev pub0 proxy" in out["moved"]
+    assert "2001:2:1::1/64" not in out["moved_addrs"]
+    assert _snapshot(ns) == before
+    assert [_sysctl(ns, k) for k in keys] == sysctls_before
+
+
+def test_dual_stack_crash_then_restart_converges(ns: str, tmp_path: Path) -> None:
+    before = _snapshot(ns)
+    _run(ns, tmp_path, PLAN6 + "nc.setup(); nc.apply(plan)\nos._exit(0)\n")
+    # The guardian takes back the proxy NDP and ARP entries and both gateways; the IPv6
+    # steering rules stay (and the state file that said IPv6 was on is gone).
+    leftover, files = _after_guardian(ns, tmp_path)
+    assert "from 2001:2:1::11 iif priv0 ipproto tcp sport 80 lookup 201" in leftover["rules"]
+    assert "proxy" not in leftover["proxy"]
+    assert "2001:2:1::1/64" not in leftover["addrs"] and "198.19.0.1/24" not in leftover["addrs"]
+    assert files == []
+    out = _run(ns, tmp_path, """
+import subprocess
+nc.setup()
+nc.apply(NetPlan(vips=frozenset({A("198.18.0.100")})))
+out["rules6"] = subprocess.run(["ip", "-6", "rule"], capture_output=True, text=True).stdout
+out["proxy"] = subprocess.run(["ip", "neigh", "show", "proxy"], capture_output=True,
+                              text=True).stdout
+nc.remove()
+""")
+    assert "lookup 201" not in out["rules6"]
+    assert "2001:2::100" not in out["proxy"]
     assert _snapshot(ns) == before

@@ -132,7 +132,8 @@ class MiniDirector:
                                    netmask=str(vs.netmask), flags=vs.flags)
             if key not in self._svc_keys:
                 self._svc_keys[key] = self.engine.add_service(
-                    vs.protocol, str(vs.address.address), vs.address.port, **opts)
+                    vs.protocol, str(vs.address.address), vs.address.port, fwmark=vs.fwmark,
+                    ports=model.port_ranges(vs.ports), ftp=vs.ftp, **opts)
             elif old_vs[key] != vs:
                 self.engine.edit_service(self._svc_keys[key], **opts)
             svc = self._svc_keys[key]

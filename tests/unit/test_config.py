@@ -59,13 +59,17 @@ def test_minimal_file_from_design_works_as_written() -> None:
 
 def test_example_file_parses_and_documents_every_key() -> None:
     cfg = config.load(EXAMPLE)
-    assert len(cfg.virtual_servers) == 2
+    assert len(cfg.virtual_servers) == 3
+    v6 = cfg.virtual_servers[2]
+    assert str(v6.key) == "TCP [2001:2::100]:80" and v6.netmask == 64
+    assert [str(rs.address) for rs in v6.real_servers] == ["[2001:2:1::11]:80",
+                                                          "[2001:2:1::12]:80"]
     udp = cfg.virtual_servers[1]
     assert udp.protocol == "udp" and udp.real_servers[0].address.port == 5353
     # Port left out of a real server's address: the VIP's port (ipvsadm -r without :port).
     assert str(cfg.virtual_servers[0].real_servers[2].address) == "198.19.0.13:80"
     text = EXAMPLE.read_text()
-    documented = set(re.findall(r"^\s*#?\s*([a-z_]+)\s*=", text, re.M))
+    documented = set(re.findall(r"^\s*#?\s*([a-z_0-9]+)\s*=", text, re.M))
     for cls in (model.DirectorConfig, model.TimeoutsConfig, model.DefenseConfig,
                 model.ApiConfig, model.HaConfig,
                 model.VirtualServerConfig, model.CheckConfig, model.LoadMonitorConfig,

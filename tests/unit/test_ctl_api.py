@@ -217,3 +217,60 @@ async def test_save_config_writes_the_running_state_as_toml(
     assert status == 1
     assert "api.write_config: writing the config file is not enabled" in err
     assert "--save-config FILE" in err
+
+
+async def test_fwmark_service_as_ipvsadm(daemon: Any) -> None:
+    director, sock = daemon
+    await ok(sock, "-A", "-f", "80", "-s", "wlc", "-p", "300")
+    await ok(sock, "-a", "-f", "80", "-r", "198.19.0.11", "-m")
+    await ok(sock, "-a", "-f", "80", "-r", "198.19.0.12", "-m", "-w", "2")
+    await asyncio.to_thread(ApiClient(sock).patch, "/api/v1/services/fwm/80",
+                            {"check": {"type": "none"}})
+    vs = director.config.virtual_servers[0]
+    assert (vs.fwmark, vs.persistence, vs.scheduler) == (80, 300, "wlc")
+    assert [str(rs.address) for rs in vs.real_servers] == ["198.19.0.11:0", "198.19.0.12:0"]
+    lines = (await ok(sock, "-Ln")).splitlines()
+    assert lines[3:] == [
+        "FWM  80 wlc persistent 300",
+        "  -> 198.19.0.11:0                Masq    1      0          0         ",
+        "  -> 198.19.0.12:0                Masq    2      0          0         ",
+    ]
+    saved = await ok(sock, "-Sn")
+    assert saved == ("-A -f 80 -s wlc -p 300\n"
+                     "-a -f 80 -r 198.19.0.11:0 -m -w 1\n"
+                     "-a -f 80 -r 198.19.0.12:0 -m -w 2\n")
+    assert "FWM  80 wlc persistent 300" in (await ok(sock, "-Ln", "-f", "80")).splitlines()
+    await ok(sock, "-e", "-f", "80", "-r", "198.19.0.12", "-w", "5")
+    await ok(sock, "-d", "-f", "80", "-r", "198.19.0.11")
+    await ok(sock, "-Z", "-f", "80")
+    await ok(sock, "-C")
+    await ok(sock, "-R", stdin=saved)
+    assert await ok(sock, "-Sn") == saved
+    await ok(sock, "-D", "-f", "80")
+    assert director.config.virtual_servers == ()
+
+
+async def test_port_list_service_saves_and_restores(daemon: Any) -> None:
+    director, sock = daemon
+    await ok(sock, "-A", "-t", f"{VIP}:0", "-s", "rr", "--ports", "80,443,10000-10100")
+    await ok(sock, "-a", "-t", f"{VIP}:0", "-r", "198.19.0.11", "-m")
+    assert director.config.virtual_servers[0].ports == ("80", "443", "10000-10100")
+    saved = await ok(sock, "-Sn")
+    assert saved == (f"-A -t {VIP}:0 -s rr --ports 80,443,10000-10100\n"
+                     f"-a -t {VIP}:0 -r 198.19.0.11:0 -m -w 1\n")
+    await ok(sock, "-C")
+    await ok(sock, "-R", stdin=saved)
+    assert await ok(sock, "-Sn") == saved
+
+
+async def test_ftp_helper_flag_saves_and_restores(daemon: Any) -> None:
+    director, sock = daemon
+    await ok(sock, "-A", "-t", f"{VIP}:21", "-s", "rr", "--ftp")
+    await ok(sock, "-a", "-t", f"{VIP}:21", "-r", "198.19.0.11", "-m")
+    assert director.config.virtual_servers[0].ftp is True
+    saved = await ok(sock, "-Sn")
+    assert saved.startswith(f"-A -t {VIP}:21 -s rr --ftp\n"), saved
+    await ok(sock, "-C")
+    await ok(sock, "-R", stdin=saved)
+    assert await ok(sock, "-Sn") == saved
+    assert director.engine.services()[0].ftp

@@ -53,7 +53,9 @@ def test_edit_server_resets_unset_fields_to_defaults() -> None:
     [
         (["-a", "-t", "198.18.0.100:80", "-r", "198.19.0.11", "-g"], "-g (direct routing)"),
         (["-a", "-t", "198.18.0.100:80", "-r", "198.19.0.11", "-i"], "-i (IPIP"),
-        (["-A", "-f", "1"], "-f (firewall-mark"),
+        (["-A", "-f", "0"], "illegal fwmark specified"),
+        (["-A", "-f", "1", "-t", "198.18.0.100:80"],
+         "multiple 'service-address' options specified"),
         (["-A", "-t", "198.18.0.100:0"], "Zero port specified for non-persistent service"),
         (["-A", "-t", "198.18.0.100:80", "-w", "2"],
          "Illegal 'weight' option with the 'add-service' command"),
@@ -167,6 +169,16 @@ def test_unreachable_socket_is_a_clear_error(
 ) -> None:
     assert ctl.main(["-Ln", "--socket", f"{tmp_path}/absent.sock"]) == 1
     assert "no such socket" in capsys.readouterr().err
+
+
+def test_fwmark_service() -> None:
+    req = ctl.parse_args(["-A", "-f", "80", "-s", "wlc", "-p", "300"])
+    assert (req.command, req.fwmark, req.scheduler, req.persistence) == \
+        ("add-service", 80, "wlc", 300)
+    req = ctl.parse_args(["-a", "-f", "80", "-r", "198.19.0.11", "-m"])
+    assert req.fwmark == 80 and str(req.server) == "198.19.0.11:0"
+    req = ctl.parse_args(["-A", "-f", "81"])  # a fwmark service need not be persistent
+    assert req.persistence == 0
 
 
 def test_synproxy_flag_like_alibabas_ipvsadm() -> None:

@@ -112,7 +112,7 @@ def test_node_is_built_from_config(tmp_path: Path) -> None:
     assert node.machine.paths == (PathId.PUBLIC, PathId.PRIVATE)
     assert node.machine.priority == 150 and node.machine.interval == 0.1
     assert node.owner.vips == (IPv4Address("198.18.0.100"),)
-    assert str(node.owner.nat_router) == "198.19.0.1/24"
+    assert [str(n) for n in node.owner.nat_routers] == ["198.19.0.1/24"]
     assert [t.interface for t in node.takeover.targets] == ["eth0", "eth1"]
     assert node.sync is None  # no engine given
     assert node.status()["role"] == "init"

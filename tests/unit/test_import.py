@@ -10,7 +10,7 @@ from __future__ import annotations
 import shlex
 import subprocess
 import sys
-from ipaddress import IPv4Address
+from ipaddress import IPv4Address, IPv6Address
 from pathlib import Path
 
 import pytest
@@ -86,7 +86,7 @@ def test_every_shipped_sample_imports_and_passes_check(path: Path) -> None:
     result = import_file(path, "keepalived")
     cfg = _roundtrip(result)
     text = path.read_text()
-    if "virtual_server" in text and "fwmark" not in text and "IPv6" not in path.name:
+    if "virtual_server" in text:
         assert cfg.virtual_servers, path.name
     for note in result.notes:
         assert note.where.startswith(str(path)), note  # every note names its source line
@@ -111,13 +111,17 @@ def test_sample_maps_scheduler_persistence_sorry_server_and_http_get() -> None:
 
 
 @needs_samples
-def test_group_expands_ranges_and_drops_fwmarks() -> None:
+def test_group_expands_ranges_and_fwmarks() -> None:
     r = import_file(SAMPLES / "keepalived.conf.virtual_server_group")
-    got = [str(vs.address) for vs in r.config.virtual_servers]
-    assert got[:3] == ["10.0.0.1:8080", "10.0.0.2:80", "192.168.200.1:1358"]
-    assert got[3:] == [f"192.168.200.{i}:80" for i in range(3, 11)]
-    assert all(len(vs.real_servers) == 2 for vs in r.config.virtual_servers)
-    assert sum("firewall-mark" in t for t in _texts(r, dropped=True)) == 2
+    services = _roundtrip(r).virtual_servers
+    got = [str(vs.key) for vs in services]
+    assert got[:3] == ["TCP 10.0.0.1:8080", "TCP 10.0.0.2:80", "TCP 192.168.200.1:1358"]
+    assert got[3:11] == [f"TCP 192.168.200.{i}:80" for i in range(3, 11)]
+    assert got[11:] == ["FWM 1", "FWM 2"]  # the group's fwmark entries
+    assert all(len(vs.real_servers) == 2 for vs in services)
+    assert services[11].real_servers[0].address == Endpoint(IPv4Address("192.168.200.1"), 1358)
+    assert not any("firewall-mark" in t for t in _texts(r, dropped=True))
+    assert sum("firewall-mark service" in t for t in _texts(r, dropped=False)) == 2
 
 
 @needs_samples
@@ -257,6 +261,134 @@ def test_differing_checks_drop_with_a_note(tmp_path: Path) -> None:
     assert any("NAT only" in t for t in dropped)
 
 
+def test_fwmark_ftp_and_ipv6_services(tmp_path: Path) -> None:
+    main = _write(tmp_path, "keepalived.conf", """
+        virtual_server fwmark 80 {
+            persistence_timeout 300
+            real_server 198.19.0.11 80 { TCP_CHECK { } }
+        }
+        virtual_server fwmark 6 {
+            ip_family inet6
+            real_server 2001:2::11 80 { }
+        }
+        virtual_server_group V6 {
+            2001:2::100 80
+            fwmark 7
+        }
+        virtual_server group V6 {
+            ip_family inet6
+            real_server 2001:2::11 80 { }
+        }
+        virtual_server 2001:2::100 443 { real_server 2001:2::11 443 { } }
+        virtual_server 198.18.0.100 21 {
+            persistence_timeout 60
+            real_server 198.19.0.11 21 { TCP_CHECK { } }
+        }
+        virtual_server 198.18.0.100 2121 { protocol UDP real_server 198.19.0.11 21 { } }
+    """)
+    r = import_file(main, "keepalived")
+    fwm, v6group, v6, ftp, udp = _roundtrip(r).virtual_servers
+    assert [str(v.key) for v in (v6group, v6)] == ["TCP [2001:2::100]:80", "TCP [2001:2::100]:443"]
+    assert (str(fwm.key), fwm.persistence, str(fwm.real_servers[0].address)) == (
+        "FWM 80", 300, "198.19.0.11:80")
+    assert fwm.check.type == "tcp" and not fwm.ftp
+    assert (str(ftp.key), ftp.ftp, udp.ftp) == ("TCP 198.18.0.100:21", True, False)
+    assert any("ftp = true" in t for t in _texts(r, dropped=False))
+    dropped = _texts(r, dropped=True)
+    assert sum("fwmark services are IPv4 in pylvs" in t for t in dropped) == 2  # 6, group's 7
+    assert len(dropped) == 2
+
+
+def test_ipv6_services_groups_servers_and_vrrp(tmp_path: Path) -> None:
+    main = _write(tmp_path, "keepalived.conf", """
+        virtual_server_group WEB6 {
+            2001:2::100-101 80
+            2001:2::200/127 80
+        }
+        virtual_server group WEB6 {
+            persistence_timeout 300
+            persistence_granularity 64
+            sorry_server 2001:2:1::99 8080
+            real_server 2001:2:1::11 80 { TCP_CHECK { connect_ip 2001:2:1::11 } }
+            real_server 198.19.0.12 80 { TCP_CHECK { } }
+        }
+        virtual_server 2001:2::100 21 {
+            sorry_server 198.19.0.99
+            real_server 2001:2:1::11 21 { }
+        }
+        virtual_server 198.18.0.100 80 {
+            persistence_timeout 60
+            persistence_granularity 255.255.255.0
+            real_server 198.19.0.11 80 { }
+        }
+        virtual_server fwmark 9 { real_server 2001:2:1::11 80 { } }
+        vrrp_instance VI_1 {
+            interface eth0
+            priority 150
+            unicast_peer {
+                2001:2::3
+                2001:2:1::3
+            }
+            virtual_ipaddress {
+                198.18.0.100/24
+                2001:2::100/64
+                2001:2::101/64
+                198.19.0.1/24 dev eth1
+            }
+            virtual_ipaddress_excluded {
+                2001:2:1::1 dev eth1
+            }
+        }
+    """)
+    r = import_file(main, "keepalived")
+    cfg = _roundtrip(r)
+    a, b, c, d, ftp6, v4, fwm = cfg.virtual_servers
+    assert [str(v.address) for v in (a, b, c, d)] == [
+        "[2001:2::100]:80", "[2001:2::101]:80", "[2001:2::200]:80", "[2001:2::201]:80"]
+    assert (a.persistence, a.netmask, str(a.sorry_server)) == (300, 64, "[2001:2:1::99]:8080")
+    assert [str(rs.address) for rs in a.real_servers] == ["[2001:2:1::11]:80"]
+    assert str(v4.netmask) == "255.255.255.0"  # IPv4: a netmask, IPv6: a prefix length
+    assert (ftp6.ftp, ftp6.sorry_server) == (False, None)  # pylvs's FTP helper is IPv4
+    assert fwm.real_servers == ()
+    assert (cfg.director.nat_router, cfg.director.nat_router6) == (
+        "198.19.0.1/24", "2001:2:1::1/64")
+    assert (cfg.director.public_interface, cfg.director.private_interface) == ("eth0", "eth1")
+    ha = cfg.ha
+    assert (ha.enabled, ha.peer_public, ha.peer_private) == (
+        True, IPv6Address("2001:2::3"), IPv6Address("2001:2:1::3"))
+    dropped = _texts(r, dropped=True)
+    assert sum("no NAT64" in t for t in dropped) == 3  # 198.19.0.12, 198.19.0.99, fwmark's
+    assert len(dropped) == 3, dropped
+    assert any("assumed to be a /64" in t for t in _texts(r, dropped=False))
+
+
+def test_ipv6_granularity_is_a_prefix_length(tmp_path: Path) -> None:
+    main = _write(tmp_path, "keepalived.conf", """
+        virtual_server 2001:2::100 80 {
+            persistence_timeout 60
+            persistence_granularity 255.255.255.0
+        }
+    """)
+    with pytest.raises(ImportSyntaxError, match="persistence_granularity: expected an integer"):
+        import_file(main, "keepalived")
+
+
+def test_lvs_cf_port_21_becomes_ftp(tmp_path: Path) -> None:
+    cf = _write(tmp_path, "lvs.cf", """
+virtual ftp {
+     address = 198.18.0.100 eth0:1
+     port = 21
+     server s1 {
+         address = 198.19.0.11
+     }
+}
+""")
+    r = import_file(cf)
+    (vs,) = _roundtrip(r).virtual_servers
+    assert (vs.ftp, vs.fwmark, str(vs.address)) == (True, 0, "198.18.0.100:21")
+    assert not r.dropped and any("ftp = true" in t for t in _texts(r, dropped=False))
+
+
 # -- piranha lvs.cf ----------------------------------------------------------------------------
 
 
@@ -285,9 +417,13 @@ def test_redhat_lvs_cf() -> None:
     assert https.down_action == "quiesce" and https.check.type == "exec"
     assert https.load_monitor.type == "loadavg" and https.load_monitor.command == "rup %h"
     assert ftp.load_monitor.command == "rsh %h uptime"
-    dropped = _texts(r, dropped=True)
-    assert len(dropped) == 2 and any("fwmark" in t for t in dropped)
-    assert any("FTP" in t for t in dropped)
+    # Red Hat's FTP recipe: one mark for port 21 and the passive ports, nanny probing port 21
+    assert (str(ftp.key), str(ftp.address), ftp.persistence, ftp.ftp) == (
+        "FWM 21", "192.168.26.11:0", 10, False)
+    assert [str(rs.address) for rs in ftp.real_servers] == ["10.11.12.4:0"]
+    assert (ftp.check.type, ftp.check.port) == ("send_expect", 21)
+    assert not r.dropped
+    assert any("firewall-mark service" in t for t in _texts(r, dropped=False))
     backup = import_file(DATA / "lvs.cf.redhat", options=ImportOptions(node="backup"))
     assert backup.config.ha.peer_public == IPv4Address("192.168.26.9")
     assert backup.config.ha.priority < ha.priority
@@ -336,9 +472,11 @@ def test_cli_exit_status_output_file_and_errors(tmp_path: Path,
     out = tmp_path / "out.toml"
     assert cli_main(["import", str(DATA / "lvs.cf.testbed"), "-o", str(out)]) == 0
     assert cli_main(["check", "-c", str(out)]) == 0
-    assert cli_main(["import", str(DATA / "lvs.cf.redhat")]) == 1
+    dropping = _write(tmp_path, "lvs.cf", "network = direct\nvirtual v {\n"
+                      " address = 198.18.0.100\n server s {\n  address = 198.19.0.11\n }\n}\n")
+    assert cli_main(["import", str(dropping)]) == 1
     captured = capsys.readouterr()
-    assert "# DROPPED " in captured.out and "fwmark = 21" in captured.out
+    assert "# DROPPED " in captured.out and "network = direct" in captured.out
     assert "dropped:" in captured.err
     bad = _write(tmp_path, "keepalived.conf", "virtual_server 1.2.3.4 80 {\n  lb_algo rr\n")
     assert cli_main(["import", str(bad)]) == 2
@@ -414,3 +552,28 @@ def test_scheduler_flags_follow_the_scheduler(tmp_path: Path) -> None:
     """)
     vs = import_file(main, "keepalived").config.virtual_servers[0]
     assert (vs.scheduler, vs.flags, vs.check.type) == ("mh", ("mh-fallback", "mh-port"), "none")
+
+
+def test_ipv6_only_site_writes_its_gateway_in_nat_router(tmp_path: Path) -> None:
+    main = _write(tmp_path, "keepalived.conf", """
+        virtual_server_group G {
+            2001:2::1:e-2001:2::1:10 443
+        }
+        virtual_server group G { real_server 2001:2:1::11 443 { } }
+        vrrp_instance V {
+            interface eth0
+            unicast_peer {
+                2001:2::3
+            }
+            virtual_ipaddress {
+                2001:2::1:f/64
+                2001:2:1::1 dev eth1
+            }
+        }
+    """)
+    r = import_file(main, "keepalived")
+    cfg = _roundtrip(r)
+    assert [str(v.address) for v in cfg.virtual_servers] == [
+        "[2001:2::1:e]:443", "[2001:2::1:f]:443", "[2001:2::1:10]:443"]
+    assert (cfg.director.nat_router, cfg.director.nat_router6) == ("2001:2:1::1/64", None)
+    assert cfg.ha.enabled and not _texts(r, dropped=True)

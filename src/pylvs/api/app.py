@@ -259,7 +259,7 @@ async def _list_services(request: web.Request) -> web.Response:
 async def _get_service(request: web.Request) -> web.Response:
     key = _service_key(request)
     for svc in views.services(_director(request)):
-        if (svc["protocol"], svc["address"]) == (key.protocol, key.hostport):
+        if svc["id"] == codec.service_id(key):
             return _json(svc)
     raise mutations.NotFound(f"service {codec.service_id(key)}: no such service")
 
@@ -317,7 +317,7 @@ async def _delete_server(request: web.Request) -> web.Response:
 
 def _one_service(request: web.Request, key: model.ServiceKey) -> dict[str, Any]:
     for svc in views.services(_director(request)):
-        if (svc["protocol"], svc["address"]) == (key.protocol, key.hostport):
+        if svc["id"] == codec.service_id(key):
             return svc
     return {}
 
@@ -387,8 +387,9 @@ async def _zero(request: web.Request) -> web.Response:
     key: model.ServiceKey | None = None
     if service is not None:
         proto, _, addr = str(service).partition("/")
-        if proto not in ("tcp", "udp"):
-            raise ConfigError(f"service: {service!r} is not 'tcp/a.b.c.d:port' or 'udp/…'")
+        if proto not in ("tcp", "udp", "fwm"):
+            raise ConfigError(f"service: {service!r} is not 'tcp/a.b.c.d:port', 'udp/…' "
+                              "or 'fwm/<mark>'")
         key = codec.service_key(proto, addr, "service")
         mutations.find_service(_director(request).config, key)
     views.zero(_director(request), key)

@@ -13,7 +13,7 @@ import dataclasses
 import types
 import typing
 from collections.abc import Mapping
-from ipaddress import AddressValueError, IPv4Address
+from ipaddress import AddressValueError, IPv4Address, IPv6Address
 from typing import Any, Literal, TypeVar, Union, get_args, get_origin, get_type_hints
 
 from pylvs import model
@@ -38,41 +38,34 @@ _OUT_NAMES = {"real_servers": "real_server"}
 
 
 def service_id(key: model.ServiceKey) -> str:
-    """The path segment naming a service in URLs: ``tcp/198.18.0.100:80``."""
-    return f"{key.protocol}/{key.hostport}"
+    """The path segment naming a service in URLs: ``tcp/198.18.0.100:80``, ``fwm/80``."""
+    return f"{'fwm' if key.fwmark else key.protocol}/{key.hostport}"
 
 
 def service_key(protocol: object, address: object, where: str) -> model.ServiceKey:
-    """Parse a service named by *protocol* (tcp or udp, checked first) and ``a.b.c.d:port``."""
+    """Parse a service named by *protocol* (tcp, udp or fwm, checked first) and
+    ``a.b.c.d:port`` (for fwm: the mark)."""
+    if protocol == "fwm":
+        text = str(address)
+        if not text.isdigit() or not 0 < int(text) <= 0xFFFFFFFF:
+            raise ConfigError(f"{where}: {address!r} is not a firewall mark 1..4294967295")
+        return model.ServiceKey.for_fwmark(int(text))
     if protocol not in ("tcp", "udp"):
-        raise ConfigError(f"protocol: {protocol!r} is not one of 'tcp', 'udp'")
+        raise ConfigError(f"protocol: {protocol!r} is not one of 'tcp', 'udp', 'fwm'")
     proto: model.Protocol = "udp" if protocol == "udp" else "tcp"
     endpoint = parse_endpoint(address, where)
     return model.ServiceKey(proto, str(endpoint.address), endpoint.port)
 
 
 def parse_endpoint(text: object, where: str, *, default_port: int | None = None) -> model.Endpoint:
-    """Parse ``a.b.c.d:port`` (port optional when *default_port* is given)."""
+    """Parse ``a.b.c.d:port`` or ``[v6]:port`` (port optional when *default_port* is given)."""
     if not isinstance(text, str):
-        raise ConfigError(f"{where}: expected a string 'a.b.c.d:port', got {kind(text)}")
-    host, sep, port_text = text.rpartition(":")
-    if not sep:
-        host, port_text = text, ""
+        raise ConfigError(f"{where}: expected a string 'a.b.c.d:port' or '[v6 address]:port', "
+                          f"got {kind(text)}")
     try:
-        address = IPv4Address(host)
-    except AddressValueError:
-        raise ConfigError(f"{where}: {host!r} is not an IPv4 address") from None
-    if port_text == "":
-        if default_port is None:
-            raise ConfigError(f"{where}: missing port in {text!r} (expected a.b.c.d:port)")
-        port = default_port
-    else:
-        if not port_text.isdigit():
-            raise ConfigError(f"{where}: port {port_text!r} is not a number")
-        port = int(port_text)
-    if not 0 <= port <= 65535:
-        raise ConfigError(f"{where}: port {port} is out of range 0..65535")
-    return model.Endpoint(address, port)
+        return model.Endpoint.parse(text, default_port)
+    except ValueError as exc:
+        raise ConfigError(f"{where}: {exc}") from None
 
 
 def encode(value: Any) -> Any:
@@ -84,7 +77,7 @@ def encode(value: Any) -> Any:
         for f in dataclasses.fields(value):
             out[_OUT_NAMES.get(f.name, f.name)] = encode(getattr(value, f.name))
         return out
-    if isinstance(value, IPv4Address):
+    if isinstance(value, IPv4Address | IPv6Address):
         return str(value)
     if isinstance(value, tuple | list):
         return [encode(v) for v in value]
@@ -135,7 +128,14 @@ def _decode(tp: Any, raw: object, where: str) -> Any:
         inner = [a for a in args if a is not type(None)]
         if len(inner) == 1:
             return _decode(inner[0], raw, where)
-        raise ConfigError(f"{where}: unsupported type")  # the model has no such unions
+        if set(inner) == {IPv4Address, IPv6Address}:
+            try:
+                return model.parse_address(raw)  # type: ignore[arg-type]  # checks the type
+            except ValueError:
+                raise ConfigError(f"{where}: {raw!r} is not an IPv4 or IPv6 address") from None
+        if set(inner) == {IPv4Address, int}:  # a netmask: dotted (IPv4) or a prefix length
+            return _decode(int if isinstance(raw, int) else IPv4Address, raw, where)
+        raise ConfigError(f"{where}: unsupported type")  # the model has no other unions
     if origin is Literal:
         allowed = get_args(tp)
         if raw not in allowed:

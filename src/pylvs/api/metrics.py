@@ -11,11 +11,12 @@ not need prometheus_client at run time.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from pylvs.api import views
 from pylvs.api.protocol import DirectorLike
+from pylvs.model import split_hostport
 
 __all__ = ["MetricFamily", "render"]
 
@@ -66,8 +67,14 @@ _SERVICE_COUNTERS = (
 )
 
 
+def _split(endpoint: object) -> tuple[str, str]:
+    # Labels carry the bare address (no IPv6 brackets), as the node exporter's IPVS collector.
+    host, port = split_hostport(str(endpoint))
+    return host, port or ""
+
+
 def _service_labels(svc: Mapping[str, Any]) -> dict[str, str]:
-    host, _, port = str(svc["address"]).rpartition(":")
+    host, port = _split(svc["address"])
     return {"local_address": host, "local_port": port, "proto": str(svc["protocol"]).upper(),
             "local_mark": ""}
 
@@ -87,7 +94,7 @@ def _families(director: DirectorLike) -> Iterable[MetricFamily]:
             fam(f"pylvs_ipvs_service_{suffix}", "counter", f"Per virtual service: {text}.").add(
                 labels, svc["stats"][key])
         for rs in svc["real_servers"]:
-            host, _, port = str(rs["address"]).rpartition(":")
+            host, port = _split(rs["address"])
             rl = {**labels, "remote_address": host, "remote_port": port}
             for suffix, key, text in _SERVICE_COUNTERS:
                 fam(f"pylvs_ipvs_backend_{suffix}", "counter",
@@ -131,8 +138,29 @@ def _families(director: DirectorLike) -> Iterable[MetricFamily]:
         {}, int(ha.get("transitions") or 0))
     fam("pylvs_ha_enabled", "gauge", "1 when failover is configured.").add({}, bool(ha["enabled"]))
 
+    _cluster(views.cluster(director), fam)
     _dataplane(director.status().get("dataplane"), fam)
     return fams.values()
+
+
+def _cluster(cl: Mapping[str, Any], fam: Callable[[str, str, str], MetricFamily]) -> None:
+    if cl.get("mode") != "active-active":
+        return
+    announced = set(cl.get("announced") or ())
+    ann = fam("pylvs_cluster_announced", "gauge",
+              "1 while this director announces the VIP to its routers over BGP.")
+    for vip in cl.get("vips") or ():
+        ann.add({"vip": str(vip)}, 1 if vip in announced else 0)
+    bgp = fam("pylvs_cluster_bgp_established", "gauge",
+              "1 while the BGP session with the router is established.")
+    for r in cl.get("routers") or ():
+        bgp.add({"router": str(r["address"]), "asn": str(r["asn"])}, bool(r.get("established")))
+    bfd = fam("pylvs_cluster_bfd_up", "gauge", "1 while the BFD session with the peer is up.")
+    for b in cl.get("bfd_sessions") or ():
+        bfd.add({"peer": str(b["address"]), "interface": str(b["interface"])},
+                b.get("state") == "Up")
+    fam("pylvs_cluster_draining", "gauge", "1 while this director drains (SIGTERM).").add(
+        {}, bool(cl.get("draining")))
 
 
 def _defense(dfn: Mapping[str, Any], fam: Any) -> None:

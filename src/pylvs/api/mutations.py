@@ -75,11 +75,11 @@ def check_service(vs: model.VirtualServerConfig, where: str) -> None:
         raise ConfigError(
             f"{where}.persistence: {vs.persistence} is out of range 0..{MAX_PERSISTENCE}"
         )
-    if vs.address.port == 0 and vs.persistence == 0:
+    if vs.address.port == 0 and vs.persistence == 0 and not vs.fwmark and not vs.ports:
         raise ConfigError(f"{where}.address: zero port specified for non-persistent service")
-    mask = int(vs.netmask)
-    inverted = ~mask & 0xFFFFFFFF
-    if inverted & (inverted + 1):
+    # A prefix length (IPv6) and the family rules are checked by config.validate.
+    inverted = ~int(vs.netmask) & 0xFFFFFFFF
+    if not isinstance(vs.netmask, int) and inverted & (inverted + 1):
         raise ConfigError(f"{where}.netmask: {vs.netmask} is not a contiguous netmask")
     seen: set[model.Endpoint] = set()
     for i, rs in enumerate(vs.real_servers):
@@ -119,7 +119,7 @@ def add_service(cfg: model.Config, vs: model.VirtualServerConfig) -> model.Confi
         find_service(cfg, vs.key)
     except NotFound:
         return dataclasses.replace(cfg, virtual_servers=(*cfg.virtual_servers, vs))
-    raise Conflict(f"virtual_server.address: service {vs.protocol}/{vs.address} already exists")
+    raise Conflict(f"virtual_server.address: service {codec.service_id(vs.key)} already exists")
 
 
 def edit_service(
@@ -129,7 +129,7 @@ def edit_service(
     index = find_service(cfg, key)
     old = cfg.virtual_servers[index]
     merged = codec.encode(old)
-    for name in ("protocol", "address"):
+    for name in ("protocol", "address", "fwmark"):
         if name in changes and changes[name] != merged[name]:
             raise ConfigError(
                 f"virtual_server.{name}: cannot be changed by an edit "
@@ -158,7 +158,7 @@ def _server_index(vs: model.VirtualServerConfig, endpoint: model.Endpoint) -> in
         if rs.address == endpoint:
             return i
     raise NotFound(
-        f"real server {endpoint} of service {vs.protocol}/{vs.address}: no such real server"
+        f"real server {endpoint} of service {codec.service_id(vs.key)}: no such real server"
     )
 
 

@@ -21,6 +21,7 @@ from pylvs.engine_types import Rates, ServiceInfo, Stats
 __all__ = [
     "RATE_KEYS",
     "STAT_KEYS",
+    "cluster",
     "connections",
     "engine_stats",
     "ha",
@@ -78,7 +79,8 @@ def services(director: DirectorLike) -> list[Json]:
         body["in_engine"] = info is not None
         body["stats"] = _counters(info.stats if info else None, STAT_KEYS)
         body["rates"] = _counters(info.rates if info else None, RATE_KEYS)
-        live = {f"{srv.key.address}:{srv.key.port}": srv for srv in (info.servers if info else ())}
+        live = {model.hostport(str(srv.key.address), srv.key.port): srv
+                for srv in (info.servers if info else ())}
         servers = []
         for rs in vs.real_servers:
             key = str(rs.address)
@@ -133,14 +135,15 @@ def connections(director: DirectorLike, query: Mapping[str, str]) -> list[Json]:
     for c in director.engine.connections():
         row = {
             "protocol": c.protocol,
-            "client": f"{c.client_address}:{c.client_port}",
-            "virtual": f"{c.virtual_address}:{c.virtual_port}",
-            "server": f"{c.server_address}:{c.server_port}",
+            "client": model.hostport(str(c.client_address), c.client_port),
+            "virtual": model.hostport(str(c.virtual_address), c.virtual_port),
+            "server": model.hostport(str(c.server_address), c.server_port),
             "state": c.state,
             "expires": int(c.remaining(now)),
             "template": c.template,
             "active": c.active,
             "synced": c.synced,
+            "in_pkts": c.in_pkts,
             "synproxy": c.synproxy,
         }
         if not _matches(row, query):
@@ -160,7 +163,7 @@ def _matches(row: Mapping[str, Any], query: Mapping[str, str]) -> bool:
         if key in ("protocol", "state"):
             if have.lower() != want.lower():
                 return False
-        elif not (have == want or have.startswith(want + ":")):
+        elif not (have == want or model.split_hostport(have)[0] == want.strip("[]")):
             return False
     return True
 
@@ -253,6 +256,16 @@ def ha(director: DirectorLike) -> Json:
     return base
 
 
+def cluster(director: DirectorLike) -> Json:
+    """The cluster section: mode, and with active-active what the cluster component reports
+    (announced VIPs, each router's BGP state and last error, BFD sessions)."""
+    snap = director.status().get("cluster")
+    base: Json = {"mode": director.config.cluster.mode}
+    if isinstance(snap, Mapping):
+        base.update(snap)
+    return base
+
+
 def status(director: DirectorLike) -> Json:
     """Everything the status page and ``pylvs status`` show, in one document."""
     raw = director.status()
@@ -264,6 +277,7 @@ def status(director: DirectorLike) -> Json:
         "director": {"public_interface": cfg.director.public_interface,
                      "private_interface": cfg.director.private_interface},
         "ha": ha(director),
+        "cluster": cluster(director),
         "engine": engine_stats(director),
         "dataplane": raw.get("dataplane"),
         "timeouts": timeouts(director),

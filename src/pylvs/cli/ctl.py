@@ -6,8 +6,10 @@ ipvsadm's layouts (:mod:`pylvs.cli.layouts`).  Differences, all deliberate:
 
 * pylvs is a NAT director, so ``-m`` is the only forwarding method: ``-g`` and ``-i`` are refused,
   and a server added without any of them is masqueraded.
-* firewall-mark services (``-f``), one-packet scheduling (``-o``) and the kernel sync daemon
-  (``--start-daemon``/``--stop-daemon``; pylvs syncs through ``[ha]``) are refused with a reason.
+* one-packet scheduling (``-o``) and the kernel sync daemon (``--start-daemon``/
+  ``--stop-daemon``; pylvs syncs through ``[ha]``) are refused with a reason.  Firewall-mark
+  services (``-f``) work as in IPVS once the operator's nftables rules mark the packets
+  (docs/ipvs.md#fwmark).
 * ``-R`` applies all the lines it reads as one change: if any line is invalid, none is applied.
 * ``-S`` saves the configured weights, not the ones a failing health check has lowered.
 * ``-L`` shows the weight the scheduler uses now (0 while a health check has the server down),
@@ -25,6 +27,10 @@ ipvsadm's layouts (:mod:`pylvs.cli.layouts`).  Differences, all deliberate:
 * ``--socket PATH`` picks the daemon's control socket (default: ``[api] socket``);
   ``--url https://host:port --token-file FILE [--cacert FILE]`` talks to the TCP listener
   instead (``[api] listen``, with TLS when ``tls_cert``/``tls_key`` are set).
+* ``--ports 80,443,10000-10100`` with ``-A``/``-E`` on a port-0 service limits it to those
+  ports (the config's ``ports``); ``-S`` writes it so ``-R`` restores it.  ``--ftp`` likewise
+  turns the FTP helper on (the config's ``ftp = true``; ipvsadm has no switch: the kernel's
+  ip_vs_ftp module watches its ports).
 """
 
 from __future__ import annotations
@@ -120,12 +126,15 @@ _LONG_OPTIONS = {"tcp-service": ("tcp", True), "udp-service": ("udp", True),
                  "start-daemon": ("start-daemon", True), "stop-daemon": ("stop-daemon", True),
                  "mcast-interface": ("mcast-interface", True), "syncid": ("syncid", True),
                  "socket": ("socket", True), "url": ("url", True),
-                 "token-file": ("token-file", True), "cacert": ("cacert", True)}
+                 "token-file": ("token-file", True), "cacert": ("cacert", True),
+                 "ports": ("ports", True), "ftp": ("ftp", False)}
 _REFUSED = {
     "gatewaying": "-g (direct routing) is not supported: pylvs is a NAT director; use -m",
     "ipip": "-i (IPIP tunnelling) is not supported: pylvs is a NAT director; use -m",
-    "fwmark": "-f (firewall-mark services) is not supported: use -t or -u with an address",
-    "ipv6": "-6 is not supported: pylvs handles IPv4 only",
+    # ipvsadm's -6 only qualifies -f (a firewall mark has no address to say its family);
+    # an IPv6 -t/-u/-r address is written in brackets: -t [2001:2::100]:80.
+    "ipv6": "-6 used before -f (IPv6 firewall-mark services are not supported; an IPv6 "
+            "address needs no -6: -t [2001:2::100]:80)",
     "ops": "-o (one-packet scheduling) is not supported",
     "start-daemon": "--start-daemon is not supported: connection sync runs with [ha] sync = true",
     "stop-daemon": "--stop-daemon is not supported: connection sync runs with [ha] sync = true",
@@ -149,11 +158,14 @@ class Request:
     command: str = "list"
     options: set[str] = field(default_factory=set)
     protocol: str = "tcp"
-    service: model.Endpoint | None = None
+    service: model.Endpoint | None = None  # 0.0.0.0:0 for a fwmark service
+    fwmark: int = 0  # -f
+    ftp: bool | None = None  # --ftp (pylvs only: the FTP helper on this service)
+    ports: str | None = None  # --ports 80,443,10000-10100 (pylvs only: a port-list service)
     server: model.Endpoint | None = None
     scheduler: str = DEFAULT_SCHEDULER
     persistence: int = 0
-    netmask: str = "255.255.255.255"
+    netmask: str | int = "255.255.255.255"  # an IPv6 service: a prefix length 1..128
     flags: list[str] = field(default_factory=list)
     synproxy: bool | None = None  # -j enable|disable (Alibaba LVS's ipvsadm)
     weight: int = 1
@@ -176,19 +188,33 @@ def _number(text: str, low: int, high: int, what: str) -> int:
 def _endpoint(
     text: str, protocol: str, what: str, default_port: int
 ) -> tuple[model.Endpoint, bool]:
-    """``parse_service``: host[:port], names resolved; returns (endpoint, port given)."""
-    host, sep, port_text = text.rpartition(":")
-    if not sep:
-        host, port_text = text, ""
-    if not host or host.isdigit():
-        raise CtlError(f"illegal {what} address[:port] specified")
+    """``parse_service``: host[:port] or [v6]:port, names resolved; (endpoint, port given).
+
+    As ipvsadm: brackets need a port after them, a bare IPv6 address has none, and names
+    resolve to IPv4 only (``host_to_addr`` asks for AF_INET).
+    """
+    illegal = CtlError(f"illegal {what} address[:port] specified")
+    if text.isdigit():
+        raise illegal
     try:
-        address = IPv4Address(host)
-    except AddressValueError:
+        host, port_text = model.split_hostport(text)
+    except ValueError:
+        raise illegal from None
+    if text.startswith("[") and port_text is None:
+        raise illegal
+    port_text = port_text or ""
+    if not host:
+        raise illegal
+    address: model.IPAddress
+    try:
+        address = model.parse_address(host)
+    except ValueError:
+        if text.startswith("["):
+            raise illegal from None
         try:
             address = IPv4Address(socket.gethostbyname(host))
         except (OSError, UnicodeError):
-            raise CtlError(f"illegal {what} address[:port] specified") from None
+            raise illegal from None
     if not port_text:
         return model.Endpoint(address, default_port), False
     if port_text.isdigit() and int(port_text) <= 65535:
@@ -265,6 +291,7 @@ def parse_args(argv: Sequence[str]) -> Request:
     command: str | None = None
     positional: list[str] = []
     pending_server: str | None = None
+    pending_netmask: str | None = None
     for name, value in _tokens(argv):
         if name in COMMAND_OPTIONS:
             if command is not None:
@@ -290,7 +317,11 @@ def parse_args(argv: Sequence[str]) -> Request:
             continue
         if name == "sort":
             continue
+        if name in ("ports", "ftp"):  # pylvs's own service options, outside ipvsadm's table
+            setattr(req, name, value if name == "ports" else True)
+            continue
         option = {"tcp": "service-address", "udp": "service-address",
+                  "fwmark": "service-address",
                   "masquerading": "forwarding-method"}.get(name, name)
         if option in req.options:
             raise CtlError(f"multiple '{option}' options specified")
@@ -299,16 +330,16 @@ def parse_args(argv: Sequence[str]) -> Request:
         if name in ("tcp", "udp"):
             req.protocol = name
             req.service, _ = _endpoint(text, name, "virtual server", 0)
+        elif name == "fwmark":
+            req.fwmark = _number(text, 1, 2**32 - 1, "fwmark")
+            req.service = model.Endpoint(IPv4Address(0), 0)
         elif name == "scheduler":
             req.scheduler = text
         elif name == "persistent":
             req.persistence = (DEFAULT_PERSISTENCE if value is None
                                else _timeout(text, 1))
         elif name == "netmask":
-            try:
-                req.netmask = str(IPv4Address(text))
-            except AddressValueError:
-                raise CtlError("illegal virtual server persistent mask specified") from None
+            pending_netmask = text
         elif name == "real-server":
             pending_server = text
         elif name == "weight":
@@ -334,6 +365,8 @@ def parse_args(argv: Sequence[str]) -> Request:
         else:
             raise CtlError("no command specified (try -h)")
     req.command = command
+    if pending_netmask is not None:
+        req.netmask = _netmask(pending_netmask, req.service)
     for flag in req.flags:
         # parse_sched_flags runs once the scheduler is known (-s may follow -b); wlc without -s.
         wants = model.FLAG_SCHEDULER.get(flag)
@@ -356,9 +389,22 @@ def parse_args(argv: Sequence[str]) -> Request:
     if not (req.help or req.version):
         _check_table(command, req.options)
     if (command in ("add-service", "edit-service") and req.service is not None
-            and req.service.port == 0 and not req.persistence):
+            and req.service.port == 0 and not req.persistence and not req.fwmark
+            and not req.ports):
             raise CtlError("Zero port specified for non-persistent service")
     return req
+
+
+def _netmask(text: str, service: model.Endpoint | None) -> str | int:
+    """``-M``: a dotted mask for an IPv4 service, a prefix length 1..128 for an IPv6 one."""
+    if service is not None and service.address.version == 6:
+        if not text.isdigit() or not 1 <= int(text) <= 128:
+            raise CtlError("illegal ipv6 netmask specified")
+        return int(text)
+    try:
+        return str(IPv4Address(text))
+    except AddressValueError:
+        raise CtlError("illegal virtual server persistent mask specified") from None
 
 
 def _timeout(text: str, low: int) -> int:
@@ -399,12 +445,24 @@ def _check_table(command: str, options: set[str]) -> None:
 
 def _service_body(req: Request) -> dict[str, Any]:
     assert req.service is not None
-    body: dict[str, Any] = {
-        "protocol": req.protocol, "address": str(req.service), "scheduler": req.scheduler,
-        "persistence": req.persistence, "netmask": req.netmask, "flags": req.flags}
+    ident: dict[str, Any] = ({"fwmark": req.fwmark} if req.fwmark else
+                             {"protocol": req.protocol, "address": str(req.service)})
+    body = {**ident, "scheduler": req.scheduler, "persistence": req.persistence,
+            "netmask": req.netmask, "flags": req.flags}
     if req.synproxy is not None:
         body["synproxy"] = req.synproxy
+    if req.ftp is not None:
+        body["ftp"] = req.ftp
+    if req.ports is not None:
+        body["ports"] = [p for p in req.ports.split(",") if p]
     return body
+
+
+def _sid(req: Request) -> tuple[str, str]:
+    """The service's (protocol, address) in API paths: ``("fwm", "80")`` for ``-f 80``."""
+    if req.fwmark:
+        return "fwm", str(req.fwmark)
+    return req.protocol, str(req.service)
 
 
 def _server_body(req: Request) -> dict[str, Any]:
@@ -419,7 +477,8 @@ def _new_service_body(req: Request) -> dict[str, Any]:
 
 def to_operation(req: Request) -> dict[str, Any]:
     """The ``/api/v1/batch`` operation for a mutating command (used by ``-R``)."""
-    svc = {"protocol": req.protocol, "address": str(req.service)}
+    proto, address = _sid(req)
+    svc = {"protocol": proto, "address": address}
     if req.command == "add-service":
         return {"op": "add_service", "service": _new_service_body(req)}
     if req.command == "edit-service":
@@ -462,7 +521,7 @@ def run(req: Request, client: ApiClient, stdin: Any = None) -> str:
     if cmd == "restore":
         return _restore(client, sys.stdin if stdin is None else stdin)
     if cmd == "zero":
-        body = {} if req.service is None else {"service": f"{req.protocol}/{req.service}"}
+        body = {} if req.service is None else {"service": "/".join(_sid(req))}
         client.post("/api/v1/zero", body)
         return ""
     if cmd == "set":
@@ -476,7 +535,7 @@ def run(req: Request, client: ApiClient, stdin: Any = None) -> str:
     if cmd == "save-config":
         return _save_config(client, req.save_to)
     assert req.service is not None
-    svc_path = path_for(req.protocol, str(req.service))
+    svc_path = path_for(*_sid(req))
     if cmd == "add-service":
         client.post("/api/v1/services", _new_service_body(req))
     elif cmd == "edit-service":
@@ -486,10 +545,10 @@ def run(req: Request, client: ApiClient, stdin: Any = None) -> str:
     elif cmd == "add-server":
         client.post(svc_path + "/servers", {"address": str(req.server), **_server_body(req)})
     elif cmd == "edit-server":
-        client.patch(path_for(req.protocol, str(req.service), str(req.server)),
+        client.patch(path_for(*_sid(req), str(req.server)),
                      _server_body(req))
     elif cmd == "delete-server":
-        client.delete(path_for(req.protocol, str(req.service), str(req.server)))
+        client.delete(path_for(*_sid(req), str(req.server)))
     return ""
 
 
@@ -505,7 +564,7 @@ def _list(req: Request, client: ApiClient) -> str:
         return _daemon_lines(client.get("/api/v1/status"))
     fmt = _format(req)
     if req.service is not None:
-        svc = client.get(path_for(req.protocol, str(req.service)))
+        svc = client.get(path_for(*_sid(req)))
         return layouts.listing([svc], fmt, single=True)
     services = client.get("/api/v1/services")["services"]
     size = int(client.get("/api/v1/stats").get("table_size", 4096))
@@ -578,17 +637,17 @@ def _restore(client: ApiClient, stream: Any) -> str:
 USAGE = """\
 pylvs ctl {version} (ipvsadm-compatible; IPVS v{ipvs})
 Usage:
-  pylvs ctl -A|E -t|u service-address [-s scheduler] [-p [timeout]] [-M netmask] [-b sched-flags]
+  pylvs ctl -A|E -t|u|f service-address [-s scheduler] [-p [timeout]] [-M netmask] [-b sched-flags]
                   [-j enable|disable]
-  pylvs ctl -D -t|u service-address
+  pylvs ctl -D -t|u|f service-address
   pylvs ctl -C
   pylvs ctl -R
   pylvs ctl -S [-n]
-  pylvs ctl -a|e -t|u service-address -r server-address [-m] [-w weight] [-x upper] [-y lower]
-  pylvs ctl -d -t|u service-address -r server-address
-  pylvs ctl -L|l [-t|u service-address] [-n] [-c] [--timeout] [--daemon] [--stats] [--rate]
+  pylvs ctl -a|e -t|u|f service-address -r server-address [-m] [-w weight] [-x upper] [-y lower]
+  pylvs ctl -d -t|u|f service-address -r server-address
+  pylvs ctl -L|l [-t|u|f service-address] [-n] [-c] [--timeout] [--daemon] [--stats] [--rate]
             [--thresholds] [--persistent-conn] [--exact] [--nosort]
-  pylvs ctl -Z [-t|u service-address]
+  pylvs ctl -Z [-t|u|f service-address]
   pylvs ctl --set tcp tcpfin udp
   pylvs ctl --save-config [FILE|-]   the running state as TOML (no FILE: the daemon's own file)
   pylvs ctl -h

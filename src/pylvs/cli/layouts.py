@@ -1,8 +1,11 @@
 """ipvsadm's output layouts, rendered from the control API's JSON.
 
 Each function reproduces one ``printf`` family of ipvsadm 1.2x (``ipvsadm.c``): the column
-widths, the 33/28-character truncation of names, the ``largenum`` K/M/G/T abbreviation in powers
-of 1000, and the sort order (services by protocol, address, port; servers by address, port).
+widths, the 33/28-character truncation of names (IPv4 only: ipvsadm never cuts an IPv6 name),
+the ``largenum`` K/M/G/T abbreviation in powers of 1000, IPv6 addresses in brackets
+(``[2001:2::100]:80``, also around a resolved name), and the sort order of libipvs's
+``ipvs_cmp_services`` (family, protocol, address, port: every IPv4 service before the IPv6
+ones) and ``ipvs_cmp_dests`` (address, port).
 Inputs are the dictionaries ``GET /api/v1/services``, ``/connections`` and ``/timeouts`` return.
 """
 
@@ -12,10 +15,9 @@ import socket
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
-from ipaddress import IPv4Address
 from typing import Any
 
-from pylvs.model import scheduler_flag_names
+from pylvs.model import parse_address, scheduler_flag_names, split_hostport
 
 __all__ = [
     "IPVS_VERSION",
@@ -79,21 +81,52 @@ def _port(port: int, protocol: str) -> str:
 
 
 def _name(endpoint: str, protocol: str, numeric: bool) -> str:
-    """``addrport_to_anyname``: numeric, or host and service names where they resolve."""
+    """``addrport_to_anyname``: numeric, or host and service names where they resolve.
+
+    An IPv6 address keeps its brackets around whatever is printed for it, as in ipvsadm.
+    """
     if numeric:
         return endpoint
-    host, _, port = endpoint.rpartition(":")
-    return f"{_host(host)}:{_port(int(port), protocol)}"
+    host, port = split_hostport(endpoint)
+    name = _host(host)
+    service = _port(int(port or 0), protocol)
+    return f"[{name}]:{service}" if _is_v6(endpoint) else f"{name}:{service}"
 
 
-def _sort_key_service(svc: Json) -> tuple[int, int, int]:
-    host, _, port = str(svc["address"]).rpartition(":")
-    return (_PROTO_NUMBER.get(str(svc["protocol"]), 255), int(IPv4Address(host)), int(port))
+def _service_name(svc: Json, numeric: bool, width: int) -> str:
+    """``FWM  80`` for a firewall-mark service, else ``TCP  198.18.0.100:80`` (an IPv4 name cut
+    to ``width`` as ipvsadm does, an IPv6 one whole)."""
+    if svc.get("fwmark"):
+        return f"FWM  {int(svc['fwmark'])}"
+    protocol, address = str(svc["protocol"]), str(svc["address"])
+    return _cut(f"{protocol.upper()}  {_name(address, protocol, numeric)}", address, width)
 
 
-def _sort_key_server(rs: Json) -> tuple[int, int]:
-    host, _, port = str(rs["address"]).rpartition(":")
-    return (int(IPv4Address(host)), int(port))
+def _is_v6(endpoint: str) -> bool:
+    return endpoint.startswith("[")
+
+
+def _cut(name: str, endpoint: str, width: int) -> str:
+    # ipvsadm truncates IPv4 names to its column and leaves IPv6 ones whole.
+    return name if _is_v6(endpoint) else name[:width]
+
+
+def _address_key(endpoint: str) -> tuple[int, int, int]:
+    host, port = split_hostport(endpoint)
+    address = parse_address(host)
+    return (address.version, int(address), int(port or 0))
+
+
+def _sort_key_service(svc: Json) -> tuple[int, int, int, int, int]:
+    # ipvsadm's service_cmp: the mark first (address services have 0), then the family,
+    # protocol, address and port
+    family, address, port = _address_key(str(svc["address"]))
+    return (int(svc.get("fwmark") or 0), family, _PROTO_NUMBER.get(str(svc["protocol"]), 255),
+            address, port)
+
+
+def _sort_key_server(rs: Json) -> tuple[int, int, int]:
+    return _address_key(str(rs["address"]))
 
 
 def _ordered(services: Iterable[Json], fmt: Format) -> list[Json]:
@@ -139,7 +172,7 @@ _RATES = ("cps", "inpps", "outpps", "inbps", "outbps")
 
 def _service_lines(svc: Json, fmt: Format) -> list[str]:
     protocol = str(svc["protocol"])
-    name = f"{protocol.upper()}  {_name(str(svc['address']), protocol, fmt.numeric)}"[:33]
+    name = _service_name(svc, fmt.numeric, 33)
     if fmt.stats:
         head = f"{name:<33}" + _counters(svc.get("stats", {}), _STATS, fmt.exact)
     elif fmt.rate:
@@ -148,7 +181,7 @@ def _service_lines(svc: Json, fmt: Format) -> list[str]:
         head = _plain_service(name, svc)
     lines = [head]
     for rs in _servers(svc, fmt):
-        dname = _name(str(rs["address"]), protocol, fmt.numeric)[:28]
+        dname = _cut(_name(str(rs["address"]), protocol, fmt.numeric), str(rs["address"]), 28)
         if fmt.stats:
             lines.append(f"  -> {dname:<28}" + _counters(rs.get("stats", {}), _STATS, fmt.exact))
         elif fmt.rate:
@@ -183,13 +216,21 @@ def _weight(rs: Json) -> int:
 
 
 def _persistence(svc: Json, timeout_word: str, mask_word: str) -> str:
-    """`` persistent 360 mask 255.255.255.0`` (listing) or `` -p 360 -M …`` (save)."""
+    """`` persistent 360 mask 255.255.255.0`` (listing) or `` -p 360 -M …`` (save).
+
+    An IPv6 service's granularity is a prefix length: `` mask 64`` / `` -M 64``, left out at
+    128 as ipvsadm does.
+    """
     persistence = int(svc.get("persistence", 0))
     if not persistence:
         return ""
     text = f" {timeout_word} {persistence}"
-    if str(svc.get("netmask", "255.255.255.255")) != "255.255.255.255":
-        text += f" {mask_word} {svc['netmask']}"
+    mask = str(svc.get("netmask", "255.255.255.255"))
+    if _is_v6(str(svc["address"])):
+        if mask not in ("128", "255.255.255.255"):
+            text += f" {mask_word} {mask}"
+    elif mask != "255.255.255.255":
+        text += f" {mask_word} {mask}"
     return text
 
 
@@ -227,13 +268,20 @@ def rules(services: Iterable[Json], *, numeric: bool = False) -> str:
     for svc in _ordered(services, fmt):
         protocol = str(svc["protocol"])
         switch = "-t" if protocol == "tcp" else "-u"
-        name = f"{switch} {_name(str(svc['address']), protocol, numeric)}"
+        if svc.get("fwmark"):
+            name = f"-f {int(svc['fwmark'])}"
+        else:
+            name = f"{switch} {_name(str(svc['address']), protocol, numeric)}"
         line = f"-A {name} -s {svc['scheduler']}" + _persistence(svc, "-p", "-M")
         flags = _sched_flags(svc)
         if flags:
             line += f" -b {flags}"
         if svc.get("synproxy"):
             line += " -j enable"
+        if svc.get("ftp"):
+            line += " --ftp"  # pylvs: the FTP helper (ip_vs_ftp is a module in the kernel)
+        if svc.get("ports"):
+            line += f" --ports {','.join(svc['ports'])}"  # pylvs's port-list service
         out.append(line)
         for rs in _servers(svc, fmt):
             if rs.get("sorry"):

@@ -33,6 +33,28 @@ def _peer(ha: Mapping[str, Any]) -> str:
     return str(peer)
 
 
+def _cluster_lines(cl: Mapping[str, Any]) -> list[str]:
+    if cl.get("mode") != "active-active":
+        return []
+    announced = cl.get("announced") or []
+    state = "draining" if cl.get("draining") else "announcing"
+    lines = [f"cluster active-active  AS {cl.get('asn', '?')}  BIRD pid "
+             f"{cl.get('bird_pid') or 'none'}  {state} "
+             f"{', '.join(announced) if announced else 'nothing'}"]
+    for r in cl.get("routers") or []:
+        err = f"  last error: {r['last_error']}" if r.get("last_error") else ""
+        lines.append(f"  router {r['address']} AS {r['asn']}  BGP {r.get('state', '?')}  "
+                     f"BFD {r.get('bfd') or '-'}{err}")
+    peers = [b for b in cl.get("bfd_sessions") or [] if
+             b.get("address") not in {r.get("address") for r in cl.get("routers") or []}]
+    if peers:
+        lines.append("  BFD with real servers: " + ", ".join(
+            f"{b['address']} {b['state']}" for b in peers))
+    if cl.get("error"):
+        lines.append(f"  error: {cl['error']}")
+    return lines
+
+
 _MODE_WORDS = {0: "off", 1: "auto", 2: "ENGAGED", 3: "on"}
 
 
@@ -63,6 +85,7 @@ def render_status(status: Mapping[str, Any]) -> str:
     dfn = status.get("defense")
     if dfn:
         lines.append(_defense_line(dfn))
+    lines += _cluster_lines(status.get("cluster") or {})
     services = status.get("services") or []
     if not services:
         lines.append("no virtual services")

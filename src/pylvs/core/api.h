@@ -37,6 +37,8 @@ const char *lvs_strerror(int err);
  *   LVS_VERDICT_DROP       drop it (the reason is counted, see lvs_counter_names)
  *   LVS_VERDICT_REPLY      the slot now holds a generated packet (ICMP/ICMPv6 error) to be
  *                          written back towards the sender; len[i] is updated.
+ * mark: packets carrying a firewall mark with a fwmark service are that service's (looked up
+ * before the address/port services, as ip_vs_service_find does), whatever their address.
  * stride must be >= LVS_MIN_STRIDE (a reply is built in place).  Returns the number of
  * FORWARD + REPLY verdicts.
  */
@@ -57,6 +59,8 @@ typedef struct lvs_batch {
     uint32_t *len;
     uint8_t *meta;
     uint8_t *verdict;
+    uint32_t mark;           /* the firewall mark every packet of this batch carries (the
+                              * dataplane reads a mark's own device), 0 = none */
 } lvs_batch;
 
 int lvs_engine_process_batch(lvs_engine *e, lvs_batch *b, double now);
@@ -74,6 +78,11 @@ void lvs_engine_free(lvs_engine *e);
 #define LVS_OPT_SYNC_MASTER 4    /* collect sync records on the packet path */
 #define LVS_OPT_SYNC_THRESHOLD 5
 #define LVS_OPT_SYNC_PERIOD 6
+/* sloppy_tcp / sloppy_udp: a packet of a flow with no entry (one another director scheduled)
+ * creates the entry: a TCP non-SYN to a service (as IPVS's sloppy_tcp), and a reply from a
+ * real server of a service, which IPVS never sees on another box (docs/ipvs.md#sloppy-pickup). */
+#define LVS_OPT_SLOPPY_TCP 7
+#define LVS_OPT_SLOPPY_UDP 8
 int lvs_engine_set_option(lvs_engine *e, int opt, int64_t value);
 int64_t lvs_engine_get_option(lvs_engine *e, int opt);
 
@@ -119,6 +128,8 @@ void lvs_engine_get_timeouts(lvs_engine *e, uint32_t *tcp, uint32_t *tcpfin, uin
 
 /* ---- services and dests ---- */
 
+/* A fwmark service: proto LVS_PROTO_FWM, addr = the mark, port 0 (and so in every struct
+ * below that names a service). */
 typedef struct lvs_svc_conf {
     uint8_t af;              /* LVS_AF_INET or LVS_AF_INET6 */
     uint8_t proto;
@@ -129,6 +140,10 @@ typedef struct lvs_svc_conf {
     uint32_t timeout;        /* persistence seconds, 0 = not persistent */
     uint32_t netmask;        /* persistence: IPv4 netmask (host order); IPv6 prefix 1..128 */
     uint32_t mh_table_size;  /* 0 = default */
+    /* port 0 only: the ports the service takes, nranges [lo, hi] pairs (NULL/0 = all ports,
+     * which needs persistence); one scheduler and one persistence template across them */
+    const uint16_t *port_ranges;
+    uint32_t nranges;
 } lvs_svc_conf;
 
 typedef struct lvs_dest_conf {
@@ -153,6 +168,11 @@ int lvs_dest_edit(lvs_engine *e, const lvs_dest_conf *c);
 int lvs_dest_del(lvs_engine *e, const lvs_dest_conf *c, int expire_conns);
 /* Expire every conn and template bound to the dest now; returns how many (or -errno). */
 int lvs_dest_expire_conns(lvs_engine *e, const lvs_dest_conf *c);
+
+/* Addresses the operator's nftables rules mark for fwmark services (their VIPs): unmarked
+ * packets to them are dropped (no_service) instead of passed back to the kernel, which would
+ * route them straight into the TUN again.  Replaces the previous list. */
+int lvs_engine_set_fwm_vips(lvs_engine *e, const uint32_t *addrs, uint32_t n);
 
 /* ---- inspection ---- */
 
@@ -226,6 +246,7 @@ const char *const *lvs_tcp_state_names(void);
 #define LVS_CONN_F_OUT_SEQ 0x0200   /* has a server->client sequence delta (kernel value) */
 #define LVS_CONN_F_IN_SEQ 0x0400    /* has a client->server sequence delta (kernel value) */
 #define LVS_CONN_F_SEQ_MASK 0x0600
+#define LVS_CONN_F_NO_CPORT 0x0800  /* an FTP expectation: any client port (kernel value) */
 #define LVS_CONN_F_SYNPROXY 0x8000  /* opened by the SYN proxy (Alibaba LVS's value) */
 
 typedef struct lvs_engine_info {

@@ -295,6 +295,22 @@ lvs_conn *lvs_conn_new(lvs_engine *e, const lvs_conn_key *k, uint16_t flags, lvs
     return c;
 }
 
+void lvs_conn_fill_cport(lvs_engine *e, lvs_conn *c, uint16_t cport)
+{
+    in_unlink(e, c);
+    out_unlink(e, c);
+    c->cport = cport;
+    c->flags &= (uint16_t)~LVS_CONN_F_NO_CPORT;
+    e->n_no_cport--;
+    uint32_t h = lvs_in_hash(e, c->af, c->proto, c->caddr, cport, c->vaddr, c->vport);
+    c->in_next = e->in_tab[h];
+    e->in_tab[h] = c->slot;
+    c->flags |= LVS_CONN_F_INHASH;
+    uint32_t o = lvs_out_hash(e, c->af, c->proto, c->daddr, c->dport, c->caddr, cport);
+    c->out_next = e->out_tab[o];
+    e->out_tab[o] = c->slot;
+}
+
 /* Unlink and free (ip_vs_conn_expire once the timer is really done with it). */
 static void embryo_unlink(lvs_engine *e, lvs_conn *c);
 
@@ -313,6 +329,8 @@ static void conn_free(lvs_engine *e, lvs_conn *c)
     }
     unbind_dest(e, c);
     lvs_ext_detach(e, c);
+    if (c->flags & LVS_CONN_F_NO_CPORT)
+        e->n_no_cport--;
     c->flags = 0;
     c->out_next = e->free_list;
     e->free_list = c->slot;

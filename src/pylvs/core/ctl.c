@@ -82,7 +82,7 @@ int lvs_is_vip6(const lvs_engine *e, lvs_addr addr)
 static int vip_rebuild(lvs_engine *e)
 {
     uint32_t n = 16;
-    while (n < e->nsvcs * 4)
+    while (n < (e->nsvcs + e->nfwm_vips) * 4)
         n <<= 1;
     uint32_t *set = calloc(n, sizeof(uint32_t));
     lvs_addr *set6 = calloc(n, sizeof(lvs_addr));
@@ -91,9 +91,15 @@ static int vip_rebuild(lvs_engine *e)
         free(set6);
         return -LVS_E_NOMEM;
     }
-    for (uint32_t s = 0; s < e->nsvcs; s++) {
-        if (e->svcs[s]->af == LVS_AF_INET6) {
-            lvs_addr a = e->svcs[s]->addr;
+    uint32_t nfwm = 0;
+    for (uint32_t s = 0; s < e->nsvcs + e->nfwm_vips; s++) {
+        const lvs_service *svc = s < e->nsvcs ? e->svcs[s] : NULL;
+        if (svc && svc->proto == LVS_PROTO_FWM) {
+            nfwm++; /* its addr is the mark, not an address */
+            continue;
+        }
+        if (svc && svc->af == LVS_AF_INET6) {
+            lvs_addr a = svc->addr;
             uint32_t i = vip6_slot(a) & (n - 1);
             while ((set6[i].ip6[0] | set6[i].ip6[1] | set6[i].ip6[2] | set6[i].ip6[3]) != 0 &&
                    !lvs_addr_eq(set6[i], a))
@@ -101,7 +107,7 @@ static int vip_rebuild(lvs_engine *e)
             set6[i] = a;
             continue;
         }
-        uint32_t addr = e->svcs[s]->addr.ip;
+        uint32_t addr = svc ? svc->addr.ip : e->fwm_vips[s - e->nsvcs];
         uint32_t i = (uint32_t)lvs_hash_mix(addr) & (n - 1);
         while (set[i] != 0 && set[i] != addr + 1)
             i = (i + 1) & (n - 1);
@@ -113,6 +119,7 @@ static int vip_rebuild(lvs_engine *e)
     e->vip_mask = n - 1;
     e->vip6_set = set6;
     e->vip6_mask = n - 1;
+    e->nfwm_svcs = nfwm;
     return 0;
 }
 
@@ -130,9 +137,34 @@ void lvs_ctl_free(lvs_engine *e)
     free(e->svcs);
     free(e->vip_set);
     free(e->vip6_set);
+    free(e->fwm_vips);
     e->svcs = NULL;
     e->vip_set = NULL;
     e->vip6_set = NULL;
+    e->fwm_vips = NULL;
+    e->nfwm_vips = 0;
+}
+
+int lvs_engine_set_fwm_vips(lvs_engine *e, const uint32_t *addrs, uint32_t n)
+{
+    uint32_t *copy = NULL;
+    if (n) {
+        copy = malloc((size_t)n * sizeof(*copy));
+        if (!copy)
+            return -LVS_E_NOMEM;
+        memcpy(copy, addrs, (size_t)n * sizeof(*copy));
+    }
+    uint32_t *old = e->fwm_vips, nold = e->nfwm_vips;
+    e->fwm_vips = copy;
+    e->nfwm_vips = n;
+    if (vip_rebuild(e) < 0) {
+        e->fwm_vips = old;
+        e->nfwm_vips = nold;
+        free(copy);
+        return -LVS_E_NOMEM;
+    }
+    free(old);
+    return 0;
 }
 
 /* ---- services ---- */
@@ -140,7 +172,7 @@ void lvs_ctl_free(lvs_engine *e)
 static int svc_apply_conf(lvs_service *svc, const lvs_svc_conf *c)
 {
     svc->flags = (c->flags & (LVS_SVC_F_SCHED1 | LVS_SVC_F_SCHED2 | LVS_SVC_F_SCHED3 |
-                              LVS_SVC_F_SYNPROXY)) |
+                              LVS_SVC_F_SYNPROXY | LVS_SVC_F_FTP)) |
                  (svc->flags & LVS_SVC_F_HASHED);
     if (c->timeout)
         svc->flags |= LVS_SVC_F_PERSISTENT;
@@ -150,11 +182,55 @@ static int svc_apply_conf(lvs_service *svc, const lvs_svc_conf *c)
     return 0;
 }
 
+/* Install the conf's port ranges (replacing any); -LVS_E_NOMEM leaves the old ones. */
+static int svc_set_ranges(lvs_service *svc, const lvs_svc_conf *c)
+{
+    uint16_t(*r)[2] = NULL;
+    if (c->nranges) {
+        r = malloc((size_t)c->nranges * sizeof(*r));
+        if (!r)
+            return -LVS_E_NOMEM;
+        for (uint32_t i = 0; i < c->nranges; i++) {
+            r[i][0] = c->port_ranges[2 * i];
+            r[i][1] = c->port_ranges[2 * i + 1];
+        }
+    }
+    free(svc->ranges);
+    svc->ranges = r;
+    svc->nranges = c->nranges;
+    return 0;
+}
+
+int lvs_svc_takes_port(const lvs_service *svc, uint16_t port)
+{
+    if (!svc->nranges)
+        return 1;
+    for (uint32_t i = 0; i < svc->nranges; i++)
+        if (port >= svc->ranges[i][0] && port <= svc->ranges[i][1])
+            return 1;
+    return 0;
+}
+
 static int check_svc_conf(const lvs_svc_conf *c, const lvs_scheduler **sched)
 {
-    if (c->proto != LVS_PROTO_TCP && c->proto != LVS_PROTO_UDP)
+    if (c->nranges) {
+        if (c->port != 0 || c->proto == LVS_PROTO_FWM || !c->port_ranges)
+            return -LVS_E_INVAL; /* a port list belongs to a port-0 address service */
+        for (uint32_t i = 0; i < c->nranges; i++)
+            if (c->port_ranges[2 * i] == 0 || c->port_ranges[2 * i] > c->port_ranges[2 * i + 1])
+                return -LVS_E_INVAL;
+    }
+    if (c->proto == LVS_PROTO_FWM) {
+        /* (LVS_PROTO_FWM, mark, 0), IPv4; a mark of 0 marks nothing */
+        if (c->af != LVS_AF_INET || c->addr.ip == 0 || c->port != 0 ||
+            (c->addr.ip6[1] | c->addr.ip6[2] | c->addr.ip6[3]))
+            return -LVS_E_INVAL;
+    } else if (c->proto != LVS_PROTO_TCP && c->proto != LVS_PROTO_UDP) {
         return -LVS_E_INVAL;
-    if (c->af == LVS_AF_INET6) {
+    }
+    if (c->proto == LVS_PROTO_FWM) {
+        /* checked above */
+    } else if (c->af == LVS_AF_INET6) {
         /* :: is the VIP set's empty slot, and no VIP anyway; ipvsadm -M is a prefix length */
         if ((c->addr.ip6[0] | c->addr.ip6[1] | c->addr.ip6[2] | c->addr.ip6[3]) == 0)
             return -LVS_E_INVAL;
@@ -163,12 +239,15 @@ static int check_svc_conf(const lvs_svc_conf *c, const lvs_scheduler **sched)
     } else if (c->af != LVS_AF_INET || (c->addr.ip6[1] | c->addr.ip6[2] | c->addr.ip6[3])) {
         return -LVS_E_INVAL;
     }
-    if (c->port == 0 && c->timeout == 0)
+    if (c->port == 0 && c->timeout == 0 && c->proto != LVS_PROTO_FWM && c->nranges == 0)
         return -LVS_E_INVAL; /* port-zero services must be persistent */
     if (c->timeout > 2678400)
         return -LVS_E_RANGE;
     if ((c->flags & LVS_SVC_F_SYNPROXY) && c->proto != LVS_PROTO_TCP)
         return -LVS_E_INVAL; /* a SYN proxy needs TCP */
+    if ((c->flags & LVS_SVC_F_FTP) &&
+        (c->proto != LVS_PROTO_TCP || c->af != LVS_AF_INET || c->port < 2))
+        return -LVS_E_INVAL; /* the FTP helper watches an IPv4 TCP control port (port - 1 = data) */
     *sched = lvs_sched_find(c->sched ? c->sched : "wlc");
     return *sched ? 0 : -LVS_E_INVAL;
 }
@@ -200,9 +279,14 @@ int lvs_svc_add(lvs_engine *e, const lvs_svc_conf *c)
     svc->rng_state = lvs_hash_mix(e->seed ^ (addr_bits(c->addr) << 24 | (uint64_t)c->port << 8 |
                                              c->proto)) | 1;
     svc->sched = sched;
+    if (svc_set_ranges(svc, c) < 0) {
+        free(svc);
+        return -LVS_E_NOMEM;
+    }
     if (sched->init_service) {
         r = sched->init_service(svc);
         if (r < 0) {
+            free(svc->ranges);
             free(svc);
             return r;
         }
@@ -254,7 +338,7 @@ int lvs_svc_edit(lvs_engine *e, const lvs_svc_conf *c)
             return r;
         }
     }
-    return 0;
+    return svc_set_ranges(svc, c);
 }
 
 static void svc_free(lvs_engine *e, lvs_service *svc)
@@ -280,6 +364,7 @@ static void svc_free(lvs_engine *e, lvs_service *svc)
     e->nsvcs--;
     for (uint32_t i = idx; i < e->nsvcs; i++)
         e->svcs[i]->index = i;
+    free(svc->ranges);
     free(svc);
 }
 

@@ -69,6 +69,12 @@ int lvs_engine_set_option(lvs_engine *e, int opt, int64_t value)
     case LVS_OPT_SYNC_MASTER:
         e->sync_master = value != 0;
         return 0;
+    case LVS_OPT_SLOPPY_TCP:
+        e->sloppy_tcp = value != 0;
+        return 0;
+    case LVS_OPT_SLOPPY_UDP:
+        e->sloppy_udp = value != 0;
+        return 0;
     case LVS_OPT_SYNC_THRESHOLD:
         if (value < 0 || value > 1000000)
             return -LVS_E_RANGE;
@@ -95,6 +101,10 @@ int64_t lvs_engine_get_option(lvs_engine *e, int opt)
         return e->conn_reuse_mode;
     case LVS_OPT_SYNC_MASTER:
         return e->sync_master;
+    case LVS_OPT_SLOPPY_TCP:
+        return e->sloppy_tcp;
+    case LVS_OPT_SLOPPY_UDP:
+        return e->sloppy_udp;
     case LVS_OPT_SYNC_THRESHOLD:
         return e->sync_threshold;
     case LVS_OPT_SYNC_PERIOD:

@@ -5,8 +5,9 @@
  *
  * Who calls whom (no cycles; a file calls only files below it in this list):
  *   engine.c   lifetime, options, expiry sweep  -> defense.c ctl.c conn.c dest.c sync.c proto_tcp.c
- *   packet.c   packet entry, batch loop         -> defense.c synproxy.c proto_tcp.c xmit.c icmp.c
- *                                                  sync.c ctl.c conn.c
+ *   packet.c   packet entry, batch loop         -> defense.c synproxy.c ftp.c proto_tcp.c xmit.c
+ *                                                  icmp.c sync.c ctl.c conn.c
+ *   ftp.c      FTP helper (PORT/PASV entries)    -> seqadj.c sync.c conn.c
  *   defense.c  flood defence, eviction          -> conn.c
  *   synproxy.c SYN proxy                        -> xmit.c seqadj.c conn.c
  *   xmit.c     NAT rewrite                      -> icmp.c seqadj.c
@@ -118,6 +119,11 @@ enum {
     LVS_CNT_SYNPROXY_HELD_TRUNCATED, /* client data not kept while waiting (over the budget) */
     LVS_CNT_SYNPROXY_HELD,           /* client data kept while waiting (a DROP verdict: the
                                       * engine sends it on with the server's SYN-ACK) */
+    LVS_CNT_SLOPPY_IN,       /* not drops: entries created from a TCP non-SYN (sloppy) */
+    LVS_CNT_SLOPPY_REPLY,    /* ... and from a reply of a real server (sloppy) */
+    LVS_CNT_FTP_DATA_ENTRY,          /* FTP data entries made from PORT/EPRT/227/229 */
+    LVS_CNT_FTP_REWRITE,             /* 227 replies rewritten to the VIP */
+    LVS_CNT_FTP_NO_ROOM,             /* a 227 reply left as it was: no room to grow */
     LVS_CNT_MAX
 };
 
@@ -168,6 +174,10 @@ struct lvs_engine {
     uint32_t vip_mask;
     lvs_addr *vip6_set;      /* the IPv6 VIPs, open addressing, :: = empty (never a VIP) */
     uint32_t vip6_mask;
+    uint32_t *fwm_vips;      /* lvs_engine_set_fwm_vips: also in vip_set */
+    uint32_t nfwm_vips;
+    uint32_t nfwm_svcs;      /* fwmark services: a marked batch looks them up only if > 0 */
+    uint32_t n_no_cport;     /* FTP expectations waiting for their client port (ftp.c) */
 
     lvs_dest *trash;         /* removed dests still referenced (linked through ->next) */
     uint32_t ntrash;
@@ -180,6 +190,8 @@ struct lvs_engine {
     int expire_nodest_conn;
     int expire_quiescent_template;
     int conn_reuse_mode;
+    int sloppy_tcp;
+    int sloppy_udp;
 
     /* stats */
     lvs_stats stats;
@@ -313,6 +325,12 @@ lvs_service *lvs_svc_lookup(lvs_engine *e, uint8_t af, uint8_t proto, lvs_addr a
                             uint16_t port);
 int lvs_is_vip(const lvs_engine *e, uint32_t addr);
 int lvs_is_vip6(const lvs_engine *e, lvs_addr addr);
+/* A port-0 service takes `port`: always, unless it has a port list that lacks it. */
+int lvs_svc_takes_port(const lvs_service *svc, uint16_t port);
+
+/* The client's data connection found its expectation: the entry takes the client's port
+ * (ip_vs_conn_fill_cport) and is rehashed under it. */
+void lvs_conn_fill_cport(lvs_engine *e, lvs_conn *c, uint16_t cport);
 
 /* ---- proto_tcp.c ---- */
 extern const uint32_t lvs_tcp_default_timeouts[LVS_TCP_S_LAST];
@@ -325,6 +343,9 @@ void lvs_stats_info_fill(lvs_stats_info *o, const lvs_stats *cur, const lvs_stat
 /* ---- sync.c ---- */
 /* A conn got an incoming packet (pkts = its count): queue the records the master sends. */
 void lvs_sync_conn(lvs_engine *e, lvs_conn *c, uint32_t pkts);
+/* Queue a record for the conn now (sync master only): its sequence delta just changed (the
+ * FTP helper), which a backup must have before the next packet-count threshold. */
+void lvs_sync_conn_now(lvs_engine *e, lvs_conn *c);
 /* The tmpl_rearmed hook. */
 void lvs_sync_tmpl_rearmed(lvs_engine *e, lvs_conn *c);
 void lvs_sync_free(lvs_engine *e);

@@ -121,7 +121,9 @@ static const char *const counter_names[LVS_CNT_MAX + 1] = {
     "not_ours",         "reply_short_stride", "sync_overflow", "defense_drop_packet",
     "ipv6_ext_header",
     "synproxy_syn",     "synproxy_ack_ok",   "synproxy_bad_cookie", "synproxy_expired_cookie",
-    "synproxy_pending_drop", "synproxy_held_truncated", "synproxy_held", NULL,
+    "synproxy_pending_drop", "synproxy_held_truncated", "synproxy_held",
+    "sloppy_in",        "sloppy_reply",
+    "ftp_data_entry",   "ftp_rewrite",       "ftp_no_room", NULL,
 };
 
 const char *const *lvs_counter_names(void)

@@ -24,6 +24,10 @@
 
 #define LVS_PROTO_TCP 6
 #define LVS_PROTO_UDP 17
+/* A firewall-mark service (ipvsadm -f) is keyed (LVS_PROTO_FWM, mark, 0): the identity the
+ * kernel gives its persistence templates (IPPROTO_IP, vaddr = mark), so every call that names
+ * a service by (proto, addr, port) names a fwmark service too (docs/ipvs.md#fwmark). */
+#define LVS_PROTO_FWM 0
 
 /* address families (the Linux AF_* values, as the kernel's sync records and netlink use) */
 #define LVS_AF_INET 2
@@ -72,6 +76,7 @@ static inline uint32_t lvs_addr_fold(uint8_t af, lvs_addr a)
 #define LVS_SVC_F_SCHED1 0x0008u /* sh-fallback, mh-fallback */
 #define LVS_SVC_F_SCHED2 0x0010u /* sh-port, mh-port */
 #define LVS_SVC_F_SCHED3 0x0020u
+#define LVS_SVC_F_FTP 0x4000u /* pylvs: the FTP helper watches the control connection */
 #define LVS_SVC_F_SYNPROXY 0x8000u /* answer SYNs with cookies (Alibaba LVS's value) */
 
 typedef struct lvs_stats {
@@ -173,6 +178,10 @@ struct lvs_service {
     lvs_stats zero;          /* -Z baseline */
     lvs_est est;
     uint32_t index;          /* position in the engine's service vector */
+    /* a port-0 service restricted to these ports (pylvs's `ports`, no IPVS counterpart):
+     * nranges pairs [lo, hi], host order; 0 = every port */
+    uint16_t (*ranges)[2];
+    uint32_t nranges;
 };
 
 /* ---- scheduler registry (../_sched.c) ---- */

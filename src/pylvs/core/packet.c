@@ -20,10 +20,14 @@
  *  IP options                                         handled (L4 found through IHL)
  *  bytes after the IP total length (padding)          trimmed (len = total length), as the
  *                                                     kernel's ip_rcv does
+ *  batch mark with a fwmark service (IPv4)            to a VIP (that service first)
  *  other protocol, to a VIP                           DROP     unknown_proto
  *  other protocol, elsewhere                          PASS     not_ours
  *  TCP/UDP to a VIP, no conn, no service on the port  DROP     no_service
+ *    (a port-0 service with a port list takes only those ports)
  *  TCP to a service, no conn, not SYN (or SYN+RST)    DROP     tcp_no_syn
+ *    ... with sloppy_tcp: any packet without RST       scheduled (IPVS's sloppy_tcp;
+ *                                                              not synproxy services)
  *  synproxy service, no conn: a SYN                  REPLY    synproxy_syn (cookie SYN-ACK)
  *    ... an ACK with a valid cookie                   REPLY    synproxy_ack_ok (SYN to the
  *                                                              server; the ACK is kept)
@@ -44,6 +48,8 @@
  *    ... an ICMP error with TTL <= 1                  DROP     ttl_exceeded (no error about
  *                                                              an error)
  *  TCP/UDP not to a VIP and no out conn               PASS     not_ours
+ *    ... with sloppy_tcp/udp, from an available dest   FORWARD  sloppy_reply (entry created
+ *        of a service (TCP: not an RST)                         from the reply, see below)
  *  ICMP error (3, 4, 11) matching a conn              FORWARD  (translated both ways; the
  *                                                              in direction also takes the
  *                                                              TTL step, as ip_vs_icmp_xmit)
@@ -116,10 +122,15 @@ static int schedule(lvs_engine *e, lvs_service *svc, const pkt *k, double now, l
     uint16_t dport = k->dport;
     lvs_dest *dest;
     lvs_conn *ct = NULL;
+    int fwm = svc->proto == LVS_PROTO_FWM;
     if (svc->flags & LVS_SVC_F_PERSISTENT) {
         lvs_addr snet = persist_net(svc, k->saddr);
         uint16_t tport = (svc->port != 0 && dport == svc->port) ? svc->port : 0;
-        ct = lvs_tmpl_get(e, k->af, proto, snet, k->daddr, tport);
+        /* ip_vs_sched_persist: a fwmark service's template is (IPPROTO_IP, snet, 0, mark, 0),
+         * one per client network across every port and protocol the mark covers */
+        uint8_t tproto = fwm ? LVS_PROTO_FWM : proto;
+        lvs_addr taddr = fwm ? svc->addr : k->daddr;
+        ct = lvs_tmpl_get(e, k->af, tproto, snet, taddr, tport);
         if (ct) {
             lvs_dest *td = ct->dest;
             int valid = td && (td->flags & LVS_DEST_F_AVAILABLE) &&
@@ -135,7 +146,7 @@ static int schedule(lvs_engine *e, lvs_service *svc, const pkt *k, double now, l
                                                       : NULL;
             if (!dest)
                 return SCHED_NODEST;
-            lvs_conn_key tk = {k->af,   proto, snet, k->daddr, dest->addr, 0, tport,
+            lvs_conn_key tk = {k->af,   tproto, snet, taddr, dest->addr, 0, tport,
                                svc->port != 0 ? dest->port : 0};
             if (!lvs_defense_make_room(e, now))
                 return SCHED_FULL;
@@ -155,6 +166,10 @@ static int schedule(lvs_engine *e, lvs_service *svc, const pkt *k, double now, l
     }
     uint16_t rport = dport;
     if (dest->port != 0 && (svc->port == 0 ? 0 : dport == svc->port))
+        rport = dest->port;
+    /* ip_vs_schedule: without persistence a fwmark service's dest port wins when set; port 0
+     * keeps the client's destination port */
+    if (fwm && !ct && dest->port != 0)
         rport = dest->port;
     lvs_conn_key ck = {k->af, proto, k->saddr, k->daddr, dest->addr, k->sport, dport, rport};
     /* the template is pinned while room is made, so evicting the conn it controls cannot
@@ -206,11 +221,26 @@ static int do_in(lvs_engine *e, pkt *k, uint32_t *plen, uint32_t cap, double now
             c = NULL;
         }
     }
+    if (!c && e->n_no_cport && k->proto == LVS_PROTO_TCP && k->af == LVS_AF_INET) {
+        /* an FTP data connection to the port a 227/229 announced (ip_vs_conn_in_get retries
+         * with cport 0; ip_vs_nat_xmit fills the port in) */
+        c = lvs_conn_in_get(e, k->af, k->proto, k->saddr, 0, k->daddr, k->dport);
+        if (c && (c->flags & LVS_CONN_F_NO_CPORT))
+            lvs_conn_fill_cport(e, c, k->sport);
+        else
+            c = NULL;
+    }
     if (!c) {
-        lvs_service *svc = lvs_svc_lookup(e, k->af, k->proto, k->daddr, k->dport);
+        lvs_service *svc = k->fwm_svc;
         if (!svc)
+            svc = lvs_svc_lookup(e, k->af, k->proto, k->daddr, k->dport);
+        if (!svc) {
             svc = lvs_svc_lookup(e, k->af, k->proto, k->daddr, 0);
-        if (!svc || (svc->port == 0 && !(svc->flags & LVS_SVC_F_PERSISTENT))) {
+            if (svc && !lvs_svc_takes_port(svc, k->dport))
+                svc = NULL;
+        }
+        if (!svc || (svc->port == 0 && svc->nranges == 0 && svc->proto != LVS_PROTO_FWM &&
+                     !(svc->flags & LVS_SVC_F_PERSISTENT))) {
             e->counters[LVS_CNT_NO_SERVICE]++;
             return LVS_VERDICT_DROP;
         }
@@ -222,7 +252,10 @@ static int do_in(lvs_engine *e, pkt *k, uint32_t *plen, uint32_t cap, double now
             if (v != LVS_SP_ACCEPT)
                 return v;
             proxied = 1;
-        } else if (k->proto == LVS_PROTO_TCP && (!syn || (k->th_flags & TH_RST))) {
+        } else if (k->proto == LVS_PROTO_TCP &&
+                   ((!syn && !e->sloppy_tcp) || (k->th_flags & TH_RST))) {
+            /* tcp_conn_schedule: with sloppy_tcp a packet of a flow another director
+             * scheduled (ECMP moved it here) is scheduled too; mh/sh pick the same server */
             e->counters[LVS_CNT_TCP_NO_SYN]++;
             return LVS_VERDICT_DROP;
         }
@@ -231,6 +264,8 @@ static int do_in(lvs_engine *e, pkt *k, uint32_t *plen, uint32_t cap, double now
             return LVS_VERDICT_DROP;
         }
         int r = schedule(e, svc, k, now, &c);
+        if (r == SCHED_OK && k->proto == LVS_PROTO_TCP && !syn && !proxied)
+            e->counters[LVS_CNT_SLOPPY_IN]++;
         if (r == SCHED_FULL) {
             e->counters[LVS_CNT_TABLE_FULL]++;
             return LVS_VERDICT_DROP;
@@ -260,6 +295,8 @@ static int do_in(lvs_engine *e, pkt *k, uint32_t *plen, uint32_t cap, double now
     }
     stats_in(e, c, k->tot);
     state_transition(e, c, LVS_DIR_IN, k->th_flags);
+    if (k->proto == LVS_PROTO_TCP && lvs_ftp_ctl(c))
+        lvs_ftp_in(e, k, c, now);
     int verdict = lvs_nat_xmit_in(e, k, c, plen, cap);
     uint32_t pkts = ++c->in_pkts;
     if (e->sync_master)
@@ -268,15 +305,58 @@ static int do_in(lvs_engine *e, pkt *k, uint32_t *plen, uint32_t cap, double now
     return verdict;
 }
 
+/*
+ * Sloppy reply pickup (no IPVS counterpart: on one box the reply always finds the entry).
+ * With several active directors the real servers' return route may hash a reply to a
+ * director that never saw the flow.  A reply from an available dest of a service is the
+ * flow's own reply: the client is its destination and the VIP is the service's, so the
+ * entry is created from it.  The first service (in insertion order) holding the dest wins;
+ * with mh/sh the directors that see the client's packets pick that same dest.
+ */
+static lvs_conn *sloppy_reply(lvs_engine *e, pkt *k, double now)
+{
+    if (k->proto == LVS_PROTO_TCP ? !e->sloppy_tcp || (k->th_flags & TH_RST) : !e->sloppy_udp)
+        return NULL;
+    for (uint32_t i = 0; i < e->nsvcs; i++) {
+        lvs_service *svc = e->svcs[i];
+        /* a SYN proxy's entries carry sequence deltas a reply cannot tell */
+        if (svc->proto != k->proto || svc->af != k->af || (svc->flags & LVS_SVC_F_SYNPROXY))
+            continue;
+        for (lvs_dest *d = svc->destinations; d; d = d->next) {
+            uint16_t rport = d->port ? d->port : svc->port;
+            if (!lvs_addr_eq(d->addr, k->saddr) || rport != k->sport ||
+                !(d->flags & LVS_DEST_F_AVAILABLE))
+                continue;
+            /* a port-0 service forwards every port unchanged: the reply's port is the VIP's */
+            uint16_t vport = svc->port ? svc->port : k->sport;
+            lvs_conn_key ck = {k->af, k->proto, k->daddr, svc->addr, d->addr,
+                               k->dport, vport, k->sport};
+            lvs_conn *c = lvs_conn_new(e, &ck, LVS_CONN_F_INACTIVE, d, now);
+            if (!c) {
+                e->counters[LVS_CNT_TABLE_FULL]++;
+                return NULL;
+            }
+            stats_conn(e, d);
+            e->counters[LVS_CNT_SLOPPY_REPLY]++;
+            return c;
+        }
+    }
+    return NULL;
+}
+
 static int do_out(lvs_engine *e, pkt *k, uint32_t *plen, uint32_t cap, double now)
 {
     lvs_conn *c = lvs_conn_out_get(e, k->af, k->proto, k->saddr, k->sport, k->daddr, k->dport);
+    if (!c)
+        c = sloppy_reply(e, k, now);
     if (!c) {
         e->counters[LVS_CNT_PASS_NOT_OURS]++;
         return LVS_VERDICT_PASS;
     }
     if (c->flags & LVS_CONN_F_SP_WAIT)
         return lvs_synproxy_out_wait(e, k, c, plen, cap, now);
+    if (k->proto == LVS_PROTO_TCP && lvs_ftp_ctl(c))
+        lvs_ftp_out(e, k, c, plen, cap, now); /* before NAT, as ip_vs_app_pkt_out */
     lvs_nat_xmit_out(e, k, c);
     stats_out(e, c, k->tot);
     state_transition(e, c, LVS_DIR_OUT, k->th_flags);
@@ -339,6 +419,7 @@ static int process_v6(lvs_engine *e, uint8_t *p, uint32_t *plen, uint32_t cap, u
     k.th_flags = 0;
     k.saddr = ld_addr6(p + 8);
     k.daddr = ld_addr6(p + 24);
+    k.fwm_svc = NULL; /* fwmark services are IPv4 here */
     int to_vip = lvs_is_vip6(e, k.daddr);
     int off = lvs_ipv6_skip_ext(p, LVS_IPV6_HDR, tot, p[6], &k.proto);
     if (off < 0) {
@@ -360,7 +441,7 @@ static int process_v6(lvs_engine *e, uint8_t *p, uint32_t *plen, uint32_t cap, u
 }
 
 static int process_one(lvs_engine *e, uint8_t *p, uint32_t *plen, uint32_t cap, uint8_t meta,
-                       double now)
+                       uint32_t mark, double now)
 {
     uint32_t len = *plen;
     if (len >= 1 && (p[0] >> 4) == 6)
@@ -409,7 +490,12 @@ static int process_one(lvs_engine *e, uint8_t *p, uint32_t *plen, uint32_t cap, 
     k.daddr = lvs_addr4(ld32(p + 16));
     k.meta = meta;
     k.th_flags = 0;
-    int to_vip = lvs_is_vip(e, k.daddr.ip);
+    /* a marked packet of a fwmark service is inbound whatever its address (ip_vs_in looks
+     * the service up by skb->mark first) */
+    k.fwm_svc = mark && e->nfwm_svcs
+                    ? lvs_svc_lookup(e, LVS_AF_INET, LVS_PROTO_FWM, lvs_addr4(mark), 0)
+                    : NULL;
+    int to_vip = k.fwm_svc != NULL || lvs_is_vip(e, k.daddr.ip);
     if (k.proto == 1)
         return lvs_icmp_process(e, &k, to_vip);
     return process_l4(e, &k, to_vip, plen, cap, now);
@@ -482,7 +568,8 @@ int lvs_engine_process_batch(lvs_engine *e, lvs_batch *b, double now)
             uint32_t i = g + j;
             uint8_t *p = b->data + (size_t)i * b->stride;
             uint32_t len = b->len[i] < b->stride ? b->len[i] : b->stride;
-            int v = process_one(e, p, &len, b->stride, b->meta ? b->meta[i] : 0, now);
+            int v = process_one(e, p, &len, b->stride, b->meta ? b->meta[i] : 0, b->mark,
+                                now);
             b->len[i] = len;
             b->verdict[i] = (uint8_t)v;
             if (v == LVS_VERDICT_FORWARD || v == LVS_VERDICT_REPLY)

@@ -172,6 +172,7 @@ typedef struct pkt {
     uint8_t proto;
     uint8_t th_flags;
     uint8_t meta;
+    struct lvs_service *fwm_svc; /* the fwmark service of the batch's mark, if any */
 } pkt;
 
 /* ---- stats (ip_vs_in_stats / ip_vs_out_stats / ip_vs_conn_stats) ---- */
@@ -236,6 +237,24 @@ void lvs_tcp_transition(lvs_engine *e, lvs_conn *c, int dir, uint8_t th_flags);
 int lvs_nat_xmit_in(lvs_engine *e, pkt *k, const lvs_conn *c, uint32_t *plen, uint32_t cap);
 /* Server -> client: SNAT back to the conn's VIP and port. */
 void lvs_nat_xmit_out(lvs_engine *e, pkt *k, const lvs_conn *c);
+
+/* ---- ftp.c (docs/ipvs.md#ftp) ---- */
+
+/* A client -> server segment of an FTP control conn (before NAT): PORT/EPRT make the entry
+ * the server's active data connection will use. */
+void lvs_ftp_in(lvs_engine *e, pkt *k, lvs_conn *c, double now);
+/* A server -> client segment of an FTP control conn (before NAT): 227/229 make the
+ * expectation; a 227's address is rewritten to the VIP (the packet's length may change,
+ * within cap, and *plen with it). */
+void lvs_ftp_out(lvs_engine *e, pkt *k, lvs_conn *c, uint32_t *plen, uint32_t cap, double now);
+
+/* An FTP control conn: TCP to the port of a service with the helper on. */
+static inline int lvs_ftp_ctl(const lvs_conn *c)
+{
+    const lvs_service *s = c->dest ? c->dest->svc : (const lvs_service *)0;
+    return s && (s->flags & LVS_SVC_F_FTP) && c->vport == s->port &&
+           !(c->flags & LVS_CONN_F_TEMPLATE);
+}
 
 /* ---- icmp.c ---- */
 

@@ -52,6 +52,12 @@ void lvs_sync_conn(lvs_engine *e, lvs_conn *c, uint32_t pkts)
     }
 }
 
+void lvs_sync_conn_now(lvs_engine *e, lvs_conn *c)
+{
+    if (e->sync_master)
+        sync_append(e, c, -1.0);
+}
+
 void lvs_sync_tmpl_rearmed(lvs_engine *e, lvs_conn *c)
 {
     /* a template still in control outlived its timeout: the backup must keep it too */
@@ -134,7 +140,9 @@ static uint32_t encode(const lvs_engine *e, uint8_t *r, const lvs_conn *c, doubl
     st16(r + 10, c->cport);
     st16(r + 12, c->vport);
     st16(r + 14, c->dport);
-    st32(r + 16, 0);
+    /* the v1 fwmark field: the conn's service mark, so a backup finds the fwmark service */
+    const lvs_dest *d = c->dest;
+    st32(r + 16, d && d->vproto == LVS_PROTO_FWM ? d->vaddr.ip : 0);
     /* the timeout of the current state, as the kernel sends; now >= 0 means "remaining" */
     uint32_t t = c->timeout;
     if (now >= 0.0) {
@@ -298,6 +306,7 @@ int lvs_sync_apply(lvs_engine *e, const uint8_t *data, uint32_t len, double now,
         uint32_t flags = ld32(r + 4) & LVS_CONN_F_SYNC_MASK;
         uint16_t state = ld16(r + 8);
         uint16_t cport = ld16(r + 10), vport = ld16(r + 12), dport = ld16(r + 14);
+        uint32_t fwmark = ld32(r + 16);
         uint32_t timeout = ld32(r + 20);
         lvs_addr caddr, vaddr, daddr;
         if (af == LVS_AF_INET6) {
@@ -311,7 +320,8 @@ int lvs_sync_apply(lvs_engine *e, const uint8_t *data, uint32_t len, double now,
         }
         int tmpl = (flags & LVS_CONN_F_TEMPLATE) != 0;
         if (parse_options(r + base, size - base, &opt, &have_opt, &sp) < 0 ||
-            (proto != LVS_PROTO_TCP && proto != LVS_PROTO_UDP) ||
+            (proto != LVS_PROTO_TCP && proto != LVS_PROTO_UDP &&
+             !(tmpl && proto == LVS_PROTO_FWM && af == LVS_AF_INET)) ||
             (!tmpl && (proto == LVS_PROTO_TCP ? state >= LVS_TCP_S_LAST : state != 0))) {
             (*skipped)++;
             continue;
@@ -334,13 +344,17 @@ int lvs_sync_apply(lvs_engine *e, const uint8_t *data, uint32_t len, double now,
             c = NULL;
         }
         if (!c) {
-            lvs_service *svc = lvs_svc_lookup(e, af, proto, vaddr, vport);
-            if (!svc)
+            lvs_service *svc =
+                fwmark ? lvs_svc_lookup(e, LVS_AF_INET, LVS_PROTO_FWM, lvs_addr4(fwmark), 0)
+                       : lvs_svc_lookup(e, af, proto, vaddr, vport);
+            if (!svc && !fwmark)
                 svc = lvs_svc_lookup(e, af, proto, vaddr, 0);
             lvs_dest *d = NULL;
             if (svc) {
                 for (d = svc->destinations; d; d = d->next)
-                    if (lvs_addr_eq(d->addr, daddr) && (d->port == dport || (tmpl && dport == 0)))
+                    /* a port-0 dest keeps the client's port: any dport is its */
+                    if (lvs_addr_eq(d->addr, daddr) &&
+                        (d->port == dport || d->port == 0 || (tmpl && dport == 0)))
                         break;
             }
             if (!d) {

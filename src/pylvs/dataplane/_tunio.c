@@ -37,8 +37,14 @@ struct lvs_tunio {
     uint32_t *len;
     uint8_t *meta;
     uint8_t *verdict;
+    uint32_t mark;      /* a fwmark service's device: every packet read carries this mark */
     lvs_tunio_stats st;
 };
+
+void lvs_tunio_set_mark(lvs_tunio *io, uint32_t mark)
+{
+    io->mark = mark;
+}
 
 lvs_tunio *lvs_tunio_new(int fd, int vnet_hdr, uint32_t batch_max, uint32_t stride)
 {
@@ -203,7 +209,7 @@ int lvs_tunio_pump(lvs_tunio *io, lvs_engine *eng, double now, uint32_t max_roun
             io->st.max_batch = (uint32_t)n;
         lvs_batch b = {
             .count = (uint32_t)n, .stride = io->stride, .data = io->data,
-            .len = io->len, .meta = io->meta, .verdict = io->verdict,
+            .len = io->len, .meta = io->meta, .verdict = io->verdict, .mark = io->mark,
         };
         if (eng) {
             lvs_engine_process_batch(eng, &b, now);

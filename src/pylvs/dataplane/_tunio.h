@@ -24,6 +24,9 @@ typedef struct lvs_tunio lvs_tunio;
 
 lvs_tunio *lvs_tunio_new(int fd, int vnet_hdr, uint32_t batch_max, uint32_t stride);
 void lvs_tunio_free(lvs_tunio *io);
+/* The device carries one fwmark service's packets (the policy rule `fwmark M` routes them
+ * here): the engine sees mark M on each. */
+void lvs_tunio_set_mark(lvs_tunio *io, uint32_t mark);
 /* Read up to max_rounds full batches (stopping at EAGAIN), run the engine (NULL drops
  * everything) and write back.  Returns packets read, or -errno on a read error. */
 int lvs_tunio_pump(lvs_tunio *io, lvs_engine *engine, double now, uint32_t max_rounds);

@@ -113,7 +113,9 @@ class TunStats:
 class TunDataplane:
     """One TUN device pumped through an engine on the running event loop.
 
-    ``engine_ptr`` returns the engine's typed ``lvs_engine *`` (``Engine._c_handle()``), or
+    ``mark`` makes it the device of one firewall mark (netconf routes the packets marked so
+    into it): the engine sees that mark on every packet read.  ``engine_ptr`` returns the
+    engine's typed ``lvs_engine *`` (``Engine._c_handle()``), or
     None to drop everything, e.g. before the engine exists; ``clock`` is the time base the
     engine's timers use; ``on_failure`` is called once if the pump stops on its own (the device
     went away).
@@ -122,8 +124,9 @@ class TunDataplane:
     def __init__(self, name: str, *, offload: bool = True, batch_size: int = 64,
                  engine_ptr: Callable[[], lvs_engine | None] | None = None,
                  clock: Callable[[], float] = time.monotonic,
-                 on_failure: Callable[[str], None] | None = None) -> None:
+                 on_failure: Callable[[str], None] | None = None, mark: int = 0) -> None:
         self.name = name
+        self.mark = mark  # a fwmark service's device: every packet read carries this mark
         self.offload = offload
         self.batch_size = batch_size
         self._engine_ptr = engine_ptr or (lambda: None)
@@ -147,6 +150,8 @@ class TunDataplane:
         if io == ffi.NULL:
             os.close(fd)
             raise CoreError("lvs_tunio_new failed (out of memory?)")
+        if self.mark:
+            lib.lvs_tunio_set_mark(io, self.mark)
         self.fd = fd
         self._io = ffi.gc(io, lib.lvs_tunio_free)
         self._pump = lib.lvs_tunio_pump  # bound once: the readiness callback is hot

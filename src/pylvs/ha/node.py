@@ -17,7 +17,6 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
-from ipaddress import IPv4Interface
 from typing import TYPE_CHECKING, Any
 
 from pylvs.ha.messages import Message, PathId, Receiver, Role, Sender, config_digest, load_secret
@@ -47,10 +46,11 @@ def services_digest(config: Config) -> bytes:
 
 def _targets(config: Config) -> list[GarpTarget]:
     d = config.director
-    vips = tuple(sorted({vs.address.address for vs in config.virtual_servers}))
+    vips = tuple(sorted({vs.address.address for vs in config.virtual_servers},
+                        key=lambda a: (a.version, int(a))))
     targets = [GarpTarget(d.public_interface, vips)]
-    if d.nat_router is not None:
-        targets.append(GarpTarget(d.private_interface, (IPv4Interface(d.nat_router).ip,)))
+    if d.nat_routers:
+        targets.append(GarpTarget(d.private_interface, tuple(n.ip for n in d.nat_routers)))
     return targets
 
 
@@ -86,8 +86,7 @@ class HaNode:
             paths=tuple(link.path for link in links), preempt=ha.preempt,
             preempt_delay=preempt_delay, dead_time=ha.dead_time,
         )
-        self.owner = NetconfOwner(netconf, _targets(config)[0].addresses,
-                                  IPv4Interface(d.nat_router) if d.nat_router else None)
+        self.owner = NetconfOwner(netconf, _targets(config)[0].addresses, d.nat_routers)
         self.takeover = Takeover(
             self.owner, _targets(config), garp_count=ha.garp_count,
             garp_repeat_delay=ha.garp_repeat_delay, garp_refresh=ha.garp_refresh,

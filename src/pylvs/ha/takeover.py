@@ -6,9 +6,10 @@ waiting):
 1. ``AddressOwner.claim()``: the VIP routes into the TUN device and the proxy-ARP entries on the
    public interface, and the ``nat_router`` address on the private interface (netconf does it,
    idempotently).
-2. A burst of ``garp_count`` gratuitous ARPs for every VIP (public interface) and for the
-   nat_router address (private interface), so clients, routers and real servers move their
-   ARP entries to our MAC at once.
+2. A burst of ``garp_count`` gratuitous ARPs for every IPv4 VIP (public interface) and the
+   IPv4 nat_router address (private interface), and as many unsolicited neighbour
+   advertisements for the IPv6 ones (:mod:`pylvs.neighbours`), so clients, routers and real
+   servers move their ARP and neighbour entries to our MAC at once.
 3. A second burst ``garp_repeat_delay`` seconds later for neighbours that missed the first one
    (keepalived's garp_master_delay), then, if ``garp_refresh`` > 0, one GARP per address every
    ``garp_refresh`` seconds for switches and routers that age entries out
@@ -28,14 +29,14 @@ import asyncio
 import logging
 import shlex
 import socket
-import struct
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
-from ipaddress import IPv4Address, IPv4Interface
 from typing import Protocol
 
 from pylvs.ha.messages import Role
+from pylvs.model import IPAddress, IPInterface
+from pylvs.neighbours import announce_frames
 from pylvs.netconf import NetConf, NetPlan
 from pylvs.tasks import cancel_and_wait
 
@@ -50,7 +51,6 @@ __all__ = [
 log = logging.getLogger("pylvs.ha")
 
 NOTIFY_TIMEOUT = 30.0
-ETH_P_ARP = 0x0806
 
 
 class AddressOwner(Protocol):
@@ -68,14 +68,14 @@ class GarpTarget:
     """The addresses to announce on one interface."""
 
     interface: str
-    addresses: tuple[IPv4Address, ...]
+    addresses: tuple[IPAddress, ...]  # IPv4: gratuitous ARP; IPv6: unsolicited NA
 
 
 class GarpSender:
-    """Gratuitous ARP from raw ``AF_PACKET`` sockets kept open between bursts.
+    """Gratuitous ARP and unsolicited NA from raw ``AF_PACKET`` sockets kept open between bursts.
 
-    Why not open one per burst (as ``netconf.send_gratuitous_arp`` does): binding a packet
-    socket to a protocol and closing it each wait for an RCU grace period, 10-15 ms apiece,
+    Why not open one per burst (as ``netconf.send_announcements`` does, once at start): binding
+    a packet socket to a protocol and closing it each wait for an RCU grace period, 10-15 ms apiece,
     which a takeover would pay on its critical path.  A socket made with protocol 0 never
     receives, so it registers no hook and opens in microseconds; it stays open until
     :meth:`close`, and is reopened after an error (the interface may have been re-created).
@@ -108,7 +108,7 @@ class GarpSender:
         for t in targets:
             try:
                 s, mac = self._sock(t.interface)
-                frames = [_garp_frame(mac, a) for a in t.addresses]
+                frames = announce_frames(mac, t.addresses)
                 for _ in range(count):
                     for frame in frames:
                         s.send(frame)
@@ -128,22 +128,14 @@ class GarpSender:
         self._socks.clear()
 
 
-def _garp_frame(mac: bytes, address: IPv4Address) -> bytes:
-    # An ARP *request* with sender = target = the address: every OS updates an existing
-    # entry from it, and some switches only snoop requests.
-    ip = address.packed
-    return (b"\xff" * 6 + mac + struct.pack("!H", ETH_P_ARP)
-            + struct.pack("!HHBBH", 1, 0x0800, 6, 4, 1) + mac + ip + b"\x00" * 6 + ip)
-
-
 class NetconfOwner:
     """:class:`AddressOwner` over :class:`pylvs.netconf.NetConf`'s takeover/release steps."""
 
-    def __init__(self, netconf: NetConf, vips: Sequence[IPv4Address],
-                 nat_router: IPv4Interface | None) -> None:
+    def __init__(self, netconf: NetConf, vips: Sequence[IPAddress],
+                 nat_routers: Sequence[IPInterface]) -> None:
         self.netconf = netconf
         self.vips = tuple(vips)  # the director updates these on a reload
-        self.nat_router = nat_router
+        self.nat_routers = frozenset(nat_routers)
 
     def claim(self) -> None:
         """Add the VIP routes and proxy-ARP entries and the nat_router address.
@@ -153,13 +145,13 @@ class NetconfOwner:
         """
         plan = self.netconf.plan
         self.netconf.apply(NetPlan(vips=plan.vips | frozenset(self.vips), steering=plan.steering,
-                                   nat_router=self.nat_router or plan.nat_router))
+                                   nat_routers=plan.nat_routers | self.nat_routers))
 
     def release(self) -> None:
         """Remove the VIPs and the nat_router address (netconf tolerates absent ones)."""
         plan = self.netconf.plan
         self.netconf.apply(NetPlan(vips=frozenset(), steering=plan.steering,
-                                   nat_router=None if self.nat_router else plan.nat_router))
+                                   nat_routers=plan.nat_routers - self.nat_routers))
 
 
 class Takeover:

@@ -6,10 +6,12 @@ with ``next_deadline()``, and carries out the returned actions.
 
 Sockets: one UDP socket per path (public, private, and the sync port), each bound with
 ``SO_BINDTODEVICE`` to its interface, so a heartbeat's path is known from the socket it arrived
-on and a cut cable silences exactly one path.  Datagrams go out with TTL 255 and are accepted
-only with TTL 255 (RFC 5082, as VRRP): nothing routed from off-link gets in even before the
-HMAC check.  They are marked DSCP CS6 and socket priority 6 so that a busy dataplane on the same
-interface does not queue heartbeats behind bulk traffic.
+on and a cut cable silences exactly one path.  A path whose peer address is IPv6 gets an IPv6
+socket (the hop limit and traffic class stand in for TTL and TOS).  Datagrams go out with TTL
+255 and are accepted only with TTL 255 (RFC 5082, as VRRP; VRRPv3 asks the same hop limit of
+IPv6): nothing routed from off-link gets in even before the HMAC check.  They are marked DSCP
+CS6 and socket priority 6 so that a busy dataplane on the same interface does not queue
+heartbeats behind bulk traffic.
 
 Late timers (docs/failover-health.md#lessons row 5): when the loop wakes late, heartbeats may
 already be
@@ -31,7 +33,6 @@ import time
 from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from ipaddress import IPv4Address
 from typing import Any, Protocol
 
 from pylvs.ha.messages import Kind, Message, PathId, Receiver, Role, Sender
@@ -45,6 +46,7 @@ from pylvs.ha.state import (
     RoleChanged,
     SendHeartbeat,
 )
+from pylvs.model import IPAddress
 from pylvs.tasks import TaskSet, cancel_and_wait
 
 __all__ = ["HaTransport", "Link", "RoleHandler"]
@@ -53,6 +55,8 @@ log = logging.getLogger("pylvs.ha")
 
 SO_BINDTODEVICE = getattr(socket, "SO_BINDTODEVICE", 25)
 IP_RECVTTL = getattr(socket, "IP_RECVTTL", 12)
+IPV6_RECVHOPLIMIT = getattr(socket, "IPV6_RECVHOPLIMIT", 51)
+IPV6_HOPLIMIT = getattr(socket, "IPV6_HOPLIMIT", 52)
 SO_PRIORITY = getattr(socket, "SO_PRIORITY", 12)
 TTL = 255
 DSCP_CS6 = 0xC0
@@ -76,21 +80,28 @@ class Link:
 
     path: PathId
     interface: str
-    peer: IPv4Address
+    peer: IPAddress
     port: int
 
 
 def _open(link: Link) -> socket.socket:
-    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    v6 = link.peer.version == 6
+    s = socket.socket(socket.AF_INET6 if v6 else socket.AF_INET, socket.SOCK_DGRAM)
     try:
         s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         s.setsockopt(socket.SOL_SOCKET, SO_BINDTODEVICE, link.interface.encode())
-        s.setsockopt(socket.IPPROTO_IP, socket.IP_TTL, TTL)
-        s.setsockopt(socket.IPPROTO_IP, IP_RECVTTL, 1)
-        s.setsockopt(socket.IPPROTO_IP, socket.IP_TOS, DSCP_CS6)
+        if v6:
+            s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+            s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_UNICAST_HOPS, TTL)
+            s.setsockopt(socket.IPPROTO_IPV6, IPV6_RECVHOPLIMIT, 1)
+            s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_TCLASS, DSCP_CS6)
+        else:
+            s.setsockopt(socket.IPPROTO_IP, socket.IP_TTL, TTL)
+            s.setsockopt(socket.IPPROTO_IP, IP_RECVTTL, 1)
+            s.setsockopt(socket.IPPROTO_IP, socket.IP_TOS, DSCP_CS6)
         s.setsockopt(socket.SOL_SOCKET, SO_PRIORITY, 6)
         s.setblocking(False)
-        s.bind(("0.0.0.0", link.port))
+        s.bind(("::" if v6 else "0.0.0.0", link.port))
     except OSError:
         s.close()
         raise
@@ -99,7 +110,8 @@ def _open(link: Link) -> socket.socket:
 
 def _ttl(ancdata: list[tuple[int, int, bytes]]) -> int | None:
     for level, kind, data in ancdata:
-        if level == socket.IPPROTO_IP and kind == socket.IP_TTL and len(data) >= 4:
+        if ((level, kind) in ((socket.IPPROTO_IP, socket.IP_TTL),
+                              (socket.IPPROTO_IPV6, IPV6_HOPLIMIT)) and len(data) >= 4):
             ttl: int = struct.unpack("=i", data[:4])[0]
             return ttl
     return None

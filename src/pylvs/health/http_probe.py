@@ -17,6 +17,7 @@ import aiohttp
 from pylvs.health.probes import classify_error
 from pylvs.health.result import ProbeResult, Reason, clip, show_bytes
 from pylvs.health.spec import ProbeSpec
+from pylvs.model import hostport
 
 __all__ = ["probe_http", "tls_context"]
 
@@ -71,7 +72,7 @@ async def probe_http(spec: ProbeSpec) -> ProbeResult:
             ssl_arg = tls_context(spec.verify_tls, spec.client_cert, spec.client_key, spec.ca_file)
         except (OSError, ssl.SSLError) as exc:
             return ProbeResult.failure(Reason.TLS, f"client TLS setup: {exc}")
-    url = f"{'https' if https else 'http'}://{spec.address}:{spec.port}{spec.path}"
+    url = f"{'https' if https else 'http'}://{hostport(str(spec.address), spec.port)}{spec.path}"
     headers = {"Host": spec.host} if spec.host else None
     # SNI and certificate name follow the configured Host when there is one.
     server_hostname = spec.host.split(":")[0] if (https and spec.host) else None

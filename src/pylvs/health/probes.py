@@ -123,7 +123,8 @@ async def probe_udp(spec: ProbeSpec) -> ProbeResult:
     UDP service proves nothing.
     """
     loop = asyncio.get_running_loop()
-    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    family = socket.AF_INET6 if spec.address.version == 6 else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_DGRAM)
     try:
         sock.setblocking(False)
         # A connected UDP socket receives the ICMP errors for its peer as ECONNREFUSED.

@@ -10,10 +10,9 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, replace
-from ipaddress import IPv4Address
 
 from pylvs.errors import ConfigError
-from pylvs.model import CheckConfig, CheckType, Endpoint
+from pylvs.model import CheckConfig, CheckType, Endpoint, IPAddress, hostport
 
 __all__ = ["PIRANHA_HTTP_EXPECT", "PIRANHA_HTTP_SEND", "ProbeSpec", "unescape"]
 
@@ -49,7 +48,7 @@ class ProbeSpec:
     """
 
     type: CheckType
-    address: IPv4Address
+    address: IPAddress  # IPv4 or IPv6; %h in an exec command is the bare address
     port: int
     interval: float
     timeout: float
@@ -83,8 +82,8 @@ class ProbeSpec:
 
     @property
     def label(self) -> str:
-        """Short name for logs: ``http 198.19.0.11:80``."""
-        return f"{self.type} {self.address}:{self.port}"
+        """Short name for logs: ``http 198.19.0.11:80``, ``tcp [2001:2:1::11]:80``."""
+        return f"{self.type} {hostport(str(self.address), self.port)}"
 
     @classmethod
     def from_check(

@@ -7,27 +7,32 @@ error does; a valid setting pylvs has no equivalent for becomes a DROPPED note i
 
 from __future__ import annotations
 
+import ipaddress
 import shlex
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from ipaddress import AddressValueError, IPv4Address, IPv4Network, NetmaskValueError
 
 from pylvs.importers.result import Notes
 from pylvs.importers.tokens import ImportSyntaxError, Node
-from pylvs.model import SCHEDULERS, VirtualServerConfig
+from pylvs.model import SCHEDULERS, Endpoint, IPAddress, VirtualServerConfig
 
 __all__ = [
     "DEFAULT_SECRET_FILE",
     "FTP_NOTE",
+    "FWMARK_NOTE",
     "ImportOptions",
     "MapperBase",
-    "ftp_note",
+    "address",
+    "as_fwmark",
+    "ftp",
     "interfaces",
     "ipv4",
     "netmask",
     "notify_dispatch",
     "number",
     "one_arg",
+    "prefix6",
     "prefix_len",
     "scheduler",
     "whole",
@@ -97,6 +102,20 @@ def ipv4(node: Node, text: str) -> IPv4Address:
                                 f"{text!r}") from None
 
 
+def address(node: Node, text: str) -> IPAddress:
+    """An IPv4 or IPv6 address written at ``node``."""
+    try:
+        return ipaddress.ip_address(text)
+    except ValueError:
+        raise ImportSyntaxError(node.where, f"{node.keyword}: expected an IPv4 or IPv6 address, "
+                                f"got {text!r}") from None
+
+
+def prefix6(node: Node, text: str) -> int:
+    """An IPv6 persistence granularity: a prefix length 1..128 (``64`` or ``/64``)."""
+    return whole(node, text.removeprefix("/"), 1, 128)
+
+
 def netmask(node: Node, text: str) -> IPv4Address:
     """A contiguous dotted netmask (``255.255.255.0``) or a prefix length, as an address."""
     return IPv4Network(f"0.0.0.0/{prefix_len(node, text)}").netmask
@@ -116,13 +135,33 @@ def scheduler(node: Node, text: str) -> str | None:
     return text if text in SCHEDULERS else None
 
 
-FTP_NOTE = ("an FTP service: its data connections need an FTP helper in the director (IPVS's "
-            "ip_vs_ftp), which this pylvs does not have yet; the control connection is balanced")
+FTP_NOTE = ("port 21: imported with ftp = true, so pylvs's FTP helper follows the data "
+            "connections (docs/ipvs.md#ftp); set ftp = false if this is not FTP")
 
 
-def ftp_note(vs: VirtualServerConfig) -> bool:
-    """True for a TCP service on port 21, whose data connections an FTP helper must follow."""
-    return vs.protocol == "tcp" and vs.address.port == 21
+def ftp(vs: VirtualServerConfig, notes: Notes, table: str, node: Node) -> VirtualServerConfig:
+    """``vs`` with ``ftp = true`` when it is an IPv4 TCP service on port 21 (noted)."""
+    if (vs.protocol != "tcp" or vs.fwmark or vs.address.port != 21
+            or vs.address.address.version != 4):
+        return vs
+    notes.info(table, node, FTP_NOTE)
+    return replace(vs, ftp=True)
+
+
+FWMARK_NOTE = ("a firewall-mark service: the packets need the mark, set by an nftables rule "
+               "in the prerouting hook (docs/ipvs.md#fwmark)")
+
+
+def as_fwmark(vs: VirtualServerConfig, mark: int, check_port: int) -> VirtualServerConfig:
+    """``vs`` as the firewall-mark service ``mark``: its address (if any) and its real servers
+    lose their port, so a probing check is given ``check_port`` instead."""
+    check = vs.check
+    if check.port is None and check.type not in ("none", "exec") and check_port:
+        check = replace(check, port=check_port)
+    reals = tuple(replace(rs, address=Endpoint(rs.address.address, 0))
+                  for rs in vs.real_servers)
+    return replace(vs, fwmark=mark, address=Endpoint(vs.address.address, 0), check=check,
+                   real_servers=reals)
 
 
 def notify_dispatch(commands: Mapping[str, str]) -> str:

@@ -17,7 +17,7 @@ import itertools
 import shlex
 from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
-from ipaddress import IPv4Address, IPv4Interface
+from ipaddress import IPv4Address, IPv4Interface, IPv6Address, IPv6Interface
 
 from pylvs.importers import common as c
 from pylvs.importers.result import Notes
@@ -28,6 +28,8 @@ from pylvs.model import (
     DirectorConfig,
     Endpoint,
     HaConfig,
+    IPAddress,
+    IPInterface,
     RealServerConfig,
     TimeoutsConfig,
     VirtualServerConfig,
@@ -36,6 +38,9 @@ from pylvs.model import (
 __all__ = ["to_config"]
 
 _GROUP_LIMIT = 1024  # addresses one virtual_server_group range may expand to
+_FWMARK_V6 = "fwmark services are IPv4 in pylvs"
+_FAMILY = ("pylvs forwards by NAT within one address family (no NAT64): the VIP is "
+           "IPv{vip}, this address IPv{other}")
 
 _GLOBAL_NOT_NEEDED = {
     "enable_script_security", "script_user", "vrrp_skip_check_adv_addr",
@@ -58,7 +63,7 @@ class _Vrrp:
     node: Node
     name: str
     interface: str | None = None
-    addresses: list[tuple[IPv4Interface, str | None, Node]] = field(default_factory=list)
+    addresses: list[tuple[IPInterface, str | None, Node]] = field(default_factory=list)
 
 
 def _words(node: Node) -> str:
@@ -104,14 +109,17 @@ class _Mapper(c.MapperBase):
         for node in pending:
             for vs in self.virtual_server(node, len(services)):
                 services.append(vs)
-        vips = {vs.address.address for vs in services}
+        vips = {a for vs in services if not (a := vs.address.address).is_unspecified}
         reals = {rs.address.address for vs in services for rs in vs.real_servers}
-        nat_router, private_if = self.nat_router(vrrps, vips, reals)
+        routers, private_if = self.nat_routers(vrrps, vips, reals)
         public_if = self.public_interface(vrrps, vips)
-        ha = self.ha(vrrps, vips, nat_router)
+        ha = self.ha(vrrps, vips, routers)
         pub, priv = c.interfaces(self.opts, public_if, private_if, self.notes, self.source)
+        # nat_router holds the IPv4 gateway, or the IPv6 one of an IPv6-only site.
+        first = routers[0] if routers else None
         director = DirectorConfig(public_interface=pub, private_interface=priv,
-                                  nat_router=str(nat_router) if nat_router else None)
+                                  nat_router=str(first) if first else None,
+                                  nat_router6=str(routers[1]) if len(routers) > 1 else None)
         return Config(director=director, timeouts=self.timeouts, ha=ha,
                       virtual_servers=tuple(services), source=self.source)
 
@@ -146,8 +154,8 @@ class _Mapper(c.MapperBase):
 
     # -- virtual servers --------------------------------------------------------------------
 
-    def addresses(self, node: Node) -> Iterator[tuple[IPv4Address, int, Node]]:
-        """The (VIP, port) pairs of a ``virtual_server`` line (``group`` expanded)."""
+    def addresses(self, node: Node) -> Iterator[tuple[IPAddress, int, int, Node]]:
+        """The (VIP, port, fwmark) of a ``virtual_server`` line (``group`` expanded)."""
         args = node.args
         if args[:1] == ["group"]:
             group = self.groups.get(" ".join(args[1:]))
@@ -157,14 +165,14 @@ class _Mapper(c.MapperBase):
             group.used = True
             for entry in group.children or []:
                 if entry.keyword == "fwmark":
-                    self.notes.dropped("", entry, "firewall-mark services are not in pylvs yet")
+                    yield from self.fwmark(node, entry)
                     continue
                 port = c.whole(entry, entry.args[0], 0, 65535) if entry.args else 0
                 for addr in self.expand(entry, entry.keyword):
-                    yield addr, port, entry
+                    yield addr, port, 0, entry
             return
         if args[:1] == ["fwmark"]:
-            self.notes.dropped("", node, "firewall-mark services are not in pylvs yet")
+            yield from self.fwmark(node, Node("fwmark", args[1:], node.line, None))
             return
         if not args:
             raise ImportSyntaxError(node.where, "virtual_server: an address is missing")
@@ -173,42 +181,55 @@ class _Mapper(c.MapperBase):
         except ValueError:
             raise ImportSyntaxError(node.where, f"virtual_server: expected an address, got "
                                     f"{args[0]!r}") from None
-        if isinstance(any_addr, ipaddress.IPv6Address):
-            self.notes.dropped("", node, "IPv6 services are not in pylvs yet")
-            return
         port = c.whole(node, args[1], 0, 65535) if len(args) > 1 else 0
-        yield any_addr, port, node
+        yield any_addr, port, 0, node
 
-    def expand(self, node: Node, text: str) -> list[IPv4Address]:
-        """``a.b.c.d``, ``a.b.c.d-e``, ``a.b.c.d-e.f.g.h`` or ``a.b.c.d/nn`` as addresses."""
+    def fwmark(self, service: Node, entry: Node) -> Iterator[tuple[IPAddress, int, int, Node]]:
+        """The firewall-mark service of ``fwmark N`` (``service`` holds its ``ip_family``)."""
+        mark = c.whole(entry, c.one_arg(entry), 1, 0xFFFFFFFF)
+        family = [c.one_arg(n) for n in service.find("ip_family")]
+        if family[-1:] == ["inet6"]:
+            self.notes.dropped("", entry, _FWMARK_V6)
+            return
+        yield IPv4Address(0), 0, mark, entry
+
+    def expand(self, node: Node, text: str) -> list[IPAddress]:
+        """``a.b.c.d``, ``a.b.c.d-e``, ``a.b.c.d-e.f.g.h`` or ``a.b.c.d/nn`` as addresses.
+
+        IPv6 alike: ``2001:2::10-1f`` ends the range in the last group, written in hex as
+        keepalived reads it (``2001:2::10-2001:2::1f`` and ``2001:2::/120`` work too).
+        """
         try:
             if "/" in text:
                 net = ipaddress.ip_network(text, strict=False)
-                if net.version == 6:
-                    raise _V6()
-                first, last = int(net.network_address), int(net.broadcast_address)
+                first, last, version = (int(net.network_address), int(net.broadcast_address),
+                                        net.version)
             elif "-" in text:
                 lo, hi = text.split("-", 1)
-                if ":" in lo:
-                    raise _V6()
-                start = int(IPv4Address(lo))
-                end = int(IPv4Address(hi)) if "." in hi else (start & ~0xFF) | int(hi)
-                first, last = start, end
+                low = ipaddress.ip_address(lo)
+                version = low.version
+                first = int(low)
+                if ("." if version == 4 else ":") in hi:
+                    high = ipaddress.ip_address(hi)
+                    if high.version != version:
+                        raise ValueError(text)
+                    last = int(high)
+                elif version == 4:
+                    last = (first & ~0xFF) | int(hi, 10)
+                else:
+                    last = (first & ~0xFFFF) | int(hi, 16)
             else:
                 one = ipaddress.ip_address(text)
-                if one.version == 6:
-                    raise _V6()
                 first = last = int(one)
-        except _V6:
-            self.notes.dropped("", node, "IPv6 services are not in pylvs yet")
-            return []
+                version = one.version
         except ValueError:
             raise ImportSyntaxError(node.where, f"expected an address or range, got "
                                     f"{text!r}") from None
         if last < first or last - first >= _GROUP_LIMIT:
             raise ImportSyntaxError(node.where, f"address range {text!r}: expected 1.."
                                     f"{_GROUP_LIMIT} addresses")
-        return [IPv4Address(a) for a in range(first, last + 1)]
+        kind = IPv4Address if version == 4 else IPv6Address
+        return [kind(a) for a in range(first, last + 1)]
 
     def virtual_server(self, node: Node, first: int) -> list[VirtualServerConfig]:
         out: list[VirtualServerConfig] = []
@@ -216,11 +237,22 @@ class _Mapper(c.MapperBase):
         if not addresses:
             return out
         table = f"virtual_server[{first}]"
-        template, options = self.vs_settings(node, table, addresses[0][1])
-        for vip, port, _ in addresses:
-            vs = replace(template, address=Endpoint(vip, port))
-            if c.ftp_note(vs):
-                self.notes.dropped(f"virtual_server[{first + len(out)}]", node, c.FTP_NOTE)
+        template, options, granularity = self.vs_settings(node, table, addresses[0][1])
+        for vip, port, mark, entry in addresses:
+            vs = replace(template, address=Endpoint(vip, port), fwmark=mark)
+            if granularity is not None:
+                vs = replace(vs, netmask=c.prefix6(granularity, c.one_arg(granularity))
+                             if vip.version == 6 else c.netmask(granularity,
+                                                                c.one_arg(granularity)))
+            if vs.sorry_server is not None and vs.sorry_server.address.version != vip.version:
+                sink = self.notes if not out else Notes()  # once for a group's copies
+                sink.dropped(f"virtual_server[{first + len(out)}]", node.find("sorry_server")[-1],
+                             _FAMILY.format(vip=vip.version,
+                                            other=vs.sorry_server.address.version))
+                vs = replace(vs, sorry_server=None)
+            if mark:
+                self.notes.info(f"virtual_server[{first + len(out)}]", entry, c.FWMARK_NOTE)
+            vs = c.ftp(vs, self.notes, f"virtual_server[{first + len(out)}]", node)
             if vs.sorry_server is not None and vs.sorry_server.port == 0:
                 vs = replace(vs, sorry_server=Endpoint(vs.sorry_server.address, port))
             vs = self.real_servers(node, vs, options, f"virtual_server[{first + len(out)}]",
@@ -232,10 +264,13 @@ class _Mapper(c.MapperBase):
         return out
 
     def vs_settings(self, node: Node, table: str,
-                    port: int) -> tuple[VirtualServerConfig, dict[str, Node]]:
+                    port: int) -> tuple[VirtualServerConfig, dict[str, Node], Node | None]:
+        """The service settings, the checker options real servers inherit, and the
+        ``persistence_granularity`` (a netmask for IPv4, a prefix length for IPv6)."""
         vs = VirtualServerConfig(address=Endpoint(IPv4Address(0), port),
                                  check=CheckConfig(interval=60.0))
         inherited: dict[str, Node] = {}
+        granularity: Node | None = None
         flags: list[str] = []
         for n in node.children or []:
             kw, args = n.keyword, n.args
@@ -251,7 +286,7 @@ class _Mapper(c.MapperBase):
             elif kw == "persistence_timeout":
                 vs = replace(vs, persistence=c.whole(n, args[0], 0, 2678400) if args else 360)
             elif kw == "persistence_granularity":
-                vs = replace(vs, netmask=c.netmask(n, c.one_arg(n)))
+                granularity = n
             elif kw == "protocol":
                 proto = c.one_arg(n).upper()
                 if proto not in ("TCP", "UDP"):
@@ -261,7 +296,7 @@ class _Mapper(c.MapperBase):
                     vs = replace(vs, protocol="tcp" if proto == "TCP" else "udp")
             elif kw == "sorry_server":
                 sport = c.whole(n, args[1], 0, 65535) if len(args) > 1 else 0
-                vs = replace(vs, sorry_server=Endpoint(c.ipv4(n, c.one_arg(n)), sport))
+                vs = replace(vs, sorry_server=Endpoint(c.address(n, c.one_arg(n)), sport))
             elif kw == "quorum":
                 vs = replace(vs, quorum=c.whole(n, c.one_arg(n)))
             elif kw == "hysteresis":
@@ -289,7 +324,7 @@ class _Mapper(c.MapperBase):
         named = {"flag-1": f"{family}-fallback", "flag-2": f"{family}-port"}
         if flags:
             vs = replace(vs, flags=tuple(dict.fromkeys(named.get(f, f) for f in flags)))
-        return vs, inherited
+        return vs, inherited, granularity
 
     def real_servers(self, node: Node, vs: VirtualServerConfig, inherited: dict[str, Node],
                      table: str, notes: bool) -> VirtualServerConfig:
@@ -302,7 +337,12 @@ class _Mapper(c.MapperBase):
             rtable = f"{table}.real_server[{len(reals)}]"
             if n.children is None:
                 n = Node(n.keyword, n.args, n.line, [])
-            addr = c.ipv4(n, c.one_arg(n))
+            addr = c.address(n, c.one_arg(n))
+            # A firewall-mark service is IPv4 (its address 0.0.0.0 says so).
+            if addr.version != vs.address.address.version:
+                sink.dropped(table, n, _FAMILY.format(vip=vs.address.address.version,
+                                                      other=addr.version))
+                continue
             port = c.whole(n, n.args[1], 0, 65535) if len(n.args) > 1 else vs.address.port
             rs = RealServerConfig(address=Endpoint(addr, port))
             opts = dict(inherited)
@@ -396,7 +436,7 @@ class _Mapper(c.MapperBase):
                 port = c.whole(o, c.one_arg(o), 1, 65535)
                 check = replace(check, port=None if port == rs.address.port else port)
             elif o.keyword == "connect_ip":
-                if c.ipv4(o, c.one_arg(o)) != rs.address.address:
+                if c.address(o, c.one_arg(o)) != rs.address.address:
                     sink.dropped(table, o, "pylvs probes the real server's own address")
             elif o.keyword in ("bindto", "bind_port", "bind_if", "fwmark"):
                 sink.dropped(table, o, "pylvs probes from the director's own address")
@@ -516,40 +556,47 @@ class _Mapper(c.MapperBase):
                 for a in n.children or []:
                     words = [a.keyword, *a.args]
                     try:
-                        iface = IPv4Interface(words[0])
+                        iface = ipaddress.ip_interface(words[0])
                     except ValueError:
-                        self.notes.dropped("ha", a, "not an IPv4 address; not imported")
+                        self.notes.dropped("ha", a, "not an IP address; not imported")
                         continue
                     dev = words[words.index("dev") + 1] if "dev" in words[:-1] else None
                     v.addresses.append((iface, dev, a))
         return v
 
-    def public_interface(self, vrrps: list[_Vrrp], vips: set[IPv4Address]) -> str | None:
+    def public_interface(self, vrrps: list[_Vrrp], vips: set[IPAddress]) -> str | None:
         for v in vrrps:
             for iface, dev, _ in v.addresses:
                 if iface.ip in vips:
                     return dev or v.interface
         return None
 
-    def nat_router(self, vrrps: list[_Vrrp], vips: set[IPv4Address],
-                   reals: set[IPv4Address]) -> tuple[IPv4Interface | None, str | None]:
+    def nat_routers(self, vrrps: list[_Vrrp], vips: set[IPAddress], reals: set[IPAddress]
+                    ) -> tuple[list[IPInterface], str | None]:
+        """The real servers' gateways (the IPv4 one first, at most one a family) and their
+        interface."""
+        found: dict[int, IPInterface] = {}
+        private_if: str | None = None
         for v in vrrps:
             for iface, dev, node in v.addresses:
-                if iface.ip in vips:
+                if iface.ip in vips or iface.version in found:
                     continue
-                plen = iface.network.prefixlen if iface.network.prefixlen < 32 else 24
-                net = IPv4Interface(f"{iface.ip}/{plen}")
+                host, assumed = (32, 24) if iface.version == 4 else (128, 64)
+                plen = iface.network.prefixlen if iface.network.prefixlen < host else assumed
+                net: IPInterface = (IPv4Interface if iface.version == 4 else IPv6Interface)(
+                    f"{iface.ip}/{plen}")
                 if any(vip in net.network for vip in vips):
                     continue  # a one-armed site: not a NAT gateway pylvs can float
                 if any(r in net.network for r in reals):
-                    if iface.network.prefixlen == 32:
+                    if iface.network.prefixlen == host:
                         self.notes.info("director", node, "the real servers' gateway: its "
-                                        "network is assumed to be a /24")
-                    return net, dev or v.interface
-        return None, None
+                                        f"network is assumed to be a /{assumed}")
+                    found[iface.version] = net
+                    private_if = private_if or dev or v.interface
+        return [found[f] for f in sorted(found)], private_if
 
-    def ha(self, vrrps: list[_Vrrp], vips: set[IPv4Address],
-           nat_router: IPv4Interface | None) -> HaConfig:
+    def ha(self, vrrps: list[_Vrrp], vips: set[IPAddress],
+           routers: list[IPInterface]) -> HaConfig:
         ha = HaConfig()
         if self.sync is not None:
             ha = replace(ha, sync=True)
@@ -561,19 +608,20 @@ class _Mapper(c.MapperBase):
             return ha
         main = next((v for v in vrrps if any(i.ip in vips for i, _, _ in v.addresses)),
                     vrrps[0])
+        gateways = {r.ip for r in routers}
         for v in vrrps:
             for iface, _, node in v.addresses:
-                if iface.ip not in vips and (nat_router is None or iface.ip != nat_router.ip):
+                if iface.ip not in vips and iface.ip not in gateways:
                     self.notes.dropped("ha", node, f"{iface.ip} is neither a virtual server's "
                                        "address nor the real servers' gateway: pylvs does not "
                                        "move it")
-        peers: list[IPv4Address] = []
+        peers: list[IPAddress] = []
         for v in vrrps:
             ha, found = self.instance_settings(v, ha, v is main)
             peers.extend(p for p in found if p not in peers)
         ha = replace(ha, node_id=self.node_id(main, ha))
         for p in peers:
-            if nat_router is not None and p in nat_router.network:
+            if any(p in r.network for r in routers):
                 ha = replace(ha, peer_private=ha.peer_private or p)
             else:
                 ha = replace(ha, peer_public=ha.peer_public or p)
@@ -582,7 +630,7 @@ class _Mapper(c.MapperBase):
                                "peer's address; set ha.peer_public (and peer_private), "
                                "secret_file and enabled = true")
             return ha
-        if nat_router is None:
+        if not routers:
             self.notes.dropped("ha", main.node, "no VRRP address on the real servers' network "
                                "to use as director.nat_router, which pylvs needs for "
                                "failover; ha is written disabled")
@@ -603,9 +651,9 @@ class _Mapper(c.MapperBase):
         return f"lvs-{ha.priority}"
 
     def instance_settings(self, v: _Vrrp, ha: HaConfig,
-                          main: bool) -> tuple[HaConfig, list[IPv4Address]]:
+                          main: bool) -> tuple[HaConfig, list[IPAddress]]:
         notify: dict[str, list[str]] = {}
-        peers: list[IPv4Address] = []
+        peers: list[IPAddress] = []
         sink = self.notes if main else Notes()
         other = "" if main else f" (instance {v.name}: pylvs uses {v.name}'s peers only)"
         for n in v.node.children or []:
@@ -640,7 +688,7 @@ class _Mapper(c.MapperBase):
                         f"{_words(n)} INSTANCE {shlex.quote(v.name)} {state} {{priority}}")
             elif kw == "unicast_peer":
                 for p in n.children or []:
-                    peers.append(c.ipv4(p, p.keyword))
+                    peers.append(c.address(p, p.keyword))
             elif kw == "lvs_sync_daemon_interface":
                 ha = replace(ha, sync=True)
             elif kw in ("interface", "virtual_ipaddress", "virtual_ipaddress_excluded",
@@ -657,10 +705,6 @@ class _Mapper(c.MapperBase):
                 {role: "; ".join(cmds).replace("{priority}", str(ha.priority))
                  for role, cmds in notify.items()}))
         return ha, peers
-
-
-class _V6(Exception):
-    """An IPv6 address where pylvs needs IPv4 (caught and noted)."""
 
 
 def _hex_escapes(node: Node) -> str:

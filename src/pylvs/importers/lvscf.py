@@ -273,11 +273,13 @@ class _Mapper(c.MapperBase):
         if (v := _value(b, "vip_nmask")) is not None:
             self.notes.info(table, v[0], "not needed: pylvs answers ARP for the VIP itself "
                             "(proxy ARP), no alias address")
-        if (v := _value(b, "fwmark")) is not None:
-            self.notes.dropped(table, v[0], "firewall-mark services are not in pylvs yet; "
-                               "imported as the single-port service below")
-        if c.ftp_note(vs):
-            self.notes.dropped(table, node, c.FTP_NOTE)
+        mark = _value(b, "fwmark")
+        if mark is not None:
+            ftp = " (for FTP: port 21 and the passive data ports, as Red Hat's guide marks " \
+                "them; ftp = true needs a port-21 service without a mark)" if port == 21 else ""
+            self.notes.info(table, mark[0], c.FWMARK_NOTE + ftp)
+        else:
+            vs = c.ftp(vs, self.notes, table, node)
         vs = replace(vs, check=self.check(b, vs, table), load_monitor=self.load(b, table))
         if vs.load_monitor.type != "none":
             # nanny's slow start: W/32, doubling every ~20 s adjustment cycle (5 doublings).
@@ -290,6 +292,9 @@ class _Mapper(c.MapperBase):
             if rs is not None:
                 reals.append(rs)
         vs = replace(vs, real_servers=tuple(reals))
+        if mark is not None:
+            # pulse adds the servers without a port; nanny probes the virtual's port.
+            vs = c.as_fwmark(vs, c.whole(mark[0], mark[1], 1, 0xFFFFFFFF), port)
         for n in b:
             if not n.used:
                 self.notes.dropped(table, n, "unknown key in a virtual block, not imported")

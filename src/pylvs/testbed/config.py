@@ -31,6 +31,11 @@ class ServiceSpec:
     flags: tuple[str, ...] = ()
     synproxy: bool = False
     check: str = "none"  # a [virtual_server.check] type; "none" makes runs deterministic
+    family: int = 4  # 6: the IPv6 VIP and the real servers' IPv6 addresses
+
+
+def _hostport(address: str, port: int) -> str:
+    return f"[{address}]:{port}" if ":" in address else f"{address}:{port}"
 
 
 def _q(text: str) -> str:
@@ -59,10 +64,14 @@ def render_director_config(
     secret_file: str | None = None,
     director_options: Mapping[str, str | int | bool] | None = None,
     extra: str = "",
+    vip6: str | None = None,
+    real_servers6: Sequence[str] = (),
+    nat_router6: str | None = None,
 ) -> str:
     """Return the TOML text of a director config for the given services and servers.
 
-    ``director_options`` adds keys to ``[director]`` (e.g. ``{"offload": False}``).
+    ``director_options`` adds keys to ``[director]`` (e.g. ``{"offload": False}``).  A
+    service with ``family=6`` uses ``vip6`` and ``real_servers6`` (same indexes).
     """
     lines = [
         "# Rendered by pylvs.testbed.topology for a namespace topology.",
@@ -72,6 +81,8 @@ def render_director_config(
     ]
     if nat_router is not None:
         lines.append(f"nat_router = {_q(nat_router)}")
+    if nat_router6 is not None:
+        lines.append(f"nat_router6 = {_q(nat_router6)}")
     lines.append('dataplane = "tun"')
     for key, value in (director_options or {}).items():
         lines.append(f"{key} = {_toml_scalar(value)}")
@@ -86,11 +97,16 @@ def render_director_config(
         if secret_file:
             lines.append(f"secret_file = {_q(secret_file)}")
     for svc in services:
-        indexes = svc.servers if svc.servers is not None else tuple(range(len(real_servers)))
+        address, servers = vip, real_servers
+        if svc.family == 6:
+            if vip6 is None:
+                raise ValueError("an IPv6 ServiceSpec needs vip6 (an IPv6 topology)")
+            address, servers = vip6, real_servers6
+        indexes = svc.servers if svc.servers is not None else tuple(range(len(servers)))
         weights = svc.weights if svc.weights is not None else (1,) * len(indexes)
         if len(weights) != len(indexes):
             raise ValueError("ServiceSpec.weights must pair with ServiceSpec.servers")
-        lines += ["", "[[virtual_server]]", f"address = {_q(f'{vip}:{svc.port}')}",
+        lines += ["", "[[virtual_server]]", f"address = {_q(_hostport(address, svc.port))}",
                   f"protocol = {_q(svc.protocol)}", f"scheduler = {_q(svc.scheduler)}"]
         if svc.persistence:
             lines.append(f"persistence = {svc.persistence}")
@@ -102,7 +118,7 @@ def render_director_config(
         port = svc.real_port if svc.real_port is not None else svc.port
         for idx, weight in zip(indexes, weights, strict=True):
             lines += ["", "  [[virtual_server.real_server]]",
-                      f"  address = {_q(f'{real_servers[idx]}:{port}')}",
+                      f"  address = {_q(_hostport(servers[idx], port))}",
                       f"  weight = {weight}"]
     text = "\n".join(lines) + "\n"
     if extra:

@@ -1,9 +1,10 @@
 """``pylvs demo``: the two-tier LVS-NAT topology in network namespaces, shown working.
 
 As root it builds a client, one director and three real servers (aiohttp servers that answer
-with their name), prints the director's TOML, starts ``pylvs serve`` with it inside the director
-namespace, sends requests from the client to the VIP, prints how the director spread them and
-its statistics, and removes everything it made — also on error or Ctrl-C.  The exit status is
+with their name), dual-stack, prints the director's TOML, starts ``pylvs serve`` with it inside
+the director namespace, sends requests from the client to the VIP (HTTP and UDP) and to the IPv6
+VIP (HTTP), prints how the director spread them and its statistics, and removes everything it
+made — also on error or Ctrl-C.  The exit status is
 0 only if every request got an answer from a real server.
 """
 
@@ -32,14 +33,15 @@ _DESCRIPTION = (
 )
 
 # Runs in the client namespace: one fresh TCP connection per request (so the scheduler decides
-# every time), then one UDP datagram per request to the UDP service; prints a JSON summary.
+# every time), one UDP datagram per request to the UDP service, and one TCP connection per
+# request to the IPv6 VIP; prints a JSON summary.
 _CLIENT = r"""
 import json, socket, sys
-vip, n = sys.argv[1], int(sys.argv[2])
-tcp, udp, errors = [], [], []
-for i in range(n):
+vip, n, vip6 = sys.argv[1], int(sys.argv[2]), sys.argv[3]
+tcp, udp, tcp6, errors = [], [], [], []
+def get(address, into, what, i):
     try:
-        with socket.create_connection((vip, 80), timeout=3) as s:
+        with socket.create_connection((address, 80), timeout=3) as s:
             s.settimeout(3)
             s.sendall(b"GET / HTTP/1.0\r\nHost: demo\r\n\r\n")
             data = b""
@@ -48,9 +50,12 @@ for i in range(n):
         head, _, body = data.partition(b"\r\n\r\n")
         if not head.startswith(b"HTTP/1.") or b" 200 " not in head.split(b"\r\n")[0]:
             raise ValueError("bad reply %r" % head[:40])
-        tcp.append(body.decode().strip())
+        into.append(body.decode().strip())
     except Exception as exc:
-        errors.append("tcp #%d: %s" % (i + 1, exc))
+        errors.append("%s #%d: %s" % (what, i + 1, exc))
+for i in range(n):
+    get(vip, tcp, "tcp", i)
+    get(vip6, tcp6, "tcp6", i)
     try:
         u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         u.settimeout(2)
@@ -59,7 +64,7 @@ for i in range(n):
         u.close()
     except Exception as exc:
         errors.append("udp #%d: %s" % (i + 1, exc))
-print(json.dumps({"tcp": tcp, "udp": udp, "errors": errors}))
+print(json.dumps({"tcp": tcp, "udp": udp, "tcp6": tcp6, "errors": errors}))
 """
 
 
@@ -86,25 +91,32 @@ def _show_stats(socket_path: str) -> None:
 
 
 def _run(args: argparse.Namespace) -> int:
-    with Topology("demo", n_real_servers=3) as topo:
+    with Topology("demo", n_real_servers=3, ipv6=True) as topo:
+        assert topo.vip6 is not None
         print(f"Namespaces: {', '.join(topo.namespaces)}", flush=True)
         print(f"client {topo.client.address} -> VIP {topo.vip} -> director eth0 "
               f"{topo.director.address} / eth1 {topo.nat_router} -> real servers "
               + ", ".join(f"{rs.name} {rs.address}" for rs in topo.real_servers))
+        print(f"IPv6: client {topo.client.address6} -> VIP {topo.vip6} -> real servers "
+              + ", ".join(f"{rs.name} {rs.address6}" for rs in topo.real_servers))
         topo.start_http_servers()
         services = [ServiceSpec(port=80, scheduler=args.scheduler),
-                    ServiceSpec(port=53, protocol="udp", scheduler=args.scheduler)]
+                    ServiceSpec(port=53, protocol="udp", scheduler=args.scheduler),
+                    ServiceSpec(port=80, scheduler=args.scheduler, family=6)]
         toml = topo.director_config(services)
         print(f"\nDirector configuration ({topo.director.ns}):\n")
         print(toml)
         daemon: PylvsProcess = start_pylvs(topo, toml, timeout=args.timeout)
         try:
             res = topo.run(topo.client.ns, [sys.executable, "-c", _CLIENT, topo.vip,
-                                            str(args.requests)], timeout=30 + 6 * args.requests)
+                                            str(args.requests), topo.vip6],
+                           timeout=30 + 9 * args.requests)
             report = json.loads(res.stdout)
             names = [rs.name for rs in topo.real_servers]
             _print_spread(f"HTTP through {topo.vip}:80 ({args.scheduler})", report["tcp"], names)
             _print_spread(f"UDP through {topo.vip}:53 ({args.scheduler})", report["udp"], names)
+            _print_spread(f"HTTP through [{topo.vip6}]:80 ({args.scheduler})", report["tcp6"],
+                          names)
             for err in report["errors"][:10]:
                 print(f"  error: {err}")
             sock = os.path.join(topo.workdir, f"{topo.director.name}.sock")
@@ -118,8 +130,8 @@ def _run(args: argparse.Namespace) -> int:
         if totals:
             print("\npylvs serve, on exit: " + "\n".join(totals))
         failed = len(report["errors"]) + sum(
-            1 for n in [*report["tcp"], *report["udp"]] if n not in names)
-        print(f"\n{2 * args.requests - failed}/{2 * args.requests} requests answered; "
+            1 for n in [*report["tcp"], *report["udp"], *report["tcp6"]] if n not in names)
+        print(f"\n{3 * args.requests - failed}/{3 * args.requests} requests answered; "
               "removing the namespaces.")
     return 0 if failed == 0 else 1
 
@@ -128,7 +140,7 @@ def main(argv: Sequence[str]) -> int:
     """Entry point of ``pylvs demo``; returns the exit status."""
     p = argparse.ArgumentParser(prog="pylvs demo", description=_DESCRIPTION)
     p.add_argument("-n", "--requests", type=int, default=30,
-                   help="requests per service (HTTP and UDP), 1..1000 (default 30)")
+                   help="requests per service (HTTP, UDP, HTTP over IPv6), 1..1000 (default 30)")
     p.add_argument("-s", "--scheduler", default="rr", choices=SCHEDULERS,
                    help="scheduler of the demo services (default rr)")
     p.add_argument("--timeout", type=float, default=20.0,

@@ -23,6 +23,7 @@ import argparse
 import asyncio
 import hashlib
 import signal
+import socket
 import sys
 from collections.abc import Sequence
 from typing import cast
@@ -98,26 +99,39 @@ class _NameEcho(asyncio.DatagramProtocol):
             self._transport.sendto(self._reply, addr)
 
 
-async def _serve(name: str, host: str, http_port: int, udp_port: int) -> None:
+def _udp_socket(host: str, port: int) -> socket.socket:
+    # IPv6 only on "::", so it can share the port with the IPv4 socket on 0.0.0.0.
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_DGRAM)
+    if family == socket.AF_INET6:
+        sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+    sock.bind((host, port))
+    sock.setblocking(False)
+    return sock
+
+
+async def _serve(name: str, hosts: Sequence[str], http_port: int, udp_port: int) -> None:
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     runner = web.AppRunner(make_app(name), access_log=None, handle_signals=False)
     await runner.setup()
-    # A big backlog: the benchmark opens hundreds of connections at once.
-    site = web.TCPSite(runner, host, http_port, backlog=4096, reuse_address=True)
-    await site.start()
-    udp: asyncio.DatagramTransport | None = None
-    if udp_port:
-        udp, _ = await loop.create_datagram_endpoint(
-            lambda: _NameEcho(name), local_addr=(host, udp_port)
-        )
+    udps: list[asyncio.DatagramTransport] = []
+    for host in hosts:
+        # A big backlog: the benchmark opens hundreds of connections at once.
+        site = web.TCPSite(runner, host, http_port, backlog=4096, reuse_address=True)
+        await site.start()
+        if udp_port:
+            udp, _ = await loop.create_datagram_endpoint(
+                lambda: _NameEcho(name), sock=_udp_socket(host, udp_port)
+            )
+            udps.append(udp)
     print("ready", flush=True)
     try:
         await stop.wait()
     finally:
-        if udp is not None:
+        for udp in udps:
             udp.close()
         await runner.cleanup()
 
@@ -127,10 +141,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m pylvs.testbed.realserver", description=__doc__)
     parser.add_argument("--name", required=True, help="the name it answers with, e.g. rs1")
     parser.add_argument("--host", default="0.0.0.0", help="address to bind (default: all)")
+    parser.add_argument("--ipv6", action="store_true",
+                        help="also serve on every IPv6 address (::)")
     parser.add_argument("--http", type=int, default=80, help="HTTP port (default 80)")
     parser.add_argument("--udp", type=int, default=53, help="UDP name-echo port; 0 disables")
     args = parser.parse_args(argv)
-    coro = _serve(args.name, args.host, args.http, args.udp)
+    hosts = [args.host, *(["::"] if args.ipv6 else [])]
+    coro = _serve(args.name, hosts, args.http, args.udp)
     try:
         import uvloop
     except ImportError:

@@ -77,14 +77,23 @@ class PylvsProcess:
 
 
 def _vip_routed(topo: Topology, director: int) -> bool:
-    res = topo.run(topo.directors[director].ns, ["ip", "-o", "route", "get", topo.vip],
-                   check=False)
-    return res.returncode == 0 and " dev " in res.stdout and " dev eth0 " not in res.stdout
+    # Either VIP will do: a dual-stack topology may serve only IPv6 services.
+    for vip in (topo.vip, *([topo.vip6] if topo.vip6 else [])):
+        res = topo.run(topo.directors[director].ns, ["ip", "-o", "route", "get", vip],
+                       check=False)
+        if res.returncode == 0 and " dev " in res.stdout and " dev eth0 " not in res.stdout:
+            return True
+    return False
 
 
-def vip_answers(topo: Topology, port: int = 80, client: int = 0) -> bool:
-    """True if an HTTP/1.0 request from a client to ``VIP:port`` gets any answer within 1 s."""
-    code = (f"import socket; s = socket.create_connection(('{topo.vip}', {port}), timeout=1);"
+def vip_answers(topo: Topology, port: int = 80, client: int = 0, *,
+                vip: str | None = None) -> bool:
+    """True if an HTTP/1.0 request from a client to ``VIP:port`` gets any answer within 1 s.
+
+    ``vip`` picks another address (the topology's IPv6 VIP) than the IPv4 one.
+    """
+    code = (f"import socket; s = socket.create_connection(('{vip or topo.vip}', {port}), "
+            "timeout=1);"
             "s.settimeout(1); s.sendall(b'GET / HTTP/1.0\\r\\n\\r\\n'); assert s.recv(100)")
     return topo.run(topo.clients[client].ns, [sys.executable, "-c", code], check=False,
                     timeout=5).returncode == 0

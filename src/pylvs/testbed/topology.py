@@ -17,7 +17,12 @@
   it, and :meth:`Topology.director_config` renders it as ``nat_router`` instead.
 * Real servers: ``eth0`` 198.19.0.11, .12, …; default route via the nat_router 198.19.0.1.
 
-IPv6 is disabled in every namespace (no DAD or router-solicitation noise). Every namespace is
+IPv6 is disabled in every namespace (no DAD or router-solicitation noise), unless the topology
+is built with ``ipv6=True``: then every host gets an address of 2001:2::/48 as well (the IPv6
+benchmarking range), without duplicate address detection or router solicitations: the public
+segment is 2001:2::/64 (clients 2001:2::2, ::4 …, directors 2001:2::1 and ::3, the VIP
+2001:2::100), the private one 2001:2:1::/64 (directors ::2 and ::3, the nat_router 2001:2:1::1,
+real servers 2001:2:1::11 and up), with default routes as for IPv4. Every namespace is
 named ``<prefix><random suffix>-<role>`` (roles ``sw``, ``cli1``, ``dir1``, ``rs1`` …) so that
 several people can build topologies on one machine at once.  Teardown kills every process the
 topology started and every process still inside its namespaces, then deletes the namespaces,
@@ -44,9 +49,11 @@ from pylvs.testbed.config import ServiceSpec, render_director_config
 
 __all__ = [
     "NAT_ROUTER",
+    "NAT_ROUTER6",
     "PRIVATE_INTERFACE",
     "PUBLIC_INTERFACE",
     "VIP",
+    "VIP6",
     "Host",
     "ServiceSpec",
     "Topology",
@@ -57,9 +64,17 @@ __all__ = [
 
 VIP = "198.18.0.100"
 NAT_ROUTER = "198.19.0.1"
+VIP6 = "2001:2::100"
+NAT_ROUTER6 = "2001:2:1::1"
 PUBLIC_INTERFACE = "eth0"
 PRIVATE_INTERFACE = "eth1"
 _SERVER_READY_TIMEOUT = 15.0
+_NO_IPV6_SYSCTLS = {"net.ipv6.conf.all.disable_ipv6": "1",
+                    "net.ipv6.conf.default.disable_ipv6": "1"}
+# IPv6 on, quietly: no DAD (addresses usable at once), no router solicitations or RAs.
+_IPV6_SYSCTLS = {f"net.ipv6.conf.{dev}.{key}": value for dev in ("all", "default")
+                 for key, value in (("accept_dad", "0"), ("dad_transmits", "0"),
+                                    ("router_solicitations", "0"), ("accept_ra", "0"))}
 
 
 class TopologyError(RuntimeError):
@@ -74,6 +89,8 @@ class Host:
     ns: str  # the network namespace
     address: str  # the main address (public for clients/directors, private for real servers)
     private_address: str | None = None  # directors only
+    address6: str | None = None  # IPv6 topologies only
+    private_address6: str | None = None
 
 
 def list_namespaces(prefix: str = "") -> list[str]:
@@ -104,6 +121,7 @@ class Topology:
         n_directors: int = 1,
         n_clients: int = 1,
         static_nat_router: bool | None = None,
+        ipv6: bool = False,
     ) -> None:
         if not 1 <= n_real_servers <= 200 or not 1 <= n_directors <= 2:
             raise ValueError("need 1..200 real servers and 1..2 directors")
@@ -114,20 +132,29 @@ class Topology:
         if static_nat_router is None:
             static_nat_router = n_directors == 1
         self.static_nat_router = static_nat_router
+        self.ipv6 = ipv6
         self.vip = VIP
         self.nat_router = NAT_ROUTER
+        self.vip6 = VIP6 if ipv6 else None
+        self.nat_router6 = NAT_ROUTER6 if ipv6 else None
         self.public_interface = PUBLIC_INTERFACE
         self.private_interface = PRIVATE_INTERFACE
         self.switch_ns = f"{self.tag}-sw"
         client_ips = ["198.18.0.2"] + [f"198.18.0.{4 + i}" for i in range(n_clients - 1)]
-        self.clients = [Host(f"cli{i + 1}", f"{self.tag}-cli{i + 1}", ip)
+        def v6(text: str) -> str | None:
+            return text if ipv6 else None
+
+        self.clients = [Host(f"cli{i + 1}", f"{self.tag}-cli{i + 1}", ip,
+                             address6=v6(ip.replace("198.18.0.", "2001:2::")))
                         for i, ip in enumerate(client_ips)]
         self.directors = [
             Host(f"dir{i + 1}", f"{self.tag}-dir{i + 1}", f"198.18.0.{1 + 2 * i}",
-                 f"198.19.0.{2 + i}")
+                 f"198.19.0.{2 + i}", address6=v6(f"2001:2::{1 + 2 * i}"),
+                 private_address6=v6(f"2001:2:1::{2 + i}"))
             for i in range(n_directors)
         ]
-        self.real_servers = [Host(f"rs{i + 1}", f"{self.tag}-rs{i + 1}", f"198.19.0.{11 + i}")
+        self.real_servers = [Host(f"rs{i + 1}", f"{self.tag}-rs{i + 1}", f"198.19.0.{11 + i}",
+                                  address6=v6(f"2001:2:1::{11 + i}"))
                              for i in range(n_real_servers)]
         self.workdir = ""  # a private temp directory (configs, sockets, secrets); made by create
         self._created: list[str] = []
@@ -158,25 +185,38 @@ class Topology:
             for ns in self.namespaces:
                 _ip(["netns", "add", ns])
                 self._created.append(ns)
-                self._sysctl(ns, {"net.ipv6.conf.all.disable_ipv6": "1",
-                                  "net.ipv6.conf.default.disable_ipv6": "1"})
+                self._sysctl(ns, _IPV6_SYSCTLS if self.ipv6 else _NO_IPV6_SYSCTLS)
                 _ip(["-n", ns, "link", "set", "lo", "up"])
             self._build_switch()
             for i, cli in enumerate(self.clients):
-                self._plug(cli.ns, f"c{i + 1}", "br-pub", PUBLIC_INTERFACE, cli.address)
+                self._plug(cli.ns, f"c{i + 1}", "br-pub", PUBLIC_INTERFACE, cli.address,
+                           cli.address6)
                 _ip(["-n", cli.ns, "route", "add", "default", "via", self.director.address])
+                if cli.address6 is not None and self.director.address6 is not None:
+                    _ip(["-n", cli.ns, "-6", "route", "add", "default", "via",
+                         self.director.address6])
             for i, d in enumerate(self.directors):
-                self._sysctl(d.ns, {"net.ipv4.ip_forward": "1", "net.ipv4.conf.all.rp_filter": "0",
-                                    "net.ipv4.conf.default.rp_filter": "0"})
-                self._plug(d.ns, f"d{i + 1}pub", "br-pub", PUBLIC_INTERFACE, d.address)
+                forwarding = {"net.ipv4.ip_forward": "1", "net.ipv4.conf.all.rp_filter": "0",
+                              "net.ipv4.conf.default.rp_filter": "0"}
+                if self.ipv6:
+                    forwarding["net.ipv6.conf.all.forwarding"] = "1"
+                self._sysctl(d.ns, forwarding)
+                self._plug(d.ns, f"d{i + 1}pub", "br-pub", PUBLIC_INTERFACE, d.address,
+                           d.address6)
                 assert d.private_address is not None
-                self._plug(d.ns, f"d{i + 1}priv", "br-priv", PRIVATE_INTERFACE, d.private_address)
+                self._plug(d.ns, f"d{i + 1}priv", "br-priv", PRIVATE_INTERFACE, d.private_address,
+                           d.private_address6)
             if self.static_nat_router:
                 _ip(["-n", self.director.ns, "addr", "add", f"{self.nat_router}/24",
                      "dev", PRIVATE_INTERFACE])
+                if self.nat_router6 is not None:
+                    _ip(["-n", self.director.ns, "addr", "add", f"{self.nat_router6}/64",
+                         "dev", PRIVATE_INTERFACE, "nodad"])
             for i, rs in enumerate(self.real_servers):
-                self._plug(rs.ns, f"r{i + 1}", "br-priv", "eth0", rs.address)
+                self._plug(rs.ns, f"r{i + 1}", "br-priv", "eth0", rs.address, rs.address6)
                 _ip(["-n", rs.ns, "route", "add", "default", "via", self.nat_router])
+                if self.nat_router6 is not None:
+                    _ip(["-n", rs.ns, "-6", "route", "add", "default", "via", self.nat_router6])
         except BaseException:
             self.destroy()
             raise
@@ -196,12 +236,14 @@ class Topology:
                      f"link set {br} up"]
         _ip(["-n", sw, "-batch", "-"], "\n".join(cmds) + "\n")
 
-    def _plug(self, ns: str, port: str, bridge: str, ifname: str, address: str) -> None:
+    def _plug(self, ns: str, port: str, bridge: str, ifname: str, address: str,
+              address6: str | None = None) -> None:
         sw = self.switch_ns
         _ip(["-n", sw, "link", "add", port, "type", "veth", "peer", "name", ifname, "netns", ns])
         _ip(["-n", sw, "link", "set", port, "master", bridge, "up"])
+        v6 = f"addr add {address6}/64 dev {ifname} nodad\n" if address6 else ""
         _ip(["-n", ns, "-batch", "-"],
-            f"addr add {address}/24 dev {ifname}\nlink set {ifname} up\n")
+            f"addr add {address}/24 dev {ifname}\n{v6}link set {ifname} up\n")
 
     def destroy(self) -> None:
         """Kill every process started here or left in the namespaces, delete the namespaces."""
@@ -281,7 +323,8 @@ class Topology:
         procs = []
         for rs in self.real_servers:
             argv = [sys.executable, "-m", "pylvs.testbed.realserver", "--name", rs.name,
-                    "--http", str(http_port), "--udp", str(udp_port)]
+                    "--http", str(http_port), "--udp", str(udp_port),
+                    *(["--ipv6"] if self.ipv6 else [])]
             procs.append(self.popen(rs.ns, argv, stdout=subprocess.PIPE,
                                     stderr=subprocess.PIPE, env=child_env()))
             if iperf:
@@ -322,14 +365,16 @@ class Topology:
     # -- configuration ---------------------------------------------------------------------
     def director_config(self, services: Sequence[ServiceSpec] | None = None, *,
                         director: int = 0, ha: bool | None = None, extra: str = "",
-                        director_options: Mapping[str, str | int | bool] | None = None) -> str:
+                        director_options: Mapping[str, str | int | bool] | None = None,
+                        peer_family: int = 4) -> str:
         """Render a ``pylvs serve`` TOML for director ``director`` (0-based) of this topology.
 
         ``services`` defaults to one TCP service VIP:80, ``rr``, over every real server on :80
         with health checks off.  ``director_options`` adds keys to ``[director]``
         (e.g. ``{"offload": False}``).  The control socket lives in :attr:`workdir` (unique per
         topology).  ``ha`` (default: when there are two directors) adds an ``[ha]`` section
-        with the peer's addresses and a shared secret file.  ``extra`` is appended verbatim.
+        with the peer's addresses (IPv6 ones with ``peer_family=6``) and a shared secret file.
+        ``extra`` is appended verbatim.
         """
         if ha is None:
             ha = len(self.directors) == 2
@@ -347,10 +392,14 @@ class Topology:
             vip=self.vip, real_servers=[rs.address for rs in self.real_servers],
             public_interface=PUBLIC_INTERFACE, private_interface=PRIVATE_INTERFACE,
             nat_router=None if self.static_nat_router else f"{self.nat_router}/24",
+            nat_router6=(None if self.static_nat_router or self.nat_router6 is None
+                         else f"{self.nat_router6}/64"),
+            vip6=self.vip6, real_servers6=[rs.address6 or "" for rs in self.real_servers],
             socket=os.path.join(self.workdir, f"{me.name}.sock"),
             ha_node=me.name if ha else None, ha_priority=100 - 10 * director,
-            peer_public=peer.address if peer else None,
-            peer_private=peer.private_address if peer else None,
+            peer_public=(peer.address6 if peer_family == 6 else peer.address) if peer else None,
+            peer_private=((peer.private_address6 if peer_family == 6 else peer.private_address)
+                          if peer else None),
             secret_file=secret or None, director_options=director_options, extra=extra)
 
     def write_director_config(self, text: str, director: int = 0) -> str:
@@ -364,7 +413,8 @@ class Topology:
 def child_env() -> dict[str, str]:
     """The environment for child Pythons: they must import this very pylvs (source checkout)."""
     env = dict(os.environ)
-    src = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    # this file is src/pylvs/testbed/topology.py: three levels up is the directory holding pylvs
+    src = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     env["PYTHONPATH"] = os.pathsep.join(p for p in (src, env.get("PYTHONPATH", "")) if p)
     return env
 

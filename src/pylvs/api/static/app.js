@@ -281,6 +281,19 @@ function render(status) {
   text("connections", eng.connections || 0);
   text("drops", Object.values(eng.drops || {}).reduce((a, b) => a + b, 0));
   text("defense", defenseText(status.defense));
+  const cl = status.cluster || {};
+  const clEl = document.getElementById("cluster");
+  if (cl.mode === "active-active") {
+    const routers = (cl.routers || []).map((r) =>
+      `${r.address} AS ${r.asn} BGP ${r.state || "?"} BFD ${r.bfd || "-"}` +
+      (r.last_error ? ` (${r.last_error})` : ""));
+    clEl.textContent = `cluster AS ${cl.asn} · ${cl.draining ? "draining" : "announcing"} ` +
+      `${(cl.announced || []).join(", ") || "nothing"} · ${routers.join(" · ")}` +
+      (cl.error ? ` · error: ${cl.error}` : "");
+    clEl.hidden = false;
+  } else {
+    clEl.hidden = true;
+  }
   const rates = eng.rates || {};
   text("pps", `${num(rates.inpps || 0)}/${num(rates.outpps || 0)}`);
   document.getElementById("history").replaceChildren(directorCharts());
