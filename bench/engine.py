@@ -12,7 +12,10 @@ Measures, in one run:
 * ``Engine.process_batch`` (the Python API, which copies packets in and out) for reference;
 * bytes per connection entry;
 * the C rows again for IPv6 (84-byte packets: the same TCP payload behind a 40-byte header),
-  unless ``--no-ipv6``.
+  unless ``--no-ipv6``;
+* with ``--threads 1,2``: established packets/s of T threads sharing one engine, each taking
+  the engine lock for its batch as a packet worker does (core/lock.h); cffi releases the GIL
+  around every C call, so the threads run the engine in parallel except under the lock.
 
 Run from the repository root: ``python -m bench.engine`` (``--help`` for sizes).  Everything is
 bounded in count.
@@ -26,6 +29,7 @@ import random
 import socket
 import struct
 import sys
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -242,6 +246,57 @@ def bench_python(rips: list[int], n_new: int, n_est: int) -> tuple[float, float]
     return new_rate, est_rate
 
 
+# ---- threads sharing the engine --------------------------------------------------------------
+
+def _thread_round(e: Any, batches: list[Batch], rounds: int, now: float) -> None:
+    lock, unlock, run = lib.lvs_engine_lock, lib.lvs_engine_unlock, lib.lvs_engine_process_batch
+    for _ in range(rounds):
+        for b in batches:
+            b.restore()
+            lock(e)
+            run(e, b.b, now)
+            unlock(e)
+
+
+def bench_threads(args: argparse.Namespace, counts: list[int]) -> list[tuple[int, float, float]]:
+    """(threads, established pkts/s incl. restore, restore-only pkts/s) for each count."""
+    flows, bsz = min(args.flows, 1 << 16), args.batch
+    vip = int(ipaddress.ip_address(VIP))
+    eng, _ = build_engine(flows * 2, args.servers)
+    e = eng._c_handle()
+    syns = [Batch([_syn(i, vip) for i in range(j, min(j + bsz, flows))])
+            for j in range(0, flows, bsz)]
+    time_c(e, syns, 1.0, restore=False)
+    rng = random.Random(2)
+    n_batches = 64 * max(counts)
+    pool = []
+    for _ in range(n_batches):
+        pkts = []
+        for _ in range(bsz):
+            caddr, cport = client(rng.randrange(flows))
+            pkts.append(tcp_packet(caddr, vip, cport, 80, 0x10))
+        pool.append(Batch(pkts))
+    time_c(e, pool, 2.0, restore=True)
+    assert all(b.verdicts().count(0) == b.n for b in pool), "established packets not forwarded"
+    out = []
+    for t in counts:
+        share = [pool[i::t] for i in range(t)]
+        rounds = max(1, args.est_packets // (len(pool) * bsz))
+        best = 0.0
+        for _ in range(args.repeat):
+            threads = [threading.Thread(target=_thread_round, args=(e, share[i], rounds, 3.0))
+                       for i in range(t)]
+            t0 = time.perf_counter()
+            for th in threads:
+                th.start()
+            for th in threads:
+                th.join()
+            best = max(best, rounds * len(pool) * bsz / (time.perf_counter() - t0))
+        t_copy = _best(lambda: time_restore(pool), args.repeat)
+        out.append((t, best, len(pool) * bsz / max(t_copy[0], 1e-9)))
+    return out
+
+
 # ---- main ----------------------------------------------------------------------------------
 
 def _best(fn: Callable[[], Timing], repeat: int) -> Timing:
@@ -343,7 +398,21 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--py-flows", type=int, default=50_000)
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--no-ipv6", action="store_true", help="skip the IPv6 rows")
+    ap.add_argument("--threads", type=lambda v: [int(x) for x in v.split(",")], default=None,
+                    help="also run established packets with these thread counts, e.g. 1,2")
+    ap.add_argument("--threads-only", action="store_true", help="only the --threads rows")
     args = ap.parse_args(argv)
+    if args.threads:
+        rows = bench_threads(args, args.threads)
+        base = rows[0][1]
+        print(f"engine threads: established {PKT_LEN}-byte IPv4 packets, batch {args.batch}, "
+              "engine lock per batch, restore copy included")
+        for t, rate, copy_rate in rows:
+            print(f"  threads {t}: {rate / 1e6:6.2f} Mpps  (x{rate / base:.2f} of "
+                  f"{rows[0][0]} thread{'s' if rows[0][0] > 1 else ''}; restore alone "
+                  f"{copy_rate / 1e6:.1f} Mpps per thread)")
+        if args.threads_only:
+            return 0
 
     flows, bsz = args.flows, args.batch
     c4 = bench_c(args, v6=False)

@@ -189,8 +189,8 @@ def start_haproxy_backends(topo: Topology) -> None:
 
 
 def start_haproxy_lb(topo: Topology, cpu: int | None,
-                     ipv6: bool = False) -> subprocess.Popen[str]:
-    """Run the HAProxy contender in the director: TCP mode, one thread, round robin.
+                     ipv6: bool = False, threads: int = 1) -> subprocess.Popen[str]:
+    """Run the HAProxy contender in the director: TCP mode, ``threads`` threads, round robin.
 
     With ``ipv6`` it listens on the IPv6 VIP and connects to the real servers over IPv6.
     """
@@ -203,7 +203,8 @@ def start_haproxy_lb(topo: Topology, cpu: int | None,
     servers = "".join(f"  server {rs.name} {addr(rs.address, rs.address6)}:80\n"
                       for rs in topo.real_servers)
     rs1 = topo.real_servers[0]
-    cfg = _GLOBAL.format(sock=sock) + (
+    glob = _GLOBAL.format(sock=sock).replace("nbthread 1", f"nbthread {threads}")
+    cfg = glob + (
         f"frontend web\n  mode tcp\n  bind {vip}:80 backlog 4096\n  default_backend rs\n"
         f"backend rs\n  mode tcp\n  balance roundrobin\n{servers}"
         f"frontend bulk\n  mode tcp\n  bind {vip}:5201\n  default_backend bulk\n"

@@ -1,5 +1,9 @@
 """Side-by-side network benchmark: direct path, nft DNAT, HAProxy (TCP, 1 thread) and pylvs.
 
+``pylvs`` and ``pylvs-plain`` pump on the event loop (``workers = 0``, pinned to one CPU, as
+before issue 14); ``pylvs-w1`` runs one C worker thread pinned to that CPU; ``pylvs-w2`` two
+worker threads on every CPU, beside ``haproxy2`` (``nbthread 2``, unpinned).
+
 The ``6`` contenders (``nft6``, ``haproxy6``, ``pylvs6``) run the same measurements over IPv6
 (a dual-stack topology: the client to the IPv6 VIP, the balancer to the real servers' IPv6
 addresses); a run with any of them is recorded in its own "IPv6" section.
@@ -42,7 +46,7 @@ from pylvs.testbed.topology import ServiceSpec, Topology, TopologyError
 __all__ = ["Measurement", "main"]
 
 CONTENDERS = ("direct", "nft", "haproxy", "pylvs", "pylvs-plain", "pylvs-synproxy", "nft6",
-              "haproxy6", "pylvs6")
+              "haproxy6", "pylvs6", "haproxy2", "pylvs-w1", "pylvs-w2")
 DEFAULT_CONTENDERS = CONTENDERS[:6]
 LB_CPU, LOAD_CPU = 1, 0  # the balancer on CPU1, wrk/iperf3 on CPU0 (real servers float)
 
@@ -89,11 +93,14 @@ def _local_vip(topo: Topology, vip: str) -> None:
 
 
 def _pylvs_setup(topo: Topology, offload: bool, family: int = 4,
-                 synproxy: bool = False) -> PylvsProcess:
+                 synproxy: bool = False, workers: int = 0) -> PylvsProcess:
     services = [ServiceSpec(port=80, scheduler="rr", family=family, synproxy=synproxy),
                 ServiceSpec(port=5201, scheduler="rr", servers=(0,), family=family)]
-    toml = topo.director_config(services, director_options={"offload": offload})
-    return start_pylvs(topo, toml, argv_prefix=("taskset", "-c", str(LB_CPU)),
+    toml = topo.director_config(services, director_options={"offload": offload,
+                                                            "workers": workers})
+    # One packet thread (the loop's or a worker) shares the LB CPU; two workers get both CPUs.
+    prefix = ("taskset", "-c", str(LB_CPU)) if workers <= 1 else ()
+    return start_pylvs(topo, toml, argv_prefix=prefix,
                        wait_tcp_port=80 if family == 4 else None)
 
 
@@ -106,9 +113,14 @@ def _setup(name: str, topo: Topology) -> tuple[str | None, int | None, PylvsProc
     if name in ("nft", "nft6"):
         _nft_setup(topo, ipv6)
         return vip, None, None
-    if name in ("haproxy", "haproxy6"):
+    if name in ("haproxy", "haproxy6", "haproxy2"):
         _local_vip(topo, vip)
-        return vip, start_haproxy_lb(topo, LB_CPU, ipv6).pid, None
+        threads = 2 if name == "haproxy2" else 1
+        lb = start_haproxy_lb(topo, LB_CPU if threads == 1 else None, ipv6, threads)
+        return vip, lb.pid, None
+    if name.startswith("pylvs-w"):
+        daemon = _pylvs_setup(topo, offload=True, workers=int(name[len("pylvs-w"):]))
+        return vip, daemon.proc.pid, daemon
     if name.startswith("pylvs"):
         # pylvs-synproxy: as pylvs (offloads on) with the SYN proxy on the HTTP service
         daemon = _pylvs_setup(topo, offload=name != "pylvs-plain", family=6 if ipv6 else 4,
@@ -117,12 +129,17 @@ def _setup(name: str, topo: Topology) -> tuple[str | None, int | None, PylvsProc
     raise ValueError(name)
 
 
-def _proc_cpu_seconds(pid: int | None) -> float:
+def _proc_cpu_split(pid: int | None) -> tuple[float, float]:
+    """(user, kernel) CPU seconds of ``pid``, all its threads."""
     if pid is None:
-        return 0.0
+        return 0.0, 0.0
     with open(f"/proc/{pid}/stat", encoding="ascii") as fh:
         fields = fh.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / 100.0  # utime + stime, in clock ticks
+    return int(fields[11]) / 100.0, int(fields[12]) / 100.0  # utime, stime in clock ticks
+
+
+def _proc_cpu_seconds(pid: int | None) -> float:
+    return sum(_proc_cpu_split(pid))
 
 
 def _director_rx_packets(topo: Topology) -> int:
@@ -172,13 +189,17 @@ def _measure(name: str, args: argparse.Namespace) -> Measurement:
 
         def timed(key: str, fn: Callable[[], WrkResult]) -> WrkResult:
             cpu0, lb0, rx0 = cpu_sample(), _proc_cpu_seconds(lb_pid), _director_rx_packets(topo)
+            user0 = _proc_cpu_split(lb_pid)[0]
             res = fn()
             cpu1, lb1, rx1 = cpu_sample(), _proc_cpu_seconds(lb_pid), _director_rx_packets(topo)
+            user1 = _proc_cpu_split(lb_pid)[0]
             secs = max(res.seconds, 1e-9)
             m.metrics[f"{key}.busy_cores"] = cpu0.busy_cores(cpu1, 2)
             m.metrics[f"{key}.kpps"] = (rx1 - rx0) / secs / 1000
             if lb_pid is not None:
                 m.metrics[f"{key}.lb_cpu"] = (lb1 - lb0) / secs
+                if lb1 > lb0:  # where the balancer's CPU goes: user (engine, Python) vs kernel
+                    m.metrics[f"{key}.lb_user_share"] = (user1 - user0) / (lb1 - lb0)
                 if rx1 > rx0:
                     m.metrics[f"{key}.lb_us_per_pkt"] = 1e6 * (lb1 - lb0) / (rx1 - rx0)
             if res.error_total:

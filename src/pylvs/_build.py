@@ -16,9 +16,9 @@ from pathlib import Path
 from cffi import FFI
 
 HERE = Path(__file__).resolve().parent
-CDEF_PARTS = ("_core.cdef", "dataplane/_tunio.cdef")
+CDEF_PARTS = ("_core.cdef", "core/lock.cdef", "dataplane/_tunio.cdef", "dataplane/_workers.cdef")
 # Headers the generated module includes so it sees every declaration of the cdef.
-HEADERS = ("core/api.h", "_sched.h", "dataplane/_tunio.h")
+HEADERS = ("core/api.h", "core/lock.h", "_sched.h", "dataplane/_tunio.h", "dataplane/_workers.h")
 # setuptools runs this from the project root and insists on relative paths.
 SOURCES = sorted(
     os.path.relpath(p)
@@ -26,6 +26,9 @@ SOURCES = sorted(
     if p.name != "_core.c"  # cffi's own output, when built in place
 )
 DEBUG = bool(os.environ.get("PYLVS_DEBUG"))  # ASan + UBSan, unoptimised
+# ThreadSanitizer (the packet workers share the engine); load with LD_PRELOAD=libtsan.so.
+TSAN = bool(os.environ.get("PYLVS_TSAN"))
+SANITIZE = ["-fsanitize=address,undefined"] if DEBUG else ["-fsanitize=thread"] if TSAN else []
 
 ffibuilder = FFI()
 ffibuilder.cdef("\n".join((HERE / part).read_text() for part in CDEF_PARTS))
@@ -40,9 +43,11 @@ ffibuilder.set_source(
         "-Wall",
         "-Wextra",
         "-Wno-unused-parameter",
-        *(["-g", "-O0", "-fsanitize=address,undefined"] if DEBUG else []),
+        "-pthread",
+        *(["-g", "-O0"] if DEBUG else ["-g", "-O1"] if TSAN else []),
+        *SANITIZE,
     ],
-    extra_link_args=["-fsanitize=address,undefined"] if DEBUG else [],
+    extra_link_args=["-pthread", *SANITIZE],
 )
 
 if __name__ == "__main__":

@@ -336,6 +336,8 @@ def _checks(cfg: Config) -> Iterator[tuple[str, str]]:
     networks = [p.network for p in nat_routers if not isinstance(p, tuple)]
     if not 1 <= d.batch_size <= 1024:
         yield "director.batch_size", f"expected 1..1024, got {d.batch_size}"
+    if d.workers is not None and not 0 <= d.workers <= 256:
+        yield "director.workers", f"expected 0..256 (the TUN queue limit), got {d.workers}"
     if not 1 <= d.max_connections <= 1 << 26:
         yield "director.max_connections", f"expected 1..{1 << 26}, got {d.max_connections}"
     for key in ("tcp", "tcpfin", "udp"):

@@ -29,7 +29,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
 
 from pylvs import config as config_mod
-from pylvs.dataplane.tun import TunDataplane
+from pylvs.dataplane.tun import TunDataplane, default_workers
 from pylvs.engine import Defense, Engine, Timeouts, scheduler_names
 from pylvs.errors import ConfigError
 from pylvs.model import (
@@ -59,7 +59,7 @@ EXPIRE_INTERVAL = 1.0
 RATES_INTERVAL = 2.0
 # [director] keys that shape objects built once; a reload that changes them is refused.
 _FIXED_DIRECTOR_KEYS = ("public_interface", "private_interface", "dataplane", "tun_name",
-                        "offload", "batch_size", "max_connections", "loop")
+                        "offload", "batch_size", "workers", "max_connections", "loop")
 
 
 class Component(Protocol):
@@ -117,7 +117,9 @@ class Director:
         self.engine = Engine(max_connections=d.max_connections, seed=secrets.randbits(64),
                              timeouts=Timeouts(tcp=t.tcp, tcpfin=t.tcpfin, udp=t.udp),
                              defense=defense_settings(config.defense))
+        workers = default_workers() if d.workers is None else d.workers
         self.dataplane = TunDataplane(d.tun_name, offload=d.offload, batch_size=d.batch_size,
+                                      workers=workers,
                                       engine_ptr=self._engine_ptr, clock=clock,
                                       on_failure=self._dataplane_failed)
         self.netconf = NetConf(d.public_interface, d.private_interface, d.tun_name)
@@ -183,9 +185,11 @@ class Director:
         except BaseException:
             await self.stop()
             raise
-        log.info("director started: %d services, TUN %s (offload %s, batch %d)",
+        log.info("director started: %d services, TUN %s (offload %s, batch %d, %s)",
                  len(self._config.virtual_servers), self.dataplane.name,
-                 "on" if self.dataplane.offload else "off", self.dataplane.batch_size)
+                 "on" if self.dataplane.offload else "off", self.dataplane.batch_size,
+                 f"{self.dataplane.workers} worker threads" if self.dataplane.workers
+                 else "pumped on the event loop")
 
     async def stop(self, handover: bool = True) -> None:
         """Stop components, the pump, the network.
@@ -206,13 +210,15 @@ class Director:
                 await task
         self._timers = []
         self.dataplane.stop()
+        if self.dataplane.workers:
+            log.info("packet workers stopped: %d thread(s) left", self.dataplane.threads_running())
         if self.dataplane.fd is not None:
             st = self.dataplane.stats()
             log.info("dataplane totals: read %d, written %d, forwarded %d, passed %d, dropped %d, "
                      "write EAGAIN %d, GSO %d, partial csum %d, batches %d (max %d), "
-                     "queue drops %s", st.reads, st.writes, st.forwarded, st.passed, st.dropped,
-                     st.write_eagain, st.gso_packets, st.csum_partial, st.batches, st.max_batch,
-                     st.queue_dropped)
+                     "queue drops %s, per worker reads %s", st.reads, st.writes, st.forwarded,
+                     st.passed, st.dropped, st.write_eagain, st.gso_packets, st.csum_partial,
+                     st.batches, st.max_batch, st.queue_dropped, list(st.worker_reads))
         for dp in self.fwmark_dataplanes.values():
             dp.stop()
         await asyncio.to_thread(self.netconf.remove)

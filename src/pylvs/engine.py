@@ -75,7 +75,8 @@ from types import MappingProxyType
 from typing import TYPE_CHECKING
 
 from pylvs._core import ffi as _ffi
-from pylvs._core import lib as _lib
+from pylvs._core import lib as _raw_lib
+from pylvs.engine_lock import locking
 from pylvs.engine_types import (
     ConnectionInfo,
     Defense,
@@ -130,6 +131,8 @@ __all__ = [
     "sync_split",
 ]
 
+# Every engine call holds the engine lock: packet workers share the engine (engine_lock.py).
+_lib = locking(_ffi, _raw_lib)
 _PROTO_NUM: dict[str, int] = {"tcp": _lib.LVS_PROTO_TCP, "udp": _lib.LVS_PROTO_UDP}
 _PROTO_NAME: dict[int, Protocol] = {_lib.LVS_PROTO_TCP: "tcp", _lib.LVS_PROTO_UDP: "udp"}
 

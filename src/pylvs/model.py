@@ -218,6 +218,8 @@ class DirectorConfig:
     tun_name: str = "pylvs0"
     offload: bool = True  # IFF_VNET_HDR + TUNSETOFFLOAD: 64 KB GSO super-packets
     batch_size: int = 64
+    # Packet worker threads, one TUN queue each; None: one per CPU; 0: pump on the event loop.
+    workers: int | None = None
     loop: Literal["uvloop", "asyncio"] = "uvloop"
     max_connections: int = 1 << 20
     log_format: Literal["text", "json"] = "text"

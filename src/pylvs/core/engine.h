@@ -24,6 +24,7 @@
 #ifndef PYLVS_ENGINE_H
 #define PYLVS_ENGINE_H
 
+#include <pthread.h>
 #include <stdint.h>
 
 #include "api.h"
@@ -146,6 +147,7 @@ typedef struct lvs_defense {
 } lvs_defense;
 
 struct lvs_engine {
+    pthread_mutex_t lock;    /* lock.c: one holder at a time (a worker's batch, a control call) */
     /* connection table */
     uint32_t *in_tab;        /* bucket -> first entry's slot, LVS_NO_SLOT = empty */
     uint32_t *out_tab;

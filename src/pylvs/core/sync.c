@@ -241,6 +241,8 @@ uint32_t lvs_sync_collect(lvs_engine *e, uint8_t *out, uint32_t cap)
             break;
         n += size;
     }
+    if (n == 0)
+        return 0; /* sync_buf may still be NULL: memcpy from NULL is undefined even for 0 */
     memcpy(out, e->sync_buf, n);
     memmove(e->sync_buf, e->sync_buf + n, e->sync_len - n);
     e->sync_len -= n;

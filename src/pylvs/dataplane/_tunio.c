@@ -12,6 +12,9 @@
  * LVS_META_CSUM_PARTIAL / LVS_META_GSO bits.  A REPLY verdict (a packet the engine generated,
  * fully checksummed) goes out with a zeroed header.
  *
+ * Several pumps may share one engine (dataplane/_workers.c: one per TUN queue and thread);
+ * each holds the engine lock (core/lock.h) for its batch's engine call only.
+ *
  * Nothing here blocks: the fd is O_NONBLOCK, reads stop at EAGAIN or the batch limit, and a
  * write that would block drops the packet (counted), as a full device queue would.
  */
@@ -22,6 +25,7 @@
 #include <unistd.h>
 
 #include "_tunio.h"
+#include "core/lock.h"
 
 #define VNET_HDR_LEN 10
 #define VNET_F_NEEDS_CSUM 1
@@ -89,6 +93,11 @@ void lvs_tunio_get_stats(const lvs_tunio *io, lvs_tunio_stats *out)
 void lvs_tunio_zero_stats(lvs_tunio *io)
 {
     memset(&io->st, 0, sizeof(io->st));
+}
+
+void lvs_tunio_reset_max_batch(lvs_tunio *io)
+{
+    io->st.max_batch = 0;
 }
 
 static unsigned bucket_of(uint32_t n)
@@ -212,7 +221,10 @@ int lvs_tunio_pump(lvs_tunio *io, lvs_engine *eng, double now, uint32_t max_roun
             .len = io->len, .meta = io->meta, .verdict = io->verdict, .mark = io->mark,
         };
         if (eng) {
+            /* Only the engine call is locked: reads and writes (most of the cost) overlap. */
+            lvs_engine_lock(eng);
             lvs_engine_process_batch(eng, &b, now);
+            lvs_engine_unlock(eng);
         } else {
             /* No engine attached (a standby pump): nothing may loop back into the TUN. */
             memset(io->verdict, LVS_VERDICT_DROP, (size_t)n);

@@ -32,5 +32,7 @@ void lvs_tunio_set_mark(lvs_tunio *io, uint32_t mark);
 int lvs_tunio_pump(lvs_tunio *io, lvs_engine *engine, double now, uint32_t max_rounds);
 void lvs_tunio_get_stats(const lvs_tunio *io, lvs_tunio_stats *out);
 void lvs_tunio_zero_stats(lvs_tunio *io);
+/* For a worker after a zero of its published counters (_workers.c). */
+void lvs_tunio_reset_max_batch(lvs_tunio *io);
 
 #endif

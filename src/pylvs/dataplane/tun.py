@@ -10,6 +10,12 @@ With ``offload`` the device is opened with ``IFF_VNET_HDR`` and ``TUNSETOFFLOAD(
 TUN_F_TSO4 | TUN_F_TSO6 | TUN_F_TSO_ECN)``: the kernel then hands over 64 KB TCP
 super-packets with partial checksums instead of segmenting them first
 (docs/performance.md#tun-offloads, #gso, #checksums).
+
+With ``workers`` ≥ 1 (``[director] workers``) the event loop is out of the packet path: the
+device is opened with ``IFF_MULTI_QUEUE``, one fd per queue, and C threads
+(``dataplane/_workers.c``) pump one queue each, sharing the engine under its lock.  Python only
+watches one eventfd, readable when a worker stopped on its own.  ``workers = 0`` keeps the pump
+on the event loop.
 """
 
 from __future__ import annotations
@@ -28,9 +34,9 @@ from typing import TYPE_CHECKING, Any
 from pylvs.errors import CoreError, NetConfigError
 
 if TYPE_CHECKING:
-    from pylvs._core import FFI, Lib, lvs_engine, lvs_tunio
+    from pylvs._core import FFI, Lib, lvs_engine, lvs_tunio, lvs_tunio_stats, lvs_workers
 
-__all__ = ["TunDataplane", "TunStats", "open_tun"]
+__all__ = ["MAX_QUEUES", "TunDataplane", "TunStats", "default_workers", "open_tun"]
 
 log = logging.getLogger(__name__)
 
@@ -41,6 +47,8 @@ TUNSETVNETHDRSZ = 0x400454D8
 IFF_TUN = 0x0001
 IFF_NO_PI = 0x1000
 IFF_VNET_HDR = 0x4000
+IFF_MULTI_QUEUE = 0x0100
+MAX_QUEUES = 256  # the kernel's MAX_TAP_QUEUES
 TUN_F_CSUM = 0x01
 TUN_F_TSO4 = 0x02
 TUN_F_TSO6 = 0x04
@@ -66,11 +74,22 @@ def _core() -> tuple[FFI, Lib]:
     return ffi, lib
 
 
-def open_tun(name: str, offload: bool) -> int:
-    """Open (creating if needed) TUN device ``name``; return its non-blocking fd."""
+def default_workers() -> int:
+    """``[director] workers`` when unset: one per CPU this process may run on."""
+    try:
+        cpus = len(os.sched_getaffinity(0))
+    except OSError:
+        cpus = os.cpu_count() or 1
+    return max(1, min(cpus, MAX_QUEUES))
+
+
+def open_tun(name: str, offload: bool, multi_queue: bool = False) -> int:
+    """Open (creating if needed) TUN device ``name``, or one more queue of it with
+    ``multi_queue``; return the non-blocking fd."""
     fd = os.open("/dev/net/tun", os.O_RDWR | os.O_NONBLOCK | os.O_CLOEXEC)
     try:
         flags = IFF_TUN | IFF_NO_PI | (IFF_VNET_HDR if offload else 0)
+        flags |= IFF_MULTI_QUEUE if multi_queue else 0
         fcntl.ioctl(fd, TUNSETIFF, struct.pack("16sH22x", name.encode(), flags))
         if offload:
             fcntl.ioctl(fd, TUNSETVNETHDRSZ, struct.pack("i", VNET_HDR_LEN))
@@ -104,6 +123,7 @@ class TunStats:
     max_batch: int
     batch_hist: tuple[int, ...]  # batches of size 1, 2-3, 4-7, ...
     queue_dropped: int | None  # the device's tx_dropped: the kernel -> pylvs queue overflowed
+    worker_reads: tuple[int, ...] = ()  # packets read by each worker thread (its TUN queue)
 
     def as_dict(self) -> dict[str, Any]:
         """A JSON-able dict (for ``status()``)."""
@@ -113,6 +133,7 @@ class TunStats:
 class TunDataplane:
     """One TUN device pumped through an engine on the running event loop.
 
+    ``workers`` ≥ 1 pumps in that many C threads, one TUN queue each; 0 pumps on the event loop.
     ``mark`` makes it the device of one firewall mark (netconf routes the packets marked so
     into it): the engine sees that mark on every packet read.  ``engine_ptr`` returns the
     engine's typed ``lvs_engine *`` (``Engine._c_handle()``), or
@@ -122,13 +143,18 @@ class TunDataplane:
     """
 
     def __init__(self, name: str, *, offload: bool = True, batch_size: int = 64,
-                 engine_ptr: Callable[[], lvs_engine | None] | None = None,
+                 workers: int = 0, engine_ptr: Callable[[], lvs_engine | None] | None = None,
                  clock: Callable[[], float] = time.monotonic,
                  on_failure: Callable[[str], None] | None = None, mark: int = 0) -> None:
         self.name = name
         self.mark = mark  # a fwmark service's device: every packet read carries this mark
         self.offload = offload
         self.batch_size = batch_size
+        if not 0 <= workers <= MAX_QUEUES:
+            raise ValueError(f"workers: expected 0..{MAX_QUEUES}, got {workers}")
+        self.workers = workers
+        self.fds: list[int] = []  # one per queue (workers mode)
+        self._workers: lvs_workers | None = None
         self._engine_ptr = engine_ptr or (lambda: None)
         self._clock = clock
         self.fd: int | None = None
@@ -143,6 +169,9 @@ class TunDataplane:
         """Create the device and the C pump (the device is down until netconf sets it up)."""
         if self.fd is not None:
             return
+        if self.workers:
+            self._open_queues()
+            return
         ffi, lib = _core()
         fd = open_tun(self.name, self.offload)
         stride = OFFLOAD_STRIDE if self.offload else PLAIN_STRIDE
@@ -156,28 +185,89 @@ class TunDataplane:
         self._io = ffi.gc(io, lib.lvs_tunio_free)
         self._pump = lib.lvs_tunio_pump  # bound once: the readiness callback is hot
 
+    def _open_queues(self) -> None:
+        fds: list[int] = []
+        try:
+            for _ in range(self.workers):
+                fds.append(open_tun(self.name, self.offload, multi_queue=True))
+        except BaseException:
+            for fd in fds:
+                os.close(fd)
+            raise
+        self.fds = fds
+        self.fd = fds[0]
+
     def start(self, loop: asyncio.AbstractEventLoop | None = None) -> None:
-        """Start pumping on ``loop`` (default: the running loop)."""
+        """Start pumping: the worker threads, or on ``loop`` (default: the running loop)."""
         if self.fd is None:
             self.open()
         assert self.fd is not None
         self._engine = self._engine_ptr() or _core()[0].NULL
         self._loop = loop or asyncio.get_running_loop()
-        self._loop.add_reader(self.fd, self._on_readable)
+        if self.workers:
+            self._start_workers(self._loop)
+        else:
+            self._loop.add_reader(self.fd, self._on_readable)
+
+    def _start_workers(self, loop: asyncio.AbstractEventLoop) -> None:
+        ffi, lib = _core()
+        if self._workers is None:
+            stride = OFFLOAD_STRIDE if self.offload else PLAIN_STRIDE
+            assert self._engine is not None
+            w = lib.lvs_workers_new(self._engine, ffi.new("int[]", self.fds), len(self.fds),
+                                    int(self.offload), self.batch_size, stride)
+            if w == ffi.NULL:
+                raise CoreError("lvs_workers_new failed (out of memory or file descriptors?)")
+            if self.mark:
+                lib.lvs_workers_set_mark(w, self.mark)
+            self._workers = w
+        rc = lib.lvs_workers_start(self._workers)
+        if rc < 0:
+            raise CoreError(f"cannot start packet workers: {os.strerror(-rc)}")
+        loop.add_reader(lib.lvs_workers_notify_fd(self._workers), self._on_worker_failed)
 
     def stop(self) -> None:
-        """Stop pumping; the device stays until :meth:`close`."""
-        if self._loop is not None and self.fd is not None:
+        """Stop pumping (joins the worker threads); the device stays until :meth:`close`."""
+        if self._workers is not None:
+            _, lib = _core()
+            if self._loop is not None:
+                self._loop.remove_reader(lib.lvs_workers_notify_fd(self._workers))
+            lib.lvs_workers_stop(self._workers)  # at most one batch per worker: no await needed
+        elif self._loop is not None and self.fd is not None:
             self._loop.remove_reader(self.fd)
         self._loop = None
 
     def close(self) -> None:
-        """Stop and close the fd, which removes the device (and every route into it)."""
+        """Stop and close the fds, which removes the device (and every route into it)."""
         self.stop()
-        if self.fd is not None:
-            os.close(self.fd)
-            self.fd = None
+        if self._workers is not None:
+            _core()[1].lvs_workers_free(self._workers)
+            self._workers = None
+        for fd in self.fds or ([self.fd] if self.fd is not None else []):
+            os.close(fd)
+        self.fds = []
+        self.fd = None
         self._io = None
+
+    def threads_running(self) -> int:
+        """Worker threads started and not yet joined (0 in event-loop mode)."""
+        if self._workers is None:
+            return 0
+        return int(_core()[1].lvs_workers_running(self._workers))
+
+    def _on_worker_failed(self) -> None:
+        ffi, lib = _core()
+        if self._workers is None or self._failed is not None:
+            return
+        which = ffi.new("uint32_t *")
+        rc = lib.lvs_workers_failure(self._workers, which)
+        if rc == 0:
+            return
+        self._failed = f"worker {int(which[0])}: {os.strerror(-rc)}"
+        log.error("TUN %s: %s; dataplane stopped", self.name, self._failed)
+        self.stop()
+        if self._on_failure is not None:
+            self._on_failure(self._failed)
 
     def _on_readable(self) -> None:
         pump, io, engine = self._pump, self._io, self._engine
@@ -199,19 +289,35 @@ class TunDataplane:
         return self._failed
 
     def stats(self) -> TunStats:
-        """A snapshot of the pump's counters and the device's queue drops."""
-        if self._io is None:
-            raise CoreError("the TUN dataplane is not open")
+        """A snapshot of the pump's counters (summed over the workers) and the device's queue
+        drops."""
         ffi, lib = _core()
-        st = ffi.new("lvs_tunio_stats *")
-        lib.lvs_tunio_get_stats(self._io, st)
-        values = {name: int(getattr(st, name)) for name in _STAT_FIELDS}
-        return TunStats(**values, batch_hist=tuple(int(x) for x in st.batch_hist),
-                        queue_dropped=_read_counter(self.name, "tx_dropped"))
+        snaps: list[lvs_tunio_stats] = []
+        if self._workers is not None:
+            for i in range(int(lib.lvs_workers_count(self._workers))):
+                st = ffi.new("lvs_tunio_stats *")
+                lib.lvs_workers_get_stats(self._workers, i, st)
+                snaps.append(st)
+        elif self._io is not None:
+            st = ffi.new("lvs_tunio_stats *")
+            lib.lvs_tunio_get_stats(self._io, st)
+            snaps.append(st)
+        elif self.fd is None:
+            raise CoreError("the TUN dataplane is not open")
+        values = {name: sum(int(getattr(st, name)) for st in snaps) for name in _STAT_FIELDS}
+        values["max_batch"] = max((int(st.max_batch) for st in snaps), default=0)
+        hist = tuple(sum(int(st.batch_hist[b]) for st in snaps)
+                     for b in range(len(snaps[0].batch_hist))) if snaps else ()
+        return TunStats(**values, batch_hist=hist,
+                        queue_dropped=_read_counter(self.name, "tx_dropped"),
+                        worker_reads=tuple(int(st.reads) for st in snaps)
+                        if self._workers is not None else ())
 
     def zero_stats(self) -> None:
         """Reset the pump's counters (ipvsadm -Z)."""
-        if self._io is not None:
+        if self._workers is not None:
+            _core()[1].lvs_workers_zero_stats(self._workers)
+        elif self._io is not None:
             _core()[1].lvs_tunio_zero_stats(self._io)
 
 

@@ -1,0 +1,279 @@
+/*
+ * _workers.c — packet worker threads: the packet path off the event loop, on every core.
+ *
+ * Each worker is a native pthread that owns one queue (one fd) of a multi-queue TUN device and
+ * one pump (_tunio.c).  It sleeps in poll() on its queue and on a shared stop eventfd, pumps
+ * when the queue is readable and never enters Python: no GIL, no callback per packet or per
+ * wakeup.  The workers share the engine under the engine lock (core/lock.h), held for one
+ * batch's engine call; reads and writes, most of the cost, run in parallel.
+ *
+ * The kernel picks the queue of a packet it hands to the TUN (its flow hash; a flow's packets
+ * stay on the queue its writes come from), so the two directions of a connection may arrive on
+ * different workers: the shared table makes that correct.
+ *
+ * Signals are blocked in the workers (SIGTERM and friends go to the Python thread).  A worker
+ * whose read fails (the device went away) records -errno, signals the notify eventfd (which
+ * the event loop watches, once, not per packet) and exits; the others keep running until stop.
+ */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <poll.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/eventfd.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "_workers.h"
+
+#define MAX_ROUNDS 4 /* full batches per wakeup before polling again (the stop fd) */
+
+typedef struct worker {
+    struct lvs_workers *owner;
+    uint32_t index;
+    int fd;
+    lvs_tunio *io;
+    pthread_t thread;
+    int started;
+    pthread_mutex_t stats_mu;    /* guards pub, base */
+    lvs_tunio_stats pub;         /* the pump's counters as of its last wakeup */
+    lvs_tunio_stats base;        /* pub at the last zero */
+    atomic_int reset_max;        /* zero asked: the worker restarts max_batch */
+} worker;
+
+struct lvs_workers {
+    lvs_engine *engine;
+    uint32_t n;
+    int stop_fd;                 /* eventfd: readable = stop (never read, so it stays readable) */
+    int notify_fd;               /* eventfd: a worker failed */
+    atomic_int failure;          /* first failure, -errno */
+    atomic_uint failed_index;
+    atomic_uint running;
+    worker *w;
+};
+
+static double monotonic_now(void)
+{
+    /* time.monotonic()'s clock: the engine's timers and the control plane's agree. */
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+}
+
+#define STAT_U64(X) X(reads) X(read_bytes) X(writes) X(write_bytes) X(forwarded) X(passed) \
+    X(replies) X(dropped) X(write_eagain) X(write_errors) X(read_errors) X(short_reads) \
+    X(csum_partial) X(gso_packets) X(batches) X(empty_wakeups)
+
+static void publish(worker *k)
+{
+    pthread_mutex_lock(&k->stats_mu);
+    lvs_tunio_get_stats(k->io, &k->pub);
+    pthread_mutex_unlock(&k->stats_mu);
+}
+
+static void fail(worker *k, int err)
+{
+    lvs_workers *w = k->owner;
+    int expected = 0;
+    if (atomic_compare_exchange_strong(&w->failure, &expected, err))
+        atomic_store(&w->failed_index, k->index);
+    uint64_t one = 1;
+    ssize_t r = write(w->notify_fd, &one, sizeof(one));
+    (void)r; /* an eventfd write fails only on counter overflow */
+}
+
+static void *worker_main(void *arg)
+{
+    worker *k = arg;
+    lvs_workers *w = k->owner;
+    struct pollfd pf[2] = {{.fd = k->fd, .events = POLLIN}, {.fd = w->stop_fd, .events = POLLIN}};
+    char name[16];
+    snprintf(name, sizeof(name), "pylvs-w%u", k->index); /* top -H, /proc/<pid>/task/<tid>/comm */
+    pthread_setname_np(pthread_self(), name);
+    for (;;) {
+        int r = poll(pf, 2, -1);
+        if (r < 0) {
+            if (errno == EINTR)
+                continue;
+            fail(k, -errno);
+            break;
+        }
+        if (pf[1].revents)
+            break;
+        if (pf[0].revents & (POLLERR | POLLHUP | POLLNVAL)) {
+            fail(k, pf[0].revents & POLLNVAL ? -EBADF : -EIO);
+            break;
+        }
+        if (!(pf[0].revents & POLLIN))
+            continue;
+        if (atomic_exchange(&k->reset_max, 0))
+            lvs_tunio_reset_max_batch(k->io);
+        int n = lvs_tunio_pump(k->io, w->engine, monotonic_now(), MAX_ROUNDS);
+        publish(k);
+        if (n < 0) {
+            fail(k, n);
+            break;
+        }
+    }
+    publish(k);
+    return NULL;
+}
+
+lvs_workers *lvs_workers_new(lvs_engine *engine, const int *fds, uint32_t n, int vnet_hdr,
+                             uint32_t batch_max, uint32_t stride)
+{
+    if (n == 0 || n > LVS_WORKERS_MAX || !fds)
+        return NULL;
+    lvs_workers *w = calloc(1, sizeof(*w));
+    if (!w)
+        return NULL;
+    w->engine = engine;
+    w->n = n;
+    w->stop_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+    w->notify_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+    w->w = calloc(n, sizeof(worker));
+    if (w->stop_fd < 0 || w->notify_fd < 0 || !w->w) {
+        lvs_workers_free(w);
+        return NULL;
+    }
+    for (uint32_t i = 0; i < n; i++) {
+        worker *k = &w->w[i];
+        k->owner = w;
+        k->index = i;
+        k->fd = fds[i];
+        pthread_mutex_init(&k->stats_mu, NULL);
+        k->io = lvs_tunio_new(fds[i], vnet_hdr, batch_max, stride);
+        if (!k->io) {
+            lvs_workers_free(w);
+            return NULL;
+        }
+    }
+    return w;
+}
+
+int lvs_workers_start(lvs_workers *w)
+{
+    sigset_t all, old;
+    sigfillset(&all);
+    /* Threads inherit the mask: block everything so signals reach the Python thread only. */
+    pthread_sigmask(SIG_SETMASK, &all, &old);
+    int rc = 0;
+    for (uint32_t i = 0; i < w->n; i++) {
+        worker *k = &w->w[i];
+        if (k->started)
+            continue;
+        int err = pthread_create(&k->thread, NULL, worker_main, k);
+        if (err) {
+            rc = -err;
+            break;
+        }
+        k->started = 1;
+        atomic_fetch_add(&w->running, 1);
+    }
+    pthread_sigmask(SIG_SETMASK, &old, NULL);
+    if (rc)
+        lvs_workers_stop(w);
+    return rc;
+}
+
+void lvs_workers_stop(lvs_workers *w)
+{
+    if (!w || w->stop_fd < 0)
+        return;
+    uint64_t one = 1;
+    ssize_t r = write(w->stop_fd, &one, sizeof(one));
+    (void)r;
+    for (uint32_t i = 0; i < w->n; i++) {
+        worker *k = &w->w[i];
+        if (!k->started)
+            continue;
+        pthread_join(k->thread, NULL);
+        k->started = 0;
+        atomic_fetch_sub(&w->running, 1);
+    }
+    /* Drain the stop signal so the workers can be started again. */
+    uint64_t v;
+    r = read(w->stop_fd, &v, sizeof(v));
+}
+
+void lvs_workers_free(lvs_workers *w)
+{
+    if (!w)
+        return;
+    if (w->w) {
+        lvs_workers_stop(w);
+        for (uint32_t i = 0; i < w->n; i++) {
+            if (w->w[i].owner)
+                pthread_mutex_destroy(&w->w[i].stats_mu);
+            lvs_tunio_free(w->w[i].io);
+        }
+        free(w->w);
+    }
+    if (w->stop_fd >= 0)
+        close(w->stop_fd);
+    if (w->notify_fd >= 0)
+        close(w->notify_fd);
+    free(w);
+}
+
+void lvs_workers_set_mark(lvs_workers *w, uint32_t mark)
+{
+    for (uint32_t i = 0; i < w->n; i++)
+        lvs_tunio_set_mark(w->w[i].io, mark);
+}
+
+uint32_t lvs_workers_count(const lvs_workers *w)
+{
+    return w->n;
+}
+
+uint32_t lvs_workers_running(const lvs_workers *w)
+{
+    return atomic_load(&((lvs_workers *)w)->running);
+}
+
+int lvs_workers_notify_fd(const lvs_workers *w)
+{
+    return w->notify_fd;
+}
+
+int lvs_workers_failure(const lvs_workers *w, uint32_t *which)
+{
+    lvs_workers *m = (lvs_workers *)w;
+    int f = atomic_load(&m->failure);
+    if (which)
+        *which = atomic_load(&m->failed_index);
+    return f;
+}
+
+int lvs_workers_get_stats(lvs_workers *w, uint32_t i, lvs_tunio_stats *out)
+{
+    if (i >= w->n)
+        return -1;
+    worker *k = &w->w[i];
+    pthread_mutex_lock(&k->stats_mu);
+    *out = k->pub;
+#define SUB(f) out->f -= k->base.f;
+    STAT_U64(SUB)
+#undef SUB
+    for (unsigned b = 0; b < LVS_TUNIO_BUCKETS; b++)
+        out->batch_hist[b] -= k->base.batch_hist[b];
+    pthread_mutex_unlock(&k->stats_mu);
+    return 0;
+}
+
+void lvs_workers_zero_stats(lvs_workers *w)
+{
+    for (uint32_t i = 0; i < w->n; i++) {
+        worker *k = &w->w[i];
+        pthread_mutex_lock(&k->stats_mu);
+        k->base = k->pub;
+        k->pub.max_batch = 0;
+        pthread_mutex_unlock(&k->stats_mu);
+        atomic_store(&k->reset_max, 1);
+    }
+}

@@ -1,0 +1,38 @@
+/* _workers.h — packet worker threads (dataplane/_workers.c): one native thread per queue of a
+ * multi-queue TUN device, each with its own pump (_tunio.h), all sharing one engine under the
+ * engine lock (core/lock.h).  Mirrored in _workers.cdef beside it. */
+#ifndef PYLVS_WORKERS_H
+#define PYLVS_WORKERS_H
+#include <stdint.h>
+
+#include "_tunio.h"
+#include "core/api.h"
+
+#define LVS_WORKERS_MAX 256 /* the kernel's MAX_TAP_QUEUES */
+
+typedef struct lvs_workers lvs_workers;
+
+/* One pump per fd (the caller keeps owning the fds); NULL on bad arguments or no memory.
+ * engine may be NULL (drop everything). */
+lvs_workers *lvs_workers_new(lvs_engine *engine, const int *fds, uint32_t n, int vnet_hdr,
+                             uint32_t batch_max, uint32_t stride);
+/* Start every thread; 0, or -errno after stopping the threads already started. */
+int lvs_workers_start(lvs_workers *w);
+/* Wake every thread through the stop eventfd and join them; idempotent. */
+void lvs_workers_stop(lvs_workers *w);
+/* Stop, close the eventfds, free (the TUN fds stay open: they are the caller's). */
+void lvs_workers_free(lvs_workers *w);
+/* Every queue carries one fwmark service's packets (lvs_tunio_set_mark); before start. */
+void lvs_workers_set_mark(lvs_workers *w, uint32_t mark);
+uint32_t lvs_workers_count(const lvs_workers *w);
+/* Threads started and not yet joined. */
+uint32_t lvs_workers_running(const lvs_workers *w);
+/* An eventfd that becomes readable when a worker stopped on its own (a read error). */
+int lvs_workers_notify_fd(const lvs_workers *w);
+/* The first worker failure as -errno (0: none); *which = its index. */
+int lvs_workers_failure(const lvs_workers *w, uint32_t *which);
+/* Worker i's counters as of its last wakeup, since the last zero. */
+int lvs_workers_get_stats(lvs_workers *w, uint32_t i, lvs_tunio_stats *out);
+void lvs_workers_zero_stats(lvs_workers *w);
+
+#endif

@@ -1,0 +1,140 @@
+"""Packet worker threads (dataplane/_workers.c) over SOCK_SEQPACKET pairs: exact scheduler
+sequences with two workers, both directions of a flow on different workers, control calls while
+the workers run, the engine lock, a worker failing, and no thread or fd left behind."""
+
+from __future__ import annotations
+
+import os
+import select
+import threading
+import time
+
+from pylvs._core import ffi, lib
+from pylvs.engine import Engine
+from tests.support.worker_harness import Queues, rr_engine, stress, syn, tcp_segment, workers
+
+
+def _open_fds() -> int:
+    return len(os.listdir("/proc/self/fd"))
+
+
+def test_two_workers_keep_the_exact_scheduler_sequence() -> None:
+    # One flow at a time, alternating queues: the same outputs, byte for byte, as one engine
+    # processing the same packets in the same order (the kernel's rr/wrr sequences).
+    for scheduler in ("rr", "wrr", "wlc"):
+        eng, ref = rr_engine(3, scheduler), rr_engine(3, scheduler)
+        with workers(eng, 2) as q:
+            for i in range(40):
+                pkt = syn(20000 + i)
+                got = q.exchange(i % 2, pkt)
+                assert got is not None
+                assert got == ref.process(pkt, time.monotonic()), (scheduler, i)
+
+
+def test_reply_on_the_other_worker_is_rewritten() -> None:
+    eng = rr_engine(3)
+    with workers(eng, 2) as q:
+        out = q.exchange(0, syn(31000))
+        assert out is not None
+        rs = ".".join(str(b) for b in out[16:20])
+        reply = tcp_segment(rs, 80, "198.18.0.2", 31000, 0x12)
+        back = q.exchange(1, reply)
+        assert back is not None
+        assert back[12:16] == bytes([198, 18, 0, 100])  # source is the VIP again
+        assert [c.state for c in eng.connections()] == ["SYN_RECV"]
+
+
+def test_control_calls_while_workers_pump() -> None:
+    totals = stress(1.5, 2)
+    assert totals["running_after_stop"] == 0
+    assert totals["reads"] == (totals["forwarded"] + totals["passed"] + totals["replies"]
+                               + totals["dropped"])
+    assert totals["calls"] > 50 and totals["batches"] > 0
+
+
+def test_engine_calls_wait_for_the_lock() -> None:
+    eng = rr_engine(1)
+    holder_ready, release = threading.Event(), threading.Event()
+
+    def hold() -> None:  # a worker in the middle of a batch
+        lib.lvs_engine_lock(eng._c_handle())
+        holder_ready.set()
+        release.wait(5)
+        lib.lvs_engine_unlock(eng._c_handle())
+
+    t = threading.Thread(target=hold)
+    t.start()
+    holder_ready.wait(5)
+    done = threading.Event()
+
+    def call() -> None:
+        eng.services()
+        done.set()
+
+    caller = threading.Thread(target=call)
+    caller.start()
+    time.sleep(0.2)
+    assert not done.is_set()  # blocked on the engine lock (and the GIL is free meanwhile)
+    release.set()
+    caller.join(5)
+    t.join(5)
+    assert done.is_set()
+    assert lib.lvs_engine_trylock(eng._c_handle()) == 1
+    lib.lvs_engine_unlock(eng._c_handle())
+
+
+def test_a_failed_worker_signals_and_the_others_run_on() -> None:
+    before = _open_fds()
+    q = Queues(rr_engine(3), 2)
+    try:
+        q.start()
+        assert q.running() == 2
+        q.peers[1].close()  # the queue goes away under worker 1
+        notify = lib.lvs_workers_notify_fd(q.w)
+        assert select.select([notify], [], [], 5)[0] == [notify]
+        which = ffi.new("uint32_t *")
+        assert lib.lvs_workers_failure(q.w, which) < 0 and which[0] == 1
+        assert q.exchange(0, syn(40000)) is not None  # worker 0 still forwards
+        q.stop()
+        assert q.running() == 0
+    finally:
+        q.close()
+    assert _open_fds() == before  # sockets and both eventfds closed
+
+
+def test_no_thread_or_fd_left_after_stop_and_free() -> None:
+    before_fds, before_threads = _open_fds(), len(os.listdir("/proc/self/task"))
+    for _ in range(3):
+        with workers(rr_engine(2), 4) as q:
+            assert q.running() == 4
+            assert len(os.listdir("/proc/self/task")) == before_threads + 4
+    assert len(os.listdir("/proc/self/task")) == before_threads
+    assert _open_fds() == before_fds
+
+
+def test_no_engine_drops_everything() -> None:
+    with workers(None, 1) as q:
+        assert q.exchange(0, syn(50000), timeout=0.2) is None
+        assert int(q.stats(0).dropped) == 1
+
+
+def _forwarded(q: Queues, want: int) -> int:
+    # A worker publishes its counters after writing the batch back: allow it that moment.
+    deadline = time.monotonic() + 2
+    got = sum(int(q.stats(i).forwarded) for i in range(2))
+    while got != want and time.monotonic() < deadline:
+        time.sleep(0.001)
+        got = sum(int(q.stats(i).forwarded) for i in range(2))
+    return got
+
+
+def test_worker_stats_zero() -> None:
+    eng: Engine = rr_engine(2)
+    with workers(eng, 2) as q:
+        for i in range(6):
+            assert q.exchange(i % 2, syn(60000 + i)) is not None
+        assert _forwarded(q, 6) == 6
+        lib.lvs_workers_zero_stats(q.w)
+        assert sum(int(q.stats(i).forwarded) for i in range(2)) == 0
+        assert q.exchange(0, syn(60100)) is not None
+        assert _forwarded(q, 1) == 1 and int(q.stats(0).max_batch) == 1
