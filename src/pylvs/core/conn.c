@@ -5,13 +5,17 @@
  * #active-and-inactive, #expiry, #real-servers).
  *
  * Timers are lazy: re-arming on a packet only moves `expires` forward; the entry stays in its
- * wheel slot and is moved when that slot comes up.  A shrinking deadline (e.g. ESTABLISHED ->
- * CLOSE) relinks at once, so nothing ever expires late.  lvs_conn_expire_due visits only the
+ * wheel slot and is moved when that slot comes up.  A deadline that shrinks into an earlier
+ * tick (e.g. ESTABLISHED -> CLOSE) relinks at once, so nothing ever expires late; within the
+ * slot's own tick it stays, since the sweep checks each entry's exact deadline.  lvs_conn_expire_due visits only the
  * slots between the last call and now, so no O(n) scan ever happens.
  *
  * The table calls nothing above it: a template re-armed by its timer is reported through the
  * engine's tmpl_rearmed hook (sync.c sends it again), and a dest losing its last reference
  * goes back to dest.c.
+ *
+ * Entries link to each other by slab slot index (engine.h), so every chain, bucket and wheel
+ * slot holds a uint32_t and LVS_NO_SLOT ends it.
  */
 #include <math.h>
 #include <stdlib.h>
@@ -22,8 +26,9 @@
 lvs_conn *lvs_conn_in_get(lvs_engine *e, uint8_t af, uint8_t proto, lvs_addr caddr,
                           uint16_t cport, lvs_addr vaddr, uint16_t vport)
 {
-    lvs_conn *c = e->in_tab[lvs_in_hash(e, af, proto, caddr, cport, vaddr, vport)];
-    for (; c; c = c->in_next) {
+    uint32_t i = e->in_tab[lvs_in_hash(e, af, proto, caddr, cport, vaddr, vport)];
+    for (lvs_conn *c; i != LVS_NO_SLOT; i = c->in_next) {
+        c = lvs_conn_at(e, i);
         if (lvs_addr_eq(c->caddr, caddr) && lvs_addr_eq(c->vaddr, vaddr) && c->cport == cport &&
             c->vport == vport && c->proto == proto && c->af == af &&
             !(c->flags & LVS_CONN_F_TEMPLATE))
@@ -35,8 +40,9 @@ lvs_conn *lvs_conn_in_get(lvs_engine *e, uint8_t af, uint8_t proto, lvs_addr cad
 lvs_conn *lvs_conn_out_get(lvs_engine *e, uint8_t af, uint8_t proto, lvs_addr daddr,
                            uint16_t dport, lvs_addr caddr, uint16_t cport)
 {
-    lvs_conn *c = e->out_tab[lvs_out_hash(e, af, proto, daddr, dport, caddr, cport)];
-    for (; c; c = c->out_next) {
+    uint32_t i = e->out_tab[lvs_out_hash(e, af, proto, daddr, dport, caddr, cport)];
+    for (lvs_conn *c; i != LVS_NO_SLOT; i = c->out_next) {
+        c = lvs_conn_at(e, i);
         if (lvs_addr_eq(c->daddr, daddr) && lvs_addr_eq(c->caddr, caddr) && c->dport == dport &&
             c->cport == cport && c->proto == proto && c->af == af)
             return c;
@@ -47,8 +53,9 @@ lvs_conn *lvs_conn_out_get(lvs_engine *e, uint8_t af, uint8_t proto, lvs_addr da
 lvs_conn *lvs_tmpl_get(lvs_engine *e, uint8_t af, uint8_t proto, lvs_addr snet, lvs_addr vaddr,
                        uint16_t vport)
 {
-    lvs_conn *c = e->in_tab[lvs_in_hash(e, af, proto, snet, 0, vaddr, vport)];
-    for (; c; c = c->in_next) {
+    uint32_t i = e->in_tab[lvs_in_hash(e, af, proto, snet, 0, vaddr, vport)];
+    for (lvs_conn *c; i != LVS_NO_SLOT; i = c->in_next) {
+        c = lvs_conn_at(e, i);
         if (lvs_addr_eq(c->caddr, snet) && lvs_addr_eq(c->vaddr, vaddr) && c->cport == 0 &&
             c->vport == vport && c->proto == proto && c->af == af &&
             (c->flags & LVS_CONN_F_TEMPLATE))
@@ -61,22 +68,22 @@ static void in_unlink(lvs_engine *e, lvs_conn *c)
 {
     if (!(c->flags & LVS_CONN_F_INHASH))
         return;
-    lvs_conn **pp =
+    uint32_t *pp =
         &e->in_tab[lvs_in_hash(e, c->af, c->proto, c->caddr, c->cport, c->vaddr, c->vport)];
-    while (*pp && *pp != c)
-        pp = &(*pp)->in_next;
-    if (*pp)
+    while (*pp != LVS_NO_SLOT && *pp != c->slot)
+        pp = &lvs_conn_at(e, *pp)->in_next;
+    if (*pp != LVS_NO_SLOT)
         *pp = c->in_next;
     c->flags &= (uint16_t)~LVS_CONN_F_INHASH;
 }
 
 static void out_unlink(lvs_engine *e, lvs_conn *c)
 {
-    lvs_conn **pp =
+    uint32_t *pp =
         &e->out_tab[lvs_out_hash(e, c->af, c->proto, c->daddr, c->dport, c->caddr, c->cport)];
-    while (*pp && *pp != c)
-        pp = &(*pp)->out_next;
-    if (*pp)
+    while (*pp != LVS_NO_SLOT && *pp != c->slot)
+        pp = &lvs_conn_at(e, *pp)->out_next;
+    if (*pp != LVS_NO_SLOT)
         *pp = c->out_next;
 }
 
@@ -96,15 +103,26 @@ static inline int64_t tick_of(double t)
     return (int64_t)floor(t * LVS_WHEEL_TPS);
 }
 
-static inline void wheel_unlink(lvs_conn *c)
+/* wexp keeps only the low 32 bits of the slot's tick: enough to find the slot (LVS_WHEEL_SIZE
+ * divides 2^32) and to compare deadlines up to 2^31 ticks (8 years) apart, far beyond the
+ * 31-day timeout limit. */
+static inline int tick_before(int64_t t, uint32_t wexp)
 {
-    if (!c->t_pprev)
+    return (int32_t)((uint32_t)t - wexp) < 0;
+}
+
+static inline void wheel_unlink(lvs_engine *e, lvs_conn *c)
+{
+    if (c->t_prev == LVS_NO_SLOT)
         return;
-    *c->t_pprev = c->t_next;
-    if (c->t_next)
-        c->t_next->t_pprev = c->t_pprev;
-    c->t_next = NULL;
-    c->t_pprev = NULL;
+    if (c->t_prev == LVS_WHEEL_HEAD)
+        e->wheel[c->wexp & (LVS_WHEEL_SIZE - 1)] = c->t_next;
+    else
+        lvs_conn_at(e, c->t_prev)->t_next = c->t_next;
+    if (c->t_next != LVS_NO_SLOT)
+        lvs_conn_at(e, c->t_next)->t_prev = c->t_prev;
+    c->t_next = LVS_NO_SLOT;
+    c->t_prev = LVS_NO_SLOT;
 }
 
 static inline void wheel_link(lvs_engine *e, lvs_conn *c)
@@ -114,20 +132,20 @@ static inline void wheel_link(lvs_engine *e, lvs_conn *c)
      * goes into the current tick, which the next sweep revisits */
     if (e->wheel_started && t < e->wheel_tick)
         t = e->wheel_tick;
-    lvs_conn **head = &e->wheel[(uint64_t)t & (LVS_WHEEL_SIZE - 1)];
-    c->wexp = c->expires;
+    uint32_t *head = &e->wheel[(uint64_t)t & (LVS_WHEEL_SIZE - 1)];
+    c->wexp = (uint32_t)t;
     c->t_next = *head;
-    if (*head)
-        (*head)->t_pprev = &c->t_next;
-    c->t_pprev = head;
-    *head = c;
+    if (*head != LVS_NO_SLOT)
+        lvs_conn_at(e, *head)->t_prev = c->slot;
+    c->t_prev = LVS_WHEEL_HEAD;
+    *head = c->slot;
 }
 
 void lvs_conn_arm(lvs_engine *e, lvs_conn *c, double now)
 {
     c->expires = now + (double)c->timeout;
-    if (c->expires < c->wexp || !c->t_pprev) {
-        wheel_unlink(c);
+    if (c->t_prev == LVS_NO_SLOT || tick_before(tick_of(c->expires), c->wexp)) {
+        wheel_unlink(e, c);
         wheel_link(e, c);
     }
 }
@@ -200,7 +218,7 @@ static lvs_conn *conn_alloc(lvs_engine *e)
 {
     if (e->nconns >= e->max_conns)
         return NULL;
-    if (!e->free_list) {
+    if (e->free_list == LVS_NO_SLOT) {
         if (e->nslabs == e->slabs_cap) {
             uint32_t ncap = e->slabs_cap ? e->slabs_cap * 2 : 16;
             lvs_conn **ns = realloc(e->slabs, ncap * sizeof(*ns));
@@ -209,22 +227,28 @@ static lvs_conn *conn_alloc(lvs_engine *e)
             e->slabs = ns;
             e->slabs_cap = ncap;
         }
-        lvs_conn *slab = calloc(LVS_SLAB_SIZE, sizeof(lvs_conn));
+        /* 128-byte aligned: each entry is exactly its own two cache lines (and one pair
+         * for the adjacent-line prefetcher) */
+        lvs_conn *slab = aligned_alloc(128, LVS_SLAB_SIZE * sizeof(lvs_conn));
         if (!slab)
             return NULL;
+        memset(slab, 0, LVS_SLAB_SIZE * sizeof(lvs_conn));
         uint32_t base = e->nslabs * LVS_SLAB_SIZE;
         e->slabs[e->nslabs++] = slab;
         for (uint32_t i = LVS_SLAB_SIZE; i-- > 0;) {
             slab[i].slot = base + i;
             slab[i].out_next = e->free_list;
-            e->free_list = &slab[i];
+            e->free_list = base + i;
         }
     }
-    lvs_conn *c = e->free_list;
+    uint32_t slot = e->free_list;
+    lvs_conn *c = lvs_conn_at(e, slot);
     e->free_list = c->out_next;
-    uint32_t slot = c->slot;
     memset(c, 0, sizeof(*c));
     c->slot = slot;
+    c->in_next = c->out_next = LVS_NO_SLOT;
+    c->t_next = c->t_prev = LVS_NO_SLOT;
+    c->control = LVS_NO_SLOT;
     c->emb_prev = c->emb_next = LVS_NO_SLOT;
     e->nconns++;
     return c;
@@ -258,12 +282,12 @@ lvs_conn *lvs_conn_new(lvs_engine *e, const lvs_conn_key *k, uint16_t flags, lvs
         bind_dest(c, dest);
     uint32_t h = lvs_in_hash(e, k->af, k->proto, k->caddr, k->cport, k->vaddr, k->vport);
     c->in_next = e->in_tab[h];
-    e->in_tab[h] = c;
+    e->in_tab[h] = c->slot;
     if (!tmpl) {
         c->out_next = e->out_tab[o];
-        e->out_tab[o] = c;
+        e->out_tab[o] = c->slot;
     } else {
-        c->out_next = NULL;
+        c->out_next = LVS_NO_SLOT;
         e->ntemplates++;
     }
     c->expires = now + c->timeout;
@@ -280,11 +304,11 @@ void lvs_conn_fill_cport(lvs_engine *e, lvs_conn *c, uint16_t cport)
     e->n_no_cport--;
     uint32_t h = lvs_in_hash(e, c->af, c->proto, c->caddr, cport, c->vaddr, c->vport);
     c->in_next = e->in_tab[h];
-    e->in_tab[h] = c;
+    e->in_tab[h] = c->slot;
     c->flags |= LVS_CONN_F_INHASH;
     uint32_t o = lvs_out_hash(e, c->af, c->proto, c->daddr, c->dport, c->caddr, cport);
     c->out_next = e->out_tab[o];
-    e->out_tab[o] = c;
+    e->out_tab[o] = c->slot;
 }
 
 /* Unlink and free (ip_vs_conn_expire once the timer is really done with it). */
@@ -292,16 +316,16 @@ static void embryo_unlink(lvs_engine *e, lvs_conn *c);
 
 static void conn_free(lvs_engine *e, lvs_conn *c)
 {
-    wheel_unlink(c);
+    wheel_unlink(e, c);
     embryo_unlink(e, c);
     in_unlink(e, c);
     if (c->flags & LVS_CONN_F_TEMPLATE)
         e->ntemplates--;
     else
         out_unlink(e, c);
-    if (c->control) {
-        c->control->n_control--;
-        c->control = NULL;
+    if (c->control != LVS_NO_SLOT) {
+        lvs_conn_at(e, c->control)->n_control--;
+        c->control = LVS_NO_SLOT;
     }
     unbind_dest(e, c);
     lvs_ext_detach(e, c);
@@ -309,7 +333,7 @@ static void conn_free(lvs_engine *e, lvs_conn *c)
         e->n_no_cport--;
     c->flags = 0;
     c->out_next = e->free_list;
-    e->free_list = c;
+    e->free_list = c->slot;
     e->nconns--;
 }
 
@@ -321,7 +345,7 @@ static int conn_expire(lvs_engine *e, lvs_conn *c, double when)
 {
     if (c->n_control > 0) {
         c->timeout = 60;
-        wheel_unlink(c);
+        wheel_unlink(e, c);
         c->expires = when + 60.0;
         wheel_link(e, c);
         if (e->tmpl_rearmed)
@@ -353,24 +377,22 @@ uint32_t lvs_conn_expire_due(lvs_engine *e, double now)
     for (int64_t t = from; t <= target; t++) {
         /* a deadline re-armed into the past lands in this slot, revisited next call */
         e->wheel_tick = t;
-        lvs_conn **head = &e->wheel[(uint64_t)t & (LVS_WHEEL_SIZE - 1)];
+        const uint32_t *head = &e->wheel[(uint64_t)t & (LVS_WHEEL_SIZE - 1)];
         /* plain conns first, so a template due in the same tick sees its n_control drop */
         for (int templates = 0; templates < 2; templates++) {
-            lvs_conn *c = *head;
-            while (c) {
-                lvs_conn *next = c->t_next;
-                if (((c->flags & LVS_CONN_F_TEMPLATE) != 0) != templates) {
-                    c = next;
+            uint32_t i = *head;
+            while (i != LVS_NO_SLOT) {
+                lvs_conn *c = lvs_conn_at(e, i);
+                i = c->t_next;
+                if (((c->flags & LVS_CONN_F_TEMPLATE) != 0) != templates)
                     continue;
-                }
                 if (c->expires <= now) {
                     expired += (uint32_t)conn_expire(e, c, now);
-                } else if (tick_of(c->expires) != tick_of(c->wexp)) {
+                } else if ((uint32_t)tick_of(c->expires) != c->wexp) {
                     /* a lazily extended deadline: move to its real slot */
-                    wheel_unlink(c);
+                    wheel_unlink(e, c);
                     wheel_link(e, c);
                 }
-                c = next;
             }
         }
     }
@@ -383,14 +405,19 @@ uint32_t lvs_conn_expire_due(lvs_engine *e, double now)
 int lvs_conn_table_init(lvs_engine *e, uint32_t max_conns)
 {
     /* the largest power of two <= max_conns: at a full table chains average 1..2 entries,
-     * and the buckets cost at most 16 bytes per connection */
+     * and the buckets cost at most 8 bytes per connection */
     uint32_t n = 256;
     while (n * 2 <= max_conns && n < (1u << 24))
         n <<= 1;
-    e->in_tab = calloc(n, sizeof(lvs_conn *));
-    e->out_tab = calloc(n, sizeof(lvs_conn *));
+    e->in_tab = malloc(n * sizeof(uint32_t));
+    e->out_tab = malloc(n * sizeof(uint32_t));
     if (!e->in_tab || !e->out_tab)
         return -LVS_E_NOMEM;
+    /* all bits set: every bucket, wheel slot and the free list start as LVS_NO_SLOT */
+    memset(e->in_tab, 0xff, n * sizeof(uint32_t));
+    memset(e->out_tab, 0xff, n * sizeof(uint32_t));
+    memset(e->wheel, 0xff, sizeof(e->wheel));
+    e->free_list = LVS_NO_SLOT;
     e->tab_mask = n - 1;
     e->max_conns = max_conns;
     e->emb_head = e->emb_tail = LVS_NO_SLOT;
@@ -426,11 +453,6 @@ uint32_t lvs_conn_index_of(lvs_engine *e, const lvs_conn *c)
 
 /* ---- the embryonic FIFO (docs/ipvs.md#flood-defence, "no lock-out") ---- */
 
-static inline lvs_conn *at_slot(lvs_engine *e, uint32_t slot)
-{
-    return &e->slabs[slot >> LVS_SLAB_BITS][slot & (LVS_SLAB_SIZE - 1)];
-}
-
 void lvs_embryo_push(lvs_engine *e, lvs_conn *c)
 {
     if (c->flags & (LVS_CONN_F_EMBRYO | LVS_CONN_F_TEMPLATE))
@@ -439,7 +461,7 @@ void lvs_embryo_push(lvs_engine *e, lvs_conn *c)
     c->emb_next = LVS_NO_SLOT;
     c->emb_prev = e->emb_tail;
     if (e->emb_tail != LVS_NO_SLOT)
-        at_slot(e, e->emb_tail)->emb_next = c->slot;
+        lvs_conn_at(e, e->emb_tail)->emb_next = c->slot;
     else
         e->emb_head = c->slot;
     e->emb_tail = c->slot;
@@ -451,11 +473,11 @@ static void embryo_unlink(lvs_engine *e, lvs_conn *c)
     if (!(c->flags & LVS_CONN_F_EMBRYO))
         return;
     if (c->emb_prev != LVS_NO_SLOT)
-        at_slot(e, c->emb_prev)->emb_next = c->emb_next;
+        lvs_conn_at(e, c->emb_prev)->emb_next = c->emb_next;
     else
         e->emb_head = c->emb_next;
     if (c->emb_next != LVS_NO_SLOT)
-        at_slot(e, c->emb_next)->emb_prev = c->emb_prev;
+        lvs_conn_at(e, c->emb_next)->emb_prev = c->emb_prev;
     else
         e->emb_tail = c->emb_prev;
     c->emb_prev = c->emb_next = LVS_NO_SLOT;
@@ -465,12 +487,12 @@ static void embryo_unlink(lvs_engine *e, lvs_conn *c)
 
 lvs_conn *lvs_embryo_oldest(lvs_engine *e)
 {
-    return e->emb_head == LVS_NO_SLOT ? NULL : at_slot(e, e->emb_head);
+    return lvs_conn_or_null(e, e->emb_head);
 }
 
 void lvs_conn_assure(lvs_engine *e, lvs_conn *c)
 {
     embryo_unlink(e, c);
-    if (c->control)
-        c->control->flags |= LVS_CONN_F_ASSURED;
+    if (c->control != LVS_NO_SLOT)
+        lvs_conn_at(e, c->control)->flags |= LVS_CONN_F_ASSURED;
 }

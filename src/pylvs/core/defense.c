@@ -100,7 +100,7 @@ static void update_level(lvs_engine *e)
  * the template went. */
 static int drop_conn(lvs_engine *e, lvs_conn *c, double now)
 {
-    lvs_conn *ct = c->control;
+    lvs_conn *ct = lvs_conn_control(e, c);
     lvs_conn_expire_now(e, c, now);
     if (ct && ct->n_control == 0 && !(ct->flags & LVS_CONN_F_ASSURED)) {
         lvs_conn_expire_now(e, ct, now);
@@ -147,23 +147,23 @@ static void random_dropentry(lvs_engine *e, double now)
     lvs_defense *d = &e->def;
     uint32_t n = (e->tab_mask + 1) >> 5;
     for (uint32_t k = 0; k < n; k++) {
-        lvs_conn *c = e->in_tab[(uint32_t)rng_next(d) & e->tab_mask];
-        while (c) {
-            lvs_conn *next = c->in_next;
+        uint32_t i = e->in_tab[(uint32_t)rng_next(d) & e->tab_mask];
+        while (i != LVS_NO_SLOT) {
+            lvs_conn *c = lvs_conn_at(e, i);
+            uint32_t next = c->in_next;
             if (wants_drop(e, c, now)) {
                 if (c->flags & LVS_CONN_F_TEMPLATE) {
                     lvs_conn_expire_now(e, c, now);
                     d->drop_entry_templates++;
                 } else {
                     /* the template may be the next in this chain: step over it first */
-                    lvs_conn *ct = c->control;
-                    if (ct && ct == next)
-                        next = next->in_next;
+                    if (c->control != LVS_NO_SLOT && c->control == next)
+                        next = lvs_conn_at(e, next)->in_next;
                     d->drop_entry_conns++;
                     d->drop_entry_templates += (uint64_t)drop_conn(e, c, now);
                 }
             }
-            c = next;
+            i = next;
         }
     }
 }

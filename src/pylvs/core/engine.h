@@ -45,36 +45,43 @@
     (LVS_CONN_F_NOOUTPUT | LVS_CONN_F_INACTIVE | LVS_CONN_F_TEMPLATE | LVS_CONN_F_SEQ_MASK)
 
 /*
- * One connection or persistence template: 136 bytes with room for three IPv6 addresses (104
- * bytes when the core was IPv4 only).  With the two hash buckets per entry at a full table that
- * is <= 152 bytes per connection, IPv4 and IPv6 alike (docs/performance.md#entry-size).
+ * One connection or persistence template, IPv4 and IPv6 alike: 128 bytes, two cache lines
+ * (slabs are 128-byte aligned, so it never touches a third).  The first line holds everything a
+ * lookup compares plus the in-chain link, the second the timer, dest and bookkeeping the packet
+ * path updates.  Links between entries are slab slot indexes (lvs_conn_at), not pointers: half
+ * the size, and the hash buckets shrink with them, so with its share of both bucket arrays at a
+ * full table an entry costs <= 136 bytes (docs/performance.md#entry-size).  Per-conn state that
+ * only some conns need (the SYN proxy's, seqadj.h) lives outside, indexed by `slot`.
  */
 typedef struct lvs_conn lvs_conn;
 struct lvs_conn {
-    lvs_conn *in_next;       /* in-hash chain: (af, proto, caddr, cport, vaddr, vport) */
-    lvs_conn *out_next;      /* out-hash chain: (af, proto, daddr, dport, caddr, cport); free list */
-    lvs_conn *t_next;        /* timer wheel slot list */
-    lvs_conn **t_pprev;
-    lvs_dest *dest;
-    lvs_conn *control;       /* persistence template, or NULL */
-    double expires;          /* absolute deadline; may be later than the wheel slot (lazy) */
-    double wexp;             /* the deadline the wheel slot was chosen for */
     lvs_addr caddr, vaddr, daddr;
     uint16_t cport, vport, dport;
     uint8_t proto;
-    uint8_t state;
-    uint16_t flags;
-    uint8_t old_state;       /* state at the last sync record */
     uint8_t af;              /* LVS_AF_INET or LVS_AF_INET6 (all three addresses) */
+    uint16_t flags;
+    uint8_t state;
+    uint8_t old_state;       /* state at the last sync record */
+    uint32_t in_next;        /* in-hash chain: (af, proto, caddr, cport, vaddr, vport) */
+    /* ---- second cache line ---- */
+    lvs_dest *dest;
+    double expires;          /* absolute deadline; may be later than the wheel slot (lazy) */
+    uint32_t out_next;       /* out-hash chain: (af, proto, daddr, dport, caddr, cport); free list */
+    uint32_t t_next;         /* timer wheel slot list */
+    uint32_t t_prev;         /* LVS_NO_SLOT: not on the wheel; LVS_WHEEL_HEAD: first in its slot */
+    uint32_t wexp;           /* the wheel tick (low 32 bits) of the slot the entry is in */
+    uint32_t control;        /* persistence template's slot, or LVS_NO_SLOT */
     uint32_t slot;           /* this entry's table index (fixed for the slab slot's life) */
     uint32_t timeout;        /* seconds, for the current state */
     uint32_t in_pkts;        /* for the sync thresholds */
     uint32_t n_control;      /* conns controlled by this template */
-    uint32_t emb_prev;       /* embryonic FIFO links (slot indexes, LVS_NO_SLOT = none) */
+    uint32_t emb_prev;       /* embryonic FIFO links (LVS_NO_SLOT = none) */
     uint32_t emb_next;
-};
+} __attribute__((aligned(64)));
 
 #define LVS_NO_SLOT UINT32_MAX
+#define LVS_WHEEL_HEAD (UINT32_MAX - 1)   /* t_prev of the first entry in a wheel slot */
+_Static_assert(sizeof(lvs_conn) == 128, "a connection entry is two cache lines");
 
 #define LVS_WHEEL_BITS 12
 #define LVS_WHEEL_SIZE (1u << LVS_WHEEL_BITS)
@@ -142,8 +149,8 @@ typedef struct lvs_defense {
 struct lvs_engine {
     pthread_mutex_t lock;    /* lock.c: one holder at a time (a worker's batch, a control call) */
     /* connection table */
-    lvs_conn **in_tab;
-    lvs_conn **out_tab;
+    uint32_t *in_tab;        /* bucket -> first entry's slot, LVS_NO_SLOT = empty */
+    uint32_t *out_tab;
     uint32_t tab_mask;
     uint64_t seed;
     uint32_t max_conns;
@@ -151,12 +158,12 @@ struct lvs_engine {
     uint32_t ntemplates;
     lvs_conn **slabs;
     uint32_t nslabs, slabs_cap;
-    lvs_conn *free_list;
+    uint32_t free_list;      /* slot of the first free entry, LVS_NO_SLOT = none */
     uint32_t emb_head, emb_tail;   /* embryonic FIFO, oldest first (slot indexes) */
     uint32_t nembryo;
 
     /* timer wheel */
-    lvs_conn *wheel[LVS_WHEEL_SIZE];
+    uint32_t wheel[LVS_WHEEL_SIZE];   /* slot of each wheel slot's first entry, or LVS_NO_SLOT */
     int64_t wheel_tick;      /* next tick to process (kept at the current one) */
     int wheel_started;
 
@@ -222,6 +229,21 @@ struct lvs_engine {
 };
 
 /* ---- conn.c ---- */
+/* The entry in table slot `slot` (a live slot index, never LVS_NO_SLOT). */
+static inline lvs_conn *lvs_conn_at(const lvs_engine *e, uint32_t slot)
+{
+    return &e->slabs[slot >> LVS_SLAB_BITS][slot & (LVS_SLAB_SIZE - 1)];
+}
+/* The entry at a chain link or bucket, NULL for LVS_NO_SLOT. */
+static inline lvs_conn *lvs_conn_or_null(const lvs_engine *e, uint32_t slot)
+{
+    return slot == LVS_NO_SLOT ? NULL : lvs_conn_at(e, slot);
+}
+/* c's persistence template, or NULL. */
+static inline lvs_conn *lvs_conn_control(const lvs_engine *e, const lvs_conn *c)
+{
+    return lvs_conn_or_null(e, c->control);
+}
 lvs_conn *lvs_conn_in_get(lvs_engine *e, uint8_t af, uint8_t proto, lvs_addr caddr,
                           uint16_t cport, lvs_addr vaddr, uint16_t vport);
 lvs_conn *lvs_conn_out_get(lvs_engine *e, uint8_t af, uint8_t proto, lvs_addr daddr,
@@ -238,7 +260,8 @@ typedef struct lvs_conn_key {
 lvs_conn *lvs_conn_new(lvs_engine *e, const lvs_conn_key *k, uint16_t flags, lvs_dest *dest,
                        double now);
 void lvs_conn_unhash_template(lvs_engine *e, lvs_conn *c);
-/* Re-arm to now + c->timeout (lazy: the wheel slot moves only when the deadline shrinks). */
+/* Re-arm to now + c->timeout (lazy: the wheel slot moves only when the deadline
+ * shrinks into an earlier tick). */
 void lvs_conn_arm(lvs_engine *e, lvs_conn *c, double now);
 /* ip_vs_conn_expire_now: a template that controls conns is re-armed 60 s instead. */
 void lvs_conn_expire_now(lvs_engine *e, lvs_conn *c, double now);

@@ -127,7 +127,7 @@ static void data_entry(lvs_engine *e, lvs_conn *ctl, uint32_t caddr, uint16_t cp
     }
     if (flags & LVS_CONN_F_NO_CPORT)
         e->n_no_cport++;
-    n->control = ctl;
+    n->control = ctl->slot;
     ctl->n_control++;
     n->state = LVS_TCP_S_LISTEN;
     n->timeout = FTP_LISTEN_TIMEOUT;

@@ -108,7 +108,7 @@ static void list_one(lvs_engine *e, lvs_conn *c, void *arg)
         o->n_control = c->n_control;
         /* slot indexes; engine.py maps them to positions in the listing */
         o->index = (int32_t)lvs_conn_index_of(e, c);
-        o->control_index = c->control ? (int32_t)lvs_conn_index_of(e, c->control) : -1;
+        o->control_index = c->control != LVS_NO_SLOT ? (int32_t)c->control : -1;
     }
     x->n++;
 }
@@ -128,7 +128,7 @@ void lvs_engine_info_get(lvs_engine *e, lvs_engine_info *out)
     out->templates = e->ntemplates;
     out->max_connections = e->max_conns;
     out->conn_entry_size = (uint32_t)sizeof(lvs_conn);
-    uint64_t buckets = 2ull * (e->tab_mask + 1ull) * sizeof(lvs_conn *);
+    uint64_t buckets = 2ull * (e->tab_mask + 1ull) * sizeof(*e->in_tab);
     out->bytes_per_conn = (uint32_t)(sizeof(lvs_conn) + (buckets + e->max_conns - 1) / e->max_conns);
     out->num_services = e->nsvcs;
     out->trash_dests = e->ntrash;

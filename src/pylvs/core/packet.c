@@ -93,7 +93,8 @@ static inline void state_transition(lvs_engine *e, lvs_conn *c, int dir, uint8_t
         c->state = LVS_UDP_S_NORMAL;
         c->timeout = e->udp_timeout;
         /* a reply proves the flow: its template is ASSURED (drop_entry keeps it) */
-        if (dir == LVS_DIR_OUT && c->control && !(c->control->flags & LVS_CONN_F_ASSURED))
+        if (dir == LVS_DIR_OUT && c->control != LVS_NO_SLOT &&
+            !(lvs_conn_at(e, c->control)->flags & LVS_CONN_F_ASSURED))
             lvs_conn_assure(e, c);
     }
 }
@@ -185,7 +186,7 @@ static int schedule(lvs_engine *e, lvs_service *svc, const pkt *k, double now, l
         return SCHED_FULL;
     }
     if (ct) {
-        c->control = ct;
+        c->control = ct->slot;
         ct->n_control++;
         lvs_conn_arm(e, ct, now);
     }
@@ -210,7 +211,7 @@ static int do_in(lvs_engine *e, pkt *k, uint32_t *plen, uint32_t cap, double now
         int resched = 0;
         if (e->expire_nodest_conn && c->dest && c->dest->weight == 0)
             resched = 1;
-        else if (!c->control &&
+        else if (c->control == LVS_NO_SLOT &&
                  (c->state == LVS_TCP_S_TIME_WAIT || c->state == LVS_TCP_S_CLOSE ||
                   ((e->conn_reuse_mode & 2) && c->state == LVS_TCP_S_FIN_WAIT &&
                    (c->flags & LVS_CONN_F_NOOUTPUT))))
@@ -502,7 +503,7 @@ static int process_one(lvs_engine *e, uint8_t *p, uint32_t *plen, uint32_t cap, 
 
 /* The bucket a well-formed TCP/UDP packet will look up first, or NULL.  Only a hint for
  * prefetching: process_one re-validates everything. */
-static lvs_conn **bucket_hint(lvs_engine *e, const uint8_t *p, uint32_t len)
+static uint32_t *bucket_hint(lvs_engine *e, const uint8_t *p, uint32_t len)
 {
     if (len >= LVS_IPV6_HDR + 4 && (p[0] >> 4) == 6) {
         /* only the common case without extension headers */
@@ -529,12 +530,17 @@ static lvs_conn **bucket_hint(lvs_engine *e, const uint8_t *p, uint32_t len)
 #define PREFETCH_CHUNK 256
 #define PREFETCH_AHEAD 6
 
-static inline void prefetch_conn(const lvs_conn *c)
+/* Prefetch the first entry of a bucket, if any: both of its cache lines, since the packet
+ * path reads the key in the first and the timer and dest in the second.  always_inline: GCC
+ * models __builtin_prefetch as free of side effects, so an out-of-line copy of this function
+ * counts as pure, and calls to a pure void function are deleted (with them every prefetch). */
+static inline __attribute__((always_inline)) void prefetch_chain(const lvs_engine *e, const uint32_t *bucket)
 {
-    /* an entry straddles up to three cache lines and the packet path touches all of them */
+    if (!bucket || *bucket == LVS_NO_SLOT)
+        return;
+    const lvs_conn *c = lvs_conn_at(e, *bucket);
     __builtin_prefetch(c);
     __builtin_prefetch((const char *)c + 64);
-    __builtin_prefetch((const char *)c + sizeof(lvs_conn) - 1);
 }
 
 /*
@@ -545,7 +551,7 @@ static inline void prefetch_conn(const lvs_conn *c)
 int lvs_engine_process_batch(lvs_engine *e, lvs_batch *b, double now)
 {
     int sent = 0;
-    lvs_conn **hint[PREFETCH_CHUNK];
+    uint32_t *hint[PREFETCH_CHUNK];
     for (uint32_t g = 0; g < b->count; g += PREFETCH_CHUNK) {
         uint32_t n = b->count - g < PREFETCH_CHUNK ? b->count - g : PREFETCH_CHUNK;
         for (uint32_t j = 0; j < n; j++) {
@@ -555,11 +561,10 @@ int lvs_engine_process_batch(lvs_engine *e, lvs_batch *b, double now)
                 __builtin_prefetch(hint[j]);
         }
         for (uint32_t j = 0; j < n && j < PREFETCH_AHEAD; j++)
-            if (hint[j] && *hint[j])
-                prefetch_conn(*hint[j]);
+            prefetch_chain(e, hint[j]);
         for (uint32_t j = 0; j < n; j++) {
-            if (j + PREFETCH_AHEAD < n && hint[j + PREFETCH_AHEAD] && *hint[j + PREFETCH_AHEAD])
-                prefetch_conn(*hint[j + PREFETCH_AHEAD]);
+            if (j + PREFETCH_AHEAD < n)
+                prefetch_chain(e, hint[j + PREFETCH_AHEAD]);
             uint32_t i = g + j;
             uint8_t *p = b->data + (size_t)i * b->stride;
             uint32_t len = b->len[i] < b->stride ? b->len[i] : b->stride;

@@ -45,7 +45,7 @@ void lvs_sync_conn(lvs_engine *e, lvs_conn *c, uint32_t pkts)
     for (;;) {
         if (sync_needed(e, c, pkts))
             sync_append(e, c, -1.0);
-        c = c->control;
+        c = lvs_conn_control(e, c);
         if (!c)
             return;
         pkts = (c->flags & LVS_CONN_F_TEMPLATE) ? ++c->in_pkts : e->sync_threshold;
