@@ -16,8 +16,8 @@ import os
 import re
 import socket
 import sys
-import time
 import textwrap
+import time
 from collections import Counter
 from collections.abc import Callable
 from typing import Any
