@@ -114,14 +114,27 @@ static void ld_ind(as *a, uint8_t size, uint8_t reg, int32_t off)
     emit(a, BPF_LD | size | BPF_IND, 0, reg, 0, off);
 }
 
-static void mov_imm(as *a, uint8_t dst, int32_t imm)
-{
-    emit(a, BPF_ALU64 | BPF_MOV | BPF_K, dst, 0, 0, imm);
-}
-
 static void mov_reg(as *a, uint8_t dst, uint8_t src)
 {
     emit(a, BPF_ALU64 | BPF_MOV | BPF_X, dst, src, 0, 0);
+}
+
+/* reg = a packet load (LD_ABS/LD_IND leave it in r0) */
+static void abs_to(as *a, uint8_t reg, uint8_t size, int32_t off)
+{
+    ld_abs(a, size, off);
+    mov_reg(a, reg, R0);
+}
+
+static void ind_to(as *a, uint8_t reg, uint8_t size, uint8_t base, int32_t off)
+{
+    ld_ind(a, size, base, off);
+    mov_reg(a, reg, R0);
+}
+
+static void mov_imm(as *a, uint8_t dst, int32_t imm)
+{
+    emit(a, BPF_ALU64 | BPF_MOV | BPF_K, dst, 0, 0, imm);
 }
 
 static void alu32_imm(as *a, uint8_t op, uint8_t dst, int32_t imm)
@@ -171,8 +184,7 @@ static int assemble(as *a, int map_fd)
 
     /* ---- IPv4 ---- */
     label(a, L_V4);
-    ld_abs(a, BPF_B, 9);
-    mov_reg(a, R8, R0);
+    abs_to(a, R8, BPF_B, 9);
     ld_abs(a, BPF_B, 0);
     alu32_imm(a, BPF_AND, R0, 0xf);
     alu32_imm(a, BPF_LSH, R0, 2);
@@ -189,26 +201,20 @@ static int assemble(as *a, int map_fd)
     label(a, L_OTHER4); /* the client's address, port 0 */
     mov_imm(a, R8, 0);
     jmp(a, BPF_JEQ, R9, 0, L_OTHER4_DST);
-    ld_abs(a, BPF_W, 12);
-    mov_reg(a, R9, R0);
+    abs_to(a, R9, BPF_W, 12);
     jmp(a, BPF_JA, 0, 0, L_HASH);
     label(a, L_OTHER4_DST);
-    ld_abs(a, BPF_W, 16);
-    mov_reg(a, R9, R0);
+    abs_to(a, R9, BPF_W, 16);
     jmp(a, BPF_JA, 0, 0, L_HASH);
 
     label(a, L_PORTS4);
     jmp(a, BPF_JEQ, R9, 0, L_PORTS4_OUT);
-    ld_abs(a, BPF_W, 12);
-    mov_reg(a, R9, R0);
-    ld_ind(a, BPF_H, R7, 0);
-    mov_reg(a, R8, R0);
+    abs_to(a, R9, BPF_W, 12);
+    ind_to(a, R8, BPF_H, R7, 0);
     jmp(a, BPF_JA, 0, 0, L_HASH);
     label(a, L_PORTS4_OUT);
-    ld_abs(a, BPF_W, 16);
-    mov_reg(a, R9, R0);
-    ld_ind(a, BPF_H, R7, 2);
-    mov_reg(a, R8, R0);
+    abs_to(a, R9, BPF_W, 16);
+    ind_to(a, R8, BPF_H, R7, 2);
     jmp(a, BPF_JA, 0, 0, L_HASH);
 
     label(a, L_ICMP4); /* errors: the quoted packet at r7 + 8 names the connection */
@@ -225,8 +231,7 @@ static int assemble(as *a, int map_fd)
     mov_imm(a, R8, 2);
     jmp(a, BPF_JA, 0, 0, L_IERR4_PROTO);
     label(a, L_IERR4_SRC);
-    ld_ind(a, BPF_W, R7, 8 + 12);
-    mov_reg(a, R9, R0);
+    ind_to(a, R9, BPF_W, R7, 8 + 12);
     mov_imm(a, R8, 0);
     label(a, L_IERR4_PROTO);
     ld_ind(a, BPF_B, R7, 8 + 9);
@@ -240,14 +245,12 @@ static int assemble(as *a, int map_fd)
     alu32_imm(a, BPF_LSH, R0, 2);
     emit(a, BPF_ALU64 | BPF_ADD | BPF_X, R7, R0, 0, 0);
     emit(a, BPF_ALU64 | BPF_ADD | BPF_X, R7, R8, 0, 0);
-    ld_ind(a, BPF_H, R7, 8);
-    mov_reg(a, R8, R0);
+    ind_to(a, R8, BPF_H, R7, 8);
     jmp(a, BPF_JA, 0, 0, L_HASH);
 
     /* ---- IPv6 (no extension-header walk: such packets hash the address alone) ---- */
     label(a, L_V6);
-    ld_abs(a, BPF_B, 6);
-    mov_reg(a, R8, R0);
+    abs_to(a, R8, BPF_B, 6);
     for (int w = 0; w < 4; w++) {
         ld_abs(a, BPF_W, 24 + 4 * w);
         key_word(a, w);
@@ -267,13 +270,11 @@ static int assemble(as *a, int map_fd)
 
     label(a, L_PORTS6);
     jmp(a, BPF_JEQ, R9, 0, L_PORTS6_OUT);
-    ld_abs(a, BPF_H, 40);
-    mov_reg(a, R8, R0);
+    abs_to(a, R8, BPF_H, 40);
     mov_imm(a, R7, 8);
     jmp(a, BPF_JA, 0, 0, L_FOLD6);
     label(a, L_PORTS6_OUT);
-    ld_abs(a, BPF_H, 42);
-    mov_reg(a, R8, R0);
+    abs_to(a, R8, BPF_H, 42);
     mov_imm(a, R7, 24);
     jmp(a, BPF_JA, 0, 0, L_FOLD6);
 
@@ -292,18 +293,15 @@ static int assemble(as *a, int map_fd)
     jmp(a, BPF_JA, 0, 0, L_FOLD6);
     label(a, L_I6_PORTS);
     jmp(a, BPF_JEQ, R9, 0, L_I6_SRC);
-    ld_abs(a, BPF_H, 88 + 2);
-    mov_reg(a, R8, R0);
+    abs_to(a, R8, BPF_H, 88 + 2);
     mov_imm(a, R7, 48 + 24);
     jmp(a, BPF_JA, 0, 0, L_FOLD6);
     label(a, L_I6_SRC);
-    ld_abs(a, BPF_H, 88);
-    mov_reg(a, R8, R0);
+    abs_to(a, R8, BPF_H, 88);
     mov_imm(a, R7, 48 + 8);
 
     label(a, L_FOLD6); /* r9 = the XOR of the four words of the address at r7 */
-    ld_ind(a, BPF_W, R7, 0);
-    mov_reg(a, R9, R0);
+    ind_to(a, R9, BPF_W, R7, 0);
     for (int w = 1; w < 4; w++) {
         ld_ind(a, BPF_W, R7, 4 * w);
         emit(a, BPF_ALU64 | BPF_XOR | BPF_X, R9, R0, 0, 0);
