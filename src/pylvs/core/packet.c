@@ -527,25 +527,48 @@ typedef struct stats_acc {
 
 static void stats_add_atomic(lvs_stats *to, const lvs_stats *d)
 {
-    __atomic_fetch_add(&to->inpkts, d->inpkts, __ATOMIC_RELAXED);
-    __atomic_fetch_add(&to->inbytes, d->inbytes, __ATOMIC_RELAXED);
-    __atomic_fetch_add(&to->outpkts, d->outpkts, __ATOMIC_RELAXED);
-    __atomic_fetch_add(&to->outbytes, d->outbytes, __ATOMIC_RELAXED);
+    if (d->inpkts) {
+        __atomic_fetch_add(&to->inpkts, d->inpkts, __ATOMIC_RELAXED);
+        __atomic_fetch_add(&to->inbytes, d->inbytes, __ATOMIC_RELAXED);
+    }
+    if (d->outpkts) {
+        __atomic_fetch_add(&to->outpkts, d->outpkts, __ATOMIC_RELAXED);
+        __atomic_fetch_add(&to->outbytes, d->outbytes, __ATOMIC_RELAXED);
+    }
 }
 
+static void stats_sum(lvs_stats *to, const lvs_stats *d)
+{
+    to->inpkts += d->inpkts;
+    to->inbytes += d->inbytes;
+    to->outpkts += d->outpkts;
+    to->outbytes += d->outbytes;
+}
+
+/* Each dest's sums to it, then each service's and the engine's totals, each once. */
 static void acc_flush(lvs_engine *e, stats_acc *a)
 {
+    lvs_service *svc[ACC_DESTS];
+    lvs_stats per_svc[ACC_DESTS];
     lvs_stats total = {0};
+    uint32_t nsvc = 0;
     for (uint32_t i = 0; i < a->n; i++) {
         lvs_dest *d = a->dest[i];
         stats_add_atomic(&d->stats, &a->s[i]);
-        if (d->svc)
-            stats_add_atomic(&d->svc->stats, &a->s[i]);
-        total.inpkts += a->s[i].inpkts;
-        total.inbytes += a->s[i].inbytes;
-        total.outpkts += a->s[i].outpkts;
-        total.outbytes += a->s[i].outbytes;
+        stats_sum(&total, &a->s[i]);
+        if (!d->svc)
+            continue;
+        uint32_t j = 0;
+        while (j < nsvc && svc[j] != d->svc)
+            j++;
+        if (j == nsvc) {
+            svc[nsvc] = d->svc;
+            memset(&per_svc[nsvc++], 0, sizeof(lvs_stats));
+        }
+        stats_sum(&per_svc[j], &a->s[i]);
     }
+    for (uint32_t j = 0; j < nsvc; j++)
+        stats_add_atomic(&svc[j]->stats, &per_svc[j]);
     if (a->n)
         stats_add_atomic(&e->stats, &total);
     a->n = 0;
