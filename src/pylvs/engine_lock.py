@@ -4,8 +4,9 @@ The packet workers (``dataplane/_workers.c``) hold the engine lock (``core/lock.
 reader-writer lock) for one batch's engine call: shared for established packets, exclusive for
 the rest; the control plane (add/edit/remove, expire, rates, sync, listings) holds it
 exclusively for one C call, so the packet path stops for at most one control call and the
-control plane waits for at most the batches already running (writers are preferred).  cffi releases the GIL around every C call, so a control call
-that waits for a worker's batch does not stall other Python threads.
+control plane waits for at most the batches already running (writers are preferred).  cffi
+releases the GIL around every C call, so a control call that waits for a worker's batch does
+not stall other Python threads.
 
 :func:`locking` wraps the compiled module once, at import of :mod:`pylvs.engine`: the façade
 keeps calling ``_lib.lvs_…(self._e, …)`` and each such call becomes lock, call, unlock.  An
