@@ -356,6 +356,8 @@ void lvs_stats_info_fill(lvs_stats_info *o, const lvs_stats *cur, const lvs_stat
                          const lvs_est *est);
 
 /* ---- sync.c ---- */
+/* ip_vs_sync_conn_needed: the conn's pkts-th incoming packet makes a record (reads only). */
+int lvs_sync_needed(const lvs_engine *e, const lvs_conn *c, uint32_t pkts);
 /* A conn got an incoming packet (pkts = its count): queue the records the master sends. */
 void lvs_sync_conn(lvs_engine *e, lvs_conn *c, uint32_t pkts);
 /* Queue a record for the conn now (sync master only): its sequence delta just changed (the

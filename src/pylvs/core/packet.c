@@ -596,6 +596,20 @@ static void acc_add(lvs_engine *e, stats_acc *a, lvs_dest *d, int dir, uint32_t 
     }
 }
 
+/* do_in's ++c->in_pkts, unless this packet makes a sync record (the master's buffer is
+ * exclusive work): 0, and nothing counted.  Two workers may count one conn at once (its
+ * directions on two queues): each claims its own count, so none is lost or skipped. */
+static int count_in_packet(const lvs_engine *e, lvs_conn *c)
+{
+    uint32_t pkts = __atomic_load_n(&c->in_pkts, __ATOMIC_RELAXED);
+    do {
+        if (e->sync_master && lvs_sync_needed(e, c, pkts + 1))
+            return 0;
+    } while (!__atomic_compare_exchange_n(&c->in_pkts, &pkts, pkts + 1, 1, __ATOMIC_RELAXED,
+                                          __ATOMIC_RELAXED));
+    return 1;
+}
+
 /* state_transition would change nothing for a UDP conn. */
 static int udp_steady(const lvs_engine *e, const lvs_conn *c, int dir)
 {
@@ -628,22 +642,25 @@ static int fast_one(lvs_engine *e, uint8_t *p, uint32_t *plen, uint32_t cap, uin
     lvs_dest *d = c->dest;
     if (!d || !(d->flags & LVS_DEST_F_AVAILABLE))
         return SLOW;
-    /* the sync master queues records; TTL <= 1 answers with an ICMP error */
-    if (to_vip && (e->sync_master || p[k.af == LVS_AF_INET6 ? 7 : 8] <= 1))
+    /* TTL <= 1 answers with an ICMP error; the sync master's template counts are shared */
+    if (to_vip && (p[k.af == LVS_AF_INET6 ? 7 : 8] <= 1 ||
+                   (e->sync_master && c->control != LVS_NO_SLOT)))
         return SLOW;
     if (k.proto == LVS_PROTO_TCP ? !lvs_tcp_steady(e, c, dir, k.th_flags)
                                  : !udp_steady(e, c, dir))
         return SLOW;
     if (!lvs_conn_rearm_in_place(e, c, now))
         return SLOW;
+    /* The packet count last: the deadline just stored is the one the exclusive path would
+     * store too, so a SLOW from here changes nothing it would not. */
+    if (to_vip && !count_in_packet(e, c))
+        return SLOW;
     /* from here on nothing can fail */
     acc_add(e, acc, d, dir, k.tot);
-    if (to_vip) {
+    if (to_vip)
         lvs_nat_xmit_in(e, &k, c, plen, cap);
-        __atomic_fetch_add(&c->in_pkts, 1, __ATOMIC_RELAXED);
-    } else {
+    else
         lvs_nat_xmit_out(e, &k, c);
-    }
     return LVS_VERDICT_FORWARD;
 }
 
