@@ -16,8 +16,8 @@ Measures, in one run:
 * with ``--threads 1,2``: established packets/s of T threads sharing one engine through the
   packet workers' call (``lvs_engine_process_batch_shared``: established packets under the
   shared engine lock, core/lock.h), steered (each thread the flows the TUN steering program
-  gives its queue, both directions) and unsteered (any flow on any thread); cffi and ctypes
-  release the GIL around the C calls and the restore copies, so the threads run in parallel.
+  gives its queue, both directions) and unsteered (any flow on any thread); each thread runs
+  its whole loop in one C call (``lvs_workers_bench``), holding no GIL, as a worker does.
 
 Run from the repository root: ``python -m bench.engine`` (``--help`` for sizes).  Everything is
 bounded in count.
@@ -26,7 +26,6 @@ bounded in count.
 from __future__ import annotations
 
 import argparse
-import ctypes
 import functools
 import ipaddress
 import random
@@ -109,13 +108,6 @@ class Batch:
         self.b.meta = self.meta
         self.b.verdict = self.verdict
         self.restore()
-
-    def restore_args(self) -> tuple[int, int, int, int, int, int]:
-        """Addresses and sizes of :meth:`restore`'s two copies, for ``ctypes.memmove``."""
-        def addr(p: Any) -> int:
-            return int(ffi.cast("uintptr_t", p))
-        return (addr(self.data), addr(self.pristine), self.n * STRIDE, addr(self.lens),
-                addr(self.lens0), self.n * 4)
 
     def restore(self) -> None:
         """Copy the pristine packets and lengths back over the rewritten ones."""
@@ -262,17 +254,13 @@ def bench_python(rips: list[int], n_new: int, n_est: int) -> tuple[float, float]
 
 def _thread_round(e: Any, batches: list[Batch], rounds: int, now: float,
                   cpu: list[float]) -> None:
-    run = lib.lvs_engine_process_batch_shared
-    restores = [(b.restore_args(), b.b) for b in batches]
+    arr = ffi.new("lvs_batch *[]", [b.b for b in batches])
+    pristine = ffi.new("uint8_t *[]", [b.pristine for b in batches])
+    lens = ffi.new("uint32_t *[]", [b.lens0 for b in batches])
     c0 = time.thread_time()
-    for _ in range(rounds):
-        for (data, pristine, size, lens, lens0, nlens), bb in restores:
-            # ctypes.memmove releases the GIL (ffi.memmove does not): the copies overlap too
-            ctypes.memmove(data, pristine, size)
-            ctypes.memmove(lens, lens0, nlens)
-            run(e, bb, now)
+    # the whole loop (restore, the workers' call) in one C call: this thread holds no GIL
+    lib.lvs_workers_bench(e, arr, pristine, lens, len(batches), rounds, now)
     cpu.append(time.thread_time() - c0)  # this thread's CPU: contention shows, other load not
-
 
 def _steered_queue(caddr: int, cport: int, queues: int) -> int:
     """The queue the TUN steering program (dataplane/_steer.c) gives this client."""

@@ -31,6 +31,7 @@
 #include <unistd.h>
 
 #include "_workers.h"
+#include "core/lock.h"
 
 #define MAX_ROUNDS 4 /* full batches per wakeup before polling again (the stop fd) */
 
@@ -278,4 +279,20 @@ void lvs_workers_zero_stats(lvs_workers *w)
         pthread_mutex_unlock(&k->stats_mu);
         atomic_store(&k->reset_max, 1);
     }
+}
+
+uint64_t lvs_workers_bench(lvs_engine *engine, lvs_batch *const *batches,
+                           const uint8_t *const *pristine, const uint32_t *const *lens,
+                           uint32_t n, uint32_t rounds, double now)
+{
+    uint64_t sent = 0;
+    for (uint32_t r = 0; r < rounds; r++) {
+        for (uint32_t i = 0; i < n; i++) {
+            lvs_batch *b = batches[i];
+            memcpy(b->data, pristine[i], (size_t)b->count * b->stride);
+            memcpy(b->len, lens[i], (size_t)b->count * sizeof(uint32_t));
+            sent += (uint64_t)lvs_engine_process_batch_shared(engine, b, now);
+        }
+    }
+    return sent;
 }
