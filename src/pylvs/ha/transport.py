@@ -49,7 +49,7 @@ from pylvs.ha.state import (
 from pylvs.model import IPAddress
 from pylvs.tasks import TaskSet, cancel_and_wait
 
-__all__ = ["HaTransport", "Link", "RoleHandler"]
+__all__ = ["HaTransport", "Link", "RoleHandler", "open_link_socket", "received_ttl"]
 
 log = logging.getLogger("pylvs.ha")
 
@@ -84,7 +84,9 @@ class Link:
     port: int
 
 
-def _open(link: Link) -> socket.socket:
+def open_link_socket(link: Link) -> socket.socket:
+    """A non-blocking UDP socket bound to ``link.port`` on ``link.interface`` only, sending
+    with TTL (hop limit) 255, DSCP CS6 and priority 6 and reporting each arrival's TTL."""
     v6 = link.peer.version == 6
     s = socket.socket(socket.AF_INET6 if v6 else socket.AF_INET, socket.SOCK_DGRAM)
     try:
@@ -108,7 +110,8 @@ def _open(link: Link) -> socket.socket:
     return s
 
 
-def _ttl(ancdata: list[tuple[int, int, bytes]]) -> int | None:
+def received_ttl(ancdata: list[tuple[int, int, bytes]]) -> int | None:
+    """The TTL or hop limit of a datagram from ``recvmsg``'s ancillary data, None if absent."""
     for level, kind, data in ancdata:
         if ((level, kind) in ((socket.IPPROTO_IP, socket.IP_TTL),
                               (socket.IPPROTO_IPV6, IPV6_HOPLIMIT)) and len(data) >= 4):
@@ -165,7 +168,7 @@ class HaTransport:
         self._loop = asyncio.get_running_loop()
         try:
             for link in (*self.links, *((self.sync_link,) if self.sync_link else ())):
-                sock = _open(link)
+                sock = open_link_socket(link)
                 self._socks[link.path] = (sock, link)
                 self._loop.add_reader(sock.fileno(), self._readable, link.path)
         except OSError:
@@ -261,15 +264,16 @@ class HaTransport:
             except OSError:
                 self.counters["recv_errors"] += 1
                 return
-            if _ttl(anc) != TTL:
+            if received_ttl(anc) != TTL:
                 self.receiver.dropped["ttl"] += 1
                 continue
             msg = self.receiver.accept(data, path, self.wall())
             if msg is None:
                 continue
             now = self.clock()
-            if msg.kind is Kind.SYNC:
-                if self.on_sync is not None and self.machine.role is not Role.ACTIVE:
+            if msg.kind is not Kind.HEARTBEAT:  # a cluster hello has no business here
+                if msg.kind is Kind.SYNC and self.on_sync is not None and \
+                        self.machine.role is not Role.ACTIVE:
                     self.on_sync(msg, now)
                 continue
             self._run(self.machine.receive(msg, now))
