@@ -51,7 +51,7 @@ from pylvs.cluster.membership import Hello, Membership
 from pylvs.errors import ConfigError, PeerProtocolError
 from pylvs.ha.messages import Kind, PathId, Receiver, Role, Sender, load_secret
 from pylvs.ha.sync import SyncChannel, SyncEngine
-from pylvs.ha.transport import TTL, Link, open_link_socket, received_ttl
+from pylvs.ha.transport import Link, open_link_socket, read_datagrams
 from pylvs.model import ClusterConfig, IPAddress
 from pylvs.tasks import cancel_and_wait
 
@@ -60,8 +60,6 @@ __all__ = ["ClusterSync", "is_local_address"]
 log = logging.getLogger("pylvs.cluster")
 
 FLUSH_INTERVAL = 0.02  # IPVS waits 20 ms after the first buffered record before sending
-MAX_DATAGRAM = 2048
-DRAIN_LIMIT = 256  # datagrams read per wake-up: bounded, the rest waits a turn
 PRIORITY = 100  # the header's priority byte means nothing between cluster members
 
 
@@ -259,17 +257,7 @@ class ClusterSync:
     # ---- receiving ---------------------------------------------------------------------------
 
     def _readable(self, sock: socket.socket) -> None:
-        for _ in range(DRAIN_LIMIT):
-            try:
-                data, anc, _flags, src = sock.recvmsg(MAX_DATAGRAM, socket.CMSG_SPACE(4))
-            except (BlockingIOError, InterruptedError):
-                return
-            except OSError:
-                self.counters["recv_errors"] += 1
-                return
-            if received_ttl(anc) != TTL:
-                self.receiver.dropped["ttl"] += 1
-                continue
+        for data, src in read_datagrams(sock, self.counters, self.receiver.dropped):
             address = ip_address(str(src[0]).split("%")[0])
             if address not in self.membership.members:
                 self.receiver.dropped["not_a_member"] += 1

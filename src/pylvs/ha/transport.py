@@ -31,7 +31,7 @@ import socket
 import struct
 import time
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -49,7 +49,8 @@ from pylvs.ha.state import (
 from pylvs.model import IPAddress
 from pylvs.tasks import TaskSet, cancel_and_wait
 
-__all__ = ["HaTransport", "Link", "RoleHandler", "open_link_socket", "received_ttl"]
+__all__ = ["HaTransport", "Link", "RoleHandler", "open_link_socket", "read_datagrams",
+           "received_ttl"]
 
 log = logging.getLogger("pylvs.ha")
 
@@ -118,6 +119,25 @@ def received_ttl(ancdata: list[tuple[int, int, bytes]]) -> int | None:
             ttl: int = struct.unpack("=i", data[:4])[0]
             return ttl
     return None
+
+
+def read_datagrams(sock: socket.socket, counters: Counter[str],
+                   dropped: Counter[str]) -> Iterator[tuple[bytes, Any]]:
+    """The datagrams waiting on ``sock`` (at most DRAIN_LIMIT: bounded, the rest waits a turn)
+    that arrived with TTL 255, as (data, source address); read errors are counted in
+    ``counters``, TTL drops in ``dropped``."""
+    for _ in range(DRAIN_LIMIT):
+        try:
+            data, anc, _flags, addr = sock.recvmsg(MAX_DATAGRAM, socket.CMSG_SPACE(4))
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError:
+            counters["recv_errors"] += 1
+            return
+        if received_ttl(anc) != TTL:
+            dropped["ttl"] += 1
+            continue
+        yield data, addr
 
 
 class HaTransport:
@@ -255,18 +275,7 @@ class HaTransport:
         entry = self._socks.get(path)
         if entry is None:
             return
-        sock = entry[0]
-        for _ in range(DRAIN_LIMIT):
-            try:
-                data, anc, _flags, _addr = sock.recvmsg(MAX_DATAGRAM, socket.CMSG_SPACE(4))
-            except (BlockingIOError, InterruptedError):
-                return
-            except OSError:
-                self.counters["recv_errors"] += 1
-                return
-            if received_ttl(anc) != TTL:
-                self.receiver.dropped["ttl"] += 1
-                continue
+        for data, _addr in read_datagrams(entry[0], self.counters, self.receiver.dropped):
             msg = self.receiver.accept(data, path, self.wall())
             if msg is None:
                 continue

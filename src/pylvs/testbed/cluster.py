@@ -27,7 +27,6 @@ import json
 import os
 import re
 import secrets
-import shutil
 import signal
 import subprocess
 import sys
@@ -41,13 +40,7 @@ from typing import Any
 from pylvs.api.client import ApiClient
 from pylvs.cluster.birdconf import real_server_config
 from pylvs.testbed.serve import wait_until
-from pylvs.testbed.topology import (
-    TopologyError,
-    _kill_namespace_pids,
-    _terminate,
-    _wait_ready,
-    child_env,
-)
+from pylvs.testbed.topology import TopologyError, _wait_ready, child_env, release
 
 __all__ = ["VIP", "ClusterLab"]
 
@@ -419,16 +412,8 @@ fall = 2
 
     def destroy(self) -> None:
         """Kill everything started here, delete the namespaces and the work directory."""
-        for proc in reversed(self._procs):
-            _terminate(proc)
-        self._procs.clear()
-        for ns in reversed(self._created):
-            _kill_namespace_pids(ns)
-            subprocess.run(["ip", "netns", "del", ns], capture_output=True, check=False)
-        self._created.clear()
-        if self.workdir:
-            shutil.rmtree(self.workdir, ignore_errors=True)
-            self.workdir = ""
+        release(self._procs, self._created, self.workdir)
+        self.workdir = ""
 
     def __enter__(self) -> ClusterLab:
         return self.create()
