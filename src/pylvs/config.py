@@ -462,6 +462,8 @@ def _cluster_checks(cfg: Config) -> Iterator[tuple[str, str]]:
         yield "cluster.drain_time", f"expected a number >= 0, got {cl.drain_time}"
     if not 1 <= cl.sync_port <= 65535:
         yield "cluster.sync_port", f"expected a port 1..65535, got {cl.sync_port}"
+    if not 0 <= cl.sync_id <= 255:
+        yield "cluster.sync_id", f"expected 0..255, got {cl.sync_id}"
     if not 0.01 <= cl.hello_interval <= 10:
         yield "cluster.hello_interval", f"expected 0.01..10 seconds, got {cl.hello_interval}"
     if cl.node_id is not None and not 1 <= len(cl.node_id.encode()) <= 32:

@@ -336,6 +336,7 @@ class ClusterConfig:
     secret_file: str | None = None  # required with members: hellos and sync are signed
     sync: bool = True  # N-way connection sync among the members (non-hash schedulers)
     sync_port: int = 5407
+    sync_id: int = 0  # IPVS's syncid in each sync message; 0 accepts any (as the kernel)
     hello_interval: float = 0.2  # seconds; a member silent 3 intervals is dead
 
 

@@ -66,6 +66,9 @@ def test_cluster_members_round_trip_and_need_a_secret() -> None:
     ("bfd_multiplier = 0", "cluster.bfd_multiplier"),
     ("drain_time = -1", "cluster.drain_time"),
     ("asn = 0", "cluster.asn"),
+    ("sync_id = 256", "cluster.sync_id"),
+    ("hello_interval = 0", "cluster.hello_interval"),
+    ("sync_port = 0", "cluster.sync_port"),
 ])
 def test_cluster_config_errors_name_the_key(extra: str, message: str) -> None:
     text = BASE.format(extra="").replace("asn = 65010\n", "") + ""

@@ -9,7 +9,7 @@ from ipaddress import IPv4Address, ip_address
 import pytest
 
 from pylvs.cluster.membership import Hello, Lost, Membership, NeedsDump
-from pylvs.cluster.sync import ClusterSync, is_local_address
+from pylvs.cluster.sync import ClusterSync, is_local_address, sync_message, sync_records
 from pylvs.errors import PeerProtocolError
 from pylvs.ha.messages import Kind, Message, PathId, Role, config_digest
 from pylvs.model import ClusterConfig
@@ -139,14 +139,27 @@ def test_records_fan_out_once_to_live_members_and_peer_records_are_applied() -> 
         now[0] = 0.05
         cs._tick()
         syncs = [(a, p) for k, a, p in sent if k is Kind.SYNC]
-        assert syncs == [(A, _record(99) + _record(1) + _record(2))]  # B is not alive
+        assert syncs == [(A, sync_message(0, _record(99) + _record(1) + _record(2)))]
+        assert syncs[0][1][:8] == bytes([0, 0, 0, 8 + 108, 3, 1, 0, 0])  # ip_vs_sync_mesg
         hellos = [Hello.decode(p) for k, a, p in sent if k is Kind.HELLO]
         assert len(hellos) == 2 and hellos[0].vips == ("198.18.2.100",)
-        cs._received(A, _msg("d2", 1, Kind.SYNC, _record(5)))
+        cs._received(A, _msg("d2", 1, Kind.SYNC, sync_message(9, _record(5))))
+        assert engine.applied == [_record(5)]  # our sync id 0 takes any
+        cs._received(A, _msg("d2", 1, Kind.SYNC, _record(6)))  # no message header
         assert engine.applied == [_record(5)]
+        assert cs.status()["dropped"]["sync_header"] == 1
         st = cs.status()
         row = next(r for r in st["members"] if r["address"] == str(A))
         assert row["synced_to_it"] and row["sync"]["records_applied"] == 1
+
+
+def test_sync_messages_carry_the_kernels_v1_header_and_sync_id() -> None:
+    msg = sync_message(7, _record(1) + _record(2))
+    assert msg[:8] == bytes([0, 7, 0, 80, 2, 1, 0, 0])
+    assert sync_records(7, msg) == _record(1) + _record(2)
+    assert sync_records(0, msg) == _record(1) + _record(2)
+    assert sync_records(8, msg) is None
+    assert sync_records(7, msg[:-1]) is None  # size field disagrees
 
 
 def test_own_addresses_are_recognised() -> None:

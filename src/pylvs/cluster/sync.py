@@ -2,9 +2,12 @@
 
 Each director both sends its own connection records and installs the other members' ones, as
 an IPVS director running a master and a backup sync daemon at once.  The records are the
-engine's (the kernel's sync v1 entries, the ones the HA pair sends: ``pylvs.engine``), carried
-in the HA message format (HMAC-SHA256, replay and freshness checks, TTL 255, own sync port:
-:mod:`pylvs.ha.messages`), over the private network.
+engine's (the kernel's sync v1 entries, the ones the HA pair sends: ``pylvs.engine``) behind
+the kernel's own v1 message header (``struct ip_vs_sync_mesg``: reserved 0, syncid, size,
+number of entries, version 1, spare), so each sync payload is a message an IPVS backup would
+parse; it travels in the HA message format (HMAC-SHA256, replay and freshness checks, TTL 255,
+own sync port: :mod:`pylvs.ha.messages`) over the private network.  A message whose syncid is
+not ours is ignored unless ours is 0, as the kernel's backup does.
 
 **Unicast to each member**, not multicast (IPVS's default): the members are configured anyway
 (``[cluster] members``), so unicast needs no multicast group, routing or IGMP snooping on the
@@ -38,9 +41,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import functools
 import logging
 import socket
+import struct
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable
@@ -49,8 +54,8 @@ from typing import Any
 
 from pylvs.cluster.membership import Hello, Membership
 from pylvs.errors import ConfigError, PeerProtocolError
-from pylvs.ha.messages import Kind, PathId, Receiver, Role, Sender, load_secret
-from pylvs.ha.sync import SyncChannel, SyncEngine
+from pylvs.ha.messages import Kind, Message, PathId, Receiver, Role, Sender, load_secret
+from pylvs.ha.sync import SyncChannel, SyncEngine, record_count
 from pylvs.ha.transport import Link, open_link_socket, read_datagrams
 from pylvs.model import ClusterConfig, IPAddress
 from pylvs.tasks import cancel_and_wait
@@ -61,6 +66,27 @@ log = logging.getLogger("pylvs.cluster")
 
 FLUSH_INTERVAL = 0.02  # IPVS waits 20 ms after the first buffered record before sending
 PRIORITY = 100  # the header's priority byte means nothing between cluster members
+SYNC_HEADER = struct.Struct("!BBHBbH")  # struct ip_vs_sync_mesg (sync protocol version 1)
+SYNC_VERSION = 1
+
+
+def sync_message(sync_id: int, records: bytes) -> bytes:
+    """``records`` behind the kernel's v1 message header (at most 255 entries, as its u8)."""
+    count = record_count(records) or 0
+    return SYNC_HEADER.pack(0, sync_id, SYNC_HEADER.size + len(records), min(count, 255),
+                            SYNC_VERSION, 0) + records
+
+
+def sync_records(sync_id: int, message: bytes) -> bytes | None:
+    """The records of a v1 message, or None when it is malformed or for another sync id."""
+    if len(message) < SYNC_HEADER.size:
+        return None
+    reserved, syncid, size, _count, version, _spare = SYNC_HEADER.unpack_from(message)
+    if reserved or version != SYNC_VERSION or size != len(message):
+        return None
+    if sync_id and syncid != sync_id:
+        return None
+    return message[SYNC_HEADER.size:]
 
 
 def is_local_address(address: IPAddress) -> bool:
@@ -238,7 +264,7 @@ class ClusterSync:
                 self._send(Kind.HELLO, address, hello)
 
     def _send_sync(self, address: IPAddress, payload: bytes) -> bool:
-        return self._send(Kind.SYNC, address, payload)
+        return self._send(Kind.SYNC, address, sync_message(self.cluster.sync_id, payload))
 
     def _send(self, kind: Kind, address: IPAddress, payload: bytes) -> bool:
         sock = self._socks.get(address.version)
@@ -266,7 +292,7 @@ class ClusterSync:
             if msg is not None:
                 self._received(address, msg)
 
-    def _received(self, address: IPAddress, msg: Any) -> None:
+    def _received(self, address: IPAddress, msg: Message) -> None:
         now = self.clock()
         for need in self.membership.heard(address, msg, now):
             log.info("cluster: member %s (%s) is alive; sending it the whole table",
@@ -282,10 +308,13 @@ class ClusterSync:
                 self.receiver.dropped["malformed_hello"] += 1
         elif msg.kind is Kind.SYNC:
             ch = self.channels.get(address)
-            if ch is not None:
-                ch.apply(msg, now)
-            else:
+            records = sync_records(self.cluster.sync_id, msg.payload)
+            if ch is None:
                 self.receiver.dropped["sync_off"] += 1
+            elif records is None:
+                self.receiver.dropped["sync_header"] += 1  # another sync id, or malformed
+            else:
+                ch.apply(dataclasses.replace(msg, payload=records), now)
         else:
             self.receiver.dropped["heartbeat"] += 1  # an HA pair's heartbeat: not ours
 
