@@ -97,13 +97,15 @@ def test_kill_add_back_and_drain_under_load() -> None:
 
 def test_rr_streams_keep_their_real_server_through_a_kill() -> None:
     """rr is no hash: only the connection sync among the directors keeps a moved flow on its
-    server.  Checked on the real servers: each stream's server socket keeps receiving."""
+    server.  Checked on the real servers: each stream's server socket keeps receiving, after
+    the kill and after the killed director is back (it got the whole table before announcing,
+    so the flows the router moves onto it find their entries)."""
     with ClusterLab("pcr", scheduler="rr", sync=SYNC) as lab:
         for i in range(3):
             lab.start_director(i)
         wait_until(lambda: lab.rs_nexthops(0) == set(lab.privates), 10.0,
                    "the real servers' return route over all directors")
-        proc, flows = lab.start_load(streams=30, rate=10, duration=7)
+        proc, flows = lab.start_load(streams=30, rate=10, duration=10)
         time.sleep(1.0)  # a record at a connection's 3rd packet, then every 50th
         via = lab.flows()
         before = lab.server_sockets()
@@ -119,6 +121,10 @@ def test_rr_streams_keep_their_real_server_through_a_kill() -> None:
         after = lab.server_sockets()
         status = lab.status(2)
         assert f"{dir1}DEAD" in status and "members 2/3 alive" in status, status
+        lab.start_director(0)
+        time.sleep(1.5)
+        back = lab.server_sockets()
+        via_back = lab.flows()
         report = lab.load_report(proc)
 
     hit = [f for f in flows if via.get(f, ("?",))[0] == lab.directors[0]]
@@ -128,6 +134,12 @@ def test_rr_streams_keep_their_real_server_through_a_kill() -> None:
     assert len(before) >= len(flows)
     assert kept == flows, f"streams that lost their real server: " \
         f"{[(f, before.get(f), after.get(f), f in hit) for f in flows if f not in kept]}"
+    assert any(via_back.get(f, ("?",))[0] == lab.directors[0] for f in flows), \
+        "some streams moved onto the director that came back"
+    kept = [f for f in flows if f in back and back[f][0] == after[f][0]
+            and back[f][1] > after[f][1]]
+    assert kept == flows, "streams that lost their real server when the director came back: " \
+        f"{[(f, after.get(f), back.get(f)) for f in flows if f not in kept]}"
     streams = report["streams"]
     assert [s["error"] for s in streams] == [None] * len(streams), "no stream broke"
     for s in streams:
