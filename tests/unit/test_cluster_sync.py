@@ -151,6 +151,11 @@ def test_records_fan_out_once_to_live_members_and_peer_records_are_applied() -> 
         st = cs.status()
         row = next(r for r in st["members"] if r["address"] == str(A))
         assert row["synced_to_it"] and row["sync"]["records_applied"] == 1
+        assert row["config_match"]
+        cs.update_config(cfg, config_digest("reloaded"))  # our services changed
+        cs._received(A, _msg("d2", 1))
+        row = next(r for r in cs.status()["members"] if r["address"] == str(A))
+        assert row["config_match"] is False
 
 
 def test_sync_messages_carry_the_kernels_v1_header_and_sync_id() -> None:

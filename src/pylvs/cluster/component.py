@@ -322,6 +322,8 @@ class ClusterComponent:
         fixed = (cfg.cluster.mode, cfg.cluster.state_dir, cfg.cluster.bird)
         if fixed != self._fixed:
             log.warning("cluster: mode, state_dir and bird change only with a restart")
+        if self.sync is not None:
+            self.sync.update_config(cfg.cluster, services_digest(cfg))
         self._write_config(cfg, self._announced or set())
         try:
             await self.control.command("configure")

@@ -222,6 +222,17 @@ class ClusterSync:
             sock.close()
         self._socks.clear()
 
+    def update_config(self, cluster: ClusterConfig, digest: bytes) -> None:
+        """A reload: the new services digest goes out in the next hello; the members, the
+        port, the secret and the sync switch change only with a restart (said in the log)."""
+        self.sender.digest = self.membership.digest = digest
+        fixed = ("members", "node_id", "secret_file", "sync", "sync_port", "sync_id",
+                 "hello_interval")
+        changed = [k for k in fixed if getattr(cluster, k) != getattr(self.cluster, k)]
+        if changed:
+            log.warning("cluster: %s change only with a restart", ", ".join(
+                f"cluster.{k}" for k in changed))
+
     def warm(self) -> bool:
         """True once the director may announce: it holds every live member's connections."""
         return self.membership.warm(self.clock())
