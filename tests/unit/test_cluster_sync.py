@@ -7,9 +7,12 @@ import tempfile
 from ipaddress import IPv4Address, ip_address
 
 import pytest
+from scapy.layers.inet import IP, TCP
 
+from pylvs import Engine
 from pylvs.cluster.membership import Hello, Lost, Membership, NeedsDump
 from pylvs.cluster.sync import ClusterSync, is_local_address, sync_message, sync_records
+from pylvs.engine import sync_record_count
 from pylvs.errors import PeerProtocolError
 from pylvs.ha.messages import Kind, Message, PathId, Role, config_digest
 from pylvs.model import ClusterConfig
@@ -170,3 +173,45 @@ def test_sync_messages_carry_the_kernels_v1_header_and_sync_id() -> None:
 def test_own_addresses_are_recognised() -> None:
     assert is_local_address(ip_address("127.0.0.1"))
     assert not is_local_address(ip_address("198.18.255.254"))
+
+
+VIP, SERVERS = "198.18.2.100", ["198.19.0.11", "198.19.0.12", "198.19.0.13"]
+
+
+def _director() -> Engine:
+    """One cluster member's engine: rr (no hash), sloppy pickup, recording its connections."""
+    eng = Engine(max_connections=1024)
+    eng.set_option("sloppy_tcp", True)
+    svc = eng.add_service("tcp", VIP, 80, scheduler="rr")
+    for rs in SERVERS:
+        eng.add_server(svc, rs, 80)
+    eng.set_sync_master(True)
+    return eng
+
+
+def _active(eng: Engine) -> dict[str, int]:
+    return {str(s.key.address): s.active_conns for s in eng.services()[0].servers}
+
+
+def test_a_synced_flow_is_installed_once_never_sent_on_and_keeps_its_server() -> None:
+    a, b = _director(), _director()
+    client = "198.18.1.10"
+
+    def c2v(flags: str, t: float, eng: Engine) -> bytes | None:
+        return eng.process(bytes(IP(src=client, dst=VIP) / TCP(sport=40000, dport=80,
+                                                                flags=flags)), t)
+    out = c2v("S", 1.0, a)
+    assert out is not None
+    server = IP(out).dst
+    a.process(bytes(IP(src=server, dst=client) / TCP(sport=80, dport=40000, flags="SA")), 1.0)
+    c2v("A", 1.1, a)
+    c2v("PA", 1.2, a)  # the 3rd packet: ESTABLISHED, recorded
+    records = a.sync_collect()
+    assert sync_record_count(records) == 1
+    assert b.sync_apply(records, 1.3) == 1
+    assert b.sync_collect() == b"", "an installed entry is not sent on (no sync storm)"
+    assert _active(b) == {s: int(s == server) for s in SERVERS}, "counted once, on its server"
+    out = c2v("PA", 2.0, b)  # the router moved the flow to b
+    assert out is not None and IP(out).dst == server
+    assert b.stats().events.get("sloppy_in", 0) == 0, "found, not scheduled anew"
+    assert b.sync_collect() == b"", "b records it from its 53rd packet on, as IPVS would"
