@@ -42,6 +42,7 @@ import os
 import signal
 import statistics
 import sys
+import textwrap
 import threading
 import time
 from typing import Any
@@ -193,8 +194,9 @@ def report(runs: list[dict[str, Any]], scale: list[dict[str, Any]], argv: list[s
     title = "cluster (bench/cluster.py)" if tag == "cluster" else \
         f"cluster, {scheduler}{'' if sync else ', no connection sync'} (bench/cluster.py)"
     lines = [f"<!-- {tag}:begin -->", f"## {title}", "",
-             METHOD.format(scheduler=scheduler,
-                           sync="connection sync on" if sync else "connection sync off"), "",
+             textwrap.fill(METHOD.format(
+                 scheduler=scheduler, sync="connection sync on" if sync else "connection sync off"),
+                 width=100, break_on_hyphens=False), "",
              f"Command: `flock /tmp/pylvs-bench.lock python -m bench.cluster {' '.join(argv)}` "
              f"({time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, "
              f"{os.cpu_count()} CPUs, load average {load_before:.1f} before, "
@@ -212,8 +214,9 @@ def report(runs: list[dict[str, Any]], scale: list[dict[str, Any]], argv: list[s
             f"{sum(r['survivors_disturbed'] for r in rs)} of {sum(r['survivors'] for r in rs)} | "
             f"{sum(r['new_conn_failed'] for r in rs)} of "
             f"{sum(r['new_conn_failed'] + r['new_conn_ok'] for r in rs)} |")
-    lines += ["", "| directors | conn/s (wrk, Connection: close) | errors | per director: "
-              "CPU µs per packet read (packets) |", "|---|---|---|---|"]
+    if scale:
+        lines += ["", "| directors | conn/s (wrk, Connection: close) | errors | per director: "
+                  "CPU µs per packet read (packets) |", "|---|---|---|---|"]
     for s in scale:
         per = ", ".join(f"dir{p['director']} {p['us_per_packet']:.1f} ({p['packets']})"
                         for p in s["per_director"])
@@ -223,12 +226,13 @@ def report(runs: list[dict[str, Any]], scale: list[dict[str, Any]], argv: list[s
 
 
 def record(tag: str, runs: list[dict[str, Any]], scale: list[dict[str, Any]], text: str,
-           command: str) -> None:
+           command: str, load_before: float) -> None:
     """Write the section into RESULTS.md, every run into bench/results/<tag>.json, redraw."""
     write_tagged(text, tag)
     RAW.mkdir(parents=True, exist_ok=True)
     doc = {"command": command, "recorded": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
-           "load_average": os.getloadavg()[0], "runs": runs, "scale": scale}
+           "load_average_before": load_before, "load_average_after": os.getloadavg()[0],
+           "runs": runs, "scale": scale}
     (RAW / f"{tag}.json").write_text(json.dumps(doc, indent=1) + "\n", encoding="utf-8")
     draw_or_explain()
 
@@ -262,7 +266,7 @@ def main() -> int:
     print(text)
     if args.record:
         record(section_tag(args.scheduler, sync), runs, scale, text,
-               "python -m bench.cluster " + " ".join(sys.argv[1:]))
+               "python -m bench.cluster " + " ".join(sys.argv[1:]), load_before)
     return 0
 
 
