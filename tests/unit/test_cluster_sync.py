@@ -129,7 +129,7 @@ def test_records_fan_out_once_to_live_members_and_peer_records_are_applied() -> 
         engine = FakeEngine()
         now = [0.0]
         cs = ClusterSync(cfg, interface="lo", node_id="me", digest=DIGEST, engine=engine,
-                         announced=lambda: ["198.18.2.100"], draining=lambda: False,
+                         hello_state=lambda: (["198.18.2.100"], False),
                          clock=lambda: now[0])
         sent: list[tuple[Kind, IPv4Address, bytes]] = []
 

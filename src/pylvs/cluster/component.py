@@ -113,8 +113,7 @@ class ClusterComponent:
             self.sync = ClusterSync(
                 cl, interface=cfg.director.private_interface, node_id=node_id(cl),
                 digest=services_digest(cfg), engine=self._director.engine,
-                announced=lambda: map(str, self._announced or ()),
-                draining=lambda: self._draining)
+                hello_state=self._hello_state)
             await self.sync.start()
         try:
             await self._start_bird()
@@ -123,6 +122,10 @@ class ClusterComponent:
                 await self.sync.stop()
                 self.sync = None
             raise
+
+    def _hello_state(self) -> tuple[list[str], bool]:
+        """What this director tells the members: the VIPs it announces, and if it drains."""
+        return [str(v) for v in self._announced or ()], self._draining
 
     async def _start_bird(self) -> None:
         cl = self._director.config.cluster

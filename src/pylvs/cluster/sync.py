@@ -140,8 +140,7 @@ class ClusterSync:
         node_id: str,
         digest: bytes,
         engine: SyncEngine,
-        announced: Callable[[], Iterable[str]],
-        draining: Callable[[], bool],
+        hello_state: Callable[[], tuple[Iterable[str], bool]],
         clock: Callable[[], float] = time.monotonic,
         wall: Callable[[], float] = time.time,
         flush_interval: float = FLUSH_INTERVAL,
@@ -154,14 +153,12 @@ class ClusterSync:
             raise ConfigError(str(exc).replace("ha.secret_file", "cluster.secret_file")) \
                 from None
         self.cluster = cluster
-        self.interface = interface
-        self.engine = engine
-        self.announced = announced
-        self.draining = draining
-        self.clock = clock
-        self.wall = wall
-        self.flush_interval = flush_interval
         self.peers = tuple(a for a in cluster.members if not is_local_address(a))
+        # one socket per address family among the peers, on the private interface
+        self._links = {a.version: Link(PathId.SYNC, interface, a, cluster.sync_port)
+                       for a in self.peers}
+        self.engine, self.hello_state = engine, hello_state
+        self.clock, self.wall, self.flush_interval = clock, wall, flush_interval
         self.sender = Sender(node_id=node_id, secret=secret, digest=digest,
                              interval=cluster.hello_interval)
         self.receiver = Receiver(secret=secret, own_node_id=node_id)
@@ -187,15 +184,14 @@ class ClusterSync:
         """Open the socket(s), start recording connections and say hello."""
         self._loop = asyncio.get_running_loop()
         try:
-            for version in sorted({a.version for a in self.peers}):
-                peer = next(a for a in self.peers if a.version == version)
-                sock = open_link_socket(Link(PathId.SYNC, self.interface, peer,
-                                             self.cluster.sync_port))
+            for version, link in sorted(self._links.items()):
+                sock = open_link_socket(link)
                 self._socks[version] = sock
                 self._loop.add_reader(sock.fileno(), self._readable, sock)
         except OSError as exc:
             self._close()
-            raise ConfigError(f"cluster.sync_port: cannot listen on {self.interface} port "
+            raise ConfigError(f"cluster.sync_port: cannot listen on "
+                              f"{next(iter(self._links.values())).interface} port "
                               f"{self.cluster.sync_port}: {exc.strerror}") from None
         if self.channels:
             self.engine.set_sync_master(True)
@@ -270,7 +266,7 @@ class ClusterSync:
                     self.membership.dump_sent(address)
         if now >= self._next_hello:
             self._next_hello = now + self.cluster.hello_interval
-            hello = self.membership.own_hello(self.announced(), self.draining()).encode()
+            hello = self.membership.own_hello(*self.hello_state()).encode()
             for address in self.peers:
                 self._send(Kind.HELLO, address, hello)
 
