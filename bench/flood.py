@@ -27,6 +27,7 @@ from pathlib import Path
 from bench.netbench_tools import cpu_sample, run_wrk, start_haproxy_backends, start_haproxy_lb
 from bench.network import _nft_setup, _proc_cpu_seconds
 from pylvs.api.client import ApiClient
+from pylvs.dataplane.tun import default_workers
 from pylvs.testbed.serve import PylvsProcess, start_pylvs, vip_answers, wait_until
 from pylvs.testbed.topology import ServiceSpec, Topology, TopologyError
 
@@ -53,8 +54,8 @@ def flooder_argv(exe: Path, vip: str, port: int, rate: int, count: int,
 
 # ---- the benchmark --------------------------------------------------------------------------
 
-CONTENDERS = ("pylvs-off", "pylvs-kernel", "pylvs-evict", "pylvs-auto", "nft", "nft-synproxy",
-              "haproxy")
+CONTENDERS = ("pylvs-off", "pylvs-kernel", "pylvs-evict", "pylvs-auto", "pylvs-synproxy", "nft",
+              "nft-synproxy", "haproxy")
 LB_CPU, LOAD_CPU = 1, 0  # as bench/network.py: the balancer on CPU1, wrk and the flooder on CPU0
 MAX_CONNECTIONS = 100_000  # the issue's setup
 FRESH = 80
@@ -119,7 +120,8 @@ def _nft_synproxy_setup(topo: Topology) -> None:
     topo.run(d, ["nft", "-f", "-"], input=ruleset)
 
 
-def _setup(name: str, topo: Topology) -> tuple[int | None, PylvsProcess | None]:
+def _setup(name: str, topo: Topology,
+           workers: int | None) -> tuple[int | None, PylvsProcess | None]:
     """Configure the contender; return (the balancer's pid, the pylvs daemon)."""
     if name == "nft":
         _nft_setup(topo)
@@ -130,10 +132,16 @@ def _setup(name: str, topo: Topology) -> tuple[int | None, PylvsProcess | None]:
     if name == "haproxy":
         topo.run(topo.director.ns, ["ip", "addr", "add", f"{topo.vip}/32", "dev", "lo"])
         return start_haproxy_lb(topo, LB_CPU).pid, None
-    toml = topo.director_config([ServiceSpec(port=80, scheduler="rr")],
-                                director_options={"max_connections": MAX_CONNECTIONS},
-                                extra=DEFENSE[name])
-    daemon = start_pylvs(topo, toml, argv_prefix=("taskset", "-c", str(LB_CPU)))
+    options: dict[str, str | int | bool] = {"max_connections": MAX_CONNECTIONS}
+    if workers is not None:
+        options["workers"] = workers
+    spec = ServiceSpec(port=80, scheduler="rr", synproxy=name == "pylvs-synproxy")
+    toml = topo.director_config([spec], director_options=options, extra=DEFENSE[name])
+    # workers unset: the serve default, one packet thread per CPU (both CPUs here, unpinned);
+    # one packet thread shares the LB CPU as the other balancers do
+    pinned = workers is not None and workers <= 1
+    prefix = ("taskset", "-c", str(LB_CPU)) if pinned else ()
+    daemon = start_pylvs(topo, toml, argv_prefix=prefix)
     return daemon.proc.pid, daemon
 
 
@@ -185,7 +193,7 @@ def _measure(name: str, rate: int, args: argparse.Namespace, flooder: Path) -> R
     r = Result(name, rate)
     with Topology("fl", n_real_servers=3) as topo:
         start_haproxy_backends(topo)
-        pid, daemon = _setup(name, topo)
+        pid, daemon = _setup(name, topo, args.workers)
         wait_until(lambda: vip_answers(topo, 80), 10, "the VIP to answer")
         fresh = [f"198.18.0.{150 + i}" for i in range(FRESH)]
         for a in fresh:
@@ -245,8 +253,11 @@ def _fmt(v: float | None, spec: str) -> str:
     return format(v, spec)
 
 
-def render(results: list[Result], command: str, elapsed: float) -> str:
+def render(results: list[Result], command: str, elapsed: float, workers: int | None) -> str:
     """The flood section of bench/RESULTS.md."""
+    threads = (f"`workers = {workers}`" if workers is not None else
+               f"`workers` unset (the serve default: one per CPU, {default_workers()} here, "
+               "unpinned)")
     lines = [
         BEGIN,
         "## SYN flood (bench/flood.py, issue 11)",
@@ -259,7 +270,8 @@ def render(results: list[Result], command: str, elapsed: float) -> str:
         "client namespace; the director has no route back, so SYN-ACKs vanish. conn/s: "
         "`wrk -t1 -c64` with `Connection: close`, before and during the flood (after "
         f"{WARM:.0f} s of flood). fresh: {FRESH} new client addresses connect once each with a "
-        "1 s timeout during the flood. pylvs runs with `max_connections = 100000`. "
+        f"1 s timeout during the flood. pylvs runs with `max_connections = 100000` and "
+        f"{threads}; `pylvs-synproxy` is `pylvs-evict` with `synproxy = true` on the service. "
         "CPU: the balancer process (cores), busy: both cores of the machine; memory: the "
         "balancer's RSS; entries: pylvs table entries or conntrack entries at the end.",
         "",
@@ -298,6 +310,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--rates", default="30000,0",
                    help="SYN/s per run, comma-separated; 0 = as fast as the flooder goes")
     p.add_argument("--duration", type=int, default=5, help="seconds per wrk run")
+    p.add_argument("--workers", type=int, default=None,
+                   help="pylvs [director] workers (default: unset, the serve default of one "
+                   "per CPU, unpinned; 0 or 1 pin pylvs to the balancer CPU)")
     p.add_argument("--record", action="store_true", help="write the flood section of "
                    "bench/RESULTS.md")
     args = p.parse_args(argv)
@@ -321,7 +336,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 print(f"  {results[-1]}", file=sys.stderr, flush=True)
     command = "python3 -m bench.flood " + " ".join(
         shlex.quote(a) for a in (argv if argv is not None else sys.argv[1:]))
-    text = render(results, command, time.time() - started)
+    text = render(results, command, time.time() - started, args.workers)
     print(text)
     if args.record:
         write_section(text)
