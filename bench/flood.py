@@ -65,13 +65,14 @@ RESULTS = HERE / "RESULTS.md"
 
 # pylvs's [defense] per contender: off = no defence at all (pylvs before issue 11); kernel =
 # the three automatic defences alone, as IPVS has them; evict = the default (eviction, no
-# kernel defence); auto = both
+# kernel defence); auto = both; synproxy = evict plus the SYN proxy on the service (VIP:80)
 _AUTO = "drop_entry = 1\ndrop_packet = 1\nsecure_tcp = 1\n"
 DEFENSE = {
     "pylvs-off": "[defense]\nevict_embryonic = false\n",
     "pylvs-kernel": f"[defense]\n{_AUTO}evict_embryonic = false\n",
     "pylvs-evict": "[defense]\nevict_embryonic = true\n",
     "pylvs-auto": f"[defense]\n{_AUTO}evict_embryonic = true\n",
+    "pylvs-synproxy": "[defense]\nevict_embryonic = true\n",
 }
 
 

@@ -9,6 +9,7 @@
 #include <stdint.h>
 
 #include "core/lvs.h"
+#include "core/siphash.h"
 
 #define LVS_ENOMEM 12
 #define LVS_EINVAL 22
@@ -25,8 +26,8 @@ static inline uint32_t lvs_hash_32(uint32_t v, unsigned bits)
     return (uint32_t)(v * 0x61C88647u) >> (32 - bits);
 }
 
-/* The kernel's hsiphash_1u32 on a 64-bit build (SipHash-1-3 truncated to 32 bits). */
-uint32_t lvs_hsiphash_1u32(uint32_t v, uint64_t k0, uint64_t k1);
+/* lvs_hsiphash_1u32, the kernel's hsiphash_1u32 on a 64-bit build, is in core/siphash.h
+ * (shared with the SYN proxy's SipHash-2-4). */
 
 /* The wlc pick used by wlc itself and by lblc/lblcr to choose a new dest: first dest with
  * weight > 0 and OVERLOAD clear, then a strict overhead/weight comparison. */
