@@ -190,6 +190,32 @@ def _rss_mib(pid: int | None) -> float:
     return total / 1024
 
 
+def _start_perf(out_dir: str | None, tag: str,
+                seconds: int) -> subprocess.Popen[bytes] | None:
+    """With ``--perf DIR``: a system-wide call-graph profile of the flood's measured seconds
+    (every process: the flooder, wrk, the balancer, the real servers, the kernel)."""
+    if not out_dir:
+        return None
+    os.makedirs(out_dir, exist_ok=True)
+    return subprocess.Popen(["perf", "record", "-q", "-a", "-g", "-F", "999", "-o",
+                             os.path.join(out_dir, f"{tag}.data"), "--", "sleep",
+                             str(seconds)], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+
+
+def _finish_perf(proc: subprocess.Popen[bytes], out_dir: str, tag: str) -> None:
+    """Wait for the profile and write two flat reports beside it: by command and symbol
+    (self time), and the balancer's threads alone by symbol."""
+    proc.wait(timeout=60)
+    data = os.path.join(out_dir, f"{tag}.data")
+    balancer = "python3," + ",".join(f"pylvs-w{i}" for i in range(8))  # the worker threads' names
+    for suffix, extra in (("", []), ("-pylvs", ["--comms", balancer])):
+        with open(os.path.join(out_dir, f"{tag}{suffix}.txt"), "w", encoding="utf-8") as fh:
+            subprocess.run(["perf", "report", "-i", data, "--no-children", "--stdio", "-g",
+                            "none", "--percent-limit", "0.5", "--sort", "comm,dso,sym", *extra],
+                           stdout=fh, stderr=subprocess.DEVNULL, check=False, timeout=300)
+
+
 def _measure(name: str, rate: int, args: argparse.Namespace, flooder: Path) -> Result:
     r = Result(name, rate)
     with Topology("fl", n_real_servers=3) as topo:
@@ -210,10 +236,13 @@ def _measure(name: str, rate: int, args: argparse.Namespace, flooder: Path) -> R
                 *flooder_argv(flooder, topo.vip, 80, rate, count, seconds)]
         flood = topo.popen(topo.client.ns, argv, stdout=subprocess.PIPE)
         time.sleep(WARM)
+        perf = _start_perf(args.perf, f"{name}-{rate or 'max'}", args.duration)
         cpu0, lb0 = cpu_sample(), _proc_cpu_seconds(pid)
         during = run_wrk(topo, url, connections=64, seconds=args.duration, close=True,
                          cpu=LOAD_CPU)
         cpu1, lb1 = cpu_sample(), _proc_cpu_seconds(pid)
+        if perf is not None:
+            _finish_perf(perf, args.perf, f"{name}-{rate or 'max'}")
         r.metrics["flood_cps"] = during.rps
         r.metrics["ratio"] = during.rps / base.rps if base.rps else float("nan")
         r.metrics["fresh"] = _fresh_clients(topo, fresh)
@@ -314,6 +343,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--workers", type=int, default=None,
                    help="pylvs [director] workers (default: unset, the serve default of one "
                    "per CPU, unpinned; 0 or 1 pin pylvs to the balancer CPU)")
+    p.add_argument("--perf", metavar="DIR", default=None,
+                   help="profile the flood's measured seconds system-wide with perf into DIR")
     p.add_argument("--record", action="store_true", help="write the flood section of "
                    "bench/RESULTS.md")
     args = p.parse_args(argv)
