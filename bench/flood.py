@@ -178,6 +178,15 @@ def _fresh_clients(topo: Topology, addrs: list[str]) -> int:
     return int(res.stdout.strip().splitlines()[-1])
 
 
+def _tun_drops(topo: Topology) -> int:
+    """Packets the kernel dropped on their way into pylvs (the TUN's TX queue was full)."""
+    res = topo.run(topo.director.ns, ["ip", "-s", "-j", "link", "show", "dev", "pylvs0"],
+                   check=False)
+    if res.returncode != 0:
+        return -1
+    return int(json.loads(res.stdout)[0]["stats64"]["tx"]["dropped"])
+
+
 def _rss_mib(pid: int | None) -> float:
     if pid is None:
         return float("nan")
@@ -251,6 +260,7 @@ def _measure(name: str, rate: int, args: argparse.Namespace, flooder: Path) -> R
             r.metrics["lb_cpu"] = (lb1 - lb0) / max(during.seconds, 1e-9)
         r.metrics["rss_mib"] = _rss_mib(pid)
         if daemon is not None:
+            r.notes.append(f"TUN drops {_tun_drops(topo)}")
             sock = os.path.join(topo.workdir, f"{topo.director.name}.sock")
             api = ApiClient(sock)
             stats = api.request("GET", "/api/v1/stats")
