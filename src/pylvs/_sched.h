@@ -72,6 +72,8 @@ int32_t lvs_st_table_slot(const lvs_schedtest *t, uint32_t i);
 uint32_t lvs_st_cache_entries(const lvs_schedtest *t);
 int32_t lvs_st_cache_lookup(const lvs_schedtest *t, uint32_t daddr, int32_t *out, int32_t max);
 uint32_t lvs_st_hsiphash(uint32_t v, uint64_t k0, uint64_t k1);
+/* SipHash-2-4 of n 64-bit words (core/siphash.h, the SYN proxy's cookie hash). */
+uint64_t lvs_st_siphash24(uint64_t k0, uint64_t k1, const uint64_t *m, int32_t n);
 uint64_t lvs_st_bench(lvs_schedtest *t, uint64_t n, double now);
 /* ---- end schedulers ---- */
 
