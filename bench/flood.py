@@ -15,6 +15,7 @@ import argparse
 import json
 import os
 import shlex
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -287,13 +288,34 @@ def _measure(name: str, rate: int, args: argparse.Namespace, flooder: Path) -> R
     return r
 
 
+def median_result(runs: list[Result]) -> Result:
+    """One row from several rounds: each metric's median over the rounds that measured it;
+    with more than one round the notes say the ratio's and fresh count's range, then the last
+    round's own notes."""
+    out = Result(runs[0].contender, runs[0].rate)
+    keys = {k for r in runs for k in r.metrics}
+    for k in sorted(keys):
+        vals = [r.metrics[k] for r in runs if k in r.metrics and r.metrics[k] == r.metrics[k]]
+        if vals:
+            out.metrics[k] = statistics.median(vals)
+    if len(runs) > 1:
+        for k, spec in (("ratio", ".2f"), ("fresh", ".0f")):
+            vals = [r.metrics[k] for r in runs if k in r.metrics]
+            if vals:
+                out.notes.append(f"{k} {min(vals):{spec}}..{max(vals):{spec}} over "
+                                 f"{len(vals)} runs")
+    out.notes += runs[-1].notes
+    return out
+
+
 def _fmt(v: float | None, spec: str) -> str:
     if v is None or v != v:
         return "n/a"
     return format(v, spec)
 
 
-def render(results: list[Result], command: str, elapsed: float, workers: int | None) -> str:
+def render(results: list[Result], command: str, elapsed: float, workers: int | None,
+           runs: int = 1) -> str:
     """The flood section of bench/RESULTS.md."""
     threads = (f"`workers = {workers}`" if workers is not None else
                f"`workers` unset (the serve default: one per CPU, {default_workers()} here, "
@@ -313,7 +335,9 @@ def render(results: list[Result], command: str, elapsed: float, workers: int | N
         f"1 s timeout during the flood. pylvs runs with `max_connections = 100000` and "
         f"{threads}; `pylvs-synproxy` is `pylvs-evict` with `synproxy = true` on the service. "
         "CPU: the balancer process (cores), busy: both cores of the machine; memory: the "
-        "balancer's RSS; entries: pylvs table entries or conntrack entries at the end.",
+        "balancer's RSS; entries: pylvs table entries or conntrack entries at the end."
+        + (f" Cells: median over {runs} rounds (the notes give the ratio's and fresh's "
+           "range, then the last round's counters)." if runs > 1 else ""),
         "",
         "| contender | SYN/s sent | conn/s before | conn/s during | ratio | fresh | "
         "balancer CPU | busy cores | RSS MiB | entries | evicted | notes |",
@@ -353,6 +377,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--workers", type=int, default=None,
                    help="pylvs [director] workers (default: unset, the serve default of one "
                    "per CPU, unpinned; 0 or 1 pin pylvs to the balancer CPU)")
+    p.add_argument("--runs", type=int, default=1,
+                   help="rounds; each cell is the median over them (ratio and fresh also "
+                   "show min..max)")
     p.add_argument("--perf", metavar="DIR", default=None,
                    help="profile the flood's measured seconds system-wide with perf into DIR")
     p.add_argument("--record", action="store_true", help="write the flood section of "
@@ -363,22 +390,26 @@ def main(argv: Sequence[str] | None = None) -> int:
         p.error(f"unknown contenders: {sorted(set(names) - set(CONTENDERS))}")
     rates = [int(x) for x in args.rates.split(",") if x]
     started = time.time()
-    results: list[Result] = []
+    rounds: dict[tuple[str, int], list[Result]] = {(n, r): [] for r in rates for n in names}
     with tempfile.TemporaryDirectory(prefix="pylvs-flood-") as tmp:
         flooder = build_flooder(Path(tmp))
-        for rate in rates:
-            for name in names:
-                print(f"{name} at {rate or 'max'} SYN/s ...", file=sys.stderr, flush=True)
-                try:
-                    results.append(_measure(name, rate, args, flooder))
-                except (TopologyError, OSError, ValueError, subprocess.SubprocessError) as exc:
-                    failed = Result(name, rate)
-                    failed.notes.append("failed: " + " ".join(str(exc).split())[:200])
-                    results.append(failed)
-                print(f"  {results[-1]}", file=sys.stderr, flush=True)
+        for round_no in range(args.runs):
+            for rate in rates:
+                for name in names:
+                    print(f"round {round_no + 1}: {name} at {rate or 'max'} SYN/s ...",
+                          file=sys.stderr, flush=True)
+                    try:
+                        one = _measure(name, rate, args, flooder)
+                    except (TopologyError, OSError, ValueError,
+                            subprocess.SubprocessError) as exc:
+                        one = Result(name, rate)
+                        one.notes.append("failed: " + " ".join(str(exc).split())[:200])
+                    rounds[(name, rate)].append(one)
+                    print(f"  {one}", file=sys.stderr, flush=True)
+    results = [median_result(runs) for runs in rounds.values()]
     command = "python3 -m bench.flood " + " ".join(
         shlex.quote(a) for a in (argv if argv is not None else sys.argv[1:]))
-    text = render(results, command, time.time() - started, args.workers)
+    text = render(results, command, time.time() - started, args.workers, args.runs)
     print(text)
     if args.record:
         write_section(text)
