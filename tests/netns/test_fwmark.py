@@ -105,6 +105,11 @@ def test_one_service_one_persistence_across_marked_ports(make_srv: Callable[...,
     # an unmarked port to the VIP is dropped by the engine, not looped back into the TUN
     _unlisted_port_unanswered(srv)
     assert ApiClient(sock).get("/api/v1/stats")["drops"]["no_service"] > before
+    assert srv.daemon is not None
+    srv.daemon.stop()  # a clean stop takes the mark's rules of both families away
+    for family in ("-4", "-6") if ipv6 else ("-4",):
+        rules = topo.run(topo.director.ns, ["ip", family, "rule", "show"]).stdout
+        assert "fwmark" not in rules, rules
 
 
 def test_ports_list_without_nftables(make_srv: Callable[..., Srv]) -> None:
