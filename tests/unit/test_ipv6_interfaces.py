@@ -329,3 +329,14 @@ def test_nat_router_interfaces_parse_per_family() -> None:
     d = model.DirectorConfig(public_interface="eth0", private_interface="eth1",
                              nat_router="2001:2:1::1/64")
     assert d.nat_routers == (IPv6Interface("2001:2:1::1/64"),)
+
+
+def test_metrics_label_the_two_services_of_a_mark_apart() -> None:
+    from pylvs.api.metrics import _service_labels
+
+    v4 = _service_labels({"fwmark": 80, "address": "0.0.0.0:0", "protocol": "tcp"})
+    v6 = _service_labels({"fwmark": 80, "address": "[2001:2::100]:0", "protocol": "tcp"})
+    # node_exporter's reading of /proc/net/ip_vs: proto FWM, the mark in 8 hex digits
+    assert v4 == {"local_address": "0.0.0.0", "local_port": "0", "proto": "FWM",
+                  "local_mark": "00000050"}
+    assert v6 == {**v4, "local_address": "2001:2::100"}
