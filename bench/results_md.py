@@ -87,8 +87,10 @@ def network_columns(keys: Sequence[str]) -> list[tuple[str, str, str]]:
 
 
 def render_section(command: str, results: Mapping[str, Sequence[_Measurement]],
-                   failures: Mapping[str, str], elapsed: float, variant: str = "") -> str:
-    """The network section: command, environment, one table row per contender, gate notes."""
+                   failures: Mapping[str, str], elapsed: float, variant: str = "",
+                   extra: Sequence[str] = ()) -> str:
+    """The network section: command, environment, one table row per contender, gate notes;
+    ``extra`` lines (e.g. the IPv6/IPv4 ratios) follow the table."""
     keys = sorted({k for ms in results.values() for m in ms for k in m.metrics})
     cols = network_columns(keys)
     begin, end = _markers(variant)
@@ -110,6 +112,8 @@ def render_section(command: str, results: Mapping[str, Sequence[_Measurement]],
         lines.append(f"| {name} | " + " | ".join(cells) + f" | {gate} |")
     direct = results.get("direct", ())
     lines.append("")
+    if extra:
+        lines += [*extra, ""]
     for key, label in (("lat.keepalive.p50_ms", "keep-alive"), ("lat.close.p50_ms", "close")):
         base = [m.metrics.get(key, float("nan")) for m in direct]
         if not base or name_failed(failures, "direct"):

@@ -3,8 +3,11 @@
 Names follow node_exporter's IPVS collector with a ``pylvs_ipvs_`` prefix in place of
 ``node_ipvs_`` (``…_backend_connections_active``, ``…_incoming_bytes_total`` …) and the same
 labels (``local_address``, ``local_port``, ``proto``, ``remote_address``, ``remote_port``, and
-``local_mark``, always empty: pylvs has no firewall-mark services), so a dashboard written for a
-kernel director needs only the prefix changed.  The rest (health, HA,
+``local_mark``), so a dashboard written for a kernel director needs only the prefix changed.
+A firewall-mark service is labelled as node_exporter reads it from /proc/net/ip_vs: ``proto``
+``FWM``, ``local_mark`` the mark in eight hex digits (``00000050``), port 0; its
+``local_address`` is its VIP, or ``0.0.0.0`` / ``::`` without one, which keeps mark 80's IPv4
+and IPv6 services apart (the kernel's /proc line does not say the family).  The rest (health, HA,
 drops, dataplane) is ``pylvs_*``.  Written by hand: the format is small and the daemon should
 not need prometheus_client at run time.
 """
@@ -75,6 +78,9 @@ def _split(endpoint: object) -> tuple[str, str]:
 
 def _service_labels(svc: Mapping[str, Any]) -> dict[str, str]:
     host, port = _split(svc["address"])
+    if svc.get("fwmark"):
+        return {"local_address": host, "local_port": "0", "proto": "FWM",
+                "local_mark": f"{int(svc['fwmark']):08X}"}
     return {"local_address": host, "local_port": port, "proto": str(svc["protocol"]).upper(),
             "local_mark": ""}
 

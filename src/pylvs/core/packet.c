@@ -20,7 +20,7 @@
  *  IP options                                         handled (L4 found through IHL)
  *  bytes after the IP total length (padding)          trimmed (len = total length), as the
  *                                                     kernel's ip_rcv does
- *  batch mark with a fwmark service (IPv4)            to a VIP (that service first)
+ *  batch mark with a fwmark service of its family     to a VIP (that service first)
  *  other protocol, to a VIP                           DROP     unknown_proto
  *  other protocol, elsewhere                          PASS     not_ours
  *  TCP/UDP to a VIP, no conn, no service on the port  DROP     no_service
@@ -407,10 +407,18 @@ static int process_l4(lvs_engine *e, pkt *k, int to_vip, uint32_t *plen, uint32_
     return do_out(e, k, plen, cap, now);
 }
 
+/* A marked packet of a fwmark service is inbound whatever its address: ip_vs_in looks the
+ * service up by (family, skb->mark) first. */
+static lvs_service *fwm_service(lvs_engine *e, uint8_t af, uint32_t mark)
+{
+    return mark && e->nfwm_svcs ? lvs_svc_lookup(e, af, LVS_PROTO_FWM, lvs_addr4(mark), 0)
+                                : NULL;
+}
+
 /* An IPv6 header and its extension headers: k and *to_vip filled, or the counter of the
- * drop.  Reads the engine only (the VIP set). */
-static int parse_v6(const lvs_engine *e, uint8_t *p, uint32_t *plen, uint8_t meta, pkt *k,
-                    int *to_vip)
+ * drop.  Reads the engine only (the VIP set, the fwmark services). */
+static int parse_v6(lvs_engine *e, uint8_t *p, uint32_t *plen, uint8_t meta, uint32_t mark,
+                    pkt *k, int *to_vip)
 {
     uint32_t len = *plen;
     if (len < LVS_IPV6_HDR)
@@ -427,8 +435,8 @@ static int parse_v6(const lvs_engine *e, uint8_t *p, uint32_t *plen, uint8_t met
     k->th_flags = 0;
     k->saddr = ld_addr6(p + 8);
     k->daddr = ld_addr6(p + 24);
-    k->fwm_svc = NULL; /* fwmark services are IPv4 here */
-    *to_vip = lvs_is_vip6(e, k->daddr);
+    k->fwm_svc = fwm_service(e, LVS_AF_INET6, mark);
+    *to_vip = k->fwm_svc != NULL || lvs_is_vip6(e, k->daddr);
     int off = lvs_ipv6_skip_ext(p, LVS_IPV6_HDR, tot, p[6], &k->proto);
     if (off < 0) {
         /* a fragment or a chain we will not follow: ours or not, nothing can be done with
@@ -477,11 +485,7 @@ static int parse_v4(lvs_engine *e, uint8_t *p, uint32_t *plen, uint8_t meta, uin
     k->daddr = lvs_addr4(ld32(p + 16));
     k->meta = meta;
     k->th_flags = 0;
-    /* a marked packet of a fwmark service is inbound whatever its address (ip_vs_in looks
-     * the service up by skb->mark first) */
-    k->fwm_svc = mark && e->nfwm_svcs
-                     ? lvs_svc_lookup(e, LVS_AF_INET, LVS_PROTO_FWM, lvs_addr4(mark), 0)
-                     : NULL;
+    k->fwm_svc = fwm_service(e, LVS_AF_INET, mark);
     *to_vip = k->fwm_svc != NULL || lvs_is_vip(e, k->daddr.ip);
     return PARSE_OK;
 }
@@ -491,7 +495,7 @@ static int parse_ip(lvs_engine *e, uint8_t *p, uint32_t *plen, uint8_t meta, uin
                     pkt *k, int *to_vip)
 {
     if (*plen >= 1 && (p[0] >> 4) == 6)
-        return parse_v6(e, p, plen, meta, k, to_vip);
+        return parse_v6(e, p, plen, meta, mark, k, to_vip);
     return parse_v4(e, p, plen, meta, mark, k, to_vip);
 }
 

@@ -229,8 +229,13 @@ class Topology:
 
     def _build_switch(self) -> None:
         sw = self.switch_ns
-        # Bridged frames must not meet netfilter if br_netfilter happens to be loaded.
-        self.run(sw, ["sysctl", "-q", "-w", "net.bridge.bridge-nf-call-iptables=0"], check=False)
+        # Bridged frames must not meet netfilter if br_netfilter happens to be loaded: IPv4,
+        # IPv6 and ARP alike (each defaults to 1 in a new namespace; with only the IPv4 one off,
+        # every IPv6 frame took br_netfilter's IPv6 path at each bridge, a cost the IPv4
+        # contenders did not pay).
+        self.run(sw, ["sysctl", "-q", "-w", "net.bridge.bridge-nf-call-iptables=0",
+                      "net.bridge.bridge-nf-call-ip6tables=0",
+                      "net.bridge.bridge-nf-call-arptables=0"], check=False)
         cmds = []
         for br in ("br-pub", "br-priv"):
             cmds += [f"link add {br} type bridge forward_delay 0 mcast_snooping 0",
