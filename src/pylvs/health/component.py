@@ -1,4 +1,4 @@
-"""Glue between :class:`HealthManager` and the director: the only file that knows both.
+"""Glue between the health checker and the director: the only file that knows both.
 
 :func:`attach_health` is all the director calls (from its ``_build_components``)::
 
@@ -6,7 +6,9 @@
 
 It marks verdicts as health-managed (servers with a check start in their ``initial_state``),
 registers a component the director starts after the packet path is up and stops before it goes,
-a ``health`` section for ``status()``, and a listener that follows ``apply_config``.
+a ``health`` section for ``status()``, and a listener that follows ``apply_config``.  The probes
+run in a child process (:class:`~pylvs.health.remote.CheckerProcess`, keepalived's checker
+child): the director's loop only sees the verdicts that change.
 
 Events become engine changes like this:
 
@@ -26,7 +28,7 @@ import logging
 from typing import TYPE_CHECKING, Any
 
 from pylvs.errors import PylvsError
-from pylvs.health.manager import HealthManager
+from pylvs.health.remote import CheckerProcess
 from pylvs.health.state import HealthEvent, ServerEvent, SorryEvent
 from pylvs.model import Config, Endpoint, ServiceKey, VirtualServerConfig
 
@@ -40,27 +42,27 @@ log = logging.getLogger("pylvs.health")
 
 
 class HealthComponent:
-    """Runs the health manager for a director and applies its events."""
+    """Runs the health checker process for a director and applies its events."""
 
     def __init__(self, director: ComponentHost, *, jitter: float = 1.0,
                  ca_file: str | None = None) -> None:
         self._director = director
-        self.manager = HealthManager(director.config, self.on_event, jitter=jitter,
-                                     ca_file=ca_file)
+        self.checker = CheckerProcess(director.config, self.on_event, jitter=jitter,
+                                      ca_file=ca_file)
         # Sorry servers this component put into the engine: (service, endpoint) -> key.
         self._sorry: dict[tuple[ServiceKey, Endpoint], ServerKey] = {}
 
     async def start(self) -> None:
         """Publish initial verdicts, then probe."""
-        await self.manager.start()
+        await self.checker.start()
 
     async def stop(self, *, handover: bool = True) -> None:
         """Stop probing; the pool stays as it was last set (``handover`` is HA's business)."""
-        await self.manager.stop()
+        await self.checker.stop()
 
     async def on_config(self, config: Config) -> None:
         """Follow ``apply_config``: keep state of servers that stay, drop stale sorry servers."""
-        await self.manager.apply_config(config)
+        await self.checker.apply_config(config)
         services: dict[ServiceKey, VirtualServerConfig] = {
             vs.key: vs for vs in config.virtual_servers
         }
@@ -87,8 +89,8 @@ class HealthComponent:
                 self._remove_sorry(key, endpoint, srv)
 
     def snapshot(self) -> dict[str, object]:
-        """The manager's snapshot plus the sorry servers present in the engine."""
-        snap = self.manager.snapshot()
+        """The checker's snapshot plus the sorry servers present in the engine."""
+        snap = self.checker.snapshot()
         snap["sorry_in_engine"] = sorted(f"{k.label} -> {ep}" for k, ep in self._sorry)
         return snap
 

@@ -1,0 +1,109 @@
+"""The health checker child process (issue 13): events, diffs, restart after a crash, death
+with the director.  Real TCP servers on 127.0.0.1, a real child process."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+from pylvs.health import ServerEvent
+from pylvs.health.remote import CheckerProcess
+from pylvs.model import CheckConfig, Endpoint, RealServerConfig
+from tests.support.tcp_backend import LOCAL, Backend
+from tests.unit.test_health_manager import Recorder, config, vs
+
+
+async def test_verdicts_come_back_and_a_killed_checker_resumes_without_a_flap() -> None:
+    a, b = await Backend().start(), await Backend().start()
+    await b.stop()  # refused
+    rec = Recorder()
+    checker = CheckerProcess(config(vs(80, [a, b])), rec, jitter=0.0, restart_delay=0.05)
+    await checker.start()
+    try:
+        # start() returns with the initial verdicts applied: both down, never probed yet
+        assert [e.healthy for e in rec.server(a.endpoint)] == [False]
+        await rec.wait(lambda: any(e.healthy for e in rec.server(a.endpoint)))
+        snap = checker.snapshot()
+        (svc,) = snap["services"]
+        assert svc["servers"][str(a.endpoint)]["healthy"] is True
+        assert svc["servers"][str(b.endpoint)]["reason"] == "initial"
+        pid = checker.pid
+        assert pid is not None and pid != os.getpid()
+
+        seen = len(rec.events)
+        os.kill(pid, signal.SIGKILL)
+        await rec.wait(lambda: checker.restarts == 1 and checker.pid not in (None, pid))
+        await asyncio.sleep(0.5)  # a few probes of the new child
+        # the new child took over the verdicts: nothing is published again, a is still up
+        assert rec.events[seen:] == []
+        assert checker.snapshot()["checker"]["restarts"] == 1
+
+        # a diff: one server added, b gone
+        c = await Backend().start()
+        new = vs(80, [a, c])
+        await checker.apply_config(config(new))
+        await rec.wait(lambda: any(e.healthy for e in rec.server(c.endpoint)))
+        await rec.wait(lambda: [s["servers"].keys() for s in checker.snapshot()["services"]]
+                       == [{str(a.endpoint), str(c.endpoint)}])
+        # a changed check reaches the child too: port 9 (discard, nobody listens) is refused
+        moved = dataclasses.replace(new, check=CheckConfig(type="tcp", port=9, interval=0.1,
+                                                           timeout=0.2, rise=1, fall=1))
+        await checker.apply_config(config(moved))
+        await rec.wait(lambda: not rec.server(a.endpoint)[-1].healthy)
+        await c.stop()
+    finally:
+        await checker.stop()
+        await a.stop()
+    assert checker.pid is None
+
+
+async def test_a_server_added_at_run_time_is_probed_at_once() -> None:
+    a = await Backend().start()
+    rec = Recorder()
+    check = CheckConfig(type="tcp", interval=30.0, timeout=0.5)
+    service = vs(80, [a], check=check)
+    checker = CheckerProcess(config(service), rec, jitter=1.0)
+    await checker.start()
+    try:
+        b = await Backend().start()
+        grown = dataclasses.replace(service, real_servers=(
+            *service.real_servers, RealServerConfig(address=b.endpoint)))
+        t0 = time.monotonic()
+        await checker.apply_config(config(grown))
+        await rec.wait(lambda: any(e.healthy for e in rec.server(b.endpoint)), 3.0)
+        assert time.monotonic() - t0 < 3.0
+        await b.stop()
+    finally:
+        await checker.stop()
+        await a.stop()
+
+
+def test_the_checker_exits_when_the_director_goes_away() -> None:
+    ours, theirs = socket.socketpair()
+    proc = subprocess.Popen([sys.executable, "-m", "pylvs.health.checker", "--fd",
+                             str(theirs.fileno()), "--parent", str(os.getpid())],
+                            pass_fds=(theirs.fileno(),))
+    theirs.close()
+    try:
+        time.sleep(0.3)
+        assert proc.poll() is None
+        ours.close()  # what the kernel does when the director dies
+        assert proc.wait(5) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
+def test_events_pickle_across_the_socket() -> None:
+    from pylvs.health.wire import frame
+
+    ev = ServerEvent(config(vs(80, [])).virtual_servers[0].key, Endpoint(LOCAL, 1), True,
+                     True, None, "ok")
+    assert len(frame(("batch", [ev], None))) > 4
