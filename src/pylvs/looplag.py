@@ -12,12 +12,13 @@ from __future__ import annotations
 
 import asyncio
 import bisect
+import gc
 import math
 import time
 from collections import deque
 from typing import Any
 
-__all__ = ["BUCKETS", "SLICE", "LagHistogram", "LoopLagMonitor", "Slices"]
+__all__ = ["BUCKETS", "SLICE", "LagHistogram", "LoopLagMonitor", "Slices", "freeze_heap"]
 
 #: Longest stretch a large piece of work (a reload, a restore) runs before giving the loop a
 #: turn, so heartbeats and probes are not held up behind it.
@@ -105,3 +106,16 @@ class Slices:
         if time.monotonic() >= self._end:
             await asyncio.sleep(0)
             self._end = time.monotonic() + self._budget
+
+
+def freeze_heap() -> None:
+    """Take every object alive now out of the cyclic garbage collector's full passes.
+
+    A full (generation 2) pass walks every container object; with 10,000 servers configured
+    that is a 150 ms stall of the loop every few seconds of allocation (measured, issue 13).
+    The configuration, the indexes and the engine's façade live as long as the configuration,
+    so after a start or a reload they are frozen (``gc.freeze``) and later passes only walk
+    what was allocated since.  Objects of a replaced configuration stay frozen: a reload's
+    worth of memory, not a leak that grows.
+    """
+    gc.freeze()

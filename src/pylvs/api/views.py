@@ -228,14 +228,16 @@ def sync_timeouts(director: DirectorLike) -> None:
         director.engine.set_timeouts(tcp=want.tcp, tcpfin=want.tcpfin, udp=want.udp)
 
 
-def ha(director: DirectorLike) -> Json:
+def ha(director: DirectorLike, *, light: bool = False) -> Json:
     """The HA role, peer and transitions as the HA component reports them.
 
     Without HA the node serves alone: its role is ACTIVE (or BACKUP if the director was told
     not to own the VIPs).  ``peer.alive`` is true while heartbeats arrive on any path.
+    ``light`` reads only the HA section instead of the whole status (the history, every 2 s).
     """
     cfg = director.config.ha
-    raw = director.status()
+    raw = ({"ha": director.status_section("ha"), "active": director.active} if light
+           else director.status())
     snap = raw.get("ha")
     base: Json = {
         "enabled": cfg.enabled,

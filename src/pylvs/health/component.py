@@ -66,6 +66,11 @@ class HealthComponent:
         services: dict[ServiceKey, VirtualServerConfig] = {
             vs.key: vs for vs in config.virtual_servers
         }
+        verdicts = self._director.health_verdicts
+        configured = {(vs.key, rs.address) for vs in config.virtual_servers
+                      if vs.check.type != "none" for rs in vs.real_servers}
+        for slot in [slot for slot in verdicts if slot not in configured]:
+            del verdicts[slot]
         for (key, endpoint), srv in list(self._sorry.items()):
             vs = services.get(key)
             if vs is None:
@@ -97,6 +102,8 @@ class HealthComponent:
     def on_event(self, event: HealthEvent) -> None:
         """Apply one event to the director/engine."""
         if isinstance(event, ServerEvent):
+            self._director.health_verdicts[(event.service, event.endpoint)] = (
+                event.healthy, event.reason)
             weight = event.weight
             vs = self._service(event.service)
             if weight is None and vs is not None and vs.check.dynamic_weight:
