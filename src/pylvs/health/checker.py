@@ -217,8 +217,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--fd", type=int, required=True)
     p.add_argument("--parent", type=int, default=0)
     p.add_argument("--log-level", type=int, default=logging.INFO)
+    p.add_argument("--nice", type=int, help="run at this niceness (the director's own)")
     args = p.parse_args(argv)
     _die_with(args.parent)
+    if args.nice is not None and os.getpriority(os.PRIO_PROCESS, 0) < args.nice:
+        # started by a loop thread that HA favoured: the probes are not what must run first
+        os.setpriority(os.PRIO_PROCESS, 0, args.nice)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     sock = socket.socket(fileno=args.fd)
     checker = Checker(sock)

@@ -72,6 +72,9 @@ class CheckerProcess:
         self._servers: dict[ServiceKey, dict[Endpoint, ServerEvent]] = {}
         self._sorry: dict[tuple[ServiceKey, Endpoint], SorryEvent] = {}
         self.restarts = 0
+        # The niceness the checker runs at: the director's before HA favours its loop thread
+        # (a checker restarted later would inherit that).
+        self._nice = os.getpriority(os.PRIO_PROCESS, 0)
 
     @property
     def running(self) -> bool:
@@ -166,6 +169,7 @@ class CheckerProcess:
                 sys.executable, "-m", "pylvs.health.checker", "--fd", str(theirs.fileno()),
                 "--parent", str(os.getpid()),
                 "--log-level", str(logging.getLogger("pylvs.health").getEffectiveLevel()),
+                "--nice", str(self._nice),
                 pass_fds=(theirs.fileno(),), stdin=asyncio.subprocess.DEVNULL,
                 env={**os.environ, "PYTHONPATH": _import_path()})
         except BaseException:
