@@ -610,7 +610,7 @@ class Director:
                                           for ep, (_, o) in servers.items()),
                                          key=lambda item: str(item[0]))
             ],
-            "loop_lag": self.loop_lag.histogram.snapshot(),
+            "loop_lag": self.loop_lag.snapshot(),
             "network": {
                 "vips": [str(v) for v in sorted(self.netconf.plan.vips,
                                                 key=lambda a: (a.version, int(a)))],

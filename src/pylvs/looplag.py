@@ -18,7 +18,8 @@ import time
 from collections import deque
 from typing import Any
 
-__all__ = ["BUCKETS", "SLICE", "LagHistogram", "LoopLagMonitor", "Slices", "freeze_heap"]
+__all__ = ["BUCKETS", "SLICE", "GcPauses", "LagHistogram", "LoopLagMonitor", "Slices",
+           "freeze_heap"]
 
 #: Longest stretch a large piece of work (a reload, a restore) runs before giving the loop a
 #: turn, so heartbeats and probes are not held up behind it.
@@ -77,20 +78,60 @@ class LagHistogram:
         }
 
 
+class GcPauses:
+    """Times the cyclic garbage collector's full (generation 2) passes: a stall of the loop
+    that no callback of ours shows, so it is counted on its own (``gc.callbacks``)."""
+
+    def __init__(self) -> None:
+        self.count = 0
+        self.total = 0.0
+        self.max = 0.0
+        self.last = 0.0
+        self._started: float | None = None
+
+    def __call__(self, phase: str, info: dict[str, Any]) -> None:
+        """The ``gc.callbacks`` hook."""
+        if info.get("generation") != 2:
+            return
+        if phase == "start":
+            self._started = time.perf_counter()
+        elif self._started is not None:
+            took, self._started = time.perf_counter() - self._started, None
+            self.count += 1
+            self.total += took
+            self.max = max(self.max, took)
+            self.last = took
+
+    def snapshot(self) -> dict[str, Any]:
+        """JSON-able: full passes so far, their total, longest and last duration (s)."""
+        return {"full_passes": self.count, "total": self.total, "max": self.max,
+                "last": self.last}
+
+
 class LoopLagMonitor:
-    """Wakes every ``interval`` seconds and records how late the loop woke it."""
+    """Wakes every ``interval`` seconds and records how late the loop woke it (and, while it
+    runs, how long the garbage collector's full passes take)."""
 
     def __init__(self, interval: float = 0.05, window: int = 1200) -> None:
         self.interval = interval
         self.histogram = LagHistogram(window)
+        self.gc = GcPauses()
 
     async def run(self) -> None:
         """Sample until cancelled."""
         loop = asyncio.get_running_loop()
-        while True:
-            due = loop.time() + self.interval
-            await asyncio.sleep(self.interval)
-            self.histogram.observe(loop.time() - due)
+        gc.callbacks.append(self.gc)
+        try:
+            while True:
+                due = loop.time() + self.interval
+                await asyncio.sleep(self.interval)
+                self.histogram.observe(loop.time() - due)
+        finally:
+            gc.callbacks.remove(self.gc)
+
+    def snapshot(self) -> dict[str, Any]:
+        """The histogram's snapshot with the GC passes under ``gc``."""
+        return {**self.histogram.snapshot(), "gc": self.gc.snapshot()}
 
 
 class Slices:

@@ -38,6 +38,7 @@ from typing import Any
 from pylvs.health.manager import HealthManager
 from pylvs.health.state import HealthEvent
 from pylvs.health.wire import LogLine, frame, read_frame
+from pylvs.looplag import freeze_heap
 from pylvs.model import Config, ServiceKey, VirtualServerConfig
 from pylvs.tasks import cancel_and_wait
 
@@ -172,6 +173,9 @@ class Checker:
         elif tag in ("start", "stop"):
             if self._manager is not None:
                 await (self._manager.start() if tag == "start" else self._manager.stop())
+                # thousands of runners and tasks live as long as the configuration: full GC
+                # passes over them would delay probes past their timeout
+                freeze_heap()
             self._send(("done", message[1]))
         else:
             log.error("health checker: unknown message %r", tag)
@@ -183,6 +187,7 @@ class Checker:
             self._services[k] for k in self._order if k in self._services))
         try:
             await self._manager.apply_config(self._base)
+            freeze_heap()
         except Exception:
             # The director validated this configuration; a failure here is a bug, and the
             # probes of the last good configuration go on.

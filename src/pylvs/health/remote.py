@@ -209,10 +209,11 @@ class CheckerProcess:
     async def _read(self, reader: asyncio.StreamReader,
                     proc: asyncio.subprocess.Process) -> None:
         delay = self._restart_delay
+        slices = Slices()
         while True:
             try:
                 while (message := await read_frame(reader)) is not None:
-                    if self._dispatch(message):
+                    if await self._dispatch(message, slices):
                         # Let whoever waited for this answer run before the next frame, as
                         # when the checks ran in this process: start() returns with exactly
                         # the initial verdicts applied.
@@ -243,15 +244,17 @@ class CheckerProcess:
             await self._spawn()
             return  # _spawn started a new reader for the new child
 
-    def _dispatch(self, message: tuple[Any, ...]) -> bool:
+    async def _dispatch(self, message: tuple[Any, ...], slices: Slices) -> bool:
         """Handle one message; True if it answered a waiting request."""
         tag = message[0]
         if tag == "batch":
+            # A reload or a start brings thousands of verdicts at once: applied in slices.
             for item in message[1]:
                 if isinstance(item, LogLine):
                     logging.getLogger(item.name).log(item.level, "%s", item.message)
                 else:
                     self._deliver(item)
+                await slices.tick()
             if isinstance(message[2], bytes):
                 self._status, self._decoded = message[2], None
         elif tag == "status":
