@@ -11,6 +11,7 @@ import socket
 import subprocess
 import sys
 import time
+from ipaddress import IPv4Address
 
 from pylvs.health import ServerEvent
 from pylvs.health.remote import CheckerProcess
@@ -107,3 +108,19 @@ def test_events_pickle_across_the_socket() -> None:
     ev = ServerEvent(config(vs(80, [])).virtual_servers[0].key, Endpoint(LOCAL, 1), True,
                      True, None, "ok")
     assert len(frame(("batch", [ev], None))) > 4
+
+
+async def test_stop_is_prompt_with_a_thousand_probes_running() -> None:
+    servers = tuple(RealServerConfig(address=Endpoint(IPv4Address(f"127.0.{1 + i // 250}."
+                                                                  f"{1 + i % 250}"), 9))
+                    for i in range(1000))
+    service = dataclasses.replace(vs(80, []), real_servers=servers,
+                                  check=CheckConfig(type="tcp", interval=2.0, timeout=1.0))
+    rec = Recorder()
+    checker = CheckerProcess(config(service), rec, jitter=1.0)
+    await checker.start()
+    assert len(rec.server(servers[0].address)) == 1  # the initial verdict of each server
+    await asyncio.sleep(1.0)  # half of them probed (refused: nothing listens on port 9)
+    t0 = time.monotonic()
+    await checker.stop()
+    assert time.monotonic() - t0 < 1.5

@@ -137,7 +137,8 @@ class Checker:
         try:
             while (message := await read_frame(reader)) is not None:
                 await self._handle(message)
-                await self._writer.drain()
+                with contextlib.suppress(ConnectionError):  # the director is gone: EOF next
+                    await self._writer.drain()
         finally:
             await cancel_and_wait([status])
             if self._manager is not None:
@@ -170,9 +171,9 @@ class Checker:
             self._order = (list(order) if isinstance(order, list)
                            else [k for k in self._order if k in self._services])
             await self._commit()
-        elif tag in ("start", "stop"):
+        elif tag == "start":
             if self._manager is not None:
-                await (self._manager.start() if tag == "start" else self._manager.stop())
+                await self._manager.start()
                 # thousands of runners and tasks live as long as the configuration: full GC
                 # passes over them would delay probes past their timeout
                 freeze_heap()

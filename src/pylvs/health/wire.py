@@ -10,7 +10,8 @@ director -> checker
     ``known`` lists the verdicts the director holds, so a restarted checker resumes from them;
     ``("put", [VirtualServerConfig, ...])`` and ``("drop", [ServiceKey, ...])`` collect a
     change, ``("commit", order)`` applies it (``order``: the services' keys, or None if kept);
-    ``("start", seq)`` and ``("stop", seq)``, answered by ``("done", seq)``.
+    ``("start", seq)``, answered by ``("done", seq)`` once the initial verdicts are sent;
+    the end of the stream (a clean stop, or the director's death) stops the checker.
 
 checker -> director
     ``("batch", [HealthEvent | LogLine, ...], status)``: verdict changes and log records, in
