@@ -124,3 +124,48 @@ async def test_stop_is_prompt_with_a_thousand_probes_running() -> None:
     t0 = time.monotonic()
     await checker.stop()
     assert time.monotonic() - t0 < 1.5
+
+
+_DIRECTOR = """
+import asyncio, sys
+from pylvs.health.remote import CheckerProcess
+from tests.unit.test_health_checker import config, vs
+
+async def main() -> None:
+    checker = CheckerProcess(config(vs(80, [])), None)
+    await checker.start()
+    print(checker.pid, flush=True)
+    await asyncio.sleep(60)
+
+asyncio.run(main())
+"""
+
+
+def test_the_checker_dies_with_a_killed_director() -> None:
+    director = subprocess.Popen([sys.executable, "-c", _DIRECTOR], stdout=subprocess.PIPE,
+                                text=True, env={**os.environ, "PYTHONPATH": os.pathsep.join(
+                                    sys.path)})
+    try:
+        assert director.stdout is not None
+        pid = int(director.stdout.readline())
+        os.kill(pid, 0)  # the checker runs
+        director.kill()  # SIGKILL: no clean stop, only the kernel's PR_SET_PDEATHSIG and EOF
+        director.wait()
+        for _ in range(200):
+            try:
+                os.kill(pid, 0)
+            except ProcessLookupError:
+                break
+            try:
+                with open(f"/proc/{pid}/stat", encoding="ascii") as fh:
+                    if fh.read().split(") ")[1].startswith("Z"):
+                        break  # dead, waiting for init to reap it
+            except FileNotFoundError:
+                break
+            time.sleep(0.01)
+        else:
+            raise AssertionError("the checker outlived its director by 2 s")
+    finally:
+        if director.poll() is None:
+            director.kill()
+            director.wait()
