@@ -593,9 +593,23 @@ class Director:
 
     # -- status ------------------------------------------------------------------------------
     def status_section(self, name: str) -> Any:
-        """One provider's section of :meth:`status` (e.g. ``"ha"``), or None."""
+        """One section of :meth:`status` (``"ha"``, ``"loop_lag"``, ``"dataplane"`` …) built
+        alone, or None: readers that want one part must not pay for the health snapshot and
+        the weight list of 10,000 servers (issue 13)."""
+        if name == "loop_lag":
+            return self.loop_lag.snapshot()
+        if name == "dataplane":
+            return self._dataplane_status()
         provider = self.status_providers.get(name)
         return None if provider is None else provider()
+
+    def _dataplane_status(self) -> dict[str, Any] | None:
+        if self.dataplane.fd is None:
+            return None
+        dp = self.dataplane.stats().as_dict()
+        dp["packets"] = dp["reads"]
+        dp["failed"] = self.dataplane.failed
+        return dp
 
     def status(self) -> dict[str, Any]:
         """A JSON-able snapshot for the API, ``pylvs status`` and ``/metrics``."""
@@ -620,10 +634,7 @@ class Director:
             },
         }
         if self.dataplane.fd is not None:
-            dp = self.dataplane.stats().as_dict()
-            dp["packets"] = dp["reads"]
-            dp["failed"] = self.dataplane.failed
-            out["dataplane"] = dp
+            out["dataplane"] = self._dataplane_status()
         for name, provider in self.status_providers.items():
             try:
                 out[name] = provider()

@@ -249,7 +249,7 @@ async def _history(request: web.Request) -> web.Response:
 
 async def _health(request: web.Request) -> web.Response:
     """The health component's own snapshot (probes, streaks, last results, quorum)."""
-    snap = _director(request).status().get("health")
+    snap = _director(request).status_section("health")
     return _json(snap if snap is not None else {"running": False, "services": [], "probes": []})
 
 

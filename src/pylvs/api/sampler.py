@@ -108,7 +108,7 @@ class HistorySampler:
                 sid = codec.service_id(key)
                 hist.put(sid, None, _ZERO)
                 self._put_missing(sid, key, vs, dict(configured), verdicts)
-        hist.end(d.engine.stats().drops, views.ha(d, light=True))
+        hist.end(d.engine.stats().drops, views.ha(d))
         self.last_duration = time.monotonic() - started
 
     def _put_missing(self, sid: str, service: model.ServiceKey | None,

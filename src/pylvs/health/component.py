@@ -68,7 +68,7 @@ class HealthComponent:
         }
         verdicts = self._director.health_verdicts
         configured = {(vs.key, rs.address) for vs in config.virtual_servers
-                      if vs.check.type != "none" for rs in vs.real_servers}
+                      for rs in vs.real_servers}
         for slot in [slot for slot in verdicts if slot not in configured]:
             del verdicts[slot]
         for (key, endpoint), srv in list(self._sorry.items()):
