@@ -61,9 +61,12 @@ def _ctl(site: _Site, i: int, args: list[str], stdin: str, env: dict[str, str],
 
 def _lag(client: ApiClient) -> dict[str, Any] | None:
     try:
-        lag = client.get("/api/v1/status").get("loop_lag")
+        lag = client.get("/api/v1/loop_lag")
     except ApiError:
-        return None
+        try:  # a daemon before the light route (--pythonpath)
+            lag = client.get("/api/v1/status").get("loop_lag")
+        except ApiError:
+            return None
     return lag if isinstance(lag, dict) else None
 
 

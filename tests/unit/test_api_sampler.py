@@ -86,3 +86,35 @@ async def test_a_sample_never_lists_the_engine_nor_builds_the_status(tmp_path: P
     d.engine.services = services  # type: ignore[method-assign]
     await HistorySampler(d, History()).sample(1000.0)
     assert calls == []
+
+
+async def test_the_loop_lag_route_reads_that_section_alone(tmp_path: Path) -> None:
+    import aiohttp
+
+    from pylvs.api.server import ApiServer
+    from pylvs.looplag import LoopLagMonitor
+
+    monitor = LoopLagMonitor()
+    monitor.histogram.observe(0.003)
+
+    class LagDirector(MiniDirector):
+        def status(self) -> dict[str, Any]:
+            raise AssertionError("the whole status was built")
+
+        def status_section(self, name: str) -> Any:
+            return monitor.snapshot() if name == "loop_lag" else super().status_section(name)
+
+    cfg = _site(tmp_path)
+    d = LagDirector(cfg)
+    server = ApiServer(d)
+    await server.start()
+    try:
+        conn = aiohttp.UnixConnector(path=cfg.api.socket)
+        async with (aiohttp.ClientSession(connector=conn) as session,
+                    session.get("http://pylvs/api/v1/loop_lag") as resp):
+            assert resp.status == 200
+            doc = await resp.json()
+        assert doc["count"] == 1 and doc["max_ever"] == 0.003
+        assert doc["gc"]["full_passes"] >= 0
+    finally:
+        await server.stop()
