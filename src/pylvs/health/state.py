@@ -262,7 +262,10 @@ class ServiceHealth:
         member = self._members.get(endpoint)
         if member is None:
             return []
-        member.health.observe(result, now)
+        if member.health.observe(result, now) is None:
+            # Neither the verdict nor the weight moved, so neither can the quorum or the pool:
+            # nothing to publish (the common case, 5,000 times a second at 10,000 servers).
+            return []
         return self.evaluate(now)
 
     @property
