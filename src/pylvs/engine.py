@@ -66,6 +66,7 @@ conn to its template, and skips records whose service or real server is unknown 
 from __future__ import annotations
 
 import enum
+import functools
 import ipaddress
 import itertools
 import math
@@ -214,11 +215,16 @@ _CONN_F_SYNPROXY = _lib.LVS_CONN_F_SYNPROXY
 Address = str | ipaddress.IPv4Address | ipaddress.IPv6Address
 
 
+# Addresses are immutable: a reload of 10,000 servers parsed each one's text several times
+# (0.4 s of a 0.8 s reload, issue 13).
+_parse_ip = functools.lru_cache(maxsize=1 << 16)(ipaddress.ip_address)
+
+
 def _ip(addr: Address, what: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address:
     if isinstance(addr, ipaddress.IPv4Address | ipaddress.IPv6Address):
         return addr
     try:
-        return ipaddress.ip_address(str(addr))
+        return _parse_ip(str(addr))
     except (ValueError, TypeError) as exc:
         raise ConfigError(f"{what}: {addr!r} is not an IPv4 or IPv6 address") from exc
 
