@@ -12,6 +12,7 @@ import subprocess
 import sys
 import time
 from ipaddress import IPv4Address
+from pathlib import Path
 
 from pylvs.health import ServerEvent
 from pylvs.health.remote import CheckerProcess
@@ -169,3 +170,42 @@ def test_the_checker_dies_with_a_killed_director() -> None:
         if director.poll() is None:
             director.kill()
             director.wait()
+
+
+async def test_sigterm_makes_the_checker_quit_and_kill_its_programs(tmp_path: Path) -> None:
+    pidfile = tmp_path / "pid"
+    script = tmp_path / "slow.sh"
+    script.write_text(f"#!/bin/sh\necho $$ > {pidfile}.tmp\nmv {pidfile}.tmp {pidfile}\n"
+                      "exec sleep 30\n")
+    script.chmod(0o755)
+    a = await Backend().start()
+    check = CheckConfig(type="exec", command=str(script), interval=0.2, timeout=20.0)
+    checker = CheckerProcess(config(vs(80, [a], check=check)), Recorder(), jitter=0.0)
+    await checker.start()
+    try:
+        for _ in range(300):
+            if pidfile.exists():
+                break
+            await asyncio.sleep(0.01)
+        program = int(pidfile.read_text())
+        os.kill(program, 0)  # the check program runs (as "sleep 30")
+        pid = checker.pid
+        assert pid is not None
+        os.kill(pid, signal.SIGTERM)
+        for _ in range(200):
+            if not _alive(program):
+                break
+            await asyncio.sleep(0.01)
+        else:
+            raise AssertionError("the check program outlived its checker")
+    finally:
+        await checker.stop()
+        await a.stop()
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat", encoding="ascii") as fh:
+            return not fh.read().split(") ")[1].startswith("Z")
+    except FileNotFoundError:
+        return False

@@ -14,8 +14,9 @@ uvloop and talks to the director over one ``socketpair`` (:mod:`.wire`):
 
 The child dies with the director: ``PR_SET_PDEATHSIG`` sends it SIGKILL when the director's
 process goes away, and it exits on end-of-file of the socket anyway (a clean stop, or a parent
-that died before the prctl).  Ctrl-C on the terminal is for the director, which stops the
-child itself, so SIGINT is ignored.
+that died before the prctl).  SIGTERM makes it quit at once, killing running check programs.
+Ctrl-C on the terminal is for the director, which stops the child itself, so SIGINT is
+ignored.
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ from dataclasses import replace
 from typing import Any
 
 from pylvs.health.manager import HealthManager
+from pylvs.health.program import kill_running
 from pylvs.health.state import HealthEvent
 from pylvs.health.wire import LogLine, frame, read_frame
 from pylvs.looplag import freeze_heap
@@ -207,6 +209,11 @@ class Checker:
                 last = now
 
 
+def _quit_now(signum: int, frame: object) -> None:
+    kill_running()
+    os._exit(0)
+
+
 def _die_with(parent: int) -> None:
     # SIGKILL when the director's process ends; the getppid() check closes the window between
     # fork and prctl (a parent already gone has made us init's child).
@@ -226,6 +233,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--nice", type=int, help="run at this niceness (the director's own)")
     args = p.parse_args(argv)
     _die_with(args.parent)
+    # SIGTERM: quit now, even in the middle of a large reconfiguration, but take the running
+    # check programs along (they run in sessions of their own).
+    signal.signal(signal.SIGTERM, _quit_now)
     if args.nice is not None and os.getpriority(os.PRIO_PROCESS, 0) < args.nice:
         # started by a loop thread that HA favoured: the probes are not what must run first
         os.setpriority(os.PRIO_PROCESS, 0, args.nice)

@@ -44,7 +44,8 @@ log = logging.getLogger("pylvs.health")
 _CHUNK = 50
 # How long start waits for the child's initial verdicts before going on without them.
 _ANSWER_TIMEOUT = 30.0
-# How long stop waits for the child to exit before killing it.
+# How long stop waits for the child to exit by itself, then after a SIGTERM, before SIGKILL.
+_EXIT_GRACE = 0.2
 _EXIT_TIMEOUT = 1.0
 _MAX_RESTART_DELAY = 30.0
 
@@ -97,7 +98,7 @@ class CheckerProcess:
 
     async def stop(self) -> None:
         """Stop the child: the end of the socket tells it to stop probing (running exec
-        programs are killed) and exit; it is killed if it does not within a second, so a
+        programs are killed) and exit; if it has not within 0.2 s it gets SIGTERM, so a
         SIGTERM of the director is handled at once even with 10,000 probes running."""
         if not self._running:
             return
@@ -108,11 +109,17 @@ class CheckerProcess:
         proc, self._proc = self._proc, None
         if proc is not None:
             try:
-                await asyncio.wait_for(proc.wait(), _EXIT_TIMEOUT)
+                await asyncio.wait_for(proc.wait(), _EXIT_GRACE)
             except TimeoutError:
-                log.warning("health checker pid %d did not exit; killing it", proc.pid)
-                proc.kill()
-                await proc.wait()
+                # Busy (stopping thousands of probes, or a large reconfiguration): SIGTERM
+                # makes it quit at once and kill its check programs; SIGKILL if even that hangs.
+                proc.terminate()
+                try:
+                    await asyncio.wait_for(proc.wait(), _EXIT_TIMEOUT)
+                except TimeoutError:
+                    log.warning("health checker pid %d did not exit; killing it", proc.pid)
+                    proc.kill()
+                    await proc.wait()
         if reader is not None:
             await cancel_and_wait([reader])
 
