@@ -330,10 +330,12 @@ class Director:
                 self._index(new)
             finally:
                 pending, self._pending = self._pending, None
-            for svc_key, endpoint in pending:
+            slices = Slices()
+            for svc_key, endpoint in pending:  # verdicts that came in meanwhile, in slices too
                 rs = self._servers.get(svc_key, {}).get(endpoint)
                 if rs is not None:
                     self._sync_server(self._services[svc_key], rs)
+                await slices.tick()
             if (new.cluster.mode, new.cluster.sloppy) != (old.cluster.mode, old.cluster.sloppy):
                 self._set_engine_options(new)
             if new.timeouts != old.timeouts:
