@@ -63,10 +63,10 @@ class HistorySampler:
         d = self.director
         rows = d.engine.rate_rows()
         width = d.engine.RATE_ROW
-        services = self._configured(d.config)
+        slices = Slices()
+        services = await self._configured(d.config, slices)
         verdicts = d.health_verdicts
         hist = self.history
-        slices = Slices()
         hist.begin(at)
         seen: set[model.ServiceKey] = set()
         left: dict[str, model.Endpoint] = {}  # configured servers of this service not seen
@@ -134,13 +134,14 @@ class HistorySampler:
             self._names[(*service_ident, *ident)] = name
         return name
 
-    def _configured(self, config: model.Config) -> dict[
+    async def _configured(self, config: model.Config, slices: Slices) -> dict[
             model.ServiceKey, tuple[model.VirtualServerConfig, dict[str, model.Endpoint]]]:
         if config is not self._config:
-            self._config = config
-            self._services = {vs.key: (vs, {str(rs.address): rs.address
-                                            for rs in vs.real_servers})
-                              for vs in config.virtual_servers}
+            services = {}
+            for vs in config.virtual_servers:  # after a reload: 10,000 servers, in slices
+                services[vs.key] = (vs, {str(rs.address): rs.address for rs in vs.real_servers})
+                await slices.tick()
+            self._config, self._services = config, services
             if len(self._names) > 4 * (len(self._services) + sum(
                     len(c) for _, c in self._services.values())) + 1024:
                 self._names.clear()  # many servers came and went: start the cache afresh
