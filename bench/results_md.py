@@ -15,8 +15,8 @@ import time
 from collections.abc import Mapping, Sequence
 from typing import Protocol
 
-__all__ = ["name_failed", "network_columns", "raw_path", "render_section", "write_raw",
-           "write_section"]
+__all__ = ["name_failed", "network_columns", "raw_path", "render_section", "write_marked",
+           "write_raw", "write_section", "write_tagged"]
 
 BEGIN, END = "<!-- network:begin -->", "<!-- network:end -->"
 
@@ -160,11 +160,22 @@ def write_raw(command: str, results: Mapping[str, Sequence[_Measurement]],
 
 def write_section(text: str, variant: str = "") -> None:
     """Replace the network section of bench/RESULTS.md (or append it)."""
+    write_marked(text, *_markers(variant))
+
+
+def write_tagged(text: str, tag: str) -> None:
+    """Replace the section between ``<!-- tag:begin -->`` and ``<!-- tag:end -->`` (which
+    ``text`` holds too) of bench/RESULTS.md, or append it."""
+    write_marked(text, f"<!-- {tag}:begin -->", f"<!-- {tag}:end -->")
+
+
+def write_marked(text: str, begin: str, end: str) -> None:
+    """Replace what lies between the markers ``begin`` and ``end`` (``text`` holds them too) in
+    bench/RESULTS.md, re-read right before writing, or append ``text``."""
     old = ""
     if os.path.exists(RESULTS):
         with open(RESULTS, encoding="utf-8") as fh:
             old = fh.read()
-    begin, end = _markers(variant)
     if begin in old and end in old:
         head, rest = old.split(begin, 1)
         new = head + text.rstrip("\n") + rest.split(end, 1)[1]

@@ -472,6 +472,18 @@ def _cluster_checks(cfg: Config) -> Iterator[tuple[str, str]]:
         yield "cluster.hold_time", f"expected 0 or 3..65535 seconds, got {cl.hold_time}"
     if cl.drain_time < 0:
         yield "cluster.drain_time", f"expected a number >= 0, got {cl.drain_time}"
+    if not 1 <= cl.sync_port <= 65535:
+        yield "cluster.sync_port", f"expected a port 1..65535, got {cl.sync_port}"
+    if not 0 <= cl.sync_id <= 255:
+        yield "cluster.sync_id", f"expected 0..255, got {cl.sync_id}"
+    if not 0.01 <= cl.hello_interval <= 10:
+        yield "cluster.hello_interval", f"expected 0.01..10 seconds, got {cl.hello_interval}"
+    if cl.node_id is not None and not 1 <= len(cl.node_id.encode()) <= 32:
+        yield "cluster.node_id", "expected 1..32 bytes of UTF-8"
+    if len(set(cl.members)) != len(cl.members):
+        yield "cluster.members", "expected each address once"
+    if cl.members and cl.secret_file is None:
+        yield "cluster.secret_file", "required with cluster.members (hellos and sync are signed)"
     if cl.mode == "active-active":
         if not cl.routers:
             yield "cluster.router", "expected at least one [[cluster.router]] in active-active"

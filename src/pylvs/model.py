@@ -328,6 +328,16 @@ class ClusterConfig:
     sloppy: bool = True  # engine sloppy_tcp/sloppy_udp (pick up flows moved by ECMP)
     bird: str = "bird"  # the BIRD 2 daemon binary
     state_dir: str = "/run/pylvs/bird"  # bird.conf, the control socket and the pid file
+    # The members: every director's address on the private network (this director's own is
+    # recognised and skipped).  With members, the directors exchange signed hellos (the
+    # member list in status) and, with ``sync``, every connection entry (docs/cluster.md).
+    members: tuple[IPAddress, ...] = ()
+    node_id: str | None = None  # None: router_id, else the host name; unique per member
+    secret_file: str | None = None  # required with members: hellos and sync are signed
+    sync: bool = True  # N-way connection sync among the members (non-hash schedulers)
+    sync_port: int = 5407
+    sync_id: int = 0  # IPVS's syncid in each sync message; 0 accepts any (as the kernel)
+    hello_interval: float = 0.2  # seconds; a member silent 3 intervals is dead
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -174,6 +174,34 @@ def _cluster(cl: Mapping[str, Any], fam: Callable[[str, str, str], MetricFamily]
                 b.get("state") == "Up")
     fam("pylvs_cluster_draining", "gauge", "1 while this director drains (SIGTERM).").add(
         {}, bool(cl.get("draining")))
+    _cluster_members(cl.get("members"), fam)
+
+
+def _cluster_members(mb: Any, fam: Callable[[str, str, str], MetricFamily]) -> None:
+    """The other members: alive, last hello, what each announces, the records exchanged."""
+    if not isinstance(mb, Mapping):
+        return
+    up = fam("pylvs_cluster_member_up", "gauge",
+             "1 while the cluster member's hellos arrive (silent 3.5 intervals: 0).")
+    seen = fam("pylvs_cluster_member_last_seen_seconds", "gauge",
+               "Seconds since the member was last heard.")
+    ann = fam("pylvs_cluster_member_announced", "gauge",
+              "1 for each VIP the member says it announces to its routers.")
+    sent = fam("pylvs_cluster_sync_records_sent_total", "counter",
+               "Connection records sent to the member.")
+    applied = fam("pylvs_cluster_sync_records_applied_total", "counter",
+                  "Connection records received from the member and installed.")
+    for m in mb.get("members") or ():
+        labels = {"member": str(m["address"]), "node_id": str(m.get("node_id") or "")}
+        up.add(labels, bool(m.get("alive")))
+        if m.get("last_seen_ago") is not None:
+            seen.add(labels, float(m["last_seen_ago"]))
+        for vip in m.get("announced") or ():
+            ann.add({**labels, "vip": str(vip)}, 1)
+        sy = m.get("sync")
+        if isinstance(sy, Mapping):
+            sent.add(labels, int(sy.get("records_sent", 0)))
+            applied.add(labels, int(sy.get("records_applied", 0)))
 
 
 def _defense(dfn: Mapping[str, Any], fam: Any) -> None:
