@@ -293,6 +293,7 @@ class Lib:
     LVS_PROTO_FWM: int
     LVS_AF_INET: int
     LVS_AF_INET6: int
+    LVS_RATE_ROW: int
     LVS_SVC_F_PERSISTENT: int
     LVS_SVC_F_SCHED1: int
     LVS_MH_MAX_SIZE: int
@@ -383,6 +384,7 @@ class Lib:
     def lvs_dest_info_find(
         self, e: lvs_engine, c: lvs_dest_conf, out: lvs_dest_info, /
     ) -> int: ...
+    def lvs_rate_rows(self, e: lvs_engine, out: IntArray, cap: int, /) -> int: ...
     def lvs_conn_list(
         self, e: lvs_engine, out: StructArray[lvs_conn_info], cap: int, /
     ) -> int: ...

@@ -33,7 +33,7 @@ from pylvs import config as config_mod
 from pylvs.dataplane.tun import TunDataplane, default_workers
 from pylvs.engine import Defense, Engine, ServerKey, Timeouts, scheduler_names
 from pylvs.errors import ConfigError
-from pylvs.looplag import LoopLagMonitor, Slices
+from pylvs.looplag import LoopLagMonitor, Slices, freeze_heap
 from pylvs.model import (
     Config,
     DefenseConfig,
@@ -88,6 +88,7 @@ class ComponentHost(Protocol):
     config_listeners: list[Callable[[Config], Awaitable[None]]]  # awaited after apply_config
     config_preparers: list[Callable[[Config], None]]  # called before the engine follows
     health_managed: bool
+    health_verdicts: dict[tuple[ServiceKey, Endpoint], tuple[bool, str]]
 
     @property
     def config(self) -> Config:
@@ -144,6 +145,9 @@ class Director:
         # Called with the engine's clock after each rate estimation (the API's history).
         self.rate_listeners: list[Callable[[float], None]] = []
         self.health_managed = False  # set by the health component: verdicts start unknown
+        # (healthy, reason) of each checked server, kept by the health component for readers
+        # that must not build the whole status (the status page's history).
+        self.health_verdicts: dict[tuple[ServiceKey, Endpoint], tuple[bool, str]] = {}
         # Indexes of the applied config (see _index) and of what the engine holds, keyed so
         # that a verdict or a weight change for one server costs O(1) (issue 13).
         self._services: dict[ServiceKey, VirtualServerConfig] = {}
@@ -201,6 +205,7 @@ class Director:
             ]
             for component in self.components:
                 await component.start()
+            freeze_heap()
         except BaseException:
             await self.stop()
             raise
@@ -326,10 +331,12 @@ class Director:
                 self._index(new)
             finally:
                 pending, self._pending = self._pending, None
-            for svc_key, endpoint in pending:
+            slices = Slices()
+            for svc_key, endpoint in pending:  # verdicts that came in meanwhile, in slices too
                 rs = self._servers.get(svc_key, {}).get(endpoint)
                 if rs is not None:
                     self._sync_server(self._services[svc_key], rs)
+                await slices.tick()
             if (new.cluster.mode, new.cluster.sloppy) != (old.cluster.mode, old.cluster.sloppy):
                 self._set_engine_options(new)
             if new.timeouts != old.timeouts:
@@ -350,6 +357,7 @@ class Director:
                     await self._announce(self.netconf.plan.vips - before)
             for listener in self.config_listeners:
                 await listener(new)
+            freeze_heap()
             log.info("configuration applied from %s: %d services, %d real servers", new.source,
                      len(new.virtual_servers), sum(map(len, self._servers.values())))
         return new
@@ -589,6 +597,25 @@ class Director:
             log.info("server %s removed from %s", endpoint, key.label)
 
     # -- status ------------------------------------------------------------------------------
+    def status_section(self, name: str) -> Any:
+        """One section of :meth:`status` (``"ha"``, ``"loop_lag"``, ``"dataplane"`` …) built
+        alone, or None: readers that want one part must not pay for the health snapshot and
+        the weight list of 10,000 servers (issue 13)."""
+        if name == "loop_lag":
+            return self.loop_lag.snapshot()
+        if name == "dataplane":
+            return self._dataplane_status()
+        provider = self.status_providers.get(name)
+        return None if provider is None else provider()
+
+    def _dataplane_status(self) -> dict[str, Any] | None:
+        if self.dataplane.fd is None:
+            return None
+        dp = self.dataplane.stats().as_dict()
+        dp["packets"] = dp["reads"]
+        dp["failed"] = self.dataplane.failed
+        return dp
+
     def status(self) -> dict[str, Any]:
         """A JSON-able snapshot for the API, ``pylvs status`` and ``/metrics``."""
         routers = sorted((str(n) for n in self.netconf.plan.nat_routers), key=lambda t: ":" in t)
@@ -602,7 +629,7 @@ class Director:
                                           for ep, (_, o) in servers.items()),
                                          key=lambda item: str(item[0]))
             ],
-            "loop_lag": self.loop_lag.histogram.snapshot(),
+            "loop_lag": self.loop_lag.snapshot(),
             "network": {
                 "vips": [str(v) for v in sorted(self.netconf.plan.vips,
                                                 key=lambda a: (a.version, int(a)))],
@@ -612,10 +639,7 @@ class Director:
             },
         }
         if self.dataplane.fd is not None:
-            dp = self.dataplane.stats().as_dict()
-            dp["packets"] = dp["reads"]
-            dp["failed"] = self.dataplane.failed
-            out["dataplane"] = dp
+            out["dataplane"] = self._dataplane_status()
         for name, provider in self.status_providers.items():
             try:
                 out[name] = provider()

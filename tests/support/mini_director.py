@@ -70,6 +70,9 @@ class MiniDirector:
         self.health = HealthManager(cfg, self._on_health, jitter=0.0)
         self.applied = 0
         self.rate_listeners: list[Callable[[float], None]] = []
+        self.health_verdicts: dict[tuple[model.ServiceKey, model.Endpoint],
+                                   tuple[bool, str]] = {}
+        self.active = True
         self._rates_task: asyncio.Task[None] | None = None
         self._sync(model.Config(director=cfg.director), cfg)
 
@@ -112,10 +115,17 @@ class MiniDirector:
         await self.health.apply_config(new)
         self.applied += 1
 
+    def status_section(self, name: str) -> Any:
+        """One section of :meth:`status`, built alone."""
+        if name == "health":
+            return self.health.snapshot()
+        if name == "ha":
+            return {"role": "ACTIVE", "peer": None, "transitions": 0}
+        return self.status().get(name)  # what a test double's status() adds
+
     def status(self) -> dict[str, Any]:
         """Health as the real director reports it; a standalone node is always active."""
-        return {"health": self.health.snapshot(),
-                "ha": {"role": "ACTIVE", "peer": None, "transitions": 0}}
+        return {"health": self.status_section("health"), "ha": self.status_section("ha")}
 
     def _weight(self, vs: model.VirtualServerConfig, rs: model.RealServerConfig) -> int:
         return 0 if (vs.protocol, vs.address, rs.address) in self._down else rs.weight
@@ -156,6 +166,7 @@ class MiniDirector:
     def _on_health(self, event: Any) -> None:
         if not isinstance(event, ServerEvent):
             return
+        self.health_verdicts[(event.service, event.endpoint)] = (event.healthy, event.reason)
         svc = event.service
         key = (svc.protocol, model.Endpoint(ip_address(svc.address), svc.port), event.endpoint)
         if event.in_pool:

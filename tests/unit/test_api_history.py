@@ -128,7 +128,7 @@ async def test_history_route_serves_real_engine_rates(tmp_path: Path,
     sock = str(tmp_path / "h.sock")
     director, server = await running_api(base_config(sock, (service(VIP, "198.19.0.11:80"),)))
     # the API registered its recorder on the director's 2 s estimator
-    assert server._record in director.rate_listeners
+    assert server.sampler.on_rates in director.rate_listeners
     t0 = time.monotonic() + 1000.0  # ahead of the fixture's own estimator ticks
     for step in range(3):
         for sport in range(20):
@@ -136,8 +136,8 @@ async def test_history_route_serves_real_engine_rates(tmp_path: Path,
                 sport=41000 + step * 100 + sport, dport=80, flags="S")
             assert director.engine.process(bytes(syn), now=t0 + step * STEP) is not None
         director.engine.update_rates(t0 + (step + 1) * STEP)
-        for listener in director.rate_listeners:
-            listener(t0 + (step + 1) * STEP)
+        # what the listener starts, awaited (wall-clock times after the fixture's samples)
+        await server.sampler.sample(time.time() + 1000.0 + step * STEP)
     async with aiohttp.ClientSession(connector=aiohttp.UnixConnector(path=sock)) as session:
         async with session.get("http://pylvs/api/v1/history") as resp:
             assert resp.status == 200
@@ -153,4 +153,4 @@ async def test_history_route_serves_real_engine_rates(tmp_path: Path,
     srv = doc["services"][f"tcp/{VIP}"]["servers"]["198.19.0.11:80"]
     assert srv["states"][-1][1] == "up" and srv["r"][1][-1] > 0
     await server.stop()
-    assert server._record not in director.rate_listeners
+    assert server.sampler.on_rates not in director.rate_listeners

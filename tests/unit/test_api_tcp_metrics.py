@@ -214,15 +214,15 @@ def test_ha_view_reads_the_ha_component_section(tmp_path: Path) -> None:
     from pylvs.cli.status import render_status
 
     class HaDirector(MiniDirector):
-        def status(self) -> dict[str, Any]:
-            out = super().status()
+        def status_section(self, name: str) -> Any:
+            if name != "ha":
+                return super().status_section(name)
             # the shape pylvs.ha's HaNode.status() reports (role names in lower case)
-            out["ha"] = {"role": "backup", "node_id": "dir2", "priority": 90,
-                         "peer": {"node_id": "dir1", "role": "active", "priority": 100},
-                         "paths": {"public": {"alive": False, "last_heard_ago": 3.1},
-                                   "private": {"alive": True, "last_heard_ago": 0.1}},
-                         "transitions": 3}
-            return out
+            return {"role": "backup", "node_id": "dir2", "priority": 90,
+                    "peer": {"node_id": "dir1", "role": "active", "priority": 100},
+                    "paths": {"public": {"alive": False, "last_heard_ago": 3.1},
+                              "private": {"alive": True, "last_heard_ago": 0.1}},
+                    "transitions": 3}
 
     director = HaDirector(base_config(str(tmp_path / "x.sock")))
     ha = views.ha(director)

@@ -70,6 +70,7 @@ def make_app(director: DirectorLike, *, token: str | None = None,
     r.add_get("/api/v1/history", _history)
     r.add_get("/api/v1/health", _health)
     r.add_get("/api/v1/ha", _ha)
+    r.add_get("/api/v1/loop_lag", _loop_lag)
     r.add_get("/api/v1/services", _list_services)
     r.add_post("/api/v1/services", _add_service)
     r.add_delete("/api/v1/services", _clear)
@@ -250,8 +251,14 @@ async def _history(request: web.Request) -> web.Response:
 
 async def _health(request: web.Request) -> web.Response:
     """The health component's own snapshot (probes, streaks, last results, quorum)."""
-    snap = _director(request).status().get("health")
+    snap = _director(request).status_section("health")
     return _json(snap if snap is not None else {"running": False, "services": [], "probes": []})
+
+
+async def _loop_lag(request: web.Request) -> web.Response:
+    """The loop lag alone: cheap to poll, so reading it does not add the stall it measures."""
+    lag = _director(request).status_section("loop_lag")
+    return _json(lag if lag is not None else {})
 
 
 async def _ha(request: web.Request) -> web.Response:

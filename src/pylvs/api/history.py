@@ -26,7 +26,7 @@ from __future__ import annotations
 
 from array import array
 from bisect import bisect_right
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from pylvs.api.views import RATE_KEYS
@@ -75,20 +75,25 @@ class _Changes:
         self.at: list[int] = []
         self.values: list[tuple[Any, ...]] = []
 
-    def set(self, index: int, value: tuple[Any, ...]) -> None:
+    def set(self, index: int, value: tuple[Any, ...]) -> bool:
+        """Record *value* from *index* on; True if that is a change."""
         if not self.values or self.values[-1] != value:
             self.at.append(index)
             self.values.append(value)
+            return True
+        return False
 
     def get(self, index: int) -> tuple[Any, ...] | None:
         i = bisect_right(self.at, index) - 1
         return self.values[i] if i >= 0 else None
 
-    def prune(self, first: int) -> None:
-        # Keep the change in force at *first*; drop the ones before it.
+    def prune(self, first: int) -> bool:
+        """Keep the change in force at *first*, drop the ones before it; True once only
+        that one is left (nothing more to prune until the next change)."""
         i = bisect_right(self.at, first) - 1
         if i > 0:
             del self.at[:i], self.values[:i]
+        return len(self.at) <= 1
 
 
 class History:
@@ -108,6 +113,9 @@ class History:
         self._seen: dict[_Key, int] = {}  # last sample a key was in
         self._drops: dict[str, array[float]] = {}  # per reason: drops/s per slot, -1: none
         self._ha = _Changes()  # (role, peer state, peer role)
+        self._changed: set[_Key] = set()  # servers with more than one state change held
+        self._put_count = 0
+        self._open = False  # a sample is being put: its slot no longer holds the oldest one
         self._last_drops: tuple[float, dict[str, int]] | None = None
 
     def __len__(self) -> int:
@@ -119,43 +127,76 @@ class History:
 
         *services* is :func:`pylvs.api.views.services`, *drops* the engine's cumulative drops
         by reason and *ha* :func:`pylvs.api.views.ha`.  Drops become per-second rates since
-        the previous sample; a counter that went backwards (a zeroing) counts as 0.
+        the previous sample; a counter that went backwards (a zeroing) counts as 0.  A large
+        director feeds the same sample piece by piece instead (:mod:`pylvs.api.sampler`):
+        :meth:`begin`, :meth:`put` per service and server, :meth:`end`.
         """
+        self.begin(at)
+        for svc in services:
+            sid = str(svc["id"])
+            self.put(sid, None, _rates(svc))
+            for rs in svc.get("real_servers", ()):
+                why = rs.get("health_reason")
+                self.put(sid, str(rs["address"]), _rates(rs),
+                         (server_state(rs), str(why) if why else None))
+        self.end(drops, ha)
+
+    def begin(self, at: float) -> None:
+        """Start the sample for wall-clock time *at* (then :meth:`put`, then :meth:`end`)."""
         at = round(at, 3)
         if self._n and self._times[(self._n - 1) % self._cap] >= at:
             self._reset()  # the wall clock stepped back: a mixed timeline would lie
+        self._times[self._n % self._cap] = at
+        self._put_count = 0
+        self._open = True
+
+    def put(self, sid: str, server: str | None, rates: Sequence[int],
+            state: tuple[str, str | None] | None = None) -> None:
+        """One service (*server* None) or real server of the sample: its five rates (in
+        ``RATE_KEYS`` order) and, for a server, its state word and reason."""
+        key: _Key = (sid, server)
+        self._put(key, self._n, self._n % self._cap, rates)
+        self._put_count += 1
+        if state is not None:
+            changes = self._states.get(key)
+            if changes is None:
+                changes = self._states[key] = _Changes()
+            if changes.set(self._n, state):
+                self._changed.add(key)
+
+    def end(self, drops: Mapping[str, int], ha: Mapping[str, Any]) -> None:
+        """Close the sample: what was not put is absent from it; drops and the HA role."""
         i, slot, cap = self._n, self._n % self._cap, self._cap
-        self._times[slot] = at
-        for svc in services:
-            sid = str(svc["id"])
-            self._put((sid, None), i, slot, _rates(svc))
-            for rs in svc.get("real_servers", ()):
-                skey: _Key = (sid, str(rs["address"]))
-                self._put(skey, i, slot, _rates(rs))
-                why = rs.get("health_reason")
-                self._states.setdefault(skey, _Changes()).set(
-                    i, (server_state(rs), str(why) if why else None))
-        for key, seen in list(self._seen.items()):
-            if seen == i:
-                continue
-            if seen <= i - cap:  # gone for the whole window: forget it
-                del self._rates[key], self._seen[key]
-                self._states.pop(key, None)
-            else:
-                col = self._rates[key]
-                for k in range(_K):
-                    col[k * cap + slot] = -1
+        at = self._times[slot]
+        if self._put_count != len(self._seen):  # something is gone (rare: a reload)
+            for key, seen in list(self._seen.items()):
+                if seen == i:
+                    continue
+                if seen <= i - cap:  # gone for the whole window: forget it
+                    del self._rates[key], self._seen[key]
+                    self._states.pop(key, None)
+                    self._changed.discard(key)
+                else:
+                    col = self._rates[key]
+                    for k in range(_K):
+                        col[k * cap + slot] = -1
         rates = self._drop_rates(at, drops)
         for reason in rates.keys() | self._drops.keys():
             self._drops.setdefault(reason, array("d", [-1.0]) * cap)[slot] = rates.get(reason,
                                                                                       -1.0)
         self._ha.set(i, (str(ha.get("role") or "INIT").upper(), *_peer(ha)))
         self._n += 1
+        self._open = False
         first = self._n - len(self)
-        for changes in (self._ha, *self._states.values()):
-            changes.prune(first)
+        self._ha.prune(first)
+        # Only a server whose state changed has history to prune: at 10,000 servers the
+        # others cost nothing per sample.
+        for key in list(self._changed):
+            changes = self._states.get(key)
+            if changes is None or changes.prune(first):
+                self._changed.discard(key)
 
-    def _put(self, key: _Key, index: int, slot: int, values: list[int]) -> None:
+    def _put(self, key: _Key, index: int, slot: int, values: Sequence[int]) -> None:
         cap = self._cap
         col = self._rates.get(key)
         if col is None:
@@ -182,6 +223,8 @@ class History:
         """
         cap, n = self._cap, self._n
         first = n - len(self)
+        if self._open and len(self) == cap:
+            first += 1  # the oldest sample's slot is being overwritten by the one in progress
         start = first
         while start < n and since is not None and self._times[start % cap] <= since:
             start += 1

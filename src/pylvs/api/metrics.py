@@ -144,10 +144,9 @@ def _families(director: DirectorLike) -> Iterable[MetricFamily]:
         {}, int(ha.get("transitions") or 0))
     fam("pylvs_ha_enabled", "gauge", "1 when failover is configured.").add({}, bool(ha["enabled"]))
 
-    raw = director.status()
     _cluster(views.cluster(director), fam)
-    _dataplane(raw.get("dataplane"), fam)
-    _loop_lag(raw.get("loop_lag"), fam)
+    _dataplane(director.status_section("dataplane"), fam)
+    _loop_lag(director.status_section("loop_lag"), fam)
     return fams.values()
 
 

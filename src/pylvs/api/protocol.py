@@ -10,7 +10,14 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Protocol
 
 from pylvs import model
-from pylvs.engine_types import ConnectionInfo, DefenseInfo, EngineStats, ServiceInfo, Timeouts
+from pylvs.engine_types import (
+    ConnectionInfo,
+    DefenseInfo,
+    EngineStats,
+    ServerKey,
+    ServiceInfo,
+    Timeouts,
+)
 
 __all__ = ["DirectorLike", "EngineLike"]
 
@@ -46,12 +53,37 @@ class EngineLike(Protocol):
         """The flood defence now: modes, what is engaged, entries removed."""
         ...
 
+    RATE_ROW: int
+    """Integers per row of :meth:`rate_rows`."""
+
+    def rate_rows(self) -> Sequence[int]:
+        """Every service's and server's rates and weight, in one C call (see the engine)."""
+        ...
+
+    def rate_row_key(self, rows: Sequence[int], i: int, service: model.ServiceKey | None,
+                     ) -> tuple[model.ServiceKey, ServerKey | None]:
+        """Name one row of :meth:`rate_rows`."""
+        ...
+
 
 class DirectorLike(Protocol):
     """The composition root as the API sees it."""
 
     rate_listeners: list[Callable[[float], None]]
     """Called after each rate estimation (every 2 s) with the engine's clock."""
+
+    @property
+    def health_verdicts(self) -> Mapping[tuple[model.ServiceKey, model.Endpoint],
+                                         tuple[bool, str]]:
+        """The last health verdict (healthy, reason) of each checked server (kept by health)."""
+        ...
+
+    active: bool
+    """Whether this node owns the VIPs (always, without HA)."""
+
+    def status_section(self, name: str) -> Any:
+        """One component's section of :meth:`status` (``"ha"`` …) without the rest; None."""
+        ...
 
     @property
     def config(self) -> model.Config:

@@ -16,17 +16,16 @@ import os
 import socket
 import ssl
 import stat
-import time
 from pathlib import Path
 
 from aiohttp import web
 
 from pylvs import model
-from pylvs.api import views
 from pylvs.api.app import make_app
 from pylvs.api.codec import parse_endpoint
 from pylvs.api.history import History
 from pylvs.api.protocol import DirectorLike
+from pylvs.api.sampler import HistorySampler
 from pylvs.errors import ConfigError
 
 __all__ = ["ApiServer", "read_token", "tls_context"]
@@ -36,8 +35,6 @@ log = logging.getLogger("pylvs.api")
 # How long stop() lets requests in flight finish before cancelling them: SIGTERM must be
 # handled within a second even in the middle of a large restore (issue 13).
 SHUTDOWN_TIMEOUT = 0.25
-# Largest share of the event loop the status-page history may take (it samples every service).
-HISTORY_DUTY = 0.05
 
 
 def read_token(path: str) -> str:
@@ -120,22 +117,7 @@ class ApiServer:
         self._owns_socket = False
         self.tcp_address: tuple[str, int] | None = None
         self.history = History()
-        self._next_record = 0.0
-
-    def _record(self, engine_now: float) -> None:
-        # A snapshot of every service costs the loop ~50-200 ms at 1,000 servers (issue 13):
-        # keep the history's share of the loop under HISTORY_DUTY by skipping samples.  The
-        # next sample is due on the estimator's clock (the time it passes us), so a tick is
-        # skipped only because the last snapshot was slow, never because this call was early.
-        if engine_now < self._next_record:
-            return
-        started = time.monotonic()
-        # Wall-clock time: the page labels its charts with the browser's clock.
-        d = self.director
-        self.history.record(time.time(), views.services(d), views.engine_stats(d)["drops"],
-                            views.ha(d))
-        took = time.monotonic() - started
-        self._next_record = engine_now + took / HISTORY_DUTY - took
+        self.sampler = HistorySampler(director, self.history)
 
     async def start(self) -> None:
         """Open the Unix socket and, if configured, the TCP listener."""
@@ -174,15 +156,16 @@ class ApiServer:
                 log.info("control API on %s://%s:%s (bearer token required)",
                          "https" if tls else "http",
                          *(self.tcp_address or (endpoint.address, endpoint.port)))
-            self.director.rate_listeners.append(self._record)
+            self.director.rate_listeners.append(self.sampler.on_rates)
         except BaseException:
             await self.stop()
             raise
 
     async def stop(self, *, handover: bool = True) -> None:
         """Close every listener and remove the socket file (``handover`` is HA's business)."""
-        if self._record in self.director.rate_listeners:
-            self.director.rate_listeners.remove(self._record)
+        if self.sampler.on_rates in self.director.rate_listeners:
+            self.director.rate_listeners.remove(self.sampler.on_rates)
+        await self.sampler.close()
         runners, self._runners = self._runners, []
         for runner in reversed(runners):
             await runner.cleanup()

@@ -48,15 +48,10 @@ def _engine_index(director: DirectorLike) -> dict[model.ServiceKey, ServiceInfo]
 
 
 def health_index(director: DirectorLike) -> dict[tuple[str, str], dict[str, Any]]:
-    """``(service id, server) -> health record`` from the director's status snapshot."""
-    snap = director.status().get("health") or {}
-    out: dict[tuple[str, str], dict[str, Any]] = {}
-    for svc in snap.get("services", ()) if isinstance(snap, Mapping) else ():
-        name = str(svc.get("service", ""))  # "tcp 198.18.0.100:80"
-        proto, _, addr = name.partition(" ")
-        for server, record in (svc.get("servers") or {}).items():
-            out[(f"{proto}/{addr}", str(server))] = dict(record)
-    return out
+    """``(service id, server) -> {"healthy", "reason"}`` from the verdicts the health
+    component keeps (a dict: not the checker's whole snapshot, see issue 13)."""
+    return {(codec.service_id(key), str(endpoint)): {"healthy": healthy, "reason": reason}
+            for (key, endpoint), (healthy, reason) in director.health_verdicts.items()}
 
 
 def _health_word(record: Mapping[str, Any] | None, vs: model.VirtualServerConfig) -> str:
@@ -235,14 +230,13 @@ def ha(director: DirectorLike) -> Json:
     not to own the VIPs).  ``peer.alive`` is true while heartbeats arrive on any path.
     """
     cfg = director.config.ha
-    raw = director.status()
-    snap = raw.get("ha")
+    snap = director.status_section("ha")
     base: Json = {
         "enabled": cfg.enabled,
         "node_id": cfg.node_id,
         "priority": cfg.priority,
         "sync": cfg.sync,
-        "role": "active" if raw.get("active", True) else "backup",
+        "role": "active" if director.active else "backup",
         "peer": None,
         "transitions": 0,
     }
@@ -259,7 +253,7 @@ def ha(director: DirectorLike) -> Json:
 def cluster(director: DirectorLike) -> Json:
     """The cluster section: mode, and with active-active what the cluster component reports
     (announced VIPs, each router's BGP state and last error, BFD sessions)."""
-    snap = director.status().get("cluster")
+    snap = director.status_section("cluster")
     base: Json = {"mode": director.config.cluster.mode}
     if isinstance(snap, Mapping):
         base.update(snap)
@@ -268,7 +262,6 @@ def cluster(director: DirectorLike) -> Json:
 
 def status(director: DirectorLike) -> Json:
     """Everything the status page and ``pylvs status`` show, in one document."""
-    raw = director.status()
     cfg = director.config
     return {
         "version": __version__,
@@ -279,8 +272,8 @@ def status(director: DirectorLike) -> Json:
         "ha": ha(director),
         "cluster": cluster(director),
         "engine": engine_stats(director),
-        "dataplane": raw.get("dataplane"),
-        "loop_lag": raw.get("loop_lag"),
+        "dataplane": director.status_section("dataplane"),
+        "loop_lag": director.status_section("loop_lag"),
         "timeouts": timeouts(director),
         "defense": defense(director),
         "services": services(director),

@@ -273,6 +273,13 @@ int lvs_dest_info_list(lvs_engine *e, uint8_t af, uint8_t proto, const lvs_addr 
 int lvs_svc_info_find(lvs_engine *e, uint8_t af, uint8_t proto, const lvs_addr *addr,
                       uint16_t port, lvs_svc_info *out);
 int lvs_dest_info_find(lvs_engine *e, const lvs_dest_conf *c, lvs_dest_info *out);
+/* The rate estimator's readout of every service and dest in one call (the status page's
+ * history samples it every 2 s): per service, then per dest of it in list order, one row of
+ * LVS_RATE_ROW uint64: [0] is_dest | af << 8 | proto << 16 | port << 32, [1..4] the address
+ * (IPv4: [1]; an fwmark service: the mark), [5..9] cps inpps outpps inbps outbps, [10] the
+ * dest's weight.  Returns the row count (may exceed cap; call again with more room). */
+#define LVS_RATE_ROW 11
+uint32_t lvs_rate_rows(lvs_engine *e, uint64_t *out, uint32_t cap);
 /* Every conn and template; returns the count (may exceed cap; call again with more room). */
 uint32_t lvs_conn_list(lvs_engine *e, lvs_conn_info *out, uint32_t cap);
 void lvs_engine_info_get(lvs_engine *e, lvs_engine_info *out);

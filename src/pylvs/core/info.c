@@ -80,6 +80,41 @@ int lvs_dest_info_find(lvs_engine *e, const lvs_dest_conf *c, lvs_dest_info *out
     return 0;
 }
 
+/* One row of LVS_RATE_ROW uint64 per service and per dest (see api.h). */
+static uint64_t *rate_row(uint64_t *o, int is_dest, uint8_t af, uint8_t proto, uint16_t port,
+                          const lvs_addr *addr, const lvs_stats *cur, const lvs_stats *zero,
+                          const lvs_est *est, int32_t weight)
+{
+    lvs_stats_info st;
+    lvs_stats_info_fill(&st, cur, zero, est);
+    o[0] = (uint64_t)is_dest | (uint64_t)af << 8 | (uint64_t)proto << 16 | (uint64_t)port << 32;
+    for (int i = 0; i < 4; i++)
+        o[1 + i] = af == LVS_AF_INET6 ? addr->ip6[i] : (i == 0 ? addr->ip : 0);
+    o[5] = st.cps;
+    o[6] = st.inpps;
+    o[7] = st.outpps;
+    o[8] = st.inbps;
+    o[9] = st.outbps;
+    o[10] = (uint64_t)(int64_t)weight;
+    return o + LVS_RATE_ROW;
+}
+
+uint32_t lvs_rate_rows(lvs_engine *e, uint64_t *out, uint32_t cap)
+{
+    uint32_t n = 0;
+    for (uint32_t i = 0; i < e->nsvcs; i++) {
+        const lvs_service *s = e->svcs[i];
+        if (n++ < cap)
+            out = rate_row(out, 0, s->af, s->proto, s->port, &s->addr, &s->stats, &s->zero,
+                           &s->est, 0);
+        for (const lvs_dest *d = s->destinations; d; d = d->next)
+            if (n++ < cap)
+                out = rate_row(out, 1, s->af, s->proto, d->port, &d->addr, &d->stats, &d->zero,
+                               &d->est, d->weight);
+    }
+    return n;
+}
+
 typedef struct list_ctx {
     lvs_conn_info *out;
     uint32_t cap;

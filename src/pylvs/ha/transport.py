@@ -46,6 +46,7 @@ from pylvs.ha.state import (
     RoleChanged,
     SendHeartbeat,
 )
+from pylvs.looplag import LagHistogram
 from pylvs.model import IPAddress
 from pylvs.tasks import TaskSet, cancel_and_wait
 
@@ -175,6 +176,8 @@ class HaTransport:
         self._timer: asyncio.TimerHandle | None = None
         self._timer_due = 0.0
         self._late_logged = float("-inf")
+        # How late the heartbeat timer fires: the send jitter the peer sees (issue 13).
+        self.timer_lag = LagHistogram(window=600)
         self._changes: asyncio.Queue[RoleChanged] = asyncio.Queue()
         self._worker: asyncio.Task[None] | None = None
         self._reannouncing = TaskSet()  # re-announcements in flight (kept, awaited on stop)
@@ -290,6 +293,7 @@ class HaTransport:
     def _on_timer(self) -> None:
         self._timer = None
         now = self.clock()
+        self.timer_lag.observe(now - self._timer_due)
         if now - self._timer_due > self.machine.interval / 2:
             self.counters["late_timers"] += 1
             if now - self._late_logged >= 1.0:  # at most once a second: a hint, not a flood
@@ -386,4 +390,10 @@ class HaTransport:
             "accepted": self.receiver.accepted,
             "dropped": dict(self.receiver.dropped),
             "counters": dict(self.counters),
+            "timer_lag_ms": _lag_ms(self.timer_lag),
         }
+
+
+def _lag_ms(hist: LagHistogram) -> dict[str, float]:
+    snap = hist.snapshot()
+    return {k: round(float(snap[k]) * 1e3, 2) for k in ("p50", "p99", "max", "max_ever")}

@@ -5,6 +5,8 @@
 * :mod:`.check`: :func:`run_probe`, one probe under one total deadline;
 * :mod:`.state`: sans-IO rise/fall, quorum and sorry-server bookkeeping;
 * :mod:`.manager`: the asyncio runner;
+* :mod:`.checker`: the child process the probes run in (``python -m pylvs.health.checker``),
+  :mod:`.remote` the director's side of it and :mod:`.wire` the frames between them;
 * :mod:`.component`: ``attach_health``, the glue the director calls (imported on its own:
   it needs the engine and so the C core).
 """

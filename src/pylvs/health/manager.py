@@ -25,7 +25,7 @@ import asyncio
 import logging
 import random
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 from pylvs.health.check import run_probe
@@ -117,6 +117,14 @@ class HealthManager:
     def service(self, key: ServiceKey) -> ServiceHealth:
         """The sans-IO health record of one service (KeyError if unknown)."""
         return self._services[key]
+
+    def resume(self, events: Iterable[HealthEvent]) -> None:
+        """Before :meth:`start`: take over verdicts a previous run published (a restarted
+        checker process), so they are neither repeated nor reset to ``initial_state``."""
+        for event in events:
+            svc = self._services.get(event.service)
+            if svc is not None:
+                svc.resume(event)
 
     async def start(self) -> None:
         """Publish every server's initial state, then start probing."""

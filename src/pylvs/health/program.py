@@ -35,9 +35,21 @@ def command_argv(spec: ProbeSpec) -> list[str]:
     return [w.replace("%h", host).replace("%p", port) for w in words]
 
 
+# The process groups of the check programs running now, so that a checker told to quit at
+# once (SIGTERM, see pylvs.health.checker) leaves none behind.
+_RUNNING: set[int] = set()
+
+
 def _kill_group(proc: asyncio.subprocess.Process) -> None:
     with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(proc.pid, signal.SIGKILL)
+
+
+def kill_running() -> None:
+    """SIGKILL every check program still running (and whatever it started)."""
+    for pgid in list(_RUNNING):
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(pgid, signal.SIGKILL)
 
 
 async def probe_exec(spec: ProbeSpec) -> ProbeResult:
@@ -58,6 +70,7 @@ async def probe_exec(spec: ProbeSpec) -> ProbeResult:
         )
     except OSError as exc:
         return ProbeResult.failure(Reason.ERROR, f"{argv[0]}: {exc.strerror or exc}")
+    _RUNNING.add(proc.pid)
     try:
         assert proc.stdout is not None
         output = b""
@@ -71,6 +84,7 @@ async def probe_exec(spec: ProbeSpec) -> ProbeResult:
             _kill_group(proc)
             with contextlib.suppress(ProcessLookupError):
                 await asyncio.shield(proc.wait())
+        _RUNNING.discard(proc.pid)
     text = show_bytes(output.strip())
     if status == 0:
         return ProbeResult.success(text)

@@ -226,6 +226,26 @@ class ServiceHealth:
         """Forget a server (the director removes it from the engine itself)."""
         self._members.pop(endpoint, None)
 
+    def resume(self, event: HealthEvent) -> None:
+        """Take over a verdict already published (by a previous checker process) silently.
+
+        The server keeps that verdict (and counts as probed, so a down one needs ``rise``
+        successes) and no event repeats it; a sorry server that was standing in stays.
+        """
+        if isinstance(event, SorryEvent):
+            if event.active and event.endpoint == self.sorry_server:
+                self._published_sorry = event.endpoint
+                self._quorum_held = False
+            return
+        member = self._members.get(event.endpoint)
+        if member is None:
+            return
+        member.health.healthy = event.healthy
+        member.health.weight = event.weight
+        member.health.probed = True
+        member.health.reason = event.reason
+        member.published = (event.healthy, event.in_pool, event.weight)
+
     def server(self, endpoint: Endpoint) -> ServerHealth:
         """The health record of one server (KeyError if unknown)."""
         return self._members[endpoint].health
@@ -242,7 +262,10 @@ class ServiceHealth:
         member = self._members.get(endpoint)
         if member is None:
             return []
-        member.health.observe(result, now)
+        if member.health.observe(result, now) is None:
+            # Neither the verdict nor the weight moved, so neither can the quorum or the pool:
+            # nothing to publish (the common case, 5,000 times a second at 10,000 servers).
+            return []
         return self.evaluate(now)
 
     @property
