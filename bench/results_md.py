@@ -15,8 +15,8 @@ import time
 from collections.abc import Mapping, Sequence
 from typing import Protocol
 
-__all__ = ["name_failed", "network_columns", "raw_path", "render_section", "write_raw",
-           "write_section"]
+__all__ = ["name_failed", "network_columns", "raw_path", "render_section", "replace_section",
+           "write_raw", "write_section"]
 
 BEGIN, END = "<!-- network:begin -->", "<!-- network:end -->"
 
@@ -160,11 +160,16 @@ def write_raw(command: str, results: Mapping[str, Sequence[_Measurement]],
 
 def write_section(text: str, variant: str = "") -> None:
     """Replace the network section of bench/RESULTS.md (or append it)."""
+    replace_section(text, *_markers(variant))
+
+
+def replace_section(text: str, begin: str, end: str) -> None:
+    """Replace the text between the ``begin`` and ``end`` markers of bench/RESULTS.md (or
+    append ``text``, which carries both markers); other sections are left as they are."""
     old = ""
     if os.path.exists(RESULTS):
         with open(RESULTS, encoding="utf-8") as fh:
             old = fh.read()
-    begin, end = _markers(variant)
     if begin in old and end in old:
         head, rest = old.split(begin, 1)
         new = head + text.rstrip("\n") + rest.split(end, 1)[1]
