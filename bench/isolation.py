@@ -47,7 +47,16 @@ from pathlib import Path
 from typing import Any
 
 from bench.flood import build_flooder, flooder_argv
-from bench.isolation_stats import heartbeat_times, jitter, latency, read_pcap, silences
+from bench.isolation_stats import (
+    Frame,
+    heartbeat_times,
+    jitter,
+    latency,
+    read_pcap,
+    silences,
+    transit,
+    window_transit,
+)
 from bench.plots import RAW as RAW_DIR
 from bench.results_md import replace_section
 from pylvs.api.client import ApiClient, ApiError
@@ -70,16 +79,16 @@ RAW = RAW_DIR / "isolation.json"
 # ---- heartbeats on the wire -----------------------------------------------------------------
 
 class Capture:
-    """``tcpdump`` of the heartbeats ``src`` sends, on switch port ``port`` (a pcap file)."""
+    """``tcpdump`` on a switch port of the topology, ``bpf`` filtered, into a pcap file."""
 
-    def __init__(self, topo: Topology, port: str, src: str) -> None:
-        self.topo, self.src = topo, src
-        self.pcap = os.path.join(topo.workdir, f"{port}.pcap")
+    def __init__(self, topo: Topology, port: str, bpf: str) -> None:
+        self.topo = topo
+        self.pcap = os.path.join(topo.workdir, f"{port}-{len(os.listdir(topo.workdir))}.pcap")
         self.err = self.pcap + ".err"
         # -U: each frame written as it comes, so stopping loses nothing; -w -: tcpdump drops
         # privileges after opening the device, our file descriptor stays writable
-        argv = ["tcpdump", "-i", port, "-nn", "-U", "-B", "4096", "--time-stamp-precision=nano",
-                "-w", "-", f"udp and src host {src} and dst port {HA_PORT}"]
+        argv = ["tcpdump", "-i", port, "-nn", "-U", "-B", "8192", "--time-stamp-precision=nano",
+                "-w", "-", bpf]
         with open(self.pcap, "wb") as out, open(self.err, "w", encoding="utf-8") as err:
             self.proc = topo.popen(topo.switch_ns, argv, stdout=out, stderr=err)
         wait_until(lambda: "listening on" in self._stderr() or self.proc.poll() is not None,
@@ -91,13 +100,13 @@ class Capture:
         with open(self.err, encoding="utf-8", errors="replace") as fh:
             return fh.read()
 
-    def stop(self) -> tuple[list[float], int]:
-        """Stop; return the heartbeats' capture times and the frames the kernel dropped."""
+    def stop(self) -> tuple[list[Frame], int]:
+        """Stop; return the captured IPv4/UDP frames and how many the kernel dropped."""
         self.topo.stop(self.proc)
         with open(self.pcap, "rb") as fh:
             frames = read_pcap(fh.read())
         m = re.search(r"(\d+) packets? dropped by kernel", self._stderr())
-        return heartbeat_times(frames, self.src, HA_PORT), int(m.group(1)) if m else -1
+        return frames, int(m.group(1)) if m else -1
 
 
 # ---- the control API ------------------------------------------------------------------------
@@ -115,6 +124,8 @@ def _sample_api(client: ApiClient, seconds: float) -> dict[str, Any]:
     rtts: list[float] = []
     failed = 0
     lag_p99 = lag_max = 0.0
+    first: dict[str, Any] | None = None
+    last: dict[str, Any] | None = None
     end = time.monotonic() + seconds
     due = time.monotonic()
     while (now := time.monotonic()) < end:
@@ -124,14 +135,25 @@ def _sample_api(client: ApiClient, seconds: float) -> dict[str, Any]:
         due = max(due + API_EVERY, now)  # a slow answer delays the next, never a burst
         t0 = time.perf_counter()
         try:
-            lag = client.get("/api/v1/status").get("loop_lag") or {}
+            status = client.get("/api/v1/status")
+            t1 = time.monotonic()
+            last = {"t": t1, **(status.get("dataplane") or {})}
+            first = first or last
+            lag = status.get("loop_lag") or {}
             lag_p99 = max(lag_p99, float(lag.get("p99", 0.0)))
             lag_max = max(lag_max, float(lag.get("max", 0.0)))
         except ApiError:
             failed += 1  # its time counts as a latency: a timeout is the worst one
         rtts.append(time.perf_counter() - t0)
-    return {**latency(rtts), "failed": failed, "loop_lag_p99": lag_p99,
-            "loop_lag_max": lag_max}
+    out = {**latency(rtts), "failed": failed, "loop_lag_p99": lag_p99, "loop_lag_max": lag_max}
+    if first is not None and last is not None and last["t"] > first["t"]:
+        # what the packet path did meanwhile: packets read from the TUN per second, and the
+        # kernel's drops in front of the queues (full queues: the path is saturated)
+        span = last["t"] - first["t"]
+        for key in ("reads", "forwarded", "dropped", "queue_dropped"):
+            if isinstance(last.get(key), int) and isinstance(first.get(key), int):
+                out[f"dp_{key}_per_s"] = (last[key] - first[key]) / span
+    return out
 
 
 def _sockets(pair: HaPair) -> list[ApiClient]:
@@ -157,6 +179,17 @@ def _changes(before: list[dict[str, Any] | None], after: list[dict[str, Any] | N
     return moves, late
 
 
+_HA_LINE = re.compile(r"ha: (\w+ -> \w+ \(.*\)|timer ran .*|\w+ path to peer is .*)")
+
+
+def _ha_lines(pair: HaPair, offsets: list[int]) -> list[str]:
+    """Role changes, late timers and silent paths both directors logged since ``offsets``."""
+    out = []
+    for n, off in enumerate(offsets):
+        out += [f"dir{n + 1}: {m.group(0)}" for m in _HA_LINE.finditer(pair.log(n)[off:])]
+    return out[:40]
+
+
 # ---- part 1: heartbeats and API, idle and flooded -------------------------------------------
 
 def ha_phase(pair: HaPair, name: str, seconds: float, interval: float,
@@ -168,8 +201,11 @@ def ha_phase(pair: HaPair, name: str, seconds: float, interval: float,
     me = topo.directors[i]
     assert me.private_address is not None
     clients = _sockets(pair)
-    caps = {"public": Capture(topo, f"d{i + 1}pub", me.address),
-            "private": Capture(topo, f"d{i + 1}priv", me.private_address)}
+    srcs = {"public": me.address, "private": me.private_address}
+    caps = {path: Capture(topo, f"d{i + 1}{path[:4]}",
+                          f"udp and src host {src} and dst port {HA_PORT}")
+            for path, src in srcs.items()}
+    offsets = [len(pair.log(n)) for n in (0, 1)]
     flooder = None
     if flood is not None:
         flooder = topo.popen(topo.client.ns, flood, stdout=subprocess.PIPE)
@@ -189,9 +225,10 @@ def ha_phase(pair: HaPair, name: str, seconds: float, interval: float,
         text, _ = flooder.communicate(timeout=FLOOD_WARM + seconds + 60)
         sent = json.loads(text.strip().splitlines()[-1])
         out["flood_pps"] = sent["sent"] / max(sent["seconds"], 1e-9)
+    out["ha_log"] = _ha_lines(pair, offsets)
     for path, cap in caps.items():
-        times, dropped = cap.stop()
-        window = [t for t in times if w0 <= t <= w1]
+        frames, dropped = cap.stop()
+        window = [t for t in heartbeat_times(frames, srcs[path], HA_PORT) if w0 <= t <= w1]
         out[path] = {**jitter(window, interval), "capture_dropped": dropped}
     return out
 
@@ -264,6 +301,9 @@ def reload_gaps(pair: HaPair, args: argparse.Namespace) -> dict[str, Any]:
     sock = os.path.join(topo.workdir, "dir1.sock")
     serve_servers(topo)
     chain = ProbeChain(lambda d: pair.client("probe", "--duration", str(d), "--gap", "0.001"))
+    caps = {side: Capture(topo, f"d1{side}", f"udp and port {ECHO_PORT}")
+            for side in ("pub", "priv")}
+    offsets = [len(pair.log(n)) for n in (0, 1)]
     before = [_ha(c) for c in clients]
     load0 = os.getloadavg()[0]
     chain.start()
@@ -292,7 +332,15 @@ def reload_gaps(pair: HaPair, args: argparse.Namespace) -> dict[str, Any]:
     time.sleep(args.quiet)
     t_end = time.monotonic()
     probes = chain.stop()
+    wall = time.time() - time.monotonic()  # the captures' clock is CLOCK_REALTIME
     after = [_ha(c) for c in clients]
+    pub, _ = caps["pub"].stop()
+    priv, _ = caps["priv"].stop()
+    # requests enter on the public port and leave on the private one; replies the other way
+    requests = transit([f for f in pub if f.dport == ECHO_PORT],
+                       [f for f in priv if f.dport == ECHO_PORT])
+    replies = transit([f for f in priv if f.sport == ECHO_PORT],
+                      [f for f in pub if f.sport == ECHO_PORT])
     windows = {"before": (chain.started + 1.0, t_restore), "restore": (t_restore, t_restored),
                "steady": (t_restored, t_hup), "reload": (t_hup, t_reloaded),
                "after": (t_reloaded, t_end)}
@@ -306,9 +354,12 @@ def reload_gaps(pair: HaPair, args: argparse.Namespace) -> dict[str, Any]:
         "reload_line": found[-1] if found else None,
         "windows": {k: {"seconds": round(t1 - t0, 3), "longest_silence": gaps[k],
                         "lost": _lost(probes, t0, t1),
-                        "probes": sum(1 for s, _ in probes if t0 <= s < t1)}
+                        "probes": sum(1 for s, _ in probes if t0 <= s < t1),
+                        "requests": window_transit(requests, t0 + wall, t1 + wall),
+                        "replies": window_transit(replies, t0 + wall, t1 + wall)}
                     for k, (t0, t1) in windows.items()},
         "role_changes": _changes(before, after)[0], "still_active": pair.owns_vip(0),
+        "ha_log": _ha_lines(pair, offsets),
         "loop_lag_max_ever": (status.get("loop_lag") or {}).get("max_ever"),
         "load": [load0, os.getloadavg()[0]],
     }
@@ -334,22 +385,29 @@ def render(doc: dict[str, Any]) -> str:
             "configured interval; missed = intervals over twice the configured one. API: "
             "`GET /api/v1/status` every 0.1 s. Role changes: HA transitions of both nodes.",
             "",
-            "| phase | seconds | flood pkt/s | path | heartbeats | jitter p50 / p99 / max ms "
-            "| missed | API p50 / p99 / max ms (failed) | role changes | late timers "
+            "| phase | seconds | flood pkt/s sent | TUN reads/s, queue drops/s | path "
+            "| heartbeats | jitter p50 / p99 / max ms | missed "
+            "| API p50 / p99 / max ms (failed) | role changes | late timers "
             "| loop lag p99 / max ms | load 1 min (start, end) |",
-            "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+            "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
         for ph in doc["ha"]:
             api = ph["api"]
+            tun = (f"{api.get('dp_reads_per_s', float('nan')):,.0f}, "
+                   f"{api.get('dp_queue_dropped_per_s', float('nan')):,.0f}")
             for path in ("public", "private"):
                 j = ph[path]
                 lines.append(
                     f"| {ph['phase']} | {ph['seconds']:.0f} | "
-                    f"{ph.get('flood_pps', 0):,.0f} | {path} | {j['n']} | "
+                    f"{ph.get('flood_pps', 0):,.0f} | {tun} | {path} | {j['n']} | "
                     f"{_ms(j['p50'])} / {_ms(j['p99'])} / {_ms(j['max'])} | {j['missed']} | "
                     f"{_ms(api['p50'])} / {_ms(api['p99'])} / {_ms(api['max'])} "
                     f"({api['failed']}) | {ph['role_changes']} | {ph['late_timers']} | "
                     f"{_ms(api['loop_lag_p99'])} / {_ms(api['loop_lag_max'])} | "
                     f"{ph['load'][0]:.2f}, {ph['load'][1]:.2f} |")
+        for ph in doc["ha"]:
+            if ph["ha_log"]:
+                lines += ["", f"HA log lines in the {ph['phase']} phase: "
+                          + "; ".join(f"`{x}`" for x in ph["ha_log"])]
         lines.append("")
     if doc["reload"]:
         r = doc["reload"]
@@ -361,13 +419,23 @@ def render(doc: dict[str, Any]) -> str:
             f"({r['reload_s']:.2f} s: `{r['reload_line']}`), "
             f"{r['servers_loaded']:,} servers loaded at the end; role changes "
             f"{r['role_changes']}; load {r['load'][0]:.2f} → {r['load'][1]:.2f}. "
-            "Longest silence = longest time the client got no echo of its 1 ms UDP probes.",
+            "Client: the longest time without an echo of its 1 ms UDP probes (includes the "
+            "client's and the echo server's own scheduling). Director: each probe and each "
+            "echo captured entering and leaving the active director (tcpdump kernel "
+            "timestamps on its two switch ports): the longest time one spent inside, how many "
+            "never left, and the longest gap between two leaving.",
             "",
-            "| window | seconds | probes sent | lost | longest silence ms |",
-            "|---|---|---|---|---|"]
+            "| window | seconds | probes sent | lost | client: longest silence ms "
+            "| director: longest transit ms, request / reply | never left | "
+            "longest gap between forwarded requests ms |",
+            "|---|---|---|---|---|---|---|---|"]
         for name, w in r["windows"].items():
+            req, rep = w["requests"], w["replies"]
             lines.append(f"| {name} | {w['seconds']:.2f} | {w['probes']} | {w['lost']} | "
-                         f"{_ms(w['longest_silence'])} |")
+                         f"{_ms(w['longest_silence'])} | {_ms(req['max'])} / {_ms(rep['max'])} "
+                         f"| {req['never_left'] + rep['never_left']} | {_ms(req['out_gap'])} |")
+        if r["ha_log"]:
+            lines += ["", "HA log lines meanwhile: " + "; ".join(f"`{x}`" for x in r["ha_log"])]
         lines.append("")
     lines.append(END)
     return "\n".join(lines) + "\n"

@@ -7,6 +7,9 @@
 * :func:`jitter` gives p50/p99/max of *interval between consecutive heartbeats minus the
   configured interval*: the heartbeat send jitter of issue 14, item 3.
 * :func:`latency` summarises API round trips.
+* :func:`transit` pairs each packet entering the director with the same packet leaving it
+  (captured on its two switch ports), so a delay the director adds is seen on the wire,
+  whatever the client's or the real server's scheduling did.
 * :func:`silences` takes the echoes of a 1 ms UDP prober and returns, per named time window,
   the longest time without any echo that overlaps the window (the forwarding gap).
 
@@ -25,7 +28,7 @@ from ipaddress import IPv4Address
 from pylvs.ha.messages import Kind
 
 __all__ = ["Frame", "PcapError", "heartbeat_times", "jitter", "latency", "read_pcap",
-           "silences"]
+           "silences", "transit", "window_transit"]
 
 _MAGIC_US, _MAGIC_NS = 0xA1B2C3D4, 0xA1B23C4D
 _LINKTYPE_ETHERNET = 1
@@ -148,3 +151,37 @@ def silences(echoes: Iterable[float], windows: Mapping[str, tuple[float, float]]
         gaps = [b - a for a, b in itertools.pairwise(ordered) if a < t1 and b > t0]
         out[name] = max(gaps, default=float("inf"))
     return out
+
+
+def transit(entering: Iterable[Frame], leaving: Iterable[Frame]) -> list[tuple[float, float]]:
+    """(time in, time spent in the director or -1 if it never left) of each entering packet.
+
+    A packet is recognised on both sides by its UDP payload (the prober numbers and
+    timestamps each one, so payloads are unique); NAT changes addresses and ports, not that.
+    The first sighting of a payload on each side counts.
+    """
+    out_at: dict[bytes, float] = {}
+    for f in leaving:
+        out_at.setdefault(f.payload, f.time)
+    seen: set[bytes] = set()
+    rows: list[tuple[float, float]] = []
+    for f in sorted(entering, key=lambda f: f.time):
+        if f.payload in seen:
+            continue
+        seen.add(f.payload)
+        left = out_at.get(f.payload)
+        rows.append((f.time, -1.0 if left is None else left - f.time))
+    return rows
+
+
+def window_transit(rows: Iterable[tuple[float, float]], t0: float, t1: float
+                   ) -> dict[str, float]:
+    """Over the packets that entered in ``[t0, t1)``: how many, the longest transit, how many
+    never left, and the longest gap between two consecutive packets leaving."""
+    inside = [(t, d) for t, d in rows if t0 <= t < t1]
+    delays = [d for _, d in inside if d >= 0]
+    departures = sorted(t + d for t, d in inside if d >= 0)
+    return {"n": len(inside), "max": max(delays, default=float("nan")),
+            "p99": _summary(delays)["p99"], "never_left": len(inside) - len(delays),
+            "out_gap": max((b - a for a, b in itertools.pairwise(departures)),
+                           default=float("nan"))}

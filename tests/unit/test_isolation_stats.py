@@ -6,17 +6,21 @@ import math
 import shutil
 import struct
 import subprocess
+from ipaddress import IPv4Address
 from pathlib import Path
 
 import pytest
 
 from bench.isolation_stats import (
+    Frame,
     PcapError,
     heartbeat_times,
     jitter,
     latency,
     read_pcap,
     silences,
+    transit,
+    window_transit,
 )
 from pylvs.ha.messages import Kind, PathId, Role, Sender
 
@@ -143,3 +147,23 @@ def test_the_synthetic_capture_is_a_pcap_tcpdump_reads(tmp_path: Path, sender: S
                          capture_output=True, text=True, timeout=20)
     assert out.returncode == 0, out.stderr
     assert f"{A}.5405 > {B}.5405: UDP" in out.stdout
+
+
+def _f(t: float, payload: bytes) -> Frame:
+    return Frame(t, IPv4Address(A), IPv4Address(B), 1, 7000, payload)
+
+
+def test_transit_pairs_packets_by_payload_and_finds_the_held_one() -> None:
+    entering = [_f(1.000, b"a"), _f(1.001, b"b"), _f(1.002, b"c"), _f(1.003, b"d"),
+                _f(1.0035, b"a")]  # a duplicate: the first sighting counts
+    leaving = [_f(1.0002, b"a"), _f(1.0012, b"b"), _f(1.0502, b"c"), _f(1.0503, b"c")]
+    rows = transit(entering, leaving)
+    assert [t for t, _ in rows] == [1.000, 1.001, 1.002, 1.003]
+    assert [round(d, 4) for _, d in rows] == [0.0002, 0.0002, 0.0482, -1.0]
+    w = window_transit(rows, 1.0, 1.0025)
+    assert w["n"] == 3 and w["never_left"] == 0
+    assert w["max"] == pytest.approx(0.0482)
+    assert w["out_gap"] == pytest.approx(0.049)  # b left at 1.0012, c at 1.0502
+    w = window_transit(rows, 1.0025, 2.0)
+    assert (w["n"], w["never_left"]) == (1, 1)
+    assert math.isnan(w["max"]) and math.isnan(w["out_gap"])
