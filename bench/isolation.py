@@ -69,7 +69,7 @@ from pylvs.testbed.topology import Topology, TopologyError, child_env
 
 HA_PORT = HaConfig().port
 API_EVERY = 0.1  # seconds between two status requests
-FLOOD_WARM = 3.0  # seconds of flood before the window opens: the table fills, queues settle
+SWITCH_PORT = {"public": "pub", "private": "priv"}  # the topology's switch ports: d1pub, d1priv
 PROBE_LENGTH, PROBE_OVERLAP = 8.0, 1.0
 BEGIN, END = "<!-- isolation:begin -->", "<!-- isolation:end -->"
 RAW = RAW_DIR / "isolation.json"
@@ -156,8 +156,8 @@ def _sample_api(client: ApiClient, seconds: float) -> dict[str, Any]:
     return out
 
 
-def _sockets(pair: HaPair) -> list[ApiClient]:
-    return [ApiClient(os.path.join(pair.topo.workdir, f"{d.name}.sock"), timeout=5.0)
+def _sockets(pair: HaPair, timeout: float = 5.0) -> list[ApiClient]:
+    return [ApiClient(os.path.join(pair.topo.workdir, f"{d.name}.sock"), timeout=timeout)
             for d in pair.topo.directors]
 
 
@@ -167,27 +167,30 @@ def _require_dir1_active(pair: HaPair) -> None:
         raise TopologyError("expected dir1 active and dir2 backup before measuring")
 
 
-def _changes(before: list[dict[str, Any] | None], after: list[dict[str, Any] | None]
-             ) -> tuple[int | None, int | None]:
-    """(role transitions, late heartbeat timers) on both nodes between two snapshots."""
+def _late_timers(before: list[dict[str, Any] | None], after: list[dict[str, Any] | None]
+                 ) -> int | None:
+    """Heartbeat timers that ran late on both nodes between two snapshots (None: no answer)."""
     if None in before or None in after:
-        return None, None
-    pairs = [(a, b) for a, b in zip(after, before, strict=True) if a is not None and b is not None]
-    moves = sum(int(a["transitions"]) - int(b["transitions"]) for a, b in pairs)
-    late = sum(int(a.get("counters", {}).get("late_timers", 0))
-               - int(b.get("counters", {}).get("late_timers", 0)) for a, b in pairs)
-    return moves, late
+        return None
+    return sum(int((a or {}).get("counters", {}).get("late_timers", 0))
+               - int((b or {}).get("counters", {}).get("late_timers", 0))
+               for a, b in zip(after, before, strict=True))
 
 
 _HA_LINE = re.compile(r"ha: (\w+ -> \w+ \(.*\)|timer ran .*|\w+ path to peer is .*)")
+_ROLE_CHANGE = re.compile(r"ha: \w+ -> \w+ ")
 
 
-def _ha_lines(pair: HaPair, offsets: list[int]) -> list[str]:
-    """Role changes, late timers and silent paths both directors logged since ``offsets``."""
-    out = []
+def _ha_events(pair: HaPair, offsets: list[int]) -> tuple[int, list[str]]:
+    """Role changes both directors logged since ``offsets``, and the HA lines to show.
+
+    From the logs, not the API: a node whose loop is stalled answers the API late or not at
+    all, and its log still says what happened.
+    """
+    lines = []
     for n, off in enumerate(offsets):
-        out += [f"dir{n + 1}: {m.group(0)}" for m in _HA_LINE.finditer(pair.log(n)[off:])]
-    return out[:40]
+        lines += [f"dir{n + 1}: {m.group(0)}" for m in _HA_LINE.finditer(pair.log(n)[off:])]
+    return sum(1 for x in lines if _ROLE_CHANGE.search(x)), lines[:40]
 
 
 # ---- part 1: heartbeats and API, idle and flooded -------------------------------------------
@@ -200,32 +203,32 @@ def ha_phase(pair: HaPair, name: str, seconds: float, interval: float,
     i = 0
     me = topo.directors[i]
     assert me.private_address is not None
-    clients = _sockets(pair)
+    clients, patient = _sockets(pair), _sockets(pair, 30.0)
     srcs = {"public": me.address, "private": me.private_address}
-    caps = {path: Capture(topo, f"d{i + 1}{path[:4]}",
+    caps = {path: Capture(topo, f"d{i + 1}{SWITCH_PORT[path]}",
                           f"udp and src host {src} and dst port {HA_PORT}")
             for path, src in srcs.items()}
     offsets = [len(pair.log(n)) for n in (0, 1)]
     flooder = None
+    time.sleep(0.5)
+    before = [_ha(c) for c in patient]
     if flood is not None:
+        # the window opens with the flood: its onset (queues filling, the table filling with
+        # half-open entries) is part of what heartbeats must ride out
         flooder = topo.popen(topo.client.ns, flood, stdout=subprocess.PIPE)
-        time.sleep(FLOOD_WARM)
-    else:
-        time.sleep(1.0)
-    before = [_ha(c) for c in clients]
     load0, w0 = os.getloadavg()[0], time.time()
     api = _sample_api(clients[i], seconds)
     w1, load1 = time.time(), os.getloadavg()[0]
-    after = [_ha(c) for c in clients]
+    after = [_ha(c) for c in patient]
     out: dict[str, Any] = {"phase": name, "seconds": round(w1 - w0, 1), "active": me.name,
                            "interval": interval, "api": api, "load": [load0, load1]}
-    out["role_changes"], out["late_timers"] = _changes(before, after)
+    out["late_timers"] = _late_timers(before, after)
     out["still_active"] = pair.owns_vip(i)
     if flooder is not None:
-        text, _ = flooder.communicate(timeout=FLOOD_WARM + seconds + 60)
+        text, _ = flooder.communicate(timeout=seconds + 60)
         sent = json.loads(text.strip().splitlines()[-1])
         out["flood_pps"] = sent["sent"] / max(sent["seconds"], 1e-9)
-    out["ha_log"] = _ha_lines(pair, offsets)
+    out["role_changes"], out["ha_log"] = _ha_events(pair, offsets)
     for path, cap in caps.items():
         frames, dropped = cap.stop()
         window = [t for t in heartbeat_times(frames, srcs[path], HA_PORT) if w0 <= t <= w1]
@@ -297,7 +300,7 @@ def reload_gaps(pair: HaPair, args: argparse.Namespace) -> dict[str, Any]:
     """Restore and reload the 10,000-server site on the active director under 1 ms probes."""
     topo = pair.topo
     _require_dir1_active(pair)
-    clients = _sockets(pair)
+    clients = _sockets(pair, 30.0)
     sock = os.path.join(topo.workdir, "dir1.sock")
     serve_servers(topo)
     chain = ProbeChain(lambda d: pair.client("probe", "--duration", str(d), "--gap", "0.001"))
@@ -345,9 +348,14 @@ def reload_gaps(pair: HaPair, args: argparse.Namespace) -> dict[str, Any]:
                "steady": (t_restored, t_hup), "reload": (t_hup, t_reloaded),
                "after": (t_reloaded, t_end)}
     gaps = silences((e for _, e in probes if e > 0), windows)
-    status = clients[0].get("/api/v1/status")
-    servers = sum(len(s["real_servers"]) for s in status["services"])
+    try:  # the whole site's status is large and the loop is busy: be patient, never fatal
+        status = ApiClient(sock, timeout=60.0).get("/api/v1/status")
+        servers: int | None = sum(len(s["real_servers"]) for s in status["services"])
+    except ApiError as exc:
+        status, servers = {"error": str(exc)}, None
+    changes, lines = _ha_events(pair, offsets)
     return {
+        "role_changes": changes, "ha_log": lines,
         "servers": args.services * args.per_service, "servers_loaded": servers,
         "config": os.path.basename(path), "restore_error": error,
         "restore_s": round(t_restored - t_restore, 3), "reload_s": round(t_reloaded - t_hup, 3),
@@ -358,8 +366,7 @@ def reload_gaps(pair: HaPair, args: argparse.Namespace) -> dict[str, Any]:
                         "requests": window_transit(requests, t0 + wall, t1 + wall),
                         "replies": window_transit(replies, t0 + wall, t1 + wall)}
                     for k, (t0, t1) in windows.items()},
-        "role_changes": _changes(before, after)[0], "still_active": pair.owns_vip(0),
-        "ha_log": _ha_lines(pair, offsets),
+        "late_timers": _late_timers(before, after), "still_active": pair.owns_vip(0),
         "loop_lag_max_ever": (status.get("loop_lag") or {}).get("max_ever"),
         "load": [load0, os.getloadavg()[0]],
     }
@@ -383,7 +390,9 @@ def render(doc: dict[str, Any]) -> str:
             "Heartbeat send jitter = interval between consecutive heartbeats of the active "
             "director on the wire (tcpdump kernel timestamps on its switch port) minus the "
             "configured interval; missed = intervals over twice the configured one. API: "
-            "`GET /api/v1/status` every 0.1 s. Role changes: HA transitions of both nodes.",
+            "`GET /api/v1/status` every 0.1 s. Role changes: as both nodes logged them; "
+            "late timers: heartbeat "
+            "timers that ran late, from the nodes' counters.",
             "",
             "| phase | seconds | flood pkt/s sent | TUN reads/s, queue drops/s | path "
             "| heartbeats | jitter p50 / p99 / max ms | missed "
@@ -417,13 +426,15 @@ def render(doc: dict[str, Any]) -> str:
             f"{'' if r['restore_error'] is None else ', failed: ' + r['restore_error']}), "
             f"then a SIGHUP reload of the same site with every weight changed "
             f"({r['reload_s']:.2f} s: `{r['reload_line']}`), "
-            f"{r['servers_loaded']:,} servers loaded at the end; role changes "
-            f"{r['role_changes']}; load {r['load'][0]:.2f} → {r['load'][1]:.2f}. "
+            f"{r['servers_loaded']} servers loaded at the end; role changes "
+            f"{r['role_changes']}, late heartbeat timers {r['late_timers']}; "
+            f"load {r['load'][0]:.2f} → {r['load'][1]:.2f}. "
             "Client: the longest time without an echo of its 1 ms UDP probes (includes the "
             "client's and the echo server's own scheduling). Director: each probe and each "
             "echo captured entering and leaving the active director (tcpdump kernel "
             "timestamps on its two switch ports): the longest time one spent inside, how many "
-            "never left, and the longest gap between two leaving.",
+            "never left, and the longest gap between two leaving (a role change moves the "
+            "VIP to the other director, whose packets these captures do not see).",
             "",
             "| window | seconds | probes sent | lost | client: longest silence ms "
             "| director: longest transit ms, request / reply | never left | "
@@ -458,7 +469,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 if seconds <= 0:
                     continue
                 argv = (flooder_argv(flooder, pair.topo.vip, ECHO_PORT, 0, 10**12,
-                                     FLOOD_WARM + seconds + 2) if flood else None)
+                                     seconds + 2) if flood else None)
                 print(f"{name}: {seconds:.0f} s ...", file=sys.stderr, flush=True)
                 doc["ha"].append(ha_phase(pair, name, seconds, interval, argv))
                 print(json.dumps(doc["ha"][-1]), file=sys.stderr, flush=True)
