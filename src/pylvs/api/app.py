@@ -84,10 +84,11 @@ def make_app(director: DirectorLike, *, token: str | None = None,
     r.add_get("/api/v1/connections", _connections)
     r.add_get("/api/v1/stats", _stats)
     r.add_post("/api/v1/zero", _zero)
-    r.add_get("/api/v1/timeouts", _get_timeouts)
-    r.add_put("/api/v1/timeouts", _set_timeouts)
-    r.add_get("/api/v1/defense", _get_defense)
-    r.add_put("/api/v1/defense", _set_defense)
+    for path, view, mutate in (("/api/v1/timeouts", views.timeouts, mutations.set_timeouts),
+                               ("/api/v1/defense", views.defense, mutations.set_defense)):
+        get, put = _settings_resource(view, mutate)
+        r.add_get(path, get)
+        r.add_put(path, put)
     r.add_get("/api/v1/config", _get_config)
     r.add_post("/api/v1/config/save", _save_config)
     return app
@@ -420,24 +421,21 @@ async def _zero(request: web.Request) -> web.Response:
     return _json({"zeroed": "all" if key is None else codec.service_id(key)})
 
 
-async def _get_timeouts(request: web.Request) -> web.Response:
-    return _json(views.timeouts(_director(request)))
+def _settings_resource(
+    view: Callable[[DirectorLike], Any],
+    mutate: Callable[[model.Config, Mapping[str, Any]], model.Config],
+) -> tuple[Handler, Handler]:
+    """GET and PUT handlers for a settings object (timeouts, defense): PUT changes named keys."""
 
+    async def get(request: web.Request) -> web.Response:
+        return _json(view(_director(request)))
 
-async def _set_timeouts(request: web.Request) -> web.Response:
-    changes = await _body(request)
-    await _apply(request, lambda cfg: mutations.set_timeouts(cfg, changes))
-    return _json(views.timeouts(_director(request)))
+    async def put(request: web.Request) -> web.Response:
+        changes = await _body(request)
+        await _apply(request, lambda cfg: mutate(cfg, changes))
+        return _json(view(_director(request)))
 
-
-async def _get_defense(request: web.Request) -> web.Response:
-    return _json(views.defense(_director(request)))
-
-
-async def _set_defense(request: web.Request) -> web.Response:
-    changes = await _body(request)
-    await _apply(request, lambda cfg: mutations.set_defense(cfg, changes))
-    return _json(views.defense(_director(request)))
+    return get, put
 
 
 async def _get_config(request: web.Request) -> web.Response:

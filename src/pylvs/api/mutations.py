@@ -11,7 +11,7 @@ threshold order, a known scheduler, duplicates); the director's validation stays
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from pylvs import model
@@ -226,27 +226,28 @@ class Draft:
         self._timeouts = codec.decode_dataclass(model.TimeoutsConfig, current, "timeouts")
 
 
+def _one_edit(cfg: model.Config, edit: Callable[[Draft], object]) -> model.Config:
+    """``cfg`` with the one change ``edit`` makes to a draft of it."""
+    draft = Draft(cfg)
+    edit(draft)
+    return draft.build()
+
+
 def add_service(cfg: model.Config, vs: model.VirtualServerConfig) -> model.Config:
     """``-A``: append a new service (with any real servers it carries)."""
-    draft = Draft(cfg)
-    draft.add_service(vs)
-    return draft.build()
+    return _one_edit(cfg, lambda d: d.add_service(vs))
 
 
 def edit_service(
     cfg: model.Config, key: model.ServiceKey, changes: Mapping[str, Any]
 ) -> model.Config:
     """``-E``: change some fields of a service; the identity (protocol, address) is fixed."""
-    draft = Draft(cfg)
-    draft.edit_service(key, changes)
-    return draft.build()
+    return _one_edit(cfg, lambda d: d.edit_service(key, changes))
 
 
 def delete_service(cfg: model.Config, key: model.ServiceKey) -> model.Config:
     """``-D``: remove a service and its real servers."""
-    draft = Draft(cfg)
-    draft.delete_service(key)
-    return draft.build()
+    return _one_edit(cfg, lambda d: d.delete_service(key))
 
 
 def clear(cfg: model.Config) -> model.Config:
@@ -258,27 +259,21 @@ def add_server(
     cfg: model.Config, key: model.ServiceKey, rs: model.RealServerConfig
 ) -> model.Config:
     """``-a``: add a real server to a service."""
-    draft = Draft(cfg)
-    draft.add_server(key, rs)
-    return draft.build()
+    return _one_edit(cfg, lambda d: d.add_server(key, rs))
 
 
 def edit_server(
     cfg: model.Config, key: model.ServiceKey, endpoint: model.Endpoint, changes: Mapping[str, Any]
 ) -> model.Config:
     """``-e``: change weight or thresholds of a real server."""
-    draft = Draft(cfg)
-    draft.edit_server(key, endpoint, changes)
-    return draft.build()
+    return _one_edit(cfg, lambda d: d.edit_server(key, endpoint, changes))
 
 
 def delete_server(
     cfg: model.Config, key: model.ServiceKey, endpoint: model.Endpoint
 ) -> model.Config:
     """``-d``: remove a real server from a service."""
-    draft = Draft(cfg)
-    draft.delete_server(key, endpoint)
-    return draft.build()
+    return _one_edit(cfg, lambda d: d.delete_server(key, endpoint))
 
 
 def set_defense(cfg: model.Config, changes: Mapping[str, Any]) -> model.Config:
@@ -296,6 +291,4 @@ def set_defense(cfg: model.Config, changes: Mapping[str, Any]) -> model.Config:
 
 def set_timeouts(cfg: model.Config, changes: Mapping[str, Any]) -> model.Config:
     """``--set tcp tcpfin udp``: a value of 0 keeps the current one, as in ipvsadm."""
-    draft = Draft(cfg)
-    draft.set_timeouts(changes)
-    return draft.build()
+    return _one_edit(cfg, lambda d: d.set_timeouts(changes))

@@ -29,6 +29,8 @@ import sys
 import time
 from typing import Any
 
+from pylvs.testbed.streams import echo_connection
+
 __all__ = ["ECHO_PORT", "main", "probe", "shorts", "stream"]
 
 ECHO_PORT = 7000
@@ -47,18 +49,8 @@ class _UdpEcho(asyncio.DatagramProtocol):
 
 
 async def _echo(port: int) -> None:
-    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        try:
-            while data := await reader.read(65536):
-                writer.write(data)
-                await writer.drain()
-        except ConnectionError:
-            pass
-        finally:
-            writer.close()
-
     loop = asyncio.get_running_loop()
-    server = await asyncio.start_server(handle, "0.0.0.0", port, backlog=1024)
+    server = await asyncio.start_server(echo_connection, "0.0.0.0", port, backlog=1024)
     await loop.create_datagram_endpoint(_UdpEcho, local_addr=("0.0.0.0", port))
     print("ready", flush=True)
     async with server:

@@ -22,13 +22,14 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
-__all__ = ["main"]
+__all__ = ["echo_connection", "main"]
 
 MESSAGE = 16
 STALL = 0.05  # an echo slower than this is reported with when it was sent
 
 
-async def _echo(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+async def echo_connection(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    """Send back everything the peer sends until it closes (a real server's echo service)."""
     try:
         while data := await reader.read(65536):
             writer.write(data)
@@ -41,7 +42,8 @@ async def _echo(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> N
 
 async def serve(port: int) -> None:
     """Echo every TCP connection on ``port`` until killed."""
-    server = await asyncio.start_server(_echo, "0.0.0.0", port, backlog=1024, reuse_address=True)
+    server = await asyncio.start_server(echo_connection, "0.0.0.0", port, backlog=1024,
+                                        reuse_address=True)
     print("ready", flush=True)
     async with server:
         await server.serve_forever()
