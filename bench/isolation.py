@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import re
 import shlex
@@ -49,6 +50,8 @@ from typing import Any
 from bench.flood import build_flooder, flooder_argv
 from bench.isolation_stats import (
     Frame,
+    HaEvent,
+    ha_events,
     heartbeat_times,
     jitter,
     latency,
@@ -177,20 +180,24 @@ def _late_timers(before: list[dict[str, Any] | None], after: list[dict[str, Any]
                for a, b in zip(after, before, strict=True))
 
 
-_HA_LINE = re.compile(r"ha: (\w+ -> \w+ \(.*\)|timer ran .*|\w+ path to peer is .*)")
-_ROLE_CHANGE = re.compile(r"ha: \w+ -> \w+ ")
-
-
-def _ha_events(pair: HaPair, offsets: list[int]) -> tuple[int, list[str]]:
-    """Role changes both directors logged since ``offsets``, and the HA lines to show.
+def _ha_events(pair: HaPair, offsets: list[int]) -> list[tuple[str, HaEvent]]:
+    """The HA lines both directors logged since ``offsets``: (node, event).
 
     From the logs, not the API: a node whose loop is stalled answers the API late or not at
     all, and its log still says what happened.
     """
-    lines = []
-    for n, off in enumerate(offsets):
-        lines += [f"dir{n + 1}: {m.group(0)}" for m in _HA_LINE.finditer(pair.log(n)[off:])]
-    return sum(1 for x in lines if _ROLE_CHANGE.search(x)), lines[:40]
+    return [(f"dir{n + 1}", e) for n, off in enumerate(offsets)
+            for e in ha_events(pair.log(n)[off:])]
+
+
+def _ha_summary(events: list[tuple[str, HaEvent]], t0: float = 0.0, t1: float = math.inf
+                ) -> dict[str, Any]:
+    """Role changes, the latest heartbeat timer and up to 40 lines to show, in ``[t0, t1)``."""
+    inside = sorted(((node, e) for node, e in events if t0 <= e.time < t1),
+                    key=lambda ne: ne[1].time)
+    return {"role_changes": sum(1 for _, e in inside if e.role_change),
+            "late_timer_max_ms": max((e.late_ms for _, e in inside), default=0.0),
+            "ha_log": [f"{node}: {e.text}" for node, e in inside][:40]}
 
 
 # ---- part 1: heartbeats and API, idle and flooded -------------------------------------------
@@ -228,7 +235,7 @@ def ha_phase(pair: HaPair, name: str, seconds: float, interval: float,
         text, _ = flooder.communicate(timeout=seconds + 60)
         sent = json.loads(text.strip().splitlines()[-1])
         out["flood_pps"] = sent["sent"] / max(sent["seconds"], 1e-9)
-    out["role_changes"], out["ha_log"] = _ha_events(pair, offsets)
+    out.update(_ha_summary(_ha_events(pair, offsets)))
     for path, cap in caps.items():
         frames, dropped = cap.stop()
         window = [t for t in heartbeat_times(frames, srcs[path], HA_PORT) if w0 <= t <= w1]
@@ -353,9 +360,9 @@ def reload_gaps(pair: HaPair, args: argparse.Namespace) -> dict[str, Any]:
         servers: int | None = sum(len(s["real_servers"]) for s in status["services"])
     except ApiError as exc:
         status, servers = {"error": str(exc)}, None
-    changes, lines = _ha_events(pair, offsets)
+    events = _ha_events(pair, offsets)
     return {
-        "role_changes": changes, "ha_log": lines,
+        **_ha_summary(events),
         "servers": args.services * args.per_service, "servers_loaded": servers,
         "config": os.path.basename(path), "restore_error": error,
         "restore_s": round(t_restored - t_restore, 3), "reload_s": round(t_reloaded - t_hup, 3),
@@ -364,7 +371,8 @@ def reload_gaps(pair: HaPair, args: argparse.Namespace) -> dict[str, Any]:
                         "lost": _lost(probes, t0, t1),
                         "probes": sum(1 for s, _ in probes if t0 <= s < t1),
                         "requests": window_transit(requests, t0 + wall, t1 + wall),
-                        "replies": window_transit(replies, t0 + wall, t1 + wall)}
+                        "replies": window_transit(replies, t0 + wall, t1 + wall),
+                        **_ha_summary(events, t0 + wall, t1 + wall)}
                     for k, (t0, t1) in windows.items()},
         "late_timers": _late_timers(before, after), "still_active": pair.owns_vip(0),
         "loop_lag_max_ever": (status.get("loop_lag") or {}).get("max_ever"),
@@ -396,7 +404,7 @@ def render(doc: dict[str, Any]) -> str:
             "",
             "| phase | seconds | flood pkt/s sent | TUN reads/s, queue drops/s | path "
             "| heartbeats | jitter p50 / p99 / max ms | missed "
-            "| API p50 / p99 / max ms (failed) | role changes | late timers "
+            "| API p50 / p99 / max ms (failed) | role changes | late timers (latest ms) "
             "| loop lag p99 / max ms | load 1 min (start, end) |",
             "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
         for ph in doc["ha"]:
@@ -410,7 +418,8 @@ def render(doc: dict[str, Any]) -> str:
                     f"{ph.get('flood_pps', 0):,.0f} | {tun} | {path} | {j['n']} | "
                     f"{_ms(j['p50'])} / {_ms(j['p99'])} / {_ms(j['max'])} | {j['missed']} | "
                     f"{_ms(api['p50'])} / {_ms(api['p99'])} / {_ms(api['max'])} "
-                    f"({api['failed']}) | {ph['role_changes']} | {ph['late_timers']} | "
+                    f"({api['failed']}) | {ph['role_changes']} | {ph['late_timers']} "
+                    f"({ph['late_timer_max_ms']:.0f}) | "
                     f"{_ms(api['loop_lag_p99'])} / {_ms(api['loop_lag_max'])} | "
                     f"{ph['load'][0]:.2f}, {ph['load'][1]:.2f} |")
         for ph in doc["ha"]:
@@ -438,13 +447,15 @@ def render(doc: dict[str, Any]) -> str:
             "",
             "| window | seconds | probes sent | lost | client: longest silence ms "
             "| director: longest transit ms, request / reply | never left | "
-            "longest gap between forwarded requests ms |",
-            "|---|---|---|---|---|---|---|---|"]
+            "longest gap between forwarded requests ms | role changes | latest heartbeat "
+            "timer ms |",
+            "|---|---|---|---|---|---|---|---|---|---|"]
         for name, w in r["windows"].items():
             req, rep = w["requests"], w["replies"]
             lines.append(f"| {name} | {w['seconds']:.2f} | {w['probes']} | {w['lost']} | "
                          f"{_ms(w['longest_silence'])} | {_ms(req['max'])} / {_ms(rep['max'])} "
-                         f"| {req['never_left'] + rep['never_left']} | {_ms(req['out_gap'])} |")
+                         f"| {req['never_left'] + rep['never_left']} | {_ms(req['out_gap'])} "
+                         f"| {w['role_changes']} | {w['late_timer_max_ms']:.0f} |")
         if r["ha_log"]:
             lines += ["", "HA log lines meanwhile: " + "; ".join(f"`{x}`" for x in r["ha_log"])]
         lines.append("")

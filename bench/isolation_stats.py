@@ -10,6 +10,8 @@
 * :func:`transit` pairs each packet entering the director with the same packet leaving it
   (captured on its two switch ports), so a delay the director adds is seen on the wire,
   whatever the client's or the real server's scheduling did.
+* :func:`ha_events` reads the HA lines of a ``pylvs serve`` log (role changes, late timers,
+  silent paths) with their times, so they can be put in the windows they happened in.
 * :func:`silences` takes the echoes of a 1 ms UDP prober and returns, per named time window,
   the longest time without any echo that overlaps the window (the forwarding gap).
 
@@ -19,16 +21,18 @@ Nothing here touches the network, so tests/unit/test_isolation_stats.py covers a
 from __future__ import annotations
 
 import itertools
+import re
 import statistics
 import struct
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from ipaddress import IPv4Address
 
 from pylvs.ha.messages import Kind
 
-__all__ = ["Frame", "PcapError", "heartbeat_times", "jitter", "latency", "read_pcap",
-           "silences", "transit", "window_transit"]
+__all__ = ["Frame", "HaEvent", "PcapError", "ha_events", "heartbeat_times", "jitter",
+           "latency", "read_pcap", "silences", "transit", "window_transit"]
 
 _MAGIC_US, _MAGIC_NS = 0xA1B2C3D4, 0xA1B23C4D
 _LINKTYPE_ETHERNET = 1
@@ -185,3 +189,26 @@ def window_transit(rows: Iterable[tuple[float, float]], t0: float, t1: float
             "p99": _summary(delays)["p99"], "never_left": len(inside) - len(delays),
             "out_gap": max((b - a for a, b in itertools.pairwise(departures)),
                            default=float("nan"))}
+
+
+@dataclass(frozen=True, slots=True)
+class HaEvent:
+    """One HA line of a director's log."""
+
+    time: float  # seconds since the epoch (the log's local time)
+    text: str  # from "ha: " on
+    role_change: bool
+    late_ms: float  # how late a heartbeat timer ran, for a late-timer line; else 0
+
+
+# "%(asctime)s %(levelname)-7s %(name)s: %(message)s", as `pylvs serve` logs in text format
+_HA_LOG = re.compile(r"^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3}) .*?"
+                     r"(ha: (?:(\w+ -> \w+) \(.*\)|timer ran (\d+) ms late.*"
+                     r"|\w+ path to peer is .*))$", re.M)
+
+
+def ha_events(log: str) -> list[HaEvent]:
+    """Role changes, late heartbeat timers and path changes in a ``pylvs serve`` log."""
+    return [HaEvent(datetime.strptime(m.group(1), "%Y-%m-%d %H:%M:%S,%f").timestamp(),
+                    m.group(2), m.group(3) is not None, float(m.group(4) or 0))
+            for m in _HA_LOG.finditer(log)]

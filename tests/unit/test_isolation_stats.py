@@ -14,6 +14,7 @@ import pytest
 from bench.isolation_stats import (
     Frame,
     PcapError,
+    ha_events,
     heartbeat_times,
     jitter,
     latency,
@@ -167,3 +168,21 @@ def test_transit_pairs_packets_by_payload_and_finds_the_held_one() -> None:
     w = window_transit(rows, 1.0025, 2.0)
     assert (w["n"], w["never_left"]) == (1, 1)
     assert math.isnan(w["max"]) and math.isnan(w["out_gap"])
+
+
+def test_ha_events_reads_role_changes_and_late_timers_with_their_times() -> None:
+    log = (
+        "2026-12-02 01:51:02,100 INFO    pylvs.daemon: ready: serving 2 services\n"
+        "2026-12-02 01:51:03,250 WARNING pylvs.ha: ha: timer ran 163 ms late (late timers "
+        "so far: 1); a busy host needs a longer interval\n"
+        "2026-12-02 01:51:03,300 WARNING pylvs.ha: ha: public path to peer is SILENT\n"
+        "2026-12-02 01:51:03,400 WARNING pylvs.ha: ha: BACKUP -> ACTIVE (peer silent on "
+        "every path)\n"
+        "2026-12-02 01:51:03,500 INFO    pylvs.ha: ha: peer dir1 (run 00ab) is ACTIVE\n")
+    events = ha_events(log)
+    assert [e.text.split(" (")[0] for e in events] == [
+        "ha: timer ran 163 ms late", "ha: public path to peer is SILENT",
+        "ha: BACKUP -> ACTIVE"]
+    assert [e.role_change for e in events] == [False, False, True]
+    assert [e.late_ms for e in events] == [163.0, 0.0, 0.0]
+    assert events[2].time - events[0].time == pytest.approx(0.15)
