@@ -22,25 +22,50 @@ source addresses), then:
   serve``) per packet it read, so the scaling on more cores than this machine has can be
   extrapolated.
 
-    python -m bench.cluster --runs 20 --modes kill,freeze --seconds 10
+The directors list each other as ``members`` and sync connections (``--no-sync``: they do
+not); ``--scheduler rr`` serves the echo port with a non-hash scheduler, so a stream of the
+failed director resumes only if sync gave the survivors its entry (a survivor scheduling it
+anew would pick another server, which answers with a reset).  ``--record`` writes the section
+(``cluster``, or ``cluster-rr`` / ``cluster-mh-nosync`` ... for the variants) into
+bench/RESULTS.md, every run's numbers into ``bench/results/<section>.json`` and redraws the
+charts (bench/plots.py).
+
+    flock /tmp/pylvs-bench.lock python -m bench.cluster --runs 20 --modes kill,freeze \
+        --seconds 10 --record
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import signal
 import statistics
 import sys
+import textwrap
 import threading
 import time
 from typing import Any
 
 from bench.netbench_tools import parse_wrk
+from bench.plots import RAW, draw_or_explain
+from bench.results_md import write_tagged
 from pylvs.api.client import ApiClient
 from pylvs.testbed.cluster import ClusterLab
 
 STALL = 0.19  # a lost segment costs at least TCP's 200 ms minimum RTO; less is CPU noise
+
+METHOD = """Active-active directors behind a BIRD 2 router with ECMP (docs/cluster.md): three \
+directors, each running `pylvs serve` with its own BIRD and listing the others as `members` \
+({sync}), three real servers (echo + HAProxy) whose return route spans the directors with BFD \
+(3 x 100 ms), one client with 40 source addresses; the echo port's scheduler is `{scheduler}`. \
+Each run: 30 long-lived echo streams (a 16-byte message every 20 ms, each waiting for its echo) \
+and 20 new connections/s, then a failure of one director (rotating), then the director is \
+restarted. A stream is "through the failed director" when its client packets (the director \
+whose entry counted the most of them) or its replies (the real server's own route lookup) used \
+it; it "resumed" when it never broke (a stream sent to another real server is reset); \
+"disturbed" means an echo took over 190 ms (a lost segment costs at least TCP's 200 ms minimum \
+RTO). Every namespace (client, router, directors, real servers) shares the machine's CPUs."""
 
 
 def _poll_until_gone(fn: Any, gone: str, since: float, timeout: float,
@@ -154,11 +179,28 @@ def _ms(values: list[float]) -> str:
     return f"{statistics.median(values):.0f} / {max(values):.0f} ms"
 
 
-def report(runs: list[dict[str, Any]], scale: list[dict[str, Any]], argv: list[str]) -> str:
-    """The RESULTS.md section."""
-    lines = [f"Command: `python -m bench.cluster {' '.join(argv)}` "
+def section_tag(scheduler: str, sync: bool) -> str:
+    """The RESULTS.md section (and bench/results JSON) of a variant."""
+    if scheduler == "mh" and sync:
+        return "cluster"
+    return f"cluster-{scheduler}" + ("" if sync else "-nosync")
+
+
+def report(runs: list[dict[str, Any]], scale: list[dict[str, Any]], argv: list[str],
+           *, scheduler: str = "mh", sync: bool = True, load_before: float = float("nan"),
+           ) -> str:
+    """The RESULTS.md section, between its markers."""
+    tag = section_tag(scheduler, sync)
+    title = "cluster (bench/cluster.py)" if tag == "cluster" else \
+        f"cluster, {scheduler}{'' if sync else ', no connection sync'} (bench/cluster.py)"
+    lines = [f"<!-- {tag}:begin -->", f"## {title}", "",
+             textwrap.fill(METHOD.format(
+                 scheduler=scheduler, sync="connection sync on" if sync else "connection sync off"),
+                 width=100, break_on_hyphens=False), "",
+             f"Command: `flock /tmp/pylvs-bench.lock python -m bench.cluster {' '.join(argv)}` "
              f"({time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, "
-             f"{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f}).", "",
+             f"{os.cpu_count()} CPUs, load average {load_before:.1f} before, "
+             f"{os.getloadavg()[0]:.1f} after).", "",
              "| failure | runs | router reroute median / worst | return route median / worst "
              "| streams of the failed director resumed | their worst stall | survivors' "
              "streams disturbed | new connections failed |",
@@ -172,13 +214,27 @@ def report(runs: list[dict[str, Any]], scale: list[dict[str, Any]], argv: list[s
             f"{sum(r['survivors_disturbed'] for r in rs)} of {sum(r['survivors'] for r in rs)} | "
             f"{sum(r['new_conn_failed'] for r in rs)} of "
             f"{sum(r['new_conn_failed'] + r['new_conn_ok'] for r in rs)} |")
-    lines += ["", "| directors | conn/s (wrk, Connection: close) | errors | per director: "
-              "CPU µs per packet read (packets) |", "|---|---|---|---|"]
+    if scale:
+        lines += ["", "| directors | conn/s (wrk, Connection: close) | errors | per director: "
+                  "CPU µs per packet read (packets) |", "|---|---|---|---|"]
     for s in scale:
         per = ", ".join(f"dir{p['director']} {p['us_per_packet']:.1f} ({p['packets']})"
                         for p in s["per_director"])
         lines.append(f"| {s['directors']} | {s['rps']:.0f} | {s['errors']} | {per} |")
+    lines.append(f"<!-- {tag}:end -->")
     return "\n".join(lines) + "\n"
+
+
+def record(tag: str, runs: list[dict[str, Any]], scale: list[dict[str, Any]], text: str,
+           command: str, load_before: float) -> None:
+    """Write the section into RESULTS.md, every run into bench/results/<tag>.json, redraw."""
+    write_tagged(text, tag)
+    RAW.mkdir(parents=True, exist_ok=True)
+    doc = {"command": command, "recorded": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+           "load_average_before": load_before, "load_average_after": os.getloadavg()[0],
+           "runs": runs, "scale": scale}
+    (RAW / f"{tag}.json").write_text(json.dumps(doc, indent=1) + "\n", encoding="utf-8")
+    draw_or_explain()
 
 
 def main() -> int:
@@ -187,9 +243,16 @@ def main() -> int:
     ap.add_argument("--runs", type=int, default=20)
     ap.add_argument("--modes", default="kill,freeze")
     ap.add_argument("--seconds", type=int, default=10)
+    ap.add_argument("--scheduler", default="mh", help="of the echo port (the streams)")
+    ap.add_argument("--no-sync", action="store_true", help="no connection sync among members")
+    ap.add_argument("--record", action="store_true",
+                    help="write the section into bench/RESULTS.md and bench/results/, redraw")
     args = ap.parse_args()
     runs: list[dict[str, Any]] = []
-    with ClusterLab("bcl", http=True, drain_time=1.0) as lab:
+    load_before = os.getloadavg()[0]
+    sync = not args.no_sync
+    with ClusterLab("bcl", http=True, drain_time=1.0, scheduler=args.scheduler,
+                    sync=sync) as lab:
         for i in range(3):
             lab.start_director(i)
         for mode in args.modes.split(","):
@@ -198,8 +261,12 @@ def main() -> int:
                 print(r, file=sys.stderr, flush=True)
                 runs.append(r)
         scale = scaling(lab, args.seconds) if args.seconds > 0 else []
-    text = report(runs, scale, sys.argv[1:])
+    text = report(runs, scale, sys.argv[1:], scheduler=args.scheduler, sync=sync,
+                  load_before=load_before)
     print(text)
+    if args.record:
+        record(section_tag(args.scheduler, sync), runs, scale, text,
+               "python -m bench.cluster " + " ".join(sys.argv[1:]), load_before)
     return 0
 
 

@@ -15,6 +15,7 @@ import argparse
 import json
 import os
 import shlex
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -27,6 +28,7 @@ from pathlib import Path
 from bench.netbench_tools import cpu_sample, run_wrk, start_haproxy_backends, start_haproxy_lb
 from bench.network import _nft_setup, _proc_cpu_seconds
 from pylvs.api.client import ApiClient
+from pylvs.dataplane.tun import default_workers
 from pylvs.testbed.serve import PylvsProcess, start_pylvs, vip_answers, wait_until
 from pylvs.testbed.topology import ServiceSpec, Topology, TopologyError
 
@@ -53,8 +55,8 @@ def flooder_argv(exe: Path, vip: str, port: int, rate: int, count: int,
 
 # ---- the benchmark --------------------------------------------------------------------------
 
-CONTENDERS = ("pylvs-off", "pylvs-kernel", "pylvs-evict", "pylvs-auto", "nft", "nft-synproxy",
-              "haproxy")
+CONTENDERS = ("pylvs-off", "pylvs-kernel", "pylvs-evict", "pylvs-auto", "pylvs-synproxy", "nft",
+              "nft-synproxy", "haproxy")
 LB_CPU, LOAD_CPU = 1, 0  # as bench/network.py: the balancer on CPU1, wrk and the flooder on CPU0
 MAX_CONNECTIONS = 100_000  # the issue's setup
 FRESH = 80
@@ -64,13 +66,14 @@ RESULTS = HERE / "RESULTS.md"
 
 # pylvs's [defense] per contender: off = no defence at all (pylvs before issue 11); kernel =
 # the three automatic defences alone, as IPVS has them; evict = the default (eviction, no
-# kernel defence); auto = both
+# kernel defence); auto = both; synproxy = evict plus the SYN proxy on the service (VIP:80)
 _AUTO = "drop_entry = 1\ndrop_packet = 1\nsecure_tcp = 1\n"
 DEFENSE = {
     "pylvs-off": "[defense]\nevict_embryonic = false\n",
     "pylvs-kernel": f"[defense]\n{_AUTO}evict_embryonic = false\n",
     "pylvs-evict": "[defense]\nevict_embryonic = true\n",
     "pylvs-auto": f"[defense]\n{_AUTO}evict_embryonic = true\n",
+    "pylvs-synproxy": "[defense]\nevict_embryonic = true\n",
 }
 
 
@@ -119,7 +122,8 @@ def _nft_synproxy_setup(topo: Topology) -> None:
     topo.run(d, ["nft", "-f", "-"], input=ruleset)
 
 
-def _setup(name: str, topo: Topology) -> tuple[int | None, PylvsProcess | None]:
+def _setup(name: str, topo: Topology,
+           workers: int | None) -> tuple[int | None, PylvsProcess | None]:
     """Configure the contender; return (the balancer's pid, the pylvs daemon)."""
     if name == "nft":
         _nft_setup(topo)
@@ -130,10 +134,16 @@ def _setup(name: str, topo: Topology) -> tuple[int | None, PylvsProcess | None]:
     if name == "haproxy":
         topo.run(topo.director.ns, ["ip", "addr", "add", f"{topo.vip}/32", "dev", "lo"])
         return start_haproxy_lb(topo, LB_CPU).pid, None
-    toml = topo.director_config([ServiceSpec(port=80, scheduler="rr")],
-                                director_options={"max_connections": MAX_CONNECTIONS},
-                                extra=DEFENSE[name])
-    daemon = start_pylvs(topo, toml, argv_prefix=("taskset", "-c", str(LB_CPU)))
+    options: dict[str, str | int | bool] = {"max_connections": MAX_CONNECTIONS}
+    if workers is not None:
+        options["workers"] = workers
+    spec = ServiceSpec(port=80, scheduler="rr", synproxy=name == "pylvs-synproxy")
+    toml = topo.director_config([spec], director_options=options, extra=DEFENSE[name])
+    # workers unset: the serve default, one packet thread per CPU (both CPUs here, unpinned);
+    # one packet thread shares the LB CPU as the other balancers do
+    pinned = workers is not None and workers <= 1
+    prefix = ("taskset", "-c", str(LB_CPU)) if pinned else ()
+    daemon = start_pylvs(topo, toml, argv_prefix=prefix)
     return daemon.proc.pid, daemon
 
 
@@ -169,6 +179,15 @@ def _fresh_clients(topo: Topology, addrs: list[str]) -> int:
     return int(res.stdout.strip().splitlines()[-1])
 
 
+def _tun_drops(topo: Topology) -> int:
+    """Packets the kernel dropped on their way into pylvs (the TUN's TX queue was full)."""
+    res = topo.run(topo.director.ns, ["ip", "-s", "-j", "link", "show", "dev", "pylvs0"],
+                   check=False)
+    if res.returncode != 0:
+        return -1
+    return int(json.loads(res.stdout)[0]["stats64"]["tx"]["dropped"])
+
+
 def _rss_mib(pid: int | None) -> float:
     if pid is None:
         return float("nan")
@@ -181,11 +200,37 @@ def _rss_mib(pid: int | None) -> float:
     return total / 1024
 
 
+def _start_perf(out_dir: str | None, tag: str,
+                seconds: int) -> subprocess.Popen[bytes] | None:
+    """With ``--perf DIR``: a system-wide call-graph profile of the flood's measured seconds
+    (every process: the flooder, wrk, the balancer, the real servers, the kernel)."""
+    if not out_dir:
+        return None
+    os.makedirs(out_dir, exist_ok=True)
+    return subprocess.Popen(["perf", "record", "-q", "-a", "-g", "-F", "999", "-o",
+                             os.path.join(out_dir, f"{tag}.data"), "--", "sleep",
+                             str(seconds)], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+
+
+def _finish_perf(proc: subprocess.Popen[bytes], out_dir: str, tag: str) -> None:
+    """Wait for the profile and write two flat reports beside it: by command and symbol
+    (self time), and the balancer's threads alone by symbol."""
+    proc.wait(timeout=60)
+    data = os.path.join(out_dir, f"{tag}.data")
+    balancer = "python3," + ",".join(f"pylvs-w{i}" for i in range(8))  # the worker threads' names
+    for suffix, extra in (("", []), ("-pylvs", ["--comms", balancer])):
+        with open(os.path.join(out_dir, f"{tag}{suffix}.txt"), "w", encoding="utf-8") as fh:
+            subprocess.run(["perf", "report", "-i", data, "--no-children", "--stdio", "-g",
+                            "none", "--percent-limit", "0.5", "--sort", "comm,dso,sym", *extra],
+                           stdout=fh, stderr=subprocess.DEVNULL, check=False, timeout=300)
+
+
 def _measure(name: str, rate: int, args: argparse.Namespace, flooder: Path) -> Result:
     r = Result(name, rate)
     with Topology("fl", n_real_servers=3) as topo:
         start_haproxy_backends(topo)
-        pid, daemon = _setup(name, topo)
+        pid, daemon = _setup(name, topo, args.workers)
         wait_until(lambda: vip_answers(topo, 80), 10, "the VIP to answer")
         fresh = [f"198.18.0.{150 + i}" for i in range(FRESH)]
         for a in fresh:
@@ -201,10 +246,13 @@ def _measure(name: str, rate: int, args: argparse.Namespace, flooder: Path) -> R
                 *flooder_argv(flooder, topo.vip, 80, rate, count, seconds)]
         flood = topo.popen(topo.client.ns, argv, stdout=subprocess.PIPE)
         time.sleep(WARM)
+        perf = _start_perf(args.perf, f"{name}-{rate or 'max'}", args.duration)
         cpu0, lb0 = cpu_sample(), _proc_cpu_seconds(pid)
         during = run_wrk(topo, url, connections=64, seconds=args.duration, close=True,
                          cpu=LOAD_CPU)
         cpu1, lb1 = cpu_sample(), _proc_cpu_seconds(pid)
+        if perf is not None:
+            _finish_perf(perf, args.perf, f"{name}-{rate or 'max'}")
         r.metrics["flood_cps"] = during.rps
         r.metrics["ratio"] = during.rps / base.rps if base.rps else float("nan")
         r.metrics["fresh"] = _fresh_clients(topo, fresh)
@@ -213,6 +261,7 @@ def _measure(name: str, rate: int, args: argparse.Namespace, flooder: Path) -> R
             r.metrics["lb_cpu"] = (lb1 - lb0) / max(during.seconds, 1e-9)
         r.metrics["rss_mib"] = _rss_mib(pid)
         if daemon is not None:
+            r.notes.append(f"TUN drops {_tun_drops(topo)}")
             sock = os.path.join(topo.workdir, f"{topo.director.name}.sock")
             api = ApiClient(sock)
             stats = api.request("GET", "/api/v1/stats")
@@ -239,14 +288,38 @@ def _measure(name: str, rate: int, args: argparse.Namespace, flooder: Path) -> R
     return r
 
 
+def median_result(runs: list[Result]) -> Result:
+    """One row from several rounds: each metric's median over the rounds that measured it;
+    with more than one round the notes say the ratio's and fresh count's range, then the last
+    round's own notes."""
+    out = Result(runs[0].contender, runs[0].rate)
+    keys = {k for r in runs for k in r.metrics}
+    for k in sorted(keys):
+        vals = [r.metrics[k] for r in runs if k in r.metrics and r.metrics[k] == r.metrics[k]]
+        if vals:
+            out.metrics[k] = statistics.median(vals)
+    if len(runs) > 1:
+        for k, spec in (("ratio", ".2f"), ("fresh", ".0f")):
+            vals = [r.metrics[k] for r in runs if k in r.metrics]
+            if vals:
+                out.notes.append(f"{k} {min(vals):{spec}}..{max(vals):{spec}} over "
+                                 f"{len(vals)} runs")
+    out.notes += runs[-1].notes
+    return out
+
+
 def _fmt(v: float | None, spec: str) -> str:
     if v is None or v != v:
         return "n/a"
     return format(v, spec)
 
 
-def render(results: list[Result], command: str, elapsed: float) -> str:
+def render(results: list[Result], command: str, elapsed: float, workers: int | None,
+           runs: int = 1) -> str:
     """The flood section of bench/RESULTS.md."""
+    threads = (f"`workers = {workers}`" if workers is not None else
+               f"`workers` unset (the serve default: one per CPU, {default_workers()} here, "
+               "unpinned)")
     lines = [
         BEGIN,
         "## SYN flood (bench/flood.py, issue 11)",
@@ -259,9 +332,12 @@ def render(results: list[Result], command: str, elapsed: float) -> str:
         "client namespace; the director has no route back, so SYN-ACKs vanish. conn/s: "
         "`wrk -t1 -c64` with `Connection: close`, before and during the flood (after "
         f"{WARM:.0f} s of flood). fresh: {FRESH} new client addresses connect once each with a "
-        "1 s timeout during the flood. pylvs runs with `max_connections = 100000`. "
+        f"1 s timeout during the flood. pylvs runs with `max_connections = 100000` and "
+        f"{threads}; `pylvs-synproxy` is `pylvs-evict` with `synproxy = true` on the service. "
         "CPU: the balancer process (cores), busy: both cores of the machine; memory: the "
-        "balancer's RSS; entries: pylvs table entries or conntrack entries at the end.",
+        "balancer's RSS; entries: pylvs table entries or conntrack entries at the end."
+        + (f" Cells: median over {runs} rounds (the notes give the ratio's and fresh's "
+           "range, then the last round's counters)." if runs > 1 else ""),
         "",
         "| contender | SYN/s sent | conn/s before | conn/s during | ratio | fresh | "
         "balancer CPU | busy cores | RSS MiB | entries | evicted | notes |",
@@ -298,6 +374,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--rates", default="30000,0",
                    help="SYN/s per run, comma-separated; 0 = as fast as the flooder goes")
     p.add_argument("--duration", type=int, default=5, help="seconds per wrk run")
+    p.add_argument("--workers", type=int, default=None,
+                   help="pylvs [director] workers (default: unset, the serve default of one "
+                   "per CPU, unpinned; 0 or 1 pin pylvs to the balancer CPU)")
+    p.add_argument("--runs", type=int, default=1,
+                   help="rounds; each cell is the median over them (ratio and fresh also "
+                   "show min..max)")
+    p.add_argument("--perf", metavar="DIR", default=None,
+                   help="profile the flood's measured seconds system-wide with perf into DIR")
     p.add_argument("--record", action="store_true", help="write the flood section of "
                    "bench/RESULTS.md")
     args = p.parse_args(argv)
@@ -306,22 +390,26 @@ def main(argv: Sequence[str] | None = None) -> int:
         p.error(f"unknown contenders: {sorted(set(names) - set(CONTENDERS))}")
     rates = [int(x) for x in args.rates.split(",") if x]
     started = time.time()
-    results: list[Result] = []
+    rounds: dict[tuple[str, int], list[Result]] = {(n, r): [] for r in rates for n in names}
     with tempfile.TemporaryDirectory(prefix="pylvs-flood-") as tmp:
         flooder = build_flooder(Path(tmp))
-        for rate in rates:
-            for name in names:
-                print(f"{name} at {rate or 'max'} SYN/s ...", file=sys.stderr, flush=True)
-                try:
-                    results.append(_measure(name, rate, args, flooder))
-                except (TopologyError, OSError, ValueError, subprocess.SubprocessError) as exc:
-                    failed = Result(name, rate)
-                    failed.notes.append("failed: " + " ".join(str(exc).split())[:200])
-                    results.append(failed)
-                print(f"  {results[-1]}", file=sys.stderr, flush=True)
+        for round_no in range(args.runs):
+            for rate in rates:
+                for name in names:
+                    print(f"round {round_no + 1}: {name} at {rate or 'max'} SYN/s ...",
+                          file=sys.stderr, flush=True)
+                    try:
+                        one = _measure(name, rate, args, flooder)
+                    except (TopologyError, OSError, ValueError,
+                            subprocess.SubprocessError) as exc:
+                        one = Result(name, rate)
+                        one.notes.append("failed: " + " ".join(str(exc).split())[:200])
+                    rounds[(name, rate)].append(one)
+                    print(f"  {one}", file=sys.stderr, flush=True)
+    results = [median_result(runs) for runs in rounds.values()]
     command = "python3 -m bench.flood " + " ".join(
         shlex.quote(a) for a in (argv if argv is not None else sys.argv[1:]))
-    text = render(results, command, time.time() - started)
+    text = render(results, command, time.time() - started, args.workers, args.runs)
     print(text)
     if args.record:
         write_section(text)

@@ -240,7 +240,7 @@ class Fuzzer:
                                          f"{o.hex()} (input {p.hex()})")
                 self.sent_to_rs += 1
             self.recent.append(o)
-        self.recent.extend(pkts[:8])
+        self.recent.extend(p for p in pkts[:8] if p)  # a cut to nothing has nothing to quote
         del self.recent[:-200]
         for o in self.handshake():
             self.recent.append(o)

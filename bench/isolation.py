@@ -61,7 +61,7 @@ from bench.isolation_stats import (
     window_transit,
 )
 from bench.plots import RAW as RAW_DIR
-from bench.results_md import replace_section
+from bench.results_md import write_marked
 from pylvs.api.client import ApiClient, ApiError
 from pylvs.model import HaConfig
 from pylvs.testbed.drill import ECHO_PORT
@@ -524,7 +524,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.record:
         RAW.parent.mkdir(parents=True, exist_ok=True)
         RAW.write_text(json.dumps(doc, indent=1) + "\n", encoding="utf-8")
-        replace_section(text, BEGIN, END)
+        write_marked(text, BEGIN, END)
     return 0
 
 

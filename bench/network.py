@@ -6,7 +6,11 @@ worker threads on every CPU, beside ``haproxy2`` (``nbthread 2``, unpinned).
 
 The ``6`` contenders (``nft6``, ``haproxy6``, ``pylvs6``) run the same measurements over IPv6
 (a dual-stack topology: the client to the IPv6 VIP, the balancer to the real servers' IPv6
-addresses); a run with any of them is recorded in its own "IPv6" section.
+addresses); a run with any of them is recorded in its own "IPv6" section.  A contender and its
+IPv6 twin run back to back in every round (in a random order), and the section adds the
+median of their per-round ratios: on a shared machine the load drifts between rounds, so the
+IPv6/IPv4 ratio of one round is steadier than the ratio of two medians (``nft6``/``nft`` is the
+kernel's own ratio, the control for ``pylvs6``/``pylvs``).
 
 Run as root from the repository root: ``python3 -m bench.network`` (``--help`` for durations and
 contenders).  Every contender gets a freshly built :class:`pylvs.testbed.topology.Topology` (client,
@@ -43,7 +47,7 @@ from bench.results_md import render_section, write_raw, write_section
 from pylvs.testbed.serve import PylvsProcess, start_pylvs, vip_answers, wait_until
 from pylvs.testbed.topology import ServiceSpec, Topology, TopologyError
 
-__all__ = ["Measurement", "main"]
+__all__ = ["Measurement", "family_ratios", "main"]
 
 CONTENDERS = ("direct", "nft", "haproxy", "pylvs", "pylvs-plain", "pylvs-synproxy", "nft6",
               "haproxy6", "pylvs6", "haproxy2", "pylvs-w1", "pylvs-w2")
@@ -237,6 +241,45 @@ def _measure(name: str, args: argparse.Namespace) -> Measurement:
     return m
 
 
+def _round_order(names: Sequence[str], rng: random.Random) -> list[str]:
+    """The contenders of one round, shuffled, each IPv6 twin next to its IPv4 contender."""
+    units: list[list[str]] = []
+    for name in names:
+        if name.endswith("6") and name[:-1] in names:
+            continue  # goes with its IPv4 contender
+        unit = [name, f"{name}6"] if f"{name}6" in names else [name]
+        rng.shuffle(unit)
+        units.append(unit)
+    rng.shuffle(units)
+    return [name for unit in units for name in unit]
+
+
+_RATIO_KEYS = (("close.c64.rps", "conn/s c64"), ("keepalive.rps", "req/s keep-alive"),
+               ("bulk.P1.gbps", "Gbit/s P1"), ("bulk.P4.gbps", "Gbit/s P4"),
+               ("close.c64.lb_us_per_pkt", "LB us/pkt"))
+
+
+def family_ratios(results: dict[str, list[Measurement]]) -> list[str]:
+    """Markdown lines: for each contender measured with its IPv6 twin, the median (min..max)
+    of the per-round IPv6/IPv4 ratios."""
+    lines = []
+    for name, ms in results.items():
+        twin = results.get(f"{name}6")
+        if not twin or not ms:
+            continue
+        cells = []
+        for key, label in _RATIO_KEYS:
+            ratios = [b.metrics[key] / a.metrics[key] for a, b in zip(ms, twin, strict=False)
+                      if a.metrics.get(key) and b.metrics.get(key)]
+            if ratios:
+                cells.append(f"{label} {statistics.median(ratios):.2f} "
+                             f"({min(ratios):.2f}..{max(ratios):.2f})")
+        if cells:
+            lines.append(f"* {name}6 / {name}, per-round ratio median (min..max) over "
+                         f"{min(len(ms), len(twin))} rounds: " + ", ".join(cells) + ".")
+    return lines
+
+
 def _int_list(text: str) -> list[int]:
     return [int(x) for x in text.split(",") if x]
 
@@ -269,9 +312,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     started = time.time()
     try:
         for rnd in range(args.runs):
-            order = names[:]
-            rng.shuffle(order)
-            for name in order:
+            for name in _round_order(names, rng):
                 if name in failures:
                     continue
                 print(f"[round {rnd + 1}/{args.runs}] {name} ...", file=sys.stderr, flush=True)
@@ -289,7 +330,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     variant = "veth offloads off" if args.veth_offloads == "off" else ""
     if any(n.endswith("6") for n in names):
         variant = ", ".join(v for v in ("IPv6", variant) if v)
-    text = render_section(command, results, failures, time.time() - started, variant)
+    text = render_section(command, results, failures, time.time() - started, variant,
+                          extra=family_ratios(results))
     print(text)
     if args.record:
         write_section(text, variant)

@@ -1,10 +1,11 @@
 """SVG charts of the benchmark results, embedded in bench/RESULTS.md next to their tables.
 
 The charts are drawn from what the benchmarks record: the raw per-round numbers in
-``bench/results/*.json`` when a benchmark wrote them (``bench.network --record`` and
-``bench.failover --record`` do), else the tables already in RESULTS.md, whose cells hold the
-median and the min..max over the rounds.  Either way a bar is the median and its whisker the
-range from the smallest to the largest round: nothing is averaged that the table does not show.
+``bench/results/*.json`` when a benchmark wrote them (``bench.network --record``,
+``bench.failover --record`` and ``bench.cluster --record`` do), else the tables already in
+RESULTS.md, whose cells hold the median and the min..max over the rounds.  Either way a bar is
+the median and its whisker the range from the smallest to the largest round: nothing is
+averaged that the table does not show.
 
     python3 -m bench.plots          # (re)draw every chart and refresh the embeds in RESULTS.md
 
@@ -26,6 +27,7 @@ from typing import Any
 from bench.results_md import RESULTS, network_columns
 
 __all__ = [
+    "cluster_charts",
     "draw_all",
     "draw_or_explain",
     "failover_chart",
@@ -248,6 +250,48 @@ def failover_runs_chart(raw: Mapping[str, Any] | None, out_dir: Path = CHARTS) -
     return [_save(fig, out_dir / "failover-runs.svg")]
 
 
+def cluster_charts(raw: Mapping[str, Any] | None, stem: str,
+                   out_dir: Path = CHARTS) -> list[Path]:
+    """A ``bench.cluster --record``: every failure's reroute times (router and the real
+    servers' return route), and conn/s with 1, 2, 3 directors with their CPU per packet."""
+    if not raw:
+        return []
+    plt = _plt()
+    fig, (left, right) = plt.subplots(1, 2, figsize=(9.0, 3.4))
+    runs = raw.get("runs") or []
+    for k, mode in enumerate(dict.fromkeys(r["mode"] for r in runs)):
+        rs = [r for r in runs if r["mode"] == mode]
+        for j, (key, marker) in enumerate((("router_ms", "o"), ("return_ms", "x"))):
+            xs = [k + (j - 0.5) * 0.4 + 0.3 * n / max(1, len(rs) - 1) - 0.15
+                  for n in range(len(rs))]
+            left.scatter(xs, [r[key] for r in rs], s=12, marker=marker, color=f"C{j}",
+                         label=("router", "return route")[j] if k == 0 else None, zorder=3)
+    modes = list(dict.fromkeys(r["mode"] for r in runs))
+    left.set_xticks(range(len(modes)), modes)
+    left.axhline(1000, color="grey", linestyle="dashed", linewidth=0.8, label="goal: < 1 s")
+    left.set_ylabel("ms")
+    left.set_ylim(bottom=0)
+    left.grid(axis="y", alpha=0.3)
+    left.legend(fontsize=8)
+    left.set_title("reroute after a failure, one dot per run")
+    scale = sorted(raw.get("scale") or [], key=lambda s: s["directors"])
+    if scale:
+        pos = list(range(len(scale)))
+        right.bar(pos, [s["rps"] for s in scale], 0.6, color="C2")
+        for x, s in zip(pos, scale, strict=True):
+            us = [p["us_per_packet"] for p in s["per_director"]]
+            right.annotate(f"{statistics.median(us):.1f} µs/pkt", (x, s["rps"]),
+                           ha="center", va="bottom", fontsize=8)
+        right.set_xticks(pos, [f"{s['directors']} director{'s' if s['directors'] > 1 else ''}"
+                                    for s in scale])
+        right.set_ylabel("conn/s")
+        right.grid(axis="y", alpha=0.3)
+        right.set_title("conn/s (CPU per packet per director)")
+    fig.text(0.01, 0.01, f"recorded {raw.get('recorded', '?')}: {raw.get('command', '')}",
+             fontsize=6, color="grey")
+    return [_save(fig, out_dir / f"{stem}.svg")]
+
+
 def refresh_embeds(text: str, tag: str, paths: Sequence[Path], results: Path) -> str:
     """*text* with the image embeds for section *tag* placed right after its end marker."""
     begin, end = f"<!-- {tag}-charts:begin -->", f"<!-- {tag}-charts:end -->"
@@ -288,6 +332,12 @@ def draw_all(results: Path | None = None, charts: Path | None = None,
         doc = _load(raw / f"{tag}.json")
         data = network_from_raw(doc) if doc else parse_network_table(text, tag)
         paths = network_charts(data, tag, charts)
+        text = refresh_embeds(text, tag, paths, results)
+        drawn += paths
+    for tag in re.findall(r"<!-- (cluster[\w-]*):begin -->", text):
+        if tag.endswith("-charts"):
+            continue
+        paths = cluster_charts(_load(raw / f"{tag}.json"), tag, charts)
         text = refresh_embeds(text, tag, paths, results)
         drawn += paths
     paths = failover_chart(parse_failover_table(text), charts)

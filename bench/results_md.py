@@ -15,8 +15,8 @@ import time
 from collections.abc import Mapping, Sequence
 from typing import Protocol
 
-__all__ = ["name_failed", "network_columns", "raw_path", "render_section", "replace_section",
-           "write_raw", "write_section"]
+__all__ = ["name_failed", "network_columns", "raw_path", "render_section", "write_marked",
+           "write_raw", "write_section", "write_tagged"]
 
 BEGIN, END = "<!-- network:begin -->", "<!-- network:end -->"
 
@@ -87,8 +87,10 @@ def network_columns(keys: Sequence[str]) -> list[tuple[str, str, str]]:
 
 
 def render_section(command: str, results: Mapping[str, Sequence[_Measurement]],
-                   failures: Mapping[str, str], elapsed: float, variant: str = "") -> str:
-    """The network section: command, environment, one table row per contender, gate notes."""
+                   failures: Mapping[str, str], elapsed: float, variant: str = "",
+                   extra: Sequence[str] = ()) -> str:
+    """The network section: command, environment, one table row per contender, gate notes;
+    ``extra`` lines (e.g. the IPv6/IPv4 ratios) follow the table."""
     keys = sorted({k for ms in results.values() for m in ms for k in m.metrics})
     cols = network_columns(keys)
     begin, end = _markers(variant)
@@ -110,6 +112,8 @@ def render_section(command: str, results: Mapping[str, Sequence[_Measurement]],
         lines.append(f"| {name} | " + " | ".join(cells) + f" | {gate} |")
     direct = results.get("direct", ())
     lines.append("")
+    if extra:
+        lines += [*extra, ""]
     for key, label in (("lat.keepalive.p50_ms", "keep-alive"), ("lat.close.p50_ms", "close")):
         base = [m.metrics.get(key, float("nan")) for m in direct]
         if not base or name_failed(failures, "direct"):
@@ -160,12 +164,18 @@ def write_raw(command: str, results: Mapping[str, Sequence[_Measurement]],
 
 def write_section(text: str, variant: str = "") -> None:
     """Replace the network section of bench/RESULTS.md (or append it)."""
-    replace_section(text, *_markers(variant))
+    write_marked(text, *_markers(variant))
 
 
-def replace_section(text: str, begin: str, end: str) -> None:
-    """Replace the text between the ``begin`` and ``end`` markers of bench/RESULTS.md (or
-    append ``text``, which carries both markers); other sections are left as they are."""
+def write_tagged(text: str, tag: str) -> None:
+    """Replace the section between ``<!-- tag:begin -->`` and ``<!-- tag:end -->`` (which
+    ``text`` holds too) of bench/RESULTS.md, or append it."""
+    write_marked(text, f"<!-- {tag}:begin -->", f"<!-- {tag}:end -->")
+
+
+def write_marked(text: str, begin: str, end: str) -> None:
+    """Replace what lies between the markers ``begin`` and ``end`` (``text`` holds them too) in
+    bench/RESULTS.md, re-read right before writing, or append ``text``."""
     old = ""
     if os.path.exists(RESULTS):
         with open(RESULTS, encoding="utf-8") as fh:

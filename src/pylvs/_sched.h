@@ -9,6 +9,7 @@
 #include <stdint.h>
 
 #include "core/lvs.h"
+#include "core/siphash.h"
 
 #define LVS_ENOMEM 12
 #define LVS_EINVAL 22
@@ -25,8 +26,8 @@ static inline uint32_t lvs_hash_32(uint32_t v, unsigned bits)
     return (uint32_t)(v * 0x61C88647u) >> (32 - bits);
 }
 
-/* The kernel's hsiphash_1u32 on a 64-bit build (SipHash-1-3 truncated to 32 bits). */
-uint32_t lvs_hsiphash_1u32(uint32_t v, uint64_t k0, uint64_t k1);
+/* lvs_hsiphash_1u32, the kernel's hsiphash_1u32 on a 64-bit build, is in core/siphash.h
+ * (shared with the SYN proxy's SipHash-2-4). */
 
 /* The wlc pick used by wlc itself and by lblc/lblcr to choose a new dest: first dest with
  * weight > 0 and OVERLOAD clear, then a strict overhead/weight comparison. */
@@ -71,6 +72,8 @@ int32_t lvs_st_table_slot(const lvs_schedtest *t, uint32_t i);
 uint32_t lvs_st_cache_entries(const lvs_schedtest *t);
 int32_t lvs_st_cache_lookup(const lvs_schedtest *t, uint32_t daddr, int32_t *out, int32_t max);
 uint32_t lvs_st_hsiphash(uint32_t v, uint64_t k0, uint64_t k1);
+/* SipHash-2-4 of n 64-bit words (core/siphash.h, the SYN proxy's cookie hash). */
+uint64_t lvs_st_siphash24(uint64_t k0, uint64_t k1, const uint64_t *m, int32_t n);
 uint64_t lvs_st_bench(lvs_schedtest *t, uint64_t n, double now);
 /* ---- end schedulers ---- */
 

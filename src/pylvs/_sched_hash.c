@@ -1,6 +1,7 @@
 /*
  * _sched_hash.c — the static-table schedulers: dh, sh (ip_vs_dh.c, ip_vs_sh.c) and mh, Maglev
- * hashing (ip_vs_mh.c), plus the two kernel hashes they use (hash_32 and hsiphash).
+ * hashing (ip_vs_mh.c); the two kernel hashes they use are hash_32 (_sched.h) and hsiphash
+ * (core/siphash.h).
  *
  * Tables hold plain pointers to linked dests only: they are rebuilt on every add/del/upd, and
  * del_dest is called before the dest is unlinked, so each rebuild here skips that dest.
@@ -37,39 +38,6 @@ static uint16_t hash_port(const lvs_service *svc, const lvs_sched_key *key)
 static inline int unavailable(const lvs_dest *d)
 {
     return d->weight <= 0 || (d->flags & LVS_DEST_F_OVERLOAD);
-}
-
-/* ---- hsiphash: on 64-bit kernels HalfSipHash is SipHash-1-3 with a 32-bit result ---- */
-
-static inline uint64_t rol64(uint64_t x, unsigned r)
-{
-    return (x << r) | (x >> (64 - r));
-}
-
-#define SIPROUND                                                                               \
-    do {                                                                                       \
-        v0 += v1; v1 = rol64(v1, 13); v1 ^= v0; v0 = rol64(v0, 32);                            \
-        v2 += v3; v3 = rol64(v3, 16); v3 ^= v2;                                                \
-        v0 += v3; v3 = rol64(v3, 21); v3 ^= v0;                                                \
-        v2 += v1; v1 = rol64(v1, 17); v1 ^= v2; v2 = rol64(v2, 32);                            \
-    } while (0)
-
-uint32_t lvs_hsiphash_1u32(uint32_t first, uint64_t k0, uint64_t k1)
-{
-    uint64_t v0 = 0x736f6d6570736575ull ^ k0;
-    uint64_t v1 = 0x646f72616e646f6dull ^ k1;
-    uint64_t v2 = 0x6c7967656e657261ull ^ k0;
-    uint64_t v3 = 0x7465646279746573ull ^ k1;
-    /* a 4-byte message has no full 8-byte block: it all goes into the final word */
-    uint64_t b = ((uint64_t)4 << 56) | first;
-    v3 ^= b;
-    SIPROUND;
-    v0 ^= b;
-    v2 ^= 0xff;
-    SIPROUND;
-    SIPROUND;
-    SIPROUND;
-    return (uint32_t)((v0 ^ v1) ^ (v2 ^ v3));
 }
 
 /* ---- dh: 256 buckets, one per dest in turn, keyed by the destination address ---- */

@@ -372,6 +372,11 @@ uint32_t lvs_st_hsiphash(uint32_t v, uint64_t k0, uint64_t k1)
     return lvs_hsiphash_1u32(v, k0, k1);
 }
 
+uint64_t lvs_st_siphash24(uint64_t k0, uint64_t k1, const uint64_t *m, int32_t n)
+{
+    return lvs_siphash24(k0, k1, m, n);
+}
+
 uint64_t lvs_st_bench(lvs_schedtest *t, uint64_t n, double now)
 {
     /* picks only: no connection is bound, so the counters stay as the caller left them */

@@ -265,14 +265,36 @@ class _RealServerShape:
     lower_threshold: int = 0
 
 
+def _split(text: str) -> tuple[str, str | None]:
+    """``split_hostport``, with a malformed text left whole (the endpoint reader names it)."""
+    try:
+        return model.split_hostport(text)
+    except ValueError:
+        return text, ""
+
+
 def _multiport(table: dict[str, Any]) -> dict[str, Any]:
     """A fwmark or ``ports`` service: its address may be written without a port (it is 0), and
-    ``ports`` may be one number, a ``"80,443,10000-10100"`` string or a list of those."""
+    ``ports`` may be one number, a ``"80,443,10000-10100"`` string or a list of those.
+
+    A fwmark service without an address takes its real servers' family, as keepalived's
+    ``virtual_server fwmark`` does: IPv6 servers make it the mark's IPv6 service (``::``);
+    its servers' ports then default to 0 as well.
+    """
     if not (table.get("fwmark") or "ports" in table):
         return table
     out = dict(table)
-    if isinstance(out.get("address"), str) and ":" not in out["address"]:
-        out["address"] = f"{out['address']}:0"
+    address = out.get("address")
+    if isinstance(address, str):
+        host, port = _split(address)
+        if port is None:
+            out["address"] = model.hostport(host, 0)
+    elif address is None and table.get("fwmark"):
+        servers = out.get("real_server")
+        first = servers[0] if isinstance(servers, list) and servers else None
+        v6 = isinstance(first, dict) and isinstance(first.get("address"), str) \
+            and ":" in _split(first["address"])[0]
+        out["address"] = "[::]:0" if v6 else "0.0.0.0:0"
     ports = out.get("ports")
     if isinstance(ports, (int, str)) and not isinstance(ports, bool):
         ports = [ports]
@@ -460,6 +482,18 @@ def _cluster_checks(cfg: Config) -> Iterator[tuple[str, str]]:
         yield "cluster.hold_time", f"expected 0 or 3..65535 seconds, got {cl.hold_time}"
     if cl.drain_time < 0:
         yield "cluster.drain_time", f"expected a number >= 0, got {cl.drain_time}"
+    if not 1 <= cl.sync_port <= 65535:
+        yield "cluster.sync_port", f"expected a port 1..65535, got {cl.sync_port}"
+    if not 0 <= cl.sync_id <= 255:
+        yield "cluster.sync_id", f"expected 0..255, got {cl.sync_id}"
+    if not 0.01 <= cl.hello_interval <= 10:
+        yield "cluster.hello_interval", f"expected 0.01..10 seconds, got {cl.hello_interval}"
+    if cl.node_id is not None and not 1 <= len(cl.node_id.encode()) <= 32:
+        yield "cluster.node_id", "expected 1..32 bytes of UTF-8"
+    if len(set(cl.members)) != len(cl.members):
+        yield "cluster.members", "expected each address once"
+    if cl.members and cl.secret_file is None:
+        yield "cluster.secret_file", "required with cluster.members (hellos and sync are signed)"
     if cl.mode == "active-active":
         if not cl.routers:
             yield "cluster.router", "expected at least one [[cluster.router]] in active-active"

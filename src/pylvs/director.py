@@ -366,7 +366,8 @@ class Director:
         # A backup keeps the steering rules and fwmark routes current (takeover is then only
         # VIPs + nat_router) and leaves whatever the HA component has claimed as it is.
         return NetPlan(vips=current.vips, steering=plan.steering,
-                       nat_routers=current.nat_routers, fwmarks=plan.fwmarks)
+                       nat_routers=current.nat_routers, fwmarks=plan.fwmarks,
+                       fwmarks6=plan.fwmarks6)
 
     def _open_fwmark_devices(self, cfg: Config) -> list[TunDataplane]:
         """Open the TUN device of every mark ``cfg`` has and this director has not yet."""
@@ -553,7 +554,7 @@ class Director:
         for key in [k for k in self._weights if k not in wanted]:
             del self._weights[key]
         fwmark_vips = frozenset(str(vs.address.address) for vs in cfg.virtual_servers
-                                if vs.fwmark and vs.address.address.packed != bytes(4))
+                                if vs.fwmark and not vs.address.address.is_unspecified)
         if fwmark_vips != self._fwmark_vips:  # a reload touches only what differs
             self.engine.set_fwmark_vips(fwmark_vips)
             self._fwmark_vips = fwmark_vips

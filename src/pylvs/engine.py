@@ -234,9 +234,11 @@ def _set_addr(dst: lvs_addr, ip: ipaddress.IPv4Address | ipaddress.IPv6Address) 
 
 
 def _svc_ident(key: ServiceKey) -> tuple[ipaddress.IPv4Address | ipaddress.IPv6Address, int]:
-    """The C core's (address, proto) of a service: (the mark as an IPv4 address,
-    LVS_PROTO_FWM) for a firewall-mark service (core/lvs.h)."""
+    """The C core's (address, proto) of a service: (the mark in the first word of an address
+    of the service's family, LVS_PROTO_FWM) for a firewall-mark service (core/lvs.h)."""
     if key.fwmark:
+        if key.family == 6:
+            return ipaddress.IPv6Address(key.fwmark << 96), int(_lib.LVS_PROTO_FWM)
         return ipaddress.IPv4Address(key.fwmark), int(_lib.LVS_PROTO_FWM)
     return _ip(key.address, "service address"), _proto(key.protocol)
 
@@ -538,8 +540,9 @@ class Engine:
                     ftp: bool = False) -> ServiceKey:
         """``ipvsadm -A``: add a virtual service (IPv4 or IPv6); returns its key.  *netmask*
         (persistence granularity) is an IPv4 mask or prefix length, or an IPv6 prefix length
-        (``-M 64``); None means one client address.  With ``fwmark`` (``-f``, IPv4) the
-        service is the mark's and protocol, address and port are not used.  ``ports`` (port
+        (``-M 64``); None means one client address.  With ``fwmark`` (``-f``) the service is
+        the mark's: only the address's family is used (``-f 1 -6``: ``"::"``), protocol and
+        port are not.  ``ports`` (port
         0 only): the (low, high) ranges a port-0 service is limited to; it then needs no
         persistence.  ``synproxy``: the engine answers the TCP handshake itself with SYN
         cookies and opens the connection to a real server only for a client that completed it
@@ -549,7 +552,8 @@ class Engine:
             if isinstance(fwmark, bool) or not isinstance(fwmark, int) \
                     or not 0 < fwmark <= 0xFFFFFFFF:
                 raise ConfigError(f"fwmark {fwmark!r} is not in 1..4294967295")
-            key = ServiceKey.for_fwmark(fwmark)
+            family = _ip(address, "service address").version if address else 4
+            key = ServiceKey.for_fwmark(fwmark, family)
         else:
             _proto(protocol)
             key = ServiceKey(protocol, str(_ip(address, "service address")),
@@ -596,12 +600,19 @@ class Engine:
         self._ports.pop(service, None)
 
     def set_fwmark_vips(self, addresses: Iterable[str]) -> None:
-        """The VIPs of firewall-mark services: unmarked packets to them are dropped."""
-        addrs = sorted({int(ipaddress.IPv4Address(a)) for a in addresses})
-        buf = _ffi.new("uint32_t[]", max(len(addrs), 1))
-        for i, a in enumerate(addrs):
+        """The VIPs (IPv4 and IPv6) of firewall-mark services: unmarked packets to them are
+        dropped."""
+        ips = {_ip(a, "fwmark VIP") for a in addresses}
+        v4 = sorted(int(a) for a in ips if a.version == 4)
+        v6 = sorted((a for a in ips if a.version == 6), key=int)
+        buf = _ffi.new("uint32_t[]", max(len(v4), 1))
+        for i, a in enumerate(v4):
             buf[i] = a
-        _check(_lib.lvs_engine_set_fwm_vips(self._e, buf, len(addrs)), "set fwmark VIPs")
+        buf6 = _ffi.new("lvs_addr[]", max(len(v6), 1))
+        for i, a6 in enumerate(v6):
+            _set_addr(buf6[i], a6)
+        _check(_lib.lvs_engine_set_fwm_vips(self._e, buf, len(v4), buf6, len(v6)),
+               "set fwmark VIPs")
 
     # ---- servers ----
 
@@ -692,7 +703,7 @@ class Engine:
     def _service_from(self, info: lvs_svc_info, *, with_servers: bool) -> ServiceInfo:
         af = int(info.af)
         if int(info.proto) == _lib.LVS_PROTO_FWM:
-            key = ServiceKey.for_fwmark(int(info.addr.ip))
+            key = ServiceKey.for_fwmark(int(info.addr.ip), 6 if af == _AF_INET6 else 4)
         else:
             key = ServiceKey(_PROTO_NAME[int(info.proto)], _ipstr(af, info.addr),
                              int(info.port))

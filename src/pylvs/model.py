@@ -122,31 +122,49 @@ class ServiceKey:
     protocol: Protocol
     address: str
     port: int
-    # ipvsadm -f: a firewall-mark service is named by its mark alone; build it with
-    # for_fwmark() so protocol, address and port take their one canonical value.
+    # ipvsadm -f: a firewall-mark service is named by its address family and mark (the
+    # kernel keys it so: -f 1 and -f 1 -6 are two services); build it with for_fwmark() so
+    # protocol and port take their one canonical value and the address (0.0.0.0 or ::) the
+    # family.
     fwmark: int = 0
 
     @classmethod
-    def for_fwmark(cls, mark: int) -> ServiceKey:
-        """The key of the firewall-mark service ``mark`` (``FWM 80``)."""
-        return cls("tcp", "0.0.0.0", 0, mark)
+    def for_fwmark(cls, mark: int, family: int = 4) -> ServiceKey:
+        """The key of the firewall-mark service ``mark`` of IPv4 or IPv6 (``FWM 80``,
+        ``FWM 80 IPv6``)."""
+        return cls("tcp", "::" if family == 6 else "0.0.0.0", 0, mark)
+
+    @property
+    def family(self) -> int:
+        """4 or 6: the address family of the service (of its VIP, or of its mark)."""
+        return 6 if ":" in self.address else 4
+
+    @property
+    def kind(self) -> str:
+        """``tcp`` or ``udp``; ``fwm`` for a firewall-mark service, ``fwm6`` for an IPv6 one:
+        the first segment of the service's API path."""
+        if self.fwmark:
+            return "fwm6" if self.family == 6 else "fwm"
+        return self.protocol
 
     @property
     def hostport(self) -> str:
         """``198.18.0.100:80``; an IPv6 VIP is bracketed: ``[2001:2::100]:80``; ``80`` for a
-        firewall-mark service."""
+        firewall-mark service (its family is in :attr:`kind`)."""
         if self.fwmark:
             return str(self.fwmark)
         return hostport(self.address, self.port)
 
     @property
     def label(self) -> str:
-        """``tcp 198.18.0.100:80`` (``fwm 80``): how the status document and the logs name
-        the service."""
-        return f"{'fwm' if self.fwmark else self.protocol} {self.hostport}"
+        """``tcp 198.18.0.100:80`` (``fwm 80``, ``fwm6 80``): how the status document and the
+        logs name the service."""
+        return f"{self.kind} {self.hostport}"
 
     def __str__(self) -> str:
-        return f"{'FWM' if self.fwmark else self.protocol.upper()} {self.hostport}"
+        if self.fwmark:  # as ipvsadm -L names it
+            return f"FWM {self.fwmark}{' IPv6' if self.family == 6 else ''}"
+        return f"{self.protocol.upper()} {self.hostport}"
 
 
 @total_ordering
@@ -328,6 +346,16 @@ class ClusterConfig:
     sloppy: bool = True  # engine sloppy_tcp/sloppy_udp (pick up flows moved by ECMP)
     bird: str = "bird"  # the BIRD 2 daemon binary
     state_dir: str = "/run/pylvs/bird"  # bird.conf, the control socket and the pid file
+    # The members: every director's address on the private network (this director's own is
+    # recognised and skipped).  With members, the directors exchange signed hellos (the
+    # member list in status) and, with ``sync``, every connection entry (docs/cluster.md).
+    members: tuple[IPAddress, ...] = ()
+    node_id: str | None = None  # None: router_id, else the host name; unique per member
+    secret_file: str | None = None  # required with members: hellos and sync are signed
+    sync: bool = True  # N-way connection sync among the members (non-hash schedulers)
+    sync_port: int = 5407
+    sync_id: int = 0  # IPVS's syncid in each sync message; 0 accepts any (as the kernel)
+    hello_interval: float = 0.2  # seconds; a member silent 3 intervals is dead
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -412,7 +440,7 @@ class VirtualServerConfig:
     def key(self) -> ServiceKey:
         """Identity of the service across reloads: (protocol, VIP, port), or the mark."""
         if self.fwmark:
-            return ServiceKey.for_fwmark(self.fwmark)
+            return ServiceKey.for_fwmark(self.fwmark, self.address.address.version)
         return ServiceKey(self.protocol, str(self.address.address), self.address.port)
 
     @property

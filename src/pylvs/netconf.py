@@ -133,11 +133,14 @@ class NetPlan:
     steering: frozenset[Steer] = frozenset()
     nat_routers: frozenset[IPInterface] = frozenset()  # at most one per address family
     fwmarks: frozenset[int] = frozenset()  # marks whose packets go to their own TUN device
+    # the marks of IPv6 fwmark services: their IPv6 packets take the mark's device as well (an
+    # IPv4-only mark routes no IPv6, whose packets would otherwise loop back to the kernel)
+    fwmarks6: frozenset[int] = frozenset()
 
     @property
     def has_ipv6(self) -> bool:
         """True when anything in the plan is IPv6 (the host then needs IPv6 forwarding)."""
-        return (any(v.version == 6 for v in self.vips)
+        return (bool(self.fwmarks6) or any(v.version == 6 for v in self.vips)
                 or any(s.address.version == 6 for s in self.steering)
                 or any(n.version == 6 for n in self.nat_routers))
 
@@ -165,13 +168,16 @@ def plan_from_config(cfg: Config, *, active: bool = True) -> NetPlan:
         sources.update((proto, ep.address, port(vs, ep.port))
                        for ep in endpoints for proto in protocols(vs))
     steering = aggregate_steering(sources)
-    vips = {vs.address.address for vs in cfg.virtual_servers}
-    vips.discard(IPv4Address(0))  # a fwmark service without a VIP of its own
+    # a fwmark service without a VIP of its own has 0.0.0.0 (or ::)
+    vips = {vs.address.address for vs in cfg.virtual_servers
+            if not vs.address.address.is_unspecified}
     return NetPlan(
         vips=frozenset(vips) if active else frozenset(),
         steering=frozenset(steering),
         nat_routers=frozenset(cfg.director.nat_routers) if active else frozenset(),
         fwmarks=frozenset(vs.fwmark for vs in cfg.virtual_servers if vs.fwmark),
+        fwmarks6=frozenset(vs.fwmark for vs in cfg.virtual_servers
+                           if vs.fwmark and vs.address.address.version == 6),
     )
 
 
@@ -299,7 +305,7 @@ class NetConf:
                     self._enable_ipv6(ipr)
                 self._set_vips(ipr, plan.vips)
                 self._set_steering(ipr, plan.steering)
-                self._set_fwmarks(ipr, plan.fwmarks, set_up=plan.fwmarks - old.fwmarks)
+                self._set_fwmarks(ipr, plan, set_up=plan.fwmarks - old.fwmarks)
                 self._set_nat_routers(ipr, plan.nat_routers)
             self._plan = plan
             self._save()
@@ -357,7 +363,8 @@ class NetConf:
             self.apply(NetPlan(vips=changes.get("vips", plan.vips),
                                steering=changes.get("steering", plan.steering),
                                nat_routers=changes.get("nat_routers", plan.nat_routers),
-                               fwmarks=changes.get("fwmarks", plan.fwmarks)))
+                               fwmarks=changes.get("fwmarks", plan.fwmarks),
+                               fwmarks6=changes.get("fwmarks6", plan.fwmarks6)))
 
     # -- pieces ------------------------------------------------------------------------------
     @contextlib.contextmanager
@@ -378,11 +385,7 @@ class NetConf:
     def _enable_ipv6(self, ipr: Any) -> None:
         """Switch IPv6 on for the TUN and the host, the first time a plan needs it."""
         tun = self._index(ipr, self.tun)
-        # No link-local address on the TUN: without one the kernel sends no router
-        # solicitations, DAD probes or solicited-node MLD reports into the dataplane.
-        self._sysctl(f"net/ipv6/conf/{self.tun}/addr_gen_mode", "1")
-        self._sysctl(f"net/ipv6/conf/{self.tun}/accept_ra", "0")
-        self._sysctl(f"net/ipv6/conf/{self.tun}/disable_ipv6", "0")
+        self._tun_ipv6(self.tun)
         # "all" switches every interface to router behaviour; proxy NDP answers only on an
         # interface that forwards (ndisc_recv_ns checks the device's forwarding).
         self._sysctl("net/ipv6/conf/all/forwarding", "1")
@@ -400,6 +403,14 @@ class NetConf:
         # connections the HA backup is about to take over).
         ipr.route("replace", dst=_DEFAULT[family], type="blackhole", table=self.table,
                   priority=0xFFFFFFFF, proto=RTPROT_PYLVS, family=family)
+
+    def _tun_ipv6(self, name: str) -> None:
+        """IPv6 on for a TUN device, quietly."""
+        # No link-local address on the TUN: without one the kernel sends no router
+        # solicitations, DAD probes or solicited-node MLD reports into the dataplane.
+        self._sysctl(f"net/ipv6/conf/{name}/addr_gen_mode", "1")
+        self._sysctl(f"net/ipv6/conf/{name}/accept_ra", "0")
+        self._sysctl(f"net/ipv6/conf/{name}/disable_ipv6", "0")
 
     def _host_routes(self, ipr: Any, table: int) -> list[Any]:
         return [r for family in _FAMILIES
@@ -475,35 +486,51 @@ class NetConf:
         return self.fwmark_table_base + mark
 
     def _fwmark_rules(self, ipr: Any) -> Iterator[Any]:
-        for rule in ipr.rule("dump"):
-            if rule["family"] == socket.AF_INET and rule.get("priority") == self.fwmark_priority:
-                yield rule
+        # IPv6 ones too whenever the host has IPv6 (as _rules: a crashed dual-stack run's)
+        has_ipv6 = self._state.ipv6 or Path("/proc/sys/net/ipv6").is_dir()
+        for family in _FAMILIES if has_ipv6 else (socket.AF_INET,):
+            for rule in ipr.rule("dump", family=family):
+                if rule.get("priority") == self.fwmark_priority:
+                    yield rule
 
-    def _set_fwmarks(self, ipr: Any, marks: frozenset[int], set_up: frozenset[int]) -> None:
-        """``fwmark M lookup <table M>``, ``default dev <TUN of M>`` in it, for each mark."""
-        for mark in sorted(marks):
+    def _set_fwmarks(self, ipr: Any, plan: NetPlan, set_up: frozenset[int]) -> None:
+        """``fwmark M lookup <table M>``, ``default dev <TUN of M>`` in it, for each mark; for
+        a mark of an IPv6 service the same in IPv6 (``::/0``), with IPv6 on for the device."""
+        wanted = {(socket.AF_INET, m) for m in plan.fwmarks}
+        wanted |= {(socket.AF_INET6, m) for m in plan.fwmarks6 & plan.fwmarks}
+        for mark in sorted(plan.fwmarks):
             name = fwmark_device(self.tun, mark)
             index = self._index(ipr, name)
+            if mark in plan.fwmarks6:
+                self._tun_ipv6(name)
+            elif Path(f"/proc/sys/net/ipv6/conf/{name}").is_dir():
+                self._sysctl(f"net/ipv6/conf/{name}/disable_ipv6", "1")
             if mark in set_up:
-                if Path(f"/proc/sys/net/ipv6/conf/{name}").is_dir():
-                    self._sysctl(f"net/ipv6/conf/{name}/disable_ipv6", "1")
                 self._tun_up(ipr, index)
                 self._tun_sysctls(name)
-            ipr.route("replace", dst="0.0.0.0/0", oif=index, table=self.fwmark_table(mark),
-                      proto=RTPROT_PYLVS)
+            for family in _FAMILIES:
+                table = self.fwmark_table(mark)
+                if (family, mark) in wanted:
+                    ipr.route("replace", dst=_DEFAULT[family], oif=index, table=table,
+                              proto=RTPROT_PYLVS, family=family)
+                else:
+                    _ignore(ipr.route, errno.ESRCH, "del", dst=_DEFAULT[family], table=table,
+                            proto=RTPROT_PYLVS, family=family)
         have = set()
         for rule in list(self._fwmark_rules(ipr)):
-            mark = rule.get("fwmark")
-            if mark in marks and rule.get("table") == self.fwmark_table(mark) \
-                    and mark not in have:
-                have.add(mark)
+            key = (rule["family"], rule.get("fwmark"))
+            if key in wanted and rule.get("table") == self.fwmark_table(key[1]) \
+                    and key not in have:
+                have.add(key)
             else:
                 _ignore(ipr.rule, errno.ENOENT, "del", priority=self.fwmark_priority,
-                        fwmark=rule.get("fwmark"), table=rule.get("table"))
-        for mark in sorted(marks - have):
+                        fwmark=rule.get("fwmark"), table=rule.get("table"),
+                        family=rule["family"])
+        for family, mark in sorted(wanted - have):
             _ignore(ipr.rule, errno.EEXIST, "add", priority=self.fwmark_priority,
-                    fwmark=mark, fwmask=0xFFFFFFFF, table=self.fwmark_table(mark))
-        self._state.fwmark_tables = sorted(self.fwmark_table(m) for m in marks)
+                    fwmark=mark, fwmask=0xFFFFFFFF, table=self.fwmark_table(mark),
+                    family=family)
+        self._state.fwmark_tables = sorted(self.fwmark_table(m) for m in plan.fwmarks)
 
     def _del_rule(self, ipr: Any, rule: Any) -> None:
         spec: dict[str, Any] = dict(table=self.table, priority=self.rule_priority,
@@ -554,7 +581,7 @@ class NetConf:
         self._del_claims(ipr)
         for rule in list(self._fwmark_rules(ipr)):
             _ignore(ipr.rule, errno.ENOENT, "del", priority=self.fwmark_priority,
-                    fwmark=rule.get("fwmark"), table=rule.get("table"))
+                    fwmark=rule.get("fwmark"), table=rule.get("table"), family=rule["family"])
         for table in (254, self.table, *self._state.fwmark_tables):
             for route in self._host_routes(ipr, table):
                 family = route["family"]

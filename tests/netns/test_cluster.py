@@ -8,6 +8,7 @@ per second: kill -9 a director, add it back, drain another with SIGTERM.
 
 from __future__ import annotations
 
+import os
 import shutil
 import time
 from typing import Any
@@ -22,6 +23,7 @@ pytestmark = pytest.mark.skipif(shutil.which("bird") is None, reason="needs BIRD
 # An echo slower than this is a disturbed stream: a lost segment costs at least TCP's minimum
 # retransmission timeout (200 ms); anything shorter is CPU scheduling on a shared machine.
 STALL = 0.19
+SYNC = os.environ.get("PYLVS_TEST_CLUSTER_SYNC", "1") != "0"  # 0: watch the rr test fail
 
 
 def _stalls(stream: dict[str, Any], start: float, end: float) -> list[float]:
@@ -91,6 +93,57 @@ def test_kill_add_back_and_drain_under_load() -> None:
     assert conns["ok"] > 200
     late = [f for f in conns["failures"] if not killed_at - 0.1 <= f["at"] <= killed_at + 1.0]
     assert late == [], f"new connections failed outside the detection window: {late}"
+
+
+def test_rr_streams_keep_their_real_server_through_a_kill() -> None:
+    """rr is no hash: only the connection sync among the directors keeps a moved flow on its
+    server.  Checked on the real servers: each stream's server socket keeps receiving, after
+    the kill and after the killed director is back (it got the whole table before announcing,
+    so the flows the router moves onto it find their entries)."""
+    with ClusterLab("pcr", scheduler="rr", sync=SYNC) as lab:
+        for i in range(3):
+            lab.start_director(i)
+        wait_until(lambda: lab.rs_nexthops(0) == set(lab.privates), 10.0,
+                   "the real servers' return route over all directors")
+        proc, flows = lab.start_load(streams=30, rate=10, duration=10)
+        time.sleep(1.0)  # a record at a connection's 3rd packet, then every 50th
+        via = lab.flows()
+        before = lab.server_sockets()
+        # each member is known to the others: address (node id = router id), what it announces
+        status = lab.status(1)
+        dir1 = f"member {lab.privates[0]} {lab.directors[0]}  "
+        assert f"{dir1}alive" in status and f"announces {lab.vip}" in status, status
+        assert "members 3/3 alive" in status
+        killed_at = lab.kill(0)
+        wait_until(lambda: lab.nexthops() == set(lab.directors[1:]), 2.0,
+                   "the router to route around the killed director")
+        time.sleep(2.5)
+        after = lab.server_sockets()
+        status = lab.status(2)
+        assert f"{dir1}DEAD" in status and "members 2/3 alive" in status, status
+        lab.start_director(0)
+        time.sleep(1.5)
+        back = lab.server_sockets()
+        via_back = lab.flows()
+        report = lab.load_report(proc)
+
+    hit = [f for f in flows if via.get(f, ("?",))[0] == lab.directors[0]]
+    assert hit, "some streams went through the killed director"
+    kept = [f for f in flows if f in before and f in after and after[f][0] == before[f][0]
+            and after[f][1] > before[f][1]]
+    assert len(before) >= len(flows)
+    assert kept == flows, f"streams that lost their real server: " \
+        f"{[(f, before.get(f), after.get(f), f in hit) for f in flows if f not in kept]}"
+    assert any(via_back.get(f, ("?",))[0] == lab.directors[0] for f in flows), \
+        "some streams moved onto the director that came back"
+    kept = [f for f in flows if f in back and back[f][0] == after[f][0]
+            and back[f][1] > after[f][1]]
+    assert kept == flows, "streams that lost their real server when the director came back: " \
+        f"{[(f, after.get(f), back.get(f)) for f in flows if f not in kept]}"
+    streams = report["streams"]
+    assert [s["error"] for s in streams] == [None] * len(streams), "no stream broke"
+    for s in streams:
+        assert max([0.0, *_stalls(s, killed_at, killed_at + 3)]) < 1.5, "resumed in time"
 
 
 def test_wrong_router_asn_is_reported_and_the_director_keeps_serving() -> None:

@@ -14,7 +14,7 @@ import contextlib
 import dataclasses
 import time
 from collections.abc import Awaitable, Callable
-from ipaddress import IPv4Address
+from ipaddress import IPv4Address, ip_address
 from typing import Any, TypedDict
 
 from pylvs import config as config_mod
@@ -157,7 +157,7 @@ class MiniDirector:
         if not isinstance(event, ServerEvent):
             return
         svc = event.service
-        key = (svc.protocol, model.Endpoint(IPv4Address(svc.address), svc.port), event.endpoint)
+        key = (svc.protocol, model.Endpoint(ip_address(svc.address), svc.port), event.endpoint)
         if event.in_pool:
             self._down.discard(key)
         else:

@@ -11,7 +11,7 @@ from typing import Any
 
 from pylvs._core import ffi, lib
 
-__all__ = ["CSched", "SchedError", "hsiphash_1u32"]
+__all__ = ["CSched", "SchedError", "hsiphash_1u32", "siphash24_words"]
 
 
 class SchedError(RuntimeError):
@@ -134,3 +134,8 @@ class CSched:
 def hsiphash_1u32(v: int, k0: int, k1: int) -> int:
     """The C hsiphash, for cross-checking the model's."""
     return int(lib.lvs_st_hsiphash(v, k0, k1))
+
+
+def siphash24_words(k0: int, k1: int, words: list[int]) -> int:
+    """The C SipHash-2-4 over 64-bit words (core/siphash.h, the SYN proxy's cookie hash)."""
+    return int(lib.lvs_st_siphash24(k0, k1, ffi.new("uint64_t[]", words or [0]), len(words)))

@@ -48,11 +48,27 @@ def test_cluster_config_round_trips_through_toml() -> None:
     assert again.cluster == cfg.cluster
 
 
+def test_cluster_members_round_trip_and_need_a_secret() -> None:
+    extra = 'members = ["198.19.0.2", "198.19.0.3"]\nsecret_file = "/etc/pylvs/cluster.key"\n' \
+        'node_id = "d1"\nsync = false'
+    cfg = config.parse(BASE.format(extra=extra), "t.toml")
+    assert cfg.cluster.members == (IPv4Address("198.19.0.2"), IPv4Address("198.19.0.3"))
+    assert config.parse(config.dump_toml(cfg), "t.toml").cluster == cfg.cluster
+    with pytest.raises(ConfigError, match=r"cluster\.secret_file: required"):
+        config.parse(BASE.format(extra='members = ["198.19.0.2"]'), "t.toml")
+    with pytest.raises(ConfigError, match=r"cluster\.members: expected each address once"):
+        config.parse(BASE.format(extra='members = ["198.19.0.2", "198.19.0.2"]\n'
+                                       'secret_file = "/k"'), "t.toml")
+
+
 @pytest.mark.parametrize(("extra", "message"), [
     ("hold_time = 2", "cluster.hold_time"),
     ("bfd_multiplier = 0", "cluster.bfd_multiplier"),
     ("drain_time = -1", "cluster.drain_time"),
     ("asn = 0", "cluster.asn"),
+    ("sync_id = 256", "cluster.sync_id"),
+    ("hello_interval = 0", "cluster.hello_interval"),
+    ("sync_port = 0", "cluster.sync_port"),
 ])
 def test_cluster_config_errors_name_the_key(extra: str, message: str) -> None:
     text = BASE.format(extra="").replace("asn = 65010\n", "") + ""
@@ -172,6 +188,14 @@ CLUSTER = {
     "bfd_sessions": [{"address": "198.19.0.11", "interface": "eth1", "state": "Up",
                       "interval": 0.1, "timeout": 0.3}],
     "error": None,
+    "members": {"node_id": "d1", "sync": True, "warm": True, "port": 5407, "members": [
+        {"address": "198.19.0.3", "node_id": "d2", "alive": True, "last_seen_ago": 0.12,
+         "announced": ["198.18.2.100"], "announced_count": 1, "draining": False,
+         "config_match": True, "synced_to_us": True, "synced_to_it": True,
+         "sync": {"records_sent": 40, "records_applied": 12}},
+        {"address": "198.19.0.4", "node_id": "d3", "alive": False, "last_seen_ago": 9.5,
+         "announced": [], "announced_count": 0, "draining": True, "config_match": False,
+         "synced_to_us": False, "synced_to_it": False, "sync": None}]},
 }
 
 
@@ -181,6 +205,10 @@ def test_status_text_shows_the_cluster() -> None:
     assert "router 198.18.0.254 AS 65000  BGP Active  BFD -  last error: Received: Bad peer AS" \
         in text
     assert "BFD with real servers: 198.19.0.11 Up" in text
+    assert "members 2/3 alive (this node d1, connection sync on)" in text
+    assert "member 198.19.0.3 d2  alive  seen 0.1 s ago  announces 198.18.2.100  " \
+        "records sent 40 applied 12" in text
+    assert "member 198.19.0.4 d3  DEAD  seen 9.5 s ago  draining  SERVICES DIFFER" in text
     assert "cluster" not in render_status({"cluster": {"mode": "off"}})
 
 
@@ -197,6 +225,12 @@ def test_metrics_of_the_cluster() -> None:
     assert 'pylvs_cluster_bgp_established{router="198.18.0.254",asn="65000"} 0' in lines
     assert 'pylvs_cluster_bfd_up{peer="198.19.0.11",interface="eth1"} 1' in lines
     assert "pylvs_cluster_draining 0" in lines
+    d2 = 'member="198.19.0.3",node_id="d2"'
+    assert f"pylvs_cluster_member_up{{{d2}}} 1" in lines
+    assert 'pylvs_cluster_member_up{member="198.19.0.4",node_id="d3"} 0' in lines
+    assert f"pylvs_cluster_member_last_seen_seconds{{{d2}}} 0.12" in lines
+    assert f'pylvs_cluster_member_announced{{{d2},vip="198.18.2.100"}} 1' in lines
+    assert f"pylvs_cluster_sync_records_applied_total{{{d2}}} 12" in lines
     fams.clear()
     _cluster({"mode": "off"}, fam)
     assert fams == {}

@@ -19,6 +19,7 @@ from scapy.layers.inet import IP, TCP
 
 from pylvs.api.client import ApiClient
 from pylvs.cli import ctl
+from pylvs.model import ServiceKey
 from tests.support.mini_director import ApiStarter, MiniDirector, base_config, service
 
 VIP = "198.18.0.100"
@@ -248,6 +249,41 @@ async def test_fwmark_service_as_ipvsadm(daemon: Any) -> None:
     assert await ok(sock, "-Sn") == saved
     await ok(sock, "-D", "-f", "80")
     assert director.config.virtual_servers == ()
+
+
+async def test_ipv6_fwmark_service_as_ipvsadm(daemon: Any) -> None:
+    director, sock = daemon
+    await ok(sock, "-A", "-f", "1", "-s", "rr")  # mark 1's IPv4 service beside its IPv6 one
+    await ok(sock, "-A", "-f", "1", "-6", "-s", "rr", "-p", "300", "-M", "64")
+    await ok(sock, "-a", "-f", "1", "-6", "-r", "[2001:2:1::11]:80", "-m")
+    await ok(sock, "-a", "-f", "1", "-6", "-r", "[2001:2:1::12]:80", "-m", "-w", "2")
+    status, _, err = await run_ctl(sock, "-a", "-f", "1", "-6", "-r", "198.19.0.11:80", "-m")
+    assert status != 0 and "IPv6" in err, err  # a server of the other family
+    keys = {vs.key for vs in director.config.virtual_servers}
+    assert keys == {ServiceKey.for_fwmark(1), ServiceKey.for_fwmark(1, 6)}
+    assert {s.key for s in director.engine.services()} == keys
+    lines = (await ok(sock, "-Ln")).splitlines()
+    assert lines[3:] == [
+        "FWM  1 rr",
+        "FWM  1 IPv6 rr persistent 300 mask 64",
+        "  -> [2001:2:1::11]:80            Masq    1      0          0         ",
+        "  -> [2001:2:1::12]:80            Masq    2      0          0         ",
+    ]
+    saved = await ok(sock, "-Sn")
+    assert saved == ("-A -f 1 -s rr\n"
+                     "-A -f 1 -6 -s rr -p 300 -M 64\n"
+                     "-a -f 1 -6 -r [2001:2:1::11]:80 -m -w 1\n"
+                     "-a -f 1 -6 -r [2001:2:1::12]:80 -m -w 2\n")
+    single = (await ok(sock, "-Ln", "-f", "1", "-6")).splitlines()
+    assert "FWM  1 IPv6 rr persistent 300 mask 64" in single and "FWM  1 rr" not in single
+    await ok(sock, "-E", "-f", "1", "-6", "-s", "wlc", "-p", "300", "-M", "64")
+    await ok(sock, "-e", "-f", "1", "-6", "-r", "[2001:2:1::12]:80", "-w", "5")
+    await ok(sock, "-Z", "-f", "1", "-6")
+    await ok(sock, "-C")
+    await ok(sock, "-R", stdin=saved)
+    assert await ok(sock, "-Sn") == saved
+    await ok(sock, "-D", "-f", "1", "-6")
+    assert [vs.key for vs in director.config.virtual_servers] == [ServiceKey.for_fwmark(1)]
 
 
 async def test_port_list_service_saves_and_restores(daemon: Any) -> None:

@@ -181,6 +181,27 @@ def test_fwmark_service() -> None:
     assert req.persistence == 0
 
 
+def test_ipv6_fwmark_service_as_ipvsadm() -> None:
+    # ipvsadm: -6 qualifies the -f before it (the kernel keys fwmark services by family)
+    req = ctl.parse_args(["-A", "-f", "1", "-6", "-s", "rr", "-p", "300", "-M", "64"])
+    assert (req.fwmark, str(req.service), req.netmask) == (1, "[::]:0", 64)
+    op = ctl.to_operation(req)
+    assert op["service"]["fwmark"] == 1 and op["service"]["address"] == "[::]:0"
+    edit = ctl.to_operation(ctl.parse_args(["-E", "-f", "1", "-6", "-s", "wlc"]))
+    assert (edit["protocol"], edit["address"]) == ("fwm6", "1")
+    assert "address" not in edit["changes"]  # the service's own VIP (if any) stays
+    req = ctl.parse_args(["-a", "-f", "1", "-6", "-r", "[2001:2:1::11]:80", "-m"])
+    assert str(req.server) == "[2001:2:1::11]:80"
+    assert ctl.to_operation(req)["protocol"] == "fwm6"
+    assert ctl.to_operation(ctl.parse_args(["-D", "-f", "1"]))["protocol"] == "fwm"
+    with pytest.raises(ctl.CtlError, match="-6 used before -f"):
+        ctl.parse_args(["-A", "-6", "-f", "1"])
+    with pytest.raises(ctl.CtlError, match="-6 used before -f"):
+        ctl.parse_args(["-A", "-t", "[2001:2::100]:80", "-6"])
+    with pytest.raises(ctl.CtlError, match="illegal ipv6 netmask"):
+        ctl.parse_args(["-A", "-f", "1", "-6", "-p", "-M", "255.255.255.0"])
+
+
 def test_synproxy_flag_like_alibabas_ipvsadm() -> None:
     req = ctl.parse_args(["-A", "-t", "198.18.0.100:80", "-s", "rr", "-j", "enable"])
     assert req.synproxy is True and ctl.to_operation(req)["service"]["synproxy"] is True

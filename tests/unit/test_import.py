@@ -287,16 +287,17 @@ def test_fwmark_ftp_and_ipv6_services(tmp_path: Path) -> None:
         virtual_server 198.18.0.100 2121 { protocol UDP real_server 198.19.0.11 21 { } }
     """)
     r = import_file(main, "keepalived")
-    fwm, v6group, v6, ftp, udp = _roundtrip(r).virtual_servers
+    fwm, fwm6, v6group, fwm7, v6, ftp, udp = _roundtrip(r).virtual_servers
     assert [str(v.key) for v in (v6group, v6)] == ["TCP [2001:2::100]:80", "TCP [2001:2::100]:443"]
+    # ip_family inet6: the marks' IPv6 services (ipvsadm -f 6 -6), IPv6 servers kept
+    assert [str(v.key) for v in (fwm6, fwm7)] == ["FWM 6 IPv6", "FWM 7 IPv6"]
+    assert str(fwm6.real_servers[0].address) == "[2001:2::11]:80"
     assert (str(fwm.key), fwm.persistence, str(fwm.real_servers[0].address)) == (
         "FWM 80", 300, "198.19.0.11:80")
     assert fwm.check.type == "tcp" and not fwm.ftp
     assert (str(ftp.key), ftp.ftp, udp.ftp) == ("TCP 198.18.0.100:21", True, False)
     assert any("ftp = true" in t for t in _texts(r, dropped=False))
-    dropped = _texts(r, dropped=True)
-    assert sum("fwmark services are IPv4 in pylvs" in t for t in dropped) == 2  # 6, group's 7
-    assert len(dropped) == 2
+    assert _texts(r, dropped=True) == []
 
 
 def test_ipv6_services_groups_servers_and_vrrp(tmp_path: Path) -> None:

@@ -109,6 +109,53 @@ def test_config_dual_stack_gateways_and_ipv6_ha_peers_round_trip() -> None:
     assert 'peer_public = "2001:2::3"' in text and "netmask = 64" in text
 
 
+FWMARK6 = """
+[director]
+public_interface = "eth0"
+private_interface = "eth1"
+
+[[virtual_server]]
+fwmark = 1
+{address}
+persistence = 300
+netmask = 64
+
+  [[virtual_server.real_server]]
+  address = "{rip}"
+"""
+
+
+@pytest.mark.parametrize("address", ['address = "[2001:2::100]"', 'address = "2001:2::100"',
+                                     'address = "[2001:2::100]:0"'])
+def test_config_ipv6_fwmark_service_with_its_vip(address: str) -> None:
+    cfg = config.parse(FWMARK6.format(address=address, rip="[2001:2:1::11]:80"), "t.toml")
+    vs = cfg.virtual_servers[0]
+    assert vs.address == Endpoint(IPv6Address("2001:2::100"), 0)
+    assert vs.key == model.ServiceKey.for_fwmark(1, 6) and str(vs.key) == "FWM 1 IPv6"
+    assert codec.service_id(vs.key) == "fwm6/1" and vs.prefix_length == 64
+
+
+def test_config_ipv6_fwmark_service_without_vip_takes_its_servers_family() -> None:
+    # keepalived's virtual_server fwmark: the family of the real servers
+    cfg = config.parse(FWMARK6.format(address="", rip="2001:2:1::11"), "t.toml")
+    vs = cfg.virtual_servers[0]
+    assert vs.address == Endpoint(IPv6Address(0), 0) and vs.key.family == 6
+    text = FWMARK6.format(address="", rip="198.19.0.11").replace("netmask = 64\n", "")
+    assert config.parse(text, "t.toml").virtual_servers[0].key == model.ServiceKey.for_fwmark(1)
+    with pytest.raises(config.ConfigFileError) as err:
+        config.parse(FWMARK6.format(address='address = "[2001:2::100]"', rip="198.19.0.11:80"),
+                     "t.toml")
+    assert "virtual_server[0].real_server[0].address: expected an IPv6 address" in \
+        "\n".join(err.value.problems)
+
+
+def test_codec_names_the_ipv6_service_of_a_mark() -> None:
+    assert codec.service_key("fwm6", "1", "x") == model.ServiceKey.for_fwmark(1, 6)
+    assert codec.service_key("fwm", "1", "x") == model.ServiceKey.for_fwmark(1)
+    with pytest.raises(ConfigError, match="fwm6"):
+        codec.service_key("fwm7", "1", "x")
+
+
 def test_config_ha_peer_must_be_an_address() -> None:
     text = BASE.format(vip="[2001:2::100]:80", rip="[2001:2:1::11]", director="", vs="")
     text += '\n[ha]\npeer_public = "lvs2.example"\n'
@@ -167,6 +214,8 @@ def test_ctl_parses_ipv6_like_ipvsadm() -> None:
         (["-a", "-t", "[2001:2::100]:80", "-r", "[2001:2:1::11]"],
          "illegal real server address[:port] specified"),
         (["-A", "-t", "[2001:2::100]:80", "-6"], "-6 used before -f"),
+        (["-A", "-6", "-f", "1"], "-6 used before -f"),
+        (["-A", "-f", "1", "-6", "-p", "-M", "129"], "illegal ipv6 netmask specified"),
     ],
 )
 def test_ctl_refuses_bad_ipv6_as_ipvsadm(argv: list[str], message: str) -> None:
@@ -280,3 +329,14 @@ def test_nat_router_interfaces_parse_per_family() -> None:
     d = model.DirectorConfig(public_interface="eth0", private_interface="eth1",
                              nat_router="2001:2:1::1/64")
     assert d.nat_routers == (IPv6Interface("2001:2:1::1/64"),)
+
+
+def test_metrics_label_the_two_services_of_a_mark_apart() -> None:
+    from pylvs.api.metrics import _service_labels
+
+    v4 = _service_labels({"fwmark": 80, "address": "0.0.0.0:0", "protocol": "tcp"})
+    v6 = _service_labels({"fwmark": 80, "address": "[2001:2::100]:0", "protocol": "tcp"})
+    # node_exporter's reading of /proc/net/ip_vs: proto FWM, the mark in 8 hex digits
+    assert v4 == {"local_address": "0.0.0.0", "local_port": "0", "proto": "FWM",
+                  "local_mark": "00000050"}
+    assert v6 == {**v4, "local_address": "2001:2::100"}

@@ -10,7 +10,7 @@ import random
 
 import pytest
 
-from tests.support.sched_harness import CSched, SchedError, hsiphash_1u32
+from tests.support.sched_harness import CSched, SchedError, hsiphash_1u32, siphash24_words
 from tests.support.sched_model import (
     LBLC,
     MH_K1,
@@ -54,6 +54,23 @@ def test_c_hsiphash_matches_model() -> None:
         v = r.randrange(1 << 32)
         for k in (2654435761, 2654446892, r.randrange(1 << 64)):
             assert hsiphash_1u32(v, k, k) == model_hsiphash(v, k, k)
+
+
+def test_c_siphash24_matches_model_and_reference() -> None:
+    """The one C SipHash (core/siphash.h) is SipHash-2-4 as published, for every word count the
+    SYN proxy hashes (1 to 6 words)."""
+    k0 = int.from_bytes(bytes(range(8)), "little")
+    k1 = int.from_bytes(bytes(range(8, 16)), "little")
+    assert siphash24_words(k0, k1, []) == 0x726FDB47DD0E0E31
+    assert siphash24_words(k0, k1, [int.from_bytes(bytes(range(8)), "little")]) == \
+        siphash(k0, k1, bytes(range(8)))
+    r = random.Random(2)
+    for _ in range(2000):
+        n = r.randrange(7)
+        words = [r.randrange(1 << 64) for _ in range(n)]
+        a, b = r.randrange(1 << 64), r.randrange(1 << 64)
+        msg = b"".join(w.to_bytes(8, "little") for w in words)
+        assert siphash24_words(a, b, words) == siphash(a, b, msg)
 
 
 def test_hash_32_keeps_high_bits() -> None:

@@ -412,9 +412,9 @@ async def _zero(request: web.Request) -> web.Response:
     key: model.ServiceKey | None = None
     if service is not None:
         proto, _, addr = str(service).partition("/")
-        if proto not in ("tcp", "udp", "fwm"):
+        if proto not in ("tcp", "udp", "fwm", "fwm6"):
             raise ConfigError(f"service: {service!r} is not 'tcp/a.b.c.d:port', 'udp/…' "
-                              "or 'fwm/<mark>'")
+                              "or 'fwm/<mark>' ('fwm6/<mark>' for IPv6)")
         key = codec.service_key(proto, addr, "service")
         mutations.find_service(_director(request).config, key)
     views.zero(_director(request), key)

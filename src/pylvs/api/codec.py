@@ -39,20 +39,21 @@ _OUT_NAMES = {"real_servers": "real_server"}
 
 
 def service_id(key: model.ServiceKey) -> str:
-    """The path segment naming a service in URLs: ``tcp/198.18.0.100:80``, ``fwm/80``."""
-    return f"{'fwm' if key.fwmark else key.protocol}/{key.hostport}"
+    """The path segment naming a service in URLs: ``tcp/198.18.0.100:80``, ``fwm/80``,
+    ``fwm6/80`` (the IPv6 service of mark 80)."""
+    return f"{key.kind}/{key.hostport}"
 
 
 def service_key(protocol: object, address: object, where: str) -> model.ServiceKey:
-    """Parse a service named by *protocol* (tcp, udp or fwm, checked first) and
-    ``a.b.c.d:port`` (for fwm: the mark)."""
-    if protocol == "fwm":
+    """Parse a service named by *protocol* (tcp, udp, fwm or fwm6, checked first) and
+    ``a.b.c.d:port`` (for fwm and fwm6: the mark)."""
+    if protocol in ("fwm", "fwm6"):
         text = str(address)
         if not text.isdigit() or not 0 < int(text) <= 0xFFFFFFFF:
             raise ConfigError(f"{where}: {address!r} is not a firewall mark 1..4294967295")
-        return model.ServiceKey.for_fwmark(int(text))
+        return model.ServiceKey.for_fwmark(int(text), 6 if protocol == "fwm6" else 4)
     if protocol not in ("tcp", "udp"):
-        raise ConfigError(f"protocol: {protocol!r} is not one of 'tcp', 'udp', 'fwm'")
+        raise ConfigError(f"protocol: {protocol!r} is not one of 'tcp', 'udp', 'fwm', 'fwm6'")
     proto: model.Protocol = "udp" if protocol == "udp" else "tcp"
     endpoint = parse_endpoint(address, where)
     return model.ServiceKey(proto, str(endpoint.address), endpoint.port)

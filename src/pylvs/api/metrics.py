@@ -3,8 +3,11 @@
 Names follow node_exporter's IPVS collector with a ``pylvs_ipvs_`` prefix in place of
 ``node_ipvs_`` (``…_backend_connections_active``, ``…_incoming_bytes_total`` …) and the same
 labels (``local_address``, ``local_port``, ``proto``, ``remote_address``, ``remote_port``, and
-``local_mark``, always empty: pylvs has no firewall-mark services), so a dashboard written for a
-kernel director needs only the prefix changed.  The rest (health, HA,
+``local_mark``), so a dashboard written for a kernel director needs only the prefix changed.
+A firewall-mark service is labelled as node_exporter reads it from /proc/net/ip_vs: ``proto``
+``FWM``, ``local_mark`` the mark in eight hex digits (``00000050``), port 0; its
+``local_address`` is its VIP, or ``0.0.0.0`` / ``::`` without one, which keeps mark 80's IPv4
+and IPv6 services apart (the kernel's /proc line does not say the family).  The rest (health, HA,
 drops, dataplane) is ``pylvs_*``.  Written by hand: the format is small and the daemon should
 not need prometheus_client at run time.
 """
@@ -75,6 +78,9 @@ def _split(endpoint: object) -> tuple[str, str]:
 
 def _service_labels(svc: Mapping[str, Any]) -> dict[str, str]:
     host, port = _split(svc["address"])
+    if svc.get("fwmark"):
+        return {"local_address": host, "local_port": "0", "proto": "FWM",
+                "local_mark": f"{int(svc['fwmark']):08X}"}
     return {"local_address": host, "local_port": port, "proto": str(svc["protocol"]).upper(),
             "local_mark": ""}
 
@@ -175,6 +181,34 @@ def _cluster(cl: Mapping[str, Any], fam: Callable[[str, str, str], MetricFamily]
                 b.get("state") == "Up")
     fam("pylvs_cluster_draining", "gauge", "1 while this director drains (SIGTERM).").add(
         {}, bool(cl.get("draining")))
+    _cluster_members(cl.get("members"), fam)
+
+
+def _cluster_members(mb: Any, fam: Callable[[str, str, str], MetricFamily]) -> None:
+    """The other members: alive, last hello, what each announces, the records exchanged."""
+    if not isinstance(mb, Mapping):
+        return
+    up = fam("pylvs_cluster_member_up", "gauge",
+             "1 while the cluster member's hellos arrive (silent 3.5 intervals: 0).")
+    seen = fam("pylvs_cluster_member_last_seen_seconds", "gauge",
+               "Seconds since the member was last heard.")
+    ann = fam("pylvs_cluster_member_announced", "gauge",
+              "1 for each VIP the member says it announces to its routers.")
+    sent = fam("pylvs_cluster_sync_records_sent_total", "counter",
+               "Connection records sent to the member.")
+    applied = fam("pylvs_cluster_sync_records_applied_total", "counter",
+                  "Connection records received from the member and installed.")
+    for m in mb.get("members") or ():
+        labels = {"member": str(m["address"]), "node_id": str(m.get("node_id") or "")}
+        up.add(labels, bool(m.get("alive")))
+        if m.get("last_seen_ago") is not None:
+            seen.add(labels, float(m["last_seen_ago"]))
+        for vip in m.get("announced") or ():
+            ann.add({**labels, "vip": str(vip)}, 1)
+        sy = m.get("sync")
+        if isinstance(sy, Mapping):
+            sent.add(labels, int(sy.get("records_sent", 0)))
+            applied.add(labels, int(sy.get("records_applied", 0)))
 
 
 def _defense(dfn: Mapping[str, Any], fam: Any) -> None:

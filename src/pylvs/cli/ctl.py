@@ -8,8 +8,8 @@ ipvsadm's layouts (:mod:`pylvs.cli.layouts`).  Differences, all deliberate:
   and a server added without any of them is masqueraded.
 * one-packet scheduling (``-o``) and the kernel sync daemon (``--start-daemon``/
   ``--stop-daemon``; pylvs syncs through ``[ha]``) are refused with a reason.  Firewall-mark
-  services (``-f``) work as in IPVS once the operator's nftables rules mark the packets
-  (docs/ipvs.md#fwmark).
+  services (``-f``, IPv6 ones ``-f 1 -6``) work as in IPVS once the operator's nftables
+  rules mark the packets (docs/ipvs.md#fwmark).
 * ``-R`` applies all the lines it reads as one change: if any line is invalid, none is applied.
 * ``-S`` saves the configured weights, not the ones a failing health check has lowered.
 * ``-L`` shows the weight the scheduler uses now (0 while a health check has the server down),
@@ -40,7 +40,7 @@ import socket
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from ipaddress import AddressValueError, IPv4Address
+from ipaddress import AddressValueError, IPv4Address, IPv6Address
 from typing import Any
 
 from pylvs import __version__, model
@@ -131,10 +131,6 @@ _LONG_OPTIONS = {"tcp-service": ("tcp", True), "udp-service": ("udp", True),
 _REFUSED = {
     "gatewaying": "-g (direct routing) is not supported: pylvs is a NAT director; use -m",
     "ipip": "-i (IPIP tunnelling) is not supported: pylvs is a NAT director; use -m",
-    # ipvsadm's -6 only qualifies -f (a firewall mark has no address to say its family);
-    # an IPv6 -t/-u/-r address is written in brackets: -t [2001:2::100]:80.
-    "ipv6": "-6 used before -f (IPv6 firewall-mark services are not supported; an IPv6 "
-            "address needs no -6: -t [2001:2::100]:80)",
     "ops": "-o (one-packet scheduling) is not supported",
     "start-daemon": "--start-daemon is not supported: connection sync runs with [ha] sync = true",
     "stop-daemon": "--stop-daemon is not supported: connection sync runs with [ha] sync = true",
@@ -300,6 +296,13 @@ def parse_args(argv: Sequence[str]) -> Request:
             continue
         if name in _REFUSED:
             raise CtlError(_REFUSED[name])
+        if name == "ipv6":
+            # ipvsadm's -6 only qualifies a -f given before it (a firewall mark has no address
+            # to say its family); an IPv6 -t/-u/-r address is written [2001:2::100]:80.
+            if not req.fwmark:
+                raise CtlError("-6 used before -f")
+            req.service = model.Endpoint(IPv6Address(0), 0)
+            continue
         if name == "":
             positional.append(str(value))
             continue
@@ -459,9 +462,11 @@ def _service_body(req: Request) -> dict[str, Any]:
 
 
 def _sid(req: Request) -> tuple[str, str]:
-    """The service's (protocol, address) in API paths: ``("fwm", "80")`` for ``-f 80``."""
+    """The service's (protocol, address) in API paths: ``("fwm", "80")`` for ``-f 80``,
+    ``("fwm6", "80")`` for ``-f 80 -6``."""
     if req.fwmark:
-        return "fwm", str(req.fwmark)
+        assert req.service is not None
+        return ("fwm6" if req.service.address.version == 6 else "fwm"), str(req.fwmark)
     return req.protocol, str(req.service)
 
 
@@ -472,7 +477,10 @@ def _server_body(req: Request) -> dict[str, Any]:
 
 def _new_service_body(req: Request) -> dict[str, Any]:
     # ipvsadm's kernel probes nothing: a service made by -A is unchecked (see the module doc).
-    return {**_service_body(req), "check": {"type": "none"}}
+    body = {**_service_body(req), "check": {"type": "none"}}
+    if req.fwmark and req.service is not None and req.service.address.version == 6:
+        body["address"] = str(req.service)  # -f 1 -6: the address says the family ([::]:0)
+    return body
 
 
 def to_operation(req: Request) -> dict[str, Any]:

@@ -94,10 +94,11 @@ def _name(endpoint: str, protocol: str, numeric: bool) -> str:
 
 
 def _service_name(svc: Json, numeric: bool, width: int) -> str:
-    """``FWM  80`` for a firewall-mark service, else ``TCP  198.18.0.100:80`` (an IPv4 name cut
-    to ``width`` as ipvsadm does, an IPv6 one whole)."""
+    """``FWM  80`` for a firewall-mark service (``FWM  80 IPv6``), else
+    ``TCP  198.18.0.100:80`` (an IPv4 name cut to ``width`` as ipvsadm does, an IPv6 one
+    whole)."""
     if svc.get("fwmark"):
-        return f"FWM  {int(svc['fwmark'])}"
+        return f"FWM  {int(svc['fwmark'])}{' IPv6' if _is_v6(str(svc['address'])) else ''}"
     protocol, address = str(svc["protocol"]), str(svc["address"])
     return _cut(f"{protocol.upper()}  {_name(address, protocol, numeric)}", address, width)
 
@@ -268,8 +269,8 @@ def rules(services: Iterable[Json], *, numeric: bool = False) -> str:
     for svc in _ordered(services, fmt):
         protocol = str(svc["protocol"])
         switch = "-t" if protocol == "tcp" else "-u"
-        if svc.get("fwmark"):
-            name = f"-f {int(svc['fwmark'])}"
+        if svc.get("fwmark"):  # the address of a fwmark service says its family
+            name = f"-f {int(svc['fwmark'])}{' -6' if _is_v6(str(svc['address'])) else ''}"
         else:
             name = f"{switch} {_name(str(svc['address']), protocol, numeric)}"
         line = f"-A {name} -s {svc['scheduler']}" + _persistence(svc, "-p", "-M")

@@ -52,6 +52,37 @@ def _cluster_lines(cl: Mapping[str, Any]) -> list[str]:
             f"{b['address']} {b['state']}" for b in peers))
     if cl.get("error"):
         lines.append(f"  error: {cl['error']}")
+    return lines + _member_lines(cl.get("members"))
+
+
+def _member_lines(mb: Any) -> list[str]:
+    """The other directors of the cluster as this one hears them (pylvs.cluster.sync)."""
+    if not isinstance(mb, Mapping):
+        return []
+    rows = mb.get("members") or []
+    alive = sum(1 for m in rows if m.get("alive"))
+    sync = "connection sync on" if mb.get("sync") else "no connection sync"
+    warm = "" if mb.get("warm") else ", warming up (not announcing yet)"
+    lines = [f"  members {alive + 1}/{len(rows) + 1} alive (this node {mb.get('node_id')}, "
+             f"{sync}{warm})"]
+    for m in rows:
+        seen = m.get("last_seen_ago")
+        state = "alive" if m.get("alive") else "DEAD" if seen is not None else "never heard"
+        parts = [f"  member {m['address']} {m.get('node_id') or '?'}  {state}"]
+        if seen is not None:
+            parts.append(f"seen {seen:.1f} s ago")
+        vips = m.get("announced") or []
+        more = int(m.get("announced_count") or 0) - len(vips)
+        parts.append("draining" if m.get("draining") else
+                     "announces " + (", ".join(vips) or "nothing") + (f" +{more}" if more > 0
+                                                                      else ""))
+        if m.get("config_match") is False:
+            parts.append("SERVICES DIFFER")
+        sy = m.get("sync")
+        if isinstance(sy, Mapping):
+            parts.append(f"records sent {sy.get('records_sent', 0)} "
+                         f"applied {sy.get('records_applied', 0)}")
+        lines.append("  ".join(parts))
     return lines
 
 

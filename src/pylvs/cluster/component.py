@@ -12,10 +12,14 @@ Lifecycle (docs/cluster.md):
   otherwise it is withdrawn.  Announcing is ``enable vip_…``, withdrawing ``disable vip_…``.
   Every :data:`STATUS_INTERVAL` it reads BGP and BFD state for ``status()`` and logs changes,
   naming BIRD's own reason (``Received: Bad peer AS``, ``Socket: Connection refused``).
+* members (``[cluster] members``): :class:`pylvs.cluster.sync.ClusterSync` starts first; it
+  exchanges hellos (the member list in status) and connection records with the other
+  directors, and VIPs are announced only once it is warm (it holds the members' connections).
 * ``stop`` (SIGTERM, or any stop): drain.  Withdraw every VIP (routers move new packets of
   every flow to the other directors, which pick them up), keep forwarding for ``drain_time``,
   then stop the BFD sessions so the real servers take this director out of their return
-  route, wait one BFD detection time while still un-NATting late replies, then stop BIRD.
+  route, wait one BFD detection time while still un-NATting late replies, then stop BIRD, and
+  last the member sync (which kept sending this director's records through the drain).
 """
 
 from __future__ import annotations
@@ -26,6 +30,7 @@ import ctypes
 import logging
 import os
 import signal
+import socket
 import subprocess
 import time
 from collections.abc import Iterable
@@ -42,13 +47,15 @@ from pylvs.cluster.birdctl import (
     parse_bfd_sessions,
     parse_protocols,
 )
+from pylvs.cluster.sync import ClusterSync
 from pylvs.errors import ConfigError
-from pylvs.model import Config, IPAddress
+from pylvs.ha.node import services_digest
+from pylvs.model import ClusterConfig, Config, IPAddress
 
 if TYPE_CHECKING:
     from pylvs.director import ComponentHost
 
-__all__ = ["ClusterComponent", "attach_cluster"]
+__all__ = ["ClusterComponent", "attach_cluster", "node_id"]
 
 log = logging.getLogger("pylvs.cluster")
 
@@ -88,18 +95,40 @@ class ClusterComponent:
         self._reported: dict[str, tuple[str, str | None]] = {}
         self._started_at = 0.0
         self._draining = False
+        self.sync: ClusterSync | None = None
         director.config_listeners.append(self._on_config)
 
     # -- lifecycle -----------------------------------------------------------------------
     async def start(self) -> None:
         """Start BIRD with every VIP withdrawn and begin announcing what is served."""
-        cl = self._director.config.cluster
-        for vs in self._director.config.virtual_servers:
-            if vs.scheduler not in CONSISTENT_SCHEDULERS:
+        cfg = self._director.config
+        cl = cfg.cluster
+        for vs in cfg.virtual_servers:
+            if vs.scheduler not in CONSISTENT_SCHEDULERS and not (cl.members and cl.sync):
                 # Another director would pick another server for a flow ECMP moves to it.
                 log.warning("cluster: %s uses %s: a flow that moves to another director may "
-                            "land on another real server; use mh or sh", vs.key.label,
-                            vs.scheduler)
+                            "land on another real server; use mh or sh, or list the "
+                            "cluster.members to sync connections", vs.key.label, vs.scheduler)
+        if cl.members:
+            self.sync = ClusterSync(
+                cl, interface=cfg.director.private_interface, node_id=node_id(cl),
+                digest=services_digest(cfg), engine=self._director.engine,
+                hello_state=self._hello_state)
+            await self.sync.start()
+        try:
+            await self._start_bird()
+        except BaseException:
+            if self.sync is not None:
+                await self.sync.stop()
+                self.sync = None
+            raise
+
+    def _hello_state(self) -> tuple[list[str], bool]:
+        """What this director tells the members: the VIPs it announces, and if it drains."""
+        return [str(v) for v in self._announced or ()], self._draining
+
+    async def _start_bird(self) -> None:
+        cl = self._director.config.cluster
         os.makedirs(cl.state_dir, mode=0o700, exist_ok=True)
         self._write_config(self._director.config, set())
         await self._check_config()
@@ -148,6 +177,9 @@ class ClusterComponent:
             except BirdError as exc:
                 log.warning("cluster: drain: %s", exc)
             await self._stop_bird()
+        if self.sync is not None:
+            await self.sync.stop()
+            self.sync = None
         if self._log_file is not None:
             self._log_file.close()
             self._log_file = None
@@ -228,7 +260,7 @@ class ClusterComponent:
     def serving(self) -> set[IPv4Address]:
         """VIPs this director should announce now: active, with a server able to take flows."""
         d = self._director
-        if not d.active or self._draining:
+        if not d.active or self._draining or (self.sync is not None and not self.sync.warm()):
             return set()
         return {IPv4Address(svc.key.address) for svc in d.engine.services()
                 if ":" not in svc.key.address  # the cluster announces IPv4 VIPs (/32)
@@ -293,6 +325,8 @@ class ClusterComponent:
         fixed = (cfg.cluster.mode, cfg.cluster.state_dir, cfg.cluster.bird)
         if fixed != self._fixed:
             log.warning("cluster: mode, state_dir and bird change only with a restart")
+        if self.sync is not None:
+            self.sync.update_config(cfg.cluster, services_digest(cfg))
         self._write_config(cfg, self._announced or set())
         try:
             await self.control.command("configure")
@@ -326,7 +360,18 @@ class ClusterComponent:
                               "interval": b.interval, "timeout": b.timeout}
                              for b in self._bfd],
             "error": self._error,
+            "members": None if self.sync is None else self.sync.status(),
         }
+
+
+def node_id(cluster: ClusterConfig) -> str:
+    """This director's name among the members: ``node_id``, else ``router_id``, else the
+    host name (cut to the 32 bytes a message holds)."""
+    if cluster.node_id:
+        return cluster.node_id
+    if cluster.router_id is not None:
+        return str(cluster.router_id)
+    return socket.gethostname().encode()[:32].decode(errors="ignore") or "pylvs"
 
 
 def attach_cluster(director: ComponentHost) -> ClusterComponent:

@@ -171,8 +171,10 @@ int lvs_dest_expire_conns(lvs_engine *e, const lvs_dest_conf *c);
 
 /* Addresses the operator's nftables rules mark for fwmark services (their VIPs): unmarked
  * packets to them are dropped (no_service) instead of passed back to the kernel, which would
- * route them straight into the TUN again.  Replaces the previous list. */
-int lvs_engine_set_fwm_vips(lvs_engine *e, const uint32_t *addrs, uint32_t n);
+ * route them straight into the TUN again.  IPv4 ones in addrs, IPv6 ones in addrs6.  Replaces
+ * the previous lists. */
+int lvs_engine_set_fwm_vips(lvs_engine *e, const uint32_t *addrs, uint32_t n,
+                            const lvs_addr *addrs6, uint32_t n6);
 
 /* ---- inspection ---- */
 

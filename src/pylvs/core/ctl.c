@@ -79,10 +79,29 @@ int lvs_is_vip6(const lvs_engine *e, lvs_addr addr)
     }
 }
 
+static void vip4_insert(uint32_t *set, uint32_t mask, uint32_t addr)
+{
+    uint32_t i = (uint32_t)lvs_hash_mix(addr) & mask;
+    while (set[i] != 0 && set[i] != addr + 1)
+        i = (i + 1) & mask;
+    set[i] = addr + 1;
+}
+
+static void vip6_insert(lvs_addr *set6, uint32_t mask, lvs_addr a)
+{
+    if ((a.ip6[0] | a.ip6[1] | a.ip6[2] | a.ip6[3]) == 0)
+        return; /* :: is the empty slot (and never a VIP) */
+    uint32_t i = vip6_slot(a) & mask;
+    while ((set6[i].ip6[0] | set6[i].ip6[1] | set6[i].ip6[2] | set6[i].ip6[3]) != 0 &&
+           !lvs_addr_eq(set6[i], a))
+        i = (i + 1) & mask;
+    set6[i] = a;
+}
+
 static int vip_rebuild(lvs_engine *e)
 {
     uint32_t n = 16;
-    while (n < (e->nsvcs + e->nfwm_vips) * 4)
+    while (n < (e->nsvcs + e->nfwm_vips + e->nfwm_vips6) * 4)
         n <<= 1;
     uint32_t *set = calloc(n, sizeof(uint32_t));
     lvs_addr *set6 = calloc(n, sizeof(lvs_addr));
@@ -92,27 +111,19 @@ static int vip_rebuild(lvs_engine *e)
         return -LVS_E_NOMEM;
     }
     uint32_t nfwm = 0;
-    for (uint32_t s = 0; s < e->nsvcs + e->nfwm_vips; s++) {
-        const lvs_service *svc = s < e->nsvcs ? e->svcs[s] : NULL;
-        if (svc && svc->proto == LVS_PROTO_FWM) {
+    for (uint32_t s = 0; s < e->nsvcs; s++) {
+        const lvs_service *svc = e->svcs[s];
+        if (svc->proto == LVS_PROTO_FWM)
             nfwm++; /* its addr is the mark, not an address */
-            continue;
-        }
-        if (svc && svc->af == LVS_AF_INET6) {
-            lvs_addr a = svc->addr;
-            uint32_t i = vip6_slot(a) & (n - 1);
-            while ((set6[i].ip6[0] | set6[i].ip6[1] | set6[i].ip6[2] | set6[i].ip6[3]) != 0 &&
-                   !lvs_addr_eq(set6[i], a))
-                i = (i + 1) & (n - 1);
-            set6[i] = a;
-            continue;
-        }
-        uint32_t addr = svc ? svc->addr.ip : e->fwm_vips[s - e->nsvcs];
-        uint32_t i = (uint32_t)lvs_hash_mix(addr) & (n - 1);
-        while (set[i] != 0 && set[i] != addr + 1)
-            i = (i + 1) & (n - 1);
-        set[i] = addr + 1;
+        else if (svc->af == LVS_AF_INET6)
+            vip6_insert(set6, n - 1, svc->addr);
+        else
+            vip4_insert(set, n - 1, svc->addr.ip);
     }
+    for (uint32_t i = 0; i < e->nfwm_vips; i++)
+        vip4_insert(set, n - 1, e->fwm_vips[i]);
+    for (uint32_t i = 0; i < e->nfwm_vips6; i++)
+        vip6_insert(set6, n - 1, e->fwm_vips6[i]);
     free(e->vip_set);
     free(e->vip6_set);
     e->vip_set = set;
@@ -138,32 +149,48 @@ void lvs_ctl_free(lvs_engine *e)
     free(e->vip_set);
     free(e->vip6_set);
     free(e->fwm_vips);
+    free(e->fwm_vips6);
     e->svcs = NULL;
     e->vip_set = NULL;
     e->vip6_set = NULL;
     e->fwm_vips = NULL;
     e->nfwm_vips = 0;
+    e->fwm_vips6 = NULL;
+    e->nfwm_vips6 = 0;
 }
 
-int lvs_engine_set_fwm_vips(lvs_engine *e, const uint32_t *addrs, uint32_t n)
+int lvs_engine_set_fwm_vips(lvs_engine *e, const uint32_t *addrs, uint32_t n,
+                            const lvs_addr *addrs6, uint32_t n6)
 {
-    uint32_t *copy = NULL;
-    if (n) {
-        copy = malloc((size_t)n * sizeof(*copy));
-        if (!copy)
-            return -LVS_E_NOMEM;
-        memcpy(copy, addrs, (size_t)n * sizeof(*copy));
+    uint32_t *copy = n ? malloc((size_t)n * sizeof(*copy)) : NULL;
+    lvs_addr *copy6 = n6 ? malloc((size_t)n6 * sizeof(*copy6)) : NULL;
+    if ((n && !copy) || (n6 && !copy6)) {
+        free(copy);
+        free(copy6);
+        return -LVS_E_NOMEM;
     }
+    if (n)
+        memcpy(copy, addrs, (size_t)n * sizeof(*copy));
+    if (n6)
+        memcpy(copy6, addrs6, (size_t)n6 * sizeof(*copy6));
     uint32_t *old = e->fwm_vips, nold = e->nfwm_vips;
+    lvs_addr *old6 = e->fwm_vips6;
+    uint32_t nold6 = e->nfwm_vips6;
     e->fwm_vips = copy;
     e->nfwm_vips = n;
+    e->fwm_vips6 = copy6;
+    e->nfwm_vips6 = n6;
     if (vip_rebuild(e) < 0) {
         e->fwm_vips = old;
         e->nfwm_vips = nold;
+        e->fwm_vips6 = old6;
+        e->nfwm_vips6 = nold6;
         free(copy);
+        free(copy6);
         return -LVS_E_NOMEM;
     }
     free(old);
+    free(old6);
     return 0;
 }
 
@@ -221,21 +248,23 @@ static int check_svc_conf(const lvs_svc_conf *c, const lvs_scheduler **sched)
                 return -LVS_E_INVAL;
     }
     if (c->proto == LVS_PROTO_FWM) {
-        /* (LVS_PROTO_FWM, mark, 0), IPv4; a mark of 0 marks nothing */
-        if (c->af != LVS_AF_INET || c->addr.ip == 0 || c->port != 0 ||
-            (c->addr.ip6[1] | c->addr.ip6[2] | c->addr.ip6[3]))
+        /* (af, LVS_PROTO_FWM, mark, 0): the kernel keys a fwmark service by family and mark
+         * (ipvsadm -f 1 -6); a mark of 0 marks nothing */
+        if ((c->af != LVS_AF_INET && c->af != LVS_AF_INET6) || c->addr.ip == 0 ||
+            c->port != 0 || (c->addr.ip6[1] | c->addr.ip6[2] | c->addr.ip6[3]))
             return -LVS_E_INVAL;
     } else if (c->proto != LVS_PROTO_TCP && c->proto != LVS_PROTO_UDP) {
         return -LVS_E_INVAL;
     }
-    if (c->proto == LVS_PROTO_FWM) {
-        /* checked above */
-    } else if (c->af == LVS_AF_INET6) {
-        /* :: is the VIP set's empty slot, and no VIP anyway; ipvsadm -M is a prefix length */
+    if (c->af == LVS_AF_INET6) {
+        /* :: is the VIP set's empty slot, and no VIP anyway (a fwmark's addr is its mark);
+         * ipvsadm -M is a prefix length */
         if ((c->addr.ip6[0] | c->addr.ip6[1] | c->addr.ip6[2] | c->addr.ip6[3]) == 0)
             return -LVS_E_INVAL;
         if (c->timeout && (c->netmask < 1 || c->netmask > 128))
             return -LVS_E_INVAL;
+    } else if (c->proto == LVS_PROTO_FWM) {
+        /* checked above */
     } else if (c->af != LVS_AF_INET || (c->addr.ip6[1] | c->addr.ip6[2] | c->addr.ip6[3])) {
         return -LVS_E_INVAL;
     }

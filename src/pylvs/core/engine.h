@@ -178,6 +178,8 @@ struct lvs_engine {
     uint32_t vip6_mask;
     uint32_t *fwm_vips;      /* lvs_engine_set_fwm_vips: also in vip_set */
     uint32_t nfwm_vips;
+    lvs_addr *fwm_vips6;     /* the IPv6 ones: also in vip6_set */
+    uint32_t nfwm_vips6;
     uint32_t nfwm_svcs;      /* fwmark services: a marked batch looks them up only if > 0 */
     uint32_t n_no_cport;     /* FTP expectations waiting for their client port (ftp.c) */
 

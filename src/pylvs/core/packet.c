@@ -20,7 +20,7 @@
  *  IP options                                         handled (L4 found through IHL)
  *  bytes after the IP total length (padding)          trimmed (len = total length), as the
  *                                                     kernel's ip_rcv does
- *  batch mark with a fwmark service (IPv4)            to a VIP (that service first)
+ *  batch mark with a fwmark service of its family     to a VIP (that service first)
  *  other protocol, to a VIP                           DROP     unknown_proto
  *  other protocol, elsewhere                          PASS     not_ours
  *  TCP/UDP to a VIP, no conn, no service on the port  DROP     no_service
@@ -396,8 +396,16 @@ static int process_l4(lvs_engine *e, pkt *k, int to_vip, uint32_t *plen, uint32_
     return do_out(e, k, plen, cap, now);
 }
 
+/* A marked packet of a fwmark service is inbound whatever its address: ip_vs_in looks the
+ * service up by (family, skb->mark) first. */
+static lvs_service *fwm_service(lvs_engine *e, uint8_t af, uint32_t mark)
+{
+    return mark && e->nfwm_svcs ? lvs_svc_lookup(e, af, LVS_PROTO_FWM, lvs_addr4(mark), 0)
+                                : NULL;
+}
+
 static int process_v6(lvs_engine *e, uint8_t *p, uint32_t *plen, uint32_t cap, uint8_t meta,
-                      double now)
+                      uint32_t mark, double now)
 {
     uint32_t len = *plen;
     if (len < LVS_IPV6_HDR) {
@@ -419,8 +427,8 @@ static int process_v6(lvs_engine *e, uint8_t *p, uint32_t *plen, uint32_t cap, u
     k.th_flags = 0;
     k.saddr = ld_addr6(p + 8);
     k.daddr = ld_addr6(p + 24);
-    k.fwm_svc = NULL; /* fwmark services are IPv4 here */
-    int to_vip = lvs_is_vip6(e, k.daddr);
+    k.fwm_svc = fwm_service(e, LVS_AF_INET6, mark);
+    int to_vip = k.fwm_svc != NULL || lvs_is_vip6(e, k.daddr);
     int off = lvs_ipv6_skip_ext(p, LVS_IPV6_HDR, tot, p[6], &k.proto);
     if (off < 0) {
         /* a fragment or a chain we will not follow: ours or not, nothing can be done with
@@ -445,7 +453,7 @@ static int process_one(lvs_engine *e, uint8_t *p, uint32_t *plen, uint32_t cap, 
 {
     uint32_t len = *plen;
     if (len >= 1 && (p[0] >> 4) == 6)
-        return process_v6(e, p, plen, cap, meta, now);
+        return process_v6(e, p, plen, cap, meta, mark, now);
     if (len < 20) {
         e->counters[LVS_CNT_TRUNCATED]++;
         return LVS_VERDICT_DROP;
@@ -490,11 +498,7 @@ static int process_one(lvs_engine *e, uint8_t *p, uint32_t *plen, uint32_t cap, 
     k.daddr = lvs_addr4(ld32(p + 16));
     k.meta = meta;
     k.th_flags = 0;
-    /* a marked packet of a fwmark service is inbound whatever its address (ip_vs_in looks
-     * the service up by skb->mark first) */
-    k.fwm_svc = mark && e->nfwm_svcs
-                    ? lvs_svc_lookup(e, LVS_AF_INET, LVS_PROTO_FWM, lvs_addr4(mark), 0)
-                    : NULL;
+    k.fwm_svc = fwm_service(e, LVS_AF_INET, mark);
     int to_vip = k.fwm_svc != NULL || lvs_is_vip(e, k.daddr.ip);
     if (k.proto == 1)
         return lvs_icmp_process(e, &k, to_vip);

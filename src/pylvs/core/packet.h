@@ -258,15 +258,9 @@ static inline int lvs_ftp_ctl(const lvs_conn *c)
 
 /* ---- icmp.c ---- */
 
-/* Turn the packet in place into an ICMP error about it for its sender and set *plen;
- * returns 0, -1 if cap is too small, -2 if the sender may not get one (broadcast ...). */
-int lvs_icmp_error_build(lvs_engine *e, uint8_t *p, uint32_t *plen, uint32_t cap, uint32_t tot,
-                         uint8_t type, uint8_t code);
-/* The same for an IPv6 packet: an ICMPv6 error (RFC 4443), quoting up to the 1280-byte
- * minimum MTU; -2 for an unspecified or multicast sender. */
-int lvs_icmp6_error_build(uint8_t *p, uint32_t *plen, uint32_t cap, uint32_t tot, uint8_t type,
-                          uint8_t code);
-/* The error both families send: port unreachable / time exceeded for k's sender. */
+/* The error both families send: port unreachable / time exceeded for k's sender, built in
+ * place (*plen set); returns 0, -1 if cap is too small, -2 if the sender may not get one
+ * (broadcast, multicast, unspecified ...). */
 enum { LVS_ERR_PORT_UNREACH, LVS_ERR_TIME_EXCEEDED };
 int lvs_icmp_error_for(lvs_engine *e, const pkt *k, uint32_t *plen, uint32_t cap, int which);
 /* An ICMP packet (k->l4 is the ICMP header): translate an error about a conn; a verdict. */

@@ -130,21 +130,11 @@ typedef struct opt_fix {
 static uint64_t fix_options(uint8_t *th, uint32_t thlen, const opt_fix *f)
 {
     uint64_t sum = 0;
-    uint32_t i = 20;
-    while (i < thlen) {
-        uint8_t kind = th[i];
-        if (kind == 0)
-            break;
-        if (kind == 1) {
-            i++;
-            continue;
-        }
-        if (i + 1 >= thlen)
-            break;
-        uint32_t olen = th[i + 1];
-        if (olen < 2 || i + olen > thlen)
-            break; /* a malformed option list: leave the rest alone */
-        uint8_t *o = th + i + 2;
+    uint32_t pos = 20, olen;
+    uint8_t *opt;
+    while ((opt = lvs_tcp_opt_next(th, thlen, &pos, &olen))) {
+        uint8_t kind = opt[0];
+        uint8_t *o = opt + 2;
         if (kind == 5 && f->sack && olen >= 10 && (olen - 2) % 8 == 0) {
             for (uint32_t b = 0; b + 4 <= olen - 2; b += 4) {
                 uint32_t v = ld32(o + b);
@@ -154,7 +144,6 @@ static uint64_t fix_options(uint8_t *th, uint32_t thlen, const opt_fix *f)
             sum += put32(o, ld32(o) + (uint32_t)f->tsval_add);
             sum += put32(o + 4, ld32(o + 4) + (uint32_t)f->tsecr_add);
         }
-        i += olen;
     }
     return sum;
 }

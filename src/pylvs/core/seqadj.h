@@ -43,6 +43,26 @@ static inline lvs_conn_ext *lvs_ext_of(const lvs_engine *e, const lvs_conn *c)
     return &e->ext_slabs[c->slot >> LVS_SLAB_BITS][c->slot & (LVS_SLAB_SIZE - 1)];
 }
 
+/* The next TCP option of a header (th, thlen = doff * 4) from offset *pos (start at 20): a
+ * pointer to its kind byte with *olen its length (>= 2), *pos moved past it; NULL at the end
+ * of the list, at EOL, or where the list is malformed (the rest is left alone).  NOPs are
+ * skipped.  One walker for the SYN proxy's parse and the translation's rewrite. */
+static inline uint8_t *lvs_tcp_opt_next(uint8_t *th, uint32_t thlen, uint32_t *pos,
+                                        uint32_t *olen)
+{
+    uint32_t i = *pos;
+    while (i < thlen && th[i] == 1)
+        i++;
+    if (i + 1 >= thlen || th[i] == 0)
+        return (uint8_t *)0;
+    uint32_t n = th[i + 1];
+    if (n < 2 || i + n > thlen)
+        return (uint8_t *)0;
+    *pos = i + n;
+    *olen = n;
+    return th + i;
+}
+
 /* The conn's record, zeroed when new; NULL when the pool cannot grow. */
 lvs_conn_ext *lvs_ext_attach(lvs_engine *e, lvs_conn *c);
 

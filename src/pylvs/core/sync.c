@@ -323,7 +323,7 @@ int lvs_sync_apply(lvs_engine *e, const uint8_t *data, uint32_t len, double now,
         int tmpl = (flags & LVS_CONN_F_TEMPLATE) != 0;
         if (parse_options(r + base, size - base, &opt, &have_opt, &sp) < 0 ||
             (proto != LVS_PROTO_TCP && proto != LVS_PROTO_UDP &&
-             !(tmpl && proto == LVS_PROTO_FWM && af == LVS_AF_INET)) ||
+             !(tmpl && proto == LVS_PROTO_FWM)) ||
             (!tmpl && (proto == LVS_PROTO_TCP ? state >= LVS_TCP_S_LAST : state != 0))) {
             (*skipped)++;
             continue;
@@ -347,7 +347,7 @@ int lvs_sync_apply(lvs_engine *e, const uint8_t *data, uint32_t len, double now,
         }
         if (!c) {
             lvs_service *svc =
-                fwmark ? lvs_svc_lookup(e, LVS_AF_INET, LVS_PROTO_FWM, lvs_addr4(fwmark), 0)
+                fwmark ? lvs_svc_lookup(e, af, LVS_PROTO_FWM, lvs_addr4(fwmark), 0)
                        : lvs_svc_lookup(e, af, proto, vaddr, vport);
             if (!svc && !fwmark)
                 svc = lvs_svc_lookup(e, af, proto, vaddr, 0);

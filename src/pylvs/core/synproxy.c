@@ -33,6 +33,7 @@
 #include <stdlib.h>
 
 #include "seqadj.h"
+#include "siphash.h"
 
 #define SP_PERIOD 60.0
 #define SP_MAX_AGE 2
@@ -45,40 +46,6 @@
 #define TS_NONE 0x40         /* the MAC's option input for a client without timestamps */
 
 static const uint16_t msstab[4] = {536, 1300, 1440, 1460};
-
-/* ---- SipHash-2-4 over 64-bit words ---- */
-
-#define ROTL(x, b) (uint64_t)(((x) << (b)) | ((x) >> (64 - (b))))
-#define SIPROUND                                                                              \
-    do {                                                                                      \
-        v0 += v1; v1 = ROTL(v1, 13); v1 ^= v0; v0 = ROTL(v0, 32);                             \
-        v2 += v3; v3 = ROTL(v3, 16); v3 ^= v2;                                                \
-        v0 += v3; v3 = ROTL(v3, 21); v3 ^= v0;                                                \
-        v2 += v1; v1 = ROTL(v1, 17); v1 ^= v2; v2 = ROTL(v2, 32);                             \
-    } while (0)
-
-static uint64_t sip24(uint64_t k0, uint64_t k1, const uint64_t *m, int n)
-{
-    uint64_t v0 = k0 ^ 0x736f6d6570736575ULL, v1 = k1 ^ 0x646f72616e646f6dULL;
-    uint64_t v2 = k0 ^ 0x6c7967656e657261ULL, v3 = k1 ^ 0x7465646279746573ULL;
-    for (int i = 0; i < n; i++) {
-        v3 ^= m[i];
-        SIPROUND;
-        SIPROUND;
-        v0 ^= m[i];
-    }
-    uint64_t b = (uint64_t)(n * 8) << 56;
-    v3 ^= b;
-    SIPROUND;
-    SIPROUND;
-    v0 ^= b;
-    v2 ^= 0xff;
-    SIPROUND;
-    SIPROUND;
-    SIPROUND;
-    SIPROUND;
-    return v0 ^ v1 ^ v2 ^ v3;
-}
 
 /* ---- keys and cookies ---- */
 
@@ -96,8 +63,8 @@ static const uint64_t *period_key(lvs_engine *e, uint32_t period)
         uint64_t k[2];
         base_key(e, k);
         uint64_t m1[2] = {period, 1}, m2[2] = {period, 2};
-        e->sp_key[slot][0] = sip24(k[0], k[1], m1, 2);
-        e->sp_key[slot][1] = sip24(k[0], k[1], m2, 2);
+        e->sp_key[slot][0] = lvs_siphash24(k[0], k[1], m1, 2);
+        e->sp_key[slot][1] = lvs_siphash24(k[0], k[1], m2, 2);
         e->sp_key_period[slot] = period;
         e->sp_key_valid[slot] = 1;
     }
@@ -132,7 +99,7 @@ static uint32_t cookie_h0(const lvs_engine *e, const uint64_t *m, int n)
 {
     uint64_t k[2];
     base_key(e, k);
-    return (uint32_t)sip24(k[0], k[1], m, n);
+    return (uint32_t)lvs_siphash24(k[0], k[1], m, n);
 }
 
 static uint32_t cookie_mac(lvs_engine *e, uint32_t period, const uint64_t *m, int n,
@@ -142,7 +109,7 @@ static uint32_t cookie_mac(lvs_engine *e, uint32_t period, const uint64_t *m, in
     uint64_t mm[6];
     memcpy(mm, m, (size_t)n * sizeof(*m));
     mm[n] = (uint64_t)mssind << 8 | tsopts;
-    return (uint32_t)sip24(k[0], k[1], mm, n + 1) & 0x3fffff;
+    return (uint32_t)lvs_siphash24(k[0], k[1], mm, n + 1) & 0x3fffff;
 }
 
 static uint32_t cookie_make(lvs_engine *e, uint8_t af, lvs_addr saddr, lvs_addr daddr,
@@ -200,25 +167,15 @@ typedef struct sp_opts {
     uint32_t tsval, tsecr;
 } sp_opts;
 
-static void parse_opts(const uint8_t *th, uint32_t thlen, sp_opts *o)
+static void parse_opts(uint8_t *th, uint32_t thlen, sp_opts *o)
 {
     memset(o, 0, sizeof(*o));
     o->wscale = 0xf;
-    uint32_t i = 20;
-    while (i < thlen) {
-        uint8_t kind = th[i];
-        if (kind == 0)
-            break;
-        if (kind == 1) {
-            i++;
-            continue;
-        }
-        if (i + 1 >= thlen)
-            break;
-        uint32_t olen = th[i + 1];
-        if (olen < 2 || i + olen > thlen)
-            break;
-        const uint8_t *v = th + i + 2;
+    uint32_t pos = 20, olen;
+    const uint8_t *opt;
+    while ((opt = lvs_tcp_opt_next(th, thlen, &pos, &olen))) {
+        uint8_t kind = opt[0];
+        const uint8_t *v = opt + 2;
         if (kind == 2 && olen == 4)
             o->mss = ld16(v);
         else if (kind == 3 && olen == 3)
@@ -230,7 +187,6 @@ static void parse_opts(const uint8_t *th, uint32_t thlen, sp_opts *o)
             o->tsval = ld32(v);
             o->tsecr = ld32(v + 4);
         }
-        i += olen;
     }
 }
 

@@ -6,7 +6,7 @@ Every datagram between the two directors (heartbeats and connection-sync batches
     off  size  field
       0     4  magic  b"PLHA"
       4     1  version (1)
-      5     1  kind   (1 heartbeat, 2 sync)
+      5     1  kind   (1 heartbeat, 2 sync, 3 cluster hello)
       6     1  path   (0 public, 1 private, 2 sync) - the channel the sender sent it on
       7     1  role   (0 init, 1 backup, 2 active, 3 fault)
       8     1  priority (0 = "I resign", as VRRP)
@@ -18,7 +18,8 @@ Every datagram between the two directors (heartbeats and connection-sync batches
      36    16  config digest (first 16 bytes of SHA-256 over the services' config)
      52     n  node id, UTF-8
    52+n     2  payload length m
-   54+n     m  payload (empty for heartbeats; engine sync records for sync)
+   54+n     m  payload (empty for heartbeats; engine sync records for sync; for a cluster
+                 hello, pylvs.cluster.membership's JSON)
  54+n+m    32  HMAC-SHA256(secret, every byte before it)
 
 Why each guard exists (piranha's pulse sent a bare 4-byte magic, and VRRP dropped its password
@@ -98,6 +99,7 @@ class Kind(IntEnum):
 
     HEARTBEAT = 1
     SYNC = 2
+    HELLO = 3  # an active-active cluster member's hello (pylvs.cluster), on the sync path
 
 
 class PathId(IntEnum):
@@ -203,7 +205,7 @@ def decode(data: bytes, secret: bytes) -> Message:
     except UnicodeDecodeError:
         raise PeerProtocolError("malformed: node id not UTF-8") from None
     k = _enum(Kind, kind, "kind")
-    if (k is Kind.SYNC) != (path == PathId.SYNC) or (k is Kind.HEARTBEAT and pay_len):
+    if (k is not Kind.HEARTBEAT) != (path == PathId.SYNC) or (k is Kind.HEARTBEAT and pay_len):
         raise PeerProtocolError("malformed: kind does not match path or payload")
     return Message(
         kind=k, path=_enum(PathId, path, "path"), node_id=node_id, role=_enum(Role, role, "role"),

@@ -14,6 +14,10 @@ cuts the bytes into datagrams of whole records that fit one Ethernet frame, and 
 the transport, which signs it like a heartbeat (same HMAC, same replay protection, its own
 port).  On the backup the transport passes authenticated batches to :meth:`SyncChannel.apply`.
 
+In an active-active cluster (``pylvs.cluster.sync``) every director is both: it streams its own
+records to each member and installs theirs (IPVS can run a master and a backup sync daemon at
+once); such a channel is made with ``multi_master=True``.
+
 Loss is tolerated as IPVS tolerates it: a busy connection is re-recorded every 50 packets, and a
 peer that restarts gets a full dump.  The backlog is bounded (``max_backlog`` bytes); beyond it
 the oldest records are dropped and counted, because fresher records of the same connections
@@ -93,8 +97,12 @@ class SyncChannel:
         flush_interval: float = 0.02,
         max_backlog: int = 4 << 20,
         clock: Callable[[], float] = time.monotonic,
+        multi_master: bool = False,
     ) -> None:
         self.engine = engine
+        # True in a cluster: installs the peer's records while sending its own (no split brain
+        # to guard against there: every member serves, each its own flows)
+        self.multi_master = multi_master
         self.send = send
         self.record_size = record_size
         self.flush_interval = flush_interval
@@ -181,7 +189,7 @@ class SyncChannel:
 
     def apply(self, msg: Message, now: float) -> int:
         """Install one authenticated batch from the active peer; return records applied."""
-        if self.active:
+        if self.active and not self.multi_master:
             return 0  # split brain: our own table is the one serving traffic
         payload = msg.payload
         count = record_count(payload)

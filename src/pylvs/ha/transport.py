@@ -31,7 +31,7 @@ import socket
 import struct
 import time
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -49,7 +49,8 @@ from pylvs.ha.state import (
 from pylvs.model import IPAddress
 from pylvs.tasks import TaskSet, cancel_and_wait
 
-__all__ = ["HaTransport", "Link", "RoleHandler"]
+__all__ = ["HaTransport", "Link", "RoleHandler", "open_link_socket", "read_datagrams",
+           "received_ttl"]
 
 log = logging.getLogger("pylvs.ha")
 
@@ -84,7 +85,9 @@ class Link:
     port: int
 
 
-def _open(link: Link) -> socket.socket:
+def open_link_socket(link: Link) -> socket.socket:
+    """A non-blocking UDP socket bound to ``link.port`` on ``link.interface`` only, sending
+    with TTL (hop limit) 255, DSCP CS6 and priority 6 and reporting each arrival's TTL."""
     v6 = link.peer.version == 6
     s = socket.socket(socket.AF_INET6 if v6 else socket.AF_INET, socket.SOCK_DGRAM)
     try:
@@ -108,13 +111,33 @@ def _open(link: Link) -> socket.socket:
     return s
 
 
-def _ttl(ancdata: list[tuple[int, int, bytes]]) -> int | None:
+def received_ttl(ancdata: list[tuple[int, int, bytes]]) -> int | None:
+    """The TTL or hop limit of a datagram from ``recvmsg``'s ancillary data, None if absent."""
     for level, kind, data in ancdata:
         if ((level, kind) in ((socket.IPPROTO_IP, socket.IP_TTL),
                               (socket.IPPROTO_IPV6, IPV6_HOPLIMIT)) and len(data) >= 4):
             ttl: int = struct.unpack("=i", data[:4])[0]
             return ttl
     return None
+
+
+def read_datagrams(sock: socket.socket, counters: Counter[str],
+                   dropped: Counter[str]) -> Iterator[tuple[bytes, Any]]:
+    """The datagrams waiting on ``sock`` (at most DRAIN_LIMIT: bounded, the rest waits a turn)
+    that arrived with TTL 255, as (data, source address); read errors are counted in
+    ``counters``, TTL drops in ``dropped``."""
+    for _ in range(DRAIN_LIMIT):
+        try:
+            data, anc, _flags, addr = sock.recvmsg(MAX_DATAGRAM, socket.CMSG_SPACE(4))
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError:
+            counters["recv_errors"] += 1
+            return
+        if received_ttl(anc) != TTL:
+            dropped["ttl"] += 1
+            continue
+        yield data, addr
 
 
 class HaTransport:
@@ -165,7 +188,7 @@ class HaTransport:
         self._loop = asyncio.get_running_loop()
         try:
             for link in (*self.links, *((self.sync_link,) if self.sync_link else ())):
-                sock = _open(link)
+                sock = open_link_socket(link)
                 self._socks[link.path] = (sock, link)
                 self._loop.add_reader(sock.fileno(), self._readable, link.path)
         except OSError:
@@ -252,24 +275,14 @@ class HaTransport:
         entry = self._socks.get(path)
         if entry is None:
             return
-        sock = entry[0]
-        for _ in range(DRAIN_LIMIT):
-            try:
-                data, anc, _flags, _addr = sock.recvmsg(MAX_DATAGRAM, socket.CMSG_SPACE(4))
-            except (BlockingIOError, InterruptedError):
-                return
-            except OSError:
-                self.counters["recv_errors"] += 1
-                return
-            if _ttl(anc) != TTL:
-                self.receiver.dropped["ttl"] += 1
-                continue
+        for data, _addr in read_datagrams(entry[0], self.counters, self.receiver.dropped):
             msg = self.receiver.accept(data, path, self.wall())
             if msg is None:
                 continue
             now = self.clock()
-            if msg.kind is Kind.SYNC:
-                if self.on_sync is not None and self.machine.role is not Role.ACTIVE:
+            if msg.kind is not Kind.HEARTBEAT:  # a cluster hello has no business here
+                if msg.kind is Kind.SYNC and self.on_sync is not None and \
+                        self.machine.role is not Role.ACTIVE:
                     self.on_sync(msg, now)
                 continue
             self._run(self.machine.receive(msg, now))

@@ -38,7 +38,6 @@ from pylvs.model import (
 __all__ = ["to_config"]
 
 _GROUP_LIMIT = 1024  # addresses one virtual_server_group range may expand to
-_FWMARK_V6 = "fwmark services are IPv4 in pylvs"
 _FAMILY = ("pylvs forwards by NAT within one address family (no NAT64): the VIP is "
            "IPv{vip}, this address IPv{other}")
 
@@ -185,13 +184,11 @@ class _Mapper(c.MapperBase):
         yield any_addr, port, 0, node
 
     def fwmark(self, service: Node, entry: Node) -> Iterator[tuple[IPAddress, int, int, Node]]:
-        """The firewall-mark service of ``fwmark N`` (``service`` holds its ``ip_family``)."""
+        """The firewall-mark service of ``fwmark N`` (``service`` holds its ``ip_family``:
+        ``inet6`` makes it the mark's IPv6 service, ``ipvsadm -f N -6``)."""
         mark = c.whole(entry, c.one_arg(entry), 1, 0xFFFFFFFF)
         family = [c.one_arg(n) for n in service.find("ip_family")]
-        if family[-1:] == ["inet6"]:
-            self.notes.dropped("", entry, _FWMARK_V6)
-            return
-        yield IPv4Address(0), 0, mark, entry
+        yield (IPv6Address(0) if family[-1:] == ["inet6"] else IPv4Address(0)), 0, mark, entry
 
     def expand(self, node: Node, text: str) -> list[IPAddress]:
         """``a.b.c.d``, ``a.b.c.d-e``, ``a.b.c.d-e.f.g.h`` or ``a.b.c.d/nn`` as addresses.

@@ -12,7 +12,8 @@
 * ``cli``: 198.18.1.2 and ``n_sources`` more addresses from 198.18.1.10, behind ``rtr``.
 * directors: ``eth0`` 198.18.0.1, .2, … (default route via ``rtr``), ``eth1`` 198.19.0.2, .3,
   …; each runs ``pylvs serve`` with ``[cluster] mode = "active-active"``, whose BIRD announces
-  the VIP 198.18.2.100 (on no link: only the BGP routes lead to it).
+  the VIP 198.18.2.100 (on no link: only the BGP routes lead to it).  The directors list each
+  other as ``members`` (hellos; connection sync unless ``sync=False``).
 * real servers: ``eth0`` 198.19.0.11, …; an echo server (:mod:`pylvs.testbed.streams`) on port
   9000 and BIRD with the return route of :func:`pylvs.cluster.birdconf.real_server_config`.
 
@@ -26,7 +27,6 @@ import json
 import os
 import re
 import secrets
-import shutil
 import signal
 import subprocess
 import sys
@@ -40,13 +40,7 @@ from typing import Any
 from pylvs.api.client import ApiClient
 from pylvs.cluster.birdconf import real_server_config
 from pylvs.testbed.serve import wait_until
-from pylvs.testbed.topology import (
-    TopologyError,
-    _kill_namespace_pids,
-    _terminate,
-    _wait_ready,
-    child_env,
-)
+from pylvs.testbed.topology import TopologyError, _wait_ready, child_env, release
 
 __all__ = ["VIP", "ClusterLab"]
 
@@ -62,7 +56,8 @@ class ClusterLab:
 
     def __init__(self, prefix: str, n_directors: int = 3, n_real_servers: int = 3,
                  n_sources: int = 40, drain_time: float = 1.0, router_asn: int = ROUTER_ASN,
-                 bfd_interval: float = 0.1, http: bool = False) -> None:
+                 bfd_interval: float = 0.1, http: bool = False, scheduler: str = "mh",
+                 sync: bool = True) -> None:
         if not 1 <= n_directors <= 8 or not 1 <= n_real_servers <= 50 or \
                 not 1 <= n_sources <= 200:
             raise ValueError("need 1..8 directors, 1..50 real servers, 1..200 sources")
@@ -72,6 +67,8 @@ class ClusterLab:
         self.router_asn = router_asn  # what the directors are told (a wrong one is a test)
         self.bfd_interval = bfd_interval
         self.http = http  # also VIP:80, answered by one HAProxy per real server (benchmarks)
+        self.scheduler = scheduler  # of VIP:9000
+        self.sync = sync  # connection sync among the directors
         self.directors = [f"198.18.0.{1 + i}" for i in range(n_directors)]
         self.privates = [f"198.19.0.{2 + i}" for i in range(n_directors)]
         self.real_servers = [f"198.19.0.{11 + i}" for i in range(n_real_servers)]
@@ -94,6 +91,10 @@ class ClusterLab:
         """Build the namespaces and links, start the router's BIRD and the real servers."""
         try:
             self.workdir = tempfile.mkdtemp(prefix=f"pylvs-{self.tag}-")
+            secret = os.path.join(self.workdir, "cluster.secret")
+            with open(os.open(secret, os.O_WRONLY | os.O_CREAT, 0o600), "w",
+                      encoding="ascii") as fh:
+                fh.write(secrets.token_hex(16))
             for ns in self.namespaces:
                 self._ip(["netns", "add", ns])
                 self._created.append(ns)
@@ -208,6 +209,9 @@ router_id = "{self.directors[i]}"
 drain_time = {self.drain_time}
 bfd_interval = {self.bfd_interval}
 state_dir = "{self.workdir}/bird-dir{i + 1}"
+members = [{", ".join(f'"{p}"' for p in self.privates)}]
+secret_file = "{self.workdir}/cluster.secret"
+sync = {"true" if self.sync else "false"}
 
 [[cluster.router]]
 address = "{ROUTER}"
@@ -215,7 +219,7 @@ asn = {self.router_asn}
 
 [[virtual_server]]
 address = "{VIP}:{PORT}"
-scheduler = "mh"
+scheduler = "{self.scheduler}"
 
 [virtual_server.check]
 type = "tcp"
@@ -315,11 +319,12 @@ fall = 2
     def flows(self) -> dict[tuple[str, int], tuple[str, str]]:
         """(client address, port) -> (director that receives its packets, real server).
 
-        Read from the directors' tables: the director whose entry counted packets from the
-        client.  (``ip route get`` on the router cannot tell: the kernel hashes a forwarded
-        packet by the hash the client's socket gave it, not by its headers.)
+        Read from the directors' tables: the director whose entry counted the most packets
+        from the client (an entry installed by sync holds the sync threshold, 3; one made
+        from replies only, 0).  (``ip route get`` on the router cannot tell: the kernel hashes
+        a forwarded packet by the hash the client's socket gave it, not by its headers.)
         """
-        out: dict[tuple[str, int], tuple[str, str]] = {}
+        best: dict[tuple[str, int], tuple[int, str, str]] = {}
         for i, proc in self.daemons.items():
             if proc.poll() is not None:
                 continue
@@ -328,10 +333,21 @@ fall = 2
                 for row in ApiClient(sock, timeout=5).get("/api/v1/connections")["connections"]:
                     host, _, port = str(row["client"]).rpartition(":")
                     key, server = (host, int(port)), str(row["server"]).rpartition(":")[0]
-                    if int(row.get("in_pkts", 0)) > 0:
-                        out[key] = (self.directors[i], server)
-                    else:  # an entry made from replies only
-                        out.setdefault(key, ("?", server))
+                    pkts = int(row.get("in_pkts", 0))
+                    if key not in best or pkts > best[key][0]:
+                        best[key] = (pkts, self.directors[i] if pkts > 3 else "?", server)
+        return {key: (via, server) for key, (_, via, server) in best.items()}
+
+    def server_sockets(self) -> dict[tuple[str, int], tuple[str, int]]:
+        """(client address, port) -> (real server, bytes it received) of every established
+        connection to the echo port, read on the real servers themselves (``ss``)."""
+        out: dict[tuple[str, int], tuple[str, int]] = {}
+        for rs, ns in zip(self.real_servers, self.ns_rs, strict=True):
+            text = self.run(ns, ["ss", "-Htin", "state", "established", "sport", "=",
+                                 f":{PORT}"], check=False).stdout
+            for m in re.finditer(r"\S+:\d+\s+(\d+\.\d+\.\d+\.\d+):(\d+)\s*\n(.*)", text):
+                got = re.search(r"bytes_received:(\d+)", m.group(3))
+                out[(m.group(1), int(m.group(2)))] = (rs, int(got.group(1)) if got else 0)
         return out
 
     def paths(self, source: str, sport: int,
@@ -396,16 +412,8 @@ fall = 2
 
     def destroy(self) -> None:
         """Kill everything started here, delete the namespaces and the work directory."""
-        for proc in reversed(self._procs):
-            _terminate(proc)
-        self._procs.clear()
-        for ns in reversed(self._created):
-            _kill_namespace_pids(ns)
-            subprocess.run(["ip", "netns", "del", ns], capture_output=True, check=False)
-        self._created.clear()
-        if self.workdir:
-            shutil.rmtree(self.workdir, ignore_errors=True)
-            self.workdir = ""
+        release(self._procs, self._created, self.workdir)
+        self.workdir = ""
 
     def __enter__(self) -> ClusterLab:
         return self.create()

@@ -29,8 +29,11 @@ __all__ = ["HaPair"]
 class HaPair:
     """Two directors running ``pylvs serve`` with HA; echo servers on three real servers.
 
-    ``ha`` holds extra ``[ha]`` keys (``{"interval": 0.1, "preempt": False}``).  Use as a
-    context manager; everything is removed on exit.
+    ``ha`` holds extra ``[ha]`` keys (``{"interval": 0.1, "preempt": False}``).  With
+    ``ipv6`` the topology is dual-stack, the heartbeats run over the IPv6 peer addresses, the
+    IPv6 gateway floats beside the IPv4 one, and :attr:`vip` (what :meth:`owns_vip`,
+    :meth:`ask` and :meth:`client` use) is the IPv6 VIP of the names service on :80 (the
+    echo services stay IPv4).  Use as a context manager; everything is removed on exit.
     """
 
     ha: dict[str, Any] = field(default_factory=dict)
@@ -39,6 +42,7 @@ class HaPair:
     names: bool = False  # also run testbed.realserver (HTTP :80 answers its name), VIP:80 sticky
     prefix: str = "ha"
     synproxy: bool = False  # the TCP echo service behind the director's SYN proxy
+    ipv6: bool = False  # dual-stack; the names service (and vip) IPv6
     topo: Any = None
     procs: dict[int, subprocess.Popen[str]] = field(default_factory=dict)
     logs: dict[int, str] = field(default_factory=dict)
@@ -48,7 +52,7 @@ class HaPair:
         from pylvs.testbed.topology import Topology
 
         self.topo = Topology(self.prefix, n_real_servers=self.n_real_servers, n_directors=2,
-                             n_clients=self.n_clients)
+                             n_clients=self.n_clients, ipv6=self.ipv6)
         try:
             self.topo.create()
             self._start_echo()
@@ -61,6 +65,12 @@ class HaPair:
 
     def __exit__(self, *exc: object) -> None:
         self.topo.destroy()
+
+    @property
+    def vip(self) -> str:
+        """The VIP the pair is checked by: the IPv6 one with :attr:`ipv6`."""
+        vip: str = self.topo.vip6 if self.ipv6 else self.topo.vip
+        return vip
 
     def _start_echo(self) -> None:
         from pylvs.testbed.topology import child_env
@@ -84,8 +94,9 @@ class HaPair:
                     ServiceSpec(port=ECHO_PORT, protocol="udp", scheduler="rr")]
         if self.names:
             services.append(ServiceSpec(port=80, protocol="tcp", scheduler="rr",
-                                        persistence=300))
-        text: str = self.topo.director_config(services, director=i)
+                                        persistence=300, family=6 if self.ipv6 else 4))
+        text: str = self.topo.director_config(services, director=i,
+                                              peer_family=6 if self.ipv6 else 4)
         lines = "".join(f"{k} = {json.dumps(v)}\n" for k, v in self.ha.items())
         return text.replace("[ha]\n", "[ha]\n" + lines, 1)
 
@@ -110,7 +121,7 @@ class HaPair:
 
     def owns_vip(self, i: int) -> bool:
         """True if director ``i`` routes the VIP into its TUN device (it is ACTIVE)."""
-        res = self.topo.run(self.topo.directors[i].ns, ["ip", "-o", "route", "get", self.topo.vip],
+        res = self.topo.run(self.topo.directors[i].ns, ["ip", "-o", "route", "get", self.vip],
                             check=False)
         return res.returncode == 0 and " dev eth0 " not in res.stdout and " dev " in res.stdout
 
@@ -150,7 +161,7 @@ class HaPair:
         """Start ``drill <cmd>`` against the VIP in the client namespace (stdout piped)."""
         from pylvs.testbed.topology import child_env
 
-        argv = [sys.executable, "-m", "pylvs.testbed.drill", cmd, "--host", self.topo.vip, *args]
+        argv = [sys.executable, "-m", "pylvs.testbed.drill", cmd, "--host", self.vip, *args]
         proc: subprocess.Popen[str] = self.topo.popen(self.topo.client.ns, argv,
                                                       stdout=subprocess.PIPE, env=child_env(),
                                                       **kw)
@@ -158,7 +169,7 @@ class HaPair:
 
     def ask(self, client: int = 0) -> str:
         """``GET /`` on VIP:80 from client ``client``; the name of the real server that answered."""
-        code = (f"import socket; s = socket.create_connection(('{self.topo.vip}', 80), timeout=5);"
+        code = (f"import socket; s = socket.create_connection(('{self.vip}', 80), timeout=5);"
                 "s.settimeout(5); s.sendall(b'GET / HTTP/1.0\\r\\n\\r\\n'); d = b''\n"
                 "while (c := s.recv(4096)): d += c\n"
                 "print(d.split(b'\\r\\n\\r\\n', 1)[1].decode().strip())")

@@ -60,6 +60,7 @@ __all__ = [
     "TopologyError",
     "child_env",
     "list_namespaces",
+    "release",
 ]
 
 VIP = "198.18.0.100"
@@ -228,8 +229,13 @@ class Topology:
 
     def _build_switch(self) -> None:
         sw = self.switch_ns
-        # Bridged frames must not meet netfilter if br_netfilter happens to be loaded.
-        self.run(sw, ["sysctl", "-q", "-w", "net.bridge.bridge-nf-call-iptables=0"], check=False)
+        # Bridged frames must not meet netfilter if br_netfilter happens to be loaded: IPv4,
+        # IPv6 and ARP alike (each defaults to 1 in a new namespace; with only the IPv4 one off,
+        # every IPv6 frame took br_netfilter's IPv6 path at each bridge, a cost the IPv4
+        # contenders did not pay).
+        self.run(sw, ["sysctl", "-q", "-w", "net.bridge.bridge-nf-call-iptables=0",
+                      "net.bridge.bridge-nf-call-ip6tables=0",
+                      "net.bridge.bridge-nf-call-arptables=0"], check=False)
         cmds = []
         for br in ("br-pub", "br-priv"):
             cmds += [f"link add {br} type bridge forward_delay 0 mcast_snooping 0",
@@ -247,25 +253,8 @@ class Topology:
 
     def destroy(self) -> None:
         """Kill every process started here or left in the namespaces, delete the namespaces."""
-        blocked = False
-        if hasattr(signal, "pthread_sigmask"):
-            # A second Ctrl-C must not leave namespaces behind: hold it until cleanup is done.
-            signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
-            blocked = True
-        try:
-            for proc in reversed(self._procs):
-                _terminate(proc)
-            self._procs.clear()
-            for ns in reversed(self._created):
-                _kill_namespace_pids(ns)
-                subprocess.run(["ip", "netns", "del", ns], capture_output=True, check=False)
-            self._created.clear()
-            if self.workdir:
-                shutil.rmtree(self.workdir, ignore_errors=True)
-                self.workdir = ""
-        finally:
-            if blocked:
-                signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
+        release(self._procs, self._created, self.workdir)
+        self.workdir = ""
 
     def __enter__(self) -> Topology:
         return self.create()
@@ -408,6 +397,30 @@ class Topology:
         with open(path, "w", encoding="utf-8") as fh:
             fh.write(text)
         return path
+
+
+def release(procs: list[subprocess.Popen[str]], namespaces: list[str], workdir: str) -> None:
+    """Tear a lab down: terminate ``procs`` (last started first), kill whatever is left in
+    ``namespaces``, delete them (last created first) and remove ``workdir`` (if any); both
+    lists are emptied."""
+    blocked = False
+    if hasattr(signal, "pthread_sigmask"):
+        # A second Ctrl-C must not leave namespaces behind: hold it until cleanup is done.
+        signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+        blocked = True
+    try:
+        for proc in reversed(procs):
+            _terminate(proc)
+        procs.clear()
+        for ns in reversed(namespaces):
+            _kill_namespace_pids(ns)
+            subprocess.run(["ip", "netns", "del", ns], capture_output=True, check=False)
+        namespaces.clear()
+        if workdir:
+            shutil.rmtree(workdir, ignore_errors=True)
+    finally:
+        if blocked:
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
 
 
 def child_env() -> dict[str, str]:

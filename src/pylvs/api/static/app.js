@@ -287,8 +287,14 @@ function render(status) {
     const routers = (cl.routers || []).map((r) =>
       `${r.address} AS ${r.asn} BGP ${r.state || "?"} BFD ${r.bfd || "-"}` +
       (r.last_error ? ` (${r.last_error})` : ""));
+    const members = ((cl.members || {}).members || []).map((m) =>
+      `${m.node_id || "?"} ${m.address} ` +
+      (m.alive ? "alive" : m.last_seen_ago === null ? "never heard" : "DEAD") +
+      (m.last_seen_ago === null ? "" : ` (${m.last_seen_ago.toFixed(1)} s ago)`) +
+      (m.draining ? " draining" : ` announces ${(m.announced || []).join(", ") || "nothing"}`));
     clEl.textContent = `cluster AS ${cl.asn} · ${cl.draining ? "draining" : "announcing"} ` +
       `${(cl.announced || []).join(", ") || "nothing"} · ${routers.join(" · ")}` +
+      (members.length ? ` · members: ${members.join(" · ")}` : "") +
       (cl.error ? ` · error: ${cl.error}` : "");
     clEl.hidden = false;
   } else {
