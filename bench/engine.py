@@ -13,9 +13,11 @@ Measures, in one run:
 * bytes per connection entry;
 * the C rows again for IPv6 (84-byte packets: the same TCP payload behind a 40-byte header),
   unless ``--no-ipv6``;
-* with ``--threads 1,2``: established packets/s of T threads sharing one engine, each taking
-  the engine lock for its batch as a packet worker does (core/lock.h); cffi releases the GIL
-  around every C call, so the threads run the engine in parallel except under the lock.
+* with ``--threads 1,2``: established packets/s of T threads sharing one engine through the
+  packet workers' call (``lvs_engine_process_batch_shared``: established packets under the
+  shared engine lock, core/lock.h), steered (each thread the flows the TUN steering program
+  gives its queue, both directions) and unsteered (any flow on any thread); each thread runs
+  its whole loop in one C call (``lvs_workers_bench``), holding no GIL, as a worker does.
 
 Run from the repository root: ``python -m bench.engine`` (``--help`` for sizes).  Everything is
 bounded in count.
@@ -24,9 +26,11 @@ bounded in count.
 from __future__ import annotations
 
 import argparse
+import functools
 import ipaddress
 import random
 import socket
+import statistics
 import struct
 import sys
 import threading
@@ -248,18 +252,33 @@ def bench_python(rips: list[int], n_new: int, n_est: int) -> tuple[float, float]
 
 # ---- threads sharing the engine --------------------------------------------------------------
 
-def _thread_round(e: Any, batches: list[Batch], rounds: int, now: float) -> None:
-    lock, unlock, run = lib.lvs_engine_lock, lib.lvs_engine_unlock, lib.lvs_engine_process_batch
-    for _ in range(rounds):
-        for b in batches:
-            b.restore()
-            lock(e)
-            run(e, b.b, now)
-            unlock(e)
+def _thread_round(e: Any, batches: list[Batch], rounds: int, now: float,
+                  cpu: list[float]) -> None:
+    arr = ffi.new("lvs_batch *[]", [b.b for b in batches])
+    pristine = ffi.new("uint8_t *[]", [b.pristine for b in batches])
+    lens = ffi.new("uint32_t *[]", [b.lens0 for b in batches])
+    c0 = time.thread_time()
+    # the whole loop (restore, the workers' call) in one C call: this thread holds no GIL
+    lib.lvs_workers_bench(e, arr, pristine, lens, len(batches), rounds, now)
+    cpu.append(time.thread_time() - c0)  # this thread's CPU: contention shows, other load not
+
+def _steered_queue(caddr: int, cport: int, queues: int) -> int:
+    """The queue the TUN steering program (dataplane/_steer.c) gives this client."""
+    words = ffi.new("uint32_t[4]", [caddr, 0, 0, 0])
+    return int(lib.lvs_steer_hash(2, words, cport)) % queues
 
 
-def bench_threads(args: argparse.Namespace, counts: list[int]) -> list[tuple[int, float, float]]:
-    """(threads, established pkts/s incl. restore, restore-only pkts/s) for each count."""
+def bench_threads(args: argparse.Namespace,
+                  counts: list[int]) -> list[tuple[str, int, float, float, float]]:
+    """(mode, threads, established pkts/s incl. restore, the same per CPU-second of the
+    threads, restore-only pkts/s per thread).  The per-CPU rate falls when the threads slow
+    each other down (locks, shared cache lines) but not when other processes take the CPUs,
+    so on a busy machine it tells the engine's parallel efficiency where the wall rate cannot.
+
+    Every thread runs ``lvs_engine_process_batch_shared``, the workers' call.  ``steered``:
+    each thread gets the packets of its own flows, both directions, as the TUN steering
+    program hands them out; ``unsteered``: every thread gets packets of any flow (the kernel's
+    flow hash, which splits a connection's two directions)."""
     flows, bsz = min(args.flows, 1 << 16), args.batch
     vip = int(ipaddress.ip_address(VIP))
     eng, _ = build_engine(flows * 2, args.servers)
@@ -267,33 +286,57 @@ def bench_threads(args: argparse.Namespace, counts: list[int]) -> list[tuple[int
     syns = [Batch([_syn(i, vip) for i in range(j, min(j + bsz, flows))])
             for j in range(0, flows, bsz)]
     time_c(e, syns, 1.0, restore=False)
+    dest_of = [struct.unpack_from("!I", bytes(ffi.buffer(b.data + i * STRIDE, 20)), 16)[0]
+               for b in syns for i in range(b.n)]
+    del syns
+
+    def packet(i: int, rng: random.Random) -> bytes:
+        caddr, cport = client(i)
+        if rng.random() < 0.5:
+            return tcp_packet(caddr, vip, cport, 80, 0x10)
+        return tcp_packet(dest_of[i], caddr, 8080, cport, 0x10)
+
+    # every flow ESTABLISHED and answered once, so its packets take the shared path
+    warm = [tcp_packet(client(i)[0], vip, client(i)[1], 80, 0x10) for i in range(flows)]
+    warm += [tcp_packet(dest_of[i], client(i)[0], 8080, client(i)[1], 0x10)
+             for i in range(flows)]
+    time_c(e, [Batch(warm[j:j + bsz]) for j in range(0, len(warm), bsz)], 2.0, restore=False)
     rng = random.Random(2)
-    n_batches = 64 * max(counts)
-    pool = []
-    for _ in range(n_batches):
-        pkts = []
-        for _ in range(bsz):
-            caddr, cport = client(rng.randrange(flows))
-            pkts.append(tcp_packet(caddr, vip, cport, 80, 0x10))
-        pool.append(Batch(pkts))
-    time_c(e, pool, 2.0, restore=True)
-    assert all(b.verdicts().count(0) == b.n for b in pool), "established packets not forwarded"
+    per_thread = 64 * max(counts) // 1
     out = []
-    for t in counts:
-        share = [pool[i::t] for i in range(t)]
-        rounds = max(1, args.est_packets // (len(pool) * bsz))
-        best = 0.0
-        for _ in range(args.repeat):
-            threads = [threading.Thread(target=_thread_round, args=(e, share[i], rounds, 3.0))
-                       for i in range(t)]
-            t0 = time.perf_counter()
-            for th in threads:
-                th.start()
-            for th in threads:
-                th.join()
-            best = max(best, rounds * len(pool) * bsz / (time.perf_counter() - t0))
-        t_copy = _best(lambda: time_restore(pool), args.repeat)
-        out.append((t, best, len(pool) * bsz / max(t_copy[0], 1e-9)))
+    for mode in ("steered", "unsteered"):
+        for t in counts:
+            if mode == "steered":
+                mine: list[list[int]] = [[] for _ in range(t)]
+                for i in range(flows):
+                    mine[_steered_queue(*client(i), t)].append(i)
+            else:
+                mine = [list(range(flows))] * t
+            share = [[Batch([packet(rng.choice(mine[k]), rng) for _ in range(bsz)])
+                      for _ in range(per_thread // t)] for k in range(t)]
+            for batches in share:
+                time_c(e, batches, 3.0, restore=True)
+                assert all(b.verdicts().count(0) == b.n for b in batches), "not forwarded"
+            n_batches = sum(map(len, share))
+            rounds = max(1, args.est_packets // (n_batches * bsz))
+            rates, cpu_rates = [], []
+            for _ in range(args.repeat):
+                cpu: list[float] = []
+                threads = [threading.Thread(target=_thread_round,
+                                            args=(e, share[k], rounds, 3.0, cpu))
+                           for k in range(t)]
+                t0 = time.perf_counter()
+                for th in threads:
+                    th.start()
+                for th in threads:
+                    th.join()
+                n = rounds * n_batches * bsz
+                rates.append(n / (time.perf_counter() - t0))
+                cpu_rates.append(n / max(sum(cpu), 1e-9))
+            pool = [b for batches in share for b in batches]
+            t_copy = _best(functools.partial(time_restore, pool), args.repeat)
+            out.append((mode, t, statistics.median(rates), statistics.median(cpu_rates),
+                        n_batches * bsz / max(t_copy[0], 1e-9)))
     return out
 
 
@@ -404,13 +447,14 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     if args.threads:
         rows = bench_threads(args, args.threads)
-        base = rows[0][1]
-        print(f"engine threads: established {PKT_LEN}-byte IPv4 packets, batch {args.batch}, "
-              "engine lock per batch, restore copy included")
-        for t, rate, copy_rate in rows:
-            print(f"  threads {t}: {rate / 1e6:6.2f} Mpps  (x{rate / base:.2f} of "
-                  f"{rows[0][0]} thread{'s' if rows[0][0] > 1 else ''}; restore alone "
-                  f"{copy_rate / 1e6:.1f} Mpps per thread)")
+        print(f"engine threads: established {PKT_LEN}-byte IPv4 packets, both directions, "
+              f"batch {args.batch}, the workers' call (lvs_engine_process_batch_shared), "
+              f"restore copy included, median of {args.repeat}")
+        for mode, t, rate, cpu_rate, copy_rate in rows:
+            base, cpu_base = next((r[2], r[3]) for r in rows if r[0] == mode)
+            print(f"  {mode:9} threads {t}: {rate / 1e6:6.2f} Mpps  (x{rate / base:.2f}); "
+                  f"per CPU-second {cpu_rate / 1e6:6.2f} Mpps (efficiency "
+                  f"{cpu_rate / cpu_base:.2f}); restore alone {copy_rate / 1e6:.1f} Mpps")
         if args.threads_only:
             return 0
 

@@ -16,9 +16,11 @@ from pathlib import Path
 from cffi import FFI
 
 HERE = Path(__file__).resolve().parent
-CDEF_PARTS = ("_core.cdef", "core/lock.cdef", "dataplane/_tunio.cdef", "dataplane/_workers.cdef")
+CDEF_PARTS = ("_core.cdef", "core/lock.cdef", "dataplane/_tunio.cdef", "dataplane/_workers.cdef",
+              "dataplane/_steer.cdef")
 # Headers the generated module includes so it sees every declaration of the cdef.
-HEADERS = ("core/api.h", "core/lock.h", "_sched.h", "dataplane/_tunio.h", "dataplane/_workers.h")
+HEADERS = ("core/api.h", "core/lock.h", "_sched.h", "dataplane/_tunio.h", "dataplane/_workers.h",
+           "dataplane/_steer.h")
 # setuptools runs this from the project root and insists on relative paths.
 SOURCES = sorted(
     os.path.relpath(p)

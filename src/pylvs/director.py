@@ -187,6 +187,7 @@ class Director:
         self._sync_engine(self._config)
         self.failed = asyncio.get_running_loop().create_future()
         try:
+            self.dataplane.set_vips(plan_from_config(self._config).vips)  # steering's direction
             self.dataplane.open()
             self._open_fwmark_devices(self._config)
             await asyncio.to_thread(self.netconf.setup)
@@ -344,6 +345,7 @@ class Director:
             if new.defense != old.defense:
                 self.engine.set_defense(defense_settings(new.defense))
             self._config = new
+            self.dataplane.set_vips(plan_from_config(new).vips)
             if self._started:
                 before = self.netconf.plan.vips
                 fresh = self._open_fwmark_devices(new)

@@ -1,10 +1,12 @@
 """The engine lock on the Python side: every C call that takes an ``lvs_engine *`` holds it.
 
-The packet workers (``dataplane/_workers.c``) hold the engine lock (``core/lock.h``) for one
-batch's engine call; the control plane (add/edit/remove, expire, rates, sync, listings) holds
-it for one C call, so the packet path stops for at most one control call and the control plane
-waits for at most one batch.  cffi releases the GIL around every C call, so a control call
-that waits for a worker's batch does not stall other Python threads.
+The packet workers (``dataplane/_workers.c``) hold the engine lock (``core/lock.h``, a
+reader-writer lock) for one batch's engine call: shared for established packets, exclusive for
+the rest; the control plane (add/edit/remove, expire, rates, sync, listings) holds it
+exclusively for one C call, so the packet path stops for at most one control call and the
+control plane waits for at most the batches already running (writers are preferred).  cffi
+releases the GIL around every C call, so a control call that waits for a worker's batch does
+not stall other Python threads.
 
 :func:`locking` wraps the compiled module once, at import of :mod:`pylvs.engine`: the façade
 keeps calling ``_lib.lvs_…(self._e, …)`` and each such call becomes lock, call, unlock.  An
@@ -22,8 +24,11 @@ if TYPE_CHECKING:
 __all__ = ["locking"]
 
 # Lifetime and the lock itself: never wrapped (free destroys the mutex it would unlock).
+# lvs_engine_process_batch_shared takes the lock itself (shared, then exclusive), and so
+# does lvs_workers_bench through it.
 _UNLOCKED = frozenset({"lvs_engine_new", "lvs_engine_free", "lvs_engine_lock",
-                       "lvs_engine_unlock", "lvs_engine_trylock"})
+                       "lvs_engine_unlock", "lvs_engine_trylock",
+                       "lvs_engine_process_batch_shared", "lvs_workers_bench"})
 
 
 class _LockingLib:

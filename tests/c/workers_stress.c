@@ -4,7 +4,9 @@
  * SOCK_SEQPACKET socket pairs (a stand-in for TUN queues: one read, one packet), while the main
  * thread makes the control plane's calls under the engine lock, as engine.py does: add, edit
  * and remove dests, switch schedulers, expire, rates, sync collect and apply, listings,
- * counters, -Z, the workers' stats and their zeroing.  Then stop: every thread must be joined.
+ * counters, options and timeouts, -Z, the workers' stats and their zeroing.  The workers take
+ * the engine lock shared for established packets and exclusive for the rest (core/lock.h), so
+ * both kinds of batch meet the control calls.  Then stop: every thread must be joined.
  *
  * Built and run by tests/unit/test_workers_tsan.py:
  *   gcc -fsanitize=thread -g -O1 -pthread -Isrc/pylvs tests/c/workers_stress.c \
@@ -34,6 +36,7 @@
 static atomic_int stop_flag;
 static atomic_ulong sent;
 static int peers[MAXW];
+static int nworkers;
 
 static double now_s(void)
 {
@@ -83,6 +86,10 @@ static size_t segment(uint8_t *b, uint32_t src, uint16_t sport, uint32_t dst, ui
     return 40;
 }
 
+/* Packets of short flows, both directions: a SYN, then ACKs from the client and replies from
+ * a real server (the right one a quarter of the time: the sender cannot know which one the
+ * scheduler picked), so established packets take the workers' shared fast path while SYNs,
+ * state changes and unknown replies take the exclusive one. */
 static void *sender(void *arg)
 {
     int i = (int)(intptr_t)arg;
@@ -91,14 +98,17 @@ static void *sender(void *arg)
     while (!atomic_load(&stop_flag)) {
         uint16_t port = (uint16_t)(1024 + rand_r(&seed) % 60000);
         uint32_t client = 0xC6120000u | (uint32_t)(i << 8) | (uint32_t)(2 + rand_r(&seed) % 200);
-        uint8_t flags = rand_r(&seed) & 1 ? 0x02 : 0x10;
-        size_t n = segment(pkt, client, port, VIP, 80, flags);
-        if (send(peers[i], pkt, n, 0) > 0)
-            atomic_fetch_add(&sent, 1);
-        /* a real server's reply: the out direction, possibly on another queue than its flow */
-        n = segment(pkt, RS(rand_r(&seed) % 4), 80, client ^ 0x100, port, 0x12);
-        if (send(peers[i], pkt, n, 0) > 0)
-            atomic_fetch_add(&sent, 1);
+        uint32_t rs = RS(rand_r(&seed) % 4);
+        for (int k = 0; k < 8 && !atomic_load(&stop_flag); k++) {
+            uint8_t flags = k == 0 ? 0x02 : k == 7 && rand_r(&seed) % 4 == 0 ? 0x11 : 0x10;
+            size_t n = segment(pkt, client, port, VIP, 80, flags);
+            if (send(peers[i], pkt, n, 0) > 0)
+                atomic_fetch_add(&sent, 1);
+            /* the out direction, possibly on another queue than its flow */
+            n = segment(pkt, rs, 80, client, port, k == 0 ? 0x12 : 0x10);
+            if (send(peers[(i + (rand_r(&seed) & 1)) % nworkers], pkt, n, 0) > 0)
+                atomic_fetch_add(&sent, 1);
+        }
     }
     return NULL;
 }
@@ -144,6 +154,7 @@ int main(int argc, char **argv)
     double seconds = argc > 1 ? atof(argv[1]) : 2.0;
     int nw = argc > 2 ? atoi(argv[2]) : 2;
     CHECK(nw >= 1 && nw <= MAXW);
+    nworkers = nw;
     lvs_engine *e = lvs_engine_new(1 << 14, 42);
     CHECK(e);
     lvs_svc_conf sc;
@@ -200,6 +211,9 @@ int main(int argc, char **argv)
         LOCKED(e, lvs_sync_apply(e, syncbuf, n, t, &skipped));
         LOCKED(e, lvs_conn_list(e, conns, 4096));
         LOCKED(e, lvs_counter_values(e, counters, 64));
+        /* the sync master keeps every in-packet exclusive: off half the time */
+        LOCKED(e, lvs_engine_set_option(e, LVS_OPT_SYNC_MASTER, (int)(k >> 3 & 1)));
+        LOCKED(e, lvs_engine_set_timeouts(e, 900 - k % 2, 120, 300));
         LOCKED(e, rc = lvs_dest_del(e, &dc, (int)(k & 1)));
         CHECK(rc == 0);
         if (k % 50 == 0)

@@ -2,17 +2,22 @@
 
 The scheduler tests of test_serve_director.py run here again with two workers pinned (the
 default is one per CPU, so a bigger CI machine would run them with more); the tests below add
-what only threads can break: exact rr over many short connections whose packets the kernel
-spreads over both queues, eight parallel checked bulk streams, and shutdown with no thread left,
-on SIGTERM and on a start that fails after the workers are running.
+what only threads can break: exact rr over many short connections spread over both queues, the
+steering program keeping both directions of each connection on one worker, eight parallel
+checked bulk streams, and shutdown with no thread left, on SIGTERM and on a start that fails
+after the workers are running.
 """
 
 from __future__ import annotations
 
+import http.client
+import json
 import os
 import re
+import socket
 import sys
 import textwrap
+import time
 from collections import Counter
 from collections.abc import Callable
 from typing import Any
@@ -76,6 +81,50 @@ def test_rr_exact_over_many_short_connections(srv: Srv) -> None:
     reads = _per_worker_reads(daemon.log())
     assert len(reads) == WORKERS and sum(reads) > 90 * 5, reads
     assert "packet workers stopped: 0 thread(s) left" in daemon.log()
+
+
+class _UnixHTTP(http.client.HTTPConnection):
+    def __init__(self, path: str) -> None:
+        super().__init__("localhost", timeout=10)
+        self.path = path
+
+    def connect(self) -> None:
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.sock.connect(self.path)
+
+
+def _forwarded_per_worker(sock: str) -> list[int]:
+    conn = _UnixHTTP(sock)
+    try:
+        conn.request("GET", "/api/v1/status")
+        dp = json.loads(conn.getresponse().read())["dataplane"]
+    finally:
+        conn.close()
+    assert dp["steering"] is True, dp
+    return [int(x) for x in dp["worker_forwarded"]]
+
+
+def test_steering_sends_both_directions_of_a_connection_to_one_worker(srv: Srv) -> None:
+    # One connection at a time (SYN ... FIN, both directions): the per-worker forwarded
+    # counters must grow on exactly one worker.  The kernel's own flow hash puts the two
+    # directions (different 5-tuples after NAT) on different queues about half the time.
+    toml = srv.config(ServiceSpec(scheduler="rr"))
+    sock = json.loads(re.search(r'(?m)^socket = (".*")$', toml).group(1))  # type: ignore[union-attr]
+    daemon = srv.serve(toml)
+    assert "steering program attached" in daemon.log()
+    used, got = set(), []
+    before = _forwarded_per_worker(sock)
+    for i in range(15):
+        got += names(srv.topo, 1)
+        time.sleep(0.2)  # the last ACK reaches its worker, which publishes its counters
+        after = _forwarded_per_worker(sock)
+        grew = [w for w in range(WORKERS) if after[w] > before[w]]
+        assert len(grew) == 1 and after[grew[0]] - before[grew[0]] >= 6, (i, before, after)
+        used.add(grew[0])
+        before = after
+    assert used == set(range(WORKERS))  # 15 client ports hash to both queues
+    assert got == got[:3] * 5, got
+    assert daemon.stop() == 0
 
 
 def test_eight_parallel_hashed_streams(srv: Srv) -> None:

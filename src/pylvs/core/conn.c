@@ -150,6 +150,17 @@ void lvs_conn_arm(lvs_engine *e, lvs_conn *c, double now)
     }
 }
 
+int lvs_conn_rearm_in_place(const lvs_engine *e, lvs_conn *c, double now)
+{
+    double expires = now + (double)c->timeout;
+    if (c->t_prev == LVS_NO_SLOT || tick_before(tick_of(expires), c->wexp))
+        return 0;
+    /* two workers may re-arm one conn at once (its two directions on two queues): either
+     * deadline is right */
+    __atomic_store(&c->expires, &expires, __ATOMIC_RELAXED);
+    return 1;
+}
+
 /* ---- dest binding (ip_vs_bind_dest / ip_vs_unbind_dest) ---- */
 
 static void bind_dest(lvs_conn *c, lvs_dest *d)

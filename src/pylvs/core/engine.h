@@ -147,7 +147,8 @@ typedef struct lvs_defense {
 } lvs_defense;
 
 struct lvs_engine {
-    pthread_mutex_t lock;    /* lock.c: one holder at a time (a worker's batch, a control call) */
+    pthread_rwlock_t lock;   /* lock.c: exclusive (control calls, a batch's slow part) or shared
+                              * (the workers' established-packet fast path) */
     /* connection table */
     uint32_t *in_tab;        /* bucket -> first entry's slot, LVS_NO_SLOT = empty */
     uint32_t *out_tab;
@@ -230,6 +231,12 @@ struct lvs_engine {
     uint32_t sync_len, sync_cap;
 };
 
+/* ---- lock.c (the rest is in lock.h) ---- */
+void lvs_engine_lock_init(lvs_engine *e);
+void lvs_engine_lock_destroy(lvs_engine *e);
+void lvs_engine_lock_shared(lvs_engine *e);
+void lvs_engine_unlock_shared(lvs_engine *e);
+
 /* ---- conn.c ---- */
 /* The entry in table slot `slot` (a live slot index, never LVS_NO_SLOT). */
 static inline lvs_conn *lvs_conn_at(const lvs_engine *e, uint32_t slot)
@@ -265,6 +272,10 @@ void lvs_conn_unhash_template(lvs_engine *e, lvs_conn *c);
 /* Re-arm to now + c->timeout (lazy: the wheel slot moves only when the deadline
  * shrinks into an earlier tick). */
 void lvs_conn_arm(lvs_engine *e, lvs_conn *c, double now);
+/* lvs_conn_arm for the shared fast path: when the new deadline stays in the entry's wheel
+ * slot (the common case: lazy re-arming), store it atomically and return 1; otherwise change
+ * nothing and return 0 (the wheel must move: exclusive work). */
+int lvs_conn_rearm_in_place(const lvs_engine *e, lvs_conn *c, double now);
 /* ip_vs_conn_expire_now: a template that controls conns is re-armed 60 s instead. */
 void lvs_conn_expire_now(lvs_engine *e, lvs_conn *c, double now);
 /* Run the timer wheel up to now; returns the entries removed (conns and templates). */
@@ -347,6 +358,8 @@ void lvs_stats_info_fill(lvs_stats_info *o, const lvs_stats *cur, const lvs_stat
                          const lvs_est *est);
 
 /* ---- sync.c ---- */
+/* ip_vs_sync_conn_needed: the conn's pkts-th incoming packet makes a record (reads only). */
+int lvs_sync_needed(const lvs_engine *e, const lvs_conn *c, uint32_t pkts);
 /* A conn got an incoming packet (pkts = its count): queue the records the master sends. */
 void lvs_sync_conn(lvs_engine *e, lvs_conn *c, uint32_t pkts);
 /* Queue a record for the conn now (sync master only): its sequence delta just changed (the

@@ -82,6 +82,7 @@
  */
 #include <string.h>
 
+#include "lock.h"
 #include "packet.h"
 
 /* UDP has one state; TCP's machine is in proto_tcp.c. */
@@ -366,22 +367,29 @@ static int do_out(lvs_engine *e, pkt *k, uint32_t *plen, uint32_t cap, double no
 
 /* ---- one packet ---- */
 
+/* PARSE_OK, or the counter of the drop (the parse helpers below). */
+#define PARSE_OK (-1)
+
+/* A TCP/UDP header's bounds, then its ports and flags. */
+static int parse_ports(pkt *k)
+{
+    if (k->proto == LVS_PROTO_TCP) {
+        if (k->l4len < 20 || (k->l4[12] >> 4) < 5 || (uint32_t)(k->l4[12] >> 4) * 4 > k->l4len)
+            return LVS_CNT_TRUNCATED;
+        k->th_flags = k->l4[13];
+    } else if (k->l4len < 8) {
+        return LVS_CNT_TRUNCATED;
+    }
+    k->sport = ld16(k->l4);
+    k->dport = ld16(k->l4 + 2);
+    return PARSE_OK;
+}
+
 /* Bounds of the TCP/UDP header, ports, then the direction (shared by both families). */
 static int process_l4(lvs_engine *e, pkt *k, int to_vip, uint32_t *plen, uint32_t cap,
                       double now)
 {
-    if (k->proto == LVS_PROTO_TCP) {
-        if (k->l4len < 20 || (k->l4[12] >> 4) < 5 || (uint32_t)(k->l4[12] >> 4) * 4 > k->l4len) {
-            e->counters[LVS_CNT_TRUNCATED]++;
-            return LVS_VERDICT_DROP;
-        }
-        k->th_flags = k->l4[13];
-    } else if (k->proto == LVS_PROTO_UDP) {
-        if (k->l4len < 8) {
-            e->counters[LVS_CNT_TRUNCATED]++;
-            return LVS_VERDICT_DROP;
-        }
-    } else {
+    if (k->proto != LVS_PROTO_TCP && k->proto != LVS_PROTO_UDP) {
         if (to_vip) {
             e->counters[LVS_CNT_UNKNOWN_PROTO]++;
             return LVS_VERDICT_DROP;
@@ -389,8 +397,11 @@ static int process_l4(lvs_engine *e, pkt *k, int to_vip, uint32_t *plen, uint32_
         e->counters[LVS_CNT_PASS_NOT_OURS]++;
         return LVS_VERDICT_PASS;
     }
-    k->sport = ld16(k->l4);
-    k->dport = ld16(k->l4 + 2);
+    int bad = parse_ports(k);
+    if (bad != PARSE_OK) {
+        e->counters[bad]++;
+        return LVS_VERDICT_DROP;
+    }
     if (to_vip)
         return do_in(e, k, plen, cap, now);
     return do_out(e, k, plen, cap, now);
@@ -404,105 +415,257 @@ static lvs_service *fwm_service(lvs_engine *e, uint8_t af, uint32_t mark)
                                 : NULL;
 }
 
-static int process_v6(lvs_engine *e, uint8_t *p, uint32_t *plen, uint32_t cap, uint8_t meta,
-                      uint32_t mark, double now)
+/* An IPv6 header and its extension headers: k and *to_vip filled, or the counter of the
+ * drop.  Reads the engine only (the VIP set, the fwmark services). */
+static int parse_v6(lvs_engine *e, uint8_t *p, uint32_t *plen, uint8_t meta, uint32_t mark,
+                    pkt *k, int *to_vip)
 {
     uint32_t len = *plen;
-    if (len < LVS_IPV6_HDR) {
-        e->counters[LVS_CNT_TRUNCATED]++;
-        return LVS_VERDICT_DROP;
-    }
+    if (len < LVS_IPV6_HDR)
+        return LVS_CNT_TRUNCATED;
     /* payload length 0 is a jumbogram (RFC 2675): never on a TUN of normal MTU */
     uint32_t tot = LVS_IPV6_HDR + ld16(p + 4);
-    if (tot == LVS_IPV6_HDR || tot > len) {
-        e->counters[LVS_CNT_BAD_TOTAL_LENGTH]++;
-        return LVS_VERDICT_DROP;
-    }
+    if (tot == LVS_IPV6_HDR || tot > len)
+        return LVS_CNT_BAD_TOTAL_LENGTH;
     *plen = tot;
-    pkt k;
-    k.p = p;
-    k.tot = tot;
-    k.af = LVS_AF_INET6;
-    k.meta = meta;
-    k.th_flags = 0;
-    k.saddr = ld_addr6(p + 8);
-    k.daddr = ld_addr6(p + 24);
-    k.fwm_svc = fwm_service(e, LVS_AF_INET6, mark);
-    int to_vip = k.fwm_svc != NULL || lvs_is_vip6(e, k.daddr);
-    int off = lvs_ipv6_skip_ext(p, LVS_IPV6_HDR, tot, p[6], &k.proto);
+    k->p = p;
+    k->tot = tot;
+    k->af = LVS_AF_INET6;
+    k->meta = meta;
+    k->th_flags = 0;
+    k->saddr = ld_addr6(p + 8);
+    k->daddr = ld_addr6(p + 24);
+    k->fwm_svc = fwm_service(e, LVS_AF_INET6, mark);
+    *to_vip = k->fwm_svc != NULL || lvs_is_vip6(e, k->daddr);
+    int off = lvs_ipv6_skip_ext(p, LVS_IPV6_HDR, tot, p[6], &k->proto);
     if (off < 0) {
         /* a fragment or a chain we will not follow: ours or not, nothing can be done with
          * it (the kernel's ip6_forward would still route it, but it cannot reach a VIP's
          * service without reassembly, and a pass would loop VIP traffic) */
-        if (off == -2)
-            e->counters[LVS_CNT_FRAGMENT]++;
-        else
-            e->counters[LVS_CNT_BAD_EXT_HEADER]++;
-        return LVS_VERDICT_DROP;
+        return off == -2 ? LVS_CNT_FRAGMENT : LVS_CNT_BAD_EXT_HEADER;
     }
-    k.ihl = (uint32_t)off;
-    k.l4 = p + off;
-    k.l4len = tot - (uint32_t)off;
-    if (k.proto == LVS_PROTO_ICMPV6)
-        return lvs_icmp6_process(e, &k, to_vip);
-    return process_l4(e, &k, to_vip, plen, cap, now);
+    k->ihl = (uint32_t)off;
+    k->l4 = p + off;
+    k->l4len = tot - (uint32_t)off;
+    return PARSE_OK;
+}
+
+/* An IPv4 header: k and *to_vip filled, or the counter of the drop.  Reads the engine only
+ * (the VIP set, the fwmark services). */
+static int parse_v4(lvs_engine *e, uint8_t *p, uint32_t *plen, uint8_t meta, uint32_t mark,
+                    pkt *k, int *to_vip)
+{
+    uint32_t len = *plen;
+    if (len < 20)
+        return LVS_CNT_TRUNCATED;
+    if ((p[0] >> 4) != 4)
+        return LVS_CNT_BAD_VERSION;
+    uint32_t ihl = (uint32_t)(p[0] & 15) * 4;
+    if (ihl < 20)
+        return LVS_CNT_BAD_IHL;
+    if (ihl > len)
+        return LVS_CNT_TRUNCATED;
+    uint32_t tot = ld16(p + 2);
+    if (tot < ihl || tot > len)
+        return LVS_CNT_BAD_TOTAL_LENGTH;
+    if (fold(sum16(p, ihl)) != 0xffff)
+        return LVS_CNT_BAD_IP_CHECKSUM;
+    if (ld16(p + 6) & 0x3fff)
+        return LVS_CNT_FRAGMENT;
+    /* link-layer padding (an AF_PACKET frame of 60 bytes) is cut off, as ip_rcv trims */
+    *plen = tot;
+    k->p = p;
+    k->ihl = ihl;
+    k->tot = tot;
+    k->l4 = p + ihl;
+    k->l4len = tot - ihl;
+    k->af = LVS_AF_INET;
+    k->proto = p[9];
+    k->saddr = lvs_addr4(ld32(p + 12));
+    k->daddr = lvs_addr4(ld32(p + 16));
+    k->meta = meta;
+    k->th_flags = 0;
+    k->fwm_svc = fwm_service(e, LVS_AF_INET, mark);
+    *to_vip = k->fwm_svc != NULL || lvs_is_vip(e, k->daddr.ip);
+    return PARSE_OK;
+}
+
+/* Either family by the version nibble; *plen loses any padding past the IP length. */
+static int parse_ip(lvs_engine *e, uint8_t *p, uint32_t *plen, uint8_t meta, uint32_t mark,
+                    pkt *k, int *to_vip)
+{
+    if (*plen >= 1 && (p[0] >> 4) == 6)
+        return parse_v6(e, p, plen, meta, mark, k, to_vip);
+    return parse_v4(e, p, plen, meta, mark, k, to_vip);
 }
 
 static int process_one(lvs_engine *e, uint8_t *p, uint32_t *plen, uint32_t cap, uint8_t meta,
                        uint32_t mark, double now)
 {
-    uint32_t len = *plen;
-    if (len >= 1 && (p[0] >> 4) == 6)
-        return process_v6(e, p, plen, cap, meta, mark, now);
-    if (len < 20) {
-        e->counters[LVS_CNT_TRUNCATED]++;
-        return LVS_VERDICT_DROP;
-    }
-    if ((p[0] >> 4) != 4) {
-        e->counters[LVS_CNT_BAD_VERSION]++;
-        return LVS_VERDICT_DROP;
-    }
-    uint32_t ihl = (uint32_t)(p[0] & 15) * 4;
-    if (ihl < 20) {
-        e->counters[LVS_CNT_BAD_IHL]++;
-        return LVS_VERDICT_DROP;
-    }
-    if (ihl > len) {
-        e->counters[LVS_CNT_TRUNCATED]++;
-        return LVS_VERDICT_DROP;
-    }
-    uint32_t tot = ld16(p + 2);
-    if (tot < ihl || tot > len) {
-        e->counters[LVS_CNT_BAD_TOTAL_LENGTH]++;
-        return LVS_VERDICT_DROP;
-    }
-    if (fold(sum16(p, ihl)) != 0xffff) {
-        e->counters[LVS_CNT_BAD_IP_CHECKSUM]++;
-        return LVS_VERDICT_DROP;
-    }
-    if (ld16(p + 6) & 0x3fff) {
-        e->counters[LVS_CNT_FRAGMENT]++;
-        return LVS_VERDICT_DROP;
-    }
-    /* link-layer padding (an AF_PACKET frame of 60 bytes) is cut off, as ip_rcv trims */
-    *plen = tot;
     pkt k;
-    k.p = p;
-    k.ihl = ihl;
-    k.tot = tot;
-    k.l4 = p + ihl;
-    k.l4len = tot - ihl;
-    k.af = LVS_AF_INET;
-    k.proto = p[9];
-    k.saddr = lvs_addr4(ld32(p + 12));
-    k.daddr = lvs_addr4(ld32(p + 16));
-    k.meta = meta;
-    k.th_flags = 0;
-    k.fwm_svc = fwm_service(e, LVS_AF_INET, mark);
-    int to_vip = k.fwm_svc != NULL || lvs_is_vip(e, k.daddr.ip);
-    if (k.proto == 1)
+    int to_vip;
+    int bad = parse_ip(e, p, plen, meta, mark, &k, &to_vip);
+    if (bad != PARSE_OK) {
+        e->counters[bad]++;
+        return LVS_VERDICT_DROP;
+    }
+    if (k.af == LVS_AF_INET6 && k.proto == LVS_PROTO_ICMPV6)
+        return lvs_icmp6_process(e, &k, to_vip);
+    if (k.af == LVS_AF_INET && k.proto == 1)
         return lvs_icmp_process(e, &k, to_vip);
     return process_l4(e, &k, to_vip, plen, cap, now);
+}
+
+/* ---- the shared fast path (lock.h): established packets on every worker at once ---- */
+
+#define SLOW (-1) /* fast_one: the packet needs the exclusive path */
+#define ACC_DESTS 8
+
+/* The stats a batch's fast path adds up, per dest, added to the shared counters atomically
+ * once per batch (a counter bumped per packet by two cores would bounce between them). */
+typedef struct stats_acc {
+    lvs_dest *dest[ACC_DESTS];
+    lvs_stats s[ACC_DESTS];
+    uint32_t n;
+} stats_acc;
+
+static void stats_add_atomic(lvs_stats *to, const lvs_stats *d)
+{
+    if (d->inpkts) {
+        __atomic_fetch_add(&to->inpkts, d->inpkts, __ATOMIC_RELAXED);
+        __atomic_fetch_add(&to->inbytes, d->inbytes, __ATOMIC_RELAXED);
+    }
+    if (d->outpkts) {
+        __atomic_fetch_add(&to->outpkts, d->outpkts, __ATOMIC_RELAXED);
+        __atomic_fetch_add(&to->outbytes, d->outbytes, __ATOMIC_RELAXED);
+    }
+}
+
+static void stats_sum(lvs_stats *to, const lvs_stats *d)
+{
+    to->inpkts += d->inpkts;
+    to->inbytes += d->inbytes;
+    to->outpkts += d->outpkts;
+    to->outbytes += d->outbytes;
+}
+
+/* Each dest's sums to it, then each service's and the engine's totals, each once. */
+static void acc_flush(lvs_engine *e, stats_acc *a)
+{
+    lvs_service *svc[ACC_DESTS];
+    lvs_stats per_svc[ACC_DESTS];
+    lvs_stats total = {0};
+    uint32_t nsvc = 0;
+    for (uint32_t i = 0; i < a->n; i++) {
+        lvs_dest *d = a->dest[i];
+        stats_add_atomic(&d->stats, &a->s[i]);
+        stats_sum(&total, &a->s[i]);
+        if (!d->svc)
+            continue;
+        uint32_t j = 0;
+        while (j < nsvc && svc[j] != d->svc)
+            j++;
+        if (j == nsvc) {
+            svc[nsvc] = d->svc;
+            memset(&per_svc[nsvc++], 0, sizeof(lvs_stats));
+        }
+        stats_sum(&per_svc[j], &a->s[i]);
+    }
+    for (uint32_t j = 0; j < nsvc; j++)
+        stats_add_atomic(&svc[j]->stats, &per_svc[j]);
+    if (a->n)
+        stats_add_atomic(&e->stats, &total);
+    a->n = 0;
+}
+
+/* stats_in / stats_out of the exclusive path, into the accumulator. */
+static void acc_add(lvs_engine *e, stats_acc *a, lvs_dest *d, int dir, uint32_t bytes)
+{
+    uint32_t i = 0;
+    while (i < a->n && a->dest[i] != d)
+        i++;
+    if (i == a->n) {
+        if (a->n == ACC_DESTS)
+            acc_flush(e, a);
+        i = a->n++;
+        a->dest[i] = d;
+        memset(&a->s[i], 0, sizeof(a->s[i]));
+    }
+    if (dir == LVS_DIR_IN) {
+        a->s[i].inpkts++;
+        a->s[i].inbytes += bytes;
+    } else {
+        a->s[i].outpkts++;
+        a->s[i].outbytes += bytes;
+    }
+}
+
+/* do_in's ++c->in_pkts, unless this packet makes a sync record (the master's buffer is
+ * exclusive work): 0, and nothing counted.  Two workers may count one conn at once (its
+ * directions on two queues): each claims its own count, so none is lost or skipped. */
+static int count_in_packet(const lvs_engine *e, lvs_conn *c)
+{
+    uint32_t pkts = __atomic_load_n(&c->in_pkts, __ATOMIC_RELAXED);
+    do {
+        if (e->sync_master && lvs_sync_needed(e, c, pkts + 1))
+            return 0;
+    } while (!__atomic_compare_exchange_n(&c->in_pkts, &pkts, pkts + 1, 1, __ATOMIC_RELAXED,
+                                          __ATOMIC_RELAXED));
+    return 1;
+}
+
+/* state_transition would change nothing for a UDP conn. */
+static int udp_steady(const lvs_engine *e, const lvs_conn *c, int dir)
+{
+    return c->state == LVS_UDP_S_NORMAL && c->timeout == e->udp_timeout &&
+           !(dir == LVS_DIR_OUT && c->control != LVS_NO_SLOT &&
+             !(lvs_conn_at(e, c->control)->flags & LVS_CONN_F_ASSURED));
+}
+
+/*
+ * do_in / do_out for a packet of an established connection whose handling changes nothing
+ * but its own bytes, its conn's deadline and packet count (atomics) and the stats (acc): no
+ * state change, no timer-wheel move, no helper, no sync record, no counter.  Anything else
+ * returns SLOW before changing anything, and the exclusive path takes the packet whole.
+ */
+static int fast_one(lvs_engine *e, uint8_t *p, uint32_t *plen, uint32_t cap, uint8_t meta,
+                    uint32_t mark, double now, stats_acc *acc)
+{
+    pkt k;
+    int to_vip;
+    if (parse_ip(e, p, plen, meta, mark, &k, &to_vip) != PARSE_OK ||
+        (k.proto != LVS_PROTO_TCP && k.proto != LVS_PROTO_UDP) || parse_ports(&k) != PARSE_OK ||
+        (k.th_flags & (TH_SYN | TH_RST)))
+        return SLOW;
+    int dir = to_vip ? LVS_DIR_IN : LVS_DIR_OUT;
+    lvs_conn *c = to_vip ? lvs_conn_in_get(e, k.af, k.proto, k.saddr, k.sport, k.daddr, k.dport)
+                         : lvs_conn_out_get(e, k.af, k.proto, k.saddr, k.sport, k.daddr,
+                                            k.dport);
+    if (!c || (c->flags & (LVS_CONN_F_SP_WAIT | LVS_CONN_F_EXT)) || lvs_ftp_ctl(c))
+        return SLOW;
+    lvs_dest *d = c->dest;
+    if (!d || !(d->flags & LVS_DEST_F_AVAILABLE))
+        return SLOW;
+    /* TTL <= 1 answers with an ICMP error; the sync master's template counts are shared */
+    if (to_vip && (p[k.af == LVS_AF_INET6 ? 7 : 8] <= 1 ||
+                   (e->sync_master && c->control != LVS_NO_SLOT)))
+        return SLOW;
+    if (k.proto == LVS_PROTO_TCP ? !lvs_tcp_steady(e, c, dir, k.th_flags)
+                                 : !udp_steady(e, c, dir))
+        return SLOW;
+    if (!lvs_conn_rearm_in_place(e, c, now))
+        return SLOW;
+    /* The packet count last: the deadline just stored is the one the exclusive path would
+     * store too, so a SLOW from here changes nothing it would not. */
+    if (to_vip && !count_in_packet(e, c))
+        return SLOW;
+    /* from here on nothing can fail */
+    acc_add(e, acc, d, dir, k.tot);
+    if (to_vip)
+        lvs_nat_xmit_in(e, &k, c, plen, cap);
+    else
+        lvs_nat_xmit_out(e, &k, c);
+    return LVS_VERDICT_FORWARD;
 }
 
 /* The bucket a well-formed TCP/UDP packet will look up first, or NULL.  Only a hint for
@@ -551,12 +714,16 @@ static inline __attribute__((always_inline)) void prefetch_chain(const lvs_engin
  * Lookups are memory-latency bound (a bucket and an entry, both random), so the batch is a
  * software pipeline: hash and prefetch every bucket of a chunk first, then, while packet i
  * is processed, prefetch the chain head of packet i + PREFETCH_AHEAD.
+ *
+ * From packet `from` on; with `acc` only the shared fast path runs, and the loop stops at the
+ * first packet it cannot take (returned: the exclusive path goes on from there, so a
+ * connection's packets keep their order).  Returns b->count when every packet is done.
  */
-int lvs_engine_process_batch(lvs_engine *e, lvs_batch *b, double now)
+static inline __attribute__((always_inline)) uint32_t
+run_batch(lvs_engine *e, lvs_batch *b, uint32_t from, double now, stats_acc *acc, int *sent)
 {
-    int sent = 0;
     uint32_t *hint[PREFETCH_CHUNK];
-    for (uint32_t g = 0; g < b->count; g += PREFETCH_CHUNK) {
+    for (uint32_t g = from; g < b->count; g += PREFETCH_CHUNK) {
         uint32_t n = b->count - g < PREFETCH_CHUNK ? b->count - g : PREFETCH_CHUNK;
         for (uint32_t j = 0; j < n; j++) {
             uint32_t len = b->len[g + j] < b->stride ? b->len[g + j] : b->stride;
@@ -572,13 +739,39 @@ int lvs_engine_process_batch(lvs_engine *e, lvs_batch *b, double now)
             uint32_t i = g + j;
             uint8_t *p = b->data + (size_t)i * b->stride;
             uint32_t len = b->len[i] < b->stride ? b->len[i] : b->stride;
-            int v = process_one(e, p, &len, b->stride, b->meta ? b->meta[i] : 0, b->mark,
-                                now);
+            uint8_t meta = b->meta ? b->meta[i] : 0;
+            int v = acc ? fast_one(e, p, &len, b->stride, meta, b->mark, now, acc)
+                        : process_one(e, p, &len, b->stride, meta, b->mark, now);
+            if (v == SLOW)
+                return i;
             b->len[i] = len;
             b->verdict[i] = (uint8_t)v;
             if (v == LVS_VERDICT_FORWARD || v == LVS_VERDICT_REPLY)
-                sent++;
+                (*sent)++;
         }
+    }
+    return b->count;
+}
+
+int lvs_engine_process_batch(lvs_engine *e, lvs_batch *b, double now)
+{
+    int sent = 0;
+    run_batch(e, b, 0, now, NULL, &sent);
+    return sent;
+}
+
+int lvs_engine_process_batch_shared(lvs_engine *e, lvs_batch *b, double now)
+{
+    int sent = 0;
+    stats_acc acc = {.n = 0};
+    lvs_engine_lock_shared(e);
+    uint32_t i = run_batch(e, b, 0, now, &acc, &sent);
+    acc_flush(e, &acc);
+    lvs_engine_unlock_shared(e);
+    if (i < b->count) {
+        lvs_engine_lock(e);
+        run_batch(e, b, i, now, NULL, &sent);
+        lvs_engine_unlock(e);
     }
     return sent;
 }

@@ -229,6 +229,9 @@ enum { LVS_DIR_IN = 0, LVS_DIR_OUT = 4 };
 /* Move a TCP conn to its next state for a packet with these flags; sets the state's timeout
  * and moves the conn between the dest's active and inactive counters. */
 void lvs_tcp_transition(lvs_engine *e, lvs_conn *c, int dir, uint8_t th_flags);
+/* 1 when the packet leaves the conn's state, flags and timeout as they are (the transition
+ * would write only what is already there): the shared fast path may skip it. */
+int lvs_tcp_steady(const lvs_engine *e, const lvs_conn *c, int dir, uint8_t th_flags);
 
 /* ---- xmit.c ---- */
 

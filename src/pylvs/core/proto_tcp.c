@@ -77,10 +77,10 @@ static int state_is_active(uint8_t state)
     return state == ES || state == SS || state == SR || state == SA;
 }
 
-void lvs_tcp_transition(lvs_engine *e, lvs_conn *c, int dir, uint8_t th_flags)
+/* The state a packet moves c to (reads only). */
+static uint8_t next_state(const lvs_engine *e, const lvs_conn *c, int dir, uint8_t th_flags)
 {
     int idx;
-    uint8_t ns;
     if (th_flags & TH_RST)
         idx = 3;
     else if (th_flags & TH_SYN)
@@ -90,28 +90,40 @@ void lvs_tcp_transition(lvs_engine *e, lvs_conn *c, int dir, uint8_t th_flags)
     else if (th_flags & TH_ACK)
         idx = 2;
     else
-        idx = -1;
-    if (idx < 0) {
-        ns = CL;
-    } else {
-        int off = dir;
-        if (c->flags & LVS_CONN_F_NOOUTPUT) {
-            if (dir == LVS_DIR_OUT)
-                c->flags &= (uint16_t)~LVS_CONN_F_NOOUTPUT;
-            else
-                off = DIR_INPUT_ONLY;
-        }
-        const uint8_t(*table)[LVS_TCP_S_LAST] = e->def.secure_on ? tcp_states_dos : tcp_states;
-        ns = table[off + idx][c->state < LVS_TCP_S_LAST ? c->state : 0];
-    }
+        return CL;
+    /* a conn that has seen nothing from the server reads the INPUT-ONLY rows */
+    int off = (c->flags & LVS_CONN_F_NOOUTPUT) && dir != LVS_DIR_OUT ? DIR_INPUT_ONLY : dir;
+    const uint8_t(*table)[LVS_TCP_S_LAST] = e->def.secure_on ? tcp_states_dos : tcp_states;
+    return table[off + idx][c->state < LVS_TCP_S_LAST ? c->state : 0];
+}
+
+static uint32_t state_timeout(const lvs_engine *e, uint8_t ns)
+{
+    uint32_t t = e->tcp_timeouts[ns];
+    if (e->def.secure_on && tcp_secure_timeouts[ns] < t)
+        t = tcp_secure_timeouts[ns];
+    return t;
+}
+
+void lvs_tcp_transition(lvs_engine *e, lvs_conn *c, int dir, uint8_t th_flags)
+{
+    uint8_t ns = next_state(e, c, dir, th_flags);
+    if ((th_flags & (TH_RST | TH_SYN | TH_FIN | TH_ACK)) && dir == LVS_DIR_OUT)
+        c->flags &= (uint16_t)~LVS_CONN_F_NOOUTPUT;
     if (ns != c->state) {
         lvs_conn_set_active(c, state_is_active(ns));
         if (ns == ES)
             lvs_conn_assure(e, c);
     }
     c->state = ns;
-    uint32_t t = e->tcp_timeouts[ns];
-    if (e->def.secure_on && tcp_secure_timeouts[ns] < t)
-        t = tcp_secure_timeouts[ns];
-    c->timeout = t;
+    c->timeout = state_timeout(e, ns);
+}
+
+int lvs_tcp_steady(const lvs_engine *e, const lvs_conn *c, int dir, uint8_t th_flags)
+{
+    if ((c->flags & LVS_CONN_F_NOOUTPUT) && dir == LVS_DIR_OUT &&
+        (th_flags & (TH_RST | TH_SYN | TH_FIN | TH_ACK)))
+        return 0;
+    uint8_t ns = next_state(e, c, dir, th_flags);
+    return ns == c->state && c->timeout == state_timeout(e, ns);
 }

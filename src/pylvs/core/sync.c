@@ -13,7 +13,7 @@
 /* ip_vs_sync_conn_needed (sync_refresh_period = 0): TCP only in the states a backup needs,
  * at once on a change to one of them other than ESTABLISHED, otherwise when the incoming
  * packet count hits the threshold within the period.  Templates skip the count check. */
-static int sync_needed(const lvs_engine *e, lvs_conn *c, uint32_t pkts)
+int lvs_sync_needed(const lvs_engine *e, const lvs_conn *c, uint32_t pkts)
 {
     int tmpl = (c->flags & LVS_CONN_F_TEMPLATE) != 0;
     if (!tmpl && c->proto == LVS_PROTO_TCP) {
@@ -23,17 +23,11 @@ static int sync_needed(const lvs_engine *e, lvs_conn *c, uint32_t pkts)
         if (!((1u << c->state) & synced))
             return 0;
         if (c->state != c->old_state && c->state != LVS_TCP_S_ESTABLISHED)
-            goto set;
+            return 1;
     }
-    if (e->sync_period > 0) {
-        if (!tmpl && pkts % e->sync_period != e->sync_threshold)
-            return 0;
-    } else if (pkts != e->sync_threshold) {
-        return 0;
-    }
-set:
-    c->old_state = c->state;
-    return 1;
+    if (e->sync_period > 0)
+        return tmpl || pkts % e->sync_period == e->sync_threshold;
+    return pkts == e->sync_threshold;
 }
 
 static void sync_append(lvs_engine *e, const lvs_conn *c, double now);
@@ -43,8 +37,10 @@ static void sync_append(lvs_engine *e, const lvs_conn *c, double now);
 void lvs_sync_conn(lvs_engine *e, lvs_conn *c, uint32_t pkts)
 {
     for (;;) {
-        if (sync_needed(e, c, pkts))
+        if (lvs_sync_needed(e, c, pkts)) {
+            c->old_state = c->state;
             sync_append(e, c, -1.0);
+        }
         c = lvs_conn_control(e, c);
         if (!c)
             return;

@@ -13,7 +13,8 @@
  * fully checksummed) goes out with a zeroed header.
  *
  * Several pumps may share one engine (dataplane/_workers.c: one per TUN queue and thread);
- * each holds the engine lock (core/lock.h) for its batch's engine call only.
+ * each holds the engine lock (core/lock.h) for its batch's engine call only, shared for the
+ * established packets, exclusive from the first packet that needs more.
  *
  * Nothing here blocks: the fd is O_NONBLOCK, reads stop at EAGAIN or the batch limit, and a
  * write that would block drops the packet (counted), as a full device queue would.
@@ -221,10 +222,9 @@ int lvs_tunio_pump(lvs_tunio *io, lvs_engine *eng, double now, uint32_t max_roun
             .len = io->len, .meta = io->meta, .verdict = io->verdict, .mark = io->mark,
         };
         if (eng) {
-            /* Only the engine call is locked: reads and writes (most of the cost) overlap. */
-            lvs_engine_lock(eng);
-            lvs_engine_process_batch(eng, &b, now);
-            lvs_engine_unlock(eng);
+            /* Only the engine call is locked (reads and writes, most of the cost, overlap),
+             * and its established packets only share the lock (core/lock.h). */
+            lvs_engine_process_batch_shared(eng, &b, now);
         } else {
             /* No engine attached (a standby pump): nothing may loop back into the TUN. */
             memset(io->verdict, LVS_VERDICT_DROP, (size_t)n);

@@ -5,11 +5,13 @@
  * one pump (_tunio.c).  It sleeps in poll() on its queue and on a shared stop eventfd, pumps
  * when the queue is readable and never enters Python: no GIL, no callback per packet or per
  * wakeup.  The workers share the engine under the engine lock (core/lock.h), held for one
- * batch's engine call; reads and writes, most of the cost, run in parallel.
+ * batch's engine call: shared for established packets (every worker at once), exclusive from
+ * the first packet that needs more; reads and writes, most of the cost, run in parallel.
  *
- * The kernel picks the queue of a packet it hands to the TUN (its flow hash; a flow's packets
- * stay on the queue its writes come from), so the two directions of a connection may arrive on
- * different workers: the shared table makes that correct.
+ * The steering program (_steer.c) sends both directions of a connection to one queue, so a
+ * connection's entry stays in one core's cache.  Without it the kernel picks the queue by its
+ * flow hash and the two directions may arrive on different workers: the shared table makes
+ * that correct too.
  *
  * Signals are blocked in the workers (SIGTERM and friends go to the Python thread).  A worker
  * whose read fails (the device went away) records -errno, signals the notify eventfd (which
@@ -29,6 +31,7 @@
 #include <unistd.h>
 
 #include "_workers.h"
+#include "core/lock.h"
 
 #define MAX_ROUNDS 4 /* full batches per wakeup before polling again (the stop fd) */
 
@@ -276,4 +279,20 @@ void lvs_workers_zero_stats(lvs_workers *w)
         pthread_mutex_unlock(&k->stats_mu);
         atomic_store(&k->reset_max, 1);
     }
+}
+
+uint64_t lvs_workers_bench(lvs_engine *engine, lvs_batch *const *batches,
+                           const uint8_t *const *pristine, const uint32_t *const *lens,
+                           uint32_t n, uint32_t rounds, double now)
+{
+    uint64_t sent = 0;
+    for (uint32_t r = 0; r < rounds; r++) {
+        for (uint32_t i = 0; i < n; i++) {
+            lvs_batch *b = batches[i];
+            memcpy(b->data, pristine[i], (size_t)b->count * b->stride);
+            memcpy(b->len, lens[i], (size_t)b->count * sizeof(uint32_t));
+            sent += (uint64_t)lvs_engine_process_batch_shared(engine, b, now);
+        }
+    }
+    return sent;
 }

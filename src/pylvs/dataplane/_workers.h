@@ -34,5 +34,12 @@ int lvs_workers_failure(const lvs_workers *w, uint32_t *which);
 /* Worker i's counters as of its last wakeup, since the last zero. */
 int lvs_workers_get_stats(lvs_workers *w, uint32_t i, lvs_tunio_stats *out);
 void lvs_workers_zero_stats(lvs_workers *w);
+/* A worker's loop without a device, for bench/engine.py: `rounds` times, each batch restored
+ * from its pristine packets and lengths, then the workers' engine call
+ * (lvs_engine_process_batch_shared).  In C so a benchmark thread holds no GIL.  Returns the
+ * packets sent (forwarded or replied). */
+uint64_t lvs_workers_bench(lvs_engine *engine, lvs_batch *const *batches,
+                           const uint8_t *const *pristine, const uint32_t *const *lens,
+                           uint32_t n, uint32_t rounds, double now);
 
 #endif

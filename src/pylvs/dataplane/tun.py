@@ -15,7 +15,9 @@ With ``workers`` ≥ 1 (``[director] workers``) the event loop is out of the pac
 device is opened with ``IFF_MULTI_QUEUE``, one fd per queue, and C threads
 (``dataplane/_workers.c``) pump one queue each, sharing the engine under its lock.  Python only
 watches one eventfd, readable when a worker stopped on its own.  ``workers = 0`` keeps the pump
-on the event loop.
+on the event loop.  With two queues or more a steering program (``dataplane/steer.py``) sends
+both directions of a connection to one queue; if the kernel refuses it, the kernel's flow hash
+picks the queues (still correct: one shared connection table), and a warning says so.
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from pylvs.dataplane.steer import IPAddress, TunSteering
 from pylvs.errors import CoreError, NetConfigError
 
 if TYPE_CHECKING:
@@ -124,6 +127,8 @@ class TunStats:
     batch_hist: tuple[int, ...]  # batches of size 1, 2-3, 4-7, ...
     queue_dropped: int | None  # the device's tx_dropped: the kernel -> pylvs queue overflowed
     worker_reads: tuple[int, ...] = ()  # packets read by each worker thread (its TUN queue)
+    worker_forwarded: tuple[int, ...] = ()  # packets each worker forwarded (either direction)
+    steering: bool = False  # the steering program picks the queues (dataplane/steer.py)
 
     def as_dict(self) -> dict[str, Any]:
         """A JSON-able dict (for ``status()``)."""
@@ -164,6 +169,8 @@ class TunDataplane:
         self._on_failure = on_failure
         self._pump: Callable[[lvs_tunio, lvs_engine, float, int], int] | None = None
         self._engine: lvs_engine | None = None  # handed to every pump call (set at start)
+        self.steering: TunSteering | None = None  # workers >= 2 and the kernel took it
+        self._vips: frozenset[IPAddress] = frozenset()
 
     def open(self) -> None:
         """Create the device and the C pump (the device is down until netconf sets it up)."""
@@ -196,6 +203,34 @@ class TunDataplane:
             raise
         self.fds = fds
         self.fd = fds[0]
+        if len(fds) > 1:
+            self._attach_steering(fds[0])
+
+    def _attach_steering(self, fd: int) -> None:
+        try:
+            steering = TunSteering.load()
+        except CoreError as exc:
+            log.warning("TUN %s: %s; the kernel's flow hash picks the queues, so a connection's "
+                        "two directions may meet on two workers (correct, slower)",
+                        self.name, exc)
+            return
+        try:
+            steering.attach(fd)
+            steering.set_vips(self._vips)
+        except CoreError as exc:
+            steering.close()
+            log.warning("TUN %s: steering program not attached (%s); the kernel's flow hash "
+                        "picks the queues", self.name, exc)
+            return
+        self.steering = steering
+        log.info("TUN %s: steering program attached: both directions of a connection go to "
+                 "one of %d queues", self.name, len(self.fds))
+
+    def set_vips(self, vips: frozenset[IPAddress]) -> None:
+        """The VIPs routed into this device: the steering program tells replies by them."""
+        self._vips = vips
+        if self.steering is not None:
+            self.steering.set_vips(vips)
 
     def start(self, loop: asyncio.AbstractEventLoop | None = None) -> None:
         """Start pumping: the worker threads, or on ``loop`` (default: the running loop)."""
@@ -248,6 +283,9 @@ class TunDataplane:
         self.fds = []
         self.fd = None
         self._io = None
+        if self.steering is not None:
+            self.steering.close()
+            self.steering = None
 
     def threads_running(self) -> int:
         """Worker threads started and not yet joined (0 in event-loop mode)."""
@@ -311,7 +349,10 @@ class TunDataplane:
         return TunStats(**values, batch_hist=hist,
                         queue_dropped=_read_counter(self.name, "tx_dropped"),
                         worker_reads=tuple(int(st.reads) for st in snaps)
-                        if self._workers is not None else ())
+                        if self._workers is not None else (),
+                        worker_forwarded=tuple(int(st.forwarded) for st in snaps)
+                        if self._workers is not None else (),
+                        steering=self.steering is not None)
 
     def zero_stats(self) -> None:
         """Reset the pump's counters (ipvsadm -Z)."""
