@@ -13,6 +13,9 @@ IPv6): nothing routed from off-link gets in even before the HMAC check.  They ar
 CS6 and socket priority 6 so that a busy dataplane on the same interface does not queue
 heartbeats behind bulk traffic.
 
+Loop stalls: a keeper thread (:mod:`pylvs.ha.keeper`) repeats the last heartbeat while the
+loop is more than an interval and a half late, for up to KEEPER_COVER seconds.
+
 Late timers (docs/failover-health.md#lessons row 5): when the loop wakes late, heartbeats may
 already be
 sitting in the socket buffers; uvloop runs timers before polling for I/O, so the timer callback
@@ -35,6 +38,7 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from pylvs.ha.keeper import HeartbeatKeeper
 from pylvs.ha.messages import Kind, Message, PathId, Receiver, Role, Sender
 from pylvs.ha.state import (
     Action,
@@ -64,6 +68,9 @@ TTL = 255
 DSCP_CS6 = 0xC0
 MAX_DATAGRAM = 2048
 DRAIN_LIMIT = 256  # datagrams read per wake-up and socket: bounded, the rest waits a turn
+# The longest loop stall the heartbeat keeper covers (pylvs.ha.keeper): past it the control
+# plane counts as hung and the peer may take over.  A 10,000-server reload stalls < 1 s.
+KEEPER_COVER = 3.0
 
 
 class RoleHandler(Protocol):
@@ -183,6 +190,8 @@ class HaTransport:
         self._reannouncing = TaskSet()  # re-announcements in flight (kept, awaited on stop)
         self._recover: asyncio.TimerHandle | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._keeper: HeartbeatKeeper[SendHeartbeat] = HeartbeatKeeper(
+            self._send_heartbeat_now, machine.interval, KEEPER_COVER, clock)
 
     # ---- lifecycle ---------------------------------------------------------------------------
 
@@ -199,6 +208,7 @@ class HaTransport:
             raise
         self._worker = self._loop.create_task(self._work())
         self._run(self.machine.start(self.clock()))
+        self._keeper.start()
 
     async def stop(self, handover: bool = True) -> None:
         """Leave: (``handover``) tell the peer with priority 0, then release the addresses.
@@ -208,6 +218,7 @@ class HaTransport:
         (the peer's claim) instead of two in a row (our release, then its claim).  Both nodes
         answer ARP for that short overlap; the peer's gratuitous ARP settles it.
         """
+        self._keeper.stop()  # from here on only the loop speaks for this node
         actions = self.machine.stop(self.clock())
         if handover:
             for act in actions:
@@ -254,6 +265,11 @@ class HaTransport:
         return True
 
     def _send_heartbeat(self, act: SendHeartbeat) -> None:
+        with self._keeper.lock:
+            self._send_heartbeat_now(act)
+            self._keeper.sent(act)
+
+    def _send_heartbeat_now(self, act: SendHeartbeat) -> None:
         wall = self.wall()
         for path in self.machine.paths:
             entry = self._socks.get(path)
@@ -391,6 +407,7 @@ class HaTransport:
             "dropped": dict(self.receiver.dropped),
             "counters": dict(self.counters),
             "timer_lag_ms": _lag_ms(self.timer_lag),
+            "heartbeats_repeated_in_stalls": self._keeper.repeated,
         }
 
 
