@@ -87,13 +87,6 @@ def test_bulk_transfer_checked_end_to_end(srv: Srv, offload: bool, port: int) ->
     up = 32 << 20
     out = client(srv.topo, textwrap.dedent(f"""
         import hashlib
-        def pattern_sha(n):
-            period = bytes(i % 251 for i in range(251)) * 270
-            h = hashlib.sha256(); done = 0
-            while done < n:
-                k = min(65536, n - done); start = done % 251
-                h.update(period[start:start + k]); done += k
-            return h.hexdigest()
         t = time.monotonic()
         s = socket.create_connection((VIP, {port}), timeout=20)
         s.sendall(b"GET /bytes/{down} HTTP/1.0\\r\\n\\r\\n")

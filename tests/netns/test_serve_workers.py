@@ -133,13 +133,6 @@ def test_eight_parallel_hashed_streams(srv: Srv) -> None:
     size = 64 << 20
     out = client(srv.topo, textwrap.dedent(f"""
         import hashlib, threading
-        def pattern_sha(n):
-            period = bytes(i % 251 for i in range(251)) * 270
-            h = hashlib.sha256(); done = 0
-            while done < n:
-                k = min(65536, n - done); start = done % 251
-                h.update(period[start:start + k]); done += k
-            return h.hexdigest()
         want = pattern_sha({size})
         results = [None] * 8
         def fetch(i):

@@ -51,6 +51,16 @@ CLIENT_LIB = textwrap.dedent("""
             sock.close()
         return body.decode("latin-1").strip()
 
+    def pattern_sha(n):
+        # SHA-256 of the first n bytes of the real servers' /bytes pattern (testbed.realserver)
+        import hashlib
+        period = bytes(i % 251 for i in range(251)) * 270
+        h = hashlib.sha256(); done = 0
+        while done < n:
+            k = min(65536, n - done); start = done % 251
+            h.update(period[start:start + k]); done += k
+        return h.hexdigest()
+
     def udp(port=53, timeout=2.0):
         with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
             s.settimeout(timeout)
