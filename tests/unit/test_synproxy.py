@@ -60,6 +60,14 @@ def _out(e: Engine, pkt: IP, now: float) -> IP:
     return IP(out)
 
 
+def _cookie(e: Engine, mss: bool = True) -> int:
+    """The cookie (SYN-ACK sequence) the director answers the client's SYN (port 40000) with."""
+    opts = [("MSS", 1460)] if mss else []
+    syn = IP(src=CLIENT, dst=VIP) / TCP(sport=40000, dport=80, flags="S", seq=1000,
+                                        options=opts)
+    return int(_out(e, syn, T0)[TCP].seq)
+
+
 def _checksums_ok(raw: bytes) -> bool:
     return ip_header_ok(raw) and l4_checksum_ok(raw)
 
@@ -238,9 +246,7 @@ def test_cookie_with_a_flipped_bit_is_refused(mssind: int, saddr: int, sport: in
 
 def test_ack_with_a_forged_or_expired_cookie_creates_nothing_and_is_counted() -> None:
     e = _engine()
-    syn = IP(src=CLIENT, dst=VIP) / TCP(sport=40000, dport=80, flags="S", seq=1000,
-                                        options=[("MSS", 1460)])
-    cookie = _out(e, syn, T0)[TCP].seq
+    cookie = _cookie(e)
     forged = IP(src=CLIENT, dst=VIP) / TCP(sport=40000, dport=80, flags="A", seq=1001,
                                            ack=(cookie + 2) & U32)
     assert e.process(bytes(forged), T0) is None
@@ -274,9 +280,7 @@ def test_data_in_the_clients_first_ack_reaches_the_server() -> None:
 
 def test_data_sent_while_the_server_handshake_is_pending_is_kept() -> None:
     e = _engine()
-    syn = IP(src=CLIENT, dst=VIP) / TCP(sport=40000, dport=80, flags="S", seq=1000,
-                                        options=[("MSS", 1460)])
-    cookie = _out(e, syn, T0)[TCP].seq
+    cookie = _cookie(e)
     ack = IP(src=CLIENT, dst=VIP) / TCP(sport=40000, dport=80, flags="A", seq=1001,
                                         ack=cookie + 1)
     assert _out(e, ack, T0)[TCP].flags == "S"
@@ -295,8 +299,7 @@ def test_data_sent_while_the_server_handshake_is_pending_is_kept() -> None:
 
 def test_server_refusing_is_passed_on_as_a_reset_the_client_accepts() -> None:
     e = _engine()
-    syn = IP(src=CLIENT, dst=VIP) / TCP(sport=40000, dport=80, flags="S", seq=1000)
-    cookie = _out(e, syn, T0)[TCP].seq
+    cookie = _cookie(e, mss=False)
     ack = IP(src=CLIENT, dst=VIP) / TCP(sport=40000, dport=80, flags="A", seq=1001,
                                         ack=cookie + 1)
     e.process(bytes(ack), T0)
@@ -311,8 +314,7 @@ def test_server_refusing_is_passed_on_as_a_reset_the_client_accepts() -> None:
 def test_no_server_answers_an_accepted_ack_with_a_reset() -> None:
     e = Engine(max_connections=10, seed=1)
     e.add_service("tcp", VIP, 80, synproxy=True)
-    syn = IP(src=CLIENT, dst=VIP) / TCP(sport=40000, dport=80, flags="S", seq=1000)
-    cookie = _out(e, syn, T0)[TCP].seq
+    cookie = _cookie(e, mss=False)
     ack = IP(src=CLIENT, dst=VIP) / TCP(sport=40000, dport=80, flags="A", seq=1001,
                                         ack=cookie + 1)
     out = _out(e, ack, T0)
