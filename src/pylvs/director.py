@@ -187,11 +187,12 @@ class Director:
         self._sync_engine(self._config)
         self.failed = asyncio.get_running_loop().create_future()
         try:
-            self.dataplane.set_vips(plan_from_config(self._config).vips)  # steering's direction
+            plan = await asyncio.to_thread(plan_from_config, self._config)
+            self.dataplane.set_vips(plan.vips)  # steering's direction
             self.dataplane.open()
             self._open_fwmark_devices(self._config)
             await asyncio.to_thread(self.netconf.setup)
-            await asyncio.to_thread(self.netconf.update, lambda cur: self._plan(self._config, cur))
+            await asyncio.to_thread(self.netconf.update, lambda cur: self._plan(plan, cur))
             self.dataplane.start()
             for dp in self.fwmark_dataplanes.values():
                 dp.start()
@@ -222,18 +223,22 @@ class Director:
         at once; without it the peer is left to notice the silence (a dead time later), as
         after a crash, e.g. to rehearse one.
         """
+        steps = _StopClock()
         for component in reversed(self.components):
             try:
                 await component.stop(handover=handover)
             except Exception:
                 log.exception("stopping %r failed", component)
+            steps.lap(type(component).__name__)
         for task in self._timers:
             task.cancel()
         for task in self._timers:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         self._timers = []
+        steps.lap("timers")
         self.dataplane.stop()
+        steps.lap("workers")
         if self.dataplane.workers:
             log.info("packet workers stopped: %d thread(s) left", self.dataplane.threads_running())
         if self.dataplane.fd is not None:
@@ -246,12 +251,14 @@ class Director:
         for dp in self.fwmark_dataplanes.values():
             dp.stop()
         await asyncio.to_thread(self.netconf.remove)
+        steps.lap("network")
         self.dataplane.close()
         for dp in self.fwmark_dataplanes.values():
             dp.close()
         self.fwmark_dataplanes = {}
+        steps.lap("TUN")
         if self._started:
-            log.info("director stopped; network configuration removed")
+            log.info("director stopped; network configuration removed (%s)", steps)
         self._started = False
 
     def _owns_vips_alone(self, cfg: Config) -> bool:
@@ -307,9 +314,13 @@ class Director:
         API change racing a SIGHUP reload builds on the reloaded config instead of undoing it.
         """
         async with self._lock:
+            started = time.perf_counter()
             new = edit(self._config)
-            config_mod.validate(new)
             old = self._config
+            # Validation, the network plan and the indexes are pure functions of the config:
+            # built off the loop (together ~0.2 s of CPU at 10,000 servers, issue 13).
+            plan, services, servers = await asyncio.to_thread(_prepare, new)
+            prepared = time.perf_counter()
             for key in _FIXED_DIRECTOR_KEYS:
                 if getattr(old.director, key) != getattr(new.director, key):
                     raise ConfigError(f"{new.source}: director.{key}: cannot change while "
@@ -328,7 +339,7 @@ class Director:
                     # services and servers so a refused reload really changes nothing.
                     self._sync_engine(old)
                     raise
-                self._index(new)
+                self._services, self._servers = services, servers
             finally:
                 pending, self._pending = self._pending, None
             slices = Slices()
@@ -344,22 +355,29 @@ class Director:
                 self.engine.set_timeouts(tcp=t.tcp, tcpfin=t.tcpfin, udp=t.udp)
             if new.defense != old.defense:
                 self.engine.set_defense(defense_settings(new.defense))
+            synced = time.perf_counter()
             self._config = new
-            self.dataplane.set_vips(plan_from_config(new).vips)
+            self.dataplane.set_vips(plan.vips)
             if self._started:
                 before = self.netconf.plan.vips
                 fresh = self._open_fwmark_devices(new)
-                await asyncio.to_thread(self.netconf.update, lambda cur: self._plan(new, cur))
+                await asyncio.to_thread(self.netconf.update, lambda cur: self._plan(plan, cur))
                 for dp in fresh:
                     dp.start()
                 self._close_fwmark_devices(new)
                 if self._owns_vips_alone(new):
                     await self._announce(self.netconf.plan.vips - before)
+            networked = time.perf_counter()
             for listener in self.config_listeners:
                 await listener(new)
             freeze_heap()
-            log.info("configuration applied from %s: %d services, %d real servers", new.source,
-                     len(new.virtual_servers), sum(map(len, self._servers.values())))
+            done = time.perf_counter()
+            log.info("configuration applied from %s: %d services, %d real servers in %.0f ms "
+                     "(validate %.0f, engine %.0f, network %.0f, health and listeners %.0f)",
+                     new.source, len(new.virtual_servers), sum(map(len, self._servers.values())),
+                     (done - started) * 1e3, (prepared - started) * 1e3,
+                     (synced - prepared) * 1e3, (networked - synced) * 1e3,
+                     (done - networked) * 1e3)
         return new
 
     def _set_engine_options(self, cfg: Config) -> None:
@@ -369,8 +387,9 @@ class Director:
         self.engine.set_option("sloppy_tcp", sloppy)
         self.engine.set_option("sloppy_udp", sloppy)
 
-    def _plan(self, cfg: Config, current: NetPlan) -> NetPlan:
-        plan = plan_from_config(cfg)
+    def _plan(self, plan: NetPlan, current: NetPlan) -> NetPlan:
+        # *plan* is plan_from_config's, built once per config off the loop (at 10,000
+        # servers its steering aggregation takes ~0.1 s)
         if self.active:
             return plan
         # A backup keeps the steering rules and fwmark routes current (takeover is then only
@@ -500,9 +519,7 @@ class Director:
 
     def _index(self, cfg: Config) -> None:
         """Key -> service and key -> endpoint -> server for ``cfg``: O(1) runtime lookups."""
-        self._services = {vs.key: vs for vs in cfg.virtual_servers}
-        self._servers = {vs.key: {rs.address: rs for rs in vs.real_servers}
-                         for vs in cfg.virtual_servers}
+        self._services, self._servers = _indexes(cfg)
 
     # -- the engine diff ---------------------------------------------------------------------
     def _sync_engine(self, cfg: Config) -> None:
@@ -646,6 +663,42 @@ class Director:
             except Exception as exc:
                 out[name] = {"error": str(exc)}
         return out
+
+
+class _StopClock:
+    """How long each step of a stop took, for the log: SIGTERM is to be handled within a
+    second at 10,000 servers (issue 13), and this says which step did not."""
+
+    def __init__(self) -> None:
+        self._start = self._last = time.perf_counter()
+        self._laps: list[tuple[str, float]] = []
+
+    def lap(self, name: str) -> None:
+        """Close the step *name*."""
+        now = time.perf_counter()
+        self._laps.append((name, now - self._last))
+        self._last = now
+
+    def __str__(self) -> str:
+        steps = ", ".join(f"{name} {took * 1e3:.0f}" for name, took in self._laps)
+        return f"{(self._last - self._start) * 1e3:.0f} ms: {steps}"
+
+
+_Services = dict[ServiceKey, VirtualServerConfig]
+_Servers = dict[ServiceKey, dict[Endpoint, RealServerConfig]]
+
+
+def _indexes(cfg: Config) -> tuple[_Services, _Servers]:
+    """Key -> service and key -> endpoint -> server for ``cfg``."""
+    return ({vs.key: vs for vs in cfg.virtual_servers},
+            {vs.key: {rs.address: rs for rs in vs.real_servers} for vs in cfg.virtual_servers})
+
+
+def _prepare(cfg: Config) -> tuple[NetPlan, _Services, _Servers]:
+    """Validate ``cfg`` (ConfigError) and build its network plan and indexes: pure, so a
+    reload runs it in a thread."""
+    config_mod.validate(cfg)
+    return (plan_from_config(cfg), *_indexes(cfg))
 
 
 def _netmask(vs: VirtualServerConfig) -> str | int:
