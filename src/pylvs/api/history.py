@@ -103,9 +103,11 @@ class History:
         self.step = step
         self.span = span
         self._cap = max(1, round(span / step))
+        self.epoch = -1  # how often the history started afresh (a reader's cache key)
         self._reset()
 
     def _reset(self) -> None:
+        self.epoch += 1
         self._n = 0  # samples recorded; sample i lives in slot i % cap while i >= n - cap
         self._times = array("d", [0.0]) * self._cap
         self._rates: dict[_Key, array[int]] = {}  # rates[k*cap + slot]; -1: not in that sample
@@ -163,6 +165,24 @@ class History:
                 changes = self._states[key] = _Changes()
             if changes.set(self._n, state):
                 self._changed.add(key)
+
+    def put_rates(self, keys: Sequence[_Key], values: array[int], start: int,
+                  stride: int) -> None:
+        """Many services' and servers' rates at once, their states unchanged: the rates of
+        ``keys[j]`` are the five integers at ``values[start + j * stride]`` (in
+        ``RATE_KEYS`` order; *values* an ``array("q")``).  Per key a dict lookup and one
+        slice copy: 10,000 servers cost a few milliseconds of the loop (issue 13)."""
+        n, slot, cap = self._n, self._n % self._cap, self._cap
+        columns, seen = self._rates, self._seen
+        o = start
+        for key in keys:
+            col = columns.get(key)
+            if col is None:
+                col = columns[key] = array("q", [-1]) * (cap * _K)
+            col[slot::cap] = values[o:o + _K]  # one column slot of each rate
+            seen[key] = n
+            o += stride
+        self._put_count += len(keys)
 
     def end(self, drops: Mapping[str, int], ha: Mapping[str, Any]) -> None:
         """Close the sample: what was not put is absent from it; drops and the HA role."""

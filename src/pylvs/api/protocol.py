@@ -6,6 +6,7 @@ attributes, which lets the API be tested against a real engine without root or a
 
 from __future__ import annotations
 
+from array import array
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Protocol
 
@@ -56,7 +57,7 @@ class EngineLike(Protocol):
     RATE_ROW: int
     """Integers per row of :meth:`rate_rows`."""
 
-    def rate_rows(self) -> Sequence[int]:
+    def rate_rows(self) -> array[int]:
         """Every service's and server's rates and weight, in one C call (see the engine)."""
         ...
 
