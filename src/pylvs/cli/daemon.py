@@ -202,7 +202,7 @@ async def _reload_loop(director: Any, path: str, reloads: asyncio.Queue[None],
             new, gone, warnings = await asyncio.to_thread(_load_for_reload, path,
                                                           director.config, file_cfg)
             loaded = time.monotonic()
-            await director.apply_config(new)
+            await director.apply_config(new, validated=True)  # config.load validated it
         except ConfigError as exc:
             log.error("SIGHUP: reload refused, keeping the running configuration:\n%s", exc)
             continue

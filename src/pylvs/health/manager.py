@@ -25,11 +25,12 @@ import asyncio
 import logging
 import random
 import time
+from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 from pylvs.health.check import run_probe
-from pylvs.health.result import ProbeResult
+from pylvs.health.result import ProbeResult, Reason
 from pylvs.health.spec import ProbeSpec
 from pylvs.health.state import HealthEvent, ServerEvent, ServerHealth, ServiceHealth
 from pylvs.looplag import Slices
@@ -161,9 +162,11 @@ class HealthManager:
                     self._launch(runner, immediate=immediate)
                 await slices.tick()
             now = self._clock()
+            initial: Counter[str] = Counter()
             for svc in list(self._services.values()):
-                self._emit(svc.evaluate(now))
+                self._emit(svc.evaluate(now), initial)
                 await slices.tick()
+            _log_initial(initial)
 
     def snapshot(self) -> dict[str, object]:
         """Every service's health, quorum and servers, and every probe's schedule (JSON-able)."""
@@ -281,12 +284,22 @@ class HealthManager:
 
     def _flush(self) -> None:
         now = self._clock()
+        initial: Counter[str] = Counter()
         for svc in self._services.values():
-            self._emit(svc.evaluate(now))
+            self._emit(svc.evaluate(now), initial)
+        _log_initial(initial)
 
-    def _emit(self, events: list[HealthEvent]) -> None:
+    def _emit(self, events: list[HealthEvent], initial: Counter[str] | None = None) -> None:
         for event in events:
-            _log_event(event)
+            if (initial is not None and isinstance(event, ServerEvent)
+                    and event.reason == Reason.INITIAL.value):
+                # A start or a reload of 10,000 servers: one line says how they start, the
+                # line per server is debug (10,000 lines cost the director's loop ~0.3 s).
+                initial[_describe(event)] += 1
+                log.debug("%s %s: %s (initial)", event.service.label, event.endpoint,
+                          _describe(event))
+            else:
+                _log_event(event)
             if self.on_event is None:
                 continue
             try:
@@ -296,15 +309,23 @@ class HealthManager:
                 log.exception("health event handler failed for %s", event)
 
 
+def _describe(event: ServerEvent) -> str:
+    state = "UP" if event.healthy else "DOWN"
+    pool = "in pool" if event.in_pool else "out of pool"
+    weight = "" if event.weight is None else f", weight {event.weight}"
+    return f"{state}, {pool}{weight}"
+
+
+def _log_initial(initial: Counter[str]) -> None:
+    for what, count in sorted(initial.items()):
+        log.info("%d server(s) start %s (initial state, until their checks say otherwise)",
+                 count, what)
+
+
 def _log_event(event: HealthEvent) -> None:
     service = event.service.label
     if isinstance(event, ServerEvent):
-        state = "UP" if event.healthy else "DOWN"
-        pool = "in pool" if event.in_pool else "out of pool"
-        weight = "" if event.weight is None else f", weight {event.weight}"
-        log.info(
-            "%s %s: %s, %s%s (%s)", service, event.endpoint, state, pool, weight, event.reason
-        )
+        log.info("%s %s: %s (%s)", service, event.endpoint, _describe(event), event.reason)
     else:
         verb = "takes over" if event.active else "stands down"
         log.warning("%s sorry server %s %s (%s)", service, event.endpoint, verb, event.reason)
