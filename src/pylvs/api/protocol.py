@@ -100,7 +100,7 @@ class DirectorLike(Protocol):
         self, edit: Callable[[model.Config], model.Config]
     ) -> model.Config:
         """Apply ``edit(current config)`` as one step (validated whole; ConfigError changes
-        nothing) and return the config applied."""
+        nothing) and return the config applied.  ``edit`` is pure: it may run in a thread."""
         ...
 
     def status(self) -> Mapping[str, Any]:
