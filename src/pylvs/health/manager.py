@@ -115,6 +115,10 @@ class HealthManager:
         """How many distinct probes run (after deduplication)."""
         return len(self._runners)
 
+    def probed(self, key: ServiceKey, endpoint: Endpoint) -> bool:
+        """Whether the server has a check (False: always up, as keepalived without one)."""
+        return self._specs.get((key, endpoint)) is not None
+
     def service(self, key: ServiceKey) -> ServiceHealth:
         """The sans-IO health record of one service (KeyError if unknown)."""
         return self._services[key]
