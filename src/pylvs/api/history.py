@@ -123,7 +123,10 @@ class History:
         self._seen: dict[_Key, int] = {}  # last sample a key was in
         self._drops: dict[str, array[float]] = {}  # per reason: drops/s per slot, -1: none
         self._ha = _Changes()  # (role, peer state, peer role)
-        self._changed: set[_Key] = set()  # servers with more than one state change held
+        # Servers with more than one state change held, by the first index at which pruning
+        # drops one (their second change's): a sample prunes only those due, not every server
+        # that changed in the last 15 minutes (10,000 after a reload, in one go, issue 13).
+        self._prune_due: dict[int, list[_Key]] = {}
         self._put_count = 0
         self._open = False  # a sample is being put: its slot no longer holds the oldest one
         self._last_drops: tuple[float, dict[str, int]] | None = None
@@ -171,8 +174,8 @@ class History:
             changes = self._states.get(key)
             if changes is None:
                 changes = self._states[key] = _Changes()
-            if changes.set(self._n, state):
-                self._changed.add(key)
+            if changes.set(self._n, state) and len(changes.at) == 2:
+                self._prune_due.setdefault(changes.at[1], []).append(key)
 
     def put_rates(self, keys: Sequence[_Key], values: array[int], start: int,
                   stride: int) -> None:
@@ -210,8 +213,7 @@ class History:
                     del self._seen[key]
                     self._rates.pop(key, None)
                     self._idle_since.pop(key, None)
-                    self._states.pop(key, None)
-                    self._changed.discard(key)
+                    self._states.pop(key, None)  # a pruning still due finds none
                 else:
                     col = self._column(key)
                     for k in range(_K):
@@ -225,12 +227,12 @@ class History:
         self._open = False
         first = self._n - len(self)
         self._ha.prune(first)
-        # Only a server whose state changed has history to prune: at 10,000 servers the
-        # others cost nothing per sample.
-        for key in list(self._changed):
+        # Only a server whose second-oldest state change fell out of the window has history
+        # to prune: at 10,000 servers the others cost nothing per sample.
+        for key in self._prune_due.pop(first, ()):
             changes = self._states.get(key)
-            if changes is None or changes.prune(first):
-                self._changed.discard(key)
+            if changes is not None and not changes.prune(first):
+                self._prune_due.setdefault(changes.at[1], []).append(key)
 
     def _put(self, key: _Key, index: int, slot: int, values: Sequence[int]) -> None:
         cap = self._cap
