@@ -664,7 +664,7 @@ class Director:
         in_engine = self._in_engine.setdefault(vs.key, {})
         have = in_engine.get(endpoint)
         if have is None:
-            srv = self.engine.add_server(self._svc_keys[vs.key], str(endpoint.address),
+            srv = self.engine.add_server(self._svc_keys[vs.key], endpoint.address,
                                          endpoint.port, **opts)
             in_engine[endpoint] = (srv, opts)
             log.debug("server %s added to %s (weight %d)", endpoint, vs.key.label, weight)

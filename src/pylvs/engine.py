@@ -66,7 +66,6 @@ conn to its template, and skips records whose service or real server is unknown 
 from __future__ import annotations
 
 import enum
-import functools
 import ipaddress
 import itertools
 import math
@@ -217,7 +216,25 @@ Address = str | ipaddress.IPv4Address | ipaddress.IPv6Address
 
 # Addresses are immutable: a reload of 10,000 servers parsed each one's text several times
 # (0.4 s of a 0.8 s reload, issue 13).
-_parse_ip = functools.lru_cache(maxsize=1 << 16)(ipaddress.ip_address)
+# A plain dict (cleared when full) rather than lru_cache: add_server also puts the address it
+# was given as an object, so the key's text is never parsed back (issue 13).
+_IPS: dict[str, ipaddress.IPv4Address | ipaddress.IPv6Address] = {}
+_IPS_MAX = 1 << 16
+
+
+def _parse_ip(text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address:
+    ip = _IPS.get(text)
+    if ip is None:
+        ip = _remember_ip(text, ipaddress.ip_address(text))
+    return ip
+
+
+def _remember_ip(text: str, ip: ipaddress.IPv4Address | ipaddress.IPv6Address,
+                 ) -> ipaddress.IPv4Address | ipaddress.IPv6Address:
+    if len(_IPS) >= _IPS_MAX:
+        _IPS.clear()
+    _IPS[text] = ip
+    return ip
 
 
 def _ip(addr: Address, what: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address:
@@ -670,7 +687,10 @@ class Engine:
                    upper_threshold: int = 0, lower_threshold: int = 0) -> ServerKey:
         """``ipvsadm -a``: add a real server (at the head of the list, like the kernel); it
         must be of the service's address family (ConfigError otherwise)."""
-        key = ServerKey(service, str(_ip(address, "server address")), _port(port, "server"))
+        ip = _ip(address, "server address")
+        text = str(ip)
+        _remember_ip(text, ip)  # the key holds the text: _dest_conf needs no parse of it
+        key = ServerKey(service, text, _port(port, "server"))
         c = self._dest_conf(key, weight, upper_threshold, lower_threshold)
         _check(_lib.lvs_dest_add(self._e, c), f"add server {key}")
         return key
