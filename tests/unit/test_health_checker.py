@@ -232,5 +232,11 @@ async def test_unchecked_servers_first_up_verdict_is_not_sent_but_a_pool_without
         # a pool the quorum takes out (the sorry server stands in) is news
         out = [e for _, e in rec.events if isinstance(e, ServerEvent) and e.service == starved.key]
         assert len(out) == 2 and not any(e.in_pool for e in out)
+        # given a check, they are published (up, as they were, until the check says otherwise)
+        checked = dataclasses.replace(plain, check=CheckConfig(type="tcp", interval=30.0))
+        await checker.apply_config(config(checked, starved))
+        await rec.wait(lambda: len([e for _, e in rec.events if e.service == plain.key]) == 2)
+        assert all(isinstance(e, ServerEvent) and e.healthy and e.in_pool
+                   for _, e in rec.events if e.service == plain.key)
     finally:
         await checker.stop()

@@ -211,6 +211,11 @@ class HealthManager:
                 spec = specs[(vs.key, rs.address)]
                 health = self._health_for(svc, vs, rs.address, spec, now)
                 svc.set_server(rs.address, weight=rs.weight, health=health)
+                if spec is not None and (vs.key, rs.address) in self._specs \
+                        and self._specs[(vs.key, rs.address)] is None:
+                    # It had no check: its first "up" may never have reached the director
+                    # (the checker child does not send it), so it is published again.
+                    svc.republish(rs.address)
                 if spec is not None:
                     wanted.setdefault(spec, []).append((vs.key, rs.address))
         self._services = services
