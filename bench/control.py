@@ -208,6 +208,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         if lag is not None:
             out["steady"] = {k: round(lag[k] * 1e3, 2) for k in ("p50", "p99", "max")}
             out["steady"]["samples"] = lag["window_samples"]
+            gc = lag.get("gc")  # full GC passes since start: a stall no callback of ours shows
+            if isinstance(gc, dict):
+                out["steady"]["gc_full_passes"] = gc.get("full_passes")
+                out["steady"]["gc_max_ms"] = round(float(gc.get("max") or 0) * 1e3, 1)
         out["load_after_steady"] = os.getloadavg()[0]
         try:
             services = client.get("/api/v1/services")["services"]
