@@ -435,7 +435,7 @@ class Director:
             freeze_heap()
             done = time.perf_counter()
             log.info("configuration applied from %s: %d services, %d real servers in %.0f ms "
-                     "(validate %.0f, engine %.0f, network %.0f, health and listeners %.0f)",
+                     "(prepare %.0f, engine %.0f, network %.0f, health and listeners %.0f)",
                      new.source, len(new.virtual_servers), sum(map(len, self._servers.values())),
                      (done - started) * 1e3, (prepared - started) * 1e3,
                      (synced - prepared) * 1e3, (networked - synced) * 1e3,
