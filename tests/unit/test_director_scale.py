@@ -336,3 +336,34 @@ def test_components_marked_so_stop_together_the_others_alone() -> None:
     assert _stop_groups([api, health, loadmon, ha, cluster]) == [
         [cluster], [ha], [loadmon, health, api]]
     assert _stop_groups([api, ha, health]) == [[health], [ha], [api]]
+
+
+async def test_the_services_listing_is_built_in_slices_and_one_service_alone() -> None:
+    from pylvs.api import views
+
+    d, counting = counted_director(site(200, down_action="remove"))
+    key, endpoint = last_server(d)
+    d.set_server_state(key, endpoint, healthy=False)  # taken out of the engine
+    counting.calls.clear()
+    whole = views.services(d)
+    assert counting.calls["services"] == 1  # the synchronous view lists the engine once
+
+    turns = 0
+
+    async def other_work() -> None:
+        nonlocal turns
+        while True:
+            turns += 1
+            await asyncio.sleep(0)
+
+    other = asyncio.create_task(other_work())
+    await asyncio.sleep(0)
+    before = turns
+    counting.calls.clear()
+    sliced = await views.services_sliced(d, budget=0.0)  # a turn after every service
+    other.cancel()
+    assert sliced == whole
+    assert counting.calls["services"] == 0 and counting.calls["service"] == 200
+    assert turns - before >= 199, "the loop had no turn while the listing was built"
+    one = views.one_service(d, d.config.virtual_servers[-1])
+    assert one == whole[-1] and not one["real_servers"][-1]["in_engine"]

@@ -30,6 +30,10 @@ class EngineLike(Protocol):
         """Services with their servers, counters and rates."""
         ...
 
+    def service(self, key: model.ServiceKey, *, with_servers: bool = True) -> ServiceInfo:
+        """One service by key (ConfigError if the engine has none)."""
+        ...
+
     def connections(self) -> Sequence[ConnectionInfo]:
         """The connection table."""
         ...
