@@ -280,8 +280,9 @@ def cluster(director: DirectorLike) -> Json:
     return base
 
 
-def status(director: DirectorLike) -> Json:
-    """Everything the status page and ``pylvs status`` show, in one document."""
+def status(director: DirectorLike, services_view: list[Json] | None = None) -> Json:
+    """Everything the status page and ``pylvs status`` show, in one document
+    (*services_view*: :func:`services`, if built already)."""
     cfg = director.config
     return {
         "version": __version__,
@@ -296,5 +297,5 @@ def status(director: DirectorLike) -> Json:
         "loop_lag": director.status_section("loop_lag"),
         "timeouts": timeouts(director),
         "defense": defense(director),
-        "services": services(director),
+        "services": services(director) if services_view is None else services_view,
     }
