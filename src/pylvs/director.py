@@ -787,10 +787,11 @@ _ServerChanges.NOW = _ServerChanges(defer=False)
 def _stop_groups(components: list[Component]) -> list[list[Component]]:
     """The components in stopping order (the reverse of starting), in groups stopped at once.
 
-    A component marked ``stops_with_others = True`` (the API, health, the load monitors) needs
-    no other to stop before it and is needed by none while stopping, so a run of them stops
-    together: SIGTERM waits for the slowest of them, not their sum (issue 13).  The others
-    (HA's handover, the cluster's drain) stop alone, in order.
+    A component marked ``stops_with_others = True`` (the API, health, the load monitors, HA,
+    whose handover goes out first thing in its stop) needs no other to stop before it and is
+    needed by none while stopping, so a run of them stops together: SIGTERM waits for the
+    slowest of them, not their sum (issue 13).  The others (the cluster's drain, which needs
+    the rest running) stop alone, in order.
     """
     groups: list[list[Component]] = []
     for component in reversed(components):

@@ -332,10 +332,12 @@ def test_components_marked_so_stop_together_the_others_alone() -> None:
     class Together(Alone):
         stops_with_others = True
 
-    api, health, loadmon, ha, cluster = Together(), Together(), Together(), Alone(), Alone()
-    assert _stop_groups([api, health, loadmon, ha, cluster]) == [
-        [cluster], [ha], [loadmon, health, api]]
-    assert _stop_groups([api, ha, health]) == [[health], [ha], [api]]
+    api, health, loadmon, drain, other = Together(), Together(), Together(), Alone(), Alone()
+    assert _stop_groups([api, health, loadmon, drain]) == [[drain], [loadmon, health, api]]
+    assert _stop_groups([api, other, health]) == [[health], [other], [api]]
+
+    from pylvs.ha.node import HaComponent
+    assert getattr(HaComponent, "stops_with_others", False)  # its handover is sent first
 
 
 async def test_the_services_listing_is_built_in_slices_and_one_service_alone() -> None:
