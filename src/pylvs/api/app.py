@@ -220,19 +220,21 @@ def _json(data: Any, status: int = 200) -> web.Response:
     return web.json_response(data, status=status, dumps=lambda d: json.dumps(d, indent=1))
 
 
-async def _json_sliced(doc: dict[str, Any], key: str) -> web.Response:
-    """*doc* as compact JSON, its list *key* written an item at a time with the loop given a
-    turn every few milliseconds: 10,000 servers are ~5 MB of JSON, which the indented (pure
+async def _json_sliced(doc: dict[str, Any], *keys: str) -> web.Response:
+    """*doc* as compact JSON, its lists *keys* written an item at a time with the loop given
+    a turn every few milliseconds: 10,000 servers are ~5 MB of JSON, which the indented (pure
     Python) encoder of :func:`_json` took 0.3 s to write in one go (issue 13)."""
     slices = Slices()
-    parts = []
-    for item in doc[key]:
-        parts.append(json.dumps(item))
-        await slices.tick()
-    rest = json.dumps({k: v for k, v in doc.items() if k != key})
+    lists = []
+    for key in keys:
+        parts = []
+        for item in doc.get(key) or ():
+            parts.append(json.dumps(item))
+            await slices.tick()
+        lists.append(f'{json.dumps(key)}: [' + ",\n".join(parts) + "]")
+    rest = json.dumps({k: v for k, v in doc.items() if k not in keys})
     head = rest[:-1] + (", " if len(rest) > 2 else "")
-    return web.Response(text=f'{head}"{key}": [' + ",\n".join(parts) + "]}\n",
-                        content_type="application/json")
+    return web.Response(text=head + ", ".join(lists) + "}\n", content_type="application/json")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -270,7 +272,9 @@ async def _history(request: web.Request) -> web.Response:
 async def _health(request: web.Request) -> web.Response:
     """The health component's own snapshot (probes, streaks, last results, quorum)."""
     snap = _director(request).status_section("health")
-    return _json(snap if snap is not None else {"running": False, "services": [], "probes": []})
+    if snap is None:
+        return _json({"running": False, "services": [], "probes": []})
+    return await _json_sliced(snap, "services", "probes")  # 10,000 probes: ~3 MB
 
 
 async def _loop_lag(request: web.Request) -> web.Response:
