@@ -209,6 +209,17 @@ class lvs_tunio_stats(CData):
     max_batch: int
     batch_hist: IntArray
 
+class lvs_lock_timing(CData):
+    count: int
+    total_ns: int
+    max_ns: int
+    hist: IntArray
+
+class lvs_lock_stats(CData):
+    control_hold: lvs_lock_timing
+    worker_hold: lvs_lock_timing
+    worker_wait: lvs_lock_timing
+
 # ---- ffi ----
 
 _IntCdecl = Literal[
@@ -262,6 +273,8 @@ class FFI:
     def new(self, cdecl: Literal["lvs_defense_info *"]) -> lvs_defense_info: ...
     @overload
     def new(self, cdecl: Literal["lvs_tunio_stats *"]) -> lvs_tunio_stats: ...
+    @overload
+    def new(self, cdecl: Literal["lvs_lock_stats *"]) -> lvs_lock_stats: ...
     @overload
     def new(self, cdecl: Literal["lvs_dest_info[]"], init: int) -> StructArray[lvs_dest_info]: ...
     @overload
@@ -337,6 +350,7 @@ class Lib:
     LVS_SYNC_RECORD_SIZE_V6: int
     LVS_SYNC_OPTS_SIZE: int
     LVS_SYNC_RECORD_MAX: int
+    LVS_LOCK_BUCKETS: int
 
     # engine (core/api.h)
     def lvs_engine_process_batch(self, e: lvs_engine, b: lvs_batch, now: float, /) -> int: ...
@@ -346,6 +360,10 @@ class Lib:
     def lvs_engine_lock(self, e: lvs_engine, /) -> None: ...
     def lvs_engine_unlock(self, e: lvs_engine, /) -> None: ...
     def lvs_engine_trylock(self, e: lvs_engine, /) -> int: ...
+    def lvs_engine_lock_control(self, e: lvs_engine, /) -> None: ...
+    def lvs_engine_unlock_control(self, e: lvs_engine, /) -> int: ...
+    def lvs_engine_lock_stats(self, e: lvs_engine, out: lvs_lock_stats, /) -> None: ...
+    def lvs_engine_lock_bound_us(self, i: int, /) -> int: ...
     def lvs_engine_process_batch_shared(
         self, e: lvs_engine, b: lvs_batch, now: float, /
     ) -> int: ...
