@@ -27,11 +27,18 @@ between, during the reload and after; lost probes and role changes too.
 
 The issue's goals: heartbeat jitter p99 < 10 ms and no role change in a 5-minute flood soak;
 no forwarding gap longer than 10 ms during the reload.
+
+**Why a packet or a heartbeat was late.**  Per window, the engine lock's own timing
+(``/api/v1/stats`` ``lock``, core/lock.c): control-plane holds and worker waits over 1 and 10
+ms, and the control call held longest.  With ``--sched`` (short runs: it records every context
+switch), ``perf sched`` gives the scheduling delay of the director's packet workers and of its
+event loop per window, and what ran on the CPUs while they waited (bench/sched_trace.py).
 """
 
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import math
 import os
@@ -43,7 +50,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -62,6 +69,7 @@ from bench.isolation_stats import (
 )
 from bench.plots import RAW as RAW_DIR
 from bench.results_md import write_marked
+from bench.sched_trace import SchedRecorder, Slice, blame, delays
 from pylvs.api.client import ApiClient, ApiError
 from pylvs.model import HaConfig
 from pylvs.testbed.drill import ECHO_PORT
@@ -200,10 +208,57 @@ def _ha_summary(events: list[tuple[str, HaEvent]], t0: float = 0.0, t1: float = 
             "ha_log": [f"{node}: {e.text}" for node, e in inside][:40]}
 
 
+def _lock(client: ApiClient) -> dict[str, Any] | None:
+    """The engine lock's timing (core/lock.c) from the light ``/api/v1/stats``."""
+    try:
+        lock: dict[str, Any] = client.get("/api/v1/stats")["lock"]
+    except (ApiError, KeyError):
+        return None
+    return lock
+
+
+def _over(t: Mapping[str, Any], bound: float) -> int:
+    """Durations at or over ``bound`` seconds in a cumulative-bucket timing."""
+    below = max((c for b, c in t["buckets"] if b != "+Inf" and b <= bound), default=0)
+    return int(t["count"]) - int(below)
+
+
+def lock_window(a: Mapping[str, Any] | None, b: Mapping[str, Any] | None) -> dict[str, Any]:
+    """What the engine lock did between two snapshots: control holds and worker waits of 1 ms
+    or more and of 10 ms or more, and the longest of each since start (as of ``b``)."""
+    if a is None or b is None:
+        return {}
+    out: dict[str, Any] = {}
+    for kind in ("control_hold", "worker_wait", "worker_hold"):
+        out[kind] = {"over_1ms": _over(b[kind], 0.001) - _over(a[kind], 0.001),
+                     "over_10ms": _over(b[kind], 0.01) - _over(a[kind], 0.01),
+                     "max_ever": b[kind]["max_seconds"]}
+    out["longest_control_call"] = b["longest_control_call"]
+    return out
+
+
+def _sched_summary(slices: Sequence[Slice], pid: int,
+                   windows: Mapping[str, tuple[float, float]]) -> dict[str, Any]:
+    """Scheduling delays of the director's workers and of its event loop, and the worst
+    competitors (bench/sched_trace.py)."""
+    if not slices:
+        return {"error": "perf sched recorded nothing"}
+
+    def workers(s: Slice) -> bool:
+        return s.pid == pid and s.comm.startswith("pylvs-w")
+
+    def loop(s: Slice) -> bool:
+        return s.tid == pid
+
+    return {"workers": delays(slices, workers, windows), "loop": delays(slices, loop, windows),
+            "workers_waited_behind": blame(slices, workers, 0.005),
+            "loop_waited_behind": blame(slices, loop, 0.005)}
+
+
 # ---- part 1: heartbeats and API, idle and flooded -------------------------------------------
 
 def ha_phase(pair: HaPair, name: str, seconds: float, interval: float,
-             flood: list[str] | None) -> dict[str, Any]:
+             flood: list[str] | None, sched: SchedRecorder | None = None) -> dict[str, Any]:
     """One phase: capture heartbeats, sample the API, count role changes; optionally flooded."""
     topo = pair.topo
     _require_dir1_active(pair)
@@ -219,6 +274,9 @@ def ha_phase(pair: HaPair, name: str, seconds: float, interval: float,
     flooder = None
     time.sleep(0.5)
     before = [_ha(c) for c in patient]
+    lock0 = _lock(patient[i])
+    if sched is not None:
+        sched.start()
     if flood is not None:
         # the window opens with the flood: its onset (queues filling, the table filling with
         # half-open entries) is part of what heartbeats must ride out
@@ -226,10 +284,16 @@ def ha_phase(pair: HaPair, name: str, seconds: float, interval: float,
     load0, w0 = os.getloadavg()[0], time.time()
     api = _sample_api(clients[i], seconds)
     w1, load1 = time.time(), os.getloadavg()[0]
+    m1 = time.monotonic()
     after = [_ha(c) for c in patient]
+    slices = sched.stop() if sched is not None else None
     out: dict[str, Any] = {"phase": name, "seconds": round(w1 - w0, 1), "active": me.name,
                            "interval": interval, "api": api, "load": [load0, load1]}
     out["late_timers"] = _late_timers(before, after)
+    out["lock"] = lock_window(lock0, _lock(patient[i]))
+    if slices is not None:
+        out["sched"] = _sched_summary(slices, pair.procs[i].pid,
+                                      {name: (m1 - (w1 - w0), m1)})
     out["still_active"] = pair.owns_vip(i)
     if flooder is not None:
         text, _ = flooder.communicate(timeout=seconds + 60)
@@ -316,13 +380,19 @@ def reload_gaps(pair: HaPair, args: argparse.Namespace) -> dict[str, Any]:
     offsets = [len(pair.log(n)) for n in (0, 1)]
     before = [_ha(c) for c in clients]
     load0 = os.getloadavg()[0]
+    sched = SchedRecorder(os.path.join(topo.workdir, "sched.data")) if args.sched else None
+    if sched is not None:
+        sched.start()
     chain.start()
     time.sleep(1.0 + args.quiet)  # the first second is the chain starting up: not measured
+    locks = [_lock(clients[0])]
     t_restore = time.monotonic()
     error = _ctl_restore(topo, sock, restore_lines(args.services, args.per_service),
                          args.timeout)
     t_restored = time.monotonic()
+    locks.append(_lock(clients[0]))
     time.sleep(args.steady)
+    locks.append(_lock(clients[0]))
     offset = len(pair.log(0))
     path = topo.write_director_config(
         pair.config(0) + "\n" + site_toml(args.services, args.per_service, weight=2), 0)
@@ -339,9 +409,12 @@ def reload_gaps(pair: HaPair, args: argparse.Namespace) -> dict[str, Any]:
 
     wait_until(reloaded, args.timeout, "the SIGHUP reload", interval=0.005)
     t_reloaded = time.monotonic()
+    locks.append(_lock(clients[0]))
     time.sleep(args.quiet)
     t_end = time.monotonic()
+    locks.append(_lock(clients[0]))
     probes = chain.stop()
+    slices = sched.stop() if sched is not None else None
     wall = time.time() - time.monotonic()  # the captures' clock is CLOCK_REALTIME
     after = [_ha(c) for c in clients]
     pub, _ = caps["pub"].stop()
@@ -355,6 +428,9 @@ def reload_gaps(pair: HaPair, args: argparse.Namespace) -> dict[str, Any]:
                "steady": (t_restored, t_hup), "reload": (t_hup, t_reloaded),
                "after": (t_reloaded, t_end)}
     gaps = silences((e for _, e in probes if e > 0), windows)
+    lock_windows = dict(zip(("restore", "steady", "reload", "after"),
+                            (lock_window(a, b) for a, b in itertools.pairwise(locks)),
+                            strict=True))
     try:  # the whole site's status is large and the loop is busy: be patient, never fatal
         status = ApiClient(sock, timeout=60.0).get("/api/v1/status")
         servers: int | None = sum(len(s["real_servers"]) for s in status["services"])
@@ -372,8 +448,10 @@ def reload_gaps(pair: HaPair, args: argparse.Namespace) -> dict[str, Any]:
                         "probes": sum(1 for s, _ in probes if t0 <= s < t1),
                         "requests": window_transit(requests, t0 + wall, t1 + wall),
                         "replies": window_transit(replies, t0 + wall, t1 + wall),
-                        **_ha_summary(events, t0 + wall, t1 + wall)}
+                        **_ha_summary(events, t0 + wall, t1 + wall),
+                        "lock": lock_windows.get(k, {})}
                     for k, (t0, t1) in windows.items()},
+        "sched": None if slices is None else _sched_summary(slices, pair.procs[0].pid, windows),
         "late_timers": _late_timers(before, after), "still_active": pair.owns_vip(0),
         "loop_lag_max_ever": (status.get("loop_lag") or {}).get("max_ever"),
         "load": [load0, os.getloadavg()[0]],
@@ -482,7 +560,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 argv = (flooder_argv(flooder, pair.topo.vip, ECHO_PORT, 0, 10**12,
                                      seconds + 2) if flood else None)
                 print(f"{name}: {seconds:.0f} s ...", file=sys.stderr, flush=True)
-                doc["ha"].append(ha_phase(pair, name, seconds, interval, argv))
+                sched = (SchedRecorder(os.path.join(tmp, f"sched-{name}.data"))
+                         if args.sched else None)
+                doc["ha"].append(ha_phase(pair, name, seconds, interval, argv, sched))
                 print(json.dumps(doc["ha"][-1]), file=sys.stderr, flush=True)
         if "reload" in parts:
             print("reload ...", file=sys.stderr, flush=True)
@@ -507,6 +587,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--quiet", type=float, default=3.0,
                    help="seconds probed before the restore and after the reload")
     p.add_argument("--timeout", type=float, default=120.0)
+    p.add_argument("--sched", action="store_true",
+                   help="record perf sched (every context switch: keep the run short) and "
+                        "report the workers' and the loop's scheduling delays")
     p.add_argument("--record", action="store_true",
                    help=f"write the isolation section of bench/RESULTS.md and {RAW}")
     args = p.parse_args(argv)

@@ -17,14 +17,15 @@ from cffi import FFI
 
 HERE = Path(__file__).resolve().parent
 CDEF_PARTS = ("_core.cdef", "core/lock.cdef", "dataplane/_tunio.cdef", "dataplane/_workers.cdef",
-              "dataplane/_steer.cdef")
+              "dataplane/_steer.cdef", "ha/_pacer.cdef")
 # Headers the generated module includes so it sees every declaration of the cdef.
 HEADERS = ("core/api.h", "core/lock.h", "_sched.h", "dataplane/_tunio.h", "dataplane/_workers.h",
-           "dataplane/_steer.h")
+           "dataplane/_steer.h", "ha/_pacer.h")
 # setuptools runs this from the project root and insists on relative paths.
 SOURCES = sorted(
     os.path.relpath(p)
-    for p in [*HERE.glob("core/*.c"), *HERE.glob("*.c"), *HERE.glob("dataplane/*.c")]
+    for p in [*HERE.glob("core/*.c"), *HERE.glob("*.c"), *HERE.glob("dataplane/*.c"),
+              *HERE.glob("ha/*.c")]
     if p.name != "_core.c"  # cffi's own output, when built in place
 )
 DEBUG = bool(os.environ.get("PYLVS_DEBUG"))  # ASan + UBSan, unoptimised
