@@ -237,12 +237,33 @@ def lock_window(a: Mapping[str, Any] | None, b: Mapping[str, Any] | None) -> dic
     return out
 
 
-def _sched_summary(slices: Sequence[Slice], pid: int,
+def _labels(pair: HaPair) -> dict[int, str]:
+    """pid -> "dir1", "dir1 checker"...: the bench's own processes, named in the blame."""
+    out: dict[int, str] = {}
+    for n, proc in pair.procs.items():
+        out[proc.pid] = f"dir{n + 1}"
+        try:
+            children = Path(f"/proc/{proc.pid}/task/{proc.pid}/children").read_text().split()
+        except OSError:
+            continue
+        for child in children:
+            out[int(child)] = f"dir{n + 1} child"
+    return out
+
+
+def _sched_summary(slices: Sequence[Slice], pid: int, labels: Mapping[int, str],
                    windows: Mapping[str, tuple[float, float]]) -> dict[str, Any]:
     """Scheduling delays of the director's workers and of its event loop, and the worst
-    competitors (bench/sched_trace.py)."""
+    competitors (bench/sched_trace.py), named by ``labels`` where the pid is the bench's."""
     if not slices:
         return {"error": "perf sched recorded nothing"}
+
+    def name(s: Slice) -> str:
+        label = labels.get(s.pid)
+        if label is None:
+            return s.comm
+        return f"{label} loop" if s.tid == s.pid and not label.endswith("child") else \
+            f"{label} {s.comm}"
 
     def workers(s: Slice) -> bool:
         return s.pid == pid and s.comm.startswith("pylvs-w")
@@ -251,8 +272,8 @@ def _sched_summary(slices: Sequence[Slice], pid: int,
         return s.tid == pid
 
     return {"workers": delays(slices, workers, windows), "loop": delays(slices, loop, windows),
-            "workers_waited_behind": blame(slices, workers, 0.005),
-            "loop_waited_behind": blame(slices, loop, 0.005)}
+            "workers_waited_behind": blame(slices, workers, 0.005, name=name),
+            "loop_waited_behind": blame(slices, loop, 0.005, name=name)}
 
 
 # ---- part 1: heartbeats and API, idle and flooded -------------------------------------------
@@ -292,7 +313,7 @@ def ha_phase(pair: HaPair, name: str, seconds: float, interval: float,
     out["late_timers"] = _late_timers(before, after)
     out["lock"] = lock_window(lock0, _lock(patient[i]))
     if slices is not None:
-        out["sched"] = _sched_summary(slices, pair.procs[i].pid,
+        out["sched"] = _sched_summary(slices, pair.procs[i].pid, _labels(pair),
                                       {name: (m1 - (w1 - w0), m1)})
     out["still_active"] = pair.owns_vip(i)
     if flooder is not None:
@@ -451,7 +472,8 @@ def reload_gaps(pair: HaPair, args: argparse.Namespace) -> dict[str, Any]:
                         **_ha_summary(events, t0 + wall, t1 + wall),
                         "lock": lock_windows.get(k, {})}
                     for k, (t0, t1) in windows.items()},
-        "sched": None if slices is None else _sched_summary(slices, pair.procs[0].pid, windows),
+        "sched": None if slices is None else _sched_summary(slices, pair.procs[0].pid,
+                                                            _labels(pair), windows),
         "late_timers": _late_timers(before, after), "still_active": pair.owns_vip(0),
         "loop_lag_max_ever": (status.get("loop_lag") or {}).get("max_ever"),
         "load": [load0, os.getloadavg()[0]],

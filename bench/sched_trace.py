@@ -80,10 +80,11 @@ def delays(slices: Iterable[Slice], which: Callable[[Slice], bool],
 
 
 def blame(slices: Sequence[Slice], which: Callable[[Slice], bool], threshold: float,
-          top: int = 8) -> list[tuple[str, float]]:
+          top: int = 8, name: Callable[[Slice], str] = lambda s: s.comm,
+          ) -> list[tuple[str, float]]:
     """What ran on the CPUs while a ``which`` thread waited longer than ``threshold`` for one:
-    (comm, seconds of CPU inside those waits), the largest first.  Names are the threads'
-    (``pylvs-w0``, ``pylvs-checker``…), so the worker's competitors are named."""
+    (``name`` of the thread, by default its comm; seconds of CPU inside those waits), the
+    largest first."""
     waits = [(s.start - s.delay, s.start) for s in slices if which(s) and s.delay > threshold]
     waits = sorted(waits, key=lambda w: w[0] - w[1])[:200]  # the longest: enough to name them
     spent: dict[str, float] = {}
@@ -91,7 +92,8 @@ def blame(slices: Sequence[Slice], which: Callable[[Slice], bool], threshold: fl
         for s in slices:
             overlap = min(b, s.end) - max(a, s.start)
             if overlap > 0 and not which(s):
-                spent[s.comm] = spent.get(s.comm, 0.0) + overlap
+                key = name(s)
+                spent[key] = spent.get(key, 0.0) + overlap
     worst = sorted(spent.items(), key=lambda kv: -kv[1])[:top]
     return [(comm, round(sec, 4)) for comm, sec in worst]
 

@@ -152,6 +152,7 @@ struct lvs_engine {
                               * (the workers' established-packet fast path) */
     lvs_lock_stats lock_stats;   /* lock.c: hold and wait times */
     uint64_t lock_held_since;    /* lock.c: when the exclusive holder took it (ns) */
+    uint32_t workers_blocked;    /* lock.c: workers waiting for the lock (atomic) */
     /* connection table */
     uint32_t *in_tab;        /* bucket -> first entry's slot, LVS_NO_SLOT = empty */
     uint32_t *out_tab;
