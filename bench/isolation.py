@@ -312,6 +312,7 @@ def ha_phase(pair: HaPair, name: str, seconds: float, interval: float,
                            "interval": interval, "api": api, "load": [load0, load1]}
     out["late_timers"] = _late_timers(before, after)
     out["lock"] = lock_window(lock0, _lock(patient[i]))
+    out["pacer"] = (after[i] or {}).get("pacer")
     if slices is not None:
         out["sched"] = _sched_summary(slices, pair.procs[i].pid, _labels(pair),
                                       {name: (m1 - (w1 - w0), m1)})
@@ -488,6 +489,42 @@ def _ms(v: float | None) -> str:
     return "inf" if v == float("inf") else f"{v * 1000:.1f}"
 
 
+def _pacer(st: Mapping[str, Any] | None) -> str:
+    return "n/a (loop sends)" if not st else f"{st['late_max_ms']:.1f}"
+
+
+def _lock_cells(lock: Mapping[str, Any]) -> str:
+    if not lock:
+        return "n/a"
+    c, w = lock["control_hold"], lock["worker_wait"]
+    return f"{c['over_1ms']} / {c['over_10ms']}, {w['over_1ms']} / {w['over_10ms']}"
+
+
+def _cpu_wait(d: Mapping[str, Any] | None) -> str:
+    if not d:
+        return "n/a"
+    return f"{d['p99'] * 1e3:.1f} / {d['max'] * 1e3:.1f} ({d['over_5ms']})"
+
+
+def _why(name: str, lock: Mapping[str, Any], sched: Mapping[str, Any] | None) -> list[str]:
+    """One line: the longest lock holds and waits since start, and what the workers and the
+    loop waited behind for a CPU (perf sched)."""
+    parts = []
+    if lock:
+        longest = lock["longest_control_call"]
+        parts.append(f"engine lock since start: longest control hold "
+                     f"{lock['control_hold']['max_ever'] * 1e3:.1f} ms "
+                     f"(`{longest['function']}`), longest worker wait "
+                     f"{lock['worker_wait']['max_ever'] * 1e3:.1f} ms, longest worker hold "
+                     f"{lock['worker_hold']['max_ever'] * 1e3:.1f} ms")
+    if sched and "workers_waited_behind" in sched:
+        for who in ("workers", "loop"):
+            top = ", ".join(f"{n} {sec * 1e3:.0f} ms" for n, sec in
+                            sched[f"{who}_waited_behind"][:5])
+            parts.append(f"while the {who} waited > 5 ms for a CPU, it ran: {top or 'nothing'}")
+    return ["", f"Why ({name}): " + "; ".join(parts) + "."] if parts else []
+
+
 def render(doc: dict[str, Any]) -> str:
     """The isolation section of bench/RESULTS.md."""
     lines = [BEGIN, "## Isolation: heartbeats, API and packets (bench/isolation.py, issue 14)", "",
@@ -505,8 +542,8 @@ def render(doc: dict[str, Any]) -> str:
             "| phase | seconds | flood pkt/s sent | TUN reads/s, queue drops/s | path "
             "| heartbeats | jitter p50 / p99 / max ms | missed "
             "| API p50 / p99 / max ms (failed) | role changes | late timers (latest ms) "
-            "| loop lag p99 / max ms | load 1 min (start, end) |",
-            "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+            "| loop lag p99 / max ms | pacer: latest send ms | load 1 min (start, end) |",
+            "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
         for ph in doc["ha"]:
             api = ph["api"]
             tun = (f"{api.get('dp_reads_per_s', float('nan')):,.0f}, "
@@ -521,7 +558,10 @@ def render(doc: dict[str, Any]) -> str:
                     f"({api['failed']}) | {ph['role_changes']} | {ph['late_timers']} "
                     f"({ph['late_timer_max_ms']:.0f}) | "
                     f"{_ms(api['loop_lag_p99'])} / {_ms(api['loop_lag_max'])} | "
+                    f"{_pacer(ph.get('pacer'))} | "
                     f"{ph['load'][0]:.2f}, {ph['load'][1]:.2f} |")
+        for ph in doc["ha"]:
+            lines += _why(ph["phase"], ph.get("lock") or {}, ph.get("sched"))
         for ph in doc["ha"]:
             if ph["ha_log"]:
                 lines += ["", f"HA log lines in the {ph['phase']} phase: "
@@ -548,14 +588,18 @@ def render(doc: dict[str, Any]) -> str:
             "| window | seconds | probes sent | lost | client: longest silence ms "
             "| director: longest transit ms, request / reply | never left | "
             "longest gap between forwarded requests ms | role changes | latest heartbeat "
-            "timer ms |",
-            "|---|---|---|---|---|---|---|---|---|---|"]
+            "timer ms | engine lock: control holds, worker waits ≥ 1 / ≥ 10 ms "
+            "| workers' wait for a CPU p99 / max ms (> 5 ms) |",
+            "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+        sched = (r.get("sched") or {}).get("workers") or {}
         for name, w in r["windows"].items():
             req, rep = w["requests"], w["replies"]
             lines.append(f"| {name} | {w['seconds']:.2f} | {w['probes']} | {w['lost']} | "
                          f"{_ms(w['longest_silence'])} | {_ms(req['max'])} / {_ms(rep['max'])} "
                          f"| {req['never_left'] + rep['never_left']} | {_ms(req['out_gap'])} "
-                         f"| {w['role_changes']} | {w['late_timer_max_ms']:.0f} |")
+                         f"| {w['role_changes']} | {w['late_timer_max_ms']:.0f} "
+                         f"| {_lock_cells(w.get('lock') or {})} | {_cpu_wait(sched.get(name))} |")
+        lines += _why("run", r["windows"]["after"].get("lock") or {}, r.get("sched"))
         if r["ha_log"]:
             lines += ["", "HA log lines meanwhile: " + "; ".join(f"`{x}`" for x in r["ha_log"])]
         lines.append("")
