@@ -122,12 +122,17 @@ class Capture:
 
 # ---- the control API ------------------------------------------------------------------------
 
-def _ha(client: ApiClient) -> dict[str, Any] | None:
+def _section(client: ApiClient, path: str, key: str) -> dict[str, Any] | None:
+    """``key`` of the JSON at ``path``; None when the director does not answer."""
     try:
-        ha: dict[str, Any] = client.get("/api/v1/status")["ha"]
+        out: dict[str, Any] = client.get(path)[key]
     except (ApiError, KeyError):
         return None
-    return ha
+    return out
+
+
+def _ha(client: ApiClient) -> dict[str, Any] | None:
+    return _section(client, "/api/v1/status", "ha")
 
 
 def _sample_api(client: ApiClient, seconds: float) -> dict[str, Any]:
@@ -210,11 +215,7 @@ def _ha_summary(events: list[tuple[str, HaEvent]], t0: float = 0.0, t1: float = 
 
 def _lock(client: ApiClient) -> dict[str, Any] | None:
     """The engine lock's timing (core/lock.c) from the light ``/api/v1/stats``."""
-    try:
-        lock: dict[str, Any] = client.get("/api/v1/stats")["lock"]
-    except (ApiError, KeyError):
-        return None
-    return lock
+    return _section(client, "/api/v1/stats", "lock")
 
 
 def _over(t: Mapping[str, Any], bound: float) -> int:
