@@ -4,95 +4,48 @@ The packet workers (``dataplane/_workers.c``) hold the engine lock (``core/lock.
 reader-writer lock) for one batch's engine call: shared for established packets, exclusive for
 the rest; the control plane (add/edit/remove, expire, rates, sync, listings) holds it
 exclusively for one C call, so the packet path stops for at most one control call and the
-control plane waits for at most the batches already running (writers are preferred).  cffi
-releases the GIL around every C call, so a control call that waits for a worker's batch does
-not stall other Python threads.
+control plane waits for at most the batches already running (writers are preferred, and blocked
+workers are let in before the next control call: core/lock.c).
 
 :func:`locking` wraps the compiled module once, at import of :mod:`pylvs.engine`: the façade
-keeps calling ``_lib.lvs_…(self._e, …)`` and each such call becomes lock, call, unlock.  An
-uncontended lock costs two short C calls, noise beside a control operation.
+keeps calling ``_lib.lvs_…(self._e, …)`` and each such call becomes ``lvs_locked_…``, the twin
+``_build.py`` generates, which takes the lock, calls the function and releases the lock inside
+one C call.  Why inside C: cffi releases the GIL around each C call and takes it back after, so
+a lock taken by one call and released by the next is held while the thread waits for the GIL
+(measured: 38 ms for a read of the counters beside one busy Python thread).
 
-The lock times its holds itself (``lvs_engine_lock_stats``); the wrapper adds which C function
-held it longest (:func:`longest_hold`), so a long stop of the packet path names its cause.
+The lock times its holds and waits itself (``lvs_engine_lock_stats``) and keeps the name of the
+control call held longest: :func:`lock_stats_dict`.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, cast
 
 if TYPE_CHECKING:
-    from pylvs._core import FFI, CData, Lib, lvs_engine, lvs_lock_timing
+    from pylvs._core import FFI, Lib, lvs_engine, lvs_lock_timing
 
-__all__ = ["LOCK_TIMINGS", "lock_stats_dict", "locking", "longest_hold"]
+__all__ = ["LOCKED_PREFIX", "LOCK_TIMINGS", "lock_stats_dict", "locking"]
 
-# Lifetime and the lock itself: never wrapped (free destroys the mutex it would unlock).
-# lvs_engine_process_batch_shared takes the lock itself (shared, then exclusive), and so
-# does lvs_workers_bench through it.
-# lvs_engine_lock_stats reads atomics: it must not wait for the lock it reports on.
-_UNLOCKED = frozenset({"lvs_engine_new", "lvs_engine_free", "lvs_engine_lock",
-                       "lvs_engine_unlock", "lvs_engine_trylock", "lvs_engine_lock_control",
-                       "lvs_engine_unlock_control", "lvs_engine_lock_stats",
-                       "lvs_engine_process_batch_shared", "lvs_workers_bench"})
+#: The generated twins' prefix (``_build.py``, ``locked_twins``).
+LOCKED_PREFIX = "lvs_locked_"
 
-# The longest control-plane hold since start: [nanoseconds, C function].  One per process (one
-# engine per director); a race between two calls can only lose a tie.
-_longest: list[Any] = [0, ""]
-
-
-def longest_hold() -> tuple[float, str]:
-    """The longest the control plane held the engine lock in one call (seconds) and the C
-    function that did; (0.0, "") before any call."""
-    return _longest[0] / 1e9, str(_longest[1])
+#: The kinds of time lvs_lock_stats records (core/lock.h).
+LOCK_TIMINGS = ("control_hold", "worker_hold", "worker_wait")
 
 
 class _LockingLib:
-    """``lib`` with every engine function wrapped in the engine lock; other names pass through."""
+    """``lib`` whose engine functions are their locked twins; other names pass through."""
 
-    def __init__(self, ffi: FFI, lib: Lib) -> None:
-        engine_t = ffi.typeof("lvs_engine *")
-        lock, unlock = lib.lvs_engine_lock_control, lib.lvs_engine_unlock_control
+    def __init__(self, lib: Lib) -> None:
         for name in dir(lib):
-            obj = getattr(lib, name)
-            if name not in _UNLOCKED and _takes_engine(ffi, obj, engine_t):
-                obj = _locked(obj, lock, unlock)
-            setattr(self, name, obj)
-
-
-def _takes_engine(ffi: FFI, obj: object, engine_t: object) -> bool:
-    if isinstance(obj, int | float | str | bytes):
-        return False
-    try:
-        t: Any = ffi.typeof(cast("CData", obj))
-    except TypeError:
-        return False
-    return bool(t.kind == "function" and t.args and t.args[0] is engine_t)
-
-
-def _locked(fn: Callable[..., Any], lock: Callable[[Any], None],
-            unlock: Callable[[Any], int]) -> Callable[..., Any]:
-    name = getattr(fn, "__name__", "engine_call")
-
-    def call(engine: Any, *args: Any) -> Any:
-        lock(engine)
-        try:
-            return fn(engine, *args)
-        finally:
-            held = unlock(engine)
-            if held > _longest[0]:
-                _longest[:] = [held, name]
-
-    call.__name__ = name
-    return call
+            twin = LOCKED_PREFIX + name
+            setattr(self, name, getattr(lib, twin if hasattr(lib, twin) else name))
 
 
 def locking(ffi: FFI, lib: Lib) -> Lib:
     """``lib`` whose engine calls hold the engine lock (see the module docstring)."""
-    return cast("Lib", _LockingLib(ffi, lib))
-
-
-#: The kinds of time lvs_lock_stats records (core/lock.h).
-LOCK_TIMINGS = ("control_hold", "worker_hold", "worker_wait")
+    return cast("Lib", _LockingLib(lib))
 
 
 def lock_stats_dict(ffi: FFI, lib: Lib, engine: lvs_engine) -> dict[str, Any]:
@@ -105,8 +58,9 @@ def lock_stats_dict(ffi: FFI, lib: Lib, engine: lvs_engine) -> dict[str, Any]:
                                  for i in range(lib.LVS_LOCK_BUCKETS - 1)]
     bounds.append("+Inf")
     out: dict[str, Any] = {kind: _timing(getattr(raw, kind), bounds) for kind in LOCK_TIMINGS}
-    seconds, name = longest_hold()
-    out["longest_control_call"] = {"function": name, "seconds": seconds}
+    name = "" if raw.longest_call == ffi.NULL else ffi.string(raw.longest_call).decode()
+    out["longest_control_call"] = {"function": name,
+                                   "seconds": out["control_hold"]["max_seconds"]}
     return out
 
 

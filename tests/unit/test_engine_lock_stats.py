@@ -9,7 +9,7 @@ import time
 from typing import Any
 
 from pylvs._core import lib
-from pylvs.engine_lock import LOCK_TIMINGS
+from pylvs.engine_lock import LOCK_TIMINGS, LOCKED_PREFIX
 from tests.support.worker_harness import rr_engine, syn, workers
 
 HOLD = 0.03  # between the 20 ms and 50 ms bucket bounds
@@ -61,3 +61,17 @@ def test_the_longest_control_call_is_named() -> None:
     longest = eng.lock_stats()["longest_control_call"]
     assert longest["function"].startswith("lvs_")
     assert 0 < longest["seconds"] < 1
+
+
+def test_every_engine_call_locks_inside_c() -> None:
+    # lock, call and unlock in one C call: the GIL is never awaited with the lock held
+    from pylvs import engine
+
+    wrapped = [n for n in dir(lib) if hasattr(lib, LOCKED_PREFIX + n)]
+    assert "lvs_svc_add" in wrapped and "lvs_engine_update_rates" in wrapped
+    for name in wrapped:
+        assert getattr(engine._lib, name) is getattr(lib, LOCKED_PREFIX + name)
+    # the lock's own calls and the workers' batch call take it themselves
+    for name in ("lvs_engine_lock_control", "lvs_engine_process_batch_shared",
+                 "lvs_engine_lock_stats"):
+        assert not hasattr(lib, LOCKED_PREFIX + name)

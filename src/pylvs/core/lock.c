@@ -143,6 +143,15 @@ uint64_t lvs_engine_unlock_control(lvs_engine *e)
     return give(e, &e->lock_stats.control_hold);
 }
 
+void lvs_engine_unlock_named(lvs_engine *e, const char *name)
+{
+    uint64_t held = now_ns() - e->lock_held_since;
+    if (held > __atomic_load_n(&e->lock_stats.control_hold.max_ns, __ATOMIC_RELAXED))
+        __atomic_store_n(&e->lock_stats.longest_call, name, __ATOMIC_RELAXED);
+    record(&e->lock_stats.control_hold, held);
+    pthread_rwlock_unlock(&e->lock);
+}
+
 int lvs_engine_trylock(lvs_engine *e)
 {
     if (pthread_rwlock_trywrlock(&e->lock) != 0)
@@ -166,6 +175,7 @@ void lvs_engine_lock_stats(lvs_engine *e, lvs_lock_stats *out)
     snapshot(&e->lock_stats.control_hold, &out->control_hold);
     snapshot(&e->lock_stats.worker_hold, &out->worker_hold);
     snapshot(&e->lock_stats.worker_wait, &out->worker_wait);
+    out->longest_call = __atomic_load_n(&e->lock_stats.longest_call, __ATOMIC_RELAXED);
 }
 
 uint32_t lvs_engine_lock_bound_us(uint32_t i)

@@ -14,10 +14,13 @@
  * part, packet.c); the control plane uses the _control pair, so the two are counted apart. */
 void lvs_engine_lock(lvs_engine *e);
 void lvs_engine_unlock(lvs_engine *e);
-/* Exclusive, for one control-plane call (engine_lock.py); unlock returns how long it was held
- * (ns) so the caller can name the longest call. */
+/* Exclusive, for one control-plane call: _build.py generates lvs_locked_<f> for every engine
+ * function f, which calls f between these two inside C (why: _build.py locked_twins).  unlock
+ * returns how long it was held (ns); unlock_named also keeps the name (a string literal) of the
+ * call held longest. */
 void lvs_engine_lock_control(lvs_engine *e);
 uint64_t lvs_engine_unlock_control(lvs_engine *e);
+void lvs_engine_unlock_named(lvs_engine *e, const char *name);
 /* 1 when taken (exclusively) without waiting (for tests and the contention counter). */
 int lvs_engine_trylock(lvs_engine *e);
 /* One batch from a packet worker, several workers at once: established packets under the
@@ -43,6 +46,7 @@ typedef struct lvs_lock_stats {
     lvs_lock_timing control_hold;   /* exclusive holds by control-plane calls */
     lvs_lock_timing worker_hold;    /* exclusive holds by packet workers (a batch's slow part) */
     lvs_lock_timing worker_wait;    /* a worker's wait to take the lock, shared or exclusive */
+    const char *longest_call;       /* the control call held longest (NULL: none yet) */
 } lvs_lock_stats;
 void lvs_engine_lock_stats(lvs_engine *e, lvs_lock_stats *out);
 /* Upper bound of bucket i in microseconds (0 for the last, unbounded one). */
