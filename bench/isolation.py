@@ -588,8 +588,8 @@ def render(doc: dict[str, Any]) -> str:
             "",
             "| window | seconds | probes sent | lost | client: longest silence ms "
             "| director: longest transit ms, request / reply | never left | "
-            "longest gap between forwarded requests ms | role changes | latest heartbeat "
-            "timer ms | engine lock: control holds, worker waits ≥ 1 / ≥ 10 ms "
+            "longest gap between requests arriving / forwarded ms | role changes "
+            "| latest heartbeat timer ms | engine lock: control holds, worker waits ≥ 1 / ≥ 10 ms "
             "| workers' wait for a CPU p99 / max ms (> 5 ms) |",
             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
         sched = (r.get("sched") or {}).get("workers") or {}
@@ -597,7 +597,8 @@ def render(doc: dict[str, Any]) -> str:
             req, rep = w["requests"], w["replies"]
             lines.append(f"| {name} | {w['seconds']:.2f} | {w['probes']} | {w['lost']} | "
                          f"{_ms(w['longest_silence'])} | {_ms(req['max'])} / {_ms(rep['max'])} "
-                         f"| {req['never_left'] + rep['never_left']} | {_ms(req['out_gap'])} "
+                         f"| {req['never_left'] + rep['never_left']} | "
+                         f"{_ms(req.get('in_gap'))} / {_ms(req['out_gap'])} "
                          f"| {w['role_changes']} | {w['late_timer_max_ms']:.0f} "
                          f"| {_lock_cells(w.get('lock') or {})} | {_cpu_wait(sched.get(name))} |")
         lines += _why("run", r["windows"]["after"].get("lock") or {}, r.get("sched"))
