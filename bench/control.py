@@ -82,6 +82,12 @@ def _wait_line(path: str, pattern: str, offset: int, timeout: float) -> str | No
     return None
 
 
+def _read_from(path: str, offset: int) -> str:
+    with open(path, encoding="utf-8", errors="replace") as fh:
+        fh.seek(offset)
+        return fh.read(200000)
+
+
 class _Site:
     """The directors under test: one ``pylvs serve`` (a Topology) or an HA pair (HaPair)."""
 
@@ -208,6 +214,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         if lag is not None:
             out["steady"] = {k: round(lag[k] * 1e3, 2) for k in ("p50", "p99", "max")}
             out["steady"]["samples"] = lag["window_samples"]
+            gc = lag.get("gc")  # full GC passes since start: a stall no callback of ours shows
+            if isinstance(gc, dict):
+                out["steady"]["gc_full_passes"] = gc.get("full_passes")
+                out["steady"]["gc_max_ms"] = round(float(gc.get("max") or 0) * 1e3, 1)
         out["load_after_steady"] = os.getloadavg()[0]
         try:
             services = client.get("/api/v1/services")["services"]
@@ -244,6 +254,16 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             out["sigterm_exit_s"] = None
         ctl.wait(30)
         out["socket_left"] = os.path.exists(site.sock(last))
+        with open(site.logs[last], encoding="utf-8", errors="replace") as fh:
+            tail = fh.read()[-20000:]
+        # the daemon's own account of the stop: each step's time, and the exit
+        out["sigterm_log"] = re.findall(r"director stopped.*|pylvs serve: exit.*", tail)
+        out["reload_log"] = []  # each director's account of its reload: where the time went
+        for path, offset in zip(site.logs, offsets, strict=True):
+            text = _read_from(path, offset)
+            for pattern in (r"configuration applied.* in \d+ ms.*", r"SIGHUP: reloaded.*"):
+                m = re.search(pattern, text)
+                out["reload_log"].append(m.group(0) if m else None)
     return out
 
 

@@ -34,6 +34,9 @@ class LoadMonitors:
     adjustment.  Reloads add, drop or restart monitors as their service changes.
     """
 
+    #: The director may stop this together with the API and health.
+    stops_with_others = True
+
     def __init__(self, director: Director) -> None:
         self.director = director
         self._running: dict[ServiceKey, tuple[Any, Any, asyncio.Task[None]]] = {}

@@ -88,6 +88,19 @@ def _hints(cls: type[Any]) -> dict[str, Any]:
     return hints
 
 
+_FIELDS: dict[type[Any], dict[str, dataclasses.Field[Any]]] = {}
+
+
+def _toml_fields(cls: type[Any]) -> dict[str, dataclasses.Field[Any]]:
+    """TOML key -> field of a model class (without the loader's own), built once per class."""
+    found = _FIELDS.get(cls)
+    if found is None:
+        found = {_TOML_NAME.get(f.name, f.name): f for f in dataclasses.fields(cls)
+                 if f.name not in _SKIP_FIELDS}
+        _FIELDS[cls] = found
+    return found
+
+
 def _show(value: object) -> str:
     text = json.dumps(value, default=str) if not isinstance(value, str) else repr(value)
     return text if len(text) <= 60 else text[:57] + "..."
@@ -190,9 +203,7 @@ class _Reader:
             self.problems.add(path, f"expected a table, got {_show(table)}")
             return None
         hints = _hints(cls)
-        fields = {_TOML_NAME.get(f.name, f.name): f for f in dataclasses.fields(cls)}
-        for skipped in _SKIP_FIELDS:
-            fields.pop(skipped, None)
+        fields = _toml_fields(cls)
         ok = True
         for key in table:
             if key not in fields and key not in given and key not in read_elsewhere:
@@ -265,7 +276,9 @@ class _Reader:
             return None
         if built is None or len(self.problems.items) != before:
             return None
-        return model.RealServerConfig(address=address, **dataclasses.asdict(built))
+        # the shape's fields are plain values: read them, no deep copy (asdict) per server
+        return model.RealServerConfig(address=address, **{
+            f.name: getattr(built, f.name) for f in _toml_fields(_RealServerShape).values()})
 
 
 @dataclasses.dataclass(frozen=True, slots=True, kw_only=True)

@@ -9,6 +9,7 @@ handshake.
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -105,7 +106,8 @@ def test_large_restore_reload_and_sigterm_keep_the_pair_steady() -> None:
         # steady state: 1,000 servers checked every 2 s, the probes in the checker process;
         # the loop lag of these seconds alone, from the cumulative histogram (goal at 10,000
         # servers: p99 < 20 ms, max < 100 ms; loose here for a loaded CI machine, but a probe
-        # or a history sample back on the loop (~100 ms stalls at this size) fails it)
+        # or a history sample back on the loop (~100 ms stalls at this size) fails it; seen
+        # at 1,000 servers: p99 <= 5 ms, max <= 10 ms)
         pair.wait(lambda: sum(rs.get("health") == "up" for s in client.get(
             "/api/v1/services")["services"] for rs in s["real_servers"])
             >= SERVICES * PER_SERVICE, 30, "every server of the site to be up")
@@ -115,7 +117,7 @@ def test_large_restore_reload_and_sigterm_keep_the_pair_steady() -> None:
         print(f"steady loop lag over {samples} samples: p99 <= {p99 * 1e3:g} ms, "
               f"max <= {top * 1e3:g} ms")
         assert samples >= STEADY / 0.05 / 2  # the monitor's 50 ms timer kept running
-        assert p99 <= 0.05 and top <= 0.25, (p99, top, samples)
+        assert p99 <= 0.02 and top <= 0.25, (p99, top, samples)
 
         # 3. neither node changed its role through all that
         time.sleep(1.0)
@@ -134,7 +136,10 @@ def test_large_restore_reload_and_sigterm_keep_the_pair_steady() -> None:
         t0 = time.monotonic()
         proc.send_signal(signal.SIGTERM)
         proc.wait(10)
-        assert time.monotonic() - t0 < 2.0, pair.log(1)[-3000:]
+        took = time.monotonic() - t0
+        print(f"SIGTERM handled in {took:.2f} s: "
+              f"{re.findall(r'director stopped.*', pair.log(1))}")
+        assert took < 1.0, pair.log(1)[-3000:]
         ctl.wait(30)
         assert not os.path.exists(os.path.join(pair.topo.workdir, "dir2.sock"))
         assert pair.owns_vip(0)

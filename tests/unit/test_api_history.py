@@ -154,3 +154,63 @@ async def test_history_route_serves_real_engine_rates(tmp_path: Path,
     assert srv["states"][-1][1] == "up" and srv["r"][1][-1] > 0
     await server.stop()
     assert server.sampler.on_rates not in director.rate_listeners
+
+
+def test_idle_servers_have_no_column_yet_and_read_the_same() -> None:
+    """Random runs of absent, idle (all-zero) and busy samples and of state changes, put one
+    by one and in bulk, across ring wraps: the served columns and state changes are what an
+    eager record of every sample says (idle columns made late, states pruned when due)."""
+    from array import array
+    from random import Random
+
+    rng = Random(13)
+    keys = [("tcp/a", None), ("tcp/a", "s1"), ("tcp/a", "s2"), ("tcp/b", "s3")]
+    h = History(step=2.0, span=20.0)  # 10 samples held
+    truth: list[dict[tuple[str, str | None], list[int] | None]] = []
+    states: dict[tuple[str, str | None], list[tuple[int, str]]] = {k: [] for k in keys}
+    for n in range(60):
+        h.begin(1000.0 + 2 * n)
+        sample: dict[tuple[str, str | None], list[int] | None] = {}
+        bulk_keys, bulk = [], array("q")
+        for key in keys:
+            roll = rng.random()
+            rates = None if roll < 0.15 else [0] * 5 if roll < 0.7 else [
+                rng.randrange(1, 9) for _ in range(5)]
+            sample[key] = rates
+            if rates is None:
+                continue
+            if rng.random() < 0.5:
+                state = None if key[1] is None else rng.choice(("up", "up", "down"))
+                h.put(key[0], key[1], rates, None if state is None else (state, None))
+                if state is not None and (not states[key] or states[key][-1][1] != state):
+                    states[key].append((n, state))
+            else:
+                bulk_keys.append(key)
+                bulk.extend(rates)
+        h.put_rates(bulk_keys, bulk, 0, 5)
+        h.end({}, HA)
+        truth.append(sample)
+        for since in (None, 1000.0 + 2 * n - 7):
+            doc = h.as_json(since)
+            times = doc["t"]
+            held = [truth[round((t - 1000.0) / 2)] for t in times]
+            for key in keys:
+                want = [[-1 if s[key] is None else s[key][k] for s in held] for k in range(5)]
+                svc = doc["services"].get(key[0], {"servers": {}})
+                got = svc.get("r") if key[1] is None else svc["servers"].get(key[1], {}).get("r")
+                if all(v == -1 for v in want[0]):
+                    assert got is None, (n, key)
+                    continue
+                assert got == want, (n, since, key)
+                if key[1] is not None:
+                    first = round((times[0] - 1000.0) / 2)
+                    in_force = [c for c in states[key] if c[0] <= first][-1:]
+                    want_states = [[1000.0 + 2 * max(i, first), st, None]
+                                   for i, st in in_force + [c for c in states[key]
+                                                            if c[0] > first]]
+                    assert svc["servers"][key[1]]["states"] == want_states, (n, since, key)
+    # pruned as due: nothing older than the change in force at the window's first sample
+    first_held = 60 - len(h)
+    for key in keys[1:]:
+        held = [c for c in states[key] if c[0] > first_held]
+        assert len(h._states[key].at) <= 1 + len(held), key

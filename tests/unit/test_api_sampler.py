@@ -70,6 +70,51 @@ async def test_the_sampler_records_what_the_views_record(tmp_path: Path) -> None
         await d.stop()
 
 
+async def test_unchanged_rows_reuse_the_plan_and_record_what_the_views_record(
+        tmp_path: Path) -> None:
+    from pylvs.director import VerdictTable
+
+    d = MiniDirector(_site(tmp_path))
+    d.health_verdicts = VerdictTable()
+    await d.start()
+    try:
+        by_views, by_sampler = History(), History()
+        sampler = HistorySampler(d, by_sampler)
+        key = d.config.virtual_servers[0].key
+        checked = model.Endpoint.parse("198.19.0.11:80")
+        plain = d._srv_keys[("tcp", model.Endpoint.parse("198.18.0.100:81"),
+                             model.Endpoint.parse("198.19.0.21:81"))]
+
+        async def both(at: float) -> None:
+            by_views.record(at, views.services(d), views.engine_stats(d)["drops"], views.ha(d))
+            await sampler.sample(at)
+
+        d.health_verdicts[(key, checked)] = (True, "connected")
+        t0 = time.monotonic() + 1000.0
+        d.engine.update_rates(t0)
+        await both(1000.0)
+        for i in range(1, 3):  # nothing but the rates changed: the plan is reused
+            for sport in range(40):
+                syn = IP(src="198.18.0.50", dst="198.18.0.100") / TCP(
+                    sport=43000 + 100 * i + sport, dport=81, flags="S")
+                assert d.engine.process(bytes(syn), now=t0 + i) is not None
+            d.engine.update_rates(t0 + 2.0 * i)
+            await both(1000.0 + 2 * i)
+        assert sampler.full_samples == 1
+        d.health_verdicts[(key, checked)] = (False, "connection refused")  # a verdict
+        await both(1006.0)
+        d.engine.edit_server(plain, weight=0)  # a weight: quiesced
+        await both(1008.0)
+        await both(1010.0)
+        assert sampler.full_samples == 3
+        assert _strip(by_sampler.as_json()) == _strip(by_views.as_json())
+        servers = by_sampler.as_json()["services"]["tcp/198.18.0.100:81"]["servers"]
+        assert servers["198.19.0.21:81"]["states"][-1][1] == "quiesced"
+        assert max(servers["198.19.0.21:81"]["r"][0]) > 0  # rates came by the fast path
+    finally:
+        await d.stop()
+
+
 async def test_a_sample_never_lists_the_engine_nor_builds_the_status(tmp_path: Path) -> None:
     d = MiniDirector(_site(tmp_path))
     calls: list[str] = []

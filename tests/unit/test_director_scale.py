@@ -278,3 +278,94 @@ def test_reply_steering_aggregates_each_address_family_on_its_own() -> None:
     assert sorted(steering)[0].address.version == 4
     assert Steer("tcp", IPv6Address("2001:2::1"), 80).prefixlen == 128
     assert Steer("tcp", IPv4Address("198.19.0.1"), 80).prefixlen == 32
+
+
+def test_the_fast_dotted_quad_reads_what_ipaddress_reads() -> None:
+    from ipaddress import ip_address
+    from itertools import product
+
+    from pylvs.model import parse_address
+
+    parts = ("0", "1", "9", "10", "99", "100", "199", "249", "250", "255", "256", "01", "")
+    texts = [".".join(p) for p in product(parts, repeat=4)]
+    texts += ["1.2.3", "1.2.3.4.5", " 1.2.3.4", "1.2.3.4\n", "::1", "2001:2::1", "1.2.3.4/32"]
+    for text in texts:
+        try:
+            want: object = ip_address(text)
+        except ValueError:
+            want = ValueError
+        try:
+            got: object = parse_address(text)
+        except ValueError:
+            got = ValueError
+        assert got == want and type(got) is type(want), text
+
+
+def test_cached_key_and_hash_stay_out_of_fields_equality_and_pickles() -> None:
+    import pickle
+
+    from pylvs.api import codec
+
+    vs = VirtualServerConfig(address=Endpoint(IPv4Address("198.18.0.100"), 80),
+                             real_servers=(RealServerConfig(
+                                 address=Endpoint(IPv4Address("198.19.0.11"), 80)),))
+    assert vs.key is vs.key  # built once
+    ep = vs.real_servers[0].address
+    assert hash(ep) == hash(Endpoint(IPv4Address("198.19.0.11"), 80))
+    assert "_key" not in codec.encode(vs) and "_hash" not in codec.encode(ep)
+    assert [f.name for f in dataclasses.fields(vs)][-1] == "real_servers"
+    copy = pickle.loads(pickle.dumps(vs))
+    assert copy == vs and copy.key == vs.key and hash(copy.real_servers[0].address) == hash(ep)
+    assert dataclasses.replace(vs, protocol="udp").key.protocol == "udp"  # not the cached one
+
+
+def test_components_marked_so_stop_together_the_others_alone() -> None:
+    from pylvs.director import _stop_groups
+
+    class Alone:
+        async def start(self) -> None:
+            pass
+
+        async def stop(self, *, handover: bool = True) -> None:
+            pass
+
+    class Together(Alone):
+        stops_with_others = True
+
+    api, health, loadmon, drain, other = Together(), Together(), Together(), Alone(), Alone()
+    assert _stop_groups([api, health, loadmon, drain]) == [[drain], [loadmon, health, api]]
+    assert _stop_groups([api, other, health]) == [[health], [other], [api]]
+
+    from pylvs.ha.node import HaComponent
+    assert getattr(HaComponent, "stops_with_others", False)  # its handover is sent first
+
+
+async def test_the_services_listing_is_built_in_slices_and_one_service_alone() -> None:
+    from pylvs.api import views
+
+    d, counting = counted_director(site(200, down_action="remove"))
+    key, endpoint = last_server(d)
+    d.set_server_state(key, endpoint, healthy=False)  # taken out of the engine
+    counting.calls.clear()
+    whole = views.services(d)
+    assert counting.calls["services"] == 1  # the synchronous view lists the engine once
+
+    turns = 0
+
+    async def other_work() -> None:
+        nonlocal turns
+        while True:
+            turns += 1
+            await asyncio.sleep(0)
+
+    other = asyncio.create_task(other_work())
+    await asyncio.sleep(0)
+    before = turns
+    counting.calls.clear()
+    sliced = await views.services_sliced(d, budget=0.0)  # a turn after every service
+    other.cancel()
+    assert sliced == whole
+    assert counting.calls["services"] == 0 and counting.calls["service"] == 200
+    assert turns - before >= 199, "the loop had no turn while the listing was built"
+    one = views.one_service(d, d.config.virtual_servers[-1])
+    assert one == whole[-1] and not one["real_servers"][-1]["in_engine"]

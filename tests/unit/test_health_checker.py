@@ -209,3 +209,34 @@ def _alive(pid: int) -> bool:
             return not fh.read().split(") ")[1].startswith("Z")
     except FileNotFoundError:
         return False
+
+
+async def test_unchecked_servers_first_up_verdict_is_not_sent_but_a_pool_without_quorum_is(
+        ) -> None:
+    from pylvs.model import VirtualServerConfig
+
+    def unchecked(port: int, quorum: int) -> VirtualServerConfig:
+        return VirtualServerConfig(
+            address=Endpoint(IPv4Address("127.0.0.1"), port), scheduler="rr", quorum=quorum,
+            check=CheckConfig(type="none"), sorry_server=Endpoint(IPv4Address("127.0.0.9"), port),
+            real_servers=tuple(RealServerConfig(address=Endpoint(IPv4Address(f"127.0.0.{i}"),
+                                                                 port)) for i in (2, 3)))
+
+    rec = Recorder()
+    plain, starved = unchecked(81, 1), unchecked(82, 100)
+    checker = CheckerProcess(config(plain, starved), rec, jitter=0.0)
+    await checker.start()
+    try:
+        # what the director assumes of a server without a check is not said 10,000 times
+        assert [e for _, e in rec.events if e.service == plain.key] == []
+        # a pool the quorum takes out (the sorry server stands in) is news
+        out = [e for _, e in rec.events if isinstance(e, ServerEvent) and e.service == starved.key]
+        assert len(out) == 2 and not any(e.in_pool for e in out)
+        # given a check, they are published (up, as they were, until the check says otherwise)
+        checked = dataclasses.replace(plain, check=CheckConfig(type="tcp", interval=30.0))
+        await checker.apply_config(config(checked, starved))
+        await rec.wait(lambda: len([e for _, e in rec.events if e.service == plain.key]) == 2)
+        assert all(isinstance(e, ServerEvent) and e.healthy and e.in_pool
+                   for _, e in rec.events if e.service == plain.key)
+    finally:
+        await checker.stop()

@@ -85,8 +85,10 @@ def _service_labels(svc: Mapping[str, Any]) -> dict[str, str]:
             "local_mark": ""}
 
 
-def _families(director: DirectorLike) -> Iterable[MetricFamily]:
-    services = views.services(director)
+def _families(director: DirectorLike,
+              services: list[dict[str, Any]] | None = None) -> Iterable[MetricFamily]:
+    if services is None:
+        services = views.services(director)
     fams: dict[str, MetricFamily] = {}
 
     def fam(name: str, kind: str, help_text: str) -> MetricFamily:
@@ -291,9 +293,9 @@ def _dataplane(dp: Any, fam: Any) -> None:
         h.add({}, running, "_count")
 
 
-def render(director: DirectorLike) -> str:
-    """The whole exposition."""
+def render(director: DirectorLike, services: list[dict[str, Any]] | None = None) -> str:
+    """The whole exposition (*services*: :func:`pylvs.api.views.services`, if built already)."""
     lines: list[str] = []
-    for family in _families(director):
+    for family in _families(director, services):
         lines.extend(family.render())
     return "\n".join(lines) + "\n"

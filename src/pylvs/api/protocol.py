@@ -6,6 +6,7 @@ attributes, which lets the API be tested against a real engine without root or a
 
 from __future__ import annotations
 
+from array import array
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Protocol
 
@@ -27,6 +28,10 @@ class EngineLike(Protocol):
 
     def services(self) -> Sequence[ServiceInfo]:
         """Services with their servers, counters and rates."""
+        ...
+
+    def service(self, key: model.ServiceKey, *, with_servers: bool = True) -> ServiceInfo:
+        """One service by key (ConfigError if the engine has none)."""
         ...
 
     def connections(self) -> Sequence[ConnectionInfo]:
@@ -60,7 +65,7 @@ class EngineLike(Protocol):
     RATE_ROW: int
     """Integers per row of :meth:`rate_rows`."""
 
-    def rate_rows(self) -> Sequence[int]:
+    def rate_rows(self) -> array[int]:
         """Every service's and server's rates and weight, in one C call (see the engine)."""
         ...
 
@@ -103,7 +108,7 @@ class DirectorLike(Protocol):
         self, edit: Callable[[model.Config], model.Config]
     ) -> model.Config:
         """Apply ``edit(current config)`` as one step (validated whole; ConfigError changes
-        nothing) and return the config applied."""
+        nothing) and return the config applied.  ``edit`` is pure: it may run in a thread."""
         ...
 
     def status(self) -> Mapping[str, Any]:

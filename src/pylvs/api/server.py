@@ -10,6 +10,7 @@ with a private key).  With ``tls_cert`` and ``tls_key`` the TCP listener speaks 
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 import os
@@ -32,9 +33,10 @@ __all__ = ["ApiServer", "read_token", "tls_context"]
 
 log = logging.getLogger("pylvs.api")
 
-# How long stop() lets requests in flight finish before cancelling them: SIGTERM must be
-# handled within a second even in the middle of a large restore (issue 13).
-SHUTDOWN_TIMEOUT = 0.25
+# How long stop() lets requests in flight finish before cancelling them, and then lets them
+# unwind: SIGTERM must be handled within a second even in the middle of a large restore
+# (issue 13), and a read is answered within this.  (Not 0: aiohttp reads 0 as no limit.)
+SHUTDOWN_TIMEOUT = 0.05
 
 
 def read_token(path: str) -> str:
@@ -110,6 +112,10 @@ class ApiServer:
     after each rate estimation while the API runs, for ``GET /api/v1/history``.
     """
 
+    #: The director may stop this together with the other components marked so (health,
+    #: load monitors): none needs another to stop first.
+    stops_with_others = True
+
     def __init__(self, director: DirectorLike, api: model.ApiConfig | None = None) -> None:
         self.director = director
         self.api = api if api is not None else director.config.api
@@ -167,8 +173,7 @@ class ApiServer:
             self.director.rate_listeners.remove(self.sampler.on_rates)
         await self.sampler.close()
         runners, self._runners = self._runners, []
-        for runner in reversed(runners):
-            await runner.cleanup()
+        await asyncio.gather(*(runner.cleanup() for runner in reversed(runners)))
         if self._owns_socket:
             self._owns_socket = False
             with contextlib.suppress(FileNotFoundError):

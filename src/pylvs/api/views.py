@@ -17,6 +17,8 @@ from pylvs import __version__, model
 from pylvs.api import codec
 from pylvs.api.protocol import DirectorLike
 from pylvs.engine_types import Rates, ServiceInfo, Stats
+from pylvs.errors import ConfigError
+from pylvs.looplag import SLICE, Slices
 
 __all__ = [
     "RATE_KEYS",
@@ -25,8 +27,10 @@ __all__ = [
     "connections",
     "engine_stats",
     "ha",
-    "health_index",
+    "one_service",
+    "service",
     "services",
+    "services_sliced",
     "status",
     "sync_timeouts",
     "timeouts",
@@ -47,73 +51,89 @@ def _engine_index(director: DirectorLike) -> dict[model.ServiceKey, ServiceInfo]
     return {info.key: info for info in director.engine.services()}
 
 
-def health_index(director: DirectorLike) -> dict[tuple[str, str], dict[str, Any]]:
-    """``(service id, server) -> {"healthy", "reason"}`` from the verdicts the health
-    component keeps (a dict: not the checker's whole snapshot, see issue 13)."""
-    return {(codec.service_id(key), str(endpoint)): {"healthy": healthy, "reason": reason}
-            for (key, endpoint), (healthy, reason) in director.health_verdicts.items()}
-
-
-def _health_word(record: Mapping[str, Any] | None, vs: model.VirtualServerConfig) -> str:
-    if record is None:
+def _health_word(verdict: tuple[bool, str] | None, vs: model.VirtualServerConfig) -> str:
+    if verdict is None:
         return "up" if vs.check.type == "none" else "unknown"
-    return "up" if record.get("healthy") else "down"
+    return "up" if verdict[0] else "down"
 
 
 def services(director: DirectorLike) -> list[Json]:
     """Every configured service with its live counters, in configuration order."""
     engine = _engine_index(director)
-    health = health_index(director)
+    return [service(director, vs, engine.get(vs.key)) for vs in director.config.virtual_servers]
+
+
+async def services_sliced(director: DirectorLike, budget: float = SLICE) -> list[Json]:
+    """:func:`services`, built a service at a time with the loop given a turn every *budget*
+    seconds: at 10,000 servers the whole listing takes ~0.3 s (issue 13)."""
+    slices = Slices(budget)
     out = []
     for vs in director.config.virtual_servers:
-        sid = codec.service_id(vs.key)
-        body = codec.encode(vs)
-        body.pop("real_server", None)
-        info = engine.get(vs.key)
-        body["id"] = sid
-        body["in_engine"] = info is not None
-        body["stats"] = _counters(info.stats if info else None, STAT_KEYS)
-        body["rates"] = _counters(info.rates if info else None, RATE_KEYS)
-        live = {model.hostport(str(srv.key.address), srv.key.port): srv
-                for srv in (info.servers if info else ())}
-        servers = []
-        for rs in vs.real_servers:
-            key = str(rs.address)
-            srv = live.get(key)
-            record = health.get((sid, key))
-            entry = codec.encode(rs)
-            entry.update(
-                forward="Masq",
-                # Not in the engine: a server taken out by health ("remove") or not applied yet.
-                in_engine=srv is not None,
-                effective_weight=srv.weight if srv else 0,
-                active_conns=srv.active_conns if srv else 0,
-                inactive_conns=srv.inactive_conns if srv else 0,
-                persist_conns=srv.persist_conns if srv else 0,
-                overloaded=srv.overloaded if srv else False,
-                health=_health_word(record, vs),
-                health_reason=None if record is None else record.get("reason"),
-                stats=_counters(srv.stats if srv else None, STAT_KEYS),
-                rates=_counters(srv.rates if srv else None, RATE_KEYS),
-            )
-            servers.append(entry)
-        configured = {str(rs.address) for rs in vs.real_servers}
-        for key, srv in live.items():
-            if key in configured:
-                continue
-            # In the engine but not configured: the sorry server standing in for the pool.
-            servers.append({
-                "address": key, "weight": srv.weight, "upper_threshold": srv.upper_threshold,
-                "lower_threshold": srv.lower_threshold, "forward": "Masq", "in_engine": True,
-                "effective_weight": srv.weight, "active_conns": srv.active_conns,
-                "inactive_conns": srv.inactive_conns, "persist_conns": srv.persist_conns,
-                "overloaded": srv.overloaded, "health": "sorry", "health_reason": None,
-                "sorry": True, "stats": _counters(srv.stats, STAT_KEYS),
-                "rates": _counters(srv.rates, RATE_KEYS),
-            })
-        body["real_servers"] = servers
-        out.append(body)
+        out.append(one_service(director, vs))
+        await slices.tick()
     return out
+
+
+def one_service(director: DirectorLike, vs: model.VirtualServerConfig) -> Json:
+    """One configured service, looked up in the engine by key (not by listing it)."""
+    try:
+        info: ServiceInfo | None = director.engine.service(vs.key)
+    except ConfigError:
+        info = None  # not in the engine (not applied yet)
+    return service(director, vs, info)
+
+
+def service(director: DirectorLike, vs: model.VirtualServerConfig,
+            info: ServiceInfo | None) -> Json:
+    """The view of configured service *vs* with *info*, what the engine holds of it."""
+    sid = codec.service_id(vs.key)
+    verdicts = director.health_verdicts
+    body: Json = codec.encode(vs)
+    body.pop("real_server", None)
+    body["id"] = sid
+    body["in_engine"] = info is not None
+    body["stats"] = _counters(info.stats if info else None, STAT_KEYS)
+    body["rates"] = _counters(info.rates if info else None, RATE_KEYS)
+    live = {model.hostport(str(srv.key.address), srv.key.port): srv
+            for srv in (info.servers if info else ())}
+    servers = []
+    for rs in vs.real_servers:
+        key = str(rs.address)
+        srv = live.get(key)
+        verdict = verdicts.get((vs.key, rs.address))
+        servers.append({
+            # the server's configuration (codec.encode's keys, without its generic walk)
+            "address": key, "weight": rs.weight, "upper_threshold": rs.upper_threshold,
+            "lower_threshold": rs.lower_threshold,
+            "forward": "Masq",
+            # Not in the engine: a server taken out by health ("remove") or not applied yet.
+            "in_engine": srv is not None,
+            "effective_weight": srv.weight if srv else 0,
+            "active_conns": srv.active_conns if srv else 0,
+            "inactive_conns": srv.inactive_conns if srv else 0,
+            "persist_conns": srv.persist_conns if srv else 0,
+            "overloaded": srv.overloaded if srv else False,
+            "health": _health_word(verdict, vs),
+            "health_reason": None if verdict is None else verdict[1],
+            "stats": _counters(srv.stats if srv else None, STAT_KEYS),
+            "rates": _counters(srv.rates if srv else None, RATE_KEYS),
+        })
+    configured = {str(rs.address) for rs in vs.real_servers}
+    for key, srv in live.items():
+        if key in configured:
+            continue
+        # In the engine but not configured: the sorry server standing in for the pool.
+        servers.append({
+            "address": key, "weight": srv.weight, "upper_threshold": srv.upper_threshold,
+            "lower_threshold": srv.lower_threshold, "forward": "Masq", "in_engine": True,
+            "effective_weight": srv.weight, "active_conns": srv.active_conns,
+            "inactive_conns": srv.inactive_conns, "persist_conns": srv.persist_conns,
+            "overloaded": srv.overloaded, "health": "sorry", "health_reason": None,
+            "sorry": True, "stats": _counters(srv.stats, STAT_KEYS),
+            "rates": _counters(srv.rates, RATE_KEYS),
+        })
+    body["real_servers"] = servers
+    return body
 
 
 _CONN_FILTERS = ("protocol", "client", "virtual", "server", "state")
@@ -261,8 +281,9 @@ def cluster(director: DirectorLike) -> Json:
     return base
 
 
-def status(director: DirectorLike) -> Json:
-    """Everything the status page and ``pylvs status`` show, in one document."""
+def status(director: DirectorLike, services_view: list[Json] | None = None) -> Json:
+    """Everything the status page and ``pylvs status`` show, in one document
+    (*services_view*: :func:`services`, if built already)."""
     cfg = director.config
     return {
         "version": __version__,
@@ -277,5 +298,5 @@ def status(director: DirectorLike) -> Json:
         "loop_lag": director.status_section("loop_lag"),
         "timeouts": timeouts(director),
         "defense": defense(director),
-        "services": services(director),
+        "services": services(director) if services_view is None else services_view,
     }

@@ -200,6 +200,10 @@ class HaComponent:
     over: the director stops its components only when the whole process stops.
     """
 
+    #: The handover (sent first thing in ``stop``) needs neither the API, health nor the load
+    #: monitors, and they do not need it: the director stops them together.
+    stops_with_others = True
+
     def __init__(self, director: ComponentHost, *, engine: SyncEngine | None,
                  clock: Callable[[], float] = time.monotonic) -> None:
         self.director = director

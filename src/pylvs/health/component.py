@@ -45,6 +45,9 @@ log = logging.getLogger("pylvs.health")
 class HealthComponent:
     """Runs the health checker process for a director and applies its events."""
 
+    #: The director may stop this together with the API and the load monitors.
+    stops_with_others = True
+
     def __init__(self, director: ComponentHost, *, jitter: float = 1.0,
                  ca_file: str | None = None) -> None:
         self._director = director

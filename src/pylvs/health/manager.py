@@ -25,11 +25,12 @@ import asyncio
 import logging
 import random
 import time
+from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 from pylvs.health.check import run_probe
-from pylvs.health.result import ProbeResult
+from pylvs.health.result import ProbeResult, Reason
 from pylvs.health.spec import ProbeSpec
 from pylvs.health.state import HealthEvent, ServerEvent, ServerHealth, ServiceHealth
 from pylvs.looplag import Slices
@@ -114,6 +115,10 @@ class HealthManager:
         """How many distinct probes run (after deduplication)."""
         return len(self._runners)
 
+    def probed(self, key: ServiceKey, endpoint: Endpoint) -> bool:
+        """Whether the server has a check (False: always up, as keepalived without one)."""
+        return self._specs.get((key, endpoint)) is not None
+
     def service(self, key: ServiceKey) -> ServiceHealth:
         """The sans-IO health record of one service (KeyError if unknown)."""
         return self._services[key]
@@ -161,9 +166,11 @@ class HealthManager:
                     self._launch(runner, immediate=immediate)
                 await slices.tick()
             now = self._clock()
+            initial: Counter[str] = Counter()
             for svc in list(self._services.values()):
-                self._emit(svc.evaluate(now))
+                self._emit(svc.evaluate(now), initial)
                 await slices.tick()
+            _log_initial(initial)
 
     def snapshot(self) -> dict[str, object]:
         """Every service's health, quorum and servers, and every probe's schedule (JSON-able)."""
@@ -204,6 +211,11 @@ class HealthManager:
                 spec = specs[(vs.key, rs.address)]
                 health = self._health_for(svc, vs, rs.address, spec, now)
                 svc.set_server(rs.address, weight=rs.weight, health=health)
+                if spec is not None and (vs.key, rs.address) in self._specs \
+                        and self._specs[(vs.key, rs.address)] is None:
+                    # It had no check: its first "up" may never have reached the director
+                    # (the checker child does not send it), so it is published again.
+                    svc.republish(rs.address)
                 if spec is not None:
                     wanted.setdefault(spec, []).append((vs.key, rs.address))
         self._services = services
@@ -281,12 +293,22 @@ class HealthManager:
 
     def _flush(self) -> None:
         now = self._clock()
+        initial: Counter[str] = Counter()
         for svc in self._services.values():
-            self._emit(svc.evaluate(now))
+            self._emit(svc.evaluate(now), initial)
+        _log_initial(initial)
 
-    def _emit(self, events: list[HealthEvent]) -> None:
+    def _emit(self, events: list[HealthEvent], initial: Counter[str] | None = None) -> None:
         for event in events:
-            _log_event(event)
+            if (initial is not None and isinstance(event, ServerEvent)
+                    and event.reason == Reason.INITIAL.value):
+                # A start or a reload of 10,000 servers: one line says how they start, the
+                # line per server is debug (10,000 lines cost the director's loop ~0.3 s).
+                initial[_describe(event)] += 1
+                log.debug("%s %s: %s (initial)", event.service.label, event.endpoint,
+                          _describe(event))
+            else:
+                _log_event(event)
             if self.on_event is None:
                 continue
             try:
@@ -296,15 +318,23 @@ class HealthManager:
                 log.exception("health event handler failed for %s", event)
 
 
+def _describe(event: ServerEvent) -> str:
+    state = "UP" if event.healthy else "DOWN"
+    pool = "in pool" if event.in_pool else "out of pool"
+    weight = "" if event.weight is None else f", weight {event.weight}"
+    return f"{state}, {pool}{weight}"
+
+
+def _log_initial(initial: Counter[str]) -> None:
+    for what, count in sorted(initial.items()):
+        log.info("%d server(s) start %s (initial state, until their checks say otherwise)",
+                 count, what)
+
+
 def _log_event(event: HealthEvent) -> None:
     service = event.service.label
     if isinstance(event, ServerEvent):
-        state = "UP" if event.healthy else "DOWN"
-        pool = "in pool" if event.in_pool else "out of pool"
-        weight = "" if event.weight is None else f", weight {event.weight}"
-        log.info(
-            "%s %s: %s, %s%s (%s)", service, event.endpoint, state, pool, weight, event.reason
-        )
+        log.info("%s %s: %s (%s)", service, event.endpoint, _describe(event), event.reason)
     else:
         verb = "takes over" if event.active else "stands down"
         log.warning("%s sorry server %s %s (%s)", service, event.endpoint, verb, event.reason)

@@ -222,6 +222,12 @@ class ServiceHealth:
         published = old.published if old is not None else None
         self._members[endpoint] = _Member(weight, health, published)
 
+    def republish(self, endpoint: Endpoint) -> None:
+        """Let the next :meth:`evaluate` publish the server's verdict again, changed or not."""
+        member = self._members.get(endpoint)
+        if member is not None:
+            member.published = None
+
     def remove_server(self, endpoint: Endpoint) -> None:
         """Forget a server (the director removes it from the engine itself)."""
         self._members.pop(endpoint, None)
