@@ -105,9 +105,10 @@ def test_large_restore_reload_and_sigterm_keep_the_pair_steady() -> None:
 
         # steady state: 1,000 servers checked every 2 s, the probes in the checker process;
         # the loop lag of these seconds alone, from the cumulative histogram (goal at 10,000
-        # servers: p99 < 20 ms, max < 100 ms; loose here for a loaded CI machine, but a probe
-        # or a history sample back on the loop (~100 ms stalls at this size) fails it; seen
-        # at 1,000 servers: p99 <= 5 ms, max <= 10 ms)
+        # servers: p99 < 20 ms, max < 100 ms, measured in bench/control.py; loose here for a
+        # loaded CI machine, but a probe or a history sample back on the loop (~100 ms stalls
+        # every 2 s at this size, so more than 1 % of the 50 ms samples) fails it; seen at
+        # 1,000 servers: p99 <= 5 ms, max <= 10 ms)
         pair.wait(lambda: sum(rs.get("health") == "up" for s in client.get(
             "/api/v1/services")["services"] for rs in s["real_servers"])
             >= SERVICES * PER_SERVICE, 30, "every server of the site to be up")
@@ -117,7 +118,7 @@ def test_large_restore_reload_and_sigterm_keep_the_pair_steady() -> None:
         print(f"steady loop lag over {samples} samples: p99 <= {p99 * 1e3:g} ms, "
               f"max <= {top * 1e3:g} ms")
         assert samples >= STEADY / 0.05 / 2  # the monitor's 50 ms timer kept running
-        assert p99 <= 0.02 and top <= 0.25, (p99, top, samples)
+        assert p99 <= 0.05 and top <= 0.25, (p99, top, samples)
 
         # 3. neither node changed its role through all that
         time.sleep(1.0)
