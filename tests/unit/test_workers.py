@@ -138,3 +138,40 @@ def test_worker_stats_zero() -> None:
         assert sum(int(q.stats(i).forwarded) for i in range(2)) == 0
         assert q.exchange(0, syn(60100)) is not None
         assert _forwarded(q, 1) == 1 and int(q.stats(0).max_batch) == 1
+
+
+def test_spin_reads_the_next_packet_without_sleeping() -> None:
+    # A wide window: the second packet arrives while worker 0 still spins, so it is read by a
+    # busy poll (spin_hits), and the counters are published while the spin goes on.
+    eng = rr_engine(2)
+    q = Queues(eng, 1)
+    try:
+        lib.lvs_workers_set_spin(q.w, 2_000_000_000)
+        q.start()
+        assert q.exchange(0, syn(61000)) is not None
+        assert q.exchange(0, syn(61001)) is not None
+        deadline = time.monotonic() + 2
+        while int(q.stats(0).forwarded) < 2 and time.monotonic() < deadline:
+            time.sleep(0.001)
+        assert int(q.stats(0).forwarded) == 2 and int(q.stats(0).spin_hits) >= 1
+        t0 = time.monotonic()
+        q.stop()  # ends the spin at once, not after its 2 s window
+        assert time.monotonic() - t0 < 1.0 and q.running() == 0
+        assert int(q.stats(0).spin_polls) > 0  # the empty polls, published at the stop
+    finally:
+        q.close()
+
+
+def test_no_spin_sleeps_after_every_batch() -> None:
+    eng = rr_engine(2)
+    q = Queues(eng, 1)
+    try:
+        lib.lvs_workers_set_spin(q.w, 0)
+        q.start()
+        for i in range(3):
+            assert q.exchange(0, syn(62000 + i)) is not None
+        q.stop()
+        st = q.stats(0)
+        assert int(st.forwarded) == 3 and int(st.spin_hits) == 0 and int(st.spin_polls) == 0
+    finally:
+        q.close()
