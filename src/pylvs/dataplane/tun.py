@@ -162,7 +162,8 @@ class TunDataplane:
             raise ValueError(f"workers: expected 0..{MAX_QUEUES}, got {workers}")
         self.workers = workers
         # The workers' busy-poll window after the last packet (None: the C default,
-        # LVS_WORKERS_SPIN_NS; 0: sleep at once); docs/performance.md#worker-spin.
+        # LVS_WORKERS_SPIN_NS; 0: sleep at once): docs/performance.md, "The TUN path's kernel
+        # cost".
         self.spin_us = spin_us
         self.fds: list[int] = []  # one per queue (workers mode)
         self._workers: lvs_workers | None = None
