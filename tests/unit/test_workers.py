@@ -175,3 +175,14 @@ def test_no_spin_sleeps_after_every_batch() -> None:
         assert int(st.forwarded) == 3 and int(st.spin_hits) == 0 and int(st.spin_polls) == 0
     finally:
         q.close()
+
+
+def test_director_hands_worker_spin_us_to_the_dataplane() -> None:
+    from pylvs.director import Director
+    from pylvs.model import Config, DirectorConfig
+
+    for spin in (0, 30, 250):
+        d = Director(Config(director=DirectorConfig(public_interface="eth0",
+                                                    private_interface="eth1", workers=2,
+                                                    worker_spin_us=spin)))
+        assert d.dataplane.spin_us == spin
