@@ -186,3 +186,33 @@ def test_director_hands_worker_spin_us_to_the_dataplane() -> None:
                                                     private_interface="eth1", workers=2,
                                                     worker_spin_us=spin)))
         assert d.dataplane.spin_us == spin
+
+
+def test_zero_during_a_spin_restarts_max_batch() -> None:
+    eng = rr_engine(2)
+    q = Queues(eng, 1)
+    try:
+        lib.lvs_workers_set_spin(q.w, 2_000_000_000)
+        q.start()
+        # Hold the engine so the five SYNs queue up and are read as one batch (or two).
+        lib.lvs_engine_lock(eng._c_handle())
+        for i in range(5):
+            q.peers[0].send(syn(63000 + i))
+        time.sleep(0.1)
+        lib.lvs_engine_unlock(eng._c_handle())
+        q.peers[0].settimeout(2)
+        for _ in range(5):
+            q.peers[0].recv(65536)
+        assert _published(q, 5) and int(q.stats(0).max_batch) > 1
+        lib.lvs_workers_zero_stats(q.w)  # the worker is still spinning (2 s window)
+        assert q.exchange(0, syn(63100)) is not None
+        assert _published(q, 1) and int(q.stats(0).max_batch) == 1
+    finally:
+        q.close()
+
+
+def _published(q: Queues, forwarded: int) -> bool:
+    deadline = time.monotonic() + 2
+    while int(q.stats(0).forwarded) != forwarded and time.monotonic() < deadline:
+        time.sleep(0.001)
+    return int(q.stats(0).forwarded) == forwarded

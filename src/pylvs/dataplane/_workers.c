@@ -98,6 +98,14 @@ static void fail(worker *k, int err)
     (void)r; /* an eventfd write fails only on counter overflow */
 }
 
+/* A zero of the counters asked the worker to restart max_batch (lvs_workers_zero_stats). */
+static void take_reset(worker *k)
+{
+    if (atomic_load_explicit(&k->reset_max, memory_order_relaxed) &&
+        atomic_exchange(&k->reset_max, 0))
+        lvs_tunio_reset_max_batch(k->io);
+}
+
 /* Read the queue without sleeping until spin_ns pass with no packet, a stop, or an error;
  * returns the last pump's result (< 0: a read error). */
 static int spin(worker *k)
@@ -107,6 +115,7 @@ static int spin(worker *k)
     double end = now + (double)w->spin_ns * 1e-9;
     int n = 0;
     while (now < end && !atomic_load_explicit(&w->stopping, memory_order_relaxed)) {
+        take_reset(k);
         n = lvs_tunio_poll(k->io, w->engine, now, MAX_ROUNDS);
         if (n < 0)
             return n;
@@ -143,12 +152,13 @@ static void *worker_main(void *arg)
         }
         if (!(pf[0].revents & POLLIN))
             continue;
-        if (atomic_exchange(&k->reset_max, 0))
-            lvs_tunio_reset_max_batch(k->io);
+        take_reset(k);
         int n = lvs_tunio_pump(k->io, w->engine, monotonic_now(), MAX_ROUNDS);
-        if (n > 0 && w->spin_ns)
-            n = spin(k);
         publish(k);
+        if (n > 0 && w->spin_ns) {
+            n = spin(k);
+            publish(k);
+        }
         if (n < 0) {
             fail(k, n);
             break;
