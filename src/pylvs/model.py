@@ -240,7 +240,7 @@ class DirectorConfig:
     workers: int | None = None
     # A worker's busy-poll window after its last packet, microseconds (0: sleep at once);
     # docs/performance.md, "The TUN path's kernel cost".
-    worker_spin_us: int = 30
+    worker_spin_us: int = 0
     loop: Literal["uvloop", "asyncio"] = "uvloop"
     max_connections: int = 1 << 20
     log_format: Literal["text", "json"] = "text"

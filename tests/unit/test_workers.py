@@ -181,7 +181,7 @@ def test_director_hands_worker_spin_us_to_the_dataplane() -> None:
     from pylvs.director import Director
     from pylvs.model import Config, DirectorConfig
 
-    for spin in (0, 30, 250):
+    for spin in (0, 30, 250):  # 0 is the default
         d = Director(Config(director=DirectorConfig(public_interface="eth0",
                                                     private_interface="eth1", workers=2,
                                                     worker_spin_us=spin)))

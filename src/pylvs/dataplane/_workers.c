@@ -17,8 +17,9 @@
  * reads, no poll) until spin_ns pass without a packet, then sleeps in poll() again.  On a busy
  * path the next packet comes within microseconds, and every sleep costs a context switch and a
  * wakeup in the kernel's transmit path (an IPI when the waker runs on another CPU, a VM exit
- * in a guest); the bound keeps an idle director idle.  Measured: docs/performance.md, "The TUN
- * path's kernel cost" (c1 latency halved, no change at saturation).
+ * in a guest); the bound keeps an idle director idle.  Off by default ([director]
+ * worker_spin_us): it lowered latency at moderate rates but not throughput on shared cores
+ * (docs/performance.md, "The TUN path's kernel cost").
  *
  * Signals are blocked in the workers (SIGTERM and friends go to the Python thread).  A worker
  * whose read fails (the device went away) records -errno, signals the notify eventfd (which
