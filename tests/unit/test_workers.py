@@ -8,6 +8,7 @@ import os
 import select
 import threading
 import time
+from pathlib import Path
 
 from pylvs._core import ffi, lib
 from pylvs.engine import Engine
@@ -216,3 +217,23 @@ def _published(q: Queues, forwarded: int) -> bool:
     while int(q.stats(0).forwarded) != forwarded and time.monotonic() < deadline:
         time.sleep(0.001)
     return int(q.stats(0).forwarded) == forwarded
+
+
+def test_workers_run_above_the_control_plane_and_leave_a_shared_session_alone() -> None:
+    # Root (CAP_SYS_NICE): each worker renices itself to LVS_WORKERS_NICE; this process does
+    # not lead its session (pytest's shell does), so its autogroup keeps its nice.
+    autogroup = Path("/proc/self/autogroup")
+    group = autogroup.read_text(encoding="ascii") if autogroup.exists() else ""
+    with workers(rr_engine(1), 2) as q:
+        assert q.exchange(0, syn(23000)) is not None
+        nices = {}
+        for tid in os.listdir("/proc/self/task"):
+            with open(f"/proc/self/task/{tid}/comm", encoding="ascii") as fh:
+                comm = fh.read().strip()
+            if comm.startswith("pylvs-w"):
+                nices[comm] = os.getpriority(os.PRIO_PROCESS, int(tid))
+    assert set(nices) == {"pylvs-w0", "pylvs-w1"}
+    if os.geteuid() == 0:
+        assert set(nices.values()) == {-15}
+    if group and os.getsid(0) != os.getpid():
+        assert autogroup.read_text(encoding="ascii") == group

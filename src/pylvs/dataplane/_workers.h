@@ -12,6 +12,8 @@
 /* The default busy-poll window after a worker's last packet (_workers.c, "Spinning"): off; it
  * lowers latency at moderate rates but did not raise throughput on shared cores. */
 #define LVS_WORKERS_SPIN_NS 0
+#define LVS_WORKERS_NICE (-15) /* the workers' niceness when allowed (_workers.c: why) */
+#define LVS_WORKERS_GROUP_NICE (-10) /* the director's autogroup, when it leads its session */
 
 typedef struct lvs_workers lvs_workers;
 
