@@ -47,7 +47,7 @@ from bench.results_md import render_section, write_raw, write_section
 from pylvs.testbed.serve import PylvsProcess, start_pylvs, vip_answers, wait_until
 from pylvs.testbed.topology import ServiceSpec, Topology, TopologyError
 
-__all__ = ["Measurement", "family_ratios", "main"]
+__all__ = ["Measurement", "family_ratios", "kernel_ratios", "main"]
 
 CONTENDERS = ("direct", "nft", "haproxy", "pylvs", "pylvs-plain", "pylvs-synproxy", "nft6",
               "haproxy6", "pylvs6", "haproxy2", "pylvs-w1", "pylvs-w2")
@@ -259,6 +259,18 @@ _RATIO_KEYS = (("close.c64.rps", "conn/s c64"), ("keepalive.rps", "req/s keep-al
                ("close.c64.lb_us_per_pkt", "LB us/pkt"))
 
 
+def _ratio_cells(ms: Sequence[Measurement], ref: Sequence[Measurement]) -> list[str]:
+    """Per-round ratios ``ms`` / ``ref`` (round i against round i), median (min..max)."""
+    cells = []
+    for key, label in _RATIO_KEYS:
+        ratios = [b.metrics[key] / a.metrics[key] for a, b in zip(ref, ms, strict=False)
+                  if a.metrics.get(key) and b.metrics.get(key)]
+        if ratios:
+            cells.append(f"{label} {statistics.median(ratios):.2f} "
+                         f"({min(ratios):.2f}..{max(ratios):.2f})")
+    return cells
+
+
 def family_ratios(results: dict[str, list[Measurement]]) -> list[str]:
     """Markdown lines: for each contender measured with its IPv6 twin, the median (min..max)
     of the per-round IPv6/IPv4 ratios."""
@@ -267,16 +279,26 @@ def family_ratios(results: dict[str, list[Measurement]]) -> list[str]:
         twin = results.get(f"{name}6")
         if not twin or not ms:
             continue
-        cells = []
-        for key, label in _RATIO_KEYS:
-            ratios = [b.metrics[key] / a.metrics[key] for a, b in zip(ms, twin, strict=False)
-                      if a.metrics.get(key) and b.metrics.get(key)]
-            if ratios:
-                cells.append(f"{label} {statistics.median(ratios):.2f} "
-                             f"({min(ratios):.2f}..{max(ratios):.2f})")
+        cells = _ratio_cells(twin, ms)
         if cells:
             lines.append(f"* {name}6 / {name}, per-round ratio median (min..max) over "
                          f"{min(len(ms), len(twin))} rounds: " + ", ".join(cells) + ".")
+    return lines
+
+
+def kernel_ratios(results: dict[str, list[Measurement]], ref: str = "nft") -> list[str]:
+    """Markdown lines: each contender against ``ref`` (nft DNAT) measured in the same round,
+    median (min..max) of the per-round ratios: steadier than a ratio of medians when the
+    machine's load drifts between rounds (issue 14's goals are such ratios)."""
+    base = results.get(ref)
+    if not base:
+        return []
+    lines = []
+    for name, ms in results.items():
+        cells = _ratio_cells(ms, base) if name != ref and ms else []
+        if cells:
+            lines.append(f"* {name} / {ref}, per-round ratio median (min..max) over "
+                         f"{min(len(ms), len(base))} rounds: " + ", ".join(cells) + ".")
     return lines
 
 
@@ -331,7 +353,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if any(n.endswith("6") for n in names):
         variant = ", ".join(v for v in ("IPv6", variant) if v)
     text = render_section(command, results, failures, time.time() - started, variant,
-                          extra=family_ratios(results))
+                          extra=family_ratios(results) + kernel_ratios(results))
     print(text)
     if args.record:
         write_section(text, variant)

@@ -385,6 +385,8 @@ def _checks(cfg: Config) -> Iterator[tuple[str, str]]:
         yield "director.batch_size", f"expected 1..1024, got {d.batch_size}"
     if d.workers is not None and not 0 <= d.workers <= 256:
         yield "director.workers", f"expected 0..256 (the TUN queue limit), got {d.workers}"
+    if not 0 <= d.worker_spin_us <= 1000:
+        yield "director.worker_spin_us", f"expected 0..1000 microseconds, got {d.worker_spin_us}"
     if not 1 <= d.max_connections <= 1 << 26:
         yield "director.max_connections", f"expected 1..{1 << 26}, got {d.max_connections}"
     for key in ("tcp", "tcpfin", "udp"):

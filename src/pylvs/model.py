@@ -272,6 +272,9 @@ class DirectorConfig:
     batch_size: int = 64
     # Packet worker threads, one TUN queue each; None: one per CPU; 0: pump on the event loop.
     workers: int | None = None
+    # A worker's busy-poll window after its last packet, microseconds (0: sleep at once);
+    # docs/performance.md, "The TUN path's kernel cost".
+    worker_spin_us: int = 0
     loop: Literal["uvloop", "asyncio"] = "uvloop"
     max_connections: int = 1 << 20
     log_format: Literal["text", "json"] = "text"

@@ -295,6 +295,15 @@ class NetConf:
         loose = Path("/proc/sys/net/ipv4/conf/all/rp_filter").read_text().strip() != "0"
         self._sysctl(f"net/ipv4/conf/{name}/rp_filter", "2" if loose else "0")
         self._sysctl(f"net/ipv4/conf/{name}/send_redirects", "0")
+        if not loose:
+            # rp_filter 0 alone still costs a FIB lookup per packet written back: the policy
+            # rules pylvs adds make fib_validate_source check the source against the whole
+            # rule list.  With accept_local the kernel skips that check (docs/performance.md,
+            # "The TUN path's kernel cost").  What it lets through that was refused: a packet
+            # whose source is one of this host's addresses, i.e. a local process connecting
+            # to a VIP; its SYN now reaches the real server (whose reply is delivered locally
+            # and reset) instead of dying at the TUN: such a client works in neither case.
+            self._sysctl(f"net/ipv4/conf/{name}/accept_local", "1")
 
     def apply(self, plan: NetPlan) -> None:
         """Converge VIPs, reply steering, fwmark routes and the nat_router addresses to ``plan``."""

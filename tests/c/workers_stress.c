@@ -176,6 +176,7 @@ int main(int argc, char **argv)
         peers[i] = sv[1];
     }
     lvs_workers *w = lvs_workers_new(e, fds, (uint32_t)nw, 0, 64, 2048);
+    lvs_workers_set_spin(w, 20000); /* the spin's reads run against the control calls too */
     CHECK(w);
     CHECK(lvs_workers_start(w) == 0);
     CHECK(lvs_workers_running(w) == (uint32_t)nw);

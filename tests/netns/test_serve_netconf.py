@@ -118,6 +118,7 @@ out["same"] = snap() == first
 out["applied"] = first
 out["forward"] = Path("/proc/sys/net/ipv4/ip_forward").read_text().strip()
 out["rp"] = Path("/proc/sys/net/ipv4/conf/srvtun0/rp_filter").read_text().strip()
+out["local"] = Path("/proc/sys/net/ipv4/conf/srvtun0/accept_local").read_text().strip()
 out["delay"] = Path("/proc/sys/net/ipv4/neigh/pub0/proxy_delay").read_text().strip()
 out["v6off"] = Path("/proc/sys/net/ipv6/conf/srvtun0/disable_ipv6").read_text().strip()
 out["state_files"] = os.listdir(sys.argv[1])
@@ -136,6 +137,7 @@ out["after_files"] = os.listdir(sys.argv[1])
     assert "198.18.0.100 dev pub0 proxy" in applied["proxy"]
     assert "inet 198.19.0.1/24" in applied["addrs"]
     assert (out["forward"], out["rp"], out["delay"]) == ("1", "2", "0")  # all.rp_filter is 1
+    assert out["local"] == "0"  # loose rp_filter checks the source anyway: keep martians out
     assert out["v6off"] == "1"
     # the state file and the lock of the guardian that watches this run; nothing after remove
     assert sorted(f.rsplit(".", 1)[1] for f in out["state_files"]) == ["guard", "json"]
@@ -150,6 +152,8 @@ def test_diff_apply_and_ha_steps(ns: str, tmp_path: Path) -> None:
 import subprocess
 ip = lambda *a: subprocess.run(["ip", *a], capture_output=True, text=True).stdout
 nc.setup(); nc.apply(plan)
+conf = Path("/proc/sys/net/ipv4/conf/srvtun0")
+out["rp"] = [(conf / k).read_text().strip() for k in ("rp_filter", "accept_local")]
 nc.apply(NetPlan(vips=frozenset({A("198.18.0.100")}),
                  steering=frozenset({Steer("tcp", A("198.19.0.13"), 8080)})))
 out["rules"] = ip("rule"); out["routes"] = ip("route"); out["proxy"] = ip("neigh", "show", "proxy")
@@ -159,6 +163,8 @@ nc.add_vips([A("198.18.0.102")]); nc.add_nat_router(I("198.19.0.1/24"))
 out["taken"] = ip("route") + ip("neigh", "show", "proxy") + ip("-4", "addr", "show", "priv0")
 nc.remove()
 """)
+    # all.rp_filter is 0 here: no reverse-path lookup per packet written into the TUN
+    assert out["rp"] == ["0", "1"]
     assert "198.19.0.11" not in out["rules"] and "198.19.0.12" not in out["rules"]
     assert "from 198.19.0.13 iif priv0 ipproto tcp sport 8080 lookup 201" in out["rules"]
     assert "198.18.0.101" not in out["routes"] + out["proxy"]

@@ -1,10 +1,11 @@
-"""bench/network.py's IPv4/IPv6 pairing: twins run back to back, ratios taken per round."""
+"""bench/network.py's ratios: IPv6 twins run back to back, ratios taken per round, and every
+contender against nft of the same round."""
 
 from __future__ import annotations
 
 import random
 
-from bench.network import Measurement, _round_order, family_ratios
+from bench.network import Measurement, _round_order, family_ratios, kernel_ratios
 
 
 def test_each_ipv6_twin_runs_next_to_its_ipv4_contender() -> None:
@@ -27,3 +28,20 @@ def test_ratios_are_per_round_medians() -> None:
     [line] = family_ratios(results)
     assert line.startswith("* pylvs6 / pylvs, per-round ratio median (min..max) over 3 rounds:")
     assert "conn/s c64 0.90 (0.90..0.90)" in line and "req/s keep-alive 1.00" in line
+
+
+def test_ratios_to_nft_pair_each_round() -> None:
+    def m(name: str, rps: float, us: float | None = None) -> Measurement:
+        metrics = {"close.c64.rps": rps}
+        if us is not None:
+            metrics["close.c64.lb_us_per_pkt"] = us
+        return Measurement(name, metrics)
+
+    results = {"nft": [m("nft", 10000), m("nft", 5000), m("nft", 8000)],
+               "pylvs-w2": [m("pylvs-w2", 8000, 12), m("pylvs-w2", 4500, 12),
+                            m("pylvs-w2", 6000, 12)],
+               "haproxy2": []}
+    [line] = kernel_ratios(results)  # nothing for nft itself, nor for a contender that failed
+    assert line == ("* pylvs-w2 / nft, per-round ratio median (min..max) over 3 rounds: "
+                    "conn/s c64 0.80 (0.75..0.90).")  # no LB us/pkt: nft has no process
+    assert kernel_ratios({"pylvs": [m("pylvs", 1)]}) == []

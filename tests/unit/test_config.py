@@ -144,6 +144,8 @@ def test_load_missing_file() -> None:
         ('address = "198.19.0.12:80"', 'address = "198.19.0.11:80"',
          r"real_server\[1\]\.address: duplicate real server 198\.19\.0\.11:80"),
         ('dataplane = "tun"', 'dataplane = "tun"\nbatch_size = 0', r"director\.batch_size"),
+        ('dataplane = "tun"', 'dataplane = "tun"\nworker_spin_us = 1001',
+         r"director\.worker_spin_us: expected 0\.\.1000 microseconds"),
         ('private_interface = "br0"', 'private_interface = "eth0"', r"other than public"),
         ('private_interface = "br0"', 'private_interface = "a-name-much-too-long"',
          r"1\.\.15 characters"),

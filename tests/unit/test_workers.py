@@ -141,6 +141,84 @@ def test_worker_stats_zero() -> None:
         assert _forwarded(q, 1) == 1 and int(q.stats(0).max_batch) == 1
 
 
+def test_spin_reads_the_next_packet_without_sleeping() -> None:
+    # A wide window: the second packet arrives while worker 0 still spins, so it is read by a
+    # busy poll (spin_hits), and the counters are published while the spin goes on.
+    eng = rr_engine(2)
+    q = Queues(eng, 1)
+    try:
+        lib.lvs_workers_set_spin(q.w, 2_000_000_000)
+        q.start()
+        assert q.exchange(0, syn(61000)) is not None
+        assert q.exchange(0, syn(61001)) is not None
+        deadline = time.monotonic() + 2
+        while int(q.stats(0).forwarded) < 2 and time.monotonic() < deadline:
+            time.sleep(0.001)
+        assert int(q.stats(0).forwarded) == 2 and int(q.stats(0).spin_hits) >= 1
+        t0 = time.monotonic()
+        q.stop()  # ends the spin at once, not after its 2 s window
+        assert time.monotonic() - t0 < 1.0 and q.running() == 0
+        assert int(q.stats(0).spin_polls) > 0  # the empty polls, published at the stop
+    finally:
+        q.close()
+
+
+def test_no_spin_sleeps_after_every_batch() -> None:
+    eng = rr_engine(2)
+    q = Queues(eng, 1)
+    try:
+        lib.lvs_workers_set_spin(q.w, 0)
+        q.start()
+        for i in range(3):
+            assert q.exchange(0, syn(62000 + i)) is not None
+        q.stop()
+        st = q.stats(0)
+        assert int(st.forwarded) == 3 and int(st.spin_hits) == 0 and int(st.spin_polls) == 0
+    finally:
+        q.close()
+
+
+def test_director_hands_worker_spin_us_to_the_dataplane() -> None:
+    from pylvs.director import Director
+    from pylvs.model import Config, DirectorConfig
+
+    for spin in (0, 30, 250):  # 0 is the default
+        d = Director(Config(director=DirectorConfig(public_interface="eth0",
+                                                    private_interface="eth1", workers=2,
+                                                    worker_spin_us=spin)))
+        assert d.dataplane.spin_us == spin
+
+
+def test_zero_during_a_spin_restarts_max_batch() -> None:
+    eng = rr_engine(2)
+    q = Queues(eng, 1)
+    try:
+        lib.lvs_workers_set_spin(q.w, 2_000_000_000)
+        q.start()
+        # Hold the engine so the five SYNs queue up and are read as one batch (or two).
+        lib.lvs_engine_lock(eng._c_handle())
+        for i in range(5):
+            q.peers[0].send(syn(63000 + i))
+        time.sleep(0.1)
+        lib.lvs_engine_unlock(eng._c_handle())
+        q.peers[0].settimeout(2)
+        for _ in range(5):
+            q.peers[0].recv(65536)
+        assert _published(q, 5) and int(q.stats(0).max_batch) > 1
+        lib.lvs_workers_zero_stats(q.w)  # the worker is still spinning (2 s window)
+        assert q.exchange(0, syn(63100)) is not None
+        assert _published(q, 1) and int(q.stats(0).max_batch) == 1
+    finally:
+        q.close()
+
+
+def _published(q: Queues, forwarded: int) -> bool:
+    deadline = time.monotonic() + 2
+    while int(q.stats(0).forwarded) != forwarded and time.monotonic() < deadline:
+        time.sleep(0.001)
+    return int(q.stats(0).forwarded) == forwarded
+
+
 def test_workers_run_above_the_control_plane_and_leave_a_shared_session_alone() -> None:
     # Root (CAP_SYS_NICE): each worker renices itself to LVS_WORKERS_NICE; this process does
     # not lead its session (pytest's shell does), so its autogroup keeps its nice.

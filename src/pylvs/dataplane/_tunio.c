@@ -199,7 +199,8 @@ static void write_one(lvs_tunio *io, uint32_t i, int fresh)
     }
 }
 
-int lvs_tunio_pump(lvs_tunio *io, lvs_engine *eng, double now, uint32_t max_rounds)
+/* polled: called without a readiness (a worker's spin), so an empty queue is no empty wakeup. */
+static int pump(lvs_tunio *io, lvs_engine *eng, double now, uint32_t max_rounds, int polled)
 {
     int total = 0;
     if (max_rounds == 0)
@@ -209,7 +210,7 @@ int lvs_tunio_pump(lvs_tunio *io, lvs_engine *eng, double now, uint32_t max_roun
         if (n < 0)
             return total ? total : n;
         if (n == 0) {
-            if (round == 0)
+            if (round == 0 && !polled)
                 io->st.empty_wakeups++;
             break;
         }
@@ -253,4 +254,19 @@ int lvs_tunio_pump(lvs_tunio *io, lvs_engine *eng, double now, uint32_t max_roun
             break; /* the queue is empty: back to the event loop */
     }
     return total;
+}
+
+int lvs_tunio_pump(lvs_tunio *io, lvs_engine *eng, double now, uint32_t max_rounds)
+{
+    return pump(io, eng, now, max_rounds, 0);
+}
+
+int lvs_tunio_poll(lvs_tunio *io, lvs_engine *eng, double now, uint32_t max_rounds)
+{
+    int n = pump(io, eng, now, max_rounds, 1);
+    if (n > 0)
+        io->st.spin_hits++;
+    else if (n == 0)
+        io->st.spin_polls++;
+    return n;
 }

@@ -17,6 +17,7 @@ typedef struct lvs_tunio_stats {
     uint64_t csum_partial, gso_packets;  /* offload metadata seen on reads */
     uint64_t batches, empty_wakeups;
     uint32_t max_batch;
+    uint64_t spin_hits, spin_polls;  /* busy polls (lvs_tunio_poll) that found packets / none */
     uint64_t batch_hist[LVS_TUNIO_BUCKETS];
 } lvs_tunio_stats;
 
@@ -30,6 +31,9 @@ void lvs_tunio_set_mark(lvs_tunio *io, uint32_t mark);
 /* Read up to max_rounds full batches (stopping at EAGAIN), run the engine (NULL drops
  * everything) and write back.  Returns packets read, or -errno on a read error. */
 int lvs_tunio_pump(lvs_tunio *io, lvs_engine *engine, double now, uint32_t max_rounds);
+/* The same, for a caller that polls the queue without a readiness (a worker's bounded spin,
+ * _workers.c): a read that finds the queue empty counts as spin_polls, not as an empty wakeup. */
+int lvs_tunio_poll(lvs_tunio *io, lvs_engine *engine, double now, uint32_t max_rounds);
 void lvs_tunio_get_stats(const lvs_tunio *io, lvs_tunio_stats *out);
 void lvs_tunio_zero_stats(lvs_tunio *io);
 /* For a worker after a zero of its published counters (_workers.c). */

@@ -13,6 +13,14 @@
  * flow hash and the two directions may arrive on different workers: the shared table makes
  * that correct too.
  *
+ * Spinning.  After a wakeup that found packets a worker keeps reading its queue (non-blocking
+ * reads, no poll) until spin_ns pass without a packet, then sleeps in poll() again.  On a busy
+ * path the next packet comes within microseconds, and every sleep costs a context switch and a
+ * wakeup in the kernel's transmit path (an IPI when the waker runs on another CPU, a VM exit
+ * in a guest); the bound keeps an idle director idle.  Off by default ([director]
+ * worker_spin_us): it lowered latency at moderate rates but not throughput on shared cores
+ * (docs/performance.md, "The TUN path's kernel cost").
+ *
  * Priority: a worker renices itself to LVS_WORKERS_NICE, better than the event loop's nice -10
  * (ha/node.py: HEARTBEAT_NICE) and the health checker's 0, so a reload, an API request or 10,000
  * health checks do not keep a woken worker off the CPU (measured: workers at nice 0 behind the
@@ -69,6 +77,8 @@ struct lvs_workers {
     uint32_t n;
     int stop_fd;                 /* eventfd: readable = stop (never read, so it stays readable) */
     int notify_fd;               /* eventfd: a worker failed */
+    atomic_int stopping;         /* set before the stop eventfd: ends a spin at once */
+    uint32_t spin_ns;            /* busy-poll window after the last packet (0: always sleep) */
     atomic_int failure;          /* first failure, -errno */
     atomic_uint failed_index;
     atomic_uint running;
@@ -85,7 +95,7 @@ static double monotonic_now(void)
 
 #define STAT_U64(X) X(reads) X(read_bytes) X(writes) X(write_bytes) X(forwarded) X(passed) \
     X(replies) X(dropped) X(write_eagain) X(write_errors) X(read_errors) X(short_reads) \
-    X(csum_partial) X(gso_packets) X(batches) X(empty_wakeups)
+    X(csum_partial) X(gso_packets) X(batches) X(empty_wakeups) X(spin_hits) X(spin_polls)
 
 static void publish(worker *k)
 {
@@ -103,6 +113,36 @@ static void fail(worker *k, int err)
     uint64_t one = 1;
     ssize_t r = write(w->notify_fd, &one, sizeof(one));
     (void)r; /* an eventfd write fails only on counter overflow */
+}
+
+/* A zero of the counters asked the worker to restart max_batch (lvs_workers_zero_stats). */
+static void take_reset(worker *k)
+{
+    if (atomic_load_explicit(&k->reset_max, memory_order_relaxed) &&
+        atomic_exchange(&k->reset_max, 0))
+        lvs_tunio_reset_max_batch(k->io);
+}
+
+/* Read the queue without sleeping until spin_ns pass with no packet, a stop, or an error;
+ * returns the last pump's result (< 0: a read error). */
+static int spin(worker *k)
+{
+    lvs_workers *w = k->owner;
+    double now = monotonic_now();
+    double end = now + (double)w->spin_ns * 1e-9;
+    int n = 0;
+    while (now < end && !atomic_load_explicit(&w->stopping, memory_order_relaxed)) {
+        take_reset(k);
+        n = lvs_tunio_poll(k->io, w->engine, now, MAX_ROUNDS);
+        if (n < 0)
+            return n;
+        now = monotonic_now();
+        if (n > 0) {
+            end = now + (double)w->spin_ns * 1e-9;
+            publish(k); /* under steady traffic the spin may not end for a long time */
+        }
+    }
+    return n;
 }
 
 static void *worker_main(void *arg)
@@ -133,10 +173,13 @@ static void *worker_main(void *arg)
         }
         if (!(pf[0].revents & POLLIN))
             continue;
-        if (atomic_exchange(&k->reset_max, 0))
-            lvs_tunio_reset_max_batch(k->io);
+        take_reset(k);
         int n = lvs_tunio_pump(k->io, w->engine, monotonic_now(), MAX_ROUNDS);
         publish(k);
+        if (n > 0 && w->spin_ns) {
+            n = spin(k);
+            publish(k);
+        }
         if (n < 0) {
             fail(k, n);
             break;
@@ -173,6 +216,7 @@ lvs_workers *lvs_workers_new(lvs_engine *engine, const int *fds, uint32_t n, int
         return NULL;
     w->engine = engine;
     w->n = n;
+    w->spin_ns = LVS_WORKERS_SPIN_NS;
     w->stop_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
     w->notify_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
     w->w = calloc(n, sizeof(worker));
@@ -226,6 +270,7 @@ void lvs_workers_stop(lvs_workers *w)
     if (!w || w->stop_fd < 0)
         return;
     uint64_t one = 1;
+    atomic_store(&w->stopping, 1);
     ssize_t r = write(w->stop_fd, &one, sizeof(one));
     (void)r;
     for (uint32_t i = 0; i < w->n; i++) {
@@ -239,6 +284,7 @@ void lvs_workers_stop(lvs_workers *w)
     /* Drain the stop signal so the workers can be started again. */
     uint64_t v;
     r = read(w->stop_fd, &v, sizeof(v));
+    atomic_store(&w->stopping, 0);
 }
 
 void lvs_workers_free(lvs_workers *w)
@@ -259,6 +305,11 @@ void lvs_workers_free(lvs_workers *w)
     if (w->notify_fd >= 0)
         close(w->notify_fd);
     free(w);
+}
+
+void lvs_workers_set_spin(lvs_workers *w, uint32_t spin_ns)
+{
+    w->spin_ns = spin_ns;
 }
 
 void lvs_workers_set_mark(lvs_workers *w, uint32_t mark)

@@ -66,7 +66,7 @@ MAX_ROUNDS = 4  # full batches per wakeup before yielding to the event loop
 _STAT_FIELDS = (
     "reads", "read_bytes", "writes", "write_bytes", "forwarded", "passed", "replies", "dropped",
     "write_eagain", "write_errors", "read_errors", "short_reads", "csum_partial", "gso_packets",
-    "batches", "empty_wakeups", "max_batch",
+    "batches", "empty_wakeups", "max_batch", "spin_hits", "spin_polls",
 )
 
 
@@ -129,6 +129,8 @@ class TunStats:
     worker_reads: tuple[int, ...] = ()  # packets read by each worker thread (its TUN queue)
     worker_forwarded: tuple[int, ...] = ()  # packets each worker forwarded (either direction)
     steering: bool = False  # the steering program picks the queues (dataplane/steer.py)
+    spin_hits: int = 0  # workers' busy polls that found packets: wakeups saved (_workers.c)
+    spin_polls: int = 0  # busy polls that found the queue empty
 
     def as_dict(self) -> dict[str, Any]:
         """A JSON-able dict (for ``status()``)."""
@@ -150,7 +152,8 @@ class TunDataplane:
     def __init__(self, name: str, *, offload: bool = True, batch_size: int = 64,
                  workers: int = 0, engine_ptr: Callable[[], lvs_engine | None] | None = None,
                  clock: Callable[[], float] = time.monotonic,
-                 on_failure: Callable[[str], None] | None = None, mark: int = 0) -> None:
+                 on_failure: Callable[[str], None] | None = None, mark: int = 0,
+                 spin_us: int | None = None) -> None:
         self.name = name
         self.mark = mark  # a fwmark service's device: every packet read carries this mark
         self.offload = offload
@@ -158,6 +161,10 @@ class TunDataplane:
         if not 0 <= workers <= MAX_QUEUES:
             raise ValueError(f"workers: expected 0..{MAX_QUEUES}, got {workers}")
         self.workers = workers
+        # The workers' busy-poll window after the last packet (None: the C default,
+        # LVS_WORKERS_SPIN_NS; 0: sleep at once): docs/performance.md, "The TUN path's kernel
+        # cost".
+        self.spin_us = spin_us
         self.fds: list[int] = []  # one per queue (workers mode)
         self._workers: lvs_workers | None = None
         self._engine_ptr = engine_ptr or (lambda: None)
@@ -255,6 +262,8 @@ class TunDataplane:
                 raise CoreError("lvs_workers_new failed (out of memory or file descriptors?)")
             if self.mark:
                 lib.lvs_workers_set_mark(w, self.mark)
+            if self.spin_us is not None:
+                lib.lvs_workers_set_spin(w, self.spin_us * 1000)
             self._workers = w
         rc = lib.lvs_workers_start(self._workers)
         if rc < 0:
