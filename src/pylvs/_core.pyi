@@ -2,10 +2,11 @@
 into the C core.
 
 It mirrors the cdef (``_core.cdef`` plus ``core/lock.cdef``, ``dataplane/_tunio.cdef``,
-``dataplane/_workers.cdef``, ``dataplane/_steer.cdef`` and ``dataplane/_xdp.cdef``): ``lib`` holds each
-function and constant, ``ffi.new`` knows the C types Python allocates, and the struct classes
-carry the C names and fields.  ``tests/unit/test_core_surface.py`` checks this file against the
-compiled module, so a function added to the cdef without a line here fails the tests.
+``dataplane/_workers.cdef``, ``dataplane/_steer.cdef`` and ``dataplane/_xdp.cdef``):
+``lib`` holds each function and constant, ``ffi.new`` knows the C types Python allocates,
+and the struct classes carry the C names and fields.  ``tests/unit/test_core_surface.py``
+checks this file against the compiled module, so a function added to the cdef without a line
+here fails the tests.
 """
 
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -213,8 +214,8 @@ class lvs_tunio_stats(CData):
 
 _IntCdecl = Literal[
     "uint8_t[]", "uint16_t[]", "uint32_t[]", "uint64_t[]", "int32_t[]",
-    "uint32_t *", "int *", "int[]", "uint32_t[3]", "uint32_t[4]", "uint64_t[4]", "int32_t[6]", "int32_t[64]",
-    "int32_t[4096]",
+    "uint32_t *", "int *", "int[]", "uint32_t[3]", "uint32_t[4]", "uint64_t[4]", "int32_t[6]",
+    "int32_t[64]", "int32_t[4096]",
 ]
 _Buf = CData | bytes | bytearray | memoryview
 

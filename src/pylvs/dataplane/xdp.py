@@ -156,7 +156,7 @@ class XdpSynproxy:
     def set_services(self, services: Iterable[tuple[IPAddress, int]]) -> None:
         """Make the map hold exactly these synproxy VIP:ports (only the difference is
         written)."""
-        ffi, lib = _core()
+        lib = _core()[1]
         want = frozenset(services)
         fd = self._fd("services")
         one = struct.pack("=I", 1)
@@ -211,8 +211,7 @@ class XdpSynproxy:
         for ifname in list(self.links):
             self.detach(ifname)
         if self._obj is not None:
-            ffi, lib = _load_libbpf()
-            lib.bpf_object__close(self._obj)
+            _load_libbpf()[1].bpf_object__close(self._obj)
             self._obj = None
 
 
