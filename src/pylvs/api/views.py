@@ -276,5 +276,6 @@ def status(director: DirectorLike) -> Json:
         "loop_lag": director.status_section("loop_lag"),
         "timeouts": timeouts(director),
         "defense": defense(director),
+        "xdp_synproxy": director.status_section("xdp_synproxy"),
         "services": services(director),
     }

@@ -132,14 +132,14 @@ class XdpSynproxy:
         return self._maps[name]
 
     def attach(self, ifname: str, mode: XdpMode | None = None) -> XdpMode:
-        """Attach to ``ifname`` in ``mode``, or native falling back to generic; returns the
-        mode in use."""
+        """Attach to ``ifname`` in ``mode``, or native falling back to generic (generic
+        only on a veth, see :func:`_modes`); returns the mode in use."""
         if ifname in self.links:
             return self.links[ifname][1]
         ifindex = socket.if_nametoindex(ifname)
         lib = _core()[1]
         errors = []
-        for m in ((mode,) if mode else ("native", "generic")):
+        for m in ((mode,) if mode else _modes(ifname)):
             fd = int(lib.lvs_xdp_link(self.prog_fd, ifindex, _XDP_FLAGS[m]))
             if fd >= 0:
                 self.links[ifname] = (fd, m)
@@ -213,6 +213,20 @@ class XdpSynproxy:
         if self._obj is not None:
             _load_libbpf()[1].bpf_object__close(self._obj)
             self._obj = None
+
+
+def _modes(ifname: str) -> tuple[XdpMode, ...]:
+    """The modes to try on ``ifname``.  A veth takes a native program, but the frames it sends
+    back (XDP_TX) reach the peer only when the peer runs an XDP program too, and the peer is
+    in another namespace (a bridge port, a container's end): the attach succeeds and every
+    SYN-ACK is lost.  Generic mode sends them through the peer's ordinary receive path."""
+    from pyroute2 import IPRoute
+
+    with IPRoute() as ipr:
+        links = ipr.link("get", ifname=ifname)
+    info = links[0].get_attr("IFLA_LINKINFO") if links else None
+    kind = info.get_attr("IFLA_INFO_KIND") if info is not None else None
+    return ("generic",) if kind == "veth" else ("native", "generic")
 
 
 def _service_key(addr: IPAddress, port: int) -> bytes:

@@ -63,13 +63,16 @@ class XdpSynproxyComponent:
         self.error: str | None = None  # why the program is not in use (auto mode)
         self._task: asyncio.Task[None] | None = None
         self._started = False
+        # _sync runs in a thread (pyroute2 and the verifier would stall the loop), one at a time
+        self._lock = asyncio.Lock()
         host.config_listeners.append(self._on_config)
         host.status_providers["xdp_synproxy"] = self.status
 
     async def start(self) -> None:
         """Attach when the config asks for it; raises only when ``xdp_synproxy = "on"``."""
         self._started = True
-        self._sync(self.host.config, fatal=True)
+        async with self._lock:
+            await asyncio.to_thread(self._sync, self.host.config, fatal=True)
         self._task = asyncio.create_task(self._refresh(), name="xdp secrets")
 
     async def stop(self, *, handover: bool = True) -> None:
@@ -78,11 +81,13 @@ class XdpSynproxyComponent:
         if self._task is not None:
             await cancel_and_wait([self._task])
             self._task = None
-        self._close()
+        async with self._lock:
+            self._close()
 
     async def _on_config(self, cfg: Config) -> None:
         if self._started:
-            self._sync(cfg, fatal=False)
+            async with self._lock:
+                await asyncio.to_thread(self._sync, cfg, fatal=False)
 
     async def _refresh(self) -> None:
         while True:
