@@ -146,6 +146,18 @@ def test_xdp_answers_the_syns_and_the_engine_completes_the_handshakes(srv: Srv) 
                           capture_output=True, text=True, timeout=30, check=False).stdout
     assert "xdp synproxy on: attached on eth0 (generic)" in text, text
 
+    def xdp_attached() -> bool:
+        link = srv.topo.run(srv.topo.director.ns, ["ip", "-d", "link", "show", "eth0"]).stdout
+        return "xdpgeneric" in link
+
+    assert xdp_attached()
+    assert srv.daemon is not None
+    srv.daemon.kill()  # kill -9: the kernel closes the BPF link, which detaches the program
+    deadline = time.monotonic() + 5
+    while xdp_attached() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not xdp_attached()
+
 
 def test_synproxied_streams_survive_a_failover() -> None:
     """The sequence delta travels in connection sync: after kill -9 of the active director the
