@@ -236,3 +236,38 @@ def test_without_a_pushed_secret_the_syn_goes_to_the_engine() -> None:
         _passes(x, frame)
     finally:
         x.close()
+
+
+def test_a_cookie_ack_reuses_a_closed_entry_as_the_syn_would_have(
+        rig: tuple[XdpSynproxy, Engine]) -> None:
+    """conn_reuse_mode: a client reusing its port after a close sends a SYN the engine never
+    sees (XDP answers it); its cookie ACK must open a new connection, not ride the old entry."""
+    x, e = rig
+    client, cport = "198.18.160.9", 42000
+
+    def handshake(isn: int) -> IP:
+        syn = IP(src=client, dst=VIP) / TCP(sport=cport, dport=80, flags="S", seq=isn,
+                                            options=[("MSS", 1460)])
+        verdict, out, _, _ = _xdp(x, _frame(syn)[0])
+        assert verdict == XDP_TX
+        ack = IP(src=client, dst=VIP) / TCP(sport=cport, dport=80, flags="A", seq=isn + 1,
+                                            ack=IP(out[14:])[TCP].seq + 1)
+        to_server = e.process(bytes(ack), time.monotonic())
+        assert to_server is not None
+        return IP(to_server)
+
+    opened = e.stats().events["synproxy_ack_ok"]
+    syn1 = handshake(1000)
+    assert syn1[TCP].flags == "S" and syn1[TCP].seq == 1000
+    synack = IP(src=syn1.dst, dst=client) / TCP(sport=8080, dport=cport, flags="SA", seq=7000,
+                                                ack=1001)
+    assert e.process(bytes(synack), time.monotonic()) is not None  # the held ACK, to the server
+    rst = IP(src=client, dst=VIP) / TCP(sport=cport, dport=80, flags="R", seq=1001)
+    assert e.process(bytes(rst), time.monotonic()) is not None
+    [old] = [c for c in e.connections() if c.client_port == cport]
+    assert old.state == "CLOSE"
+    syn2 = handshake(50_000)  # the same tuple again: a new connection, a new SYN to a server
+    assert syn2[TCP].flags == "S" and syn2[TCP].seq == 50_000
+    assert e.stats().events["synproxy_ack_ok"] == opened + 2
+    [new] = [c for c in e.connections() if c.client_port == cport]
+    assert new.state == "SYN_SENT"

@@ -326,6 +326,24 @@ static inline uint32_t ts_options(const sp_opts *o)
 
 /* ---- step 1 and the cookie check of step 2 ---- */
 
+/* The cookie an ACK returns: the MSS index, LVS_SP_EXPIRED or LVS_SP_BAD; its options. */
+static int check_ack(lvs_engine *e, const pkt *k, double now, sp_opts *o, uint32_t *tsopts)
+{
+    uint8_t *th = k->l4;
+    parse_opts(th, (uint32_t)(th[12] >> 4) * 4, o);
+    *tsopts = o->ts ? (o->tsecr & 0x3f) : TS_NONE;
+    return cookie_check(e, k->af, k->saddr, k->daddr, k->sport, k->dport, ld32(th + 4) - 1,
+                        ld32(th + 8) - 1, *tsopts, now);
+}
+
+int lvs_synproxy_cookie_ack(lvs_engine *e, const pkt *k, double now)
+{
+    sp_opts o;
+    uint32_t tsopts;
+    return (k->th_flags & (TH_SYN | TH_ACK | TH_RST | TH_FIN)) == TH_ACK &&
+           check_ack(e, k, now, &o, &tsopts) >= 0;
+}
+
 int lvs_synproxy_new(lvs_engine *e, pkt *k, uint32_t *plen, uint32_t cap, double now,
                      lvs_sp_accept *out)
 {
@@ -368,11 +386,8 @@ int lvs_synproxy_new(lvs_engine *e, pkt *k, uint32_t *plen, uint32_t cap, double
     }
     if (f != TH_ACK)
         goto no_syn;
-    parse_opts(th, thlen, &o);
-    uint32_t tsopts = o.ts ? (o.tsecr & 0x3f) : TS_NONE;
-    uint32_t cseq = ld32(th + 4) - 1;
-    int r = cookie_check(e, k->af, k->saddr, k->daddr, k->sport, k->dport, cseq,
-                         ld32(th + 8) - 1, tsopts, now);
+    uint32_t tsopts;
+    int r = check_ack(e, k, now, &o, &tsopts);
     if (r == LVS_SP_EXPIRED) {
         e->counters[LVS_CNT_SYNPROXY_EXPIRED_COOKIE]++;
         return LVS_VERDICT_DROP;
