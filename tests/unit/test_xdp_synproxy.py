@@ -214,6 +214,15 @@ def test_everything_but_a_bare_syn_to_a_synproxy_service_passes(
     good = _frame(IP(src=client, dst=VIP) / TCP(dport=80, flags="S"))[0]
     _passes(x, good[:14] + _v4_with(good[14:], b10=good[24] ^ 0xFF))  # bad header checksum
     _passes(x, bytes.fromhex("ffffffffffff") + good[6:])  # broadcast frame
+    # options past the IP total length (in padding): the engine drops it as truncated
+    long = _frame(IP(src=client, dst=VIP) / TCP(dport=80, flags="S",
+                                                options=[("NOP", None)] * 40))[1]
+    cut = IP(long)
+    cut.len, cut.chksum = 40, None
+    _passes(x, _frame(cut)[0])
+    v6 = _frame(IPv6(src="2001:2:8::1", dst=VIP6, plen=20) / TCP(dport=80, flags="S",
+                                                                  options=[("NOP", None)] * 8))
+    _passes(x, v6[0])
     _passes(x, good[:12] + b"\x81\x00" + good[14:])  # VLAN tag: not parsed
 
 

@@ -279,6 +279,7 @@ int pylvs_synproxy(struct xdp_md *ctx)
         return XDP_PASS;
     struct sp_service key = {};
     __u32 src[4] = {}, dst[4] = {};
+    __u32 l4len; /* the TCP segment's length by the IP header (bytes past it are padding) */
     if (v6) {
         /* payload length checked against the frame; only TCP right after the fixed header */
         if ((ip[0] >> 4) != 6 || ip[6] != IPPROTO_TCP)
@@ -286,6 +287,7 @@ int pylvs_synproxy(struct xdp_md *ctx)
         __u32 plen = (__u32)ip[4] << 8 | ip[5];
         if (plen < 20 || (void *)(th + plen) > data_end)
             return XDP_PASS;
+        l4len = plen;
 #pragma unroll
         for (int w = 0; w < 4; w++) {
             key.addr[w] = *(__u32 *)(ip + 24 + 4 * w);
@@ -299,6 +301,7 @@ int pylvs_synproxy(struct xdp_md *ctx)
         __u32 tot = (__u32)ip[2] << 8 | ip[3];
         if (tot < 40 || (void *)(ip + tot) > data_end)
             return XDP_PASS;
+        l4len = tot - 20;
         if (((__u32)ip[6] << 8 | ip[7]) & 0x3fff) /* MF or an offset: a fragment */
             return XDP_PASS;
         if (fold(sum16(ip, 20)) != 0xffff) /* the kernel drops it; so would the engine */
@@ -311,8 +314,8 @@ int pylvs_synproxy(struct xdp_md *ctx)
     if ((th[13] & (TH_SYN | TH_ACK | TH_RST | TH_FIN)) != TH_SYN)
         return XDP_PASS;
     __u32 thlen = (__u32)(th[12] >> 4) * 4;
-    if (thlen < 20 || thlen > 60 || (void *)(th + thlen) > data_end)
-        return XDP_PASS;
+    if (thlen < 20 || thlen > 60 || thlen > l4len || (void *)(th + thlen) > data_end)
+        return XDP_PASS; /* the engine drops a header cut short (truncated) */
     key.port = *(__u16 *)(th + 2);
     if (!bpf_map_lookup_elem(&services, &key))
         return XDP_PASS;
