@@ -136,7 +136,10 @@ class XdpSynproxy:
         only on a veth, see :func:`_modes`); returns the mode in use."""
         if ifname in self.links:
             return self.links[ifname][1]
-        ifindex = socket.if_nametoindex(ifname)
+        try:
+            ifindex = socket.if_nametoindex(ifname)
+        except OSError as exc:
+            raise CoreError(f"cannot attach the XDP SYN proxy to {ifname}: {exc}") from exc
         lib = _core()[1]
         errors = []
         for m in ((mode,) if mode else _modes(ifname)):
