@@ -27,11 +27,18 @@ between, during the reload and after; lost probes and role changes too.
 
 The issue's goals: heartbeat jitter p99 < 10 ms and no role change in a 5-minute flood soak;
 no forwarding gap longer than 10 ms during the reload.
+
+**Why a packet or a heartbeat was late.**  Per window, the engine lock's own timing
+(``/api/v1/stats`` ``lock``, core/lock.c): control-plane holds and worker waits over 1 and 10
+ms, and the control call held longest.  With ``--sched`` (short runs: it records every context
+switch), ``perf sched`` gives the scheduling delay of the director's packet workers and of its
+event loop per window, and what ran on the CPUs while they waited (bench/sched_trace.py).
 """
 
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import math
 import os
@@ -43,7 +50,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -62,6 +69,7 @@ from bench.isolation_stats import (
 )
 from bench.plots import RAW as RAW_DIR
 from bench.results_md import write_marked
+from bench.sched_trace import SchedRecorder, Slice, blame, delays
 from pylvs.api.client import ApiClient, ApiError
 from pylvs.model import HaConfig
 from pylvs.testbed.drill import ECHO_PORT
@@ -114,12 +122,17 @@ class Capture:
 
 # ---- the control API ------------------------------------------------------------------------
 
-def _ha(client: ApiClient) -> dict[str, Any] | None:
+def _section(client: ApiClient, path: str, key: str) -> dict[str, Any] | None:
+    """``key`` of the JSON at ``path``; None when the director does not answer."""
     try:
-        ha: dict[str, Any] = client.get("/api/v1/status")["ha"]
+        out: dict[str, Any] = client.get(path)[key]
     except (ApiError, KeyError):
         return None
-    return ha
+    return out
+
+
+def _ha(client: ApiClient) -> dict[str, Any] | None:
+    return _section(client, "/api/v1/status", "ha")
 
 
 def _sample_api(client: ApiClient, seconds: float) -> dict[str, Any]:
@@ -200,10 +213,74 @@ def _ha_summary(events: list[tuple[str, HaEvent]], t0: float = 0.0, t1: float = 
             "ha_log": [f"{node}: {e.text}" for node, e in inside][:40]}
 
 
+def _lock(client: ApiClient) -> dict[str, Any] | None:
+    """The engine lock's timing (core/lock.c) from the light ``/api/v1/stats``."""
+    return _section(client, "/api/v1/stats", "lock")
+
+
+def _over(t: Mapping[str, Any], bound: float) -> int:
+    """Durations at or over ``bound`` seconds in a cumulative-bucket timing."""
+    below = max((c for b, c in t["buckets"] if b != "+Inf" and b <= bound), default=0)
+    return int(t["count"]) - int(below)
+
+
+def lock_window(a: Mapping[str, Any] | None, b: Mapping[str, Any] | None) -> dict[str, Any]:
+    """What the engine lock did between two snapshots: control holds and worker waits of 1 ms
+    or more and of 10 ms or more, and the longest of each since start (as of ``b``)."""
+    if a is None or b is None:
+        return {}
+    out: dict[str, Any] = {}
+    for kind in ("control_hold", "worker_wait", "worker_hold"):
+        out[kind] = {"over_1ms": _over(b[kind], 0.001) - _over(a[kind], 0.001),
+                     "over_10ms": _over(b[kind], 0.01) - _over(a[kind], 0.01),
+                     "max_ever": b[kind]["max_seconds"]}
+    out["longest_control_call"] = b["longest_control_call"]
+    return out
+
+
+def _labels(pair: HaPair) -> dict[int, str]:
+    """pid -> "dir1", "dir1 checker"...: the bench's own processes, named in the blame."""
+    out: dict[int, str] = {}
+    for n, proc in pair.procs.items():
+        out[proc.pid] = f"dir{n + 1}"
+        try:
+            children = Path(f"/proc/{proc.pid}/task/{proc.pid}/children").read_text().split()
+        except OSError:
+            continue
+        for child in children:
+            out[int(child)] = f"dir{n + 1} child"
+    return out
+
+
+def _sched_summary(slices: Sequence[Slice], pid: int, labels: Mapping[int, str],
+                   windows: Mapping[str, tuple[float, float]]) -> dict[str, Any]:
+    """Scheduling delays of the director's workers and of its event loop, and the worst
+    competitors (bench/sched_trace.py), named by ``labels`` where the pid is the bench's."""
+    if not slices:
+        return {"error": "perf sched recorded nothing"}
+
+    def name(s: Slice) -> str:
+        label = labels.get(s.pid)
+        if label is None:
+            return s.comm
+        return f"{label} loop" if s.tid == s.pid and not label.endswith("child") else \
+            f"{label} {s.comm}"
+
+    def workers(s: Slice) -> bool:
+        return s.pid == pid and s.comm.startswith("pylvs-w")
+
+    def loop(s: Slice) -> bool:
+        return s.tid == pid
+
+    return {"workers": delays(slices, workers, windows), "loop": delays(slices, loop, windows),
+            "workers_waited_behind": blame(slices, workers, 0.005, name=name),
+            "loop_waited_behind": blame(slices, loop, 0.005, name=name)}
+
+
 # ---- part 1: heartbeats and API, idle and flooded -------------------------------------------
 
 def ha_phase(pair: HaPair, name: str, seconds: float, interval: float,
-             flood: list[str] | None) -> dict[str, Any]:
+             flood: list[str] | None, sched: SchedRecorder | None = None) -> dict[str, Any]:
     """One phase: capture heartbeats, sample the API, count role changes; optionally flooded."""
     topo = pair.topo
     _require_dir1_active(pair)
@@ -219,6 +296,9 @@ def ha_phase(pair: HaPair, name: str, seconds: float, interval: float,
     flooder = None
     time.sleep(0.5)
     before = [_ha(c) for c in patient]
+    lock0 = _lock(patient[i])
+    if sched is not None:
+        sched.start()
     if flood is not None:
         # the window opens with the flood: its onset (queues filling, the table filling with
         # half-open entries) is part of what heartbeats must ride out
@@ -226,10 +306,17 @@ def ha_phase(pair: HaPair, name: str, seconds: float, interval: float,
     load0, w0 = os.getloadavg()[0], time.time()
     api = _sample_api(clients[i], seconds)
     w1, load1 = time.time(), os.getloadavg()[0]
+    m1 = time.monotonic()
     after = [_ha(c) for c in patient]
+    slices = sched.stop() if sched is not None else None
     out: dict[str, Any] = {"phase": name, "seconds": round(w1 - w0, 1), "active": me.name,
                            "interval": interval, "api": api, "load": [load0, load1]}
     out["late_timers"] = _late_timers(before, after)
+    out["lock"] = lock_window(lock0, _lock(patient[i]))
+    out["pacer"] = (after[i] or {}).get("pacer")
+    if slices is not None:
+        out["sched"] = _sched_summary(slices, pair.procs[i].pid, _labels(pair),
+                                      {name: (m1 - (w1 - w0), m1)})
     out["still_active"] = pair.owns_vip(i)
     if flooder is not None:
         text, _ = flooder.communicate(timeout=seconds + 60)
@@ -316,13 +403,19 @@ def reload_gaps(pair: HaPair, args: argparse.Namespace) -> dict[str, Any]:
     offsets = [len(pair.log(n)) for n in (0, 1)]
     before = [_ha(c) for c in clients]
     load0 = os.getloadavg()[0]
+    sched = SchedRecorder(os.path.join(topo.workdir, "sched.data")) if args.sched else None
+    if sched is not None:
+        sched.start()
     chain.start()
     time.sleep(1.0 + args.quiet)  # the first second is the chain starting up: not measured
+    locks = [_lock(clients[0])]
     t_restore = time.monotonic()
     error = _ctl_restore(topo, sock, restore_lines(args.services, args.per_service),
                          args.timeout)
     t_restored = time.monotonic()
+    locks.append(_lock(clients[0]))
     time.sleep(args.steady)
+    locks.append(_lock(clients[0]))
     offset = len(pair.log(0))
     path = topo.write_director_config(
         pair.config(0) + "\n" + site_toml(args.services, args.per_service, weight=2), 0)
@@ -339,9 +432,12 @@ def reload_gaps(pair: HaPair, args: argparse.Namespace) -> dict[str, Any]:
 
     wait_until(reloaded, args.timeout, "the SIGHUP reload", interval=0.005)
     t_reloaded = time.monotonic()
+    locks.append(_lock(clients[0]))
     time.sleep(args.quiet)
     t_end = time.monotonic()
+    locks.append(_lock(clients[0]))
     probes = chain.stop()
+    slices = sched.stop() if sched is not None else None
     wall = time.time() - time.monotonic()  # the captures' clock is CLOCK_REALTIME
     after = [_ha(c) for c in clients]
     pub, _ = caps["pub"].stop()
@@ -355,6 +451,9 @@ def reload_gaps(pair: HaPair, args: argparse.Namespace) -> dict[str, Any]:
                "steady": (t_restored, t_hup), "reload": (t_hup, t_reloaded),
                "after": (t_reloaded, t_end)}
     gaps = silences((e for _, e in probes if e > 0), windows)
+    lock_windows = dict(zip(("restore", "steady", "reload", "after"),
+                            (lock_window(a, b) for a, b in itertools.pairwise(locks)),
+                            strict=True))
     try:  # the whole site's status is large and the loop is busy: be patient, never fatal
         status = ApiClient(sock, timeout=60.0).get("/api/v1/status")
         servers: int | None = sum(len(s["real_servers"]) for s in status["services"])
@@ -372,8 +471,11 @@ def reload_gaps(pair: HaPair, args: argparse.Namespace) -> dict[str, Any]:
                         "probes": sum(1 for s, _ in probes if t0 <= s < t1),
                         "requests": window_transit(requests, t0 + wall, t1 + wall),
                         "replies": window_transit(replies, t0 + wall, t1 + wall),
-                        **_ha_summary(events, t0 + wall, t1 + wall)}
+                        **_ha_summary(events, t0 + wall, t1 + wall),
+                        "lock": lock_windows.get(k, {})}
                     for k, (t0, t1) in windows.items()},
+        "sched": None if slices is None else _sched_summary(slices, pair.procs[0].pid,
+                                                            _labels(pair), windows),
         "late_timers": _late_timers(before, after), "still_active": pair.owns_vip(0),
         "loop_lag_max_ever": (status.get("loop_lag") or {}).get("max_ever"),
         "load": [load0, os.getloadavg()[0]],
@@ -386,6 +488,42 @@ def _ms(v: float | None) -> str:
     if v is None or v != v:
         return "n/a"
     return "inf" if v == float("inf") else f"{v * 1000:.1f}"
+
+
+def _pacer(st: Mapping[str, Any] | None) -> str:
+    return "n/a (loop sends)" if not st else f"{st['late_max_ms']:.1f}"
+
+
+def _lock_cells(lock: Mapping[str, Any]) -> str:
+    if not lock:
+        return "n/a"
+    c, w = lock["control_hold"], lock["worker_wait"]
+    return f"{c['over_1ms']} / {c['over_10ms']}, {w['over_1ms']} / {w['over_10ms']}"
+
+
+def _cpu_wait(d: Mapping[str, Any] | None) -> str:
+    if not d:
+        return "n/a"
+    return f"{d['p99'] * 1e3:.1f} / {d['max'] * 1e3:.1f} ({d['over_5ms']})"
+
+
+def _why(name: str, lock: Mapping[str, Any], sched: Mapping[str, Any] | None) -> list[str]:
+    """One line: the longest lock holds and waits since start, and what the workers and the
+    loop waited behind for a CPU (perf sched)."""
+    parts = []
+    if lock:
+        longest = lock["longest_control_call"]
+        parts.append(f"engine lock since start: longest control hold "
+                     f"{lock['control_hold']['max_ever'] * 1e3:.1f} ms "
+                     f"(`{longest['function']}`), longest worker wait "
+                     f"{lock['worker_wait']['max_ever'] * 1e3:.1f} ms, longest worker hold "
+                     f"{lock['worker_hold']['max_ever'] * 1e3:.1f} ms")
+    if sched and "workers_waited_behind" in sched:
+        for who in ("workers", "loop"):
+            top = ", ".join(f"{n} {sec * 1e3:.0f} ms" for n, sec in
+                            sched[f"{who}_waited_behind"][:5])
+            parts.append(f"while the {who} waited > 5 ms for a CPU, it ran: {top or 'nothing'}")
+    return ["", f"Why ({name}): " + "; ".join(parts) + "."] if parts else []
 
 
 def render(doc: dict[str, Any]) -> str:
@@ -405,8 +543,8 @@ def render(doc: dict[str, Any]) -> str:
             "| phase | seconds | flood pkt/s sent | TUN reads/s, queue drops/s | path "
             "| heartbeats | jitter p50 / p99 / max ms | missed "
             "| API p50 / p99 / max ms (failed) | role changes | late timers (latest ms) "
-            "| loop lag p99 / max ms | load 1 min (start, end) |",
-            "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+            "| loop lag p99 / max ms | pacer: latest send ms | load 1 min (start, end) |",
+            "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
         for ph in doc["ha"]:
             api = ph["api"]
             tun = (f"{api.get('dp_reads_per_s', float('nan')):,.0f}, "
@@ -421,7 +559,10 @@ def render(doc: dict[str, Any]) -> str:
                     f"({api['failed']}) | {ph['role_changes']} | {ph['late_timers']} "
                     f"({ph['late_timer_max_ms']:.0f}) | "
                     f"{_ms(api['loop_lag_p99'])} / {_ms(api['loop_lag_max'])} | "
+                    f"{_pacer(ph.get('pacer'))} | "
                     f"{ph['load'][0]:.2f}, {ph['load'][1]:.2f} |")
+        for ph in doc["ha"]:
+            lines += _why(ph["phase"], ph.get("lock") or {}, ph.get("sched"))
         for ph in doc["ha"]:
             if ph["ha_log"]:
                 lines += ["", f"HA log lines in the {ph['phase']} phase: "
@@ -447,15 +588,20 @@ def render(doc: dict[str, Any]) -> str:
             "",
             "| window | seconds | probes sent | lost | client: longest silence ms "
             "| director: longest transit ms, request / reply | never left | "
-            "longest gap between forwarded requests ms | role changes | latest heartbeat "
-            "timer ms |",
-            "|---|---|---|---|---|---|---|---|---|---|"]
+            "longest gap between requests arriving / forwarded ms | role changes "
+            "| latest heartbeat timer ms | engine lock: control holds, worker waits ≥ 1 / ≥ 10 ms "
+            "| workers' wait for a CPU p99 / max ms (> 5 ms) |",
+            "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+        sched = (r.get("sched") or {}).get("workers") or {}
         for name, w in r["windows"].items():
             req, rep = w["requests"], w["replies"]
             lines.append(f"| {name} | {w['seconds']:.2f} | {w['probes']} | {w['lost']} | "
                          f"{_ms(w['longest_silence'])} | {_ms(req['max'])} / {_ms(rep['max'])} "
-                         f"| {req['never_left'] + rep['never_left']} | {_ms(req['out_gap'])} "
-                         f"| {w['role_changes']} | {w['late_timer_max_ms']:.0f} |")
+                         f"| {req['never_left'] + rep['never_left']} | "
+                         f"{_ms(req.get('in_gap'))} / {_ms(req['out_gap'])} "
+                         f"| {w['role_changes']} | {w['late_timer_max_ms']:.0f} "
+                         f"| {_lock_cells(w.get('lock') or {})} | {_cpu_wait(sched.get(name))} |")
+        lines += _why("run", r["windows"]["after"].get("lock") or {}, r.get("sched"))
         if r["ha_log"]:
             lines += ["", "HA log lines meanwhile: " + "; ".join(f"`{x}`" for x in r["ha_log"])]
         lines.append("")
@@ -482,7 +628,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 argv = (flooder_argv(flooder, pair.topo.vip, ECHO_PORT, 0, 10**12,
                                      seconds + 2) if flood else None)
                 print(f"{name}: {seconds:.0f} s ...", file=sys.stderr, flush=True)
-                doc["ha"].append(ha_phase(pair, name, seconds, interval, argv))
+                sched = (SchedRecorder(os.path.join(tmp, f"sched-{name}.data"))
+                         if args.sched else None)
+                doc["ha"].append(ha_phase(pair, name, seconds, interval, argv, sched))
                 print(json.dumps(doc["ha"][-1]), file=sys.stderr, flush=True)
         if "reload" in parts:
             print("reload ...", file=sys.stderr, flush=True)
@@ -507,6 +655,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--quiet", type=float, default=3.0,
                    help="seconds probed before the restore and after the reload")
     p.add_argument("--timeout", type=float, default=120.0)
+    p.add_argument("--sched", action="store_true",
+                   help="record perf sched (every context switch: keep the run short) and "
+                        "report the workers' and the loop's scheduling delays")
     p.add_argument("--record", action="store_true",
                    help=f"write the isolation section of bench/RESULTS.md and {RAW}")
     args = p.parse_args(argv)

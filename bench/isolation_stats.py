@@ -181,14 +181,19 @@ def transit(entering: Iterable[Frame], leaving: Iterable[Frame]) -> list[tuple[f
 def window_transit(rows: Iterable[tuple[float, float]], t0: float, t1: float
                    ) -> dict[str, float]:
     """Over the packets that entered in ``[t0, t1)``: how many, the longest transit, how many
-    never left, and the longest gap between two consecutive packets leaving."""
+    never left, and the longest gap between two consecutive packets leaving (``out_gap``) and
+    entering (``in_gap``): an output gap longer than the input gap plus the transit is the
+    director's, the rest is the sender's."""
     inside = [(t, d) for t, d in rows if t0 <= t < t1]
+    arrivals = sorted(t for t, _ in inside)
     delays = [d for _, d in inside if d >= 0]
     departures = sorted(t + d for t, d in inside if d >= 0)
     return {"n": len(inside), "max": max(delays, default=float("nan")),
             "p99": _summary(delays)["p99"], "never_left": len(inside) - len(delays),
             "out_gap": max((b - a for a, b in itertools.pairwise(departures)),
-                           default=float("nan"))}
+                           default=float("nan")),
+            "in_gap": max((b - a for a, b in itertools.pairwise(arrivals)),
+                          default=float("nan"))}
 
 
 @dataclass(frozen=True, slots=True)

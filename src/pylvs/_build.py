@@ -18,14 +18,15 @@ from cffi import FFI
 
 HERE = Path(__file__).resolve().parent
 CDEF_PARTS = ("_core.cdef", "core/lock.cdef", "dataplane/_tunio.cdef", "dataplane/_workers.cdef",
-              "dataplane/_steer.cdef", "dataplane/_xdp.cdef")
+              "dataplane/_steer.cdef", "dataplane/_xdp.cdef", "ha/_pacer.cdef")
 # Headers the generated module includes so it sees every declaration of the cdef.
 HEADERS = ("core/api.h", "core/lock.h", "_sched.h", "dataplane/_tunio.h", "dataplane/_workers.h",
-           "dataplane/_steer.h", "dataplane/_xdp.h")
+           "dataplane/_steer.h", "dataplane/_xdp.h", "ha/_pacer.h")
 # setuptools runs this from the project root and insists on relative paths.
 SOURCES = sorted(
     os.path.relpath(p)
-    for p in [*HERE.glob("core/*.c"), *HERE.glob("*.c"), *HERE.glob("dataplane/*.c")]
+    for p in [*HERE.glob("core/*.c"), *HERE.glob("*.c"), *HERE.glob("dataplane/*.c"),
+              *HERE.glob("ha/*.c")]
     if p.name != "_core.c"  # cffi's own output, when built in place
 )
 DEBUG = bool(os.environ.get("PYLVS_DEBUG"))  # ASan + UBSan, unoptimised
@@ -66,11 +67,48 @@ def build_bpf() -> bool:
 
 build_bpf()
 
+# Functions that take an lvs_engine * but must not be wrapped in the engine lock: its lifetime,
+# the lock itself, its timing (read without it), and the workers' batch calls (they lock).
+UNLOCKED = frozenset({"lvs_engine_new", "lvs_engine_free", "lvs_engine_lock", "lvs_engine_unlock",
+                      "lvs_engine_trylock", "lvs_engine_lock_control", "lvs_engine_unlock_control",
+                      "lvs_engine_lock_stats", "lvs_engine_process_batch_shared",
+                      "lvs_workers_bench"})
+LOCKED_PREFIX = "lvs_locked_"
+
+
+def locked_twins(ffi: FFI) -> tuple[str, str]:
+    """(cdef, C source) of ``lvs_locked_<f>`` for every function ``f`` of the cdef whose first
+    argument is an ``lvs_engine *``: ``f`` called between lvs_engine_lock_control and
+    lvs_engine_unlock_named, in C.  In Python, cffi releases the GIL around each C call and takes
+    it back after: a lock taken by one call and released by the next would be held while the
+    thread waits for the GIL, up to the switch interval or longer when another thread computes
+    (measured: 38 ms for a read of the counters), and the packet workers would wait as long
+    (engine_lock.py uses these twins)."""
+    cdef, src = [], []
+    for key, (tp, _) in sorted(ffi._parser._declarations.items()):  # cffi's parsed cdef
+        name = key.partition(" ")[2]
+        if not key.startswith("function ") or name in UNLOCKED or not tp.args or \
+                tp.args[0].get_c_name() != "lvs_engine *":
+            continue
+        params = ", ".join(a.get_c_name(f" a{i}") for i, a in enumerate(tp.args))
+        args = ", ".join(f"a{i}" for i in range(len(tp.args)))
+        ret = tp.result.get_c_name()
+        head = f"{ret} {LOCKED_PREFIX}{name}({params})"
+        cdef.append(head + ";")
+        call = f"{name}({args});" if ret == "void" else f"{ret} r = {name}({args});"
+        src.append(f"{head}\n{{\n    lvs_engine_lock_control(a0);\n    {call}\n"
+                   f'    lvs_engine_unlock_named(a0, "{name}");\n'
+                   f"{'' if ret == 'void' else '    return r;'}\n}}\n")
+    return "\n".join(cdef), "\n".join(src)
+
+
 ffibuilder = FFI()
 ffibuilder.cdef("\n".join((HERE / part).read_text() for part in CDEF_PARTS))
+_twins_cdef, _twins_src = locked_twins(ffibuilder)
+ffibuilder.cdef(_twins_cdef)
 ffibuilder.set_source(
     "pylvs._core",
-    "".join(f'#include "{h}"\n' for h in HEADERS),
+    "".join(f'#include "{h}"\n' for h in HEADERS) + _twins_src,
     sources=SOURCES,
     include_dirs=[os.path.relpath(HERE)],
     extra_compile_args=[

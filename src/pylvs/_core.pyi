@@ -57,8 +57,10 @@ class lvs_tunio(CData): ...
 class lvs_workers(CData): ...
 class lvs_steer(CData): ...
 class lvs_schedtest(CData): ...
+class lvs_pacer(CData): ...
 
-class NullPointer(lvs_engine, lvs_tunio, lvs_workers, lvs_steer, lvs_schedtest, IntArray):
+class NullPointer(lvs_engine, lvs_tunio, lvs_workers, lvs_steer, lvs_schedtest, lvs_pacer,
+                  IntArray):
     """``ffi.NULL``: accepted wherever C takes a pointer."""
 
 # ---- structs ----
@@ -210,6 +212,34 @@ class lvs_tunio_stats(CData):
     max_batch: int
     batch_hist: IntArray
 
+class lvs_lock_timing(CData):
+    count: int
+    total_ns: int
+    max_ns: int
+    hist: IntArray
+
+class lvs_lock_stats(CData):
+    control_hold: lvs_lock_timing
+    worker_hold: lvs_lock_timing
+    worker_wait: lvs_lock_timing
+    longest_call: CData
+
+class lvs_pacer_item(CData):
+    due: float
+    fd: int
+    addr_len: int
+    addr: IntArray
+    len: int
+    data: IntArray
+
+class lvs_pacer_stats(CData):
+    sent: int
+    send_errors: int
+    late_max_ns: int
+    late_over_1ms: int
+    pending: int
+    realtime: int
+
 # ---- ffi ----
 
 _IntCdecl = Literal[
@@ -263,6 +293,14 @@ class FFI:
     def new(self, cdecl: Literal["lvs_defense_info *"]) -> lvs_defense_info: ...
     @overload
     def new(self, cdecl: Literal["lvs_tunio_stats *"]) -> lvs_tunio_stats: ...
+    @overload
+    def new(self, cdecl: Literal["lvs_lock_stats *"]) -> lvs_lock_stats: ...
+    @overload
+    def new(self, cdecl: Literal["lvs_pacer_stats *"]) -> lvs_pacer_stats: ...
+    @overload
+    def new(
+        self, cdecl: Literal["lvs_pacer_item[]"], init: int
+    ) -> StructArray[lvs_pacer_item]: ...
     @overload
     def new(self, cdecl: Literal["lvs_dest_info[]"], init: int) -> StructArray[lvs_dest_info]: ...
     @overload
@@ -338,6 +376,7 @@ class Lib:
     LVS_SYNC_RECORD_SIZE_V6: int
     LVS_SYNC_OPTS_SIZE: int
     LVS_SYNC_RECORD_MAX: int
+    LVS_LOCK_BUCKETS: int
 
     # engine (core/api.h)
     def lvs_engine_process_batch(self, e: lvs_engine, b: lvs_batch, now: float, /) -> int: ...
@@ -347,6 +386,11 @@ class Lib:
     def lvs_engine_lock(self, e: lvs_engine, /) -> None: ...
     def lvs_engine_unlock(self, e: lvs_engine, /) -> None: ...
     def lvs_engine_trylock(self, e: lvs_engine, /) -> int: ...
+    def lvs_engine_lock_control(self, e: lvs_engine, /) -> None: ...
+    def lvs_engine_unlock_control(self, e: lvs_engine, /) -> int: ...
+    def lvs_engine_unlock_named(self, e: lvs_engine, name: bytes, /) -> None: ...
+    def lvs_engine_lock_stats(self, e: lvs_engine, out: lvs_lock_stats, /) -> None: ...
+    def lvs_engine_lock_bound_us(self, i: int, /) -> int: ...
     def lvs_engine_process_batch_shared(
         self, e: lvs_engine, b: lvs_batch, now: float, /
     ) -> int: ...
@@ -500,6 +544,17 @@ class Lib:
     def lvs_steer_set_vip(self, s: lvs_steer, addr: IntArray, present: int, /) -> int: ...
     def lvs_steer_test_run(self, s: lvs_steer, pkt: bytes, length: int, /) -> int: ...
     def lvs_steer_hash(self, af: int, addr: IntArray, port: int, /) -> int: ...
+    # the heartbeat pacer (ha/_pacer.cdef)
+    LVS_PACER_DATA_MAX: int
+    LVS_PACER_ADDR_MAX: int
+    LVS_PACER_QUEUE: int
+    def lvs_pacer_new(self, rt_priority: int, /) -> lvs_pacer: ...
+    def lvs_pacer_free(self, p: lvs_pacer, /) -> None: ...
+    def lvs_pacer_queue(
+        self, p: lvs_pacer, items: StructArray[lvs_pacer_item], n: int, replace: int, /
+    ) -> int: ...
+    def lvs_pacer_last_due(self, p: lvs_pacer, /) -> float: ...
+    def lvs_pacer_get_stats(self, p: lvs_pacer, out: lvs_pacer_stats, /) -> None: ...
 
     # the XDP SYN-cookie responder's bpf(2) calls (dataplane/_xdp.cdef)
     def lvs_xdp_link(self, prog_fd: int, ifindex: int, flags: int, /) -> int: ...

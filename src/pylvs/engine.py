@@ -74,11 +74,11 @@ from array import array
 from collections.abc import Iterable, Sequence
 from dataclasses import replace
 from types import MappingProxyType
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from pylvs._core import ffi as _ffi
 from pylvs._core import lib as _raw_lib
-from pylvs.engine_lock import locking
+from pylvs.engine_lock import lock_stats_dict, locking
 from pylvs.engine_types import (
     ConnectionInfo,
     Defense,
@@ -841,6 +841,12 @@ class Engine:
                                     if k not in _PASS_COUNTERS and k not in _EVENT_COUNTERS}),
             passes=MappingProxyType({k: v for k, v in counts.items() if k in _PASS_COUNTERS}),
             events=MappingProxyType({k: v for k, v in counts.items() if k in _EVENT_COUNTERS}))
+
+    def lock_stats(self) -> dict[str, Any]:
+        """How long the engine lock stopped packets (core/lock.h), JSON-able: per kind
+        (``control_hold``, ``worker_hold``, ``worker_wait``) the count, total and max seconds and
+        cumulative ``buckets`` [upper bound s, count]; and the control call held longest."""
+        return lock_stats_dict(_ffi, _raw_lib, self._e)
 
     def zero_stats(self, service: ServiceKey | None = None) -> None:
         """``ipvsadm -Z``: take the current counters as the baseline, reset the estimators."""

@@ -154,6 +154,7 @@ def test_transit_pairs_packets_by_payload_and_finds_the_held_one() -> None:
     assert w["n"] == 3 and w["never_left"] == 0
     assert w["max"] == pytest.approx(0.0482)
     assert w["out_gap"] == pytest.approx(0.049)  # b left at 1.0012, c at 1.0502
+    assert w["in_gap"] == pytest.approx(0.001)  # they arrived 1 ms apart: the gap is ours
     w = st.window_transit(rows, 1.0025, 2.0)
     assert (w["n"], w["never_left"]) == (1, 1)
     assert math.isnan(w["max"]) and math.isnan(w["out_gap"])

@@ -8,6 +8,7 @@ import os
 import select
 import threading
 import time
+from pathlib import Path
 
 from pylvs._core import ffi, lib
 from pylvs.engine import Engine
@@ -138,3 +139,23 @@ def test_worker_stats_zero() -> None:
         assert sum(int(q.stats(i).forwarded) for i in range(2)) == 0
         assert q.exchange(0, syn(60100)) is not None
         assert _forwarded(q, 1) == 1 and int(q.stats(0).max_batch) == 1
+
+
+def test_workers_run_above_the_control_plane_and_leave_a_shared_session_alone() -> None:
+    # Root (CAP_SYS_NICE): each worker renices itself to LVS_WORKERS_NICE; this process does
+    # not lead its session (pytest's shell does), so its autogroup keeps its nice.
+    autogroup = Path("/proc/self/autogroup")
+    group = autogroup.read_text(encoding="ascii") if autogroup.exists() else ""
+    with workers(rr_engine(1), 2) as q:
+        assert q.exchange(0, syn(23000)) is not None
+        nices = {}
+        for tid in os.listdir("/proc/self/task"):
+            with open(f"/proc/self/task/{tid}/comm", encoding="ascii") as fh:
+                comm = fh.read().strip()
+            if comm.startswith("pylvs-w"):
+                nices[comm] = os.getpriority(os.PRIO_PROCESS, int(tid))
+    assert set(nices) == {"pylvs-w0", "pylvs-w1"}
+    if os.geteuid() == 0:
+        assert set(nices.values()) == {-15}
+    if group and os.getsid(0) != os.getpid():
+        assert autogroup.read_text(encoding="ascii") == group

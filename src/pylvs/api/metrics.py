@@ -148,7 +148,26 @@ def _families(director: DirectorLike) -> Iterable[MetricFamily]:
     _cluster(views.cluster(director), fam)
     _dataplane(director.status_section("dataplane"), fam)
     _loop_lag(director.status_section("loop_lag"), fam)
+    _engine_lock(stats["lock"], fam)
     return fams.values()
+
+
+_LOCK_HELP = {
+    "control_hold": "How long one control-plane call held the engine lock (packets wait).",
+    "worker_hold": "How long a packet worker held the engine lock exclusively.",
+    "worker_wait": "How long a packet worker waited to take the engine lock.",
+}
+
+
+def _engine_lock(lock: Mapping[str, Any], fam: Any) -> None:
+    """The engine lock's hold and wait times (core/lock.h), since start."""
+    for kind, text in _LOCK_HELP.items():
+        t = lock[kind]
+        h = fam(f"pylvs_engine_lock_{kind}_seconds", "histogram", text)
+        for bound, count in t["buckets"]:
+            h.add({"le": str(bound)}, count, "_bucket")
+        h.add({}, float(t["total_seconds"]), "_sum")
+        h.add({}, int(t["count"]), "_count")
 
 
 def _loop_lag(lag: Any, fam: Any) -> None:

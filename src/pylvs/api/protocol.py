@@ -53,6 +53,10 @@ class EngineLike(Protocol):
         """The flood defence now: modes, what is engaged, entries removed."""
         ...
 
+    def lock_stats(self) -> dict[str, Any]:
+        """How long the engine lock stopped packets (JSON, see the engine)."""
+        ...
+
     RATE_ROW: int
     """Integers per row of :meth:`rate_rows`."""
 

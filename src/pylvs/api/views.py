@@ -177,6 +177,7 @@ def engine_stats(director: DirectorLike) -> Json:
         "max_connections": s.max_connections,
         "bytes_per_connection": s.bytes_per_connection,
         "table_size": s.max_connections,
+        "lock": director.engine.lock_stats(),
     }
 
 

@@ -28,6 +28,7 @@
 #include <stdint.h>
 
 #include "api.h"
+#include "lock.h"
 #include "lvs.h"
 
 /* Internal conn flag bits (not in the kernel's set; masked out of sync records). */
@@ -149,6 +150,9 @@ typedef struct lvs_defense {
 struct lvs_engine {
     pthread_rwlock_t lock;   /* lock.c: exclusive (control calls, a batch's slow part) or shared
                               * (the workers' established-packet fast path) */
+    lvs_lock_stats lock_stats;   /* lock.c: hold and wait times */
+    uint64_t lock_held_since;    /* lock.c: when the exclusive holder took it (ns) */
+    uint32_t workers_blocked;    /* lock.c: workers waiting for the lock (atomic) */
     /* connection table */
     uint32_t *in_tab;        /* bucket -> first entry's slot, LVS_NO_SLOT = empty */
     uint32_t *out_tab;

@@ -78,6 +78,14 @@ static void est_step(lvs_est *est, const lvs_stats *cur)
     est->last = *cur;
 }
 
+/* k steps of one estimator: the first sees the whole delta, the others none (the stats do
+ * not move under the lock), exactly as k passes over every estimator would do. */
+static void est_steps(lvs_est *est, const lvs_stats *cur, int k)
+{
+    for (int i = 0; i < k; i++)
+        est_step(est, cur);
+}
+
 void lvs_engine_update_rates(lvs_engine *e, double now)
 {
     if (!e->est_started) {
@@ -92,17 +100,21 @@ void lvs_engine_update_rates(lvs_engine *e, double now)
         }
         return;
     }
-    /* one step per elapsed 2 s period; a late caller gets the whole delta in the first */
+    /* one step per elapsed 2 s period; a late caller gets the whole delta in the first.  One
+     * pass over the estimators whatever the number of steps: a caller 100 s late (a stalled
+     * loop) would otherwise walk 10,000 servers 50 times while the workers wait (lock.h). */
     int steps = 0;
     while (now - e->est_last >= 2.0 && steps < 64) {
         e->est_last += 2.0;
         steps++;
-        est_step(&e->est, &e->stats);
+    }
+    if (steps) {
+        est_steps(&e->est, &e->stats, steps);
         for (uint32_t i = 0; i < e->nsvcs; i++) {
             lvs_service *s = e->svcs[i];
-            est_step(&s->est, &s->stats);
+            est_steps(&s->est, &s->stats, steps);
             for (lvs_dest *d = s->destinations; d; d = d->next)
-                est_step(&d->est, &d->stats);
+                est_steps(&d->est, &d->stats, steps);
         }
     }
     if (now - e->est_last >= 2.0)

@@ -9,6 +9,8 @@
 #include "core/api.h"
 
 #define LVS_WORKERS_MAX 256 /* the kernel's MAX_TAP_QUEUES */
+#define LVS_WORKERS_NICE (-15) /* the workers' niceness when allowed (_workers.c: why) */
+#define LVS_WORKERS_GROUP_NICE (-10) /* the director's autogroup, when it leads its session */
 
 typedef struct lvs_workers lvs_workers;
 

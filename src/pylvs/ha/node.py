@@ -41,7 +41,9 @@ log = logging.getLogger("pylvs.ha")
 #: scheduled for 0.3 s (issue 13); keepalived gives its VRRP process a better priority
 #: (``vrrp_priority``, or real-time with ``vrrp_rt_priority``) for the same reason.  Now that
 #: the probes run in their own process the loop needs little CPU, so it gets its turn sooner
-#: without taking more; the packet worker threads, started before, keep their priority.
+#: without taking more.  The heartbeats themselves now leave from the pacer's real-time thread
+#: (ha/_pacer.c); the loop still receives them and runs the dead timer.  The packet workers
+#: renice themselves to -15, above this (dataplane/_workers.c: packets before the control plane).
 HEARTBEAT_NICE = -10
 
 

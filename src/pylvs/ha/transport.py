@@ -13,8 +13,14 @@ IPv6): nothing routed from off-link gets in even before the HMAC check.  They ar
 CS6 and socket priority 6 so that a busy dataplane on the same interface does not queue
 heartbeats behind bulk traffic.
 
-Loop stalls: a keeper thread (:mod:`pylvs.ha.keeper`) repeats the last heartbeat while the
-loop is more than an interval and a half late, for up to KEEPER_COVER seconds.
+Sending on time (issue 14): the periodic heartbeats leave from a native real-time thread
+(:mod:`pylvs.ha.pacer`), which the loop keeps supplied with the next KEEPER_COVER seconds of
+signed heartbeats; so neither a busy loop nor packet workers filling the CPUs delay one, and a
+loop stalled longer than KEEPER_COVER stops them (a hung control plane: the peer takes over).
+A changed heartbeat (role, priority) is re-planned from now, which sends it at once.  Where the
+pacer cannot run (an injected clock in tests, no thread), the loop sends them itself and a
+keeper thread (:mod:`pylvs.ha.keeper`) repeats the last one while the loop is more than an
+interval and a half late, for up to KEEPER_COVER seconds.
 
 Late timers (docs/failover-health.md#lessons row 5): when the loop wakes late, heartbeats may
 already be
@@ -40,6 +46,7 @@ from typing import Any, Protocol
 
 from pylvs.ha.keeper import HeartbeatKeeper
 from pylvs.ha.messages import Kind, Message, PathId, Receiver, Role, Sender
+from pylvs.ha.pacer import Datagram, HeartbeatPacer, plan, sockaddr
 from pylvs.ha.state import (
     Action,
     ConfigMismatch,
@@ -192,6 +199,11 @@ class HaTransport:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._keeper: HeartbeatKeeper[SendHeartbeat] = HeartbeatKeeper(
             self._send_heartbeat_now, machine.interval, KEEPER_COVER, clock)
+        # the pacer needs the real clock: its thread sleeps until time.monotonic() deadlines
+        self._want_pacer = clock is time.monotonic
+        self._pacer: HeartbeatPacer | None = None
+        self._paced: tuple[Role, int] | None = None  # what the pacer's queue carries
+        self._ticking = False  # in the periodic timer: a heartbeat due now is a top-up
 
     # ---- lifecycle ---------------------------------------------------------------------------
 
@@ -206,9 +218,15 @@ class HaTransport:
         except OSError:
             self._close_sockets()
             raise
+        if self._want_pacer:
+            try:
+                self._pacer = HeartbeatPacer()
+            except OSError as exc:
+                log.warning("ha: %s; the event loop sends the heartbeats", exc)
         self._worker = self._loop.create_task(self._work())
         self._run(self.machine.start(self.clock()))
-        self._keeper.start()
+        if self._pacer is None:
+            self._keeper.start()
 
     async def stop(self, handover: bool = True) -> None:
         """Leave: (``handover``) tell the peer with priority 0, then release the addresses.
@@ -218,6 +236,9 @@ class HaTransport:
         (the peer's claim) instead of two in a row (our release, then its claim).  Both nodes
         answer ARP for that short overlap; the peer's gratuitous ARP settles it.
         """
+        pacer, self._pacer = self._pacer, None
+        if pacer is not None:
+            pacer.close()
         self._keeper.stop()  # from here on only the loop speaks for this node
         actions = self.machine.stop(self.clock())
         if handover:
@@ -265,9 +286,43 @@ class HaTransport:
         return True
 
     def _send_heartbeat(self, act: SendHeartbeat) -> None:
+        if self._pacer is not None:
+            self._pace(self._pacer, act)
+            return
         with self._keeper.lock:
             self._send_heartbeat_now(act)
             self._keeper.sent(act)
+
+    def _pace(self, pacer: HeartbeatPacer, act: SendHeartbeat) -> None:
+        """On the periodic tick, top the pacer's queue up to KEEPER_COVER ahead.  Re-plan from
+        now (send at once) for any other heartbeat (a role change, a re-announcement), when
+        the content changed, when the machine sends no more after this one (a resign), or when
+        the queue ran dry."""
+        now, interval = self.clock(), self.machine.interval
+        paths = [self._socks[p] for p in self.machine.paths if p in self._socks]
+        periodic = self.machine.send_at is not None
+        # the queue holds at most LVS_PACER_QUEUE datagrams: a short interval covers less
+        cover = min(KEEPER_COVER, (pacer.capacity // max(1, len(paths)) - 1) * interval)
+        wall_offset = self.wall() - now
+
+        def build(due: float) -> list[Datagram]:
+            return [Datagram(due, sock.fileno(), sockaddr(link.peer, link.port),
+                             self.sender.build(Kind.HEARTBEAT, link.path, act.role,
+                                               act.priority, due + wall_offset))
+                    for sock, link in paths]
+
+        last = pacer.last_due()
+        try:
+            if self._ticking and (act.role, act.priority) == self._paced and periodic and \
+                    last >= now:
+                pacer.queue(plan(last + interval, now + cover, interval, build))
+            else:
+                pacer.queue(plan(now, now + cover if periodic else now, interval, build),
+                            replace=True)
+                self._paced = (act.role, act.priority) if periodic else None
+        except OSError as exc:  # a bug, not a peer fault: say so, and send this one ourselves
+            log.error("ha: %s", exc)
+            self._send_heartbeat_now(act)
 
     def _send_heartbeat_now(self, act: SendHeartbeat) -> None:
         wall = self.wall()
@@ -319,7 +374,11 @@ class HaTransport:
                             self.counters["late_timers"])
         for path in list(self._socks):
             self._drain(path)
-        self._run(self.machine.handle_timer(self.clock()))
+        self._ticking = True
+        try:
+            self._run(self.machine.handle_timer(self.clock()))
+        finally:
+            self._ticking = False
         self._reschedule()
 
     def _reschedule(self) -> None:
@@ -408,6 +467,7 @@ class HaTransport:
             "counters": dict(self.counters),
             "timer_lag_ms": _lag_ms(self.timer_lag),
             "heartbeats_repeated_in_stalls": self._keeper.repeated,
+            "pacer": None if self._pacer is None else self._pacer.stats(),
         }
 
 
