@@ -55,8 +55,8 @@ def flooder_argv(exe: Path, vip: str, port: int, rate: int, count: int,
 
 # ---- the benchmark --------------------------------------------------------------------------
 
-CONTENDERS = ("pylvs-off", "pylvs-kernel", "pylvs-evict", "pylvs-auto", "pylvs-synproxy", "nft",
-              "nft-synproxy", "haproxy")
+CONTENDERS = ("pylvs-off", "pylvs-kernel", "pylvs-evict", "pylvs-auto", "pylvs-synproxy",
+              "pylvs-synproxy-tun", "nft", "nft-synproxy", "haproxy")
 LB_CPU, LOAD_CPU = 1, 0  # as bench/network.py: the balancer on CPU1, wrk and the flooder on CPU0
 MAX_CONNECTIONS = 100_000  # the issue's setup
 FRESH = 80
@@ -66,7 +66,9 @@ RESULTS = HERE / "RESULTS.md"
 
 # pylvs's [defense] per contender: off = no defence at all (pylvs before issue 11); kernel =
 # the three automatic defences alone, as IPVS has them; evict = the default (eviction, no
-# kernel defence); auto = both; synproxy = evict plus the SYN proxy on the service (VIP:80)
+# kernel defence); auto = both; synproxy = evict plus the SYN proxy on the service (VIP:80),
+# its SYNs answered in XDP (the default xdp_synproxy = "auto"); synproxy-tun = the same with
+# xdp_synproxy = "off", every SYN answered by the engine through the TUN
 _AUTO = "drop_entry = 1\ndrop_packet = 1\nsecure_tcp = 1\n"
 DEFENSE = {
     "pylvs-off": "[defense]\nevict_embryonic = false\n",
@@ -74,6 +76,7 @@ DEFENSE = {
     "pylvs-evict": "[defense]\nevict_embryonic = true\n",
     "pylvs-auto": f"[defense]\n{_AUTO}evict_embryonic = true\n",
     "pylvs-synproxy": "[defense]\nevict_embryonic = true\n",
+    "pylvs-synproxy-tun": "[defense]\nevict_embryonic = true\n",
 }
 
 
@@ -137,7 +140,9 @@ def _setup(name: str, topo: Topology,
     options: dict[str, str | int | bool] = {"max_connections": MAX_CONNECTIONS}
     if workers is not None:
         options["workers"] = workers
-    spec = ServiceSpec(port=80, scheduler="rr", synproxy=name == "pylvs-synproxy")
+    if name == "pylvs-synproxy-tun":
+        options["xdp_synproxy"] = "off"
+    spec = ServiceSpec(port=80, scheduler="rr", synproxy=name.startswith("pylvs-synproxy"))
     toml = topo.director_config([spec], director_options=options, extra=DEFENSE[name])
     # workers unset: the serve default, one packet thread per CPU (both CPUs here, unpinned);
     # one packet thread shares the LB CPU as the other balancers do
@@ -270,6 +275,11 @@ def _measure(name: str, rate: int, args: argparse.Namespace, flooder: Path) -> R
             r.metrics["evicted"] = dfn["entries_dropped"]["evict_embryonic"]
             r.metrics["table_full"] = stats["drops"].get("table_full", 0)
             r.notes.append("modes " + ",".join(f"{k}={v}" for k, v in dfn["mode"].items()))
+            xdp = api.request("GET", "/api/v1/status").get("xdp_synproxy") or {}
+            if xdp.get("attached"):
+                r.notes.append(f"XDP ({', '.join(xdp['attached'].values())}) SYN-ACKs "
+                               f"{xdp['synproxy_xdp_syn']:,}, engine SYN-ACKs "
+                               f"{stats['events'].get('synproxy_syn', 0):,}")
         else:
             res = topo.run(topo.director.ns, ["cat", "/proc/sys/net/netfilter/"
                                               "nf_conntrack_count"], check=False)
@@ -333,7 +343,9 @@ def render(results: list[Result], command: str, elapsed: float, workers: int | N
         "`wrk -t1 -c64` with `Connection: close`, before and during the flood (after "
         f"{WARM:.0f} s of flood). fresh: {FRESH} new client addresses connect once each with a "
         f"1 s timeout during the flood. pylvs runs with `max_connections = 100000` and "
-        f"{threads}; `pylvs-synproxy` is `pylvs-evict` with `synproxy = true` on the service. "
+        f"{threads}; `pylvs-synproxy` is `pylvs-evict` with `synproxy = true` on the service, "
+        "its SYNs answered in XDP on the public interface (`xdp_synproxy = \"auto\"`, the "
+        "default), `pylvs-synproxy-tun` the same with `xdp_synproxy = \"off\"`. "
         "CPU: the balancer process (cores), busy: both cores of the machine; memory: the "
         "balancer's RSS; entries: pylvs table entries or conntrack entries at the end."
         + (f" Cells: median over {runs} rounds (the notes give the ratio's and fresh's "

@@ -2,10 +2,11 @@
 into the C core.
 
 It mirrors the cdef (``_core.cdef`` plus ``core/lock.cdef``, ``dataplane/_tunio.cdef``,
-``dataplane/_workers.cdef`` and ``dataplane/_steer.cdef``): ``lib`` holds each
-function and constant, ``ffi.new`` knows the C types Python allocates, and the struct classes
-carry the C names and fields.  ``tests/unit/test_core_surface.py`` checks this file against the
-compiled module, so a function added to the cdef without a line here fails the tests.
+``dataplane/_workers.cdef``, ``dataplane/_steer.cdef`` and ``dataplane/_xdp.cdef``):
+``lib`` holds each function and constant, ``ffi.new`` knows the C types Python allocates,
+and the struct classes carry the C names and fields.  ``tests/unit/test_core_surface.py``
+checks this file against the compiled module, so a function added to the cdef without a line
+here fails the tests.
 """
 
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -245,8 +246,8 @@ class lvs_pacer_stats(CData):
 
 _IntCdecl = Literal[
     "uint8_t[]", "uint16_t[]", "uint32_t[]", "uint64_t[]", "int32_t[]",
-    "uint32_t *", "int *", "int[]", "uint32_t[3]", "uint32_t[4]", "int32_t[6]", "int32_t[64]",
-    "int32_t[4096]",
+    "uint32_t *", "int *", "int[]", "uint32_t[3]", "uint32_t[4]", "uint64_t[4]", "int32_t[6]",
+    "int32_t[64]", "int32_t[4096]",
 ]
 _Buf = CData | bytes | bytearray | memoryview
 
@@ -459,6 +460,8 @@ class Lib:
         self, e: lvs_engine, saddr: int, daddr: int, sport: int, dport: int, sseq: int,
         cookie: int, tsopts: int, now: float, /
     ) -> int: ...
+    def lvs_synproxy_secrets(self, e: lvs_engine, period: int, out: IntArray, /) -> None: ...
+    def lvs_synproxy_period(self, now: float, /) -> int: ...
 
     # scheduler test harness (_sched.h)
     def lvs_st_new(
@@ -555,5 +558,14 @@ class Lib:
     ) -> int: ...
     def lvs_pacer_last_due(self, p: lvs_pacer, /) -> float: ...
     def lvs_pacer_get_stats(self, p: lvs_pacer, out: lvs_pacer_stats, /) -> None: ...
+
+    # the XDP SYN-cookie responder's bpf(2) calls (dataplane/_xdp.cdef)
+    def lvs_xdp_link(self, prog_fd: int, ifindex: int, flags: int, /) -> int: ...
+    def lvs_xdp_map_update(self, map_fd: int, key: _Buf, value: _Buf, /) -> int: ...
+    def lvs_xdp_map_delete(self, map_fd: int, key: _Buf, /) -> int: ...
+    def lvs_xdp_map_lookup(self, map_fd: int, key: _Buf, value: _Buf, /) -> int: ...
+    def lvs_xdp_test_run(
+        self, prog_fd: int, frame: _Buf, len: int, out: _Buf, cap: int, out_len: IntArray, /
+    ) -> int: ...
 
 lib: Lib

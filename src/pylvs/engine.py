@@ -965,6 +965,16 @@ class Engine:
         returns the entries removed."""
         return int(_lib.lvs_engine_expire(self._e, _clock(now)))
 
+    # ---- the SYN proxy's secrets, for the XDP responder ----
+
+    def synproxy_secrets(self, now: float) -> tuple[int, tuple[int, int], tuple[int, int]]:
+        """The cookie period of the CLOCK_MONOTONIC time *now*, its MAC key and the engine's
+        base key: what ``dataplane/xdp.py`` pushes so XDP builds this engine's cookies."""
+        period = int(_lib.lvs_synproxy_period(_clock(now)))
+        out = _ffi.new("uint64_t[4]")
+        _lib.lvs_synproxy_secrets(self._e, period, out)
+        return period, (int(out[0]), int(out[1])), (int(out[2]), int(out[3]))
+
     # ---- connection sync ----
 
     def set_sync_master(self, enabled: bool = True, *, threshold: int = 3,

@@ -15,6 +15,10 @@ entries the director's state file lists (:func:`pylvs.netconf.release_claims`) a
 On a clean stop the director writes one byte first ("stand down") and the guardian exits
 without touching anything, since the director has removed everything itself.
 
+The XDP SYN proxy needs nothing from it: the director attaches it through a BPF link
+(dataplane/xdp.py), whose only fd the kernel closes with the dead process, and that detaches
+the program (tests/netns/test_synproxy.py kills the director with -9 and checks).
+
 What stays after a crash is what answers for nobody: the blackhole routes that drop VIP
 traffic and steered replies until the node restarts (their purpose, see netconf), the steering
 rules and the sysctls; the next ``pylvs serve`` removes those while recovering.

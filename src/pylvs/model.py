@@ -277,6 +277,8 @@ class DirectorConfig:
     worker_spin_us: int = 0
     loop: Literal["uvloop", "asyncio"] = "uvloop"
     max_connections: int = 1 << 20
+    # The SYN proxy's first step in XDP on public_interface (dataplane/xdp_component.py).
+    xdp_synproxy: Literal["auto", "on", "off"] = "auto"
     log_format: Literal["text", "json"] = "text"
     log_level: Literal["debug", "info", "warning", "error"] = "info"
 

@@ -14,7 +14,7 @@ from pylvs.api.client import ApiClient
 from pylvs.testbed.hapair import HaPair
 from pylvs.testbed.topology import ServiceSpec, Topology
 from tests.netns.test_failover import _json, _up
-from tests.support.serve_harness import VIP, Srv, client, names
+from tests.support.serve_harness import VIP, Srv, client, names, wait_log
 
 FLOOD_NET = "198.18.128.0/17"  # spoofed sources; their SYN-ACKs have no route and vanish
 FLOOD_COUNT = 3000
@@ -71,7 +71,9 @@ def _read_counter(topo: Topology, name: str) -> int:
 
 
 def test_synproxied_service_answers_clients_and_servers_see_no_spoofed_syn(srv: Srv) -> None:
-    toml = srv.config(ServiceSpec(scheduler="rr", synproxy=True))
+    # the TUN path: the engine answers every SYN (the XDP responder is the next test's)
+    toml = srv.topo.director_config([ServiceSpec(scheduler="rr", synproxy=True)],
+                                    director_options={"xdp_synproxy": "off"})
     _syn_counters(srv.topo)
     srv.serve(toml)
     before = _read_counter(srv.topo, "syn_all")  # serve's readiness probe connected once
@@ -106,6 +108,55 @@ def test_synproxied_service_answers_clients_and_servers_see_no_spoofed_syn(srv: 
     listing = subprocess.run([sys.executable, "-m", "pylvs", "ctl", "--socket", sock, "-L", "-n"],
                              capture_output=True, text=True, timeout=30, check=False)
     assert f"TCP  {VIP}:80 rr synproxy" in listing.stdout, listing.stdout + listing.stderr
+
+
+def test_xdp_answers_the_syns_and_the_engine_completes_the_handshakes(srv: Srv) -> None:
+    """With the XDP responder on the public interface the engine sees no SYN (its synproxy_syn
+    stays where it was) yet accepts every real client's ACK; the spoofed flood is answered
+    in XDP and reaches neither the engine nor the real servers."""
+    toml = srv.topo.director_config([ServiceSpec(scheduler="rr", synproxy=True)],
+                                    director_options={"xdp_synproxy": "on"})
+    _syn_counters(srv.topo)
+    wait_log(srv.serve(toml), r"ready: ")  # the VIP answers before the components are up
+    sock = os.path.join(srv.topo.workdir, f"{srv.topo.director.name}.sock")
+    api = ApiClient(sock)
+    xdp = api.request("GET", "/api/v1/status")["xdp_synproxy"]
+    assert xdp["state"] == "attached" and xdp["attached"] == {"eth0": "generic"}, xdp
+    # serve's readiness probe came before the program was attached: the engine answered it
+    engine_syns = api.request("GET", "/api/v1/stats")["events"]["synproxy_syn"]
+    before = _read_counter(srv.topo, "syn_all")
+    flood = srv.topo.popen(srv.topo.client.ns, [sys.executable, "-c", FLOODER, VIP,
+                                                str(FLOOD_COUNT)])
+    got = names(srv.topo, 9)  # fresh connections during the flood
+    assert flood.wait(timeout=60) == 0
+    assert sorted(got) == ["rs1"] * 3 + ["rs2"] * 3 + ["rs3"] * 3, got
+    assert _read_counter(srv.topo, "syn_spoofed") == 0
+    assert _read_counter(srv.topo, "syn_all") == before + 9
+    stats = api.request("GET", "/api/v1/stats")
+    xdp = api.request("GET", "/api/v1/status")["xdp_synproxy"]
+    assert stats["events"]["synproxy_syn"] == engine_syns  # not one SYN more reached it
+    assert stats["events"]["synproxy_ack_ok"] >= 9
+    assert xdp["synproxy_xdp_syn"] >= FLOOD_COUNT + 9, xdp
+    assert stats["connections"] <= stats["events"]["synproxy_ack_ok"]
+    metrics = srv.topo.run(srv.topo.director.ns, ["curl", "-s", "--unix-socket", sock,
+                                                  "http://pylvs/metrics"]).stdout
+    assert 'pylvs_engine_events_total{event="synproxy_xdp_syn"}' in metrics
+    assert "pylvs_xdp_synproxy_attached 1" in metrics
+    text = subprocess.run([sys.executable, "-m", "pylvs", "status", "--socket", sock],
+                          capture_output=True, text=True, timeout=30, check=False).stdout
+    assert "xdp synproxy on: attached on eth0 (generic)" in text, text
+
+    def xdp_attached() -> bool:
+        link = srv.topo.run(srv.topo.director.ns, ["ip", "-d", "link", "show", "eth0"]).stdout
+        return "xdpgeneric" in link
+
+    assert xdp_attached()
+    assert srv.daemon is not None
+    srv.daemon.kill()  # kill -9: the kernel closes the BPF link, which detaches the program
+    deadline = time.monotonic() + 5
+    while xdp_attached() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not xdp_attached()
 
 
 def test_synproxied_streams_survive_a_failover() -> None:

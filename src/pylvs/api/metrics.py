@@ -135,6 +135,7 @@ def _families(director: DirectorLike,
                  "Engine events that are not drops (SYN proxy cookies sent, ACKs accepted).")
     for event, count in sorted(stats.get("events", {}).items()):
         events.add({"event": event}, count)
+    _xdp_synproxy(director.status_section("xdp_synproxy"), events, fam)
     _defense(views.defense(director), fam)
 
     ha = views.ha(director)
@@ -267,6 +268,18 @@ _DATAPLANE_COUNTERS = (
     ("read_errors", "read errors"),
     ("batches", "batches handed to the engine"),
 )
+
+
+def _xdp_synproxy(xdp: Any, events: MetricFamily, fam: Any) -> None:
+    """The XDP SYN proxy: its SYN-ACKs beside the engine's synproxy events, and whether it is
+    attached (dataplane/xdp_component.py)."""
+    if not isinstance(xdp, Mapping):
+        return
+    for key in ("synproxy_xdp_syn", "synproxy_xdp_no_secret"):
+        events.add({"event": key}, int(xdp.get(key, 0)))
+    fam("pylvs_xdp_synproxy_attached", "gauge",
+        "1 while the XDP SYN proxy answers SYNs on the public interface.").add(
+            {}, 1 if xdp.get("attached") else 0)
 
 
 def _dataplane(dp: Any, fam: Any) -> None:

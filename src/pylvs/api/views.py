@@ -298,5 +298,6 @@ def status(director: DirectorLike, services_view: list[Json] | None = None) -> J
         "loop_lag": director.status_section("loop_lag"),
         "timeouts": timeouts(director),
         "defense": defense(director),
+        "xdp_synproxy": director.status_section("xdp_synproxy"),
         "services": services(director) if services_view is None else services_view,
     }

@@ -101,6 +101,14 @@ def _defense_line(dfn: Mapping[str, Any]) -> str:
             f"packets dropped {sum(int(v) for v in packets.values())}")
 
 
+def _xdp_line(xdp: Mapping[str, Any]) -> str:
+    """The XDP SYN proxy: knob, state, where it is attached, SYN-ACKs it sent."""
+    where = ", ".join(f"{name} ({m})" for name, m in sorted((xdp.get("attached") or {}).items()))
+    why = f" ({xdp['error']})" if xdp.get("error") else ""
+    return (f"xdp synproxy {xdp.get('mode', '?')}: {xdp.get('state', '?')}{why}"
+            f"{' on ' + where if where else ''}  syn-acks {xdp.get('synproxy_xdp_syn', 0)}")
+
+
 def render_status(status: Mapping[str, Any]) -> str:
     """The summary: role and peer, then each service and its servers."""
     ha = status.get("ha") or {}
@@ -122,6 +130,9 @@ def render_status(status: Mapping[str, Any]) -> str:
     dfn = status.get("defense")
     if dfn:
         lines.append(_defense_line(dfn))
+    xdp = status.get("xdp_synproxy")
+    if isinstance(xdp, Mapping):
+        lines.append(_xdp_line(xdp))
     lines += _cluster_lines(status.get("cluster") or {})
     services = status.get("services") or []
     if not services:

@@ -305,6 +305,11 @@ uint32_t lvs_synproxy_cookie_make(lvs_engine *e, uint32_t saddr, uint32_t daddr,
 int lvs_synproxy_cookie_check(lvs_engine *e, uint32_t saddr, uint32_t daddr, uint16_t sport,
                               uint16_t dport, uint32_t sseq, uint32_t cookie, uint32_t tsopts,
                               double now);
+/* The secrets the XDP responder needs to build this engine's cookies (dataplane/xdp.py):
+ * out = {the MAC key of `period` (2 words), the base key of H0 (2 words)}.  Pure. */
+void lvs_synproxy_secrets(const lvs_engine *e, uint32_t period, uint64_t out[4]);
+/* The cookie period of a CLOCK_MONOTONIC time (60-second periods). */
+uint32_t lvs_synproxy_period(double now);
 
 /* ---- connection sync (see engine.py for the record format) ---- */
 

@@ -200,27 +200,32 @@ static int schedule(lvs_engine *e, lvs_service *svc, const pkt *k, double now, l
 
 /* ---- the TCP/UDP path ---- */
 
+/* conn_reuse_mode: a new SYN on a TIME_WAIT or CLOSE entry (or one whose dest is quiesced
+ * under expire_nodest_conn) is scheduled afresh (docs/ipvs.md#new-connections step 2; CLOSE is
+ * in the kernel's is_new_conn_expected since 4.x: after an RST the port is soon reused). */
+static int conn_reusable(const lvs_engine *e, const lvs_conn *c)
+{
+    if (c->n_control != 0)
+        return 0;
+    if (e->expire_nodest_conn && c->dest && c->dest->weight == 0)
+        return 1;
+    return c->control == LVS_NO_SLOT &&
+           (c->state == LVS_TCP_S_TIME_WAIT || c->state == LVS_TCP_S_CLOSE ||
+            ((e->conn_reuse_mode & 2) && c->state == LVS_TCP_S_FIN_WAIT &&
+             (c->flags & LVS_CONN_F_NOOUTPUT)));
+}
+
 static int do_in(lvs_engine *e, pkt *k, uint32_t *plen, uint32_t cap, double now)
 {
     lvs_conn *c = lvs_conn_in_get(e, k->af, k->proto, k->saddr, k->sport, k->daddr, k->dport);
     int syn = k->proto == LVS_PROTO_TCP && (k->th_flags & TH_SYN);
-    if (c && syn && e->conn_reuse_mode) {
-        /* conn_reuse_mode: a new SYN on a TIME_WAIT or CLOSE entry (or one whose dest is
-         * quiesced under expire_nodest_conn) is scheduled afresh (docs/ipvs.md#new-connections
-         * step 2; CLOSE is in the
-         * kernel's is_new_conn_expected since 4.x: after an RST the port is soon reused) */
-        int resched = 0;
-        if (e->expire_nodest_conn && c->dest && c->dest->weight == 0)
-            resched = 1;
-        else if (c->control == LVS_NO_SLOT &&
-                 (c->state == LVS_TCP_S_TIME_WAIT || c->state == LVS_TCP_S_CLOSE ||
-                  ((e->conn_reuse_mode & 2) && c->state == LVS_TCP_S_FIN_WAIT &&
-                   (c->flags & LVS_CONN_F_NOOUTPUT))))
-            resched = 1;
-        if (resched && c->n_control == 0) {
-            lvs_conn_expire_now(e, c, now);
-            c = NULL;
-        }
+    /* The SYN of a synproxy service may have been answered in XDP (dataplane/bpf/): the
+     * client's cookie ACK is then the first packet the engine sees of the new connection, and
+     * it reuses the old entry exactly as the SYN would have. */
+    if (c && e->conn_reuse_mode && (syn || (c->flags & LVS_CONN_F_SYNPROXY)) &&
+        conn_reusable(e, c) && (syn || lvs_synproxy_cookie_ack(e, k, now))) {
+        lvs_conn_expire_now(e, c, now);
+        c = NULL;
     }
     if (!c && e->n_no_cport && k->proto == LVS_PROTO_TCP && k->af == LVS_AF_INET) {
         /* an FTP data connection to the port a 227/229 announced (ip_vs_conn_in_get retries

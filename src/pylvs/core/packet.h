@@ -297,6 +297,10 @@ int lvs_synproxy_new(lvs_engine *e, pkt *k, uint32_t *plen, uint32_t cap, double
  * SYN for the server (REPLY). */
 int lvs_synproxy_open(lvs_engine *e, pkt *k, lvs_conn *c, const lvs_sp_accept *o,
                       uint32_t *plen, uint32_t cap, double now);
+/* 1 when k is a pure ACK carrying a valid cookie (nothing counted): the client's ACK to a
+ * SYN-ACK the XDP responder sent, for a tuple whose old conn the engine would have expired
+ * on the SYN (conn_reuse_mode) had it seen it. */
+int lvs_synproxy_cookie_ack(lvs_engine *e, const pkt *k, double now);
 /* An accepted ACK no server can take: the slot becomes a RST for the client (REPLY). */
 int lvs_synproxy_refuse(lvs_engine *e, pkt *k, uint32_t *plen);
 /* Packets of a conn whose server handshake is pending (LVS_CONN_F_SP_WAIT), each direction. */

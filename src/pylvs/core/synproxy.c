@@ -55,16 +55,22 @@ static inline void base_key(const lvs_engine *e, uint64_t k[2])
     k[1] = lvs_hash_mix(e->seed ^ 0xc949d7c7509e6557ULL);
 }
 
+/* The MAC key of one period, derived from the engine secret and the period number. */
+static void derive_period_key(const lvs_engine *e, uint32_t period, uint64_t out[2])
+{
+    uint64_t k[2];
+    base_key(e, k);
+    uint64_t m1[2] = {period, 1}, m2[2] = {period, 2};
+    out[0] = lvs_siphash24(k[0], k[1], m1, 2);
+    out[1] = lvs_siphash24(k[0], k[1], m2, 2);
+}
+
 /* The secret of one period, computed once and cached for the current and previous one. */
 static const uint64_t *period_key(lvs_engine *e, uint32_t period)
 {
     int slot = (int)(period & 1);
     if (!e->sp_key_valid[slot] || e->sp_key_period[slot] != period) {
-        uint64_t k[2];
-        base_key(e, k);
-        uint64_t m1[2] = {period, 1}, m2[2] = {period, 2};
-        e->sp_key[slot][0] = lvs_siphash24(k[0], k[1], m1, 2);
-        e->sp_key[slot][1] = lvs_siphash24(k[0], k[1], m2, 2);
+        derive_period_key(e, period, e->sp_key[slot]);
         e->sp_key_period[slot] = period;
         e->sp_key_valid[slot] = 1;
     }
@@ -74,6 +80,18 @@ static const uint64_t *period_key(lvs_engine *e, uint32_t period)
 static inline uint32_t period_of(double now)
 {
     return (uint32_t)(uint64_t)(now / SP_PERIOD);
+}
+
+uint32_t lvs_synproxy_period(double now)
+{
+    return period_of(now);
+}
+
+void lvs_synproxy_secrets(const lvs_engine *e, uint32_t period, uint64_t out[4])
+{
+    /* derived afresh: the cache is the packet path's, this is the director's (dataplane/xdp.py) */
+    derive_period_key(e, period, out);
+    base_key(e, out + 2);
 }
 
 /* The hashed input: for IPv4 the two addresses in one word (the layout of the first
@@ -256,6 +274,10 @@ static uint32_t build_segment(lvs_engine *e, uint8_t af, uint8_t *p, lvs_addr sr
                               uint16_t sport, uint16_t dport, uint32_t seq, uint32_t ack,
                               uint8_t flags, uint16_t win, const uint8_t *opts, uint32_t optlen)
 {
+    /* The cookie SYN-ACK has IP ID 0, as nf_synproxy's (an atomic datagram, RFC 6864): the
+     * XDP responder (dataplane/bpf/xdp_synproxy.bpf.c) builds the same bytes without the
+     * engine's counter. */
+    uint16_t ip_id = flags == (TH_SYN | TH_ACK) ? 0 : e->ip_id++;
     uint32_t l3 = l3_len(af);
     uint32_t tot = l3 + 20 + optlen;
     memset(p, 0, l3 + 20);
@@ -264,7 +286,7 @@ static uint32_t build_segment(lvs_engine *e, uint8_t af, uint8_t *p, lvs_addr sr
     } else {
         p[0] = 0x45;
         st16(p + 2, (uint16_t)tot);
-        st16(p + 4, e->ip_id++);
+        st16(p + 4, ip_id);
         st16(p + 6, 0x4000); /* DF */
         p[8] = 64;
         p[9] = LVS_PROTO_TCP;
@@ -303,6 +325,24 @@ static inline uint32_t ts_options(const sp_opts *o)
 }
 
 /* ---- step 1 and the cookie check of step 2 ---- */
+
+/* The cookie an ACK returns: the MSS index, LVS_SP_EXPIRED or LVS_SP_BAD; its options. */
+static int check_ack(lvs_engine *e, const pkt *k, double now, sp_opts *o, uint32_t *tsopts)
+{
+    uint8_t *th = k->l4;
+    parse_opts(th, (uint32_t)(th[12] >> 4) * 4, o);
+    *tsopts = o->ts ? (o->tsecr & 0x3f) : TS_NONE;
+    return cookie_check(e, k->af, k->saddr, k->daddr, k->sport, k->dport, ld32(th + 4) - 1,
+                        ld32(th + 8) - 1, *tsopts, now);
+}
+
+int lvs_synproxy_cookie_ack(lvs_engine *e, const pkt *k, double now)
+{
+    sp_opts o;
+    uint32_t tsopts;
+    return (k->th_flags & (TH_SYN | TH_ACK | TH_RST | TH_FIN)) == TH_ACK &&
+           check_ack(e, k, now, &o, &tsopts) >= 0;
+}
 
 int lvs_synproxy_new(lvs_engine *e, pkt *k, uint32_t *plen, uint32_t cap, double now,
                      lvs_sp_accept *out)
@@ -346,11 +386,8 @@ int lvs_synproxy_new(lvs_engine *e, pkt *k, uint32_t *plen, uint32_t cap, double
     }
     if (f != TH_ACK)
         goto no_syn;
-    parse_opts(th, thlen, &o);
-    uint32_t tsopts = o.ts ? (o.tsecr & 0x3f) : TS_NONE;
-    uint32_t cseq = ld32(th + 4) - 1;
-    int r = cookie_check(e, k->af, k->saddr, k->daddr, k->sport, k->dport, cseq,
-                         ld32(th + 8) - 1, tsopts, now);
+    uint32_t tsopts;
+    int r = check_ack(e, k, now, &o, &tsopts);
     if (r == LVS_SP_EXPIRED) {
         e->counters[LVS_CNT_SYNPROXY_EXPIRED_COOKIE]++;
         return LVS_VERDICT_DROP;

@@ -32,6 +32,7 @@
 #include <sys/syscall.h>
 #include <unistd.h>
 
+#include "_bpf.h"
 #include "_steer.h"
 
 #define MAX_VIPS 65536
@@ -43,10 +44,6 @@ struct lvs_steer {
     int map_fd;
 };
 
-static long sys_bpf(int cmd, union bpf_attr *attr)
-{
-    return syscall(__NR_bpf, cmd, attr, sizeof(*attr));
-}
 
 uint32_t lvs_steer_hash(uint8_t af, const uint32_t addr[4], uint16_t port)
 {
@@ -346,7 +343,7 @@ lvs_steer *lvs_steer_new(int *err)
     attr.max_entries = MAX_VIPS;
     attr.map_flags = BPF_F_NO_PREALLOC;
     memcpy(attr.map_name, "pylvs_vips", sizeof("pylvs_vips"));
-    s->map_fd = (int)sys_bpf(BPF_MAP_CREATE, &attr);
+    s->map_fd = (int)lvs_sys_bpf(BPF_MAP_CREATE, &attr);
     if (s->map_fd < 0) {
         rc = -errno;
         goto fail;
@@ -361,7 +358,7 @@ lvs_steer *lvs_steer_new(int *err)
     attr.insn_cnt = (uint32_t)a->n;
     attr.license = (uint64_t)(uintptr_t)license;
     memcpy(attr.prog_name, "pylvs_steer", sizeof("pylvs_steer"));
-    s->prog_fd = (int)sys_bpf(BPF_PROG_LOAD, &attr);
+    s->prog_fd = (int)lvs_sys_bpf(BPF_PROG_LOAD, &attr);
     if (s->prog_fd < 0) {
         rc = -errno;
         goto fail;
@@ -404,9 +401,9 @@ int lvs_steer_set_vip(lvs_steer *s, const uint32_t addr[4], int present)
     if (present) {
         attr.value = (uint64_t)(uintptr_t)&one;
         attr.flags = BPF_ANY;
-        return sys_bpf(BPF_MAP_UPDATE_ELEM, &attr) < 0 ? -errno : 0;
+        return lvs_sys_bpf(BPF_MAP_UPDATE_ELEM, &attr) < 0 ? -errno : 0;
     }
-    if (sys_bpf(BPF_MAP_DELETE_ELEM, &attr) < 0 && errno != ENOENT)
+    if (lvs_sys_bpf(BPF_MAP_DELETE_ELEM, &attr) < 0 && errno != ENOENT)
         return -errno;
     return 0;
 }
@@ -428,7 +425,7 @@ int64_t lvs_steer_test_run(const lvs_steer *s, const uint8_t *pkt, uint32_t len)
     attr.test.data_in = (uint64_t)(uintptr_t)frame;
     attr.test.data_size_in = len + ETH_HLEN;
     attr.test.repeat = 1;
-    long r = sys_bpf(BPF_PROG_TEST_RUN, &attr);
+    long r = lvs_sys_bpf(BPF_PROG_TEST_RUN, &attr);
     int e = errno;
     free(frame);
     return r < 0 ? -(int64_t)e : (int64_t)attr.test.retval;
