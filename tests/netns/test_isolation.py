@@ -35,7 +35,7 @@ def test_heartbeats_on_the_wire_and_probes_through_a_reload() -> None:
         assert idle["api"]["n"] >= 15 and idle["api"]["failed"] == 0
         assert idle["still_active"]
 
-        args = argparse.Namespace(services=20, per_service=5, quiet=1.0, steady=0.5,
+        args = argparse.Namespace(services=20, per_service=5, quiet=1.0, steady=0.5, sched=False,
                                   timeout=30.0)
         res = reload_gaps(pair, args)
         assert res["restore_error"] is None and res["reload_line"].startswith("SIGHUP: reloaded")
