@@ -2,7 +2,9 @@
 
 ``pylvs`` and ``pylvs-plain`` pump on the event loop (``workers = 0``, pinned to one CPU, as
 before issue 14); ``pylvs-w1`` runs one C worker thread pinned to that CPU; ``pylvs-w2`` two
-worker threads on every CPU, beside ``haproxy2`` (``nbthread 2``, unpinned).
+worker threads on every CPU, beside ``haproxy2`` (``nbthread 2``, unpinned);
+``pylvs-w2-nice0`` is ``pylvs-w2`` with ``worker_nice = 0``: the workers not favoured over the
+client and servers that share this machine's CPUs with them.
 
 The ``6`` contenders (``nft6``, ``haproxy6``, ``pylvs6``) run the same measurements over IPv6
 (a dual-stack topology: the client to the IPv6 VIP, the balancer to the real servers' IPv6
@@ -50,7 +52,7 @@ from pylvs.testbed.topology import ServiceSpec, Topology, TopologyError
 __all__ = ["Measurement", "family_ratios", "kernel_ratios", "main"]
 
 CONTENDERS = ("direct", "nft", "haproxy", "pylvs", "pylvs-plain", "pylvs-synproxy", "nft6",
-              "haproxy6", "pylvs6", "haproxy2", "pylvs-w1", "pylvs-w2")
+              "haproxy6", "pylvs6", "haproxy2", "pylvs-w1", "pylvs-w2", "pylvs-w2-nice0")
 DEFAULT_CONTENDERS = CONTENDERS[:6]
 LB_CPU, LOAD_CPU = 1, 0  # the balancer on CPU1, wrk/iperf3 on CPU0 (real servers float)
 
@@ -97,11 +99,14 @@ def _local_vip(topo: Topology, vip: str) -> None:
 
 
 def _pylvs_setup(topo: Topology, offload: bool, family: int = 4,
-                 synproxy: bool = False, workers: int = 0) -> PylvsProcess:
+                 synproxy: bool = False, workers: int = 0,
+                 worker_nice: int | None = None) -> PylvsProcess:
     services = [ServiceSpec(port=80, scheduler="rr", family=family, synproxy=synproxy),
                 ServiceSpec(port=5201, scheduler="rr", servers=(0,), family=family)]
-    toml = topo.director_config(services, director_options={"offload": offload,
-                                                            "workers": workers})
+    options: dict[str, str | int | bool] = {"offload": offload, "workers": workers}
+    if worker_nice is not None:
+        options["worker_nice"] = worker_nice
+    toml = topo.director_config(services, director_options=options)
     # One packet thread (the loop's or a worker) shares the LB CPU; two workers get both CPUs.
     prefix = ("taskset", "-c", str(LB_CPU)) if workers <= 1 else ()
     return start_pylvs(topo, toml, argv_prefix=prefix,
@@ -123,7 +128,9 @@ def _setup(name: str, topo: Topology) -> tuple[str | None, int | None, PylvsProc
         lb = start_haproxy_lb(topo, LB_CPU if threads == 1 else None, ipv6, threads)
         return vip, lb.pid, None
     if name.startswith("pylvs-w"):
-        daemon = _pylvs_setup(topo, offload=True, workers=int(name[len("pylvs-w"):]))
+        count, _, variant = name[len("pylvs-w"):].partition("-")
+        daemon = _pylvs_setup(topo, offload=True, workers=int(count),
+                              worker_nice=0 if variant == "nice0" else None)
         return vip, daemon.proc.pid, daemon
     if name.startswith("pylvs"):
         # pylvs-synproxy: as pylvs (offloads on) with the SYN proxy on the HTTP service

@@ -62,7 +62,7 @@ EXPIRE_INTERVAL = 1.0
 RATES_INTERVAL = 2.0
 # [director] keys that shape objects built once; a reload that changes them is refused.
 _FIXED_DIRECTOR_KEYS = ("public_interface", "private_interface", "dataplane", "tun_name",
-                        "offload", "batch_size", "workers", "worker_spin_us",
+                        "offload", "batch_size", "workers", "worker_spin_us", "worker_nice",
                         "max_connections", "loop")
 
 
@@ -176,7 +176,7 @@ class Director:
                              defense=defense_settings(config.defense))
         workers = default_workers() if d.workers is None else d.workers
         self.dataplane = TunDataplane(d.tun_name, offload=d.offload, batch_size=d.batch_size,
-                                      workers=workers, spin_us=d.worker_spin_us,
+                                      workers=workers, spin_us=d.worker_spin_us, nice=d.worker_nice,
                                       engine_ptr=self._engine_ptr, clock=clock,
                                       on_failure=self._dataplane_failed)
         self.netconf = NetConf(d.public_interface, d.private_interface, d.tun_name)

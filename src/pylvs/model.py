@@ -275,6 +275,10 @@ class DirectorConfig:
     # A worker's busy-poll window after its last packet, microseconds (0: sleep at once);
     # docs/performance.md, "The TUN path's kernel cost".
     worker_spin_us: int = 0
+    # The packet workers' niceness: below the event loop's -10 so the control plane does not
+    # keep them off the CPU; 0 leaves the workers and the session's scheduling group as they
+    # are (a director sharing its CPUs with the load it forwards): dataplane/_workers.c.
+    worker_nice: int = -15
     loop: Literal["uvloop", "asyncio"] = "uvloop"
     max_connections: int = 1 << 20
     # The SYN proxy's first step in XDP on public_interface (dataplane/xdp_component.py).

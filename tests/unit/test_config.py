@@ -146,6 +146,8 @@ def test_load_missing_file() -> None:
         ('dataplane = "tun"', 'dataplane = "tun"\nbatch_size = 0', r"director\.batch_size"),
         ('dataplane = "tun"', 'dataplane = "tun"\nworker_spin_us = 1001',
          r"director\.worker_spin_us: expected 0\.\.1000 microseconds"),
+        ('dataplane = "tun"', 'dataplane = "tun"\nworker_nice = -21',
+         r"director\.worker_nice: expected a nice value -20\.\.19, got -21"),
         ('private_interface = "br0"', 'private_interface = "eth0"', r"other than public"),
         ('private_interface = "br0"', 'private_interface = "a-name-much-too-long"',
          r"1\.\.15 characters"),

@@ -178,6 +178,17 @@ def test_no_spin_sleeps_after_every_batch() -> None:
         q.close()
 
 
+def test_director_hands_worker_nice_to_the_dataplane() -> None:
+    from pylvs.director import Director
+    from pylvs.model import Config, DirectorConfig
+
+    assert Director(Config(director=DirectorConfig(
+        public_interface="eth0", private_interface="eth1", workers=2))).dataplane.nice == -15
+    d = Director(Config(director=DirectorConfig(public_interface="eth0", private_interface="eth1",
+                                                workers=2, worker_nice=0)))
+    assert d.dataplane.nice == 0
+
+
 def test_director_hands_worker_spin_us_to_the_dataplane() -> None:
     from pylvs.director import Director
     from pylvs.model import Config, DirectorConfig
@@ -226,14 +237,32 @@ def test_workers_run_above_the_control_plane_and_leave_a_shared_session_alone() 
     group = autogroup.read_text(encoding="ascii") if autogroup.exists() else ""
     with workers(rr_engine(1), 2) as q:
         assert q.exchange(0, syn(23000)) is not None
-        nices = {}
-        for tid in os.listdir("/proc/self/task"):
-            with open(f"/proc/self/task/{tid}/comm", encoding="ascii") as fh:
-                comm = fh.read().strip()
-            if comm.startswith("pylvs-w"):
-                nices[comm] = os.getpriority(os.PRIO_PROCESS, int(tid))
+        nices = _worker_nices()
     assert set(nices) == {"pylvs-w0", "pylvs-w1"}
     if os.geteuid() == 0:
         assert set(nices.values()) == {-15}
     if group and os.getsid(0) != os.getpid():
         assert autogroup.read_text(encoding="ascii") == group
+
+
+def _worker_nices() -> dict[str, int]:
+    nices = {}
+    for tid in os.listdir("/proc/self/task"):
+        with open(f"/proc/self/task/{tid}/comm", encoding="ascii") as fh:
+            comm = fh.read().strip()
+        if comm.startswith("pylvs-w"):
+            nices[comm] = os.getpriority(os.PRIO_PROCESS, int(tid))
+    return nices
+
+
+def test_worker_nice_zero_leaves_the_workers_as_created() -> None:
+    # [director] worker_nice = 0: a director sharing its CPUs with the load it forwards
+    created = os.getpriority(os.PRIO_PROCESS, 0)
+    q = Queues(rr_engine(1), 2)
+    try:
+        lib.lvs_workers_set_nice(q.w, 0)
+        q.start()
+        assert q.exchange(0, syn(23100)) is not None
+        assert _worker_nices() == {"pylvs-w0": created, "pylvs-w1": created}
+    finally:
+        q.close()

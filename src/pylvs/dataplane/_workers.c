@@ -21,7 +21,8 @@
  * worker_spin_us): it lowered latency at moderate rates but not throughput on shared cores
  * (docs/performance.md, "The TUN path's kernel cost").
  *
- * Priority: a worker renices itself to LVS_WORKERS_NICE, better than the event loop's nice -10
+ * Priority: a worker renices itself to LVS_WORKERS_NICE ([director] worker_nice; 0 or more leaves
+ * the workers and the group as created), better than the event loop's nice -10
  * (ha/node.py: HEARTBEAT_NICE) and the health checker's 0, so a reload, an API request or 10,000
  * health checks do not keep a woken worker off the CPU (measured: workers at nice 0 behind the
  * loop at -10 waited up to 26 ms for a CPU during a 10,000-server reload, bench/isolation.py
@@ -79,6 +80,7 @@ struct lvs_workers {
     int notify_fd;               /* eventfd: a worker failed */
     atomic_int stopping;         /* set before the stop eventfd: ends a spin at once */
     uint32_t spin_ns;            /* busy-poll window after the last packet (0: always sleep) */
+    int nice;                    /* the workers' niceness; 0 or more: left as created */
     atomic_int failure;          /* first failure, -errno */
     atomic_uint failed_index;
     atomic_uint running;
@@ -155,8 +157,8 @@ static void *worker_main(void *arg)
     pthread_setname_np(pthread_self(), name);
     /* nice is per thread on Linux; without CAP_SYS_NICE this fails and the worker keeps the
      * creator's niceness (tests, unprivileged runs) */
-    if (getpriority(PRIO_PROCESS, (id_t)gettid()) > LVS_WORKERS_NICE)
-        (void)setpriority(PRIO_PROCESS, (id_t)gettid(), LVS_WORKERS_NICE);
+    if (w->nice < 0 && getpriority(PRIO_PROCESS, (id_t)gettid()) > w->nice)
+        (void)setpriority(PRIO_PROCESS, (id_t)gettid(), w->nice);
     for (;;) {
         int r = poll(pf, 2, -1);
         if (r < 0) {
@@ -217,6 +219,7 @@ lvs_workers *lvs_workers_new(lvs_engine *engine, const int *fds, uint32_t n, int
     w->engine = engine;
     w->n = n;
     w->spin_ns = LVS_WORKERS_SPIN_NS;
+    w->nice = LVS_WORKERS_NICE;
     w->stop_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
     w->notify_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
     w->w = calloc(n, sizeof(worker));
@@ -241,7 +244,8 @@ lvs_workers *lvs_workers_new(lvs_engine *engine, const int *fds, uint32_t n, int
 
 int lvs_workers_start(lvs_workers *w)
 {
-    favour_own_group();
+    if (w->nice < 0)
+        favour_own_group();
     sigset_t all, old;
     sigfillset(&all);
     /* Threads inherit the mask: block everything so signals reach the Python thread only. */
@@ -310,6 +314,11 @@ void lvs_workers_free(lvs_workers *w)
 void lvs_workers_set_spin(lvs_workers *w, uint32_t spin_ns)
 {
     w->spin_ns = spin_ns;
+}
+
+void lvs_workers_set_nice(lvs_workers *w, int nice)
+{
+    w->nice = nice;
 }
 
 void lvs_workers_set_mark(lvs_workers *w, uint32_t mark)

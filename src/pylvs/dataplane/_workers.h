@@ -29,6 +29,7 @@ void lvs_workers_stop(lvs_workers *w);
 void lvs_workers_free(lvs_workers *w);
 /* The busy-poll window after the last packet, in ns (0: sleep in poll() at once); before start. */
 void lvs_workers_set_spin(lvs_workers *w, uint32_t spin_ns);
+void lvs_workers_set_nice(lvs_workers *w, int nice);
 /* Every queue carries one fwmark service's packets (lvs_tunio_set_mark); before start. */
 void lvs_workers_set_mark(lvs_workers *w, uint32_t mark);
 uint32_t lvs_workers_count(const lvs_workers *w);

@@ -153,7 +153,7 @@ class TunDataplane:
                  workers: int = 0, engine_ptr: Callable[[], lvs_engine | None] | None = None,
                  clock: Callable[[], float] = time.monotonic,
                  on_failure: Callable[[str], None] | None = None, mark: int = 0,
-                 spin_us: int | None = None) -> None:
+                 spin_us: int | None = None, nice: int | None = None) -> None:
         self.name = name
         self.mark = mark  # a fwmark service's device: every packet read carries this mark
         self.offload = offload
@@ -165,6 +165,9 @@ class TunDataplane:
         # LVS_WORKERS_SPIN_NS; 0: sleep at once): docs/performance.md, "The TUN path's kernel
         # cost".
         self.spin_us = spin_us
+        # The workers' niceness (None: the C default, LVS_WORKERS_NICE; 0 or more: left as
+        # created, and the session's autogroup too): dataplane/_workers.c, "Priority".
+        self.nice = nice
         self.fds: list[int] = []  # one per queue (workers mode)
         self._workers: lvs_workers | None = None
         self._engine_ptr = engine_ptr or (lambda: None)
@@ -264,6 +267,8 @@ class TunDataplane:
                 lib.lvs_workers_set_mark(w, self.mark)
             if self.spin_us is not None:
                 lib.lvs_workers_set_spin(w, self.spin_us * 1000)
+            if self.nice is not None:
+                lib.lvs_workers_set_nice(w, self.nice)
             self._workers = w
         rc = lib.lvs_workers_start(self._workers)
         if rc < 0:
