@@ -70,7 +70,7 @@ import ipaddress
 import itertools
 import math
 from array import array
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import replace
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, NoReturn
@@ -433,6 +433,9 @@ class Engine:
         self._scratch_size = 0
         self._ports: dict[ServiceKey, tuple[tuple[int, int], ...]] = {}  # port-list services
         self.sync_skipped = 0
+        # called before services() and stats() read the counters: the fast path folds the
+        # kernel's counts in first (dataplane/fastpath_component.py)
+        self.read_hooks: list[Callable[[], None]] = []
         self.set_option("expire_nodest_conn", expire_nodest_conn)
         self.set_option("expire_quiescent_template", expire_quiescent_template)
         self.set_option("conn_reuse_mode", conn_reuse_mode)
@@ -735,8 +738,13 @@ class Engine:
         af = _af(_svc_ident(key)[0])
         return tuple(_server_info(key, af, buf[i]) for i in range(got))
 
+    def _before_read(self) -> None:
+        for hook in self.read_hooks:
+            hook()
+
     def services(self) -> list[ServiceInfo]:
         """Every service in the order added, each with its servers in kernel list order."""
+        self._before_read()
         out = []
         info = _ffi.new("lvs_svc_info *")
         for i in range(int(_lib.lvs_svc_count(self._e))):
@@ -768,6 +776,7 @@ class Engine:
     def service(self, key: ServiceKey, *, with_servers: bool = True) -> ServiceInfo:
         """One service by key (a hash lookup in the core, not a listing); ConfigError if
         absent.  ``with_servers=False`` leaves ``servers`` empty and skips listing them."""
+        self._before_read()
         info = _ffi.new("lvs_svc_info *")
         ip, proto = _svc_ident(key)
         _check(_lib.lvs_svc_info_find(self._e, _af(ip), proto, _c_addr(ip), key.port, info),
@@ -859,6 +868,7 @@ class Engine:
 
     def stats(self) -> EngineStats:
         """Global totals (since the last zero), rates, occupancy and drop/pass reasons."""
+        self._before_read()
         info = self._info()
         vals = _ffi.new("uint64_t[]", len(_COUNTERS))
         _lib.lvs_counter_values(self._e, vals, len(_COUNTERS))

@@ -283,6 +283,9 @@ class DirectorConfig:
     max_connections: int = 1 << 20
     # The SYN proxy's first step in XDP on public_interface (dataplane/xdp_component.py).
     xdp_synproxy: Literal["auto", "on", "off"] = "auto"
+    # Established TCP connections forwarded in the kernel by a TC program on the public and
+    # private interfaces, the engine deciding which (dataplane/fastpath_component.py).
+    fastpath: Literal["auto", "on", "off"] = "auto"
     log_format: Literal["text", "json"] = "text"
     log_level: Literal["debug", "info", "warning", "error"] = "info"
 

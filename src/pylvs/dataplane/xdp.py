@@ -32,7 +32,7 @@ if TYPE_CHECKING:
     from pylvs._core import FFI, Lib
     from pylvs.engine import Engine
 
-__all__ = ["BPF_OBJECT", "XdpMode", "XdpSynproxy", "possible_cpus"]
+__all__ = ["BPF_OBJECT", "XdpMode", "XdpSynproxy", "load_libbpf", "possible_cpus"]
 
 BPF_OBJECT = Path(__file__).resolve().parent / "bpf" / "xdp_synproxy.bpf.o"
 XdpMode = Literal["native", "generic"]
@@ -54,14 +54,16 @@ struct bpf_program *bpf_object__find_program_by_name(const struct bpf_object *ob
 int bpf_program__fd(const struct bpf_program *prog);
 struct bpf_map *bpf_object__find_map_by_name(const struct bpf_object *obj, const char *name);
 int bpf_map__fd(const struct bpf_map *map);
+int bpf_map__set_max_entries(struct bpf_map *map, unsigned int max_entries);
 """
 _libbpf: tuple[Any, Any] | None = None
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
 
-def _load_libbpf() -> tuple[Any, Any]:
-    """cffi's ABI-mode handle on libbpf (no headers needed; libbpf1 is a runtime package)."""
+def load_libbpf() -> tuple[Any, Any]:
+    """cffi's ABI-mode handle on libbpf (no headers needed; libbpf1 is a runtime package);
+    shared with the TC fast path (fastpath.py)."""
     global _libbpf
     if _libbpf is None:
         from cffi import FFI
@@ -113,7 +115,7 @@ class XdpSynproxy:
         except OSError as exc:
             raise CoreError(f"no XDP program at {path} (clang missing at build time?): "
                             f"{exc.strerror}") from exc
-        ffi, lib = _load_libbpf()
+        ffi, lib = load_libbpf()
         buf = ffi.new("char[]", blob)
         obj = lib.bpf_object__open_mem(buf, len(blob), ffi.NULL)
         if obj == ffi.NULL:
@@ -214,7 +216,7 @@ class XdpSynproxy:
         for ifname in list(self.links):
             self.detach(ifname)
         if self._obj is not None:
-            _load_libbpf()[1].bpf_object__close(self._obj)
+            load_libbpf()[1].bpf_object__close(self._obj)
             self._obj = None
 
 
