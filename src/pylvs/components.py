@@ -88,8 +88,8 @@ class LoadMonitors:
 
 
 def attach_components(director: Director) -> None:
-    """Attach the XDP SYN proxy, the fast path, the control API, health probes, load monitors, HA and the
-    cluster, in order."""
+    """Attach the XDP SYN proxy, the fast path, the control API, health probes, load monitors,
+    HA and the cluster, in order."""
     director.components.append(XdpSynproxyComponent(director))  # first: it meets the flood
     director.components.append(FastPathComponent(director))
     director.components.append(ApiServer(director))

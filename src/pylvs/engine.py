@@ -83,6 +83,8 @@ from pylvs.engine_types import (
     Defense,
     DefenseInfo,
     EngineStats,
+    OffloadEvent,
+    OffloadFold,
     Protocol,
     Rates,
     ServerInfo,
@@ -1010,6 +1012,61 @@ class Engine:
         buf = _ffi.new("uint8_t[]", max(need, 1))
         got = int(_lib.lvs_sync_full(self._e, buf, need, t))
         return bytes(_ffi.buffer(buf, min(got, need)))
+
+    # ---- flow offload (core/offload.h; dataplane/fastpath.py drives it) ----
+
+    def offload_enable(self, queue: int, after_packets: int = 0, ipv6: bool = True) -> None:
+        """Offer established TCP connections of plain NAT services to the kernel's fast path
+        (after ``after_packets`` packets in); at most ``queue`` events wait."""
+        _check(_lib.lvs_offload_enable(self._e, queue, after_packets, int(ipv6)), "offload")
+
+    def offload_disable(self) -> None:
+        """Stop offering; every connection's offload mark is cleared."""
+        _lib.lvs_offload_disable(self._e)
+
+    def offload_events(self, limit: int = 1024) -> tuple[list[OffloadEvent], bool]:
+        """Take up to ``limit`` queued events (oldest first) and whether a DEL was lost (the
+        dataplane must then forget its whole table).  The C dataplane drains these itself;
+        this is for tests and tools."""
+        buf = _ffi.new("lvs_offload_event[]", limit)
+        lost = _ffi.new("int *")
+        n = int(_lib.lvs_offload_drain(self._e, buf, limit, lost))
+        out = []
+        for i in range(n):
+            ev = buf[i]
+            out.append(OffloadEvent(
+                "add" if ev.op == _lib.LVS_OFFLOAD_ADD else "del",
+                (_ipstr(ev.af, ev.caddr), int(ev.cport)),
+                (_ipstr(ev.af, ev.vaddr), int(ev.vport)),
+                (_ipstr(ev.af, ev.daddr), int(ev.dport))))
+        return out, bool(lost[0])
+
+    def offload_fold(self, records: Sequence[OffloadFold]) -> list[bool]:
+        """Fold the kernel's counts (stats, timers, sync thresholds); per record whether its
+        entry stays (False: the connection is gone or no longer offloadable)."""
+        n = len(records)
+        buf = _ffi.new("lvs_offload_fold[]", max(n, 1))
+        for i, r in enumerate(records):
+            src, dst = ipaddress.ip_address(r.source[0]), ipaddress.ip_address(r.destination[0])
+            c = buf[i]
+            c.af = _AF_INET6 if src.version == 6 else _AF_INET
+            c.proto = _proto(r.protocol)
+            c.dir = 0 if r.inbound else 1
+            _set_addr(c.saddr, src)
+            _set_addr(c.daddr, dst)
+            c.sport, c.dport = r.source[1], r.destination[1]
+            c.pkts, c.bytes, c.last_seen = r.packets, r.bytes, r.last_seen
+        verdicts = _ffi.new("uint8_t[]", max(n, 1))
+        _lib.lvs_offload_fold_batch(self._e, buf, n, verdicts)
+        return [verdicts[i] == _lib.LVS_OFFLOAD_KEEP for i in range(n)]
+
+    def offload_stats(self) -> dict[str, int]:
+        """The engine's offload counters (core/offload.h lvs_offload_stats)."""
+        st = _ffi.new("lvs_offload_stats *")
+        _lib.lvs_offload_get_stats(self._e, st)
+        return {name: int(getattr(st, name)) for name in
+                ("adds", "dels", "full", "lost", "fold_pkts", "fold_bytes", "fold_orphans",
+                 "pending", "enabled")}
 
     def sync_apply(self, blob: bytes, now: float) -> int:
         """Install or refresh entries from records; returns how many were applied.  Records

@@ -29,7 +29,8 @@ from pylvs.dataplane.xdp import load_libbpf, possible_cpus
 from pylvs.errors import CoreError
 
 if TYPE_CHECKING:
-    from pylvs._core import FFI, Lib, lvs_engine, lvs_fastpath, lvs_workers
+    from pylvs._core import FFI, Lib, lvs_fastpath, lvs_workers
+    from pylvs.engine import Engine
 
 __all__ = ["BPF_OBJECT", "FOLD_INTERVAL", "FastPath", "FastPathStats"]
 
@@ -91,7 +92,7 @@ class FastPath:
         self.counters_fd = counters_fd
         self.links: dict[str, int] = {}  # interface -> link fd
         self._fp: lvs_fastpath | None = None
-        self._engine: lvs_engine | None = None
+        self._engine: Engine | None = None
         self._workers: lvs_workers | None = None
 
     @classmethod
@@ -138,19 +139,18 @@ class FastPath:
         if fd is not None:
             os.close(fd)
 
-    def bind(self, engine: lvs_engine, max_connections: int, workers: lvs_workers | None, *,
+    def bind(self, engine: Engine, max_connections: int, workers: lvs_workers | None, *,
              after_packets: int = 0, ipv6: bool = True) -> None:
         """Start offloading: the C dataplane on the map, the workers applying its events after
         each batch, and the engine offering its connections."""
         ffi, lib = _core()
-        fp = lib.lvs_fastpath_new(engine, self.flows_fd, max_connections)
+        fp = lib.lvs_fastpath_new(engine._c_handle(), self.flows_fd, max_connections)
         if fp == ffi.NULL:
             raise CoreError("lvs_fastpath_new failed (out of memory?)")
         self._fp, self._engine, self._workers = fp, engine, workers
         if workers is not None:
             lib.lvs_workers_set_fastpath(workers, fp)
-        _check(lib.lvs_locked_lvs_offload_enable(engine, QUEUE, after_packets, int(ipv6)),
-               "lvs_offload_enable")
+        engine.offload_enable(QUEUE, after_packets, ipv6)
 
     def unbind(self) -> None:
         """Stop offloading: the engine stops offering and forgets its marks, the workers stop
@@ -159,7 +159,7 @@ class FastPath:
         if self._fp is None:
             return
         if self._engine is not None:
-            lib.lvs_locked_lvs_offload_disable(self._engine)
+            self._engine.offload_disable()
         if self._workers is not None:
             lib.lvs_workers_set_fastpath(self._workers, ffi.NULL)
         lib.lvs_fastpath_flush(self._fp)
@@ -195,15 +195,14 @@ class FastPath:
         dp = ffi.new("lvs_fastpath_stats *")
         if self._fp is not None:
             lib.lvs_fastpath_get_stats(self._fp, dp)
-        eng = ffi.new("lvs_offload_stats *")
-        if self._engine is not None:
-            lib.lvs_locked_lvs_offload_get_stats(self._engine, eng)
+        eng = self._engine.offload_stats() if self._engine is not None else {}
         prog = self.program_counters()
         return FastPathStats(
             entries=int(dp.entries), adds=int(dp.adds), dels=int(dp.dels),
             add_errors=int(dp.add_errors), flushes=int(dp.flushes), pruned=int(dp.pruned),
             collects=int(dp.collects), collect_ms_max=int(dp.collect_ns_max) / 1e6,
-            packets=int(eng.fold_pkts), bytes=int(eng.fold_bytes), queue_full=int(eng.full),
+            packets=eng.get("fold_pkts", 0), bytes=eng.get("fold_bytes", 0),
+            queue_full=eng.get("full", 0),
             **prog)
 
     def program_counters(self) -> dict[str, int]:

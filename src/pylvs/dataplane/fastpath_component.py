@@ -101,7 +101,7 @@ class FastPathComponent:
             for ifname in dict.fromkeys((d.public_interface, d.private_interface)):
                 self.program.attach(ifname)
             if not self.program.bound and self.host.active:
-                self.program.bind(self.host.engine._c_handle(), d.max_connections, workers)
+                self.program.bind(self.host.engine, d.max_connections, workers)
         except (CoreError, OSError) as exc:
             self._close()
             self.error = str(exc)
@@ -139,7 +139,7 @@ class FastPathComponent:
             elif not prog.bound and active:
                 workers = self.host.workers_handle()
                 if workers is not None:
-                    prog.bind(self.host.engine._c_handle(),
+                    prog.bind(self.host.engine,
                               self.host.config.director.max_connections, workers)
 
     def fold(self) -> None:
