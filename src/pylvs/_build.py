@@ -51,9 +51,11 @@ def build_bpf() -> bool:
     import sysconfig
 
     ok = True
+    headers = list((HERE / "dataplane" / "bpf").glob("*.h"))  # pylvs_bpf.h, shared
     for source in BPF_SOURCES:
         obj = source.with_suffix(".o")
-        if obj.exists() and obj.stat().st_mtime >= source.stat().st_mtime:
+        newest = max(p.stat().st_mtime for p in (source, *headers))
+        if obj.exists() and obj.stat().st_mtime >= newest:
             continue
         clang = shutil.which("clang")
         if clang is None:

@@ -124,6 +124,8 @@ __all__ = [
     "DefenseInfo",
     "Engine",
     "EngineStats",
+    "OffloadEvent",
+    "OffloadFold",
     "Rates",
     "ServerInfo",
     "ServerKey",

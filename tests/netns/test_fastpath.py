@@ -16,6 +16,7 @@ import subprocess
 import sys
 import textwrap
 import time
+from collections.abc import Callable
 
 from pylvs.api.client import ApiClient
 from pylvs.testbed.topology import ServiceSpec
@@ -49,24 +50,10 @@ def _service_bytes(api: ApiClient) -> tuple[int, int]:
 
 
 STREAMS_CODE = textwrap.dedent(f"""
-    import hashlib, threading
-    want = pattern_sha({SIZE})
+    import threading
     results = [None] * {STREAMS}
     def fetch(i):
-        s = socket.create_connection((VIP, 80), timeout=30)
-        s.sendall(b"GET /bytes/{SIZE} HTTP/1.0\\r\\n\\r\\n")
-        head = b""
-        while b"\\r\\n\\r\\n" not in head:
-            head += s.recv(65536)
-        body = head.partition(b"\\r\\n\\r\\n")[2]
-        h = hashlib.sha256(body); got = len(body)
-        while True:
-            chunk = s.recv(1 << 20)
-            if not chunk:
-                break
-            h.update(chunk); got += len(chunk)
-        s.close()
-        results[i] = (got, h.hexdigest() == want)
+        results[i] = fetch_checked({SIZE})
     threads = [threading.Thread(target=fetch, args=(i,)) for i in range({STREAMS})]
     for th in threads: th.start()
     for th in threads: th.join(120)
@@ -176,3 +163,18 @@ def test_removed_server_and_switch_off_stop_fast_pathing(srv: Srv) -> None:
         time.sleep(0.1)
     assert _tcx_count(srv, "eth0") == 0
     assert api.request("GET", "/api/v1/status")["fastpath"]["state"] == "off"
+
+
+def test_ipv6_streams_take_the_fast_path(make_srv: Callable[..., Srv]) -> None:
+    srv = make_srv(ipv6=True)
+    opts: dict[str, str | int | bool] = {"workers": 2, "fastpath": "on"}
+    daemon = srv.serve(srv.topo.director_config([ServiceSpec(scheduler="rr", family=6)],
+                                                director_options=opts), wait_tcp_port=None)
+    wait_log(daemon, r"ready: ")
+    api = _api(srv)
+    size = 8 << 20
+    out = client(srv.topo, f"out['results'] = [fetch_checked({size}, host='2001:2::100') "
+                           "for _ in range(3)]", timeout=120)
+    assert out["results"] == [[size, True]] * 3, out["results"]
+    fp = api.request("GET", "/api/v1/status")["fastpath"]
+    assert fp["adds"] >= 3 and fp["bytes"] > 3 * size * 0.8, fp

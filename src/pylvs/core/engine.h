@@ -5,20 +5,24 @@
  *
  * Who calls whom (no cycles; a file calls only files below it in this list):
  *   engine.c   lifetime, options, expiry sweep  -> defense.c ctl.c conn.c dest.c sync.c proto_tcp.c
+ *                                                  offload.c
  *   packet.c   packet entry, batch loop         -> defense.c synproxy.c ftp.c proto_tcp.c xmit.c
- *                                                  icmp.c sync.c ctl.c conn.c
+ *                                                  icmp.c sync.c ctl.c offload.c conn.c
  *   ftp.c      FTP helper (PORT/PASV entries)    -> seqadj.c sync.c conn.c
  *   defense.c  flood defence, eviction          -> conn.c
  *   synproxy.c SYN proxy                        -> xmit.c seqadj.c conn.c
  *   xmit.c     NAT rewrite                      -> icmp.c seqadj.c
  *   icmp.c     ICMP                             -> conn.c seqadj.c
- *   sync.c     sync records                     -> ctl.c conn.c seqadj.c
+ *   sync.c     sync records                     -> ctl.c conn.c seqadj.c offload.c
  *   info.c     listings                         -> est.c ctl.c conn.c
  *   est.c      estimator, -Z                    -> ctl.c
  *   ctl.c      services and dests               -> conn.c dest.c (and the scheduler registry)
- *   proto_tcp.c  TCP state machine              -> conn.c
- *   conn.c     connection table, timers         -> dest.c seqadj.c (releases side records)
+ *   proto_tcp.c  TCP state machine              -> offload.c conn.c
+ *   conn.c     connection table, timers         -> offload.c dest.c seqadj.c (releases side
+ *                                                  records, recalls offloaded conns)
+ *   offload_fold.c  offload: the fold, off      -> sync.c conn.c offload.c
  *   seqadj.c   per-conn TCP translation         (nothing)
+ *   offload.c  flow offload: the event queue    (nothing)
  *   dest.c     dest references, the trash       (nothing)
  */
 #ifndef PYLVS_ENGINE_H
@@ -258,7 +262,7 @@ void lvs_engine_lock_destroy(lvs_engine *e);
 void lvs_engine_lock_shared(lvs_engine *e);
 void lvs_engine_unlock_shared(lvs_engine *e);
 
-/* ---- offload.c (the rest is in offload.h) ---- */
+/* ---- offload.c (the rest is in offload.h; the fold is offload_fold.c) ---- */
 void lvs_offload_init(lvs_engine *e);
 void lvs_offload_free(lvs_engine *e);
 /* The conn may be offered now (reads only). */

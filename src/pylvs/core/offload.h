@@ -1,5 +1,5 @@
-/* offload.h — flow offload: which connections the kernel may forward without the engine, and
- * folding what it forwarded back into the engine (offload.c).  The engine stays the authority
+/* offload.h — flow offload: which connections the kernel may forward without the engine
+ * (offload.c), and folding what it forwarded back into the engine (offload_fold.c).  The engine stays the authority
  * and does no I/O: it only queues events ("this connection may be offloaded", "this one must
  * come back") that the dataplane applies to the kernel's table (dataplane/_fastpath.c, the TC
  * program bpf/tc_fastpath.bpf.c), and it takes back the kernel's counts as fold records.

@@ -107,17 +107,6 @@ static uint64_t mono_ns(void)
     return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
 }
 
-static long map_op(int cmd, int fd, const void *key, void *value, uint64_t flags)
-{
-    union bpf_attr attr;
-    memset(&attr, 0, sizeof(attr));
-    attr.map_fd = (uint32_t)fd;
-    attr.key = (uint64_t)(uintptr_t)key;
-    attr.value = (uint64_t)(uintptr_t)value;
-    attr.flags = flags;
-    return lvs_sys_bpf(cmd, &attr) < 0 ? -errno : 0;
-}
-
 /* ---- keys: host-order engine tuples <-> wire-order map keys ---- */
 
 static void put_addr(uint32_t out[4], uint8_t af, lvs_addr a)
@@ -219,7 +208,7 @@ static int flush_locked(lvs_fastpath *fp)
         attr.map_fd = (uint32_t)fp->map_fd;
         attr.next_key = (uint64_t)(uintptr_t)&next;
         if (lvs_sys_bpf(BPF_MAP_GET_NEXT_KEY, &attr) < 0 ||
-            map_op(BPF_MAP_DELETE_ELEM, fp->map_fd, &next, NULL, 0) < 0)
+            lvs_bpf_map_op(BPF_MAP_DELETE_ELEM, fp->map_fd, &next, NULL, 0) < 0)
             break;
         n++;
     }
@@ -247,10 +236,10 @@ static int drain_locked(lvs_fastpath *fp, int worker)
             if (ev[i].op == LVS_OFFLOAD_ADD) {
                 if (ev[i].slot < fp->max_conns)
                     memset(&fp->shadow[(size_t)ev[i].slot * 2], 0, 2 * sizeof(shadow));
-                if (map_op(BPF_MAP_UPDATE_ELEM, fp->map_fd, &k[0], &v[0], BPF_ANY) < 0) {
+                if (lvs_bpf_map_op(BPF_MAP_UPDATE_ELEM, fp->map_fd, &k[0], &v[0], BPF_ANY) < 0) {
                     fp->st.add_errors++;
-                } else if (map_op(BPF_MAP_UPDATE_ELEM, fp->map_fd, &k[1], &v[1], BPF_ANY) < 0) {
-                    map_op(BPF_MAP_DELETE_ELEM, fp->map_fd, &k[0], NULL, 0);
+                } else if (lvs_bpf_map_op(BPF_MAP_UPDATE_ELEM, fp->map_fd, &k[1], &v[1], BPF_ANY) < 0) {
+                    lvs_bpf_map_op(BPF_MAP_DELETE_ELEM, fp->map_fd, &k[0], NULL, 0);
                     fp->st.add_errors++;
                 } else {
                     fp->st.adds++;
@@ -258,7 +247,7 @@ static int drain_locked(lvs_fastpath *fp, int worker)
             } else {
                 for (int d = 0; d < 2; d++) {
                     fp_val got;
-                    if (map_op(BPF_MAP_LOOKUP_AND_DELETE_ELEM, fp->map_fd, &k[d], &got, 0) == 0 &&
+                    if (lvs_bpf_map_op(BPF_MAP_LOOKUP_AND_DELETE_ELEM, fp->map_fd, &k[d], &got, 0) == 0 &&
                         got.slot == ev[i].slot)
                         to_fold(fp, &k[d], &got, &recs[nrec++]);
                 }
@@ -346,7 +335,7 @@ int lvs_fastpath_collect(lvs_fastpath *fp)
     }
     /* after the walk: deleting during it would make the batch cursor skip entries */
     for (uint32_t i = 0; i < ndead; i++)
-        map_op(BPF_MAP_DELETE_ELEM, fp->map_fd, &dead[i], NULL, 0);
+        lvs_bpf_map_op(BPF_MAP_DELETE_ELEM, fp->map_fd, &dead[i], NULL, 0);
     free(dead);
     fp->st.pruned += ndead;
     fp->st.entries = entries - ndead;
@@ -403,18 +392,5 @@ int lvs_fastpath_test_run(int prog_fd, int ifindex, const uint8_t *frame, uint32
     memset(&ctx, 0, sizeof(ctx));
     ctx.ifindex = (uint32_t)ifindex;
     ctx.ingress_ifindex = (uint32_t)ifindex;
-    union bpf_attr attr;
-    memset(&attr, 0, sizeof(attr));
-    attr.test.prog_fd = (uint32_t)prog_fd;
-    attr.test.data_in = (uint64_t)(uintptr_t)frame;
-    attr.test.data_size_in = len;
-    attr.test.data_out = (uint64_t)(uintptr_t)out;
-    attr.test.data_size_out = cap;
-    attr.test.ctx_in = (uint64_t)(uintptr_t)&ctx;
-    attr.test.ctx_size_in = sizeof(ctx);
-    attr.test.repeat = 1;
-    if (lvs_sys_bpf(BPF_PROG_TEST_RUN, &attr) < 0)
-        return -errno;
-    *out_len = attr.test.data_size_out;
-    return (int)attr.test.retval;
+    return lvs_bpf_test_run(prog_fd, frame, len, out, cap, out_len, &ctx, sizeof(ctx));
 }

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from pylvs.dataplane.xdp import load_libbpf, possible_cpus
+from pylvs.dataplane.xdp import load_libbpf, load_object, possible_cpus
 from pylvs.errors import CoreError
 
 if TYPE_CHECKING:
@@ -99,21 +99,13 @@ class FastPath:
     def load(cls, max_connections: int, path: Path = BPF_OBJECT) -> FastPath:
         """Load the object with room for ``max_connections`` (two entries each);
         :class:`CoreError` when it is missing or the kernel refuses it."""
-        try:
-            blob = path.read_bytes()
-        except OSError as exc:
-            raise CoreError(f"no TC program at {path} (clang missing at build time?): "
-                            f"{exc.strerror}") from exc
-        ffi, lib = load_libbpf()
-        buf = ffi.new("char[]", blob)
-        obj = lib.bpf_object__open_mem(buf, len(blob), ffi.NULL)
-        if obj == ffi.NULL:
-            raise CoreError(f"libbpf cannot open {path.name}: {os.strerror(ffi.errno)}")
+        def size(ffi: Any, lib: Any, obj: Any) -> None:
+            flows = lib.bpf_object__find_map_by_name(obj, b"flows")
+            lib.bpf_map__set_max_entries(flows, max(2, 2 * max_connections))
+
+        obj = load_object(path, "TC fast path", size)
+        lib = load_libbpf()[1]
         flows = lib.bpf_object__find_map_by_name(obj, b"flows")
-        lib.bpf_map__set_max_entries(flows, max(2, 2 * max_connections))
-        if (rc := lib.bpf_object__load(obj)) < 0:
-            lib.bpf_object__close(obj)
-            raise CoreError(f"the kernel refused the TC fast path: {os.strerror(-rc)}")
         prog = lib.bpf_object__find_program_by_name(obj, _PROGRAM)
         counters = lib.bpf_object__find_map_by_name(obj, b"counters")
         return cls(obj, lib.bpf_program__fd(prog), lib.bpf_map__fd(flows),

@@ -20,16 +20,15 @@ import asyncio
 import logging
 import threading
 import time
-from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any, Protocol
 
 from pylvs.dataplane.fastpath import FOLD_INTERVAL, FastPath
+from pylvs.dataplane.xdp_component import XdpHost
 from pylvs.errors import CoreError
 from pylvs.tasks import cancel_and_wait
 
 if TYPE_CHECKING:
     from pylvs._core import lvs_workers
-    from pylvs.engine import Engine
     from pylvs.model import Config
 
 __all__ = ["FastPathComponent", "FastPathHost"]
@@ -39,16 +38,9 @@ log = logging.getLogger("pylvs.dataplane.fastpath")
 READ_FOLD_AGE = 0.05  # a stats read folds unless the last fold is younger than this (seconds)
 
 
-class FastPathHost(Protocol):
-    """What the component uses of the director (typed here: dataplane/ never imports it)."""
-
-    engine: Engine
-    status_providers: dict[str, Callable[[], Any]]
-    config_listeners: list[Callable[[Config], Awaitable[None]]]
-
-    @property
-    def config(self) -> Config:
-        """The configuration currently applied."""
+class FastPathHost(XdpHost, Protocol):
+    """What the component uses of the director: the XDP component's surface, and the role
+    and the workers (typed here: dataplane/ never imports the director)."""
 
     @property
     def active(self) -> bool:

@@ -22,7 +22,7 @@ import ipaddress
 import os
 import socket
 import struct
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -32,7 +32,8 @@ if TYPE_CHECKING:
     from pylvs._core import FFI, Lib
     from pylvs.engine import Engine
 
-__all__ = ["BPF_OBJECT", "XdpMode", "XdpSynproxy", "load_libbpf", "possible_cpus"]
+__all__ = ["BPF_OBJECT", "XdpMode", "XdpSynproxy", "load_libbpf", "load_object",
+           "possible_cpus"]
 
 BPF_OBJECT = Path(__file__).resolve().parent / "bpf" / "xdp_synproxy.bpf.o"
 XdpMode = Literal["native", "generic"]
@@ -78,6 +79,29 @@ def load_libbpf() -> tuple[Any, Any]:
     return _libbpf
 
 
+def load_object(path: Path, what: str,
+                configure: Callable[[Any, Any, Any], None] | None = None) -> Any:
+    """Open and load a BPF object file with libbpf (``configure(ffi, lib, obj)`` runs between
+    the two, e.g. to size a map); the loaded ``bpf_object *``.  :class:`CoreError` when the
+    file is missing (no clang at build time) or the kernel refuses it; ``what`` names it."""
+    try:
+        blob = path.read_bytes()
+    except OSError as exc:
+        raise CoreError(f"no {what} at {path} (clang missing at build time?): "
+                        f"{exc.strerror}") from exc
+    ffi, lib = load_libbpf()
+    buf = ffi.new("char[]", blob)
+    obj = lib.bpf_object__open_mem(buf, len(blob), ffi.NULL)
+    if obj == ffi.NULL:
+        raise CoreError(f"libbpf cannot open {path.name}: {os.strerror(ffi.errno)}")
+    if configure is not None:
+        configure(ffi, lib, obj)
+    if (rc := lib.bpf_object__load(obj)) < 0:
+        lib.bpf_object__close(obj)
+        raise CoreError(f"the kernel refused the {what}: {os.strerror(-rc)}")
+    return obj
+
+
 def _core() -> tuple[FFI, Lib]:
     from pylvs._core import ffi, lib
 
@@ -110,19 +134,8 @@ class XdpSynproxy:
     @classmethod
     def load(cls, path: Path = BPF_OBJECT) -> XdpSynproxy:
         """Load the object file; :class:`CoreError` when it is missing or the kernel refuses."""
-        try:
-            blob = path.read_bytes()
-        except OSError as exc:
-            raise CoreError(f"no XDP program at {path} (clang missing at build time?): "
-                            f"{exc.strerror}") from exc
-        ffi, lib = load_libbpf()
-        buf = ffi.new("char[]", blob)
-        obj = lib.bpf_object__open_mem(buf, len(blob), ffi.NULL)
-        if obj == ffi.NULL:
-            raise CoreError(f"libbpf cannot open {path.name}: {os.strerror(ffi.errno)}")
-        if (rc := lib.bpf_object__load(obj)) < 0:
-            lib.bpf_object__close(obj)
-            raise CoreError(f"the kernel refused the XDP program: {os.strerror(-rc)}")
+        obj = load_object(path, "XDP program")
+        lib = load_libbpf()[1]
         prog = lib.bpf_object__find_program_by_name(obj, _PROGRAM)
         maps = {name: lib.bpf_map__fd(lib.bpf_object__find_map_by_name(obj, name.encode()))
                 for name in ("services", "secrets", "counters")}

@@ -32,18 +32,10 @@
  *
  * Built with `clang -O2 -g -target bpf` by pylvs/_build.py; no libbpf headers needed.
  */
-#include <linux/bpf.h>
-#include <linux/if_ether.h>
-#include <linux/in.h>
 #include <linux/pkt_cls.h>
 
-#define SEC(name) __attribute__((section(name), used))
-#define __uint(name, val) int (*name)[val]
-#define __type(name, val) __typeof__(val) *name
-#define INLINE static inline __attribute__((always_inline))
+#include "pylvs_bpf.h"
 
-static void *(*bpf_map_lookup_elem)(void *map, const void *key) = (void *)BPF_FUNC_map_lookup_elem;
-static __u64 (*bpf_ktime_get_ns)(void) = (void *)BPF_FUNC_ktime_get_ns;
 static long (*bpf_skb_load_bytes)(const void *skb, __u32 off, void *to, __u32 len) =
     (void *)BPF_FUNC_skb_load_bytes;
 static long (*bpf_skb_store_bytes)(void *skb, __u32 off, const void *from, __u32 len,
@@ -60,8 +52,6 @@ static long (*bpf_redirect_neigh)(__u32 ifindex, struct bpf_redir_neigh *params,
 static __s64 (*bpf_csum_diff)(__be32 *from, __u32 from_size, __be32 *to, __u32 to_size,
                               __wsum seed) = (void *)BPF_FUNC_csum_diff;
 
-#define bswap16(x) __builtin_bswap16(x)
-#define bswap32_(x) __builtin_bswap32(x)
 #define ETH_HLEN_ 14
 #define TH_FIN 0x01
 #define TH_SYN 0x02
@@ -176,7 +166,7 @@ int pylvs_fastpath(struct __sk_buff *skb)
         ttl_off = ETH_HLEN_ + 7;
         l4 = ETH_HLEN_ + 40;
         fib.family = AF_INET6_;
-        fib.flowinfo = *(__u32 *)ip & bswap32_(0x0fffffff);
+        fib.flowinfo = *(__u32 *)ip & bswap32(0x0fffffff);
     } else {
         return TC_ACT_OK;
     }

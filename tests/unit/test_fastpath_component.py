@@ -1,0 +1,122 @@
+"""The fast path's director side (dataplane/fastpath_component.py): ``fastpath = "auto"`` falls
+back to the TUN path with a warning that names the cause (no workers, an absent interface, a
+refused program), ``"on"`` refuses to start, ``"off"`` never loads it; a bad value is a clear
+config error; a stats read folds first."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import pytest
+
+from pylvs import config
+from pylvs.dataplane.fastpath import FastPath
+from pylvs.dataplane.fastpath_component import FastPathComponent
+from pylvs.engine import Engine
+from pylvs.errors import ConfigError, CoreError
+from pylvs.model import Config
+
+
+def _config(mode: str) -> Config:
+    return config.parse(f"""
+        [director]
+        public_interface = "pylvs-absent0"
+        private_interface = "pylvs-absent1"
+        fastpath = "{mode}"
+        [[virtual_server]]
+        address = "198.18.0.100:80"
+        [[virtual_server.real_server]]
+        address = "198.19.0.11:80"
+    """)
+
+
+class Host:
+    """What the component uses of a director; ``workers`` stands for the workers' handle."""
+
+    def __init__(self, cfg: Config, workers: Any = None) -> None:
+        self.engine = Engine(max_connections=16)
+        self.status_providers: dict[str, Callable[[], Any]] = {}
+        self.config_listeners: list[Callable[[Config], Awaitable[None]]] = []
+        self._config = cfg
+        self._workers = workers
+
+    @property
+    def config(self) -> Config:
+        return self._config
+
+    @property
+    def active(self) -> bool:
+        return True
+
+    def workers_handle(self) -> Any:
+        return self._workers
+
+
+def _run(comp: FastPathComponent, host: Host) -> dict[str, Any]:
+    async def run() -> dict[str, Any]:
+        await comp.start()
+        try:
+            status: dict[str, Any] = host.status_providers["fastpath"]()
+            return status
+        finally:
+            await comp.stop()
+
+    return asyncio.run(run())
+
+
+def test_auto_without_workers_falls_back_with_a_warning(caplog: pytest.LogCaptureFixture) -> None:
+    host = Host(_config("auto"))
+    with caplog.at_level(logging.WARNING, logger="pylvs.dataplane.fastpath"):
+        status = _run(FastPathComponent(host), host)
+    assert status["state"] == "unavailable" and "workers" in status["error"], status
+    assert "every packet takes the TUN" in caplog.text and "workers >= 1" in caplog.text
+
+
+def test_auto_names_a_refused_program_and_on_refuses_to_start(
+        monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    def refuse(max_connections: int) -> FastPath:
+        raise CoreError("the kernel refused the TC fast path: Operation not permitted")
+
+    monkeypatch.setattr(FastPath, "load", staticmethod(refuse))
+    host = Host(_config("auto"), workers=object())
+    with caplog.at_level(logging.WARNING, logger="pylvs.dataplane.fastpath"):
+        status = _run(FastPathComponent(host), host)
+    assert "Operation not permitted" in status["error"] and not status["attached"]
+    host = Host(_config("on"), workers=object())
+    with pytest.raises(CoreError, match='fastpath = "on": the kernel refused'):
+        asyncio.run(FastPathComponent(host).start())
+
+
+def test_off_loads_nothing(monkeypatch: pytest.MonkeyPatch) -> None:
+    def never(max_connections: int) -> FastPath:
+        raise AssertionError("loaded although off")
+
+    monkeypatch.setattr(FastPath, "load", staticmethod(never))
+    host = Host(_config("off"), workers=object())
+    status = _run(FastPathComponent(host), host)
+    assert status == {"mode": "off", "attached": [], "offloading": False, "state": "off"}
+
+
+def test_a_stats_read_folds_first() -> None:
+    host = Host(_config("off"))
+    comp = FastPathComponent(host)
+    folds: list[int] = []
+
+    class Prog:
+        def collect(self) -> int:
+            folds.append(1)
+            return 0
+
+    comp.program = Prog()  # type: ignore[assignment]
+    host.engine.services()
+    host.engine.stats()
+    assert len(folds) == 1  # the second read came within READ_FOLD_AGE of the first
+    comp.program = None
+
+
+def test_a_bad_value_is_a_config_error() -> None:
+    with pytest.raises(ConfigError, match="fastpath"):
+        _config("maybe")
