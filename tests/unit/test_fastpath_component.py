@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 
 from pylvs import config
+from pylvs.dataplane import fastpath_component
 from pylvs.dataplane.fastpath import FastPath
 from pylvs.dataplane.fastpath_component import FastPathComponent
 from pylvs.engine import Engine
@@ -55,6 +56,12 @@ class Host:
         return self._workers
 
 
+@pytest.fixture(autouse=True)
+def no_firewall(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The host's own netfilter tables must not decide these tests."""
+    monkeypatch.setattr(fastpath_component, "netfilter_tables", lambda: [])
+
+
 def _run(comp: FastPathComponent, host: Host) -> dict[str, Any]:
     async def run() -> dict[str, Any]:
         await comp.start()
@@ -88,6 +95,17 @@ def test_auto_names_a_refused_program_and_on_refuses_to_start(
     host = Host(_config("on"), workers=object())
     with pytest.raises(CoreError, match='fastpath = "on": the kernel refused'):
         asyncio.run(FastPathComponent(host).start())
+
+
+def test_auto_stays_off_beside_a_netfilter_ruleset(monkeypatch: pytest.MonkeyPatch) -> None:
+    def never(max_connections: int) -> FastPath:
+        raise AssertionError("loaded beside a firewall")
+
+    monkeypatch.setattr(FastPath, "load", staticmethod(never))
+    monkeypatch.setattr(fastpath_component, "netfilter_tables", lambda: ["inet filter"])
+    host = Host(_config("auto"), workers=object())
+    status = _run(FastPathComponent(host), host)
+    assert "netfilter tables in the director's namespace (inet filter)" in status["error"]
 
 
 def test_off_loads_nothing(monkeypatch: pytest.MonkeyPatch) -> None:

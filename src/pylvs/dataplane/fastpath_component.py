@@ -7,6 +7,11 @@ cannot (no clang at build time, no libbpf, no tcx in the kernel, no packet worke
 warning that names the cause and every packet takes the TUN path as before.  ``on`` makes that
 failure fatal at start; ``off`` never loads it.
 
+A netfilter ruleset in the director's namespace (nftables tables, iptables tables) keeps
+``auto`` off too: the program forwards before netfilter, so a stateful firewall would see only
+each connection's handshake and end, and conntrack would call the end INVALID (its window
+never saw the data).  ``on`` attaches anyway and says so.
+
 Every :data:`~pylvs.dataplane.fastpath.FOLD_INTERVAL` the kernel's counts are folded into the
 engine (stats, timers, sync thresholds) and dead entries pruned; a stats read
 (:meth:`pylvs.engine.Engine.services`, ``stats``) folds first, so counters read right after
@@ -17,9 +22,13 @@ director is not active (an HA backup) nothing is offloaded and the map is empty.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import shutil
+import subprocess
 import threading
 import time
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 from pylvs.dataplane.fastpath import FOLD_INTERVAL, FastPath
@@ -36,6 +45,26 @@ __all__ = ["FastPathComponent", "FastPathHost"]
 log = logging.getLogger("pylvs.dataplane.fastpath")
 
 READ_FOLD_AGE = 0.05  # a stats read folds unless the last fold is younger than this (seconds)
+
+
+def netfilter_tables() -> list[str]:
+    """The netfilter tables of this network namespace (nftables' and the legacy iptables'),
+    e.g. ``["inet filter"]``; a stateful firewall among them would not see fast-pathed
+    packets."""
+    tables: list[str] = []
+    for proc in ("/proc/net/ip_tables_names", "/proc/net/ip6_tables_names"):
+        with contextlib.suppress(OSError):  # no legacy iptables module
+            tables += [f"iptables {t}" for t in Path(proc).read_text().split()]
+    nft = shutil.which("nft")
+    if nft:
+        try:
+            res = subprocess.run([nft, "list", "tables"], capture_output=True, text=True,
+                                 timeout=5, check=False)
+        except (OSError, subprocess.TimeoutExpired):
+            return tables
+        tables += [line.removeprefix("table ").strip() for line in res.stdout.splitlines()
+                   if line.startswith("table ")]
+    return tables
 
 
 class FastPathHost(XdpHost, Protocol):
@@ -88,6 +117,12 @@ class FastPathComponent:
             workers = self.host.workers_handle()
             if workers is None:
                 raise CoreError("the fast path needs packet workers (workers >= 1)")
+            if self.program is None and (tables := netfilter_tables()):
+                why = (f"netfilter tables in the director's namespace ({', '.join(tables)}) "
+                       "would see only each connection's handshake and end")
+                if mode == "auto":
+                    raise CoreError(why + ' (fastpath = "on" uses it anyway)')
+                log.warning("fast path on although %s", why)
             if self.program is None:
                 self.program = FastPath.load(d.max_connections)
             for ifname in dict.fromkeys((d.public_interface, d.private_interface)):
