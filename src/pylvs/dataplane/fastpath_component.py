@@ -31,7 +31,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
-from pylvs.dataplane.fastpath import FOLD_INTERVAL, FastPath
+from pylvs.dataplane.fastpath import FOLD_INTERVAL, QUEUE, FastPath
 from pylvs.dataplane.xdp_component import XdpHost
 from pylvs.errors import CoreError
 from pylvs.tasks import cancel_and_wait
@@ -89,7 +89,7 @@ class FastPathComponent:
         self._task: asyncio.Task[None] | None = None
         self._last_fold = 0.0
         # the fold runs in a thread: closing (or re-binding) must wait for it
-        self._lock = threading.Lock()
+        self._lock = threading.RLock()
         host.config_listeners.append(self._on_config)
         host.status_providers["fastpath"] = self.status
         host.engine.read_hooks.append(self.fold_for_read)
@@ -107,6 +107,10 @@ class FastPathComponent:
         self._close()
 
     def _setup(self, cfg: Config, *, fatal: bool) -> None:
+        with self._lock:
+            self._setup_locked(cfg, fatal=fatal)
+
+    def _setup_locked(self, cfg: Config, *, fatal: bool) -> None:
         mode = cfg.director.fastpath
         if mode == "off":
             self._close()
@@ -128,7 +132,8 @@ class FastPathComponent:
             for ifname in dict.fromkeys((d.public_interface, d.private_interface)):
                 self.program.attach(ifname)
             if not self.program.bound and self.host.active:
-                self.program.bind(self.host.engine, d.max_connections, workers)
+                self.program.bind(self.host.engine, d.max_connections, workers,
+                                  after_packets=d.fastpath_after_packets)
         except (CoreError, OSError) as exc:
             self._close()
             self.error = str(exc)
@@ -140,10 +145,15 @@ class FastPathComponent:
         log.info("fast path attached to %s (tcx ingress)", ", ".join(self.program.links))
 
     async def _on_config(self, cfg: Config) -> None:
-        if self.program is not None and cfg.director.fastpath != "off":
-            self.fold()  # a removed server's or service's entries go now
-        elif cfg.director.fastpath == "off":
+        if cfg.director.fastpath == "off":
             self._close()
+        elif self.program is None:  # switched on by a reload
+            await asyncio.to_thread(self._setup, cfg, fatal=False)
+        else:
+            with self._lock:
+                if self.program is not None and self.program.bound:
+                    self.host.engine.offload_enable(QUEUE, cfg.director.fastpath_after_packets)
+            self.fold()  # a removed server's or service's entries go now
 
     async def _fold_loop(self) -> None:
         while True:
@@ -166,8 +176,9 @@ class FastPathComponent:
             elif not prog.bound and active:
                 workers = self.host.workers_handle()
                 if workers is not None:
-                    prog.bind(self.host.engine,
-                              self.host.config.director.max_connections, workers)
+                    d = self.host.config.director
+                    prog.bind(self.host.engine, d.max_connections, workers,
+                              after_packets=d.fastpath_after_packets)
 
     def fold(self) -> None:
         """Fold the kernel's counts into the engine now (errors are logged, not raised)."""
