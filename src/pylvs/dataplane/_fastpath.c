@@ -13,8 +13,9 @@
  * Folding.  The program counts packets, bytes and the latest packet's time per entry
  * (cumulative since the entry was added).  `shadow` keeps, per conn slot and direction, what
  * was folded already, so each fold adds only the difference; an entry taken out is read as it
- * is deleted (BPF_MAP_LOOKUP_AND_DELETE_ELEM) and its remainder folded, so the stats lose
- * nothing at a FIN.  The collector (lvs_fastpath_collect, called by the control plane every
+ * is deleted (BPF_MAP_LOOKUP_AND_DELETE_ELEM) and its remainder kept for the collector's next
+ * fold (its conn lives on in FIN_WAIT or TIME_WAIT), so the stats lose nothing at a FIN and a
+ * worker takes no exclusive engine lock for it (unless PENDING records pile up).  The collector (lvs_fastpath_collect, called by the control plane every
  * FOLD interval and before a stats read) reads the whole map in batches and deletes the entries
  * the engine says are dead.  The engine lock is taken once per batch of entries, never across
  * a bpf(2) call.
@@ -61,6 +62,7 @@ typedef struct shadow {
 } shadow;
 
 #define CHUNK 256 /* map entries per BPF_MAP_LOOKUP_BATCH and per engine-lock hold */
+#define PENDING 4096 /* last counts of removed entries waiting for the collector's fold */
 
 struct lvs_fastpath {
     lvs_engine *engine;
@@ -68,6 +70,8 @@ struct lvs_fastpath {
     uint32_t max_conns;
     pthread_mutex_t mu;      /* one applier or collector at a time; guards shadow and st */
     shadow *shadow;          /* [slot * 2 + dir]: counts folded so far */
+    lvs_offload_fold pending[PENDING];   /* removed entries' last counts, not yet folded */
+    uint32_t npending;
     lvs_fastpath_stats st;
 };
 
@@ -217,18 +221,28 @@ static int flush_locked(lvs_fastpath *fp)
 }
 
 /* Apply queued events (fp->mu held). */
+/* Fold the removed entries' last counts (fp->mu held). */
+static void fold_pending(lvs_fastpath *fp, int worker)
+{
+    static __thread uint8_t verdicts[PENDING];
+    fold(fp, fp->pending, fp->npending, verdicts, worker);
+    fp->npending = 0;
+}
+
+static int update(lvs_fastpath *fp, const fp_key *k, const fp_val *v)
+{
+    return lvs_bpf_map_op(BPF_MAP_UPDATE_ELEM, fp->map_fd, k, (void *)v, BPF_ANY);
+}
+
 static int drain_locked(lvs_fastpath *fp, int worker)
 {
     lvs_offload_event ev[64];
-    lvs_offload_fold recs[128];
-    uint8_t verdicts[128];
     int applied = 0;
     for (;;) {
         int lost = 0;
         uint32_t n = lvs_offload_drain(fp->engine, ev, 64, &lost);
         if (lost)
             flush_locked(fp);
-        uint32_t nrec = 0;
         for (uint32_t i = 0; i < n; i++) {
             fp_key k[2];
             fp_val v[2];
@@ -236,9 +250,9 @@ static int drain_locked(lvs_fastpath *fp, int worker)
             if (ev[i].op == LVS_OFFLOAD_ADD) {
                 if (ev[i].slot < fp->max_conns)
                     memset(&fp->shadow[(size_t)ev[i].slot * 2], 0, 2 * sizeof(shadow));
-                if (lvs_bpf_map_op(BPF_MAP_UPDATE_ELEM, fp->map_fd, &k[0], &v[0], BPF_ANY) < 0) {
+                if (update(fp, &k[0], &v[0]) < 0) {
                     fp->st.add_errors++;
-                } else if (lvs_bpf_map_op(BPF_MAP_UPDATE_ELEM, fp->map_fd, &k[1], &v[1], BPF_ANY) < 0) {
+                } else if (update(fp, &k[1], &v[1]) < 0) {
                     lvs_bpf_map_op(BPF_MAP_DELETE_ELEM, fp->map_fd, &k[0], NULL, 0);
                     fp->st.add_errors++;
                 } else {
@@ -247,16 +261,19 @@ static int drain_locked(lvs_fastpath *fp, int worker)
             } else {
                 for (int d = 0; d < 2; d++) {
                     fp_val got;
-                    if (lvs_bpf_map_op(BPF_MAP_LOOKUP_AND_DELETE_ELEM, fp->map_fd, &k[d], &got, 0) == 0 &&
-                        got.slot == ev[i].slot)
-                        to_fold(fp, &k[d], &got, &recs[nrec++]);
+                    if (lvs_bpf_map_op(BPF_MAP_LOOKUP_AND_DELETE_ELEM, fp->map_fd, &k[d], &got,
+                                       0) < 0 || got.slot != ev[i].slot)
+                        continue;
+                    if (fp->npending == PENDING)
+                        fold_pending(fp, worker);
+                    to_fold(fp, &k[d], &got, &fp->pending[fp->npending]);
+                    if (fp->pending[fp->npending].pkts)
+                        fp->npending++;
                 }
                 fp->st.dels++;
             }
             applied++;
         }
-        /* a DEL's last counts: its conn has just left ESTABLISHED (or is gone) */
-        fold(fp, recs, nrec, verdicts, worker);
         if (n < 64)
             break;
     }
@@ -303,6 +320,7 @@ int lvs_fastpath_collect(lvs_fastpath *fp)
     uint64_t t0 = mono_ns();
     pthread_mutex_lock(&fp->mu);
     drain_locked(fp, 0);
+    fold_pending(fp, 0);
     fp_key *dead = NULL;
     uint32_t ndead = 0, capdead = 0;
     uint64_t token = 0, entries = 0;

@@ -31,10 +31,12 @@ typedef struct lvs_fastpath_stats {
 lvs_fastpath *lvs_fastpath_new(lvs_engine *engine, int map_fd, uint32_t max_conns);
 void lvs_fastpath_free(lvs_fastpath *fp);
 /* Apply the queued events.  wait = 0 (a packet worker after its batch): return at once when
- * another thread is applying or folding (the events wait for the next batch).  The counts of
- * a connection taken out are folded at once.  Returns the events applied. */
+ * another thread is applying or folding (the events wait for the next batch).  The last counts
+ * of a connection taken out wait for the next lvs_fastpath_collect.  Returns the events
+ * applied. */
 int lvs_fastpath_drain(lvs_fastpath *fp, int wait);
-/* The collector: apply the events, then read the whole map (BPF_MAP_LOOKUP_BATCH), fold each
+/* The collector: apply the events, fold the last counts of the entries taken out, then read
+ * the whole map (BPF_MAP_LOOKUP_BATCH), fold each
  * entry's new packets and bytes into the engine (stats, timer, sync threshold) and delete the
  * entries whose connection is gone or no longer offloadable.  Returns the entries left. */
 int lvs_fastpath_collect(lvs_fastpath *fp);
