@@ -43,6 +43,7 @@ class Host:
         self.config_listeners: list[Callable[[Config], Awaitable[None]]] = []
         self._config = cfg
         self._workers = workers
+        self.is_active = True  # the HA role: False on a backup
 
     @property
     def config(self) -> Config:
@@ -50,7 +51,7 @@ class Host:
 
     @property
     def active(self) -> bool:
-        return True
+        return self.is_active
 
     def workers_handle(self) -> Any:
         return self._workers
@@ -138,3 +139,53 @@ def test_a_stats_read_folds_first() -> None:
 def test_a_bad_value_is_a_config_error() -> None:
     with pytest.raises(ConfigError, match="fastpath"):
         _config("maybe")
+
+
+class FakeProgram:
+    """Records what the component asks of a loaded program."""
+
+    def __init__(self) -> None:
+        self.calls: list[str] = []
+        self.bound = True
+        self.links = {"eth0": 3, "eth1": 4}
+
+    def collect(self) -> int:
+        self.calls.append("collect")
+        return 0
+
+    def unbind(self) -> None:
+        self.calls.append("unbind")
+        self.bound = False
+
+    def bind(self, engine: Engine, max_connections: int, workers: Any, *,
+             after_packets: int = 0) -> None:
+        self.calls.append(f"bind after={after_packets}")
+        self.bound = True
+
+
+def test_an_ha_backup_offloads_nothing_and_a_new_master_offloads_again() -> None:
+    host = Host(_config("auto"), workers=object())
+    comp = FastPathComponent(host)
+    prog = FakeProgram()
+    comp.program = prog  # type: ignore[assignment]
+    host.is_active = False
+    comp._follow_role()  # backup: fold what is left, empty the map, stop offering
+    assert prog.calls == ["collect", "unbind"]
+    comp._follow_role()
+    assert prog.calls == ["collect", "unbind"]
+    host.is_active = True
+    comp._follow_role()  # master again
+    assert prog.calls[-1] == "bind after=0" and prog.bound
+    comp.program = None
+
+
+def test_the_status_line() -> None:
+    from pylvs.cli.status import render_status
+
+    text = render_status({"fastpath": {"mode": "auto", "state": "attached",
+                                       "attached": ["eth0", "eth1"], "entries": 6,
+                                       "packets": 1234, "bytes": 5 << 20}})
+    assert "fastpath auto: attached on eth0, eth1  connections 3  forwarded 1234 pkt" in text
+    text = render_status({"fastpath": {"mode": "auto", "state": "unavailable",
+                                       "attached": [], "error": "no workers"}})
+    assert "fastpath auto: unavailable (no workers)" in text
