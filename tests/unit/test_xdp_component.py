@@ -1,30 +1,37 @@
 """The XDP SYN proxy's director side (dataplane/xdp_component.py): ``xdp_synproxy = "auto"``
 falls back to the TUN path with a warning when the program cannot be used, ``"on"`` refuses to
-start, ``"off"`` never loads it, and without a synproxy service nothing is attached."""
+start, ``"off"`` never loads it, and without a synproxy service nothing is attached unless
+``[defense] syncookies`` may engage, whose state the component mirrors into the program."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Any, cast
 
 import pytest
 
 from pylvs import config
-from pylvs.dataplane.xdp import XdpSynproxy
-from pylvs.dataplane.xdp_component import XdpSynproxyComponent, synproxy_services
-from pylvs.engine import Engine
+from pylvs.dataplane.xdp import SVC_COOKIES, XdpSynproxy
+from pylvs.dataplane.xdp_component import (
+    XdpSynproxyComponent,
+    answered_services,
+    synproxy_services,
+)
+from pylvs.engine import Defense, Engine
 from pylvs.errors import CoreError
 from pylvs.model import Config
 
 
-def _config(mode: str, synproxy: bool = True) -> Config:
+def _config(mode: str, synproxy: bool = True, syncookies: int = 1) -> Config:
     return config.parse(f"""
         [director]
         public_interface = "pylvs-absent0"
         private_interface = "eth1"
         xdp_synproxy = "{mode}"
+        [defense]
+        syncookies = {syncookies}
         [[virtual_server]]
         address = "198.18.0.100:80"
         synproxy = {str(synproxy).lower()}
@@ -62,6 +69,47 @@ def test_only_exact_port_synproxy_services_go_to_the_program() -> None:
     assert synproxy_services(_config("auto", synproxy=False)) == frozenset()
 
 
+def test_with_syncookies_every_exact_port_tcp_service_goes_to_the_program() -> None:
+    """... marked SVC_COOKIES: answered only while the engine's syncookies is engaged."""
+    plain = answered_services(_config("auto", synproxy=False))
+    assert {f"{a}:{p}": k for (a, p), k in plain.items()} == {"198.18.0.100:80": SVC_COOKIES}
+    assert answered_services(_config("auto", synproxy=False, syncookies=0)) == {}
+
+
+class FakeProgram:
+    """What _follow_cookies uses of the loaded program."""
+
+    def __init__(self) -> None:
+        self.cookies_engaged = False
+        self.cookie_syns = 0
+
+    def set_cookies_engaged(self, engaged: bool) -> None:
+        self.cookies_engaged = engaged
+
+    def counters(self) -> dict[str, int]:
+        return {"syn": self.cookie_syns, "no_secret": 0, "cookie_syn": self.cookie_syns}
+
+
+def test_the_program_follows_syncookies_and_its_syns_reach_the_engine() -> None:
+    host = Host(_config("auto", synproxy=False))
+    comp = XdpSynproxyComponent(host)
+    prog = FakeProgram()
+    as_program = cast(XdpSynproxy, prog)
+    comp._follow_cookies(as_program)
+    assert not prog.cookies_engaged
+    host.engine.set_defense(Defense(syncookies=2))
+    prog.cookie_syns = 700
+    comp._follow_cookies(as_program)
+    prog.cookie_syns = 1000
+    comp._follow_cookies(as_program)
+    sc = host.engine.defense().syncookies
+    assert sc is not None and sc.xdp_syns == 1000  # deltas, each reported once
+    assert prog.cookies_engaged
+    host.engine.set_defense(Defense(syncookies=0))
+    comp._follow_cookies(as_program)
+    assert not prog.cookies_engaged
+
+
 def test_auto_falls_back_to_the_tun_with_a_warning(monkeypatch: pytest.MonkeyPatch,
                                                   caplog: pytest.LogCaptureFixture) -> None:
     monkeypatch.setattr(XdpSynproxy, "load", staticmethod(_refuse))
@@ -94,11 +142,12 @@ def test_on_refuses_to_start_without_the_program(monkeypatch: pytest.MonkeyPatch
                          [("off", True, "off"), ("auto", False, "idle")])
 def test_nothing_is_loaded_when_off_or_without_a_synproxy_service(
         monkeypatch: pytest.MonkeyPatch, mode: str, synproxy: bool, state: str) -> None:
+    """(and syncookies = 0: otherwise any TCP service may need the program)"""
     def fail() -> XdpSynproxy:
         raise AssertionError("loaded")
 
     monkeypatch.setattr(XdpSynproxy, "load", staticmethod(fail))
-    host = Host(_config(mode, synproxy))
+    host = Host(_config(mode, synproxy, syncookies=0))
     comp = XdpSynproxyComponent(host)
 
     async def run() -> dict[str, Any]:

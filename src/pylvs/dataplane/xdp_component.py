@@ -1,14 +1,18 @@
 """Keeps the XDP SYN-cookie responder (:mod:`pylvs.dataplane.xdp`) in step with the director.
 
 ``[director] xdp_synproxy``: ``auto`` (the default) attaches the program to the public
-interface while a service has ``synproxy = true``, and when it cannot (no clang at build time,
-no libbpf, no bpf(2), the driver refuses) logs one warning and leaves every SYN to the TUN
-path, which answers it as before; ``on`` makes that failure fatal at start; ``off`` never loads
-it.  On every config change the services map follows the synproxy services (exact-port TCP
-services: a port-0 or port-list service is answered by the engine), and every second the
-current and next period's cookie secrets are pushed.  The director's status (``pylvs status``,
-the status page, ``/metrics``) shows the state and ``synproxy_xdp_syn``, the SYN-ACKs sent by
-the program.
+interface while a service has ``synproxy = true`` or, with ``[defense] syncookies`` 1 or 2,
+while any TCP service exists; when it cannot (no clang at build time, no libbpf, no bpf(2), the
+driver refuses) it logs one warning and leaves every SYN to the TUN path, which answers it as
+before; ``on`` makes that failure fatal at start; ``off`` never loads it.  On every config
+change the services map follows the services (exact-port TCP services: a port-0 or port-list
+service is answered by the engine): synproxy ones always answered, the others only while the
+engine's syncookies is engaged.  Every ``POLL_INTERVAL`` the component mirrors that engaged
+flag into the program and reports the SYNs it answered for syncookies to the engine (its
+disengage measure counts them: core/defense.c); every second it pushes the current and next
+period's cookie secrets.  The director's status (``pylvs status``, the status page,
+``/metrics``) shows the state, ``synproxy_xdp_syn`` (the SYN-ACKs sent by the program) and
+``syncookie_xdp_syn`` (those of them for services without synproxy).
 """
 
 from __future__ import annotations
@@ -19,7 +23,7 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any, Protocol
 
-from pylvs.dataplane.xdp import IPAddress, XdpSynproxy
+from pylvs.dataplane.xdp import SVC_COOKIES, SVC_SYNPROXY, IPAddress, XdpSynproxy
 from pylvs.errors import CoreError
 from pylvs.tasks import cancel_and_wait
 
@@ -27,11 +31,14 @@ if TYPE_CHECKING:
     from pylvs.engine import Engine
     from pylvs.model import Config
 
-__all__ = ["XdpHost", "XdpSynproxyComponent", "synproxy_services"]
+__all__ = ["XdpHost", "XdpSynproxyComponent", "answered_services", "synproxy_services"]
 
 log = logging.getLogger("pylvs.dataplane.xdp")
 
 SECRETS_INTERVAL = 1.0  # a period lasts 60 s; the next one's key is always pushed ahead
+# How soon the program follows syncookies engaging: until it does, the flood's SYNs take the
+# TUN path (answered there by the engine, but at the TUN's cost).
+POLL_INTERVAL = 0.1
 
 
 class XdpHost(Protocol):
@@ -47,10 +54,21 @@ class XdpHost(Protocol):
 
 
 def synproxy_services(cfg: Config) -> frozenset[tuple[IPAddress, int]]:
-    """The VIP:ports the program answers for: exact-port TCP services with synproxy."""
-    return frozenset((vs.address.address, vs.address.port) for vs in cfg.virtual_servers
-                     if vs.synproxy and vs.protocol == "tcp" and not vs.fwmark
-                     and vs.address.port and not vs.ports)
+    """The VIP:ports the program always answers for: exact-port TCP services with synproxy."""
+    return frozenset(k for k, kind in answered_services(cfg).items() if kind == SVC_SYNPROXY)
+
+
+def answered_services(cfg: Config) -> dict[tuple[IPAddress, int], int]:
+    """The program's services map: each exact-port TCP service's VIP:port and kind,
+    SVC_SYNPROXY (synproxy = true) or, unless ``[defense] syncookies = 0``, SVC_COOKIES."""
+    out: dict[tuple[IPAddress, int], int] = {}
+    for vs in cfg.virtual_servers:
+        if vs.protocol != "tcp" or vs.fwmark or not vs.address.port or vs.ports:
+            continue
+        if vs.synproxy or cfg.defense.syncookies:
+            key = (vs.address.address, vs.address.port)
+            out[key] = max(out.get(key, 0), SVC_SYNPROXY if vs.synproxy else SVC_COOKIES)
+    return out
 
 
 class XdpSynproxyComponent:
@@ -63,6 +81,7 @@ class XdpSynproxyComponent:
         self.error: str | None = None  # why the program is not in use (auto mode)
         self._task: asyncio.Task[None] | None = None
         self._started = False
+        self._cookie_syns_reported = 0  # the program's cookie_syn counter, as last reported
         # _sync runs in a thread (pyroute2 and the verifier would stall the loop), one at a time
         self._lock = asyncio.Lock()
         host.config_listeners.append(self._on_config)
@@ -90,17 +109,36 @@ class XdpSynproxyComponent:
                 await asyncio.to_thread(self._sync, cfg, fatal=False)
 
     async def _refresh(self) -> None:
+        last_push = self._clock()
         while True:
-            await asyncio.sleep(SECRETS_INTERVAL)
-            if self.program is not None:
-                try:
-                    self.program.push_secrets(self.host.engine, self._clock())
-                except CoreError as exc:  # the program then passes SYNs to the engine
-                    log.warning("XDP SYN proxy: pushing the cookie secrets failed: %s", exc)
+            await asyncio.sleep(POLL_INTERVAL)
+            program = self.program
+            if program is None:
+                continue
+            try:
+                self._follow_cookies(program)
+                if self._clock() - last_push >= SECRETS_INTERVAL:
+                    last_push = self._clock()
+                    program.push_secrets(self.host.engine, last_push)
+            except CoreError as exc:  # the program then passes SYNs to the engine
+                log.warning("XDP SYN proxy: updating the program failed: %s", exc)
+
+    def _follow_cookies(self, program: XdpSynproxy) -> None:
+        """Mirror the engine's syncookies state into the program, and report the SYNs the
+        program answered for it since the last call (the engine never sees them)."""
+        engine = self.host.engine
+        sc = engine.defense().syncookies
+        engaged = bool(sc and sc.engaged)
+        if engaged != program.cookies_engaged:
+            program.set_cookies_engaged(engaged)
+            log.info("XDP SYN proxy: syncookies %s", "engaged" if engaged else "disengaged")
+        answered = program.counters()["cookie_syn"]
+        engine.note_cookie_syns(answered - self._cookie_syns_reported)
+        self._cookie_syns_reported = answered
 
     def _sync(self, cfg: Config, *, fatal: bool) -> None:
         mode = cfg.director.xdp_synproxy
-        services = synproxy_services(cfg)
+        services = answered_services(cfg)
         if mode == "off" or not services:
             self._close()
             self.error = None
@@ -110,6 +148,7 @@ class XdpSynproxyComponent:
         try:
             if self.program is None:
                 self.program = XdpSynproxy.load()
+                self._cookie_syns_reported = 0
             self.program.push_secrets(self.host.engine, self._clock())
             self.program.set_services(services)
             used = self.program.attach(ifname)
@@ -121,8 +160,10 @@ class XdpSynproxyComponent:
             log.warning("XDP SYN proxy unavailable, SYNs are answered through the TUN: %s", exc)
             return
         if not attached:
-            log.info("XDP SYN proxy attached to %s (%s mode) for %d service(s)", ifname, used,
-                     len(services))
+            log.info("XDP SYN proxy attached to %s (%s mode) for %d synproxy and %d syncookies "
+                     "service(s)", ifname, used,
+                     sum(k == SVC_SYNPROXY for k in services.values()),
+                     sum(k == SVC_COOKIES for k in services.values()))
         self.error = None
 
     def _close(self) -> None:
@@ -134,12 +175,15 @@ class XdpSynproxyComponent:
         """The ``xdp_synproxy`` section: knob, state, interfaces and counters."""
         mode = self.host.config.director.xdp_synproxy
         out: dict[str, Any] = {"mode": mode, "attached": {}, "synproxy_xdp_syn": 0,
-                               "synproxy_xdp_no_secret": 0}
+                               "synproxy_xdp_no_secret": 0, "syncookie_xdp_syn": 0,
+                               "syncookies_engaged": False}
         if self.program is not None:
             out["attached"] = {name: m for name, (_, m) in self.program.links.items()}
             counts = self.program.counters()
             out["synproxy_xdp_syn"] = counts["syn"]
             out["synproxy_xdp_no_secret"] = counts["no_secret"]
+            out["syncookie_xdp_syn"] = counts["cookie_syn"]
+            out["syncookies_engaged"] = self.program.cookies_engaged
         out["state"] = ("attached" if out["attached"] else "unavailable" if self.error
                         else "off" if mode == "off" else "idle")
         if self.error:
