@@ -150,9 +150,8 @@ static void cookies_disengage(lvs_engine *e, double now)
     d->cookies_until = now + SYNCOOKIE_LIFETIME;
 }
 
-void lvs_defense_embryo_added(lvs_engine *e, double now)
+void lvs_defense_embryo_added(lvs_engine *e)
 {
-    (void)now;
     const lvs_defense *d = &e->def;
     uint32_t t = cookie_threshold(d);
     if (d->syncookies == 1 && !d->cookies_on && t && e->nembryo >= t)

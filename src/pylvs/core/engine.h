@@ -324,7 +324,7 @@ void lvs_defense_tick(lvs_engine *e, double now);
 int lvs_defense_make_room(lvs_engine *e, double now);
 /* A new embryonic entry: syncookies in automatic mode engages at once when the embryonic
  * entries reach its threshold (not at the next tick: a flood fills it in a fraction of one). */
-void lvs_defense_embryo_added(lvs_engine *e, double now);
+void lvs_defense_embryo_added(lvs_engine *e);
 /* 1 while an ACK to a service without synproxy may carry one of our cookies: syncookies is
  * engaged, or disengaged less than a cookie's lifetime ago (no handshake in flight is lost). */
 static inline int lvs_defense_cookie_window(const lvs_engine *e, double now)

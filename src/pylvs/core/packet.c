@@ -197,7 +197,7 @@ static int schedule(lvs_engine *e, lvs_service *svc, const pkt *k, double now, l
     }
     if (proto == LVS_PROTO_TCP) {
         lvs_embryo_push(e, c);
-        lvs_defense_embryo_added(e, now);
+        lvs_defense_embryo_added(e);
     }
     stats_conn(e, dest);
     *out = c;
