@@ -684,6 +684,12 @@ static int fast_one(lvs_engine *e, uint8_t *p, uint32_t *plen, uint32_t cap, uin
                                             k.dport);
     if (!c || (c->flags & (LVS_CONN_F_SP_WAIT | LVS_CONN_F_EXT)) || lvs_ftp_ctl(c))
         return SLOW;
+    /* while cookie ACKs are taken, one on an old or half-open entry may open a new connection
+     * instead (do_in); the ACK of a TIME_WAIT entry would otherwise ride it here, unchanged */
+    if (to_vip && k.proto == LVS_PROTO_TCP && lvs_defense_cookie_window(e, now) &&
+        (c->state == LVS_TCP_S_TIME_WAIT || c->state == LVS_TCP_S_CLOSE ||
+         c->state == LVS_TCP_S_SYN_RECV || c->state == LVS_TCP_S_FIN_WAIT))
+        return SLOW;
     lvs_dest *d = c->dest;
     if (!d || !(d->flags & LVS_DEST_F_AVAILABLE))
         return SLOW;
