@@ -77,17 +77,86 @@ def test_with_syncookies_every_exact_port_tcp_service_goes_to_the_program() -> N
 
 
 class FakeProgram:
-    """What _follow_cookies uses of the loaded program."""
+    """The loaded program as the component uses it; attaches in generic mode (a veth)."""
 
     def __init__(self) -> None:
         self.cookies_engaged = False
         self.cookie_syns = 0
+        self.links: dict[str, tuple[int, str]] = {}
+        self.services: dict[Any, int] = {}
 
     def set_cookies_engaged(self, engaged: bool) -> None:
         self.cookies_engaged = engaged
 
     def counters(self) -> dict[str, int]:
         return {"syn": self.cookie_syns, "no_secret": 0, "cookie_syn": self.cookie_syns}
+
+    def push_secrets(self, engine: Engine, now: float) -> None:
+        pass
+
+    def set_services(self, services: dict[Any, int]) -> None:
+        self.services = dict(services)
+
+    def attach(self, ifname: str, mode: str | None = None) -> str:
+        self.links.setdefault(ifname, (-1, "generic"))
+        return "generic"
+
+    def detach(self, ifname: str) -> None:
+        self.links.pop(ifname, None)
+
+    def close(self) -> None:
+        self.links.clear()
+
+
+def test_in_generic_mode_a_syncookies_only_program_is_attached_only_while_engaged(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Generic XDP copies every non-linear skb before the program runs: without a flood (and
+    without a synproxy service) the program waits loaded, detached ("standby")."""
+    prog = FakeProgram()
+    monkeypatch.setattr(XdpSynproxy, "load", staticmethod(lambda: prog))
+    host = Host(_config("auto", synproxy=False))
+    comp = XdpSynproxyComponent(host)
+    status = host.status_providers["xdp_synproxy"]
+
+    async def run() -> list[str]:
+        await comp.start()
+        states = [status()["state"]]
+        assert prog.links == {}
+        host.engine.set_defense(Defense(syncookies=2))
+        for _ in range(50):  # the refresh task follows within POLL_INTERVAL
+            await asyncio.sleep(0.02)
+            if prog.links:
+                break
+        states.append(status()["state"])
+        assert prog.cookies_engaged and "pylvs-absent0" in prog.links
+        host.engine.set_defense(Defense(syncookies=0))
+        for _ in range(50):
+            await asyncio.sleep(0.02)
+            if not prog.links:
+                break
+        states.append(status()["state"])
+        await comp.stop()
+        return states
+
+    assert asyncio.run(run()) == ["standby", "attached", "standby"]
+    assert not prog.cookies_engaged
+
+
+def test_with_a_synproxy_service_the_program_stays_attached(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    prog = FakeProgram()
+    monkeypatch.setattr(XdpSynproxy, "load", staticmethod(lambda: prog))
+    host = Host(_config("auto"))
+    comp = XdpSynproxyComponent(host)
+
+    async def run() -> str:
+        await comp.start()
+        await asyncio.sleep(0.15)
+        state: str = host.status_providers["xdp_synproxy"]()["state"]
+        await comp.stop()
+        return state
+
+    assert asyncio.run(run()) == "attached"
 
 
 def test_the_program_follows_syncookies_and_its_syns_reach_the_engine() -> None:

@@ -10,7 +10,13 @@ service is answered by the engine): synproxy ones always answered, the others on
 engine's syncookies is engaged.  Every ``POLL_INTERVAL`` the component mirrors that engaged
 flag into the program and reports the SYNs it answered for syncookies to the engine (its
 disengage measure counts them: core/defense.c); every second it pushes the current and next
-period's cookie secrets.  The director's status (``pylvs status``, the status page,
+period's cookie secrets.  Without a synproxy service and in generic mode (a veth, a driver
+without native XDP) the program is loaded and tried at start but attached only while
+syncookies is engaged ("standby" otherwise): generic XDP copies every non-linear skb (a GRO or
+GSO aggregate) into one linear buffer before any program runs, a cost on bulk traffic from
+clients that a director without a flood must not pay.  In native mode it stays attached (a
+frame that is not a bare SYN costs a few instructions, and attaching reconfigures the rings of
+some drivers).  The director's status (``pylvs status``, the status page,
 ``/metrics``) shows the state, ``synproxy_xdp_syn`` (the SYN-ACKs sent by the program) and
 ``syncookie_xdp_syn`` (those of them for services without synproxy).
 """
@@ -82,6 +88,9 @@ class XdpSynproxyComponent:
         self._task: asyncio.Task[None] | None = None
         self._started = False
         self._cookie_syns_reported = 0  # the program's cookie_syn counter, as last reported
+        # attached only while syncookies is engaged (generic mode, no synproxy service)
+        self._standby = False
+        self._ifname = ""
         # _sync runs in a thread (pyroute2 and the verifier would stall the loop), one at a time
         self._lock = asyncio.Lock()
         host.config_listeners.append(self._on_config)
@@ -117,11 +126,25 @@ class XdpSynproxyComponent:
                 continue
             try:
                 self._follow_cookies(program)
+                if self._standby and program.cookies_engaged != (self._ifname in program.links):
+                    async with self._lock:
+                        await asyncio.to_thread(self._standby_attach, program)
                 if self._clock() - last_push >= SECRETS_INTERVAL:
                     last_push = self._clock()
                     program.push_secrets(self.host.engine, last_push)
-            except CoreError as exc:  # the program then passes SYNs to the engine
+            except (CoreError, OSError) as exc:  # the program then passes SYNs to the engine
                 log.warning("XDP SYN proxy: updating the program failed: %s", exc)
+
+    def _standby_attach(self, program: XdpSynproxy) -> None:
+        """Attach while syncookies is engaged, detach when it is not (standby mode)."""
+        if program is not self.program or not self._standby:
+            return  # a reload changed things meanwhile
+        if program.cookies_engaged:
+            program.attach(self._ifname, "generic")
+            log.info("XDP SYN proxy attached to %s for syncookies", self._ifname)
+        else:
+            program.detach(self._ifname)
+            log.info("XDP SYN proxy detached from %s (syncookies disengaged)", self._ifname)
 
     def _follow_cookies(self, program: XdpSynproxy) -> None:
         """Mirror the engine's syncookies state into the program, and report the SYNs the
@@ -144,14 +167,20 @@ class XdpSynproxyComponent:
             self.error = None
             return
         ifname = cfg.director.public_interface
-        attached = self.program is not None and ifname in self.program.links
+        known = self.program is not None and self._ifname == ifname  # logged once
         try:
             if self.program is None:
                 self.program = XdpSynproxy.load()
                 self._cookie_syns_reported = 0
             self.program.push_secrets(self.host.engine, self._clock())
             self.program.set_services(services)
-            used = self.program.attach(ifname)
+            if self._ifname and self._ifname != ifname:
+                self.program.detach(self._ifname)
+            used = self.program.attach(ifname)  # at start too: a failure shows at once
+            self._ifname = ifname
+            self._standby = used == "generic" and SVC_SYNPROXY not in services.values()
+            if self._standby and not self.program.cookies_engaged:
+                self.program.detach(ifname)
         except (CoreError, OSError) as exc:
             self._close()
             self.error = str(exc)
@@ -159,9 +188,9 @@ class XdpSynproxyComponent:
                 raise CoreError(f"xdp_synproxy = \"on\": {exc}") from exc
             log.warning("XDP SYN proxy unavailable, SYNs are answered through the TUN: %s", exc)
             return
-        if not attached:
-            log.info("XDP SYN proxy attached to %s (%s mode) for %d synproxy and %d syncookies "
-                     "service(s)", ifname, used,
+        if not known:
+            log.info("XDP SYN proxy %s %s (%s mode) for %d synproxy and %d syncookies "
+                     "service(s)", "ready for" if self._standby else "attached to", ifname, used,
                      sum(k == SVC_SYNPROXY for k in services.values()),
                      sum(k == SVC_COOKIES for k in services.values()))
         self.error = None
@@ -170,6 +199,8 @@ class XdpSynproxyComponent:
         if self.program is not None:
             self.program.close()
             self.program = None
+        self._standby = False
+        self._ifname = ""
 
     def status(self) -> dict[str, Any]:
         """The ``xdp_synproxy`` section: knob, state, interfaces and counters."""
@@ -185,6 +216,7 @@ class XdpSynproxyComponent:
             out["syncookie_xdp_syn"] = counts["cookie_syn"]
             out["syncookies_engaged"] = self.program.cookies_engaged
         out["state"] = ("attached" if out["attached"] else "unavailable" if self.error
+                        else "standby" if self.program is not None
                         else "off" if mode == "off" else "idle")
         if self.error:
             out["error"] = self.error
