@@ -471,6 +471,7 @@ class NetConf:
 
     def _set_steering(self, ipr: Any, steering: frozenset[Steer]) -> None:
         have: dict[Steer, Any] = {}
+        stale: list[tuple[Steer, Any]] = []
         for rule in self._rules(ipr):
             sport = rule.get("sport_range") or "0:0"
             proto = {v: k for k, v in _IPPROTO.items()}.get(rule.get("ip_proto") or 0, "?")
@@ -480,8 +481,20 @@ class NetConf:
             if key in steering and rule.get("iifname") == self.private and key not in have:
                 have[key] = rule
             else:
-                self._del_rule(ipr, rule)
-        for steer in sorted(steering - have.keys()):
+                stale.append((key, rule))
+        # New rules go in before the stale ones come out: a block that grows (198.19.0.12/32
+        # becoming .12/31 when .13 joins) would otherwise leave .12's replies unsteered for a
+        # moment, and a connection whose SYN-ACK leaves un-NATed then waits a whole SYN
+        # retransmission (1 s) — seen as a client timeout during a reload that adds a server.
+        self._add_steering(ipr, sorted(steering - have.keys()))
+        for _, rule in stale:
+            self._del_rule(ipr, rule)
+        # A stale twin of a wanted rule (a duplicate, or one without our iifname) may have been
+        # matched by the delete in its place: put those back (EEXIST when still there).
+        self._add_steering(ipr, sorted({key for key, _ in stale if key in steering}))
+
+    def _add_steering(self, ipr: Any, steers: list[Steer]) -> None:
+        for steer in steers:
             spec: dict[str, Any] = dict(
                 table=self.table, priority=self.rule_priority, iifname=self.private,
                 src=str(steer.address), src_len=steer.prefixlen,

@@ -7,12 +7,14 @@ veth interfaces standing in for the public and private sides and a real TUN devi
 from __future__ import annotations
 
 import json
+import re
 import secrets
 import subprocess
 import sys
 import textwrap
 import time
 from collections.abc import Iterator
+from ipaddress import ip_address, ip_network
 from pathlib import Path
 from typing import Any
 
@@ -174,6 +176,52 @@ nc.remove()
     assert "198.18.0.102 dev srvtun0" in out["taken"]
     assert "198.18.0.102 dev pub0 proxy" in out["taken"]
     assert "198.19.0.1/24" in out["taken"]
+
+
+def test_growing_block_never_leaves_a_server_unsteered(ns: str, tmp_path: Path) -> None:
+    # Adding .13 beside .11 and .12 turns the rule for .12/32 into one for .12/31.  Every
+    # state the rule list passes through must still send .11's and .12's replies to the TUN:
+    # a gap lost a SYN-ACK in a reload that added a server (test_health's reload test).
+    out = _run(ns, tmp_path, """
+import contextlib, subprocess
+ip = lambda *a: subprocess.run(["ip", *a], capture_output=True, text=True).stdout
+tcp80 = lambda *hosts: NetPlan(vips=frozenset({A("198.18.0.100")}), steering=frozenset(
+    Steer("tcp", net.network_address, 80, net.prefixlen)
+    for net in __import__("ipaddress").collapse_addresses(A(h) for h in hosts)))
+nc.setup(); nc.apply(tcp80("198.19.0.11", "198.19.0.12"))
+states = []
+class Spy:
+    def __init__(self, ipr):
+        self.ipr = ipr
+    def __getattr__(self, name):
+        return getattr(self.ipr, name)
+    def rule(self, command, *a, **kw):
+        res = self.ipr.rule(command, *a, **kw)
+        if command in ("add", "del"):
+            states.append(ip("rule"))
+        return res
+opened = nc._ipr
+@contextlib.contextmanager
+def spied():
+    with opened() as ipr:
+        yield Spy(ipr)
+nc._ipr = spied
+nc.apply(tcp80("198.19.0.11", "198.19.0.12", "198.19.0.13"))
+nc._ipr = opened
+out["states"] = states
+out["final"] = ip("rule")
+nc.remove()
+""")
+    def covered(rules: str) -> set[str]:
+        nets = [ip_network(m) for m in re.findall(r"from (\S+) iif priv0 .*lookup 201", rules)]
+        return {h for h in ("198.19.0.11", "198.19.0.12", "198.19.0.13")
+                if any(ip_address(h) in n for n in nets)}
+
+    assert out["states"], "the apply changed no rule"
+    for state in out["states"]:
+        assert {"198.19.0.11", "198.19.0.12"} <= covered(state), state
+    assert covered(out["final"]) == {"198.19.0.11", "198.19.0.12", "198.19.0.13"}
+    assert out["final"].count("lookup 201") == 2, out["final"]  # .11/32 and .12/31
 
 
 def test_crash_then_restart_converges(ns: str, tmp_path: Path) -> None:
