@@ -249,3 +249,22 @@ def test_a_missing_interface_is_a_warning_and_frees_the_program(
         status = asyncio.run(run())
     assert status["state"] == "unavailable" and comp.program is None
     assert "cannot attach the XDP SYN proxy to pylvs-absent0" in caplog.text
+
+
+def test_without_a_synproxy_service_an_unusable_program_is_said_quietly(
+        monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    """For syncookies alone XDP is the faster of two ways: info, not a warning, when absent."""
+    monkeypatch.setattr(XdpSynproxy, "load", staticmethod(_refuse))
+    host = Host(_config("auto", synproxy=False))
+    comp = XdpSynproxyComponent(host)
+
+    async def run() -> str:
+        await comp.start()
+        state: str = host.status_providers["xdp_synproxy"]()["state"]
+        await comp.stop()
+        return state
+
+    with caplog.at_level(logging.INFO, logger="pylvs.dataplane.xdp"):
+        assert asyncio.run(run()) == "unavailable"
+    [record] = [r for r in caplog.records if "unavailable" in r.getMessage()]
+    assert record.levelno == logging.INFO

@@ -186,7 +186,11 @@ class XdpSynproxyComponent:
             self.error = str(exc)
             if mode == "on" and fatal:
                 raise CoreError(f"xdp_synproxy = \"on\": {exc}") from exc
-            log.warning("XDP SYN proxy unavailable, SYNs are answered through the TUN: %s", exc)
+            # a warning when a synproxy service wanted it; for syncookies alone XDP is only
+            # the faster of two ways, and a director without clang or bpf(2) says so quietly
+            level = logging.WARNING if SVC_SYNPROXY in services.values() else logging.INFO
+            log.log(level, "XDP SYN proxy unavailable, SYNs are answered through the TUN: %s",
+                    exc)
             return
         if not known:
             log.info("XDP SYN proxy %s %s (%s mode) for %d synproxy and %d syncookies "
