@@ -120,6 +120,7 @@ def test_in_generic_mode_a_syncookies_only_program_is_attached_only_while_engage
 
     async def run() -> list[str]:
         await comp.start()
+        await comp.synced()
         states = [status()["state"]]
         assert prog.links == {}
         host.engine.set_defense(Defense(syncookies=2))
@@ -151,6 +152,7 @@ def test_with_a_synproxy_service_the_program_stays_attached(
 
     async def run() -> str:
         await comp.start()
+        await comp.synced()
         await asyncio.sleep(0.15)
         state: str = host.status_providers["xdp_synproxy"]()["state"]
         await comp.stop()
@@ -187,6 +189,7 @@ def test_auto_falls_back_to_the_tun_with_a_warning(monkeypatch: pytest.MonkeyPat
 
     async def run() -> dict[str, Any]:
         await comp.start()
+        await comp.synced()
         try:
             status: dict[str, Any] = host.status_providers["xdp_synproxy"]()
             return status
@@ -221,6 +224,7 @@ def test_nothing_is_loaded_when_off_or_without_a_synproxy_service(
 
     async def run() -> dict[str, Any]:
         await comp.start()
+        await comp.synced()
         await host.config_listeners[0](host.config)  # a reload changes nothing
         status: dict[str, Any] = host.status_providers["xdp_synproxy"]()
         await comp.stop()
@@ -241,6 +245,7 @@ def test_a_missing_interface_is_a_warning_and_frees_the_program(
 
     async def run() -> dict[str, Any]:
         await comp.start()
+        await comp.synced()
         status: dict[str, Any] = host.status_providers["xdp_synproxy"]()
         await comp.stop()
         return status
@@ -260,6 +265,7 @@ def test_without_a_synproxy_service_an_unusable_program_is_said_quietly(
 
     async def run() -> str:
         await comp.start()
+        await comp.synced()
         state: str = host.status_providers["xdp_synproxy"]()["state"]
         await comp.stop()
         return state

@@ -86,6 +86,7 @@ class XdpSynproxyComponent:
         self.program: XdpSynproxy | None = None
         self.error: str | None = None  # why the program is not in use (auto mode)
         self._task: asyncio.Task[None] | None = None
+        self._first_sync: asyncio.Task[None] | None = None
         self._started = False
         self._cookie_syns_reported = 0  # the program's cookie_syn counter, as last reported
         # attached only while syncookies is engaged (generic mode, no synproxy service)
@@ -97,11 +98,25 @@ class XdpSynproxyComponent:
         host.status_providers["xdp_synproxy"] = self.status
 
     async def start(self) -> None:
-        """Attach when the config asks for it; raises only when ``xdp_synproxy = "on"``."""
+        """Attach when the config asks for it; raises only when ``xdp_synproxy = "on"``.
+
+        ``auto`` loads and attaches in the background: the verifier and pyroute2 take a
+        tenth of a second or more, and with syncookies on every director with a TCP service
+        loads the program, so the components after this one (the API) must not wait for it;
+        until it is attached the engine answers every SYN through the TUN, as before."""
         self._started = True
-        async with self._lock:
-            await asyncio.to_thread(self._sync, self.host.config, fatal=True)
+        if self.host.config.director.xdp_synproxy == "on":
+            async with self._lock:
+                await asyncio.to_thread(self._sync, self.host.config, fatal=True)
+        else:
+            self._first_sync = asyncio.create_task(self._on_config(self.host.config),
+                                                   name="xdp load")
         self._task = asyncio.create_task(self._refresh(), name="xdp secrets")
+
+    async def synced(self) -> None:
+        """Wait for the background load of :meth:`start` (``auto``), if any."""
+        if self._first_sync is not None:
+            await asyncio.shield(self._first_sync)
 
     async def stop(self, *, handover: bool = True) -> None:
         """Detach and free the program (closing the BPF links is the detach)."""
@@ -109,6 +124,10 @@ class XdpSynproxyComponent:
         if self._task is not None:
             await cancel_and_wait([self._task])
             self._task = None
+        if self._first_sync is not None:
+            # not cancelled: its thread would go on loading while _close runs
+            await asyncio.gather(self._first_sync, return_exceptions=True)
+            self._first_sync = None
         async with self._lock:
             self._close()
 
@@ -127,8 +146,9 @@ class XdpSynproxyComponent:
             try:
                 self._follow_cookies(program)
                 if self._standby and program.cookies_engaged != (self._ifname in program.links):
+                    # on the loop: with the mode given, attaching is one bpf(2) call, no netlink
                     async with self._lock:
-                        await asyncio.to_thread(self._standby_attach, program)
+                        self._standby_attach(program)
                 if self._clock() - last_push >= SECRETS_INTERVAL:
                     last_push = self._clock()
                     program.push_secrets(self.host.engine, last_push)
