@@ -15,9 +15,9 @@ without native XDP) the program is loaded and tried at start but attached only w
 syncookies is engaged ("standby" otherwise): generic XDP copies every non-linear skb (a GRO or
 GSO aggregate) into one linear buffer before any program runs, a cost on bulk traffic from
 clients that a director without a flood should not risk (a precaution: on the veth testbed the
-attached, disengaged program cost nothing measurable; bench/RESULTS.md).  In native mode it stays attached (a
-frame that is not a bare SYN costs a few instructions, and attaching reconfigures the rings of
-some drivers).  The director's status (``pylvs status``, the status page,
+attached, disengaged program cost nothing measurable; bench/RESULTS.md).  In native mode it
+stays attached (a frame that is not a bare SYN costs a few instructions, and attaching
+reconfigures the rings of some drivers).  The director's status (``pylvs status``, the status page,
 ``/metrics``) shows the state, ``synproxy_xdp_syn`` (the SYN-ACKs sent by the program) and
 ``syncookie_xdp_syn`` (those of them for services without synproxy).
 """
