@@ -55,8 +55,8 @@ def flooder_argv(exe: Path, vip: str, port: int, rate: int, count: int,
 
 # ---- the benchmark --------------------------------------------------------------------------
 
-CONTENDERS = ("pylvs-off", "pylvs-kernel", "pylvs-evict", "pylvs-auto", "pylvs-synproxy",
-              "pylvs-synproxy-tun", "nft", "nft-synproxy", "haproxy")
+CONTENDERS = ("pylvs-off", "pylvs-kernel", "pylvs-evict", "pylvs-auto", "pylvs-auto-tun",
+              "pylvs-synproxy", "pylvs-synproxy-tun", "nft", "nft-synproxy", "haproxy")
 LB_CPU, LOAD_CPU = 1, 0  # as bench/network.py: the balancer on CPU1, wrk and the flooder on CPU0
 MAX_CONNECTIONS = 100_000  # the issue's setup
 FRESH = 80
@@ -65,16 +65,19 @@ BEGIN, END = "<!-- flood:begin -->", "<!-- flood:end -->"
 RESULTS = HERE / "RESULTS.md"
 
 # pylvs's [defense] per contender: off = no defence at all (pylvs before issue 11); kernel =
-# the three automatic defences alone, as IPVS has them; evict = the default (eviction, no
-# kernel defence); auto = both; synproxy = evict plus the SYN proxy on the service (VIP:80),
-# its SYNs answered in XDP (the default xdp_synproxy = "auto"); synproxy-tun = the same with
-# xdp_synproxy = "off", every SYN answered by the engine through the TUN
+# the three automatic defences of IPVS alone; evict = eviction alone (syncookies off); auto =
+# every automatic defence: the three, eviction and syncookies = 1 (the default), its cookies
+# answered in XDP while engaged (the default xdp_synproxy = "auto"); auto-tun = the same with
+# xdp_synproxy = "off", the cookies answered by the engine through the TUN; synproxy = evict
+# plus the SYN proxy on the service (VIP:80), its SYNs answered in XDP; synproxy-tun = the
+# same with xdp_synproxy = "off"
 _AUTO = "drop_entry = 1\ndrop_packet = 1\nsecure_tcp = 1\n"
 DEFENSE = {
-    "pylvs-off": "[defense]\nevict_embryonic = false\n",
-    "pylvs-kernel": f"[defense]\n{_AUTO}evict_embryonic = false\n",
-    "pylvs-evict": "[defense]\nevict_embryonic = true\n",
-    "pylvs-auto": f"[defense]\n{_AUTO}evict_embryonic = true\n",
+    "pylvs-off": "[defense]\nevict_embryonic = false\nsyncookies = 0\n",
+    "pylvs-kernel": f"[defense]\n{_AUTO}evict_embryonic = false\nsyncookies = 0\n",
+    "pylvs-evict": "[defense]\nevict_embryonic = true\nsyncookies = 0\n",
+    "pylvs-auto": f"[defense]\n{_AUTO}evict_embryonic = true\nsyncookies = 1\n",
+    "pylvs-auto-tun": f"[defense]\n{_AUTO}evict_embryonic = true\nsyncookies = 1\n",
     "pylvs-synproxy": "[defense]\nevict_embryonic = true\n",
     "pylvs-synproxy-tun": "[defense]\nevict_embryonic = true\n",
 }
@@ -140,7 +143,7 @@ def _setup(name: str, topo: Topology,
     options: dict[str, str | int | bool] = {"max_connections": MAX_CONNECTIONS}
     if workers is not None:
         options["workers"] = workers
-    if name == "pylvs-synproxy-tun":
+    if name.endswith("-tun"):
         options["xdp_synproxy"] = "off"
     spec = ServiceSpec(port=80, scheduler="rr", synproxy=name.startswith("pylvs-synproxy"))
     toml = topo.director_config([spec], director_options=options, extra=DEFENSE[name])
@@ -275,6 +278,13 @@ def _measure(name: str, rate: int, args: argparse.Namespace, flooder: Path) -> R
             r.metrics["evicted"] = dfn["entries_dropped"]["evict_embryonic"]
             r.metrics["table_full"] = stats["drops"].get("table_full", 0)
             r.notes.append("modes " + ",".join(f"{k}={v}" for k, v in dfn["mode"].items()))
+            sc = dfn.get("syncookies") or {}
+            if sc.get("mode"):
+                r.notes.append(f"syncookies {'engaged' if sc.get('engaged') else 'idle'} "
+                               f"(engaged {sc.get('times_engaged', 0)}x), cookie SYNs "
+                               f"{sc.get('syns_engine', 0):,} engine + "
+                               f"{sc.get('syns_xdp', 0):,} XDP, ACKs ok "
+                               f"{sc.get('acks_accepted', 0):,}")
             xdp = api.request("GET", "/api/v1/status").get("xdp_synproxy") or {}
             if xdp.get("attached"):
                 r.notes.append(f"XDP ({', '.join(xdp['attached'].values())}) SYN-ACKs "
@@ -343,7 +353,12 @@ def render(results: list[Result], command: str, elapsed: float, workers: int | N
         "`wrk -t1 -c64` with `Connection: close`, before and during the flood (after "
         f"{WARM:.0f} s of flood). fresh: {FRESH} new client addresses connect once each with a "
         f"1 s timeout during the flood. pylvs runs with `max_connections = 100000` and "
-        f"{threads}; `pylvs-synproxy` is `pylvs-evict` with `synproxy = true` on the service, "
+        f"{threads}; `pylvs-auto` is every automatic defence: drop_entry, drop_packet and "
+        "secure_tcp at 1, eviction, and `syncookies = 1` (the default: SYN cookies for every "
+        "TCP service while a flood is detected, answered in XDP when attached), "
+        "`pylvs-auto-tun` the same with `xdp_synproxy = \"off\"`; `pylvs-off`, "
+        "`pylvs-kernel` and `pylvs-evict` have `syncookies = 0`; "
+        "`pylvs-synproxy` is `pylvs-evict` with `synproxy = true` on the service, "
         "its SYNs answered in XDP on the public interface (`xdp_synproxy = \"auto\"`, the "
         "default), `pylvs-synproxy-tun` the same with `xdp_synproxy = \"off\"`. "
         "CPU: the balancer process (cores), busy: both cores of the machine; memory: the "

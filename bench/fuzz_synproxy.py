@@ -10,7 +10,9 @@ mutants get a valid IP header checksum so they reach the TCP code.
 
 Invariant, checked after every batch: every packet the engine sends to a real server (rewritten
 or generated; a packet passed unchanged is not the engine's) belongs to a connection in the
-table.  Run under ASan/UBSan with a ``PYLVS_DEBUG=1`` build::
+table.  ``--syncookies``: the same mix through plain services (no synproxy) with ``[defense]
+syncookies = 2``, the path every TCP service takes while a flood is on (docs/ipvs.md#syn-cookies).
+Run under ASan/UBSan with a ``PYLVS_DEBUG=1`` build::
 
     PYLVS_DEBUG=1 python3 src/pylvs/_build.py
     LD_PRELOAD=$(gcc -print-file-name=libasan.so) ASAN_OPTIONS=detect_leaks=0 \\
@@ -29,7 +31,7 @@ import sys
 import time
 from collections.abc import Sequence
 
-from pylvs.engine import Engine
+from pylvs.engine import Defense, Engine
 
 VIP = ipaddress.ip_address("198.18.0.100").packed
 RS = tuple(ipaddress.ip_address(a).packed for a in ("198.19.0.11", "198.19.0.12"))
@@ -116,12 +118,13 @@ SYN_OPTS = bytes([2, 4, 5, 180, 4, 2, 8, 10]) + b"\0\0\0\x01\0\0\0\0" + bytes([1
 class Fuzzer:
     """Generates the mix and keeps the state real handshakes need."""
 
-    def __init__(self, seed: int) -> None:
+    def __init__(self, seed: int, syncookies: bool = False) -> None:
         self.r = random.Random(seed)
-        self.e = Engine(max_connections=50_000, seed=seed)
+        self.e = Engine(max_connections=50_000, seed=seed,
+                        defense=Defense(syncookies=2) if syncookies else None)
         for vip, servers in ((VIP, RS), (VIP6, RS6)):
             svc = self.e.add_service("tcp", ipaddress.ip_address(vip), 80, scheduler="rr",
-                                     synproxy=True)
+                                     synproxy=not syncookies)
             for a in servers:
                 self.e.add_server(svc, ipaddress.ip_address(a), 8080)
         self.now = 1000.0
@@ -250,9 +253,9 @@ class Fuzzer:
         return len(pkts)
 
 
-def run(packets: int, seed: int = 1, batch: int = 500) -> Fuzzer:
+def run(packets: int, seed: int = 1, batch: int = 500, syncookies: bool = False) -> Fuzzer:
     """Feed ``packets`` generated packets; raise AssertionError on a violated invariant."""
-    f = Fuzzer(seed)
+    f = Fuzzer(seed, syncookies)
     done = 0
     while done < packets:
         done += f.batch(min(batch, packets - done))
@@ -264,9 +267,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--packets", type=int, default=1_000_000)
     p.add_argument("--seed", type=int, default=1)
+    p.add_argument("--syncookies", action="store_true",
+                   help="plain services with syncookies = 2 instead of synproxy services")
     args = p.parse_args(argv)
     t0 = time.monotonic()
-    f = run(args.packets, args.seed)
+    f = run(args.packets, args.seed, syncookies=args.syncookies)
     st = f.e.stats()
     print(f"{args.packets} packets in {time.monotonic() - t0:.1f} s, seed {args.seed}: "
           f"no invariant broken; {f.sent_to_rs} sent to real servers on connections; "

@@ -180,6 +180,7 @@ class lvs_defense_conf(CData):
     amemthresh: int
     am_droprate: int
     evict_embryonic: int
+    syncookies: int
 
 class lvs_defense_info(CData):
     conf: lvs_defense_conf
@@ -193,6 +194,13 @@ class lvs_defense_info(CData):
     drop_entry_templates: int
     evicted_embryonic: int
     evicted_templates: int
+    syncookies_engaged: int
+    syncookies_threshold: int
+    syncookies_unanswered: int
+    syncookies_quiet: int
+    syncookies_engaged_count: int
+    syncookies_xdp_syns: int
+    syncookies_window_until: float
 
 class lvs_tunio_stats(CData):
     reads: int
@@ -471,6 +479,7 @@ class Lib:
     ) -> None: ...
     def lvs_defense_set(self, e: lvs_engine, c: lvs_defense_conf, /) -> int: ...
     def lvs_defense_get(self, e: lvs_engine, out: lvs_defense_info, /) -> None: ...
+    def lvs_defense_cookie_syns(self, e: lvs_engine, n: int, /) -> None: ...
     def lvs_svc_add(self, e: lvs_engine, c: lvs_svc_conf, /) -> int: ...
     def lvs_svc_edit(self, e: lvs_engine, c: lvs_svc_conf, /) -> int: ...
     def lvs_svc_del(

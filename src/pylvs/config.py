@@ -462,6 +462,9 @@ def _defense_checks(cfg: Config) -> Iterator[tuple[str, str]]:
         if getattr(dfn, key) not in (0, 1, 2, 3):
             yield f"defense.{key}", "expected 0 (off), 1 or 2 (automatic) or 3 (always on), " \
                 f"got {getattr(dfn, key)}"
+    if dfn.syncookies not in (0, 1, 2):
+        yield "defense.syncookies", "expected 0 (never), 1 (automatic: while a SYN flood is " \
+            f"detected) or 2 (always), as net.ipv4.tcp_syncookies, got {dfn.syncookies}"
     limit = cfg.director.max_connections
     if dfn.amemthresh is not None and not 0 <= dfn.amemthresh <= limit:
         yield "defense.amemthresh", f"expected 0..{limit} free table slots " \

@@ -112,7 +112,8 @@ def defense_settings(cfg: DefenseConfig) -> Defense:
     """The engine's flood defence settings for a ``[defense]`` section."""
     return Defense(drop_entry=cfg.drop_entry, drop_packet=cfg.drop_packet,
                    secure_tcp=cfg.secure_tcp, amemthresh=cfg.amemthresh,
-                   am_droprate=cfg.am_droprate, evict_embryonic=cfg.evict_embryonic)
+                   am_droprate=cfg.am_droprate, evict_embryonic=cfg.evict_embryonic,
+                   syncookies=cfg.syncookies)
 
 
 class VerdictTable(dict[tuple[ServiceKey, Endpoint], tuple[bool, str]]):

@@ -92,6 +92,7 @@ from pylvs.engine_types import (
     ServiceInfo,
     ServiceKey,
     Stats,
+    SynCookiesInfo,
     Timeouts,
 )
 from pylvs.errors import ConfigError, CoreError
@@ -132,6 +133,7 @@ __all__ = [
     "ServiceInfo",
     "ServiceKey",
     "Stats",
+    "SynCookiesInfo",
     "Timeouts",
     "Verdict",
     "scheduler_names",
@@ -209,7 +211,8 @@ _PASS_COUNTERS = frozenset({"not_ours"})
 # Counted events that are not drops: SYN proxy steps, entries sloppy pickup created, the FTP
 # helper's entries and rewrites.
 _EVENT_COUNTERS = frozenset({"synproxy_syn", "synproxy_ack_ok", "synproxy_held", "sloppy_in",
-                             "sloppy_reply", "ftp_data_entry", "ftp_rewrite", "ftp_no_room"})
+                             "sloppy_reply", "ftp_data_entry", "ftp_rewrite", "ftp_no_room",
+                             "syncookie_syn", "syncookie_ack_ok"})
 _SVC_F_SYNPROXY = _lib.LVS_SVC_F_SYNPROXY
 _SVC_F_FTP = _lib.LVS_SVC_F_FTP
 _CONN_F_SYNPROXY = _lib.LVS_CONN_F_SYNPROXY
@@ -499,6 +502,8 @@ class Engine:
         for name in ("drop_entry", "drop_packet", "secure_tcp"):
             if getattr(defense, name) not in (0, 1, 2, 3):
                 raise ConfigError(f"defense.{name}: expected 0..3, got {getattr(defense, name)}")
+        if defense.syncookies not in (0, 1, 2):
+            raise ConfigError(f"defense.syncookies: expected 0..2, got {defense.syncookies}")
         amemthresh = defense.amemthresh
         if amemthresh is None:
             amemthresh = max(1, int(self._info().max_connections) // 10)
@@ -511,6 +516,7 @@ class Engine:
         conf.amemthresh = amemthresh
         conf.am_droprate = defense.am_droprate
         conf.evict_embryonic = int(defense.evict_embryonic)
+        conf.syncookies = defense.syncookies
         _check(_lib.lvs_defense_set(self._e, conf), "defense")
 
     def defense(self) -> DefenseInfo:
@@ -522,7 +528,8 @@ class Engine:
             settings=Defense(drop_entry=int(c.drop_entry), drop_packet=int(c.drop_packet),
                              secure_tcp=int(c.secure_tcp), amemthresh=int(c.amemthresh),
                              am_droprate=int(c.am_droprate),
-                             evict_embryonic=bool(c.evict_embryonic)),
+                             evict_embryonic=bool(c.evict_embryonic),
+                             syncookies=int(c.syncookies)),
             drop_entry_active=bool(out.drop_entry_active),
             secure_tcp_active=bool(out.secure_tcp_active), drop_rate=int(out.drop_rate),
             free_slots=int(out.free_slots), available=int(out.available),
@@ -532,7 +539,21 @@ class Engine:
                 "drop_entry_template": int(out.drop_entry_templates),
                 "evict_embryonic": int(out.evicted_embryonic),
                 "evict_template": int(out.evicted_templates),
-            }))
+            }),
+            syncookies=SynCookiesInfo(
+                engaged=bool(out.syncookies_engaged), threshold=int(out.syncookies_threshold),
+                unanswered=int(out.syncookies_unanswered),
+                quiet_seconds=int(out.syncookies_quiet),
+                times_engaged=int(out.syncookies_engaged_count),
+                xdp_syns=int(out.syncookies_xdp_syns),
+                window_until=float(out.syncookies_window_until)))
+
+    def note_cookie_syns(self, n: int) -> None:
+        """``n`` more SYNs to services without synproxy were answered with cookies outside
+        the engine (the XDP responder): syncookies counts them as unanswered until their ACKs
+        arrive, so it stays engaged while XDP takes the flood."""
+        if n > 0:
+            _lib.lvs_defense_cookie_syns(self._e, n)
 
     # ---- services ----
 

@@ -26,6 +26,7 @@ __all__ = [
     "ServiceInfo",
     "ServiceKey",
     "Stats",
+    "SynCookiesInfo",
     "Timeouts",
 ]
 
@@ -197,7 +198,9 @@ class Defense:
     eviction may take while it is on (the kernel counts free memory pages instead).
     ``am_droprate`` is drop_packet's rate in mode 3.  ``evict_embryonic`` lets a new
     connection take the slot of the oldest embryonic entry when the table is full (beyond the
-    kernel).
+    kernel).  ``syncookies`` (the kernel's tcp_syncookies): 0 never, 1 automatic (engaged while
+    a SYN flood is detected), 2 always; engaged, every TCP service answers a SYN with a SYN
+    cookie as a synproxy service does (docs/ipvs.md#syn-cookies).
     """
 
     drop_entry: int = 0
@@ -206,6 +209,7 @@ class Defense:
     amemthresh: int | None = None  # None: a tenth of max_connections (at least 1)
     am_droprate: int = 10
     evict_embryonic: bool = True
+    syncookies: int = 1
 
 
 @dataclass(frozen=True, slots=True)
@@ -221,3 +225,18 @@ class DefenseInfo:
     available: int  # what amemthresh is compared with: free slots (+ embryonic if evicting)
     embryonic: int  # entries eviction may take
     entries_dropped: Mapping[str, int] = field(default_factory=dict)
+    syncookies: SynCookiesInfo | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class SynCookiesInfo:
+    """syncookies now (core/defense.c): engaged or not, what engages it, and the measure
+    that disengages it."""
+
+    engaged: bool
+    threshold: int  # embryonic entries that engage it: min(amemthresh, 4096); 0 never
+    unanswered: int  # cookie SYNs without an ACK in the last second
+    quiet_seconds: int  # consecutive seconds under the disengage mark (10 disengage)
+    times_engaged: int
+    xdp_syns: int  # cookie SYNs the XDP responder answered, as the director reported them
+    window_until: float  # after disengaging, cookie ACKs are accepted until then (engine clock)

@@ -316,6 +316,16 @@ class DefenseConfig:
     a tenth of max_connections).
     ``evict_embryonic``: a full table lets a new connection take the slot of the oldest
     embryonic entry (SYN seen, never established) instead of dropping it (beyond the kernel).
+    ``syncookies``, as the kernel's ``net.ipv4.tcp_syncookies``: 0 never, 1 automatic (the
+    default, as the kernel's), 2 always.  Engaged, a bare SYN to ANY TCP service is answered
+    with the SYN proxy's cookie SYN-ACK and makes no entry, and a valid cookie ACK opens the
+    connection as for a ``synproxy = true`` service (docs/ipvs.md#syn-cookies).  Mode 1
+    engages at once when the embryonic entries reach min(amemthresh, 4096), the kernel's
+    default listen backlog (a legitimate load keeps one per handshake in flight, a spoofed
+    flood one per SYN for 60 s), and disengages when for 10 s in a row both the cookie SYNs
+    left unanswered in a second, times the SYN_RECV timeout, and the embryonic entries stay
+    under half that (cookies make no entries, so the table alone cannot tell the flood is
+    over).  ACKs to cookies already sent are accepted for 120 s after it disengages.
     """
 
     drop_entry: int = 0
@@ -324,6 +334,7 @@ class DefenseConfig:
     amemthresh: int | None = None
     am_droprate: int = 10
     evict_embryonic: bool = True
+    syncookies: int = 1
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -251,3 +251,11 @@ async def test_defense_changes_at_run_time(api: Any) -> None:
     assert director.engine.defense().settings.drop_packet == 0  # a refused change changes nothing
     status, body = await _call(session, "GET", "/api/v1/status")
     assert status == 200 and body["defense"]["mode"]["drop_entry"] == 3
+    # syncookies, as the other modes: 1 by default, 2 engages at once, 3 is refused
+    assert body["defense"]["syncookies"]["mode"] == 1
+    assert body["defense"]["syncookies"]["engaged"] is False
+    status, body = await _call(session, "PUT", "/api/v1/defense", {"syncookies": 2})
+    assert status == 200 and body["syncookies"]["mode"] == 2 and body["syncookies"]["engaged"]
+    assert director.engine.defense().syncookies.engaged
+    status, body = await _call(session, "PUT", "/api/v1/defense", {"syncookies": 3})
+    assert status == 400 and "defense.syncookies" in body["error"]

@@ -251,7 +251,7 @@ def test_defense_in_metrics_and_status(tmp_path: Path) -> None:
     cfg = dataclasses.replace(
         cfg, director=dataclasses.replace(cfg.director, max_connections=8),
         defense=model.DefenseConfig(drop_packet=1, secure_tcp=3, amemthresh=2,
-                                    evict_embryonic=False))
+                                    evict_embryonic=False, syncookies=0))
     director = MiniDirector(cfg)
     for sport in range(40000, 40030):
         director.engine.process(_syn(sport), now=1.0)
@@ -264,7 +264,8 @@ def test_defense_in_metrics_and_status(tmp_path: Path) -> None:
     assert dfn["drop_rate"] == 1 and dfn["packets_dropped"]["defense_drop_packet"] == 10
     assert dfn["packets_dropped"]["table_full"] == 30 - 8
     text = render_status(views.status(director))
-    assert ("defense drop_entry off  drop_packet ENGAGED  secure_tcp on  evict off  free 0  "
+    assert ("defense drop_entry off  drop_packet ENGAGED  secure_tcp on  evict off  "
+            "syncookies off (syns 0 acks 0 refused 0)  free 0  "
             "entries dropped 0  packets dropped 32") in text
     families = {f.name: f for f in text_string_to_metric_families(render(director))}
     modes = {s.labels["strategy"]: s.value for s in families["pylvs_defense_mode"].samples}

@@ -46,6 +46,9 @@ def spoofed_syn(i: int) -> bytes:
 
 
 def engine(max_connections: int, **defense: int | bool) -> Engine:
+    # The floods here fill the table itself: syncookies (on by default, tested in
+    # test_syncookies.py) would answer them without entries, so it is off in this file.
+    defense.setdefault("syncookies", 0)
     e = Engine(max_connections=max_connections, defense=Defense(**defense))  # type: ignore[arg-type]
     svc = e.add_service("tcp", VIP, 80, scheduler="rr")
     e.add_server(svc, *RS)
@@ -80,7 +83,7 @@ def test_levels_and_drop_packet_follow_the_kernel_rules(
         if kind == "set":
             e.set_defense(Defense(drop_entry=a, drop_packet=b, secure_tcp=c,
                                   amemthresh=amemthresh, am_droprate=rate,
-                                  evict_embryonic=evict))
+                                  evict_embryonic=evict, syncookies=0))
             m.drop_entry, m.drop_packet, m.secure_tcp = a, b, c
             m.update(e.defense().available)
             assert e.defense().available == (e.defense().free_slots
@@ -181,7 +184,7 @@ def test_drop_packet_modes(mode: int, fill: int, rate: int) -> None:
     e.process(segment("198.18.0.9", 3000, VIP, 80, SYN), 0.0)
     e.process(segment("198.18.0.9", 3000, VIP, 80, ACK), 0.0)
     e.set_defense(Defense(drop_packet=mode, amemthresh=10, am_droprate=4,
-                          evict_embryonic=False))
+                          evict_embryonic=False, syncookies=0))
     for i in range(fill - 1):
         e.process(spoofed_syn(i), 0.0)
     e.expire(1.0)
@@ -216,7 +219,7 @@ def test_secure_tcp_uses_the_secure_table_and_timeouts() -> None:
     e.process(segment(RS[0], RS[1], client, 4000, ACK), 3.0)
     assert [(c.state, c.expires) for c in e.connections()] == [("ESTABLISHED", 483.0)]
     # off again: the normal table and timeouts
-    e.set_defense(Defense(secure_tcp=0))
+    e.set_defense(Defense(secure_tcp=0, syncookies=0))
     e.process(segment(client, 4001, VIP, 80, SYN), 4.0)
     assert ("SYN_RECV", 64.0) in [(c.state, c.expires) for c in e.connections()]
 
@@ -239,7 +242,7 @@ def test_secure_tcp_automatic_mode_follows_the_fill() -> None:
 def test_a_full_table_evicts_the_oldest_embryonic_entry() -> None:
     """Established conns and templates are never taken; new clients always get in; every
     eviction is counted; the table stays at its size."""
-    e = Engine(max_connections=50)
+    e = Engine(max_connections=50, defense=Defense(syncookies=0))
     web = e.add_service("tcp", VIP, 80, scheduler="rr")
     e.add_server(web, *RS)
     sticky = e.add_service("tcp", VIP, 443, scheduler="rr", persistence=300)
@@ -269,7 +272,7 @@ def test_a_full_table_evicts_the_oldest_embryonic_entry() -> None:
 def test_eviction_takes_the_unassured_template_along() -> None:
     """A spoofed SYN to a persistent service leaves a template; when its conn is evicted the
     template, never assured, goes with it, so a flood cannot fill the table with templates."""
-    e = Engine(max_connections=10)
+    e = Engine(max_connections=10, defense=Defense(syncookies=0))
     svc = e.add_service("tcp", VIP, 443, scheduler="rr", persistence=300)
     e.add_server(svc, RS[0], 443)
     for i in range(100):

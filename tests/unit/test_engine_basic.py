@@ -240,7 +240,8 @@ def test_remove_server_expire_connections(eng: Engine, svc: ServiceKey) -> None:
 
 def test_table_full_is_counted(svc: ServiceKey) -> None:
     e = Engine(max_connections=2)
-    e.set_defense(Defense(evict_embryonic=False))  # the kernel's behaviour: no eviction
+    # the kernel's behaviour: no eviction; no syncookies, which would keep SYNs out of the table
+    e.set_defense(Defense(evict_embryonic=False, syncookies=0))
     s = e.add_service("tcp", VIP, 80)
     e.add_server(s, RS1, 80)
     assert e.process(syn(sport=1), 0.0) is not None

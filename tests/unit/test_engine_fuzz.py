@@ -316,8 +316,9 @@ def defended_rig() -> FuzzRig:
     """The rig with drop_entry, drop_packet and secure_tcp always on and a tiny amemthresh."""
     if not _DEFENDED:
         r = FuzzRig()
+        # syncookies off: the rig's model answers SYNs as the table does (test_syncookies.py)
         r.view.eng.set_defense(Defense(drop_entry=3, drop_packet=3, secure_tcp=3,
-                                       amemthresh=1, am_droprate=3))
+                                       amemthresh=1, am_droprate=3, syncookies=0))
         _DEFENDED.append(r)
     return _DEFENDED[0]
 

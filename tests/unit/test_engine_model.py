@@ -175,7 +175,8 @@ class EngineVsModel(RuleBasedStateMachine):
                            evict_embryonic=self.evict_embryonic)
         self.eng = EngineView(engine_or_skip(
             max_connections=self.max_connections, **self.options,
-            defense=Defense(evict_embryonic=self.evict_embryonic)))
+            # the model has no syncookies (tests/unit/test_syncookies.py covers them)
+            defense=Defense(evict_embryonic=self.evict_embryonic, syncookies=0)))
         self.svcs: dict[int, tuple[Service, Any]] = {}
         self.dests: dict[tuple[int, int], tuple[Dest, Any]] = {}
         self.sent = 0

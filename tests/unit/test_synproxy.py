@@ -3,6 +3,10 @@ sequence translation for the life of a connection, with scapy-built packets thro
 
 Every expected number comes from the model in this file (delta = cookie ISN - server ISN,
 timestamp offset = our TSval - the server's), never from the engine itself.
+
+The handshake and translation tests run twice (``KINDS``): on a ``synproxy = true`` service,
+and on a plain service while ``[defense] syncookies`` is engaged, which must behave exactly
+alike (docs/ipvs.md#syn-cookies; the rest of syncookies is in test_syncookies.py).
 """
 
 from __future__ import annotations
@@ -11,13 +15,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from scapy.layers.inet import ICMP, IP, TCP, TCPerror
 from scapy.packet import Raw
 
 from pylvs import _core
-from pylvs.engine import Engine
+from pylvs.engine import Defense, Engine
 from tests.support.packets import ip_header_ok, l4_checksum_ok
 
 VIP, CLIENT, RS = "198.18.0.100", "198.18.1.10", "198.19.0.11"
@@ -31,10 +36,17 @@ wscale = st.one_of(st.none(), st.integers(0, 14))
 mss = st.integers(1, 9000)
 
 
-def _engine(persistence: int = 0, scheduler: str = "rr") -> Engine:
-    e = Engine(max_connections=1000, seed=7)
+# synproxy: the service's own SYN proxy; syncookies: a plain service, syncookies always on
+KINDS = ("synproxy", "syncookies")
+# the counters each kind's cookie steps count in (core/engine.h: same order)
+COUNTERS = {"synproxy": "synproxy", "syncookies": "syncookie"}
+
+
+def _engine(persistence: int = 0, scheduler: str = "rr", kind: str = "synproxy") -> Engine:
+    e = Engine(max_connections=1000, seed=7,
+               defense=Defense(syncookies=2 if kind == "syncookies" else 1))
     svc = e.add_service("tcp", VIP, 80, scheduler=scheduler, persistence=persistence,
-                        synproxy=True)
+                        synproxy=kind == "synproxy")
     e.add_server(svc, RS, 8080)
     return e
 
@@ -244,8 +256,9 @@ def test_cookie_with_a_flipped_bit_is_refused(mssind: int, saddr: int, sport: in
     assert r < 0
 
 
-def test_ack_with_a_forged_or_expired_cookie_creates_nothing_and_is_counted() -> None:
-    e = _engine()
+@pytest.mark.parametrize("kind", KINDS)
+def test_ack_with_a_forged_or_expired_cookie_creates_nothing_and_is_counted(kind: str) -> None:
+    e = _engine(kind=kind)
     cookie = _cookie(e)
     forged = IP(src=CLIENT, dst=VIP) / TCP(sport=40000, dport=80, flags="A", seq=1001,
                                            ack=(cookie + 2) & U32)
@@ -253,27 +266,29 @@ def test_ack_with_a_forged_or_expired_cookie_creates_nothing_and_is_counted() ->
     good = IP(src=CLIENT, dst=VIP) / TCP(sport=40000, dport=80, flags="A", seq=1001,
                                          ack=(cookie + 1) & U32)
     assert e.process(bytes(good), T0 + 121.0) is None
-    drops = e.stats().drops
-    assert drops["synproxy_bad_cookie"] == 1 and drops["synproxy_expired_cookie"] == 1
+    drops, c = e.stats().drops, COUNTERS[kind]
+    assert drops[f"{c}_bad_cookie"] == 1 and drops[f"{c}_expired_cookie"] == 1
     assert e.connections() == []
     assert e.process(bytes(good), T0 + 61.0) is not None  # the next period still takes it
     assert len(e.connections()) == 1
 
 
-def test_a_spoofed_syn_flood_leaves_no_state_and_sends_the_server_nothing() -> None:
-    e = _engine()
+@pytest.mark.parametrize("kind", KINDS)
+def test_a_spoofed_syn_flood_leaves_no_state_and_sends_the_server_nothing(kind: str) -> None:
+    e = _engine(kind=kind)
     outs = e.process_batch([bytes(IP(src=f"198.18.{128 + i // 250}.{i % 250 + 1}", dst=VIP)
                                   / TCP(sport=1024 + i, dport=80, flags="S", seq=i))
                             for i in range(2000)], T0)
     assert all(o is not None and IP(o).dst != RS and IP(o)[TCP].flags == "SA" for o in outs)
-    assert e.connections() == [] and e.stats().events["synproxy_syn"] == 2000
+    assert e.connections() == [] and e.stats().events[f"{COUNTERS[kind]}_syn"] == 2000
 
 
 # ---- the handshake with the server ----------------------------------------------------------
 
 
-def test_data_in_the_clients_first_ack_reaches_the_server() -> None:
-    p = _handshake(_engine(), data=b"GET / HTTP/1.0\r\n\r\n")
+@pytest.mark.parametrize("kind", KINDS)
+def test_data_in_the_clients_first_ack_reaches_the_server(kind: str) -> None:
+    p = _handshake(_engine(kind=kind), data=b"GET / HTTP/1.0\r\n\r\n")
     conn = p.e.connections()[0]
     assert conn.synproxy and conn.state == "ESTABLISHED" and conn.active
 
@@ -321,9 +336,10 @@ def test_no_server_answers_an_accepted_ack_with_a_reset() -> None:
     assert out[TCP].flags == "R" and out[TCP].seq == (cookie + 1) & U32 and out.dst == CLIENT
 
 
-def test_persistence_template_and_every_scheduler_work_with_synproxy() -> None:
+@pytest.mark.parametrize("kind", KINDS)
+def test_persistence_template_and_every_scheduler_work_with_synproxy(kind: str) -> None:
     for sched in ("rr", "wlc", "sh", "mh", "lblc", "twos"):
-        e = _engine(persistence=300, scheduler=sched)
+        e = _engine(persistence=300, scheduler=sched, kind=kind)
         _handshake(e, cport=40001)
         _handshake(e, cport=40002, client_isn=77)
         conns = e.connections()
@@ -336,10 +352,11 @@ def test_persistence_template_and_every_scheduler_work_with_synproxy() -> None:
 @settings(max_examples=60, deadline=None)
 @given(client_isn=isn, rs_isn=isn, client_ts=isn, rs_ts=isn, ws=st.integers(0, 14),
        rs_ws=st.one_of(st.none(), st.integers(0, 14)), sent=st.integers(0, 1 << 20))
+@pytest.mark.parametrize("kind", KINDS)
 def test_sequence_numbers_translate_both_ways_for_the_life_of_the_connection(
-        client_isn: int, rs_isn: int, client_ts: int, rs_ts: int, ws: int, rs_ws: int | None,
-        sent: int) -> None:
-    p = _handshake(_engine(), client_isn=client_isn, rs_isn=rs_isn, client_ts=client_ts,
+        kind: str, client_isn: int, rs_isn: int, client_ts: int, rs_ts: int, ws: int,
+        rs_ws: int | None, sent: int) -> None:
+    p = _handshake(_engine(kind=kind), client_isn=client_isn, rs_isn=rs_isn, client_ts=client_ts,
                    rs_ts=rs_ts, ws=ws, rs_ws=rs_ws)
     ts_c = (client_ts + 9) & U32
     rs_t = (rs_ts + 3) & U32
@@ -380,9 +397,10 @@ def test_sequence_numbers_translate_both_ways_for_the_life_of_the_connection(
 
 @settings(max_examples=40, deadline=None)
 @given(client_isn=isn, rs_isn=isn, sent=st.integers(0, 1 << 20))
-def test_sequence_numbers_quoted_in_icmp_errors_are_translated(client_isn: int, rs_isn: int,
-                                                               sent: int) -> None:
-    p = _handshake(_engine(), client_isn=client_isn, rs_isn=rs_isn, client_ts=None)
+@pytest.mark.parametrize("kind", KINDS)
+def test_sequence_numbers_quoted_in_icmp_errors_are_translated(kind: str, client_isn: int,
+                                                               rs_isn: int, sent: int) -> None:
+    p = _handshake(_engine(kind=kind), client_isn=client_isn, rs_isn=rs_isn, client_ts=None)
     # the client's side reports a packet it got from the VIP (cookie numbers) ...
     quoted = IP(src=VIP, dst=CLIENT) / TCP(sport=80, dport=p.cport, flags="A",
                                            seq=(p.cookie + 1 + sent) & U32,
@@ -403,11 +421,12 @@ def test_sequence_numbers_quoted_in_icmp_errors_are_translated(client_isn: int, 
     assert q.seq == (client_isn + 1) & U32
 
 
-def test_the_sequence_delta_travels_in_connection_sync() -> None:
-    p = _handshake(_engine(), client_isn=123, rs_isn=0xFFFFFF00, rs_ws=9)
+@pytest.mark.parametrize("kind", KINDS)
+def test_the_sequence_delta_travels_in_connection_sync(kind: str) -> None:
+    p = _handshake(_engine(kind=kind), client_isn=123, rs_isn=0xFFFFFF00, rs_ws=9)
     blob = p.e.sync_full(p.now)
     assert len(blob) == 72 and blob[36] == 1 and blob[37] == 24  # IPVS_OPT_SEQ_DATA
-    backup = _engine()
+    backup = _engine(kind=kind)
     assert backup.sync_apply(blob, p.now) == 1
     assert backup.connections()[0].synproxy
     seg = p.sout("PA", 100, 0, b"abc", [("NOP", None), ("NOP", None),
@@ -443,7 +462,8 @@ def test_synproxy_is_for_tcp_services_only() -> None:
 def test_an_established_proxied_connection_is_never_evicted() -> None:
     """Eviction (a full table gives the oldest embryonic entry away) takes pending handshakes
     at most: a proxied connection the server has answered is established."""
-    e = Engine(max_connections=8, seed=3)
+    # syncookies off: the plain service's flood must fill the table
+    e = Engine(max_connections=8, seed=3, defense=Defense(syncookies=0))
     svc = e.add_service("tcp", VIP, 80, scheduler="rr", synproxy=True)
     e.add_server(svc, RS, 8080)
     plain = e.add_service("tcp", VIP, 81, scheduler="rr")

@@ -19,11 +19,11 @@ from scapy.layers.inet6 import IPv6
 from scapy.layers.l2 import Ether
 from scapy.packet import Raw
 
-from pylvs.dataplane.xdp import BPF_OBJECT, XdpSynproxy
-from pylvs.engine import Engine
+from pylvs.dataplane.xdp import BPF_OBJECT, SVC_COOKIES, SVC_SYNPROXY, XdpSynproxy
+from pylvs.engine import Defense, Engine
 from pylvs.errors import CoreError
 
-VIP, VIP6, OTHER_VIP = "198.18.0.100", "2001:2::100", "198.18.0.101"
+VIP, VIP6, OTHER_VIP, OTHER_VIP6 = "198.18.0.100", "2001:2::100", "198.18.0.101", "2001:2::101"
 RS, RS6 = "198.19.0.11", "2001:2:1::11"
 XDP_PASS, XDP_TX = 2, 3
 CLIENT_MAC, OUR_MAC = "02:00:00:00:00:01", "02:00:00:00:00:02"
@@ -43,8 +43,14 @@ def rig() -> Iterator[tuple[XdpSynproxy, Engine]]:
     for vip, rs in ((VIP, RS), (VIP6, RS6)):
         svc = e.add_service("tcp", vip, 80, synproxy=True)
         e.add_server(svc, rs, 8080)
-    e.add_server(e.add_service("tcp", OTHER_VIP, 80), RS, 8080)  # not proxied
-    x.set_services([(ipaddress.ip_address(VIP), 80), (ipaddress.ip_address(VIP6), 80)])
+    # not proxied: answered only while syncookies is engaged
+    e.add_server(e.add_service("tcp", OTHER_VIP, 80), RS, 8080)
+    e.add_server(e.add_service("tcp", OTHER_VIP6, 80), RS6, 8080)
+    e.set_defense(Defense(syncookies=0))
+    x.set_services({(ipaddress.ip_address(VIP), 80): SVC_SYNPROXY,
+                    (ipaddress.ip_address(VIP6), 80): SVC_SYNPROXY,
+                    (ipaddress.ip_address(OTHER_VIP), 80): SVC_COOKIES,
+                    (ipaddress.ip_address(OTHER_VIP6), 80): SVC_COOKIES})
     x.push_secrets(e, time.monotonic())
     yield x, e
     x.close()
@@ -137,6 +143,29 @@ def syns(draw: st.DrawFn) -> Any:
 def test_xdp_syn_ack_is_the_engines_byte_for_byte(rig: tuple[XdpSynproxy, Engine],
                                                   syn: Any) -> None:
     _assert_same_syn_ack(rig, syn)
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(syn=syns())
+def test_while_syncookies_is_engaged_a_plain_service_gets_the_engines_bytes_too(
+        rig: tuple[XdpSynproxy, Engine], syn: Any) -> None:
+    """[defense] syncookies engaged: the program answers a service without synproxy exactly
+    as the engine then does (docs/ipvs.md#syn-cookies); disengaged, it passes the SYN."""
+    x, e = rig
+    plain = syn.copy()
+    plain.dst = OTHER_VIP6 if plain.version == 6 else OTHER_VIP
+    before = x.counters()
+    _passes(x, _frame(plain)[0])
+    x.set_cookies_engaged(True)
+    e.set_defense(Defense(syncookies=2))
+    try:
+        _assert_same_syn_ack(rig, plain)
+    finally:
+        x.set_cookies_engaged(False)
+        e.set_defense(Defense(syncookies=0))
+    after = x.counters()
+    assert after["cookie_syn"] == before["cookie_syn"] + 1
+    assert after["syn"] == before["syn"] + 1
 
 
 @pytest.mark.parametrize("v6", [False, True])
@@ -234,14 +263,14 @@ def test_without_a_pushed_secret_the_syn_goes_to_the_engine() -> None:
     except CoreError as exc:
         pytest.skip(str(exc))
     try:
-        x.set_services([(ipaddress.ip_address(VIP), 80)])
+        x.set_services({(ipaddress.ip_address(VIP), 80): SVC_SYNPROXY})
         frame = _frame(IP(src="198.18.150.2", dst=VIP) / TCP(dport=80, flags="S"))[0]
         _passes(x, frame)
-        assert x.counters() == {"syn": 0, "no_secret": 1}
+        assert x.counters() == {"syn": 0, "no_secret": 1, "cookie_syn": 0}
         x.push_secrets(Engine(max_connections=10), time.monotonic())
         assert x.run(frame)[0] == XDP_TX
-        assert x.counters() == {"syn": 1, "no_secret": 1}
-        x.set_services([])  # the service is gone: the next SYN is the engine's again
+        assert x.counters() == {"syn": 1, "no_secret": 1, "cookie_syn": 0}
+        x.set_services({})  # the service is gone: the next SYN is the engine's again
         _passes(x, frame)
     finally:
         x.close()

@@ -255,6 +255,24 @@ def _defense(dfn: Mapping[str, Any], fam: Any) -> None:
                   "New-connection packets dropped by drop_packet or a full table.")
     for reason, count in sorted(dfn["packets_dropped"].items()):
         packets.add({"reason": reason}, count)
+    _syncookies(dfn["syncookies"], fam)
+
+
+def _syncookies(sc: Mapping[str, Any], fam: Any) -> None:
+    """syncookies: mode, engaged, SYNs answered with cookies, cookie ACKs by outcome."""
+    fam("pylvs_defense_syncookies_mode", "gauge",
+        "syncookies setting: 0 never, 1 automatic, 2 always.").add({}, sc["mode"])
+    fam("pylvs_defense_syncookies_engaged", "gauge",
+        "1 while every TCP service answers SYNs with cookies.").add({}, int(sc["engaged"]))
+    syns = fam("pylvs_defense_syncookies_syns_total", "counter",
+               "SYNs to services without synproxy answered with a cookie, by where.")
+    syns.add({"where": "engine"}, sc["syns_engine"])
+    syns.add({"where": "xdp"}, sc["syns_xdp"])
+    acks = fam("pylvs_defense_syncookies_acks_total", "counter",
+               "ACKs to syncookies' cookies, by outcome.")
+    acks.add({"outcome": "accepted"}, sc["acks_accepted"])
+    for reason, count in sorted(sc["acks_refused"].items()):
+        acks.add({"outcome": f"refused_{reason}"}, count)
 
 
 _DATAPLANE_COUNTERS = (
@@ -276,7 +294,7 @@ def _xdp_synproxy(xdp: Any, events: MetricFamily, fam: Any) -> None:
     attached (dataplane/xdp_component.py)."""
     if not isinstance(xdp, Mapping):
         return
-    for key in ("synproxy_xdp_syn", "synproxy_xdp_no_secret"):
+    for key in ("synproxy_xdp_syn", "synproxy_xdp_no_secret", "syncookie_xdp_syn"):
         events.add({"event": key}, int(xdp.get(key, 0)))
     fam("pylvs_xdp_synproxy_attached", "gauge",
         "1 while the XDP SYN proxy answers SYNs on the public interface.").add(

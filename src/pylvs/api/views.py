@@ -16,7 +16,7 @@ from typing import Any
 from pylvs import __version__, model
 from pylvs.api import codec
 from pylvs.api.protocol import DirectorLike
-from pylvs.engine_types import Rates, ServiceInfo, Stats
+from pylvs.engine_types import DefenseInfo, EngineStats, Rates, ServiceInfo, Stats
 from pylvs.errors import ConfigError
 from pylvs.looplag import SLICE, Slices
 
@@ -218,7 +218,8 @@ def defense(director: DirectorLike) -> Json:
     entries and packets it removed."""
     d = director.engine.defense()
     s = d.settings
-    drops = director.engine.stats().drops
+    st = director.engine.stats()
+    drops = st.drops
     return {
         "configured": codec.encode(director.config.defense),
         "mode": {"drop_entry": s.drop_entry, "drop_packet": s.drop_packet,
@@ -234,7 +235,27 @@ def defense(director: DirectorLike) -> Json:
         "embryonic": d.embryonic,
         "entries_dropped": dict(d.entries_dropped),
         "packets_dropped": {k: drops.get(k, 0) for k in ("defense_drop_packet", "table_full")},
+        "syncookies": _syncookies(d, st),
     }
+
+
+def _syncookies(d: DefenseInfo, st: EngineStats) -> Json:
+    """syncookies (docs/ipvs.md#syn-cookies): the mode, engaged or not, the SYNs answered
+    with cookies (engine and XDP) and the cookie ACKs accepted and refused."""
+    ev, drops, info = st.events, st.drops, d.syncookies
+    out: dict[str, Any] = {
+        "mode": d.settings.syncookies,
+        "engaged": bool(info and info.engaged),
+        "syns": ev.get("syncookie_syn", 0) + (info.xdp_syns if info else 0),
+        "syns_engine": ev.get("syncookie_syn", 0),
+        "syns_xdp": info.xdp_syns if info else 0,
+        "acks_accepted": ev.get("syncookie_ack_ok", 0),
+        "acks_refused": {k: drops.get(f"syncookie_{k}_cookie", 0) for k in ("bad", "expired")},
+    }
+    if info is not None:
+        out.update(threshold=info.threshold, unanswered_last_second=info.unanswered,
+                   quiet_seconds=info.quiet_seconds, times_engaged=info.times_engaged)
+    return out
 
 
 def sync_timeouts(director: DirectorLike) -> None:

@@ -96,17 +96,29 @@ def _defense_line(dfn: Mapping[str, Any]) -> str:
     entries = dfn.get("entries_dropped") or {}
     packets = dfn.get("packets_dropped") or {}
     evict = "evict on" if dfn.get("evict_embryonic") else "evict off"
-    return (f"defense {modes}  {evict}  free {dfn.get('free_slots', 0)}  "
+    return (f"defense {modes}  {evict}  {_syncookies_words(dfn.get('syncookies') or {})}  "
+            f"free {dfn.get('free_slots', 0)}  "
             f"entries dropped {sum(int(v) for v in entries.values())}  "
             f"packets dropped {sum(int(v) for v in packets.values())}")
+
+
+def _syncookies_words(sc: Mapping[str, Any]) -> str:
+    """``syncookies auto ENGAGED (syns 120000 acks 300 refused 2)``."""
+    mode = {0: "off", 1: "auto", 2: "on"}.get(int(sc.get("mode", 1)), "?")
+    state = " ENGAGED" if sc.get("engaged") else ""
+    refused = sum(int(v) for v in (sc.get("acks_refused") or {}).values())
+    return (f"syncookies {mode}{state} (syns {sc.get('syns', 0)} "
+            f"acks {sc.get('acks_accepted', 0)} refused {refused})")
 
 
 def _xdp_line(xdp: Mapping[str, Any]) -> str:
     """The XDP SYN proxy: knob, state, where it is attached, SYN-ACKs it sent."""
     where = ", ".join(f"{name} ({m})" for name, m in sorted((xdp.get("attached") or {}).items()))
     why = f" ({xdp['error']})" if xdp.get("error") else ""
+    cookies = "  syncookies ENGAGED" if xdp.get("syncookies_engaged") else ""
     return (f"xdp synproxy {xdp.get('mode', '?')}: {xdp.get('state', '?')}{why}"
-            f"{' on ' + where if where else ''}  syn-acks {xdp.get('synproxy_xdp_syn', 0)}")
+            f"{' on ' + where if where else ''}  syn-acks {xdp.get('synproxy_xdp_syn', 0)} "
+            f"(syncookies {xdp.get('syncookie_xdp_syn', 0)}){cookies}")
 
 
 def _fastpath_line(fp: Mapping[str, Any]) -> str:

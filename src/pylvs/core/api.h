@@ -95,7 +95,9 @@ uint32_t lvs_engine_expire(lvs_engine *e, double now);
  * second (from lvs_engine_expire) and at once on a set.  They engage when fewer than amemthresh
  * entries are available to new connections (free slots, plus embryonic entries while eviction
  * is on).  evict_embryonic: a full table gives the oldest embryonic entry's slot
- * to a new connection (beyond the kernel). */
+ * to a new connection (beyond the kernel).  syncookies: 0 never, 1 automatic, 2 always: while
+ * engaged a bare SYN to any TCP service is answered with a cookie (defense.c says when it
+ * engages and disengages). */
 typedef struct lvs_defense_conf {
     int32_t drop_entry;
     int32_t drop_packet;
@@ -103,6 +105,7 @@ typedef struct lvs_defense_conf {
     uint32_t amemthresh;     /* free table slots */
     uint32_t am_droprate;    /* drop_packet mode 3: one in am_droprate new conns */
     int32_t evict_embryonic;
+    int32_t syncookies;      /* 0 never, 1 automatic, 2 always */
 } lvs_defense_conf;
 
 typedef struct lvs_defense_info {
@@ -116,11 +119,22 @@ typedef struct lvs_defense_info {
     uint32_t embryonic;      /* entries that could be evicted */
     uint64_t drop_entry_conns, drop_entry_templates;
     uint64_t evicted_embryonic, evicted_templates;
+    int32_t syncookies_engaged;
+    uint32_t syncookies_threshold;   /* embryonic entries that engage it: min(amemthresh, 4096) */
+    uint32_t syncookies_unanswered;  /* cookie SYNs without an ACK in the last second */
+    uint32_t syncookies_quiet;       /* seconds under the disengage mark so far */
+    uint64_t syncookies_engaged_count;
+    uint64_t syncookies_xdp_syns;    /* cookie SYNs the director reported from XDP */
+    double syncookies_window_until;  /* cookie ACKs accepted until then after disengaging */
 } lvs_defense_info;
 
 /* -LVS_E_RANGE for a mode outside 0..3. */
 int lvs_defense_set(lvs_engine *e, const lvs_defense_conf *c);
 void lvs_defense_get(lvs_engine *e, lvs_defense_info *out);
+/* n more SYNs to services without synproxy were answered with cookies outside the engine (the
+ * XDP responder): syncookies counts them as unanswered until their ACKs come, so it stays
+ * engaged while XDP takes the flood. */
+void lvs_defense_cookie_syns(lvs_engine *e, uint64_t n);
 
 /* ipvsadm --set: 0 keeps the current value. */
 void lvs_engine_set_timeouts(lvs_engine *e, uint32_t tcp, uint32_t tcpfin, uint32_t udp);

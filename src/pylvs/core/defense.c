@@ -27,10 +27,38 @@
  *                         controls nothing and was never ASSURED (the kernel's "drop CTL or
  *                         non-assured TPL if not used anymore" in ip_vs_conn_expire): a spoofed
  *                         SYN to a persistent service leaves nothing behind.
+ *
+ * syncookies (the kernel's net.ipv4.tcp_syncookies, for every TCP service): 0 never, 1
+ * automatic (the default, as the kernel's), 2 always.  While engaged, a bare SYN to any TCP
+ * service without a conn is answered with the SYN proxy's cookie SYN-ACK (synproxy.c) and
+ * makes no entry; a valid cookie ACK opens the conn exactly as for a synproxy service.
+ *   engage     at once when the embryonic entries (SYN seen, never established) reach
+ *              min(amemthresh, 4096): the kernel engages when one listener's SYN backlog
+ *              overflows (somaxconn, 4096 by default); the table-wide amemthresh caps it on
+ *              a small table.  A legitimate load keeps few embryonic entries (one per
+ *              handshake in flight, a round trip each), a spoofed flood keeps one per SYN for
+ *              the SYN_RECV timeout (60 s), so the count tells the two apart within a
+ *              fraction of a second.  amemthresh 0: the automatic mode never engages.
+ *   disengage  once engaged, cookies make no entries, so the embryonic count can no longer
+ *              tell whether the flood goes on (a table that empties must not disengage).  The
+ *              measure is then the cookie SYNs left unanswered in the last second (cookie
+ *              SYNs, the engine's and those XDP answered, minus cookie ACKs accepted): times
+ *              the SYN_RECV timeout it is the embryonic count the flood would build without
+ *              cookies.  Disengaged when that and the embryonic entries left stay under half
+ *              the threshold for SYNCOOKIE_HOLD (10) consecutive seconds: the half and the
+ *              hold are the hysteresis, so a flood that pauses or a burst does not flap it.
+ *   after      cookie ACKs are still accepted for a cookie's lifetime (120 s,
+ *              MAX_SYNCOOKIE_AGE periods of 60 s) after disengaging, as the kernel accepts
+ *              them for 2 minutes after its last overflow: no handshake in flight is lost.
  */
+#include <math.h>
+
 #include "engine.h"
 
 #define DEFENSE_PERIOD 1.0    /* DEFENSE_TIMER_PERIOD: 1 s */
+#define SYNCOOKIE_BACKLOG 4096u  /* somaxconn's default: the kernel's listen backlog */
+#define SYNCOOKIE_HOLD 10u   /* quiet seconds before disengaging */
+#define SYNCOOKIE_LIFETIME 120.0 /* a cookie's validity (synproxy.c: 2 periods of 60 s) */
 
 static uint64_t rng_next(lvs_defense *d)
 {
@@ -47,6 +75,7 @@ void lvs_defense_init(lvs_engine *e)
     d->amemthresh = e->max_conns / 10 ? e->max_conns / 10 : 1;
     d->am_droprate = 10;
     d->evict_embryonic = 1;
+    d->syncookies = 1;
     d->rng = lvs_hash_mix(e->seed ^ 0xdefe05e0defe05e0ULL) | 1;
 }
 
@@ -91,6 +120,81 @@ static void update_level(lvs_engine *e)
 
     d->secure_tcp = auto_mode(d->secure_tcp, nomem);
     d->secure_on = d->secure_tcp >= 2;
+}
+
+/* ---- syncookies ---- */
+
+static uint32_t cookie_threshold(const lvs_defense *d)
+{
+    return d->amemthresh < SYNCOOKIE_BACKLOG ? d->amemthresh : SYNCOOKIE_BACKLOG;
+}
+
+static void cookies_engage(lvs_engine *e)
+{
+    lvs_defense *d = &e->def;
+    if (d->cookies_on)
+        return;
+    d->cookies_on = 1;
+    d->cookie_quiet = 0;
+    d->cookies_engaged++;
+}
+
+/* now: the time of the disengagement, or INFINITY from a set (which has no clock): the next
+ * tick starts the window then. */
+static void cookies_disengage(lvs_engine *e, double now)
+{
+    lvs_defense *d = &e->def;
+    if (!d->cookies_on)
+        return;
+    d->cookies_on = 0;
+    d->cookies_until = now + SYNCOOKIE_LIFETIME;
+}
+
+void lvs_defense_embryo_added(lvs_engine *e)
+{
+    const lvs_defense *d = &e->def;
+    uint32_t t = cookie_threshold(d);
+    if (d->syncookies == 1 && !d->cookies_on && t && e->nembryo >= t)
+        cookies_engage(e);
+}
+
+/* Once a second: the unanswered cookie SYNs of the last interval, and the mode's move. */
+static void cookies_tick(lvs_engine *e, double elapsed, double now)
+{
+    lvs_defense *d = &e->def;
+    uint64_t syns = e->counters[LVS_CNT_SYNCOOKIE_SYN] + d->cookie_syns_elsewhere;
+    uint64_t acks = e->counters[LVS_CNT_SYNCOOKIE_ACK_OK];
+    uint64_t ds = syns - d->cookie_syn_mark, da = acks - d->cookie_ack_mark;
+    d->cookie_syn_mark = syns;
+    d->cookie_ack_mark = acks;
+    uint64_t un = ds > da ? ds - da : 0;
+    d->cookie_unanswered = un > UINT32_MAX ? UINT32_MAX : (uint32_t)un;
+    if (isinf(d->cookies_until))
+        d->cookies_until = now + SYNCOOKIE_LIFETIME;
+    uint32_t t = cookie_threshold(d);
+    if (d->syncookies == 2) {
+        cookies_engage(e);
+    } else if (d->syncookies == 0 || t == 0) {
+        cookies_disengage(e, now);
+    } else if (!d->cookies_on) {
+        if (e->nembryo >= t)
+            cookies_engage(e);
+    } else {
+        /* the embryonic entries the unanswered SYNs would keep without cookies */
+        double rate = elapsed > 0 ? (double)un / elapsed : (double)un;
+        double would_hold = rate * (double)e->tcp_timeouts[LVS_TCP_S_SYN_RECV];
+        if (would_hold < (double)t / 2 && e->nembryo < t / 2)
+            d->cookie_quiet++;
+        else
+            d->cookie_quiet = 0;
+        if (d->cookie_quiet >= SYNCOOKIE_HOLD)
+            cookies_disengage(e, now);
+    }
+}
+
+void lvs_defense_cookie_syns(lvs_engine *e, uint64_t n)
+{
+    e->def.cookie_syns_elsewhere += n;
 }
 
 /* ---- removing entries ---- */
@@ -173,9 +277,11 @@ void lvs_defense_tick(lvs_engine *e, double now)
     lvs_defense *d = &e->def;
     if (d->ticked && now - d->last_tick < DEFENSE_PERIOD && now >= d->last_tick)
         return;
+    double elapsed = d->ticked && now >= d->last_tick ? now - d->last_tick : DEFENSE_PERIOD;
     d->ticked = 1;
     d->last_tick = now;
     update_level(e);
+    cookies_tick(e, elapsed, now);
     if (d->dropentry_on)
         random_dropentry(e, now);
 }
@@ -199,7 +305,8 @@ int lvs_defense_make_room(lvs_engine *e, double now)
 int lvs_defense_set(lvs_engine *e, const lvs_defense_conf *c)
 {
     if (c->drop_entry < 0 || c->drop_entry > 3 || c->drop_packet < 0 || c->drop_packet > 3 ||
-        c->secure_tcp < 0 || c->secure_tcp > 3 || c->am_droprate > 1000000)
+        c->secure_tcp < 0 || c->secure_tcp > 3 || c->am_droprate > 1000000 ||
+        c->syncookies < 0 || c->syncookies > 2)
         return -LVS_E_RANGE;
     lvs_defense *d = &e->def;
     d->drop_entry = c->drop_entry;
@@ -208,8 +315,15 @@ int lvs_defense_set(lvs_engine *e, const lvs_defense_conf *c)
     d->amemthresh = c->amemthresh;
     d->am_droprate = c->am_droprate;
     d->evict_embryonic = c->evict_embryonic != 0;
-    /* as proc_do_defense_mode: a written mode takes effect at once */
+    d->syncookies = c->syncookies;
+    /* as proc_do_defense_mode: a written mode takes effect at once; 1 keeps what is engaged
+     * now and lets the hysteresis decide; 0 stops answering SYNs with cookies but still takes
+     * the ACKs to cookies already sent for their lifetime (the kernel refuses them) */
     update_level(e);
+    if (d->syncookies == 2)
+        cookies_engage(e);
+    else if (d->syncookies == 0)
+        cookies_disengage(e, INFINITY);
     return 0;
 }
 
@@ -222,6 +336,14 @@ void lvs_defense_get(lvs_engine *e, lvs_defense_info *out)
     out->conf.amemthresh = d->amemthresh;
     out->conf.am_droprate = d->am_droprate;
     out->conf.evict_embryonic = d->evict_embryonic;
+    out->conf.syncookies = d->syncookies;
+    out->syncookies_engaged = d->cookies_on;
+    out->syncookies_threshold = cookie_threshold(d);
+    out->syncookies_unanswered = d->cookie_unanswered;
+    out->syncookies_quiet = d->cookie_quiet;
+    out->syncookies_engaged_count = d->cookies_engaged;
+    out->syncookies_xdp_syns = d->cookie_syns_elsewhere;
+    out->syncookies_window_until = d->cookies_until;
     out->drop_entry_active = d->dropentry_on;
     out->secure_tcp_active = d->secure_on;
     out->drop_rate = d->drop_rate;

@@ -131,6 +131,13 @@ enum {
     LVS_CNT_FTP_DATA_ENTRY,          /* FTP data entries made from PORT/EPRT/227/229 */
     LVS_CNT_FTP_REWRITE,             /* 227 replies rewritten to the VIP */
     LVS_CNT_FTP_NO_ROOM,             /* a 227 reply left as it was: no room to grow */
+    /* SYN cookies for a service without synproxy (defense.c, syncookies); the same four
+     * steps, in the same order, as the LVS_CNT_SYNPROXY_SYN block: lvs_synproxy_new counts
+     * from either base */
+    LVS_CNT_SYNCOOKIE_SYN,           /* SYNs answered with a cookie (REPLY) */
+    LVS_CNT_SYNCOOKIE_ACK_OK,        /* ACKs with a valid cookie: a connection was opened */
+    LVS_CNT_SYNCOOKIE_BAD_COOKIE,    /* ACKs whose cookie is forged or damaged (DROP) */
+    LVS_CNT_SYNCOOKIE_EXPIRED_COOKIE, /* ACKs whose cookie is outside the window (DROP) */
     LVS_CNT_MAX
 };
 
@@ -150,6 +157,16 @@ typedef struct lvs_defense {
     uint64_t rng;
     uint64_t drop_entry_conns, drop_entry_templates;   /* removed by drop_entry */
     uint64_t evicted_embryonic, evicted_templates;     /* removed to make room */
+    /* syncookies (defense.c): SYN cookies for every TCP service while a flood is on */
+    int syncookies;          /* the sysctl: 0 never, 1 automatic, 2 always */
+    int cookies_on;          /* engaged: a bare SYN to any TCP service gets a cookie */
+    double cookies_until;    /* cookie ACKs are accepted until then (the validity window
+                              * after disengaging) */
+    uint32_t cookie_quiet;   /* consecutive ticks under the disengage mark */
+    uint64_t cookie_syns_elsewhere;      /* SYNs answered with cookies in XDP (director) */
+    uint64_t cookie_syn_mark, cookie_ack_mark;   /* their counts at the last tick */
+    uint32_t cookie_unanswered;          /* cookie SYNs without an ACK in the last tick */
+    uint64_t cookies_engaged;            /* times engaged */
 } lvs_defense;
 
 /* The flow offload state (offload.c): whether conns are offered, and the event queue the
@@ -336,6 +353,15 @@ void lvs_defense_tick(lvs_engine *e, double now);
 /* Before a new entry: 1 when the table has a free slot (after evicting the oldest embryonic
  * entry if it was full and eviction is on), 0 when it is full. */
 int lvs_defense_make_room(lvs_engine *e, double now);
+/* A new embryonic entry: syncookies in automatic mode engages at once when the embryonic
+ * entries reach its threshold (not at the next tick: a flood fills it in a fraction of one). */
+void lvs_defense_embryo_added(lvs_engine *e);
+/* 1 while an ACK to a service without synproxy may carry one of our cookies: syncookies is
+ * engaged, or disengaged less than a cookie's lifetime ago (no handshake in flight is lost). */
+static inline int lvs_defense_cookie_window(const lvs_engine *e, double now)
+{
+    return e->def.cookies_on || now < e->def.cookies_until;
+}
 /* ip_vs_todrop: drop_packet's verdict for one new-connection packet. */
 static inline int lvs_defense_todrop(lvs_engine *e)
 {

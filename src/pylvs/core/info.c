@@ -179,7 +179,9 @@ static const char *const counter_names[LVS_CNT_MAX + 1] = {
     "synproxy_syn",     "synproxy_ack_ok",   "synproxy_bad_cookie", "synproxy_expired_cookie",
     "synproxy_pending_drop", "synproxy_held_truncated", "synproxy_held",
     "sloppy_in",        "sloppy_reply",
-    "ftp_data_entry",   "ftp_rewrite",       "ftp_no_room", NULL,
+    "ftp_data_entry",   "ftp_rewrite",       "ftp_no_room",
+    "syncookie_syn",    "syncookie_ack_ok",  "syncookie_bad_cookie", "syncookie_expired_cookie",
+    NULL,
 };
 
 const char *const *lvs_counter_names(void)

@@ -34,6 +34,10 @@
  *    ... an ACK with a forged cookie / too old one    DROP     synproxy_bad_cookie /
  *                                                              synproxy_expired_cookie
  *    ... any other TCP packet                         DROP     tcp_no_syn
+ *  any TCP service while syncookies is engaged         as a synproxy service, counted as
+ *    (a bare ACK: also for 120 s after it disengages)  syncookie_syn, syncookie_ack_ok,
+ *                                                     syncookie_bad/expired_cookie
+ *                                                     (docs/ipvs.md#syn-cookies)
  *  synproxy conn waiting for its server: see synproxy.c  (synproxy_pending_drop; client data
  *    kept for the server is a DROP verdict counted as synproxy_held)
  *  new conn, drop_packet defence engaged (1 in rate)  DROP     defense_drop_packet
@@ -191,8 +195,10 @@ static int schedule(lvs_engine *e, lvs_service *svc, const pkt *k, double now, l
         ct->n_control++;
         lvs_conn_arm(e, ct, now);
     }
-    if (proto == LVS_PROTO_TCP)
+    if (proto == LVS_PROTO_TCP) {
         lvs_embryo_push(e, c);
+        lvs_defense_embryo_added(e);
+    }
     stats_conn(e, dest);
     *out = c;
     return SCHED_OK;
@@ -215,15 +221,43 @@ static int conn_reusable(const lvs_engine *e, const lvs_conn *c)
              (c->flags & LVS_CONN_F_NOOUTPUT)));
 }
 
+/* SYN cookies for a TCP service without synproxy (defense.c, syncookies): a bare SYN while
+ * engaged, a bare ACK while cookie ACKs are accepted go to the SYN proxy; with sloppy_tcp only
+ * an ACK whose cookie is valid does (any other is a flow ECMP moved here, scheduled as
+ * before). */
+static int cookie_packet(lvs_engine *e, const pkt *k, double now)
+{
+    if (k->proto != LVS_PROTO_TCP || !lvs_defense_cookie_window(e, now))
+        return 0;
+    uint8_t f = k->th_flags & (TH_SYN | TH_ACK | TH_RST | TH_FIN);
+    if (f == TH_SYN)
+        return e->def.cookies_on;
+    if (f != TH_ACK)
+        return 0;
+    return !e->sloppy_tcp || lvs_synproxy_cookie_ack(e, k, now);
+}
+
 static int do_in(lvs_engine *e, pkt *k, uint32_t *plen, uint32_t cap, double now)
 {
     lvs_conn *c = lvs_conn_in_get(e, k->af, k->proto, k->saddr, k->sport, k->daddr, k->dport);
     int syn = k->proto == LVS_PROTO_TCP && (k->th_flags & TH_SYN);
-    /* The SYN of a synproxy service may have been answered in XDP (dataplane/bpf/): the
-     * client's cookie ACK is then the first packet the engine sees of the new connection, and
-     * it reuses the old entry exactly as the SYN would have. */
-    if (c && e->conn_reuse_mode && (syn || (c->flags & LVS_CONN_F_SYNPROXY)) &&
+    /* The SYN of a synproxy service (of any TCP service while syncookies is on) may have been
+     * answered in XDP (dataplane/bpf/): the client's cookie ACK is then the first packet the
+     * engine sees of the new connection, and it reuses the old entry exactly as the SYN would
+     * have. */
+    if (c && e->conn_reuse_mode &&
+        (syn || (c->flags & LVS_CONN_F_SYNPROXY) || lvs_defense_cookie_window(e, now)) &&
         conn_reusable(e, c) && (syn || lvs_synproxy_cookie_ack(e, k, now))) {
+        lvs_conn_expire_now(e, c, now);
+        c = NULL;
+    }
+    /* A cookie ACK on an entry still in SYN_RECV: the client's SYN made it before syncookies
+     * engaged, the server's SYN-ACK was lost, and the retransmitted SYN got a cookie (from XDP,
+     * which cannot see the entry).  A valid cookie proves we answered that very SYN: the
+     * handshake is ours now, and the server's half-open one is abandoned; riding the entry,
+     * the ACK would reach a server that never saw the cookie and resets the client. */
+    if (c && !syn && c->state == LVS_TCP_S_SYN_RECV && c->n_control == 0 &&
+        lvs_defense_cookie_window(e, now) && lvs_synproxy_cookie_ack(e, k, now)) {
         lvs_conn_expire_now(e, c, now);
         c = NULL;
     }
@@ -252,9 +286,11 @@ static int do_in(lvs_engine *e, pkt *k, uint32_t *plen, uint32_t cap, double now
         }
         lvs_sp_accept spa;
         int proxied = 0;
-        if (svc->flags & LVS_SVC_F_SYNPROXY) {
+        int cookies = !(svc->flags & LVS_SVC_F_SYNPROXY) && cookie_packet(e, k, now);
+        if ((svc->flags & LVS_SVC_F_SYNPROXY) || cookies) {
             /* the director answers the handshake itself (synproxy.c) */
-            int v = lvs_synproxy_new(e, k, plen, cap, now, &spa);
+            int v = lvs_synproxy_new(e, k, plen, cap, now, &spa,
+                                     cookies ? LVS_CNT_SYNCOOKIE_SYN : LVS_CNT_SYNPROXY_SYN);
             if (v != LVS_SP_ACCEPT)
                 return v;
             proxied = 1;
@@ -651,6 +687,12 @@ static int fast_one(lvs_engine *e, uint8_t *p, uint32_t *plen, uint32_t cap, uin
                          : lvs_conn_out_get(e, k.af, k.proto, k.saddr, k.sport, k.daddr,
                                             k.dport);
     if (!c || (c->flags & (LVS_CONN_F_SP_WAIT | LVS_CONN_F_EXT)) || lvs_ftp_ctl(c))
+        return SLOW;
+    /* while cookie ACKs are taken, one on an old or half-open entry may open a new connection
+     * instead (do_in); the ACK of a TIME_WAIT entry would otherwise ride it here, unchanged */
+    if (to_vip && k.proto == LVS_PROTO_TCP && lvs_defense_cookie_window(e, now) &&
+        (c->state == LVS_TCP_S_TIME_WAIT || c->state == LVS_TCP_S_CLOSE ||
+         c->state == LVS_TCP_S_SYN_RECV || c->state == LVS_TCP_S_FIN_WAIT))
         return SLOW;
     lvs_dest *d = c->dest;
     if (!d || !(d->flags & LVS_DEST_F_AVAILABLE))

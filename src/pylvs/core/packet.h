@@ -290,9 +290,11 @@ typedef struct lvs_sp_accept {
 #define LVS_SP_ACCEPT (-1)
 
 /* A TCP packet to a synproxy service matching no conn: a SYN becomes a cookie SYN-ACK
- * (REPLY); an ACK with a valid cookie returns LVS_SP_ACCEPT and the options; the rest DROP. */
+ * (REPLY); an ACK with a valid cookie returns LVS_SP_ACCEPT and the options; the rest DROP.
+ * cnt: the first of the four counters to count in, LVS_CNT_SYNPROXY_SYN or (SYN cookies
+ * for a service without synproxy, defense.c) LVS_CNT_SYNCOOKIE_SYN. */
 int lvs_synproxy_new(lvs_engine *e, pkt *k, uint32_t *plen, uint32_t cap, double now,
-                     lvs_sp_accept *out);
+                     lvs_sp_accept *out, int cnt);
 /* The conn just scheduled for an accepted ACK: keep the client's packet; the slot becomes the
  * SYN for the server (REPLY). */
 int lvs_synproxy_open(lvs_engine *e, pkt *k, lvs_conn *c, const lvs_sp_accept *o,

@@ -344,9 +344,19 @@ int lvs_synproxy_cookie_ack(lvs_engine *e, const pkt *k, double now)
            check_ack(e, k, now, &o, &tsopts) >= 0;
 }
 
+_Static_assert(LVS_CNT_SYNPROXY_ACK_OK == LVS_CNT_SYNPROXY_SYN + 1 &&
+               LVS_CNT_SYNPROXY_BAD_COOKIE == LVS_CNT_SYNPROXY_SYN + 2 &&
+               LVS_CNT_SYNPROXY_EXPIRED_COOKIE == LVS_CNT_SYNPROXY_SYN + 3 &&
+               LVS_CNT_SYNCOOKIE_ACK_OK == LVS_CNT_SYNCOOKIE_SYN + 1 &&
+               LVS_CNT_SYNCOOKIE_BAD_COOKIE == LVS_CNT_SYNCOOKIE_SYN + 2 &&
+               LVS_CNT_SYNCOOKIE_EXPIRED_COOKIE == LVS_CNT_SYNCOOKIE_SYN + 3,
+               "lvs_synproxy_new counts in either block by offset");
+
 int lvs_synproxy_new(lvs_engine *e, pkt *k, uint32_t *plen, uint32_t cap, double now,
-                     lvs_sp_accept *out)
+                     lvs_sp_accept *out, int cnt)
 {
+    /* the four counters of the block at cnt: SYN answered, ACK accepted, bad, expired */
+    uint64_t *counted = &e->counters[cnt];
     uint8_t *th = k->l4;
     uint32_t thlen = (uint32_t)(th[12] >> 4) * 4;
     uint8_t f = k->th_flags & (TH_SYN | TH_ACK | TH_RST | TH_FIN);
@@ -381,7 +391,7 @@ int lvs_synproxy_new(lvs_engine *e, pkt *k, uint32_t *plen, uint32_t cap, double
         uint32_t optlen = put_opts(opts, SP_MSS, &r, SP_WSCALE);
         *plen = build_segment(e, k->af, k->p, k->daddr, k->saddr, k->dport, k->sport, cookie,
                               cseq + 1, TH_SYN | TH_ACK, SP_WINDOW, opts, optlen);
-        e->counters[LVS_CNT_SYNPROXY_SYN]++;
+        counted[0]++;
         return LVS_VERDICT_REPLY;
     }
     if (f != TH_ACK)
@@ -389,12 +399,12 @@ int lvs_synproxy_new(lvs_engine *e, pkt *k, uint32_t *plen, uint32_t cap, double
     uint32_t tsopts;
     int r = check_ack(e, k, now, &o, &tsopts);
     if (r == LVS_SP_EXPIRED) {
-        e->counters[LVS_CNT_SYNPROXY_EXPIRED_COOKIE]++;
+        counted[3]++;
         return LVS_VERDICT_DROP;
     }
     if (r < 0 || (o.ts && (tsopts & TS_OPT_WSCALE_MASK) != TS_OPT_WSCALE_MASK &&
                   (tsopts & TS_OPT_WSCALE_MASK) > 14)) {
-        e->counters[LVS_CNT_SYNPROXY_BAD_COOKIE]++;
+        counted[2]++;
         return LVS_VERDICT_DROP;
     }
     memset(out, 0, sizeof(*out));
@@ -407,7 +417,7 @@ int lvs_synproxy_new(lvs_engine *e, pkt *k, uint32_t *plen, uint32_t cap, double
         out->sack = (tsopts & TS_OPT_SACK) != 0;
         out->wscale = (uint8_t)(tsopts & TS_OPT_WSCALE_MASK);
     }
-    e->counters[LVS_CNT_SYNPROXY_ACK_OK]++;
+    counted[1]++;
     return LVS_SP_ACCEPT;
 no_syn:
     e->counters[LVS_CNT_TCP_NO_SYN]++;

@@ -3,6 +3,9 @@
 The program (``dataplane/bpf/xdp_synproxy.bpf.c``) answers a bare SYN to a synproxy service on
 the public interface with the SYN-ACK the engine would build (core/synproxy.c), before the TUN
 and the IP stack, so a spoofed SYN flood costs no TUN read, no worker wake-up and no TUN write.
+It does the same for every other exact-port TCP service in its map while the engine's
+``syncookies`` defence is engaged (:meth:`XdpSynproxy.set_cookies_engaged`; a flag in a map, so
+engaging is one map write and a SYN to such a service costs a lookup and a pass otherwise).
 The client's ACK goes on to the engine, which checks the cookie as for its own SYN-ACKs.  For
 that the program needs the engine's secrets: :meth:`XdpSynproxy.push_secrets` writes the
 current and the next cookie period's keys (the director calls it every second; a period lasts
@@ -22,7 +25,7 @@ import ipaddress
 import os
 import socket
 import struct
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -32,8 +35,8 @@ if TYPE_CHECKING:
     from pylvs._core import FFI, Lib
     from pylvs.engine import Engine
 
-__all__ = ["BPF_OBJECT", "XdpMode", "XdpSynproxy", "load_libbpf", "load_object",
-           "possible_cpus"]
+__all__ = ["BPF_OBJECT", "SVC_COOKIES", "SVC_SYNPROXY", "XdpMode", "XdpSynproxy",
+           "load_libbpf", "load_object", "possible_cpus"]
 
 BPF_OBJECT = Path(__file__).resolve().parent / "bpf" / "xdp_synproxy.bpf.o"
 XdpMode = Literal["native", "generic"]
@@ -42,7 +45,9 @@ _PROGRAM = b"pylvs_synproxy"
 _XDP_FLAGS = {"generic": 1 << 1, "native": 1 << 2}  # XDP_FLAGS_SKB_MODE, XDP_FLAGS_DRV_MODE
 _SERVICE_KEY = struct.Struct("=16s2sBx")  # struct sp_service: addr, port (wire order), family
 _SECRET = struct.Struct("=5Q")  # struct sp_secret: period, mac_key[2], base_key[2]
-_COUNTERS = ("syn", "no_secret")  # the program's enum, in order
+_COUNTERS = ("syn", "no_secret", "cookie_syn")  # the program's enum, in order
+SVC_SYNPROXY = 1  # the services map's values: a synproxy service, answered always
+SVC_COOKIES = 2  # another TCP service, answered while syncookies is engaged
 _PERIOD = 60.0  # core/synproxy.c SP_PERIOD
 
 _LIBBPF_CDEF = """
@@ -128,7 +133,8 @@ class XdpSynproxy:
         self.prog_fd = prog_fd
         self._maps = maps
         self.links: dict[str, tuple[int, XdpMode]] = {}  # interface -> (link fd, mode)
-        self.services: frozenset[tuple[IPAddress, int]] = frozenset()
+        self.services: dict[tuple[IPAddress, int], int] = {}  # VIP:port -> SVC_*
+        self.cookies_engaged = False
         self._periods: tuple[int, ...] = ()
 
     @classmethod
@@ -138,7 +144,7 @@ class XdpSynproxy:
         lib = load_libbpf()[1]
         prog = lib.bpf_object__find_program_by_name(obj, _PROGRAM)
         maps = {name: lib.bpf_map__fd(lib.bpf_object__find_map_by_name(obj, name.encode()))
-                for name in ("services", "secrets", "counters")}
+                for name in ("services", "secrets", "counters", "syncookies")}
         return cls(obj, lib.bpf_program__fd(prog), maps)
 
     def _fd(self, name: str) -> int:
@@ -171,18 +177,27 @@ class XdpSynproxy:
         if link is not None:
             os.close(link[0])
 
-    def set_services(self, services: Iterable[tuple[IPAddress, int]]) -> None:
-        """Make the map hold exactly these synproxy VIP:ports (only the difference is
-        written)."""
+    def set_services(self, services: Mapping[tuple[IPAddress, int], int]) -> None:
+        """Make the map hold exactly these VIP:ports, each with its kind (:data:`SVC_SYNPROXY`
+        or :data:`SVC_COOKIES`); only the difference is written."""
         lib = _core()[1]
-        want = frozenset(services)
+        want = dict(services)
         fd = self._fd("services")
-        one = struct.pack("=I", 1)
-        for addr, port in self.services - want:
+        for addr, port in self.services.keys() - want.keys():
             _check(lib.lvs_xdp_map_delete(fd, _service_key(addr, port)), "XDP services map")
-        for addr, port in want - self.services:
-            _check(lib.lvs_xdp_map_update(fd, _service_key(addr, port), one), "XDP services map")
+        for (addr, port), kind in want.items():
+            if self.services.get((addr, port)) != kind:
+                _check(lib.lvs_xdp_map_update(fd, _service_key(addr, port),
+                                              struct.pack("=I", kind)), "XDP services map")
         self.services = want
+
+    def set_cookies_engaged(self, engaged: bool) -> None:
+        """Answer the :data:`SVC_COOKIES` services' SYNs (the engine's syncookies engaged) or
+        pass them to the engine."""
+        lib = _core()[1]
+        _check(lib.lvs_xdp_map_update(self._fd("syncookies"), struct.pack("=I", 0),
+                                      struct.pack("=I", int(engaged))), "XDP syncookies map")
+        self.cookies_engaged = engaged
 
     def push_secrets(self, engine: Engine, now: float) -> None:
         """Give the program the engine's keys for the period of ``now`` and the next one
@@ -201,8 +216,9 @@ class XdpSynproxy:
         self._periods = tuple(periods)
 
     def counters(self) -> dict[str, int]:
-        """The program's counters summed over the CPUs: ``syn`` (SYN-ACKs sent) and
-        ``no_secret`` (SYNs left to the engine because no key was pushed for the period)."""
+        """The program's counters summed over the CPUs: ``syn`` (SYN-ACKs sent),
+        ``no_secret`` (SYNs left to the engine because no key was pushed for the period) and
+        ``cookie_syn`` (of ``syn``, those for services without synproxy: syncookies)."""
         ffi, lib = _core()
         fd = self._fd("counters")
         ncpu = possible_cpus()

@@ -264,7 +264,16 @@ function defenseText(dfn) {
   const modes = Object.entries(dfn.mode || {}).map(([k, v]) => `${k} ${MODE_WORDS[v] || v}`);
   const sum = (o) => Object.values(o || {}).reduce((a, b) => a + b, 0);
   return `${modes.join(", ")}; ${dfn.evict_embryonic ? "evict on" : "evict off"}; ` +
+    `${syncookiesText(dfn.syncookies)}; ` +
     `entries dropped ${sum(dfn.entries_dropped)}, packets dropped ${sum(dfn.packets_dropped)}`;
+}
+
+function syncookiesText(sc) {
+  if (!sc) return "syncookies ?";
+  const mode = ["off", "auto", "on"][sc.mode] || sc.mode;
+  const refused = Object.values(sc.acks_refused || {}).reduce((a, b) => a + b, 0);
+  return `syncookies ${mode}${sc.engaged ? " ENGAGED" : ""} ` +
+    `(syns ${sc.syns || 0}, acks ${sc.acks_accepted || 0}, refused ${refused})`;
 }
 
 function render(status) {

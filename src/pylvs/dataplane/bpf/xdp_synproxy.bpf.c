@@ -17,9 +17,13 @@
  * a bare SYN, a destination that is not an exact-port synproxy service in `services`, a source
  * no handshake may come from, or a period whose secret the director has not pushed yet.
  *
- * Maps the director keeps (pylvs/dataplane/xdp.py): `services` (the synproxy VIP:ports),
- * `secrets` (slot period & 1: the period number, the period's MAC key, the engine's base key)
- * and `counters` (per CPU: SYN-ACKs sent, SYNs passed for want of a current secret).
+ * Maps the director keeps (pylvs/dataplane/xdp.py): `services` (the VIP:ports answered: value
+ * SVC_SYNPROXY for a synproxy service, always; SVC_COOKIES for any other exact-port TCP
+ * service, only while `syncookies` slot 0 is 1, i.e. while the engine's syncookies defence is
+ * engaged: docs/ipvs.md#syn-cookies), `secrets` (slot period & 1: the period number, the
+ * period's MAC key, the engine's base key) and `counters` (per CPU: SYN-ACKs sent, SYNs passed
+ * for want of a current secret, and of the SYN-ACKs those sent for SVC_COOKIES services, which
+ * the director reports to the engine's syncookies measure).
  *
  * The clock is CLOCK_MONOTONIC (bpf_ktime_get_ns), the clock the packet workers give the
  * engine.  Built with `clang -O2 -g -target bpf` by pylvs/_build.py; no libbpf headers needed.
@@ -59,7 +63,8 @@ struct sp_secret {
     __u64 base_key[2];     /* synproxy.c base_key (H0) */
 };
 
-enum { CNT_SYN, CNT_NO_SECRET, CNT_MAX };
+enum { CNT_SYN, CNT_NO_SECRET, CNT_COOKIE_SYN, CNT_MAX };
+enum { SVC_SYNPROXY = 1, SVC_COOKIES = 2 };  /* the services map's values (xdp.py) */
 
 struct {
     __uint(type, BPF_MAP_TYPE_HASH);
@@ -74,6 +79,14 @@ struct {
     __type(key, __u32);
     __type(value, struct sp_secret);
 } secrets SEC(".maps");
+
+/* slot 0: 1 while the engine's syncookies is engaged (SVC_COOKIES services answered) */
+struct {
+    __uint(type, BPF_MAP_TYPE_ARRAY);
+    __uint(max_entries, 1);
+    __type(key, __u32);
+    __type(value, __u32);
+} syncookies SEC(".maps");
 
 struct {
     __uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
@@ -286,6 +299,9 @@ int pylvs_synproxy(struct xdp_md *ctx)
     } else {
         if (ip[0] != 0x45 || ip[9] != IPPROTO_TCP)
             return XDP_PASS;
+        /* most frames are not bare SYNs: they leave before the checksum is summed */
+        if ((th[13] & (TH_SYN | TH_ACK | TH_RST | TH_FIN)) != TH_SYN)
+            return XDP_PASS;
         __u32 tot = (__u32)ip[2] << 8 | ip[3];
         if (tot < 40 || (void *)(ip + tot) > data_end)
             return XDP_PASS;
@@ -305,8 +321,16 @@ int pylvs_synproxy(struct xdp_md *ctx)
     if (thlen < 20 || thlen > 60 || thlen > l4len || (void *)(th + thlen) > data_end)
         return XDP_PASS; /* the engine drops a header cut short (truncated) */
     key.port = *(__u16 *)(th + 2);
-    if (!bpf_map_lookup_elem(&services, &key))
+    __u32 *kind = bpf_map_lookup_elem(&services, &key);
+    if (!kind)
         return XDP_PASS;
+    __u32 svc_kind = *kind;
+    if (svc_kind != SVC_SYNPROXY) {
+        __u32 zero = 0;
+        __u32 *on = bpf_map_lookup_elem(&syncookies, &zero);
+        if (!on || !*on) /* not engaged: the SYN goes to the engine, which forwards it */
+            return XDP_PASS;
+    }
     if (bad_source(v6, src))
         return XDP_PASS; /* the engine counts it (tcp_no_syn) and drops it */
 
@@ -463,6 +487,8 @@ int pylvs_synproxy(struct xdp_md *ctx)
         *b = tcp[i & 63];
     }
     count(CNT_SYN);
+    if (svc_kind != SVC_SYNPROXY)
+        count(CNT_COOKIE_SYN);
     return XDP_TX;
 }
 
