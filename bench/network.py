@@ -4,7 +4,14 @@
 before issue 14); ``pylvs-w1`` runs one C worker thread pinned to that CPU; ``pylvs-w2`` two
 worker threads on every CPU, beside ``haproxy2`` (``nbthread 2``, unpinned);
 ``pylvs-w2-nice0`` is ``pylvs-w2`` with ``worker_nice = 0``: the workers not favoured over the
-client and servers that share this machine's CPUs with them.
+client and servers that share this machine's CPUs with them.  These rows run the TUN path
+alone (``fastpath = "off"``); ``pylvs-w1-fast`` and ``pylvs-w2-fast`` are the same with the
+established-flow fast path on (``fastpath = "on"``: established connections forwarded by the TC
+program in the kernel, docs/performance.md "The fast path"); ``-nice0`` adds ``worker_nice = 0``
+and ``-a8`` ``fastpath_after_packets = 8`` (short connections stay on the TUN).  The fast
+path's forwarding runs in
+the kernel's softirq, charged to whichever thread sent the packet, not to the pylvs process: its
+"LB us/pkt" counts only what is left in pylvs (the handshakes, the folds).
 
 The ``6`` contenders (``nft6``, ``haproxy6``, ``pylvs6``) run the same measurements over IPv6
 (a dual-stack topology: the client to the IPv6 VIP, the balancer to the real servers' IPv6
@@ -52,7 +59,8 @@ from pylvs.testbed.topology import ServiceSpec, Topology, TopologyError
 __all__ = ["Measurement", "family_ratios", "kernel_ratios", "main"]
 
 CONTENDERS = ("direct", "nft", "haproxy", "pylvs", "pylvs-plain", "pylvs-synproxy", "nft6",
-              "haproxy6", "pylvs6", "haproxy2", "pylvs-w1", "pylvs-w2", "pylvs-w2-nice0")
+              "haproxy6", "pylvs6", "haproxy2", "pylvs-w1", "pylvs-w2", "pylvs-w2-nice0",
+              "pylvs-w1-fast", "pylvs-w2-fast", "pylvs-w2-fast-nice0", "pylvs-w2-fast-a8")
 DEFAULT_CONTENDERS = CONTENDERS[:6]
 LB_CPU, LOAD_CPU = 1, 0  # the balancer on CPU1, wrk/iperf3 on CPU0 (real servers float)
 
@@ -100,12 +108,16 @@ def _local_vip(topo: Topology, vip: str) -> None:
 
 def _pylvs_setup(topo: Topology, offload: bool, family: int = 4,
                  synproxy: bool = False, workers: int = 0,
-                 worker_nice: int | None = None) -> PylvsProcess:
+                 worker_nice: int | None = None, fastpath: str = "off",
+                 fastpath_after: int | None = None) -> PylvsProcess:
     services = [ServiceSpec(port=80, scheduler="rr", family=family, synproxy=synproxy),
                 ServiceSpec(port=5201, scheduler="rr", servers=(0,), family=family)]
-    options: dict[str, str | int | bool] = {"offload": offload, "workers": workers}
+    options: dict[str, str | int | bool] = {"offload": offload, "workers": workers,
+                                            "fastpath": fastpath}
     if worker_nice is not None:
         options["worker_nice"] = worker_nice
+    if fastpath_after is not None:
+        options["fastpath_after_packets"] = fastpath_after
     toml = topo.director_config(services, director_options=options)
     # One packet thread (the loop's or a worker) shares the LB CPU; two workers get both CPUs.
     prefix = ("taskset", "-c", str(LB_CPU)) if workers <= 1 else ()
@@ -129,8 +141,12 @@ def _setup(name: str, topo: Topology) -> tuple[str | None, int | None, PylvsProc
         return vip, lb.pid, None
     if name.startswith("pylvs-w"):
         count, _, variant = name[len("pylvs-w"):].partition("-")
+        tokens = set(variant.split("-"))  # e.g. {"fast", "nice0"}, {"fast", "a8"}
+        after = next((int(t[1:]) for t in tokens if t[:1] == "a" and t[1:].isdigit()), None)
         daemon = _pylvs_setup(topo, offload=True, workers=int(count),
-                              worker_nice=0 if variant == "nice0" else None)
+                              worker_nice=0 if "nice0" in tokens else None,
+                              fastpath="on" if "fast" in tokens else "off",
+                              fastpath_after=after)
         return vip, daemon.proc.pid, daemon
     if name.startswith("pylvs"):
         # pylvs-synproxy: as pylvs (offloads on) with the SYN proxy on the HTTP service

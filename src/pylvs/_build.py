@@ -18,10 +18,12 @@ from cffi import FFI
 
 HERE = Path(__file__).resolve().parent
 CDEF_PARTS = ("_core.cdef", "core/lock.cdef", "dataplane/_tunio.cdef", "dataplane/_workers.cdef",
-              "dataplane/_steer.cdef", "dataplane/_xdp.cdef", "ha/_pacer.cdef")
+              "dataplane/_steer.cdef", "dataplane/_xdp.cdef", "dataplane/_fastpath.cdef",
+              "ha/_pacer.cdef", "core/offload.cdef")
 # Headers the generated module includes so it sees every declaration of the cdef.
 HEADERS = ("core/api.h", "core/lock.h", "_sched.h", "dataplane/_tunio.h", "dataplane/_workers.h",
-           "dataplane/_steer.h", "dataplane/_xdp.h", "ha/_pacer.h")
+           "dataplane/_steer.h", "dataplane/_xdp.h", "dataplane/_fastpath.h", "ha/_pacer.h",
+           "core/offload.h")
 # setuptools runs this from the project root and insists on relative paths.
 SOURCES = sorted(
     os.path.relpath(p)
@@ -34,35 +36,40 @@ DEBUG = bool(os.environ.get("PYLVS_DEBUG"))  # ASan + UBSan, unoptimised
 TSAN = bool(os.environ.get("PYLVS_TSAN"))
 SANITIZE = ["-fsanitize=address,undefined"] if DEBUG else ["-fsanitize=thread"] if TSAN else []
 
-# The XDP SYN-cookie responder: BPF bytecode, built with clang when it is installed.  Without
-# it the director logs a warning and answers SYNs through the TUN (dataplane/xdp.py).
-BPF_SOURCE = HERE / "dataplane" / "bpf" / "xdp_synproxy.bpf.c"
-BPF_OBJECT = BPF_SOURCE.with_name("xdp_synproxy.bpf.o")
+# The BPF programs (dataplane/bpf/): the XDP SYN-cookie responder and the TC fast path, built
+# with clang when it is installed.  Without it the director logs a warning and does that work
+# through the TUN (dataplane/xdp.py, dataplane/fastpath.py).
+BPF_SOURCES = sorted((HERE / "dataplane" / "bpf").glob("*.bpf.c"))
 
 
 def build_bpf() -> bool:
-    """Compile the XDP program if it is missing or older than its source; False without clang
+    """Compile each BPF program that is missing or older than its source; False without clang
     (or when clang fails: the message goes to stderr, the C core still builds)."""
     import shutil
     import subprocess
     import sys
     import sysconfig
 
-    if BPF_OBJECT.exists() and BPF_OBJECT.stat().st_mtime >= BPF_SOURCE.stat().st_mtime:
-        return True
-    clang = shutil.which("clang")
-    if clang is None:
-        print("pylvs: clang not found: the XDP SYN proxy is not built", file=sys.stderr)
-        return False
-    # <asm/types.h> lives under the multiarch directory, which -target bpf does not search
-    multiarch = sysconfig.get_config_var("MULTIARCH") or ""
-    cmd = [clang, "-O2", "-g", "-Wall", "-target", "bpf",
-           *([f"-I/usr/include/{multiarch}"] if multiarch else []),
-           "-c", str(BPF_SOURCE), "-o", str(BPF_OBJECT)]
-    if subprocess.call(cmd) != 0:
-        print("pylvs: clang failed: the XDP SYN proxy is not built", file=sys.stderr)
-        return False
-    return True
+    ok = True
+    headers = list((HERE / "dataplane" / "bpf").glob("*.h"))  # pylvs_bpf.h, shared
+    for source in BPF_SOURCES:
+        obj = source.with_suffix(".o")
+        newest = max(p.stat().st_mtime for p in (source, *headers))
+        if obj.exists() and obj.stat().st_mtime >= newest:
+            continue
+        clang = shutil.which("clang")
+        if clang is None:
+            print(f"pylvs: clang not found: {source.name} is not built", file=sys.stderr)
+            return False
+        # <asm/types.h> lives under the multiarch directory, which -target bpf does not search
+        multiarch = sysconfig.get_config_var("MULTIARCH") or ""
+        cmd = [clang, "-O2", "-g", "-Wall", "-target", "bpf",
+               *([f"-I/usr/include/{multiarch}"] if multiarch else []),
+               "-c", str(source), "-o", str(obj)]
+        if subprocess.call(cmd) != 0:
+            print(f"pylvs: clang failed: {source.name} is not built", file=sys.stderr)
+            ok = False
+    return ok
 
 
 build_bpf()
@@ -72,7 +79,7 @@ build_bpf()
 UNLOCKED = frozenset({"lvs_engine_new", "lvs_engine_free", "lvs_engine_lock", "lvs_engine_unlock",
                       "lvs_engine_trylock", "lvs_engine_lock_control", "lvs_engine_unlock_control",
                       "lvs_engine_lock_stats", "lvs_engine_process_batch_shared",
-                      "lvs_workers_bench"})
+                      "lvs_workers_bench", "lvs_offload_drain", "lvs_offload_pending"})
 LOCKED_PREFIX = "lvs_locked_"
 
 

@@ -2,7 +2,8 @@
 into the C core.
 
 It mirrors the cdef (``_core.cdef`` plus ``core/lock.cdef``, ``dataplane/_tunio.cdef``,
-``dataplane/_workers.cdef``, ``dataplane/_steer.cdef`` and ``dataplane/_xdp.cdef``):
+``dataplane/_workers.cdef``, ``dataplane/_steer.cdef``, ``dataplane/_xdp.cdef``,
+``dataplane/_fastpath.cdef`` and ``core/offload.cdef``):
 ``lib`` holds each function and constant, ``ffi.new`` knows the C types Python allocates,
 and the struct classes carry the C names and fields.  ``tests/unit/test_core_surface.py``
 checks this file against the compiled module, so a function added to the cdef without a line
@@ -58,9 +59,10 @@ class lvs_workers(CData): ...
 class lvs_steer(CData): ...
 class lvs_schedtest(CData): ...
 class lvs_pacer(CData): ...
+class lvs_fastpath(CData): ...
 
 class NullPointer(lvs_engine, lvs_tunio, lvs_workers, lvs_steer, lvs_schedtest, lvs_pacer,
-                  IntArray):
+                  lvs_fastpath, IntArray):
     """``ffi.NULL``: accepted wherever C takes a pointer."""
 
 # ---- structs ----
@@ -222,6 +224,54 @@ class lvs_tunio_stats(CData):
     spin_polls: int
     batch_hist: IntArray
 
+class lvs_offload_event(CData):
+    op: int
+    af: int
+    proto: int
+    pad: int
+    cport: int
+    vport: int
+    dport: int
+    pad2: int
+    slot: int
+    caddr: lvs_addr
+    vaddr: lvs_addr
+    daddr: lvs_addr
+
+class lvs_offload_fold(CData):
+    af: int
+    proto: int
+    dir: int
+    pad: int
+    sport: int
+    dport: int
+    saddr: lvs_addr
+    daddr: lvs_addr
+    pkts: int
+    bytes: int
+    last_seen: float
+
+class lvs_offload_stats(CData):
+    adds: int
+    dels: int
+    full: int
+    lost: int
+    fold_pkts: int
+    fold_bytes: int
+    fold_orphans: int
+    pending: int
+    enabled: int
+
+class lvs_fastpath_stats(CData):
+    adds: int
+    dels: int
+    add_errors: int
+    flushes: int
+    collects: int
+    pruned: int
+    entries: int
+    collect_ns_max: int
+
 class lvs_lock_timing(CData):
     count: int
     total_ns: int
@@ -317,6 +367,18 @@ class FFI:
     def new(self, cdecl: Literal["lvs_conn_info[]"], init: int) -> StructArray[lvs_conn_info]: ...
     @overload
     def new(self, cdecl: Literal["lvs_addr[]"], init: int) -> StructArray[lvs_addr]: ...
+    @overload
+    def new(
+        self, cdecl: Literal["lvs_offload_event[]"], init: int
+    ) -> StructArray[lvs_offload_event]: ...
+    @overload
+    def new(
+        self, cdecl: Literal["lvs_offload_fold[]"], init: int
+    ) -> StructArray[lvs_offload_fold]: ...
+    @overload
+    def new(self, cdecl: Literal["lvs_offload_stats *"]) -> lvs_offload_stats: ...
+    @overload
+    def new(self, cdecl: Literal["lvs_fastpath_stats *"]) -> lvs_fastpath_stats: ...
     def gc(self, cdata: _C, destructor: Callable[[_C], object], size: int = 0) -> _C: ...
     def string(self, cdata: CData, maxlen: int = -1) -> bytes: ...
     def buffer(self, cdata: CData, size: int = -1) -> CBuffer: ...
@@ -569,6 +631,39 @@ class Lib:
     def lvs_pacer_last_due(self, p: lvs_pacer, /) -> float: ...
     def lvs_pacer_get_stats(self, p: lvs_pacer, out: lvs_pacer_stats, /) -> None: ...
 
+    # flow offload, the engine's half (core/offload.cdef)
+    LVS_OFFLOAD_ADD: int
+    LVS_OFFLOAD_DEL: int
+    LVS_OFFLOAD_KEEP: int
+    LVS_OFFLOAD_DROP: int
+    def lvs_offload_enable(self, e: lvs_engine, queue: int, after_pkts: int, v6: int, /) -> int: ...
+    def lvs_offload_disable(self, e: lvs_engine, /) -> None: ...
+    def lvs_offload_drain(
+        self, e: lvs_engine, out: StructArray[lvs_offload_event], max: int, lost: IntArray, /
+    ) -> int: ...
+    def lvs_offload_pending(self, e: lvs_engine, /) -> int: ...
+    def lvs_offload_fold_batch(
+        self, e: lvs_engine, recs: StructArray[lvs_offload_fold], n: int, verdicts: IntArray, /
+    ) -> None: ...
+    def lvs_offload_get_stats(self, e: lvs_engine, out: lvs_offload_stats, /) -> None: ...
+    # the fast path's dataplane calls (dataplane/_fastpath.cdef)
+    LVS_FASTPATH_TTL_IN: int
+    LVS_FASTPATH_TTL_OUT: int
+    def lvs_fastpath_new(
+        self, engine: lvs_engine, map_fd: int, max_conns: int, /
+    ) -> lvs_fastpath: ...
+    def lvs_fastpath_free(self, fp: lvs_fastpath, /) -> None: ...
+    def lvs_fastpath_drain(self, fp: lvs_fastpath, wait: int, /) -> int: ...
+    def lvs_fastpath_collect(self, fp: lvs_fastpath, /) -> int: ...
+    def lvs_fastpath_flush(self, fp: lvs_fastpath, /) -> int: ...
+    def lvs_fastpath_get_stats(self, fp: lvs_fastpath, out: lvs_fastpath_stats, /) -> None: ...
+    def lvs_fastpath_link(self, prog_fd: int, ifindex: int, /) -> int: ...
+    def lvs_fastpath_tcx_count(self, ifindex: int, /) -> int: ...
+    def lvs_fastpath_test_run(
+        self, prog_fd: int, ifindex: int, frame: _Buf, len: int, out: _Buf, cap: int,
+        out_len: IntArray, /
+    ) -> int: ...
+    def lvs_workers_set_fastpath(self, w: lvs_workers, fp: lvs_fastpath, /) -> None: ...
     # the XDP SYN-cookie responder's bpf(2) calls (dataplane/_xdp.cdef)
     def lvs_xdp_link(self, prog_fd: int, ifindex: int, flags: int, /) -> int: ...
     def lvs_xdp_map_update(self, map_fd: int, key: _Buf, value: _Buf, /) -> int: ...

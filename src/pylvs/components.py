@@ -15,6 +15,7 @@ from typing import Any
 
 from pylvs.api.server import ApiServer
 from pylvs.cluster.component import attach_cluster
+from pylvs.dataplane.fastpath_component import FastPathComponent
 from pylvs.dataplane.xdp_component import XdpSynproxyComponent
 from pylvs.director import Director
 from pylvs.errors import ConfigError
@@ -87,9 +88,10 @@ class LoadMonitors:
 
 
 def attach_components(director: Director) -> None:
-    """Attach the XDP SYN proxy, the control API, health probes, load monitors, HA and the
-    cluster, in order."""
+    """Attach the XDP SYN proxy, the fast path, the control API, health probes, load monitors,
+    HA and the cluster, in order."""
     director.components.append(XdpSynproxyComponent(director))  # first: it meets the flood
+    director.components.append(FastPathComponent(director))
     director.components.append(ApiServer(director))
     attach_health(director)
     director.components.append(LoadMonitors(director))

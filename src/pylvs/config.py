@@ -387,6 +387,9 @@ def _checks(cfg: Config) -> Iterator[tuple[str, str]]:
         yield "director.workers", f"expected 0..256 (the TUN queue limit), got {d.workers}"
     if not 0 <= d.worker_spin_us <= 1000:
         yield "director.worker_spin_us", f"expected 0..1000 microseconds, got {d.worker_spin_us}"
+    if not 0 <= d.fastpath_after_packets <= 1_000_000:
+        yield ("director.fastpath_after_packets",
+               f"expected 0..1000000 packets, got {d.fastpath_after_packets}")
     if not -20 <= d.worker_nice <= 19:
         yield "director.worker_nice", f"expected a nice value -20..19, got {d.worker_nice}"
     if not 1 <= d.max_connections <= 1 << 26:

@@ -234,6 +234,10 @@ class Director:
     def _engine_ptr(self) -> Any:
         return self.engine._c_handle()
 
+    def workers_handle(self) -> Any:
+        """The running packet workers' C handle, or None (the fast path's component)."""
+        return self.dataplane.workers_handle()
+
     # -- lifecycle ---------------------------------------------------------------------------
     async def start(self) -> None:
         """Bring the packet path up, then the components; on failure undo what was done."""

@@ -70,7 +70,7 @@ import ipaddress
 import itertools
 import math
 from array import array
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import replace
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, NoReturn
@@ -83,6 +83,8 @@ from pylvs.engine_types import (
     Defense,
     DefenseInfo,
     EngineStats,
+    OffloadEvent,
+    OffloadFold,
     Protocol,
     Rates,
     ServerInfo,
@@ -123,6 +125,8 @@ __all__ = [
     "DefenseInfo",
     "Engine",
     "EngineStats",
+    "OffloadEvent",
+    "OffloadFold",
     "Rates",
     "ServerInfo",
     "ServerKey",
@@ -436,6 +440,9 @@ class Engine:
         self._scratch_size = 0
         self._ports: dict[ServiceKey, tuple[tuple[int, int], ...]] = {}  # port-list services
         self.sync_skipped = 0
+        # called before services() and stats() read the counters: the fast path folds the
+        # kernel's counts in first (dataplane/fastpath_component.py)
+        self.read_hooks: list[Callable[[], None]] = []
         self.set_option("expire_nodest_conn", expire_nodest_conn)
         self.set_option("expire_quiescent_template", expire_quiescent_template)
         self.set_option("conn_reuse_mode", conn_reuse_mode)
@@ -756,8 +763,13 @@ class Engine:
         af = _af(_svc_ident(key)[0])
         return tuple(_server_info(key, af, buf[i]) for i in range(got))
 
+    def _before_read(self) -> None:
+        for hook in self.read_hooks:
+            hook()
+
     def services(self) -> list[ServiceInfo]:
         """Every service in the order added, each with its servers in kernel list order."""
+        self._before_read()
         out = []
         info = _ffi.new("lvs_svc_info *")
         for i in range(int(_lib.lvs_svc_count(self._e))):
@@ -789,6 +801,7 @@ class Engine:
     def service(self, key: ServiceKey, *, with_servers: bool = True) -> ServiceInfo:
         """One service by key (a hash lookup in the core, not a listing); ConfigError if
         absent.  ``with_servers=False`` leaves ``servers`` empty and skips listing them."""
+        self._before_read()
         info = _ffi.new("lvs_svc_info *")
         ip, proto = _svc_ident(key)
         _check(_lib.lvs_svc_info_find(self._e, _af(ip), proto, _c_addr(ip), key.port, info),
@@ -880,6 +893,7 @@ class Engine:
 
     def stats(self) -> EngineStats:
         """Global totals (since the last zero), rates, occupancy and drop/pass reasons."""
+        self._before_read()
         info = self._info()
         vals = _ffi.new("uint64_t[]", len(_COUNTERS))
         _lib.lvs_counter_values(self._e, vals, len(_COUNTERS))
@@ -1021,6 +1035,61 @@ class Engine:
         buf = _ffi.new("uint8_t[]", max(need, 1))
         got = int(_lib.lvs_sync_full(self._e, buf, need, t))
         return bytes(_ffi.buffer(buf, min(got, need)))
+
+    # ---- flow offload (core/offload.h; dataplane/fastpath.py drives it) ----
+
+    def offload_enable(self, queue: int, after_packets: int = 0, ipv6: bool = True) -> None:
+        """Offer established TCP connections of plain NAT services to the kernel's fast path
+        (after ``after_packets`` packets in); at most ``queue`` events wait."""
+        _check(_lib.lvs_offload_enable(self._e, queue, after_packets, int(ipv6)), "offload")
+
+    def offload_disable(self) -> None:
+        """Stop offering; every connection's offload mark is cleared."""
+        _lib.lvs_offload_disable(self._e)
+
+    def offload_events(self, limit: int = 1024) -> tuple[list[OffloadEvent], bool]:
+        """Take up to ``limit`` queued events (oldest first) and whether a DEL was lost (the
+        dataplane must then forget its whole table).  The C dataplane drains these itself;
+        this is for tests and tools."""
+        buf = _ffi.new("lvs_offload_event[]", limit)
+        lost = _ffi.new("int *")
+        n = int(_lib.lvs_offload_drain(self._e, buf, limit, lost))
+        out = []
+        for i in range(n):
+            ev = buf[i]
+            out.append(OffloadEvent(
+                "add" if ev.op == _lib.LVS_OFFLOAD_ADD else "del",
+                (_ipstr(ev.af, ev.caddr), int(ev.cport)),
+                (_ipstr(ev.af, ev.vaddr), int(ev.vport)),
+                (_ipstr(ev.af, ev.daddr), int(ev.dport))))
+        return out, bool(lost[0])
+
+    def offload_fold(self, records: Sequence[OffloadFold]) -> list[bool]:
+        """Fold the kernel's counts (stats, timers, sync thresholds); per record whether its
+        entry stays (False: the connection is gone or no longer offloadable)."""
+        n = len(records)
+        buf = _ffi.new("lvs_offload_fold[]", max(n, 1))
+        for i, r in enumerate(records):
+            src, dst = ipaddress.ip_address(r.source[0]), ipaddress.ip_address(r.destination[0])
+            c = buf[i]
+            c.af = _AF_INET6 if src.version == 6 else _AF_INET
+            c.proto = _proto(r.protocol)
+            c.dir = 0 if r.inbound else 1
+            _set_addr(c.saddr, src)
+            _set_addr(c.daddr, dst)
+            c.sport, c.dport = r.source[1], r.destination[1]
+            c.pkts, c.bytes, c.last_seen = r.packets, r.bytes, r.last_seen
+        verdicts = _ffi.new("uint8_t[]", max(n, 1))
+        _lib.lvs_offload_fold_batch(self._e, buf, n, verdicts)
+        return [verdicts[i] == _lib.LVS_OFFLOAD_KEEP for i in range(n)]
+
+    def offload_stats(self) -> dict[str, int]:
+        """The engine's offload counters (core/offload.h lvs_offload_stats)."""
+        st = _ffi.new("lvs_offload_stats *")
+        _lib.lvs_offload_get_stats(self._e, st)
+        return {name: int(getattr(st, name)) for name in
+                ("adds", "dels", "full", "lost", "fold_pkts", "fold_bytes", "fold_orphans",
+                 "pending", "enabled")}
 
     def sync_apply(self, blob: bytes, now: float) -> int:
         """Install or refresh entries from records; returns how many were applied.  Records

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import Literal
 
 from pylvs.model import Protocol, ServiceKey
 
@@ -16,6 +17,8 @@ __all__ = [
     "Defense",
     "DefenseInfo",
     "EngineStats",
+    "OffloadEvent",
+    "OffloadFold",
     "Protocol",
     "Rates",
     "ServerInfo",
@@ -110,6 +113,32 @@ class ServiceInfo:
     rates: Rates
     synproxy: bool = False
     ftp: bool = False  # the FTP helper watches its control connections
+
+
+@dataclass(frozen=True, slots=True)
+class OffloadEvent:
+    """A flow-offload event of the engine (core/offload.h): ``add`` (the connection may be
+    forwarded in the kernel) or ``del`` (it must come back to the engine)."""
+
+    op: Literal["add", "del"]
+    client: tuple[str, int]
+    virtual: tuple[str, int]
+    server: tuple[str, int]
+
+
+@dataclass(frozen=True, slots=True)
+class OffloadFold:
+    """What the kernel forwarded for one direction of a connection, to fold into the engine:
+    ``inbound`` (client -> VIP, keyed by the client and the VIP) or not (the real server's
+    reply, keyed by the server and the client); ``last_seen`` on the engine's clock."""
+
+    inbound: bool
+    source: tuple[str, int]
+    destination: tuple[str, int]
+    packets: int
+    bytes: int
+    last_seen: float
+    protocol: Protocol = "tcp"
 
 
 @dataclass(frozen=True, slots=True)

@@ -283,6 +283,13 @@ class DirectorConfig:
     max_connections: int = 1 << 20
     # The SYN proxy's first step in XDP on public_interface (dataplane/xdp_component.py).
     xdp_synproxy: Literal["auto", "on", "off"] = "auto"
+    # Established TCP connections forwarded in the kernel by a TC program on the public and
+    # private interfaces, the engine deciding which (dataplane/fastpath_component.py).
+    fastpath: Literal["auto", "on", "off"] = "auto"
+    # A connection is offered to the fast path after this many packets from its client (0: as
+    # soon as it is ESTABLISHED); below it a short connection stays on the TUN, whose map
+    # updates would cost more than the packets they save.
+    fastpath_after_packets: int = 0
     log_format: Literal["text", "json"] = "text"
     log_level: Literal["debug", "info", "warning", "error"] = "info"
 

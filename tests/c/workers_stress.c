@@ -6,7 +6,11 @@
  * and remove dests, switch schedulers, expire, rates, sync collect and apply, listings,
  * counters, options and timeouts, -Z, the workers' stats and their zeroing.  The workers take
  * the engine lock shared for established packets and exclusive for the rest (core/lock.h), so
- * both kinds of batch meet the control calls.  Then stop: every thread must be joined.
+ * both kinds of batch meet the control calls.  With a BPF hash map (root), flow offload runs
+ * too: the engine offers established conns, the workers apply the events to the map after
+ * each batch (dataplane/_fastpath.c) while the main thread folds the map (the collector),
+ * switches offload off and on and takes the fast path from the workers and gives it back.
+ * Then stop: every thread must be joined.
  *
  * Built and run by tests/unit/test_workers_tsan.py:
  *   gcc -fsanitize=thread -g -O1 -pthread -Isrc/pylvs tests/c/workers_stress.c \
@@ -27,6 +31,9 @@
 #include <unistd.h>
 
 #include "core/lock.h"
+#include "core/offload.h"
+#include "dataplane/_bpf.h"
+#include "dataplane/_fastpath.h"
 #include "dataplane/_workers.h"
 
 #define VIP 0xC6120064u   /* 198.18.0.100 */
@@ -178,6 +185,14 @@ int main(int argc, char **argv)
     lvs_workers *w = lvs_workers_new(e, fds, (uint32_t)nw, 0, 64, 2048);
     lvs_workers_set_spin(w, 20000); /* the spin's reads run against the control calls too */
     CHECK(w);
+    /* the fast path's map (bpf/tc_fastpath.bpf.c: 40-byte key, 48-byte value); without
+     * bpf(2) (not root) offload is left out */
+    int map_fd = lvs_bpf_hash_map(40, 48, 2 << 14, NULL);
+    lvs_fastpath *fp = map_fd >= 0 ? lvs_fastpath_new(e, map_fd, 1 << 14) : NULL;
+    if (fp) {
+        lvs_workers_set_fastpath(w, fp);
+        CHECK(lvs_offload_enable(e, 256, 0, 1) == 0);
+    }
     CHECK(lvs_workers_start(w) == 0);
     CHECK(lvs_workers_running(w) == (uint32_t)nw);
     pthread_t th[2 * MAXW];
@@ -224,6 +239,19 @@ int main(int argc, char **argv)
         for (int i = 0; i < nw; i++)
             lvs_workers_get_stats(w, (uint32_t)i, &st);
         calls += 11;
+        if (fp) {
+            CHECK(lvs_fastpath_collect(fp) >= 0); /* takes the engine lock itself */
+            if (k % 40 == 20) {
+                LOCKED(e, lvs_offload_disable(e));
+                lvs_workers_set_fastpath(w, NULL);
+                lvs_fastpath_flush(fp);
+            } else if (k % 40 == 30) {
+                lvs_workers_set_fastpath(w, fp);
+                LOCKED(e, rc = lvs_offload_enable(e, 256, k % 3, 1));
+                CHECK(rc == 0);
+            }
+            calls += 1;
+        }
     }
     atomic_store(&stop_flag, 1);
     for (int i = 0; i < 2 * nw; i++)
@@ -231,6 +259,12 @@ int main(int argc, char **argv)
     usleep(100000);
     lvs_workers_stop(w);
     CHECK(lvs_workers_running(w) == 0);
+    lvs_fastpath_stats fst = {0};
+    if (fp) {
+        lvs_fastpath_collect(fp);
+        lvs_fastpath_get_stats(fp, &fst);
+        CHECK(fst.adds > 0); /* offload really ran */
+    }
     uint64_t reads = 0, fwd = 0, batches = 0;
     for (int i = 0; i < nw; i++) {
         lvs_workers_get_stats(w, (uint32_t)i, &st);
@@ -244,14 +278,19 @@ int main(int argc, char **argv)
     CHECK(lvs_workers_start(w) == 0);
     CHECK(lvs_workers_running(w) == (uint32_t)nw);
     lvs_workers_free(w);
+    lvs_fastpath_free(fp);
+    if (map_fd >= 0)
+        close(map_fd);
     for (int i = 0; i < nw; i++) {
         close(fds[i]);
         close(peers[i]);
     }
     lvs_engine_free(e);
     printf("workers=%d sent=%lu reads_since_zero=%llu forwarded=%llu batches=%llu "
-           "control_calls=%lu\n", nw, (unsigned long)atomic_load(&sent),
-           (unsigned long long)reads, (unsigned long long)fwd, (unsigned long long)batches,
-           calls);
+           "control_calls=%lu offload_adds=%llu offload_dels=%llu folds=%llu\n", nw,
+           (unsigned long)atomic_load(&sent), (unsigned long long)reads,
+           (unsigned long long)fwd, (unsigned long long)batches, calls,
+           (unsigned long long)fst.adds, (unsigned long long)fst.dels,
+           (unsigned long long)fst.collects);
     return 0;
 }

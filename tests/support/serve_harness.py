@@ -61,6 +61,27 @@ CLIENT_LIB = textwrap.dedent("""
             h.update(period[start:start + k]); done += k
         return h.hexdigest()
 
+    def fetch_checked(size, host=VIP, port=80, timeout=30.0):
+        # GET /bytes/size: (bytes received, whether they are the pattern's first size bytes)
+        import hashlib
+        s = socket.create_connection((host, port), timeout=timeout)
+        s.sendall(f"GET /bytes/{size} HTTP/1.0\\r\\n\\r\\n".encode())
+        head = b""
+        while b"\\r\\n\\r\\n" not in head:
+            chunk = s.recv(65536)
+            if not chunk:
+                break
+            head += chunk
+        body = head.partition(b"\\r\\n\\r\\n")[2]
+        h = hashlib.sha256(body); got = len(body)
+        while True:
+            chunk = s.recv(1 << 20)
+            if not chunk:
+                break
+            h.update(chunk); got += len(chunk)
+        s.close()
+        return got, h.hexdigest() == pattern_sha(size)
+
     def udp(port=53, timeout=2.0):
         with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
             s.settimeout(timeout)

@@ -136,6 +136,7 @@ def _families(director: DirectorLike,
     for event, count in sorted(stats.get("events", {}).items()):
         events.add({"event": event}, count)
     _xdp_synproxy(director.status_section("xdp_synproxy"), events, fam)
+    _fastpath(director.status_section("fastpath"), fam)
     _defense(views.defense(director), fam)
 
     ha = views.ha(director)
@@ -298,6 +299,27 @@ def _xdp_synproxy(xdp: Any, events: MetricFamily, fam: Any) -> None:
     fam("pylvs_xdp_synproxy_attached", "gauge",
         "1 while the XDP SYN proxy answers SYNs on the public interface.").add(
             {}, 1 if xdp.get("attached") else 0)
+
+
+def _fastpath(fp: Any, fam: Any) -> None:
+    """The established-flow fast path: attached, its entries, and what the kernel forwarded
+    (folded into the engine's stats; dataplane/fastpath_component.py)."""
+    if not isinstance(fp, Mapping):
+        return
+    fam("pylvs_fastpath_attached", "gauge",
+        "1 while the fast path's TC program is attached and offloading.").add(
+            {}, 1 if fp.get("offloading") else 0)
+    fam("pylvs_fastpath_entries", "gauge",
+        "Fast-path map entries at the last fold (two per offloaded connection).").add(
+            {}, int(fp.get("entries", 0)))
+    fam("pylvs_fastpath_packets_total", "counter",
+        "Packets forwarded by the fast path in the kernel, as folded into the engine.").add(
+            {}, int(fp.get("packets", 0)))
+    fam("pylvs_fastpath_bytes_total", "counter",
+        "Bytes forwarded by the fast path in the kernel, as folded into the engine.").add(
+            {}, int(fp.get("bytes", 0)))
+    fam("pylvs_fastpath_connections_total", "counter",
+        "Connections put in the fast path's map.").add({}, int(fp.get("adds", 0)))
 
 
 def _dataplane(dp: Any, fam: Any) -> None:

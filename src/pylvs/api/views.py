@@ -320,5 +320,6 @@ def status(director: DirectorLike, services_view: list[Json] | None = None) -> J
         "timeouts": timeouts(director),
         "defense": defense(director),
         "xdp_synproxy": director.status_section("xdp_synproxy"),
+        "fastpath": director.status_section("fastpath"),
         "services": services(director) if services_view is None else services_view,
     }

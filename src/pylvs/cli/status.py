@@ -121,6 +121,15 @@ def _xdp_line(xdp: Mapping[str, Any]) -> str:
             f"(syncookies {xdp.get('syncookie_xdp_syn', 0)}){cookies}")
 
 
+def _fastpath_line(fp: Mapping[str, Any]) -> str:
+    """The fast path: knob, state, interfaces, connections in it, what the kernel forwarded."""
+    where = ", ".join(fp.get("attached") or [])
+    why = f" ({fp['error']})" if fp.get("error") else ""
+    return (f"fastpath {fp.get('mode', '?')}: {fp.get('state', '?')}{why}"
+            f"{' on ' + where if where else ''}  connections {int(fp.get('entries', 0)) // 2}  "
+            f"forwarded {fp.get('packets', 0)} pkt {human_bytes(int(fp.get('bytes', 0)))}")
+
+
 def render_status(status: Mapping[str, Any]) -> str:
     """The summary: role and peer, then each service and its servers."""
     ha = status.get("ha") or {}
@@ -145,6 +154,9 @@ def render_status(status: Mapping[str, Any]) -> str:
     xdp = status.get("xdp_synproxy")
     if isinstance(xdp, Mapping):
         lines.append(_xdp_line(xdp))
+    fastpath = status.get("fastpath")
+    if isinstance(fastpath, Mapping):
+        lines.append(_fastpath_line(fastpath))
     lines += _cluster_lines(status.get("cluster") or {})
     services = status.get("services") or []
     if not services:

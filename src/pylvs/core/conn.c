@@ -338,6 +338,7 @@ static void conn_free(lvs_engine *e, lvs_conn *c)
         lvs_conn_at(e, c->control)->n_control--;
         c->control = LVS_NO_SLOT;
     }
+    lvs_offload_recall(e, c);
     unbind_dest(e, c);
     lvs_ext_detach(e, c);
     if (c->flags & LVS_CONN_F_NO_CPORT)

@@ -17,6 +17,7 @@ lvs_engine *lvs_engine_new(uint32_t max_conns, uint64_t seed)
     if (!e)
         return NULL;
     lvs_engine_lock_init(e);
+    lvs_offload_init(e);
     if (max_conns == 0)
         max_conns = 1;
     e->seed = lvs_hash_mix(seed ^ 0x5bd1e9955bd1e995ULL);
@@ -48,6 +49,7 @@ void lvs_engine_free(lvs_engine *e)
     lvs_dest_trash_sweep(e, 1);
     lvs_sync_free(e);
     lvs_ext_free_all(e);
+    lvs_offload_free(e);
     lvs_engine_lock_destroy(e);
     free(e);
 }

@@ -5,20 +5,24 @@
  *
  * Who calls whom (no cycles; a file calls only files below it in this list):
  *   engine.c   lifetime, options, expiry sweep  -> defense.c ctl.c conn.c dest.c sync.c proto_tcp.c
+ *                                                  offload.c
  *   packet.c   packet entry, batch loop         -> defense.c synproxy.c ftp.c proto_tcp.c xmit.c
- *                                                  icmp.c sync.c ctl.c conn.c
+ *                                                  icmp.c sync.c ctl.c offload.c conn.c
  *   ftp.c      FTP helper (PORT/PASV entries)    -> seqadj.c sync.c conn.c
  *   defense.c  flood defence, eviction          -> conn.c
  *   synproxy.c SYN proxy                        -> xmit.c seqadj.c conn.c
  *   xmit.c     NAT rewrite                      -> icmp.c seqadj.c
  *   icmp.c     ICMP                             -> conn.c seqadj.c
- *   sync.c     sync records                     -> ctl.c conn.c seqadj.c
+ *   sync.c     sync records                     -> ctl.c conn.c seqadj.c offload.c
  *   info.c     listings                         -> est.c ctl.c conn.c
  *   est.c      estimator, -Z                    -> ctl.c
  *   ctl.c      services and dests               -> conn.c dest.c (and the scheduler registry)
- *   proto_tcp.c  TCP state machine              -> conn.c
- *   conn.c     connection table, timers         -> dest.c seqadj.c (releases side records)
+ *   proto_tcp.c  TCP state machine              -> offload.c conn.c
+ *   conn.c     connection table, timers         -> offload.c dest.c seqadj.c (releases side
+ *                                                  records, recalls offloaded conns)
+ *   offload_fold.c  offload: the fold, off      -> sync.c conn.c offload.c
  *   seqadj.c   per-conn TCP translation         (nothing)
+ *   offload.c  flow offload: the event queue    (nothing)
  *   dest.c     dest references, the trash       (nothing)
  */
 #ifndef PYLVS_ENGINE_H
@@ -39,9 +43,10 @@
                                     * reply); the kernel's IP_VS_CTPL_S_ASSURED */
 #define LVS_CONN_F_EXT 0x0010      /* has a side record (seqadj.h), found by its slot */
 #define LVS_CONN_F_SP_WAIT 0x4000  /* synproxy: the real server's handshake is still pending */
+#define LVS_CONN_F_OFFLOAD 0x2000  /* offered to the kernel's fast path (offload.c) */
 #define LVS_CONN_F_INTERNAL                                                                   \
     (LVS_CONN_F_INUSE | LVS_CONN_F_INHASH | LVS_CONN_F_EMBRYO | LVS_CONN_F_ASSURED |          \
-     LVS_CONN_F_EXT | LVS_CONN_F_SP_WAIT)
+     LVS_CONN_F_EXT | LVS_CONN_F_SP_WAIT | LVS_CONN_F_OFFLOAD)
 #define LVS_CONN_F_SYNC_MASK                                                                  \
     (LVS_CONN_F_NOOUTPUT | LVS_CONN_F_INACTIVE | LVS_CONN_F_TEMPLATE | LVS_CONN_F_SEQ_MASK)
 
@@ -164,6 +169,20 @@ typedef struct lvs_defense {
     uint64_t cookies_engaged;            /* times engaged */
 } lvs_defense;
 
+/* The flow offload state (offload.c): whether conns are offered, and the event queue the
+ * dataplane drains (its own mutex: a worker drains it without the engine lock). */
+typedef struct lvs_offload {
+    int on;                  /* conns are offered (the dataplane's program is attached) */
+    int v6;                  /* IPv6 conns too */
+    uint32_t after;          /* offered after this many packets in */
+    pthread_mutex_t mu;      /* guards ring, head, tail, lost, n_lost */
+    struct lvs_offload_event *ring;
+    uint32_t cap, head, tail;    /* head: next to drain; tail: next to fill (free-running) */
+    uint32_t pending;        /* tail - head (+1 when lost), atomic: read without the mutex */
+    int lost;                /* a DEL found the queue full: the dataplane must flush */
+    uint64_t n_adds, n_dels, n_full, n_lost, n_fold_pkts, n_fold_bytes, n_orphans;
+} lvs_offload;
+
 struct lvs_engine {
     pthread_rwlock_t lock;   /* lock.c: exclusive (control calls, a batch's slow part) or shared
                               * (the workers' established-packet fast path) */
@@ -250,6 +269,8 @@ struct lvs_engine {
     uint32_t sync_period;
     uint8_t *sync_buf;
     uint32_t sync_len, sync_cap;
+
+    lvs_offload offload;
 };
 
 /* ---- lock.c (the rest is in lock.h) ---- */
@@ -257,6 +278,16 @@ void lvs_engine_lock_init(lvs_engine *e);
 void lvs_engine_lock_destroy(lvs_engine *e);
 void lvs_engine_lock_shared(lvs_engine *e);
 void lvs_engine_unlock_shared(lvs_engine *e);
+
+/* ---- offload.c (the rest is in offload.h; the fold is offload_fold.c) ---- */
+void lvs_offload_init(lvs_engine *e);
+void lvs_offload_free(lvs_engine *e);
+/* The conn may be offered now (reads only). */
+int lvs_offload_eligible(const lvs_engine *e, const lvs_conn *c);
+/* Offer c if eligible (queue an ADD, mark it); called after a packet through the engine. */
+void lvs_offload_offer(lvs_engine *e, lvs_conn *c);
+/* c leaves ESTABLISHED or is freed: if it was offered, queue a DEL and unmark it. */
+void lvs_offload_recall(lvs_engine *e, lvs_conn *c);
 
 /* ---- conn.c ---- */
 /* The entry in table slot `slot` (a live slot index, never LVS_NO_SLOT). */

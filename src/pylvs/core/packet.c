@@ -344,6 +344,8 @@ static int do_in(lvs_engine *e, pkt *k, uint32_t *plen, uint32_t cap, double now
     if (e->sync_master)
         lvs_sync_conn(e, c, pkts);
     lvs_conn_arm(e, c, now);
+    if (e->offload.on)
+        lvs_offload_offer(e, c);
     return verdict;
 }
 
@@ -403,6 +405,8 @@ static int do_out(lvs_engine *e, pkt *k, uint32_t *plen, uint32_t cap, double no
     stats_out(e, c, k->tot);
     state_transition(e, c, LVS_DIR_OUT, k->th_flags);
     lvs_conn_arm(e, c, now);
+    if (e->offload.on)
+        lvs_offload_offer(e, c);
     return LVS_VERDICT_FORWARD;
 }
 
@@ -699,6 +703,9 @@ static int fast_one(lvs_engine *e, uint8_t *p, uint32_t *plen, uint32_t cap, uin
         return SLOW;
     if (k.proto == LVS_PROTO_TCP ? !lvs_tcp_steady(e, c, dir, k.th_flags)
                                  : !udp_steady(e, c, dir))
+        return SLOW;
+    /* a conn the kernel may now forward is offered by the exclusive path (offload.c) */
+    if (e->offload.on && lvs_offload_eligible(e, c))
         return SLOW;
     if (!lvs_conn_rearm_in_place(e, c, now))
         return SLOW;

@@ -114,6 +114,8 @@ void lvs_tcp_transition(lvs_engine *e, lvs_conn *c, int dir, uint8_t th_flags)
         lvs_conn_set_active(c, state_is_active(ns));
         if (ns == ES)
             lvs_conn_assure(e, c);
+        else
+            lvs_offload_recall(e, c); /* the kernel's fast path hands it back */
     }
     c->state = ns;
     c->timeout = state_timeout(e, ns);

@@ -385,6 +385,8 @@ int lvs_sync_apply(lvs_engine *e, const uint8_t *data, uint32_t len, double now,
             }
         }
         c->state = (uint8_t)state;
+        if (c->state != LVS_TCP_S_ESTABLISHED || proto != LVS_PROTO_TCP)
+            lvs_offload_recall(e, c); /* a peer moved it on: the engine takes it back */
         c->old_state = (uint8_t)state;
         c->in_pkts = e->sync_threshold;
         c->timeout = timeout;

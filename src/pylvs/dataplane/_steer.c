@@ -336,16 +336,9 @@ lvs_steer *lvs_steer_new(int *err)
     if (!s || !a)
         goto fail;
     s->prog_fd = -1;
-    memset(&attr, 0, sizeof(attr));
-    attr.map_type = BPF_MAP_TYPE_HASH;
-    attr.key_size = 16;
-    attr.value_size = 4;
-    attr.max_entries = MAX_VIPS;
-    attr.map_flags = BPF_F_NO_PREALLOC;
-    memcpy(attr.map_name, "pylvs_vips", sizeof("pylvs_vips"));
-    s->map_fd = (int)lvs_sys_bpf(BPF_MAP_CREATE, &attr);
+    s->map_fd = lvs_bpf_hash_map(16, 4, MAX_VIPS, "pylvs_vips");
     if (s->map_fd < 0) {
-        rc = -errno;
+        rc = s->map_fd;
         goto fail;
     }
     rc = assemble(a, s->map_fd);

@@ -55,8 +55,10 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "_fastpath.h"
 #include "_workers.h"
 #include "core/lock.h"
+#include "core/offload.h"
 
 #define MAX_ROUNDS 4 /* full batches per wakeup before polling again (the stop fd) */
 
@@ -84,6 +86,8 @@ struct lvs_workers {
     atomic_int failure;          /* first failure, -errno */
     atomic_uint failed_index;
     atomic_uint running;
+    pthread_rwlock_t fp_lock;    /* a worker applying events holds it shared (fastpath's life) */
+    lvs_fastpath *fastpath;      /* flow offload: events to apply after each batch, or NULL */
     worker *w;
 };
 
@@ -125,6 +129,25 @@ static void take_reset(worker *k)
         lvs_tunio_reset_max_batch(k->io);
 }
 
+/* Apply the engine's offload events right after the batch that queued them (_fastpath.c: why
+ * so soon).  One atomic load when there are none. */
+static void apply_offload(lvs_workers *w)
+{
+    if (!w->engine || !lvs_offload_pending(w->engine))
+        return;
+    pthread_rwlock_rdlock(&w->fp_lock);
+    if (w->fastpath)
+        lvs_fastpath_drain(w->fastpath, 0);
+    pthread_rwlock_unlock(&w->fp_lock);
+}
+
+void lvs_workers_set_fastpath(lvs_workers *w, lvs_fastpath *fp)
+{
+    pthread_rwlock_wrlock(&w->fp_lock);
+    w->fastpath = fp;
+    pthread_rwlock_unlock(&w->fp_lock);
+}
+
 /* Read the queue without sleeping until spin_ns pass with no packet, a stop, or an error;
  * returns the last pump's result (< 0: a read error). */
 static int spin(worker *k)
@@ -138,6 +161,7 @@ static int spin(worker *k)
         n = lvs_tunio_poll(k->io, w->engine, now, MAX_ROUNDS);
         if (n < 0)
             return n;
+        apply_offload(w);
         now = monotonic_now();
         if (n > 0) {
             end = now + (double)w->spin_ns * 1e-9;
@@ -177,6 +201,7 @@ static void *worker_main(void *arg)
             continue;
         take_reset(k);
         int n = lvs_tunio_pump(k->io, w->engine, monotonic_now(), MAX_ROUNDS);
+        apply_offload(w);
         publish(k);
         if (n > 0 && w->spin_ns) {
             n = spin(k);
@@ -220,6 +245,7 @@ lvs_workers *lvs_workers_new(lvs_engine *engine, const int *fds, uint32_t n, int
     w->n = n;
     w->spin_ns = LVS_WORKERS_SPIN_NS;
     w->nice = LVS_WORKERS_NICE;
+    pthread_rwlock_init(&w->fp_lock, NULL);
     w->stop_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
     w->notify_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
     w->w = calloc(n, sizeof(worker));
@@ -308,6 +334,7 @@ void lvs_workers_free(lvs_workers *w)
         close(w->stop_fd);
     if (w->notify_fd >= 0)
         close(w->notify_fd);
+    pthread_rwlock_destroy(&w->fp_lock);
     free(w);
 }
 

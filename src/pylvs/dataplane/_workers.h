@@ -30,6 +30,10 @@ void lvs_workers_free(lvs_workers *w);
 /* The busy-poll window after the last packet, in ns (0: sleep in poll() at once); before start. */
 void lvs_workers_set_spin(lvs_workers *w, uint32_t spin_ns);
 void lvs_workers_set_nice(lvs_workers *w, int nice);
+/* The flow offload dataplane (_fastpath.h) whose events each worker applies after its batch;
+ * NULL: none.  Safe while the workers run: when it returns no worker uses the old one. */
+typedef struct lvs_fastpath lvs_fastpath;
+void lvs_workers_set_fastpath(lvs_workers *w, lvs_fastpath *fp);
 /* Every queue carries one fwmark service's packets (lvs_tunio_set_mark); before start. */
 void lvs_workers_set_mark(lvs_workers *w, uint32_t mark);
 uint32_t lvs_workers_count(const lvs_workers *w);

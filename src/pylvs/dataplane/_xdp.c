@@ -22,46 +22,24 @@ int lvs_xdp_link(int prog_fd, int ifindex, uint32_t flags)
     return fd < 0 ? -errno : (int)fd;
 }
 
-static int map_call(int cmd, int map_fd, const void *key, const void *value)
-{
-    union bpf_attr attr;
-    memset(&attr, 0, sizeof(attr));
-    attr.map_fd = (uint32_t)map_fd;
-    attr.key = (uint64_t)(uintptr_t)key;
-    attr.value = (uint64_t)(uintptr_t)value;
-    attr.flags = BPF_ANY;
-    return lvs_sys_bpf(cmd, &attr) < 0 ? -errno : 0;
-}
-
 int lvs_xdp_map_update(int map_fd, const void *key, const void *value)
 {
-    return map_call(BPF_MAP_UPDATE_ELEM, map_fd, key, value);
+    return lvs_bpf_map_op(BPF_MAP_UPDATE_ELEM, map_fd, key, (void *)value, BPF_ANY);
 }
 
 int lvs_xdp_map_delete(int map_fd, const void *key)
 {
-    int rc = map_call(BPF_MAP_DELETE_ELEM, map_fd, key, NULL);
+    int rc = lvs_bpf_map_op(BPF_MAP_DELETE_ELEM, map_fd, key, NULL, 0);
     return rc == -ENOENT ? 0 : rc;
 }
 
 int lvs_xdp_map_lookup(int map_fd, const void *key, void *value)
 {
-    return map_call(BPF_MAP_LOOKUP_ELEM, map_fd, key, value);
+    return lvs_bpf_map_op(BPF_MAP_LOOKUP_ELEM, map_fd, key, value, 0);
 }
 
 int lvs_xdp_test_run(int prog_fd, const uint8_t *frame, uint32_t len, uint8_t *out,
                      uint32_t cap, uint32_t *out_len)
 {
-    union bpf_attr attr;
-    memset(&attr, 0, sizeof(attr));
-    attr.test.prog_fd = (uint32_t)prog_fd;
-    attr.test.data_in = (uint64_t)(uintptr_t)frame;
-    attr.test.data_size_in = len;
-    attr.test.data_out = (uint64_t)(uintptr_t)out;
-    attr.test.data_size_out = cap;
-    attr.test.repeat = 1;
-    if (lvs_sys_bpf(BPF_PROG_TEST_RUN, &attr) < 0)
-        return -errno;
-    *out_len = attr.test.data_size_out;
-    return (int)attr.test.retval;
+    return lvs_bpf_test_run(prog_fd, frame, len, out, cap, out_len, NULL, 0);
 }

@@ -301,6 +301,10 @@ class TunDataplane:
             self.steering.close()
             self.steering = None
 
+    def workers_handle(self) -> lvs_workers | None:
+        """The running workers' C handle (the fast path hands them its events), or None."""
+        return self._workers
+
     def threads_running(self) -> int:
         """Worker threads started and not yet joined (0 in event-loop mode)."""
         if self._workers is None:

@@ -25,7 +25,7 @@ import ipaddress
 import os
 import socket
 import struct
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -36,7 +36,7 @@ if TYPE_CHECKING:
     from pylvs.engine import Engine
 
 __all__ = ["BPF_OBJECT", "SVC_COOKIES", "SVC_SYNPROXY", "XdpMode", "XdpSynproxy",
-           "possible_cpus"]
+           "load_libbpf", "load_object", "possible_cpus"]
 
 BPF_OBJECT = Path(__file__).resolve().parent / "bpf" / "xdp_synproxy.bpf.o"
 XdpMode = Literal["native", "generic"]
@@ -60,14 +60,16 @@ struct bpf_program *bpf_object__find_program_by_name(const struct bpf_object *ob
 int bpf_program__fd(const struct bpf_program *prog);
 struct bpf_map *bpf_object__find_map_by_name(const struct bpf_object *obj, const char *name);
 int bpf_map__fd(const struct bpf_map *map);
+int bpf_map__set_max_entries(struct bpf_map *map, unsigned int max_entries);
 """
 _libbpf: tuple[Any, Any] | None = None
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
 
-def _load_libbpf() -> tuple[Any, Any]:
-    """cffi's ABI-mode handle on libbpf (no headers needed; libbpf1 is a runtime package)."""
+def load_libbpf() -> tuple[Any, Any]:
+    """cffi's ABI-mode handle on libbpf (no headers needed; libbpf1 is a runtime package);
+    shared with the TC fast path (fastpath.py)."""
     global _libbpf
     if _libbpf is None:
         from cffi import FFI
@@ -80,6 +82,29 @@ def _load_libbpf() -> tuple[Any, Any]:
             raise CoreError(f"libbpf is not installed: {exc}") from exc
         _libbpf = ffi, lib
     return _libbpf
+
+
+def load_object(path: Path, what: str,
+                configure: Callable[[Any, Any, Any], None] | None = None) -> Any:
+    """Open and load a BPF object file with libbpf (``configure(ffi, lib, obj)`` runs between
+    the two, e.g. to size a map); the loaded ``bpf_object *``.  :class:`CoreError` when the
+    file is missing (no clang at build time) or the kernel refuses it; ``what`` names it."""
+    try:
+        blob = path.read_bytes()
+    except OSError as exc:
+        raise CoreError(f"no {what} at {path} (clang missing at build time?): "
+                        f"{exc.strerror}") from exc
+    ffi, lib = load_libbpf()
+    buf = ffi.new("char[]", blob)
+    obj = lib.bpf_object__open_mem(buf, len(blob), ffi.NULL)
+    if obj == ffi.NULL:
+        raise CoreError(f"libbpf cannot open {path.name}: {os.strerror(ffi.errno)}")
+    if configure is not None:
+        configure(ffi, lib, obj)
+    if (rc := lib.bpf_object__load(obj)) < 0:
+        lib.bpf_object__close(obj)
+        raise CoreError(f"the kernel refused the {what}: {os.strerror(-rc)}")
+    return obj
 
 
 def _core() -> tuple[FFI, Lib]:
@@ -115,19 +140,8 @@ class XdpSynproxy:
     @classmethod
     def load(cls, path: Path = BPF_OBJECT) -> XdpSynproxy:
         """Load the object file; :class:`CoreError` when it is missing or the kernel refuses."""
-        try:
-            blob = path.read_bytes()
-        except OSError as exc:
-            raise CoreError(f"no XDP program at {path} (clang missing at build time?): "
-                            f"{exc.strerror}") from exc
-        ffi, lib = _load_libbpf()
-        buf = ffi.new("char[]", blob)
-        obj = lib.bpf_object__open_mem(buf, len(blob), ffi.NULL)
-        if obj == ffi.NULL:
-            raise CoreError(f"libbpf cannot open {path.name}: {os.strerror(ffi.errno)}")
-        if (rc := lib.bpf_object__load(obj)) < 0:
-            lib.bpf_object__close(obj)
-            raise CoreError(f"the kernel refused the XDP program: {os.strerror(-rc)}")
+        obj = load_object(path, "XDP program")
+        lib = load_libbpf()[1]
         prog = lib.bpf_object__find_program_by_name(obj, _PROGRAM)
         maps = {name: lib.bpf_map__fd(lib.bpf_object__find_map_by_name(obj, name.encode()))
                 for name in ("services", "secrets", "counters", "syncookies")}
@@ -231,7 +245,7 @@ class XdpSynproxy:
         for ifname in list(self.links):
             self.detach(ifname)
         if self._obj is not None:
-            _load_libbpf()[1].bpf_object__close(self._obj)
+            load_libbpf()[1].bpf_object__close(self._obj)
             self._obj = None
 
 

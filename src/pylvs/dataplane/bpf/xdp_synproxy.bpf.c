@@ -28,23 +28,11 @@
  * The clock is CLOCK_MONOTONIC (bpf_ktime_get_ns), the clock the packet workers give the
  * engine.  Built with `clang -O2 -g -target bpf` by pylvs/_build.py; no libbpf headers needed.
  */
-#include <linux/bpf.h>
-#include <linux/if_ether.h>
-#include <linux/in.h>
+#include "pylvs_bpf.h"
 
-#define SEC(name) __attribute__((section(name), used))
-#define __uint(name, val) int (*name)[val]
-#define __type(name, val) __typeof__(val) *name
-#define INLINE static inline __attribute__((always_inline))
-
-static void *(*bpf_map_lookup_elem)(void *map, const void *key) = (void *)BPF_FUNC_map_lookup_elem;
-static __u64 (*bpf_ktime_get_ns)(void) = (void *)BPF_FUNC_ktime_get_ns;
 static long (*bpf_xdp_adjust_tail)(struct xdp_md *ctx, int delta) = (void *)BPF_FUNC_xdp_adjust_tail;
 static long (*bpf_loop)(__u32 nr_loops, void *callback_fn, void *callback_ctx, __u64 flags) =
     (void *)BPF_FUNC_loop;
-
-#define bswap16(x) __builtin_bswap16(x)
-#define bswap32(x) __builtin_bswap32(x)
 
 #define SP_PERIOD_NS 60000000000ULL  /* synproxy.c SP_PERIOD */
 #define SP_MSS 1460
