@@ -15,7 +15,7 @@ import pytest
 from pylvs import config
 from pylvs.dataplane import fastpath_component
 from pylvs.dataplane.fastpath import FastPath
-from pylvs.dataplane.fastpath_component import FastPathComponent
+from pylvs.dataplane.fastpath_component import READ_FOLD_MAX_ENTRIES, FastPathComponent
 from pylvs.engine import Engine
 from pylvs.errors import ConfigError, CoreError
 from pylvs.model import Config
@@ -133,6 +133,25 @@ def test_a_stats_read_folds_first() -> None:
     host.engine.services()
     host.engine.stats()
     assert len(folds) == 1  # the second read came within READ_FOLD_AGE of the first
+    comp.program = None
+
+
+def test_a_stats_read_leaves_a_large_map_to_the_periodic_fold() -> None:
+    host = Host(_config("off"))
+    comp = FastPathComponent(host)
+    folds: list[int] = []
+
+    class Prog:
+        def collect(self) -> int:
+            folds.append(1)
+            return READ_FOLD_MAX_ENTRIES + 1
+
+    comp.program = Prog()  # type: ignore[assignment]
+    comp.fold()  # the periodic fold finds a large map
+    comp._last_fold -= 1.0  # as if it ran a second ago
+    host.engine.services()
+    host.engine.stats()
+    assert len(folds) == 1  # the reads did not walk the map on the loop
     comp.program = None
 
 

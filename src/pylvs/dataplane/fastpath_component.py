@@ -15,8 +15,10 @@ never saw the data).  ``on`` attaches anyway and says so.
 Every :data:`~pylvs.dataplane.fastpath.FOLD_INTERVAL` the kernel's counts are folded into the
 engine (stats, timers, sync thresholds) and dead entries pruned; a stats read
 (:meth:`pylvs.engine.Engine.services`, ``stats``) folds first, so counters read right after
-traffic are whole.  A config change folds at once (a removed server's entries go).  While the
-director is not active (an HA backup) nothing is offloaded and the map is empty.
+traffic are whole, while the map is small (:data:`READ_FOLD_MAX_ENTRIES`; a larger one is
+left to the periodic fold, off the loop).  A config change folds at once, in a thread (a
+removed server's entries go).  While the director is not active (an HA backup) nothing is
+offloaded and the map is empty.
 """
 
 from __future__ import annotations
@@ -45,6 +47,10 @@ __all__ = ["FastPathComponent", "FastPathHost"]
 log = logging.getLogger("pylvs.dataplane.fastpath")
 
 READ_FOLD_AGE = 0.05  # a stats read folds unless the last fold is younger than this (seconds)
+# A stats read runs on the event loop and a fold reads the whole map: above this many entries
+# (4096 connections) a read takes the last periodic fold (at most FOLD_INTERVAL old) instead,
+# so a large site's API reads and scrapes never hold the loop for a full map walk.
+READ_FOLD_MAX_ENTRIES = 8192
 
 
 def netfilter_tables() -> list[str]:
@@ -88,6 +94,7 @@ class FastPathComponent:
         self.error: str | None = None  # why the fast path is not in use (auto mode)
         self._task: asyncio.Task[None] | None = None
         self._last_fold = 0.0
+        self._entries = 0  # map entries the last fold left
         # the fold runs in a thread: closing (or re-binding) must wait for it
         self._lock = threading.RLock()
         host.config_listeners.append(self._on_config)
@@ -153,7 +160,9 @@ class FastPathComponent:
             with self._lock:
                 if self.program is not None and self.program.bound:
                     self.host.engine.offload_enable(QUEUE, cfg.director.fastpath_after_packets)
-            self.fold()  # a removed server's or service's entries go now
+            # a removed server's or service's entries go now; off the loop, as the periodic
+            # fold, since the map may be large
+            await asyncio.to_thread(self.fold)
 
     async def _fold_loop(self) -> None:
         while True:
@@ -186,14 +195,16 @@ class FastPathComponent:
             if self.program is None:
                 return
             try:
-                self.program.collect()
+                self._entries = self.program.collect()
             except CoreError as exc:
                 log.warning("fast path fold failed: %s", exc)
             self._last_fold = time.monotonic()
 
     def fold_for_read(self) -> None:
-        """Before a stats read: fold unless the last fold is very recent."""
-        if self.program is not None and time.monotonic() - self._last_fold > READ_FOLD_AGE:
+        """Before a stats read: fold unless the last fold is very recent or the map is large
+        (then the read sees the periodic fold's counts, at most FOLD_INTERVAL old)."""
+        if (self.program is not None and self._entries <= READ_FOLD_MAX_ENTRIES
+                and time.monotonic() - self._last_fold > READ_FOLD_AGE):
             self.fold()
 
     def _close(self) -> None:
