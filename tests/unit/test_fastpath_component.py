@@ -119,7 +119,8 @@ def test_off_loads_nothing(monkeypatch: pytest.MonkeyPatch) -> None:
     assert status == {"mode": "off", "attached": [], "offloading": False, "state": "off"}
 
 
-def test_a_stats_read_folds_first() -> None:
+def _counting_program(entries: int) -> tuple[Host, FastPathComponent, list[int]]:
+    """A component whose program counts its folds and reports ``entries`` left in the map."""
     host = Host(_config("off"))
     comp = FastPathComponent(host)
     folds: list[int] = []
@@ -127,9 +128,14 @@ def test_a_stats_read_folds_first() -> None:
     class Prog:
         def collect(self) -> int:
             folds.append(1)
-            return 0
+            return entries
 
     comp.program = Prog()  # type: ignore[assignment]
+    return host, comp, folds
+
+
+def test_a_stats_read_folds_first() -> None:
+    host, comp, folds = _counting_program(0)
     host.engine.services()
     host.engine.stats()
     assert len(folds) == 1  # the second read came within READ_FOLD_AGE of the first
@@ -137,16 +143,7 @@ def test_a_stats_read_folds_first() -> None:
 
 
 def test_a_stats_read_leaves_a_large_map_to_the_periodic_fold() -> None:
-    host = Host(_config("off"))
-    comp = FastPathComponent(host)
-    folds: list[int] = []
-
-    class Prog:
-        def collect(self) -> int:
-            folds.append(1)
-            return READ_FOLD_MAX_ENTRIES + 1
-
-    comp.program = Prog()  # type: ignore[assignment]
+    host, comp, folds = _counting_program(READ_FOLD_MAX_ENTRIES + 1)
     comp.fold()  # the periodic fold finds a large map
     comp._last_fold -= 1.0  # as if it ran a second ago
     host.engine.services()

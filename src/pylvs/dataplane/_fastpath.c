@@ -136,32 +136,34 @@ static lvs_addr get_addr(const uint32_t in[4], uint8_t family)
     return a;
 }
 
+/* One direction's entry: packets from src:sport to dst:dport get `to:toport` written over the
+ * address the NAT changes, and their TTL lowered by ttl_dec. */
+static void entry_of(const lvs_offload_event *ev, int dir, fp_key *k, fp_val *v,
+                     lvs_addr src, uint16_t sport, lvs_addr dst, uint16_t dport,
+                     lvs_addr to, uint16_t toport, uint8_t ttl_dec)
+{
+    k->family = ev->af == LVS_AF_INET6 ? 6 : 4;
+    k->proto = ev->proto;
+    put_addr(k->saddr, ev->af, src);
+    put_addr(k->daddr, ev->af, dst);
+    k->sport = htons(sport);
+    k->dport = htons(dport);
+    v->dir = (uint8_t)dir;
+    v->slot = ev->slot;
+    put_addr(v->addr, ev->af, to);
+    v->port = htons(toport);
+    v->ttl_dec = ttl_dec;
+}
+
 /* The two entries of an event's connection: [0] client -> VIP, [1] real server -> client. */
 static void entries_of(const lvs_offload_event *ev, fp_key k[2], fp_val v[2])
 {
     memset(k, 0, 2 * sizeof(fp_key));
     memset(v, 0, 2 * sizeof(fp_val));
-    uint8_t family = ev->af == LVS_AF_INET6 ? 6 : 4;
-    for (int d = 0; d < 2; d++) {
-        k[d].family = family;
-        k[d].proto = ev->proto;
-        v[d].dir = (uint8_t)d;
-        v[d].slot = ev->slot;
-    }
-    put_addr(k[0].saddr, ev->af, ev->caddr);
-    put_addr(k[0].daddr, ev->af, ev->vaddr);
-    k[0].sport = htons(ev->cport);
-    k[0].dport = htons(ev->vport);
-    put_addr(v[0].addr, ev->af, ev->daddr);
-    v[0].port = htons(ev->dport);
-    v[0].ttl_dec = LVS_FASTPATH_TTL_IN;
-    put_addr(k[1].saddr, ev->af, ev->daddr);
-    put_addr(k[1].daddr, ev->af, ev->caddr);
-    k[1].sport = htons(ev->dport);
-    k[1].dport = htons(ev->cport);
-    put_addr(v[1].addr, ev->af, ev->vaddr);
-    v[1].port = htons(ev->vport);
-    v[1].ttl_dec = LVS_FASTPATH_TTL_OUT;
+    entry_of(ev, 0, &k[0], &v[0], ev->caddr, ev->cport, ev->vaddr, ev->vport,
+             ev->daddr, ev->dport, LVS_FASTPATH_TTL_IN);
+    entry_of(ev, 1, &k[1], &v[1], ev->daddr, ev->dport, ev->caddr, ev->cport,
+             ev->vaddr, ev->vport, LVS_FASTPATH_TTL_OUT);
 }
 
 /* What an entry counted since the last fold (and remember it as folded). */
